@@ -1,0 +1,103 @@
+//! Everything the server renders and the browser hydrates: the document shell, the router and
+//! its pages.
+
+pub mod theme;
+
+use leptos::prelude::*;
+use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_router::components::{Route, Router, Routes, A};
+use leptos_router::path;
+
+/// The HTML document around [`App`]; the server renders it for every route.
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8"/>
+                <meta name="viewport" content="width=device-width, initial-scale=1"/>
+                <meta name="color-scheme" content="light dark"/>
+                <AutoReload options=options.clone()/>
+                <HydrationScripts options/>
+                <MetaTags/>
+            </head>
+            <body>
+                <App/>
+            </body>
+        </html>
+    }
+}
+
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    let theme = theme::provide_theme();
+    // Runs only in the browser, once hydration has attached: tests and scripts wait on it.
+    Effect::new(move |_| {
+        if let Some(root) = document().document_element() {
+            let _ = root.set_attribute("data-hydrated", "true");
+        }
+    });
+
+    view! {
+        <Stylesheet id="leptos" href="/pkg/tether.css"/>
+        <Title text="Tether"/>
+        <Router>
+            <header class="topbar">
+                <A href="/" attr:class="brand">"Tether"</A>
+                <nav aria-label="Main">
+                    <A href="/">"Home"</A>
+                    <A href="/about">"About"</A>
+                </nav>
+                <theme::ThemeToggle theme/>
+            </header>
+            <main id="main">
+                <Routes fallback=|| view! { <NotFound/> }>
+                    <Route path=path!("/") view=HomePage/>
+                    <Route path=path!("/about") view=AboutPage/>
+                </Routes>
+            </main>
+        </Router>
+    }
+}
+
+#[component]
+fn HomePage() -> impl IntoView {
+    view! {
+        <section class="page">
+            <h1>"Tether"</h1>
+            <p class="lead">
+                "Private messaging on a session that survives reloads, new tabs, flaky networks and server restarts."
+            </p>
+        </section>
+    }
+}
+
+#[component]
+fn AboutPage() -> impl IntoView {
+    view! {
+        <section class="page">
+            <h1>"About Tether"</h1>
+            <p>
+                "Tether keeps one real-time connection per browser tab alive across navigation. "
+                "Your session lives in this browser; the server keeps your messages until you read them."
+            </p>
+        </section>
+    }
+}
+
+#[component]
+fn NotFound() -> impl IntoView {
+    #[cfg(feature = "ssr")]
+    {
+        if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
+            response.set_status(http::StatusCode::NOT_FOUND);
+        }
+    }
+    view! {
+        <section class="page">
+            <h1>"Page not found"</h1>
+            <p><A href="/">"Back to Tether"</A></p>
+        </section>
+    }
+}

@@ -1,0 +1,21 @@
+//! Event names, as they travel on the wire.
+
+/// Server → socket: `{ sessionID, userID }` right after an accepted handshake.
+pub const SESSION: &str = "session";
+/// Server → socket: the roster, one entry per user.
+pub const USERS: &str = "users";
+/// Server → everyone else: a user's socket connected.
+pub const USER_CONNECTED: &str = "user connected";
+/// Server → everyone else: a user's last socket left (payload: the bare userID string).
+pub const USER_DISCONNECTED: &str = "user disconnected";
+/// Both ways: a direct message.
+pub const PRIVATE_MESSAGE: &str = "private message";
+/// Client → server (with ack): messages after a cursor, plus presence.
+pub const RESTORE_STATE: &str = "restore_state";
+/// Client → server (with ack): older messages of one conversation.
+pub const HISTORY: &str = "history";
+/// Client → server (with ack): end the session everywhere.
+pub const LOGOUT: &str = "logout";
+
+/// The CONNECT_ERROR message for every refused handshake, exactly as the tutorial has it.
+pub const INVALID_USERNAME: &str = "invalid username";

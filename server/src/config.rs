@@ -1,0 +1,109 @@
+//! Operator configuration: clap flags, each with an environment fallback, and defaults that run
+//! on a laptop with no setup.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "tether", version, about = "Tether: real-time sessions that survive the browser")]
+pub struct Config {
+    /// Address to listen on. Port 0 picks a free port (the bound address is printed on stdout).
+    /// Defaults to LEPTOS_SITE_ADDR when cargo-leptos sets it, else 127.0.0.1:3000.
+    #[arg(long, env = "TETHER_LISTEN")]
+    pub listen: Option<SocketAddr>,
+
+    /// Directory for the embedded store (created if missing).
+    #[arg(long, env = "TETHER_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+
+    /// Log filter in tracing's EnvFilter syntax.
+    #[arg(long, env = "TETHER_LOG", default_value = "info,tower_http=warn")]
+    pub log: String,
+
+    /// Directory the built site (pkg/, assets) is served from.
+    #[arg(long, env = "LEPTOS_SITE_ROOT", default_value = "target/site")]
+    pub site_root: String,
+
+    /// Name of the built wasm/js/css files inside the site's pkg directory.
+    #[arg(long, env = "LEPTOS_OUTPUT_NAME", default_value = "tether")]
+    pub output_name: String,
+
+    /// Longest message body accepted, in characters.
+    #[arg(long, env = "TETHER_MAX_MESSAGE_CHARS", default_value_t = protocol::domain::MESSAGE_MAX_CHARS)]
+    pub max_message_chars: usize,
+
+    /// Largest Engine.IO payload accepted, in bytes, on polling and websocket alike.
+    #[arg(long, env = "TETHER_MAX_PAYLOAD_BYTES", default_value_t = 64 * 1024)]
+    pub max_payload_bytes: u64,
+
+    /// How many stored messages of each conversation `users` carries; older ones come by `history`.
+    #[arg(long, env = "TETHER_ROSTER_MESSAGES", default_value_t = 200)]
+    pub roster_messages_per_peer: u32,
+
+    /// A session unused for this many seconds expires.
+    #[arg(long, env = "TETHER_SESSION_IDLE_SECS", default_value_t = 30 * 24 * 3600)]
+    pub session_idle_secs: u64,
+
+    /// A session older than this many seconds expires, used or not.
+    #[arg(long, env = "TETHER_SESSION_MAX_AGE_SECS", default_value_t = 180 * 24 * 3600)]
+    pub session_max_age_secs: u64,
+
+    /// Engine.IO ping interval in milliseconds.
+    #[arg(long, env = "TETHER_PING_INTERVAL_MS", default_value_t = 25_000)]
+    pub ping_interval_ms: u64,
+
+    /// Engine.IO ping timeout in milliseconds.
+    #[arg(long, env = "TETHER_PING_TIMEOUT_MS", default_value_t = 20_000)]
+    pub ping_timeout_ms: u64,
+
+    /// A client that opens a transport but does not connect to a namespace within this many
+    /// milliseconds is dropped.
+    #[arg(long, env = "TETHER_CONNECT_TIMEOUT_MS", default_value_t = 10_000)]
+    pub connect_timeout_ms: u64,
+}
+
+impl Config {
+    /// The defaults, with the given data directory: what tests start from.
+    pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        let mut config = Self::parse_from(["tether"]);
+        config.data_dir = data_dir.into();
+        config
+    }
+
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen
+            .or_else(|| std::env::var("LEPTOS_SITE_ADDR").ok()?.parse().ok())
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 3000)))
+    }
+
+    pub fn session_idle(&self) -> Duration {
+        Duration::from_secs(self.session_idle_secs)
+    }
+
+    pub fn session_max_age(&self) -> Duration {
+        Duration::from_secs(self.session_max_age_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse_without_any_flag() {
+        let config = Config::for_data_dir("/tmp/x");
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(config.max_message_chars, 4000);
+    }
+
+    #[test]
+    fn flags_override_defaults() {
+        let config =
+            Config::parse_from(["tether", "--listen", "127.0.0.1:0", "--max-message-chars", "10"]);
+        assert_eq!(config.listen_addr().port(), 0);
+        assert_eq!(config.max_message_chars, 10);
+    }
+}

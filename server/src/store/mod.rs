@@ -1,0 +1,111 @@
+//! Storage behind one trait: sessions, users, messages and presence.
+//!
+//! [`sqlite::SqliteStore`] is the embedded default. Every write is committed before the call
+//! returns, so a caller that acks after `insert_message` only ever acks durable data.
+
+pub mod presence;
+pub mod sqlite;
+
+use std::collections::HashSet;
+
+use async_trait::async_trait;
+use protocol::payloads::Message;
+
+use crate::domain::{ClientMsgId, MessageContent, SessionId, UserId, Username};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend failed or is gone; the request had no effect (its transaction rolled back).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+/// A live session, as found by its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub user_id: UserId,
+    pub username: String,
+}
+
+/// A user as the roster lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub user_id: UserId,
+    pub username: String,
+}
+
+/// A message to store; `from` is the sender's session, never the payload.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub from: UserId,
+    pub to: UserId,
+    pub content: MessageContent,
+    pub client_id: Option<ClientMsgId>,
+}
+
+/// Whether storing a message wrote it now or found an earlier copy with the same client id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    New(Message),
+    Duplicate(Message),
+}
+
+impl Stored {
+    pub fn message(&self) -> &Message {
+        match self {
+            Stored::New(m) | Stored::Duplicate(m) => m,
+        }
+    }
+}
+
+/// A page of messages, oldest first; `has_more` says the page was cut at its limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub messages: Vec<Message>,
+    pub has_more: bool,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // ---- sessions ----
+    /// Creates a user and its session, with ids from the OS CSPRNG whose uniqueness the store
+    /// checks.
+    async fn create_session(&self, username: &Username) -> Result<(SessionId, Session), StoreError>;
+    /// The live session for this secret; expired sessions are deleted and reported as missing.
+    async fn find_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError>;
+    /// Ends a session for good. Returns whether it existed.
+    async fn delete_session(&self, id: &SessionId) -> Result<bool, StoreError>;
+
+    // ---- users ----
+    async fn list_users(&self) -> Result<Vec<User>, StoreError>;
+
+    // ---- messages ----
+    /// Stores a message durably. `None` when the recipient is unknown (nothing is written).
+    /// The same `(from, client_id)` again returns the first copy as [`Stored::Duplicate`].
+    async fn insert_message(&self, message: NewMessage) -> Result<Option<Stored>, StoreError>;
+    /// The newest `per_peer` messages of each of the viewer's conversations, oldest first.
+    async fn conversations(&self, viewer: &UserId, per_peer: u32) -> Result<Vec<Message>, StoreError>;
+    /// The viewer's messages with `id > since`, oldest first, at most `limit`.
+    async fn messages_since(&self, viewer: &UserId, since: i64, limit: u32) -> Result<Page, StoreError>;
+    /// The viewer's messages with `peer` older than `before` (none: the newest), oldest first.
+    async fn history(
+        &self,
+        viewer: &UserId,
+        peer: &UserId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Page, StoreError>;
+
+    // ---- presence ----
+    /// Counts a new socket of the user; true when the user just came online.
+    async fn socket_connected(&self, user: &UserId) -> Result<bool, StoreError>;
+    /// Uncounts a socket of the user; true when that was the user's last one.
+    async fn socket_disconnected(&self, user: &UserId) -> Result<bool, StoreError>;
+    async fn online_users(&self) -> Result<HashSet<UserId>, StoreError>;
+}

@@ -1,0 +1,92 @@
+//! Presence for one process: a socket count per user under one lock, so that many tabs of a
+//! user closing at the same instant produce exactly one "went offline".
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use crate::domain::UserId;
+
+#[derive(Debug, Default)]
+pub struct LocalPresence {
+    sockets: Mutex<HashMap<UserId, u32>>,
+}
+
+impl LocalPresence {
+    /// True when this is the user's first socket.
+    pub fn connect(&self, user: &UserId) -> bool {
+        let mut sockets = self.lock();
+        let count = sockets.entry(user.clone()).or_insert(0);
+        *count += 1;
+        *count == 1
+    }
+
+    /// True when this was the user's last socket.
+    pub fn disconnect(&self, user: &UserId) -> bool {
+        let mut sockets = self.lock();
+        match sockets.get_mut(user) {
+            Some(count) if *count > 1 => {
+                *count -= 1;
+                false
+            }
+            Some(_) => {
+                sockets.remove(user);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn online(&self) -> HashSet<UserId> {
+        self.lock().keys().cloned().collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, u32>> {
+        // The map holds only counters; a panic elsewhere cannot leave it half-updated.
+        self.sockets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_first_socket_brings_a_user_online() {
+        let p = LocalPresence::default();
+        let u = UserId::random();
+        assert!(p.connect(&u));
+        assert!(!p.connect(&u));
+        assert_eq!(p.online().len(), 1);
+    }
+
+    #[test]
+    fn only_the_last_socket_takes_a_user_offline() {
+        let p = LocalPresence::default();
+        let u = UserId::random();
+        p.connect(&u);
+        p.connect(&u);
+        assert!(!p.disconnect(&u));
+        assert!(p.disconnect(&u));
+        assert!(p.online().is_empty());
+        assert!(!p.disconnect(&u), "an extra disconnect changes nothing");
+    }
+
+    #[test]
+    fn twenty_tabs_closing_on_twenty_threads_go_offline_exactly_once() {
+        let p = std::sync::Arc::new(LocalPresence::default());
+        let u = UserId::random();
+        for _ in 0..20 {
+            p.connect(&u);
+        }
+        let offline: usize = (0..20)
+            .map(|_| {
+                let (p, u) = (p.clone(), u.clone());
+                std::thread::spawn(move || p.disconnect(&u))
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap() as usize)
+            .sum();
+        assert_eq!(offline, 1);
+    }
+}

@@ -1,0 +1,589 @@
+//! The embedded default store: one SQLite file in the data directory, WAL, `synchronous=FULL`.
+//!
+//! One writer thread owns the connection. Requests queue on a channel; the thread takes every
+//! request waiting (up to [`MAX_BATCH`]), runs each inside its own savepoint of one transaction,
+//! commits once, and only then answers them all. Under load this turns many fsyncs into one
+//! (group commit) while every answer still means "committed".
+
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use protocol::payloads::Message;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use tokio::sync::oneshot;
+
+use super::presence::LocalPresence;
+use super::{NewMessage, Page, Session, Store, StoreError, Stored, User};
+use crate::domain::{SessionId, UserId, Username};
+
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_init.sql")];
+const MAX_BATCH: usize = 512;
+/// A session's `last_seen_at` is rewritten at most this often.
+const TOUCH_EVERY_MS: i64 = 60_000;
+
+/// A job runs on the writer thread inside a savepoint. It returns whether it succeeded (a
+/// failure rolls back its savepoint only) and the reply to send once the batch is committed.
+type Job = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
+type Reply = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+
+#[derive(Debug, Clone, Copy)]
+pub struct SessionPolicy {
+    pub idle: Duration,
+    pub max_age: Duration,
+}
+
+pub struct SqliteStore {
+    jobs: mpsc::Sender<Job>,
+    presence: LocalPresence,
+    policy: SessionPolicy,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `tether.db` in `data_dir` and applies pending migrations.
+    pub fn open(data_dir: &Path, policy: SessionPolicy) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(data_dir)?;
+        let mut conn = Connection::open(data_dir.join("tether.db"))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             PRAGMA foreign_keys = ON;
+             PRAGMA busy_timeout = 5000;",
+        )?;
+        migrate(&mut conn)?;
+        let (jobs, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx))?;
+        Ok(Self {
+            jobs,
+            presence: LocalPresence::default(),
+            policy,
+        })
+    }
+
+    async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let result = f(conn);
+            let ok = result.is_ok();
+            let reply: Reply = Box::new(move |commit_error| {
+                let answer = match commit_error {
+                    Some(e) => Err(StoreError::Unavailable(e.to_string())),
+                    None => result.map_err(StoreError::from),
+                };
+                let _ = tx.send(answer);
+            });
+            (ok, reply)
+        });
+        let started = Instant::now();
+        self.jobs
+            .send(job)
+            .map_err(|_| StoreError::Unavailable("writer thread stopped".into()))?;
+        let answer = rx
+            .await
+            .map_err(|_| StoreError::Unavailable("request dropped by the store".into()))?;
+        metrics::histogram!("tether_store_latency_seconds").record(started.elapsed().as_secs_f64());
+        answer
+    }
+}
+
+fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
+    let applied: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", index + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        run_batch(&conn, batch);
+    }
+}
+
+/// Runs a batch in one transaction and answers every job after the commit. A job dropped
+/// unanswered (when the transaction cannot even begin) reports the store as unavailable.
+fn run_batch(conn: &Connection, batch: Vec<Job>) {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        tracing::error!(error = %e, jobs = batch.len(), "store could not begin a transaction");
+        return;
+    }
+    let mut replies = Vec::with_capacity(batch.len());
+    for job in batch {
+        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+            tracing::error!(error = %e, "store could not open a savepoint");
+            continue;
+        }
+        let (ok, reply) = job(conn);
+        let end = if ok {
+            "RELEASE job"
+        } else {
+            "ROLLBACK TO job; RELEASE job"
+        };
+        if let Err(e) = conn.execute_batch(end) {
+            tracing::error!(error = %e, "store could not close a savepoint");
+        }
+        replies.push(reply);
+    }
+    let commit_error = conn.execute_batch("COMMIT").map_err(StoreError::from).err();
+    if let Some(e) = &commit_error {
+        tracing::error!(error = %e, "store commit failed; the batch was rolled back");
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    for reply in replies {
+        reply(commit_error.as_ref());
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+fn pair_key(a: &str, b: &str) -> String {
+    if a <= b {
+        format!("{a}:{b}")
+    } else {
+        format!("{b}:{a}")
+    }
+}
+
+const MESSAGE_COLUMNS: &str = "id, ts, content, from_user, to_user, client_id";
+
+fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
+    Ok(Message {
+        id: row.get(0)?,
+        ts: row.get(1)?,
+        content: row.get(2)?,
+        from: row.get(3)?,
+        to: row.get(4)?,
+        client_id: row.get(5)?,
+    })
+}
+
+/// Runs a query for at most `limit` messages, asking for one more to learn whether more exist.
+fn page(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    limit: u32,
+    newest_first: bool,
+) -> rusqlite::Result<Page> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut messages = stmt
+        .query_map(params, message_from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let has_more = messages.len() > limit as usize;
+    messages.truncate(limit as usize);
+    if newest_first {
+        messages.reverse();
+    }
+    Ok(Page { messages, has_more })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_session(&self, username: &Username) -> Result<(SessionId, Session), StoreError> {
+        let username = username.as_str().to_owned();
+        self.run(move |conn| {
+            let now = now_ms();
+            // Ids are 122 random bits, so a clash is astronomically unlikely; the store still
+            // checks (INSERT OR IGNORE + changes) and draws again rather than assume.
+            let user_id = loop {
+                let candidate = UserId::random();
+                let inserted = conn
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO users (user_id, username, created_at) VALUES (?1, ?2, ?3)",
+                    )?
+                    .execute(params![candidate.as_str(), username, now])?;
+                if inserted == 1 {
+                    break candidate;
+                }
+            };
+            let session_id = loop {
+                let candidate = SessionId::random();
+                let inserted = conn
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO sessions (session_digest, user_id, created_at, last_seen_at)
+                         VALUES (?1, ?2, ?3, ?3)",
+                    )?
+                    .execute(params![candidate.digest(), user_id.as_str(), now])?;
+                if inserted == 1 {
+                    break candidate;
+                }
+            };
+            Ok((session_id, Session { user_id, username }))
+        })
+        .await
+    }
+
+    async fn find_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        let digest = id.digest();
+        let policy = self.policy;
+        self.run(move |conn| {
+            let now = now_ms();
+            let found = conn
+                .prepare_cached(
+                    "SELECT s.user_id, u.username, s.created_at, s.last_seen_at
+                     FROM sessions s JOIN users u ON u.user_id = s.user_id
+                     WHERE s.session_digest = ?1",
+                )?
+                .query_row(params![digest], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ))
+                })
+                .optional()?;
+            let Some((user_id, username, created_at, last_seen_at)) = found else {
+                return Ok(None);
+            };
+            let idle_ms = policy.idle.as_millis() as i64;
+            let max_age_ms = policy.max_age.as_millis() as i64;
+            if now - last_seen_at > idle_ms || now - created_at > max_age_ms {
+                conn.prepare_cached("DELETE FROM sessions WHERE session_digest = ?1")?
+                    .execute(params![digest])?;
+                return Ok(None);
+            }
+            if now - last_seen_at > TOUCH_EVERY_MS {
+                conn.prepare_cached("UPDATE sessions SET last_seen_at = ?2 WHERE session_digest = ?1")?
+                    .execute(params![digest, now])?;
+            }
+            Ok(Some(Session {
+                user_id: UserId::from_store(user_id),
+                username,
+            }))
+        })
+        .await
+    }
+
+    async fn delete_session(&self, id: &SessionId) -> Result<bool, StoreError> {
+        let digest = id.digest();
+        self.run(move |conn| {
+            let deleted = conn
+                .prepare_cached("DELETE FROM sessions WHERE session_digest = ?1")?
+                .execute(params![digest])?;
+            Ok(deleted > 0)
+        })
+        .await
+    }
+
+    async fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        self.run(|conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT user_id, username FROM users ORDER BY created_at, user_id")?;
+            let users = stmt
+                .query_map([], |r| {
+                    Ok(User {
+                        user_id: UserId::from_store(r.get(0)?),
+                        username: r.get(1)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(users)
+        })
+        .await
+    }
+
+    async fn insert_message(&self, message: NewMessage) -> Result<Option<Stored>, StoreError> {
+        self.run(move |conn| {
+            let from = message.from.as_str();
+            let to = message.to.as_str();
+            let client_id = message.client_id.as_ref().map(|c| c.as_str().to_owned());
+            if let Some(client_id) = &client_id {
+                let earlier = conn
+                    .prepare_cached(&format!(
+                        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE from_user = ?1 AND client_id = ?2"
+                    ))?
+                    .query_row(params![from, client_id], message_from_row)
+                    .optional()?;
+                if let Some(earlier) = earlier {
+                    return Ok(Some(Stored::Duplicate(earlier)));
+                }
+            }
+            let recipient_known = conn
+                .prepare_cached("SELECT 1 FROM users WHERE user_id = ?1")?
+                .query_row(params![to], |_| Ok(()))
+                .optional()?
+                .is_some();
+            if !recipient_known {
+                return Ok(None);
+            }
+            let ts = now_ms();
+            conn.prepare_cached(
+                "INSERT INTO messages (ts, from_user, to_user, pair, content, client_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                ts,
+                from,
+                to,
+                pair_key(from, to),
+                message.content.as_str(),
+                client_id
+            ])?;
+            Ok(Some(Stored::New(Message {
+                id: conn.last_insert_rowid(),
+                ts,
+                content: message.content.into_inner(),
+                from: from.to_owned(),
+                to: to.to_owned(),
+                client_id,
+            })))
+        })
+        .await
+    }
+
+    async fn conversations(&self, viewer: &UserId, per_peer: u32) -> Result<Vec<Message>, StoreError> {
+        let viewer = viewer.as_str().to_owned();
+        self.run(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM (
+                     SELECT *, ROW_NUMBER() OVER (PARTITION BY pair ORDER BY id DESC) AS rn
+                     FROM messages WHERE from_user = ?1 OR to_user = ?1
+                 ) WHERE rn <= ?2 ORDER BY id"
+            ))?;
+            let messages = stmt
+                .query_map(params![viewer, per_peer], message_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(messages)
+        })
+        .await
+    }
+
+    async fn messages_since(&self, viewer: &UserId, since: i64, limit: u32) -> Result<Page, StoreError> {
+        let viewer = viewer.as_str().to_owned();
+        self.run(move |conn| {
+            page(
+                conn,
+                &format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages
+                     WHERE (from_user = ?1 OR to_user = ?1) AND id > ?2 ORDER BY id LIMIT ?3"
+                ),
+                params![viewer, since, limit + 1],
+                limit,
+                false,
+            )
+        })
+        .await
+    }
+
+    async fn history(
+        &self,
+        viewer: &UserId,
+        peer: &UserId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Page, StoreError> {
+        let pair = pair_key(viewer.as_str(), peer.as_str());
+        let before = before.unwrap_or(i64::MAX);
+        self.run(move |conn| {
+            page(
+                conn,
+                &format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages
+                     WHERE pair = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
+                ),
+                params![pair, before, limit + 1],
+                limit,
+                true,
+            )
+        })
+        .await
+    }
+
+    async fn socket_connected(&self, user: &UserId) -> Result<bool, StoreError> {
+        Ok(self.presence.connect(user))
+    }
+
+    async fn socket_disconnected(&self, user: &UserId) -> Result<bool, StoreError> {
+        Ok(self.presence.disconnect(user))
+    }
+
+    async fn online_users(&self) -> Result<std::collections::HashSet<UserId>, StoreError> {
+        Ok(self.presence.online())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{ClientMsgId, MessageContent};
+
+    fn policy() -> SessionPolicy {
+        SessionPolicy {
+            idle: Duration::from_secs(3600),
+            max_age: Duration::from_secs(7200),
+        }
+    }
+
+    fn open(dir: &Path) -> SqliteStore {
+        SqliteStore::open(dir, policy()).unwrap()
+    }
+
+    async fn user(store: &SqliteStore, name: &str) -> (SessionId, UserId) {
+        let (sid, session) = store
+            .create_session(&Username::parse(name).unwrap())
+            .await
+            .unwrap();
+        (sid, session.user_id)
+    }
+
+    fn msg(from: &UserId, to: &UserId, text: &str, client_id: Option<&str>) -> NewMessage {
+        NewMessage {
+            from: from.clone(),
+            to: to.clone(),
+            content: MessageContent::parse(text, 4000).unwrap(),
+            client_id: client_id.map(|c| ClientMsgId::parse(c).unwrap()),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_session_is_found_by_its_secret_and_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sid, uid) = user(&open(dir.path()), "ada").await;
+        let reopened = open(dir.path());
+        let found = reopened.find_session(&sid).await.unwrap().unwrap();
+        assert_eq!(found.user_id, uid);
+        assert_eq!(found.username, "ada");
+        let unknown = SessionId::from_client("nope").unwrap();
+        assert_eq!(reopened.find_session(&unknown).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn an_expired_session_is_treated_as_unknown() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(
+            dir.path(),
+            SessionPolicy {
+                idle: Duration::ZERO,
+                max_age: Duration::from_secs(60),
+            },
+        )
+        .unwrap();
+        let (sid, _) = user(&store, "ada").await;
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(store.find_session(&sid).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn deleting_a_session_ends_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let (sid, _) = user(&store, "ada").await;
+        assert!(store.delete_session(&sid).await.unwrap());
+        assert!(!store.delete_session(&sid).await.unwrap());
+        assert_eq!(store.find_session(&sid).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn message_ids_increase_and_a_resend_with_the_same_client_id_is_stored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let (_, a) = user(&store, "a").await;
+        let (_, b) = user(&store, "b").await;
+        let cid = "0f8fad5b-d9cb-469f-a165-70867728950e";
+        let first = store.insert_message(msg(&a, &b, "one", Some(cid))).await.unwrap().unwrap();
+        let again = store.insert_message(msg(&a, &b, "one", Some(cid))).await.unwrap().unwrap();
+        assert!(matches!(first, Stored::New(_)));
+        assert!(matches!(again, Stored::Duplicate(_)));
+        assert_eq!(first.message().id, again.message().id);
+        let second = store.insert_message(msg(&b, &a, "two", None)).await.unwrap().unwrap();
+        assert!(second.message().id > first.message().id);
+        let since = store.messages_since(&a, 0, 100).await.unwrap();
+        assert_eq!(since.messages.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_message_to_an_unknown_user_is_not_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let (_, a) = user(&store, "a").await;
+        let ghost = UserId::random();
+        assert_eq!(store.insert_message(msg(&a, &ghost, "hi", None)).await.unwrap(), None);
+        assert!(store.messages_since(&a, 0, 10).await.unwrap().messages.is_empty());
+    }
+
+    #[tokio::test]
+    async fn conversations_hold_only_the_viewers_messages_and_the_newest_per_peer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let (_, a) = user(&store, "a").await;
+        let (_, b) = user(&store, "b").await;
+        let (_, c) = user(&store, "c").await;
+        for i in 0..5 {
+            store.insert_message(msg(&a, &b, &format!("ab{i}"), None)).await.unwrap();
+        }
+        store.insert_message(msg(&b, &c, "bc", None)).await.unwrap();
+        store.insert_message(msg(&c, &a, "ca", None)).await.unwrap();
+        let seen = store.conversations(&a, 3).await.unwrap();
+        let texts: Vec<_> = seen.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(texts, ["ab2", "ab3", "ab4", "ca"]);
+    }
+
+    #[tokio::test]
+    async fn history_pages_backwards_through_one_conversation() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let (_, a) = user(&store, "a").await;
+        let (_, b) = user(&store, "b").await;
+        let (_, c) = user(&store, "c").await;
+        for i in 0..5 {
+            store.insert_message(msg(&a, &b, &format!("m{i}"), None)).await.unwrap();
+            store.insert_message(msg(&a, &c, "other", None)).await.unwrap();
+        }
+        let newest = store.history(&b, &a, None, 2).await.unwrap();
+        let texts: Vec<_> = newest.messages.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(texts, ["m3", "m4"]);
+        assert!(newest.has_more);
+        let older = store
+            .history(&b, &a, Some(newest.messages[0].id), 10)
+            .await
+            .unwrap();
+        let texts: Vec<_> = older.messages.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(texts, ["m0", "m1", "m2"]);
+        assert!(!older.has_more);
+    }
+
+    #[tokio::test]
+    async fn many_concurrent_writes_are_all_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(open(dir.path()));
+        let (_, a) = user(&store, "a").await;
+        let (_, b) = user(&store, "b").await;
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let (store, a, b) = (store.clone(), a.clone(), b.clone());
+                tokio::spawn(async move {
+                    store.insert_message(msg(&a, &b, &format!("{i}"), None)).await.unwrap().unwrap()
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        drop(store);
+        let reopened = open(dir.path());
+        assert_eq!(reopened.messages_since(&b, 0, 1000).await.unwrap().messages.len(), 200);
+    }
+}

@@ -1,0 +1,181 @@
+//! Every accepted connection, in Part A's order: `session`, join the user's room, `users`,
+//! `user connected`. Presence on disconnect: `user disconnected` only for a user's last socket.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use protocol::events;
+use protocol::payloads::{Message, SessionInfo, UserEntry};
+use socketioxide::extract::{SocketRef, State};
+use socketioxide::socket::DisconnectReason;
+use tokio::sync::Mutex;
+
+use super::{messages, session, SocketState, Viewer};
+use crate::store::StoreError;
+
+/// Where a socket is in its presence life: counted once connected, uncounted once closed. The
+/// lock makes a disconnect that races the connect handler wait for it, so no count is lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Presence {
+    Pending,
+    Counted,
+    Closed,
+}
+
+#[derive(Clone)]
+struct PresenceSlot(Arc<Mutex<Presence>>);
+
+pub async fn on_connect(socket: SocketRef, State(state): State<SocketState>) {
+    let Some(viewer) = socket.extensions.get::<Viewer>() else {
+        // The middleware always sets a viewer; without one nothing may happen on this socket.
+        let _ = socket.disconnect();
+        return;
+    };
+    // Hold the presence slot before the first `.await`, and register every handler before it
+    // too, so that events arriving early are never dropped.
+    let slot = PresenceSlot(Arc::new(Mutex::new(Presence::Pending)));
+    let Ok(mut presence) = slot.0.clone().try_lock_owned() else {
+        return;
+    };
+    socket.extensions.insert(slot);
+    socket.on(events::PRIVATE_MESSAGE, messages::private_message);
+    socket.on(events::RESTORE_STATE, messages::restore_state);
+    socket.on(events::HISTORY, messages::history);
+    socket.on(events::LOGOUT, session::logout);
+    socket.on_disconnect(on_disconnect);
+
+    metrics::gauge!("tether_sockets_connected").increment(1.0);
+    let _ = socket.emit(
+        events::SESSION,
+        &SessionInfo {
+            session_id: viewer.session_id.expose_secret().to_owned(),
+            user_id: viewer.user_id.to_string(),
+        },
+    );
+    socket.join(viewer.user_id.to_string());
+
+    match state.store.socket_connected(&viewer.user_id).await {
+        Ok(came_online) => {
+            *presence = Presence::Counted;
+            if came_online {
+                metrics::gauge!("tether_users_online").increment(1.0);
+            }
+        }
+        Err(e) => tracing::error!(user.id = %viewer.user_id, error = %e, "presence update failed"),
+    }
+    drop(presence);
+
+    match roster(&state, &viewer).await {
+        Ok(users) => {
+            let _ = socket.emit(events::USERS, &users);
+        }
+        Err(e) => {
+            tracing::error!(user.id = %viewer.user_id, error = %e, "could not build the roster; closing the socket so the client retries");
+            let _ = socket.clone().disconnect();
+            return;
+        }
+    }
+    let _ = socket
+        .broadcast()
+        .emit(
+            events::USER_CONNECTED,
+            &UserEntry {
+                user_id: viewer.user_id.to_string(),
+                username: viewer.username.clone(),
+                connected: true,
+                messages: Vec::new(),
+            },
+        )
+        .await;
+    tracing::info!(socket.id = %socket.id, user.id = %viewer.user_id, "socket connected");
+}
+
+async fn on_disconnect(socket: SocketRef, State(state): State<SocketState>, reason: DisconnectReason) {
+    let (Some(viewer), Some(slot)) = (
+        socket.extensions.get::<Viewer>(),
+        socket.extensions.get::<PresenceSlot>(),
+    ) else {
+        return;
+    };
+    let mut presence = slot.0.lock().await;
+    let was = std::mem::replace(&mut *presence, Presence::Closed);
+    metrics::gauge!("tether_sockets_connected").decrement(1.0);
+    tracing::info!(socket.id = %socket.id, user.id = %viewer.user_id, ?reason, "socket disconnected");
+    if was != Presence::Counted {
+        return;
+    }
+    match state.store.socket_disconnected(&viewer.user_id).await {
+        Ok(true) => {
+            metrics::gauge!("tether_users_online").decrement(1.0);
+            let _ = socket
+                .broadcast()
+                .emit(events::USER_DISCONNECTED, viewer.user_id.as_str())
+                .await;
+            tracing::info!(user.id = %viewer.user_id, "user went offline");
+        }
+        Ok(false) => {}
+        Err(e) => tracing::error!(user.id = %viewer.user_id, error = %e, "presence update failed"),
+    }
+}
+
+/// One entry per user, the viewer included, each with the viewer's conversation with that user
+/// only.
+async fn roster(state: &SocketState, viewer: &Viewer) -> Result<Vec<UserEntry>, StoreError> {
+    let users = state.store.list_users().await?;
+    let online = state.store.online_users().await?;
+    let messages = state
+        .store
+        .conversations(&viewer.user_id, state.limits.roster_messages_per_peer)
+        .await?;
+    let mut by_peer = group_by_peer(viewer.user_id.as_str(), messages);
+    Ok(users
+        .into_iter()
+        .map(|user| UserEntry {
+            connected: online.contains(&user.user_id),
+            messages: by_peer.remove(user.user_id.as_str()).unwrap_or_default(),
+            user_id: user.user_id.to_string(),
+            username: user.username,
+        })
+        .collect())
+}
+
+/// Splits the viewer's messages by the other party (the viewer itself for notes to self).
+fn group_by_peer(viewer: &str, messages: Vec<Message>) -> HashMap<String, Vec<Message>> {
+    let mut by_peer: HashMap<String, Vec<Message>> = HashMap::new();
+    for message in messages {
+        let peer = if message.from == viewer {
+            message.to.clone()
+        } else {
+            message.from.clone()
+        };
+        by_peer.entry(peer).or_default().push(message);
+    }
+    by_peer
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(id: i64, from: &str, to: &str) -> Message {
+        Message {
+            id,
+            ts: 0,
+            content: String::new(),
+            from: from.into(),
+            to: to.into(),
+            client_id: None,
+        }
+    }
+
+    #[test]
+    fn messages_are_grouped_by_the_other_party_and_notes_to_self_by_the_viewer() {
+        let grouped = group_by_peer(
+            "me",
+            vec![m(1, "me", "bob"), m(2, "bob", "me"), m(3, "me", "me"), m(4, "eve", "me")],
+        );
+        assert_eq!(grouped["bob"].len(), 2);
+        assert_eq!(grouped["me"].len(), 1);
+        assert_eq!(grouped["eve"][0].id, 4);
+    }
+}

@@ -1,0 +1,62 @@
+//! Errors a socket event can end in, and how each is told to the client: a typed ack
+//! `{ error: { code, message } }`. Internal failures are logged once, here, and the client only
+//! learns that the store is unavailable.
+
+use protocol::{Ack, ErrorCode};
+
+use crate::domain::DomainError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    #[error("the payload does not have the expected shape")]
+    InvalidPayload,
+    #[error("{0}")]
+    InvalidContent(DomainError),
+    #[error("{0}")]
+    InvalidClientId(DomainError),
+    #[error("no such user")]
+    UnknownRecipient,
+    #[error("the cursor must be a non-negative message id")]
+    InvalidCursor,
+    #[error("the store is unavailable, try again")]
+    Store(#[from] StoreError),
+}
+
+impl EventError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            EventError::InvalidPayload => ErrorCode::InvalidPayload,
+            EventError::InvalidContent(_) => ErrorCode::InvalidContent,
+            EventError::InvalidClientId(_) => ErrorCode::InvalidClientId,
+            EventError::UnknownRecipient => ErrorCode::UnknownRecipient,
+            EventError::InvalidCursor => ErrorCode::InvalidCursor,
+            EventError::Store(_) => ErrorCode::StoreUnavailable,
+        }
+    }
+
+    /// The ack for this error. Store failures are logged here (their detail never leaves the
+    /// server); client mistakes are not logged above debug.
+    pub fn into_ack<T>(self, event: &str) -> Ack<T> {
+        match &self {
+            EventError::Store(inner) => tracing::error!(event, error = %inner, "store failure"),
+            other => tracing::debug!(event, error = %other, "refused a client request"),
+        }
+        Ack::error(self.code(), self.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_failures_do_not_leak_their_detail() {
+        let ack: Ack<()> =
+            EventError::Store(StoreError::Unavailable("disk I/O error at /secret/path".into()))
+                .into_ack("test");
+        let text = serde_json::to_string(&ack).unwrap();
+        assert!(text.contains("store_unavailable"));
+        assert!(!text.contains("/secret/path"));
+    }
+}

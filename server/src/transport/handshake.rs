@@ -1,0 +1,67 @@
+//! Handshake per PROTOCOL.md Part A: resume by `sessionID`, else create by `username`, else
+//! refuse with exactly `invalid username`.
+
+use serde_json::Value;
+use socketioxide::extract::{SocketRef, State, TryData};
+
+use super::{SocketState, Viewer};
+use crate::domain::{SessionId, Username};
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("{}", protocol::events::INVALID_USERNAME)]
+    InvalidUsername,
+    #[error("server unavailable")]
+    Store(#[from] StoreError),
+}
+
+/// Connect middleware: attaches a [`Viewer`] to the socket or refuses the connection.
+pub async fn authenticate(
+    socket: SocketRef,
+    TryData(auth): TryData<Value>,
+    State(state): State<SocketState>,
+) -> Result<(), HandshakeError> {
+    let auth = auth.unwrap_or(Value::Null);
+    let result = resolve(&auth, &state).await;
+    match &result {
+        Ok(viewer) => tracing::debug!(socket.id = %socket.id, user.id = %viewer.user_id, "handshake accepted"),
+        Err(HandshakeError::InvalidUsername) => {
+            tracing::debug!(socket.id = %socket.id, "handshake refused: invalid username")
+        }
+        Err(HandshakeError::Store(e)) => {
+            tracing::error!(socket.id = %socket.id, error = %e, "handshake failed on the store")
+        }
+    }
+    socket.extensions.insert(result?);
+    Ok(())
+}
+
+async fn resolve(auth: &Value, state: &SocketState) -> Result<Viewer, HandshakeError> {
+    // Lenient: a sessionID that is not a string is treated as absent, never as a parse error.
+    let claimed = auth
+        .get("sessionID")
+        .and_then(Value::as_str)
+        .and_then(SessionId::from_client);
+    if let Some(session_id) = claimed {
+        if let Some(session) = state.store.find_session(&session_id).await? {
+            return Ok(Viewer {
+                session_id,
+                user_id: session.user_id,
+                username: session.username,
+            });
+        }
+    }
+    let username = auth
+        .get("username")
+        .and_then(Value::as_str)
+        .and_then(|raw| Username::parse(raw).ok())
+        .ok_or(HandshakeError::InvalidUsername)?;
+    let (session_id, session) = state.store.create_session(&username).await?;
+    tracing::info!(user.id = %session.user_id, "new session");
+    Ok(Viewer {
+        session_id,
+        user_id: session.user_id,
+        username: session.username,
+    })
+}

@@ -1,0 +1,178 @@
+//! `private message`, `restore_state` and `history`.
+
+use protocol::events;
+use protocol::payloads::{
+    History, HistoryRequest, MessageReceipt, OutgoingMessage, Presence, RestoreState,
+    RestoreStateRequest,
+};
+use protocol::Ack;
+use serde_json::Value;
+use socketioxide::extract::{AckSender, SocketRef, State, TryData};
+
+use super::{EventError, SocketState, Viewer};
+use crate::domain::{ClientMsgId, MessageContent, UserId};
+use crate::store::{NewMessage, Stored};
+
+/// Stores the message, then sends it to the recipient's room and the sender's other sockets
+/// (never back to the sending socket), then acks `{ ok: { id, ts } }`.
+pub async fn private_message(
+    socket: SocketRef,
+    State(state): State<SocketState>,
+    TryData(payload): TryData<Value>,
+    ack: AckSender,
+) {
+    let Some(viewer) = socket.extensions.get::<Viewer>() else {
+        return;
+    };
+    let answer = match send(&socket, &state, &viewer, payload.ok()).await {
+        Ok(receipt) => Ack::Ok(receipt),
+        Err(e) => e.into_ack(events::PRIVATE_MESSAGE),
+    };
+    let _ = ack.send(&answer);
+}
+
+async fn send(
+    socket: &SocketRef,
+    state: &SocketState,
+    viewer: &Viewer,
+    payload: Option<Value>,
+) -> Result<MessageReceipt, EventError> {
+    let payload: OutgoingMessage = payload
+        .and_then(|v| serde_json::from_value(v).ok())
+        .ok_or(EventError::InvalidPayload)?;
+    let content = MessageContent::parse(&payload.content, state.limits.max_message_chars)
+        .map_err(EventError::InvalidContent)?;
+    let to = UserId::parse(&payload.to).ok_or(EventError::UnknownRecipient)?;
+    let client_id = payload
+        .client_id
+        .as_deref()
+        .map(ClientMsgId::parse)
+        .transpose()
+        .map_err(EventError::InvalidClientId)?;
+    let stored = state
+        .store
+        .insert_message(NewMessage {
+            from: viewer.user_id.clone(),
+            to: to.clone(),
+            content,
+            client_id,
+        })
+        .await?
+        .ok_or(EventError::UnknownRecipient)?;
+    let message = stored.message();
+    if let Stored::New(message) = &stored {
+        metrics::counter!("tether_messages_stored_total").increment(1);
+        // `to` on a socket excludes that socket; the two rooms cover the recipient's tabs and
+        // the sender's other tabs (one room for a note to self).
+        let rooms = vec![to.to_string(), viewer.user_id.to_string()];
+        let targets = socket.to(rooms.clone()).sockets().len();
+        if socket
+            .to(rooms)
+            .emit(events::PRIVATE_MESSAGE, message)
+            .await
+            .is_ok()
+        {
+            metrics::counter!("tether_messages_delivered_total").increment(targets as u64);
+        }
+    }
+    Ok(MessageReceipt {
+        id: message.id,
+        ts: message.ts,
+    })
+}
+
+/// The caller's messages after `since` (own conversations only, whatever the cursor) and
+/// everyone's presence.
+pub async fn restore_state(
+    socket: SocketRef,
+    State(state): State<SocketState>,
+    TryData(payload): TryData<Value>,
+    ack: AckSender,
+) {
+    let Some(viewer) = socket.extensions.get::<Viewer>() else {
+        return;
+    };
+    let answer = match restore(&state, &viewer, payload.ok()).await {
+        Ok(restored) => Ack::Ok(restored),
+        Err(e) => e.into_ack(events::RESTORE_STATE),
+    };
+    let _ = ack.send(&answer);
+}
+
+async fn restore(
+    state: &SocketState,
+    viewer: &Viewer,
+    payload: Option<Value>,
+) -> Result<RestoreState, EventError> {
+    let request: RestoreStateRequest = match payload {
+        None | Some(Value::Null) => RestoreStateRequest::default(),
+        Some(v) => serde_json::from_value(v).map_err(|_| EventError::InvalidCursor)?,
+    };
+    if request.since < 0 {
+        return Err(EventError::InvalidCursor);
+    }
+    let page = state
+        .store
+        .messages_since(&viewer.user_id, request.since, state.limits.restore_page)
+        .await?;
+    let online = state.store.online_users().await?;
+    let users = state
+        .store
+        .list_users()
+        .await?
+        .into_iter()
+        .map(|u| Presence {
+            connected: online.contains(&u.user_id),
+            user_id: u.user_id.to_string(),
+            username: u.username,
+        })
+        .collect();
+    Ok(RestoreState {
+        messages: page.messages,
+        users,
+        has_more: page.has_more,
+    })
+}
+
+/// Older messages of one of the caller's conversations.
+pub async fn history(
+    socket: SocketRef,
+    State(state): State<SocketState>,
+    TryData(payload): TryData<Value>,
+    ack: AckSender,
+) {
+    let Some(viewer) = socket.extensions.get::<Viewer>() else {
+        return;
+    };
+    let answer = match older(&state, &viewer, payload.ok()).await {
+        Ok(history) => Ack::Ok(history),
+        Err(e) => e.into_ack(events::HISTORY),
+    };
+    let _ = ack.send(&answer);
+}
+
+async fn older(
+    state: &SocketState,
+    viewer: &Viewer,
+    payload: Option<Value>,
+) -> Result<History, EventError> {
+    let request: HistoryRequest = payload
+        .and_then(|v| serde_json::from_value(v).ok())
+        .ok_or(EventError::InvalidPayload)?;
+    let peer = UserId::parse(&request.with).ok_or(EventError::UnknownRecipient)?;
+    if request.before.is_some_and(|b| b < 0) {
+        return Err(EventError::InvalidCursor);
+    }
+    let limit = request
+        .limit
+        .unwrap_or(50)
+        .clamp(1, state.limits.history_page_max);
+    let page = state
+        .store
+        .history(&viewer.user_id, &peer, request.before, limit)
+        .await?;
+    Ok(History {
+        messages: page.messages,
+        has_more: page.has_more,
+    })
+}

@@ -1,0 +1,54 @@
+//! The Socket.IO side of Tether: one file per event group.
+//!
+//! - [`handshake`]: the connect middleware that turns `auth` into a session (or refuses it);
+//! - [`connection`]: what happens on every accepted connection, and presence on disconnect;
+//! - [`messages`]: `private message`, `restore_state` and `history`;
+//! - [`session`]: `logout`.
+
+mod connection;
+mod error;
+mod handshake;
+mod messages;
+mod session;
+
+use std::sync::Arc;
+
+use socketioxide::handler::ConnectHandler;
+use socketioxide::SocketIo;
+
+use crate::domain::{SessionId, UserId};
+use crate::store::Store;
+
+pub use error::EventError;
+
+/// Limits the transport enforces; all come from [`crate::config::Config`].
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_message_chars: usize,
+    pub roster_messages_per_peer: u32,
+    pub restore_page: u32,
+    pub history_page_max: u32,
+}
+
+/// State shared by every socket handler.
+#[derive(Clone)]
+pub struct SocketState {
+    pub store: Arc<dyn Store>,
+    pub limits: Arc<Limits>,
+}
+
+/// Who a socket belongs to, set by the handshake middleware before the socket joins.
+#[derive(Debug, Clone)]
+pub struct Viewer {
+    pub session_id: SessionId,
+    pub user_id: UserId,
+    pub username: String,
+}
+
+/// Registers the `/` namespace.
+pub fn register(io: &SocketIo) {
+    io.ns(
+        "/",
+        connection::on_connect.with(handshake::authenticate),
+    );
+}

@@ -1,0 +1,323 @@
+//! `spawn_app()` starts the real server on port 0 with its own temporary store; `TestClient`
+//! wraps `rust_socketio` (a client nobody here wrote) and turns its callbacks into a stream of
+//! events the tests wait on, never sleeping "for the server to process".
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use rust_socketio::asynchronous::{Client, ClientBuilder};
+use rust_socketio::{Event, Payload, TransportType};
+use serde_json::{json, Value};
+use server::{Config, Server};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::{mpsc, oneshot};
+
+pub const WAIT: Duration = Duration::from_secs(10);
+
+fn test_config(data_dir: &Path) -> Config {
+    let mut config = Config::for_data_dir(data_dir);
+    config.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    config.ping_interval_ms = 300;
+    config.ping_timeout_ms = 200;
+    config
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub io: socketioxide::SocketIo,
+    _dir: Option<tempfile::TempDir>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The real server, in this process, on a free port with a fresh data directory.
+pub async fn spawn_app() -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut app = spawn_app_in(dir.path()).await;
+    app._dir = Some(dir);
+    app
+}
+
+/// The real server on an existing data directory (for restarts).
+pub async fn spawn_app_in(data_dir: &Path) -> TestApp {
+    let server = Server::bind(&test_config(data_dir)).await.expect("server binds");
+    let addr = server.local_addr().expect("bound address");
+    let io = server.io();
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        server
+            .run(async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("server runs");
+    });
+    TestApp {
+        addr,
+        io,
+        _dir: None,
+        shutdown: Some(tx),
+        task: Some(task),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Opens a socket with this `auth` and returns it with what the handshake produced.
+    pub async fn connect(&self, auth: Value) -> TestClient {
+        TestClient::connect(&self.url(), auth).await
+    }
+
+    /// A new user named `name`, after its `session` and `users` arrived.
+    pub async fn connect_as(&self, name: &str) -> TestClient {
+        let mut client = self.connect(json!({ "username": name })).await;
+        client.expect_session().await;
+        client
+    }
+
+    /// Another tab of the same session.
+    pub async fn resume(&self, session_id: &str) -> TestClient {
+        let mut client = self.connect(json!({ "sessionID": session_id })).await;
+        client.expect_session().await;
+        client
+    }
+
+    /// The CONNECT_ERROR message the server answers this `auth` with.
+    pub async fn refusal(&self, auth: Value) -> String {
+        let mut client = self.connect(auth).await;
+        let error = client.next("error").await;
+        error.as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Stops the server gracefully and waits until it is down.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    /// Waits (bounded) until no socket of `user_id` is left on the server.
+    pub async fn until_room_is_empty(&self, user_id: &str) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !self.io.within(user_id.to_owned()).sockets().is_empty() {
+            assert!(tokio::time::Instant::now() < deadline, "sockets of {user_id} did not close");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.addr, path).await
+    }
+}
+
+/// A minimal HTTP/1.1 GET, enough for /healthz and /metrics.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+pub struct TestClient {
+    pub client: Client,
+    events: mpsc::UnboundedReceiver<(String, Value)>,
+    backlog: VecDeque<(String, Value)>,
+    pub session_id: String,
+    pub user_id: String,
+    pub users: Vec<Value>,
+}
+
+fn first_arg(payload: Payload) -> Value {
+    match payload {
+        Payload::Text(mut values) if !values.is_empty() => values.swap_remove(0),
+        #[allow(deprecated)]
+        Payload::String(s) => serde_json::from_str(&s).unwrap_or(Value::String(s)),
+        _ => Value::Null,
+    }
+}
+
+impl TestClient {
+    pub async fn connect(url: &str, auth: Value) -> TestClient {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let on_any = tx.clone();
+        let on_error = tx.clone();
+        let on_close = tx;
+        let client = ClientBuilder::new(url)
+            .transport_type(TransportType::Websocket)
+            .reconnect(false)
+            .auth(auth)
+            .on_any(move |event, payload, _| {
+                let _ = on_any.send((String::from(event.as_str()), first_arg(payload)));
+                async {}.boxed()
+            })
+            .on(Event::Error, move |payload, _| {
+                let text = match first_arg(payload) {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                let _ = on_error.send(("error".into(), Value::String(text)));
+                async {}.boxed()
+            })
+            .on(Event::Close, move |_, _| {
+                let _ = on_close.send(("close".into(), Value::Null));
+                async {}.boxed()
+            })
+            .connect()
+            .await
+            .expect("transport opens");
+        TestClient {
+            client,
+            events: rx,
+            backlog: VecDeque::new(),
+            session_id: String::new(),
+            user_id: String::new(),
+            users: Vec::new(),
+        }
+    }
+
+    /// Waits for `session` then `users`, and keeps what they said.
+    pub async fn expect_session(&mut self) {
+        let session = self.next("session").await;
+        self.session_id = session["sessionID"].as_str().expect("sessionID").to_owned();
+        self.user_id = session["userID"].as_str().expect("userID").to_owned();
+        let users = self.next("users").await;
+        self.users = users.as_array().expect("users is an array").clone();
+    }
+
+    /// The next `event`, waiting for it; other events stay queued for later.
+    pub async fn next(&mut self, event: &str) -> Value {
+        if let Some(index) = self.backlog.iter().position(|(e, _)| e == event) {
+            return self.backlog.remove(index).expect("index is valid").1;
+        }
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let received = tokio::time::timeout_at(deadline, self.events.recv())
+                .await
+                .unwrap_or_else(|_| panic!("timed out waiting for `{event}`; saw {:?}", self.backlog));
+            let Some((name, value)) = received else {
+                panic!("event stream ended while waiting for `{event}`");
+            };
+            if name == event {
+                return value;
+            }
+            self.backlog.push_back((name, value));
+        }
+    }
+
+    /// Every `event` received so far, without waiting.
+    pub fn drain(&mut self, event: &str) -> Vec<Value> {
+        while let Ok(item) = self.events.try_recv() {
+            self.backlog.push_back(item);
+        }
+        let (matching, rest): (Vec<_>, Vec<_>) =
+            self.backlog.drain(..).partition(|(e, _)| e == event);
+        self.backlog = rest.into();
+        matching.into_iter().map(|(_, v)| v).collect()
+    }
+
+    /// Emits with an ack and returns the ack's first argument.
+    pub async fn request(&self, event: &str, data: Value) -> Value {
+        let (tx, rx) = oneshot::channel();
+        let tx = std::sync::Mutex::new(Some(tx));
+        self.client
+            .emit_with_ack(event, data, WAIT, move |payload, _| {
+                // rust_socketio hands an ack's whole argument list over as one value.
+                let args = first_arg(payload);
+                let first = match args {
+                    Value::Array(mut args) if !args.is_empty() => args.swap_remove(0),
+                    other => other,
+                };
+                if let Some(tx) = tx.lock().unwrap().take() {
+                    let _ = tx.send(first);
+                }
+                async {}.boxed()
+            })
+            .await
+            .expect("emit");
+        tokio::time::timeout(WAIT, rx)
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for the ack of `{event}`"))
+            .expect("ack callback dropped")
+    }
+
+    /// Sends a direct message and returns its ack.
+    pub async fn send(&self, to: &str, content: &str) -> Value {
+        self.request("private message", json!({ "to": to, "content": content }))
+            .await
+    }
+
+    /// A round trip to the server: anything the server queued for this socket before now has
+    /// arrived once this returns.
+    pub async fn sync(&self) -> Value {
+        self.request("restore_state", json!({ "since": 0 })).await
+    }
+
+    pub async fn close(&self) {
+        let _ = self.client.disconnect().await;
+    }
+}
+
+/// The server binary as a child process (killed when dropped), for restart and crash tests.
+pub struct ChildServer {
+    pub child: tokio::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl ChildServer {
+    pub async fn start(data_dir: &Path) -> ChildServer {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_server"))
+            .args(["--listen", "127.0.0.1:0", "--log", "warn"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("server binary starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = tokio::time::timeout(WAIT, async {
+            while let Some(line) = lines.next_line().await.expect("read stdout") {
+                if let Some(rest) = line.strip_prefix("listening on http://") {
+                    return rest.parse::<SocketAddr>().expect("address");
+                }
+            }
+            panic!("server exited before listening");
+        })
+        .await
+        .expect("server starts listening in time");
+        ChildServer { child, addr }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// SIGKILL: no shutdown hook, no flush.
+    pub async fn kill_9(mut self) {
+        self.child.start_kill().expect("kill");
+        let _ = self.child.wait().await;
+    }
+}

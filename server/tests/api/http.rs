@@ -1,0 +1,42 @@
+use crate::helpers::spawn_app;
+
+#[tokio::test]
+async fn healthz_answers_ok() {
+    let app = spawn_app().await;
+    assert_eq!(app.get("/healthz").await, (200, "ok".to_owned()));
+}
+
+#[tokio::test]
+async fn pages_are_rendered_on_the_server() {
+    let app = spawn_app().await;
+    let (status, body) = app.get("/").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("<h1>Tether</h1>"), "{body}");
+    let (status, body) = app.get("/about").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("About Tether"));
+}
+
+#[tokio::test]
+async fn unknown_pages_are_404() {
+    let app = spawn_app().await;
+    let (status, _) = app.get("/no/such/page").await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn metrics_report_sockets_users_and_messages() {
+    let app = spawn_app().await;
+    let ada = app.connect_as("ada").await;
+    ada.send(&ada.user_id, "count me").await;
+    let (status, body) = app.get("/metrics").await;
+    assert_eq!(status, 200);
+    for name in [
+        "tether_sockets_connected",
+        "tether_users_online",
+        "tether_messages_stored_total",
+        "tether_store_latency_seconds",
+    ] {
+        assert!(body.contains(name), "{name} missing from:\n{body}");
+    }
+}

@@ -1,0 +1,11 @@
+//! Integration tests: the real server, a real SQLite file, and a Socket.IO client nobody here
+//! wrote. One binary with modules keeps link time down.
+
+mod helpers;
+
+mod durability;
+mod handshake;
+mod http;
+mod messaging;
+mod presence;
+mod session;

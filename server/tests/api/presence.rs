@@ -1,0 +1,102 @@
+use futures_util::future::join_all;
+use serde_json::json;
+
+use crate::helpers::{spawn_app, TestClient};
+
+#[tokio::test]
+async fn two_tabs_of_one_user_are_one_entry_in_users() {
+    let app = spawn_app().await;
+    let ada = app.connect_as("ada").await;
+    let _tab2 = app.resume(&ada.session_id).await;
+    let bob = app.connect_as("bob").await;
+    let ada_entries = bob
+        .users
+        .iter()
+        .filter(|u| u["userID"] == ada.user_id.as_str())
+        .count();
+    assert_eq!(ada_entries, 1);
+    assert_eq!(bob.users.len(), 2);
+}
+
+#[tokio::test]
+async fn closing_one_of_two_tabs_keeps_the_user_online() {
+    let app = spawn_app().await;
+    let ada = app.connect_as("ada").await;
+    let tab2 = app.resume(&ada.session_id).await;
+    let mut bob = app.connect_as("bob").await;
+
+    tab2.close().await;
+    // A third tab opening after the close proves the close was handled first.
+    let tab3 = app.resume(&ada.session_id).await;
+    let state = bob.sync().await;
+    let ada_presence = state["ok"]["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["userID"] == ada.user_id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(ada_presence["connected"], true);
+    assert!(bob.drain("user disconnected").is_empty());
+
+    ada.close().await;
+    tab3.close().await;
+    assert_eq!(bob.next("user disconnected").await, json!(ada.user_id));
+}
+
+#[tokio::test]
+async fn twenty_tabs_closing_at_once_announce_offline_exactly_once() {
+    let app = spawn_app().await;
+    let ada = app.connect_as("ada").await;
+    let mut tabs: Vec<TestClient> = vec![ada];
+    let session_id = tabs[0].session_id.clone();
+    for _ in 1..20 {
+        tabs.push(app.resume(&session_id).await);
+    }
+    let mut bob = app.connect_as("bob").await;
+    let ada_id = tabs[0].user_id.clone();
+
+    join_all(tabs.iter().map(|t| t.close())).await;
+    assert_eq!(bob.next("user disconnected").await, json!(ada_id));
+
+    // Let every disconnect handler finish, then make sure no second announcement follows.
+    let state = bob.sync().await;
+    let online = |state: &serde_json::Value| {
+        state["ok"]["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["userID"] == ada_id.as_str() && u["connected"] == true)
+    };
+    assert!(!online(&state));
+    // socketioxide keeps a closing socket in its rooms until its disconnect handler returns:
+    // once the room is empty, every handler has run and queued whatever it was going to send.
+    app.until_room_is_empty(&ada_id).await;
+    bob.sync().await;
+    assert!(bob.drain("user disconnected").is_empty(), "offline announced once");
+}
+
+#[tokio::test]
+async fn an_offline_recipient_finds_the_message_on_return() {
+    let app = spawn_app().await;
+    let ada = app.connect_as("ada").await;
+    let bob = app.connect_as("bob").await;
+    let (bob_session, bob_id) = (bob.session_id.clone(), bob.user_id.clone());
+    bob.close().await;
+
+    let ack = ada.send(&bob_id, "while you were away").await;
+    let id = ack["ok"]["id"].as_i64().unwrap();
+
+    let back = app.resume(&bob_session).await;
+    let with_ada = back
+        .users
+        .iter()
+        .find(|u| u["userID"] == ada.user_id.as_str())
+        .unwrap();
+    assert_eq!(with_ada["messages"][0]["content"], "while you were away");
+    assert_eq!(with_ada["connected"], true);
+
+    let restored = back.request("restore_state", json!({ "since": id - 1 })).await;
+    assert_eq!(restored["ok"]["messages"][0]["id"], id);
+    assert_eq!(restored["ok"]["hasMore"], false);
+}
