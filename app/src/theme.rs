@@ -79,9 +79,11 @@ fn system_prefers_dark() -> bool {
 pub fn ThemeToggle(theme: RwSignal<Option<Theme>>) -> impl IntoView {
     let is_dark = move || theme.get() == Some(Theme::Dark);
     let toggle = move |_| {
-        let current = theme
-            .get_untracked()
-            .unwrap_or(if system_prefers_dark() { Theme::Dark } else { Theme::Light });
+        let current = theme.get_untracked().unwrap_or(if system_prefers_dark() {
+            Theme::Dark
+        } else {
+            Theme::Light
+        });
         theme.set(Some(current.toggled()));
     };
     view! {

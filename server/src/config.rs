@@ -8,7 +8,11 @@ use std::time::Duration;
 use clap::Parser;
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "tether", version, about = "Tether: real-time sessions that survive the browser")]
+#[command(
+    name = "tether",
+    version,
+    about = "Tether: real-time sessions that survive the browser"
+)]
 pub struct Config {
     /// Address to listen on. Port 0 picks a free port (the bound address is printed on stdout).
     /// Defaults to LEPTOS_SITE_ADDR when cargo-leptos sets it, else 127.0.0.1:3000.
@@ -101,8 +105,13 @@ mod tests {
 
     #[test]
     fn flags_override_defaults() {
-        let config =
-            Config::parse_from(["tether", "--listen", "127.0.0.1:0", "--max-message-chars", "10"]);
+        let config = Config::parse_from([
+            "tether",
+            "--listen",
+            "127.0.0.1:0",
+            "--max-message-chars",
+            "10",
+        ]);
         assert_eq!(config.listen_addr().port(), 0);
         assert_eq!(config.max_message_chars, 10);
     }

@@ -93,7 +93,10 @@ impl Server {
     }
 
     /// Serves until `shutdown` resolves, then closes every socket and drains requests.
-    pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let io = self.app.io.clone();
         axum::serve(self.listener, self.app.router)
             .with_graceful_shutdown(async move {

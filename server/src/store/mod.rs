@@ -76,7 +76,8 @@ pub trait Store: Send + Sync + 'static {
     // ---- sessions ----
     /// Creates a user and its session, with ids from the OS CSPRNG whose uniqueness the store
     /// checks.
-    async fn create_session(&self, username: &Username) -> Result<(SessionId, Session), StoreError>;
+    async fn create_session(&self, username: &Username)
+        -> Result<(SessionId, Session), StoreError>;
     /// The live session for this secret; expired sessions are deleted and reported as missing.
     async fn find_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError>;
     /// Ends a session for good. Returns whether it existed.
@@ -90,9 +91,18 @@ pub trait Store: Send + Sync + 'static {
     /// The same `(from, client_id)` again returns the first copy as [`Stored::Duplicate`].
     async fn insert_message(&self, message: NewMessage) -> Result<Option<Stored>, StoreError>;
     /// The newest `per_peer` messages of each of the viewer's conversations, oldest first.
-    async fn conversations(&self, viewer: &UserId, per_peer: u32) -> Result<Vec<Message>, StoreError>;
+    async fn conversations(
+        &self,
+        viewer: &UserId,
+        per_peer: u32,
+    ) -> Result<Vec<Message>, StoreError>;
     /// The viewer's messages with `id > since`, oldest first, at most `limit`.
-    async fn messages_since(&self, viewer: &UserId, since: i64, limit: u32) -> Result<Page, StoreError>;
+    async fn messages_since(
+        &self,
+        viewer: &UserId,
+        since: i64,
+        limit: u32,
+    ) -> Result<Page, StoreError>;
     /// The viewer's messages with `peer` older than `before` (none: the newest), oldest first.
     async fn history(
         &self,

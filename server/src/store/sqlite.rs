@@ -130,7 +130,14 @@ fn run_batch(conn: &Connection, batch: Vec<Job>) {
             tracing::error!(error = %e, "store could not open a savepoint");
             continue;
         }
-        let (ok, reply) = job(conn);
+        // A panicking job must not take the writer thread (and so the whole store) down: its
+        // savepoint is rolled back and its caller, whose reply is dropped, sees an error.
+        let Ok((ok, reply)) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(conn)))
+        else {
+            tracing::error!("a store job panicked; its changes were rolled back");
+            let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+            continue;
+        };
         let end = if ok {
             "RELEASE job"
         } else {
@@ -201,7 +208,10 @@ fn page(
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn create_session(&self, username: &Username) -> Result<(SessionId, Session), StoreError> {
+    async fn create_session(
+        &self,
+        username: &Username,
+    ) -> Result<(SessionId, Session), StoreError> {
         let username = username.as_str().to_owned();
         self.run(move |conn| {
             let now = now_ms();
@@ -266,8 +276,10 @@ impl Store for SqliteStore {
                 return Ok(None);
             }
             if now - last_seen_at > TOUCH_EVERY_MS {
-                conn.prepare_cached("UPDATE sessions SET last_seen_at = ?2 WHERE session_digest = ?1")?
-                    .execute(params![digest, now])?;
+                conn.prepare_cached(
+                    "UPDATE sessions SET last_seen_at = ?2 WHERE session_digest = ?1",
+                )?
+                .execute(params![digest, now])?;
             }
             Ok(Some(Session {
                 user_id: UserId::from_store(user_id),
@@ -290,8 +302,9 @@ impl Store for SqliteStore {
 
     async fn list_users(&self) -> Result<Vec<User>, StoreError> {
         self.run(|conn| {
-            let mut stmt =
-                conn.prepare_cached("SELECT user_id, username FROM users ORDER BY created_at, user_id")?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT user_id, username FROM users ORDER BY created_at, user_id",
+            )?;
             let users = stmt
                 .query_map([], |r| {
                     Ok(User {
@@ -354,7 +367,11 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn conversations(&self, viewer: &UserId, per_peer: u32) -> Result<Vec<Message>, StoreError> {
+    async fn conversations(
+        &self,
+        viewer: &UserId,
+        per_peer: u32,
+    ) -> Result<Vec<Message>, StoreError> {
         let viewer = viewer.as_str().to_owned();
         self.run(move |conn| {
             let mut stmt = conn.prepare_cached(&format!(
@@ -371,7 +388,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn messages_since(&self, viewer: &UserId, since: i64, limit: u32) -> Result<Page, StoreError> {
+    async fn messages_since(
+        &self,
+        viewer: &UserId,
+        since: i64,
+        limit: u32,
+    ) -> Result<Page, StoreError> {
         let viewer = viewer.as_str().to_owned();
         self.run(move |conn| {
             page(
@@ -503,12 +525,24 @@ mod tests {
         let (_, a) = user(&store, "a").await;
         let (_, b) = user(&store, "b").await;
         let cid = "0f8fad5b-d9cb-469f-a165-70867728950e";
-        let first = store.insert_message(msg(&a, &b, "one", Some(cid))).await.unwrap().unwrap();
-        let again = store.insert_message(msg(&a, &b, "one", Some(cid))).await.unwrap().unwrap();
+        let first = store
+            .insert_message(msg(&a, &b, "one", Some(cid)))
+            .await
+            .unwrap()
+            .unwrap();
+        let again = store
+            .insert_message(msg(&a, &b, "one", Some(cid)))
+            .await
+            .unwrap()
+            .unwrap();
         assert!(matches!(first, Stored::New(_)));
         assert!(matches!(again, Stored::Duplicate(_)));
         assert_eq!(first.message().id, again.message().id);
-        let second = store.insert_message(msg(&b, &a, "two", None)).await.unwrap().unwrap();
+        let second = store
+            .insert_message(msg(&b, &a, "two", None))
+            .await
+            .unwrap()
+            .unwrap();
         assert!(second.message().id > first.message().id);
         let since = store.messages_since(&a, 0, 100).await.unwrap();
         assert_eq!(since.messages.len(), 2);
@@ -520,8 +554,19 @@ mod tests {
         let store = open(dir.path());
         let (_, a) = user(&store, "a").await;
         let ghost = UserId::random();
-        assert_eq!(store.insert_message(msg(&a, &ghost, "hi", None)).await.unwrap(), None);
-        assert!(store.messages_since(&a, 0, 10).await.unwrap().messages.is_empty());
+        assert_eq!(
+            store
+                .insert_message(msg(&a, &ghost, "hi", None))
+                .await
+                .unwrap(),
+            None
+        );
+        assert!(store
+            .messages_since(&a, 0, 10)
+            .await
+            .unwrap()
+            .messages
+            .is_empty());
     }
 
     #[tokio::test]
@@ -532,7 +577,10 @@ mod tests {
         let (_, b) = user(&store, "b").await;
         let (_, c) = user(&store, "c").await;
         for i in 0..5 {
-            store.insert_message(msg(&a, &b, &format!("ab{i}"), None)).await.unwrap();
+            store
+                .insert_message(msg(&a, &b, &format!("ab{i}"), None))
+                .await
+                .unwrap();
         }
         store.insert_message(msg(&b, &c, "bc", None)).await.unwrap();
         store.insert_message(msg(&c, &a, "ca", None)).await.unwrap();
@@ -549,8 +597,14 @@ mod tests {
         let (_, b) = user(&store, "b").await;
         let (_, c) = user(&store, "c").await;
         for i in 0..5 {
-            store.insert_message(msg(&a, &b, &format!("m{i}"), None)).await.unwrap();
-            store.insert_message(msg(&a, &c, "other", None)).await.unwrap();
+            store
+                .insert_message(msg(&a, &b, &format!("m{i}"), None))
+                .await
+                .unwrap();
+            store
+                .insert_message(msg(&a, &c, "other", None))
+                .await
+                .unwrap();
         }
         let newest = store.history(&b, &a, None, 2).await.unwrap();
         let texts: Vec<_> = newest.messages.iter().map(|m| m.content.as_str()).collect();
@@ -575,7 +629,11 @@ mod tests {
             .map(|i| {
                 let (store, a, b) = (store.clone(), a.clone(), b.clone());
                 tokio::spawn(async move {
-                    store.insert_message(msg(&a, &b, &format!("{i}"), None)).await.unwrap().unwrap()
+                    store
+                        .insert_message(msg(&a, &b, &format!("{i}"), None))
+                        .await
+                        .unwrap()
+                        .unwrap()
                 })
             })
             .collect();
@@ -584,6 +642,14 @@ mod tests {
         }
         drop(store);
         let reopened = open(dir.path());
-        assert_eq!(reopened.messages_since(&b, 0, 1000).await.unwrap().messages.len(), 200);
+        assert_eq!(
+            reopened
+                .messages_since(&b, 0, 1000)
+                .await
+                .unwrap()
+                .messages
+                .len(),
+            200
+        );
     }
 }

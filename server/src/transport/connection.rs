@@ -90,7 +90,11 @@ pub async fn on_connect(socket: SocketRef, State(state): State<SocketState>) {
     tracing::info!(socket.id = %socket.id, user.id = %viewer.user_id, "socket connected");
 }
 
-async fn on_disconnect(socket: SocketRef, State(state): State<SocketState>, reason: DisconnectReason) {
+async fn on_disconnect(
+    socket: SocketRef,
+    State(state): State<SocketState>,
+    reason: DisconnectReason,
+) {
     let (Some(viewer), Some(slot)) = (
         socket.extensions.get::<Viewer>(),
         socket.extensions.get::<PresenceSlot>(),
@@ -172,7 +176,12 @@ mod tests {
     fn messages_are_grouped_by_the_other_party_and_notes_to_self_by_the_viewer() {
         let grouped = group_by_peer(
             "me",
-            vec![m(1, "me", "bob"), m(2, "bob", "me"), m(3, "me", "me"), m(4, "eve", "me")],
+            vec![
+                m(1, "me", "bob"),
+                m(2, "bob", "me"),
+                m(3, "me", "me"),
+                m(4, "eve", "me"),
+            ],
         );
         assert_eq!(grouped["bob"].len(), 2);
         assert_eq!(grouped["me"].len(), 1);

@@ -52,9 +52,10 @@ mod tests {
 
     #[test]
     fn store_failures_do_not_leak_their_detail() {
-        let ack: Ack<()> =
-            EventError::Store(StoreError::Unavailable("disk I/O error at /secret/path".into()))
-                .into_ack("test");
+        let ack: Ack<()> = EventError::Store(StoreError::Unavailable(
+            "disk I/O error at /secret/path".into(),
+        ))
+        .into_ack("test");
         let text = serde_json::to_string(&ack).unwrap();
         assert!(text.contains("store_unavailable"));
         assert!(!text.contains("/secret/path"));

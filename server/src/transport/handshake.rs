@@ -25,7 +25,9 @@ pub async fn authenticate(
     let auth = auth.unwrap_or(Value::Null);
     let result = resolve(&auth, &state).await;
     match &result {
-        Ok(viewer) => tracing::debug!(socket.id = %socket.id, user.id = %viewer.user_id, "handshake accepted"),
+        Ok(viewer) => {
+            tracing::debug!(socket.id = %socket.id, user.id = %viewer.user_id, "handshake accepted")
+        }
         Err(HandshakeError::InvalidUsername) => {
             tracing::debug!(socket.id = %socket.id, "handshake refused: invalid username")
         }

@@ -3,7 +3,7 @@
 //! - [`handshake`]: the connect middleware that turns `auth` into a session (or refuses it);
 //! - [`connection`]: what happens on every accepted connection, and presence on disconnect;
 //! - [`messages`]: `private message`, `restore_state` and `history`;
-//! - [`session`]: `logout`.
+//! - [`session`]: the `logout` event.
 
 mod connection;
 mod error;
@@ -47,8 +47,5 @@ pub struct Viewer {
 
 /// Registers the `/` namespace.
 pub fn register(io: &SocketIo) {
-    io.ns(
-        "/",
-        connection::on_connect.with(handshake::authenticate),
-    );
+    io.ns("/", connection::on_connect.with(handshake::authenticate));
 }

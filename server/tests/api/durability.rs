@@ -16,7 +16,9 @@ async fn a_graceful_restart_keeps_sessions_and_messages() {
     let ada_again = app.resume(&ada_session).await;
     assert_eq!(ada_again.user_id, ada.user_id);
     let bob_again = app.resume(&bob_session).await;
-    let restored = bob_again.request("restore_state", json!({ "since": 0 })).await;
+    let restored = bob_again
+        .request("restore_state", json!({ "since": 0 }))
+        .await;
     assert_eq!(restored["ok"]["messages"][0]["id"], ack["ok"]["id"]);
     assert_eq!(restored["ok"]["messages"][0]["content"], "before restart");
 }
@@ -42,7 +44,9 @@ async fn kill_9_keeps_sessions_and_every_acked_message() {
         TestClient::connect(&server.url(), json!({ "sessionID": bob.session_id })).await;
     bob_again.expect_session().await;
     assert_eq!(bob_again.user_id, bob.user_id);
-    let restored = bob_again.request("restore_state", json!({ "since": 0 })).await;
+    let restored = bob_again
+        .request("restore_state", json!({ "since": 0 }))
+        .await;
     let ids: Vec<i64> = restored["ok"]["messages"]
         .as_array()
         .unwrap()
@@ -58,11 +62,15 @@ async fn message_ids_keep_increasing_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let app = spawn_app_in(dir.path()).await;
     let ada = app.connect_as("ada").await;
-    let first = ada.send(&ada.user_id, "one").await["ok"]["id"].as_i64().unwrap();
+    let first = ada.send(&ada.user_id, "one").await["ok"]["id"]
+        .as_i64()
+        .unwrap();
     let session = ada.session_id.clone();
     app.stop().await;
     let app = spawn_app_in(dir.path()).await;
     let ada = app.resume(&session).await;
-    let second = ada.send(&ada.user_id, "two").await["ok"]["id"].as_i64().unwrap();
+    let second = ada.send(&ada.user_id, "two").await["ok"]["id"]
+        .as_i64()
+        .unwrap();
     assert!(second > first);
 }

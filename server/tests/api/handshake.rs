@@ -12,8 +12,14 @@ async fn a_handshake_without_auth_is_refused_with_invalid_username() {
 #[tokio::test]
 async fn an_empty_or_blank_username_is_refused() {
     let app = spawn_app().await;
-    assert!(app.refusal(json!({ "username": "" })).await.contains("invalid username"));
-    assert!(app.refusal(json!({ "username": "   " })).await.contains("invalid username"));
+    assert!(app
+        .refusal(json!({ "username": "" }))
+        .await
+        .contains("invalid username"));
+    assert!(app
+        .refusal(json!({ "username": "   " }))
+        .await
+        .contains("invalid username"));
     assert!(app
         .refusal(json!({ "username": "x".repeat(33) }))
         .await
@@ -23,9 +29,18 @@ async fn an_empty_or_blank_username_is_refused() {
 #[tokio::test]
 async fn an_unknown_or_malformed_session_id_without_username_is_refused() {
     let app = spawn_app().await;
-    for session_id in [json!("no-such-session"), json!(42), json!({ "a": 1 }), json!([]), json!("")] {
+    for session_id in [
+        json!("no-such-session"),
+        json!(42),
+        json!({ "a": 1 }),
+        json!([]),
+        json!(""),
+    ] {
         let refusal = app.refusal(json!({ "sessionID": session_id })).await;
-        assert!(refusal.contains("invalid username"), "{session_id}: {refusal}");
+        assert!(
+            refusal.contains("invalid username"),
+            "{session_id}: {refusal}"
+        );
     }
 }
 

@@ -44,7 +44,9 @@ pub async fn spawn_app() -> TestApp {
 
 /// The real server on an existing data directory (for restarts).
 pub async fn spawn_app_in(data_dir: &Path) -> TestApp {
-    let server = Server::bind(&test_config(data_dir)).await.expect("server binds");
+    let server = Server::bind(&test_config(data_dir))
+        .await
+        .expect("server binds");
     let addr = server.local_addr().expect("bound address");
     let io = server.io();
     let (tx, rx) = oneshot::channel::<()>();
@@ -110,7 +112,10 @@ impl TestApp {
     pub async fn until_room_is_empty(&self, user_id: &str) {
         let deadline = tokio::time::Instant::now() + WAIT;
         while !self.io.within(user_id.to_owned()).sockets().is_empty() {
-            assert!(tokio::time::Instant::now() < deadline, "sockets of {user_id} did not close");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "sockets of {user_id} did not close"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -215,7 +220,9 @@ impl TestClient {
         loop {
             let received = tokio::time::timeout_at(deadline, self.events.recv())
                 .await
-                .unwrap_or_else(|_| panic!("timed out waiting for `{event}`; saw {:?}", self.backlog));
+                .unwrap_or_else(|_| {
+                    panic!("timed out waiting for `{event}`; saw {:?}", self.backlog)
+                });
             let Some((name, value)) = received else {
                 panic!("event stream ended while waiting for `{event}`");
             };

@@ -63,9 +63,7 @@ async fn a_third_user_never_sees_other_peoples_conversations() {
     for entry in &cat_again.users {
         assert_eq!(entry["messages"], json!([]), "{entry}");
     }
-    let history = cat
-        .request("history", json!({ "with": ada.user_id }))
-        .await;
+    let history = cat.request("history", json!({ "with": ada.user_id })).await;
     assert_eq!(history["ok"]["messages"], json!([]));
 }
 
@@ -128,7 +126,10 @@ async fn the_same_client_id_sent_twice_is_stored_once_and_acked_with_the_same_id
     let second = ada.request("private message", payload).await;
     assert_eq!(first["ok"]["id"], second["ok"]["id"]);
     let delivered = bob.next("private message").await;
-    assert_eq!(delivered["clientId"], "6f1c2a8e-4b7d-4c39-9a51-2f0e8d7c6b5a");
+    assert_eq!(
+        delivered["clientId"],
+        "6f1c2a8e-4b7d-4c39-9a51-2f0e8d7c6b5a"
+    );
     bob.sync().await;
     assert!(bob.drain("private message").is_empty(), "delivered once");
     let restored = bob.sync().await;
@@ -141,15 +142,30 @@ async fn bad_messages_get_typed_errors_and_change_nothing() {
     let ada = app.connect_as("ada").await;
     let bob = app.connect_as("bob").await;
     let cases = [
-        (json!({ "to": bob.user_id, "content": "" }), "invalid_content"),
-        (json!({ "to": bob.user_id, "content": "  " }), "invalid_content"),
-        (json!({ "to": bob.user_id, "content": "x".repeat(4001) }), "invalid_content"),
-        (json!({ "to": "nobody", "content": "hi" }), "unknown_recipient"),
+        (
+            json!({ "to": bob.user_id, "content": "" }),
+            "invalid_content",
+        ),
+        (
+            json!({ "to": bob.user_id, "content": "  " }),
+            "invalid_content",
+        ),
+        (
+            json!({ "to": bob.user_id, "content": "x".repeat(4001) }),
+            "invalid_content",
+        ),
+        (
+            json!({ "to": "nobody", "content": "hi" }),
+            "unknown_recipient",
+        ),
         (
             json!({ "to": "00000000-0000-4000-8000-000000000000", "content": "hi" }),
             "unknown_recipient",
         ),
-        (json!({ "to": bob.user_id, "content": 42 }), "invalid_payload"),
+        (
+            json!({ "to": bob.user_id, "content": 42 }),
+            "invalid_payload",
+        ),
         (json!({ "content": "hi" }), "invalid_payload"),
         (json!("just a string"), "invalid_payload"),
         (
@@ -193,6 +209,8 @@ async fn history_pages_through_a_conversation_and_restore_rejects_bad_cursors() 
     let bad = bob.request("restore_state", json!({ "since": "x" })).await;
     assert_eq!(bad["error"]["code"], "invalid_cursor");
     let first_id = page["ok"]["messages"][0]["id"].as_i64().unwrap();
-    let since = bob.request("restore_state", json!({ "since": first_id })).await;
+    let since = bob
+        .request("restore_state", json!({ "since": first_id }))
+        .await;
     assert_eq!(since["ok"]["messages"].as_array().unwrap().len(), 1);
 }

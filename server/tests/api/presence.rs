@@ -73,7 +73,10 @@ async fn twenty_tabs_closing_at_once_announce_offline_exactly_once() {
     // once the room is empty, every handler has run and queued whatever it was going to send.
     app.until_room_is_empty(&ada_id).await;
     bob.sync().await;
-    assert!(bob.drain("user disconnected").is_empty(), "offline announced once");
+    assert!(
+        bob.drain("user disconnected").is_empty(),
+        "offline announced once"
+    );
 }
 
 #[tokio::test]
@@ -96,7 +99,9 @@ async fn an_offline_recipient_finds_the_message_on_return() {
     assert_eq!(with_ada["messages"][0]["content"], "while you were away");
     assert_eq!(with_ada["connected"], true);
 
-    let restored = back.request("restore_state", json!({ "since": id - 1 })).await;
+    let restored = back
+        .request("restore_state", json!({ "since": id - 1 }))
+        .await;
     assert_eq!(restored["ok"]["messages"][0]["id"], id);
     assert_eq!(restored["ok"]["hasMore"], false);
 }

@@ -1,0 +1,65 @@
+// Starts the built Tether server on a free port with its own data directory, and stops it.
+// Used by the global setup and by tests that restart the server themselves.
+import { spawn, ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { createInterface } from "node:readline";
+
+export const repoRoot = path.resolve(__dirname, "..");
+
+export function serverBinary(): string {
+  return process.env.TETHER_SERVER_BIN ?? path.join(repoRoot, "target", "release", "server");
+}
+
+export interface RunningServer {
+  url: string;
+  dataDir: string;
+  child: ChildProcess;
+}
+
+export function freshDataDir(): string {
+  return mkdtempSync(path.join(tmpdir(), "tether-e2e-"));
+}
+
+/** Starts the server and resolves once it prints the address it listens on. */
+export async function startServer(dataDir: string, listen = "127.0.0.1:0"): Promise<RunningServer> {
+  const child = spawn(serverBinary(), ["--listen", listen, "--data-dir", dataDir], {
+    cwd: repoRoot,
+    env: {
+      ...process.env,
+      LEPTOS_SITE_ROOT: path.join(repoRoot, "target", "site"),
+      LEPTOS_OUTPUT_NAME: "tether",
+      TETHER_LOG: process.env.TETHER_LOG ?? "warn",
+    },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("server did not start within 20 s")), 20_000);
+    const lines = createInterface({ input: child.stdout! });
+    lines.on("line", (line) => {
+      const match = /^listening on (http:\/\/\S+)$/.exec(line);
+      if (match) {
+        clearTimeout(timer);
+        resolve(match[1]);
+      }
+    });
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`server exited with ${code} before listening`));
+    });
+  });
+  return { url, dataDir, child };
+}
+
+/** Stops the server (SIGTERM, or SIGKILL when `hard`) and waits for it to exit. */
+export async function stopServer(server: RunningServer, hard = false): Promise<void> {
+  if (server.child.exitCode !== null || server.child.signalCode !== null) return;
+  const exited = new Promise((resolve) => server.child.once("exit", resolve));
+  server.child.kill(hard ? "SIGKILL" : "SIGTERM");
+  await exited;
+}
+
+export function removeDataDir(dataDir: string): void {
+  rmSync(dataDir, { recursive: true, force: true });
+}

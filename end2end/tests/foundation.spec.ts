@@ -1,0 +1,54 @@
+import { test, expect } from "@playwright/test";
+
+test("the page arrives server-rendered, before any script runs", async ({ browser, baseURL }) => {
+  const context = await browser.newContext({ javaScriptEnabled: false, baseURL });
+  const page = await context.newPage();
+  await page.goto("/");
+  await expect(page.getByRole("heading", { level: 1, name: "Tether" })).toBeVisible();
+  await expect(page.getByRole("navigation", { name: "Main" })).toBeVisible();
+  await context.close();
+});
+
+test("the page hydrates: an interactive control responds", async ({ page }) => {
+  const errors: string[] = [];
+  page.on("console", (msg) => {
+    if (msg.type() === "error" || msg.type() === "warning") errors.push(msg.text());
+  });
+  page.on("pageerror", (err) => errors.push(err.message));
+  await page.goto("/");
+  await expect(page.locator("html")).toHaveAttribute("data-hydrated", "true");
+  const toggle = page.getByRole("button", { name: "Dark theme" });
+  const before = await toggle.getAttribute("aria-pressed");
+  await toggle.click();
+  await expect(toggle).not.toHaveAttribute("aria-pressed", before!);
+  await expect(page.locator("html")).toHaveAttribute("data-theme", /light|dark/);
+  expect(errors, errors.join("\n")).toEqual([]);
+});
+
+test("navigating between routes happens without a document reload", async ({ page }) => {
+  await page.goto("/");
+  await expect(page.locator("html")).toHaveAttribute("data-hydrated", "true");
+  let documentLoads = 0;
+  page.on("load", () => (documentLoads += 1));
+  await page.evaluate(() => ((window as unknown as { __tether_marker: number }).__tether_marker = 42));
+
+  await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "About" }).click();
+  await expect(page).toHaveURL(/\/about$/);
+  await expect(page.getByRole("heading", { level: 1, name: "About Tether" })).toBeVisible();
+  await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Home" }).click();
+  await expect(page).toHaveURL(/\/$/);
+  await expect(page.getByRole("heading", { level: 1, name: "Tether" })).toBeVisible();
+
+  const marker = await page.evaluate(() => (window as unknown as { __tether_marker?: number }).__tether_marker);
+  expect(marker, "the window survived: no document reload").toBe(42);
+  expect(documentLoads).toBe(0);
+});
+
+test("a deep link renders on the server and then hydrates", async ({ page, request }) => {
+  const response = await request.get("/about");
+  expect(response.status()).toBe(200);
+  expect(await response.text()).toContain("About Tether");
+  await page.goto("/about");
+  await expect(page.locator("html")).toHaveAttribute("data-hydrated", "true");
+  await expect(page.getByRole("heading", { level: 1, name: "About Tether" })).toBeVisible();
+});
