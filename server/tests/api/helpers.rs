@@ -18,9 +18,9 @@ use tokio::sync::{mpsc, oneshot};
 
 pub const WAIT: Duration = Duration::from_secs(10);
 
-fn test_config(data_dir: &Path) -> Config {
+fn test_config(data_dir: &Path, addr: SocketAddr) -> Config {
     let mut config = Config::for_data_dir(data_dir);
-    config.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    config.listen = Some(addr);
     config.ping_interval_ms = 300;
     config.ping_timeout_ms = 200;
     config
@@ -44,7 +44,12 @@ pub async fn spawn_app() -> TestApp {
 
 /// The real server on an existing data directory (for restarts).
 pub async fn spawn_app_in(data_dir: &Path) -> TestApp {
-    let server = Server::bind(&test_config(data_dir))
+    spawn_app_at(data_dir, SocketAddr::from(([127, 0, 0, 1], 0))).await
+}
+
+/// The real server on a given address (to come back on the same port after a restart).
+pub async fn spawn_app_at(data_dir: &Path, addr: SocketAddr) -> TestApp {
+    let server = Server::bind(&test_config(data_dir, addr))
         .await
         .expect("server binds");
     let addr = server.local_addr().expect("bound address");

@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod client_conformance;
 mod durability;
 mod handshake;
 mod http;

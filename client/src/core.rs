@@ -1,0 +1,592 @@
+//! The sans-IO client: frames and time go in, frames, transport commands and events come out.
+//!
+//! One [`Core`] lives as long as the page (or the tool) and spans every reconnect. The adapter
+//! around it (a browser `WebSocket`, or tokio-tungstenite natively) does only I/O: it opens and
+//! closes the transport when told, feeds text frames and transport closes in, calls
+//! [`Core::handle_timer`] at [`Core::next_deadline`], and acts on [`Core::poll_output`].
+//! Times are milliseconds on any monotonic clock the adapter likes.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde_json::Value;
+
+use crate::backoff::{Backoff, BackoffPolicy};
+use crate::packet::{self, Frame, Incoming};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CoreConfig {
+    pub backoff: BackoffPolicy,
+    /// How long opening the transport plus the Socket.IO handshake may take.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        Self {
+            backoff: BackoffPolicy::default(),
+            connect_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Why the client stopped reconnecting by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The server refused the session (`invalid username`): sign in again.
+    Unauthorized,
+    /// The server ended this socket (e.g. sign-out): reconnecting would be refused or unwanted.
+    ServerDisconnect,
+    /// The application asked to disconnect.
+    ClientDisconnect,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnState {
+    /// Opening the transport or waiting for the handshake.
+    Connecting,
+    Online {
+        sid: String,
+    },
+    /// Lost; the next attempt is at `retry_at`.
+    Offline {
+        retry_at: u64,
+    },
+    Stopped(StopReason),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckFailure {
+    Timeout,
+    Disconnected,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CoreEvent {
+    State(ConnState),
+    /// The namespace accepted the handshake (first time or after a reconnect).
+    Connected {
+        sid: String,
+        reconnect: bool,
+    },
+    ConnectError {
+        message: String,
+    },
+    Message {
+        event: String,
+        args: Vec<Value>,
+        ack: Option<i64>,
+    },
+    Ack {
+        id: u64,
+        args: Vec<Value>,
+    },
+    AckFailed {
+        id: u64,
+        reason: AckFailure,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Open a new transport (a websocket to `/socket.io/?EIO=4&transport=websocket`).
+    OpenTransport,
+    /// Send this text frame on the open transport.
+    Send(String),
+    /// Close the current transport, if any.
+    CloseTransport,
+    Event(CoreEvent),
+}
+
+/// Emits need a live connection; offline work belongs in an outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not connected")]
+pub struct NotConnected;
+
+#[derive(Debug, Clone, PartialEq)]
+enum Phase {
+    Idle,
+    Opening {
+        deadline: u64,
+    },
+    Online {
+        sid: String,
+        heartbeat_deadline: u64,
+    },
+    Waiting {
+        retry_at: u64,
+    },
+    Stopped(StopReason),
+}
+
+type AuthSource = Box<dyn FnMut() -> Value + Send>;
+type RandomSource = Box<dyn FnMut() -> f64 + Send>;
+
+pub struct Core {
+    config: CoreConfig,
+    phase: Phase,
+    backoff: Backoff,
+    auth: AuthSource,
+    random: RandomSource,
+    heartbeat_ms: u64,
+    next_ack_id: u64,
+    acks: BTreeMap<u64, u64>,
+    outputs: VecDeque<Output>,
+    has_connected: bool,
+    reconnects: u32,
+}
+
+impl Core {
+    /// `auth` is called on every (re)connect, so it always sends the session as stored now;
+    /// `random` yields uniform numbers in [0, 1) for the reconnect jitter.
+    pub fn new(
+        config: CoreConfig,
+        auth: impl FnMut() -> Value + Send + 'static,
+        random: impl FnMut() -> f64 + Send + 'static,
+    ) -> Self {
+        Self {
+            config,
+            phase: Phase::Idle,
+            backoff: Backoff::new(config.backoff),
+            auth: Box::new(auth),
+            random: Box::new(random),
+            heartbeat_ms: 0,
+            next_ack_id: 0,
+            acks: BTreeMap::new(),
+            outputs: VecDeque::new(),
+            has_connected: false,
+            reconnects: 0,
+        }
+    }
+
+    pub fn state(&self) -> ConnState {
+        match &self.phase {
+            Phase::Idle | Phase::Opening { .. } => ConnState::Connecting,
+            Phase::Online { sid, .. } => ConnState::Online { sid: sid.clone() },
+            Phase::Waiting { retry_at } => ConnState::Offline {
+                retry_at: *retry_at,
+            },
+            Phase::Stopped(reason) => ConnState::Stopped(*reason),
+        }
+    }
+
+    /// Successful reconnects so far (the first connect is not one).
+    pub fn reconnects(&self) -> u32 {
+        self.reconnects
+    }
+
+    /// Starts connecting (or starts again after a stop, e.g. after signing in anew).
+    pub fn connect(&mut self, now: u64) {
+        if matches!(self.phase, Phase::Opening { .. } | Phase::Online { .. }) {
+            return;
+        }
+        self.backoff.reset();
+        self.open(now);
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// The next time [`Core::handle_timer`] must run, if any.
+    pub fn next_deadline(&self) -> Option<u64> {
+        let phase = match &self.phase {
+            Phase::Opening { deadline } => Some(*deadline),
+            Phase::Online {
+                heartbeat_deadline, ..
+            } => Some(*heartbeat_deadline),
+            Phase::Waiting { retry_at } => Some(*retry_at),
+            Phase::Idle | Phase::Stopped(_) => None,
+        };
+        let ack = self.acks.values().min().copied();
+        match (phase, ack) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    pub fn handle_timer(&mut self, now: u64) {
+        let expired: Vec<u64> = self
+            .acks
+            .iter()
+            .filter(|(_, deadline)| **deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.acks.remove(&id);
+            self.event(CoreEvent::AckFailed {
+                id,
+                reason: AckFailure::Timeout,
+            });
+        }
+        match self.phase {
+            Phase::Waiting { retry_at } if retry_at <= now => self.open(now),
+            Phase::Opening { deadline } if deadline <= now => self.lose(now, true),
+            // The server stopped pinging: treat it as gone.
+            Phase::Online {
+                heartbeat_deadline, ..
+            } if heartbeat_deadline <= now => self.lose(now, true),
+            _ => {}
+        }
+    }
+
+    /// A text frame from the transport.
+    pub fn handle_frame(&mut self, text: &str, now: u64) {
+        let Ok(frame) = packet::decode_frame(text) else {
+            // Like the reference client: a frame we cannot parse ends the connection.
+            self.lose(now, true);
+            return;
+        };
+        match frame {
+            Frame::Open(open) => {
+                if matches!(self.phase, Phase::Opening { .. }) {
+                    self.heartbeat_ms = open.ping_interval + open.ping_timeout;
+                    let auth = (self.auth)();
+                    self.send(packet::connect_frame(&auth));
+                }
+            }
+            Frame::Ping => {
+                self.send(packet::PONG.to_owned());
+                if let Phase::Online {
+                    heartbeat_deadline, ..
+                } = &mut self.phase
+                {
+                    *heartbeat_deadline = now + self.heartbeat_ms;
+                }
+            }
+            Frame::Pong | Frame::Noop => {}
+            Frame::Close => self.lose(now, true),
+            Frame::Message(packet) => self.handle_packet(packet, now),
+        }
+    }
+
+    /// The transport closed (by either side, or failed to open).
+    pub fn handle_transport_closed(&mut self, now: u64) {
+        match self.phase {
+            Phase::Opening { .. } | Phase::Online { .. } => self.lose(now, false),
+            Phase::Idle | Phase::Waiting { .. } | Phase::Stopped(_) => {}
+        }
+    }
+
+    pub fn emit(&mut self, event: &str, data: &Value) -> Result<(), NotConnected> {
+        self.ensure_online()?;
+        self.send(packet::event_frame(event, data, None));
+        Ok(())
+    }
+
+    /// Emits asking for an ack; the answer comes as [`CoreEvent::Ack`] with the returned id, or
+    /// as [`CoreEvent::AckFailed`] after `timeout_ms` or when the connection drops.
+    pub fn emit_with_ack(
+        &mut self,
+        event: &str,
+        data: &Value,
+        timeout_ms: u64,
+        now: u64,
+    ) -> Result<u64, NotConnected> {
+        self.ensure_online()?;
+        let id = self.next_ack_id;
+        self.next_ack_id += 1;
+        self.acks.insert(id, now + timeout_ms);
+        self.send(packet::event_frame(event, data, Some(id as i64)));
+        Ok(id)
+    }
+
+    /// Answers a server event that asked for an ack.
+    pub fn ack(&mut self, id: i64, data: &Value) -> Result<(), NotConnected> {
+        self.ensure_online()?;
+        self.send(packet::ack_frame(id, data));
+        Ok(())
+    }
+
+    /// Leaves for good (until [`Core::connect`]).
+    pub fn disconnect(&mut self) {
+        if matches!(self.phase, Phase::Online { .. }) {
+            self.send(packet::disconnect_frame());
+        }
+        self.outputs.push_back(Output::CloseTransport);
+        self.stop(StopReason::ClientDisconnect);
+    }
+
+    fn handle_packet(&mut self, packet: Incoming, now: u64) {
+        match packet {
+            Incoming::Connect { sid } => {
+                if !matches!(self.phase, Phase::Opening { .. }) {
+                    return;
+                }
+                self.backoff.reset();
+                let reconnect = self.has_connected;
+                if reconnect {
+                    self.reconnects += 1;
+                }
+                self.has_connected = true;
+                self.phase = Phase::Online {
+                    sid: sid.clone(),
+                    heartbeat_deadline: now + self.heartbeat_ms,
+                };
+                self.event(CoreEvent::State(self.state()));
+                self.event(CoreEvent::Connected { sid, reconnect });
+            }
+            Incoming::ConnectError { message } => {
+                let unauthorized = message == protocol::events::INVALID_USERNAME;
+                self.event(CoreEvent::ConnectError { message });
+                self.outputs.push_back(Output::CloseTransport);
+                if unauthorized {
+                    self.stop(StopReason::Unauthorized);
+                } else {
+                    self.lose(now, false);
+                }
+            }
+            Incoming::Disconnect => {
+                self.outputs.push_back(Output::CloseTransport);
+                self.stop(StopReason::ServerDisconnect);
+            }
+            Incoming::Event { event, args, ack } => {
+                self.event(CoreEvent::Message { event, args, ack });
+            }
+            Incoming::Ack { id, args } => {
+                let Ok(id) = u64::try_from(id) else { return };
+                if self.acks.remove(&id).is_some() {
+                    self.event(CoreEvent::Ack { id, args });
+                }
+            }
+        }
+    }
+
+    fn open(&mut self, now: u64) {
+        self.phase = Phase::Opening {
+            deadline: now + self.config.connect_timeout_ms,
+        };
+        self.outputs.push_back(Output::OpenTransport);
+        self.event(CoreEvent::State(ConnState::Connecting));
+    }
+
+    /// The connection is gone: fail pending acks and schedule the next attempt.
+    fn lose(&mut self, now: u64, close_transport: bool) {
+        if close_transport {
+            self.outputs.push_back(Output::CloseTransport);
+        }
+        self.fail_acks();
+        let delay = self.backoff.next_delay((self.random)());
+        self.phase = Phase::Waiting {
+            retry_at: now + delay,
+        };
+        self.event(CoreEvent::State(self.state()));
+    }
+
+    fn stop(&mut self, reason: StopReason) {
+        self.fail_acks();
+        self.phase = Phase::Stopped(reason);
+        self.event(CoreEvent::State(self.state()));
+    }
+
+    fn fail_acks(&mut self) {
+        for id in std::mem::take(&mut self.acks).into_keys() {
+            self.event(CoreEvent::AckFailed {
+                id,
+                reason: AckFailure::Disconnected,
+            });
+        }
+    }
+
+    fn ensure_online(&self) -> Result<(), NotConnected> {
+        match self.phase {
+            Phase::Online { .. } => Ok(()),
+            _ => Err(NotConnected),
+        }
+    }
+
+    fn send(&mut self, frame: String) {
+        self.outputs.push_back(Output::Send(frame));
+    }
+
+    fn event(&mut self, event: CoreEvent) {
+        self.outputs.push_back(Output::Event(event));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const OPEN: &str =
+        r#"0{"sid":"e1","upgrades":[],"pingInterval":300,"pingTimeout":200,"maxPayload":1000}"#;
+
+    fn core() -> Core {
+        let mut n = 0;
+        Core::new(
+            CoreConfig {
+                backoff: BackoffPolicy {
+                    jitter: 0.0,
+                    ..Default::default()
+                },
+                connect_timeout_ms: 1000,
+            },
+            move || {
+                n += 1;
+                json!({ "sessionID": format!("s{n}") })
+            },
+            || 0.0,
+        )
+    }
+
+    fn drain(core: &mut Core) -> Vec<Output> {
+        std::iter::from_fn(|| core.poll_output()).collect()
+    }
+
+    fn online(core: &mut Core, now: u64) -> Vec<Output> {
+        core.connect(now);
+        core.handle_frame(OPEN, now);
+        core.handle_frame(r#"40{"sid":"x"}"#, now);
+        drain(core)
+    }
+
+    #[test]
+    fn the_handshake_opens_then_connects_with_fresh_auth() {
+        let mut c = core();
+        let out = online(&mut c, 0);
+        assert_eq!(out[0], Output::OpenTransport);
+        assert!(out.contains(&Output::Send(r#"40{"sessionID":"s1"}"#.into())));
+        assert!(out.contains(&Output::Event(CoreEvent::Connected {
+            sid: "x".into(),
+            reconnect: false
+        })));
+        assert_eq!(c.state(), ConnState::Online { sid: "x".into() });
+    }
+
+    #[test]
+    fn pings_are_answered_and_keep_the_connection() {
+        let mut c = core();
+        online(&mut c, 0);
+        c.handle_frame("2", 400);
+        assert_eq!(drain(&mut c), [Output::Send("3".into())]);
+        c.handle_timer(600);
+        assert!(matches!(c.state(), ConnState::Online { .. }));
+        assert_eq!(c.next_deadline(), Some(900));
+    }
+
+    #[test]
+    fn a_server_that_stops_pinging_is_treated_as_gone_and_retried_with_backoff() {
+        let mut c = core();
+        online(&mut c, 0);
+        c.handle_timer(500);
+        let out = drain(&mut c);
+        assert!(out.contains(&Output::CloseTransport));
+        assert_eq!(c.state(), ConnState::Offline { retry_at: 1500 });
+        c.handle_timer(1500);
+        assert_eq!(drain(&mut c)[0], Output::OpenTransport);
+        // The next attempt fails too: the delay doubles.
+        c.handle_transport_closed(1600);
+        assert_eq!(c.state(), ConnState::Offline { retry_at: 3600 });
+    }
+
+    #[test]
+    fn a_reconnect_rebuilds_auth_and_resets_the_backoff() {
+        let mut c = core();
+        online(&mut c, 0);
+        c.handle_transport_closed(10);
+        c.handle_timer(1010);
+        c.handle_frame(OPEN, 1010);
+        c.handle_frame(r#"40{"sid":"y"}"#, 1010);
+        let out = drain(&mut c);
+        assert!(out.contains(&Output::Send(r#"40{"sessionID":"s2"}"#.into())));
+        assert!(out.contains(&Output::Event(CoreEvent::Connected {
+            sid: "y".into(),
+            reconnect: true
+        })));
+        assert_eq!(c.reconnects(), 1);
+        c.handle_transport_closed(2000);
+        assert_eq!(c.state(), ConnState::Offline { retry_at: 3000 });
+    }
+
+    #[test]
+    fn invalid_username_stops_without_a_reconnect_loop() {
+        let mut c = core();
+        c.connect(0);
+        c.handle_frame(OPEN, 0);
+        c.handle_frame(r#"44{"message":"invalid username"}"#, 0);
+        assert_eq!(c.state(), ConnState::Stopped(StopReason::Unauthorized));
+        assert_eq!(c.next_deadline(), None);
+        c.handle_transport_closed(5);
+        assert_eq!(c.state(), ConnState::Stopped(StopReason::Unauthorized));
+    }
+
+    #[test]
+    fn other_connect_errors_are_retried() {
+        let mut c = core();
+        c.connect(0);
+        c.handle_frame(OPEN, 0);
+        c.handle_frame(r#"44{"message":"server unavailable"}"#, 0);
+        assert_eq!(c.state(), ConnState::Offline { retry_at: 1000 });
+    }
+
+    #[test]
+    fn acks_are_matched_by_id_and_time_out() {
+        let mut c = core();
+        online(&mut c, 0);
+        let a = c
+            .emit_with_ack("restore_state", &json!({}), 100, 0)
+            .unwrap();
+        let b = c.emit_with_ack("history", &json!({}), 100, 0).unwrap();
+        let out = drain(&mut c);
+        assert_eq!(
+            out[0],
+            Output::Send(format!(r#"42{a}["restore_state",{{}}]"#))
+        );
+        c.handle_frame(&format!("43{b}[1]"), 50);
+        assert_eq!(
+            drain(&mut c),
+            [Output::Event(CoreEvent::Ack {
+                id: b,
+                args: vec![json!(1)]
+            })]
+        );
+        c.handle_timer(100);
+        assert_eq!(
+            drain(&mut c),
+            [Output::Event(CoreEvent::AckFailed {
+                id: a,
+                reason: AckFailure::Timeout
+            })]
+        );
+    }
+
+    #[test]
+    fn pending_acks_fail_when_the_connection_drops_and_emits_need_a_connection() {
+        let mut c = core();
+        online(&mut c, 0);
+        let id = c.emit_with_ack("x", &json!(1), 10_000, 0).unwrap();
+        drain(&mut c);
+        c.handle_transport_closed(1);
+        assert!(drain(&mut c).contains(&Output::Event(CoreEvent::AckFailed {
+            id,
+            reason: AckFailure::Disconnected
+        })));
+        assert_eq!(c.emit("x", &json!(1)), Err(NotConnected));
+    }
+
+    #[test]
+    fn a_server_disconnect_stops_reconnecting() {
+        let mut c = core();
+        online(&mut c, 0);
+        c.handle_frame("41", 5);
+        assert_eq!(c.state(), ConnState::Stopped(StopReason::ServerDisconnect));
+        c.connect(10);
+        assert_eq!(c.state(), ConnState::Connecting);
+    }
+
+    #[test]
+    fn garbage_frames_drop_the_connection_without_panicking() {
+        let mut c = core();
+        online(&mut c, 0);
+        c.handle_frame("zzz", 1);
+        assert!(matches!(c.state(), ConnState::Offline { .. }));
+    }
+
+    #[test]
+    fn a_handshake_that_hangs_times_out() {
+        let mut c = core();
+        c.connect(0);
+        c.handle_timer(1000);
+        assert!(matches!(c.state(), ConnState::Offline { .. }));
+    }
+}

@@ -1,0 +1,182 @@
+//! A native adapter: drives a [`Session`] over tokio-tungstenite. Used by the conformance tests
+//! and by tools (the load generator); the browser has its own adapter in `app`.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::chat::Outbox;
+use crate::core::{Core, CoreConfig};
+use crate::session::{Session, SessionEvent, SessionOutput};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Call = Box<dyn FnOnce(&mut Session, u64) + Send>;
+
+/// A client running in its own task. Dropping it stops the task and closes the connection.
+pub struct NativeClient {
+    calls: mpsc::UnboundedSender<Call>,
+    events: mpsc::UnboundedReceiver<SessionEvent>,
+}
+
+impl NativeClient {
+    /// Connects to `origin` (`http://host:port`); `auth` is asked for the handshake auth on
+    /// every (re)connect.
+    pub fn spawn(
+        origin: &str,
+        config: CoreConfig,
+        auth: impl FnMut() -> Value + Send + 'static,
+    ) -> Self {
+        let url = crate::websocket_url(origin);
+        let mut seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x9e37_79b9)
+            | 1;
+        let random = move || {
+            // xorshift64*: jitter needs spread, not secrecy.
+            seed ^= seed >> 12;
+            seed ^= seed << 25;
+            seed ^= seed >> 27;
+            (seed.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let session = Session::new(Core::new(config, auth, random), None, Outbox::default());
+        let (calls, call_rx) = mpsc::unbounded_channel();
+        let (event_tx, events) = mpsc::unbounded_channel();
+        tokio::spawn(drive(url, config, session, call_rx, event_tx));
+        Self { calls, events }
+    }
+
+    /// Runs `f` on the session inside the driver task and returns its result.
+    pub async fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Session, u64) -> R + Send + 'static,
+    ) -> R {
+        let (tx, rx) = oneshot::channel();
+        let call: Call = Box::new(move |session, now| {
+            let _ = tx.send(f(session, now));
+        });
+        self.calls.send(call).expect("client task is running");
+        rx.await.expect("client task answered")
+    }
+
+    /// The next session event, if the task is still running.
+    pub async fn next_event(&mut self) -> Option<SessionEvent> {
+        self.events.recv().await
+    }
+
+    /// Waits for the first event `pick` accepts, dropping the others.
+    pub async fn wait_for<T>(&mut self, mut pick: impl FnMut(&SessionEvent) -> Option<T>) -> T {
+        loop {
+            let event = self.next_event().await.expect("client task is running");
+            if let Some(found) = pick(&event) {
+                return found;
+            }
+        }
+    }
+}
+
+fn wall_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+async fn next_frame(ws: &mut Option<Ws>) -> Option<Result<WsMessage, ()>> {
+    match ws {
+        Some(ws) => Some(
+            ws.next()
+                .await
+                .unwrap_or(Err(tokio_tungstenite::tungstenite::Error::ConnectionClosed))
+                .map_err(|_| ()),
+        ),
+        None => std::future::pending().await,
+    }
+}
+
+async fn drive(
+    url: String,
+    config: CoreConfig,
+    mut session: Session,
+    mut calls: mpsc::UnboundedReceiver<Call>,
+    events: mpsc::UnboundedSender<SessionEvent>,
+) {
+    let start = Instant::now();
+    let now = || start.elapsed().as_millis() as u64;
+    let mut ws: Option<Ws> = None;
+    session.connect(now());
+    loop {
+        while let Some(output) = session.poll_output() {
+            match output {
+                SessionOutput::OpenTransport => {
+                    ws = None;
+                    let opened = tokio::time::timeout(
+                        Duration::from_millis(config.connect_timeout_ms),
+                        tokio_tungstenite::connect_async(url.as_str()),
+                    )
+                    .await;
+                    match opened {
+                        Ok(Ok((stream, _))) => ws = Some(stream),
+                        _ => session.handle_transport_closed(now()),
+                    }
+                }
+                SessionOutput::Send(frame) => {
+                    if let Some(stream) = ws.as_mut() {
+                        if stream.send(WsMessage::text(frame)).await.is_err() {
+                            ws = None;
+                            session.handle_transport_closed(now());
+                        }
+                    }
+                }
+                SessionOutput::CloseTransport => {
+                    if let Some(mut stream) = ws.take() {
+                        let _ = stream.close(None).await;
+                    }
+                }
+                SessionOutput::Event(event) => {
+                    let _ = events.send(event);
+                }
+            }
+        }
+        let deadline = session.next_deadline();
+        let sleep = async {
+            match deadline {
+                Some(at) => {
+                    let wait = at.saturating_sub(now());
+                    tokio::time::sleep(Duration::from_millis(wait)).await
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            frame = next_frame(&mut ws) => match frame {
+                Some(Ok(WsMessage::Text(text))) => session.handle_frame(text.as_str(), now()),
+                Some(Ok(WsMessage::Close(_))) | Some(Err(())) | None => {
+                    ws = None;
+                    session.handle_transport_closed(now());
+                }
+                Some(Ok(_)) => {}
+            },
+            call = calls.recv() => match call {
+                Some(call) => call(&mut session, now()),
+                None => {
+                    if let Some(mut stream) = ws.take() {
+                        let _ = stream.close(None).await;
+                    }
+                    return;
+                }
+            },
+            _ = sleep => session.handle_timer(now()),
+        }
+    }
+}
+
+/// Wall-clock milliseconds, for [`Session::send_message`]'s `created_at`.
+pub fn now_wall_ms() -> i64 {
+    wall_ms()
+}

@@ -1,0 +1,396 @@
+//! The chat session on top of [`Core`]: what a Tether client does with the connection, written
+//! once for every adapter (browser tab, native tool).
+//!
+//! It keeps [`ChatState`] and the [`Outbox`] up to date from the server's events; after every
+//! (re)connect it asks `restore_state` for what it missed since the last id it holds and then
+//! flushes the outbox in order. Like [`Core`] it does no I/O: adapters feed it frames, transport
+//! closes and time, and act on [`SessionOutput`]s.
+
+use std::collections::HashMap;
+
+use protocol::payloads::{History, HistoryRequest, Message, RestoreState, SessionInfo, UserEntry};
+use protocol::{events, Ack};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+use crate::chat::{new_client_id, AckOutcome, ChatState, Outbox, OutboxEntry};
+use crate::core::{AckFailure, ConnState, Core, CoreEvent, NotConnected, Output, StopReason};
+
+/// How long a request may wait for its ack.
+pub const ACK_TIMEOUT_MS: u64 = 10_000;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SessionEvent {
+    /// The connection state changed.
+    State(ConnState),
+    /// The server confirmed a session: store it (it is the auth of every later connect).
+    Session(SessionInfo),
+    /// The stored session was refused: forget it and sign in again.
+    SignedOut,
+    /// Roster, presence or conversations changed.
+    ChatChanged,
+    /// A message someone else wrote arrived live (for notifications and announcements).
+    Arrived(Message),
+    /// The outbox changed (persist it).
+    OutboxChanged,
+    /// A server event this layer does not handle itself (first argument only).
+    ServerEvent { event: String, data: Value },
+    /// Answer to a [`Session::request`].
+    Reply {
+        id: u64,
+        result: Result<Value, AckFailure>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SessionOutput {
+    OpenTransport,
+    Send(String),
+    CloseTransport,
+    Event(SessionEvent),
+}
+
+enum Pending {
+    Restore,
+    History { peer: String },
+    Outbox,
+    Logout,
+    Caller,
+}
+
+pub struct Session {
+    core: Core,
+    pub chat: ChatState,
+    pub outbox: Outbox,
+    pending: HashMap<u64, Pending>,
+    outputs: std::collections::VecDeque<SessionOutput>,
+    restored: bool,
+}
+
+impl Session {
+    pub fn new(core: Core, me: Option<String>, outbox: Outbox) -> Self {
+        Self {
+            core,
+            chat: ChatState::new(me),
+            outbox,
+            pending: HashMap::new(),
+            outputs: Default::default(),
+            restored: false,
+        }
+    }
+
+    pub fn state(&self) -> ConnState {
+        self.core.state()
+    }
+
+    pub fn reconnects(&self) -> u32 {
+        self.core.reconnects()
+    }
+
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.core.next_deadline()
+    }
+
+    pub fn poll_output(&mut self) -> Option<SessionOutput> {
+        self.outputs.pop_front()
+    }
+
+    pub fn connect(&mut self, now: u64) {
+        self.core.connect(now);
+        self.drain(now);
+    }
+
+    pub fn disconnect(&mut self, now: u64) {
+        self.core.disconnect();
+        self.drain(now);
+    }
+
+    pub fn handle_frame(&mut self, text: &str, now: u64) {
+        self.core.handle_frame(text, now);
+        self.drain(now);
+    }
+
+    pub fn handle_transport_closed(&mut self, now: u64) {
+        self.core.handle_transport_closed(now);
+        self.drain(now);
+    }
+
+    pub fn handle_timer(&mut self, now: u64) {
+        self.core.handle_timer(now);
+        self.pump(now);
+        self.drain(now);
+    }
+
+    /// Writes a message: it goes to the outbox (persisted by the adapter) and is sent as soon
+    /// as the connection allows. Returns its client id.
+    pub fn send_message(&mut self, to: &str, content: &str, now: u64, wall_ms: i64) -> String {
+        let client_id = new_client_id();
+        self.outbox.push(OutboxEntry {
+            client_id: client_id.clone(),
+            to: to.to_owned(),
+            content: content.to_owned(),
+            created_at: wall_ms,
+            failed: None,
+        });
+        self.event(SessionEvent::OutboxChanged);
+        self.pump(now);
+        self.drain(now);
+        client_id
+    }
+
+    pub fn retry_message(&mut self, client_id: &str, now: u64) {
+        self.outbox.retry(client_id);
+        self.event(SessionEvent::OutboxChanged);
+        self.pump(now);
+        self.drain(now);
+    }
+
+    pub fn discard_message(&mut self, client_id: &str) {
+        self.outbox.discard(client_id);
+        self.event(SessionEvent::OutboxChanged);
+    }
+
+    /// Asks for the page of `peer`'s conversation before the oldest message held.
+    pub fn load_history(&mut self, peer: &str, now: u64) -> Result<(), NotConnected> {
+        let request = HistoryRequest {
+            with: peer.to_owned(),
+            before: self.chat.oldest_id(peer),
+            limit: Some(50),
+        };
+        let data = serde_json::to_value(request).unwrap_or(Value::Null);
+        let id = self
+            .core
+            .emit_with_ack(events::HISTORY, &data, ACK_TIMEOUT_MS, now)?;
+        self.pending.insert(
+            id,
+            Pending::History {
+                peer: peer.to_owned(),
+            },
+        );
+        self.drain(now);
+        Ok(())
+    }
+
+    /// Ends the session on the server (every tab is disconnected by it).
+    pub fn logout(&mut self, now: u64) -> Result<(), NotConnected> {
+        let id = self
+            .core
+            .emit_with_ack(events::LOGOUT, &Value::Null, ACK_TIMEOUT_MS, now)?;
+        self.pending.insert(id, Pending::Logout);
+        self.drain(now);
+        Ok(())
+    }
+
+    /// Any event, without an ack.
+    pub fn emit_event(&mut self, event: &str, data: &Value, now: u64) -> Result<(), NotConnected> {
+        self.core.emit(event, data)?;
+        self.drain(now);
+        Ok(())
+    }
+
+    /// Any request with an ack; the answer comes as [`SessionEvent::Reply`].
+    pub fn request(&mut self, event: &str, data: &Value, now: u64) -> Result<u64, NotConnected> {
+        let id = self.core.emit_with_ack(event, data, ACK_TIMEOUT_MS, now)?;
+        self.pending.insert(id, Pending::Caller);
+        self.drain(now);
+        Ok(id)
+    }
+
+    fn pump(&mut self, now: u64) {
+        if !self.restored {
+            // Flush only after the state is restored, so acks land on an up-to-date view.
+            return;
+        }
+        let before = self.outbox.entries().len();
+        self.outbox.pump(&mut self.core, now, ACK_TIMEOUT_MS);
+        if let Some(id) = self.outbox.in_flight_id() {
+            self.pending.entry(id).or_insert(Pending::Outbox);
+        }
+        if before != self.outbox.entries().len() {
+            self.event(SessionEvent::OutboxChanged);
+        }
+    }
+
+    /// Moves the core's outputs into ours, acting on its events.
+    fn drain(&mut self, now: u64) {
+        while let Some(output) = self.core.poll_output() {
+            match output {
+                Output::OpenTransport => self.outputs.push_back(SessionOutput::OpenTransport),
+                Output::Send(frame) => self.outputs.push_back(SessionOutput::Send(frame)),
+                Output::CloseTransport => self.outputs.push_back(SessionOutput::CloseTransport),
+                Output::Event(event) => self.on_core_event(event, now),
+            }
+        }
+    }
+
+    fn on_core_event(&mut self, event: CoreEvent, now: u64) {
+        match event {
+            CoreEvent::State(state) => {
+                if !matches!(state, ConnState::Online { .. }) {
+                    self.restored = false;
+                }
+                if state == ConnState::Stopped(StopReason::Unauthorized) {
+                    self.event(SessionEvent::SignedOut);
+                }
+                self.event(SessionEvent::State(state));
+            }
+            CoreEvent::Connected { .. } => self.request_restore(now),
+            CoreEvent::ConnectError { .. } => {}
+            CoreEvent::Message { event, args, ack } => {
+                self.on_server_event(&event, args);
+                if let Some(id) = ack {
+                    let _ = self.core.ack(id, &Value::Null);
+                }
+            }
+            CoreEvent::Ack { id, args } => self.on_ack(id, Ok(args), now),
+            CoreEvent::AckFailed { id, reason } => self.on_ack(id, Err(reason), now),
+        }
+    }
+
+    /// Asks for everything after the newest message held, and for presence.
+    fn request_restore(&mut self, now: u64) {
+        let since = json!({ "since": self.chat.last_id });
+        if let Ok(id) = self
+            .core
+            .emit_with_ack(events::RESTORE_STATE, &since, ACK_TIMEOUT_MS, now)
+        {
+            self.pending.insert(id, Pending::Restore);
+        }
+    }
+
+    fn on_server_event(&mut self, event: &str, args: Vec<Value>) {
+        let first = args.into_iter().next().unwrap_or(Value::Null);
+        match event {
+            events::SESSION => {
+                if let Some(info) = parse::<SessionInfo>(first) {
+                    self.chat.me = Some(info.user_id.clone());
+                    self.event(SessionEvent::Session(info));
+                }
+            }
+            events::USERS => {
+                if let Some(users) = parse::<Vec<UserEntry>>(first) {
+                    self.chat.apply_users(users);
+                    self.settle_outbox_from_chat();
+                    self.event(SessionEvent::ChatChanged);
+                }
+            }
+            events::USER_CONNECTED => {
+                if let Some(user) = parse::<UserEntry>(first) {
+                    self.chat.user_connected(user);
+                    self.event(SessionEvent::ChatChanged);
+                }
+            }
+            events::USER_DISCONNECTED => {
+                if let Value::String(user_id) = first {
+                    self.chat.user_disconnected(&user_id);
+                    self.event(SessionEvent::ChatChanged);
+                }
+            }
+            events::PRIVATE_MESSAGE => {
+                if let Some(message) = parse::<Message>(first) {
+                    if self.outbox.settle(&message) {
+                        self.event(SessionEvent::OutboxChanged);
+                    }
+                    let mine = self.chat.me.as_deref() == Some(message.from.as_str());
+                    if self.chat.insert(message.clone()) {
+                        self.event(SessionEvent::ChatChanged);
+                        if !mine {
+                            self.event(SessionEvent::Arrived(message));
+                        }
+                    }
+                }
+            }
+            _ => self.event(SessionEvent::ServerEvent {
+                event: event.to_owned(),
+                data: first,
+            }),
+        }
+    }
+
+    fn on_ack(&mut self, id: u64, result: Result<Vec<Value>, AckFailure>, now: u64) {
+        let Some(pending) = self.pending.remove(&id) else {
+            return;
+        };
+        match pending {
+            Pending::Restore => {
+                let restored = result
+                    .ok()
+                    .and_then(|args| args.into_iter().next())
+                    .and_then(parse::<Ack<RestoreState>>);
+                if let Some(Ack::Ok(restored)) = restored {
+                    let more = restored.has_more;
+                    self.chat.apply_restore(restored);
+                    self.settle_outbox_from_chat();
+                    self.event(SessionEvent::ChatChanged);
+                    if more {
+                        // Cut at the server's limit: ask for the rest from where it stopped.
+                        self.request_restore(now);
+                        return;
+                    }
+                }
+                // Even when restoring failed, what the outbox holds must still go out.
+                self.restored = true;
+                self.pump(now);
+            }
+            Pending::History { peer } => {
+                let page = result
+                    .ok()
+                    .and_then(|args| args.into_iter().next())
+                    .and_then(parse::<Ack<History>>);
+                if let Some(Ack::Ok(page)) = page {
+                    self.chat.apply_history(&peer, page);
+                    self.event(SessionEvent::ChatChanged);
+                }
+            }
+            Pending::Outbox => {
+                let me = self.chat.me.clone().unwrap_or_default();
+                let args = result.as_ref().ok().map(|a| a.as_slice());
+                match self.outbox.on_ack(id, args, &me, now) {
+                    AckOutcome::Sent(message) => {
+                        self.chat.insert(message);
+                        self.event(SessionEvent::ChatChanged);
+                        self.event(SessionEvent::OutboxChanged);
+                    }
+                    AckOutcome::Failed => self.event(SessionEvent::OutboxChanged),
+                    AckOutcome::Retry | AckOutcome::NotOurs => {}
+                }
+                self.pump(now);
+            }
+            Pending::Logout => {}
+            Pending::Caller => {
+                let result = result.map(|args| args.into_iter().next().unwrap_or(Value::Null));
+                self.event(SessionEvent::Reply { id, result });
+            }
+        }
+    }
+
+    /// Outbox entries whose message the server already has (seen in `users` or a restore).
+    fn settle_outbox_from_chat(&mut self) {
+        let settled: Vec<Message> = self
+            .outbox
+            .entries()
+            .iter()
+            .filter(|e| !self.outbox.is_in_flight(&e.client_id))
+            .filter_map(|e| {
+                self.chat
+                    .conversation(&e.to)
+                    .into_iter()
+                    .find(|m| m.client_id.as_deref() == Some(e.client_id.as_str()))
+            })
+            .collect();
+        if !settled.is_empty() {
+            for message in &settled {
+                self.outbox.settle(message);
+            }
+            self.event(SessionEvent::OutboxChanged);
+        }
+    }
+
+    fn event(&mut self, event: SessionEvent) {
+        self.outputs.push_back(SessionOutput::Event(event));
+    }
+}
+
+fn parse<T: DeserializeOwned>(value: Value) -> Option<T> {
+    serde_json::from_value(value).ok()
+}
