@@ -15,10 +15,10 @@ step "cargo fmt --check"
 cargo fmt --all --check
 
 step "clippy: server (ssr)"
-cargo clippy -p server -p protocol -p app --all-targets --features app/ssr -- -D warnings
+cargo clippy -p server -p protocol -p app -p client --all-targets --features app/ssr,client/native -- -D warnings
 
 step "clippy: frontend (hydrate, wasm32)"
-cargo clippy -p frontend -p app --target wasm32-unknown-unknown -- -D warnings
+cargo clippy -p frontend -p app -p client --target wasm32-unknown-unknown -- -D warnings
 
 step "cargo test (workspace)"
 cargo test --workspace --exclude frontend

@@ -1,12 +1,18 @@
-//! Everything the server renders and the browser hydrates: the document shell, the router and
-//! its pages.
+//! Everything the server renders and the browser hydrates: the document shell, the router, the
+//! pages, and the one real-time connection above them.
 
+pub mod banner;
+pub mod pages;
+pub mod realtime;
+pub mod storage;
 pub mod theme;
 
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
 use leptos_router::components::{Route, Router, Routes, A};
 use leptos_router::path;
+
+use realtime::provide_realtime;
 
 /// The HTML document around [`App`]; the server renders it for every route.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -32,6 +38,8 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 pub fn App() -> impl IntoView {
     provide_meta_context();
     let theme = theme::provide_theme();
+    // Created once, above the router: navigation never opens another socket.
+    let realtime = provide_realtime();
     // Runs only in the browser, once hydration has attached: tests and scripts wait on it.
     Effect::new(move |_| {
         if let Some(root) = document().document_element() {
@@ -43,33 +51,30 @@ pub fn App() -> impl IntoView {
         <Stylesheet id="leptos" href="/pkg/tether.css"/>
         <Title text="Tether"/>
         <Router>
+            <a class="skip-link" href="#main">"Skip to content"</a>
             <header class="topbar">
                 <A href="/" attr:class="brand">"Tether"</A>
                 <nav aria-label="Main">
-                    <A href="/">"Home"</A>
+                    <A href="/">"People"</A>
+                    <A href="/session">"Session"</A>
                     <A href="/about">"About"</A>
                 </nav>
                 <theme::ThemeToggle theme/>
             </header>
+            <banner::ConnectionBanner/>
+            <div class="sr-only" aria-live="polite" role="log" aria-label="New messages">
+                {move || realtime.announcement.get()}
+            </div>
             <main id="main">
                 <Routes fallback=|| view! { <NotFound/> }>
-                    <Route path=path!("/") view=HomePage/>
+                    <Route path=path!("/") view=pages::people::PeoplePage/>
+                    <Route path=path!("/signin") view=pages::signin::SignInPage/>
+                    <Route path=path!("/chat/:user_id") view=pages::conversation::ConversationPage/>
+                    <Route path=path!("/session") view=pages::session::SessionPage/>
                     <Route path=path!("/about") view=AboutPage/>
                 </Routes>
             </main>
         </Router>
-    }
-}
-
-#[component]
-fn HomePage() -> impl IntoView {
-    view! {
-        <section class="page">
-            <h1>"Tether"</h1>
-            <p class="lead">
-                "Private messaging on a session that survives reloads, new tabs, flaky networks and server restarts."
-            </p>
-        </section>
     }
 }
 

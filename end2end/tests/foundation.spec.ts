@@ -3,9 +3,10 @@ import { test, expect } from "@playwright/test";
 test("the page arrives server-rendered, before any script runs", async ({ browser, baseURL }) => {
   const context = await browser.newContext({ javaScriptEnabled: false, baseURL });
   const page = await context.newPage();
-  await page.goto("/");
+  await page.goto("/signin");
   await expect(page.getByRole("heading", { level: 1, name: "Tether" })).toBeVisible();
   await expect(page.getByRole("navigation", { name: "Main" })).toBeVisible();
+  await expect(page.getByLabel("Your name")).toBeVisible();
   await context.close();
 });
 
@@ -15,7 +16,7 @@ test("the page hydrates: an interactive control responds", async ({ page }) => {
     if (msg.type() === "error" || msg.type() === "warning") errors.push(msg.text());
   });
   page.on("pageerror", (err) => errors.push(err.message));
-  await page.goto("/");
+  await page.goto("/signin");
   await expect(page.locator("html")).toHaveAttribute("data-hydrated", "true");
   const toggle = page.getByRole("button", { name: "Dark theme" });
   const before = await toggle.getAttribute("aria-pressed");
@@ -26,18 +27,20 @@ test("the page hydrates: an interactive control responds", async ({ page }) => {
 });
 
 test("navigating between routes happens without a document reload", async ({ page }) => {
-  await page.goto("/");
+  await page.goto("/about");
   await expect(page.locator("html")).toHaveAttribute("data-hydrated", "true");
   let documentLoads = 0;
   page.on("load", () => (documentLoads += 1));
   await page.evaluate(() => ((window as unknown as { __tether_marker: number }).__tether_marker = 42));
 
-  await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "About" }).click();
+  const nav = page.getByRole("navigation", { name: "Main" });
+  // Without a session, People sends you to sign-in: both client-side.
+  await nav.getByRole("link", { name: "People" }).click();
+  await expect(page).toHaveURL(/\/signin$/);
+  await expect(page.getByLabel("Your name")).toBeVisible();
+  await nav.getByRole("link", { name: "About" }).click();
   await expect(page).toHaveURL(/\/about$/);
   await expect(page.getByRole("heading", { level: 1, name: "About Tether" })).toBeVisible();
-  await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Home" }).click();
-  await expect(page).toHaveURL(/\/$/);
-  await expect(page.getByRole("heading", { level: 1, name: "Tether" })).toBeVisible();
 
   const marker = await page.evaluate(() => (window as unknown as { __tether_marker?: number }).__tether_marker);
   expect(marker, "the window survived: no document reload").toBe(42);

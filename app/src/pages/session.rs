@@ -1,0 +1,51 @@
+//! Your session: who you are, the connection, and signing out.
+
+use leptos::prelude::*;
+
+use super::RequireAccount;
+use crate::realtime::{use_realtime, Status};
+
+#[component]
+pub fn SessionPage() -> impl IntoView {
+    view! {
+        <RequireAccount>
+            <SessionDetails/>
+        </RequireAccount>
+    }
+}
+
+#[component]
+fn SessionDetails() -> impl IntoView {
+    let rt = use_realtime();
+    let account = move || rt.account.get();
+    let state = move || match rt.status.get() {
+        Status::Idle => "Not connected",
+        Status::Connecting => "Connecting",
+        Status::Online => "Online",
+        Status::Offline { .. } => "Offline, reconnecting",
+        Status::SignedOut => "Signed out",
+    };
+    view! {
+        <section class="page">
+            <h1>"Your session"</h1>
+            <dl class="facts">
+                <dt>"Name"</dt>
+                <dd data-testid="session-name">{move || account().map(|a| a.username)}</dd>
+                <dt>"User ID"</dt>
+                <dd><code data-testid="session-user-id">{move || account().map(|a| a.user_id)}</code></dd>
+                <dt>"Connection"</dt>
+                <dd data-testid="session-state">{state}</dd>
+                <dt>"Socket ID"</dt>
+                <dd><code data-testid="session-socket-id">{move || rt.socket_id.get().unwrap_or_else(|| "—".into())}</code></dd>
+                <dt>"Reconnects"</dt>
+                <dd data-testid="session-reconnects">{move || rt.reconnects.get()}</dd>
+            </dl>
+            <p class="hint">
+                "Signing out ends this session on the server: every tab using it is signed out at once."
+            </p>
+            <button type="button" class="danger" on:click=move |_| rt.sign_out()>
+                "Sign out"
+            </button>
+        </section>
+    }
+}

@@ -1,0 +1,482 @@
+//! The one socket of the page, shared through context.
+//!
+//! [`Realtime`] is created once, above the router, so navigating never opens another
+//! WebSocket. On the server it is inert (the session lives in the browser's localStorage); in
+//! the hydrate build it owns a [`client::session::Session`] driven by a thin `web_sys::WebSocket`
+//! adapter, and mirrors what the UI needs into signals.
+
+use leptos::prelude::*;
+
+use crate::storage::Account;
+
+/// Connection state as the UI shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Not started (no session, or before hydration).
+    Idle,
+    Connecting,
+    Online,
+    /// Lost; the next try is at this wall-clock time (ms since the epoch).
+    Offline {
+        retry_at: i64,
+    },
+    /// The server ended the session (signed out from another tab, or expired).
+    SignedOut,
+}
+
+#[derive(Clone, Copy)]
+pub struct Realtime {
+    pub status: RwSignal<Status>,
+    pub socket_id: RwSignal<Option<String>>,
+    pub reconnects: RwSignal<u32>,
+    pub account: RwSignal<Option<Account>>,
+    /// The hydrated page has read localStorage: `account` is now meaningful.
+    pub ready: RwSignal<bool>,
+    /// Bumped whenever chat data or the outbox changed; views re-read through [`Realtime::with`].
+    pub version: RwSignal<u64>,
+    /// The latest incoming message, phrased for screen readers.
+    pub announcement: RwSignal<String>,
+    /// Why the last sign-in failed, if it did.
+    pub sign_in_error: RwSignal<Option<String>>,
+    #[cfg(feature = "hydrate")]
+    driver: StoredValue<Option<driver::Handle>, LocalStorage>,
+}
+
+impl Realtime {
+    fn new() -> Self {
+        Self {
+            status: RwSignal::new(Status::Idle),
+            socket_id: RwSignal::new(None),
+            reconnects: RwSignal::new(0),
+            account: RwSignal::new(None),
+            ready: RwSignal::new(false),
+            version: RwSignal::new(0),
+            announcement: RwSignal::new(String::new()),
+            sign_in_error: RwSignal::new(None),
+            #[cfg(feature = "hydrate")]
+            driver: StoredValue::new_local(None),
+        }
+    }
+
+    /// Reads the session data; `None` before hydration and on the server.
+    pub fn with<R>(&self, f: impl FnOnce(&client::session::Session) -> R) -> Option<R> {
+        self.version.track();
+        #[cfg(feature = "hydrate")]
+        {
+            self.driver
+                .with_value(|d| d.as_ref().map(|h| f(&h.borrow().session)))
+        }
+        #[cfg(not(feature = "hydrate"))]
+        {
+            let _ = f;
+            None
+        }
+    }
+
+    pub fn sign_in(&self, username: &str) {
+        #[cfg(feature = "hydrate")]
+        driver::sign_in(*self, username);
+        #[cfg(not(feature = "hydrate"))]
+        let _ = username;
+    }
+
+    pub fn send(&self, to: &str, content: &str) {
+        self.act(|s, now| {
+            s.send_message(to, content, now, js_sys::Date::now() as i64);
+        });
+    }
+
+    pub fn retry(&self, client_id: &str) {
+        self.act(|s, now| s.retry_message(client_id, now));
+    }
+
+    pub fn discard(&self, client_id: &str) {
+        self.act(|s, _| s.discard_message(client_id));
+    }
+
+    pub fn load_history(&self, peer: &str) {
+        self.act(|s, now| {
+            let _ = s.load_history(peer, now);
+        });
+    }
+
+    pub fn mark_read(&self, peer: &str) {
+        #[cfg(feature = "hydrate")]
+        driver::mark_read(*self, peer);
+        #[cfg(not(feature = "hydrate"))]
+        let _ = peer;
+    }
+
+    /// Ends the session on the server; every tab of it is disconnected and lands on sign-in.
+    pub fn sign_out(&self) {
+        self.act(|s, now| {
+            let _ = s.logout(now);
+        });
+    }
+
+    /// Reconnects after the server ended the socket (e.g. it was restarted by an operator).
+    pub fn reconnect(&self) {
+        self.act(|s, now| s.connect(now));
+    }
+
+    #[allow(unused_variables)]
+    fn act(&self, f: impl FnOnce(&mut client::session::Session, u64)) {
+        #[cfg(feature = "hydrate")]
+        driver::act(*self, f);
+    }
+}
+
+/// Creates the page's [`Realtime`] and provides it; in the browser, starts it once hydrated.
+pub fn provide_realtime() -> Realtime {
+    let realtime = Realtime::new();
+    provide_context(realtime);
+    #[cfg(feature = "hydrate")]
+    Effect::new(move |_| driver::start(realtime));
+    realtime
+}
+
+pub fn use_realtime() -> Realtime {
+    expect_context::<Realtime>()
+}
+
+#[cfg(feature = "hydrate")]
+mod driver {
+    //! The browser adapter: one `WebSocket` at a time, one `setTimeout` for the core's next
+    //! deadline; everything else is the shared sans-IO session.
+
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use client::chat::Outbox;
+    use client::core::{ConnState, Core, CoreConfig, StopReason};
+    use client::session::{Session, SessionEvent, SessionOutput};
+    use leptos::prelude::*;
+    use serde_json::{json, Value};
+    use wasm_bindgen::prelude::*;
+    use wasm_bindgen::JsCast;
+    use web_sys::{CloseEvent, MessageEvent, WebSocket};
+
+    use super::{Realtime, Status};
+    use crate::storage::{self, Account};
+
+    pub struct Driver {
+        pub session: Session,
+        socket: Option<WebSocket>,
+        /// Bumped per socket, so events of a replaced socket are ignored.
+        generation: u64,
+        timer: Option<i32>,
+        // The JS callbacks of the current socket and timer must outlive them.
+        _callbacks: Vec<Closure<dyn FnMut(JsValue)>>,
+        _timer_callback: Option<Closure<dyn FnMut()>>,
+    }
+
+    pub type Handle = Rc<RefCell<Driver>>;
+
+    fn now() -> u64 {
+        web_sys::window()
+            .and_then(|w| w.performance())
+            .map(|p| p.now() as u64)
+            .unwrap_or(0)
+    }
+
+    fn handle(rt: Realtime) -> Option<Handle> {
+        rt.driver.with_value(|d| d.clone())
+    }
+
+    /// Runs once after hydration: loads what the browser remembers and connects if signed in.
+    pub fn start(rt: Realtime) {
+        if handle(rt).is_some() {
+            return;
+        }
+        let account = storage::load_account();
+        rt.account.set(account.clone());
+        let me = account.as_ref().map(|a| a.user_id.clone());
+
+        // Rebuilt on every (re)connect from what is stored now: the session if there is one,
+        // else the name being signed in with.
+        let auth = || -> Value {
+            if let Some(account) = storage::load_account() {
+                json!({ "sessionID": account.session_id })
+            } else if let Some(username) = storage::pending_username() {
+                json!({ "username": username })
+            } else {
+                json!({})
+            }
+        };
+        let core = Core::new(CoreConfig::default(), auth, js_sys::Math::random);
+        let mut session = Session::new(core, me, Outbox::from_entries(storage::load_outbox()));
+        session.chat.read_up_to = storage::load_read_markers();
+        let driver = Rc::new(RefCell::new(Driver {
+            session,
+            socket: None,
+            generation: 0,
+            timer: None,
+            _callbacks: Vec::new(),
+            _timer_callback: None,
+        }));
+        rt.driver.set_value(Some(driver.clone()));
+        rt.ready.set(true);
+        if account.is_some() {
+            act(rt, |s, now| s.connect(now));
+        }
+    }
+
+    pub fn sign_in(rt: Realtime, username: &str) {
+        if handle(rt).is_none() {
+            return;
+        }
+        storage::clear_all();
+        rt.account.set(None);
+        rt.sign_in_error.set(None);
+        storage::set_pending_username(Some(username));
+        act(rt, |s, now| {
+            s.disconnect(now);
+            s.chat = client::chat::ChatState::new(None);
+            s.outbox = Outbox::default();
+            s.connect(now);
+        });
+    }
+
+    pub fn mark_read(rt: Realtime, peer: &str) {
+        let Some(h) = handle(rt) else { return };
+        let changed = {
+            let mut d = h.borrow_mut();
+            let before = d.session.chat.read_up_to.get(peer).copied();
+            d.session.chat.mark_read(peer);
+            let after = d.session.chat.read_up_to.get(peer).copied();
+            if before != after {
+                storage::save_read_markers(&d.session.chat.read_up_to);
+            }
+            before != after
+        };
+        if changed {
+            rt.version.update(|v| *v += 1);
+        }
+    }
+
+    /// Runs `f` on the session, then performs what it asked for.
+    pub fn act(rt: Realtime, f: impl FnOnce(&mut Session, u64)) {
+        let Some(h) = handle(rt) else { return };
+        f(&mut h.borrow_mut().session, now());
+        pump(rt, &h);
+    }
+
+    /// Carries out the session's outputs, then re-arms the timer. Signals are updated only
+    /// after the driver is released, so reactive effects never see it borrowed.
+    fn pump(rt: Realtime, h: &Handle) {
+        let mut events = Vec::new();
+        loop {
+            let output = h.borrow_mut().session.poll_output();
+            let Some(output) = output else { break };
+            match output {
+                SessionOutput::OpenTransport => open_socket(rt, h),
+                SessionOutput::Send(frame) => {
+                    let socket = h.borrow().socket.clone();
+                    if let Some(socket) = socket {
+                        if socket.send_with_str(&frame).is_err() {
+                            h.borrow_mut().session.handle_transport_closed(now());
+                        }
+                    }
+                }
+                SessionOutput::CloseTransport => close_socket(h),
+                SessionOutput::Event(event) => events.push(event),
+            }
+        }
+        arm_timer(rt, h);
+        let mut changed = false;
+        for event in events {
+            changed |= apply(rt, h, event);
+        }
+        if changed {
+            rt.version.update(|v| *v += 1);
+        }
+    }
+
+    /// Mirrors one session event into signals and storage; true when chat data changed.
+    fn apply(rt: Realtime, h: &Handle, event: SessionEvent) -> bool {
+        match event {
+            SessionEvent::State(state) => {
+                let status = match state {
+                    ConnState::Connecting => Status::Connecting,
+                    ConnState::Online { sid } => {
+                        rt.socket_id.set(Some(sid));
+                        Status::Online
+                    }
+                    ConnState::Offline { retry_at } => Status::Offline {
+                        retry_at: js_sys::Date::now() as i64
+                            + retry_at.saturating_sub(now()) as i64,
+                    },
+                    ConnState::Stopped(StopReason::ServerDisconnect) => {
+                        // Signed out on the server (this or another tab): forget the session.
+                        storage::clear_all();
+                        rt.account.set(None);
+                        Status::SignedOut
+                    }
+                    ConnState::Stopped(_) => Status::Idle,
+                };
+                if !matches!(status, Status::Online) {
+                    rt.socket_id.set(None);
+                }
+                rt.reconnects.set(h.borrow().session.reconnects());
+                rt.status.set(status);
+                false
+            }
+            SessionEvent::Session(info) => {
+                let username = storage::pending_username()
+                    .or_else(|| rt.account.get_untracked().map(|a| a.username))
+                    .unwrap_or_default();
+                storage::set_pending_username(None);
+                let account = Account {
+                    session_id: info.session_id,
+                    user_id: info.user_id,
+                    username,
+                };
+                storage::save_account(&account);
+                rt.account.set(Some(account));
+                true
+            }
+            SessionEvent::SignedOut => {
+                let was_signing_in = storage::pending_username().is_some();
+                storage::set_pending_username(None);
+                storage::forget_account();
+                rt.account.set(None);
+                if was_signing_in {
+                    rt.sign_in_error
+                        .set(Some("That name cannot be used. Try another.".into()));
+                }
+                rt.status.set(Status::Idle);
+                true
+            }
+            SessionEvent::ChatChanged => {
+                // The roster carries names: keep the stored username current.
+                let name = {
+                    let d = h.borrow();
+                    d.session
+                        .chat
+                        .me
+                        .as_ref()
+                        .and_then(|me| d.session.chat.peer(me).map(|p| p.username.clone()))
+                };
+                if let (Some(name), Some(mut account)) = (name, rt.account.get_untracked()) {
+                    if account.username != name {
+                        account.username = name;
+                        storage::save_account(&account);
+                        rt.account.set(Some(account));
+                    }
+                }
+                true
+            }
+            SessionEvent::Arrived(message) => {
+                let from = h
+                    .borrow()
+                    .session
+                    .chat
+                    .peer(&message.from)
+                    .map(|p| p.username.clone())
+                    .unwrap_or_else(|| "someone".into());
+                rt.announcement
+                    .set(format!("New message from {from}: {}", message.content));
+                true
+            }
+            SessionEvent::OutboxChanged => {
+                storage::save_outbox(h.borrow().session.outbox.entries());
+                true
+            }
+            SessionEvent::ServerEvent { .. } | SessionEvent::Reply { .. } => false,
+        }
+    }
+
+    fn socket_url() -> Option<String> {
+        let origin = web_sys::window()?.location().origin().ok()?;
+        Some(client::websocket_url(&origin))
+    }
+
+    fn open_socket(rt: Realtime, h: &Handle) {
+        close_socket(h);
+        let Some(url) = socket_url() else { return };
+        let socket = match WebSocket::new(&url) {
+            Ok(socket) => socket,
+            Err(_) => {
+                h.borrow_mut().session.handle_transport_closed(now());
+                return;
+            }
+        };
+        let generation = {
+            let mut d = h.borrow_mut();
+            d.generation += 1;
+            d.generation
+        };
+        let on_message = {
+            let h = h.clone();
+            Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
+                let Ok(event) = event.dyn_into::<MessageEvent>() else {
+                    return;
+                };
+                let Some(text) = event.data().as_string() else {
+                    return;
+                };
+                if h.borrow().generation != generation {
+                    return;
+                }
+                h.borrow_mut().session.handle_frame(&text, now());
+                pump(rt, &h);
+            })
+        };
+        let on_close = {
+            let h = h.clone();
+            Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
+                let _ = event.dyn_into::<CloseEvent>();
+                if h.borrow().generation != generation {
+                    return;
+                }
+                h.borrow_mut().socket = None;
+                h.borrow_mut().session.handle_transport_closed(now());
+                pump(rt, &h);
+            })
+        };
+        socket.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        socket.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+        let mut d = h.borrow_mut();
+        d.socket = Some(socket);
+        d._callbacks = vec![on_message, on_close];
+    }
+
+    fn close_socket(h: &Handle) {
+        let mut d = h.borrow_mut();
+        d.generation += 1;
+        if let Some(socket) = d.socket.take() {
+            socket.set_onmessage(None);
+            socket.set_onclose(None);
+            let _ = socket.close();
+        }
+    }
+
+    fn arm_timer(rt: Realtime, h: &Handle) {
+        let Some(window) = web_sys::window() else {
+            return;
+        };
+        let mut d = h.borrow_mut();
+        if let Some(id) = d.timer.take() {
+            window.clear_timeout_with_handle(id);
+        }
+        let Some(deadline) = d.session.next_deadline() else {
+            return;
+        };
+        let delay = deadline.saturating_sub(now()).min(i32::MAX as u64) as i32;
+        let callback = {
+            let h = h.clone();
+            Closure::<dyn FnMut()>::new(move || {
+                h.borrow_mut().timer = None;
+                h.borrow_mut().session.handle_timer(now());
+                pump(rt, &h);
+            })
+        };
+        d.timer = window
+            .set_timeout_with_callback_and_timeout_and_arguments_0(
+                callback.as_ref().unchecked_ref(),
+                delay,
+            )
+            .ok();
+        d._timer_callback = Some(callback);
+    }
+}

@@ -1,0 +1,137 @@
+import { test, expect } from "@playwright/test";
+import { messages, newPerson, openChat, personLink, send, signIn, userId } from "./helpers";
+
+const unique = (name: string) => `${name}-${Math.random().toString(36).slice(2, 7)}`;
+
+test("signed in, a reload keeps the same user", async ({ page }) => {
+  const name = unique("ada");
+  await signIn(page, name);
+  const before = await userId(page);
+  await page.reload();
+  await expect(page.getByRole("heading", { level: 1, name: "People" })).toBeVisible();
+  await expect(personLink(page, name)).toContainText("(you)");
+  expect(await userId(page)).toBe(before);
+});
+
+test("two people exchange messages both ways", async ({ browser, baseURL }) => {
+  const [adaName, bobName] = [unique("ada"), unique("bob")];
+  const ada = await newPerson(browser, baseURL, adaName);
+  const bob = await newPerson(browser, baseURL, bobName);
+
+  await openChat(ada.page, bobName);
+  await send(ada.page, "Hello Bob");
+  await expect(messages(ada.page).filter({ hasText: "Hello Bob" })).toHaveAttribute("data-state", "sent");
+
+  await expect(personLink(bob.page, adaName)).toContainText("1 unread");
+  await openChat(bob.page, adaName);
+  await expect(messages(bob.page).filter({ hasText: "Hello Bob" })).toBeVisible();
+  await send(bob.page, "Hi Ada\nsecond line");
+  await expect(messages(ada.page).filter({ hasText: "Hi Ada" })).toBeVisible();
+  await expect(messages(ada.page)).toHaveCount(2);
+  await expect(messages(bob.page)).toHaveCount(2);
+  await ada.context.close();
+  await bob.context.close();
+});
+
+test("two tabs of one person share messages, and the peer lists that person once", async ({ browser, baseURL }) => {
+  const [adaName, bobName] = [unique("ada"), unique("bob")];
+  const ada = await newPerson(browser, baseURL, adaName);
+  const adaTab2 = await ada.context.newPage();
+  await adaTab2.goto("/");
+  await expect(personLink(adaTab2, adaName)).toContainText("(you)");
+  const bob = await newPerson(browser, baseURL, bobName);
+
+  await expect(personLink(ada.page, bobName)).toBeVisible();
+  await openChat(ada.page, bobName);
+  await expect(personLink(adaTab2, bobName)).toBeVisible();
+  await openChat(adaTab2, bobName);
+  await send(ada.page, "from tab one");
+  await expect(messages(adaTab2).filter({ hasText: "from tab one" })).toBeVisible();
+  await expect(messages(adaTab2)).toHaveCount(1);
+  await expect(personLink(bob.page, adaName)).toHaveCount(1);
+  await ada.context.close();
+  await bob.context.close();
+});
+
+test("navigating across every route keeps exactly one WebSocket", async ({ page }) => {
+  const sockets: string[] = [];
+  page.on("websocket", (ws) => sockets.push(ws.url()));
+  const name = unique("nav");
+  await signIn(page, name);
+  const nav = page.getByRole("navigation", { name: "Main" });
+  await nav.getByRole("link", { name: "Session" }).click();
+  await expect(page.getByTestId("session-state")).toHaveText("Online");
+  await nav.getByRole("link", { name: "About" }).click();
+  await nav.getByRole("link", { name: "People" }).click();
+  await openChat(page, name);
+  await nav.getByRole("link", { name: "Session" }).click();
+  await nav.getByRole("link", { name: "People" }).click();
+  await expect(personLink(page, name)).toBeVisible();
+  expect(sockets.filter((u) => u.includes("/socket.io/"))).toHaveLength(1);
+});
+
+test("closing one of two tabs keeps a person online; closing both shows offline", async ({ browser, baseURL }) => {
+  const [adaName, bobName] = [unique("ada"), unique("bob")];
+  const ada = await newPerson(browser, baseURL, adaName);
+  const adaTab2 = await ada.context.newPage();
+  await adaTab2.goto("/");
+  await expect(personLink(adaTab2, adaName)).toBeVisible();
+  const bob = await newPerson(browser, baseURL, bobName);
+  const adaAtBob = personLink(bob.page, adaName);
+  await expect(adaAtBob).toContainText("online");
+
+  await adaTab2.close();
+  // Bob's view is refreshed by a round trip: a message from Bob to himself is acked after
+  // any presence change the server had queued for him.
+  await openChat(bob.page, bobName);
+  await send(bob.page, "note");
+  await expect(messages(bob.page).filter({ hasText: "note" })).toHaveAttribute("data-state", "sent");
+  await bob.page.getByRole("link", { name: "← People" }).click();
+  await expect(adaAtBob).toContainText("online");
+  await expect(adaAtBob).not.toContainText("offline");
+
+  await ada.page.close();
+  await expect(adaAtBob).toContainText("offline");
+  await ada.context.close();
+  await bob.context.close();
+});
+
+test("an offline recipient sees the messages on return", async ({ browser, baseURL }) => {
+  const [adaName, bobName] = [unique("ada"), unique("bob")];
+  const bob = await newPerson(browser, baseURL, bobName);
+  const bobState = await bob.context.storageState();
+  await bob.context.close();
+
+  const ada = await newPerson(browser, baseURL, adaName);
+  await openChat(ada.page, bobName);
+  await send(ada.page, "while you were away");
+  await expect(messages(ada.page).filter({ hasText: "while you were away" })).toHaveAttribute("data-state", "sent");
+
+  const bobAgain = await browser.newContext({ baseURL, storageState: bobState });
+  const page = await bobAgain.newPage();
+  await page.goto("/");
+  await expect(personLink(page, adaName)).toContainText("1 unread");
+  await openChat(page, adaName);
+  await expect(messages(page).filter({ hasText: "while you were away" })).toHaveCount(1);
+  await ada.context.close();
+  await bobAgain.close();
+});
+
+test("a stale session lands on sign-in without an error loop", async ({ page }) => {
+  const sockets: string[] = [];
+  page.on("websocket", (ws) => sockets.push(ws.url()));
+  await page.goto("/about");
+  await page.evaluate(() =>
+    localStorage.setItem(
+      "tether.session",
+      JSON.stringify({ sessionID: "stale", userID: "00000000-0000-4000-8000-000000000000", username: "ghost" }),
+    ),
+  );
+  await page.goto("/");
+  await expect(page).toHaveURL(/\/signin$/);
+  await expect(page.getByLabel("Your name")).toBeVisible();
+  expect(await page.evaluate(() => localStorage.getItem("tether.session"))).toBeNull();
+  // No reconnect loop: the one refused socket is all there is, even after a while.
+  await page.waitForTimeout(2500);
+  expect(sockets).toHaveLength(1);
+});
