@@ -108,9 +108,10 @@ impl Realtime {
     }
 
     /// Ends the session on the server; every tab of it is disconnected and lands on sign-in.
-    pub fn sign_out(&self) {
+    /// With `everywhere`, every session of this user ends.
+    pub fn sign_out(&self, everywhere: bool) {
         self.act(|s, now| {
-            let _ = s.logout(now);
+            let _ = s.logout(everywhere, now);
         });
     }
 

@@ -80,8 +80,9 @@ impl ChatState {
             .unwrap_or_default()
     }
 
-    pub fn history_cursor(&self, peer: &str) -> HistoryCursor {
-        self.history.get(peer).copied().unwrap_or_default()
+    /// `None` until the first `history` answer for this conversation.
+    pub fn history_cursor(&self, peer: &str) -> Option<HistoryCursor> {
+        self.history.get(peer).copied()
     }
 
     /// The oldest loaded id of a conversation (the `before` of the next `history` request).

@@ -65,6 +65,7 @@ pub struct Session {
     pending: HashMap<u64, Pending>,
     outputs: std::collections::VecDeque<SessionOutput>,
     restored: bool,
+    tabs: Option<u32>,
 }
 
 impl Session {
@@ -76,6 +77,7 @@ impl Session {
             pending: HashMap::new(),
             outputs: Default::default(),
             restored: false,
+            tabs: None,
         }
     }
 
@@ -85,6 +87,11 @@ impl Session {
 
     pub fn reconnects(&self) -> u32 {
         self.core.reconnects()
+    }
+
+    /// How many sockets (tabs) of this user the server counts, once it said so.
+    pub fn tabs(&self) -> Option<u32> {
+        self.tabs
     }
 
     pub fn next_deadline(&self) -> Option<u64> {
@@ -152,6 +159,13 @@ impl Session {
 
     /// Asks for the page of `peer`'s conversation before the oldest message held.
     pub fn load_history(&mut self, peer: &str, now: u64) -> Result<(), NotConnected> {
+        let already_asked = self
+            .pending
+            .values()
+            .any(|p| matches!(p, Pending::History { peer: asked } if asked == peer));
+        if already_asked {
+            return Ok(());
+        }
         let request = HistoryRequest {
             with: peer.to_owned(),
             before: self.chat.oldest_id(peer),
@@ -171,11 +185,13 @@ impl Session {
         Ok(())
     }
 
-    /// Ends the session on the server (every tab is disconnected by it).
-    pub fn logout(&mut self, now: u64) -> Result<(), NotConnected> {
+    /// Ends the session on the server (every tab of it is disconnected); with `everywhere`,
+    /// every session of the user.
+    pub fn logout(&mut self, everywhere: bool, now: u64) -> Result<(), NotConnected> {
+        let request = json!({ "everywhere": everywhere });
         let id = self
             .core
-            .emit_with_ack(events::LOGOUT, &Value::Null, ACK_TIMEOUT_MS, now)?;
+            .emit_with_ack(events::LOGOUT, &request, ACK_TIMEOUT_MS, now)?;
         self.pending.insert(id, Pending::Logout);
         self.drain(now);
         Ok(())
@@ -277,6 +293,12 @@ impl Session {
             events::USER_CONNECTED => {
                 if let Some(user) = parse::<UserEntry>(first) {
                     self.chat.user_connected(user);
+                    self.event(SessionEvent::ChatChanged);
+                }
+            }
+            events::TABS => {
+                if let Some(tabs) = parse::<protocol::payloads::Tabs>(first) {
+                    self.tabs = Some(tabs.count);
                     self.event(SessionEvent::ChatChanged);
                 }
             }

@@ -135,3 +135,39 @@ test("a stale session lands on sign-in without an error loop", async ({ page }) 
   await page.waitForTimeout(2500);
   expect(sockets).toHaveLength(1);
 });
+
+test("signing out in one tab signs out every tab of the session", async ({ browser, baseURL }) => {
+  const name = unique("ada");
+  const ada = await newPerson(browser, baseURL, name);
+  const tab2 = await ada.context.newPage();
+  await tab2.goto("/session");
+  await expect(tab2.getByTestId("session-tabs")).toHaveText("2");
+  await ada.page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Session" }).click();
+  await expect(ada.page.getByTestId("session-tabs")).toHaveText("2");
+  await ada.page.getByRole("button", { name: "Sign out", exact: true }).click();
+  await expect(ada.page).toHaveURL(/\/signin$/, { timeout: 1000 });
+  await expect(tab2).toHaveURL(/\/signin$/, { timeout: 1000 });
+  expect(await tab2.evaluate(() => localStorage.getItem("tether.session"))).toBeNull();
+  await ada.context.close();
+});
+
+test("the chat pages hydrate without warnings or errors in the console", async ({ browser, baseURL }) => {
+  const context = await browser.newContext({ baseURL });
+  const page = await context.newPage();
+  const problems: string[] = [];
+  page.on("console", (msg) => {
+    if (msg.type() === "error" || msg.type() === "warning") problems.push(msg.text());
+  });
+  page.on("pageerror", (err) => problems.push(err.message));
+  const name = unique("quiet");
+  await signIn(page, name);
+  await openChat(page, name);
+  await send(page, "hello me");
+  for (const path of ["/", "/session", `/chat/${await userId(page)}`, "/about"]) {
+    await page.goto(path);
+    await expect(page.locator("html")).toHaveAttribute("data-hydrated", "true");
+  }
+  await expect(messages(page).filter({ hasText: "hello me" })).toHaveCount(1);
+  expect(problems, problems.join("\n")).toEqual([]);
+  await context.close();
+});

@@ -14,8 +14,10 @@ pub const PRIVATE_MESSAGE: &str = "private message";
 pub const RESTORE_STATE: &str = "restore_state";
 /// Client → server (with ack): older messages of one conversation.
 pub const HISTORY: &str = "history";
-/// Client → server (with ack): end the session everywhere.
+/// Client → server (with ack): end this session (or, with `everywhere`, all of the user's).
 pub const LOGOUT: &str = "logout";
+/// Server → every socket of a user: how many sockets (tabs) the user has connected.
+pub const TABS: &str = "tabs";
 
 /// The CONNECT_ERROR message for every refused handshake, exactly as the tutorial has it.
 pub const INVALID_USERNAME: &str = "invalid username";

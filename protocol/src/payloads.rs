@@ -89,6 +89,19 @@ pub struct HistoryRequest {
     pub limit: Option<u32>,
 }
 
+/// `tabs`: how many sockets of the user are connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tabs {
+    pub count: u32,
+}
+
+/// `logout` request; absent or `{}` ends this session only.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogoutRequest {
+    #[serde(default)]
+    pub everywhere: bool,
+}
+
 /// `history` answer, oldest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct History {

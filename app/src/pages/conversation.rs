@@ -90,10 +90,14 @@ fn Conversation() -> impl IntoView {
         })
         .unwrap_or_default()
     };
-    let complete = move || {
-        rt.with(|s| s.chat.history_cursor(&peer_id()).complete)
-            .unwrap_or(true)
-    };
+    // `None` until the first `history` answer: then whether older messages exist is known.
+    let cursor = move || rt.with(|s| s.chat.history_cursor(&peer_id())).flatten();
+    let complete = move || cursor().is_none_or(|c| c.complete);
+    Effect::new(move |_| {
+        if rt.status.get() == Status::Online && cursor().is_none() {
+            rt.load_history(&peer_id());
+        }
+    });
     let has_messages = move || !lines().is_empty();
 
     // Reading the conversation marks it read.

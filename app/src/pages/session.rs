@@ -39,13 +39,23 @@ fn SessionDetails() -> impl IntoView {
                 <dd><code data-testid="session-socket-id">{move || rt.socket_id.get().unwrap_or_else(|| "—".into())}</code></dd>
                 <dt>"Reconnects"</dt>
                 <dd data-testid="session-reconnects">{move || rt.reconnects.get()}</dd>
+                <dt>"Your connected tabs"</dt>
+                <dd data-testid="session-tabs">
+                    {move || rt.with(|s| s.tabs()).flatten().map(|n| n.to_string()).unwrap_or_else(|| "—".into())}
+                </dd>
             </dl>
             <p class="hint">
-                "Signing out ends this session on the server: every tab using it is signed out at once."
+                "Signing out ends this session on the server: every tab using it is signed out at once. "
+                "Signing out everywhere ends every session of your name."
             </p>
-            <button type="button" class="danger" on:click=move |_| rt.sign_out()>
-                "Sign out"
-            </button>
+            <div class="actions">
+                <button type="button" class="danger" on:click=move |_| rt.sign_out(false)>
+                    "Sign out"
+                </button>
+                <button type="button" class="danger" on:click=move |_| rt.sign_out(true)>
+                    "Sign out everywhere"
+                </button>
+            </div>
         </section>
     }
 }

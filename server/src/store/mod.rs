@@ -82,6 +82,8 @@ pub trait Store: Send + Sync + 'static {
     async fn find_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError>;
     /// Ends a session for good. Returns whether it existed.
     async fn delete_session(&self, id: &SessionId) -> Result<bool, StoreError>;
+    /// Ends every session of a user ("sign out everywhere"). Returns how many there were.
+    async fn delete_user_sessions(&self, user: &UserId) -> Result<usize, StoreError>;
 
     // ---- users ----
     async fn list_users(&self) -> Result<Vec<User>, StoreError>;
@@ -113,9 +115,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Page, StoreError>;
 
     // ---- presence ----
-    /// Counts a new socket of the user; true when the user just came online.
-    async fn socket_connected(&self, user: &UserId) -> Result<bool, StoreError>;
-    /// Uncounts a socket of the user; true when that was the user's last one.
-    async fn socket_disconnected(&self, user: &UserId) -> Result<bool, StoreError>;
+    /// Counts a new socket of the user; returns the user's socket count (1: just came online).
+    async fn socket_connected(&self, user: &UserId) -> Result<u32, StoreError>;
+    /// Uncounts a socket of the user; returns how many are left (0: just went offline), or
+    /// `None` when none was counted.
+    async fn socket_disconnected(&self, user: &UserId) -> Result<Option<u32>, StoreError>;
     async fn online_users(&self) -> Result<HashSet<UserId>, StoreError>;
 }

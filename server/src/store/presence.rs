@@ -12,27 +12,28 @@ pub struct LocalPresence {
 }
 
 impl LocalPresence {
-    /// True when this is the user's first socket.
-    pub fn connect(&self, user: &UserId) -> bool {
+    /// Counts a socket; returns how many the user has now (1: the user just came online).
+    pub fn connect(&self, user: &UserId) -> u32 {
         let mut sockets = self.lock();
         let count = sockets.entry(user.clone()).or_insert(0);
         *count += 1;
-        *count == 1
+        *count
     }
 
-    /// True when this was the user's last socket.
-    pub fn disconnect(&self, user: &UserId) -> bool {
+    /// Uncounts a socket; returns how many the user has left (0: the user just went offline),
+    /// or `None` when the user had none counted.
+    pub fn disconnect(&self, user: &UserId) -> Option<u32> {
         let mut sockets = self.lock();
         match sockets.get_mut(user) {
             Some(count) if *count > 1 => {
                 *count -= 1;
-                false
+                Some(*count)
             }
             Some(_) => {
                 sockets.remove(user);
-                true
+                Some(0)
             }
-            None => false,
+            None => None,
         }
     }
 
@@ -54,8 +55,8 @@ mod tests {
     fn only_the_first_socket_brings_a_user_online() {
         let p = LocalPresence::default();
         let u = UserId::random();
-        assert!(p.connect(&u));
-        assert!(!p.connect(&u));
+        assert_eq!(p.connect(&u), 1);
+        assert_eq!(p.connect(&u), 2);
         assert_eq!(p.online().len(), 1);
     }
 
@@ -65,10 +66,10 @@ mod tests {
         let u = UserId::random();
         p.connect(&u);
         p.connect(&u);
-        assert!(!p.disconnect(&u));
-        assert!(p.disconnect(&u));
+        assert_eq!(p.disconnect(&u), Some(1));
+        assert_eq!(p.disconnect(&u), Some(0));
         assert!(p.online().is_empty());
-        assert!(!p.disconnect(&u), "an extra disconnect changes nothing");
+        assert_eq!(p.disconnect(&u), None, "an extra disconnect changes nothing");
     }
 
     #[test]
@@ -81,7 +82,7 @@ mod tests {
         let offline: usize = (0..20)
             .map(|_| {
                 let (p, u) = (p.clone(), u.clone());
-                std::thread::spawn(move || p.disconnect(&u))
+                std::thread::spawn(move || p.disconnect(&u) == Some(0))
             })
             .collect::<Vec<_>>()
             .into_iter()

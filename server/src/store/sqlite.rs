@@ -300,6 +300,15 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn delete_user_sessions(&self, user: &UserId) -> Result<usize, StoreError> {
+        let user = user.as_str().to_owned();
+        self.run(move |conn| {
+            conn.prepare_cached("DELETE FROM sessions WHERE user_id = ?1")?
+                .execute(params![user])
+        })
+        .await
+    }
+
     async fn list_users(&self) -> Result<Vec<User>, StoreError> {
         self.run(|conn| {
             let mut stmt = conn.prepare_cached(
@@ -434,11 +443,11 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn socket_connected(&self, user: &UserId) -> Result<bool, StoreError> {
+    async fn socket_connected(&self, user: &UserId) -> Result<u32, StoreError> {
         Ok(self.presence.connect(user))
     }
 
-    async fn socket_disconnected(&self, user: &UserId) -> Result<bool, StoreError> {
+    async fn socket_disconnected(&self, user: &UserId) -> Result<Option<u32>, StoreError> {
         Ok(self.presence.disconnect(user))
     }
 

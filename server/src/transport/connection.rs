@@ -53,13 +53,15 @@ pub async fn on_connect(socket: SocketRef, State(state): State<SocketState>) {
         },
     );
     socket.join(viewer.user_id.to_string());
+    socket.join(viewer.session_room());
 
     match state.store.socket_connected(&viewer.user_id).await {
-        Ok(came_online) => {
+        Ok(tabs) => {
             *presence = Presence::Counted;
-            if came_online {
+            if tabs == 1 {
                 metrics::gauge!("tether_users_online").increment(1.0);
             }
+            announce_tabs(&socket, &viewer, tabs).await;
         }
         Err(e) => tracing::error!(user.id = %viewer.user_id, error = %e, "presence update failed"),
     }
@@ -109,7 +111,7 @@ async fn on_disconnect(
         return;
     }
     match state.store.socket_disconnected(&viewer.user_id).await {
-        Ok(true) => {
+        Ok(Some(0)) => {
             metrics::gauge!("tether_users_online").decrement(1.0);
             let _ = socket
                 .broadcast()
@@ -117,9 +119,18 @@ async fn on_disconnect(
                 .await;
             tracing::info!(user.id = %viewer.user_id, "user went offline");
         }
-        Ok(false) => {}
+        Ok(Some(tabs)) => announce_tabs(&socket, &viewer, tabs).await,
+        Ok(None) => {}
         Err(e) => tracing::error!(user.id = %viewer.user_id, error = %e, "presence update failed"),
     }
+}
+
+/// Tells every socket of the user how many of them there are now (Tether's `tabs` event).
+async fn announce_tabs(socket: &SocketRef, viewer: &Viewer, tabs: u32) {
+    let _ = socket
+        .within(viewer.user_id.to_string())
+        .emit(events::TABS, &protocol::payloads::Tabs { count: tabs })
+        .await;
 }
 
 /// One entry per user, the viewer included, each with the viewer's conversation with that user

@@ -45,6 +45,13 @@ pub struct Viewer {
     pub username: String,
 }
 
+impl Viewer {
+    /// The room of this session's sockets: named by the secret's digest, never the secret.
+    pub fn session_room(&self) -> String {
+        format!("session:{}", self.session_id.digest())
+    }
+}
+
 /// Registers the `/` namespace.
 pub fn register(io: &SocketIo) {
     io.ns("/", connection::on_connect.with(handshake::authenticate));

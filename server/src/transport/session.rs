@@ -1,21 +1,44 @@
-//! `logout`: the session ends server-side, then every socket of it is disconnected.
+//! `logout`: the session ends server-side, then every socket of it is disconnected. With
+//! `{ everywhere: true }` every session of the user ends.
 
 use protocol::events;
+use protocol::payloads::LogoutRequest;
 use protocol::Ack;
-use socketioxide::extract::{AckSender, SocketRef, State};
+use serde_json::Value;
+use socketioxide::extract::{AckSender, SocketRef, State, TryData};
 
 use super::{EventError, SocketState, Viewer};
 
-pub async fn logout(socket: SocketRef, State(state): State<SocketState>, ack: AckSender) {
+pub async fn logout(
+    socket: SocketRef,
+    State(state): State<SocketState>,
+    TryData(payload): TryData<Value>,
+    ack: AckSender,
+) {
     let Some(viewer) = socket.extensions.get::<Viewer>() else {
         return;
     };
-    match state.store.delete_session(&viewer.session_id).await {
-        Ok(_) => {
+    let request: LogoutRequest = payload
+        .ok()
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default();
+    let ended = if request.everywhere {
+        state.store.delete_user_sessions(&viewer.user_id).await.map(|_| ())
+    } else {
+        state.store.delete_session(&viewer.session_id).await.map(|_| ())
+    };
+    match ended {
+        Ok(()) => {
             let _ = ack.send(&Ack::Ok(true));
-            tracing::info!(user.id = %viewer.user_id, "session ended by logout");
-            // A session is one user: its room holds every socket of the session, on every tab.
-            let _ = socket.within(viewer.user_id.to_string()).disconnect().await;
+            tracing::info!(user.id = %viewer.user_id, everywhere = request.everywhere, "signed out");
+            // The user's room holds every socket of every session of the user; the session's
+            // room, every tab of this session.
+            let room = if request.everywhere {
+                viewer.user_id.to_string()
+            } else {
+                viewer.session_room()
+            };
+            let _ = socket.within(room).disconnect().await;
         }
         Err(e) => {
             let _ = ack.send(&EventError::from(e).into_ack::<bool>(events::LOGOUT));

@@ -9,9 +9,14 @@ async fn healthz_answers_ok() {
 #[tokio::test]
 async fn pages_are_rendered_on_the_server() {
     let app = spawn_app().await;
-    let (status, body) = app.get("/").await;
+    let (status, body) = app.get("/signin").await;
     assert_eq!(status, 200);
     assert!(body.contains("<h1>Tether</h1>"), "{body}");
+    assert!(body.contains("Your name"));
+    // The session lives in the browser: the server renders a placeholder the client replaces.
+    let (status, body) = app.get("/").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("Loading your session"), "{body}");
     let (status, body) = app.get("/about").await;
     assert_eq!(status, 200);
     assert!(body.contains("About Tether"));
