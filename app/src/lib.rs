@@ -16,6 +16,8 @@ use realtime::provide_realtime;
 
 /// The HTML document around [`App`]; the server renders it for every route.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
+    #[cfg(feature = "ssr")]
+    security_headers();
     view! {
         <!DOCTYPE html>
         <html lang="en">
@@ -31,6 +33,38 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <App/>
             </body>
         </html>
+    }
+}
+
+/// A strict Content-Security-Policy for every page, with this response's nonce: the session
+/// lives in localStorage, so injected script is the threat to keep out. Only Leptos' own
+/// nonce-carrying hydration script and same-origin module/wasm may run; no inline or eval'd
+/// script, no plugins, no framing; connections only back to this origin (the socket).
+#[cfg(feature = "ssr")]
+fn security_headers() {
+    use http::header::{
+        HeaderName, HeaderValue, CONTENT_SECURITY_POLICY, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
+    };
+    let Some(response) = use_context::<leptos_axum::ResponseOptions>() else {
+        return;
+    };
+    let nonce = leptos::nonce::use_nonce()
+        .map(|n| format!(" 'nonce-{}'", &*n))
+        .unwrap_or_default();
+    let policy = format!(
+        "default-src 'self'; script-src 'self'{nonce} 'wasm-unsafe-eval'; style-src 'self'; \
+         img-src 'self' data:; connect-src 'self'; font-src 'self'; object-src 'none'; \
+         base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    );
+    let headers: [(HeaderName, String); 3] = [
+        (CONTENT_SECURITY_POLICY, policy),
+        (X_CONTENT_TYPE_OPTIONS, "nosniff".into()),
+        (REFERRER_POLICY, "no-referrer".into()),
+    ];
+    for (name, value) in headers {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.insert_header(name, value);
+        }
     }
 }
 

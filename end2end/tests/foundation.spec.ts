@@ -55,3 +55,25 @@ test("a deep link renders on the server and then hydrates", async ({ page, reque
   await expect(page.locator("html")).toHaveAttribute("data-hydrated", "true");
   await expect(page.getByRole("heading", { level: 1, name: "About Tether" })).toBeVisible();
 });
+
+test("pages carry a strict CSP and still hydrate under it", async ({ page }) => {
+  const violations: string[] = [];
+  page.on("console", (msg) => {
+    if (/Content Security Policy/i.test(msg.text())) violations.push(msg.text());
+  });
+  const response = await page.goto("/signin");
+  const csp = response!.headers()["content-security-policy"];
+  expect(csp).toContain("script-src 'self' 'nonce-");
+  expect(csp).not.toContain("unsafe-inline");
+  expect(csp).not.toContain("'unsafe-eval'");
+  await expect(page.locator("html")).toHaveAttribute("data-hydrated", "true");
+  // Injected inline script is blocked.
+  const ran = await page.evaluate(() => {
+    const s = document.createElement("script");
+    s.textContent = "window.__injected = true";
+    document.body.appendChild(s);
+    return (window as unknown as { __injected?: boolean }).__injected === true;
+  });
+  expect(ran).toBe(false);
+  expect(violations.length).toBeGreaterThan(0);
+});

@@ -55,6 +55,23 @@ pub struct Config {
     #[arg(long, env = "TETHER_SESSION_MAX_AGE_SECS", default_value_t = 180 * 24 * 3600)]
     pub session_max_age_secs: u64,
 
+    /// Browser origins (besides the server's own) allowed to open sockets, comma-separated,
+    /// e.g. `https://chat.example`.
+    #[arg(long, env = "TETHER_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Messages a user may send per second, sustained (token bucket refill rate).
+    #[arg(long, env = "TETHER_MESSAGES_PER_SEC", default_value_t = 10.0)]
+    pub messages_per_sec: f64,
+
+    /// Messages a user may send in a burst (token bucket size).
+    #[arg(long, env = "TETHER_MESSAGE_BURST", default_value_t = 30.0)]
+    pub message_burst: f64,
+
+    /// Sockets (tabs) one user may have open at once.
+    #[arg(long, env = "TETHER_MAX_SOCKETS_PER_USER", default_value_t = 64)]
+    pub max_sockets_per_user: u32,
+
     /// Engine.IO ping interval in milliseconds.
     #[arg(long, env = "TETHER_PING_INTERVAL_MS", default_value_t = 25_000)]
     pub ping_interval_ms: u64,

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod origin;
 pub mod store;
 pub mod transport;
 
@@ -47,7 +48,12 @@ pub fn build_app(config: &Config) -> anyhow::Result<App> {
             roster_messages_per_peer: config.roster_messages_per_peer,
             restore_page: 500,
             history_page_max: 200,
+            max_sockets_per_user: config.max_sockets_per_user,
         }),
+        rate: Arc::new(transport::RateLimiter::new(
+            config.messages_per_sec,
+            config.message_burst,
+        )),
     };
     let (layer, io) = SocketIo::builder()
         .with_state(state)
@@ -66,7 +72,15 @@ pub fn build_app(config: &Config) -> anyhow::Result<App> {
         .site_pkg_dir("pkg")
         .site_addr(config.listen_addr())
         .build();
-    let router = http::router(leptos_options).layer(layer);
+    // The origin check wraps the Socket.IO layer, so it runs before any handshake.
+    let origins = Arc::new(origin::OriginPolicy::new(&config.allowed_origins));
+    let router =
+        http::router(leptos_options)
+            .layer(layer)
+            .layer(axum::middleware::from_fn_with_state(
+                origins,
+                origin::check_origin,
+            ));
     Ok(App { router, io })
 }
 
@@ -107,6 +121,26 @@ impl Server {
             .await?;
         Ok(())
     }
+}
+
+/// Crates whose verbose logs carry raw frames or bodies (and so session ids and messages):
+/// capped at `info` whatever the operator's filter says.
+const WIRE_LEVEL_CRATES: &[&str] = &[
+    "tungstenite",
+    "tokio_tungstenite",
+    "hyper",
+    "h2",
+    "engineioxide",
+    "socketioxide",
+];
+
+/// The operator's log filter, with wire-level crates capped so secrets never reach the logs.
+pub fn log_filter(spec: &str) -> anyhow::Result<tracing_subscriber::EnvFilter> {
+    let mut filter = tracing_subscriber::EnvFilter::try_new(spec)?;
+    for krate in WIRE_LEVEL_CRATES {
+        filter = filter.add_directive(format!("{krate}=info").parse()?);
+    }
+    Ok(filter)
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -1,12 +1,11 @@
 use clap::Parser;
 use server::{shutdown_signal, Config, Server};
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_new(&config.log)?)
+        .with_env_filter(server::log_filter(&config.log)?)
         .init();
 
     let server = Server::bind(&config).await?;

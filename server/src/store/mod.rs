@@ -121,4 +121,6 @@ pub trait Store: Send + Sync + 'static {
     /// `None` when none was counted.
     async fn socket_disconnected(&self, user: &UserId) -> Result<Option<u32>, StoreError>;
     async fn online_users(&self) -> Result<HashSet<UserId>, StoreError>;
+    /// How many sockets of the user are counted now.
+    async fn socket_count(&self, user: &UserId) -> Result<u32, StoreError>;
 }

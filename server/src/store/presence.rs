@@ -37,6 +37,10 @@ impl LocalPresence {
         }
     }
 
+    pub fn count(&self, user: &UserId) -> u32 {
+        self.lock().get(user).copied().unwrap_or(0)
+    }
+
     pub fn online(&self) -> HashSet<UserId> {
         self.lock().keys().cloned().collect()
     }
@@ -69,7 +73,11 @@ mod tests {
         assert_eq!(p.disconnect(&u), Some(1));
         assert_eq!(p.disconnect(&u), Some(0));
         assert!(p.online().is_empty());
-        assert_eq!(p.disconnect(&u), None, "an extra disconnect changes nothing");
+        assert_eq!(
+            p.disconnect(&u),
+            None,
+            "an extra disconnect changes nothing"
+        );
     }
 
     #[test]

@@ -451,6 +451,10 @@ impl Store for SqliteStore {
         Ok(self.presence.disconnect(user))
     }
 
+    async fn socket_count(&self, user: &UserId) -> Result<u32, StoreError> {
+        Ok(self.presence.count(user))
+    }
+
     async fn online_users(&self) -> Result<std::collections::HashSet<UserId>, StoreError> {
         Ok(self.presence.online())
     }

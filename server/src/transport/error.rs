@@ -19,6 +19,8 @@ pub enum EventError {
     UnknownRecipient,
     #[error("the cursor must be a non-negative message id")]
     InvalidCursor,
+    #[error("too many messages; wait a moment and try again")]
+    RateLimited,
     #[error("the store is unavailable, try again")]
     Store(#[from] StoreError),
 }
@@ -31,6 +33,7 @@ impl EventError {
             EventError::InvalidClientId(_) => ErrorCode::InvalidClientId,
             EventError::UnknownRecipient => ErrorCode::UnknownRecipient,
             EventError::InvalidCursor => ErrorCode::InvalidCursor,
+            EventError::RateLimited => ErrorCode::RateLimited,
             EventError::Store(_) => ErrorCode::StoreUnavailable,
         }
     }

@@ -12,6 +12,8 @@ use crate::store::StoreError;
 pub enum HandshakeError {
     #[error("{}", protocol::events::INVALID_USERNAME)]
     InvalidUsername,
+    #[error("too many connections")]
+    TooManySockets,
     #[error("server unavailable")]
     Store(#[from] StoreError),
 }
@@ -31,11 +33,18 @@ pub async fn authenticate(
         Err(HandshakeError::InvalidUsername) => {
             tracing::debug!(socket.id = %socket.id, "handshake refused: invalid username")
         }
+        Err(HandshakeError::TooManySockets) => {
+            tracing::warn!(socket.id = %socket.id, "handshake refused: too many sockets for one user")
+        }
         Err(HandshakeError::Store(e)) => {
             tracing::error!(socket.id = %socket.id, error = %e, "handshake failed on the store")
         }
     }
-    socket.extensions.insert(result?);
+    let viewer = result?;
+    if state.store.socket_count(&viewer.user_id).await? >= state.limits.max_sockets_per_user {
+        return Err(HandshakeError::TooManySockets);
+    }
+    socket.extensions.insert(viewer);
     Ok(())
 }
 

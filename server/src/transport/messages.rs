@@ -37,6 +37,9 @@ async fn send(
     viewer: &Viewer,
     payload: Option<Value>,
 ) -> Result<MessageReceipt, EventError> {
+    if !state.rate.try_take(&viewer.user_id) {
+        return Err(EventError::RateLimited);
+    }
     let payload: OutgoingMessage = payload
         .and_then(|v| serde_json::from_value(v).ok())
         .ok_or(EventError::InvalidPayload)?;

@@ -9,6 +9,7 @@ mod connection;
 mod error;
 mod handshake;
 mod messages;
+mod rate;
 mod session;
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use crate::domain::{SessionId, UserId};
 use crate::store::Store;
 
 pub use error::EventError;
+pub use rate::RateLimiter;
 
 /// Limits the transport enforces; all come from [`crate::config::Config`].
 #[derive(Debug, Clone)]
@@ -28,6 +30,7 @@ pub struct Limits {
     pub roster_messages_per_peer: u32,
     pub restore_page: u32,
     pub history_page_max: u32,
+    pub max_sockets_per_user: u32,
 }
 
 /// State shared by every socket handler.
@@ -35,6 +38,7 @@ pub struct Limits {
 pub struct SocketState {
     pub store: Arc<dyn Store>,
     pub limits: Arc<Limits>,
+    pub rate: Arc<RateLimiter>,
 }
 
 /// Who a socket belongs to, set by the handshake middleware before the socket joins.

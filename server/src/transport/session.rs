@@ -23,9 +23,17 @@ pub async fn logout(
         .and_then(|v| serde_json::from_value(v).ok())
         .unwrap_or_default();
     let ended = if request.everywhere {
-        state.store.delete_user_sessions(&viewer.user_id).await.map(|_| ())
+        state
+            .store
+            .delete_user_sessions(&viewer.user_id)
+            .await
+            .map(|_| ())
     } else {
-        state.store.delete_session(&viewer.session_id).await.map(|_| ())
+        state
+            .store
+            .delete_session(&viewer.session_id)
+            .await
+            .map(|_| ())
     };
     match ended {
         Ok(()) => {

@@ -23,6 +23,9 @@ fn test_config(data_dir: &Path, addr: SocketAddr) -> Config {
     config.listen = Some(addr);
     config.ping_interval_ms = 300;
     config.ping_timeout_ms = 200;
+    // Tests send fast on purpose; the rate limit has its own test.
+    config.messages_per_sec = 10_000.0;
+    config.message_burst = 10_000.0;
     config
 }
 
@@ -49,9 +52,26 @@ pub async fn spawn_app_in(data_dir: &Path) -> TestApp {
 
 /// The real server on a given address (to come back on the same port after a restart).
 pub async fn spawn_app_at(data_dir: &Path, addr: SocketAddr) -> TestApp {
-    let server = Server::bind(&test_config(data_dir, addr))
-        .await
-        .expect("server binds");
+    spawn_app_configured(data_dir, addr, |_| {}).await
+}
+
+/// The real server with a fresh data directory and a configuration adjusted by `adjust`.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut app =
+        spawn_app_configured(dir.path(), SocketAddr::from(([127, 0, 0, 1], 0)), adjust).await;
+    app._dir = Some(dir);
+    app
+}
+
+async fn spawn_app_configured(
+    data_dir: &Path,
+    addr: SocketAddr,
+    adjust: impl FnOnce(&mut Config),
+) -> TestApp {
+    let mut config = test_config(data_dir, addr);
+    adjust(&mut config);
+    let server = Server::bind(&config).await.expect("server binds");
     let addr = server.local_addr().expect("bound address");
     let io = server.io();
     let (tx, rx) = oneshot::channel::<()>();
@@ -132,22 +152,32 @@ impl TestApp {
 
 /// A minimal HTTP/1.1 GET, enough for /healthz and /metrics.
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let (status, _, body) = http_request(addr, path, &[]).await;
+    (status, body)
+}
+
+/// A GET with extra header lines; returns status, raw head and body.
+pub async fn http_request(addr: SocketAddr, path: &str, headers: &[&str]) -> (u16, String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.expect("write");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.expect("read");
+    let mut response = Vec::new();
+    // An upgraded (101) connection stays open: read what arrives within a moment.
+    let _ = tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut response)).await;
+    let response = String::from_utf8_lossy(&response).into_owned();
     let status = response
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = response
+    let (head, body) = response
         .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
+        .map(|(h, b)| (h.to_owned(), b.to_owned()))
         .unwrap_or_default();
-    (status, body)
+    (status, head, body)
 }
 
 pub struct TestClient {
@@ -299,8 +329,19 @@ pub struct ChildServer {
 
 impl ChildServer {
     pub async fn start(data_dir: &Path) -> ChildServer {
+        Self::start_logging(data_dir, "warn", None).await
+    }
+
+    /// Starts the binary with this log filter; every line it prints after the address goes
+    /// to `log` when given.
+    pub async fn start_logging(
+        data_dir: &Path,
+        filter: &str,
+        log: Option<mpsc::UnboundedSender<String>>,
+    ) -> ChildServer {
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_server"))
-            .args(["--listen", "127.0.0.1:0", "--log", "warn"])
+            .args(["--listen", "127.0.0.1:0", "--log", filter])
+            .args(["--messages-per-sec", "10000", "--message-burst", "10000"])
             .arg("--data-dir")
             .arg(data_dir)
             .stdout(Stdio::piped())
@@ -320,6 +361,13 @@ impl ChildServer {
         })
         .await
         .expect("server starts listening in time");
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(log) = &log {
+                    let _ = log.send(line);
+                }
+            }
+        });
         ChildServer { child, addr }
     }
 

@@ -9,4 +9,5 @@ mod handshake;
 mod http;
 mod messaging;
 mod presence;
+mod security;
 mod session;

@@ -26,9 +26,7 @@ async fn logout_disconnects_every_socket_of_the_session_and_ends_it() {
 async fn logout_everywhere_ends_every_session_of_the_user() {
     let app = spawn_app().await;
     let mut ada = app.connect_as("ada").await;
-    let ack = ada
-        .request("logout", json!({ "everywhere": true }))
-        .await;
+    let ack = ada.request("logout", json!({ "everywhere": true })).await;
     assert_eq!(ack, json!({ "ok": true }));
     ada.next("close").await;
     let refusal = app.refusal(json!({ "sessionID": ada.session_id })).await;

@@ -1,0 +1,163 @@
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::helpers::{http_request, spawn_app, spawn_app_with, ChildServer, TestClient};
+
+const POLLING: &str = "/socket.io/?EIO=4&transport=polling";
+
+#[tokio::test]
+async fn a_foreign_origin_is_refused_before_any_handshake() {
+    let app = spawn_app().await;
+    let (status, _, _) = http_request(app.addr, POLLING, &["Origin: http://evil.example"]).await;
+    assert_eq!(status, 403);
+    let (status, _, _) = http_request(
+        app.addr,
+        &format!("{POLLING}&sid=abc"),
+        &["Origin: http://evil.example"],
+    )
+    .await;
+    assert_eq!(status, 403, "requests with a sid are checked too");
+    let (status, _, _) = http_request(
+        app.addr,
+        "/socket.io/?EIO=4&transport=websocket",
+        &[
+            "Origin: http://evil.example",
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            "Sec-WebSocket-Version: 13",
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        ],
+    )
+    .await;
+    assert_eq!(status, 403, "websocket upgrades are checked");
+}
+
+#[tokio::test]
+async fn several_origin_headers_are_refused() {
+    let app = spawn_app().await;
+    let own = format!("Origin: http://{}", app.addr);
+    let (status, _, _) = http_request(
+        app.addr,
+        POLLING,
+        &[own.as_str(), "Origin: http://evil.example"],
+    )
+    .await;
+    assert_eq!(status, 403);
+}
+
+#[tokio::test]
+async fn the_apps_own_origin_and_listed_origins_pass() {
+    let app = spawn_app_with(|c| c.allowed_origins = vec!["https://chat.example".into()]).await;
+    let own = format!("Origin: http://{}", app.addr);
+    let (status, _, body) = http_request(app.addr, POLLING, &[own.as_str()]).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with('0'), "an Engine.IO open packet: {body}");
+    let (status, _, _) = http_request(app.addr, POLLING, &["Origin: https://chat.example"]).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn pages_carry_a_strict_content_security_policy_with_a_nonce() {
+    let app = spawn_app().await;
+    let (status, head, body) = http_request(app.addr, "/signin", &[]).await;
+    assert_eq!(status, 200);
+    let csp = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-security-policy: "))
+        .expect("a CSP header");
+    assert!(
+        !csp.contains("unsafe-inline") && !csp.contains("'unsafe-eval'"),
+        "{csp}"
+    );
+    let nonce = csp
+        .split("'nonce-")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .expect("a nonce in script-src");
+    assert!(
+        body.contains(&format!("nonce=\"{nonce}\"")),
+        "the hydration script carries it"
+    );
+    let (_, head2, _) = http_request(app.addr, "/signin", &[]).await;
+    assert!(!head2.contains(nonce), "a fresh nonce per response");
+}
+
+#[tokio::test]
+async fn a_user_over_the_rate_limit_is_refused_and_others_are_not() {
+    let app = spawn_app_with(|c| {
+        c.messages_per_sec = 0.001;
+        c.message_burst = 3.0;
+    })
+    .await;
+    let ada = app.connect_as("ada").await;
+    let bob = app.connect_as("bob").await;
+    for _ in 0..3 {
+        assert!(ada.send(&bob.user_id, "hi").await["ok"].is_object());
+    }
+    let refused = ada.send(&bob.user_id, "one too many").await;
+    assert_eq!(refused["error"]["code"], "rate_limited");
+    assert!(bob.send(&ada.user_id, "unaffected").await["ok"].is_object());
+}
+
+#[tokio::test]
+async fn sockets_per_user_are_capped() {
+    let app = spawn_app_with(|c| c.max_sockets_per_user = 2).await;
+    let ada = app.connect_as("ada").await;
+    let _tab2 = app.resume(&ada.session_id).await;
+    let refusal = app.refusal(json!({ "sessionID": ada.session_id })).await;
+    assert!(refusal.contains("too many connections"), "{refusal}");
+}
+
+#[tokio::test]
+async fn session_ids_never_appear_in_the_logs_of_a_full_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let server = ChildServer::start_logging(dir.path(), "trace", Some(tx)).await;
+    let mut ada = TestClient::connect(&server.url(), json!({ "username": "ada" })).await;
+    ada.expect_session().await;
+    let mut bob = TestClient::connect(&server.url(), json!({ "username": "bob" })).await;
+    bob.expect_session().await;
+    ada.send(&bob.user_id, "a secret message body").await;
+    let mut again =
+        TestClient::connect(&server.url(), json!({ "sessionID": ada.session_id })).await;
+    again.expect_session().await;
+    again.request("restore_state", json!({ "since": 0 })).await;
+    let refused = TestClient::connect(
+        &server.url(),
+        json!({ "sessionID": bob.session_id.to_uppercase() }),
+    )
+    .await;
+    drop(refused);
+    ada.request("logout", json!(null)).await;
+    ada.next("close").await;
+    // Stop the server so every line it wrote has been read.
+    server.kill_9().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let mut lines = Vec::new();
+    while let Ok(line) = rx.try_recv() {
+        lines.push(line);
+    }
+    assert!(lines.len() > 10, "trace logging produced output: {lines:?}");
+    let log = lines.join("\n");
+    for secret in [&ada.session_id, &bob.session_id] {
+        let leaks: Vec<&String> = lines
+            .iter()
+            .filter(|l| l.contains(secret.as_str()))
+            .collect();
+        assert!(
+            leaks.is_empty(),
+            "a session id leaked into the logs: {leaks:?}"
+        );
+        assert!(
+            !log.contains(&secret.to_uppercase()),
+            "a session id leaked into the logs"
+        );
+    }
+    assert!(
+        !log.contains("a secret message body"),
+        "a message body leaked into the logs"
+    );
+}
