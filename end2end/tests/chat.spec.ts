@@ -163,7 +163,7 @@ test("the chat pages hydrate without warnings or errors in the console", async (
   await signIn(page, name);
   await openChat(page, name);
   await send(page, "hello me");
-  for (const path of ["/", "/session", `/chat/${await userId(page)}`, "/about"]) {
+  for (const path of ["/", "/session", "/about", `/chat/${await userId(page)}`]) {
     await page.goto(path);
     await expect(page.locator("html")).toHaveAttribute("data-hydrated", "true");
   }
