@@ -314,3 +314,28 @@ mod tests {
         assert!(decode_frame("4/admin,0{\"sid\":\"x\"}").is_err());
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! The client's packet decoder against arbitrary frames: an error or a packet, never a
+    //! panic. `PROPTEST_CASES=100000 cargo test -p client fuzz_` runs it longer.
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn fuzz_arbitrary_frames_never_panic(frame in ".{0,200}") {
+            let _ = decode_frame(&frame);
+        }
+
+        #[test]
+        fn fuzz_socket_io_looking_frames_never_panic(
+            kind in "[0-9]{1,3}",
+            ns in prop_oneof![Just(String::new()), "/[a-z]{0,5},"],
+            ack in prop_oneof![Just(String::new()), "[0-9]{1,20}"],
+            body in prop_oneof![Just(String::new()), ".{0,80}", Just("[\"e\",{\"a\":1}]".to_owned()), Just("{\"sid\":1}".to_owned())],
+        ) {
+            let _ = decode_frame(&format!("4{kind}{ns}{ack}{body}"));
+        }
+    }
+}

@@ -34,7 +34,7 @@ impl OriginPolicy {
             return false; // `null` and other opaque origins
         };
         let same_origin = host.is_some_and(|h| h.eq_ignore_ascii_case(authority));
-        same_origin || self.allowed.iter().any(|a| *a == origin)
+        same_origin || self.allowed.contains(&origin)
     }
 }
 

@@ -40,18 +40,11 @@ async fn send(
     if !state.rate.try_take(&viewer.user_id) {
         return Err(EventError::RateLimited);
     }
-    let payload: OutgoingMessage = payload
-        .and_then(|v| serde_json::from_value(v).ok())
-        .ok_or(EventError::InvalidPayload)?;
-    let content = MessageContent::parse(&payload.content, state.limits.max_message_chars)
-        .map_err(EventError::InvalidContent)?;
-    let to = UserId::parse(&payload.to).ok_or(EventError::UnknownRecipient)?;
-    let client_id = payload
-        .client_id
-        .as_deref()
-        .map(ClientMsgId::parse)
-        .transpose()
-        .map_err(EventError::InvalidClientId)?;
+    let Outgoing {
+        content,
+        to,
+        client_id,
+    } = parse_outgoing(payload, state.limits.max_message_chars)?;
     let stored = state
         .store
         .insert_message(NewMessage {
@@ -81,6 +74,35 @@ async fn send(
     Ok(MessageReceipt {
         id: message.id,
         ts: message.ts,
+    })
+}
+
+/// A `private message` payload, parsed: what the handler may act on.
+#[derive(Debug)]
+pub struct Outgoing {
+    pub content: MessageContent,
+    pub to: UserId,
+    pub client_id: Option<ClientMsgId>,
+}
+
+/// The edge of `private message`: any JSON in, a valid message or a typed error out.
+pub fn parse_outgoing(payload: Option<Value>, max_chars: usize) -> Result<Outgoing, EventError> {
+    let payload: OutgoingMessage = payload
+        .and_then(|v| serde_json::from_value(v).ok())
+        .ok_or(EventError::InvalidPayload)?;
+    let content =
+        MessageContent::parse(&payload.content, max_chars).map_err(EventError::InvalidContent)?;
+    let to = UserId::parse(&payload.to).ok_or(EventError::UnknownRecipient)?;
+    let client_id = payload
+        .client_id
+        .as_deref()
+        .map(ClientMsgId::parse)
+        .transpose()
+        .map_err(EventError::InvalidClientId)?;
+    Ok(Outgoing {
+        content,
+        to,
+        client_id,
     })
 }
 
@@ -178,4 +200,56 @@ async fn older(
         messages: page.messages,
         has_more: page.has_more,
     })
+}
+
+#[cfg(test)]
+mod fuzz {
+    //! Property tests over arbitrary JSON: the payload edge never panics, and whatever it
+    //! accepts is valid. `PROPTEST_CASES=100000 cargo test -p server fuzz_` runs it longer.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(|f| serde_json::Number::from_f64(f)
+                .map(Value::Number)
+                .unwrap_or(Value::Null)),
+            ".{0,64}".prop_map(Value::String),
+            Just(Value::String(UserId::random().to_string())),
+            Just(Value::String("0f8fad5b-d9cb-469f-a165-70867728950e".into())),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::vec(
+                    (
+                        prop_oneof![
+                            Just("to".to_owned()),
+                            Just("content".to_owned()),
+                            Just("clientId".to_owned()),
+                            Just("from".to_owned()),
+                            ".{0,8}"
+                        ],
+                        inner
+                    ),
+                    0..6
+                )
+                .prop_map(|fields| Value::Object(fields.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn fuzz_private_message_payloads_never_panic_and_accept_only_valid_input(payload in json()) {
+            if let Ok(ok) = parse_outgoing(Some(payload), 4000) {
+                prop_assert!(!ok.content.as_str().trim().is_empty());
+                prop_assert!(ok.content.as_str().chars().count() <= 4000);
+                prop_assert!(UserId::parse(ok.to.as_str()).is_some());
+            }
+        }
+    }
 }

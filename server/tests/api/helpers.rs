@@ -334,13 +334,29 @@ impl ChildServer {
 
     /// Starts the binary with this log filter; every line it prints after the address goes
     /// to `log` when given.
+    /// Starts the binary on a given address (to come back on the same port).
+    pub async fn start_on(data_dir: &Path, addr: SocketAddr) -> ChildServer {
+        Self::spawn(data_dir, addr, "warn", None).await
+    }
+
     pub async fn start_logging(
         data_dir: &Path,
         filter: &str,
         log: Option<mpsc::UnboundedSender<String>>,
     ) -> ChildServer {
+        Self::spawn(data_dir, SocketAddr::from(([127, 0, 0, 1], 0)), filter, log).await
+    }
+
+    async fn spawn(
+        data_dir: &Path,
+        addr: SocketAddr,
+        filter: &str,
+        log: Option<mpsc::UnboundedSender<String>>,
+    ) -> ChildServer {
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_server"))
-            .args(["--listen", "127.0.0.1:0", "--log", filter])
+            .arg("--listen")
+            .arg(addr.to_string())
+            .args(["--log", filter])
             .args(["--messages-per-sec", "10000", "--message-burst", "10000"])
             .arg("--data-dir")
             .arg(data_dir)

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod client_conformance;
+mod delivery;
 mod durability;
 mod handshake;
 mod http;

@@ -161,3 +161,54 @@ async fn session_ids_never_appear_in_the_logs_of_a_full_session() {
         "a message body leaked into the logs"
     );
 }
+
+#[tokio::test]
+async fn garbage_frames_wrong_types_and_unknown_events_never_hurt_other_users() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+    let app = spawn_app().await;
+    let ada = app.connect_as("ada").await;
+    let mut bob = app.connect_as("bob").await;
+    let junk = [
+        "",
+        "9",
+        "4",
+        "49",
+        "42",
+        "42garbage",
+        "42[",
+        "42[1,2]",
+        "42{}",
+        "42[\"private message\"]",
+        "42[\"private message\",null]",
+        "42[\"private message\",[1,2,3]]",
+        "4299999999999999999999[\"history\",{}]",
+        "42[\"no such event\",{}]",
+        "43abc",
+        "451-[\"x\",{\"_placeholder\":true,\"num\":0}]",
+        "40{\"username\":\"again\"}",
+        "41",
+        "2probe",
+        "5",
+        "6",
+        "0",
+        "1",
+    ];
+    for frame in junk {
+        let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", app.addr);
+        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("ws");
+        let _ = ws.next().await; // open
+        let _ = ws
+            .send(WsMessage::text(r#"40{"username":"mallory"}"#))
+            .await;
+        let _ = ws.send(WsMessage::text(frame)).await;
+        let _ = ws.send(WsMessage::binary(vec![0xff, 0x00, 0x13])).await;
+        drop(ws);
+    }
+    // Everyone else carries on.
+    assert!(ada.send(&bob.user_id, "still fine").await["ok"].is_object());
+    assert_eq!(bob.next("private message").await["content"], "still fine");
+    let (status, _) = app.get("/healthz").await;
+    assert_eq!(status, 200);
+}
