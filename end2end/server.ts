@@ -23,8 +23,12 @@ export function freshDataDir(): string {
 }
 
 /** Starts the server and resolves once it prints the address it listens on. */
-export async function startServer(dataDir: string, listen = "127.0.0.1:0"): Promise<RunningServer> {
-  const child = spawn(serverBinary(), ["--listen", listen, "--data-dir", dataDir], {
+export async function startServer(
+  dataDir: string,
+  listen = "127.0.0.1:0",
+  extraArgs: string[] = [],
+): Promise<RunningServer> {
+  const child = spawn(serverBinary(), ["--listen", listen, "--data-dir", dataDir, ...extraArgs], {
     cwd: repoRoot,
     env: {
       ...process.env,

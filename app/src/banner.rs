@@ -65,3 +65,23 @@ pub fn ConnectionBanner() -> impl IntoView {
         </div>
     }
 }
+
+/// Under the server's `reject` tab policy: says the session is in another tab and offers to
+/// use it here (which ends the other tab's connection).
+#[component]
+pub fn TabConflict() -> impl IntoView {
+    let rt = use_realtime();
+    let text = move || match rt.status.get() {
+        Status::Elsewhere => Some("Tether is open in another tab."),
+        Status::Moved => Some("Your session moved to another tab."),
+        _ => None,
+    };
+    view! {
+        {move || text().map(|text| view! {
+            <div class="tab-conflict" role="alert">
+                <p>{text}</p>
+                <button type="button" on:click=move |_| rt.take_over()>"Use here"</button>
+            </div>
+        })}
+    }
+}

@@ -97,6 +97,7 @@ pub fn App() -> impl IntoView {
                 <theme::ThemeToggle theme/>
             </header>
             <banner::ConnectionBanner/>
+            <banner::TabConflict/>
             <div class="sr-only" aria-live="polite" role="log" aria-label="New messages">
                 {move || realtime.announcement.get()}
             </div>

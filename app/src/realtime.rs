@@ -22,6 +22,10 @@ pub enum Status {
     },
     /// The server ended the session (signed out from another tab, or expired).
     SignedOut,
+    /// The tab policy refused this tab: the session is open in another tab.
+    Elsewhere,
+    /// Another tab took the session over.
+    Moved,
 }
 
 #[derive(Clone, Copy)]
@@ -115,6 +119,13 @@ impl Realtime {
         });
     }
 
+    /// "Use here": connects this tab, asking the server to end the session's other tab.
+    pub fn take_over(&self) {
+        #[cfg(feature = "hydrate")]
+        crate::storage::request_takeover(true);
+        self.act(|s, now| s.connect(now));
+    }
+
     /// Reconnects after the server ended the socket (e.g. it was restarted by an operator).
     pub fn reconnect(&self) {
         self.act(|s, now| s.connect(now));
@@ -197,7 +208,11 @@ mod driver {
         // else the name being signed in with.
         let auth = || -> Value {
             if let Some(account) = storage::load_account() {
-                json!({ "sessionID": account.session_id })
+                if storage::takeover_requested() {
+                    json!({ "sessionID": account.session_id, "takeover": true })
+                } else {
+                    json!({ "sessionID": account.session_id })
+                }
             } else if let Some(username) = storage::pending_username() {
                 json!({ "username": username })
             } else {
@@ -307,12 +322,18 @@ mod driver {
                         retry_at: js_sys::Date::now() as i64
                             + retry_at.saturating_sub(now()) as i64,
                     },
+                    ConnState::Stopped(StopReason::ServerDisconnect)
+                        if h.borrow().session.moved() =>
+                    {
+                        Status::Moved
+                    }
                     ConnState::Stopped(StopReason::ServerDisconnect) => {
                         // Signed out on the server (this or another tab): forget the session.
                         storage::clear_all();
                         rt.account.set(None);
                         Status::SignedOut
                     }
+                    ConnState::Stopped(StopReason::SessionActive) => Status::Elsewhere,
                     ConnState::Stopped(_) => Status::Idle,
                 };
                 if !matches!(status, Status::Online) {
@@ -333,6 +354,7 @@ mod driver {
                     username,
                 };
                 storage::save_account(&account);
+                storage::request_takeover(false);
                 rt.account.set(Some(account));
                 true
             }
@@ -383,7 +405,9 @@ mod driver {
                 storage::save_outbox(h.borrow().session.outbox.entries());
                 true
             }
-            SessionEvent::ServerEvent { .. } | SessionEvent::Reply { .. } => false,
+            SessionEvent::Moved | SessionEvent::ServerEvent { .. } | SessionEvent::Reply { .. } => {
+                false
+            }
         }
     }
 

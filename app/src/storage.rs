@@ -26,6 +26,7 @@ mod browser {
     const OUTBOX_PREFIX: &str = "tether.outbox.";
     const TAB_KEY: &str = "tether.tab";
     const PENDING_KEY: &str = "tether.signin";
+    const TAKEOVER_KEY: &str = "tether.takeover";
 
     pub fn load_account() -> Option<Account> {
         LocalStorage::get(SESSION_KEY).ok()
@@ -37,6 +38,19 @@ mod browser {
 
     pub fn forget_account() {
         LocalStorage::delete(SESSION_KEY);
+    }
+
+    /// Set by "Use here": the next handshake asks to take the session over from another tab.
+    pub fn takeover_requested() -> bool {
+        SessionStorage::get::<bool>(TAKEOVER_KEY).unwrap_or(false)
+    }
+
+    pub fn request_takeover(on: bool) {
+        if on {
+            let _ = SessionStorage::set(TAKEOVER_KEY, true);
+        } else {
+            SessionStorage::delete(TAKEOVER_KEY);
+        }
     }
 
     /// The name this tab is signing in with, until the server hands out a session.

@@ -38,6 +38,8 @@ pub enum StopReason {
     ServerDisconnect,
     /// The application asked to disconnect.
     ClientDisconnect,
+    /// The tab policy refused a second connection of this session (`session already active`).
+    SessionActive,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -326,13 +328,16 @@ impl Core {
                 self.event(CoreEvent::Connected { sid, reconnect });
             }
             Incoming::ConnectError { message } => {
-                let unauthorized = message == protocol::events::INVALID_USERNAME;
+                let stop = match message.as_str() {
+                    protocol::events::INVALID_USERNAME => Some(StopReason::Unauthorized),
+                    protocol::events::SESSION_ALREADY_ACTIVE => Some(StopReason::SessionActive),
+                    _ => None,
+                };
                 self.event(CoreEvent::ConnectError { message });
                 self.outputs.push_back(Output::CloseTransport);
-                if unauthorized {
-                    self.stop(StopReason::Unauthorized);
-                } else {
-                    self.lose(now, false);
+                match stop {
+                    Some(reason) => self.stop(reason),
+                    None => self.lose(now, false),
                 }
             }
             Incoming::Disconnect => {

@@ -27,6 +27,8 @@ pub enum SessionEvent {
     Session(SessionInfo),
     /// The stored session was refused: forget it and sign in again.
     SignedOut,
+    /// Another tab took this session over (tab policy `reject`); offer to take it back.
+    Moved,
     /// Roster, presence or conversations changed.
     ChatChanged,
     /// A message someone else wrote arrived live (for notifications and announcements).
@@ -66,6 +68,7 @@ pub struct Session {
     outputs: std::collections::VecDeque<SessionOutput>,
     restored: bool,
     tabs: Option<u32>,
+    moved: bool,
 }
 
 impl Session {
@@ -78,6 +81,7 @@ impl Session {
             outputs: Default::default(),
             restored: false,
             tabs: None,
+            moved: false,
         }
     }
 
@@ -87,6 +91,11 @@ impl Session {
 
     pub fn reconnects(&self) -> u32 {
         self.core.reconnects()
+    }
+
+    /// Whether the last disconnect was another tab taking the session over.
+    pub fn moved(&self) -> bool {
+        self.moved
     }
 
     /// How many sockets (tabs) of this user the server counts, once it said so.
@@ -248,6 +257,12 @@ impl Session {
                 if state == ConnState::Stopped(StopReason::Unauthorized) {
                     self.event(SessionEvent::SignedOut);
                 }
+                if matches!(state, ConnState::Online { .. }) {
+                    self.moved = false;
+                }
+                if state == ConnState::Stopped(StopReason::ServerDisconnect) && self.moved {
+                    self.event(SessionEvent::Moved);
+                }
                 self.event(SessionEvent::State(state));
             }
             CoreEvent::Connected { .. } => self.request_restore(now),
@@ -296,6 +311,7 @@ impl Session {
                     self.event(SessionEvent::ChatChanged);
                 }
             }
+            events::SESSION_MOVED => self.moved = true,
             events::TABS => {
                 if let Some(tabs) = parse::<protocol::payloads::Tabs>(first) {
                     self.tabs = Some(tabs.count);

@@ -19,5 +19,10 @@ pub const LOGOUT: &str = "logout";
 /// Server → every socket of a user: how many sockets (tabs) the user has connected.
 pub const TABS: &str = "tabs";
 
+/// Server → the sockets a takeover replaced, just before they are disconnected.
+pub const SESSION_MOVED: &str = "session moved";
+
 /// The CONNECT_ERROR message for every refused handshake, exactly as the tutorial has it.
 pub const INVALID_USERNAME: &str = "invalid username";
+/// The CONNECT_ERROR message when the tab policy forbids a second connection of a session.
+pub const SESSION_ALREADY_ACTIVE: &str = "session already active";

@@ -7,6 +7,12 @@ use std::time::Duration;
 
 use clap::Parser;
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TabPolicy {
+    Share,
+    Reject,
+}
+
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "tether",
@@ -71,6 +77,11 @@ pub struct Config {
     /// Sockets (tabs) one user may have open at once.
     #[arg(long, env = "TETHER_MAX_SOCKETS_PER_USER", default_value_t = 64)]
     pub max_sockets_per_user: u32,
+
+    /// What a second concurrent connection of one session gets: `share` (every tab is the same
+    /// user) or `reject` (refused with `session already active`, unless it asks to take over).
+    #[arg(long, env = "TETHER_TAB_POLICY", value_enum, default_value_t = TabPolicy::Share)]
+    pub tab_policy: TabPolicy,
 
     /// Engine.IO ping interval in milliseconds.
     #[arg(long, env = "TETHER_PING_INTERVAL_MS", default_value_t = 25_000)]

@@ -24,6 +24,8 @@ fn SessionDetails() -> impl IntoView {
         Status::Online => "Online",
         Status::Offline { .. } => "Offline, reconnecting",
         Status::SignedOut => "Signed out",
+        Status::Elsewhere => "Open in another tab",
+        Status::Moved => "Moved to another tab",
     };
     view! {
         <section class="page">

@@ -5,6 +5,7 @@ use serde_json::Value;
 use socketioxide::extract::{SocketRef, State, TryData};
 
 use super::{SocketState, Viewer};
+use crate::config::TabPolicy;
 use crate::domain::{SessionId, Username};
 use crate::store::StoreError;
 
@@ -14,6 +15,8 @@ pub enum HandshakeError {
     InvalidUsername,
     #[error("too many connections")]
     TooManySockets,
+    #[error("{}", protocol::events::SESSION_ALREADY_ACTIVE)]
+    SessionActive,
     #[error("server unavailable")]
     Store(#[from] StoreError),
 }
@@ -33,6 +36,9 @@ pub async fn authenticate(
         Err(HandshakeError::InvalidUsername) => {
             tracing::debug!(socket.id = %socket.id, "handshake refused: invalid username")
         }
+        Err(HandshakeError::SessionActive) => {
+            tracing::debug!(socket.id = %socket.id, "handshake refused: session already active")
+        }
         Err(HandshakeError::TooManySockets) => {
             tracing::warn!(socket.id = %socket.id, "handshake refused: too many sockets for one user")
         }
@@ -44,7 +50,41 @@ pub async fn authenticate(
     if state.store.socket_count(&viewer.user_id).await? >= state.limits.max_sockets_per_user {
         return Err(HandshakeError::TooManySockets);
     }
+    if state.limits.tab_policy == TabPolicy::Reject {
+        let takeover = auth.get("takeover").and_then(Value::as_bool) == Some(true);
+        enforce_single_tab(&socket, &viewer, takeover).await?;
+    }
     socket.extensions.insert(viewer);
+    Ok(())
+}
+
+/// Under the `reject` policy: refuse a second connection of a session, or, when it asks to take
+/// over, tell the session's other sockets it moved and end them.
+async fn enforce_single_tab(
+    socket: &SocketRef,
+    viewer: &Viewer,
+    takeover: bool,
+) -> Result<(), HandshakeError> {
+    let others = socket.within(viewer.session_room());
+    // fetch_sockets asks every node, so the policy holds across a cluster too.
+    let active = others
+        .clone()
+        .fetch_sockets()
+        .await
+        .map(|s| s.len())
+        .unwrap_or(0);
+    if active == 0 {
+        return Ok(());
+    }
+    if !takeover {
+        return Err(HandshakeError::SessionActive);
+    }
+    tracing::info!(user.id = %viewer.user_id, replaced = active, "session taken over by a new tab");
+    let _ = others
+        .clone()
+        .emit(protocol::events::SESSION_MOVED, &())
+        .await;
+    let _ = others.disconnect().await;
     Ok(())
 }
 

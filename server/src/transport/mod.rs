@@ -31,6 +31,7 @@ pub struct Limits {
     pub restore_page: u32,
     pub history_page_max: u32,
     pub max_sockets_per_user: u32,
+    pub tab_policy: crate::config::TabPolicy,
 }
 
 /// State shared by every socket handler.

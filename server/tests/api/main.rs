@@ -12,3 +12,4 @@ mod messaging;
 mod presence;
 mod security;
 mod session;
+mod tabs;
