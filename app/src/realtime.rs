@@ -405,9 +405,10 @@ mod driver {
                 storage::save_outbox(h.borrow().session.outbox.entries());
                 true
             }
-            SessionEvent::Moved | SessionEvent::ServerEvent { .. } | SessionEvent::Reply { .. } => {
-                false
-            }
+            SessionEvent::Moved
+            | SessionEvent::Restored
+            | SessionEvent::ServerEvent { .. }
+            | SessionEvent::Reply { .. } => false,
         }
     }
 

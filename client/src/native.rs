@@ -23,6 +23,27 @@ pub struct NativeClient {
     events: mpsc::UnboundedReceiver<SessionEvent>,
 }
 
+/// A cloneable way to act on a [`NativeClient`]'s session from other tasks.
+#[derive(Clone)]
+pub struct ClientHandle {
+    calls: mpsc::UnboundedSender<Call>,
+}
+
+impl ClientHandle {
+    /// Runs `f` on the session inside the driver task; `None` once the client is gone.
+    pub async fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Session, u64) -> R + Send + 'static,
+    ) -> Option<R> {
+        let (tx, rx) = oneshot::channel();
+        let call: Call = Box::new(move |session, now| {
+            let _ = tx.send(f(session, now));
+        });
+        self.calls.send(call).ok()?;
+        rx.await.ok()
+    }
+}
+
 impl NativeClient {
     /// Connects to `origin` (`http://host:port`); `auth` is asked for the handshake auth on
     /// every (re)connect.
@@ -49,6 +70,12 @@ impl NativeClient {
         let (event_tx, events) = mpsc::unbounded_channel();
         tokio::spawn(drive(url, config, session, call_rx, event_tx));
         Self { calls, events }
+    }
+
+    pub fn handle(&self) -> ClientHandle {
+        ClientHandle {
+            calls: self.calls.clone(),
+        }
     }
 
     /// Runs `f` on the session inside the driver task and returns its result.

@@ -35,6 +35,8 @@ pub enum SessionEvent {
     Arrived(Message),
     /// The outbox changed (persist it).
     OutboxChanged,
+    /// `restore_state` was answered after a (re)connect: the view is up to date.
+    Restored,
     /// A server event this layer does not handle itself (first argument only).
     ServerEvent { event: String, data: Value },
     /// Answer to a [`Session::request`].
@@ -368,6 +370,7 @@ impl Session {
                 }
                 // Even when restoring failed, what the outbox holds must still go out.
                 self.restored = true;
+                self.event(SessionEvent::Restored);
                 self.pump(now);
             }
             Pending::History { peer } => {

@@ -1,0 +1,343 @@
+//! tether-load: drives N users against a Tether server over the real protocol (Tether's own
+//! client, the same sans-IO session the browser runs) and reports connect-storm time, server
+//! RSS per idle connection, message throughput with end-to-end latency at stepped offered
+//! rates, and the time a reconnect storm takes after a server restart.
+//!
+//! It starts the server binary itself (a fresh temporary data directory, the embedded store),
+//! so it can read the server's RSS and restart it. Load and server share this machine.
+//!
+//!     cargo build --release -p server
+//!     cargo run --release -p client --features native --bin tether-load -- --users 1000
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use client::core::CoreConfig;
+use client::native::{now_wall_ms, ClientHandle, NativeClient};
+use client::session::SessionEvent;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::{mpsc, Barrier};
+
+struct Args {
+    server_bin: PathBuf,
+    users: usize,
+    rates: Vec<u64>,
+    step_secs: u64,
+    out: Option<PathBuf>,
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        server_bin: PathBuf::from("target/release/server"),
+        users: 1000,
+        rates: vec![2_000, 5_000, 10_000, 20_000, 30_000],
+        step_secs: 5,
+        out: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--server-bin" => args.server_bin = value.into(),
+            "--users" => args.users = value.parse().expect("--users N"),
+            "--rates" => {
+                args.rates = value
+                    .split(',')
+                    .map(|r| r.trim().parse().expect("--rates 1000,2000"))
+                    .collect()
+            }
+            "--step-secs" => args.step_secs = value.parse().expect("--step-secs N"),
+            "--out" => args.out = Some(value.into()),
+            other => panic!("unknown flag {other}; see the module docs"),
+        }
+    }
+    assert!(args.users >= 2, "--users must be at least 2");
+    args
+}
+
+fn clock() -> &'static Instant {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now)
+}
+
+fn micros() -> u64 {
+    clock().elapsed().as_micros() as u64
+}
+
+struct Server {
+    child: tokio::process::Child,
+    port: u16,
+}
+
+async fn start_server(bin: &PathBuf, data_dir: &std::path::Path, port: u16) -> Server {
+    let mut child = tokio::process::Command::new(bin)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args([
+            "--log",
+            "warn",
+            "--messages-per-sec",
+            "1000000",
+            "--message-burst",
+            "1000000",
+        ])
+        .args([
+            "--max-sockets-per-user",
+            "1000",
+            "--max-payload-bytes",
+            "1000000",
+        ])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start {}: {e} (build it: cargo build --release -p server)",
+                bin.display()
+            )
+        });
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let port = loop {
+        let line = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("server printed its address");
+        if let Some(addr) = line.strip_prefix("listening on http://") {
+            break addr.rsplit(':').next().unwrap().parse().unwrap();
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Server { child, port }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(|v| v.parse().unwrap_or(0)))
+        })
+        .unwrap_or(0)
+}
+
+/// Shared counters the users' event tasks report into.
+#[derive(Default)]
+struct Stats {
+    received: AtomicU64,
+    restored: AtomicU64,
+    latencies_us: Mutex<Vec<u64>>,
+}
+
+struct User {
+    handle: ClientHandle,
+    id: String,
+}
+
+async fn connect_user(origin: String, name: String, stats: Arc<Stats>) -> User {
+    let stored = Arc::new(Mutex::new(json!({ "username": name })));
+    let auth = {
+        let stored = stored.clone();
+        move || stored.lock().unwrap().clone()
+    };
+    let mut config = CoreConfig::default();
+    config.connect_timeout_ms = 30_000;
+    let mut client = NativeClient::spawn(&origin, config, auth);
+    let info = client
+        .wait_for(|e| match e {
+            SessionEvent::Session(info) => Some(info.clone()),
+            _ => None,
+        })
+        .await;
+    *stored.lock().unwrap() = json!({ "sessionID": info.session_id });
+    let handle = client.handle();
+    // This task owns the event stream for the user's lifetime.
+    tokio::spawn(async move {
+        while let Some(event) = client.next_event().await {
+            match event {
+                SessionEvent::Arrived(message) => {
+                    if let Ok(sent_at) = message.content.parse::<u64>() {
+                        let latency = micros().saturating_sub(sent_at);
+                        stats.latencies_us.lock().unwrap().push(latency);
+                    }
+                    stats.received.fetch_add(1, Ordering::Relaxed);
+                }
+                SessionEvent::Restored => {
+                    stats.restored.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {}
+            }
+        }
+    });
+    User {
+        handle,
+        id: info.user_id,
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index] as f64 / 1000.0
+}
+
+#[tokio::main]
+async fn main() {
+    let args = parse_args();
+    clock();
+    let mut report = String::new();
+    let mut line = |text: String| {
+        println!("{text}");
+        report.push_str(&text);
+        report.push('\n');
+    };
+
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let server = start_server(&args.server_bin, data_dir.path(), 0).await;
+    let port = server.port;
+    let pid = server.child.id().expect("server pid");
+    let origin = format!("http://127.0.0.1:{port}");
+    let rss_before = rss_kib(pid);
+
+    // 1. Connect storm.
+    let stats = Arc::new(Stats::default());
+    let started = Instant::now();
+    let mut joins = Vec::with_capacity(args.users);
+    for i in 0..args.users {
+        joins.push(tokio::spawn(connect_user(
+            origin.clone(),
+            format!("u{i}"),
+            stats.clone(),
+        )));
+    }
+    let mut users = Vec::with_capacity(args.users);
+    for join in joins {
+        users.push(join.await.expect("user connects"));
+    }
+    let storm = started.elapsed();
+
+    // 2. RSS per idle connection (after the storm's transient buffers settle).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_after = rss_kib(pid);
+    let per_conn = (rss_after.saturating_sub(rss_before)) as f64 * 1024.0 / args.users as f64;
+
+    line(format!(
+        "# tether-load: {} users, server and load on one machine\n",
+        args.users
+    ));
+    line("| measure | result |".into());
+    line("| --- | --- |".into());
+    line(format!(
+        "| connect storm ({} users, all sessions + rosters received) | {:.2} s |",
+        args.users,
+        storm.as_secs_f64()
+    ));
+    line(format!(
+        "| server RSS before / after connecting | {} KiB / {} KiB |",
+        rss_before, rss_after
+    ));
+    line(format!(
+        "| server RSS per idle connection | {:.1} KB |",
+        per_conn / 1000.0
+    ));
+
+    // 3. Throughput and latency at stepped offered rates: the first half send to the second.
+    let half = users.len() / 2;
+    line(String::new());
+    line("| offered msg/s | delivered msg/s | p50 ms | p99 ms | max ms |".into());
+    line("| --- | --- | --- | --- | --- |".into());
+    for &rate in &args.rates {
+        stats.latencies_us.lock().unwrap().clear();
+        let received_before = stats.received.load(Ordering::Relaxed);
+        let per_sender = rate as f64 / half as f64;
+        let interval = Duration::from_secs_f64(1.0 / per_sender.max(0.001));
+        let step = Duration::from_secs(args.step_secs);
+        let barrier = Arc::new(Barrier::new(half));
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<u64>();
+        let step_start = Instant::now();
+        for (i, sender) in users[..half].iter().enumerate() {
+            let handle = sender.handle.clone();
+            let to = users[half + i].id.clone();
+            let barrier = barrier.clone();
+            let done = done_tx.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let begin = tokio::time::Instant::now();
+                let mut ticker = tokio::time::interval(interval);
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                let mut sent = 0u64;
+                while begin.elapsed() < step {
+                    ticker.tick().await;
+                    let to = to.clone();
+                    handle
+                        .call(move |s, now| {
+                            s.send_message(&to, &micros().to_string(), now, now_wall_ms());
+                        })
+                        .await;
+                    sent += 1;
+                }
+                let _ = done.send(sent);
+            });
+        }
+        drop(done_tx);
+        let mut sent = 0;
+        while let Some(n) = done_rx.recv().await {
+            sent += n;
+        }
+        // Let what is in flight arrive (bounded wait).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while stats.received.load(Ordering::Relaxed) - received_before < sent
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let elapsed = step_start.elapsed().as_secs_f64();
+        let received = stats.received.load(Ordering::Relaxed) - received_before;
+        let mut lat = std::mem::take(&mut *stats.latencies_us.lock().unwrap());
+        lat.sort_unstable();
+        line(format!(
+            "| {rate} | {:.0} | {:.1} | {:.1} | {:.1} |",
+            received as f64 / elapsed.max(args.step_secs as f64),
+            percentile(&lat, 0.50),
+            percentile(&lat, 0.99),
+            percentile(&lat, 1.0),
+        ));
+        if received < sent {
+            line(format!("|  (step {rate}: {sent} sent, {received} received within the grace period) | | | | |"));
+        }
+    }
+
+    // 4. Reconnect storm: kill -9 the server, start it on the same port and data directory,
+    //    and time until every user is back and its restore_state is answered.
+    let mut server = server;
+    let restored_before = stats.restored.load(Ordering::Relaxed);
+    let _ = server.child.kill().await;
+    let restart = Instant::now();
+    let server = start_server(&args.server_bin, data_dir.path(), port).await;
+    let target = restored_before + users.len() as u64;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while stats.restored.load(Ordering::Relaxed) < target && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let back = stats.restored.load(Ordering::Relaxed) - restored_before;
+    line(String::new());
+    line(format!(
+        "reconnect storm: {back}/{} users resumed and restored in {:.2} s after the restart (includes the clients' backoff: 1 s ±50 % first retry)",
+        users.len(),
+        restart.elapsed().as_secs_f64()
+    ));
+    drop(server);
+    if let Some(out) = args.out {
+        std::fs::write(&out, report).expect("write results");
+        println!("\nresults written to {}", out.display());
+    }
+}

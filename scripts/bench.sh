@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Runs Tether's load generator against a release server on this machine and writes the results
+# table to bench-results.md (copy the numbers into BENCHMARKS.md with the date and machine).
+#   bash scripts/bench.sh [--users N] [--rates 2000,5000,...] [--step-secs S]
+set -euo pipefail
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO_ROOT"
+cargo build --release -p server -p client --features client/native --bin server --bin tether-load
+ulimit -n 65536 2>/dev/null || true
+exec ./target/release/tether-load --server-bin target/release/server --out bench-results.md "$@"
