@@ -522,6 +522,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_session_past_its_maximum_age_expires_even_if_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(
+            dir.path(),
+            SessionPolicy {
+                idle: Duration::from_secs(3600),
+                max_age: Duration::ZERO,
+            },
+        )
+        .unwrap();
+        let (sid, _) = user(&store, "ada").await;
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(store.find_session(&sid).await.unwrap(), None);
+        // Expired means gone: it does not come back.
+        assert!(!store.delete_session(&sid).await.unwrap());
+    }
+
+    #[tokio::test]
     async fn deleting_a_session_ends_it() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());

@@ -212,3 +212,47 @@ async fn garbage_frames_wrong_types_and_unknown_events_never_hurt_other_users() 
     let (status, _) = app.get("/healthz").await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn an_oversized_polling_payload_is_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(|c| c.max_payload_bytes = 8 * 1024).await;
+    let (status, _, body) = http_request(app.addr, POLLING, &[]).await;
+    assert_eq!(status, 200);
+    let open: serde_json::Value = serde_json::from_str(&body[1..]).expect("open packet");
+    let sid = open["sid"].as_str().unwrap();
+    let payload = format!("4{}", "x".repeat(20_000));
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let request = format!(
+        "POST {POLLING}&sid={sid} HTTP/1.1\r\nHost: {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
+        app.addr,
+        payload.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response)).await;
+    let response = String::from_utf8_lossy(&response);
+    let status: u16 = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    assert_eq!(status, 413, "{response}");
+}
+
+#[tokio::test]
+async fn a_transport_that_never_connects_to_the_namespace_is_dropped() {
+    use futures_util::StreamExt;
+    let app = spawn_app_with(|c| c.connect_timeout_ms = 300).await;
+    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", app.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("ws");
+    let closed = tokio::time::timeout(crate::helpers::WAIT, async {
+        while let Some(Ok(frame)) = ws.next().await {
+            if frame.is_close() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the server closed the idle transport");
+}
