@@ -147,8 +147,10 @@ async fn connect_user(origin: String, name: String, stats: Arc<Stats>) -> User {
         let stored = stored.clone();
         move || stored.lock().unwrap().clone()
     };
-    let mut config = CoreConfig::default();
-    config.connect_timeout_ms = 30_000;
+    let config = CoreConfig {
+        connect_timeout_ms: 30_000,
+        ..Default::default()
+    };
     let mut client = NativeClient::spawn(&origin, config, auth);
     let info = client
         .wait_for(|e| match e {
