@@ -86,7 +86,8 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_user_sessions(&self, user: &UserId) -> Result<usize, StoreError>;
 
     // ---- users ----
-    async fn list_users(&self) -> Result<Vec<User>, StoreError>;
+    /// Every user, in sign-up order (shared: callers only read it).
+    async fn list_users(&self) -> Result<std::sync::Arc<Vec<User>>, StoreError>;
 
     // ---- messages ----
     /// Stores a message durably. `None` when the recipient is unknown (nothing is written).

@@ -6,7 +6,7 @@
 //! (group commit) while every answer still means "committed".
 
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -38,6 +38,10 @@ pub struct SqliteStore {
     jobs: mpsc::Sender<Job>,
     presence: LocalPresence,
     policy: SessionPolicy,
+    /// Every user, in sign-up order. Users are only ever added, and only by this process (the
+    /// database file is this server's alone), so the directory is loaded once and appended to
+    /// after each committed sign-up: the roster is built without a trip to the writer thread.
+    directory: std::sync::RwLock<Arc<Vec<User>>>,
 }
 
 impl SqliteStore {
@@ -52,6 +56,7 @@ impl SqliteStore {
              PRAGMA busy_timeout = 5000;",
         )?;
         migrate(&mut conn)?;
+        let directory = load_directory(&conn)?;
         let (jobs, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
@@ -60,6 +65,7 @@ impl SqliteStore {
             jobs,
             presence: LocalPresence::default(),
             policy,
+            directory: std::sync::RwLock::new(Arc::new(directory)),
         })
     }
 
@@ -91,6 +97,19 @@ impl SqliteStore {
         metrics::histogram!("tether_store_latency_seconds").record(started.elapsed().as_secs_f64());
         answer
     }
+}
+
+fn load_directory(conn: &Connection) -> rusqlite::Result<Vec<User>> {
+    let mut stmt = conn.prepare("SELECT user_id, username FROM users ORDER BY created_at, rowid")?;
+    let users = stmt
+        .query_map([], |r| {
+            Ok(User {
+                user_id: UserId::from_store(r.get(0)?),
+                username: r.get(1)?,
+            })
+        })?
+        .collect();
+    users
 }
 
 fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
@@ -213,7 +232,7 @@ impl Store for SqliteStore {
         username: &Username,
     ) -> Result<(SessionId, Session), StoreError> {
         let username = username.as_str().to_owned();
-        self.run(move |conn| {
+        let created = self.run(move |conn| {
             let now = now_ms();
             // Ids are 122 random bits, so a clash is astronomically unlikely; the store still
             // checks (INSERT OR IGNORE + changes) and draws again rather than assume.
@@ -242,7 +261,14 @@ impl Store for SqliteStore {
             };
             Ok((session_id, Session { user_id, username }))
         })
-        .await
+        .await?;
+        // Committed: the new user joins the directory.
+        let mut directory = self.directory.write().unwrap_or_else(|e| e.into_inner());
+        Arc::make_mut(&mut directory).push(User {
+            user_id: created.1.user_id.clone(),
+            username: created.1.username.clone(),
+        });
+        Ok(created)
     }
 
     async fn find_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
@@ -309,22 +335,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn list_users(&self) -> Result<Vec<User>, StoreError> {
-        self.run(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT user_id, username FROM users ORDER BY created_at, user_id",
-            )?;
-            let users = stmt
-                .query_map([], |r| {
-                    Ok(User {
-                        user_id: UserId::from_store(r.get(0)?),
-                        username: r.get(1)?,
-                    })
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(users)
-        })
-        .await
+    async fn list_users(&self) -> Result<Arc<Vec<User>>, StoreError> {
+        Ok(self
+            .directory
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone())
     }
 
     async fn insert_message(&self, message: NewMessage) -> Result<Option<Stored>, StoreError> {

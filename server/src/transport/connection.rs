@@ -144,12 +144,12 @@ async fn roster(state: &SocketState, viewer: &Viewer) -> Result<Vec<UserEntry>, 
         .await?;
     let mut by_peer = group_by_peer(viewer.user_id.as_str(), messages);
     Ok(users
-        .into_iter()
+        .iter()
         .map(|user| UserEntry {
             connected: online.contains(&user.user_id),
             messages: by_peer.remove(user.user_id.as_str()).unwrap_or_default(),
             user_id: user.user_id.to_string(),
-            username: user.username,
+            username: user.username.clone(),
         })
         .collect())
 }

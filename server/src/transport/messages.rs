@@ -145,11 +145,11 @@ async fn restore(
         .store
         .list_users()
         .await?
-        .into_iter()
+        .iter()
         .map(|u| Presence {
             connected: online.contains(&u.user_id),
             user_id: u.user_id.to_string(),
-            username: u.username,
+            username: u.username.clone(),
         })
         .collect();
     Ok(RestoreState {
