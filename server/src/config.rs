@@ -8,6 +8,12 @@ use std::time::Duration;
 use clap::Parser;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SqliteSync {
+    Full,
+    Normal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum TabPolicy {
     Share,
     Reject,
@@ -40,6 +46,11 @@ pub struct Config {
     /// Name of the built wasm/js/css files inside the site's pkg directory.
     #[arg(long, env = "LEPTOS_OUTPUT_NAME", default_value = "tether")]
     pub output_name: String,
+
+    /// SQLite durability: `full` syncs the WAL on every commit (survives power loss); `normal`
+    /// syncs at checkpoints (survives a crash or kill -9 of the server, not of the machine).
+    #[arg(long, env = "TETHER_SQLITE_SYNC", value_enum, default_value_t = SqliteSync::Full)]
+    pub sqlite_sync: SqliteSync,
 
     /// Longest message body accepted, in characters.
     #[arg(long, env = "TETHER_MAX_MESSAGE_CHARS", default_value_t = protocol::domain::MESSAGE_MAX_CHARS)]

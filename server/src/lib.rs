@@ -21,7 +21,7 @@ use socketioxide::SocketIo;
 use tokio::net::TcpListener;
 
 pub use config::Config;
-use store::sqlite::{SessionPolicy, SqliteStore};
+use store::sqlite::{Durability, SessionPolicy, SqliteStore};
 use store::Store;
 use transport::{Limits, SocketState};
 
@@ -34,12 +34,17 @@ pub struct App {
 /// Builds the whole application from its configuration: store, Socket.IO layer, HTTP routes.
 pub fn build_app(config: &Config) -> anyhow::Result<App> {
     http::metrics_handle();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(
+    let durability = match config.sqlite_sync {
+        config::SqliteSync::Full => Durability::Full,
+        config::SqliteSync::Normal => Durability::Normal,
+    };
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_with(
         &config.data_dir,
         SessionPolicy {
             idle: config.session_idle(),
             max_age: config.session_max_age(),
         },
+        durability,
     )?);
     let state = SocketState {
         store,

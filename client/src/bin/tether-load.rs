@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, Barrier};
 
 struct Args {
     server_bin: PathBuf,
+    server_args: Vec<String>,
     users: usize,
     rates: Vec<u64>,
     step_secs: u64,
@@ -33,6 +34,7 @@ struct Args {
 fn parse_args() -> Args {
     let mut args = Args {
         server_bin: PathBuf::from("target/release/server"),
+        server_args: Vec::new(),
         users: 1000,
         rates: vec![2_000, 5_000, 10_000, 20_000, 30_000],
         step_secs: 5,
@@ -52,6 +54,7 @@ fn parse_args() -> Args {
             }
             "--step-secs" => args.step_secs = value.parse().expect("--step-secs N"),
             "--out" => args.out = Some(value.into()),
+            "--server-arg" => args.server_args.push(value),
             other => panic!("unknown flag {other}; see the module docs"),
         }
     }
@@ -73,8 +76,10 @@ struct Server {
     port: u16,
 }
 
-async fn start_server(bin: &PathBuf, data_dir: &std::path::Path, port: u16) -> Server {
+async fn start_server(args: &Args, data_dir: &std::path::Path, port: u16) -> Server {
+    let bin = &args.server_bin;
     let mut child = tokio::process::Command::new(bin)
+        .args(&args.server_args)
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
         .arg("--data-dir")
@@ -204,7 +209,7 @@ async fn main() {
     };
 
     let data_dir = tempfile::tempdir().expect("temp dir");
-    let server = start_server(&args.server_bin, data_dir.path(), 0).await;
+    let server = start_server(&args, data_dir.path(), 0).await;
     let port = server.port;
     let pid = server.child.id().expect("server pid");
     let origin = format!("http://127.0.0.1:{port}");
@@ -324,7 +329,7 @@ async fn main() {
     let restored_before = stats.restored.load(Ordering::Relaxed);
     let _ = server.child.kill().await;
     let restart = Instant::now();
-    let server = start_server(&args.server_bin, data_dir.path(), port).await;
+    let server = start_server(&args, data_dir.path(), port).await;
     let target = restored_before + users.len() as u64;
     let deadline = Instant::now() + Duration::from_secs(120);
     while stats.restored.load(Ordering::Relaxed) < target && Instant::now() < deadline {

@@ -34,6 +34,16 @@ pub struct SessionPolicy {
     pub max_age: Duration,
 }
 
+/// How a commit reaches the disk (see `--sqlite-sync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// fsync on every commit: survives power loss.
+    #[default]
+    Full,
+    /// fsync at checkpoints: survives a crash of the server process.
+    Normal,
+}
+
 pub struct SqliteStore {
     jobs: mpsc::Sender<Job>,
     presence: LocalPresence,
@@ -47,14 +57,26 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) `tether.db` in `data_dir` and applies pending migrations.
     pub fn open(data_dir: &Path, policy: SessionPolicy) -> anyhow::Result<Self> {
+        Self::open_with(data_dir, policy, Durability::Full)
+    }
+
+    pub fn open_with(
+        data_dir: &Path,
+        policy: SessionPolicy,
+        durability: Durability,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(data_dir)?;
         let mut conn = Connection::open(data_dir.join("tether.db"))?;
-        conn.execute_batch(
+        let synchronous = match durability {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        };
+        conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = FULL;
+             PRAGMA synchronous = {synchronous};
              PRAGMA foreign_keys = ON;
-             PRAGMA busy_timeout = 5000;",
-        )?;
+             PRAGMA busy_timeout = 5000;"
+        ))?;
         migrate(&mut conn)?;
         let directory = load_directory(&conn)?;
         let (jobs, rx) = mpsc::channel::<Job>();
@@ -100,7 +122,8 @@ impl SqliteStore {
 }
 
 fn load_directory(conn: &Connection) -> rusqlite::Result<Vec<User>> {
-    let mut stmt = conn.prepare("SELECT user_id, username FROM users ORDER BY created_at, rowid")?;
+    let mut stmt =
+        conn.prepare("SELECT user_id, username FROM users ORDER BY created_at, rowid")?;
     let users = stmt
         .query_map([], |r| {
             Ok(User {
