@@ -5,11 +5,10 @@ use protocol::payloads::{
     History, HistoryRequest, MessageReceipt, OutgoingMessage, Presence, RestoreState,
     RestoreStateRequest,
 };
-use protocol::Ack;
 use serde_json::Value;
 use socketioxide::extract::{AckSender, SocketRef, State, TryData};
 
-use super::{EventError, SocketState, Viewer};
+use super::{reply, EventError, SocketState, Viewer};
 use crate::domain::{ClientMsgId, MessageContent, UserId};
 use crate::store::{NewMessage, Stored};
 
@@ -24,11 +23,11 @@ pub async fn private_message(
     let Some(viewer) = socket.extensions.get::<Viewer>() else {
         return;
     };
-    let answer = match send(&socket, &state, &viewer, payload.ok()).await {
-        Ok(receipt) => Ack::Ok(receipt),
-        Err(e) => e.into_ack(events::PRIVATE_MESSAGE),
-    };
-    let _ = ack.send(&answer);
+    reply(
+        ack,
+        events::PRIVATE_MESSAGE,
+        send(&socket, &state, &viewer, payload.ok()).await,
+    );
 }
 
 async fn send(
@@ -117,11 +116,11 @@ pub async fn restore_state(
     let Some(viewer) = socket.extensions.get::<Viewer>() else {
         return;
     };
-    let answer = match restore(&state, &viewer, payload.ok()).await {
-        Ok(restored) => Ack::Ok(restored),
-        Err(e) => e.into_ack(events::RESTORE_STATE),
-    };
-    let _ = ack.send(&answer);
+    reply(
+        ack,
+        events::RESTORE_STATE,
+        restore(&state, &viewer, payload.ok()).await,
+    );
 }
 
 async fn restore(
@@ -169,11 +168,11 @@ pub async fn history(
     let Some(viewer) = socket.extensions.get::<Viewer>() else {
         return;
     };
-    let answer = match older(&state, &viewer, payload.ok()).await {
-        Ok(history) => Ack::Ok(history),
-        Err(e) => e.into_ack(events::HISTORY),
-    };
-    let _ = ack.send(&answer);
+    reply(
+        ack,
+        events::HISTORY,
+        older(&state, &viewer, payload.ok()).await,
+    );
 }
 
 async fn older(

@@ -57,6 +57,20 @@ impl Viewer {
     }
 }
 
+/// Answers an event's ack with `{ ok }` or the error's typed `{ error }`.
+pub(crate) fn reply<T: serde::Serialize>(
+    ack: socketioxide::extract::AckSender,
+    event: &str,
+    result: Result<T, EventError>,
+) {
+    let answer = match result {
+        Ok(value) => protocol::Ack::Ok(value),
+        Err(e) => e.into_ack(event),
+    };
+    // The socket may be gone already; then there is nobody to answer.
+    let _ = ack.send(&answer);
+}
+
 /// Registers the `/` namespace.
 pub fn register(io: &SocketIo) {
     io.ns("/", connection::on_connect.with(handshake::authenticate));

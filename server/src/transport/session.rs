@@ -3,11 +3,10 @@
 
 use protocol::events;
 use protocol::payloads::LogoutRequest;
-use protocol::Ack;
 use serde_json::Value;
 use socketioxide::extract::{AckSender, SocketRef, State, TryData};
 
-use super::{EventError, SocketState, Viewer};
+use super::{reply, EventError, SocketState, Viewer};
 
 pub async fn logout(
     socket: SocketRef,
@@ -35,21 +34,19 @@ pub async fn logout(
             .await
             .map(|_| ())
     };
-    match ended {
-        Ok(()) => {
-            let _ = ack.send(&Ack::Ok(true));
-            tracing::info!(user.id = %viewer.user_id, everywhere = request.everywhere, "signed out");
-            // The user's room holds every socket of every session of the user; the session's
-            // room, every tab of this session.
-            let room = if request.everywhere {
-                viewer.user_id.to_string()
-            } else {
-                viewer.session_room()
-            };
-            let _ = socket.within(room).disconnect().await;
-        }
-        Err(e) => {
-            let _ = ack.send(&EventError::from(e).into_ack::<bool>(events::LOGOUT));
-        }
+    let ended = ended.map(|()| true).map_err(EventError::from);
+    let ok = ended.is_ok();
+    reply(ack, events::LOGOUT, ended);
+    if !ok {
+        return;
     }
+    tracing::info!(user.id = %viewer.user_id, everywhere = request.everywhere, "signed out");
+    // The user's room holds every socket of every session of the user; the session's room,
+    // every tab of this session.
+    let room = if request.everywhere {
+        viewer.user_id.to_string()
+    } else {
+        viewer.session_room()
+    };
+    let _ = socket.within(room).disconnect().await;
 }
