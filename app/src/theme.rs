@@ -77,13 +77,16 @@ fn system_prefers_dark() -> bool {
 
 #[component]
 pub fn ThemeToggle(theme: RwSignal<Option<Theme>>) -> impl IntoView {
-    let is_dark = move || theme.get() == Some(Theme::Dark);
+    // The system preference is known only in the browser: read after hydration, so the
+    // server-rendered markup and the first client render agree.
+    let system_dark = RwSignal::new(false);
+    Effect::new(move |_| system_dark.set(system_prefers_dark()));
+    let is_dark = move || match theme.get() {
+        Some(chosen) => chosen == Theme::Dark,
+        None => system_dark.get(),
+    };
     let toggle = move |_| {
-        let current = theme.get_untracked().unwrap_or(if system_prefers_dark() {
-            Theme::Dark
-        } else {
-            Theme::Light
-        });
+        let current = if is_dark() { Theme::Dark } else { Theme::Light };
         theme.set(Some(current.toggled()));
     };
     view! {
