@@ -55,7 +55,9 @@ test("two tabs of one person share messages, and the peer lists that person once
 
 test("navigating across every route keeps exactly one WebSocket", async ({ page }) => {
   const sockets: string[] = [];
+  const urls: string[] = [];
   page.on("websocket", (ws) => sockets.push(ws.url()));
+  page.on("request", (request) => urls.push(request.url()));
   const name = unique("nav");
   await signIn(page, name);
   const nav = page.getByRole("navigation", { name: "Main" });
@@ -68,6 +70,9 @@ test("navigating across every route keeps exactly one WebSocket", async ({ page 
   await nav.getByRole("link", { name: "People" }).click();
   await expect(personLink(page, name)).toBeVisible();
   expect(sockets.filter((u) => u.includes("/socket.io/"))).toHaveLength(1);
+  // The session id travels only inside the handshake, never in a URL.
+  const sessionId = JSON.parse((await page.evaluate(() => localStorage.getItem("tether.session")))!).sessionID;
+  expect(urls.concat(sockets).filter((u) => u.includes(sessionId))).toEqual([]);
 });
 
 test("closing one of two tabs keeps a person online; closing both shows offline", async ({ browser, baseURL }) => {

@@ -14,6 +14,8 @@ pub const PRIVATE_MESSAGE: &str = "private message";
 pub const RESTORE_STATE: &str = "restore_state";
 /// Client → server (with ack): older messages of one conversation.
 pub const HISTORY: &str = "history";
+/// Client → server (with ack): a page of the user directory, `{ offset, limit }`.
+pub const USERS_PAGE: &str = "users_page";
 /// Client → server (with ack): end this session (or, with `everywhere`, all of the user's).
 pub const LOGOUT: &str = "logout";
 /// Server → every socket of a user: how many sockets (tabs) the user has connected.

@@ -89,6 +89,22 @@ pub struct HistoryRequest {
     pub limit: Option<u32>,
 }
 
+/// `users_page` request: directory entries `offset..offset + limit` in sign-up order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsersPageRequest {
+    #[serde(default)]
+    pub offset: u64,
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// `users_page` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsersPage {
+    pub users: Vec<Presence>,
+    pub total: u64,
+}
+
 /// `tabs`: how many sockets of the user are connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tabs {

@@ -64,6 +64,12 @@ pub struct Config {
     #[arg(long, env = "TETHER_ROSTER_MESSAGES", default_value_t = 200)]
     pub roster_messages_per_peer: u32,
 
+    /// Up to this many users, `users` lists everyone (the tutorial's contract). Beyond it, the
+    /// roster holds the caller's contacts and online users only (this many at most) and the
+    /// directory is paged with `users_page`, so a connect costs a bounded amount.
+    #[arg(long, env = "TETHER_ROSTER_FULL_MAX", default_value_t = 1000)]
+    pub roster_full_max: usize,
+
     /// A session unused for this many seconds expires.
     #[arg(long, env = "TETHER_SESSION_IDLE_SECS", default_value_t = 30 * 24 * 3600)]
     pub session_idle_secs: u64,

@@ -54,6 +54,7 @@ pub fn build_app(config: &Config) -> anyhow::Result<App> {
             restore_page: 500,
             history_page_max: 200,
             max_sockets_per_user: config.max_sockets_per_user,
+            roster_full_max: config.roster_full_max,
             tab_policy: config.tab_policy,
         }),
         rate: Arc::new(transport::RateLimiter::new(

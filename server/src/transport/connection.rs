@@ -11,7 +11,7 @@ use socketioxide::socket::DisconnectReason;
 use tokio::sync::Mutex;
 
 use super::{messages, session, SocketState, Viewer};
-use crate::store::StoreError;
+use crate::store::{StoreError, User};
 
 /// Where a socket is in its presence life: counted once connected, uncounted once closed. The
 /// lock makes a disconnect that races the connect handler wait for it, so no count is lost.
@@ -41,6 +41,7 @@ pub async fn on_connect(socket: SocketRef, State(state): State<SocketState>) {
     socket.on(events::PRIVATE_MESSAGE, messages::private_message);
     socket.on(events::RESTORE_STATE, messages::restore_state);
     socket.on(events::HISTORY, messages::history);
+    socket.on(events::USERS_PAGE, messages::users_page);
     socket.on(events::LOGOUT, session::logout);
     socket.on_disconnect(on_disconnect);
 
@@ -143,8 +144,15 @@ async fn roster(state: &SocketState, viewer: &Viewer) -> Result<Vec<UserEntry>, 
         .conversations(&viewer.user_id, state.limits.roster_messages_per_peer)
         .await?;
     let mut by_peer = group_by_peer(viewer.user_id.as_str(), messages);
-    Ok(users
-        .iter()
+    let listed = roster_members(
+        &users,
+        viewer,
+        |u| by_peer.contains_key(u.user_id.as_str()),
+        |u| online.contains(&u.user_id),
+        state.limits.roster_full_max,
+    );
+    Ok(listed
+        .into_iter()
         .map(|user| UserEntry {
             connected: online.contains(&user.user_id),
             messages: by_peer.remove(user.user_id.as_str()).unwrap_or_default(),
@@ -152,6 +160,41 @@ async fn roster(state: &SocketState, viewer: &Viewer) -> Result<Vec<UserEntry>, 
             username: user.username.clone(),
         })
         .collect())
+}
+
+/// Who the roster lists, in sign-up order. Up to `full_max` users: everyone (the tutorial's
+/// contract). Beyond that, so a connect costs a bounded amount: the viewer and the people they
+/// have conversations with, then online users, `full_max` entries at most; the rest of the
+/// directory is paged with `users_page`.
+pub(super) fn roster_members<'a>(
+    users: &'a [User],
+    viewer: &Viewer,
+    is_contact: impl Fn(&User) -> bool,
+    is_online: impl Fn(&User) -> bool,
+    full_max: usize,
+) -> Vec<&'a User> {
+    if users.len() <= full_max {
+        return users.iter().collect();
+    }
+    let mut picked: Vec<usize> = users
+        .iter()
+        .enumerate()
+        .filter(|(_, u)| u.user_id == viewer.user_id || is_contact(u))
+        .map(|(i, _)| i)
+        .take(full_max)
+        .collect();
+    let room = full_max.saturating_sub(picked.len());
+    let chosen: std::collections::HashSet<usize> = picked.iter().copied().collect();
+    picked.extend(
+        users
+            .iter()
+            .enumerate()
+            .filter(|(i, u)| !chosen.contains(i) && is_online(u))
+            .map(|(i, _)| i)
+            .take(room),
+    );
+    picked.sort_unstable();
+    picked.into_iter().map(|i| &users[i]).collect()
 }
 
 /// Splits the viewer's messages by the other party (the viewer itself for notes to self).
@@ -197,5 +240,56 @@ mod tests {
         assert_eq!(grouped["bob"].len(), 2);
         assert_eq!(grouped["me"].len(), 1);
         assert_eq!(grouped["eve"][0].id, 4);
+    }
+}
+
+#[cfg(test)]
+mod roster_tests {
+    use super::*;
+    use crate::domain::{SessionId, UserId};
+
+    fn users(n: usize) -> Vec<User> {
+        (0..n)
+            .map(|i| User {
+                user_id: UserId::random(),
+                username: format!("u{i}"),
+            })
+            .collect()
+    }
+
+    fn viewer_of(user: &User) -> Viewer {
+        Viewer {
+            session_id: SessionId::random(),
+            user_id: user.user_id.clone(),
+            username: user.username.clone(),
+        }
+    }
+
+    #[test]
+    fn small_deployments_list_everyone() {
+        let all = users(3);
+        let listed = roster_members(&all, &viewer_of(&all[0]), |_| false, |_| false, 3);
+        assert_eq!(listed.len(), 3);
+    }
+
+    #[test]
+    fn large_deployments_list_viewer_contacts_then_online_up_to_the_cap() {
+        let all = users(10);
+        let viewer = viewer_of(&all[5]);
+        let contact = all[9].user_id.clone();
+        let online: Vec<UserId> = vec![all[1].user_id.clone(), all[2].user_id.clone()];
+        let listed = roster_members(
+            &all,
+            &viewer,
+            |u| u.user_id == contact,
+            |u| online.contains(&u.user_id),
+            3,
+        );
+        let names: Vec<&str> = listed.iter().map(|u| u.username.as_str()).collect();
+        assert_eq!(
+            names,
+            ["u1", "u5", "u9"],
+            "sign-up order; contacts before online users"
+        );
     }
 }

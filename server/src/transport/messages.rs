@@ -3,7 +3,7 @@
 use protocol::events;
 use protocol::payloads::{
     History, HistoryRequest, MessageReceipt, OutgoingMessage, Presence, RestoreState,
-    RestoreStateRequest,
+    RestoreStateRequest, UsersPage, UsersPageRequest,
 };
 use serde_json::Value;
 use socketioxide::extract::{AckSender, SocketRef, State, TryData};
@@ -140,21 +140,76 @@ async fn restore(
         .messages_since(&viewer.user_id, request.since, state.limits.restore_page)
         .await?;
     let online = state.store.online_users().await?;
-    let users = state
-        .store
-        .list_users()
-        .await?
+    let directory = state.store.list_users().await?;
+    let peers: std::collections::HashSet<&str> = page
+        .messages
         .iter()
+        .flat_map(|m| [m.from.as_str(), m.to.as_str()])
+        .collect();
+    let users = super::connection::roster_members(
+        &directory,
+        viewer,
+        |u| peers.contains(u.user_id.as_str()),
+        |u| online.contains(&u.user_id),
+        state.limits.roster_full_max,
+    )
+    .into_iter()
+    .map(|u| Presence {
+        connected: online.contains(&u.user_id),
+        user_id: u.user_id.to_string(),
+        username: u.username.clone(),
+    })
+    .collect();
+    Ok(RestoreState {
+        messages: page.messages,
+        users,
+        has_more: page.has_more,
+    })
+}
+
+/// A page of the user directory, with presence (how clients reach everyone beyond the roster).
+pub async fn users_page(
+    socket: SocketRef,
+    State(state): State<SocketState>,
+    TryData(payload): TryData<Value>,
+    ack: AckSender,
+) {
+    if socket.extensions.get::<Viewer>().is_none() {
+        return;
+    }
+    reply(
+        ack,
+        events::USERS_PAGE,
+        directory_page(&state, payload.ok()).await,
+    );
+}
+
+async fn directory_page(
+    state: &SocketState,
+    payload: Option<Value>,
+) -> Result<UsersPage, EventError> {
+    let request: UsersPageRequest = match payload {
+        None | Some(Value::Null) => UsersPageRequest::default(),
+        Some(v) => serde_json::from_value(v).map_err(|_| EventError::InvalidPayload)?,
+    };
+    let limit = request.limit.unwrap_or(100).clamp(1, 500) as usize;
+    let users = state.store.list_users().await?;
+    let online = state.store.online_users().await?;
+    let start = usize::try_from(request.offset)
+        .unwrap_or(usize::MAX)
+        .min(users.len());
+    let page = users[start..]
+        .iter()
+        .take(limit)
         .map(|u| Presence {
             connected: online.contains(&u.user_id),
             user_id: u.user_id.to_string(),
             username: u.username.clone(),
         })
         .collect();
-    Ok(RestoreState {
-        messages: page.messages,
-        users,
-        has_more: page.has_more,
+    Ok(UsersPage {
+        users: page,
+        total: users.len() as u64,
     })
 }
 

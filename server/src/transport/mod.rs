@@ -5,7 +5,7 @@
 //! - [`messages`]: `private message`, `restore_state` and `history`;
 //! - [`session`]: the `logout` event.
 
-mod connection;
+pub(crate) mod connection;
 mod error;
 mod handshake;
 mod messages;
@@ -31,6 +31,8 @@ pub struct Limits {
     pub restore_page: u32,
     pub history_page_max: u32,
     pub max_sockets_per_user: u32,
+    /// Up to this many users, `users` lists everyone; beyond, contacts and online users only.
+    pub roster_full_max: usize,
     pub tab_policy: crate::config::TabPolicy,
 }
 

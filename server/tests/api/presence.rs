@@ -105,3 +105,39 @@ async fn an_offline_recipient_finds_the_message_on_return() {
     assert_eq!(restored["ok"]["messages"][0]["id"], id);
     assert_eq!(restored["ok"]["hasMore"], false);
 }
+
+#[tokio::test]
+async fn beyond_the_full_roster_threshold_users_lists_contacts_and_online_users_and_the_rest_is_paged(
+) {
+    let app = crate::helpers::spawn_app_with(|c| c.roster_full_max = 2).await;
+    let ada = app.connect_as("ada").await;
+    let bob = app.connect_as("bob").await;
+    let cat = app.connect_as("cat").await;
+    ada.send(&cat.user_id, "hi cat").await;
+    bob.close().await;
+    cat.close().await;
+    app.until_room_is_empty(&bob.user_id).await;
+    app.until_room_is_empty(&cat.user_id).await;
+
+    let again = app.resume(&ada.session_id).await;
+    let listed: Vec<&str> = again
+        .users
+        .iter()
+        .map(|u| u["username"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        listed,
+        ["ada", "cat"],
+        "the viewer and a contact; offline strangers are not listed"
+    );
+
+    let page = again
+        .request("users_page", json!({ "offset": 0, "limit": 10 }))
+        .await;
+    assert_eq!(page["ok"]["total"], 3);
+    assert_eq!(page["ok"]["users"].as_array().unwrap().len(), 3);
+    let page = again
+        .request("users_page", json!({ "offset": 2, "limit": 10 }))
+        .await;
+    assert_eq!(page["ok"]["users"][0]["username"], "cat");
+}
