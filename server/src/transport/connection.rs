@@ -69,8 +69,9 @@ pub async fn on_connect(socket: SocketRef, State(state): State<SocketState>) {
     drop(presence);
 
     match roster(&state, &viewer).await {
-        Ok(users) => {
+        Ok((users, audience)) => {
             let _ = socket.emit(events::USERS, &users);
+            socket.extensions.insert(audience);
         }
         Err(e) => {
             tracing::error!(user.id = %viewer.user_id, error = %e, "could not build the roster; closing the socket so the client retries");
@@ -78,18 +79,13 @@ pub async fn on_connect(socket: SocketRef, State(state): State<SocketState>) {
             return;
         }
     }
-    let _ = socket
-        .broadcast()
-        .emit(
-            events::USER_CONNECTED,
-            &UserEntry {
-                user_id: viewer.user_id.to_string(),
-                username: viewer.username.clone(),
-                connected: true,
-                messages: Vec::new(),
-            },
-        )
-        .await;
+    let entry = UserEntry {
+        user_id: viewer.user_id.to_string(),
+        username: viewer.username.clone(),
+        connected: true,
+        messages: Vec::new(),
+    };
+    announce(&socket, events::USER_CONNECTED, &entry).await;
     tracing::info!(socket.id = %socket.id, user.id = %viewer.user_id, "socket connected");
 }
 
@@ -114,16 +110,33 @@ async fn on_disconnect(
     match state.store.socket_disconnected(&viewer.user_id).await {
         Ok(Some(0)) => {
             metrics::gauge!("tether_users_online").decrement(1.0);
-            let _ = socket
-                .broadcast()
-                .emit(events::USER_DISCONNECTED, viewer.user_id.as_str())
-                .await;
+            announce(&socket, events::USER_DISCONNECTED, viewer.user_id.as_str()).await;
             tracing::info!(user.id = %viewer.user_id, "user went offline");
         }
         Ok(Some(tabs)) => announce_tabs(&socket, &viewer, tabs).await,
         Ok(None) => {}
         Err(e) => tracing::error!(user.id = %viewer.user_id, error = %e, "presence update failed"),
     }
+}
+
+/// Who hears about this user's presence: everyone (the tutorial's contract), or, beyond
+/// `--roster-full-max` users, only the rooms of the people the user has conversations with
+/// (and the user's own other tabs), so a connect's fan-out stays bounded.
+#[derive(Debug, Clone)]
+enum Audience {
+    Everyone,
+    Rooms(Vec<String>),
+}
+
+async fn announce<T: serde::Serialize + ?Sized>(socket: &SocketRef, event: &str, data: &T) {
+    let audience = socket
+        .extensions
+        .get::<Audience>()
+        .unwrap_or(Audience::Everyone);
+    let _ = match audience {
+        Audience::Everyone => socket.broadcast().emit(event, data).await,
+        Audience::Rooms(rooms) => socket.to(rooms).emit(event, data).await,
+    };
 }
 
 /// Tells every socket of the user how many of them there are now (Tether's `tabs` event).
@@ -136,7 +149,10 @@ async fn announce_tabs(socket: &SocketRef, viewer: &Viewer, tabs: u32) {
 
 /// One entry per user, the viewer included, each with the viewer's conversation with that user
 /// only.
-async fn roster(state: &SocketState, viewer: &Viewer) -> Result<Vec<UserEntry>, StoreError> {
+async fn roster(
+    state: &SocketState,
+    viewer: &Viewer,
+) -> Result<(Vec<UserEntry>, Audience), StoreError> {
     let users = state.store.list_users().await?;
     let online = state.store.online_users().await?;
     let messages = state
@@ -144,6 +160,13 @@ async fn roster(state: &SocketState, viewer: &Viewer) -> Result<Vec<UserEntry>, 
         .conversations(&viewer.user_id, state.limits.roster_messages_per_peer)
         .await?;
     let mut by_peer = group_by_peer(viewer.user_id.as_str(), messages);
+    let audience = if users.len() <= state.limits.roster_full_max {
+        Audience::Everyone
+    } else {
+        let mut rooms: Vec<String> = by_peer.keys().cloned().collect();
+        rooms.push(viewer.user_id.to_string());
+        Audience::Rooms(rooms)
+    };
     let listed = roster_members(
         &users,
         viewer,
@@ -151,7 +174,7 @@ async fn roster(state: &SocketState, viewer: &Viewer) -> Result<Vec<UserEntry>, 
         |u| online.contains(&u.user_id),
         state.limits.roster_full_max,
     );
-    Ok(listed
+    let entries = listed
         .into_iter()
         .map(|user| UserEntry {
             connected: online.contains(&user.user_id),
@@ -159,7 +182,8 @@ async fn roster(state: &SocketState, viewer: &Viewer) -> Result<Vec<UserEntry>, 
             user_id: user.user_id.to_string(),
             username: user.username.clone(),
         })
-        .collect())
+        .collect();
+    Ok((entries, audience))
 }
 
 /// Who the roster lists, in sign-up order. Up to `full_max` users: everyone (the tutorial's

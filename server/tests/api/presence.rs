@@ -140,4 +140,20 @@ async fn beyond_the_full_roster_threshold_users_lists_contacts_and_online_users_
         .request("users_page", json!({ "offset": 2, "limit": 10 }))
         .await;
     assert_eq!(page["ok"]["users"][0]["username"], "cat");
+
+    // Presence fan-out is bounded too: a contact hears of ada's new tab, a stranger does not.
+    let mut cat = app.resume(&cat.session_id).await;
+    let mut bob = app.resume(&bob.session_id).await;
+    let _tab = app.resume(&ada.session_id).await;
+    assert_eq!(
+        cat.next("user connected").await["userID"],
+        ada.user_id.as_str()
+    );
+    bob.sync().await;
+    let heard: Vec<_> = bob
+        .drain("user connected")
+        .into_iter()
+        .filter(|e| e["userID"] == ada.user_id.as_str())
+        .collect();
+    assert!(heard.is_empty(), "a stranger is not told: {heard:?}");
 }
