@@ -59,15 +59,16 @@ async fn send(
         metrics::counter!("tether_messages_stored_total").increment(1);
         // `to` on a socket excludes that socket; the two rooms cover the recipient's tabs and
         // the sender's other tabs (one room for a note to self).
+        // Counted once per message handed to the rooms (not per socket: counting sockets
+        // would walk the rooms a second time on the hot path).
         let rooms = vec![to.to_string(), viewer.user_id.to_string()];
-        let targets = socket.to(rooms.clone()).sockets().len();
         if socket
             .to(rooms)
             .emit(events::PRIVATE_MESSAGE, message)
             .await
             .is_ok()
         {
-            metrics::counter!("tether_messages_delivered_total").increment(targets as u64);
+            metrics::counter!("tether_messages_delivered_total").increment(1);
         }
     }
     Ok(MessageReceipt {
