@@ -228,7 +228,7 @@ async fn stalled_socket(
 
 #[tokio::test]
 async fn a_slow_consumer_is_disconnected_and_resyncs_everything_on_return() {
-    let app = spawn_app().await; // ping 300 ms / timeout 200 ms
+    let app = spawn_app().await; // ping 300 ms / timeout 1 s
     let ada = app.connect_as("ada").await;
     // Holds the socket open but never reads again.
     let (stalled, slow_session, slow_id) =
