@@ -155,17 +155,21 @@ async fn restore(
         state.limits.roster_full_max,
     )
     .into_iter()
-    .map(|u| Presence {
-        connected: online.contains(&u.user_id),
-        user_id: u.user_id.to_string(),
-        username: u.username.clone(),
-    })
+    .map(|u| presence(u, &online))
     .collect();
     Ok(RestoreState {
         messages: page.messages,
         users,
         has_more: page.has_more,
     })
+}
+
+fn presence(user: &crate::store::User, online: &std::collections::HashSet<UserId>) -> Presence {
+    Presence {
+        connected: online.contains(&user.user_id),
+        user_id: user.user_id.to_string(),
+        username: user.username.clone(),
+    }
 }
 
 /// A page of the user directory, with presence (how clients reach everyone beyond the roster).
@@ -202,11 +206,7 @@ async fn directory_page(
     let page = users[start..]
         .iter()
         .take(limit)
-        .map(|u| Presence {
-            connected: online.contains(&u.user_id),
-            user_id: u.user_id.to_string(),
-            username: u.username.clone(),
-        })
+        .map(|u| presence(u, &online))
         .collect();
     Ok(UsersPage {
         users: page,

@@ -80,6 +80,24 @@ async fn until_arrived(client: &mut NativeClient) -> protocol::payloads::Message
     .await
 }
 
+/// Waits until the client holds at least `len` messages with `peer`, re-checking after each
+/// event, and returns the conversation (which must then hold exactly `len`: nothing twice).
+async fn conversation_of_len(
+    client: &mut NativeClient,
+    peer: &str,
+    len: usize,
+) -> Vec<protocol::payloads::Message> {
+    loop {
+        let peer = peer.to_owned();
+        let held = client.call(move |s, _| s.chat.conversation(&peer)).await;
+        if held.len() >= len {
+            assert_eq!(held.len(), len, "no message twice");
+            return held;
+        }
+        client.next_event().await.expect("client running");
+    }
+}
+
 async fn outbox_len(client: &NativeClient) -> usize {
     client.call(|s, _| s.outbox.entries().len()).await
 }
@@ -166,23 +184,8 @@ async fn rust_client_reconnects_after_a_restart_restores_state_and_flushes_its_o
     until_outbox_empty(&mut ada).await;
     // Bob reconnects on his own schedule: the message reaches him live or through his
     // restore_state, whichever comes first; either way exactly once.
-    within("bob has it", async {
-        loop {
-            let held = bob
-                .call({
-                    let ada_id = ada_id.clone();
-                    move |s, _| s.chat.conversation(&ada_id)
-                })
-                .await;
-            if !held.is_empty() {
-                assert_eq!(held.len(), 1);
-                assert_eq!(held[0].content, "sent while down");
-                break;
-            }
-            bob.next_event().await.expect("client running");
-        }
-    })
-    .await;
+    let held = within("bob has it", conversation_of_len(&mut bob, &ada_id, 1)).await;
+    assert_eq!(held[0].content, "sent while down");
     assert_eq!(ada.call(|s, _| s.reconnects()).await, 1);
 
     // What bob missed while away comes back through restore_state.
@@ -193,23 +196,8 @@ async fn rust_client_reconnects_after_a_restart_restores_state_and_flushes_its_o
     until_outbox_empty(&mut ada).await;
     bob.call(|s, now| s.connect(now)).await;
     within("bob back", until_online(&mut bob)).await;
-    within("restored", async {
-        loop {
-            let held = bob
-                .call({
-                    let ada_id = ada_id.clone();
-                    move |s, _| s.chat.conversation(&ada_id)
-                })
-                .await;
-            if held.len() == 2 {
-                assert_eq!(held[1].content, "while you were away");
-                break;
-            }
-            bob.wait_for(|e| matches!(e, SessionEvent::ChatChanged).then_some(()))
-                .await;
-        }
-    })
-    .await;
+    let held = within("restored", conversation_of_len(&mut bob, &ada_id, 2)).await;
+    assert_eq!(held[1].content, "while you were away");
     app.stop().await;
 }
 
