@@ -100,6 +100,21 @@ pub struct Config {
     #[arg(long, env = "TETHER_TAB_POLICY", value_enum, default_value_t = TabPolicy::Share)]
     pub tab_policy: TabPolicy,
 
+    /// Redis URL (`redis://host:port/db`, Redis 7 or newer). When set, the store and the
+    /// Socket.IO adapter live in Redis so several nodes serve one cluster, and sockets are
+    /// websocket-only (no sticky sessions needed). Unset: the embedded SQLite store, one node.
+    #[arg(long, env = "TETHER_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Prefix of every Redis key and pub/sub channel, so deployments can share a Redis.
+    #[arg(long, env = "TETHER_REDIS_PREFIX", default_value = "tether")]
+    pub redis_prefix: String,
+
+    /// With Redis: a node silent for this many milliseconds is dead, and users whose only
+    /// sockets were on it go offline for everyone (within this time plus a third of it).
+    #[arg(long, env = "TETHER_NODE_TTL_MS", default_value_t = 10_000)]
+    pub node_ttl_ms: u64,
+
     /// Engine.IO ping interval in milliseconds.
     #[arg(long, env = "TETHER_PING_INTERVAL_MS", default_value_t = 25_000)]
     pub ping_interval_ms: u64,

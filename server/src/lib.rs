@@ -21,33 +21,81 @@ use socketioxide::SocketIo;
 use tokio::net::TcpListener;
 
 pub use config::Config;
+use store::redis::{NodeOptions, RedisStore};
 use store::sqlite::{Durability, SessionPolicy, SqliteStore};
 use store::Store;
 use transport::{Limits, SocketState};
 
-/// A built application: the router to serve and the Socket.IO handle behind it.
+/// The Socket.IO adapter of a cluster: rooms and broadcasts shared through Redis pub/sub.
+pub type ClusterAdapter = socketioxide_redis::RedisAdapter<socketioxide::adapter::Emitter>;
+
+/// The Socket.IO handle: one node on its own, or one node of a Redis cluster.
+#[derive(Clone)]
+pub enum Io {
+    Local(SocketIo),
+    Cluster(SocketIo<ClusterAdapter>),
+}
+
+impl Io {
+    /// Disconnects every socket of this node (on shutdown).
+    pub async fn close(&self) {
+        match self {
+            Io::Local(io) => io.close().await,
+            Io::Cluster(io) => io.close().await,
+        }
+    }
+
+    /// The handle of a single-node server (tests inspect its rooms).
+    pub fn local(&self) -> Option<&SocketIo> {
+        match self {
+            Io::Local(io) => Some(io),
+            Io::Cluster(_) => None,
+        }
+    }
+}
+
+/// A built application: the router to serve, the Socket.IO handle behind it, and the
+/// background tasks (the cluster heartbeat) that end with it.
 pub struct App {
     pub router: Router,
-    pub io: SocketIo,
+    pub io: Io,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Builds the whole application from its configuration: store, Socket.IO layer, HTTP routes.
-pub fn build_app(config: &Config) -> anyhow::Result<App> {
+pub async fn build_app(config: &Config) -> anyhow::Result<App> {
     http::metrics_handle();
-    let durability = match config.sqlite_sync {
-        config::SqliteSync::Full => Durability::Full,
-        config::SqliteSync::Normal => Durability::Normal,
+    let policy = SessionPolicy {
+        idle: config.session_idle(),
+        max_age: config.session_max_age(),
     };
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_with(
-        &config.data_dir,
-        SessionPolicy {
-            idle: config.session_idle(),
-            max_age: config.session_max_age(),
-        },
-        durability,
-    )?);
+    let store: Arc<dyn Store> = match &config.redis_url {
+        Some(url) => Arc::new(
+            RedisStore::connect(
+                url,
+                &config.redis_prefix,
+                policy,
+                NodeOptions {
+                    heartbeat_ttl: Duration::from_millis(config.node_ttl_ms.max(300)),
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("redis store at {}: {e}", redacted_url(url)))?,
+        ),
+        None => {
+            let durability = match config.sqlite_sync {
+                config::SqliteSync::Full => Durability::Full,
+                config::SqliteSync::Normal => Durability::Normal,
+            };
+            Arc::new(SqliteStore::open_with(
+                &config.data_dir,
+                policy,
+                durability,
+            )?)
+        }
+    };
     let state = SocketState {
-        store,
+        store: store.clone(),
         limits: Arc::new(Limits {
             max_message_chars: config.max_message_chars,
             roster_messages_per_peer: config.roster_messages_per_peer,
@@ -62,16 +110,14 @@ pub fn build_app(config: &Config) -> anyhow::Result<App> {
             config.message_burst,
         )),
     };
-    let (layer, io) = SocketIo::builder()
+    let builder = SocketIo::builder()
         .with_state(state)
         .ping_interval(Duration::from_millis(config.ping_interval_ms))
         .ping_timeout(Duration::from_millis(config.ping_timeout_ms))
         .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
         .max_payload(config.max_payload_bytes)
         .ws_max_message_size(config.max_payload_bytes as usize)
-        .ws_max_frame_size(config.max_payload_bytes as usize)
-        .build_layer();
-    transport::register(&io);
+        .ws_max_frame_size(config.max_payload_bytes as usize);
 
     let leptos_options = LeptosOptions::builder()
         .output_name(config.output_name.clone())
@@ -79,16 +125,80 @@ pub fn build_app(config: &Config) -> anyhow::Result<App> {
         .site_pkg_dir("pkg")
         .site_addr(config.listen_addr())
         .build();
+    let routes = http::router(leptos_options);
+    let mut tasks = Vec::new();
+    let (routes, io) = match &config.redis_url {
+        None => {
+            let (layer, io) = builder.build_layer();
+            transport::register(&io);
+            (routes.layer(layer), Io::Local(io))
+        }
+        Some(url) => {
+            let client = redis::Client::open(resp3_url(url))?;
+            let adapter = socketioxide_redis::RedisAdapterCtr::new_with_redis_config(
+                &client,
+                socketioxide_redis::RedisAdapterConfig::new()
+                    .with_prefix(format!("{}:sio", config.redis_prefix)),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("redis adapter at {}: {e}", redacted_url(url)))?;
+            // Websocket only: a socket lives on one node for its whole life, so a load
+            // balancer needs no sticky sessions.
+            let (layer, io) = builder
+                .transports([socketioxide::TransportType::Websocket])
+                .with_adapter::<ClusterAdapter>(adapter)
+                .build_layer();
+            transport::register(&io)
+                .await
+                .map_err(|e| anyhow::anyhow!("redis adapter: {e}"))?;
+            tasks.push(tokio::spawn(heartbeat_loop(io.clone(), store.clone())));
+            (routes.layer(layer), Io::Cluster(io))
+        }
+    };
     // The origin check wraps the Socket.IO layer, so it runs before any handshake.
     let origins = Arc::new(origin::OriginPolicy::new(&config.allowed_origins));
-    let router =
-        http::router(leptos_options)
-            .layer(layer)
-            .layer(axum::middleware::from_fn_with_state(
-                origins,
-                origin::check_origin,
-            ));
-    Ok(App { router, io })
+    let router = routes.layer(axum::middleware::from_fn_with_state(
+        origins,
+        origin::check_origin,
+    ));
+    Ok(App { router, io, tasks })
+}
+
+/// Keeps this node alive in the cluster's presence and announces what dead nodes took away.
+async fn heartbeat_loop<A: socketioxide::adapter::Adapter>(io: SocketIo<A>, store: Arc<dyn Store>) {
+    let Some(every) = store.heartbeat_every() else {
+        return;
+    };
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match store.heartbeat().await {
+            Ok(changes) if changes.is_empty() => {}
+            Ok(changes) => transport::announce_presence_changes(&io, store.as_ref(), changes).await,
+            Err(e) => tracing::warn!(error = %e, "cluster heartbeat failed; retrying"),
+        }
+    }
+}
+
+/// The adapter's driver speaks RESP3 (push messages for pub/sub); ask for it in the URL.
+fn resp3_url(url: &str) -> String {
+    if url.contains("protocol=") {
+        return url.to_owned();
+    }
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}protocol=resp3")
+}
+
+/// The URL without its password, for error messages and logs.
+fn redacted_url(url: &str) -> String {
+    match url.split_once('@') {
+        Some((scheme_and_auth, host)) => {
+            let scheme = scheme_and_auth.split("://").next().unwrap_or("redis");
+            format!("{scheme}://<credentials>@{host}")
+        }
+        None => url.to_owned(),
+    }
 }
 
 /// A server bound to its socket, ready to run.
@@ -99,13 +209,13 @@ pub struct Server {
 
 impl Server {
     pub async fn bind(config: &Config) -> anyhow::Result<Self> {
-        let app = build_app(config)?;
+        let app = build_app(config).await?;
         let listener = TcpListener::bind(config.listen_addr()).await?;
         Ok(Self { listener, app })
     }
 
     /// The Socket.IO handle, for embedding programs and tests that inspect rooms.
-    pub fn io(&self) -> SocketIo {
+    pub fn io(&self) -> Io {
         self.app.io.clone()
     }
 
@@ -119,13 +229,17 @@ impl Server {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let io = self.app.io.clone();
-        axum::serve(self.listener, self.app.router)
+        let served = axum::serve(self.listener, self.app.router)
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 tracing::info!("shutting down: closing sockets");
                 io.close().await;
             })
-            .await?;
+            .await;
+        for task in self.app.tasks {
+            task.abort();
+        }
+        served?;
         Ok(())
     }
 }

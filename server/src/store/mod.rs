@@ -4,9 +4,11 @@
 //! returns, so a caller that acks after `insert_message` only ever acks durable data.
 
 pub mod presence;
+pub mod redis;
 pub mod sqlite;
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use protocol::payloads::Message;
@@ -62,6 +64,17 @@ impl Stored {
             Stored::New(m) | Stored::Duplicate(m) => m,
         }
     }
+}
+
+/// A presence change the heartbeat found: another node died, or this one came back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PresenceChange {
+    /// The user's sockets on a dead node are uncounted; `sockets_left` remain elsewhere
+    /// (0: the user went offline).
+    Left { user: UserId, sockets_left: u32 },
+    /// This node had been declared dead while it still held the user's sockets; they are
+    /// counted again.
+    Returned { user: UserId },
 }
 
 /// A page of messages, oldest first; `has_more` says the page was cut at its limit.
@@ -124,4 +137,14 @@ pub trait Store: Send + Sync + 'static {
     async fn online_users(&self) -> Result<HashSet<UserId>, StoreError>;
     /// How many sockets of the user are counted now.
     async fn socket_count(&self, user: &UserId) -> Result<u32, StoreError>;
+
+    // ---- cluster presence ----
+    /// How often [`Store::heartbeat`] must run; `None` for a store with one node only.
+    fn heartbeat_every(&self) -> Option<Duration> {
+        None
+    }
+    /// Proves this node alive and reclaims the presence of nodes that stopped doing so.
+    async fn heartbeat(&self) -> Result<Vec<PresenceChange>, StoreError> {
+        Ok(Vec::new())
+    }
 }

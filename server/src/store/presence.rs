@@ -41,6 +41,11 @@ impl LocalPresence {
         self.lock().get(user).copied().unwrap_or(0)
     }
 
+    /// Every counted user with their socket count.
+    pub fn counts(&self) -> Vec<(UserId, u32)> {
+        self.lock().iter().map(|(u, c)| (u.clone(), *c)).collect()
+    }
+
     pub fn online(&self) -> HashSet<UserId> {
         self.lock().keys().cloned().collect()
     }

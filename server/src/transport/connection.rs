@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use protocol::events;
 use protocol::payloads::{Message, SessionInfo, UserEntry};
+use socketioxide::adapter::Adapter;
 use socketioxide::extract::{SocketRef, State};
 use socketioxide::socket::DisconnectReason;
 use tokio::sync::Mutex;
@@ -25,7 +26,7 @@ enum Presence {
 #[derive(Clone)]
 struct PresenceSlot(Arc<Mutex<Presence>>);
 
-pub async fn on_connect(socket: SocketRef, State(state): State<SocketState>) {
+pub async fn on_connect<A: Adapter>(socket: SocketRef<A>, State(state): State<SocketState>) {
     let Some(viewer) = socket.extensions.get::<Viewer>() else {
         // The middleware always sets a viewer; without one nothing may happen on this socket.
         let _ = socket.disconnect();
@@ -38,12 +39,12 @@ pub async fn on_connect(socket: SocketRef, State(state): State<SocketState>) {
         return;
     };
     socket.extensions.insert(slot);
-    socket.on(events::PRIVATE_MESSAGE, messages::private_message);
-    socket.on(events::RESTORE_STATE, messages::restore_state);
-    socket.on(events::HISTORY, messages::history);
-    socket.on(events::USERS_PAGE, messages::users_page);
-    socket.on(events::LOGOUT, session::logout);
-    socket.on_disconnect(on_disconnect);
+    socket.on(events::PRIVATE_MESSAGE, messages::private_message::<A>);
+    socket.on(events::RESTORE_STATE, messages::restore_state::<A>);
+    socket.on(events::HISTORY, messages::history::<A>);
+    socket.on(events::USERS_PAGE, messages::users_page::<A>);
+    socket.on(events::LOGOUT, session::logout::<A>);
+    socket.on_disconnect(on_disconnect::<A>);
 
     metrics::gauge!("tether_sockets_connected").increment(1.0);
     let _ = socket.emit(
@@ -89,8 +90,8 @@ pub async fn on_connect(socket: SocketRef, State(state): State<SocketState>) {
     tracing::info!(socket.id = %socket.id, user.id = %viewer.user_id, "socket connected");
 }
 
-async fn on_disconnect(
-    socket: SocketRef,
+async fn on_disconnect<A: Adapter>(
+    socket: SocketRef<A>,
     State(state): State<SocketState>,
     reason: DisconnectReason,
 ) {
@@ -128,7 +129,11 @@ enum Audience {
     Rooms(Vec<String>),
 }
 
-async fn announce<T: serde::Serialize + ?Sized>(socket: &SocketRef, event: &str, data: &T) {
+async fn announce<A: Adapter, T: serde::Serialize + ?Sized>(
+    socket: &SocketRef<A>,
+    event: &str,
+    data: &T,
+) {
     let audience = socket
         .extensions
         .get::<Audience>()
@@ -140,7 +145,7 @@ async fn announce<T: serde::Serialize + ?Sized>(socket: &SocketRef, event: &str,
 }
 
 /// Tells every socket of the user how many of them there are now (Tether's `tabs` event).
-async fn announce_tabs(socket: &SocketRef, viewer: &Viewer, tabs: u32) {
+async fn announce_tabs<A: Adapter>(socket: &SocketRef<A>, viewer: &Viewer, tabs: u32) {
     let _ = socket
         .within(viewer.user_id.to_string())
         .emit(events::TABS, &protocol::payloads::Tabs { count: tabs })

@@ -2,6 +2,7 @@
 //! refuse with exactly `invalid username`.
 
 use serde_json::Value;
+use socketioxide::adapter::Adapter;
 use socketioxide::extract::{SocketRef, State, TryData};
 
 use super::{SocketState, Viewer};
@@ -22,8 +23,8 @@ pub enum HandshakeError {
 }
 
 /// Connect middleware: attaches a [`Viewer`] to the socket or refuses the connection.
-pub async fn authenticate(
-    socket: SocketRef,
+pub async fn authenticate<A: Adapter>(
+    socket: SocketRef<A>,
     TryData(auth): TryData<Value>,
     State(state): State<SocketState>,
 ) -> Result<(), HandshakeError> {
@@ -60,8 +61,8 @@ pub async fn authenticate(
 
 /// Under the `reject` policy: refuse a second connection of a session, or, when it asks to take
 /// over, tell the session's other sockets it moved and end them.
-async fn enforce_single_tab(
-    socket: &SocketRef,
+async fn enforce_single_tab<A: Adapter>(
+    socket: &SocketRef<A>,
     viewer: &Viewer,
     takeover: bool,
 ) -> Result<(), HandshakeError> {

@@ -6,6 +6,7 @@ use protocol::payloads::{
     RestoreStateRequest, UsersPage, UsersPageRequest,
 };
 use serde_json::Value;
+use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, SocketRef, State, TryData};
 
 use super::{reply, EventError, SocketState, Viewer};
@@ -14,11 +15,11 @@ use crate::store::{NewMessage, Stored};
 
 /// Stores the message, then sends it to the recipient's room and the sender's other sockets
 /// (never back to the sending socket), then acks `{ ok: { id, ts } }`.
-pub async fn private_message(
-    socket: SocketRef,
+pub async fn private_message<A: Adapter>(
+    socket: SocketRef<A>,
     State(state): State<SocketState>,
     TryData(payload): TryData<Value>,
-    ack: AckSender,
+    ack: AckSender<A>,
 ) {
     let Some(viewer) = socket.extensions.get::<Viewer>() else {
         return;
@@ -30,8 +31,8 @@ pub async fn private_message(
     );
 }
 
-async fn send(
-    socket: &SocketRef,
+async fn send<A: Adapter>(
+    socket: &SocketRef<A>,
     state: &SocketState,
     viewer: &Viewer,
     payload: Option<Value>,
@@ -108,11 +109,11 @@ pub fn parse_outgoing(payload: Option<Value>, max_chars: usize) -> Result<Outgoi
 
 /// The caller's messages after `since` (own conversations only, whatever the cursor) and
 /// everyone's presence.
-pub async fn restore_state(
-    socket: SocketRef,
+pub async fn restore_state<A: Adapter>(
+    socket: SocketRef<A>,
     State(state): State<SocketState>,
     TryData(payload): TryData<Value>,
-    ack: AckSender,
+    ack: AckSender<A>,
 ) {
     let Some(viewer) = socket.extensions.get::<Viewer>() else {
         return;
@@ -173,11 +174,11 @@ fn presence(user: &crate::store::User, online: &std::collections::HashSet<UserId
 }
 
 /// A page of the user directory, with presence (how clients reach everyone beyond the roster).
-pub async fn users_page(
-    socket: SocketRef,
+pub async fn users_page<A: Adapter>(
+    socket: SocketRef<A>,
     State(state): State<SocketState>,
     TryData(payload): TryData<Value>,
-    ack: AckSender,
+    ack: AckSender<A>,
 ) {
     if socket.extensions.get::<Viewer>().is_none() {
         return;
@@ -215,11 +216,11 @@ async fn directory_page(
 }
 
 /// Older messages of one of the caller's conversations.
-pub async fn history(
-    socket: SocketRef,
+pub async fn history<A: Adapter>(
+    socket: SocketRef<A>,
     State(state): State<SocketState>,
     TryData(payload): TryData<Value>,
-    ack: AckSender,
+    ack: AckSender<A>,
 ) {
     let Some(viewer) = socket.extensions.get::<Viewer>() else {
         return;

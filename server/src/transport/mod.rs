@@ -14,8 +14,10 @@ mod session;
 
 use std::sync::Arc;
 
+use socketioxide::adapter::Adapter;
 use socketioxide::handler::ConnectHandler;
 use socketioxide::SocketIo;
+use socketioxide_core::adapter::DefinedAdapter;
 
 use crate::domain::{SessionId, UserId};
 use crate::store::Store;
@@ -60,8 +62,8 @@ impl Viewer {
 }
 
 /// Answers an event's ack with `{ ok }` or the error's typed `{ error }`.
-pub(crate) fn reply<T: serde::Serialize>(
-    ack: socketioxide::extract::AckSender,
+pub(crate) fn reply<A: Adapter, T: serde::Serialize>(
+    ack: socketioxide::extract::AckSender<A>,
     event: &str,
     result: Result<T, EventError>,
 ) {
@@ -73,7 +75,65 @@ pub(crate) fn reply<T: serde::Serialize>(
     let _ = ack.send(&answer);
 }
 
-/// Registers the `/` namespace.
-pub fn register(io: &SocketIo) {
-    io.ns("/", connection::on_connect.with(handshake::authenticate));
+/// Registers the `/` namespace. With a remote adapter the result is a future that resolves once
+/// the adapter listens for the other nodes.
+pub fn register<A: Adapter + DefinedAdapter>(io: &SocketIo<A>) -> A::InitRes {
+    io.ns(
+        "/",
+        connection::on_connect::<A>.with(handshake::authenticate::<A>),
+    )
+}
+
+/// Tells everyone about presence changes the store's heartbeat found (another node died, or
+/// this one had been presumed dead), as a disconnect or connect on this node would have.
+pub async fn announce_presence_changes<A: Adapter>(
+    io: &SocketIo<A>,
+    store: &dyn Store,
+    changes: Vec<crate::store::PresenceChange>,
+) {
+    use crate::store::PresenceChange;
+    for change in changes {
+        match change {
+            PresenceChange::Left {
+                user,
+                sockets_left: 0,
+            } => {
+                tracing::info!(user.id = %user, "user went offline with a dead node");
+                metrics::gauge!("tether_users_online").decrement(1.0);
+                let _ = io
+                    .broadcast()
+                    .emit(protocol::events::USER_DISCONNECTED, user.as_str())
+                    .await;
+            }
+            PresenceChange::Left { user, sockets_left } => {
+                let _ = io
+                    .within(user.to_string())
+                    .emit(
+                        protocol::events::TABS,
+                        &protocol::payloads::Tabs {
+                            count: sockets_left,
+                        },
+                    )
+                    .await;
+            }
+            PresenceChange::Returned { user } => {
+                let Ok(users) = store.list_users().await else {
+                    continue;
+                };
+                let Some(found) = users.iter().find(|u| u.user_id == user) else {
+                    continue;
+                };
+                let entry = protocol::payloads::UserEntry {
+                    user_id: user.to_string(),
+                    username: found.username.clone(),
+                    connected: true,
+                    messages: Vec::new(),
+                };
+                let _ = io
+                    .broadcast()
+                    .emit(protocol::events::USER_CONNECTED, &entry)
+                    .await;
+            }
+        }
+    }
 }

@@ -4,15 +4,16 @@
 use protocol::events;
 use protocol::payloads::LogoutRequest;
 use serde_json::Value;
+use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, SocketRef, State, TryData};
 
 use super::{reply, EventError, SocketState, Viewer};
 
-pub async fn logout(
-    socket: SocketRef,
+pub async fn logout<A: Adapter>(
+    socket: SocketRef<A>,
     State(state): State<SocketState>,
     TryData(payload): TryData<Value>,
-    ack: AckSender,
+    ack: AckSender<A>,
 ) {
     let Some(viewer) = socket.extensions.get::<Viewer>() else {
         return;

@@ -74,7 +74,7 @@ async fn spawn_app_configured(
     adjust(&mut config);
     let server = Server::bind(&config).await.expect("server binds");
     let addr = server.local_addr().expect("bound address");
-    let io = server.io();
+    let io = server.io().local().cloned().expect("a single-node server");
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         server
@@ -337,7 +337,19 @@ impl ChildServer {
     /// to `log` when given.
     /// Starts the binary on a given address (to come back on the same port).
     pub async fn start_on(data_dir: &Path, addr: SocketAddr) -> ChildServer {
-        Self::spawn(data_dir, addr, "warn", None).await
+        Self::spawn(data_dir, addr, "warn", None, &[]).await
+    }
+
+    /// Starts the binary on a free port with extra flags (e.g. a cluster node's Redis URL).
+    pub async fn start_with(data_dir: &Path, args: &[String]) -> ChildServer {
+        Self::spawn(
+            data_dir,
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            "warn",
+            None,
+            args,
+        )
+        .await
     }
 
     pub async fn start_logging(
@@ -345,7 +357,14 @@ impl ChildServer {
         filter: &str,
         log: Option<mpsc::UnboundedSender<String>>,
     ) -> ChildServer {
-        Self::spawn(data_dir, SocketAddr::from(([127, 0, 0, 1], 0)), filter, log).await
+        Self::spawn(
+            data_dir,
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            filter,
+            log,
+            &[],
+        )
+        .await
     }
 
     async fn spawn(
@@ -353,6 +372,7 @@ impl ChildServer {
         addr: SocketAddr,
         filter: &str,
         log: Option<mpsc::UnboundedSender<String>>,
+        args: &[String],
     ) -> ChildServer {
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_server"))
             .arg("--listen")
@@ -361,6 +381,7 @@ impl ChildServer {
             .args(["--messages-per-sec", "10000", "--message-burst", "10000"])
             .arg("--data-dir")
             .arg(data_dir)
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
@@ -396,5 +417,61 @@ impl ChildServer {
     pub async fn kill_9(mut self) {
         self.child.start_kill().expect("kill");
         let _ = self.child.wait().await;
+    }
+}
+
+/// A throwaway `redis-server` on a free port, with persistence off, killed when dropped.
+pub struct RedisServer {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl RedisServer {
+    pub async fn start() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("redis-server is installed (scripts/test.sh installs it from apt)");
+        let redis = RedisServer { child, port };
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if redis.ping().await {
+                return redis;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "redis-server did not answer PING"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn ping(&self) -> bool {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await else {
+            return false;
+        };
+        let mut answer = [0u8; 7];
+        stream.write_all(b"PING\r\n").await.is_ok()
+            && stream.read_exact(&mut answer).await.is_ok()
+            && &answer == b"+PONG\r\n"
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod client_conformance;
+mod cluster;
 mod delivery;
 mod durability;
 mod handshake;

@@ -1,0 +1,254 @@
+//! Two real server processes sharing one real `redis-server` (started on a free port for each
+//! test): messages, tabs, presence, restore and sign-out across nodes, and a node killed -9.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::helpers::{ChildServer, RedisServer, TestClient};
+
+/// Short heartbeats so a dead node is noticed quickly; the bound is TTL + TTL/3.
+const NODE_TTL_MS: u64 = 1500;
+
+struct Cluster {
+    redis: RedisServer,
+    nodes: Vec<ChildServer>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl Cluster {
+    async fn start(nodes: usize) -> Cluster {
+        let redis = RedisServer::start().await;
+        let mut cluster = Cluster {
+            redis,
+            nodes: Vec::new(),
+            _dirs: Vec::new(),
+        };
+        for _ in 0..nodes {
+            cluster.add_node().await;
+        }
+        cluster
+    }
+
+    async fn add_node(&mut self) -> usize {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let args = vec![
+            "--redis-url".to_owned(),
+            self.redis.url(),
+            "--node-ttl-ms".to_owned(),
+            NODE_TTL_MS.to_string(),
+        ];
+        self.nodes
+            .push(ChildServer::start_with(dir.path(), &args).await);
+        self._dirs.push(dir);
+        self.nodes.len() - 1
+    }
+
+    fn url(&self, node: usize) -> String {
+        self.nodes[node].url()
+    }
+
+    async fn connect_as(&self, node: usize, name: &str) -> TestClient {
+        let mut client = TestClient::connect(&self.url(node), json!({ "username": name })).await;
+        client.expect_session().await;
+        client
+    }
+
+    async fn resume(&self, node: usize, session_id: &str) -> TestClient {
+        let mut client =
+            TestClient::connect(&self.url(node), json!({ "sessionID": session_id })).await;
+        client.expect_session().await;
+        client
+    }
+}
+
+fn presence_of(state: &Value, user_id: &str) -> Option<bool> {
+    state["ok"]["users"]
+        .as_array()?
+        .iter()
+        .find(|u| u["userID"] == user_id)
+        .and_then(|u| u["connected"].as_bool())
+}
+
+#[tokio::test]
+async fn messages_flow_both_ways_between_users_on_different_nodes() {
+    let cluster = Cluster::start(2).await;
+    let mut ada = cluster.connect_as(0, "ada").await;
+    let mut bob = cluster.connect_as(1, "bob").await;
+    assert_eq!(
+        ada.next("user connected").await["userID"],
+        bob.user_id.as_str()
+    );
+
+    let ack = ada.send(&bob.user_id, "hello from node 1").await;
+    assert!(ack["ok"]["id"].is_i64(), "stored and acked: {ack}");
+    let got = bob.next("private message").await;
+    assert_eq!(got["content"], "hello from node 1");
+    assert_eq!(got["from"], ada.user_id.as_str());
+    assert_eq!(got["id"], ack["ok"]["id"]);
+
+    let ack = bob.send(&ada.user_id, "hello from node 2").await;
+    let got = ada.next("private message").await;
+    assert_eq!(got["content"], "hello from node 2");
+    assert_eq!(got["id"], ack["ok"]["id"]);
+    assert!(
+        got["id"].as_i64() > Some(0) && ack["ok"]["id"].as_i64() > Some(1),
+        "ids come from one counter in Redis"
+    );
+}
+
+#[tokio::test]
+async fn a_second_tab_on_the_other_node_gets_what_the_first_sends() {
+    let cluster = Cluster::start(2).await;
+    let ada = cluster.connect_as(0, "ada").await;
+    let mut ada_tab2 = cluster.resume(1, &ada.session_id).await;
+    assert_eq!(ada_tab2.user_id, ada.user_id, "one user, two nodes");
+    let mut bob = cluster.connect_as(1, "bob").await;
+
+    ada.send(&bob.user_id, "from tab 1").await;
+    assert_eq!(
+        ada_tab2.next("private message").await["content"],
+        "from tab 1"
+    );
+    assert_eq!(bob.next("private message").await["content"], "from tab 1");
+    // The `tabs` count is cluster-wide.
+    let tabs = ada_tab2.next("tabs").await;
+    assert_eq!(tabs["count"], 2);
+}
+
+#[tokio::test]
+async fn presence_is_the_same_on_both_nodes_and_offline_waits_for_the_last_tab() {
+    let cluster = Cluster::start(2).await;
+    let ada = cluster.connect_as(0, "ada").await;
+    let ada_tab2 = cluster.resume(1, &ada.session_id).await;
+    let mut bob = cluster.connect_as(1, "bob").await;
+    let mut cy = cluster.connect_as(0, "cy").await;
+
+    let online_in_roster = |users: &[Value]| {
+        users
+            .iter()
+            .find(|u| u["userID"] == ada.user_id.as_str())
+            .map(|u| u["connected"] == true)
+    };
+    assert_eq!(online_in_roster(&bob.users), Some(true));
+    assert_eq!(online_in_roster(&cy.users), Some(true));
+
+    ada.close().await;
+    // Still one tab on node 2: nobody hears "offline", and both nodes say online.
+    let state = bob.sync().await;
+    assert_eq!(presence_of(&state, &ada.user_id), Some(true));
+    assert_eq!(presence_of(&cy.sync().await, &ada.user_id), Some(true));
+    assert!(bob.drain("user disconnected").is_empty());
+
+    ada_tab2.close().await;
+    assert_eq!(bob.next("user disconnected").await, json!(ada.user_id));
+    assert_eq!(cy.next("user disconnected").await, json!(ada.user_id));
+    assert_eq!(presence_of(&bob.sync().await, &ada.user_id), Some(false));
+    assert_eq!(presence_of(&cy.sync().await, &ada.user_id), Some(false));
+}
+
+#[tokio::test]
+async fn restore_state_after_moving_to_the_other_node_returns_what_was_missed() {
+    let cluster = Cluster::start(2).await;
+    let ada = cluster.connect_as(0, "ada").await;
+    let bob = cluster.connect_as(1, "bob").await;
+    let first = bob.send(&ada.user_id, "before").await["ok"]["id"]
+        .as_i64()
+        .expect("acked id");
+    ada.close().await;
+    for n in 0..5 {
+        bob.send(&ada.user_id, &format!("while away {n}")).await;
+    }
+
+    let ada = cluster.resume(1, &ada.session_id).await;
+    let state = ada
+        .request("restore_state", json!({ "since": first }))
+        .await;
+    let contents: Vec<&str> = state["ok"]["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["content"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        contents,
+        (0..5)
+            .map(|n| format!("while away {n}"))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(state["ok"]["hasMore"], false);
+}
+
+#[tokio::test]
+async fn sign_out_everywhere_closes_tabs_on_every_node() {
+    let cluster = Cluster::start(2).await;
+    let ada = cluster.connect_as(0, "ada").await;
+    let mut ada_tab2 = cluster.resume(1, &ada.session_id).await;
+
+    let ack = ada.request("logout", json!({ "everywhere": true })).await;
+    assert_eq!(ack["ok"], true);
+    ada_tab2.next("close").await;
+    let mut refused =
+        TestClient::connect(&cluster.url(1), json!({ "sessionID": ada.session_id })).await;
+    let refusal = refused.next("error").await;
+    assert!(
+        refusal
+            .as_str()
+            .unwrap_or_default()
+            .contains("invalid username"),
+        "the session is gone on every node: {refusal}"
+    );
+}
+
+#[tokio::test]
+async fn a_killed_node_takes_its_users_offline_within_the_bound_and_nothing_is_lost() {
+    let mut cluster = Cluster::start(2).await;
+    let ada = cluster.connect_as(0, "ada").await;
+    let mut bob = cluster.connect_as(1, "bob").await;
+    let mut sent = Vec::new();
+    for n in 0..20 {
+        let ack = ada.send(&bob.user_id, &format!("m{n}")).await;
+        sent.push(ack["ok"]["id"].as_i64().expect("acked id"));
+    }
+
+    let node = cluster.nodes.remove(0);
+    let killed_at = Instant::now();
+    node.kill_9().await;
+    assert_eq!(bob.next("user disconnected").await, json!(ada.user_id));
+    let took = killed_at.elapsed();
+    let bound = Duration::from_millis(NODE_TTL_MS + NODE_TTL_MS / 3);
+    assert!(
+        took <= bound + Duration::from_millis(1000),
+        "offline after {took:?}; the bound is {bound:?} (+1 s for scheduling)"
+    );
+
+    // Ada comes back on the surviving node: everything she sent is there, once, in order.
+    let ada = cluster.resume(0, &ada.session_id).await;
+    assert_eq!(
+        bob.next("user connected").await["userID"],
+        ada.user_id.as_str()
+    );
+    let state = ada.request("restore_state", json!({ "since": 0 })).await;
+    let ids: Vec<i64> = state["ok"]["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["id"].as_i64().unwrap_or_default())
+        .collect();
+    assert_eq!(ids, sent);
+    let bob_has: Vec<i64> = bob
+        .drain("private message")
+        .iter()
+        .map(|m| m["id"].as_i64().unwrap_or_default())
+        .collect();
+    assert_eq!(bob_has, sent, "bob got every message live, once");
+}
+
+#[tokio::test]
+async fn a_cluster_node_refuses_long_polling() {
+    let cluster = Cluster::start(1).await;
+    let (status, _) =
+        crate::helpers::http_get(cluster.nodes[0].addr, "/socket.io/?EIO=4&transport=polling")
+            .await;
+    assert_eq!(status, 400, "websocket only: no sticky sessions needed");
+}
