@@ -4,7 +4,8 @@
 #
 #   setup.sh            toolchain for building and running (wasm target, cargo-leptos,
 #                       wasm-bindgen-cli matching Cargo.lock, wasm-opt from npm binaryen)
-#   setup.sh --test     also Debian's chromium and what the tests link against
+#   setup.sh --test     also Debian's chromium, redis-server (the cluster tests) and what the
+#                       tests link against
 #
 # Nothing here downloads from GitHub or a CDN: Rust tools come from the Rust package registry,
 # wasm-opt from the npm registry, chromium from Debian. cargo-leptos finds them on PATH and so
@@ -70,8 +71,9 @@ main() {
   install_rust_tools
   install_npm_packages
   if [ "${1:-}" = "--test" ]; then
-    # chromium for Playwright; libssl-dev + pkg-config for the native Socket.IO test client.
-    apt_install chromium libssl-dev pkg-config
+    # chromium for Playwright; redis-server for the cluster tests; libssl-dev + pkg-config for
+    # the native Socket.IO test client.
+    apt_install chromium redis-server libssl-dev pkg-config
   fi
 }
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test Tether has: formatting, clippy (server and wasm frontend), the
-# workspace's cargo tests, a release build of the site, and the Playwright suite against that
+# workspace's cargo tests (the cluster ones on a redis-server started here on a free port and
+# stopped on exit), a release build of the site, and the Playwright suite against that
 # release server (started on a free port by the suite's global setup, stopped after).
 set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -10,6 +11,35 @@ cd "$REPO_ROOT"
 
 step() { printf '\n\033[1;32m==> %s\033[0m\n' "$*"; }
 started=$SECONDS
+
+# One throwaway Redis for the cluster tests, on a free port, no persistence, stopped on exit
+# (each test uses its own key and channel prefix in it).
+free_port() {
+  local port
+  for _ in $(seq 1 50); do
+    port=$((20000 + RANDOM % 30000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "$port"
+      return 0
+    fi
+  done
+  return 1
+}
+REDIS_PORT="$(free_port)"
+REDIS_DIR="$(mktemp -d)"
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+  --dir "$REDIS_DIR" --daemonize yes --pidfile "$REDIS_DIR/redis.pid" --logfile "$REDIS_DIR/redis.log"
+stop_redis() {
+  if [ -f "$REDIS_DIR/redis.pid" ]; then kill "$(cat "$REDIS_DIR/redis.pid")" 2>/dev/null || true; fi
+  rm -rf "$REDIS_DIR"
+}
+trap stop_redis EXIT
+for _ in $(seq 1 100); do
+  redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
+  sleep 0.1
+done
+redis-cli -p "$REDIS_PORT" ping >/dev/null
+export TETHER_TEST_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/"
 
 step "cargo fmt --check"
 cargo fmt --all --check

@@ -32,12 +32,8 @@ impl Cluster {
 
     async fn add_node(&mut self) -> usize {
         let dir = tempfile::tempdir().expect("temp dir");
-        let args = vec![
-            "--redis-url".to_owned(),
-            self.redis.url(),
-            "--node-ttl-ms".to_owned(),
-            NODE_TTL_MS.to_string(),
-        ];
+        let mut args = self.redis.node_args();
+        args.extend(["--node-ttl-ms".to_owned(), NODE_TTL_MS.to_string()]);
         self.nodes
             .push(ChildServer::start_with(dir.path(), &args).await);
         self._dirs.push(dir);

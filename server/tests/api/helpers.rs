@@ -420,14 +420,25 @@ impl ChildServer {
     }
 }
 
-/// A throwaway `redis-server` on a free port, with persistence off, killed when dropped.
+/// A Redis for one test: the one `scripts/test.sh` started (`TETHER_TEST_REDIS_URL`), or, when
+/// run without it, a throwaway `redis-server` on a free port killed when dropped. Either way the
+/// test gets its own key and channel prefix, so tests sharing one Redis never see each other.
 pub struct RedisServer {
-    child: std::process::Child,
-    pub port: u16,
+    child: Option<std::process::Child>,
+    url: String,
+    pub prefix: String,
 }
 
 impl RedisServer {
     pub async fn start() -> RedisServer {
+        let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
+        if let Ok(url) = std::env::var("TETHER_TEST_REDIS_URL") {
+            return RedisServer {
+                child: None,
+                url,
+                prefix,
+            };
+        }
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -439,39 +450,53 @@ impl RedisServer {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("redis-server is installed (scripts/test.sh installs it from apt)");
-        let redis = RedisServer { child, port };
+        let redis = RedisServer {
+            child: Some(child),
+            url: format!("redis://127.0.0.1:{port}/"),
+            prefix,
+        };
         let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if redis.ping().await {
-                return redis;
-            }
+        while !ping(port).await {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "redis-server did not answer PING"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    }
-
-    async fn ping(&self) -> bool {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await else {
-            return false;
-        };
-        let mut answer = [0u8; 7];
-        stream.write_all(b"PING\r\n").await.is_ok()
-            && stream.read_exact(&mut answer).await.is_ok()
-            && &answer == b"+PONG\r\n"
+        redis
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        self.url.clone()
     }
+
+    /// The flags that put a server node on this Redis, under this test's prefix.
+    pub fn node_args(&self) -> Vec<String> {
+        vec![
+            "--redis-url".to_owned(),
+            self.url(),
+            "--redis-prefix".to_owned(),
+            self.prefix.clone(),
+        ]
+    }
+}
+
+async fn ping(port: u16) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return false;
+    };
+    let mut answer = [0u8; 7];
+    stream.write_all(b"PING\r\n").await.is_ok()
+        && stream.read_exact(&mut answer).await.is_ok()
+        && &answer == b"+PONG\r\n"
 }
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }

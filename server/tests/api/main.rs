@@ -11,6 +11,7 @@ mod handshake;
 mod http;
 mod messaging;
 mod presence;
+mod redis_store;
 mod security;
 mod session;
 mod tabs;
