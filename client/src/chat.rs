@@ -251,6 +251,12 @@ impl Outbox {
     }
 
     /// The ack id of the entry being sent, if any.
+    /// Forgets the send in flight (its answer can no longer come); the entry stays queued and
+    /// is sent again with the same client id, which the server de-duplicates.
+    pub fn forget_in_flight(&mut self) {
+        self.in_flight = None;
+    }
+
     pub fn in_flight_id(&self) -> Option<u64> {
         self.in_flight.as_ref().map(|(id, _)| *id)
     }
@@ -261,7 +267,12 @@ impl Outbox {
 
     /// Sends the next entry if the connection is up and nothing is in flight. Returns the
     /// time before which nothing will be sent (after a retryable refusal), if any.
-    pub fn pump(&mut self, core: &mut Core, now: u64, timeout_ms: u64) -> Option<u64> {
+    pub fn pump(
+        &mut self,
+        core: &mut impl crate::link::Emitter,
+        now: u64,
+        timeout_ms: u64,
+    ) -> Option<u64> {
         if self.in_flight.is_some() {
             return None;
         }

@@ -30,7 +30,8 @@ impl Default for CoreConfig {
 }
 
 /// Why the client stopped reconnecting by itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub enum StopReason {
     /// The server refused the session (`invalid username`): sign in again.
     Unauthorized,
@@ -56,7 +57,8 @@ pub enum ConnState {
     Stopped(StopReason),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub enum AckFailure {
     Timeout,
     Disconnected,

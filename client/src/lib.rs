@@ -9,6 +9,8 @@
 pub mod backoff;
 pub mod chat;
 pub mod core;
+pub mod hub;
+pub mod link;
 #[cfg(feature = "native")]
 pub mod native;
 pub mod packet;

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use crate::chat::{new_client_id, AckOutcome, ChatState, Outbox, OutboxEntry};
 use crate::core::{AckFailure, ConnState, Core, CoreEvent, NotConnected, Output, StopReason};
+use crate::link::{Emitter, HubToTab, Link, SharedLink, TabToHub};
 
 /// How long a request may wait for its ack.
 pub const ACK_TIMEOUT_MS: u64 = 10_000;
@@ -63,7 +64,7 @@ enum Pending {
 }
 
 pub struct Session {
-    core: Core,
+    core: Link,
     pub chat: ChatState,
     pub outbox: Outbox,
     pending: HashMap<u64, Pending>,
@@ -74,7 +75,17 @@ pub struct Session {
 }
 
 impl Session {
+    /// A session on its own connection.
     pub fn new(core: Core, me: Option<String>, outbox: Outbox) -> Self {
+        Self::with_link(Link::Own(core), me, outbox)
+    }
+
+    /// A session on the browser's shared connection (a hub in a SharedWorker).
+    pub fn shared(link: SharedLink, me: Option<String>, outbox: Outbox) -> Self {
+        Self::with_link(Link::Shared(link), me, outbox)
+    }
+
+    fn with_link(core: Link, me: Option<String>, outbox: Outbox) -> Self {
         Self {
             core,
             chat: ChatState::new(me),
@@ -131,6 +142,46 @@ impl Session {
     pub fn handle_transport_closed(&mut self, now: u64) {
         self.core.handle_transport_closed(now);
         self.drain(now);
+    }
+
+    /// Whether this session runs on the shared connection.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.core, Link::Shared(_))
+    }
+
+    /// Whether the hub has ever answered (a shared session only).
+    pub fn heard_from_hub(&self) -> bool {
+        match &self.core {
+            Link::Shared(link) => link.heard_from_hub(),
+            Link::Own(_) => true,
+        }
+    }
+
+    /// Leaves the shared connection for an own one (the hub is unavailable), keeping the chat
+    /// state and the outbox; connects it.
+    pub fn use_own_connection(&mut self, core: Core, now: u64) {
+        self.core = Link::Own(core);
+        self.restored = false;
+        // Requests in flight through the hub will never be answered.
+        self.pending.clear();
+        self.outbox.forget_in_flight();
+        self.connect(now);
+    }
+
+    /// Feeds one message from the hub (shared sessions).
+    pub fn handle_hub(&mut self, message: HubToTab, now: u64) {
+        if let Link::Shared(link) = &mut self.core {
+            link.handle_hub(message, now);
+        }
+        self.drain(now);
+    }
+
+    /// The next message for the hub (shared sessions).
+    pub fn poll_hub_message(&mut self) -> Option<TabToHub> {
+        match &mut self.core {
+            Link::Shared(link) => link.poll_message(),
+            Link::Own(_) => None,
+        }
     }
 
     pub fn handle_timer(&mut self, now: u64) {

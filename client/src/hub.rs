@@ -1,0 +1,462 @@
+//! The shared connection's owner: one [`Core`] for every tab of the browser (run inside a
+//! SharedWorker), sans-IO like the core itself.
+//!
+//! Tabs join and leave in any order; the connection lives as long as the hub. Every tab gets
+//! every server event and the state of the connection; acks go back to the tab that asked
+//! (request ids are the tab's own, mapped to the core's). A server event asking for an ack is
+//! answered once by the hub. The auth of every reconnect is the session the server last
+//! confirmed, so a reconnect never signs in twice.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use protocol::events;
+use protocol::payloads::SessionInfo;
+use serde_json::{json, Value};
+
+use crate::core::{ConnState, Core, CoreConfig, CoreEvent, Output};
+use crate::link::{HubToTab, SharedState, TabToHub};
+
+/// A tab, as the adapter numbers its ports.
+pub type TabId = u64;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum HubOutput {
+    OpenTransport,
+    Send(String),
+    CloseTransport,
+    /// Post this to one tab.
+    ToTab(TabId, HubToTab),
+}
+
+pub struct Hub {
+    core: Core,
+    auth: Arc<Mutex<Value>>,
+    tabs: BTreeMap<TabId, ()>,
+    /// Core ack id → (tab, the tab's request id).
+    requests: HashMap<u64, (TabId, u64)>,
+    outputs: VecDeque<HubOutput>,
+    /// Whether the core was told to connect and has not stopped since.
+    started: bool,
+}
+
+impl Hub {
+    pub fn new(config: CoreConfig, random: impl FnMut() -> f64 + Send + 'static) -> Self {
+        let auth = Arc::new(Mutex::new(Value::Null));
+        let source = auth.clone();
+        let core = Core::new(
+            config,
+            move || source.lock().map(|a| a.clone()).unwrap_or(Value::Null),
+            random,
+        );
+        Self {
+            core,
+            auth,
+            tabs: BTreeMap::new(),
+            requests: HashMap::new(),
+            outputs: VecDeque::new(),
+            started: false,
+        }
+    }
+
+    pub fn tabs(&self) -> usize {
+        self.tabs.len()
+    }
+
+    pub fn state(&self) -> ConnState {
+        self.core.state()
+    }
+
+    pub fn poll_output(&mut self) -> Option<HubOutput> {
+        self.outputs.pop_front()
+    }
+
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.core.next_deadline()
+    }
+
+    pub fn handle_frame(&mut self, text: &str, now: u64) {
+        self.core.handle_frame(text, now);
+        self.drain(now);
+    }
+
+    pub fn handle_transport_closed(&mut self, now: u64) {
+        self.core.handle_transport_closed(now);
+        self.drain(now);
+    }
+
+    pub fn handle_timer(&mut self, now: u64) {
+        self.core.handle_timer(now);
+        self.drain(now);
+    }
+
+    /// One message from tab `tab` (which joins on its first message).
+    pub fn handle_tab(&mut self, tab: TabId, message: TabToHub, now: u64) {
+        self.tabs.insert(tab, ());
+        match message {
+            TabToHub::Connect { auth } => self.connect_tab(tab, auth, now),
+            TabToHub::Disconnect => {
+                self.started = false;
+                self.core.disconnect();
+            }
+            TabToHub::Emit { event, data } => {
+                let _ = self.core.emit(&event, &data);
+            }
+            TabToHub::Request {
+                id,
+                event,
+                data,
+                timeout_ms,
+            } => match self.core.emit_with_ack(&event, &data, timeout_ms, now) {
+                Ok(core_id) => {
+                    self.requests.insert(core_id, (tab, id));
+                }
+                Err(_) => self.outputs.push_back(HubOutput::ToTab(
+                    tab,
+                    HubToTab::AckFailed {
+                        id,
+                        reason: crate::core::AckFailure::Disconnected,
+                    },
+                )),
+            },
+            TabToHub::Bye => self.tab_left(tab),
+        }
+        self.drain(now);
+    }
+
+    /// The tab is gone (closed, or its port failed): its pending answers are dropped. The
+    /// connection stays for the others.
+    pub fn tab_left(&mut self, tab: TabId) {
+        self.tabs.remove(&tab);
+        self.requests.retain(|_, (owner, _)| *owner != tab);
+    }
+
+    fn connect_tab(&mut self, tab: TabId, auth: Value, now: u64) {
+        let current = self.auth.lock().map(|a| a.clone()).unwrap_or(Value::Null);
+        let same_session = current == auth
+            || (current.get("sessionID").is_some()
+                && current.get("sessionID") == auth.get("sessionID"));
+        let active = self.started && !matches!(self.core.state(), ConnState::Stopped(_));
+        if same_session && active {
+            // Already connected (or on the way) for this session: tell the newcomer where
+            // things stand; once online it restores its own state like after any connect.
+            let state = self.core.state();
+            self.to_tab(tab, self.state_message(&state, now));
+            if let ConnState::Online { sid } = state {
+                self.to_tab(
+                    tab,
+                    HubToTab::Connected {
+                        sid,
+                        reconnect: false,
+                    },
+                );
+            }
+            return;
+        }
+        if let Ok(mut stored) = self.auth.lock() {
+            *stored = auth;
+        }
+        if active {
+            // Another session (a new sign-in): start over with it.
+            self.core.disconnect();
+        }
+        self.started = true;
+        self.core.connect(now);
+    }
+
+    fn state_message(&self, state: &ConnState, now: u64) -> HubToTab {
+        HubToTab::State {
+            state: SharedState::from_conn(state, now),
+            reconnects: self.core.reconnects(),
+        }
+    }
+
+    fn to_tab(&mut self, tab: TabId, message: HubToTab) {
+        self.outputs.push_back(HubOutput::ToTab(tab, message));
+    }
+
+    fn to_all(&mut self, message: HubToTab) {
+        let tabs: Vec<TabId> = self.tabs.keys().copied().collect();
+        for tab in tabs {
+            self.to_tab(tab, message.clone());
+        }
+    }
+
+    fn drain(&mut self, now: u64) {
+        while let Some(output) = self.core.poll_output() {
+            match output {
+                Output::OpenTransport => self.outputs.push_back(HubOutput::OpenTransport),
+                Output::Send(frame) => self.outputs.push_back(HubOutput::Send(frame)),
+                Output::CloseTransport => self.outputs.push_back(HubOutput::CloseTransport),
+                Output::Event(event) => self.on_core_event(event, now),
+            }
+        }
+    }
+
+    fn on_core_event(&mut self, event: CoreEvent, now: u64) {
+        match event {
+            CoreEvent::State(state) => {
+                let message = self.state_message(&state, now);
+                self.to_all(message);
+            }
+            CoreEvent::Connected { sid, reconnect } => {
+                self.to_all(HubToTab::Connected { sid, reconnect })
+            }
+            CoreEvent::ConnectError { message } => self.to_all(HubToTab::ConnectError { message }),
+            CoreEvent::Message { event, args, ack } => {
+                if event == events::SESSION {
+                    // Reconnect with the confirmed session, never with the sign-in name again.
+                    let info = args
+                        .first()
+                        .cloned()
+                        .and_then(|v| serde_json::from_value::<SessionInfo>(v).ok());
+                    if let (Some(info), Ok(mut auth)) = (info, self.auth.lock()) {
+                        *auth = json!({ "sessionID": info.session_id });
+                    }
+                }
+                if let Some(id) = ack {
+                    let _ = self.core.ack(id, &Value::Null);
+                }
+                self.to_all(HubToTab::Message { event, args });
+            }
+            CoreEvent::Ack { id, args } => {
+                if let Some((tab, id)) = self.requests.remove(&id) {
+                    self.to_tab(tab, HubToTab::Ack { id, args });
+                }
+            }
+            CoreEvent::AckFailed { id, reason } => {
+                if let Some((tab, id)) = self.requests.remove(&id) {
+                    self.to_tab(tab, HubToTab::AckFailed { id, reason });
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::StopReason;
+
+    fn hub() -> Hub {
+        Hub::new(CoreConfig::default(), || 0.5)
+    }
+
+    fn outputs(hub: &mut Hub) -> Vec<HubOutput> {
+        std::iter::from_fn(|| hub.poll_output()).collect()
+    }
+
+    fn sent(outputs: &[HubOutput]) -> Vec<String> {
+        outputs
+            .iter()
+            .filter_map(|o| match o {
+                HubOutput::Send(frame) => Some(frame.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn to(tab: TabId, outputs: &[HubOutput]) -> Vec<HubToTab> {
+        outputs
+            .iter()
+            .filter_map(|o| match o {
+                HubOutput::ToTab(t, m) if *t == tab => Some(m.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Tab 1 connects; the server opens Engine.IO and accepts the namespace.
+    fn online(hub: &mut Hub) -> Vec<HubOutput> {
+        hub.handle_tab(
+            1,
+            TabToHub::Connect {
+                auth: json!({ "sessionID": "secret" }),
+            },
+            0,
+        );
+        hub.handle_frame(
+            r#"0{"sid":"e1","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":100000}"#,
+            1,
+        );
+        hub.handle_frame(r#"40{"sid":"s1"}"#, 2);
+        outputs(hub)
+    }
+
+    #[test]
+    fn the_first_tab_opens_the_connection_with_its_auth() {
+        let mut hub = hub();
+        let out = online(&mut hub);
+        assert_eq!(out[0], HubOutput::OpenTransport);
+        assert_eq!(sent(&out), [r#"40{"sessionID":"secret"}"#]);
+        assert!(to(1, &out).contains(&HubToTab::Connected {
+            sid: "s1".into(),
+            reconnect: false
+        }));
+    }
+
+    #[test]
+    fn a_later_tab_of_the_same_session_joins_without_a_second_connection() {
+        let mut hub = hub();
+        online(&mut hub);
+        hub.handle_tab(
+            2,
+            TabToHub::Connect {
+                auth: json!({ "sessionID": "secret" }),
+            },
+            5,
+        );
+        let out = outputs(&mut hub);
+        assert!(!out.contains(&HubOutput::OpenTransport));
+        assert!(sent(&out).is_empty());
+        assert_eq!(
+            to(2, &out),
+            [
+                HubToTab::State {
+                    state: SharedState::Online { sid: "s1".into() },
+                    reconnects: 0
+                },
+                HubToTab::Connected {
+                    sid: "s1".into(),
+                    reconnect: false
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn every_tab_gets_server_events_and_only_the_asker_gets_its_ack() {
+        let mut hub = hub();
+        online(&mut hub);
+        hub.handle_tab(
+            2,
+            TabToHub::Connect {
+                auth: json!({ "sessionID": "secret" }),
+            },
+            5,
+        );
+        outputs(&mut hub);
+        hub.handle_tab(
+            2,
+            TabToHub::Request {
+                id: 7,
+                event: "history".into(),
+                data: json!({}),
+                timeout_ms: 1000,
+            },
+            6,
+        );
+        let out = outputs(&mut hub);
+        assert_eq!(sent(&out), [r#"420["history",{}]"#]);
+        hub.handle_frame(r#"430[{"ok":1}]"#, 7);
+        hub.handle_frame(r#"42["private message",{"id":1}]"#, 8);
+        let out = outputs(&mut hub);
+        assert_eq!(
+            to(2, &out),
+            [
+                HubToTab::Ack {
+                    id: 7,
+                    args: vec![json!({"ok":1})]
+                },
+                HubToTab::Message {
+                    event: "private message".into(),
+                    args: vec![json!({"id":1})]
+                }
+            ]
+        );
+        assert_eq!(
+            to(1, &out),
+            [HubToTab::Message {
+                event: "private message".into(),
+                args: vec![json!({"id":1})]
+            }]
+        );
+    }
+
+    #[test]
+    fn a_tab_leaving_keeps_the_connection_and_drops_its_pending_answers() {
+        let mut hub = hub();
+        online(&mut hub);
+        hub.handle_tab(
+            1,
+            TabToHub::Request {
+                id: 1,
+                event: "history".into(),
+                data: json!({}),
+                timeout_ms: 1000,
+            },
+            3,
+        );
+        hub.handle_tab(2, TabToHub::Bye, 3);
+        hub.handle_tab(1, TabToHub::Bye, 4);
+        let out = outputs(&mut hub);
+        assert!(!out.contains(&HubOutput::CloseTransport));
+        assert!(matches!(hub.state(), ConnState::Online { .. }));
+        hub.handle_frame(r#"430[{"ok":1}]"#, 5);
+        assert!(to(1, &outputs(&mut hub)).is_empty());
+    }
+
+    #[test]
+    fn reconnects_use_the_session_the_server_confirmed() {
+        let mut hub = hub();
+        hub.handle_tab(
+            1,
+            TabToHub::Connect {
+                auth: json!({ "username": "ada" }),
+            },
+            0,
+        );
+        hub.handle_frame(
+            r#"0{"sid":"e1","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":100000}"#,
+            1,
+        );
+        hub.handle_frame(r#"40{"sid":"s1"}"#, 2);
+        hub.handle_frame(r#"42["session",{"sessionID":"fresh","userID":"u1"}]"#, 3);
+        outputs(&mut hub);
+        hub.handle_transport_closed(4);
+        let retry_at = match hub.state() {
+            ConnState::Offline { retry_at } => retry_at,
+            other => panic!("expected offline, got {other:?}"),
+        };
+        hub.handle_timer(retry_at);
+        hub.handle_frame(
+            r#"0{"sid":"e2","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":100000}"#,
+            retry_at + 1,
+        );
+        let out = outputs(&mut hub);
+        assert_eq!(sent(&out), [r#"40{"sessionID":"fresh"}"#]);
+        // A tab of that session now joins without a reconnect.
+        hub.handle_tab(
+            2,
+            TabToHub::Connect {
+                auth: json!({ "sessionID": "fresh" }),
+            },
+            retry_at + 2,
+        );
+        assert!(!outputs(&mut hub).contains(&HubOutput::CloseTransport));
+    }
+
+    #[test]
+    fn a_server_disconnect_reaches_every_tab() {
+        let mut hub = hub();
+        online(&mut hub);
+        hub.handle_tab(
+            2,
+            TabToHub::Connect {
+                auth: json!({ "sessionID": "secret" }),
+            },
+            5,
+        );
+        outputs(&mut hub);
+        hub.handle_frame("41", 6);
+        let out = outputs(&mut hub);
+        for tab in [1, 2] {
+            assert!(to(tab, &out).contains(&HubToTab::State {
+                state: SharedState::Stopped {
+                    reason: StopReason::ServerDisconnect
+                },
+                reconnects: 0
+            }));
+        }
+    }
+}

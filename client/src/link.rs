@@ -1,0 +1,413 @@
+//! How a [`crate::session::Session`] reaches the server: its own connection ([`Core`]), or a
+//! connection shared by every tab of the browser and held by a [`crate::hub::Hub`] in a
+//! SharedWorker ([`SharedLink`]).
+//!
+//! Both look the same to the session: connection states, server events, acks. With a shared
+//! link the tab speaks [`TabToHub`] messages to the hub (over a `MessagePort`, as JSON) and the
+//! hub answers with [`HubToTab`]; the hub owns the Engine.IO connection, its heartbeat, ack
+//! timeouts and reconnects.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::core::{AckFailure, ConnState, Core, CoreEvent, NotConnected, Output, StopReason};
+
+/// A tab's request to the hub.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum TabToHub {
+    /// Be connected with this auth (the tab's stored session, or a name to sign in with).
+    Connect { auth: Value },
+    /// Disconnect the shared connection (signing in anew).
+    Disconnect,
+    /// Emit without an ack.
+    Emit { event: String, data: Value },
+    /// Emit with an ack; the answer names the tab's own `id`.
+    Request {
+        id: u64,
+        event: String,
+        data: Value,
+        timeout_ms: u64,
+    },
+    /// The tab is going away (pagehide): forget it and its pending requests.
+    Bye,
+}
+
+/// The hub's news for one tab.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum HubToTab {
+    /// The shared connection's state. Clocks differ between a worker and a tab, so an offline
+    /// state carries the delay until the next try instead of a time.
+    State {
+        state: SharedState,
+        reconnects: u32,
+    },
+    Connected {
+        sid: String,
+        reconnect: bool,
+    },
+    ConnectError {
+        message: String,
+    },
+    /// A server event, to every tab.
+    Message {
+        event: String,
+        args: Vec<Value>,
+    },
+    /// The answer to this tab's request `id`.
+    Ack {
+        id: u64,
+        args: Vec<Value>,
+    },
+    AckFailed {
+        id: u64,
+        reason: AckFailure,
+    },
+}
+
+/// [`ConnState`] without clock values, for crossing from the worker to a tab.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "camelCase")]
+pub enum SharedState {
+    Connecting,
+    Online { sid: String },
+    Offline { retry_in: u64 },
+    Stopped { reason: StopReason },
+}
+
+impl SharedState {
+    pub fn from_conn(state: &ConnState, now: u64) -> Self {
+        match state {
+            ConnState::Connecting => SharedState::Connecting,
+            ConnState::Online { sid } => SharedState::Online { sid: sid.clone() },
+            ConnState::Offline { retry_at } => SharedState::Offline {
+                retry_in: retry_at.saturating_sub(now),
+            },
+            ConnState::Stopped(reason) => SharedState::Stopped { reason: *reason },
+        }
+    }
+
+    pub fn into_conn(self, now: u64) -> ConnState {
+        match self {
+            SharedState::Connecting => ConnState::Connecting,
+            SharedState::Online { sid } => ConnState::Online { sid },
+            SharedState::Offline { retry_in } => ConnState::Offline {
+                retry_at: now + retry_in,
+            },
+            SharedState::Stopped { reason } => ConnState::Stopped(reason),
+        }
+    }
+}
+
+/// What a session sends acked emits through (the outbox does not care which link it is).
+pub trait Emitter {
+    fn emit_with_ack(
+        &mut self,
+        event: &str,
+        data: &Value,
+        timeout_ms: u64,
+        now: u64,
+    ) -> Result<u64, NotConnected>;
+}
+
+impl Emitter for Core {
+    fn emit_with_ack(
+        &mut self,
+        event: &str,
+        data: &Value,
+        timeout_ms: u64,
+        now: u64,
+    ) -> Result<u64, NotConnected> {
+        Core::emit_with_ack(self, event, data, timeout_ms, now)
+    }
+}
+
+type AuthSource = Box<dyn FnMut() -> Value + Send>;
+
+/// The tab's side of a shared connection: sans-IO like [`Core`]; its outputs are
+/// [`Output::Event`]s and messages for the hub ([`SharedLink::poll_message`]).
+pub struct SharedLink {
+    auth: AuthSource,
+    state: ConnState,
+    reconnects: u32,
+    next_id: u64,
+    events: VecDeque<Output>,
+    to_hub: VecDeque<TabToHub>,
+}
+
+impl SharedLink {
+    pub fn new(auth: impl FnMut() -> Value + Send + 'static) -> Self {
+        Self {
+            auth: Box::new(auth),
+            state: ConnState::Stopped(StopReason::ClientDisconnect),
+            reconnects: 0,
+            next_id: 0,
+            events: VecDeque::new(),
+            to_hub: VecDeque::new(),
+        }
+    }
+
+    /// The next message to post to the hub.
+    pub fn poll_message(&mut self) -> Option<TabToHub> {
+        self.to_hub.pop_front()
+    }
+
+    /// Whether the hub has answered anything since the link was created (a hub that never
+    /// answers is not working: the adapter then falls back to an own connection).
+    pub fn heard_from_hub(&self) -> bool {
+        !matches!(self.state, ConnState::Stopped(StopReason::ClientDisconnect))
+    }
+
+    pub fn connect(&mut self) {
+        let auth = (self.auth)();
+        self.to_hub.push_back(TabToHub::Connect { auth });
+    }
+
+    pub fn disconnect(&mut self) {
+        self.to_hub.push_back(TabToHub::Disconnect);
+        self.set_state(ConnState::Stopped(StopReason::ClientDisconnect));
+    }
+
+    pub fn emit(&mut self, event: &str, data: &Value) -> Result<(), NotConnected> {
+        self.ensure_online()?;
+        self.to_hub.push_back(TabToHub::Emit {
+            event: event.to_owned(),
+            data: data.clone(),
+        });
+        Ok(())
+    }
+
+    /// Feeds one message from the hub.
+    pub fn handle_hub(&mut self, message: HubToTab, now: u64) {
+        let event = match message {
+            HubToTab::State { state, reconnects } => {
+                self.reconnects = reconnects;
+                self.set_state(state.into_conn(now));
+                return;
+            }
+            HubToTab::Connected { sid, reconnect } => CoreEvent::Connected { sid, reconnect },
+            HubToTab::ConnectError { message } => CoreEvent::ConnectError { message },
+            HubToTab::Message { event, args } => CoreEvent::Message {
+                event,
+                args,
+                ack: None,
+            },
+            HubToTab::Ack { id, args } => CoreEvent::Ack { id, args },
+            HubToTab::AckFailed { id, reason } => CoreEvent::AckFailed { id, reason },
+        };
+        self.events.push_back(Output::Event(event));
+    }
+
+    fn set_state(&mut self, state: ConnState) {
+        if self.state != state {
+            self.state = state.clone();
+            self.events
+                .push_back(Output::Event(CoreEvent::State(state)));
+        }
+    }
+
+    fn ensure_online(&self) -> Result<(), NotConnected> {
+        match self.state {
+            ConnState::Online { .. } => Ok(()),
+            _ => Err(NotConnected),
+        }
+    }
+}
+
+impl Emitter for SharedLink {
+    fn emit_with_ack(
+        &mut self,
+        event: &str,
+        data: &Value,
+        timeout_ms: u64,
+        _now: u64,
+    ) -> Result<u64, NotConnected> {
+        self.ensure_online()?;
+        let id = self.next_id;
+        self.next_id += 1;
+        self.to_hub.push_back(TabToHub::Request {
+            id,
+            event: event.to_owned(),
+            data: data.clone(),
+            timeout_ms,
+        });
+        Ok(id)
+    }
+}
+
+/// The session's connection: its own, or the browser's shared one.
+pub enum Link {
+    Own(Core),
+    Shared(SharedLink),
+}
+
+impl Link {
+    pub fn state(&self) -> ConnState {
+        match self {
+            Link::Own(core) => core.state(),
+            Link::Shared(link) => link.state.clone(),
+        }
+    }
+
+    pub fn reconnects(&self) -> u32 {
+        match self {
+            Link::Own(core) => core.reconnects(),
+            Link::Shared(link) => link.reconnects,
+        }
+    }
+
+    pub fn next_deadline(&self) -> Option<u64> {
+        match self {
+            Link::Own(core) => core.next_deadline(),
+            // The hub keeps time for the shared connection (heartbeat, acks, backoff).
+            Link::Shared(_) => None,
+        }
+    }
+
+    pub fn connect(&mut self, now: u64) {
+        match self {
+            Link::Own(core) => core.connect(now),
+            Link::Shared(link) => link.connect(),
+        }
+    }
+
+    pub fn disconnect(&mut self) {
+        match self {
+            Link::Own(core) => core.disconnect(),
+            Link::Shared(link) => link.disconnect(),
+        }
+    }
+
+    pub fn handle_frame(&mut self, text: &str, now: u64) {
+        if let Link::Own(core) = self {
+            core.handle_frame(text, now);
+        }
+    }
+
+    pub fn handle_transport_closed(&mut self, now: u64) {
+        if let Link::Own(core) = self {
+            core.handle_transport_closed(now);
+        }
+    }
+
+    pub fn handle_timer(&mut self, now: u64) {
+        if let Link::Own(core) = self {
+            core.handle_timer(now);
+        }
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        match self {
+            Link::Own(core) => core.poll_output(),
+            Link::Shared(link) => link.events.pop_front(),
+        }
+    }
+
+    pub fn emit(&mut self, event: &str, data: &Value) -> Result<(), NotConnected> {
+        match self {
+            Link::Own(core) => core.emit(event, data),
+            Link::Shared(link) => link.emit(event, data),
+        }
+    }
+
+    /// Acks a server event that asked for one. Through a hub this never happens: the hub
+    /// answers such events itself, once, before fanning them out.
+    pub fn ack(&mut self, id: i64, data: &Value) -> Result<(), NotConnected> {
+        match self {
+            Link::Own(core) => core.ack(id, data),
+            Link::Shared(_) => Ok(()),
+        }
+    }
+}
+
+impl Emitter for Link {
+    fn emit_with_ack(
+        &mut self,
+        event: &str,
+        data: &Value,
+        timeout_ms: u64,
+        now: u64,
+    ) -> Result<u64, NotConnected> {
+        match self {
+            Link::Own(core) => core.emit_with_ack(event, data, timeout_ms, now),
+            Link::Shared(link) => link.emit_with_ack(event, data, timeout_ms, now),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn wire_messages_round_trip_as_json() {
+        let messages = vec![
+            TabToHub::Connect {
+                auth: json!({ "sessionID": "s" }),
+            },
+            TabToHub::Request {
+                id: 3,
+                event: "history".into(),
+                data: json!({ "with": "u" }),
+                timeout_ms: 10_000,
+            },
+            TabToHub::Bye,
+        ];
+        for message in messages {
+            let text = serde_json::to_string(&message).unwrap();
+            assert_eq!(serde_json::from_str::<TabToHub>(&text).unwrap(), message);
+        }
+        let news = HubToTab::State {
+            state: SharedState::Offline { retry_in: 1500 },
+            reconnects: 2,
+        };
+        let text = serde_json::to_string(&news).unwrap();
+        assert_eq!(serde_json::from_str::<HubToTab>(&text).unwrap(), news);
+    }
+
+    #[test]
+    fn offline_crosses_clocks_as_a_delay() {
+        let state = SharedState::from_conn(&ConnState::Offline { retry_at: 10_500 }, 10_000);
+        assert_eq!(state, SharedState::Offline { retry_in: 500 });
+        assert_eq!(
+            state.into_conn(7),
+            ConnState::Offline { retry_at: 507 },
+            "the tab's clock"
+        );
+    }
+
+    #[test]
+    fn a_shared_link_emits_only_online_and_names_requests_itself() {
+        let mut link = SharedLink::new(|| json!({ "sessionID": "s" }));
+        assert!(!link.heard_from_hub());
+        assert_eq!(
+            link.emit_with_ack("e", &json!(1), 100, 0),
+            Err(NotConnected)
+        );
+        link.connect();
+        assert_eq!(
+            link.poll_message(),
+            Some(TabToHub::Connect {
+                auth: json!({ "sessionID": "s" })
+            })
+        );
+        link.handle_hub(
+            HubToTab::State {
+                state: SharedState::Online { sid: "x".into() },
+                reconnects: 0,
+            },
+            0,
+        );
+        assert!(link.heard_from_hub());
+        assert_eq!(link.emit_with_ack("e", &json!(1), 100, 0), Ok(0));
+        assert_eq!(link.emit_with_ack("e", &json!(2), 100, 0), Ok(1));
+        assert!(matches!(
+            link.poll_message(),
+            Some(TabToHub::Request { id: 0, .. })
+        ));
+    }
+}
