@@ -2,10 +2,14 @@
 //! pages, and the one real-time connection above them.
 
 pub mod banner;
+#[cfg(feature = "hydrate")]
+mod browser_io;
 pub mod pages;
 pub mod realtime;
 pub mod storage;
 pub mod theme;
+#[cfg(feature = "hydrate")]
+pub mod worker;
 
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
@@ -14,10 +18,25 @@ use leptos_router::path;
 
 use realtime::provide_realtime;
 
+/// What the server tells the browser about how to connect (rendered into the shell).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// All tabs of the browser share one connection held by a SharedWorker.
+    pub shared_connection: bool,
+}
+
 /// The HTML document around [`App`]; the server renders it for every route.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
     #[cfg(feature = "ssr")]
     security_headers();
+    let config = use_context::<ClientConfig>().unwrap_or_default();
+    // The worker loads the same wasm as the page: tell it where the build is.
+    let pkg = format!("/{}/{}", options.site_pkg_dir, options.output_name);
+    let connection = if config.shared_connection {
+        "shared"
+    } else {
+        "per-tab"
+    };
     view! {
         <!DOCTYPE html>
         <html lang="en">
@@ -25,6 +44,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta charset="utf-8"/>
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
                 <meta name="color-scheme" content="light dark"/>
+                <meta name="tether-connection" content=connection data-pkg=pkg/>
                 <link rel="icon" href="/favicon.svg" type="image/svg+xml"/>
                 <AutoReload options=options.clone()/>
                 <HydrationScripts options/>

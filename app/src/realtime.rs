@@ -153,42 +153,92 @@ pub fn use_realtime() -> Realtime {
 
 #[cfg(feature = "hydrate")]
 mod driver {
-    //! The browser adapter: one `WebSocket` at a time, one `setTimeout` for the core's next
-    //! deadline; everything else is the shared sans-IO session.
+    //! The browser adapter: the tab's own `WebSocket` and one `setTimeout` for the core's next
+    //! deadline, or — in shared mode — a port to the SharedWorker that holds the browser's one
+    //! connection; everything else is the shared sans-IO session.
 
     use std::cell::RefCell;
     use std::rc::Rc;
 
     use client::chat::Outbox;
     use client::core::{ConnState, Core, CoreConfig, StopReason};
+    use client::link::{HubToTab, SharedLink, TabToHub};
     use client::session::{Session, SessionEvent, SessionOutput};
     use leptos::prelude::*;
     use serde_json::{json, Value};
     use wasm_bindgen::prelude::*;
     use wasm_bindgen::JsCast;
-    use web_sys::{CloseEvent, MessageEvent, WebSocket};
+    use web_sys::{MessageEvent, MessagePort, SharedWorker};
 
     use super::{Realtime, Status};
+    use crate::browser_io::{now, Socket, Timer};
     use crate::storage::{self, Account};
+
+    /// A hub that has not answered a connect within this long is taken as broken: the tab falls
+    /// back to its own connection.
+    const HUB_ANSWER_MS: u64 = 5_000;
 
     pub struct Driver {
         pub session: Session,
-        socket: Option<WebSocket>,
-        /// Bumped per socket, so events of a replaced socket are ignored.
-        generation: u64,
-        timer: Option<i32>,
-        // The JS callbacks of the current socket and timer must outlive them.
-        _callbacks: Vec<Closure<dyn FnMut(JsValue)>>,
-        _timer_callback: Option<Closure<dyn FnMut()>>,
+        socket: Socket,
+        timer: Timer,
+        hub: Option<HubPort>,
+    }
+
+    /// The port to the shared worker, and what must live as long as it.
+    struct HubPort {
+        port: MessagePort,
+        _worker: SharedWorker,
+        _on_message: Closure<dyn FnMut(JsValue)>,
+        _on_error: Closure<dyn FnMut(JsValue)>,
+        watchdog: Timer,
     }
 
     pub type Handle = Rc<RefCell<Driver>>;
 
-    fn now() -> u64 {
-        web_sys::window()
-            .and_then(|w| w.performance())
-            .map(|p| p.now() as u64)
-            .unwrap_or(0)
+    /// The auth of every (re)connect, from what is stored now: the session if there is one,
+    /// else the name being signed in with.
+    fn auth() -> Value {
+        if let Some(account) = storage::load_account() {
+            if storage::takeover_requested() {
+                json!({ "sessionID": account.session_id, "takeover": true })
+            } else {
+                json!({ "sessionID": account.session_id })
+            }
+        } else if let Some(username) = storage::pending_username() {
+            json!({ "username": username })
+        } else {
+            json!({})
+        }
+    }
+
+    fn own_core() -> Core {
+        Core::new(CoreConfig::default(), auth, js_sys::Math::random)
+    }
+
+    /// Where the site's build is, when the server asks pages to share one connection.
+    fn shared_connection_pkg() -> Option<String> {
+        let meta = document()
+            .query_selector("meta[name=tether-connection]")
+            .ok()??;
+        (meta.get_attribute("content").as_deref() == Some("shared"))
+            .then(|| meta.get_attribute("data-pkg"))
+            .flatten()
+    }
+
+    /// The browser's shared worker, or `None` where SharedWorker is unavailable (e.g. Chrome
+    /// on Android) or refused.
+    fn open_shared_worker(pkg: &str) -> Option<SharedWorker> {
+        let supported =
+            js_sys::Reflect::has(&js_sys::global(), &"SharedWorker".into()).unwrap_or(false);
+        if !supported {
+            return None;
+        }
+        let options = web_sys::WorkerOptions::new();
+        options.set_type(web_sys::WorkerType::Module);
+        options.set_name("tether");
+        let url = format!("/tether-worker.js?pkg={pkg}");
+        SharedWorker::new_with_worker_options(&url, &options).ok()
     }
 
     fn handle(rt: Realtime) -> Option<Handle> {
@@ -204,32 +254,22 @@ mod driver {
         rt.account.set(account.clone());
         let me = account.as_ref().map(|a| a.user_id.clone());
 
-        // Rebuilt on every (re)connect from what is stored now: the session if there is one,
-        // else the name being signed in with.
-        let auth = || -> Value {
-            if let Some(account) = storage::load_account() {
-                if storage::takeover_requested() {
-                    json!({ "sessionID": account.session_id, "takeover": true })
-                } else {
-                    json!({ "sessionID": account.session_id })
-                }
-            } else if let Some(username) = storage::pending_username() {
-                json!({ "username": username })
-            } else {
-                json!({})
-            }
+        let outbox = Outbox::from_entries(storage::load_outbox());
+        let worker = shared_connection_pkg().and_then(|pkg| open_shared_worker(&pkg));
+        let mut session = match worker {
+            Some(_) => Session::shared(SharedLink::new(auth), me, outbox),
+            None => Session::new(own_core(), me, outbox),
         };
-        let core = Core::new(CoreConfig::default(), auth, js_sys::Math::random);
-        let mut session = Session::new(core, me, Outbox::from_entries(storage::load_outbox()));
         session.chat.read_up_to = storage::load_read_markers();
         let driver = Rc::new(RefCell::new(Driver {
             session,
-            socket: None,
-            generation: 0,
-            timer: None,
-            _callbacks: Vec::new(),
-            _timer_callback: None,
+            socket: Socket::default(),
+            timer: Timer::default(),
+            hub: None,
         }));
+        if let Some(worker) = worker {
+            attach_hub(rt, &driver, worker);
+        }
         rt.driver.set_value(Some(driver.clone()));
         rt.ready.set(true);
         if account.is_some() {
@@ -287,17 +327,16 @@ mod driver {
             match output {
                 SessionOutput::OpenTransport => open_socket(rt, h),
                 SessionOutput::Send(frame) => {
-                    let socket = h.borrow().socket.clone();
-                    if let Some(socket) = socket {
-                        if socket.send_with_str(&frame).is_err() {
-                            h.borrow_mut().session.handle_transport_closed(now());
-                        }
+                    let sent = h.borrow().socket.send(&frame);
+                    if !sent {
+                        h.borrow_mut().session.handle_transport_closed(now());
                     }
                 }
-                SessionOutput::CloseTransport => close_socket(h),
+                SessionOutput::CloseTransport => h.borrow_mut().socket.close(),
                 SessionOutput::Event(event) => events.push(event),
             }
         }
+        post_to_hub(rt, h);
         arm_timer(rt, h);
         let mut changed = false;
         for event in events {
@@ -412,97 +451,142 @@ mod driver {
         }
     }
 
-    fn socket_url() -> Option<String> {
-        let origin = web_sys::window()?.location().origin().ok()?;
-        Some(client::websocket_url(&origin))
-    }
-
     fn open_socket(rt: Realtime, h: &Handle) {
-        close_socket(h);
-        let Some(url) = socket_url() else { return };
-        let socket = match WebSocket::new(&url) {
-            Ok(socket) => socket,
-            Err(_) => {
-                h.borrow_mut().session.handle_transport_closed(now());
-                return;
-            }
+        let Some(origin) = crate::browser_io::origin() else {
+            return;
         };
-        let generation = {
-            let mut d = h.borrow_mut();
-            d.generation += 1;
-            d.generation
-        };
-        let on_message = {
+        let url = client::websocket_url(&origin);
+        let on_frame = {
             let h = h.clone();
-            Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
-                let Ok(event) = event.dyn_into::<MessageEvent>() else {
-                    return;
-                };
-                let Some(text) = event.data().as_string() else {
-                    return;
-                };
-                if h.borrow().generation != generation {
-                    return;
-                }
+            move |text: String| {
                 h.borrow_mut().session.handle_frame(&text, now());
                 pump(rt, &h);
-            })
+            }
         };
         let on_close = {
             let h = h.clone();
-            Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
-                let _ = event.dyn_into::<CloseEvent>();
-                if h.borrow().generation != generation {
-                    return;
-                }
-                h.borrow_mut().socket = None;
+            move || {
                 h.borrow_mut().session.handle_transport_closed(now());
                 pump(rt, &h);
-            })
+            }
         };
-        socket.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
-        socket.set_onclose(Some(on_close.as_ref().unchecked_ref()));
-        let mut d = h.borrow_mut();
-        d.socket = Some(socket);
-        d._callbacks = vec![on_message, on_close];
-    }
-
-    fn close_socket(h: &Handle) {
-        let mut d = h.borrow_mut();
-        d.generation += 1;
-        if let Some(socket) = d.socket.take() {
-            socket.set_onmessage(None);
-            socket.set_onclose(None);
-            let _ = socket.close();
+        let opened = h.borrow_mut().socket.open(&url, on_frame, on_close);
+        if opened.is_err() {
+            h.borrow_mut().session.handle_transport_closed(now());
         }
     }
 
     fn arm_timer(rt: Realtime, h: &Handle) {
-        let Some(window) = web_sys::window() else {
-            return;
-        };
+        let deadline = h.borrow().session.next_deadline();
         let mut d = h.borrow_mut();
-        if let Some(id) = d.timer.take() {
-            window.clear_timeout_with_handle(id);
-        }
-        let Some(deadline) = d.session.next_deadline() else {
+        let Some(deadline) = deadline else {
+            d.timer.cancel();
             return;
         };
-        let delay = deadline.saturating_sub(now()).min(i32::MAX as u64) as i32;
-        let callback = {
+        let h2 = h.clone();
+        d.timer.arm(deadline.saturating_sub(now()), move || {
+            h2.borrow_mut().session.handle_timer(now());
+            pump(rt, &h2);
+        });
+    }
+
+    /// Joins the shared connection: news from the hub goes into the session; the tab says
+    /// goodbye when the page goes away.
+    fn attach_hub(rt: Realtime, h: &Handle, worker: SharedWorker) {
+        let port = worker.port();
+        let on_message = {
             let h = h.clone();
-            Closure::<dyn FnMut()>::new(move || {
-                h.borrow_mut().timer = None;
-                h.borrow_mut().session.handle_timer(now());
+            Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
+                let text = event
+                    .dyn_into::<MessageEvent>()
+                    .ok()
+                    .and_then(|e| e.data().as_string());
+                let Some(message) = text.and_then(|t| serde_json::from_str::<HubToTab>(&t).ok())
+                else {
+                    return;
+                };
+                h.borrow_mut().session.handle_hub(message, now());
                 pump(rt, &h);
             })
         };
-        d.timer = window
-            .set_timeout_with_callback_and_timeout_and_arguments_0(
-                callback.as_ref().unchecked_ref(),
-                delay,
-            )
-            .ok();
-        d._timer_callback = Some(callback);
+        let on_error = {
+            let h = h.clone();
+            Closure::<dyn FnMut(JsValue)>::new(move |_| fall_back(rt, &h))
+        };
+        port.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        worker.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+        let bye = {
+            let port = port.clone();
+            Closure::<dyn FnMut(JsValue)>::new(move |_| post(&port, &TabToHub::Bye))
+        };
+        // Back from the back/forward cache the hub has forgotten this tab: start afresh.
+        let back = Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
+            let persisted = event
+                .dyn_into::<web_sys::PageTransitionEvent>()
+                .is_ok_and(|e| e.persisted());
+            if persisted {
+                let _ = window().location().reload();
+            }
+        });
+        let _ = window().add_event_listener_with_callback("pagehide", bye.as_ref().unchecked_ref());
+        let _ =
+            window().add_event_listener_with_callback("pageshow", back.as_ref().unchecked_ref());
+        // Both listeners live as long as the page.
+        bye.forget();
+        back.forget();
+        h.borrow_mut().hub = Some(HubPort {
+            port,
+            _worker: worker,
+            _on_message: on_message,
+            _on_error: on_error,
+            watchdog: Timer::default(),
+        });
+    }
+
+    fn post(port: &MessagePort, message: &TabToHub) {
+        if let Ok(text) = serde_json::to_string(message) {
+            let _ = port.post_message(&JsValue::from_str(&text));
+        }
+    }
+
+    /// Posts what the session has for the hub; a connect that gets no answer in time makes the
+    /// tab fall back to its own connection.
+    fn post_to_hub(rt: Realtime, h: &Handle) {
+        loop {
+            let message = h.borrow_mut().session.poll_hub_message();
+            let Some(message) = message else { break };
+            let mut d = h.borrow_mut();
+            let Some(hub) = d.hub.as_mut() else { continue };
+            post(&hub.port, &message);
+            if matches!(message, TabToHub::Connect { .. }) {
+                let h2 = h.clone();
+                hub.watchdog.arm(HUB_ANSWER_MS, move || {
+                    let silent = !h2.borrow().session.heard_from_hub();
+                    if silent {
+                        fall_back(rt, &h2);
+                    }
+                });
+            }
+        }
+    }
+
+    /// The shared worker failed or never answered: this tab gets its own connection, keeping
+    /// its chat state and outbox.
+    fn fall_back(rt: Realtime, h: &Handle) {
+        {
+            let mut d = h.borrow_mut();
+            if !d.session.is_shared() {
+                return;
+            }
+            leptos::logging::warn!(
+                "tether: the shared connection is unavailable; this tab connects on its own"
+            );
+            if let Some(hub) = d.hub.take() {
+                post(&hub.port, &TabToHub::Bye);
+                hub.port.close();
+            }
+            d.session.use_own_connection(own_core(), now());
+        }
+        pump(rt, h);
     }
 }

@@ -11,8 +11,6 @@ use protocol::{Ack, ErrorCode};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::core::Core;
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
     pub user_id: String,
@@ -394,7 +392,7 @@ pub fn new_client_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{CoreConfig, Output};
+    use crate::core::{Core, CoreConfig, Output};
     use serde_json::json;
 
     fn msg(id: i64, from: &str, to: &str) -> Message {

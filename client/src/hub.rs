@@ -141,9 +141,9 @@ impl Hub {
             // Already connected (or on the way) for this session: tell the newcomer where
             // things stand; once online it restores its own state like after any connect.
             let state = self.core.state();
-            self.to_tab(tab, self.state_message(&state, now));
+            self.tell(tab, self.state_message(&state, now));
             if let ConnState::Online { sid } = state {
-                self.to_tab(
+                self.tell(
                     tab,
                     HubToTab::Connected {
                         sid,
@@ -171,14 +171,14 @@ impl Hub {
         }
     }
 
-    fn to_tab(&mut self, tab: TabId, message: HubToTab) {
+    fn tell(&mut self, tab: TabId, message: HubToTab) {
         self.outputs.push_back(HubOutput::ToTab(tab, message));
     }
 
-    fn to_all(&mut self, message: HubToTab) {
+    fn tell_all(&mut self, message: HubToTab) {
         let tabs: Vec<TabId> = self.tabs.keys().copied().collect();
         for tab in tabs {
-            self.to_tab(tab, message.clone());
+            self.tell(tab, message.clone());
         }
     }
 
@@ -197,12 +197,14 @@ impl Hub {
         match event {
             CoreEvent::State(state) => {
                 let message = self.state_message(&state, now);
-                self.to_all(message);
+                self.tell_all(message);
             }
             CoreEvent::Connected { sid, reconnect } => {
-                self.to_all(HubToTab::Connected { sid, reconnect })
+                self.tell_all(HubToTab::Connected { sid, reconnect })
             }
-            CoreEvent::ConnectError { message } => self.to_all(HubToTab::ConnectError { message }),
+            CoreEvent::ConnectError { message } => {
+                self.tell_all(HubToTab::ConnectError { message })
+            }
             CoreEvent::Message { event, args, ack } => {
                 if event == events::SESSION {
                     // Reconnect with the confirmed session, never with the sign-in name again.
@@ -217,16 +219,16 @@ impl Hub {
                 if let Some(id) = ack {
                     let _ = self.core.ack(id, &Value::Null);
                 }
-                self.to_all(HubToTab::Message { event, args });
+                self.tell_all(HubToTab::Message { event, args });
             }
             CoreEvent::Ack { id, args } => {
                 if let Some((tab, id)) = self.requests.remove(&id) {
-                    self.to_tab(tab, HubToTab::Ack { id, args });
+                    self.tell(tab, HubToTab::Ack { id, args });
                 }
             }
             CoreEvent::AckFailed { id, reason } => {
                 if let Some((tab, id)) = self.requests.remove(&id) {
-                    self.to_tab(tab, HubToTab::AckFailed { id, reason });
+                    self.tell(tab, HubToTab::AckFailed { id, reason });
                 }
             }
         }

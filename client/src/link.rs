@@ -136,6 +136,7 @@ pub struct SharedLink {
     next_id: u64,
     events: VecDeque<Output>,
     to_hub: VecDeque<TabToHub>,
+    heard: bool,
 }
 
 impl SharedLink {
@@ -147,6 +148,7 @@ impl SharedLink {
             next_id: 0,
             events: VecDeque::new(),
             to_hub: VecDeque::new(),
+            heard: false,
         }
     }
 
@@ -158,7 +160,7 @@ impl SharedLink {
     /// Whether the hub has answered anything since the link was created (a hub that never
     /// answers is not working: the adapter then falls back to an own connection).
     pub fn heard_from_hub(&self) -> bool {
-        !matches!(self.state, ConnState::Stopped(StopReason::ClientDisconnect))
+        self.heard
     }
 
     pub fn connect(&mut self) {
@@ -182,6 +184,7 @@ impl SharedLink {
 
     /// Feeds one message from the hub.
     pub fn handle_hub(&mut self, message: HubToTab, now: u64) {
+        self.heard = true;
         let event = match message {
             HubToTab::State { state, reconnects } => {
                 self.reconnects = reconnects;

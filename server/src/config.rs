@@ -100,6 +100,11 @@ pub struct Config {
     #[arg(long, env = "TETHER_TAB_POLICY", value_enum, default_value_t = TabPolicy::Share)]
     pub tab_policy: TabPolicy,
 
+    /// Browsers share one connection per origin across all their tabs (held by a
+    /// SharedWorker; tabs without SharedWorker fall back to their own). Off: one per tab.
+    #[arg(long, env = "TETHER_SHARED_CONNECTION")]
+    pub shared_connection: bool,
+
     /// Redis URL (`redis://host:port/db`, Redis 7 or newer). When set, the store and the
     /// Socket.IO adapter live in Redis so several nodes serve one cluster, and sockets are
     /// websocket-only (no sticky sessions needed). Unset: the embedded SQLite store, one node.

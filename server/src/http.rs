@@ -3,21 +3,22 @@
 
 use std::sync::OnceLock;
 
-use app::{shell, App};
+use app::{shell, App, ClientConfig};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use leptos::config::LeptosOptions;
+use leptos::prelude::provide_context;
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-pub fn router(leptos_options: LeptosOptions) -> Router {
+pub fn router(leptos_options: LeptosOptions, client: ClientConfig) -> Router {
     let routes = generate_route_list(App);
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .leptos_routes(&leptos_options, routes, {
+        .leptos_routes_with_context(&leptos_options, routes, move || provide_context(client), {
             let options = leptos_options.clone();
             move || shell(options.clone())
         })

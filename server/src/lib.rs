@@ -125,7 +125,12 @@ pub async fn build_app(config: &Config) -> anyhow::Result<App> {
         .site_pkg_dir("pkg")
         .site_addr(config.listen_addr())
         .build();
-    let routes = http::router(leptos_options);
+    let routes = http::router(
+        leptos_options,
+        app::ClientConfig {
+            shared_connection: config.shared_connection,
+        },
+    );
     let mut tasks = Vec::new();
     let (routes, io) = match &config.redis_url {
         None => {
