@@ -11,7 +11,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use protocol::events;
-use protocol::payloads::SessionInfo;
+use protocol::payloads::{Message, MessageReceipt, OutgoingMessage, SessionInfo};
+use protocol::Ack;
 use serde_json::{json, Value};
 
 use crate::core::{ConnState, Core, CoreConfig, CoreEvent, Output};
@@ -29,12 +30,23 @@ pub enum HubOutput {
     ToTab(TabId, HubToTab),
 }
 
+/// A tab's request in flight. A sent message is kept so that, once stored, it can be shown
+/// in the sender's other tabs: the server sends a message to the sender's other sockets, and
+/// here all tabs are one socket.
+struct Request {
+    tab: TabId,
+    id: u64,
+    message: Option<OutgoingMessage>,
+}
+
 pub struct Hub {
     core: Core,
     auth: Arc<Mutex<Value>>,
     tabs: BTreeMap<TabId, ()>,
-    /// Core ack id → (tab, the tab's request id).
-    requests: HashMap<u64, (TabId, u64)>,
+    /// Core ack id → the tab's request.
+    requests: HashMap<u64, Request>,
+    /// The signed-in user, once the server said (to tell tabs what another tab sent).
+    me: Option<String>,
     outputs: VecDeque<HubOutput>,
     /// Whether the core was told to connect and has not stopped since.
     started: bool,
@@ -54,6 +66,7 @@ impl Hub {
             auth,
             tabs: BTreeMap::new(),
             requests: HashMap::new(),
+            me: None,
             outputs: VecDeque::new(),
             started: false,
         }
@@ -109,7 +122,10 @@ impl Hub {
                 timeout_ms,
             } => match self.core.emit_with_ack(&event, &data, timeout_ms, now) {
                 Ok(core_id) => {
-                    self.requests.insert(core_id, (tab, id));
+                    let message = (event == events::PRIVATE_MESSAGE)
+                        .then(|| serde_json::from_value(data).ok())
+                        .flatten();
+                    self.requests.insert(core_id, Request { tab, id, message });
                 }
                 Err(_) => self.outputs.push_back(HubOutput::ToTab(
                     tab,
@@ -128,7 +144,7 @@ impl Hub {
     /// connection stays for the others.
     pub fn tab_left(&mut self, tab: TabId) {
         self.tabs.remove(&tab);
-        self.requests.retain(|_, (owner, _)| *owner != tab);
+        self.requests.retain(|_, request| request.tab != tab);
     }
 
     fn connect_tab(&mut self, tab: TabId, auth: Value, now: u64) {
@@ -182,6 +198,36 @@ impl Hub {
         }
     }
 
+    fn tell_others(&mut self, except: TabId, message: HubToTab) {
+        let tabs: Vec<TabId> = self.tabs.keys().copied().filter(|t| *t != except).collect();
+        for tab in tabs {
+            self.tell(tab, message.clone());
+        }
+    }
+
+    /// The `private message` event the sender's other tabs would have had on sockets of
+    /// their own, built from the request and its successful ack.
+    fn stored_message(&self, request: &Request, args: &[Value]) -> Option<HubToTab> {
+        let sent = request.message.as_ref()?;
+        let from = self.me.clone()?;
+        let receipt = match serde_json::from_value::<Ack<MessageReceipt>>(args.first()?.clone()) {
+            Ok(Ack::Ok(receipt)) => receipt,
+            _ => return None,
+        };
+        let message = Message {
+            id: receipt.id,
+            ts: receipt.ts,
+            content: sent.content.clone(),
+            from,
+            to: sent.to.clone(),
+            client_id: sent.client_id.clone(),
+        };
+        Some(HubToTab::Message {
+            event: events::PRIVATE_MESSAGE.to_owned(),
+            args: vec![serde_json::to_value(message).ok()?],
+        })
+    }
+
     fn drain(&mut self, now: u64) {
         while let Some(output) = self.core.poll_output() {
             match output {
@@ -212,8 +258,11 @@ impl Hub {
                         .first()
                         .cloned()
                         .and_then(|v| serde_json::from_value::<SessionInfo>(v).ok());
-                    if let (Some(info), Ok(mut auth)) = (info, self.auth.lock()) {
-                        *auth = json!({ "sessionID": info.session_id });
+                    if let Some(info) = info {
+                        if let Ok(mut auth) = self.auth.lock() {
+                            *auth = json!({ "sessionID": info.session_id });
+                        }
+                        self.me = Some(info.user_id);
                     }
                 }
                 if let Some(id) = ack {
@@ -222,13 +271,29 @@ impl Hub {
                 self.tell_all(HubToTab::Message { event, args });
             }
             CoreEvent::Ack { id, args } => {
-                if let Some((tab, id)) = self.requests.remove(&id) {
-                    self.tell(tab, HubToTab::Ack { id, args });
+                if let Some(request) = self.requests.remove(&id) {
+                    let stored = self.stored_message(&request, &args);
+                    self.tell(
+                        request.tab,
+                        HubToTab::Ack {
+                            id: request.id,
+                            args,
+                        },
+                    );
+                    if let Some(message) = stored {
+                        self.tell_others(request.tab, message);
+                    }
                 }
             }
             CoreEvent::AckFailed { id, reason } => {
-                if let Some((tab, id)) = self.requests.remove(&id) {
-                    self.tell(tab, HubToTab::AckFailed { id, reason });
+                if let Some(request) = self.requests.remove(&id) {
+                    self.tell(
+                        request.tab,
+                        HubToTab::AckFailed {
+                            id: request.id,
+                            reason,
+                        },
+                    );
                 }
             }
         }
@@ -436,6 +501,51 @@ mod tests {
             retry_at + 2,
         );
         assert!(!outputs(&mut hub).contains(&HubOutput::CloseTransport));
+    }
+
+    #[test]
+    fn a_message_one_tab_sent_reaches_the_other_tabs_once_stored() {
+        let mut hub = hub();
+        online(&mut hub);
+        hub.handle_frame(r#"42["session",{"sessionID":"secret","userID":"me"}]"#, 3);
+        hub.handle_tab(
+            2,
+            TabToHub::Connect {
+                auth: json!({ "sessionID": "secret" }),
+            },
+            4,
+        );
+        outputs(&mut hub);
+        hub.handle_tab(
+            1,
+            TabToHub::Request {
+                id: 5,
+                event: "private message".into(),
+                data: json!({ "to": "bob", "content": "hi", "clientId": "c" }),
+                timeout_ms: 1000,
+            },
+            5,
+        );
+        outputs(&mut hub);
+        hub.handle_frame(r#"430[{"ok":{"id":9,"ts":100}}]"#, 6);
+        let out = outputs(&mut hub);
+        assert_eq!(
+            to(2, &out),
+            [HubToTab::Message {
+                event: "private message".into(),
+                args: vec![json!({
+                    "id": 9, "ts": 100, "content": "hi", "from": "me", "to": "bob", "clientId": "c"
+                })]
+            }]
+        );
+        assert_eq!(
+            to(1, &out),
+            [HubToTab::Ack {
+                id: 5,
+                args: vec![json!({"ok":{"id":9,"ts":100}})]
+            }],
+            "the sender gets its ack only"
+        );
     }
 
     #[test]
