@@ -5,6 +5,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
+import { AddressInfo, connect, createServer } from "node:net";
 
 export const repoRoot = path.resolve(__dirname, "..");
 
@@ -66,4 +67,51 @@ export async function stopServer(server: RunningServer, hard = false): Promise<v
 
 export function removeDataDir(dataDir: string): void {
   rmSync(dataDir, { recursive: true, force: true });
+}
+
+export interface RunningRedis {
+  url: string;
+  /** Key and channel prefix of this test, so tests sharing one Redis never meet. */
+  prefix: string;
+  stop: () => Promise<void>;
+}
+
+/** The Redis `scripts/test.sh` started (TETHER_TEST_REDIS_URL), else a throwaway redis-server. */
+export async function startRedis(): Promise<RunningRedis> {
+  const prefix = `e2e-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+  if (process.env.TETHER_TEST_REDIS_URL) {
+    return { url: process.env.TETHER_TEST_REDIS_URL, prefix, stop: async () => {} };
+  }
+  const port = await new Promise<number>((resolve) => {
+    const probe = createServer();
+    probe.listen(0, "127.0.0.1", () => {
+      const { port } = probe.address() as AddressInfo;
+      probe.close(() => resolve(port));
+    });
+  });
+  const child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
+    stdio: "ignore",
+  });
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const up = await new Promise<boolean>((resolve) => {
+      const socket = connect(port, "127.0.0.1", () => {
+        socket.end();
+        resolve(true);
+      });
+      socket.on("error", () => resolve(false));
+    });
+    if (up) break;
+    if (Date.now() > deadline) throw new Error("redis-server did not start");
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return {
+    url: `redis://127.0.0.1:${port}/`,
+    prefix,
+    stop: async () => {
+      const exited = new Promise((resolve) => child.once("exit", resolve));
+      child.kill("SIGTERM");
+      await exited;
+    },
+  };
 }
