@@ -3,7 +3,9 @@
 //! One writer thread owns the connection. Requests queue on a channel; the thread takes every
 //! request waiting (up to [`MAX_BATCH`]), runs each inside its own savepoint of one transaction,
 //! commits once, and only then answers them all. Under load this turns many fsyncs into one
-//! (group commit) while every answer still means "committed".
+//! (group commit) while every answer still means "committed". Reads (session lookups, rosters,
+//! restore and history pages) run beside it on a few reader threads with read-only connections,
+//! so they never wait behind a batch of writes.
 
 use std::path::Path;
 use std::sync::{mpsc, Arc};
@@ -11,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use protocol::payloads::Message;
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use tokio::sync::oneshot;
 
 use super::presence::LocalPresence;
@@ -26,6 +28,9 @@ const TOUCH_EVERY_MS: i64 = 60_000;
 /// A job runs on the writer thread inside a savepoint. It returns whether it succeeded (a
 /// failure rolls back its savepoint only) and the reply to send once the batch is committed.
 type Job = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
+/// A read runs on one of the reader threads, each with its own read-only connection (WAL lets
+/// readers run beside the writer); it answers by itself.
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 type Reply = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 
 #[derive(Debug, Clone, Copy)]
@@ -46,6 +51,7 @@ pub enum Durability {
 
 pub struct SqliteStore {
     jobs: mpsc::Sender<Job>,
+    reads: mpsc::Sender<ReadJob>,
     presence: LocalPresence,
     policy: SessionPolicy,
     /// Every user, in sign-up order. Users are only ever added, and only by this process (the
@@ -83,8 +89,23 @@ impl SqliteStore {
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || writer_loop(conn, rx))?;
+        let (reads, read_rx) = mpsc::channel::<ReadJob>();
+        let read_rx = Arc::new(std::sync::Mutex::new(read_rx));
+        let readers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4));
+        for index in 0..readers {
+            let conn = Connection::open_with_flags(
+                data_dir.join("tether.db"),
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")?;
+            let rx = read_rx.clone();
+            std::thread::Builder::new()
+                .name(format!("sqlite-reader-{index}"))
+                .spawn(move || reader_loop(conn, rx))?;
+        }
         Ok(Self {
             jobs,
+            reads,
             presence: LocalPresence::default(),
             policy,
             directory: std::sync::RwLock::new(Arc::new(directory)),
@@ -118,6 +139,44 @@ impl SqliteStore {
             .map_err(|_| StoreError::Unavailable("request dropped by the store".into()))?;
         metrics::histogram!("tether_store_latency_seconds").record(started.elapsed().as_secs_f64());
         answer
+    }
+}
+
+impl SqliteStore {
+    /// Runs a read on a reader thread. Every write is answered only after its commit, so a
+    /// read that starts after a write's answer sees that write.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: ReadJob = Box::new(move |conn| {
+            let _ = tx.send(f(conn).map_err(StoreError::from));
+        });
+        let started = Instant::now();
+        self.reads
+            .send(job)
+            .map_err(|_| StoreError::Unavailable("reader threads stopped".into()))?;
+        let answer = rx
+            .await
+            .map_err(|_| StoreError::Unavailable("read dropped by the store".into()))?;
+        metrics::histogram!("tether_store_latency_seconds").record(started.elapsed().as_secs_f64());
+        answer
+    }
+}
+
+fn reader_loop(conn: Connection, rx: Arc<std::sync::Mutex<mpsc::Receiver<ReadJob>>>) {
+    loop {
+        let job = {
+            let rx = rx.lock().unwrap_or_else(|e| e.into_inner());
+            rx.recv()
+        };
+        let Ok(job) = job else { return };
+        // A panicking read drops its reply (its caller sees an error); the thread lives on.
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&conn))).is_err() {
+            tracing::error!("a store read panicked");
+        }
     }
 }
 
@@ -296,11 +355,10 @@ impl Store for SqliteStore {
 
     async fn find_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
         let digest = id.digest();
-        let policy = self.policy;
-        self.run(move |conn| {
-            let now = now_ms();
-            let found = conn
-                .prepare_cached(
+        let found = {
+            let digest = digest.clone();
+            self.read(move |conn| {
+                conn.prepare_cached(
                     "SELECT s.user_id, u.username, s.created_at, s.last_seen_at
                      FROM sessions s JOIN users u ON u.user_id = s.user_id
                      WHERE s.session_digest = ?1",
@@ -313,29 +371,42 @@ impl Store for SqliteStore {
                         r.get::<_, i64>(3)?,
                     ))
                 })
-                .optional()?;
-            let Some((user_id, username, created_at, last_seen_at)) = found else {
-                return Ok(None);
-            };
-            let idle_ms = policy.idle.as_millis() as i64;
-            let max_age_ms = policy.max_age.as_millis() as i64;
-            if now - last_seen_at > idle_ms || now - created_at > max_age_ms {
-                conn.prepare_cached("DELETE FROM sessions WHERE session_digest = ?1")?
-                    .execute(params![digest])?;
-                return Ok(None);
-            }
-            if now - last_seen_at > TOUCH_EVERY_MS {
+                .optional()
+            })
+            .await?
+        };
+        let Some((user_id, username, created_at, last_seen_at)) = found else {
+            return Ok(None);
+        };
+        let now = now_ms();
+        let idle_ms = self.policy.idle.as_millis() as i64;
+        let max_age_ms = self.policy.max_age.as_millis() as i64;
+        if now - last_seen_at > idle_ms || now - created_at > max_age_ms {
+            // Expired: delete it (unless another connect refreshed it meanwhile).
+            self.run(move |conn| {
                 conn.prepare_cached(
-                    "UPDATE sessions SET last_seen_at = ?2 WHERE session_digest = ?1",
+                    "DELETE FROM sessions WHERE session_digest = ?1
+                     AND (last_seen_at < ?2 OR created_at < ?3)",
                 )?
-                .execute(params![digest, now])?;
-            }
-            Ok(Some(Session {
-                user_id: UserId::from_store(user_id),
-                username,
-            }))
-        })
-        .await
+                .execute(params![digest, now - idle_ms, now - max_age_ms])
+            })
+            .await?;
+            return Ok(None);
+        }
+        if now - last_seen_at > TOUCH_EVERY_MS {
+            self.run(move |conn| {
+                conn.prepare_cached(
+                    "UPDATE sessions SET last_seen_at = MAX(last_seen_at, ?2)
+                     WHERE session_digest = ?1",
+                )?
+                .execute(params![digest, now])
+            })
+            .await?;
+        }
+        Ok(Some(Session {
+            user_id: UserId::from_store(user_id),
+            username,
+        }))
     }
 
     async fn delete_session(&self, id: &SessionId) -> Result<bool, StoreError> {
@@ -421,7 +492,7 @@ impl Store for SqliteStore {
         per_peer: u32,
     ) -> Result<Vec<Message>, StoreError> {
         let viewer = viewer.as_str().to_owned();
-        self.run(move |conn| {
+        self.read(move |conn| {
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {MESSAGE_COLUMNS} FROM (
                      SELECT *, ROW_NUMBER() OVER (PARTITION BY pair ORDER BY id DESC) AS rn
@@ -443,7 +514,7 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Page, StoreError> {
         let viewer = viewer.as_str().to_owned();
-        self.run(move |conn| {
+        self.read(move |conn| {
             page(
                 conn,
                 &format!(
@@ -467,7 +538,7 @@ impl Store for SqliteStore {
     ) -> Result<Page, StoreError> {
         let pair = pair_key(viewer.as_str(), peer.as_str());
         let before = before.unwrap_or(i64::MAX);
-        self.run(move |conn| {
+        self.read(move |conn| {
             page(
                 conn,
                 &format!(
