@@ -333,15 +333,20 @@ mod tests {
             .collect()
     }
 
-    /// Tab 1 connects; the server opens Engine.IO and accepts the namespace.
-    fn online(hub: &mut Hub) -> Vec<HubOutput> {
+    /// Another tab of the session already connected joins.
+    fn join(hub: &mut Hub, tab: TabId, now: u64) {
         hub.handle_tab(
-            1,
+            tab,
             TabToHub::Connect {
                 auth: json!({ "sessionID": "secret" }),
             },
-            0,
+            now,
         );
+    }
+
+    /// Tab 1 connects; the server opens Engine.IO and accepts the namespace.
+    fn online(hub: &mut Hub) -> Vec<HubOutput> {
+        join(&mut hub, 1, 0);
         hub.handle_frame(
             r#"0{"sid":"e1","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":100000}"#,
             1,
@@ -366,13 +371,7 @@ mod tests {
     fn a_later_tab_of_the_same_session_joins_without_a_second_connection() {
         let mut hub = hub();
         online(&mut hub);
-        hub.handle_tab(
-            2,
-            TabToHub::Connect {
-                auth: json!({ "sessionID": "secret" }),
-            },
-            5,
-        );
+        join(&mut hub, 2, 5);
         let out = outputs(&mut hub);
         assert!(!out.contains(&HubOutput::OpenTransport));
         assert!(sent(&out).is_empty());
@@ -395,13 +394,7 @@ mod tests {
     fn every_tab_gets_server_events_and_only_the_asker_gets_its_ack() {
         let mut hub = hub();
         online(&mut hub);
-        hub.handle_tab(
-            2,
-            TabToHub::Connect {
-                auth: json!({ "sessionID": "secret" }),
-            },
-            5,
-        );
+        join(&mut hub, 2, 5);
         outputs(&mut hub);
         hub.handle_tab(
             2,
@@ -508,13 +501,7 @@ mod tests {
         let mut hub = hub();
         online(&mut hub);
         hub.handle_frame(r#"42["session",{"sessionID":"secret","userID":"me"}]"#, 3);
-        hub.handle_tab(
-            2,
-            TabToHub::Connect {
-                auth: json!({ "sessionID": "secret" }),
-            },
-            4,
-        );
+        join(&mut hub, 2, 4);
         outputs(&mut hub);
         hub.handle_tab(
             1,
@@ -552,13 +539,7 @@ mod tests {
     fn a_server_disconnect_reaches_every_tab() {
         let mut hub = hub();
         online(&mut hub);
-        hub.handle_tab(
-            2,
-            TabToHub::Connect {
-                auth: json!({ "sessionID": "secret" }),
-            },
-            5,
-        );
+        join(&mut hub, 2, 5);
         outputs(&mut hub);
         hub.handle_frame("41", 6);
         let out = outputs(&mut hub);
