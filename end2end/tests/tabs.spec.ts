@@ -58,7 +58,8 @@ test("with the shared connection three tabs are one WebSocket, all get every mes
     }
     const session = tabs[2].getByRole("link", { name: "Session" });
     await session.click();
-    await expect(tabs[2].getByText("Online", { exact: true })).toBeVisible();
+    await expect(tabs[2].getByTestId("session-state")).toHaveText("Online");
+    await expect(tabs[2].getByTestId("session-mode")).toHaveText("Shared by this browser's tabs");
     await tabs[2].goBack();
     expect(await socketsConnected(server.url)).toBe(1);
     expect(pageSockets).toBe(0);
@@ -110,6 +111,9 @@ test("with the shared connection, a browser without SharedWorker falls back to a
     await expect(personLink(second, "ada")).toContainText("(you)");
     await expect.poll(() => socketsConnected(server.url)).toBe(2);
     expect(pageSockets).toBe(2);
+    await second.getByRole("link", { name: "Session" }).click();
+    await expect(second.getByTestId("session-mode")).toHaveText("This tab's own");
+    await second.goBack();
 
     const bob = await newPerson(browser, server.url, "bob");
     await openChat(bob.page, "ada");

@@ -41,7 +41,15 @@ fn SessionDetails() -> impl IntoView {
                 <dd><code data-testid="session-socket-id">{move || rt.socket_id.get().unwrap_or_else(|| "—".into())}</code></dd>
                 <dt>"Reconnects"</dt>
                 <dd data-testid="session-reconnects">{move || rt.reconnects.get()}</dd>
-                <dt>"Your connected tabs"</dt>
+                <dt>"Connection mode"</dt>
+                <dd data-testid="session-mode">
+                    {move || match rt.with(|s| s.is_shared()) {
+                        Some(true) => "Shared by this browser's tabs",
+                        Some(false) => "This tab's own",
+                        None => "—",
+                    }}
+                </dd>
+                <dt>"Your connections"</dt>
                 <dd data-testid="session-tabs">
                     {move || rt.with(|s| s.tabs()).flatten().map(|n| n.to_string()).unwrap_or_else(|| "—".into())}
                 </dd>
