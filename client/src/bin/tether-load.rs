@@ -31,6 +31,22 @@ struct Args {
     out: Option<PathBuf>,
 }
 
+const USAGE: &str = "usage: tether-load [--users N] [--rates R1,R2,...] [--step-secs S] \
+[--out FILE.md] [--server-bin PATH] [--server-arg ARG]...
+
+  --users N         users to connect (default 1000, at least 2)
+  --rates R1,R2     offered messages/s per throughput step (default 2000,5000,10000,20000,30000)
+  --step-secs S     seconds per throughput step (default 5)
+  --out FILE        also write the results table (Markdown) to FILE
+  --server-bin PATH the server binary to start (default target/release/server)
+  --server-arg ARG  one extra server flag (repeatable)";
+
+/// Prints the problem and the usage, and exits (a tool's bad input is not a panic).
+fn usage_error(problem: &str) -> ! {
+    eprintln!("tether-load: {problem}\n\n{USAGE}");
+    std::process::exit(2)
+}
+
 fn parse_args() -> Args {
     let mut args = Args {
         server_bin: PathBuf::from("target/release/server"),
@@ -42,23 +58,31 @@ fn parse_args() -> Args {
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        if flag == "--help" || flag == "-h" {
+            println!("{USAGE}");
+            std::process::exit(0);
+        }
+        let Some(value) = it.next() else {
+            usage_error(&format!("{flag} needs a value"))
+        };
+        let number = |v: &str| -> u64 {
+            v.trim()
+                .parse()
+                .unwrap_or_else(|_| usage_error(&format!("{flag}: `{v}` is not a number")))
+        };
         match flag.as_str() {
             "--server-bin" => args.server_bin = value.into(),
-            "--users" => args.users = value.parse().expect("--users N"),
-            "--rates" => {
-                args.rates = value
-                    .split(',')
-                    .map(|r| r.trim().parse().expect("--rates 1000,2000"))
-                    .collect()
-            }
-            "--step-secs" => args.step_secs = value.parse().expect("--step-secs N"),
+            "--users" => args.users = number(&value) as usize,
+            "--rates" => args.rates = value.split(',').map(number).collect(),
+            "--step-secs" => args.step_secs = number(&value),
             "--out" => args.out = Some(value.into()),
             "--server-arg" => args.server_args.push(value),
-            other => panic!("unknown flag {other}; see the module docs"),
+            other => usage_error(&format!("unknown flag {other}")),
         }
     }
-    assert!(args.users >= 2, "--users must be at least 2");
+    if args.users < 2 {
+        usage_error("--users must be at least 2");
+    }
     args
 }
 
