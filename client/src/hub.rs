@@ -346,7 +346,7 @@ mod tests {
 
     /// Tab 1 connects; the server opens Engine.IO and accepts the namespace.
     fn online(hub: &mut Hub) -> Vec<HubOutput> {
-        join(&mut hub, 1, 0);
+        join(hub, 1, 0);
         hub.handle_frame(
             r#"0{"sid":"e1","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":100000}"#,
             1,

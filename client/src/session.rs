@@ -321,7 +321,7 @@ impl Session {
             CoreEvent::Connected { .. } => self.request_restore(now),
             CoreEvent::ConnectError { .. } => {}
             CoreEvent::Message { event, args, ack } => {
-                self.on_server_event(&event, args);
+                self.on_server_event(&event, args, now);
                 if let Some(id) = ack {
                     let _ = self.core.ack(id, &Value::Null);
                 }
@@ -342,7 +342,7 @@ impl Session {
         }
     }
 
-    fn on_server_event(&mut self, event: &str, args: Vec<Value>) {
+    fn on_server_event(&mut self, event: &str, args: Vec<Value>, now: u64) {
         let first = args.into_iter().next().unwrap_or(Value::Null);
         match event {
             events::SESSION => {
@@ -365,6 +365,13 @@ impl Session {
                 }
             }
             events::SESSION_MOVED => self.moved = true,
+            // The server could not queue something for us: catch up from the last id held.
+            events::RESYNC => {
+                let restoring = self.pending.values().any(|p| matches!(p, Pending::Restore));
+                if !restoring {
+                    self.request_restore(now);
+                }
+            }
             events::TABS => {
                 if let Some(tabs) = parse::<protocol::payloads::Tabs>(first) {
                     self.tabs = Some(tabs.count);
@@ -485,4 +492,55 @@ impl Session {
 
 fn parse<T: DeserializeOwned>(value: Value) -> Option<T> {
     serde_json::from_value(value).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::CoreConfig;
+
+    fn sent(session: &mut Session) -> Vec<String> {
+        std::iter::from_fn(|| session.poll_output())
+            .filter_map(|o| match o {
+                SessionOutput::Send(frame) => Some(frame),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A session that connected and was restored (its first `restore_state` answered).
+    fn restored() -> Session {
+        let core = Core::new(
+            CoreConfig::default(),
+            || json!({ "sessionID": "s" }),
+            || 0.5,
+        );
+        let mut session = Session::new(core, Some("me".into()), Outbox::default());
+        session.connect(0);
+        session.handle_frame(
+            r#"0{"sid":"e","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":100000}"#,
+            1,
+        );
+        session.handle_frame(r#"40{"sid":"s1"}"#, 2);
+        let frames = sent(&mut session);
+        assert!(frames
+            .iter()
+            .any(|f| f.starts_with(r#"420["restore_state""#)));
+        session.handle_frame(
+            r#"430[{"ok":{"messages":[{"id":7,"ts":1,"content":"x","from":"u","to":"me"}],"users":[],"hasMore":false}}]"#,
+            3,
+        );
+        sent(&mut session);
+        session
+    }
+
+    #[test]
+    fn resync_restores_from_the_last_id_held() {
+        let mut session = restored();
+        session.handle_frame(r#"42["resync"]"#, 4);
+        assert_eq!(sent(&mut session), [r#"421["restore_state",{"since":7}]"#]);
+        // A second resync while that restore is in flight asks nothing more.
+        session.handle_frame(r#"42["resync"]"#, 5);
+        assert!(sent(&mut session).is_empty());
+    }
 }

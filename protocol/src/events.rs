@@ -28,3 +28,7 @@ pub const SESSION_MOVED: &str = "session moved";
 pub const INVALID_USERNAME: &str = "invalid username";
 /// The CONNECT_ERROR message when the tab policy forbids a second connection of a session.
 pub const SESSION_ALREADY_ACTIVE: &str = "session already active";
+/// Server → client (Tether extension): the server could not queue an event for this socket
+/// (its send buffer was full), so it may have missed something: run `restore_state` from the
+/// last id held.
+pub const RESYNC: &str = "resync";

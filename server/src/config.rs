@@ -120,6 +120,11 @@ pub struct Config {
     #[arg(long, env = "TETHER_NODE_TTL_MS", default_value_t = 10_000)]
     pub node_ttl_ms: u64,
 
+    /// Packets queued per socket before the server stops queueing more for it (a client that
+    /// reads too slowly). Bursts of presence events during a connect storm need room here.
+    #[arg(long, env = "TETHER_SOCKET_BUFFER", default_value_t = 1024)]
+    pub socket_buffer: usize,
+
     /// Engine.IO ping interval in milliseconds.
     #[arg(long, env = "TETHER_PING_INTERVAL_MS", default_value_t = 25_000)]
     pub ping_interval_ms: u64,

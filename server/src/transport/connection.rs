@@ -47,9 +47,11 @@ pub async fn on_connect<A: Adapter>(socket: SocketRef<A>, State(state): State<So
     socket.on_disconnect(on_disconnect::<A>);
 
     metrics::gauge!("tether_sockets_connected").increment(1.0);
-    let _ = socket.emit(
+    // The client cannot go on without these two: queued again if the buffer is full.
+    let session_delayed = super::overflow::emit_or_retry(
+        &socket,
         events::SESSION,
-        &SessionInfo {
+        SessionInfo {
             session_id: viewer.session_id.expose_secret().to_owned(),
             user_id: viewer.user_id.to_string(),
         },
@@ -71,7 +73,11 @@ pub async fn on_connect<A: Adapter>(socket: SocketRef<A>, State(state): State<So
 
     match roster(&state, &viewer).await {
         Ok((users, audience)) => {
-            let _ = socket.emit(events::USERS, &users);
+            // Part A order: `users` only after `session`.
+            if let Some(session) = session_delayed {
+                let _ = session.await;
+            }
+            let _ = super::overflow::emit_or_retry(&socket, events::USERS, users);
             socket.extensions.insert(audience);
         }
         Err(e) => {

@@ -63,13 +63,14 @@ async fn send<A: Adapter>(
         // Counted once per message handed to the rooms (not per socket: counting sockets
         // would walk the rooms a second time on the hot path).
         let rooms = vec![to.to_string(), viewer.user_id.to_string()];
-        if socket
-            .to(rooms)
+        let delivered = socket
+            .to(rooms.clone())
             .emit(events::PRIVATE_MESSAGE, message)
-            .await
-            .is_ok()
-        {
+            .await;
+        if delivered.is_ok() {
             metrics::counter!("tether_messages_delivered_total").increment(1);
+        } else if super::overflow::some_socket_was_full(&delivered) {
+            super::overflow::resync_rooms(socket, rooms);
         }
     }
     Ok(MessageReceipt {

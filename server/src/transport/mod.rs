@@ -9,6 +9,7 @@ pub(crate) mod connection;
 mod error;
 mod handshake;
 mod messages;
+mod overflow;
 mod rate;
 mod session;
 
