@@ -16,7 +16,7 @@ use crate::core::{AckFailure, ConnState, Core, CoreEvent, NotConnected, Output, 
 
 /// A tab's request to the hub.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub enum TabToHub {
     /// Be connected with this auth (the tab's stored session, or a name to sign in with).
     Connect { auth: Value },
@@ -37,7 +37,7 @@ pub enum TabToHub {
 
 /// The hub's news for one tab.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub enum HubToTab {
     /// The shared connection's state. Clocks differ between a worker and a tab, so an offline
     /// state carries the delay until the next try instead of a time.
@@ -70,7 +70,7 @@ pub enum HubToTab {
 
 /// [`ConnState`] without clock values, for crossing from the worker to a tab.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub enum SharedState {
     Connecting,
     Online { sid: String },
