@@ -213,9 +213,10 @@ async fn a_killed_node_takes_its_users_offline_within_the_bound_and_nothing_is_l
     assert_eq!(bob.next("user disconnected").await, json!(ada.user_id));
     let took = killed_at.elapsed();
     let bound = Duration::from_millis(NODE_TTL_MS + NODE_TTL_MS / 3);
+    // Slack for a loaded CI machine (every test of this binary runs at once on two cores).
     assert!(
-        took <= bound + Duration::from_millis(1000),
-        "offline after {took:?}; the bound is {bound:?} (+1 s for scheduling)"
+        took <= bound + Duration::from_millis(2000),
+        "offline after {took:?}; the bound is {bound:?} (+2 s for scheduling)"
     );
 
     // Ada comes back on the surviving node: everything she sent is there, once, in order.
