@@ -291,3 +291,32 @@ pub async fn shutdown_signal() {
         _ = terminate => {},
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_adapter_url_asks_for_resp3_once() {
+        assert_eq!(
+            resp3_url("redis://127.0.0.1:6379/"),
+            "redis://127.0.0.1:6379/?protocol=resp3"
+        );
+        assert_eq!(
+            resp3_url("redis://h/0?timeout=1"),
+            "redis://h/0?timeout=1&protocol=resp3"
+        );
+        assert_eq!(
+            resp3_url("redis://h/?protocol=resp3"),
+            "redis://h/?protocol=resp3"
+        );
+    }
+
+    #[test]
+    fn redis_credentials_never_reach_a_message() {
+        let shown = redacted_url("redis://user:s3cret@redis.internal:6379/2");
+        assert!(!shown.contains("s3cret") && !shown.contains("user"));
+        assert_eq!(shown, "redis://<credentials>@redis.internal:6379/2");
+        assert_eq!(redacted_url("redis://h:1/"), "redis://h:1/");
+    }
+}
