@@ -7,7 +7,7 @@
 //! answered once by the hub. The auth of every reconnect is the session the server last
 //! confirmed, so a reconnect never signs in twice.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use protocol::events;
@@ -42,7 +42,7 @@ struct Request {
 pub struct Hub {
     core: Core,
     auth: Arc<Mutex<Value>>,
-    tabs: BTreeMap<TabId, ()>,
+    tabs: BTreeSet<TabId>,
     /// Core ack id → the tab's request.
     requests: HashMap<u64, Request>,
     /// The signed-in user, once the server said (to tell tabs what another tab sent).
@@ -64,7 +64,7 @@ impl Hub {
         Self {
             core,
             auth,
-            tabs: BTreeMap::new(),
+            tabs: BTreeSet::new(),
             requests: HashMap::new(),
             me: None,
             outputs: VecDeque::new(),
@@ -105,7 +105,7 @@ impl Hub {
 
     /// One message from tab `tab` (which joins on its first message).
     pub fn handle_tab(&mut self, tab: TabId, message: TabToHub, now: u64) {
-        self.tabs.insert(tab, ());
+        self.tabs.insert(tab);
         match message {
             TabToHub::Connect { auth } => self.connect_tab(tab, auth, now),
             TabToHub::Disconnect => {
@@ -192,14 +192,14 @@ impl Hub {
     }
 
     fn tell_all(&mut self, message: HubToTab) {
-        let tabs: Vec<TabId> = self.tabs.keys().copied().collect();
+        let tabs: Vec<TabId> = self.tabs.iter().copied().collect();
         for tab in tabs {
             self.tell(tab, message.clone());
         }
     }
 
     fn tell_others(&mut self, except: TabId, message: HubToTab) {
-        let tabs: Vec<TabId> = self.tabs.keys().copied().filter(|t| *t != except).collect();
+        let tabs: Vec<TabId> = self.tabs.iter().copied().filter(|t| *t != except).collect();
         for tab in tabs {
             self.tell(tab, message.clone());
         }

@@ -77,6 +77,22 @@ pub enum PresenceChange {
     Returned { user: UserId },
 }
 
+/// Milliseconds since the Unix epoch (message timestamps, session ages).
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// Cuts a result fetched with one extra row (`limit + 1`) to `limit`; true when the extra row
+/// was there, i.e. more exist.
+pub(crate) fn cut_to_page<T>(mut rows: Vec<T>, limit: u32) -> (Vec<T>, bool) {
+    let has_more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    (rows, has_more)
+}
+
 /// A page of messages, oldest first; `has_more` says the page was cut at its limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page {

@@ -24,7 +24,9 @@ use redis::{AsyncCommands, Script};
 
 use super::presence::LocalPresence;
 use super::sqlite::SessionPolicy;
-use super::{NewMessage, Page, PresenceChange, Session, Store, StoreError, Stored, User};
+use super::{
+    cut_to_page, now_ms, NewMessage, Page, PresenceChange, Session, Store, StoreError, Stored, User,
+};
 use crate::domain::{SessionId, UserId, Username};
 
 impl From<redis::RedisError> for StoreError {
@@ -313,20 +315,6 @@ fn json_after_id(message: &Message) -> String {
         .to_owned()
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-fn page_of(ids: Vec<i64>, limit: u32) -> (Vec<i64>, bool) {
-    let has_more = ids.len() > limit as usize;
-    let mut ids = ids;
-    ids.truncate(limit as usize);
-    (ids, has_more)
-}
-
 #[async_trait]
 impl Store for RedisStore {
     async fn create_session(
@@ -457,18 +445,14 @@ impl Store for RedisStore {
     async fn insert_message(&self, message: NewMessage) -> Result<Option<Stored>, StoreError> {
         let from = message.from.as_str();
         let to = message.to.as_str();
-        let client_id = message
-            .client_id
-            .as_ref()
-            .map(|c| c.as_str().to_owned())
-            .unwrap_or_default();
+        let client_id = message.client_id.as_ref().map(|c| c.as_str().to_owned());
         let draft = Message {
             id: 0,
             ts: now_ms(),
             content: message.content.as_str().to_owned(),
             from: from.to_owned(),
             to: to.to_owned(),
-            client_id: message.client_id.as_ref().map(|c| c.as_str().to_owned()),
+            client_id: client_id.clone(),
         };
         let result: Option<(i64, String)> = self
             .scripts
@@ -483,7 +467,7 @@ impl Store for RedisStore {
             .key(self.keys.peers(from))
             .key(self.keys.peers(to))
             .arg(to)
-            .arg(client_id)
+            .arg(client_id.unwrap_or_default())
             .arg(json_after_id(&draft))
             .arg(from)
             .invoke_async(&mut self.conn())
@@ -538,7 +522,7 @@ impl Store for RedisStore {
                 limit as isize + 1,
             )
             .await?;
-        let (ids, has_more) = page_of(ids, limit);
+        let (ids, has_more) = cut_to_page(ids, limit);
         Ok(Page {
             messages: self.read_messages(&ids).await?,
             has_more,
@@ -563,7 +547,7 @@ impl Store for RedisStore {
                 limit as isize + 1,
             )
             .await?;
-        let (mut ids, has_more) = page_of(newest_first, limit);
+        let (mut ids, has_more) = cut_to_page(newest_first, limit);
         ids.reverse();
         Ok(Page {
             messages: self.read_messages(&ids).await?,

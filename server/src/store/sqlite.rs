@@ -9,7 +9,7 @@
 
 use std::path::Path;
 use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use protocol::payloads::Message;
@@ -17,7 +17,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use tokio::sync::oneshot;
 
 use super::presence::LocalPresence;
-use super::{NewMessage, Page, Session, Store, StoreError, Stored, User};
+use super::{cut_to_page, now_ms, NewMessage, Page, Session, Store, StoreError, Stored, User};
 use crate::domain::{SessionId, UserId, Username};
 
 const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_init.sql")];
@@ -259,13 +259,6 @@ fn run_batch(conn: &Connection, batch: Vec<Job>) {
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
-}
-
 fn pair_key(a: &str, b: &str) -> String {
     if a <= b {
         format!("{a}:{b}")
@@ -296,11 +289,10 @@ fn page(
     newest_first: bool,
 ) -> rusqlite::Result<Page> {
     let mut stmt = conn.prepare_cached(sql)?;
-    let mut messages = stmt
+    let messages = stmt
         .query_map(params, message_from_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let has_more = messages.len() > limit as usize;
-    messages.truncate(limit as usize);
+    let (mut messages, has_more) = cut_to_page(messages, limit);
     if newest_first {
         messages.reverse();
     }

@@ -93,6 +93,15 @@ pub async fn announce_presence_changes<A: Adapter>(
     changes: Vec<crate::store::PresenceChange>,
 ) {
     use crate::store::PresenceChange;
+    // Read once, and only when some user came back (they need their names).
+    let returned = changes
+        .iter()
+        .any(|c| matches!(c, PresenceChange::Returned { .. }));
+    let directory = if returned {
+        store.list_users().await.ok()
+    } else {
+        None
+    };
     for change in changes {
         match change {
             PresenceChange::Left {
@@ -118,10 +127,10 @@ pub async fn announce_presence_changes<A: Adapter>(
                     .await;
             }
             PresenceChange::Returned { user } => {
-                let Ok(users) = store.list_users().await else {
-                    continue;
-                };
-                let Some(found) = users.iter().find(|u| u.user_id == user) else {
+                let Some(found) = directory
+                    .as_ref()
+                    .and_then(|users| users.iter().find(|u| u.user_id == user))
+                else {
                     continue;
                 };
                 let entry = protocol::payloads::UserEntry {
