@@ -126,6 +126,15 @@ async fn next_frame(ws: &mut Option<Ws>) -> Option<Result<WsMessage, ()>> {
     }
 }
 
+/// tungstenite zero-fills up to `read_buffer_size` bytes before every read (default 128 KiB):
+/// with thousands of sockets receiving small frames that memset was most of the load
+/// generator's CPU. Frames larger than this still arrive whole (the buffer grows for them).
+fn ws_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(0)
+}
+
 async fn drive(
     url: String,
     config: CoreConfig,
@@ -144,7 +153,11 @@ async fn drive(
                     ws = None;
                     let opened = tokio::time::timeout(
                         Duration::from_millis(config.connect_timeout_ms),
-                        tokio_tungstenite::connect_async(url.as_str()),
+                        tokio_tungstenite::connect_async_with_config(
+                            url.as_str(),
+                            Some(ws_config()),
+                            false,
+                        ),
                     )
                     .await;
                     match opened {

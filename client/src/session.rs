@@ -56,7 +56,9 @@ pub enum SessionOutput {
 }
 
 enum Pending {
-    Restore,
+    /// `peers_only`: presence comes from this connection's `users`, so the answer lists only
+    /// the people in its messages.
+    Restore { peers_only: bool },
     History { peer: String },
     Outbox,
     Logout,
@@ -318,7 +320,9 @@ impl Session {
                 }
                 self.event(SessionEvent::State(state));
             }
-            CoreEvent::Connected { .. } => self.request_restore(now),
+            // Every connect brings `users` (everyone's presence) first: the restore need only
+            // name the people in the messages it returns.
+            CoreEvent::Connected { .. } => self.request_restore(true, now),
             CoreEvent::ConnectError { .. } => {}
             CoreEvent::Message { event, args, ack } => {
                 self.on_server_event(&event, args, now);
@@ -331,14 +335,19 @@ impl Session {
         }
     }
 
-    /// Asks for everything after the newest message held, and for presence.
-    fn request_restore(&mut self, now: u64) {
-        let since = json!({ "since": self.chat.last_id });
+    /// Asks for everything after the newest message held, and for presence (everyone's, or
+    /// with `peers_only` only that of the people in the returned messages).
+    fn request_restore(&mut self, peers_only: bool, now: u64) {
+        let request = if peers_only {
+            json!({ "since": self.chat.last_id, "peersOnly": true })
+        } else {
+            json!({ "since": self.chat.last_id })
+        };
         if let Ok(id) = self
             .core
-            .emit_with_ack(events::RESTORE_STATE, &since, ACK_TIMEOUT_MS, now)
+            .emit_with_ack(events::RESTORE_STATE, &request, ACK_TIMEOUT_MS, now)
         {
-            self.pending.insert(id, Pending::Restore);
+            self.pending.insert(id, Pending::Restore { peers_only });
         }
     }
 
@@ -367,9 +376,13 @@ impl Session {
             events::SESSION_MOVED => self.moved = true,
             // The server could not queue something for us: catch up from the last id held.
             events::RESYNC => {
-                let restoring = self.pending.values().any(|p| matches!(p, Pending::Restore));
+                // Presence events may have been lost too: ask for everyone's.
+                let restoring = self
+                    .pending
+                    .values()
+                    .any(|p| matches!(p, Pending::Restore { .. }));
                 if !restoring {
-                    self.request_restore(now);
+                    self.request_restore(false, now);
                 }
             }
             events::TABS => {
@@ -410,7 +423,7 @@ impl Session {
             return;
         };
         match pending {
-            Pending::Restore => {
+            Pending::Restore { peers_only } => {
                 let restored = result
                     .ok()
                     .and_then(|args| args.into_iter().next())
@@ -422,7 +435,7 @@ impl Session {
                     self.event(SessionEvent::ChatChanged);
                     if more {
                         // Cut at the server's limit: ask for the rest from where it stopped.
-                        self.request_restore(now);
+                        self.request_restore(peers_only, now);
                         return;
                     }
                 }
@@ -522,16 +535,27 @@ mod tests {
             1,
         );
         session.handle_frame(r#"40{"sid":"s1"}"#, 2);
+        // After a connect, presence comes with `users`: the restore asks for peers only.
         let frames = sent(&mut session);
-        assert!(frames
-            .iter()
-            .any(|f| f.starts_with(r#"420["restore_state""#)));
+        assert!(frames.contains(&r#"420["restore_state",{"peersOnly":true,"since":0}]"#.to_owned()));
         session.handle_frame(
             r#"430[{"ok":{"messages":[{"id":7,"ts":1,"content":"x","from":"u","to":"me"}],"users":[],"hasMore":false}}]"#,
             3,
         );
         sent(&mut session);
         session
+    }
+
+    #[test]
+    fn a_restore_cut_at_the_limit_continues_with_the_same_kind_of_request() {
+        let mut session = restored();
+        session.handle_frame(r#"42["resync"]"#, 4);
+        sent(&mut session);
+        session.handle_frame(
+            r#"431[{"ok":{"messages":[{"id":9,"ts":1,"content":"y","from":"u","to":"me"}],"users":[],"hasMore":true}}]"#,
+            5,
+        );
+        assert_eq!(sent(&mut session), [r#"422["restore_state",{"since":9}]"#]);
     }
 
     #[test]

@@ -53,11 +53,15 @@ pub struct MessageReceipt {
     pub ts: i64,
 }
 
-/// `restore_state` request: the last message id the client holds (0 or absent: none).
+/// `restore_state` request: the last message id the client holds (0 or absent: none), and
+/// whether `users` may be cut to the senders and recipients of the returned messages (a client
+/// that has just received `users` on this connection already has everyone's presence).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestoreStateRequest {
     #[serde(default)]
     pub since: i64,
+    #[serde(default, rename = "peersOnly", skip_serializing_if = "std::ops::Not::not")]
+    pub peers_only: bool,
 }
 
 /// Presence of one user, as `restore_state` reports it.

@@ -305,7 +305,10 @@ async fn main() {
             tokio::spawn(async move {
                 barrier.wait().await;
                 let begin = tokio::time::Instant::now();
-                let mut ticker = tokio::time::interval(interval);
+                // Senders start spread over one interval, so the offered load is even instead
+                // of every sender firing at the same instant (which measured bursts, not rates).
+                let phase = interval.mul_f64(i as f64 / half as f64);
+                let mut ticker = tokio::time::interval_at(begin + phase, interval);
                 ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
                 let mut sent = 0u64;
                 while begin.elapsed() < step {

@@ -142,13 +142,33 @@ async fn restore(
         .store
         .messages_since(&viewer.user_id, request.since, state.limits.restore_page)
         .await?;
-    let online = state.store.online_users().await?;
-    let directory = state.store.list_users().await?;
     let peers: std::collections::HashSet<&str> = page
         .messages
         .iter()
         .flat_map(|m| [m.from.as_str(), m.to.as_str()])
         .collect();
+    if request.peers_only && peers.is_empty() {
+        // Presence came with this connection's `users`; nobody new to name.
+        return Ok(RestoreState {
+            messages: page.messages,
+            users: Vec::new(),
+            has_more: page.has_more,
+        });
+    }
+    let online = state.store.online_users().await?;
+    let directory = state.store.list_users().await?;
+    if request.peers_only {
+        let users = directory
+            .iter()
+            .filter(|u| peers.contains(u.user_id.as_str()))
+            .map(|u| presence(u, &online))
+            .collect();
+        return Ok(RestoreState {
+            messages: page.messages,
+            users,
+            has_more: page.has_more,
+        });
+    }
     let users = super::connection::roster_members(
         &directory,
         viewer,

@@ -1,5 +1,5 @@
 use futures_util::future::join_all;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::helpers::{spawn_app, TestClient};
 
@@ -104,6 +104,52 @@ async fn an_offline_recipient_finds_the_message_on_return() {
         .await;
     assert_eq!(restored["ok"]["messages"][0]["id"], id);
     assert_eq!(restored["ok"]["hasMore"], false);
+}
+
+#[tokio::test]
+async fn a_peers_only_restore_names_just_the_people_in_its_messages() {
+    let app = crate::helpers::spawn_app().await;
+    let ada = app.connect_as("ada").await;
+    let bob = app.connect_as("bob").await;
+    let _cat = app.connect_as("cat").await;
+    let ack = ada.send(&bob.user_id, "hello").await;
+    let id = ack["ok"]["id"].as_i64().unwrap();
+
+    let names = |answer: &Value| -> Vec<String> {
+        let mut names: Vec<String> = answer["ok"]["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["username"].as_str().unwrap().to_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let peers = bob
+        .request("restore_state", json!({ "since": id - 1, "peersOnly": true }))
+        .await;
+    assert_eq!(peers["ok"]["messages"][0]["id"], id);
+    assert_eq!(names(&peers), ["ada", "bob"]);
+    let ada_entry = &peers["ok"]["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["username"] == "ada")
+        .unwrap()
+        .clone();
+    assert_eq!(ada_entry["connected"], true);
+
+    let nothing_new = bob
+        .request("restore_state", json!({ "since": id, "peersOnly": true }))
+        .await;
+    assert_eq!(nothing_new["ok"]["users"], json!([]));
+    assert_eq!(nothing_new["ok"]["messages"], json!([]));
+
+    // Without it (or with false), everyone, as before.
+    let everyone = bob
+        .request("restore_state", json!({ "since": id, "peersOnly": false }))
+        .await;
+    assert_eq!(names(&everyone), ["ada", "bob", "cat"]);
 }
 
 #[tokio::test]
