@@ -11,6 +11,8 @@ use protocol::{Ack, ErrorCode};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::packet::Arg;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
     pub user_id: String,
@@ -296,7 +298,7 @@ impl Outbox {
     pub fn on_ack(
         &mut self,
         ack_id: u64,
-        args: Option<&[Value]>,
+        args: Option<&[Arg]>,
         me: &str,
         now: u64,
     ) -> AckOutcome {
@@ -309,7 +311,7 @@ impl Outbox {
         self.in_flight = None;
         let ack = args
             .and_then(|a| a.first())
-            .and_then(|v| serde_json::from_value::<Ack<MessageReceipt>>(v.clone()).ok());
+            .and_then(|v| v.parse::<Ack<MessageReceipt>>());
         let Some(index) = self.entries.iter().position(|e| e.client_id == client_id) else {
             return AckOutcome::NotOurs;
         };
@@ -497,7 +499,7 @@ mod tests {
         assert!(frames[0].contains(r#""clientId":"a""#));
 
         let ok = json!({ "ok": { "id": 7, "ts": 9 } });
-        let outcome = outbox.on_ack(0, Some(&[ok]), "me", 0);
+        let outcome = outbox.on_ack(0, Some(&[ok.into()]), "me", 0);
         let AckOutcome::Sent(message) = outcome else {
             panic!("{outcome:?}")
         };
@@ -521,7 +523,7 @@ mod tests {
         let refusal =
             json!({ "error": { "code": "unknown_recipient", "message": "no such user" } });
         assert_eq!(
-            outbox.on_ack(0, Some(&[refusal]), "me", 0),
+            outbox.on_ack(0, Some(&[refusal.into()]), "me", 0),
             AckOutcome::Failed
         );
         assert_eq!(outbox.entries()[0].failed.as_deref(), Some("no such user"));

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, VecDeque};
 use serde_json::Value;
 
 use crate::backoff::{Backoff, BackoffPolicy};
-use crate::packet::{self, Frame, Incoming};
+use crate::packet::{self, Arg, Frame, Incoming};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CoreConfig {
@@ -77,12 +77,12 @@ pub enum CoreEvent {
     },
     Message {
         event: String,
-        args: Vec<Value>,
+        args: Vec<Arg>,
         ack: Option<i64>,
     },
     Ack {
         id: u64,
-        args: Vec<Value>,
+        args: Vec<Arg>,
     },
     AckFailed {
         id: u64,
@@ -544,7 +544,7 @@ mod tests {
             drain(&mut c),
             [Output::Event(CoreEvent::Ack {
                 id: b,
-                args: vec![json!(1)]
+                args: vec![json!(1).into()]
             })]
         );
         c.handle_timer(100);

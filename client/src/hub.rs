@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 
 use crate::core::{ConnState, Core, CoreConfig, CoreEvent, Output};
 use crate::link::{HubToTab, SharedState, TabToHub};
+use crate::packet::Arg;
 
 /// A tab, as the adapter numbers its ports.
 pub type TabId = u64;
@@ -207,11 +208,11 @@ impl Hub {
 
     /// The `private message` event the sender's other tabs would have had on sockets of
     /// their own, built from the request and its successful ack.
-    fn stored_message(&self, request: &Request, args: &[Value]) -> Option<HubToTab> {
+    fn stored_message(&self, request: &Request, args: &[Arg]) -> Option<HubToTab> {
         let sent = request.message.as_ref()?;
         let from = self.me.clone()?;
-        let receipt = match serde_json::from_value::<Ack<MessageReceipt>>(args.first()?.clone()) {
-            Ok(Ack::Ok(receipt)) => receipt,
+        let receipt = match args.first()?.parse::<Ack<MessageReceipt>>() {
+            Some(Ack::Ok(receipt)) => receipt,
             _ => return None,
         };
         let message = Message {
@@ -224,7 +225,7 @@ impl Hub {
         };
         Some(HubToTab::Message {
             event: events::PRIVATE_MESSAGE.to_owned(),
-            args: vec![serde_json::to_value(message).ok()?],
+            args: vec![serde_json::to_value(message).ok()?.into()],
         })
     }
 
@@ -254,10 +255,7 @@ impl Hub {
             CoreEvent::Message { event, args, ack } => {
                 if event == events::SESSION {
                     // Reconnect with the confirmed session, never with the sign-in name again.
-                    let info = args
-                        .first()
-                        .cloned()
-                        .and_then(|v| serde_json::from_value::<SessionInfo>(v).ok());
+                    let info = args.first().and_then(Arg::parse::<SessionInfo>);
                     if let Some(info) = info {
                         if let Ok(mut auth) = self.auth.lock() {
                             *auth = json!({ "sessionID": info.session_id });
@@ -416,11 +414,11 @@ mod tests {
             [
                 HubToTab::Ack {
                     id: 7,
-                    args: vec![json!({"ok":1})]
+                    args: vec![json!({"ok":1}).into()]
                 },
                 HubToTab::Message {
                     event: "private message".into(),
-                    args: vec![json!({"id":1})]
+                    args: vec![json!({"id":1}).into()]
                 }
             ]
         );
@@ -428,7 +426,7 @@ mod tests {
             to(1, &out),
             [HubToTab::Message {
                 event: "private message".into(),
-                args: vec![json!({"id":1})]
+                args: vec![json!({"id":1}).into()]
             }]
         );
     }
@@ -522,14 +520,14 @@ mod tests {
                 event: "private message".into(),
                 args: vec![json!({
                     "id": 9, "ts": 100, "content": "hi", "from": "me", "to": "bob", "clientId": "c"
-                })]
+                }).into()]
             }]
         );
         assert_eq!(
             to(1, &out),
             [HubToTab::Ack {
                 id: 5,
-                args: vec![json!({"ok":{"id":9,"ts":100}})]
+                args: vec![json!({"ok":{"id":9,"ts":100}}).into()]
             }],
             "the sender gets its ack only"
         );

@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::packet::Arg;
 use crate::core::{AckFailure, ConnState, Core, CoreEvent, NotConnected, Output, StopReason};
 
 /// A tab's request to the hub.
@@ -55,12 +56,12 @@ pub enum HubToTab {
     /// A server event, to every tab.
     Message {
         event: String,
-        args: Vec<Value>,
+        args: Vec<Arg>,
     },
     /// The answer to this tab's request `id`.
     Ack {
         id: u64,
-        args: Vec<Value>,
+        args: Vec<Arg>,
     },
     AckFailed {
         id: u64,

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use crate::chat::{new_client_id, AckOutcome, ChatState, Outbox, OutboxEntry};
 use crate::core::{AckFailure, ConnState, Core, CoreEvent, NotConnected, Output, StopReason};
 use crate::link::{Emitter, HubToTab, Link, SharedLink, TabToHub};
+use crate::packet::Arg;
 
 /// How long a request may wait for its ack.
 pub const ACK_TIMEOUT_MS: u64 = 10_000;
@@ -351,8 +352,8 @@ impl Session {
         }
     }
 
-    fn on_server_event(&mut self, event: &str, args: Vec<Value>, now: u64) {
-        let first = args.into_iter().next().unwrap_or(Value::Null);
+    fn on_server_event(&mut self, event: &str, args: Vec<Arg>, now: u64) {
+        let first = args.into_iter().next();
         match event {
             events::SESSION => {
                 if let Some(info) = parse::<SessionInfo>(first) {
@@ -392,7 +393,7 @@ impl Session {
                 }
             }
             events::USER_DISCONNECTED => {
-                if let Value::String(user_id) = first {
+                if let Some(user_id) = parse::<String>(first) {
                     self.chat.user_disconnected(&user_id);
                     self.event(SessionEvent::ChatChanged);
                 }
@@ -413,21 +414,19 @@ impl Session {
             }
             _ => self.event(SessionEvent::ServerEvent {
                 event: event.to_owned(),
-                data: first,
+                data: first.map(|a| a.value()).unwrap_or(Value::Null),
             }),
         }
     }
 
-    fn on_ack(&mut self, id: u64, result: Result<Vec<Value>, AckFailure>, now: u64) {
+    fn on_ack(&mut self, id: u64, result: Result<Vec<Arg>, AckFailure>, now: u64) {
         let Some(pending) = self.pending.remove(&id) else {
             return;
         };
         match pending {
             Pending::Restore { peers_only } => {
-                let restored = result
-                    .ok()
-                    .and_then(|args| args.into_iter().next())
-                    .and_then(parse::<Ack<RestoreState>>);
+                let restored =
+                    parse::<Ack<RestoreState>>(result.ok().and_then(|a| a.into_iter().next()));
                 if let Some(Ack::Ok(restored)) = restored {
                     let more = restored.has_more;
                     self.chat.apply_restore(restored);
@@ -445,10 +444,7 @@ impl Session {
                 self.pump(now);
             }
             Pending::History { peer } => {
-                let page = result
-                    .ok()
-                    .and_then(|args| args.into_iter().next())
-                    .and_then(parse::<Ack<History>>);
+                let page = parse::<Ack<History>>(result.ok().and_then(|a| a.into_iter().next()));
                 if let Some(Ack::Ok(page)) = page {
                     self.chat.apply_history(&peer, page);
                     self.event(SessionEvent::ChatChanged);
@@ -470,7 +466,7 @@ impl Session {
             }
             Pending::Logout => {}
             Pending::Caller => {
-                let result = result.map(|args| args.into_iter().next().unwrap_or(Value::Null));
+                let result = result.map(|args| args.first().map_or(Value::Null, Arg::value));
                 self.event(SessionEvent::Reply { id, result });
             }
         }
@@ -503,8 +499,8 @@ impl Session {
     }
 }
 
-fn parse<T: DeserializeOwned>(value: Value) -> Option<T> {
-    serde_json::from_value(value).ok()
+fn parse<T: DeserializeOwned>(arg: Option<Arg>) -> Option<T> {
+    arg?.parse()
 }
 
 #[cfg(test)]

@@ -359,17 +359,34 @@ async fn main() {
     stats.restored.lock().unwrap().clear();
     let restart = Instant::now();
     let server = start_server(&args, data_dir.path(), port).await;
+    let listening = restart.elapsed();
     let back = || stats.restored.lock().unwrap().len();
     let deadline = Instant::now() + Duration::from_secs(120);
+    let mut marks = vec![(0.5, None), (0.9, None), (0.99, None)];
     while back() < users.len() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
+        let now_back = back();
+        for (share, at) in marks.iter_mut() {
+            if at.is_none() && now_back as f64 >= *share * users.len() as f64 {
+                *at = Some(restart.elapsed());
+            }
+        }
     }
     let back = back();
+    let marks: Vec<String> = marks
+        .iter()
+        .filter_map(|(share, at)| at.map(|t| format!("{:.0} % in {:.2} s", share * 100.0, t.as_secs_f64())))
+        .collect();
     line(String::new());
     line(format!(
-        "reconnect storm: {back}/{} users resumed and restored in {:.2} s after the restart (includes the clients' backoff: 1 s ±50 % first retry)",
+        "reconnect storm: {back}/{} users resumed and restored in {:.2} s after the restart (includes the clients' backoff: 1 s ±50 % first retry; {})",
         users.len(),
-        restart.elapsed().as_secs_f64()
+        restart.elapsed().as_secs_f64(),
+        marks.join(", ")
+    ));
+    line(format!(
+        "(the restarted server was listening {:.2} s after the kill)",
+        listening.as_secs_f64()
     ));
     drop(server);
     if let Some(out) = args.out {
