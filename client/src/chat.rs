@@ -295,13 +295,7 @@ impl Outbox {
     }
 
     /// The ack (or its absence) for `ack_id`; `args` is `None` when it failed or timed out.
-    pub fn on_ack(
-        &mut self,
-        ack_id: u64,
-        args: Option<&[Arg]>,
-        me: &str,
-        now: u64,
-    ) -> AckOutcome {
+    pub fn on_ack(&mut self, ack_id: u64, args: Option<&[Arg]>, me: &str, now: u64) -> AckOutcome {
         let Some((id, client_id)) = self.in_flight.clone() else {
             return AckOutcome::NotOurs;
         };

@@ -520,7 +520,8 @@ mod tests {
                 event: "private message".into(),
                 args: vec![json!({
                     "id": 9, "ts": 100, "content": "hi", "from": "me", "to": "bob", "clientId": "c"
-                }).into()]
+                })
+                .into()]
             }]
         );
         assert_eq!(

@@ -12,8 +12,8 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::packet::Arg;
 use crate::core::{AckFailure, ConnState, Core, CoreEvent, NotConnected, Output, StopReason};
+use crate::packet::Arg;
 
 /// A tab's request to the hub.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

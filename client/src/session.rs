@@ -59,8 +59,12 @@ pub enum SessionOutput {
 enum Pending {
     /// `peers_only`: presence comes from this connection's `users`, so the answer lists only
     /// the people in its messages.
-    Restore { peers_only: bool },
-    History { peer: String },
+    Restore {
+        peers_only: bool,
+    },
+    History {
+        peer: String,
+    },
     Outbox,
     Logout,
     Caller,
@@ -344,9 +348,9 @@ impl Session {
         } else {
             json!({ "since": self.chat.last_id })
         };
-        if let Ok(id) = self
-            .core
-            .emit_with_ack(events::RESTORE_STATE, &request, ACK_TIMEOUT_MS, now)
+        if let Ok(id) =
+            self.core
+                .emit_with_ack(events::RESTORE_STATE, &request, ACK_TIMEOUT_MS, now)
         {
             self.pending.insert(id, Pending::Restore { peers_only });
         }

@@ -60,7 +60,11 @@ pub struct MessageReceipt {
 pub struct RestoreStateRequest {
     #[serde(default)]
     pub since: i64,
-    #[serde(default, rename = "peersOnly", skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        rename = "peersOnly",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
     pub peers_only: bool,
 }
 

@@ -157,6 +157,44 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time (user + system, in clock ticks) a process has used so far.
+fn cpu_ticks(pid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which may hold spaces) end at the last ')'.
+            let rest = s.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0)
+}
+
+/// Clock ticks to seconds (Linux reports CPU time at USER_HZ = 100).
+fn cpu_seconds(ticks: u64) -> f64 {
+    ticks as f64 / 100.0
+}
+
+/// Waits (at most 60 s) until the server and this process are both nearly idle, so that a
+/// step does not measure the tail of the one before (the storm's `user connected` fan-out
+/// keeps clients busy well after every session has arrived).
+async fn until_quiet(server_pid: u32) -> Duration {
+    let started = Instant::now();
+    let server = server_pid.to_string();
+    let sample = || cpu_ticks(&server) + cpu_ticks("self");
+    let mut before = sample();
+    while started.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = sample();
+        // Under 2 ticks (20 ms at 100 Hz) of CPU in 250 ms: both sides have caught up.
+        if now.saturating_sub(before) < 2 {
+            break;
+        }
+        before = now;
+    }
+    started.elapsed()
+}
+
 /// Shared counters the users' event tasks report into.
 #[derive(Default)]
 struct Stats {
@@ -244,6 +282,7 @@ async fn main() {
     // 1. Connect storm.
     let stats = Arc::new(Stats::default());
     let started = Instant::now();
+    let (server_cpu_before, own_cpu_before) = (cpu_ticks(&pid.to_string()), cpu_ticks("self"));
     let mut joins = Vec::with_capacity(args.users);
     for i in 0..args.users {
         joins.push(tokio::spawn(connect_user(
@@ -257,9 +296,13 @@ async fn main() {
         users.push(join.await.expect("user connects"));
     }
     let storm = started.elapsed();
+    let storm_cpu = (
+        cpu_seconds(cpu_ticks(&pid.to_string()) - server_cpu_before),
+        cpu_seconds(cpu_ticks("self") - own_cpu_before),
+    );
 
     // 2. RSS per idle connection (after the storm's transient buffers settle).
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let settled = until_quiet(pid).await + storm;
     let rss_after = rss_kib(pid);
     let per_conn = (rss_after.saturating_sub(rss_before)) as f64 * 1024.0 / args.users as f64;
 
@@ -273,6 +316,14 @@ async fn main() {
         "| connect storm ({} users, all sessions + rosters received) | {:.2} s |",
         args.users,
         storm.as_secs_f64()
+    ));
+    line(format!(
+        "| CPU used during the storm: server / load generator | {:.2} s / {:.2} s |",
+        storm_cpu.0, storm_cpu.1
+    ));
+    line(format!(
+        "| until the `user connected` fan-out has settled (server and clients idle) | {:.2} s |",
+        settled.as_secs_f64()
     ));
     line(format!(
         "| server RSS before / after connecting | {} KiB / {} KiB |",
@@ -289,6 +340,7 @@ async fn main() {
     line("| offered msg/s | delivered msg/s | p50 ms | p99 ms | max ms |".into());
     line("| --- | --- | --- | --- | --- |".into());
     for &rate in &args.rates {
+        until_quiet(pid).await;
         stats.latencies_us.lock().unwrap().clear();
         let received_before = stats.received.load(Ordering::Relaxed);
         let per_sender = rate as f64 / half as f64;
@@ -354,12 +406,16 @@ async fn main() {
 
     // 4. Reconnect storm: kill -9 the server, start it on the same port and data directory,
     //    and time until every user is back and its restore_state is answered.
+    //    Outboxes left over from an overloaded step drain first, so the storm is reconnects only.
+    until_quiet(pid).await;
     let mut server = server;
     let _ = server.child.kill().await;
     stats.restored.lock().unwrap().clear();
     let restart = Instant::now();
+    let own_cpu_before = cpu_ticks("self");
     let server = start_server(&args, data_dir.path(), port).await;
     let listening = restart.elapsed();
+    let new_pid = server.child.id().expect("server pid").to_string();
     let back = || stats.restored.lock().unwrap().len();
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut marks = vec![(0.5, None), (0.9, None), (0.99, None)];
@@ -373,9 +429,15 @@ async fn main() {
         }
     }
     let back = back();
+    let reconnect_cpu = (
+        cpu_seconds(cpu_ticks(&new_pid)),
+        cpu_seconds(cpu_ticks("self") - own_cpu_before),
+    );
     let marks: Vec<String> = marks
         .iter()
-        .filter_map(|(share, at)| at.map(|t| format!("{:.0} % in {:.2} s", share * 100.0, t.as_secs_f64())))
+        .filter_map(|(share, at)| {
+            at.map(|t| format!("{:.0} % in {:.2} s", share * 100.0, t.as_secs_f64()))
+        })
         .collect();
     line(String::new());
     line(format!(
@@ -385,8 +447,10 @@ async fn main() {
         marks.join(", ")
     ));
     line(format!(
-        "(the restarted server was listening {:.2} s after the kill)",
-        listening.as_secs_f64()
+        "(the restarted server was listening {:.2} s after the kill; CPU used until all were back: server {:.2} s, load generator {:.2} s)",
+        listening.as_secs_f64(),
+        reconnect_cpu.0,
+        reconnect_cpu.1
     ));
     drop(server);
     if let Some(out) = args.out {

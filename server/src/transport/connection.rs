@@ -26,24 +26,29 @@ enum Presence {
 #[derive(Clone)]
 struct PresenceSlot(Arc<Mutex<Presence>>);
 
+/// The socket's event handlers (registered by the handshake middleware, before the client
+/// can send anything).
+pub(super) fn register_event_handlers<A: Adapter>(socket: &SocketRef<A>) {
+    socket.on(events::PRIVATE_MESSAGE, messages::private_message::<A>);
+    socket.on(events::RESTORE_STATE, messages::restore_state::<A>);
+    socket.on(events::HISTORY, messages::history::<A>);
+    socket.on(events::USERS_PAGE, messages::users_page::<A>);
+    socket.on(events::LOGOUT, session::logout::<A>);
+}
+
 pub async fn on_connect<A: Adapter>(socket: SocketRef<A>, State(state): State<SocketState>) {
     let Some(viewer) = socket.extensions.get::<Viewer>() else {
         // The middleware always sets a viewer; without one nothing may happen on this socket.
         let _ = socket.disconnect();
         return;
     };
-    // Hold the presence slot before the first `.await`, and register every handler before it
-    // too, so that events arriving early are never dropped.
+    // Hold the presence slot before the first `.await`. (Event handlers are already registered:
+    // see `register_event_handlers`.)
     let slot = PresenceSlot(Arc::new(Mutex::new(Presence::Pending)));
     let Ok(mut presence) = slot.0.clone().try_lock_owned() else {
         return;
     };
     socket.extensions.insert(slot);
-    socket.on(events::PRIVATE_MESSAGE, messages::private_message::<A>);
-    socket.on(events::RESTORE_STATE, messages::restore_state::<A>);
-    socket.on(events::HISTORY, messages::history::<A>);
-    socket.on(events::USERS_PAGE, messages::users_page::<A>);
-    socket.on(events::LOGOUT, session::logout::<A>);
     socket.on_disconnect(on_disconnect::<A>);
 
     metrics::gauge!("tether_sockets_connected").increment(1.0);

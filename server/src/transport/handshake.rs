@@ -56,6 +56,13 @@ pub async fn authenticate<A: Adapter>(
         enforce_single_tab(&socket, &viewer, takeover).await?;
     }
     socket.extensions.insert(viewer);
+    // Event handlers are registered here, not in the connect handler: socketioxide sends the
+    // CONNECT packet right after this middleware and only then spawns the connect handler, so
+    // a client's first event (its `restore_state`, or a queued message) can arrive before that
+    // handler has run, and an event without a handler is silently dropped. Measured: under a
+    // connect storm ~1 % of clients lost their first request and waited out the 10 s ack
+    // timeout.
+    super::connection::register_event_handlers(&socket);
     Ok(())
 }
 

@@ -7,7 +7,9 @@ use protocol::payloads::{
 };
 use serde_json::Value;
 use socketioxide::adapter::Adapter;
-use socketioxide::extract::{AckSender, SocketRef, State, TryData};
+use socketioxide::extract::{SocketRef, State, TryData};
+
+use super::overflow::Ack;
 
 use super::{reply, EventError, SocketState, Viewer};
 use crate::domain::{ClientMsgId, MessageContent, UserId};
@@ -19,7 +21,7 @@ pub async fn private_message<A: Adapter>(
     socket: SocketRef<A>,
     State(state): State<SocketState>,
     TryData(payload): TryData<Value>,
-    ack: AckSender<A>,
+    ack: Ack<A>,
 ) {
     let Some(viewer) = socket.extensions.get::<Viewer>() else {
         return;
@@ -114,7 +116,7 @@ pub async fn restore_state<A: Adapter>(
     socket: SocketRef<A>,
     State(state): State<SocketState>,
     TryData(payload): TryData<Value>,
-    ack: AckSender<A>,
+    ack: Ack<A>,
 ) {
     let Some(viewer) = socket.extensions.get::<Viewer>() else {
         return;
@@ -199,7 +201,7 @@ pub async fn users_page<A: Adapter>(
     socket: SocketRef<A>,
     State(state): State<SocketState>,
     TryData(payload): TryData<Value>,
-    ack: AckSender<A>,
+    ack: Ack<A>,
 ) {
     if socket.extensions.get::<Viewer>().is_none() {
         return;
@@ -241,7 +243,7 @@ pub async fn history<A: Adapter>(
     socket: SocketRef<A>,
     State(state): State<SocketState>,
     TryData(payload): TryData<Value>,
-    ack: AckSender<A>,
+    ack: Ack<A>,
 ) {
     let Some(viewer) = socket.extensions.get::<Viewer>() else {
         return;

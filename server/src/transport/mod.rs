@@ -63,17 +63,17 @@ impl Viewer {
 }
 
 /// Answers an event's ack with `{ ok }` or the error's typed `{ error }`.
-pub(crate) fn reply<A: Adapter, T: serde::Serialize>(
-    ack: socketioxide::extract::AckSender<A>,
+pub(crate) fn reply<A: Adapter, T: serde::Serialize + Send + Sync + 'static>(
+    ack: overflow::Ack<A>,
     event: &str,
     result: Result<T, EventError>,
-) {
+) -> Option<tokio::task::JoinHandle<()>> {
     let answer = match result {
         Ok(value) => protocol::Ack::Ok(value),
         Err(e) => e.into_ack(event),
     };
     // The socket may be gone already; then there is nobody to answer.
-    let _ = ack.send(&answer);
+    ack.send(answer)
 }
 
 /// Registers the `/` namespace. With a remote adapter the result is a future that resolves once

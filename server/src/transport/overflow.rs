@@ -3,20 +3,26 @@
 //! for that socket. Nothing stored is lost (messages are in the store), but the client must
 //! learn it missed something:
 //!
-//! - events a client cannot do without (`session`, `users`) are queued again as soon as the
-//!   buffer has room;
+//! - events a client cannot do without (`session`, `users`) and acks ([`Ack`]) are queued
+//!   again as soon as the buffer has room (a lost ack left the client waiting out its ack
+//!   timeout — measured: 8 s stalls right after a connect storm);
 //! - when a message could not be queued for some socket of its rooms, every socket of those
 //!   rooms on this node gets `resync` (once it has room), and restores from its last id.
 //!
 //! A socket that stays full is closed by the heartbeat (the ping cannot be queued either), and
 //! its client restores after reconnecting.
 
+use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 use socketioxide::adapter::Adapter;
-use socketioxide::extract::SocketRef;
+use socketioxide::extract::{AckSender, SocketRef};
+use socketioxide::handler::FromMessageParts;
+use socketioxide::socket::Socket;
 use socketioxide::{BroadcastError, SendError, SocketError};
+use socketioxide_core::{Str, Value as RawPayload};
 
 /// How long to keep trying to queue an event for a full socket.
 const RETRY_FOR: Duration = Duration::from_secs(30);
@@ -46,6 +52,63 @@ pub(crate) fn emit_or_retry<A: Adapter, T: Serialize + Send + Sync + 'static>(
             }))
         }
         Ok(()) | Err(_) => None,
+    }
+}
+
+/// The ack of the event being handled: like socketioxide's `AckSender`, but when the socket's
+/// buffer is full the answer is queued again in the background instead of being dropped.
+pub struct Ack<A: Adapter> {
+    socket: Arc<Socket<A>>,
+    id: Option<i64>,
+}
+
+impl<A: Adapter> FromMessageParts<A> for Ack<A> {
+    type Error = Infallible;
+
+    fn from_message_parts(
+        socket: &Arc<Socket<A>>,
+        _: &mut RawPayload,
+        ack_id: &Option<i64>,
+    ) -> Result<Self, Infallible> {
+        Ok(Self {
+            socket: socket.clone(),
+            id: *ack_id,
+        })
+    }
+}
+
+impl<A: Adapter> Ack<A> {
+    /// Queues the answer; if the buffer is full, keeps trying in the background and returns
+    /// that task (await it before doing what must come after the answer).
+    pub fn send<T: Serialize + Send + Sync + 'static>(
+        self,
+        data: T,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        self.id?;
+        if !self.try_send(&data) {
+            return None;
+        }
+        metrics::counter!("tether_emits_delayed_total", "event" => "ack").increment(1);
+        tracing::debug!("send buffer full for an ack; retrying");
+        Some(tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + RETRY_FOR;
+            while tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(RETRY_EVERY).await;
+                if !self.try_send(&data) {
+                    return;
+                }
+            }
+        }))
+    }
+
+    /// Whether the buffer was full (any other outcome is final: sent, or the socket is gone).
+    fn try_send<T: Serialize>(&self, data: &T) -> bool {
+        let mut unused = RawPayload::Str(Str::from(""), None);
+        let Ok(sender) = AckSender::from_message_parts(&self.socket, &mut unused, &self.id);
+        matches!(
+            sender.send(data),
+            Err(SendError::Socket(SocketError::InternalChannelFull))
+        )
     }
 }
 

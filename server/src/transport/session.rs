@@ -5,7 +5,9 @@ use protocol::events;
 use protocol::payloads::LogoutRequest;
 use serde_json::Value;
 use socketioxide::adapter::Adapter;
-use socketioxide::extract::{AckSender, SocketRef, State, TryData};
+use socketioxide::extract::{SocketRef, State, TryData};
+
+use super::overflow::Ack;
 
 use super::{reply, EventError, SocketState, Viewer};
 
@@ -13,7 +15,7 @@ pub async fn logout<A: Adapter>(
     socket: SocketRef<A>,
     State(state): State<SocketState>,
     TryData(payload): TryData<Value>,
-    ack: AckSender<A>,
+    ack: Ack<A>,
 ) {
     let Some(viewer) = socket.extensions.get::<Viewer>() else {
         return;
@@ -37,9 +39,13 @@ pub async fn logout<A: Adapter>(
     };
     let ended = ended.map(|()| true).map_err(EventError::from);
     let ok = ended.is_ok();
-    reply(ack, events::LOGOUT, ended);
+    let answered = reply(ack, events::LOGOUT, ended);
     if !ok {
         return;
+    }
+    // The answer goes out before the disconnect (it waits for room in a full buffer).
+    if let Some(answered) = answered {
+        let _ = answered.await;
     }
     tracing::info!(user.id = %viewer.user_id, everywhere = request.everywhere, "signed out");
     // The user's room holds every socket of every session of the user; the session's room,

@@ -138,6 +138,43 @@ async fn rust_client_handshakes_with_auth_and_exchanges_acked_messages_with_teth
     );
 }
 
+/// A client sends `restore_state` the moment the server's CONNECT arrives. socketioxide sends
+/// CONNECT before it even spawns the connect handler, so handlers registered there could miss
+/// that first event (it was dropped and the client waited out its 10 s ack timeout; about 1 %
+/// of clients in a 1,000-user storm). Many clients connecting at once make that window wide.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_sent_right_after_connecting_is_answered_even_in_a_connect_storm() {
+    let app = spawn_app().await;
+    let origin = app.url();
+    let clients = (0..300).map(|i| {
+        let origin = origin.clone();
+        tokio::spawn(async move {
+            let mut client = NativeClient::spawn(
+                &origin,
+                fast(),
+                move || json!({ "username": format!("s{i}") }),
+            );
+            // `Restored` is the answer to the `restore_state` sent on CONNECT (or its timeout).
+            tokio::time::timeout(
+                Duration::from_secs(5),
+                client.wait_for(|e| matches!(e, SessionEvent::Restored).then_some(())),
+            )
+            .await
+            .is_ok()
+        })
+    });
+    let mut unanswered = 0;
+    for client in clients.collect::<Vec<_>>() {
+        if !client.await.expect("client task") {
+            unanswered += 1;
+        }
+    }
+    assert_eq!(
+        unanswered, 0,
+        "clients whose first request was never answered"
+    );
+}
+
 #[tokio::test]
 async fn rust_client_stops_on_invalid_username_without_a_reconnect_loop() {
     let app = spawn_app().await;

@@ -126,7 +126,10 @@ async fn a_peers_only_restore_names_just_the_people_in_its_messages() {
         names
     };
     let peers = bob
-        .request("restore_state", json!({ "since": id - 1, "peersOnly": true }))
+        .request(
+            "restore_state",
+            json!({ "since": id - 1, "peersOnly": true }),
+        )
         .await;
     assert_eq!(peers["ok"]["messages"][0]["id"], id);
     assert_eq!(names(&peers), ["ada", "bob"]);
