@@ -418,7 +418,7 @@ async fn main() {
     let new_pid = server.child.id().expect("server pid").to_string();
     let back = || stats.restored.lock().unwrap().len();
     let deadline = Instant::now() + Duration::from_secs(120);
-    let mut marks = vec![(0.5, None), (0.9, None), (0.99, None)];
+    let mut marks = [(0.5, None), (0.9, None), (0.99, None)];
     while back() < users.len() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let now_back = back();
