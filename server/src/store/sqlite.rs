@@ -24,7 +24,10 @@ use super::presence::LocalPresence;
 use super::{cut_to_page, now_ms, NewMessage, Page, Session, Store, StoreError, Stored, User};
 use crate::domain::{SessionId, UserId, Username};
 
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/0001_init.sql"),
+    include_str!("../../migrations/0002_peers.sql"),
+];
 const MAX_BATCH: usize = 512;
 /// A session's `last_seen_at` is rewritten at most this often.
 const TOUCH_EVERY_MS: i64 = 60_000;
@@ -131,7 +134,9 @@ impl SqliteStore {
                 data_dir.join("tether.db"),
                 OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )?;
-            conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")?;
+            conn.execute_batch(
+                "PRAGMA busy_timeout = 5000; PRAGMA query_only = ON; PRAGMA cache_size = -16384;",
+            )?;
             let rx = read_rx.clone();
             std::thread::Builder::new()
                 .name(format!("sqlite-reader-{index}"))
@@ -562,16 +567,23 @@ impl Store for SqliteStore {
         per_peer: u32,
     ) -> Result<Vec<Message>, StoreError> {
         let viewer = viewer.as_str().to_owned();
+        // One index range per conversation (newest first, at most `per_peer`): the cost of a
+        // connect follows the number of conversations, not the length of the user's history.
         self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {MESSAGE_COLUMNS} FROM (
-                     SELECT *, ROW_NUMBER() OVER (PARTITION BY pair ORDER BY id DESC) AS rn
-                     FROM messages WHERE from_user = ?1 OR to_user = ?1
-                 ) WHERE rn <= ?2 ORDER BY id"
-            ))?;
-            let messages = stmt
-                .query_map(params![viewer, per_peer], message_from_row)?
+            let pairs = conn
+                .prepare_cached("SELECT pair FROM peers WHERE user_id = ?1")?
+                .query_map(params![viewer], |r| r.get::<_, String>(0))?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut newest = conn.prepare_cached(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE pair = ?1 ORDER BY id DESC LIMIT ?2"
+            ))?;
+            let mut messages = Vec::new();
+            for pair in pairs {
+                for message in newest.query_map(params![pair, per_peer], message_from_row)? {
+                    messages.push(message?);
+                }
+            }
+            messages.sort_unstable_by_key(|m| m.id);
             Ok(messages)
         })
         .await
@@ -798,6 +810,41 @@ mod tests {
         let seen = store.conversations(&a, 3).await.unwrap();
         let texts: Vec<_> = seen.iter().map(|m| m.content.as_str()).collect();
         assert_eq!(texts, ["ab2", "ab3", "ab4", "ca"]);
+    }
+
+    #[tokio::test]
+    async fn a_database_from_before_the_peers_table_is_upgraded_with_its_conversations() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // The file as the first release left it: migration 1 only, two conversations.
+            let conn = Connection::open(dir.path().join("tether.db")).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            for user in ["a", "b", "c"] {
+                conn.execute(
+                    "INSERT INTO users (user_id, username, created_at) VALUES (?1, ?1, 0)",
+                    params![user],
+                )
+                .unwrap();
+            }
+            for (from, to, text) in [("a", "b", "ab"), ("c", "a", "ca"), ("b", "c", "bc")] {
+                conn.execute(
+                    "INSERT INTO messages (ts, from_user, to_user, pair, content) VALUES (0, ?1, ?2, ?3, ?4)",
+                    params![from, to, pair_key(from, to), text],
+                )
+                .unwrap();
+            }
+        }
+        let store = open(dir.path());
+        let a = UserId::from_store("a".into());
+        let seen = store.conversations(&a, 10).await.unwrap();
+        let texts: Vec<_> = seen.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(texts, ["ab", "ca"]);
+        // New messages keep the table current (the trigger).
+        let d = user(&store, "d").await.1;
+        store.insert_message(msg(&d, &a, "da", None)).await.unwrap();
+        let seen = store.conversations(&a, 10).await.unwrap();
+        assert_eq!(seen.last().unwrap().content, "da");
     }
 
     #[tokio::test]
