@@ -8,6 +8,7 @@ pub mod redis;
 pub mod sqlite;
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -150,7 +151,8 @@ pub trait Store: Send + Sync + 'static {
     /// Uncounts a socket of the user; returns how many are left (0: just went offline), or
     /// `None` when none was counted.
     async fn socket_disconnected(&self, user: &UserId) -> Result<Option<u32>, StoreError>;
-    async fn online_users(&self) -> Result<HashSet<UserId>, StoreError>;
+    /// A snapshot of who is online (shared, not copied, where the store can).
+    async fn online_users(&self) -> Result<Arc<HashSet<UserId>>, StoreError>;
     /// How many sockets of the user are counted now.
     async fn socket_count(&self, user: &UserId) -> Result<u32, StoreError>;
 

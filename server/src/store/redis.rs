@@ -583,7 +583,7 @@ impl Store for RedisStore {
         Ok((total >= 0).then_some(total as u32))
     }
 
-    async fn online_users(&self) -> Result<HashSet<UserId>, StoreError> {
+    async fn online_users(&self) -> Result<Arc<HashSet<UserId>>, StoreError> {
         let users: Vec<String> = self
             .scripts
             .online_users
@@ -591,7 +591,7 @@ impl Store for RedisStore {
             .arg(self.keys.presence_prefix())
             .invoke_async(&mut self.conn())
             .await?;
-        Ok(users.into_iter().map(UserId::from_store).collect())
+        Ok(Arc::new(users.into_iter().map(UserId::from_store).collect()))
     }
 
     async fn socket_count(&self, user: &UserId) -> Result<u32, StoreError> {

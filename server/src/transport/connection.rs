@@ -169,12 +169,14 @@ async fn roster(
     state: &SocketState,
     viewer: &Viewer,
 ) -> Result<(Vec<UserEntry>, Audience), StoreError> {
-    let users = state.store.list_users().await?;
-    let online = state.store.online_users().await?;
     let messages = state
         .store
         .conversations(&viewer.user_id, state.limits.roster_messages_per_peer)
         .await?;
+    // Taken after the slow read, and dropped at the end of this function: a snapshot still
+    // held when someone comes or goes would have to be copied.
+    let users = state.store.list_users().await?;
+    let online = state.store.online_users().await?;
     let mut by_peer = group_by_peer(viewer.user_id.as_str(), messages);
     let audience = if users.len() <= state.limits.roster_full_max {
         Audience::Everyone
