@@ -8,8 +8,8 @@
 //! needs none (SQLite undoes a failed statement by itself) and skips the savepoint's page
 //! copies, which were a tenth of the writer's time under message load. Reads (session lookups,
 //! rosters, restore and history pages) run beside it on a few reader threads with read-only
-//! connections, so they never wait behind a batch of writes, and WAL checkpoints run on a
-//! thread of their own instead of inside a commit.
+//! connections, so they never wait behind a batch of writes; a checkpoint thread copies the WAL
+//! into the database file beside the writer, whose own checkpoints then have little left to do.
 
 use std::path::Path;
 use std::sync::{mpsc, Arc};
