@@ -591,7 +591,9 @@ impl Store for RedisStore {
             .arg(self.keys.presence_prefix())
             .invoke_async(&mut self.conn())
             .await?;
-        Ok(Arc::new(users.into_iter().map(UserId::from_store).collect()))
+        Ok(Arc::new(
+            users.into_iter().map(UserId::from_store).collect(),
+        ))
     }
 
     async fn socket_count(&self, user: &UserId) -> Result<u32, StoreError> {

@@ -647,9 +647,7 @@ impl Store for SqliteStore {
         Ok(self.presence.count(user))
     }
 
-    async fn online_users(
-        &self,
-    ) -> Result<Arc<std::collections::HashSet<UserId>>, StoreError> {
+    async fn online_users(&self) -> Result<Arc<std::collections::HashSet<UserId>>, StoreError> {
         Ok(self.presence.online())
     }
 }
