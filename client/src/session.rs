@@ -325,9 +325,14 @@ impl Session {
                 }
                 self.event(SessionEvent::State(state));
             }
-            // Every connect brings `users` (everyone's presence) first: the restore need only
-            // name the people in the messages it returns.
-            CoreEvent::Connected { .. } => self.request_restore(true, now),
+            // A socket of our own gets `users` (everyone's presence) on every connect, so the
+            // restore need only name the people in the messages it returns. A tab joining a
+            // shared connection that is already up gets no `users` of its own: it asks for
+            // everyone.
+            CoreEvent::Connected { .. } => {
+                let peers_only = !self.is_shared();
+                self.request_restore(peers_only, now)
+            }
             CoreEvent::ConnectError { .. } => {}
             CoreEvent::Message { event, args, ack } => {
                 self.on_server_event(&event, args, now);
@@ -544,6 +549,36 @@ mod tests {
         );
         sent(&mut session);
         session
+    }
+
+    #[test]
+    fn a_tab_joining_a_shared_connection_asks_for_everyones_presence() {
+        let link = SharedLink::new(|| json!({ "sessionID": "s" }));
+        let mut session = Session::shared(link, Some("me".into()), Outbox::default());
+        session.connect(0);
+        while session.poll_hub_message().is_some() {}
+        // The hub's connection is already up: this tab gets no `users` of its own.
+        session.handle_hub(
+            HubToTab::State {
+                state: crate::link::SharedState::Online { sid: "x".into() },
+                reconnects: 0,
+            },
+            1,
+        );
+        session.handle_hub(
+            HubToTab::Connected {
+                sid: "x".into(),
+                reconnect: false,
+            },
+            1,
+        );
+        let asked: Vec<TabToHub> = std::iter::from_fn(|| session.poll_hub_message()).collect();
+        assert!(
+            asked.iter().any(|m| matches!(m,
+                TabToHub::Request { event, data, .. }
+                    if event == "restore_state" && data == &json!({ "since": 0 }))),
+            "{asked:?}"
+        );
     }
 
     #[test]
