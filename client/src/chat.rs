@@ -30,7 +30,8 @@ pub struct HistoryCursor {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ChatState {
     pub me: Option<String>,
-    peers: BTreeMap<String, Peer>,
+    /// By user id (`peers()` sorts for display, so lookups need no order).
+    peers: HashMap<String, Peer>,
     conversations: HashMap<String, BTreeMap<i64, Message>>,
     history: HashMap<String, HistoryCursor>,
     /// Highest message id this client holds: the `restore_state` cursor.
