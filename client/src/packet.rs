@@ -58,11 +58,6 @@ impl Arg {
     pub fn value(&self) -> Value {
         self.parse().unwrap_or(Value::Null)
     }
-
-    /// The JSON text.
-    pub fn json(&self) -> &str {
-        self.0.get()
-    }
 }
 
 impl From<Value> for Arg {

@@ -73,7 +73,8 @@ impl LocalPresence {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
-        // The map holds only counters; a panic elsewhere cannot leave it half-updated.
+        // Every change under the lock is one insert or remove per collection, made together
+        // with no call that could panic in between: a poisoned lock holds consistent data.
         self.sockets.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

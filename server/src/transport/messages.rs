@@ -149,38 +149,31 @@ async fn restore(
         .iter()
         .flat_map(|m| [m.from.as_str(), m.to.as_str()])
         .collect();
-    if request.peers_only && peers.is_empty() {
+    let users = if request.peers_only && peers.is_empty() {
         // Presence came with this connection's `users`; nobody new to name.
-        return Ok(RestoreState {
-            messages: page.messages,
-            users: Vec::new(),
-            has_more: page.has_more,
-        });
-    }
-    let online = state.store.online_users().await?;
-    let directory = state.store.list_users().await?;
-    if request.peers_only {
-        let users = directory
-            .iter()
-            .filter(|u| peers.contains(u.user_id.as_str()))
+        Vec::new()
+    } else {
+        let online = state.store.online_users().await?;
+        let directory = state.store.list_users().await?;
+        if request.peers_only {
+            directory
+                .iter()
+                .filter(|u| peers.contains(u.user_id.as_str()))
+                .map(|u| presence(u, &online))
+                .collect()
+        } else {
+            super::connection::roster_members(
+                &directory,
+                viewer,
+                |u| peers.contains(u.user_id.as_str()),
+                |u| online.contains(&u.user_id),
+                state.limits.roster_full_max,
+            )
+            .into_iter()
             .map(|u| presence(u, &online))
-            .collect();
-        return Ok(RestoreState {
-            messages: page.messages,
-            users,
-            has_more: page.has_more,
-        });
-    }
-    let users = super::connection::roster_members(
-        &directory,
-        viewer,
-        |u| peers.contains(u.user_id.as_str()),
-        |u| online.contains(&u.user_id),
-        state.limits.roster_full_max,
-    )
-    .into_iter()
-    .map(|u| presence(u, &online))
-    .collect();
+            .collect()
+        }
+    };
     Ok(RestoreState {
         messages: page.messages,
         users,

@@ -35,24 +35,35 @@ pub(crate) fn emit_or_retry<A: Adapter, T: Serialize + Send + Sync + 'static>(
     event: &'static str,
     data: T,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    match socket.emit(event, &data) {
-        Err(SendError::Socket(SocketError::InternalChannelFull)) => {
-            metrics::counter!("tether_emits_delayed_total", "event" => event).increment(1);
-            tracing::debug!(socket.id = %socket.id, event, "send buffer full; retrying");
-            let socket = socket.clone();
-            Some(tokio::spawn(async move {
-                let deadline = tokio::time::Instant::now() + RETRY_FOR;
-                while tokio::time::Instant::now() < deadline {
-                    tokio::time::sleep(RETRY_EVERY).await;
-                    match socket.emit(event, &data) {
-                        Err(SendError::Socket(SocketError::InternalChannelFull)) => continue,
-                        _ => return,
-                    }
-                }
-            }))
-        }
-        Ok(()) | Err(_) => None,
+    let socket = socket.clone();
+    retry_while_full(event, move || {
+        matches!(
+            socket.emit(event, &data),
+            Err(SendError::Socket(SocketError::InternalChannelFull))
+        )
+    })
+}
+
+/// Runs `attempt` (which says whether the buffer was full); while it was, runs it again every
+/// `RETRY_EVERY` in the background for up to `RETRY_FOR`, and returns that task.
+fn retry_while_full(
+    what: &'static str,
+    mut attempt: impl FnMut() -> bool + Send + 'static,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if !attempt() {
+        return None;
     }
+    metrics::counter!("tether_emits_delayed_total", "event" => what).increment(1);
+    tracing::debug!(event = what, "send buffer full; retrying");
+    Some(tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + RETRY_FOR;
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(RETRY_EVERY).await;
+            if !attempt() {
+                return;
+            }
+        }
+    }))
 }
 
 /// The ack of the event being handled: like socketioxide's `AckSender`, but when the socket's
@@ -85,20 +96,7 @@ impl<A: Adapter> Ack<A> {
         data: T,
     ) -> Option<tokio::task::JoinHandle<()>> {
         self.id?;
-        if !self.try_send(&data) {
-            return None;
-        }
-        metrics::counter!("tether_emits_delayed_total", "event" => "ack").increment(1);
-        tracing::debug!("send buffer full for an ack; retrying");
-        Some(tokio::spawn(async move {
-            let deadline = tokio::time::Instant::now() + RETRY_FOR;
-            while tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(RETRY_EVERY).await;
-                if !self.try_send(&data) {
-                    return;
-                }
-            }
-        }))
+        retry_while_full("ack", move || self.try_send(&data))
     }
 
     /// Whether the buffer was full (any other outcome is final: sent, or the socket is gone).
