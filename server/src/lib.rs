@@ -161,12 +161,16 @@ pub async fn build_app(config: &Config) -> anyhow::Result<App> {
             (routes.layer(layer), Io::Cluster(io))
         }
     };
-    // The origin check wraps the Socket.IO layer, so it runs before any handshake.
+    // Both wrap the Socket.IO layer; the origin check runs first, before any handshake.
     let origins = Arc::new(origin::OriginPolicy::new(&config.allowed_origins));
-    let router = routes.layer(axum::middleware::from_fn_with_state(
-        origins,
-        origin::check_origin,
-    ));
+    let router = routes
+        .layer(axum::middleware::from_fn(
+            transport::request_head::detach_socket_request_head,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            origins,
+            origin::check_origin,
+        ));
     Ok(App { router, io, tasks })
 }
 

@@ -3,7 +3,8 @@
 //! - [`handshake`]: the connect middleware that turns `auth` into a session (or refuses it);
 //! - [`connection`]: what happens on every accepted connection, and presence on disconnect;
 //! - [`messages`]: `private message`, `restore_state` and `history`;
-//! - [`session`]: the `logout` event.
+//! - [`session`]: the `logout` event;
+//! - [`request_head`]: the HTTP head a socket keeps, copied off hyper's read buffer.
 
 pub(crate) mod connection;
 mod error;
@@ -11,6 +12,7 @@ mod handshake;
 mod messages;
 mod overflow;
 mod rate;
+pub mod request_head;
 mod session;
 
 use std::sync::Arc;
