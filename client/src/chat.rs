@@ -119,6 +119,7 @@ impl ChatState {
     /// `users`: the whole roster, each entry with the viewer's conversation with that user.
     pub fn apply_users(&mut self, entries: Vec<UserEntry>) {
         self.peers.clear();
+        self.peers.reserve(entries.len());
         for entry in entries {
             for message in entry.messages {
                 self.insert(message);

@@ -145,6 +145,11 @@ async fn drive(
     let start = Instant::now();
     let now = || start.elapsed().as_millis() as u64;
     let mut ws: Option<Ws> = None;
+    // One timer for the session's whole life, moved only when its deadline changes: a new
+    // timer per frame was a timer-wheel insert and removal per received packet.
+    let timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(timer);
+    let mut armed: Option<u64> = None;
     session.connect(now());
     loop {
         while let Some(output) = session.poll_output() {
@@ -184,15 +189,13 @@ async fn drive(
             }
         }
         let deadline = session.next_deadline();
-        let sleep = async {
-            match deadline {
-                Some(at) => {
-                    let wait = at.saturating_sub(now());
-                    tokio::time::sleep(Duration::from_millis(wait)).await
-                }
-                None => std::future::pending().await,
+        if deadline != armed {
+            if let Some(at) = deadline {
+                let at = start + Duration::from_millis(at);
+                timer.as_mut().reset(tokio::time::Instant::from_std(at));
             }
-        };
+            armed = deadline;
+        }
         tokio::select! {
             frame = next_frame(&mut ws) => match frame {
                 Some(Ok(WsMessage::Text(text))) => session.handle_frame(text.as_str(), now()),
@@ -211,7 +214,10 @@ async fn drive(
                     return;
                 }
             },
-            _ = sleep => session.handle_timer(now()),
+            _ = &mut timer, if armed.is_some() => {
+                armed = None;
+                session.handle_timer(now());
+            }
         }
     }
 }

@@ -125,6 +125,11 @@ pub struct Config {
     #[arg(long, env = "TETHER_SOCKET_BUFFER", default_value_t = 1024)]
     pub socket_buffer: usize,
 
+    /// Every this many milliseconds, hand memory the allocator keeps but nothing uses (what a
+    /// connect storm's bursts freed) back to the system. 0 turns it off. glibc only.
+    #[arg(long, env = "TETHER_MEMORY_TRIM_MS", default_value_t = 1_000)]
+    pub memory_trim_ms: u64,
+
     /// Engine.IO ping interval in milliseconds.
     #[arg(long, env = "TETHER_PING_INTERVAL_MS", default_value_t = 25_000)]
     pub ping_interval_ms: u64,

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod memory;
 pub mod origin;
 pub mod store;
 pub mod transport;
@@ -55,7 +56,7 @@ impl Io {
 }
 
 /// A built application: the router to serve, the Socket.IO handle behind it, and the
-/// background tasks (the cluster heartbeat) that end with it.
+/// background tasks (the memory trim, the cluster heartbeat) that end with it.
 pub struct App {
     pub router: Router,
     pub io: Io,
@@ -132,7 +133,9 @@ pub async fn build_app(config: &Config) -> anyhow::Result<App> {
             shared_connection: config.shared_connection,
         },
     );
-    let mut tasks = Vec::new();
+    let mut tasks = vec![tokio::spawn(memory::trim_loop(Duration::from_millis(
+        config.memory_trim_ms,
+    )))];
     let (routes, io) = match &config.redis_url {
         None => {
             let (layer, io) = builder.build_layer();
