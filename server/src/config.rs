@@ -125,8 +125,10 @@ pub struct Config {
     #[arg(long, env = "TETHER_SOCKET_BUFFER", default_value_t = 1024)]
     pub socket_buffer: usize,
 
-    /// Every this many milliseconds, hand memory the allocator keeps but nothing uses (what a
-    /// connect storm's bursts freed) back to the system. 0 turns it off. glibc only.
+    /// Every this many milliseconds, check whether to hand memory the allocator keeps but
+    /// nothing uses (what a connect storm's bursts freed) back to the system: done once the
+    /// resident size grew 16 MiB since the last time and the server is quiet. 0 turns it
+    /// off. glibc only.
     #[arg(long, env = "TETHER_MEMORY_TRIM_MS", default_value_t = 1_000)]
     pub memory_trim_ms: u64,
 

@@ -4,27 +4,107 @@
 //! connecting socket and a `user connected` frame for every other socket. glibc's allocator
 //! keeps what such a burst freed inside its arenas, where it still counts as the process's
 //! memory. How much it keeps depends on how the burst interleaved. At 1,000 idle users the
-//! same run left 49–103 KB per connection, against ~41 KB that was live. `malloc_trim` returns
-//! every whole free page in every arena. It runs on a timer here, off the async workers, and
-//! costs about a millisecond on a 100 MB heap.
+//! same run left 49–103 KB per connection, against ~41 KB that was live.
+//!
+//! `malloc_trim` returns every whole free page in every arena, but it walks every free chunk
+//! and holds each arena's lock while it does. On a fragmented heap of a few hundred MB that
+//! took 60–80 ms each time, even with nothing left to return; after a 1,000-user storm, 4 ms.
+//! So it runs only after the resident size has grown by [`GROWTH`] since the last trim, and
+//! only in intervals in which the server was quiet (under a tenth of a core). It repeats in
+//! the following quiet intervals, because a burst's tail frees more after the first trim, and
+//! stops once a trim returns less than [`SETTLED`]. It never runs under load, and never again
+//! while nothing changes.
 
 use std::time::Duration;
 
-/// Trims the allocator every `every` until the task is aborted. Zero turns it off, and so does
-/// an allocator other than glibc's, which has nothing to trim here.
+/// How much the resident size must grow past what the last trim left to start trimming.
+const GROWTH: u64 = 16 << 20;
+/// A trim that returns less than this ends a round of trims.
+const SETTLED: u64 = 1 << 20;
+
+/// Checks every `every` whether to trim, until the task is aborted. Zero turns it off, and so
+/// does a platform without glibc and `/proc`.
 pub async fn trim_loop(every: Duration) {
     if every.is_zero() || !trim_supported() {
         return;
     }
+    let Some(mut last) = Sample::now() else {
+        return;
+    };
+    let mut policy = Policy::new(last.resident);
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await;
     loop {
         ticks.tick().await;
-        // A trim takes the arenas' locks in turn; on a blocking thread it never holds up
-        // a socket's task.
-        if tokio::task::spawn_blocking(trim).await.is_err() {
+        let Some(now) = Sample::now() else {
             return;
+        };
+        let trim_now = policy.tick(&last, &now, every);
+        last = now;
+        if !trim_now {
+            continue;
+        }
+        // The trim holds the allocator's locks; on a blocking thread it holds up no socket's
+        // task.
+        let started = std::time::Instant::now();
+        let Ok(after) = tokio::task::spawn_blocking(trim_and_sample).await else {
+            return;
+        };
+        let Some(after) = after else {
+            return;
+        };
+        tracing::debug!(
+            before_mib = now.resident >> 20,
+            after_mib = after.resident >> 20,
+            took_ms = started.elapsed().as_millis() as u64,
+            "returned freed memory to the system"
+        );
+        policy.trimmed(now.resident, after.resident);
+        last = after;
+    }
+}
+
+/// What the process looked like at one moment: resident bytes, CPU time used so far.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Sample {
+    resident: u64,
+    cpu: Duration,
+}
+
+/// When to trim: see the module documentation.
+#[derive(Debug)]
+struct Policy {
+    /// The resident size the last trim left (or lower, if it shrank by itself since).
+    floor: u64,
+    /// Grown past the floor; trimming until a trim returns little.
+    pending: bool,
+}
+
+impl Policy {
+    fn new(resident: u64) -> Self {
+        Self {
+            floor: resident,
+            pending: false,
+        }
+    }
+
+    /// Whether to trim now, given the samples at the start and the end of the last interval.
+    fn tick(&mut self, last: &Sample, now: &Sample, every: Duration) -> bool {
+        if now.resident < self.floor {
+            self.floor = now.resident;
+        }
+        if now.resident - self.floor >= GROWTH {
+            self.pending = true;
+        }
+        let quiet = now.cpu.saturating_sub(last.cpu) < every / 10;
+        self.pending && quiet
+    }
+
+    fn trimmed(&mut self, before: u64, after: u64) {
+        self.floor = after;
+        if before.saturating_sub(after) < SETTLED {
+            self.pending = false;
         }
     }
 }
@@ -37,6 +117,11 @@ fn trim_supported() -> bool {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn trim_supported() -> bool {
     false
+}
+
+fn trim_and_sample() -> Option<Sample> {
+    trim();
+    Sample::now()
 }
 
 /// Returns whether any memory went back to the system.
@@ -55,16 +140,83 @@ fn trim() -> bool {
     false
 }
 
-#[cfg(all(test, target_os = "linux", target_env = "gnu"))]
+impl Sample {
+    /// From `/proc/self`; `None` where there is no such thing.
+    fn now() -> Option<Self> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let resident_kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()?;
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        Some(Self {
+            resident: resident_kib << 10,
+            cpu: cpu_of_stat(&stat)?,
+        })
+    }
+}
+
+/// User plus system time from a `/proc/<pid>/stat` line (fields 14 and 15, in USER_HZ = 100
+/// ticks a second on Linux). The command name (field 2) may hold spaces and parentheses, so
+/// fields are counted from the last `)`.
+fn cpu_of_stat(stat: &str) -> Option<Duration> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((user + system) * 10))
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
-    fn resident_kib() -> u64 {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    const MIB: u64 = 1 << 20;
+
+    fn sample(resident_mib: u64, cpu_ms: u64) -> Sample {
+        Sample {
+            resident: resident_mib * MIB,
+            cpu: Duration::from_millis(cpu_ms),
+        }
     }
 
+    #[test]
+    fn trims_after_growth_when_quiet_until_a_trim_returns_little() {
+        let every = Duration::from_secs(1);
+        let mut policy = Policy::new(100 * MIB);
+        // Within 16 MiB of the floor: nothing worth a walk, quiet or not.
+        assert!(!policy.tick(&sample(110, 0), &sample(110, 10), every));
+        // Grown by 50 MiB under load (600 ms of CPU in the second): wait.
+        assert!(!policy.tick(&sample(150, 10), &sample(150, 610), every));
+        // Quiet now: trim. It returned 40 MiB, so the round goes on.
+        assert!(policy.tick(&sample(150, 610), &sample(150, 630), every));
+        policy.trimmed(150 * MIB, 110 * MIB);
+        // The burst's tail freed more since: the next quiet interval trims again, although
+        // nothing grew.
+        assert!(policy.tick(&sample(110, 630), &sample(110, 640), every));
+        policy.trimmed(110 * MIB, 104 * MIB);
+        assert!(policy.tick(&sample(104, 640), &sample(104, 650), every));
+        // Under 1 MiB returned: the round ends, and quiet intervals no longer trim.
+        policy.trimmed(104 * MIB, 104 * MIB);
+        assert!(!policy.tick(&sample(104, 650), &sample(104, 660), every));
+        assert!(!policy.tick(&sample(104, 660), &sample(104, 670), every));
+        // Shrinking by itself lowers the floor; growth is measured from there.
+        assert!(!policy.tick(&sample(104, 670), &sample(90, 680), every));
+        assert!(policy.tick(&sample(90, 680), &sample(107, 690), every));
+    }
+
+    #[test]
+    fn cpu_time_is_read_past_a_command_name_with_spaces_and_parentheses() {
+        let stat = "4242 (my (odd) server) S 1 4242 4242 0 -1 4194560 1000 0 0 0 \
+                    250 75 0 0 20 0 9 0 12345 1000000 2000 18446744073709551615";
+        assert_eq!(cpu_of_stat(stat), Some(Duration::from_millis(3250)));
+        assert_eq!(cpu_of_stat("garbage"), None);
+    }
+
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
     #[test]
     fn a_trim_hands_back_what_a_burst_of_small_allocations_freed() {
         // 64 MiB in 32 KiB blocks (below glibc's mmap threshold), every other one freed: the
@@ -76,12 +228,12 @@ mod tests {
                 kept.push(block);
             }
         }
-        let before = resident_kib();
+        let before = Sample::now().unwrap().resident;
         assert!(trim(), "there was free memory to hand back");
-        let after = resident_kib();
+        let after = Sample::now().unwrap().resident;
         assert!(
-            before.saturating_sub(after) > 16 * 1024,
-            "RSS {before} KiB -> {after} KiB"
+            before.saturating_sub(after) > 16 * MIB,
+            "RSS {before} -> {after} bytes"
         );
         drop(kept);
     }

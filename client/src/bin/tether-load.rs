@@ -175,6 +175,9 @@ fn cpu_seconds(ticks: u64) -> f64 {
     ticks as f64 / 100.0
 }
 
+/// How long the server has been idle when its RSS per idle connection is read.
+const IDLE_BEFORE_RSS: Duration = Duration::from_secs(2);
+
 /// Waits (at most 60 s) until the server and this process are both nearly idle, so that a
 /// step does not measure the tail of the one before (the storm's `user connected` fan-out
 /// keeps clients busy well after every session has arrived).
@@ -301,8 +304,11 @@ async fn main() {
         cpu_seconds(cpu_ticks("self") - own_cpu_before),
     );
 
-    // 2. RSS per idle connection (after the storm's transient buffers settle).
+    // 2. RSS per idle connection: once both sides are quiet, 2 s more of idling (the method
+    // BENCHMARKS.md states; the server hands what the storm freed back to the system in its
+    // first quiet second).
     let settled = until_quiet(pid).await + storm;
+    tokio::time::sleep(IDLE_BEFORE_RSS).await;
     let rss_after = rss_kib(pid);
     let per_conn = (rss_after.saturating_sub(rss_before)) as f64 * 1024.0 / args.users as f64;
 
