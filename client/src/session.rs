@@ -77,6 +77,9 @@ pub struct Session {
     pending: HashMap<u64, Pending>,
     outputs: std::collections::VecDeque<SessionOutput>,
     restored: bool,
+    /// A `resync` came while a restore was running: once it is done, restore again from here
+    /// (the running one may have started after the point this one needs).
+    resync_from: Option<i64>,
     tabs: Option<u32>,
     moved: bool,
 }
@@ -100,6 +103,7 @@ impl Session {
             pending: HashMap::new(),
             outputs: Default::default(),
             restored: false,
+            resync_from: None,
             tabs: None,
             moved: false,
         }
@@ -331,7 +335,7 @@ impl Session {
             // everyone.
             CoreEvent::Connected { .. } => {
                 let peers_only = !self.is_shared();
-                self.request_restore(peers_only, now)
+                self.request_restore(peers_only, self.chat.last_id, now)
             }
             CoreEvent::ConnectError { .. } => {}
             CoreEvent::Message { event, args, ack } => {
@@ -345,19 +349,27 @@ impl Session {
         }
     }
 
-    /// Asks for everything after the newest message held, and for presence (everyone's, or
-    /// with `peers_only` only that of the people in the returned messages).
-    fn request_restore(&mut self, peers_only: bool, now: u64) {
+    /// Asks for every message after `since`, and for presence (everyone's, or with
+    /// `peers_only` only that of the people in the returned messages).
+    fn request_restore(&mut self, peers_only: bool, since: i64, now: u64) {
         let request = if peers_only {
-            json!({ "since": self.chat.last_id, "peersOnly": true })
+            json!({ "since": since, "peersOnly": true })
         } else {
-            json!({ "since": self.chat.last_id })
+            json!({ "since": since })
         };
-        if let Ok(id) =
-            self.core
-                .emit_with_ack(events::RESTORE_STATE, &request, ACK_TIMEOUT_MS, now)
+        match self
+            .core
+            .emit_with_ack(events::RESTORE_STATE, &request, ACK_TIMEOUT_MS, now)
         {
-            self.pending.insert(id, Pending::Restore { peers_only });
+            Ok(id) => {
+                self.pending.insert(id, Pending::Restore { peers_only });
+            }
+            // Offline: the next connect restores from the newest message held; a point before
+            // it must not be forgotten, so it waits for that restore to finish.
+            Err(_) if since < self.chat.last_id => {
+                self.resync_from = Some(self.resync_from.map_or(since, |f| f.min(since)));
+            }
+            Err(_) => {}
         }
     }
 
@@ -384,15 +396,21 @@ impl Session {
                 }
             }
             events::SESSION_MOVED => self.moved = true,
-            // The server could not queue something for us: catch up from the last id held.
+            // The server could not queue a message for us: catch up from just before it (a
+            // later message may have arrived since, so the newest id held can be past it).
             events::RESYNC => {
-                // Presence events may have been lost too: ask for everyone's.
+                let since = parse::<protocol::payloads::Resync>(first)
+                    .and_then(|r| r.since)
+                    .map_or(self.chat.last_id, |s| s.min(self.chat.last_id));
                 let restoring = self
                     .pending
                     .values()
                     .any(|p| matches!(p, Pending::Restore { .. }));
-                if !restoring {
-                    self.request_restore(false, now);
+                if restoring {
+                    self.resync_from = Some(self.resync_from.map_or(since, |f| f.min(since)));
+                } else {
+                    // Presence events may have been lost too: ask for everyone's.
+                    self.request_restore(false, since, now);
                 }
             }
             events::TABS => {
@@ -438,14 +456,19 @@ impl Session {
                     parse::<Ack<RestoreState>>(result.ok().and_then(|a| a.into_iter().next()));
                 if let Some(Ack::Ok(restored)) = restored {
                     let more = restored.has_more;
+                    let reached = restored.messages.iter().map(|m| m.id).max();
                     self.chat.apply_restore(restored);
                     self.settle_outbox_from_chat();
                     self.event(SessionEvent::ChatChanged);
-                    if more {
+                    if let (true, Some(reached)) = (more, reached) {
                         // Cut at the server's limit: ask for the rest from where it stopped.
-                        self.request_restore(peers_only, now);
+                        self.request_restore(peers_only, reached, now);
                         return;
                     }
+                }
+                if let Some(since) = self.resync_from.take() {
+                    self.request_restore(false, since, now);
+                    return;
                 }
                 // Even when restoring failed, what the outbox holds must still go out.
                 self.restored = true;
@@ -591,6 +614,92 @@ mod tests {
             5,
         );
         assert_eq!(sent(&mut session), [r#"422["restore_state",{"since":9}]"#]);
+    }
+
+    #[test]
+    fn resync_restores_from_before_the_message_that_could_not_be_queued() {
+        let mut session = restored();
+        // Message 5 could not be queued; 7 (held) came after it.
+        session.handle_frame(r#"42["resync",{"since":4}]"#, 4);
+        assert_eq!(sent(&mut session), [r#"421["restore_state",{"since":4}]"#]);
+        // A page cut at the limit continues after its own newest message, not the newest held.
+        session.handle_frame(
+            r#"431[{"ok":{"messages":[{"id":5,"ts":1,"content":"y","from":"u","to":"me"}],"users":[],"hasMore":true}}]"#,
+            5,
+        );
+        assert_eq!(sent(&mut session), [r#"422["restore_state",{"since":5}]"#]);
+        // A cursor past what is held changes nothing: from the newest held.
+        let mut session = restored();
+        session.handle_frame(r#"42["resync",{"since":40}]"#, 4);
+        assert_eq!(sent(&mut session), [r#"421["restore_state",{"since":7}]"#]);
+    }
+
+    #[test]
+    fn a_resync_during_a_restore_restores_again_from_its_point_once_that_one_is_done() {
+        let mut session = restored();
+        session.handle_frame(r#"42["resync"]"#, 4);
+        assert_eq!(sent(&mut session), [r#"421["restore_state",{"since":7}]"#]);
+        session.handle_frame(r#"42["resync",{"since":6}]"#, 5);
+        session.handle_frame(r#"42["resync",{"since":3}]"#, 5);
+        assert!(sent(&mut session).is_empty());
+        session.handle_frame(
+            r#"431[{"ok":{"messages":[],"users":[],"hasMore":false}}]"#,
+            6,
+        );
+        assert_eq!(sent(&mut session), [r#"422["restore_state",{"since":3}]"#]);
+        session.handle_frame(
+            r#"432[{"ok":{"messages":[],"users":[],"hasMore":false}}]"#,
+            7,
+        );
+        assert!(sent(&mut session).is_empty());
+    }
+
+    #[test]
+    fn a_resync_point_survives_the_connection_dropping_before_it_is_restored() {
+        let mut session = restored();
+        session.handle_frame(r#"42["resync"]"#, 4);
+        session.handle_frame(r#"42["resync",{"since":3}]"#, 5);
+        sent(&mut session);
+        // The connection drops with the first restore unanswered.
+        session.handle_transport_closed(6);
+        let mut now = 6;
+        while !matches!(session.state(), ConnState::Online { .. }) && now < 60_000 {
+            now += 100;
+            session.handle_timer(now);
+            if std::iter::from_fn(|| session.poll_output())
+                .any(|o| o == SessionOutput::OpenTransport)
+            {
+                session.handle_frame(
+                    r#"0{"sid":"f","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":100000}"#,
+                    now,
+                );
+                session.handle_frame(r#"40{"sid":"s2"}"#, now);
+            }
+        }
+        let frames = sent(&mut session);
+        let reconnect_restore = frames
+            .iter()
+            .find(|f| f.contains("restore_state"))
+            .expect("a restore after the reconnect");
+        assert!(
+            reconnect_restore.contains(r#"{"peersOnly":true,"since":7}"#),
+            "{frames:?}"
+        );
+        let ack = reconnect_restore
+            .strip_prefix("42")
+            .and_then(|r| r.split('[').next())
+            .unwrap();
+        session.handle_frame(
+            &format!(r#"43{ack}[{{"ok":{{"messages":[],"users":[],"hasMore":false}}}}]"#),
+            now,
+        );
+        let frames = sent(&mut session);
+        assert!(
+            frames
+                .iter()
+                .any(|f| f.ends_with(r#"["restore_state",{"since":3}]"#)),
+            "{frames:?}"
+        );
     }
 
     #[test]

@@ -113,6 +113,15 @@ pub struct UsersPage {
     pub total: u64,
 }
 
+/// `resync`: the server could not queue a message for this socket. `since` is the id just
+/// before that message: restore from there (or from the newest message held, if that is
+/// older). Absent (servers before it was added): from the newest message held.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resync {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<i64>,
+}
+
 /// `tabs`: how many sockets of the user are connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tabs {

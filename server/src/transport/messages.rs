@@ -72,7 +72,9 @@ async fn send<A: Adapter>(
         if delivered.is_ok() {
             metrics::counter!("tether_messages_delivered_total").increment(1);
         } else if super::overflow::some_socket_was_full(&delivered) {
-            super::overflow::resync_rooms(socket, rooms);
+            // From just before this message: a later one may still reach a socket that missed
+            // it, and a restore from that socket's newest id would skip this one.
+            super::overflow::resync_rooms(socket, rooms, message.id - 1);
         }
     }
     Ok(MessageReceipt {

@@ -7,7 +7,8 @@
 //!   again as soon as the buffer has room (a lost ack left the client waiting out its ack
 //!   timeout — measured: 8 s stalls right after a connect storm);
 //! - when a message could not be queued for some socket of its rooms, every socket of those
-//!   rooms on this node gets `resync` (once it has room), and restores from its last id.
+//!   rooms on this node gets `resync { since }` (once it has room), `since` being the id just
+//!   before that message, and restores from there.
 //!
 //! A socket that stays full is closed by the heartbeat (the ping cannot be queued either), and
 //! its client restores after reconnecting.
@@ -116,10 +117,12 @@ pub(crate) fn some_socket_was_full(result: &Result<(), BroadcastError>) -> bool 
         if errors.iter().any(|e| matches!(e, SocketError::InternalChannelFull)))
 }
 
-/// Tells every socket of `rooms` on this node to restore what it may have missed.
-pub(crate) fn resync_rooms<A: Adapter>(socket: &SocketRef<A>, rooms: Vec<String>) {
+/// Tells every socket of `rooms` on this node to restore what it may have missed: everything
+/// after `since`.
+pub(crate) fn resync_rooms<A: Adapter>(socket: &SocketRef<A>, rooms: Vec<String>, since: i64) {
     metrics::counter!("tether_resyncs_total").increment(1);
+    let resync = protocol::payloads::Resync { since: Some(since) };
     for target in socket.within(rooms).sockets() {
-        let _ = emit_or_retry(&target, protocol::events::RESYNC, ());
+        let _ = emit_or_retry(&target, protocol::events::RESYNC, resync);
     }
 }

@@ -268,6 +268,70 @@ async fn a_slow_consumer_is_disconnected_and_resyncs_everything_on_return() {
 }
 
 #[tokio::test]
+async fn resync_points_before_every_message_a_full_socket_missed() {
+    // A socket that stops reading fills the kernel's buffers, then its 16-packet queue; what
+    // arrives after that is dropped for it, and it is told where to restore from.
+    let app = crate::helpers::spawn_app_with(|c| {
+        c.socket_buffer = 16;
+        c.ping_interval_ms = 120_000;
+        c.ping_timeout_ms = 120_000;
+    })
+    .await;
+    let ada = app.connect_as("ada").await;
+    let (mut stalled, _, slow_id) = stalled_socket(app.addr, json!({ "username": "slow" })).await;
+    let body = "x".repeat(3990);
+    let mut sent = Vec::new();
+    for i in 0..4000 {
+        let ack = ada.send(&slow_id, &format!("{i:04}{body}")).await;
+        sent.push(ack["ok"]["id"].as_i64().expect("stored"));
+    }
+    // Now read everything: live messages, and the resyncs queued once there is room.
+    let mut live = HashSet::new();
+    let mut resync_points = Vec::new();
+    loop {
+        let wait = if resync_points.is_empty() {
+            WAIT
+        } else {
+            std::time::Duration::from_secs(1)
+        };
+        let Ok(frame) = tokio::time::timeout(wait, stalled.next()).await else {
+            break;
+        };
+        let Some(Ok(WsMessage::Text(text))) = frame else {
+            continue;
+        };
+        let Some(event) = text.strip_prefix("42") else {
+            continue;
+        };
+        let value: Value = serde_json::from_str(event).unwrap();
+        match value[0].as_str() {
+            Some("private message") => {
+                live.insert(value[1]["id"].as_i64().unwrap());
+            }
+            Some("resync") => resync_points.push(value[1]["since"].as_i64().expect("since")),
+            _ => {}
+        }
+    }
+    let missed: Vec<i64> = sent
+        .iter()
+        .copied()
+        .filter(|id| !live.contains(id))
+        .collect();
+    assert!(
+        !missed.is_empty(),
+        "the queue overflowed (else this test proves nothing)"
+    );
+    let from = *resync_points.iter().min().expect("a resync");
+    assert!(
+        missed.iter().all(|id| *id > from),
+        "restoring from {from} brings back every missed message (first missed: {})",
+        missed[0]
+    );
+    // The point is before the first miss, although later messages did arrive live.
+    assert!(from < missed[0]);
+}
+
+#[tokio::test]
 async fn an_oversized_websocket_frame_closes_that_socket_only() {
     let app = spawn_app_with_small_payload().await;
     let ada = app.connect_as("ada").await;
