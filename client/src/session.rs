@@ -366,11 +366,15 @@ impl Session {
             }
             // Offline: the next connect restores from the newest message held; a point before
             // it must not be forgotten, so it waits for that restore to finish.
-            Err(_) if since < self.chat.last_id => {
-                self.resync_from = Some(self.resync_from.map_or(since, |f| f.min(since)));
-            }
+            Err(_) if since < self.chat.last_id => self.restore_later(since),
             Err(_) => {}
         }
+    }
+
+    /// Remembers a point to restore from once the running restore (or the next connect's) is
+    /// done; of several, the oldest.
+    fn restore_later(&mut self, since: i64) {
+        self.resync_from = Some(self.resync_from.map_or(since, |f| f.min(since)));
     }
 
     fn on_server_event(&mut self, event: &str, args: Vec<Arg>, now: u64) {
@@ -407,7 +411,7 @@ impl Session {
                     .values()
                     .any(|p| matches!(p, Pending::Restore { .. }));
                 if restoring {
-                    self.resync_from = Some(self.resync_from.map_or(since, |f| f.min(since)));
+                    self.restore_later(since);
                 } else {
                     // Presence events may have been lost too: ask for everyone's.
                     self.request_restore(false, since, now);

@@ -25,7 +25,7 @@ const SETTLED: u64 = 1 << 20;
 /// Checks every `every` whether to trim, until the task is aborted. Zero turns it off, and so
 /// does a platform without glibc and `/proc`.
 pub async fn trim_loop(every: Duration) {
-    if every.is_zero() || !trim_supported() {
+    if every.is_zero() || !TRIM_SUPPORTED {
         return;
     }
     let Some(mut last) = Sample::now() else {
@@ -109,15 +109,8 @@ impl Policy {
     }
 }
 
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn trim_supported() -> bool {
-    true
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn trim_supported() -> bool {
-    false
-}
+/// glibc on Linux: the allocator with `malloc_trim`, and `/proc` to watch the process by.
+const TRIM_SUPPORTED: bool = cfg!(all(target_os = "linux", target_env = "gnu"));
 
 fn trim_and_sample() -> Option<Sample> {
     trim();

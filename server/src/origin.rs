@@ -47,7 +47,7 @@ pub async fn check_origin(
     request: Request,
     next: Next,
 ) -> Response {
-    if !request.uri().path().starts_with("/socket.io") {
+    if !crate::transport::is_socket_path(request.uri().path()) {
         return next.run(request).await;
     }
     let mut origins = request.headers().get_all(ORIGIN).iter();

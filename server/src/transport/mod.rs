@@ -64,6 +64,12 @@ impl Viewer {
     }
 }
 
+/// Whether an HTTP request path is Socket.IO's (socketioxide's default `/socket.io`): the
+/// requests the origin check and the request-head copy apply to.
+pub fn is_socket_path(path: &str) -> bool {
+    path.starts_with("/socket.io")
+}
+
 /// Answers an event's ack with `{ ok }` or the error's typed `{ error }`.
 pub(crate) fn reply<A: Adapter, T: serde::Serialize + Send + Sync + 'static>(
     ack: overflow::Ack<A>,

@@ -13,7 +13,7 @@ use axum::response::Response;
 /// Middleware: Socket.IO requests continue with a head that shares nothing with hyper's
 /// read buffer; every other request passes untouched.
 pub async fn detach_socket_request_head(request: Request, next: Next) -> Response {
-    if !request.uri().path().starts_with("/socket.io") {
+    if !super::is_socket_path(request.uri().path()) {
         return next.run(request).await;
     }
     next.run(detach(request)).await
