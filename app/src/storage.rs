@@ -80,7 +80,7 @@ mod browser {
         if let Ok(id) = SessionStorage::get::<String>(TAB_KEY) {
             return id;
         }
-        let id = client::chat::new_client_id();
+        let id = client::chat::random_id();
         let _ = SessionStorage::set(TAB_KEY, &id);
         id
     }

@@ -366,8 +366,26 @@ impl Outbox {
     }
 }
 
-/// A fresh client message id: a UUID v4 from the platform's CSPRNG.
-pub fn new_client_id() -> String {
+/// A fresh random id (a UUID v4 from the platform's CSPRNG), for ids that need no order.
+pub fn random_id() -> String {
+    let mut bytes = random_bytes();
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    hyphenated(bytes)
+}
+
+/// A fresh client message id: a UUID v7 (RFC 9562), the wall clock's milliseconds followed by
+/// 74 random bits. Ids that grow with time land next to each other in the server's
+/// `(clientId, from)` index, so a batch of messages dirties one index page there instead of
+/// one random page each. Uniqueness per sender rests on the random bits, not on the clock.
+pub fn new_client_id(wall_ms: i64) -> String {
+    let mut bytes = random_bytes();
+    let ms = u64::try_from(wall_ms).unwrap_or(0).to_be_bytes();
+    bytes[..6].copy_from_slice(&ms[2..]);
+    bytes[6] = (bytes[6] & 0x0f) | 0x70;
+    hyphenated(bytes)
+}
+
+fn random_bytes() -> [u8; 16] {
     let mut bytes = [0u8; 16];
     if getrandom::fill(&mut bytes).is_err() {
         // No CSPRNG: ids need only be unique per sender, so mix the clock in instead.
@@ -377,7 +395,11 @@ pub fn new_client_id() -> String {
             .unwrap_or_default();
         bytes = nanos.to_le_bytes();
     }
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes
+}
+
+/// The RFC 9562 variant bits and the hyphenated lower-case form.
+fn hyphenated(mut bytes: [u8; 16]) -> String {
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     format!(
@@ -543,10 +565,24 @@ mod tests {
     }
 
     #[test]
-    fn client_ids_are_uuid_v4() {
-        let id = new_client_id();
+    fn random_ids_are_uuid_v4() {
+        let id = random_id();
         assert!(protocol::ClientMsgId::parse(&id).is_ok(), "{id}");
         assert_eq!(&id[14..15], "4");
-        assert_ne!(id, new_client_id());
+        assert_eq!(&id[19..20].trim_matches(['8', '9', 'a', 'b']), &"");
+        assert_ne!(id, random_id());
+    }
+
+    #[test]
+    fn client_ids_are_uuid_v7_and_sort_by_their_clock() {
+        let wall_ms = 1_795_000_000_000; // 2026-11
+        let id = new_client_id(wall_ms);
+        assert!(protocol::ClientMsgId::parse(&id).is_ok(), "{id}");
+        assert_eq!(&id[14..15], "7");
+        assert_eq!(&id[19..20].trim_matches(['8', '9', 'a', 'b']), &"");
+        let millis = u64::from_str_radix(&id[..13].replace('-', ""), 16).unwrap();
+        assert_eq!(millis, wall_ms as u64);
+        assert_ne!(id, new_client_id(wall_ms));
+        assert!(new_client_id(wall_ms + 1) > new_client_id(wall_ms));
     }
 }

@@ -204,7 +204,7 @@ impl Session {
     /// Writes a message: it goes to the outbox (persisted by the adapter) and is sent as soon
     /// as the connection allows. Returns its client id.
     pub fn send_message(&mut self, to: &str, content: &str, now: u64, wall_ms: i64) -> String {
-        let client_id = new_client_id();
+        let client_id = new_client_id(wall_ms);
         self.outbox.push(OutboxEntry {
             client_id: client_id.clone(),
             to: to.to_owned(),

@@ -27,7 +27,7 @@ use crate::domain::{SessionId, UserId, Username};
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_init.sql"),
     include_str!("../../migrations/0002_peers.sql"),
-    include_str!("../../migrations/0003_restore_by_conversation.sql"),
+    include_str!("../../migrations/0003_message_indexes.sql"),
 ];
 const MAX_BATCH: usize = 512;
 /// A session's `last_seen_at` is rewritten at most this often.
@@ -903,7 +903,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn messages_carry_no_per_user_index_after_the_upgrade() {
+    async fn messages_are_indexed_by_conversation_and_by_client_id_first() {
         let dir = tempfile::tempdir().unwrap();
         drop(open(dir.path()));
         let conn = Connection::open(dir.path().join("tether.db")).unwrap();
@@ -915,6 +915,15 @@ mod tests {
             .collect::<rusqlite::Result<_>>()
             .unwrap();
         assert_eq!(indexes, ["messages_by_client_id", "messages_by_pair"]);
+        // The resend check's index starts with the (time-ordered) client id.
+        let columns: Vec<String> = conn
+            .prepare("SELECT name FROM pragma_index_info('messages_by_client_id') ORDER BY seqno")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(columns, ["client_id", "from_user"]);
     }
 
     #[tokio::test]
