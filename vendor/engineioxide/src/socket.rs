@@ -68,12 +68,59 @@ use crate::{config::EngineIoConfig, errors::Error};
 use bytes::Bytes;
 use engineioxide_core::{Packet, PacketBuf, ProtocolVersion, Str, TransportType};
 
-/// Tether patch: what the socket's buffered channel carries. A `PacketBuf` is 168 bytes, and
-/// tokio's channel allocates its slots 32 at a time and keeps up to three spare blocks after
-/// a burst, so each socket kept ~21 KiB of slots for as long as it lived. A boxed buffer is an
-/// 8-byte slot (~1.3 KiB for the same blocks), for one small allocation per queued packet.
-/// See TETHER-PATCH.md.
-pub(crate) type Queued = Box<PacketBuf>;
+/// Tether patch: what the socket's buffered channel carries (see TETHER-PATCH.md). It used to
+/// be a `PacketBuf`, 168 bytes. tokio's channel allocates its slots 32 at a time and keeps up
+/// to three spare blocks after a burst, so each socket kept ~21 KiB of slots for as long as it
+/// lived. A text packet, nearly every packet sent, is stored inline (a 40-byte slot, ~5 KiB
+/// for the same blocks); the rare rest (pings, binary attachments, upgrade packets) is boxed.
+pub(crate) enum Queued {
+    /// One text packet.
+    Message(Str),
+    /// Any other packet or group of packets.
+    Other(Box<PacketBuf>),
+}
+
+impl Queued {
+    pub(crate) fn one(packet: Packet) -> Self {
+        match packet {
+            Packet::Message(msg) => Queued::Message(msg),
+            packet => Queued::Other(Box::new(smallvec![packet])),
+        }
+    }
+
+    fn many(mut packets: PacketBuf) -> Self {
+        if packets.len() == 1 {
+            Queued::one(packets.pop().unwrap())
+        } else {
+            Queued::Other(Box::new(packets))
+        }
+    }
+
+    /// The packets, in order.
+    pub(crate) fn into_packets(self) -> PacketBuf {
+        match self {
+            Queued::Message(msg) => smallvec![Packet::Message(msg)],
+            Queued::Other(packets) => *packets,
+        }
+    }
+
+    /// The first packet (every `Queued` holds at least one).
+    fn into_first(self) -> Packet {
+        match self {
+            Queued::Message(msg) => Packet::Message(msg),
+            Queued::Other(packets) => packets.into_iter().next().unwrap(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Queued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Queued::Message(msg) => f.debug_tuple("Message").field(msg).finish(),
+            Queued::Other(packets) => f.debug_tuple("Other").field(packets).finish(),
+        }
+    }
+}
 use futures_util::FutureExt;
 use http::request::Parts;
 use smallvec::{SmallVec, smallvec};
@@ -128,12 +175,12 @@ impl Permit<'_> {
     /// Consume the permit and emit a message to the client.
     #[inline]
     pub fn emit(self, msg: Str) {
-        self.inner.send(Box::new(smallvec![Packet::Message(msg)]));
+        self.inner.send(Queued::Message(msg));
     }
     /// Consume the permit and emit a binary message to the client.
     #[inline]
     pub fn emit_binary(self, data: Bytes) {
-        self.inner.send(Box::new(smallvec![Packet::Binary(data)]));
+        self.inner.send(Queued::one(Packet::Binary(data)));
     }
 
     /// Consume the permit and emit a message with multiple binary data to the client.
@@ -145,7 +192,7 @@ impl Permit<'_> {
         for d in data {
             packets.push(Packet::Binary(d));
         }
-        self.inner.send(Box::new(packets));
+        self.inner.send(Queued::many(packets));
     }
 
     /// Consume the permit and emit a message with multiple binary data to the client.
@@ -157,7 +204,7 @@ impl Permit<'_> {
         for d in data {
             packets.push(Packet::Binary(d));
         }
-        self.inner.send(Box::new(packets));
+        self.inner.send(Queued::many(packets));
     }
 }
 
@@ -296,10 +343,10 @@ where
         tracing::debug!(?packet, "sending packet");
 
         self.internal_tx
-            .try_send(Box::new(smallvec![packet]))
+            .try_send(Queued::one(packet))
             .map_err(|p| match p {
-                TrySendError::Full(mut p) => TrySendError::Full(p.pop().unwrap()),
-                TrySendError::Closed(mut p) => TrySendError::Closed(p.pop().unwrap()),
+                TrySendError::Full(p) => TrySendError::Full(p.into_first()),
+                TrySendError::Closed(p) => TrySendError::Closed(p.into_first()),
             })?;
         Ok(())
     }
@@ -378,7 +425,7 @@ where
             tracing::trace!(sid = ?self.id, "emitting ping");
 
             self.internal_tx
-                .try_send(Box::new(smallvec![Packet::Ping]))
+                .try_send(Queued::one(Packet::Ping))
                 .map_err(|_| Error::HeartbeatTimeout)?;
 
             #[cfg(feature = "tracing")]
@@ -415,7 +462,7 @@ where
             #[cfg(feature = "tracing")]
             tracing::trace!(sid = ?self.id, "ping received, sending pong");
             self.internal_tx
-                .try_send(Box::new(smallvec![Packet::Pong]))
+                .try_send(Queued::one(Packet::Pong))
                 .map_err(|_| Error::HeartbeatTimeout)?;
         }
     }
@@ -645,7 +692,7 @@ where
         tokio::spawn(async move {
             let mut internal_rx = sock_clone.internal_rx.try_lock().unwrap();
             while let Some(packets) = internal_rx.buffered_rx.recv().await {
-                for packet in *packets {
+                for packet in packets.into_packets() {
                     tx.send(packet).await.unwrap();
                 }
             }
