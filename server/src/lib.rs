@@ -63,6 +63,11 @@ pub struct App {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// Each WebSocket's read buffer is allocated at connect and held for the socket's life. Client
+/// frames are small (an event is a few hundred bytes); a larger frame grows the buffer to its
+/// size while it is read. engineioxide's default is 4 KiB.
+const WS_READ_BUFFER: usize = 1024;
+
 /// Builds the whole application from its configuration: store, Socket.IO layer, HTTP routes.
 pub async fn build_app(config: &Config) -> anyhow::Result<App> {
     http::metrics_handle();
@@ -119,7 +124,8 @@ pub async fn build_app(config: &Config) -> anyhow::Result<App> {
         .max_payload(config.max_payload_bytes)
         .max_buffer_size(config.socket_buffer.max(16))
         .ws_max_message_size(config.max_payload_bytes as usize)
-        .ws_max_frame_size(config.max_payload_bytes as usize);
+        .ws_max_frame_size(config.max_payload_bytes as usize)
+        .ws_read_buffer_size(WS_READ_BUFFER);
 
     let leptos_options = LeptosOptions::builder()
         .output_name(config.output_name.clone())
