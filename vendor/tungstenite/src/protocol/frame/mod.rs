@@ -100,7 +100,7 @@ where
 }
 
 /// Tether patch: the most `out_buffer` capacity kept once everything buffered is written.
-const OUT_BUFFER_KEEP: usize = 4096;
+const OUT_BUFFER_KEEP: usize = 1024;
 
 /// A codec for WebSocket frames.
 #[derive(Debug)]
