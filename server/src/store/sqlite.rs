@@ -907,22 +907,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         drop(open(dir.path()));
         let conn = Connection::open(dir.path().join("tether.db")).unwrap();
-        let indexes: Vec<String> = conn
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages' ORDER BY name")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
+        let names = |sql: &str| -> Vec<String> {
+            conn.prepare(sql)
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap()
+        };
+        let indexes = names(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages' ORDER BY name",
+        );
         assert_eq!(indexes, ["messages_by_client_id", "messages_by_pair"]);
         // The resend check's index starts with the (time-ordered) client id.
-        let columns: Vec<String> = conn
-            .prepare("SELECT name FROM pragma_index_info('messages_by_client_id') ORDER BY seqno")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
+        let columns =
+            names("SELECT name FROM pragma_index_info('messages_by_client_id') ORDER BY seqno");
         assert_eq!(columns, ["client_id", "from_user"]);
     }
 
