@@ -900,6 +900,23 @@ mod tests {
         assert!(!exact.has_more);
         let all = store.messages_since(&b, 0, 100).await.unwrap();
         assert_eq!(texts(&all), ["ab0", "bc", "ab1", "db", "ba2"]);
+        // Both of e's conversations hold more than a page after `since`, interleaved: the page
+        // is the oldest across both, whichever conversation is read first.
+        let (_, e) = user(&store, "e").await;
+        let since = ids[7];
+        for (to, text) in [
+            (&b, "eb1"),
+            (&c, "ec2"),
+            (&c, "ec3"),
+            (&b, "eb4"),
+            (&b, "eb5"),
+            (&c, "ec6"),
+        ] {
+            store.insert_message(msg(&e, to, text, None)).await.unwrap();
+        }
+        let page = store.messages_since(&e, since, 2).await.unwrap();
+        assert_eq!(texts(&page), ["eb1", "ec2"]);
+        assert!(page.has_more);
     }
 
     #[tokio::test]
