@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every check and test Tether has: formatting, clippy (server and wasm frontend), the
 # workspace's cargo tests (the cluster ones on a redis-server started here on a free port and
-# stopped on exit), a release build of the site, and the Playwright suite against that
-# release server (started on a free port by the suite's global setup, stopped after).
+# stopped on exit), the vendored engineioxide's unit tests, a release build of the site, and
+# the Playwright suite against that release server (started on a free port by the suite's
+# global setup, stopped after).
 set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$REPO_ROOT/scripts/setup.sh" --test
@@ -52,6 +53,11 @@ cargo clippy -p frontend -p app -p client --target wasm32-unknown-unknown -- -D 
 
 step "cargo test (workspace)"
 cargo test --workspace --exclude frontend
+
+step "cargo test (vendored engineioxide: its queue and heartbeat are Tether's)"
+CARGO_TARGET_DIR="$REPO_ROOT/target/vendor-engineioxide" cargo test --locked \
+  --manifest-path vendor/engineioxide/Cargo.toml --lib \
+  --features tokio/macros,tokio/rt-multi-thread,tokio/test-util
 
 step "release build of the site"
 cargo leptos build --release

@@ -9,6 +9,7 @@ use http::request::Parts;
 use crate::{
     config::EngineIoConfig,
     handler::EngineIoHandler,
+    heartbeat::Heartbeat,
     socket::{DisconnectReason, Socket},
 };
 
@@ -24,6 +25,9 @@ pub struct EngineIo<H: EngineIoHandler> {
 
     /// The config for the engine.io server
     pub config: EngineIoConfig,
+
+    /// Tether patch: the clock and task that keep every socket's heartbeat.
+    pub(crate) heartbeat: Heartbeat,
 }
 
 impl<H: EngineIoHandler> EngineIo<H> {
@@ -33,6 +37,7 @@ impl<H: EngineIoHandler> EngineIo<H> {
             sockets: RwLock::new(HashMap::new()),
             config,
             handler,
+            heartbeat: Heartbeat::new(),
         }
     }
 }
@@ -64,6 +69,14 @@ impl<H: EngineIoHandler> EngineIo<H> {
             .insert(socket.id, socket.clone());
         self.handler.clone().on_connect(socket.clone());
         socket
+    }
+
+    /// Tether patch: calls `f` with every socket, under the socket map's read lock (so `f`
+    /// must not open or close sessions).
+    pub(crate) fn for_each_socket(&self, mut f: impl FnMut(&Arc<Socket<H::Data>>)) {
+        for socket in self.sockets.read().unwrap().values() {
+            f(socket);
+        }
     }
 
     /// Get a socket by its sid

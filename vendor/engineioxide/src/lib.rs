@@ -24,4 +24,6 @@ pub mod sid {
 mod body;
 mod engine;
 mod errors;
+mod heartbeat;
+mod queue;
 mod transport;

@@ -54,7 +54,7 @@ where
 
     let packet = make_open_packet(TransportType::Polling, socket.id, &engine.config);
 
-    socket.spawn_heartbeat(engine.config.ping_interval, engine.config.ping_timeout);
+    engine.start_heartbeat(&socket);
 
     let packet: String = Packet::Open(packet).into();
     let packet = {
@@ -191,9 +191,8 @@ where
                 engine.close_session(sid, DisconnectReason::TransportClose);
                 break;
             }
-            Ok(Packet::Pong | Packet::Ping) => {
-                // A full channel means that the client is already known to be alive.
-                socket.heartbeat_tx.try_send(()).ok();
+            Ok(p @ (Packet::Pong | Packet::Ping)) => {
+                socket.on_heartbeat_packet(&p);
                 Ok(())
             }
             Ok(Packet::Message(msg)) => {
@@ -228,21 +227,21 @@ mod rx_stream {
 
     use futures_core::Stream;
     use pin_project_lite::pin_project;
-    use tokio::sync::{mpsc, watch};
+    use tokio::sync::watch;
     use tokio_util::sync::ReusableBoxFuture;
 
-    use crate::socket::Queued;
+    use crate::{queue, socket::Queued};
     use engineioxide_core::PacketBuf;
 
-    /// [`ReceiverStream`] is a stream that wraps a [`mpsc::Receiver`] by reference.
+    /// [`ReceiverStream`] is a stream that wraps a [`queue::Receiver`] by reference.
     /// Allowing to use it as a stream even if it is behind a mutex.
     /// (Tether patch: the channel carries `socket::Queued`, handed on as `PacketBuf`s.)
     pub struct ReceiverStream<'a> {
-        inner: &'a mut mpsc::Receiver<Queued>,
+        inner: &'a mut queue::Receiver<Queued>,
     }
 
     impl<'a> ReceiverStream<'a> {
-        pub fn new(inner: &'a mut mpsc::Receiver<Queued>) -> Self {
+        pub fn new(inner: &'a mut queue::Receiver<Queued>) -> Self {
             Self { inner }
         }
     }
@@ -251,7 +250,9 @@ mod rx_stream {
         type Item = PacketBuf;
 
         fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-            self.inner.poll_recv(cx).map(|item| item.map(Queued::into_packets))
+            self.inner
+                .poll_recv(cx)
+                .map(|item| item.map(Queued::into_packets))
         }
     }
 
@@ -315,7 +316,7 @@ mod rx_stream {
 
     impl<'a> EncoderStream<'a> {
         pub fn new(
-            rx: &'a mut mpsc::Receiver<Queued>,
+            rx: &'a mut queue::Receiver<Queued>,
             watch: &'a mut watch::Receiver<Option<PacketBuf>>,
         ) -> Self {
             Self {
