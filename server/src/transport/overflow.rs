@@ -8,13 +8,15 @@
 //!   timeout — measured: 8 s stalls right after a connect storm);
 //! - when a message could not be queued for some socket of its rooms, every socket of those
 //!   rooms on this node gets `resync { since }` (once it has room), `since` being the id just
-//!   before that message, and restores from there.
+//!   before that message, and restores from there. A socket owes at most one resync at a time:
+//!   further misses before it goes out only lower its `since` ([`OwedResync`]), so a client
+//!   that missed a thousand messages restores once, not a thousand times.
 //!
 //! A socket that stays full is closed by the heartbeat (the ping cannot be queued either), and
 //! its client restores after reconnecting.
 
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -37,19 +39,23 @@ pub(crate) fn emit_or_retry<A: Adapter, T: Serialize + Send + Sync + 'static>(
     data: T,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let socket = socket.clone();
-    retry_while_full(event, move || {
-        matches!(
-            socket.emit(event, &data),
-            Err(SendError::Socket(SocketError::InternalChannelFull))
-        )
-    })
+    retry_while_full(event, move || was_full(socket.emit(event, &data)), || ())
+}
+
+fn was_full(sent: Result<(), SendError>) -> bool {
+    matches!(
+        sent,
+        Err(SendError::Socket(SocketError::InternalChannelFull))
+    )
 }
 
 /// Runs `attempt` (which says whether the buffer was full); while it was, runs it again every
-/// `RETRY_EVERY` in the background for up to `RETRY_FOR`, and returns that task.
+/// `RETRY_EVERY` in the background for up to `RETRY_FOR` (then `give_up`), and returns that
+/// task.
 fn retry_while_full(
     what: &'static str,
     mut attempt: impl FnMut() -> bool + Send + 'static,
+    give_up: impl FnOnce() + Send + 'static,
 ) -> Option<tokio::task::JoinHandle<()>> {
     if !attempt() {
         return None;
@@ -64,6 +70,7 @@ fn retry_while_full(
                 return;
             }
         }
+        give_up();
     }))
 }
 
@@ -97,17 +104,14 @@ impl<A: Adapter> Ack<A> {
         data: T,
     ) -> Option<tokio::task::JoinHandle<()>> {
         self.id?;
-        retry_while_full("ack", move || self.try_send(&data))
+        retry_while_full("ack", move || self.try_send(&data), || ())
     }
 
     /// Whether the buffer was full (any other outcome is final: sent, or the socket is gone).
     fn try_send<T: Serialize>(&self, data: &T) -> bool {
         let mut unused = RawPayload::Str(Str::from(""), None);
         let Ok(sender) = AckSender::from_message_parts(&self.socket, &mut unused, &self.id);
-        matches!(
-            sender.send(data),
-            Err(SendError::Socket(SocketError::InternalChannelFull))
-        )
+        was_full(sender.send(data))
     }
 }
 
@@ -121,8 +125,61 @@ pub(crate) fn some_socket_was_full(result: &Result<(), BroadcastError>) -> bool 
 /// after `since`.
 pub(crate) fn resync_rooms<A: Adapter>(socket: &SocketRef<A>, rooms: Vec<String>, since: i64) {
     metrics::counter!("tether_resyncs_total").increment(1);
-    let resync = protocol::payloads::Resync { since: Some(since) };
     for target in socket.within(rooms).sockets() {
-        let _ = emit_or_retry(&target, protocol::events::RESYNC, resync);
+        owe_resync(&target, since);
     }
+}
+
+/// The resync a socket is owed and has not been sent yet (a socket extension, added at its
+/// first miss). While one is owed, a background task tries to send it.
+#[derive(Clone, Default)]
+struct OwedResync(Arc<Mutex<Option<i64>>>);
+
+impl OwedResync {
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<i64>> {
+        // Every critical section is one read or write of the slot: a panic cannot tear it.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// `target` missed the message after `since`: it gets `resync { since }`, or, if it already
+/// owes one, that one's `since` drops to this if lower.
+fn owe_resync<A: Adapter>(target: &SocketRef<A>, since: i64) {
+    let owed = target.extensions.get::<OwedResync>().unwrap_or_else(|| {
+        // Two first misses at once may each add one: then two resyncs go out, both correct.
+        let owed = OwedResync::default();
+        target.extensions.insert(owed.clone());
+        owed
+    });
+    {
+        let mut slot = owed.slot();
+        if let Some(owed_since) = *slot {
+            *slot = Some(owed_since.min(since)); // its task sends the lowest
+            return;
+        }
+        *slot = Some(since);
+    }
+    let socket = target.clone();
+    let sender = owed.clone();
+    let _ = retry_while_full(
+        protocol::events::RESYNC,
+        move || {
+            // Held while emitting, so a miss meanwhile waits and then owes a new resync.
+            let mut slot = sender.slot();
+            let Some(since) = *slot else {
+                return false;
+            };
+            let resync = protocol::payloads::Resync { since: Some(since) };
+            let full = was_full(socket.emit(protocol::events::RESYNC, &resync));
+            if !full {
+                *slot = None;
+            }
+            full
+        },
+        // The socket stayed full: it will be closed by the heartbeat and restore on its return;
+        // a later miss starts over.
+        move || *owed.slot() = None,
+    );
 }
