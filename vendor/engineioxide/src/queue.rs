@@ -10,6 +10,10 @@
 //! packets, permits that reserve a place, one receiver (serialised by the socket's
 //! `internal_rx` lock), `close()` from the receiving side, after which sends fail, queued
 //! packets can still be received and `closed()` resolves.
+//!
+//! It also holds the socket's volatile packet, which was a `tokio::sync::watch` channel of its
+//! own (~0.5 KiB per socket): at most one, outside the bound, replaced by the next one, and
+//! received after everything queued.
 
 use std::{
     collections::VecDeque,
@@ -30,6 +34,8 @@ const KEPT_CAPACITY: usize = 4;
 
 struct State<T> {
     items: VecDeque<T>,
+    /// The latest volatile packet not received yet.
+    volatile: Option<T>,
     /// Places held by permits that have not sent yet.
     reserved: usize,
     closed: bool,
@@ -69,6 +75,7 @@ pub(crate) fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             items: VecDeque::new(),
+            volatile: None,
             reserved: 0,
             closed: false,
             rx_waker: None,
@@ -98,6 +105,10 @@ impl<T> Shared<T> {
     /// Queues `item` (the caller holds a place for it) and wakes the receiver.
     fn push(&self, mut state: MutexGuard<'_, State<T>>, item: T) {
         state.items.push_back(item);
+        Self::wake_rx(state);
+    }
+
+    fn wake_rx(mut state: MutexGuard<'_, State<T>>) {
         let waker = state.rx_waker.take();
         drop(state);
         if let Some(waker) = waker {
@@ -168,6 +179,17 @@ impl<T> Sender<T> {
         Ok(Permit {
             shared: &self.shared,
         })
+    }
+
+    /// Sets the volatile packet (replacing one not received yet). False once closed.
+    pub(crate) fn send_volatile(&self, item: T) -> bool {
+        let mut state = self.shared.lock();
+        if state.closed {
+            return false;
+        }
+        state.volatile = Some(item);
+        Shared::wake_rx(state);
+        true
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -254,8 +276,11 @@ impl<T> Receiver<T> {
 }
 
 impl<T> Shared<T> {
+    /// The next queued packet, else the volatile one.
     fn pop(&self, state: &mut State<T>) -> Option<T> {
-        let item = state.items.pop_front()?;
+        let Some(item) = state.items.pop_front() else {
+            return state.volatile.take();
+        };
         if state.items.is_empty() && state.items.capacity() > KEPT_CAPACITY {
             // The burst is over: let go of its buffer.
             state.items = VecDeque::new();
@@ -365,6 +390,25 @@ mod tests {
         tokio::task::yield_now().await;
         rx.close();
         assert_eq!(refused.await.unwrap().unwrap_err().0, 4);
+    }
+
+    #[tokio::test]
+    async fn the_volatile_packet_is_the_latest_one_and_comes_after_the_queue() {
+        let (tx, mut rx) = channel::<u32>(1);
+        tx.try_send(1).unwrap();
+        assert!(tx.send_volatile(10));
+        assert!(tx.send_volatile(11), "outside the bound, replacing 10");
+        assert_eq!(rx.try_recv(), Some(1));
+        assert_eq!(rx.try_recv(), Some(11));
+        assert_eq!(rx.try_recv(), None);
+
+        let waiting = tokio::spawn(async move { (rx.recv().await, rx) });
+        tokio::task::yield_now().await;
+        assert!(tx.send_volatile(12));
+        let (got, mut rx) = waiting.await.unwrap();
+        assert_eq!(got, Some(12), "a volatile packet wakes the receiver");
+        rx.close();
+        assert!(!tx.send_volatile(13));
     }
 
     #[tokio::test]

@@ -119,7 +119,7 @@ impl std::fmt::Debug for Queued {
 }
 use http::request::Parts;
 use smallvec::{SmallVec, smallvec};
-use tokio::sync::{Mutex, mpsc::error::TrySendError, watch};
+use tokio::sync::{Mutex, mpsc::error::TrySendError};
 
 pub use engineioxide_core::Sid;
 use tokio_util::sync::CancellationToken;
@@ -203,18 +203,13 @@ impl Permit<'_> {
 pub(crate) struct InternalRx {
     pub buffered_rx: queue::Receiver<Queued>,
     pub peeked_packet: Option<PacketBuf>,
-    pub volatile_rx: watch::Receiver<Option<PacketBuf>>,
 }
 
 impl InternalRx {
-    fn new(
-        buffered_rx: queue::Receiver<Queued>,
-        volatile_rx: watch::Receiver<Option<PacketBuf>>,
-    ) -> Self {
+    fn new(buffered_rx: queue::Receiver<Queued>) -> Self {
         Self {
             buffered_rx,
             peeked_packet: None,
-            volatile_rx,
         }
     }
 }
@@ -261,11 +256,6 @@ where
     /// Channel to send [PacketBuf] to the internal connection
     pub(crate) internal_tx: queue::Sender<Queued>,
 
-    /// Channel to send volatile [PacketBuf]s that bypass the internal buffer.
-    /// Uses a [`watch`](tokio::sync::watch) channel so only the latest volatile
-    /// message is retained; subsequent volatile sends overwrite the previous one.
-    volatile_tx: watch::Sender<Option<PacketBuf>>,
-
     /// Tether patch: the heartbeat's state, kept by the engine's heartbeat task.
     pub(crate) heartbeat: HeartbeatState,
 
@@ -297,7 +287,6 @@ where
         supports_binary: bool,
     ) -> Self {
         let (internal_tx, internal_rx) = queue::channel(config.max_buffer_size);
-        let (volatile_tx, volatile_rx) = watch::channel(None);
 
         Self {
             id: Sid::new(),
@@ -305,10 +294,8 @@ where
             transport: AtomicU8::new(transport as u8),
             upgrading: AtomicBool::new(false),
 
-            internal_rx: Mutex::new(InternalRx::new(internal_rx, volatile_rx)),
+            internal_rx: Mutex::new(InternalRx::new(internal_rx)),
             internal_tx,
-
-            volatile_tx,
 
             heartbeat: HeartbeatState::new(),
             cancellation_token: CancellationToken::new(),
@@ -491,8 +478,9 @@ where
         self.send_volatile(packets)
     }
 
+    /// (Tether patch: the volatile packet is held by the packet queue, see `queue`.)
     pub(crate) fn send_volatile(&self, packets: PacketBuf) -> bool {
-        self.volatile_tx.send(Some(packets)).is_ok()
+        self.internal_tx.send_volatile(Queued::many(packets))
     }
 }
 
@@ -555,7 +543,6 @@ where
         tokio::sync::mpsc::Receiver<Packet>,
     ) {
         let (internal_tx, internal_rx) = queue::channel(buffer_size);
-        let (volatile_tx, volatile_rx) = watch::channel(None);
 
         let sock = Self {
             id: sid,
@@ -563,10 +550,8 @@ where
             transport: AtomicU8::new(TransportType::Websocket as u8),
             upgrading: AtomicBool::new(false),
 
-            internal_rx: Mutex::new(InternalRx::new(internal_rx, volatile_rx)),
+            internal_rx: Mutex::new(InternalRx::new(internal_rx)),
             internal_tx,
-
-            volatile_tx,
 
             heartbeat: HeartbeatState::new(),
             cancellation_token: CancellationToken::new(),
