@@ -54,7 +54,7 @@ struct Shared<T> {
     on_room: Notify,
 }
 
-/// The sending half: cloneable, never blocks.
+/// The sending half: cloneable; only `send` waits (for room), the rest never waits.
 pub(crate) struct Sender<T> {
     shared: Arc<Shared<T>>,
 }
