@@ -71,14 +71,6 @@ impl<H: EngineIoHandler> EngineIo<H> {
         socket
     }
 
-    /// Tether patch: calls `f` with every socket, under the socket map's read lock (so `f`
-    /// must not open or close sessions).
-    pub(crate) fn for_each_socket(&self, mut f: impl FnMut(&Arc<Socket<H::Data>>)) {
-        for socket in self.sockets.read().unwrap().values() {
-            f(socket);
-        }
-    }
-
     /// Get a socket by its sid
     /// Clones the socket ref to avoid holding the lock
     pub fn get_socket(&self, sid: Sid) -> Option<Arc<Socket<H::Data>>> {

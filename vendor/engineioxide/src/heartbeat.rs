@@ -2,28 +2,32 @@
 //!
 //! Upstream spawns a task for every socket that sleeps until its next ping and then waits for
 //! the pong. That task, its timer and its pong channel cost ~1.5 KiB per socket, most of an
-//! idle socket's footprint after its buffers. Here each socket keeps three atomics and the
-//! engine's one task walks the sockets every `tick` (a quarter of the shorter of ping interval
-//! and ping timeout, at least 10 ms and at most 1 s): pings go out at most one tick late, and
-//! a missing pong is noticed at most one tick after `ping_timeout`. The client allows
-//! `ping_interval + ping_timeout` between pings, far more than a tick.
+//! idle socket's footprint after its buffers. Here a socket keeps one flag (`heard`, set by the
+//! transport when a pong or ping arrives) and the engine's one task keeps every socket's next
+//! deadline in a heap: it wakes at the earliest, sends the pings that are due, checks the pongs
+//! whose time is up, and sleeps again. Pings go out on time, spread as the handshakes were; no
+//! pass over all sockets.
 //!
 //! The semantics are upstream's: (v4) a ping every `ping_interval` from the handshake, the
 //! socket closed with `HeartbeatTimeout` when its pong does not come within `ping_timeout` or
-//! the ping cannot be queued, no new ping while the transport is upgrading, and a pong that
-//! arrives before its ping is ignored; (v3) the client pings, the server answers each ping with
-//! a pong and closes the socket when no ping comes within `ping_interval + ping_timeout`.
+//! the ping cannot be queued, no new ping while a pong is awaited or the transport upgrades,
+//! and a pong that arrives before its ping is ignored; (v3) the client pings, the server
+//! answers each ping with a pong (in the transport) and closes the socket when no ping came in
+//! `ping_interval + ping_timeout` (counted from the last look that saw one, so up to twice
+//! that in the worst case).
 
 use std::{
+    cmp::Ordering as CmpOrdering,
+    collections::BinaryHeap,
     sync::{
-        Arc, Weak,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex, Weak,
+        atomic::{AtomicBool, Ordering},
     },
     time::Duration,
 };
 
-use engineioxide_core::{Packet, ProtocolVersion};
-use tokio::time::Instant;
+use engineioxide_core::{Packet, ProtocolVersion, Sid};
+use tokio::{sync::Notify, time::Instant};
 
 use crate::{
     engine::EngineIo,
@@ -31,41 +35,41 @@ use crate::{
     socket::{DisconnectReason, Queued, Socket},
 };
 
-/// Not set (no deadline yet, no ping outstanding).
+/// No ping outstanding.
 const NONE: u64 = u64::MAX;
 
-/// One socket's heartbeat, in milliseconds since the engine's `epoch`.
-#[derive(Debug)]
+/// The longest the task sleeps without looking whether its engine still exists.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
+/// A socket's part: whether the client was heard from since the task last looked.
+#[derive(Debug, Default)]
 pub(crate) struct HeartbeatState {
-    /// When the next ping is due (v4) or the client's ping is overdue (v3); `NONE` until the
-    /// handshake starts the heartbeat.
-    due: AtomicU64,
-    /// When the outstanding ping was sent (v4), `NONE` when no ping is outstanding.
-    ping_sent: AtomicU64,
-    /// A pong (v4) or ping (v3) arrived since the last look.
     heard: AtomicBool,
 }
 
 impl HeartbeatState {
     pub(crate) fn new() -> Self {
-        Self {
-            due: AtomicU64::new(NONE),
-            ping_sent: AtomicU64::new(NONE),
-            heard: AtomicBool::new(false),
-        }
+        Self::default()
     }
 
     /// The client answered (v4 pong) or pinged (v3).
     pub(crate) fn heard(&self) {
         self.heard.store(true, Ordering::Release);
     }
+
+    fn take_heard(&self) -> bool {
+        self.heard.swap(false, Ordering::AcqRel)
+    }
 }
 
-/// The engine-wide part: when the engine started and whether its task runs.
+/// The engine-wide part: the clock, the sockets whose heartbeat starts, and the task's wake-up.
 #[derive(Debug)]
 pub(crate) struct Heartbeat {
     epoch: Instant,
     running: AtomicBool,
+    /// Sockets whose handshake is done, with their first deadline, for the task to take.
+    started: Mutex<Vec<(Sid, u64)>>,
+    wake: Arc<Notify>,
 }
 
 impl Heartbeat {
@@ -73,106 +77,73 @@ impl Heartbeat {
         Self {
             epoch: Instant::now(),
             running: AtomicBool::new(false),
+            started: Mutex::new(Vec::new()),
+            wake: Arc::new(Notify::new()),
         }
     }
 
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
-}
 
-/// How often the engine's task looks at its sockets.
-pub(crate) fn tick(interval: Duration, timeout: Duration) -> Duration {
-    (interval.min(timeout) / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+    fn take_started(&self) -> Vec<(Sid, u64)> {
+        std::mem::take(&mut *self.started.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 fn millis(d: Duration) -> u64 {
     d.as_millis() as u64
 }
 
+/// One socket's place in the task's heap: when to look at it next, and its v4 schedule.
+struct Entry {
+    at: u64,
+    seq: u64,
+    sid: Sid,
+    /// When the next ping is due (v4) or the client's ping is overdue (v3).
+    due: u64,
+    /// When the outstanding ping was sent (v4), `NONE` if none is.
+    ping_sent: u64,
+}
+
+// Ordered for a min-heap on (at, seq).
+impl Ord for Entry {
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Entry {}
+
 impl<H: EngineIoHandler> EngineIo<H> {
     /// Starts `socket`'s heartbeat (after its handshake), and the engine's heartbeat task if
     /// it is not running yet. Must be called inside the tokio runtime.
     pub(crate) fn start_heartbeat(self: &Arc<Self>, socket: &Socket<H::Data>) {
-        let now = self.heartbeat.now_ms();
         let first = if is_v3(socket) {
-            millis(self.config.ping_interval + self.config.ping_timeout)
+            self.config.ping_interval + self.config.ping_timeout
         } else {
-            millis(self.config.ping_interval)
+            self.config.ping_interval
         };
-        socket.heartbeat.due.store(now + first, Ordering::Release);
+        let due = self.heartbeat.now_ms() + millis(first);
+        self.heartbeat
+            .started
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((socket.id, due));
+        self.heartbeat.wake.notify_one();
         if !self.heartbeat.running.swap(true, Ordering::AcqRel) {
-            tokio::spawn(run(Arc::downgrade(self)));
+            tokio::spawn(run(Arc::downgrade(self), self.heartbeat.wake.clone()));
         }
     }
-
-    /// One look at every socket: sends the pings that are due and closes the sockets whose
-    /// client went quiet.
-    pub(crate) fn heartbeat_pass(&self) {
-        let now = self.heartbeat.now_ms();
-        let interval = millis(self.config.ping_interval);
-        let timeout = millis(self.config.ping_timeout);
-        let mut dead = Vec::new();
-        self.for_each_socket(|socket| {
-            let alive = if is_v3(socket) {
-                v3(socket, now, interval, timeout)
-            } else {
-                v4(socket, now, interval, timeout)
-            };
-            if !alive {
-                dead.push(socket.clone());
-            }
-        });
-        // Closing takes the socket map's write lock, so it happens after the walk.
-        for socket in dead {
-            #[cfg(feature = "tracing")]
-            tracing::debug!(sid = ?socket.id, "heartbeat timeout");
-            socket.close(DisconnectReason::HeartbeatTimeout);
-        }
-    }
-}
-
-/// v4: the server pings, the client answers. Returns false when the socket must close.
-fn v4<D>(socket: &Arc<Socket<D>>, now: u64, interval: u64, timeout: u64) -> bool
-where
-    D: Default + Send + Sync + 'static,
-{
-    let hb = &socket.heartbeat;
-    let due = hb.due.load(Ordering::Acquire);
-    if due == NONE {
-        return true; // handshake not done yet
-    }
-    let sent = hb.ping_sent.load(Ordering::Relaxed);
-    if sent != NONE {
-        if hb.heard.swap(false, Ordering::AcqRel) {
-            hb.ping_sent.store(NONE, Ordering::Relaxed);
-        } else {
-            return now < sent.saturating_add(timeout);
-        }
-    }
-    if now < due {
-        return true;
-    }
-    // The next ping keeps the cadence from the handshake, unless this one is already late by
-    // more than an interval.
-    let next = (due + interval).max(now + 1);
-    hb.due.store(next, Ordering::Release);
-    if socket.is_upgrading() {
-        return true; // no ping while the transport changes
-    }
-    // A pong that came before its ping answers nothing.
-    hb.heard.store(false, Ordering::Release);
-    #[cfg(feature = "tracing")]
-    tracing::trace!(sid = ?socket.id, "emitting ping");
-    if socket
-        .internal_tx
-        .try_send(Queued::one(Packet::Ping))
-        .is_err()
-    {
-        return false;
-    }
-    hb.ping_sent.store(now, Ordering::Relaxed);
-    true
 }
 
 /// Whether the client pings (v3) rather than the server (v4, and every socket without the
@@ -184,37 +155,129 @@ where
     cfg!(feature = "v3") && socket.protocol == ProtocolVersion::V3
 }
 
-/// v3: the client pings and the server answers (in the transport, as the ping arrives).
-fn v3<D>(socket: &Arc<Socket<D>>, now: u64, interval: u64, timeout: u64) -> bool
+/// v4: the server pings, the client answers. Updates `entry` and returns when to look next,
+/// or `None` when the socket must close.
+fn v4<D>(
+    socket: &Socket<D>,
+    entry: &mut Entry,
+    now: u64,
+    interval: u64,
+    timeout: u64,
+) -> Option<u64>
 where
     D: Default + Send + Sync + 'static,
 {
     let hb = &socket.heartbeat;
-    let due = hb.due.load(Ordering::Acquire);
-    if due == NONE {
-        return true;
+    if entry.ping_sent != NONE {
+        if hb.take_heard() {
+            entry.ping_sent = NONE;
+        } else {
+            let deadline = entry.ping_sent.saturating_add(timeout);
+            return (now < deadline).then_some(deadline);
+        }
     }
-    if hb.heard.swap(false, Ordering::AcqRel) {
-        hb.due.store(now + interval + timeout, Ordering::Release);
-        return true;
+    if now < entry.due {
+        return Some(entry.due);
     }
-    now < due
+    // The next ping keeps the cadence from the handshake, unless this one is already late by
+    // more than an interval.
+    entry.due = (entry.due + interval).max(now + 1);
+    if socket.is_upgrading() {
+        return Some(entry.due); // no ping while the transport changes
+    }
+    // A pong that came before its ping answers nothing.
+    hb.take_heard();
+    #[cfg(feature = "tracing")]
+    tracing::trace!(sid = ?socket.id, "emitting ping");
+    if socket
+        .internal_tx
+        .try_send(Queued::one(Packet::Ping))
+        .is_err()
+    {
+        return None;
+    }
+    entry.ping_sent = now;
+    Some((now + timeout).min(entry.due))
 }
 
-/// The engine's heartbeat task: a pass every tick while the engine exists.
-async fn run<H: EngineIoHandler>(engine: Weak<EngineIo<H>>) {
-    let period = match engine.upgrade() {
-        Some(engine) => tick(engine.config.ping_interval, engine.config.ping_timeout),
-        None => return,
-    };
-    let mut ticks = tokio::time::interval(period);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// v3: the client pings and the server answers (in the transport, as the ping arrives).
+fn v3<D>(
+    socket: &Socket<D>,
+    entry: &mut Entry,
+    now: u64,
+    interval: u64,
+    timeout: u64,
+) -> Option<u64>
+where
+    D: Default + Send + Sync + 'static,
+{
+    if socket.heartbeat.take_heard() {
+        entry.due = now + interval + timeout;
+        return Some(entry.due);
+    }
+    (now < entry.due).then_some(entry.due)
+}
+
+/// The engine's heartbeat task: sleeps until the earliest deadline (or a new socket), looks
+/// at the sockets that are due, and stops when the engine is gone.
+async fn run<H: EngineIoHandler>(engine: Weak<EngineIo<H>>, wake: Arc<Notify>) {
+    let mut heap = BinaryHeap::<Entry>::new();
+    let mut seq = 0u64;
+    let mut dead = Vec::new();
     loop {
-        ticks.tick().await;
-        let Some(engine) = engine.upgrade() else {
-            return;
+        let sleep_until = {
+            let Some(engine) = engine.upgrade() else {
+                return;
+            };
+            let hb = &engine.heartbeat;
+            for (sid, due) in hb.take_started() {
+                seq += 1;
+                heap.push(Entry {
+                    at: due,
+                    seq,
+                    sid,
+                    due,
+                    ping_sent: NONE,
+                });
+            }
+            let now = hb.now_ms();
+            let interval = millis(engine.config.ping_interval);
+            let timeout = millis(engine.config.ping_timeout);
+            while heap.peek().is_some_and(|entry| entry.at <= now) {
+                let mut entry = heap.pop().expect("peeked");
+                let Some(socket) = engine.get_socket(entry.sid) else {
+                    continue; // closed: its entry goes with it
+                };
+                let next = if is_v3(&socket) {
+                    v3(&socket, &mut entry, now, interval, timeout)
+                } else {
+                    v4(&socket, &mut entry, now, interval, timeout)
+                };
+                match next {
+                    Some(at) => {
+                        // Always later than now, or this loop would not end (a zero timeout).
+                        entry.at = at.max(now + 1);
+                        heap.push(entry);
+                    }
+                    None => dead.push(socket),
+                }
+            }
+            for socket in dead.drain(..) {
+                #[cfg(feature = "tracing")]
+                tracing::debug!(sid = ?socket.id, "heartbeat timeout");
+                socket.close(DisconnectReason::HeartbeatTimeout);
+            }
+            let idle_check = hb.epoch.elapsed() + IDLE_CHECK;
+            let next = heap
+                .peek()
+                .map_or(idle_check, |entry| Duration::from_millis(entry.at))
+                .min(idle_check);
+            hb.epoch + next
         };
-        engine.heartbeat_pass();
+        tokio::select! {
+            _ = tokio::time::sleep_until(sleep_until) => {}
+            _ = wake.notified() => {}
+        }
     }
 }
 
@@ -266,14 +329,14 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn pings_keep_their_cadence_and_a_client_that_does_not_answer_is_closed() {
-        let engine = engine(100, 50); // a tick of 12.5 ms
+        let engine = engine(100, 50);
         let start = Instant::now();
         let answering = session(&engine);
         let quiet = session(&engine);
 
-        at(start, 90).await;
+        at(start, 99).await;
         assert!(sent(&answering).is_empty(), "no ping before the interval");
-        at(start, 115).await;
+        at(start, 101).await;
         assert!(matches!(sent(&answering)[..], [Packet::Ping]));
         assert!(matches!(sent(&quiet)[..], [Packet::Ping]));
         answering.on_heartbeat_packet(&Packet::Pong);
@@ -303,9 +366,9 @@ mod tests {
         let start = Instant::now();
         let early = session(&engine);
         early.on_heartbeat_packet(&Packet::Pong);
-        at(start, 115).await;
+        at(start, 101).await;
         assert!(matches!(sent(&early)[..], [Packet::Ping]));
-        at(start, 180).await;
+        at(start, 151).await;
         assert!(engine.get_socket(early.id).is_none());
     }
 
@@ -319,15 +382,7 @@ mod tests {
         assert!(sent(&upgrading).is_empty());
         assert!(engine.get_socket(upgrading.id).is_some());
         upgrading.upgrade_to_websocket();
-        at(start, 320).await;
+        at(start, 301).await;
         assert!(matches!(sent(&upgrading)[..], [Packet::Ping]));
-    }
-
-    #[test]
-    fn the_tick_is_a_quarter_of_the_shorter_period_within_bounds() {
-        let ms = Duration::from_millis;
-        assert_eq!(tick(ms(25_000), ms(20_000)), ms(1_000));
-        assert_eq!(tick(ms(300), ms(1_000)), ms(75));
-        assert_eq!(tick(ms(20), ms(20)), ms(10));
     }
 }
