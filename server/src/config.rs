@@ -31,6 +31,12 @@ pub struct Config {
     #[arg(long, env = "TETHER_LISTEN")]
     pub listen: Option<SocketAddr>,
 
+    /// Connections the kernel may hold for the server before it accepts them (capped by
+    /// net.core.somaxconn). A connect storm fills a short queue: its overflow is dropped and
+    /// retried by the client a second later.
+    #[arg(long, env = "TETHER_LISTEN_BACKLOG", default_value_t = 4096)]
+    pub listen_backlog: u32,
+
     /// Directory for the embedded store (created if missing).
     #[arg(long, env = "TETHER_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
@@ -188,8 +194,11 @@ mod tests {
             "127.0.0.1:0",
             "--max-message-chars",
             "10",
+            "--listen-backlog",
+            "128",
         ]);
         assert_eq!(config.listen_addr().port(), 0);
         assert_eq!(config.max_message_chars, 10);
+        assert_eq!(config.listen_backlog, 128);
     }
 }
