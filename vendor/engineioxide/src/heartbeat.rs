@@ -98,7 +98,6 @@ fn millis(d: Duration) -> u64 {
 /// One socket's place in the task's heap: when to look at it next, and its v4 schedule.
 struct Entry {
     at: u64,
-    seq: u64,
     sid: Sid,
     /// When the next ping is due (v4) or the client's ping is overdue (v3).
     due: u64,
@@ -106,10 +105,10 @@ struct Entry {
     ping_sent: u64,
 }
 
-// Ordered for a min-heap on (at, seq).
+// Ordered for a min-heap on `at` (entries due at the same time may come out in any order).
 impl Ord for Entry {
     fn cmp(&self, other: &Self) -> CmpOrdering {
-        (other.at, other.seq).cmp(&(self.at, self.seq))
+        other.at.cmp(&self.at)
     }
 }
 impl PartialOrd for Entry {
@@ -119,7 +118,7 @@ impl PartialOrd for Entry {
 }
 impl PartialEq for Entry {
     fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
+        self.at == other.at
     }
 }
 impl Eq for Entry {}
@@ -222,7 +221,6 @@ where
 /// at the sockets that are due, and stops when the engine is gone.
 async fn run<H: EngineIoHandler>(engine: Weak<EngineIo<H>>, wake: Arc<Notify>) {
     let mut heap = BinaryHeap::<Entry>::new();
-    let mut seq = 0u64;
     let mut dead = Vec::new();
     loop {
         let sleep_until = {
@@ -231,10 +229,8 @@ async fn run<H: EngineIoHandler>(engine: Weak<EngineIo<H>>, wake: Arc<Notify>) {
             };
             let hb = &engine.heartbeat;
             for (sid, due) in hb.take_started() {
-                seq += 1;
                 heap.push(Entry {
                     at: due,
-                    seq,
                     sid,
                     due,
                     ping_sent: NONE,

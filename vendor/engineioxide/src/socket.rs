@@ -63,12 +63,17 @@ use std::{
 use crate::{config::EngineIoConfig, errors::Error, heartbeat::HeartbeatState, queue};
 use bytes::Bytes;
 use engineioxide_core::{Packet, PacketBuf, ProtocolVersion, Str, TransportType};
+use http::request::Parts;
+use smallvec::{SmallVec, smallvec};
+use tokio::sync::{Mutex, mpsc::error::TrySendError};
 
-/// Tether patch: what the socket's buffered channel carries (see TETHER-PATCH.md). It used to
-/// be a `PacketBuf`, 168 bytes. tokio's channel allocates its slots 32 at a time and keeps up
-/// to three spare blocks after a burst, so each socket kept ~21 KiB of slots for as long as it
-/// lived. A text packet, nearly every packet sent, is stored inline (a 40-byte slot, ~5 KiB
-/// for the same blocks); the rare rest (pings, binary attachments, upgrade packets) is boxed.
+pub use engineioxide_core::Sid;
+use tokio_util::sync::CancellationToken;
+
+/// Tether patch: what the socket's packet queue (`queue`) carries (see TETHER-PATCH.md). It
+/// used to be a `PacketBuf`, 168 bytes a slot. A text packet, nearly every packet sent, is
+/// stored inline (a 40-byte slot); the rare rest (pings, binary attachments, upgrade packets)
+/// is boxed.
 pub(crate) enum Queued {
     /// One text packet.
     Message(Str),
@@ -117,12 +122,6 @@ impl std::fmt::Debug for Queued {
         }
     }
 }
-use http::request::Parts;
-use smallvec::{SmallVec, smallvec};
-use tokio::sync::{Mutex, mpsc::error::TrySendError};
-
-pub use engineioxide_core::Sid;
-use tokio_util::sync::CancellationToken;
 
 /// A [`DisconnectReason`] represents the reason why a [`Socket`] was closed.
 #[derive(Debug, Clone, PartialEq, Eq)]
