@@ -137,6 +137,8 @@ pub struct Core {
     outputs: VecDeque<Output>,
     has_connected: bool,
     reconnects: u32,
+    /// The session the client's chat state came from, and the newest message id it holds.
+    held: Option<(String, i64)>,
 }
 
 impl Core {
@@ -159,6 +161,18 @@ impl Core {
             outputs: VecDeque::new(),
             has_connected: false,
             reconnects: 0,
+            held: None,
+        }
+    }
+
+    /// What the client holds: messages up to `newest_id`, received on the session
+    /// `session_id`. A later connect that resumes that same session sends it as `auth.since`
+    /// (when positive), and the server's `users` then carries only newer messages. Only for a
+    /// client whose chat state outlives its connections.
+    pub fn set_held(&mut self, session_id: &str, newest_id: i64) {
+        match &mut self.held {
+            Some((held_session, held_id)) if held_session == session_id => *held_id = newest_id,
+            held => *held = Some((session_id.to_owned(), newest_id)),
         }
     }
 
@@ -244,7 +258,18 @@ impl Core {
             Frame::Open(open) => {
                 if matches!(self.phase, Phase::Opening { .. }) {
                     self.heartbeat_ms = open.ping_interval + open.ping_timeout;
-                    let auth = (self.auth)();
+                    let mut auth = (self.auth)();
+                    if let (Value::Object(fields), Some((session_id, newest_id))) =
+                        (&mut auth, &self.held)
+                    {
+                        // Only for the session the state came from: the stored session may
+                        // have changed since (signed in anew, in another tab).
+                        let same = fields.get("sessionID").and_then(Value::as_str)
+                            == Some(session_id.as_str());
+                        if same && *newest_id > 0 {
+                            fields.insert("since".to_owned(), (*newest_id).into());
+                        }
+                    }
                     self.send(packet::connect_frame(&auth));
                 }
             }
@@ -458,6 +483,27 @@ mod tests {
             reconnect: false
         })));
         assert_eq!(c.state(), ConnState::Online { sid: "x".into() });
+    }
+
+    #[test]
+    fn a_resuming_connect_names_the_newest_message_held_of_that_session_only() {
+        let mut c = core();
+        c.set_held("s1", 41);
+        let out = online(&mut c, 0);
+        assert!(out.contains(&Output::Send(r#"40{"sessionID":"s1","since":41}"#.into())));
+        // The stored session changed (the next connect resumes s2): that one holds nothing here.
+        c.handle_transport_closed(10);
+        c.handle_timer(1010);
+        c.handle_frame(OPEN, 1010);
+        assert!(drain(&mut c).contains(&Output::Send(r#"40{"sessionID":"s2"}"#.into())));
+        // Signing in anew has nothing to resume: the tutorial's auth, unchanged.
+        let mut c = Core::new(
+            CoreConfig::default(),
+            || json!({ "username": "ada" }),
+            || 0.5,
+        );
+        c.set_held("s1", 41);
+        assert!(online(&mut c, 0).contains(&Output::Send(r#"40{"username":"ada"}"#.into())));
     }
 
     #[test]

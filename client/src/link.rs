@@ -291,6 +291,14 @@ impl Link {
         }
     }
 
+    /// See [`Core::set_held`]. A hub serves tabs that hold different things (a new tab holds
+    /// nothing), so through one the roster stays whole.
+    pub fn set_held(&mut self, session_id: &str, newest_id: i64) {
+        if let Link::Own(core) = self {
+            core.set_held(session_id, newest_id);
+        }
+    }
+
     pub fn handle_transport_closed(&mut self, now: u64) {
         if let Link::Own(core) = self {
             core.handle_transport_closed(now);

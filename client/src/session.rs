@@ -82,6 +82,8 @@ pub struct Session {
     resync_from: Option<i64>,
     tabs: Option<u32>,
     moved: bool,
+    /// The session `chat` was received on (from its `session` event).
+    chat_session: Option<String>,
 }
 
 impl Session {
@@ -106,6 +108,7 @@ impl Session {
             resync_from: None,
             tabs: None,
             moved: false,
+            chat_session: None,
         }
     }
 
@@ -146,6 +149,10 @@ impl Session {
     }
 
     pub fn handle_frame(&mut self, text: &str, now: u64) {
+        // A connect frame answers the transport's open frame: it names what is held now.
+        if let Some(session_id) = &self.chat_session {
+            self.core.set_held(session_id, self.chat.last_id);
+        }
         self.core.handle_frame(text, now);
         self.drain(now);
     }
@@ -383,6 +390,7 @@ impl Session {
             events::SESSION => {
                 if let Some(info) = parse::<SessionInfo>(first) {
                     self.chat.me = Some(info.user_id.clone());
+                    self.chat_session = Some(info.session_id.clone());
                     self.event(SessionEvent::Session(info));
                 }
             }
@@ -567,6 +575,7 @@ mod tests {
             1,
         );
         session.handle_frame(r#"40{"sid":"s1"}"#, 2);
+        session.handle_frame(r#"42["session",{"sessionID":"s","userID":"me"}]"#, 2);
         // After a connect, presence comes with `users`: the restore asks for peers only.
         let frames = sent(&mut session);
         assert!(frames.contains(&r#"420["restore_state",{"peersOnly":true,"since":0}]"#.to_owned()));
@@ -681,6 +690,12 @@ mod tests {
             }
         }
         let frames = sent(&mut session);
+        // The roster need not carry what the session holds (up to 7); what it missed before
+        // that comes from the resync point below.
+        assert!(
+            frames.contains(&r#"40{"sessionID":"s","since":7}"#.to_owned()),
+            "{frames:?}"
+        );
         let reconnect_restore = frames
             .iter()
             .find(|f| f.contains("restore_state"))

@@ -94,6 +94,16 @@ pub(crate) fn cut_to_page<T>(mut rows: Vec<T>, limit: u32) -> (Vec<T>, bool) {
     (rows, has_more)
 }
 
+/// A viewer's conversations, for the roster.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Conversations {
+    /// Everyone the viewer has a conversation with (the viewer too, for notes to self), whether
+    /// or not any of its messages are in `messages`.
+    pub peers: Vec<UserId>,
+    /// The messages asked for, of every conversation, oldest first.
+    pub messages: Vec<Message>,
+}
+
 /// A page of messages, oldest first; `has_more` says the page was cut at its limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page {
@@ -123,12 +133,14 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a message durably. `None` when the recipient is unknown (nothing is written).
     /// The same `(from, client_id)` again returns the first copy as [`Stored::Duplicate`].
     async fn insert_message(&self, message: NewMessage) -> Result<Option<Stored>, StoreError>;
-    /// The newest `per_peer` messages of each of the viewer's conversations, oldest first.
+    /// Who the viewer has conversations with, and of each conversation the newest `per_peer`
+    /// messages among those with `id > since` (0: all).
     async fn conversations(
         &self,
         viewer: &UserId,
         per_peer: u32,
-    ) -> Result<Vec<Message>, StoreError>;
+        since: i64,
+    ) -> Result<Conversations, StoreError>;
     /// The viewer's messages with `id > since`, oldest first, at most `limit`.
     async fn messages_since(
         &self,

@@ -25,7 +25,8 @@ use redis::{AsyncCommands, Script};
 use super::presence::LocalPresence;
 use super::sqlite::SessionPolicy;
 use super::{
-    cut_to_page, now_ms, NewMessage, Page, PresenceChange, Session, Store, StoreError, Stored, User,
+    cut_to_page, now_ms, Conversations, NewMessage, Page, PresenceChange, Session, Store,
+    StoreError, Stored, User,
 };
 use crate::domain::{SessionId, UserId, Username};
 
@@ -483,27 +484,36 @@ impl Store for RedisStore {
         &self,
         viewer: &UserId,
         per_peer: u32,
-    ) -> Result<Vec<Message>, StoreError> {
+        since: i64,
+    ) -> Result<Conversations, StoreError> {
         let peers: Vec<String> = self
             .conn()
             .smembers(self.keys.peers(viewer.as_str()))
             .await?;
         if peers.is_empty() || per_peer == 0 {
-            return Ok(Vec::new());
+            return Ok(Conversations {
+                peers: peers.into_iter().map(UserId::from_store).collect(),
+                messages: Vec::new(),
+            });
         }
         let mut pipe = redis::pipe();
         for peer in &peers {
-            pipe.zrevrange(
+            pipe.zrevrangebyscore_limit(
                 self.keys.conversation(viewer.as_str(), peer),
+                "+inf",
+                format!("({since}"),
                 0,
-                per_peer as isize - 1,
+                per_peer as isize,
             );
         }
         let per_conversation: Vec<Vec<i64>> = pipe.query_async(&mut self.conn()).await?;
         let mut ids: Vec<i64> = per_conversation.into_iter().flatten().collect();
         ids.sort_unstable();
         ids.dedup();
-        self.read_messages(&ids).await
+        Ok(Conversations {
+            messages: self.read_messages(&ids).await?,
+            peers: peers.into_iter().map(UserId::from_store).collect(),
+        })
     }
 
     async fn messages_since(

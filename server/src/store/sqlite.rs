@@ -21,7 +21,9 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use tokio::sync::oneshot;
 
 use super::presence::LocalPresence;
-use super::{cut_to_page, now_ms, NewMessage, Page, Session, Store, StoreError, Stored, User};
+use super::{
+    cut_to_page, now_ms, Conversations, NewMessage, Page, Session, Store, StoreError, Stored, User,
+};
 use crate::domain::{SessionId, UserId, Username};
 
 const MIGRATIONS: &[&str] = &[
@@ -351,6 +353,15 @@ fn pair_key(a: &str, b: &str) -> String {
     }
 }
 
+/// The other side of a [`pair_key`] seen from `viewer` (the viewer itself for notes to self).
+fn peer_in_pair(pair: &str, viewer: &str) -> String {
+    match pair.split_once(':') {
+        Some((a, b)) if a == viewer => b.to_owned(),
+        Some((a, _)) => a.to_owned(),
+        None => pair.to_owned(),
+    }
+}
+
 const MESSAGE_COLUMNS: &str = "id, ts, content, from_user, to_user, client_id";
 
 fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
@@ -566,7 +577,8 @@ impl Store for SqliteStore {
         &self,
         viewer: &UserId,
         per_peer: u32,
-    ) -> Result<Vec<Message>, StoreError> {
+        since: i64,
+    ) -> Result<Conversations, StoreError> {
         let viewer = viewer.as_str().to_owned();
         // One index range per conversation (newest first, at most `per_peer`): the cost of a
         // connect follows the number of conversations, not the length of the user's history.
@@ -576,16 +588,20 @@ impl Store for SqliteStore {
                 .query_map(params![viewer], |r| r.get::<_, String>(0))?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             let mut newest = conn.prepare_cached(&format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE pair = ?1 ORDER BY id DESC LIMIT ?2"
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE pair = ?1 AND id > ?3
+                 ORDER BY id DESC LIMIT ?2"
             ))?;
-            let mut messages = Vec::new();
+            let mut found = Conversations::default();
             for pair in pairs {
-                for message in newest.query_map(params![pair, per_peer], message_from_row)? {
-                    messages.push(message?);
+                for message in newest.query_map(params![pair, per_peer, since], message_from_row)? {
+                    found.messages.push(message?);
                 }
+                found
+                    .peers
+                    .push(UserId::from_store(peer_in_pair(&pair, &viewer)));
             }
-            messages.sort_unstable_by_key(|m| m.id);
-            Ok(messages)
+            found.messages.sort_unstable_by_key(|m| m.id);
+            Ok(found)
         })
         .await
     }
@@ -815,9 +831,28 @@ mod tests {
         }
         store.insert_message(msg(&b, &c, "bc", None)).await.unwrap();
         store.insert_message(msg(&c, &a, "ca", None)).await.unwrap();
-        let seen = store.conversations(&a, 3).await.unwrap();
-        let texts: Vec<_> = seen.iter().map(|m| m.content.as_str()).collect();
-        assert_eq!(texts, ["ab2", "ab3", "ab4", "ca"]);
+        store.insert_message(msg(&a, &a, "aa", None)).await.unwrap();
+        let seen = store.conversations(&a, 3, 0).await.unwrap();
+        let texts: Vec<_> = seen.messages.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(texts, ["ab2", "ab3", "ab4", "ca", "aa"]);
+        let mut peers = seen.peers.clone();
+        peers.sort_by(|x, y| x.as_str().cmp(y.as_str()));
+        let mut expected = vec![a.clone(), b.clone(), c.clone()];
+        expected.sort_by(|x, y| x.as_str().cmp(y.as_str()));
+        assert_eq!(peers, expected);
+
+        // Only what is newer than what the viewer holds, still capped per conversation; every
+        // conversation is still named.
+        let newer = store
+            .conversations(&a, 3, seen.messages[1].id)
+            .await
+            .unwrap();
+        let texts: Vec<_> = newer.messages.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(texts, ["ab4", "ca", "aa"]);
+        let last = seen.messages[4].id;
+        let none_newer = store.conversations(&a, 3, last).await.unwrap();
+        assert!(none_newer.messages.is_empty());
+        assert_eq!(none_newer.peers.len(), 3);
     }
 
     #[tokio::test]
@@ -845,14 +880,14 @@ mod tests {
         }
         let store = open(dir.path());
         let a = UserId::from_store("a".into());
-        let seen = store.conversations(&a, 10).await.unwrap();
-        let texts: Vec<_> = seen.iter().map(|m| m.content.as_str()).collect();
+        let seen = store.conversations(&a, 10, 0).await.unwrap();
+        let texts: Vec<_> = seen.messages.iter().map(|m| m.content.as_str()).collect();
         assert_eq!(texts, ["ab", "ca"]);
         // New messages keep the table current (the trigger).
         let d = user(&store, "d").await.1;
         store.insert_message(msg(&d, &a, "da", None)).await.unwrap();
-        let seen = store.conversations(&a, 10).await.unwrap();
-        assert_eq!(seen.last().unwrap().content, "da");
+        let seen = store.conversations(&a, 10, 0).await.unwrap();
+        assert_eq!(seen.messages.last().unwrap().content, "da");
     }
 
     #[tokio::test]

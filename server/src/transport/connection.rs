@@ -1,7 +1,7 @@
 //! Every accepted connection, in Part A's order: `session`, join the user's room, `users`,
 //! `user connected`. Presence on disconnect: `user disconnected` only for a user's last socket.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use protocol::events;
@@ -11,7 +11,9 @@ use socketioxide::extract::{SocketRef, State};
 use socketioxide::socket::DisconnectReason;
 use tokio::sync::Mutex;
 
+use super::handshake::HeldThrough;
 use super::{messages, session, SocketState, Viewer};
+use crate::domain::UserId;
 use crate::store::{StoreError, User};
 
 /// Where a socket is in its presence life: counted once connected, uncounted once closed. The
@@ -76,7 +78,11 @@ pub async fn on_connect<A: Adapter>(socket: SocketRef<A>, State(state): State<So
     }
     drop(presence);
 
-    match roster(&state, &viewer).await {
+    let held_through = socket
+        .extensions
+        .remove::<HeldThrough>()
+        .map_or(0, |held| held.0);
+    match roster(&state, &viewer, held_through).await {
         Ok((users, audience)) => {
             // Part A order: `users` only after `session`.
             if let Some(session) = session_delayed {
@@ -164,31 +170,38 @@ async fn announce_tabs<A: Adapter>(socket: &SocketRef<A>, viewer: &Viewer, tabs:
 }
 
 /// One entry per user, the viewer included, each with the viewer's conversation with that user
-/// only.
+/// only: of it, the messages after `held_through` (what a resuming client already holds; 0 for
+/// the whole conversation, as the tutorial sends it).
 async fn roster(
     state: &SocketState,
     viewer: &Viewer,
+    held_through: i64,
 ) -> Result<(Vec<UserEntry>, Audience), StoreError> {
-    let messages = state
+    let conversations = state
         .store
-        .conversations(&viewer.user_id, state.limits.roster_messages_per_peer)
+        .conversations(
+            &viewer.user_id,
+            state.limits.roster_messages_per_peer,
+            held_through,
+        )
         .await?;
     // Taken after the slow read, and dropped at the end of this function: a snapshot still
     // held when someone comes or goes would have to be copied.
     let users = state.store.list_users().await?;
     let online = state.store.online_users().await?;
-    let mut by_peer = group_by_peer(viewer.user_id.as_str(), messages);
+    let mut by_peer = group_by_peer(viewer.user_id.as_str(), conversations.messages);
+    let contacts: HashSet<UserId> = conversations.peers.into_iter().collect();
     let audience = if users.len() <= state.limits.roster_full_max {
         Audience::Everyone
     } else {
-        let mut rooms: Vec<String> = by_peer.keys().cloned().collect();
+        let mut rooms: Vec<String> = contacts.iter().map(UserId::to_string).collect();
         rooms.push(viewer.user_id.to_string());
         Audience::Rooms(rooms)
     };
     let listed = roster_members(
         &users,
         viewer,
-        |u| by_peer.contains_key(u.user_id.as_str()),
+        |u| contacts.contains(&u.user_id),
         |u| online.contains(&u.user_id),
         state.limits.roster_full_max,
     );

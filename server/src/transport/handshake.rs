@@ -56,6 +56,9 @@ pub async fn authenticate<A: Adapter>(
         enforce_single_tab(&socket, &viewer, takeover).await?;
     }
     socket.extensions.insert(viewer);
+    if let Some(held) = HeldThrough::from_auth(&auth) {
+        socket.extensions.insert(held);
+    }
     // Event handlers are registered here, not in the connect handler: socketioxide sends the
     // CONNECT packet right after this middleware and only then spawns the connect handler, so
     // a client's first event (its `restore_state`, or a queued message) can arrive before that
@@ -64,6 +67,21 @@ pub async fn authenticate<A: Adapter>(
     // timeout.
     super::connection::register_event_handlers(&socket);
     Ok(())
+}
+
+/// `auth.since`: the newest message id a resuming client already holds, so its roster need
+/// carry only newer messages (PROTOCOL.md, "Roster"). Anything but a positive integer is
+/// ignored, and the roster is the tutorial's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct HeldThrough(pub i64);
+
+impl HeldThrough {
+    fn from_auth(auth: &Value) -> Option<Self> {
+        auth.get("since")
+            .and_then(Value::as_i64)
+            .filter(|since| *since > 0)
+            .map(Self)
+    }
 }
 
 /// Under the `reject` policy: refuse a second connection of a session, or, when it asks to take
@@ -123,4 +141,31 @@ async fn resolve(auth: &Value, state: &SocketState) -> Result<Viewer, HandshakeE
         user_id: session.user_id,
         username: session.username,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn only_a_positive_integer_since_shortens_the_roster() {
+        let held = |auth: Value| HeldThrough::from_auth(&auth);
+        assert_eq!(
+            held(json!({ "sessionID": "s", "since": 42 })),
+            Some(HeldThrough(42))
+        );
+        for ignored in [
+            json!({ "sessionID": "s" }),
+            json!({ "since": 0 }),
+            json!({ "since": -3 }),
+            json!({ "since": 4.5 }),
+            json!({ "since": "42" }),
+            json!({ "since": null }),
+            json!({ "since": u64::MAX }),
+            Value::Null,
+        ] {
+            assert_eq!(held(ignored.clone()), None, "{ignored}");
+        }
+    }
 }

@@ -98,6 +98,52 @@ async fn users_holds_each_conversation_under_the_peer() {
 }
 
 #[tokio::test]
+async fn a_resuming_client_that_names_the_newest_id_it_holds_gets_only_newer_messages_in_users() {
+    let app = spawn_app().await;
+    let ada = app.connect_as("ada").await;
+    let mut bob = app.connect_as("bob").await;
+    let one = ada.send(&bob.user_id, "one").await["ok"]["id"]
+        .as_i64()
+        .unwrap();
+    bob.next("private message").await;
+    let two = bob.send(&ada.user_id, "two").await["ok"]["id"]
+        .as_i64()
+        .unwrap();
+    let resume = |since: serde_json::Value| {
+        let auth = json!({ "sessionID": ada.session_id, "since": since });
+        let app = &app;
+        async move {
+            let mut tab = app.connect(auth).await;
+            tab.expect_session().await;
+            tab
+        }
+    };
+    let with_bob = |tab: &crate::helpers::TestClient| -> Vec<String> {
+        let entry = tab
+            .users
+            .iter()
+            .find(|u| u["userID"] == bob.user_id.as_str());
+        entry.unwrap()["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["content"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let tab = resume(json!(one)).await;
+    assert_eq!(with_bob(&tab), ["two"]);
+    assert_eq!(tab.users.len(), 2, "everyone is still listed");
+    let tab = resume(json!(two)).await;
+    assert!(with_bob(&tab).is_empty());
+    // Anything but a positive integer is no position: the tutorial's whole conversation.
+    for unusable in [json!(0), json!(-1), json!("7"), json!(1.5), json!(null)] {
+        let tab = resume(unusable.clone()).await;
+        assert_eq!(with_bob(&tab), ["one", "two"], "since: {unusable}");
+    }
+}
+
+#[tokio::test]
 async fn a_message_to_yourself_is_stored_once_and_reaches_your_other_tabs() {
     let app = spawn_app().await;
     let ada = app.connect_as("ada").await;

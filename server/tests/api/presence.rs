@@ -179,6 +179,19 @@ async fn beyond_the_full_roster_threshold_users_lists_contacts_and_online_users_
         ["ada", "cat"],
         "the viewer and a contact; offline strangers are not listed"
     );
+    // A contact is a contact whether or not the roster carries its messages.
+    let mut holding_all = app
+        .connect(json!({ "sessionID": ada.session_id, "since": i64::MAX }))
+        .await;
+    holding_all.expect_session().await;
+    let listed: Vec<&str> = holding_all
+        .users
+        .iter()
+        .map(|u| u["username"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ["ada", "cat"]);
+    assert!(holding_all.users.iter().all(|u| u["messages"] == json!([])));
+    holding_all.close().await;
 
     let page = again
         .request("users_page", json!({ "offset": 0, "limit": 10 }))
