@@ -2,8 +2,9 @@
 //! once for every adapter (browser tab, native tool).
 //!
 //! It keeps [`ChatState`] and the [`Outbox`] up to date from the server's events; after every
-//! (re)connect it asks `restore_state` for what it missed since the last id it holds and then
-//! flushes the outbox in order. Like [`Core`] it does no I/O: adapters feed it frames, transport
+//! (re)connect it asks `restore_state` for what it missed since the last id it holds (holding
+//! nothing, since the newest one in the connection's `users`) and then flushes the outbox in
+//! order. Like [`Core`] it does no I/O: adapters feed it frames, transport
 //! closes and time, and act on [`SessionOutput`]s.
 
 use std::collections::HashMap;
@@ -84,6 +85,9 @@ pub struct Session {
     moved: bool,
     /// The session `chat` was received on (from its `session` event).
     chat_session: Option<String>,
+    /// Connected holding nothing: restore once this connection's `users` is here, or at this
+    /// time if it never comes (a server outside the contract), so the outbox still flushes.
+    restore_after_users: Option<u64>,
 }
 
 impl Session {
@@ -109,6 +113,7 @@ impl Session {
             tabs: None,
             moved: false,
             chat_session: None,
+            restore_after_users: None,
         }
     }
 
@@ -131,7 +136,10 @@ impl Session {
     }
 
     pub fn next_deadline(&self) -> Option<u64> {
-        self.core.next_deadline()
+        match (self.core.next_deadline(), self.restore_after_users) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     pub fn poll_output(&mut self) -> Option<SessionOutput> {
@@ -204,6 +212,10 @@ impl Session {
 
     pub fn handle_timer(&mut self, now: u64) {
         self.core.handle_timer(now);
+        if self.restore_after_users.is_some_and(|at| at <= now) {
+            self.restore_after_users = None;
+            self.request_restore(true, self.chat.last_id, now);
+        }
         self.pump(now);
         self.drain(now);
     }
@@ -324,6 +336,7 @@ impl Session {
             CoreEvent::State(state) => {
                 if !matches!(state, ConnState::Online { .. }) {
                     self.restored = false;
+                    self.restore_after_users = None;
                 }
                 if state == ConnState::Stopped(StopReason::Unauthorized) {
                     self.event(SessionEvent::SignedOut);
@@ -340,10 +353,17 @@ impl Session {
             // restore need only name the people in the messages it returns. A tab joining a
             // shared connection that is already up gets no `users` of its own: it asks for
             // everyone.
-            CoreEvent::Connected { .. } => {
-                let peers_only = !self.is_shared();
-                self.request_restore(peers_only, self.chat.last_id, now)
+            CoreEvent::Connected { .. } if self.is_shared() => {
+                self.request_restore(false, self.chat.last_id, now)
             }
+            // Holding nothing (a page just loaded): the `users` that follows carries each
+            // conversation's newest messages, older ones come from `history`, and a restore
+            // from 0 would page through the whole history. Restore from the newest message in
+            // `users` once it is here (it catches anything newer that `users` missed).
+            CoreEvent::Connected { .. } if self.chat.last_id == 0 => {
+                self.restore_after_users = Some(now + ACK_TIMEOUT_MS);
+            }
+            CoreEvent::Connected { .. } => self.request_restore(true, self.chat.last_id, now),
             CoreEvent::ConnectError { .. } => {}
             CoreEvent::Message { event, args, ack } => {
                 self.on_server_event(&event, args, now);
@@ -399,6 +419,9 @@ impl Session {
                     self.chat.apply_users(users);
                     self.settle_outbox_from_chat();
                     self.event(SessionEvent::ChatChanged);
+                    if self.restore_after_users.take().is_some() {
+                        self.request_restore(true, self.chat.last_id, now);
+                    }
                 }
             }
             events::USER_CONNECTED => {
@@ -576,6 +599,11 @@ mod tests {
         );
         session.handle_frame(r#"40{"sid":"s1"}"#, 2);
         session.handle_frame(r#"42["session",{"sessionID":"s","userID":"me"}]"#, 2);
+        // Holding nothing, it restores once `users` is here.
+        assert!(!sent(&mut session)
+            .iter()
+            .any(|f| f.contains("restore_state")));
+        session.handle_frame(r#"42["users",[]]"#, 2);
         // After a connect, presence comes with `users`: the restore asks for peers only.
         let frames = sent(&mut session);
         assert!(frames.contains(&r#"420["restore_state",{"peersOnly":true,"since":0}]"#.to_owned()));
@@ -585,6 +613,65 @@ mod tests {
         );
         sent(&mut session);
         session
+    }
+
+    #[test]
+    fn a_fresh_page_restores_from_the_newest_message_in_users_not_from_the_start() {
+        let core = Core::new(
+            CoreConfig::default(),
+            || json!({ "sessionID": "s" }),
+            || 0.5,
+        );
+        let mut session = Session::new(core, Some("me".into()), Outbox::default());
+        session.connect(0);
+        session.handle_frame(
+            r#"0{"sid":"e","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":100000}"#,
+            1,
+        );
+        session.handle_frame(r#"40{"sid":"s1"}"#, 2);
+        session.handle_frame(r#"42["session",{"sessionID":"s","userID":"me"}]"#, 2);
+        assert!(!sent(&mut session)
+            .iter()
+            .any(|f| f.contains("restore_state")));
+        session.handle_frame(
+            r#"42["users",[{"userID":"u","username":"u","connected":true,"messages":[{"id":40,"ts":1,"content":"x","from":"u","to":"me"},{"id":90,"ts":2,"content":"y","from":"me","to":"u"}]}]]"#,
+            3,
+        );
+        assert_eq!(
+            sent(&mut session),
+            [r#"420["restore_state",{"peersOnly":true,"since":90}]"#]
+        );
+        session.handle_frame(
+            r#"430[{"ok":{"messages":[],"users":[],"hasMore":false}}]"#,
+            4,
+        );
+        let restored = SessionOutput::Event(SessionEvent::Restored);
+        assert!(std::iter::from_fn(|| session.poll_output()).any(|o| o == restored));
+    }
+
+    #[test]
+    fn without_users_a_fresh_session_still_restores_after_the_ack_timeout() {
+        let core = Core::new(
+            CoreConfig::default(),
+            || json!({ "sessionID": "s" }),
+            || 0.5,
+        );
+        let mut session = Session::new(core, Some("me".into()), Outbox::default());
+        session.connect(0);
+        session.handle_frame(
+            r#"0{"sid":"e","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":100000}"#,
+            1,
+        );
+        session.handle_frame(r#"40{"sid":"s1"}"#, 2);
+        sent(&mut session);
+        assert_eq!(session.next_deadline(), Some(2 + ACK_TIMEOUT_MS));
+        session.handle_timer(2 + ACK_TIMEOUT_MS - 1);
+        assert!(sent(&mut session).is_empty());
+        session.handle_timer(2 + ACK_TIMEOUT_MS);
+        assert_eq!(
+            sent(&mut session),
+            [r#"420["restore_state",{"peersOnly":true,"since":0}]"#]
+        );
     }
 
     #[test]
