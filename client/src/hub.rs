@@ -5,7 +5,8 @@
 //! every server event and the state of the connection; acks go back to the tab that asked
 //! (request ids are the tab's own, mapped to the core's). A server event asking for an ack is
 //! answered once by the hub. The auth of every reconnect is the session the server last
-//! confirmed, so a reconnect never signs in twice.
+//! confirmed, so a reconnect never signs in twice. A tab that joins a connection already up
+//! gets that connection's `users` again, so that it need not restore the whole history.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -51,6 +52,8 @@ pub struct Hub {
     outputs: VecDeque<HubOutput>,
     /// Whether the core was told to connect and has not stopped since.
     started: bool,
+    /// The current connection's `users`, for tabs that join later.
+    roster: Option<Vec<Arg>>,
 }
 
 impl Hub {
@@ -70,6 +73,7 @@ impl Hub {
             me: None,
             outputs: VecDeque::new(),
             started: false,
+            roster: None,
         }
     }
 
@@ -167,6 +171,17 @@ impl Hub {
                         reconnect: false,
                     },
                 );
+                // It may be old; the tab's restore from its newest message brings it up to
+                // date (everyone's presence, and what came since).
+                if let Some(args) = self.roster.clone() {
+                    self.tell(
+                        tab,
+                        HubToTab::Message {
+                            event: events::USERS.to_owned(),
+                            args,
+                        },
+                    );
+                }
             }
             return;
         }
@@ -247,6 +262,7 @@ impl Hub {
                 self.tell_all(message);
             }
             CoreEvent::Connected { sid, reconnect } => {
+                self.roster = None;
                 self.tell_all(HubToTab::Connected { sid, reconnect })
             }
             CoreEvent::ConnectError { message } => {
@@ -262,6 +278,9 @@ impl Hub {
                         }
                         self.me = Some(info.user_id);
                     }
+                }
+                if event == events::USERS {
+                    self.roster = Some(args.clone());
                 }
                 if let Some(id) = ack {
                     let _ = self.core.ack(id, &Value::Null);
@@ -385,6 +404,44 @@ mod tests {
                     reconnect: false
                 }
             ]
+        );
+    }
+
+    #[test]
+    fn a_tab_that_joins_later_gets_the_connections_users_again() {
+        let mut hub = hub();
+        online(&mut hub);
+        hub.handle_frame(
+            r#"42["users",[{"userID":"u","username":"u","connected":true,"messages":[]}]]"#,
+            3,
+        );
+        outputs(&mut hub);
+        join(&mut hub, 2, 5);
+        let told = to(2, &outputs(&mut hub));
+        assert!(
+            matches!(told.last(), Some(HubToTab::Message { event, args })
+                if event == "users" && args.len() == 1),
+            "{told:?}"
+        );
+        // A new connection forgets the old one's `users` until its own arrives.
+        hub.handle_transport_closed(6);
+        hub.handle_timer(10_000);
+        hub.handle_frame(
+            r#"0{"sid":"e2","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":100000}"#,
+            10_000,
+        );
+        hub.handle_frame(r#"40{"sid":"s2"}"#, 10_001);
+        outputs(&mut hub);
+        join(&mut hub, 3, 10_002);
+        let told = to(3, &outputs(&mut hub));
+        assert!(
+            told.iter()
+                .any(|m| matches!(m, HubToTab::Connected { sid, .. } if sid == "s2")),
+            "{told:?}"
+        );
+        assert!(
+            !told.iter().any(|m| matches!(m, HubToTab::Message { .. })),
+            "{told:?}"
         );
     }
 

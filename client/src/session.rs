@@ -57,6 +57,14 @@ pub enum SessionOutput {
     Event(SessionEvent),
 }
 
+/// A restore waiting for the connection's `users`: which kind, and when to ask without it (a
+/// server outside the contract never sends it), so that the outbox still flushes.
+#[derive(Debug, Clone, Copy)]
+struct AfterUsers {
+    peers_only: bool,
+    at_latest: u64,
+}
+
 enum Pending {
     /// `peers_only`: presence comes from this connection's `users`, so the answer lists only
     /// the people in its messages.
@@ -85,9 +93,8 @@ pub struct Session {
     moved: bool,
     /// The session `chat` was received on (from its `session` event).
     chat_session: Option<String>,
-    /// Connected holding nothing: restore once this connection's `users` is here, or at this
-    /// time if it never comes (a server outside the contract), so the outbox still flushes.
-    restore_after_users: Option<u64>,
+    /// Connected holding nothing: restore once this connection's `users` is here.
+    restore_after_users: Option<AfterUsers>,
 }
 
 impl Session {
@@ -136,7 +143,8 @@ impl Session {
     }
 
     pub fn next_deadline(&self) -> Option<u64> {
-        match (self.core.next_deadline(), self.restore_after_users) {
+        let restore = self.restore_after_users.map(|after| after.at_latest);
+        match (self.core.next_deadline(), restore) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -212,9 +220,11 @@ impl Session {
 
     pub fn handle_timer(&mut self, now: u64) {
         self.core.handle_timer(now);
-        if self.restore_after_users.is_some_and(|at| at <= now) {
-            self.restore_after_users = None;
-            self.request_restore(true, self.chat.last_id, now);
+        if let Some(after) = self.restore_after_users {
+            if after.at_latest <= now {
+                self.restore_after_users = None;
+                self.request_restore(after.peers_only, self.chat.last_id, now);
+            }
         }
         self.pump(now);
         self.drain(now);
@@ -351,19 +361,23 @@ impl Session {
             }
             // A socket of our own gets `users` (everyone's presence) on every connect, so the
             // restore need only name the people in the messages it returns. A tab joining a
-            // shared connection that is already up gets no `users` of its own: it asks for
-            // everyone.
-            CoreEvent::Connected { .. } if self.is_shared() => {
-                self.request_restore(false, self.chat.last_id, now)
+            // shared connection that is already up gets that connection's `users` again from
+            // the hub, which may be old: it asks for everyone.
+            CoreEvent::Connected { .. } => {
+                let peers_only = !self.is_shared();
+                if self.chat.last_id == 0 {
+                    // Holding nothing (a page just loaded): the `users` that follows carries
+                    // each conversation's newest messages, older ones come from `history`, and
+                    // a restore from 0 would page through the whole history. Restore from the
+                    // newest message in `users` once it is here (that catches anything newer).
+                    self.restore_after_users = Some(AfterUsers {
+                        peers_only,
+                        at_latest: now + ACK_TIMEOUT_MS,
+                    });
+                } else {
+                    self.request_restore(peers_only, self.chat.last_id, now)
+                }
             }
-            // Holding nothing (a page just loaded): the `users` that follows carries each
-            // conversation's newest messages, older ones come from `history`, and a restore
-            // from 0 would page through the whole history. Restore from the newest message in
-            // `users` once it is here (it catches anything newer that `users` missed).
-            CoreEvent::Connected { .. } if self.chat.last_id == 0 => {
-                self.restore_after_users = Some(now + ACK_TIMEOUT_MS);
-            }
-            CoreEvent::Connected { .. } => self.request_restore(true, self.chat.last_id, now),
             CoreEvent::ConnectError { .. } => {}
             CoreEvent::Message { event, args, ack } => {
                 self.on_server_event(&event, args, now);
@@ -419,8 +433,8 @@ impl Session {
                     self.chat.apply_users(users);
                     self.settle_outbox_from_chat();
                     self.event(SessionEvent::ChatChanged);
-                    if self.restore_after_users.take().is_some() {
-                        self.request_restore(true, self.chat.last_id, now);
+                    if let Some(after) = self.restore_after_users.take() {
+                        self.request_restore(after.peers_only, self.chat.last_id, now);
                     }
                 }
             }
@@ -680,7 +694,8 @@ mod tests {
         let mut session = Session::shared(link, Some("me".into()), Outbox::default());
         session.connect(0);
         while session.poll_hub_message().is_some() {}
-        // The hub's connection is already up: this tab gets no `users` of its own.
+        // The hub's connection is already up: it tells this tab, and replays that connection's
+        // `users`, which may be old.
         session.handle_hub(
             HubToTab::State {
                 state: crate::link::SharedState::Online { sid: "x".into() },
@@ -695,13 +710,26 @@ mod tests {
             },
             1,
         );
-        let asked: Vec<TabToHub> = std::iter::from_fn(|| session.poll_hub_message()).collect();
-        assert!(
-            asked.iter().any(|m| matches!(m,
-                TabToHub::Request { event, data, .. }
-                    if event == "restore_state" && data == &json!({ "since": 0 }))),
-            "{asked:?}"
+        let restores = |session: &mut Session| -> Vec<Value> {
+            std::iter::from_fn(|| session.poll_hub_message())
+                .filter_map(|m| match m {
+                    TabToHub::Request { event, data, .. } if event == "restore_state" => Some(data),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert!(restores(&mut session).is_empty());
+        let message = json!({ "id": 12, "ts": 1, "content": "x", "from": "u", "to": "me" });
+        let users =
+            json!([{ "userID": "u", "username": "u", "connected": false, "messages": [message] }]);
+        session.handle_hub(
+            HubToTab::Message {
+                event: "users".into(),
+                args: vec![users.into()],
+            },
+            2,
         );
+        assert_eq!(restores(&mut session), [json!({ "since": 12 })]);
     }
 
     #[test]

@@ -83,6 +83,15 @@ test("with the shared connection three tabs are one WebSocket, all get every mes
     await expect(messages(bob.page).filter({ hasText: "from the second tab" })).toHaveCount(1);
     await expect(messages(tabs[2]).filter({ hasText: "from the second tab" })).toHaveCount(1);
     await expect(tabs[1].getByRole("listitem").filter({ hasText: "from the second tab" })).not.toContainText(/failed|sending/i);
+
+    // A tab opened now joins the worker's connection: it gets that connection's roster from
+    // the worker and restores what came since, so it shows the whole conversation once.
+    const late = await context.newPage();
+    await late.goto("/");
+    await openChat(late, "bob");
+    for (const text of ["hello every tab", "after the first tab closed", "from the second tab"]) {
+      await expect(messages(late).filter({ hasText: text })).toHaveCount(1);
+    }
     expect(await socketsConnected(server.url)).toBe(2);
     expect(pageSockets).toBe(0);
     await bob.context.close();
