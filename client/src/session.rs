@@ -4,8 +4,8 @@
 //! It keeps [`ChatState`] and the [`Outbox`] up to date from the server's events; after every
 //! (re)connect it asks `restore_state` for what it missed since the last id it holds (holding
 //! nothing, since the newest one in the connection's `users`) and then flushes the outbox in
-//! order. Like [`Core`] it does no I/O: adapters feed it frames, transport
-//! closes and time, and act on [`SessionOutput`]s.
+//! order. Like [`Core`] it does no I/O: adapters feed it frames, transport closes and time, and
+//! act on [`SessionOutput`]s.
 
 use std::collections::HashMap;
 
@@ -451,10 +451,11 @@ impl Session {
                 let since = parse::<protocol::payloads::Resync>(first)
                     .and_then(|r| r.since)
                     .map_or(self.chat.last_id, |s| s.min(self.chat.last_id));
-                let restoring = self
-                    .pending
-                    .values()
-                    .any(|p| matches!(p, Pending::Restore { .. }));
+                let restoring = self.restore_after_users.is_some()
+                    || self
+                        .pending
+                        .values()
+                        .any(|p| matches!(p, Pending::Restore { .. }));
                 if restoring {
                     self.restore_later(since);
                 } else {
@@ -598,8 +599,8 @@ mod tests {
             .collect()
     }
 
-    /// A session that connected and was restored (its first `restore_state` answered).
-    fn restored() -> Session {
+    /// A session on its own connection that holds nothing, just connected (namespace joined).
+    fn connected() -> Session {
         let core = Core::new(
             CoreConfig::default(),
             || json!({ "sessionID": "s" }),
@@ -612,6 +613,12 @@ mod tests {
             1,
         );
         session.handle_frame(r#"40{"sid":"s1"}"#, 2);
+        session
+    }
+
+    /// A session that connected and was restored (its first `restore_state` answered).
+    fn restored() -> Session {
+        let mut session = connected();
         session.handle_frame(r#"42["session",{"sessionID":"s","userID":"me"}]"#, 2);
         // Holding nothing, it restores once `users` is here.
         assert!(!sent(&mut session)
@@ -631,18 +638,7 @@ mod tests {
 
     #[test]
     fn a_fresh_page_restores_from_the_newest_message_in_users_not_from_the_start() {
-        let core = Core::new(
-            CoreConfig::default(),
-            || json!({ "sessionID": "s" }),
-            || 0.5,
-        );
-        let mut session = Session::new(core, Some("me".into()), Outbox::default());
-        session.connect(0);
-        session.handle_frame(
-            r#"0{"sid":"e","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":100000}"#,
-            1,
-        );
-        session.handle_frame(r#"40{"sid":"s1"}"#, 2);
+        let mut session = connected();
         session.handle_frame(r#"42["session",{"sessionID":"s","userID":"me"}]"#, 2);
         assert!(!sent(&mut session)
             .iter()
@@ -664,19 +660,29 @@ mod tests {
     }
 
     #[test]
-    fn without_users_a_fresh_session_still_restores_after_the_ack_timeout() {
-        let core = Core::new(
-            CoreConfig::default(),
-            || json!({ "sessionID": "s" }),
-            || 0.5,
-        );
-        let mut session = Session::new(core, Some("me".into()), Outbox::default());
-        session.connect(0);
+    fn a_resync_before_users_waits_for_the_restore_that_users_starts() {
+        let mut session = connected();
+        sent(&mut session);
+        session.handle_frame(r#"42["resync",{"since":0}]"#, 3);
+        assert!(sent(&mut session).is_empty());
         session.handle_frame(
-            r#"0{"sid":"e","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":100000}"#,
-            1,
+            r#"42["users",[{"userID":"u","username":"u","connected":true,"messages":[{"id":5,"ts":1,"content":"x","from":"u","to":"me"}]}]]"#,
+            4,
         );
-        session.handle_frame(r#"40{"sid":"s1"}"#, 2);
+        assert_eq!(
+            sent(&mut session),
+            [r#"420["restore_state",{"peersOnly":true,"since":5}]"#]
+        );
+        session.handle_frame(
+            r#"430[{"ok":{"messages":[],"users":[],"hasMore":false}}]"#,
+            5,
+        );
+        assert_eq!(sent(&mut session), [r#"421["restore_state",{"since":0}]"#]);
+    }
+
+    #[test]
+    fn without_users_a_fresh_session_still_restores_after_the_ack_timeout() {
+        let mut session = connected();
         sent(&mut session);
         assert_eq!(session.next_deadline(), Some(2 + ACK_TIMEOUT_MS));
         session.handle_timer(2 + ACK_TIMEOUT_MS - 1);
