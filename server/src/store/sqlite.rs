@@ -353,15 +353,6 @@ fn pair_key(a: &str, b: &str) -> String {
     }
 }
 
-/// The other side of a [`pair_key`] seen from `viewer` (the viewer itself for notes to self).
-fn peer_in_pair(pair: &str, viewer: &str) -> String {
-    match pair.split_once(':') {
-        Some((a, b)) if a == viewer => b.to_owned(),
-        Some((a, _)) => a.to_owned(),
-        None => pair.to_owned(),
-    }
-}
-
 const MESSAGE_COLUMNS: &str = "id, ts, content, from_user, to_user, client_id";
 
 fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
@@ -580,28 +571,27 @@ impl Store for SqliteStore {
         since: i64,
     ) -> Result<Conversations, StoreError> {
         let viewer = viewer.as_str().to_owned();
-        // One index range per conversation (newest first, at most `per_peer`): the cost of a
-        // connect follows the number of conversations, not the length of the user's history.
+        // One index range per conversation (newest first, at most `per_peer`), all in one
+        // statement: the cost of a connect follows the number of conversations, not the
+        // length of the user's history. A loop over the conversations in Rust cost ~18 µs
+        // each; this, ~1 µs (BENCHMARKS.md, session 7).
         self.read(move |conn| {
-            let pairs = conn
-                .prepare_cached("SELECT pair FROM peers WHERE user_id = ?1")?
-                .query_map(params![viewer], |r| r.get::<_, String>(0))?
+            let peers = conn
+                .prepare_cached("SELECT peer_id FROM peers WHERE user_id = ?1")?
+                .query_map(params![viewer], |r| {
+                    r.get::<_, String>(0).map(UserId::from_store)
+                })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            let mut newest = conn.prepare_cached(&format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE pair = ?1 AND id > ?3
-                 ORDER BY id DESC LIMIT ?2"
-            ))?;
-            let mut found = Conversations::default();
-            for pair in pairs {
-                for message in newest.query_map(params![pair, per_peer, since], message_from_row)? {
-                    found.messages.push(message?);
-                }
-                found
-                    .peers
-                    .push(UserId::from_store(peer_in_pair(&pair, &viewer)));
-            }
-            found.messages.sort_unstable_by_key(|m| m.id);
-            Ok(found)
+            let messages = conn
+                .prepare_cached(&format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM peers p JOIN messages m ON m.id IN (
+                         SELECT id FROM messages WHERE pair = p.pair AND id > ?2
+                         ORDER BY id DESC LIMIT ?3)
+                     WHERE p.user_id = ?1 ORDER BY m.id"
+                ))?
+                .query_map(params![viewer, since, per_peer], message_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(Conversations { peers, messages })
         })
         .await
     }
