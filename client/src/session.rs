@@ -144,10 +144,7 @@ impl Session {
 
     pub fn next_deadline(&self) -> Option<u64> {
         let restore = self.restore_after_users.map(|after| after.at_latest);
-        match (self.core.next_deadline(), restore) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        self.core.next_deadline().into_iter().chain(restore).min()
     }
 
     pub fn poll_output(&mut self) -> Option<SessionOutput> {

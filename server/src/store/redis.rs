@@ -490,29 +490,27 @@ impl Store for RedisStore {
             .conn()
             .smembers(self.keys.peers(viewer.as_str()))
             .await?;
-        if peers.is_empty() || per_peer == 0 {
-            return Ok(Conversations {
-                peers: peers.into_iter().map(UserId::from_store).collect(),
-                messages: Vec::new(),
-            });
+        let mut messages = Vec::new();
+        if !peers.is_empty() && per_peer > 0 {
+            let mut pipe = redis::pipe();
+            for peer in &peers {
+                pipe.zrevrangebyscore_limit(
+                    self.keys.conversation(viewer.as_str(), peer),
+                    "+inf",
+                    format!("({since}"),
+                    0,
+                    per_peer as isize,
+                );
+            }
+            let per_conversation: Vec<Vec<i64>> = pipe.query_async(&mut self.conn()).await?;
+            let mut ids: Vec<i64> = per_conversation.into_iter().flatten().collect();
+            ids.sort_unstable();
+            ids.dedup();
+            messages = self.read_messages(&ids).await?;
         }
-        let mut pipe = redis::pipe();
-        for peer in &peers {
-            pipe.zrevrangebyscore_limit(
-                self.keys.conversation(viewer.as_str(), peer),
-                "+inf",
-                format!("({since}"),
-                0,
-                per_peer as isize,
-            );
-        }
-        let per_conversation: Vec<Vec<i64>> = pipe.query_async(&mut self.conn()).await?;
-        let mut ids: Vec<i64> = per_conversation.into_iter().flatten().collect();
-        ids.sort_unstable();
-        ids.dedup();
         Ok(Conversations {
-            messages: self.read_messages(&ids).await?,
             peers: peers.into_iter().map(UserId::from_store).collect(),
+            messages,
         })
     }
 
