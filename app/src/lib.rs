@@ -12,8 +12,8 @@ pub mod theme;
 pub mod worker;
 
 use leptos::prelude::*;
-use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
-use leptos_router::components::{Route, Router, Routes, A};
+use leptos_router::components::{Route, Router, Routes};
+use leptos_router::hooks::use_location;
 use leptos_router::path;
 
 use realtime::provide_realtime;
@@ -32,6 +32,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
     let config = use_context::<ClientConfig>().unwrap_or_default();
     // The worker loads the same wasm as the page: tell it where the build is.
     let pkg = format!("/{}/{}", options.site_pkg_dir, options.output_name);
+    let css = format!("{pkg}.css");
     let connection = if config.shared_connection {
         "shared"
     } else {
@@ -45,10 +46,11 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
                 <meta name="color-scheme" content="light dark"/>
                 <meta name="tether-connection" content=connection data-pkg=pkg/>
+                <title>"Tether"</title>
+                <link id="leptos" rel="stylesheet" href=css/>
                 <link rel="icon" href="/favicon.svg" type="image/svg+xml"/>
                 <AutoReload options=options.clone()/>
                 <HydrationScripts options/>
-                <MetaTags/>
             </head>
             <body>
                 <App/>
@@ -91,7 +93,6 @@ fn security_headers() {
 
 #[component]
 pub fn App() -> impl IntoView {
-    provide_meta_context();
     let theme = theme::provide_theme();
     // Created once, above the router: navigation never opens another socket.
     let realtime = provide_realtime();
@@ -103,16 +104,14 @@ pub fn App() -> impl IntoView {
     });
 
     view! {
-        <Stylesheet id="leptos" href="/pkg/tether.css"/>
-        <Title text="Tether"/>
         <Router>
             <a class="skip-link" href="#main">"Skip to content"</a>
             <header class="topbar">
-                <A href="/" attr:class="brand">"Tether"</A>
+                <a href="/" class="brand">"Tether"</a>
                 <nav aria-label="Main">
-                    <A href="/">"People"</A>
-                    <A href="/session">"Session"</A>
-                    <A href="/about">"About"</A>
+                    <NavLink href="/" label="People"/>
+                    <NavLink href="/session" label="Session"/>
+                    <NavLink href="/about" label="About"/>
                 </nav>
                 <theme::ThemeToggle theme/>
             </header>
@@ -132,6 +131,17 @@ pub fn App() -> impl IntoView {
             </main>
         </Router>
     }
+}
+
+/// A link of the main navigation, marked `aria-current="page"` while its page is shown. Plain
+/// anchors are enough for client-side navigation: the router handles every same-origin link
+/// click. (The router's `<A>` does the same with relative hrefs this app does not use, for
+/// ~8 KiB of wasm; BENCHMARKS.md, "Front-end".)
+#[component]
+fn NavLink(href: &'static str, label: &'static str) -> impl IntoView {
+    let pathname = use_location().pathname;
+    let current = move || (*pathname.read() == href).then_some("page");
+    view! { <a href=href aria-current=current>{label}</a> }
 }
 
 #[component]
@@ -158,7 +168,7 @@ fn NotFound() -> impl IntoView {
     view! {
         <section class="page">
             <h1>"Page not found"</h1>
-            <p><A href="/">"Back to Tether"</A></p>
+            <p><a href="/">"Back to Tether"</a></p>
         </section>
     }
 }

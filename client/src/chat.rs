@@ -59,14 +59,16 @@ impl ChatState {
         }
     }
 
-    /// Everyone, the viewer first, then by name.
+    /// Everyone, the viewer first, then by name, ignoring the case of ASCII letters (other
+    /// letters compare as they are: full Unicode case folding would put its tables in the wasm,
+    /// ~7 KiB gzip, BENCHMARKS.md "Front-end").
     pub fn peers(&self) -> Vec<Peer> {
         let mut peers: Vec<Peer> = self.peers.values().cloned().collect();
         peers.sort_by(|a, b| {
             let a_me = Some(&a.user_id) == self.me.as_ref();
             let b_me = Some(&b.user_id) == self.me.as_ref();
             b_me.cmp(&a_me)
-                .then_with(|| a.username.to_lowercase().cmp(&b.username.to_lowercase()))
+                .then_with(|| cmp_ignore_ascii_case(&a.username, &b.username))
                 .then_with(|| a.user_id.cmp(&b.user_id))
         });
         peers
@@ -198,6 +200,13 @@ impl ChatState {
             self.insert(message);
         }
     }
+}
+
+/// Orders two names as if their ASCII letters were lower-case, without allocating.
+fn cmp_ignore_ascii_case(a: &str, b: &str) -> std::cmp::Ordering {
+    a.bytes()
+        .map(|c| c.to_ascii_lowercase())
+        .cmp(b.bytes().map(|c| c.to_ascii_lowercase()))
 }
 
 /// A message written by the viewer that the server has not acknowledged yet.
@@ -469,9 +478,11 @@ mod tests {
             entry("u1", "zoe"),
             entry("u2", "me"),
             entry("u3", "Ann"),
+            entry("u4", "bob"),
+            entry("u5", "Zed"),
         ]);
         let names: Vec<_> = s.peers().into_iter().map(|p| p.username).collect();
-        assert_eq!(names, ["me", "Ann", "zoe"]);
+        assert_eq!(names, ["me", "Ann", "bob", "Zed", "zoe"]);
         s.user_disconnected("u1");
         assert!(!s.peer("u1").unwrap().connected);
     }

@@ -4,6 +4,7 @@ test("the page arrives server-rendered, before any script runs", async ({ browse
   const context = await browser.newContext({ javaScriptEnabled: false, baseURL });
   const page = await context.newPage();
   await page.goto("/signin");
+  await expect(page).toHaveTitle("Tether");
   await expect(page.getByRole("heading", { level: 1, name: "Tether" })).toBeVisible();
   await expect(page.getByRole("navigation", { name: "Main" })).toBeVisible();
   await expect(page.getByLabel("Your name")).toBeVisible();
@@ -38,9 +39,13 @@ test("navigating between routes happens without a document reload", async ({ pag
   await nav.getByRole("link", { name: "People" }).click();
   await expect(page).toHaveURL(/\/signin$/);
   await expect(page.getByLabel("Your name")).toBeVisible();
+  await expect(nav.getByRole("link", { name: "About" })).not.toHaveAttribute("aria-current");
   await nav.getByRole("link", { name: "About" }).click();
   await expect(page).toHaveURL(/\/about$/);
   await expect(page.getByRole("heading", { level: 1, name: "About Tether" })).toBeVisible();
+  // The current page's link says so, and only that one.
+  await expect(nav.getByRole("link", { name: "About" })).toHaveAttribute("aria-current", "page");
+  await expect(nav.locator("[aria-current]")).toHaveCount(1);
 
   const marker = await page.evaluate(() => (window as unknown as { __tether_marker?: number }).__tether_marker);
   expect(marker, "the window survived: no document reload").toBe(42);

@@ -3,7 +3,6 @@
 
 use leptos::html;
 use leptos::prelude::*;
-use leptos_router::components::A;
 use leptos_router::hooks::use_params_map;
 
 use super::{clock_time, RequireAccount};
@@ -151,7 +150,7 @@ fn Conversation() -> impl IntoView {
     view! {
         <section class="page conversation">
             <header class="conversation-header">
-                <A href="/" attr:class="back">"← People"</A>
+                <a href="/" class="back">"← People"</a>
                 <h1>{title}</h1>
                 {move || peer().map(|p| view! {
                     <span class=if p.connected { "presence online" } else { "presence offline" }>

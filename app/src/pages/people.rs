@@ -1,7 +1,6 @@
 //! Everyone, with presence and unread counts, you first.
 
 use leptos::prelude::*;
-use leptos_router::components::A;
 
 use super::RequireAccount;
 use crate::realtime::use_realtime;
@@ -54,7 +53,7 @@ fn People() -> impl IntoView {
                 <ul class="people" aria-label="People">
                     <For each=rows key=|r| (r.user_id.clone(), r.connected, r.unread, r.username.clone()) let:row>
                         <li class="person">
-                            <A href=format!("/chat/{}", row.user_id)>
+                            <a href=format!("/chat/{}", row.user_id)>
                                 <span
                                     class=if row.connected { "dot online" } else { "dot offline" }
                                     aria-hidden="true"
@@ -69,7 +68,7 @@ fn People() -> impl IntoView {
                                 {(row.unread > 0).then(|| view! {
                                     <span class="unread">{format!("{} unread", row.unread)}</span>
                                 })}
-                            </A>
+                            </a>
                         </li>
                     </For>
                 </ul>

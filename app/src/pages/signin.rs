@@ -68,10 +68,12 @@ pub fn SignInPage() -> impl IntoView {
     }
 }
 
+/// Upper-cases the first letter of one of the protocol's own (ASCII, English) error messages.
+/// ASCII only: full Unicode case mapping would add its tables to the wasm.
 fn capitalize(text: &str) -> String {
     let mut chars = text.chars();
     match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
+        Some(first) => first.to_ascii_uppercase().to_string() + chars.as_str(),
         None => String::new(),
     }
 }
