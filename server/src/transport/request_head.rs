@@ -4,6 +4,12 @@
 //! live slice keeps the whole buffer alive. Copying the head into allocations of its own
 //! before it reaches socketioxide lets that buffer go once the upgrade is done, which
 //! measured ~16 KB less memory per connected socket (BENCHMARKS.md, session 4).
+//!
+//! The copy keeps only the headers the Engine.IO layer reads after this middleware
+//! ([`KEPT_HEADERS`]). Everything else a browser sends (user agent, cookies, languages, …)
+//! was kept per socket for its whole life although nothing read it: the header map alone was
+//! ~650 bytes for the load generator's five headers, ~110 now (heaptrack, BENCHMARKS.md
+//! session 8), and a browser sends a dozen. The Origin is checked before this middleware.
 
 use axum::extract::{OriginalUri, Request};
 use axum::http::{HeaderMap, HeaderValue, Uri};
@@ -19,9 +25,16 @@ pub async fn detach_socket_request_head(request: Request, next: Next) -> Respons
     next.run(detach(request)).await
 }
 
-/// The same request, its URI (also the copy axum keeps as [`OriginalUri`]) and header values
-/// copied into fresh allocations. Method, version, header names and the other extensions do
-/// not borrow the read buffer, and move as they are.
+/// What engineioxide reads from a socket request's headers: the WebSocket key (to answer the
+/// upgrade) and the content type (of a polling request's body).
+const KEPT_HEADERS: [axum::http::HeaderName; 2] = [
+    axum::http::header::SEC_WEBSOCKET_KEY,
+    axum::http::header::CONTENT_TYPE,
+];
+
+/// The same request, its URI (also the copy axum keeps as [`OriginalUri`]) and the
+/// [`KEPT_HEADERS`] copied into fresh allocations; other headers are dropped. Method, version
+/// and the extensions do not borrow the read buffer, and move as they are.
 fn detach(request: Request) -> Request {
     let (mut parts, body) = request.into_parts();
     parts.uri = copy_uri(&parts.uri);
@@ -38,11 +51,19 @@ fn copy_uri(uri: &Uri) -> Uri {
 }
 
 fn copy_headers(headers: &HeaderMap) -> HeaderMap {
-    let mut copy = HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers {
-        let mut owned = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
-        owned.set_sensitive(value.is_sensitive());
-        copy.append(name.clone(), owned);
+    // Sized to what it keeps (usually one value): a map grown from empty reserves room for
+    // several entries.
+    let kept = KEPT_HEADERS
+        .iter()
+        .map(|name| headers.get_all(name).iter().count());
+    let mut copy = HeaderMap::with_capacity(kept.sum());
+    for name in &KEPT_HEADERS {
+        for value in headers.get_all(name) {
+            let mut owned =
+                HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+            owned.set_sensitive(value.is_sensitive());
+            copy.append(name.clone(), owned);
+        }
     }
     copy
 }
@@ -55,30 +76,40 @@ mod tests {
     fn request_from_one_buffer() -> (axum::body::Bytes, Request) {
         // What hyper hands over: URI and header values are slices of one shared buffer.
         let buffer = axum::body::Bytes::from_static(
-            b"/socket.io/?EIO=4&transport=websockethttp://app.example",
+            b"/socket.io/?EIO=4&transport=websocketdGhlIHNhbXBsZSBub25jZQ==",
         );
         let uri = Uri::from_maybe_shared(buffer.slice(0..37)).unwrap();
-        let origin = HeaderValue::from_maybe_shared(buffer.slice(37..)).unwrap();
+        let key = HeaderValue::from_maybe_shared(buffer.slice(37..)).unwrap();
         let request = Request::builder()
             .uri(uri.clone())
             .extension(OriginalUri(uri))
-            .header("origin", origin)
+            .header("sec-websocket-key", key)
+            .header("content-type", "text/plain; charset=UTF-8")
+            .header("content-type", "application/octet-stream")
             .header("cookie", "a=1")
-            .header("cookie", "b=2")
+            .header("user-agent", "Mozilla/5.0")
             .body(Body::empty())
             .unwrap();
         (buffer, request)
     }
 
     #[test]
-    fn the_copied_head_has_the_same_uri_and_every_header_value_in_order() {
+    fn the_copied_head_has_the_same_uri_and_only_the_headers_engine_io_reads() {
         let (_, request) = request_from_one_buffer();
         let copy = detach(request);
         assert_eq!(copy.uri(), "/socket.io/?EIO=4&transport=websocket");
         assert_eq!(copy.uri().query(), Some("EIO=4&transport=websocket"));
-        assert_eq!(copy.headers()["origin"], "http://app.example");
-        let cookies: Vec<_> = copy.headers().get_all("cookie").iter().collect();
-        assert_eq!(cookies, ["a=1", "b=2"]);
+        assert_eq!(
+            copy.headers()["sec-websocket-key"],
+            "dGhlIHNhbXBsZSBub25jZQ=="
+        );
+        let types: Vec<_> = copy.headers().get_all("content-type").iter().collect();
+        assert_eq!(
+            types,
+            ["text/plain; charset=UTF-8", "application/octet-stream"]
+        );
+        assert_eq!(copy.headers().len(), 3, "{:?}", copy.headers());
+        assert!(copy.headers().get("cookie").is_none());
     }
 
     #[test]
@@ -86,10 +117,10 @@ mod tests {
         let (buffer, request) = request_from_one_buffer();
         let range = buffer.as_ptr_range();
         let inside = |bytes: &[u8]| range.contains(&bytes.as_ptr());
-        assert!(inside(request.headers()["origin"].as_bytes()));
+        assert!(inside(request.headers()["sec-websocket-key"].as_bytes()));
         assert!(inside(request.uri().path().as_bytes()));
         let copy = detach(request);
-        assert!(!inside(copy.headers()["origin"].as_bytes()));
+        assert!(!inside(copy.headers()["sec-websocket-key"].as_bytes()));
         assert!(!inside(copy.uri().path().as_bytes()));
         let OriginalUri(original) = copy.extensions().get::<OriginalUri>().unwrap();
         assert_eq!(original, copy.uri());
@@ -101,7 +132,7 @@ mod tests {
         let mut value = HeaderValue::from_static("secret");
         value.set_sensitive(true);
         let mut headers = HeaderMap::new();
-        headers.insert("authorization", value);
-        assert!(copy_headers(&headers)["authorization"].is_sensitive());
+        headers.insert("sec-websocket-key", value);
+        assert!(copy_headers(&headers)["sec-websocket-key"].is_sensitive());
     }
 }
