@@ -86,8 +86,9 @@ pub fn new_req<R: Send + 'static, B, H: EngineIoHandler>(
 
         match res {
             Ok(_) => {
+                // (Tether patch: `on_init` now returns once the reader and writer run.)
                 #[cfg(feature = "tracing")]
-                tracing::debug!(?sid, "ws closed")
+                tracing::debug!(?sid, "ws open")
             }
             Err(Error::MultipleWebsocketRequests) => {}
             Err(_e) => {
