@@ -122,6 +122,27 @@ test("an offline recipient sees the messages on return", async ({ browser, baseU
   await bobAgain.close();
 });
 
+test("a focused person keeps the focus when their presence and unread count change", async ({ browser, baseURL }) => {
+  const [adaName, bobName] = [unique("ada"), unique("bob")];
+  const ada = await newPerson(browser, baseURL, adaName);
+  const bob = await newPerson(browser, baseURL, bobName);
+  const bobAtAda = personLink(ada.page, bobName);
+  await expect(bobAtAda).toContainText("online");
+  // A keyboard user has moved to Bob's entry.
+  await bobAtAda.focus();
+  await expect(bobAtAda).toBeFocused();
+
+  await openChat(bob.page, adaName);
+  await send(bob.page, "ping");
+  await expect(bobAtAda).toContainText("1 unread");
+  await expect(bobAtAda).toBeFocused();
+
+  await bob.context.close();
+  await expect(bobAtAda).toContainText("offline");
+  await expect(bobAtAda).toBeFocused();
+  await ada.context.close();
+});
+
 test("a stale session lands on sign-in without an error loop", async ({ page }) => {
   const sockets: string[] = [];
   page.on("websocket", (ws) => sockets.push(ws.url()));

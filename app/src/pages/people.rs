@@ -5,12 +5,12 @@ use leptos::prelude::*;
 use super::RequireAccount;
 use crate::realtime::use_realtime;
 
+/// A person in the list. Presence and the unread count are read live by the row, so a change
+/// updates the row in place: the link keeps its element, and the keyboard focus with it.
 #[derive(Clone, PartialEq)]
 struct Row {
     user_id: String,
     username: String,
-    connected: bool,
-    unread: usize,
     is_me: bool,
 }
 
@@ -33,11 +33,9 @@ fn People() -> impl IntoView {
                 .peers()
                 .into_iter()
                 .map(|p| Row {
-                    unread: s.chat.unread(&p.user_id),
                     is_me: me.as_deref() == Some(p.user_id.as_str()),
                     user_id: p.user_id,
                     username: p.username,
-                    connected: p.connected,
                 })
                 .collect::<Vec<_>>()
         })
@@ -51,28 +49,48 @@ fn People() -> impl IntoView {
                 fallback=|| view! { <p class="placeholder">"Nobody here yet."</p> }
             >
                 <ul class="people" aria-label="People">
-                    <For each=rows key=|r| (r.user_id.clone(), r.connected, r.unread, r.username.clone()) let:row>
-                        <li class="person">
-                            <a href=format!("/chat/{}", row.user_id)>
-                                <span
-                                    class=if row.connected { "dot online" } else { "dot offline" }
-                                    aria-hidden="true"
-                                ></span>
-                                <span class="name">
-                                    {row.username.clone()}
-                                    {row.is_me.then_some(" (you)")}
-                                </span>
-                                <span class="sr-only">
-                                    {if row.connected { ", online" } else { ", offline" }}
-                                </span>
-                                {(row.unread > 0).then(|| view! {
-                                    <span class="unread">{format!("{} unread", row.unread)}</span>
-                                })}
-                            </a>
-                        </li>
+                    <For each=rows key=|r| (r.user_id.clone(), r.username.clone()) let:row>
+                        <Person row/>
                     </For>
                 </ul>
             </Show>
         </section>
+    }
+}
+
+#[component]
+fn Person(row: Row) -> impl IntoView {
+    let rt = use_realtime();
+    // Memos: each row re-renders only when its own person's state changes.
+    let connected = {
+        let id = row.user_id.clone();
+        Memo::new(move |_| rt.with(|s| s.chat.peer(&id).is_some_and(|p| p.connected)) == Some(true))
+    };
+    let unread = {
+        let id = row.user_id.clone();
+        Memo::new(move |_| rt.with(|s| s.chat.unread(&id)).unwrap_or_default())
+    };
+    view! {
+        <li class="person">
+            <a href=format!("/chat/{}", row.user_id)>
+                <span
+                    class=move || if connected.get() { "dot online" } else { "dot offline" }
+                    aria-hidden="true"
+                ></span>
+                <span class="name">
+                    {row.username}
+                    {row.is_me.then_some(" (you)")}
+                </span>
+                <span class="sr-only">
+                    {move || if connected.get() { ", online" } else { ", offline" }}
+                </span>
+                {move || {
+                    let unread = unread.get();
+                    (unread > 0).then(|| view! {
+                        <span class="unread">{format!("{unread} unread")}</span>
+                    })
+                }}
+            </a>
+        </li>
     }
 }
