@@ -165,7 +165,7 @@ mod driver {
     use client::link::{HubToTab, SharedLink, TabToHub};
     use client::session::{Session, SessionEvent, SessionOutput};
     use leptos::prelude::*;
-    use serde_json::{json, Value};
+    use protocol::json::{self, Json};
     use wasm_bindgen::prelude::*;
     use wasm_bindgen::JsCast;
     use web_sys::{MessageEvent, MessagePort, SharedWorker};
@@ -198,17 +198,17 @@ mod driver {
 
     /// The auth of every (re)connect, from what is stored now: the session if there is one,
     /// else the name being signed in with.
-    fn auth() -> Value {
+    fn auth() -> Json {
         if let Some(account) = storage::load_account() {
+            let mut auth = Json::object([("sessionID", account.session_id.into())]);
             if storage::takeover_requested() {
-                json!({ "sessionID": account.session_id, "takeover": true })
-            } else {
-                json!({ "sessionID": account.session_id })
+                auth.set("takeover", true.into());
             }
+            auth
         } else if let Some(username) = storage::pending_username() {
-            json!({ "username": username })
+            Json::object([("username", username.into())])
         } else {
-            json!({})
+            Json::object([])
         }
     }
 
@@ -501,8 +501,7 @@ mod driver {
                     .dyn_into::<MessageEvent>()
                     .ok()
                     .and_then(|e| e.data().as_string());
-                let Some(message) = text.and_then(|t| serde_json::from_str::<HubToTab>(&t).ok())
-                else {
+                let Some(message) = text.and_then(|t| json::from_str::<HubToTab>(&t).ok()) else {
                     return;
                 };
                 h.borrow_mut().session.handle_hub(message, now());
@@ -544,9 +543,7 @@ mod driver {
     }
 
     fn post(port: &MessagePort, message: &TabToHub) {
-        if let Ok(text) = serde_json::to_string(message) {
-            let _ = port.post_message(&JsValue::from_str(&text));
-        }
+        let _ = port.post_message(&JsValue::from_str(&json::to_string(message)));
     }
 
     /// Posts what the session has for the hub; a connect that gets no answer in time makes the

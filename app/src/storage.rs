@@ -1,16 +1,57 @@
 //! What this browser remembers, in localStorage (gloo-storage): the session (sent in every
 //! handshake), each tab's outbox, and read markers. Missing or corrupt entries read as empty.
 
-use serde::{Deserialize, Serialize};
+use gloo_storage::Storage;
+use protocol::json::{self, FromJson, Reader, ToJson};
 
-/// The stored session: the private `sessionID` plus what the UI shows before connecting.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A stored value, in JSON (as gloo-storage's serde helpers stored it before, so what a browser
+/// already holds still reads); missing or unreadable is `None`. Browser only.
+pub fn get<S: Storage, T: FromJson>(key: &str) -> Option<T> {
+    let text = S::raw().get_item(key).ok()??;
+    json::from_str(&text).ok()
+}
+
+pub fn set<S: Storage, T: ToJson + ?Sized>(key: &str, value: &T) {
+    let _ = S::raw().set_item(key, &json::to_string(value));
+}
+
+/// The stored session: the private `sessionID` plus what the UI shows before connecting. Kept as
+/// `{"sessionID", "userID", "username"}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
-    #[serde(rename = "sessionID")]
     pub session_id: String,
-    #[serde(rename = "userID")]
     pub user_id: String,
     pub username: String,
+}
+
+impl FromJson for Account {
+    fn read_json(r: &mut Reader<'_>) -> json::Result<Self> {
+        let (mut session_id, mut user_id, mut username) = (None, None, None);
+        json::read_fields(r, &mut |name, r| {
+            match name {
+                "sessionID" => session_id = Some(r.string()?),
+                "userID" => user_id = Some(r.string()?),
+                "username" => username = Some(r.string()?),
+                _ => return Ok(false),
+            }
+            Ok(true)
+        })?;
+        Ok(Account {
+            session_id: json::required(session_id, "sessionID")?,
+            user_id: json::required(user_id, "userID")?,
+            username: json::required(username, "username")?,
+        })
+    }
+}
+
+impl ToJson for Account {
+    fn write_json(&self, out: &mut String) {
+        json::write_object(out, |o| {
+            o.field("sessionID", &self.session_id)
+                .field("userID", &self.user_id)
+                .field("username", &self.username);
+        });
+    }
 }
 
 #[cfg(feature = "hydrate")]
@@ -19,7 +60,7 @@ mod browser {
     use std::collections::BTreeMap;
 
     use client::chat::OutboxEntry;
-    use gloo_storage::{LocalStorage, SessionStorage, Storage};
+    use gloo_storage::{LocalStorage, SessionStorage};
 
     const SESSION_KEY: &str = "tether.session";
     const READ_KEY: &str = "tether.read";
@@ -29,11 +70,11 @@ mod browser {
     const TAKEOVER_KEY: &str = "tether.takeover";
 
     pub fn load_account() -> Option<Account> {
-        LocalStorage::get(SESSION_KEY).ok()
+        get::<LocalStorage, _>(SESSION_KEY)
     }
 
     pub fn save_account(account: &Account) {
-        let _ = LocalStorage::set(SESSION_KEY, account);
+        set::<LocalStorage, _>(SESSION_KEY, account);
     }
 
     pub fn forget_account() {
@@ -42,12 +83,12 @@ mod browser {
 
     /// Set by "Use here": the next handshake asks to take the session over from another tab.
     pub fn takeover_requested() -> bool {
-        SessionStorage::get::<bool>(TAKEOVER_KEY).unwrap_or(false)
+        get::<SessionStorage, bool>(TAKEOVER_KEY).unwrap_or(false)
     }
 
     pub fn request_takeover(on: bool) {
         if on {
-            let _ = SessionStorage::set(TAKEOVER_KEY, true);
+            set::<SessionStorage, _>(TAKEOVER_KEY, &true);
         } else {
             SessionStorage::delete(TAKEOVER_KEY);
         }
@@ -55,39 +96,37 @@ mod browser {
 
     /// The name this tab is signing in with, until the server hands out a session.
     pub fn pending_username() -> Option<String> {
-        SessionStorage::get(PENDING_KEY).ok()
+        get::<SessionStorage, _>(PENDING_KEY)
     }
 
     pub fn set_pending_username(username: Option<&str>) {
         match username {
-            Some(name) => {
-                let _ = SessionStorage::set(PENDING_KEY, name);
-            }
+            Some(name) => set::<SessionStorage, _>(PENDING_KEY, name),
             None => SessionStorage::delete(PENDING_KEY),
         }
     }
 
     pub fn load_read_markers() -> BTreeMap<String, i64> {
-        LocalStorage::get(READ_KEY).unwrap_or_default()
+        get::<LocalStorage, _>(READ_KEY).unwrap_or_default()
     }
 
     pub fn save_read_markers(markers: &BTreeMap<String, i64>) {
-        let _ = LocalStorage::set(READ_KEY, markers);
+        set::<LocalStorage, _>(READ_KEY, markers);
     }
 
     /// This tab's id: kept in sessionStorage, so it survives a reload of the same tab.
     fn tab_id() -> String {
-        if let Ok(id) = SessionStorage::get::<String>(TAB_KEY) {
+        if let Some(id) = get::<SessionStorage, String>(TAB_KEY) {
             return id;
         }
         let id = client::chat::random_id();
-        let _ = SessionStorage::set(TAB_KEY, &id);
+        set::<SessionStorage, _>(TAB_KEY, &id);
         id
     }
 
     /// The outbox is per tab (tabs would otherwise overwrite each other's entries).
     pub fn load_outbox() -> Vec<OutboxEntry> {
-        LocalStorage::get(format!("{OUTBOX_PREFIX}{}", tab_id())).unwrap_or_default()
+        get::<LocalStorage, _>(&format!("{OUTBOX_PREFIX}{}", tab_id())).unwrap_or_default()
     }
 
     pub fn save_outbox(entries: &[OutboxEntry]) {
@@ -95,7 +134,7 @@ mod browser {
         if entries.is_empty() {
             LocalStorage::delete(key);
         } else {
-            let _ = LocalStorage::set(key, entries);
+            set::<LocalStorage, _>(&key, entries);
         }
     }
 

@@ -1,8 +1,10 @@
 //! Light and dark themes: follows the system until the person picks one, then remembers the
 //! choice in localStorage.
 
-use gloo_storage::{LocalStorage, Storage};
+use gloo_storage::LocalStorage;
 use leptos::prelude::*;
+
+use crate::storage;
 
 const STORAGE_KEY: &str = "tether.theme";
 
@@ -42,9 +44,8 @@ pub fn provide_theme() -> RwSignal<Option<Theme>> {
     // Effects run only in the browser: the first picks up a stored choice once (it reads no
     // signal, so it never runs again), the second applies every change.
     Effect::new(move |_| {
-        let stored = LocalStorage::get::<String>(STORAGE_KEY)
-            .ok()
-            .and_then(|raw| Theme::parse(&raw));
+        let stored =
+            storage::get::<LocalStorage, String>(STORAGE_KEY).and_then(|raw| Theme::parse(&raw));
         if stored.is_some() {
             theme.set(stored);
         }
@@ -57,7 +58,7 @@ pub fn provide_theme() -> RwSignal<Option<Theme>> {
         match chosen {
             Some(t) => {
                 let _ = root.set_attribute("data-theme", t.as_str());
-                let _ = LocalStorage::set(STORAGE_KEY, t.as_str());
+                storage::set::<LocalStorage, _>(STORAGE_KEY, t.as_str());
             }
             None => {
                 let _ = root.remove_attribute("data-theme");

@@ -12,6 +12,7 @@ use std::rc::Rc;
 use client::core::CoreConfig;
 use client::hub::{Hub, HubOutput, TabId};
 use client::link::TabToHub;
+use protocol::json;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{MessageEvent, MessagePort};
@@ -56,8 +57,7 @@ pub fn accept(port: MessagePort) {
                     .dyn_into::<MessageEvent>()
                     .ok()
                     .and_then(|e| e.data().as_string());
-                let Some(message) = text.and_then(|t| serde_json::from_str::<TabToHub>(&t).ok())
-                else {
+                let Some(message) = text.and_then(|t| json::from_str::<TabToHub>(&t).ok()) else {
                     return;
                 };
                 let leaving = message == TabToHub::Bye;
@@ -96,9 +96,7 @@ fn pump(w: &Handle) {
             }
             HubOutput::CloseTransport => w.borrow_mut().socket.close(),
             HubOutput::ToTab(tab, message) => {
-                let Ok(text) = serde_json::to_string(&message) else {
-                    continue;
-                };
+                let text = json::to_string(&message);
                 let worker = w.borrow();
                 if let Some((port, _)) = worker.ports.get(&tab) {
                     let _ = port.post_message(&JsValue::from_str(&text));

@@ -6,14 +6,13 @@ use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap;
 
+use protocol::json::{self, FromJson, Reader, ToJson};
 use protocol::payloads::{
     History, Message, MessageReceipt, OutgoingMessage, RestoreState, UserEntry,
 };
 use protocol::{Ack, ErrorCode};
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
-use crate::packet::Arg;
+use crate::packet::{Arg, RawJson};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
@@ -209,19 +208,54 @@ fn cmp_ignore_ascii_case(a: &str, b: &str) -> std::cmp::Ordering {
         .cmp(b.bytes().map(|c| c.to_ascii_lowercase()))
 }
 
-/// A message written by the viewer that the server has not acknowledged yet.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A message written by the viewer that the server has not acknowledged yet. Kept in the
+/// browser's storage as `{"clientId", "to", "content", "createdAt", "failed"}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxEntry {
-    #[serde(rename = "clientId")]
     pub client_id: String,
     pub to: String,
     pub content: String,
     /// When it was written (ms since the epoch), for display.
-    #[serde(rename = "createdAt")]
     pub created_at: i64,
     /// Set when the server refused it for good; cleared by a retry.
-    #[serde(default)]
     pub failed: Option<String>,
+}
+
+impl FromJson for OutboxEntry {
+    fn read_json(r: &mut Reader<'_>) -> json::Result<Self> {
+        let (mut client_id, mut to, mut content, mut created_at, mut failed) =
+            (None, None, None, None, None);
+        json::read_fields(r, &mut |name, r| {
+            match name {
+                "clientId" => client_id = Some(r.string()?),
+                "to" => to = Some(r.string()?),
+                "content" => content = Some(r.string()?),
+                "createdAt" => created_at = Some(r.i64()?),
+                "failed" => failed = Option::<String>::read_json(r)?,
+                _ => return Ok(false),
+            }
+            Ok(true)
+        })?;
+        Ok(OutboxEntry {
+            client_id: json::required(client_id, "clientId")?,
+            to: json::required(to, "to")?,
+            content: json::required(content, "content")?,
+            created_at: json::required(created_at, "createdAt")?,
+            failed,
+        })
+    }
+}
+
+impl ToJson for OutboxEntry {
+    fn write_json(&self, out: &mut String) {
+        json::write_object(out, |o| {
+            o.field("clientId", &self.client_id)
+                .field("to", &self.to)
+                .field("content", &self.content)
+                .field("createdAt", &self.created_at)
+                .field("failed", &self.failed);
+        });
+    }
 }
 
 /// What an ack meant for the outbox.
@@ -299,7 +333,7 @@ impl Outbox {
             to: entry.to.clone(),
             client_id: Some(entry.client_id.clone()),
         };
-        let payload = serde_json::to_value(payload).unwrap_or(Value::Null);
+        let payload = RawJson::of(&payload);
         if let Ok(id) =
             core.emit_with_ack(protocol::events::PRIVATE_MESSAGE, &payload, timeout_ms, now)
         {
@@ -425,6 +459,7 @@ fn hyphenated(mut bytes: [u8; 16]) -> String {
 mod tests {
     use super::*;
     use crate::core::{Core, CoreConfig, Output};
+    use crate::testing::{raw, tree};
     use serde_json::json;
 
     fn msg(id: i64, from: &str, to: &str) -> Message {
@@ -488,7 +523,7 @@ mod tests {
     }
 
     fn online_core() -> Core {
-        let mut core = Core::new(CoreConfig::default(), || json!({}), || 0.0);
+        let mut core = Core::new(CoreConfig::default(), || tree(json!({})), || 0.0);
         core.connect(0);
         core.handle_frame(
             r#"0{"sid":"e","upgrades":[],"pingInterval":300,"pingTimeout":200}"#,
@@ -531,7 +566,7 @@ mod tests {
         assert!(frames[0].contains(r#""clientId":"a""#));
 
         let ok = json!({ "ok": { "id": 7, "ts": 9 } });
-        let outcome = outbox.on_ack(0, Some(&[ok.into()]), "me", 0);
+        let outcome = outbox.on_ack(0, Some(&[raw(ok)]), "me", 0);
         let AckOutcome::Sent(message) = outcome else {
             panic!("{outcome:?}")
         };
@@ -555,7 +590,7 @@ mod tests {
         let refusal =
             json!({ "error": { "code": "unknown_recipient", "message": "no such user" } });
         assert_eq!(
-            outbox.on_ack(0, Some(&[refusal.into()]), "me", 0),
+            outbox.on_ack(0, Some(&[raw(refusal)]), "me", 0),
             AckOutcome::Failed
         );
         assert_eq!(outbox.entries()[0].failed.as_deref(), Some("no such user"));

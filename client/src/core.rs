@@ -8,10 +8,10 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use serde_json::Value;
+use protocol::json::Json;
 
 use crate::backoff::{Backoff, BackoffPolicy};
-use crate::packet::{self, Arg, Frame, Incoming};
+use crate::packet::{self, Arg, Frame, Incoming, RawJson};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CoreConfig {
@@ -30,8 +30,7 @@ impl Default for CoreConfig {
 }
 
 /// Why the client stopped reconnecting by itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
     /// The server refused the session (`invalid username`): sign in again.
     Unauthorized,
@@ -57,8 +56,7 @@ pub enum ConnState {
     Stopped(StopReason),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AckFailure {
     Timeout,
     Disconnected,
@@ -122,7 +120,7 @@ enum Phase {
     Stopped(StopReason),
 }
 
-type AuthSource = Box<dyn FnMut() -> Value + Send>;
+type AuthSource = Box<dyn FnMut() -> Json + Send>;
 type RandomSource = Box<dyn FnMut() -> f64 + Send>;
 
 pub struct Core {
@@ -146,7 +144,7 @@ impl Core {
     /// `random` yields uniform numbers in [0, 1) for the reconnect jitter.
     pub fn new(
         config: CoreConfig,
-        auth: impl FnMut() -> Value + Send + 'static,
+        auth: impl FnMut() -> Json + Send + 'static,
         random: impl FnMut() -> f64 + Send + 'static,
     ) -> Self {
         Self {
@@ -259,15 +257,13 @@ impl Core {
                 if matches!(self.phase, Phase::Opening { .. }) {
                     self.heartbeat_ms = open.ping_interval + open.ping_timeout;
                     let mut auth = (self.auth)();
-                    if let (Value::Object(fields), Some((session_id, newest_id))) =
-                        (&mut auth, &self.held)
-                    {
+                    if let Some((session_id, newest_id)) = &self.held {
                         // Only for the session the state came from: the stored session may
                         // have changed since (signed in anew, in another tab).
-                        let same = fields.get("sessionID").and_then(Value::as_str)
+                        let same = auth.get("sessionID").and_then(Json::as_str)
                             == Some(session_id.as_str());
                         if same && *newest_id > 0 {
-                            fields.insert("since".to_owned(), (*newest_id).into());
+                            auth.set("since", (*newest_id).into());
                         }
                     }
                     self.send(packet::connect_frame(&auth));
@@ -296,7 +292,7 @@ impl Core {
         }
     }
 
-    pub fn emit(&mut self, event: &str, data: &Value) -> Result<(), NotConnected> {
+    pub fn emit(&mut self, event: &str, data: &RawJson) -> Result<(), NotConnected> {
         self.ensure_online()?;
         self.send(packet::event_frame(event, data, None));
         Ok(())
@@ -307,7 +303,7 @@ impl Core {
     pub fn emit_with_ack(
         &mut self,
         event: &str,
-        data: &Value,
+        data: &RawJson,
         timeout_ms: u64,
         now: u64,
     ) -> Result<u64, NotConnected> {
@@ -320,7 +316,7 @@ impl Core {
     }
 
     /// Answers a server event that asked for an ack.
-    pub fn ack(&mut self, id: i64, data: &Value) -> Result<(), NotConnected> {
+    pub fn ack(&mut self, id: i64, data: &RawJson) -> Result<(), NotConnected> {
         self.ensure_online()?;
         self.send(packet::ack_frame(id, data));
         Ok(())
@@ -438,6 +434,7 @@ impl Core {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{raw, tree};
     use serde_json::json;
 
     const OPEN: &str =
@@ -455,7 +452,7 @@ mod tests {
             },
             move || {
                 n += 1;
-                json!({ "sessionID": format!("s{n}") })
+                tree(json!({ "sessionID": format!("s{n}") }))
             },
             || 0.0,
         )
@@ -499,7 +496,7 @@ mod tests {
         // Signing in anew has nothing to resume: the tutorial's auth, unchanged.
         let mut c = Core::new(
             CoreConfig::default(),
-            || json!({ "username": "ada" }),
+            || tree(json!({ "username": "ada" })),
             || 0.5,
         );
         c.set_held("s1", 41);
@@ -577,9 +574,9 @@ mod tests {
         let mut c = core();
         online(&mut c, 0);
         let a = c
-            .emit_with_ack("restore_state", &json!({}), 100, 0)
+            .emit_with_ack("restore_state", &raw(json!({})), 100, 0)
             .unwrap();
-        let b = c.emit_with_ack("history", &json!({}), 100, 0).unwrap();
+        let b = c.emit_with_ack("history", &raw(json!({})), 100, 0).unwrap();
         let out = drain(&mut c);
         assert_eq!(
             out[0],
@@ -590,7 +587,7 @@ mod tests {
             drain(&mut c),
             [Output::Event(CoreEvent::Ack {
                 id: b,
-                args: vec![json!(1).into()]
+                args: vec![raw(json!(1))]
             })]
         );
         c.handle_timer(100);
@@ -607,14 +604,14 @@ mod tests {
     fn pending_acks_fail_when_the_connection_drops_and_emits_need_a_connection() {
         let mut c = core();
         online(&mut c, 0);
-        let id = c.emit_with_ack("x", &json!(1), 10_000, 0).unwrap();
+        let id = c.emit_with_ack("x", &raw(json!(1)), 10_000, 0).unwrap();
         drain(&mut c);
         c.handle_transport_closed(1);
         assert!(drain(&mut c).contains(&Output::Event(CoreEvent::AckFailed {
             id,
             reason: AckFailure::Disconnected
         })));
-        assert_eq!(c.emit("x", &json!(1)), Err(NotConnected));
+        assert_eq!(c.emit("x", &raw(json!(1))), Err(NotConnected));
     }
 
     #[test]

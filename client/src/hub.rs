@@ -12,13 +12,13 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use protocol::events;
+use protocol::json::Json;
 use protocol::payloads::{Message, MessageReceipt, OutgoingMessage, SessionInfo};
 use protocol::Ack;
-use serde_json::{json, Value};
 
 use crate::core::{ConnState, Core, CoreConfig, CoreEvent, Output};
 use crate::link::{HubToTab, SharedState, TabToHub};
-use crate::packet::Arg;
+use crate::packet::{Arg, RawJson};
 
 /// A tab, as the adapter numbers its ports.
 pub type TabId = u64;
@@ -43,7 +43,7 @@ struct Request {
 
 pub struct Hub {
     core: Core,
-    auth: Arc<Mutex<Value>>,
+    auth: Arc<Mutex<Json>>,
     tabs: BTreeSet<TabId>,
     /// Core ack id → the tab's request.
     requests: HashMap<u64, Request>,
@@ -58,11 +58,11 @@ pub struct Hub {
 
 impl Hub {
     pub fn new(config: CoreConfig, random: impl FnMut() -> f64 + Send + 'static) -> Self {
-        let auth = Arc::new(Mutex::new(Value::Null));
+        let auth = Arc::new(Mutex::new(Json::Null));
         let source = auth.clone();
         let core = Core::new(
             config,
-            move || source.lock().map(|a| a.clone()).unwrap_or(Value::Null),
+            move || source.lock().map(|a| a.clone()).unwrap_or_default(),
             random,
         );
         Self {
@@ -128,7 +128,7 @@ impl Hub {
             } => match self.core.emit_with_ack(&event, &data, timeout_ms, now) {
                 Ok(core_id) => {
                     let message = (event == events::PRIVATE_MESSAGE)
-                        .then(|| serde_json::from_value(data).ok())
+                        .then(|| data.parse())
                         .flatten();
                     self.requests.insert(core_id, Request { tab, id, message });
                 }
@@ -152,8 +152,8 @@ impl Hub {
         self.requests.retain(|_, request| request.tab != tab);
     }
 
-    fn connect_tab(&mut self, tab: TabId, auth: Value, now: u64) {
-        let current = self.auth.lock().map(|a| a.clone()).unwrap_or(Value::Null);
+    fn connect_tab(&mut self, tab: TabId, auth: Json, now: u64) {
+        let current = self.auth.lock().map(|a| a.clone()).unwrap_or_default();
         let same_session = current == auth
             || (current.get("sessionID").is_some()
                 && current.get("sessionID") == auth.get("sessionID"));
@@ -240,7 +240,7 @@ impl Hub {
         };
         Some(HubToTab::Message {
             event: events::PRIVATE_MESSAGE.to_owned(),
-            args: vec![serde_json::to_value(message).ok()?.into()],
+            args: vec![RawJson::of(&message)],
         })
     }
 
@@ -274,7 +274,7 @@ impl Hub {
                     let info = args.first().and_then(Arg::parse::<SessionInfo>);
                     if let Some(info) = info {
                         if let Ok(mut auth) = self.auth.lock() {
-                            *auth = json!({ "sessionID": info.session_id });
+                            *auth = Json::object([("sessionID", info.session_id.into())]);
                         }
                         self.me = Some(info.user_id);
                     }
@@ -283,7 +283,7 @@ impl Hub {
                     self.roster = Some(args.clone());
                 }
                 if let Some(id) = ack {
-                    let _ = self.core.ack(id, &Value::Null);
+                    let _ = self.core.ack(id, &RawJson::null());
                 }
                 self.tell_all(HubToTab::Message { event, args });
             }
@@ -321,6 +321,8 @@ impl Hub {
 mod tests {
     use super::*;
     use crate::core::StopReason;
+    use crate::testing::{raw, tree};
+    use serde_json::json;
 
     fn hub() -> Hub {
         Hub::new(CoreConfig::default(), || 0.5)
@@ -355,7 +357,7 @@ mod tests {
         hub.handle_tab(
             tab,
             TabToHub::Connect {
-                auth: json!({ "sessionID": "secret" }),
+                auth: tree(json!({ "sessionID": "secret" })),
             },
             now,
         );
@@ -456,7 +458,7 @@ mod tests {
             TabToHub::Request {
                 id: 7,
                 event: "history".into(),
-                data: json!({}),
+                data: raw(json!({})),
                 timeout_ms: 1000,
             },
             6,
@@ -471,11 +473,11 @@ mod tests {
             [
                 HubToTab::Ack {
                     id: 7,
-                    args: vec![json!({"ok":1}).into()]
+                    args: vec![raw(json!({"ok":1}))]
                 },
                 HubToTab::Message {
                     event: "private message".into(),
-                    args: vec![json!({"id":1}).into()]
+                    args: vec![raw(json!({"id":1}))]
                 }
             ]
         );
@@ -483,7 +485,7 @@ mod tests {
             to(1, &out),
             [HubToTab::Message {
                 event: "private message".into(),
-                args: vec![json!({"id":1}).into()]
+                args: vec![raw(json!({"id":1}))]
             }]
         );
     }
@@ -497,7 +499,7 @@ mod tests {
             TabToHub::Request {
                 id: 1,
                 event: "history".into(),
-                data: json!({}),
+                data: raw(json!({})),
                 timeout_ms: 1000,
             },
             3,
@@ -517,7 +519,7 @@ mod tests {
         hub.handle_tab(
             1,
             TabToHub::Connect {
-                auth: json!({ "username": "ada" }),
+                auth: tree(json!({ "username": "ada" })),
             },
             0,
         );
@@ -544,7 +546,7 @@ mod tests {
         hub.handle_tab(
             2,
             TabToHub::Connect {
-                auth: json!({ "sessionID": "fresh" }),
+                auth: tree(json!({ "sessionID": "fresh" })),
             },
             retry_at + 2,
         );
@@ -563,7 +565,7 @@ mod tests {
             TabToHub::Request {
                 id: 5,
                 event: "private message".into(),
-                data: json!({ "to": "bob", "content": "hi", "clientId": "c" }),
+                data: raw(json!({ "to": "bob", "content": "hi", "clientId": "c" })),
                 timeout_ms: 1000,
             },
             5,
@@ -575,17 +577,17 @@ mod tests {
             to(2, &out),
             [HubToTab::Message {
                 event: "private message".into(),
-                args: vec![json!({
-                    "id": 9, "ts": 100, "content": "hi", "from": "me", "to": "bob", "clientId": "c"
-                })
-                .into()]
+                args: vec![RawJson::new(
+                    r#"{"id":9,"ts":100,"content":"hi","from":"me","to":"bob","clientId":"c"}"#
+                )
+                .unwrap()]
             }]
         );
         assert_eq!(
             to(1, &out),
             [HubToTab::Ack {
                 id: 5,
-                args: vec![json!({"ok":{"id":9,"ts":100}}).into()]
+                args: vec![raw(json!({"ok":{"id":9,"ts":100}}))]
             }],
             "the sender gets its ack only"
         );

@@ -27,6 +27,20 @@ pub fn websocket_url(origin: &str) -> String {
     format!("{rest}/socket.io/?EIO=4&transport=websocket")
 }
 
+/// Test values written with `serde_json::json!`, in the client's own JSON types.
+#[cfg(test)]
+pub(crate) mod testing {
+    use protocol::json::{self, Json, RawJson};
+
+    pub fn raw(value: serde_json::Value) -> RawJson {
+        RawJson::new(&value.to_string()).unwrap()
+    }
+
+    pub fn tree(value: serde_json::Value) -> Json {
+        json::from_str(&value.to_string()).unwrap()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

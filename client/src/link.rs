@@ -3,33 +3,32 @@
 //! SharedWorker ([`SharedLink`]).
 //!
 //! Both look the same to the session: connection states, server events, acks. With a shared
-//! link the tab speaks [`TabToHub`] messages to the hub (over a `MessagePort`, as JSON) and the
+//! link the tab speaks [`TabToHub`] messages to the hub (over a `MessagePort`, as JSON:
+//! `"variant"` or `{"variant": {fields}}`, the variant's name in camelCase) and the
 //! hub answers with [`HubToTab`]; the hub owns the Engine.IO connection, its heartbeat, ack
 //! timeouts and reconnects.
 
 use std::collections::VecDeque;
 
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use protocol::json::{self, required, FromJson, Json, JsonError, ObjectWriter, Reader, ToJson};
 
 use crate::core::{AckFailure, ConnState, Core, CoreEvent, NotConnected, Output, StopReason};
-use crate::packet::Arg;
+use crate::packet::{Arg, RawJson};
 
 /// A tab's request to the hub.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq)]
 pub enum TabToHub {
     /// Be connected with this auth (the tab's stored session, or a name to sign in with).
-    Connect { auth: Value },
+    Connect { auth: Json },
     /// Disconnect the shared connection (signing in anew).
     Disconnect,
     /// Emit without an ack.
-    Emit { event: String, data: Value },
+    Emit { event: String, data: RawJson },
     /// Emit with an ack; the answer names the tab's own `id`.
     Request {
         id: u64,
         event: String,
-        data: Value,
+        data: RawJson,
         timeout_ms: u64,
     },
     /// The tab is going away (pagehide): forget it and its pending requests.
@@ -37,8 +36,7 @@ pub enum TabToHub {
 }
 
 /// The hub's news for one tab.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq)]
 pub enum HubToTab {
     /// The shared connection's state. Clocks differ between a worker and a tab, so an offline
     /// state carries the delay until the next try instead of a time.
@@ -70,8 +68,7 @@ pub enum HubToTab {
 }
 
 /// [`ConnState`] without clock values, for crossing from the worker to a tab.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SharedState {
     Connecting,
     Online { sid: String },
@@ -108,7 +105,7 @@ pub trait Emitter {
     fn emit_with_ack(
         &mut self,
         event: &str,
-        data: &Value,
+        data: &RawJson,
         timeout_ms: u64,
         now: u64,
     ) -> Result<u64, NotConnected>;
@@ -118,7 +115,7 @@ impl Emitter for Core {
     fn emit_with_ack(
         &mut self,
         event: &str,
-        data: &Value,
+        data: &RawJson,
         timeout_ms: u64,
         now: u64,
     ) -> Result<u64, NotConnected> {
@@ -126,7 +123,7 @@ impl Emitter for Core {
     }
 }
 
-type AuthSource = Box<dyn FnMut() -> Value + Send>;
+type AuthSource = Box<dyn FnMut() -> Json + Send>;
 
 /// The tab's side of a shared connection: sans-IO like [`Core`]; its outputs are
 /// [`Output::Event`]s and messages for the hub ([`SharedLink::poll_message`]).
@@ -141,7 +138,7 @@ pub struct SharedLink {
 }
 
 impl SharedLink {
-    pub fn new(auth: impl FnMut() -> Value + Send + 'static) -> Self {
+    pub fn new(auth: impl FnMut() -> Json + Send + 'static) -> Self {
         Self {
             auth: Box::new(auth),
             state: ConnState::Stopped(StopReason::ClientDisconnect),
@@ -174,7 +171,7 @@ impl SharedLink {
         self.set_state(ConnState::Stopped(StopReason::ClientDisconnect));
     }
 
-    pub fn emit(&mut self, event: &str, data: &Value) -> Result<(), NotConnected> {
+    pub fn emit(&mut self, event: &str, data: &RawJson) -> Result<(), NotConnected> {
         self.ensure_online()?;
         self.to_hub.push_back(TabToHub::Emit {
             event: event.to_owned(),
@@ -225,7 +222,7 @@ impl Emitter for SharedLink {
     fn emit_with_ack(
         &mut self,
         event: &str,
-        data: &Value,
+        data: &RawJson,
         timeout_ms: u64,
         _now: u64,
     ) -> Result<u64, NotConnected> {
@@ -318,7 +315,7 @@ impl Link {
         }
     }
 
-    pub fn emit(&mut self, event: &str, data: &Value) -> Result<(), NotConnected> {
+    pub fn emit(&mut self, event: &str, data: &RawJson) -> Result<(), NotConnected> {
         match self {
             Link::Own(core) => core.emit(event, data),
             Link::Shared(link) => link.emit(event, data),
@@ -327,7 +324,7 @@ impl Link {
 
     /// Acks a server event that asked for one. Through a hub this never happens: the hub
     /// answers such events itself, once, before fanning them out.
-    pub fn ack(&mut self, id: i64, data: &Value) -> Result<(), NotConnected> {
+    pub fn ack(&mut self, id: i64, data: &RawJson) -> Result<(), NotConnected> {
         match self {
             Link::Own(core) => core.ack(id, data),
             Link::Shared(_) => Ok(()),
@@ -339,7 +336,7 @@ impl Emitter for Link {
     fn emit_with_ack(
         &mut self,
         event: &str,
-        data: &Value,
+        data: &RawJson,
         timeout_ms: u64,
         now: u64,
     ) -> Result<u64, NotConnected> {
@@ -350,35 +347,429 @@ impl Emitter for Link {
     }
 }
 
+// The messages' JSON, as serde spelled it for these enums before the client left serde behind
+// (a worker started by the previous release may still be talking to a new tab): a unit variant
+// is its name, any other `{"name": {fields}}`; names are camelCase, fields as declared.
+
+/// Reads one variant from its name and, unless it is a unit variant, its body; `None` when the
+/// name (or the presence of a body) is not one the enum has.
+type VariantReader<'f, T> =
+    dyn FnMut(&str, Option<&mut Reader<'_>>) -> json::Result<Option<T>> + 'f;
+
+/// An enum's variant: `"name"` (no body), or an object with one key whose value is the body.
+fn read_variant<T>(r: &mut Reader<'_>, variant: &mut VariantReader<'_, T>) -> json::Result<T> {
+    let at = r.position();
+    let unknown = JsonError::Expected {
+        expected: "a known variant",
+        at,
+    };
+    if r.peek() == Some(b'"') {
+        let name = r.str()?;
+        return variant(&name, None)?.ok_or(unknown);
+    }
+    let mut found = None;
+    r.object(&mut |name, r| {
+        if found.is_some() {
+            return Err(unknown);
+        }
+        found = Some(variant(name, Some(r))?.ok_or(unknown)?);
+        Ok(())
+    })?;
+    found.ok_or(unknown)
+}
+
+fn write_variant(out: &mut String, name: &str, fields: impl FnOnce(&mut ObjectWriter<'_>)) {
+    json::write_object(out, |o| {
+        o.object(name, fields);
+    });
+}
+
+/// Reads a variant's body: its fields by name, into the slots `field` fills.
+fn body(
+    r: Option<&mut Reader<'_>>,
+    field: &mut dyn FnMut(&str, &mut Reader<'_>) -> json::Result<bool>,
+) -> json::Result<()> {
+    let r = r.ok_or(JsonError::Missing("the variant's fields"))?;
+    json::read_fields(r, field)
+}
+
+/// One field into its slot (`true`), or not this field (`false`).
+fn slot<T: FromJson>(
+    want: &str,
+    name: &str,
+    r: &mut Reader<'_>,
+    slot: &mut Option<T>,
+) -> json::Result<bool> {
+    if name != want {
+        return Ok(false);
+    }
+    *slot = Some(T::read_json(r)?);
+    Ok(true)
+}
+
+impl FromJson for TabToHub {
+    fn read_json(r: &mut Reader<'_>) -> json::Result<Self> {
+        read_variant(r, &mut |variant, r| {
+            let (mut id, mut event, mut data, mut auth, mut timeout_ms) =
+                (None, None, None, None, None);
+            Ok(Some(match (variant, r) {
+                ("disconnect", None) => TabToHub::Disconnect,
+                ("bye", None) => TabToHub::Bye,
+                ("connect", r) => {
+                    body(r, &mut |n, r| slot("auth", n, r, &mut auth))?;
+                    TabToHub::Connect {
+                        auth: required(auth, "auth")?,
+                    }
+                }
+                ("emit", r) => {
+                    body(r, &mut |n, r| {
+                        Ok(slot("event", n, r, &mut event)? || slot("data", n, r, &mut data)?)
+                    })?;
+                    TabToHub::Emit {
+                        event: required(event, "event")?,
+                        data: required(data, "data")?,
+                    }
+                }
+                ("request", r) => {
+                    body(r, &mut |n, r| {
+                        Ok(slot("id", n, r, &mut id)?
+                            || slot("event", n, r, &mut event)?
+                            || slot("data", n, r, &mut data)?
+                            || slot("timeout_ms", n, r, &mut timeout_ms)?)
+                    })?;
+                    TabToHub::Request {
+                        id: required(id, "id")?,
+                        event: required(event, "event")?,
+                        data: required(data, "data")?,
+                        timeout_ms: required(timeout_ms, "timeout_ms")?,
+                    }
+                }
+                _ => return Ok(None),
+            }))
+        })
+    }
+}
+
+impl ToJson for TabToHub {
+    fn write_json(&self, out: &mut String) {
+        match self {
+            TabToHub::Connect { auth } => write_variant(out, "connect", |o| {
+                o.field("auth", auth);
+            }),
+            TabToHub::Disconnect => "disconnect".write_json(out),
+            TabToHub::Emit { event, data } => write_variant(out, "emit", |o| {
+                o.field("event", event).field("data", data);
+            }),
+            TabToHub::Request {
+                id,
+                event,
+                data,
+                timeout_ms,
+            } => write_variant(out, "request", |o| {
+                o.field("id", id)
+                    .field("event", event)
+                    .field("data", data)
+                    .field("timeout_ms", timeout_ms);
+            }),
+            TabToHub::Bye => "bye".write_json(out),
+        }
+    }
+}
+
+impl FromJson for HubToTab {
+    fn read_json(r: &mut Reader<'_>) -> json::Result<Self> {
+        read_variant(r, &mut |variant, r| {
+            let (mut id, mut event, mut args, mut sid) = (None, None, None, None);
+            let (mut state, mut reconnects, mut reconnect, mut message, mut reason) =
+                (None, None, None, None, None);
+            Ok(Some(match variant {
+                "state" => {
+                    body(r, &mut |n, r| {
+                        Ok(slot("state", n, r, &mut state)?
+                            || slot("reconnects", n, r, &mut reconnects)?)
+                    })?;
+                    HubToTab::State {
+                        state: required(state, "state")?,
+                        reconnects: required(reconnects, "reconnects")?,
+                    }
+                }
+                "connected" => {
+                    body(r, &mut |n, r| {
+                        Ok(
+                            slot("sid", n, r, &mut sid)?
+                                || slot("reconnect", n, r, &mut reconnect)?,
+                        )
+                    })?;
+                    HubToTab::Connected {
+                        sid: required(sid, "sid")?,
+                        reconnect: required(reconnect, "reconnect")?,
+                    }
+                }
+                "connectError" => {
+                    body(r, &mut |n, r| slot("message", n, r, &mut message))?;
+                    HubToTab::ConnectError {
+                        message: required(message, "message")?,
+                    }
+                }
+                "message" => {
+                    body(r, &mut |n, r| {
+                        Ok(slot("event", n, r, &mut event)? || slot("args", n, r, &mut args)?)
+                    })?;
+                    HubToTab::Message {
+                        event: required(event, "event")?,
+                        args: required(args, "args")?,
+                    }
+                }
+                "ack" => {
+                    body(r, &mut |n, r| {
+                        Ok(slot("id", n, r, &mut id)? || slot("args", n, r, &mut args)?)
+                    })?;
+                    HubToTab::Ack {
+                        id: required(id, "id")?,
+                        args: required(args, "args")?,
+                    }
+                }
+                "ackFailed" => {
+                    body(r, &mut |n, r| {
+                        Ok(slot("id", n, r, &mut id)? || slot("reason", n, r, &mut reason)?)
+                    })?;
+                    HubToTab::AckFailed {
+                        id: required(id, "id")?,
+                        reason: required(reason, "reason")?,
+                    }
+                }
+                _ => return Ok(None),
+            }))
+        })
+    }
+}
+
+impl ToJson for HubToTab {
+    fn write_json(&self, out: &mut String) {
+        match self {
+            HubToTab::State { state, reconnects } => write_variant(out, "state", |o| {
+                o.field("state", state).field("reconnects", reconnects);
+            }),
+            HubToTab::Connected { sid, reconnect } => write_variant(out, "connected", |o| {
+                o.field("sid", sid).field("reconnect", reconnect);
+            }),
+            HubToTab::ConnectError { message } => write_variant(out, "connectError", |o| {
+                o.field("message", message);
+            }),
+            HubToTab::Message { event, args } => write_variant(out, "message", |o| {
+                o.field("event", event).field("args", args);
+            }),
+            HubToTab::Ack { id, args } => write_variant(out, "ack", |o| {
+                o.field("id", id).field("args", args);
+            }),
+            HubToTab::AckFailed { id, reason } => write_variant(out, "ackFailed", |o| {
+                o.field("id", id).field("reason", reason);
+            }),
+        }
+    }
+}
+
+impl FromJson for SharedState {
+    fn read_json(r: &mut Reader<'_>) -> json::Result<Self> {
+        read_variant(r, &mut |variant, r| {
+            let (mut sid, mut retry_in, mut reason) = (None, None, None);
+            Ok(Some(match (variant, r) {
+                ("connecting", None) => SharedState::Connecting,
+                ("online", r) => {
+                    body(r, &mut |n, r| slot("sid", n, r, &mut sid))?;
+                    SharedState::Online {
+                        sid: required(sid, "sid")?,
+                    }
+                }
+                ("offline", r) => {
+                    body(r, &mut |n, r| slot("retry_in", n, r, &mut retry_in))?;
+                    SharedState::Offline {
+                        retry_in: required(retry_in, "retry_in")?,
+                    }
+                }
+                ("stopped", r) => {
+                    body(r, &mut |n, r| slot("reason", n, r, &mut reason))?;
+                    SharedState::Stopped {
+                        reason: required(reason, "reason")?,
+                    }
+                }
+                _ => return Ok(None),
+            }))
+        })
+    }
+}
+
+impl ToJson for SharedState {
+    fn write_json(&self, out: &mut String) {
+        match self {
+            SharedState::Connecting => "connecting".write_json(out),
+            SharedState::Online { sid } => write_variant(out, "online", |o| {
+                o.field("sid", sid);
+            }),
+            SharedState::Offline { retry_in } => write_variant(out, "offline", |o| {
+                o.field("retry_in", retry_in);
+            }),
+            SharedState::Stopped { reason } => write_variant(out, "stopped", |o| {
+                o.field("reason", reason);
+            }),
+        }
+    }
+}
+
+/// A unit-only enum as its camelCase name.
+macro_rules! named {
+    ($t:ty { $($variant:ident = $name:literal),* $(,)? }) => {
+        impl FromJson for $t {
+            fn read_json(r: &mut Reader<'_>) -> json::Result<Self> {
+                read_variant(r, &mut |name, body| {
+                    Ok(match (name, body) {
+                        $(($name, None) => Some(<$t>::$variant),)*
+                        _ => None,
+                    })
+                })
+            }
+        }
+
+        impl ToJson for $t {
+            fn write_json(&self, out: &mut String) {
+                match self {
+                    $(<$t>::$variant => $name.write_json(out),)*
+                }
+            }
+        }
+    };
+}
+
+named!(StopReason {
+    Unauthorized = "unauthorized",
+    ServerDisconnect = "serverDisconnect",
+    ClientDisconnect = "clientDisconnect",
+    SessionActive = "sessionActive",
+});
+
+named!(AckFailure {
+    Timeout = "timeout",
+    Disconnected = "disconnected",
+});
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{raw, tree};
     use serde_json::json;
 
+    /// Every message survives the trip, spelled as the previous release's serde derive spelled
+    /// it (a worker from before an update may be talking to a tab from after it).
     #[test]
     fn wire_messages_round_trip_as_json() {
-        let messages = vec![
-            TabToHub::Connect {
-                auth: json!({ "sessionID": "s" }),
-            },
-            TabToHub::Request {
-                id: 3,
-                event: "history".into(),
-                data: json!({ "with": "u" }),
-                timeout_ms: 10_000,
-            },
-            TabToHub::Bye,
+        let tab_messages = [
+            (
+                TabToHub::Connect {
+                    auth: tree(json!({ "sessionID": "s" })),
+                },
+                r#"{"connect":{"auth":{"sessionID":"s"}}}"#,
+            ),
+            (TabToHub::Disconnect, r#""disconnect""#),
+            (
+                TabToHub::Emit {
+                    event: "e".into(),
+                    data: raw(json!([1, "é\n"])),
+                },
+                r#"{"emit":{"event":"e","data":[1,"é\n"]}}"#,
+            ),
+            (
+                TabToHub::Request {
+                    id: 3,
+                    event: "history".into(),
+                    data: raw(json!({ "with": "u" })),
+                    timeout_ms: 10_000,
+                },
+                r#"{"request":{"id":3,"event":"history","data":{"with":"u"},"timeout_ms":10000}}"#,
+            ),
+            (TabToHub::Bye, r#""bye""#),
         ];
-        for message in messages {
-            let text = serde_json::to_string(&message).unwrap();
-            assert_eq!(serde_json::from_str::<TabToHub>(&text).unwrap(), message);
+        for (message, text) in tab_messages {
+            assert_eq!(json::to_string(&message), text);
+            assert_eq!(json::from_str::<TabToHub>(text), Ok(message));
         }
-        let news = HubToTab::State {
-            state: SharedState::Offline { retry_in: 1500 },
+        let state = |state| HubToTab::State {
+            state,
             reconnects: 2,
         };
-        let text = serde_json::to_string(&news).unwrap();
-        assert_eq!(serde_json::from_str::<HubToTab>(&text).unwrap(), news);
+        let hub_messages = [
+            (
+                state(SharedState::Connecting),
+                r#"{"state":{"state":"connecting","reconnects":2}}"#,
+            ),
+            (
+                state(SharedState::Online { sid: "x".into() }),
+                r#"{"state":{"state":{"online":{"sid":"x"}},"reconnects":2}}"#,
+            ),
+            (
+                state(SharedState::Offline { retry_in: 1500 }),
+                r#"{"state":{"state":{"offline":{"retry_in":1500}},"reconnects":2}}"#,
+            ),
+            (
+                state(SharedState::Stopped {
+                    reason: StopReason::SessionActive,
+                }),
+                r#"{"state":{"state":{"stopped":{"reason":"sessionActive"}},"reconnects":2}}"#,
+            ),
+            (
+                HubToTab::Connected {
+                    sid: "x".into(),
+                    reconnect: true,
+                },
+                r#"{"connected":{"sid":"x","reconnect":true}}"#,
+            ),
+            (
+                HubToTab::ConnectError {
+                    message: "invalid username".into(),
+                },
+                r#"{"connectError":{"message":"invalid username"}}"#,
+            ),
+            (
+                HubToTab::Message {
+                    event: "users".into(),
+                    args: vec![raw(json!([])), raw(json!(null))],
+                },
+                r#"{"message":{"event":"users","args":[[],null]}}"#,
+            ),
+            (
+                HubToTab::Ack {
+                    id: 4,
+                    args: vec![],
+                },
+                r#"{"ack":{"id":4,"args":[]}}"#,
+            ),
+            (
+                HubToTab::AckFailed {
+                    id: 5,
+                    reason: AckFailure::Timeout,
+                },
+                r#"{"ackFailed":{"id":5,"reason":"timeout"}}"#,
+            ),
+        ];
+        for (message, text) in hub_messages {
+            assert_eq!(json::to_string(&message), text);
+            assert_eq!(json::from_str::<HubToTab>(text), Ok(message));
+        }
+    }
+
+    #[test]
+    fn malformed_link_messages_are_refused() {
+        for bad in [
+            r#""connect""#,
+            r#"{"bye":{}}"#,
+            r#"{"emit":{"event":"e"}}"#,
+            r#"{"emit":{"event":"e","data":1},"bye":null}"#,
+            r#"{"nope":{}}"#,
+            r#"{"ackFailed":{"id":1,"reason":"later"}}"#,
+            "[]",
+        ] {
+            assert!(json::from_str::<TabToHub>(bad).is_err(), "{bad}");
+            assert!(json::from_str::<HubToTab>(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -394,17 +785,17 @@ mod tests {
 
     #[test]
     fn a_shared_link_emits_only_online_and_names_requests_itself() {
-        let mut link = SharedLink::new(|| json!({ "sessionID": "s" }));
+        let mut link = SharedLink::new(|| tree(json!({ "sessionID": "s" })));
         assert!(!link.heard_from_hub());
         assert_eq!(
-            link.emit_with_ack("e", &json!(1), 100, 0),
+            link.emit_with_ack("e", &raw(json!(1)), 100, 0),
             Err(NotConnected)
         );
         link.connect();
         assert_eq!(
             link.poll_message(),
             Some(TabToHub::Connect {
-                auth: json!({ "sessionID": "s" })
+                auth: tree(json!({ "sessionID": "s" }))
             })
         );
         link.handle_hub(
@@ -415,8 +806,8 @@ mod tests {
             0,
         );
         assert!(link.heard_from_hub());
-        assert_eq!(link.emit_with_ack("e", &json!(1), 100, 0), Ok(0));
-        assert_eq!(link.emit_with_ack("e", &json!(2), 100, 0), Ok(1));
+        assert_eq!(link.emit_with_ack("e", &raw(json!(1)), 100, 0), Ok(0));
+        assert_eq!(link.emit_with_ack("e", &raw(json!(2)), 100, 0), Ok(1));
         assert!(matches!(
             link.poll_message(),
             Some(TabToHub::Request { id: 0, .. })

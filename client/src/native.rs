@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
-use serde_json::Value;
+use protocol::json::Json;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -50,7 +50,7 @@ impl NativeClient {
     pub fn spawn(
         origin: &str,
         config: CoreConfig,
-        auth: impl FnMut() -> Value + Send + 'static,
+        auth: impl FnMut() -> Json + Send + 'static,
     ) -> Self {
         let url = crate::websocket_url(origin);
         let mut seed = SystemTime::now()

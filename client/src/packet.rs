@@ -1,18 +1,14 @@
 //! Socket.IO v5 packets inside Engine.IO v4 text frames.
 //!
-//! Encoding and decoding go through `socketioxide-parser-common`, the codec the server uses, so
-//! the two ends share one implementation of the packet format. That codec is written for a
-//! server: it never decodes CONNECT_ERROR (type 4, which only servers send), so that one packet
-//! type is read here. Binary attachments are not used by Tether and are refused.
+//! The packet format is `<type>[<attachments>-][<namespace>,][<ack id>][<JSON>]`; Tether uses
+//! the main namespace and no binary attachments, so packets with either are refused. The JSON
+//! goes through the contract's own codec (`protocol::json`), which the browser build needs
+//! instead of serde (BENCHMARKS.md, "Front-end"); the server encodes with socketioxide's
+//! parser, and the integration tests hold the two ends together.
 
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
-use serde_json::Value;
-use socketioxide_core::packet::{Packet, PacketData};
-use socketioxide_core::parser::{Parse, ParseConfig, ParserState};
-use socketioxide_core::{Str, Value as CoreValue};
-use socketioxide_parser_common::CommonParser;
+use protocol::json::{self, FromJson, Json, JsonError, Reader, ToJson};
+
+pub use protocol::json::RawJson;
 
 /// An Engine.IO v4 frame, as a websocket text message carries it.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,46 +27,41 @@ pub enum Frame {
     Noop,
 }
 
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq)]
 pub struct OpenInfo {
     pub sid: String,
     pub ping_interval: u64,
     pub ping_timeout: u64,
-    #[serde(default)]
     pub max_payload: u64,
 }
 
+impl FromJson for OpenInfo {
+    fn read_json(r: &mut Reader<'_>) -> json::Result<Self> {
+        let (mut sid, mut ping_interval, mut ping_timeout, mut max_payload) =
+            (None, None, None, None);
+        json::read_fields(r, &mut |name, r| {
+            match name {
+                "sid" => sid = Some(r.string()?),
+                "pingInterval" => ping_interval = Some(r.u64()?),
+                "pingTimeout" => ping_timeout = Some(r.u64()?),
+                "maxPayload" => max_payload = Some(r.u64()?),
+                _ => return Ok(false),
+            }
+            Ok(true)
+        })?;
+        Ok(OpenInfo {
+            sid: json::required(sid, "sid")?,
+            ping_interval: json::required(ping_interval, "pingInterval")?,
+            ping_timeout: json::required(ping_timeout, "pingTimeout")?,
+            max_payload: max_payload.unwrap_or_default(),
+        })
+    }
+}
+
 /// One argument of an event or ack, kept as the JSON text it arrived as: each consumer decodes
-/// it straight into the type it expects, instead of building a `serde_json::Value` tree first
-/// (for a 1,000-user roster that tree was most of a client's CPU in a connect storm).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Arg(Box<RawValue>);
-
-impl Arg {
-    /// Decodes the argument into `T`; `None` when it has another shape.
-    pub fn parse<T: DeserializeOwned>(&self) -> Option<T> {
-        serde_json::from_str(self.0.get()).ok()
-    }
-
-    /// The argument as a JSON value (for events without a typed payload).
-    pub fn value(&self) -> Value {
-        self.parse().unwrap_or(Value::Null)
-    }
-}
-
-impl From<Value> for Arg {
-    fn from(value: Value) -> Self {
-        Arg(RawValue::from_string(value.to_string()).expect("a Value serializes to valid JSON"))
-    }
-}
-
-impl PartialEq for Arg {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.get() == other.0.get()
-    }
-}
+/// it straight into the type it expects, without building a tree first (for a 1,000-user
+/// roster a tree was most of a client's CPU in a connect storm).
+pub type Arg = RawJson;
 
 /// A Socket.IO packet from the server, on the main namespace.
 #[derive(Debug, Clone, PartialEq)]
@@ -102,7 +93,9 @@ pub enum DecodeError {
     #[error("malformed open packet")]
     BadOpen,
     #[error("malformed Socket.IO packet: {0}")]
-    BadPacket(String),
+    BadPacket(&'static str),
+    #[error("malformed Socket.IO payload: {0}")]
+    BadJson(#[from] JsonError),
     #[error("binary packets are not supported")]
     Binary,
     #[error("packet for another namespace")]
@@ -114,7 +107,7 @@ pub fn decode_frame(text: &str) -> Result<Frame, DecodeError> {
     let kind = chars.next().ok_or(DecodeError::Empty)?;
     let rest = chars.as_str();
     Ok(match kind {
-        '0' => Frame::Open(serde_json::from_str(rest).map_err(|_| DecodeError::BadOpen)?),
+        '0' => Frame::Open(json::from_str(rest).map_err(|_| DecodeError::BadOpen)?),
         '1' => Frame::Close,
         '2' => Frame::Ping,
         '3' => Frame::Pong,
@@ -126,120 +119,114 @@ pub fn decode_frame(text: &str) -> Result<Frame, DecodeError> {
 
 /// Decodes the Socket.IO packet inside an Engine.IO message.
 pub fn decode_packet(text: &str) -> Result<Incoming, DecodeError> {
-    if let Some(rest) = text.strip_prefix('4') {
-        return decode_connect_error(rest);
+    let kind = *text
+        .as_bytes()
+        .first()
+        .ok_or(DecodeError::BadPacket("empty packet"))?;
+    if !kind.is_ascii_digit() {
+        return Err(DecodeError::BadPacket("unknown packet type"));
     }
-    let packet = CommonParser
-        .decode_str(
-            &ParseConfig::default(),
-            &ParserState::default(),
-            Str::from(text.to_owned()),
-        )
-        .map_err(|e| DecodeError::BadPacket(e.to_string()))?;
-    if &*packet.ns != "/" {
-        return Err(DecodeError::OtherNamespace);
+    let mut rest = &text[1..];
+    if matches!(kind, b'5' | b'6') {
+        return Err(DecodeError::Binary);
     }
-    Ok(match packet.inner {
-        PacketData::Connect(data) => {
-            let data: Value = match data {
-                Some(v) => json_of(&v)?,
-                None => Value::Null,
-            };
-            let sid = data
-                .get("sid")
-                .and_then(Value::as_str)
-                .ok_or_else(|| DecodeError::BadPacket("connect without sid".into()))?;
+    if rest.starts_with('/') {
+        let (ns, after) = rest.split_once(',').unwrap_or((rest, ""));
+        if ns != "/" {
+            return Err(DecodeError::OtherNamespace);
+        }
+        rest = after;
+    }
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let ack = match digits {
+        0 => None,
+        _ => Some(
+            rest[..digits]
+                .parse::<i64>()
+                .map_err(|_| DecodeError::BadPacket("ack id"))?,
+        ),
+    };
+    rest = &rest[digits..];
+    Ok(match kind {
+        b'0' => {
+            let mut sid = None;
+            json::read_fields(&mut Reader::new(rest), &mut |name, r| {
+                if name == "sid" {
+                    sid = Some(r.string()?);
+                }
+                Ok(name == "sid")
+            })?;
             Incoming::Connect {
-                sid: sid.to_owned(),
+                sid: sid.ok_or(DecodeError::BadPacket("connect without sid"))?,
             }
         }
-        PacketData::Disconnect => Incoming::Disconnect,
-        PacketData::Event(data, ack) => {
-            let mut args = array_of(&data)?;
+        b'1' => Incoming::Disconnect,
+        b'2' => {
+            let mut args: Vec<Arg> = json::from_str(rest)?;
             if args.is_empty() {
-                return Err(DecodeError::BadPacket("event without a name".into()));
+                return Err(DecodeError::BadPacket("event without a name"));
             }
             let Some(event) = args.remove(0).parse::<String>() else {
-                return Err(DecodeError::BadPacket("event name is not a string".into()));
+                return Err(DecodeError::BadPacket("event name is not a string"));
             };
             Incoming::Event { event, args, ack }
         }
-        PacketData::EventAck(data, id) => Incoming::Ack {
-            id,
-            args: array_of(&data)?,
+        b'3' => Incoming::Ack {
+            id: ack.ok_or(DecodeError::BadPacket("ack without an id"))?,
+            args: json::from_str(rest)?,
         },
-        PacketData::ConnectError(message) => Incoming::ConnectError { message },
-        PacketData::BinaryEvent(..) | PacketData::BinaryAck(..) => return Err(DecodeError::Binary),
+        b'4' => {
+            // `{"message": "...", "data"?: ...}`, or a bare string from older servers.
+            let body: Json = json::from_str(rest)?;
+            let message = match &body {
+                Json::String(s) => s.as_str(),
+                other => other
+                    .get("message")
+                    .and_then(Json::as_str)
+                    .unwrap_or_default(),
+            };
+            Incoming::ConnectError {
+                message: message.to_owned(),
+            }
+        }
+        _ => return Err(DecodeError::BadPacket("unknown packet type")),
     })
 }
 
-fn decode_connect_error(rest: &str) -> Result<Incoming, DecodeError> {
-    // `4[/nsp,]{"message": "...", "data"?: ...}`
-    let (ns, body) = match rest.strip_prefix('/') {
-        Some(_) => rest.split_once(',').unwrap_or((rest, "")),
-        None => ("/", rest),
-    };
-    if ns != "/" {
-        return Err(DecodeError::OtherNamespace);
-    }
-    let body: Value = serde_json::from_str(body)
-        .map_err(|_| DecodeError::BadPacket("connect error body".into()))?;
-    let message = match &body {
-        Value::String(s) => s.clone(),
-        other => other
-            .get("message")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned(),
-    };
-    Ok(Incoming::ConnectError { message })
-}
-
-fn json_of(value: &CoreValue) -> Result<Value, DecodeError> {
-    let text = value.as_str().ok_or(DecodeError::Binary)?;
-    serde_json::from_str(text.as_str()).map_err(|e| DecodeError::BadPacket(e.to_string()))
-}
-
-fn array_of(value: &CoreValue) -> Result<Vec<Arg>, DecodeError> {
-    let text = value.as_str().ok_or(DecodeError::Binary)?;
-    serde_json::from_str(text.as_str())
-        .map_err(|e| DecodeError::BadPacket(format!("payload is not an array: {e}")))
-}
-
-fn frame_of(packet: PacketData) -> String {
-    let encoded = CommonParser.encode(Packet {
-        inner: packet,
-        ns: Str::from("/"),
-    });
-    let text = encoded.as_str().map(|s| s.as_str()).unwrap_or_default();
-    format!("4{text}")
-}
-
-fn value_of(text: String) -> CoreValue {
-    CoreValue::Str(Str::from(text), None)
-}
-
 /// `40{auth}`: connect to the main namespace with this handshake `auth`.
-pub fn connect_frame(auth: &Value) -> String {
-    let data = (!auth.is_null()).then(|| value_of(auth.to_string()));
-    frame_of(PacketData::Connect(data))
+pub fn connect_frame(auth: &Json) -> String {
+    let mut frame = String::from("40");
+    if !auth.is_null() {
+        auth.write_json(&mut frame);
+    }
+    frame
 }
 
 /// `41`: leave the namespace.
 pub fn disconnect_frame() -> String {
-    frame_of(PacketData::Disconnect)
+    "41".to_owned()
 }
 
 /// `42[id]["event", data]`: one event with one argument, optionally asking for an ack.
-pub fn event_frame(event: &str, data: &Value, ack: Option<i64>) -> String {
-    let args = Value::Array(vec![Value::String(event.to_owned()), data.clone()]);
-    frame_of(PacketData::Event(value_of(args.to_string()), ack))
+pub fn event_frame(event: &str, data: &RawJson, ack: Option<i64>) -> String {
+    let mut frame = String::from("42");
+    if let Some(id) = ack {
+        id.write_json(&mut frame);
+    }
+    frame.push('[');
+    json::write_str(&mut frame, event);
+    frame.push(',');
+    data.write_json(&mut frame);
+    frame.push(']');
+    frame
 }
 
 /// `43id[data]`: answers a server's request for an ack.
-pub fn ack_frame(id: i64, data: &Value) -> String {
-    let args = Value::Array(vec![data.clone()]);
-    frame_of(PacketData::EventAck(value_of(args.to_string()), id))
+pub fn ack_frame(id: i64, data: &RawJson) -> String {
+    let mut frame = String::from("43");
+    id.write_json(&mut frame);
+    [data].write_json(&mut frame);
+    frame
 }
 
 /// The Engine.IO pong that answers a ping.
@@ -248,7 +235,10 @@ pub const PONG: &str = "3";
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+
+    fn raw(text: &str) -> RawJson {
+        RawJson::new(text).unwrap()
+    }
 
     #[test]
     fn the_open_packet_gives_the_heartbeat_timers() {
@@ -265,23 +255,23 @@ mod tests {
     #[test]
     fn connect_with_auth_is_40_and_the_json() {
         assert_eq!(
-            connect_frame(&json!({ "sessionID": "s" })),
+            connect_frame(&Json::object([("sessionID", "s".into())])),
             r#"40{"sessionID":"s"}"#
         );
-        assert_eq!(connect_frame(&Value::Null), "40");
+        assert_eq!(connect_frame(&Json::Null), "40");
     }
 
     #[test]
     fn events_and_acks_encode_as_the_reference_client_does() {
         assert_eq!(
-            event_frame("private message", &json!({ "to": "u" }), None),
+            event_frame("private message", &raw(r#"{"to":"u"}"#), None),
             r#"42["private message",{"to":"u"}]"#
         );
         assert_eq!(
-            event_frame("restore_state", &json!({ "since": 3 }), Some(12)),
+            event_frame("restore_state", &raw(r#"{"since":3}"#), Some(12)),
             r#"4212["restore_state",{"since":3}]"#
         );
-        assert_eq!(ack_frame(5, &json!(true)), "435[true]");
+        assert_eq!(ack_frame(5, &raw("true")), "435[true]");
         assert_eq!(disconnect_frame(), "41");
     }
 
@@ -301,7 +291,7 @@ mod tests {
             decode_frame(r#"42["user disconnected","u1"]"#).unwrap(),
             Frame::Message(Incoming::Event {
                 event: "user disconnected".into(),
-                args: vec![json!("u1").into()],
+                args: vec![raw(r#""u1""#)],
                 ack: None
             })
         );
@@ -309,7 +299,7 @@ mod tests {
             decode_frame(r#"437[{"ok":{"id":1,"ts":2}}]"#).unwrap(),
             Frame::Message(Incoming::Ack {
                 id: 7,
-                args: vec![json!({ "ok": { "id": 1, "ts": 2 } }).into()]
+                args: vec![raw(r#"{"ok":{"id":1,"ts":2}}"#)]
             })
         );
         assert_eq!(
@@ -345,6 +335,12 @@ mod tests {
         assert!(decode_frame("9").is_err());
         assert!(decode_frame("42[1]").is_err());
         assert!(decode_frame("4/admin,0{\"sid\":\"x\"}").is_err());
+        assert!(decode_frame("43[]").is_err(), "an ack without an id");
+        assert!(decode_frame("40{}").is_err(), "a connect without a sid");
+        assert_eq!(
+            decode_frame("451-[\"e\",{\"_placeholder\":true,\"num\":0}]"),
+            Err(DecodeError::Binary)
+        );
     }
 }
 

@@ -9,15 +9,17 @@
 
 use std::collections::HashMap;
 
-use protocol::payloads::{History, HistoryRequest, Message, RestoreState, SessionInfo, UserEntry};
+use protocol::json::FromJson;
+use protocol::payloads::{
+    History, HistoryRequest, LogoutRequest, Message, RestoreState, RestoreStateRequest,
+    SessionInfo, UserEntry,
+};
 use protocol::{events, Ack};
-use serde::de::DeserializeOwned;
-use serde_json::{json, Value};
 
 use crate::chat::{new_client_id, AckOutcome, ChatState, Outbox, OutboxEntry};
 use crate::core::{AckFailure, ConnState, Core, CoreEvent, NotConnected, Output, StopReason};
 use crate::link::{Emitter, HubToTab, Link, SharedLink, TabToHub};
-use crate::packet::Arg;
+use crate::packet::{Arg, RawJson};
 
 /// How long a request may wait for its ack.
 pub const ACK_TIMEOUT_MS: u64 = 10_000;
@@ -41,11 +43,11 @@ pub enum SessionEvent {
     /// `restore_state` was answered after a (re)connect: the view is up to date.
     Restored,
     /// A server event this layer does not handle itself (first argument only).
-    ServerEvent { event: String, data: Value },
+    ServerEvent { event: String, data: RawJson },
     /// Answer to a [`Session::request`].
     Reply {
         id: u64,
-        result: Result<Value, AckFailure>,
+        result: Result<RawJson, AckFailure>,
     },
 }
 
@@ -270,7 +272,7 @@ impl Session {
             before: self.chat.oldest_id(peer),
             limit: Some(50),
         };
-        let data = serde_json::to_value(request).unwrap_or(Value::Null);
+        let data = RawJson::of(&request);
         let id = self
             .core
             .emit_with_ack(events::HISTORY, &data, ACK_TIMEOUT_MS, now)?;
@@ -287,7 +289,7 @@ impl Session {
     /// Ends the session on the server (every tab of it is disconnected); with `everywhere`,
     /// every session of the user.
     pub fn logout(&mut self, everywhere: bool, now: u64) -> Result<(), NotConnected> {
-        let request = json!({ "everywhere": everywhere });
+        let request = RawJson::of(&LogoutRequest { everywhere });
         let id = self
             .core
             .emit_with_ack(events::LOGOUT, &request, ACK_TIMEOUT_MS, now)?;
@@ -297,14 +299,19 @@ impl Session {
     }
 
     /// Any event, without an ack.
-    pub fn emit_event(&mut self, event: &str, data: &Value, now: u64) -> Result<(), NotConnected> {
+    pub fn emit_event(
+        &mut self,
+        event: &str,
+        data: &RawJson,
+        now: u64,
+    ) -> Result<(), NotConnected> {
         self.core.emit(event, data)?;
         self.drain(now);
         Ok(())
     }
 
     /// Any request with an ack; the answer comes as [`SessionEvent::Reply`].
-    pub fn request(&mut self, event: &str, data: &Value, now: u64) -> Result<u64, NotConnected> {
+    pub fn request(&mut self, event: &str, data: &RawJson, now: u64) -> Result<u64, NotConnected> {
         let id = self.core.emit_with_ack(event, data, ACK_TIMEOUT_MS, now)?;
         self.pending.insert(id, Pending::Caller);
         self.drain(now);
@@ -379,7 +386,7 @@ impl Session {
             CoreEvent::Message { event, args, ack } => {
                 self.on_server_event(&event, args, now);
                 if let Some(id) = ack {
-                    let _ = self.core.ack(id, &Value::Null);
+                    let _ = self.core.ack(id, &RawJson::null());
                 }
             }
             CoreEvent::Ack { id, args } => self.on_ack(id, Ok(args), now),
@@ -390,11 +397,7 @@ impl Session {
     /// Asks for every message after `since`, and for presence (everyone's, or with
     /// `peers_only` only that of the people in the returned messages).
     fn request_restore(&mut self, peers_only: bool, since: i64, now: u64) {
-        let request = if peers_only {
-            json!({ "since": since, "peersOnly": true })
-        } else {
-            json!({ "since": since })
-        };
+        let request = RawJson::of(&RestoreStateRequest { since, peers_only });
         match self
             .core
             .emit_with_ack(events::RESTORE_STATE, &request, ACK_TIMEOUT_MS, now)
@@ -488,7 +491,7 @@ impl Session {
             }
             _ => self.event(SessionEvent::ServerEvent {
                 event: event.to_owned(),
-                data: first.map(|a| a.value()).unwrap_or(Value::Null),
+                data: first.unwrap_or_else(RawJson::null),
             }),
         }
     }
@@ -545,7 +548,8 @@ impl Session {
             }
             Pending::Logout => {}
             Pending::Caller => {
-                let result = result.map(|args| args.first().map_or(Value::Null, Arg::value));
+                let result =
+                    result.map(|args| args.into_iter().next().unwrap_or_else(RawJson::null));
                 self.event(SessionEvent::Reply { id, result });
             }
         }
@@ -578,7 +582,7 @@ impl Session {
     }
 }
 
-fn parse<T: DeserializeOwned>(arg: Option<Arg>) -> Option<T> {
+fn parse<T: FromJson>(arg: Option<Arg>) -> Option<T> {
     arg?.parse()
 }
 
@@ -586,6 +590,8 @@ fn parse<T: DeserializeOwned>(arg: Option<Arg>) -> Option<T> {
 mod tests {
     use super::*;
     use crate::core::CoreConfig;
+    use crate::testing::{raw, tree};
+    use serde_json::json;
 
     fn sent(session: &mut Session) -> Vec<String> {
         std::iter::from_fn(|| session.poll_output())
@@ -600,7 +606,7 @@ mod tests {
     fn connected() -> Session {
         let core = Core::new(
             CoreConfig::default(),
-            || json!({ "sessionID": "s" }),
+            || tree(json!({ "sessionID": "s" })),
             || 0.5,
         );
         let mut session = Session::new(core, Some("me".into()), Outbox::default());
@@ -624,7 +630,7 @@ mod tests {
         session.handle_frame(r#"42["users",[]]"#, 2);
         // After a connect, presence comes with `users`: the restore asks for peers only.
         let frames = sent(&mut session);
-        assert!(frames.contains(&r#"420["restore_state",{"peersOnly":true,"since":0}]"#.to_owned()));
+        assert!(frames.contains(&r#"420["restore_state",{"since":0,"peersOnly":true}]"#.to_owned()));
         session.handle_frame(
             r#"430[{"ok":{"messages":[{"id":7,"ts":1,"content":"x","from":"u","to":"me"}],"users":[],"hasMore":false}}]"#,
             3,
@@ -646,7 +652,7 @@ mod tests {
         );
         assert_eq!(
             sent(&mut session),
-            [r#"420["restore_state",{"peersOnly":true,"since":90}]"#]
+            [r#"420["restore_state",{"since":90,"peersOnly":true}]"#]
         );
         session.handle_frame(
             r#"430[{"ok":{"messages":[],"users":[],"hasMore":false}}]"#,
@@ -668,7 +674,7 @@ mod tests {
         );
         assert_eq!(
             sent(&mut session),
-            [r#"420["restore_state",{"peersOnly":true,"since":5}]"#]
+            [r#"420["restore_state",{"since":5,"peersOnly":true}]"#]
         );
         session.handle_frame(
             r#"430[{"ok":{"messages":[],"users":[],"hasMore":false}}]"#,
@@ -687,13 +693,13 @@ mod tests {
         session.handle_timer(2 + ACK_TIMEOUT_MS);
         assert_eq!(
             sent(&mut session),
-            [r#"420["restore_state",{"peersOnly":true,"since":0}]"#]
+            [r#"420["restore_state",{"since":0,"peersOnly":true}]"#]
         );
     }
 
     #[test]
     fn a_tab_joining_a_shared_connection_asks_for_everyones_presence() {
-        let link = SharedLink::new(|| json!({ "sessionID": "s" }));
+        let link = SharedLink::new(|| tree(json!({ "sessionID": "s" })));
         let mut session = Session::shared(link, Some("me".into()), Outbox::default());
         session.connect(0);
         while session.poll_hub_message().is_some() {}
@@ -713,7 +719,7 @@ mod tests {
             },
             1,
         );
-        let restores = |session: &mut Session| -> Vec<Value> {
+        let restores = |session: &mut Session| -> Vec<RawJson> {
             std::iter::from_fn(|| session.poll_hub_message())
                 .filter_map(|m| match m {
                     TabToHub::Request { event, data, .. } if event == "restore_state" => Some(data),
@@ -728,11 +734,11 @@ mod tests {
         session.handle_hub(
             HubToTab::Message {
                 event: "users".into(),
-                args: vec![users.into()],
+                args: vec![raw(users)],
             },
             2,
         );
-        assert_eq!(restores(&mut session), [json!({ "since": 12 })]);
+        assert_eq!(restores(&mut session), [raw(json!({ "since": 12 }))]);
     }
 
     #[test]
@@ -819,7 +825,7 @@ mod tests {
             .find(|f| f.contains("restore_state"))
             .expect("a restore after the reconnect");
         assert!(
-            reconnect_restore.contains(r#"{"peersOnly":true,"since":7}"#),
+            reconnect_restore.contains(r#"{"since":7,"peersOnly":true}"#),
             "{frames:?}"
         );
         let ack = reconnect_restore

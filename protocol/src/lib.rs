@@ -8,6 +8,7 @@
 pub mod ack;
 pub mod domain;
 pub mod events;
+pub mod json;
 pub mod payloads;
 
 pub use ack::{Ack, AckError, ErrorCode};

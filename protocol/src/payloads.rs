@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::json::{self, required, FromJson, Reader, ToJson};
+
 /// `session` → the socket that connected.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionInfo {
@@ -143,10 +145,381 @@ pub struct History {
     pub has_more: bool,
 }
 
+// The client's codec (`crate::json`), field for field as the serde attributes above say; the
+// test `client_codec_agrees_with_serde` holds the two together.
+
+macro_rules! from_fields {
+    ($t:ty, |$r:ident| { $($name:literal => $slot:ident),* $(,)? } => $build:expr) => {
+        impl FromJson for $t {
+            fn read_json($r: &mut Reader<'_>) -> json::Result<Self> {
+                $(let mut $slot = None;)*
+                json::read_fields($r, &mut |name, $r| {
+                    match name {
+                        $($name => $slot = Some(FromJson::read_json($r)?),)*
+                        _ => return Ok(false),
+                    }
+                    Ok(true)
+                })?;
+                Ok($build)
+            }
+        }
+    };
+}
+
+from_fields!(SessionInfo, |r| { "sessionID" => session_id, "userID" => user_id } => SessionInfo {
+    session_id: required(session_id, "sessionID")?,
+    user_id: required(user_id, "userID")?,
+});
+
+impl ToJson for SessionInfo {
+    fn write_json(&self, out: &mut String) {
+        json::write_object(out, |o| {
+            o.field("sessionID", &self.session_id)
+                .field("userID", &self.user_id);
+        });
+    }
+}
+
+from_fields!(Message, |r| {
+    "id" => id, "ts" => ts, "content" => content, "from" => from, "to" => to, "clientId" => client_id,
+} => Message {
+    id: required(id, "id")?,
+    ts: required(ts, "ts")?,
+    content: required(content, "content")?,
+    from: required(from, "from")?,
+    to: required(to, "to")?,
+    client_id: client_id.flatten(),
+});
+
+impl ToJson for Message {
+    fn write_json(&self, out: &mut String) {
+        json::write_object(out, |o| {
+            o.field("id", &self.id)
+                .field("ts", &self.ts)
+                .field("content", &self.content)
+                .field("from", &self.from)
+                .field("to", &self.to)
+                .some("clientId", &self.client_id);
+        });
+    }
+}
+
+from_fields!(UserEntry, |r| {
+    "userID" => user_id, "username" => username, "connected" => connected, "messages" => messages,
+} => UserEntry {
+    user_id: required(user_id, "userID")?,
+    username: required(username, "username")?,
+    connected: required(connected, "connected")?,
+    messages: required(messages, "messages")?,
+});
+
+impl ToJson for UserEntry {
+    fn write_json(&self, out: &mut String) {
+        json::write_object(out, |o| {
+            o.field("userID", &self.user_id)
+                .field("username", &self.username)
+                .field("connected", &self.connected)
+                .field("messages", &self.messages);
+        });
+    }
+}
+
+from_fields!(OutgoingMessage, |r| {
+    "content" => content, "to" => to, "clientId" => client_id,
+} => OutgoingMessage {
+    content: required(content, "content")?,
+    to: required(to, "to")?,
+    client_id: client_id.flatten(),
+});
+
+impl ToJson for OutgoingMessage {
+    fn write_json(&self, out: &mut String) {
+        json::write_object(out, |o| {
+            o.field("content", &self.content)
+                .field("to", &self.to)
+                .some("clientId", &self.client_id);
+        });
+    }
+}
+
+from_fields!(MessageReceipt, |r| { "id" => id, "ts" => ts } => MessageReceipt {
+    id: required(id, "id")?,
+    ts: required(ts, "ts")?,
+});
+
+impl ToJson for MessageReceipt {
+    fn write_json(&self, out: &mut String) {
+        json::write_object(out, |o| {
+            o.field("id", &self.id).field("ts", &self.ts);
+        });
+    }
+}
+
+from_fields!(RestoreStateRequest, |r| { "since" => since, "peersOnly" => peers_only } => RestoreStateRequest {
+    since: since.unwrap_or_default(),
+    peers_only: peers_only.unwrap_or_default(),
+});
+
+impl ToJson for RestoreStateRequest {
+    fn write_json(&self, out: &mut String) {
+        json::write_object(out, |o| {
+            o.field("since", &self.since);
+            if self.peers_only {
+                o.field("peersOnly", &true);
+            }
+        });
+    }
+}
+
+from_fields!(Presence, |r| {
+    "userID" => user_id, "username" => username, "connected" => connected,
+} => Presence {
+    user_id: required(user_id, "userID")?,
+    username: required(username, "username")?,
+    connected: required(connected, "connected")?,
+});
+
+impl ToJson for Presence {
+    fn write_json(&self, out: &mut String) {
+        json::write_object(out, |o| {
+            o.field("userID", &self.user_id)
+                .field("username", &self.username)
+                .field("connected", &self.connected);
+        });
+    }
+}
+
+from_fields!(RestoreState, |r| {
+    "messages" => messages, "users" => users, "hasMore" => has_more,
+} => RestoreState {
+    messages: required(messages, "messages")?,
+    users: required(users, "users")?,
+    has_more: required(has_more, "hasMore")?,
+});
+
+impl ToJson for RestoreState {
+    fn write_json(&self, out: &mut String) {
+        json::write_object(out, |o| {
+            o.field("messages", &self.messages)
+                .field("users", &self.users)
+                .field("hasMore", &self.has_more);
+        });
+    }
+}
+
+from_fields!(HistoryRequest, |r| { "with" => with, "before" => before, "limit" => limit } => HistoryRequest {
+    with: required(with, "with")?,
+    before: before.flatten(),
+    limit: limit.flatten(),
+});
+
+impl ToJson for HistoryRequest {
+    fn write_json(&self, out: &mut String) {
+        json::write_object(out, |o| {
+            o.field("with", &self.with)
+                .field("before", &self.before)
+                .field("limit", &self.limit);
+        });
+    }
+}
+
+from_fields!(UsersPageRequest, |r| { "offset" => offset, "limit" => limit } => UsersPageRequest {
+    offset: offset.unwrap_or_default(),
+    limit: limit.flatten(),
+});
+
+impl ToJson for UsersPageRequest {
+    fn write_json(&self, out: &mut String) {
+        json::write_object(out, |o| {
+            o.field("offset", &self.offset).field("limit", &self.limit);
+        });
+    }
+}
+
+from_fields!(UsersPage, |r| { "users" => users, "total" => total } => UsersPage {
+    users: required(users, "users")?,
+    total: required(total, "total")?,
+});
+
+impl ToJson for UsersPage {
+    fn write_json(&self, out: &mut String) {
+        json::write_object(out, |o| {
+            o.field("users", &self.users).field("total", &self.total);
+        });
+    }
+}
+
+from_fields!(Resync, |r| { "since" => since } => Resync { since: since.flatten() });
+
+impl ToJson for Resync {
+    fn write_json(&self, out: &mut String) {
+        json::write_object(out, |o| {
+            o.some("since", &self.since);
+        });
+    }
+}
+
+from_fields!(Tabs, |r| { "count" => count } => Tabs { count: required(count, "count")? });
+
+impl ToJson for Tabs {
+    fn write_json(&self, out: &mut String) {
+        json::write_object(out, |o| {
+            o.field("count", &self.count);
+        });
+    }
+}
+
+from_fields!(LogoutRequest, |r| { "everywhere" => everywhere } => LogoutRequest {
+    everywhere: everywhere.unwrap_or_default(),
+});
+
+impl ToJson for LogoutRequest {
+    fn write_json(&self, out: &mut String) {
+        json::write_object(out, |o| {
+            o.field("everywhere", &self.everywhere);
+        });
+    }
+}
+
+from_fields!(History, |r| { "messages" => messages, "hasMore" => has_more } => History {
+    messages: required(messages, "messages")?,
+    has_more: required(has_more, "hasMore")?,
+});
+
+impl ToJson for History {
+    fn write_json(&self, out: &mut String) {
+        json::write_object(out, |o| {
+            o.field("messages", &self.messages)
+                .field("hasMore", &self.has_more);
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn agree<T>(value: T)
+    where
+        T: Serialize
+            + serde::de::DeserializeOwned
+            + FromJson
+            + ToJson
+            + PartialEq
+            + std::fmt::Debug,
+    {
+        let serde_text = serde_json::to_string(&value).unwrap();
+        assert_eq!(json::to_string(&value), serde_text);
+        assert_eq!(json::from_str::<T>(&serde_text).unwrap(), value);
+    }
+
+    /// Both codecs read `text` alike: the same value, or both refuse it.
+    fn read_alike<T>(text: &str)
+    where
+        T: serde::de::DeserializeOwned + FromJson + PartialEq + std::fmt::Debug,
+    {
+        let ours = json::from_str::<T>(text).ok();
+        let theirs = serde_json::from_str::<T>(text).ok();
+        assert_eq!(ours, theirs, "{text}");
+    }
+
+    #[test]
+    fn client_codec_agrees_with_serde() {
+        let message = |client_id: Option<&str>| Message {
+            id: 9_007_199_254_740_993,
+            ts: -1,
+            content: "line\n\"quoted\" é 😀".into(),
+            from: "a".into(),
+            to: "b".into(),
+            client_id: client_id.map(Into::into),
+        };
+        let presence = Presence {
+            user_id: "u".into(),
+            username: "ada".into(),
+            connected: true,
+        };
+        agree(SessionInfo {
+            session_id: "s".into(),
+            user_id: "u".into(),
+        });
+        agree(message(None));
+        agree(message(Some("c")));
+        agree(UserEntry {
+            user_id: "u".into(),
+            username: "ada".into(),
+            connected: false,
+            messages: vec![message(None), message(Some("c"))],
+        });
+        agree(OutgoingMessage {
+            content: "hi".into(),
+            to: "b".into(),
+            client_id: Some("c".into()),
+        });
+        agree(OutgoingMessage {
+            content: "hi".into(),
+            to: "b".into(),
+            client_id: None,
+        });
+        agree(MessageReceipt { id: 1, ts: 2 });
+        agree(RestoreStateRequest {
+            since: 3,
+            peers_only: true,
+        });
+        agree(RestoreStateRequest::default());
+        agree(RestoreState {
+            messages: vec![message(None)],
+            users: vec![presence.clone()],
+            has_more: true,
+        });
+        agree(HistoryRequest {
+            with: "b".into(),
+            before: Some(4),
+            limit: None,
+        });
+        agree(UsersPageRequest {
+            offset: 5,
+            limit: Some(6),
+        });
+        agree(UsersPage {
+            users: vec![presence],
+            total: u64::MAX,
+        });
+        agree(Resync { since: Some(7) });
+        agree(Resync { since: None });
+        agree(Tabs { count: 8 });
+        agree(LogoutRequest { everywhere: true });
+        agree(History {
+            messages: vec![],
+            has_more: false,
+        });
+        agree(crate::Ack::Ok(MessageReceipt { id: 1, ts: 2 }));
+        for code in crate::ErrorCode::ALL {
+            agree(crate::Ack::<MessageReceipt>::error(code, "why"));
+        }
+    }
+
+    #[test]
+    fn client_codec_reads_partial_and_odd_payloads_as_serde_does() {
+        read_alike::<OutgoingMessage>(r#"{"content":"hi","to":"b","from":"mallory","x":[{}]}"#);
+        read_alike::<OutgoingMessage>(r#"{"content":"hi","to":"b","clientId":null}"#);
+        read_alike::<OutgoingMessage>(r#"{"content":"hi"}"#);
+        read_alike::<OutgoingMessage>(r#"{"content":1,"to":"b"}"#);
+        read_alike::<RestoreStateRequest>("{}");
+        read_alike::<RestoreStateRequest>(r#"{"since":null}"#);
+        read_alike::<RestoreStateRequest>(r#"{"since":1.5}"#);
+        read_alike::<HistoryRequest>(r#"{"with":"b","limit":-1}"#);
+        read_alike::<HistoryRequest>(r#"{"with":"b","limit":null}"#);
+        read_alike::<Tabs>(r#"{"count":4294967296}"#);
+        read_alike::<Message>(
+            r#"{"id":1,"ts":2,"content":"c","from":"a","to":"b","clientId":"x"}"#,
+        );
+        // serde also reads a struct from an array of its fields; no Tether peer sends one.
+        assert!(json::from_str::<SessionInfo>(r#"["s","u"]"#).is_err());
+        read_alike::<crate::Ack<Tabs>>(r#"{"ok":{"count":1},"error":{}}"#);
+        read_alike::<crate::Ack<Tabs>>(r#"{"nope":1}"#);
+        read_alike::<crate::Ack<Tabs>>(r#"{"error":{"code":"teapot","message":"m"}}"#);
+    }
 
     #[test]
     fn session_uses_the_tutorial_field_names() {

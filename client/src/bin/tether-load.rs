@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use client::core::CoreConfig;
 use client::native::{now_wall_ms, ClientHandle, NativeClient};
 use client::session::SessionEvent;
-use serde_json::json;
+use protocol::json::Json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{mpsc, Barrier};
 
@@ -214,7 +214,10 @@ struct User {
 }
 
 async fn connect_user(origin: String, name: String, stats: Arc<Stats>) -> User {
-    let stored = Arc::new(Mutex::new(json!({ "username": name.clone() })));
+    let stored = Arc::new(Mutex::new(Json::object([(
+        "username",
+        name.clone().into(),
+    )])));
     let auth = {
         let stored = stored.clone();
         move || stored.lock().unwrap().clone()
@@ -230,7 +233,7 @@ async fn connect_user(origin: String, name: String, stats: Arc<Stats>) -> User {
             _ => None,
         })
         .await;
-    *stored.lock().unwrap() = json!({ "sessionID": info.session_id });
+    *stored.lock().unwrap() = Json::object([("sessionID", info.session_id.into())]);
     let handle = client.handle();
     // This task owns the event stream for the user's lifetime.
     tokio::spawn(async move {

@@ -11,10 +11,11 @@ use std::time::Duration;
 use client::core::{ConnState, CoreConfig, StopReason};
 use client::native::{now_wall_ms, NativeClient};
 use client::session::SessionEvent;
+use protocol::json::{Json, RawJson};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::helpers::{spawn_app, spawn_app_at, WAIT};
+use crate::helpers::{auth, raw, spawn_app, spawn_app_at, value, WAIT};
 
 fn fast() -> CoreConfig {
     let mut config = CoreConfig::default();
@@ -25,18 +26,18 @@ fn fast() -> CoreConfig {
 
 /// Auth that follows the stored session, as the browser's localStorage does.
 #[derive(Clone, Default)]
-struct Storage(Arc<Mutex<Value>>);
+struct Storage(Arc<Mutex<Json>>);
 
 impl Storage {
-    fn new(auth: Value) -> Self {
-        Self(Arc::new(Mutex::new(auth)))
+    fn new(value: Value) -> Self {
+        Self(Arc::new(Mutex::new(auth(value))))
     }
-    fn auth(&self) -> impl FnMut() -> Value + Send + 'static {
+    fn auth(&self) -> impl FnMut() -> Json + Send + 'static {
         let inner = self.0.clone();
         move || inner.lock().unwrap().clone()
     }
     fn store(&self, session_id: &str) {
-        *self.0.lock().unwrap() = json!({ "sessionID": session_id });
+        *self.0.lock().unwrap() = auth(json!({ "sessionID": session_id }));
     }
 }
 
@@ -149,11 +150,9 @@ async fn a_request_sent_right_after_connecting_is_answered_even_in_a_connect_sto
     let clients = (0..300).map(|i| {
         let origin = origin.clone();
         tokio::spawn(async move {
-            let mut client = NativeClient::spawn(
-                &origin,
-                fast(),
-                move || json!({ "username": format!("s{i}") }),
-            );
+            let mut client = NativeClient::spawn(&origin, fast(), move || {
+                auth(json!({ "username": format!("s{i}") }))
+            });
             // `Restored` is the answer to the `restore_state` sent on CONNECT (or its timeout).
             tokio::time::timeout(
                 Duration::from_secs(5),
@@ -178,7 +177,7 @@ async fn a_request_sent_right_after_connecting_is_answered_even_in_a_connect_sto
 #[tokio::test]
 async fn rust_client_stops_on_invalid_username_without_a_reconnect_loop() {
     let app = spawn_app().await;
-    let mut client = NativeClient::spawn(&app.url(), fast(), || json!({}));
+    let mut client = NativeClient::spawn(&app.url(), fast(), || auth(json!({})));
     within(
         "signed out",
         client.wait_for(|e| matches!(e, SessionEvent::SignedOut).then_some(())),
@@ -289,6 +288,7 @@ impl NodeServer {
 }
 
 async fn reply(client: &mut NativeClient, event: &'static str, data: Value) -> Value {
+    let data = raw(data);
     let id = client
         .call(move |s, now| s.request(event, &data, now))
         .await
@@ -301,6 +301,7 @@ async fn reply(client: &mut NativeClient, event: &'static str, data: Value) -> V
         }),
     )
     .await
+    .map(|result| value(&result))
     .expect("acked")
 }
 
@@ -309,7 +310,7 @@ async fn rust_client_speaks_to_the_official_node_server() {
     let node = NodeServer::start(0).await;
 
     // connect_error with the tutorial's message stops the client.
-    let mut refused = NativeClient::spawn(&node.url(), fast(), || json!({}));
+    let mut refused = NativeClient::spawn(&node.url(), fast(), || auth(json!({})));
     within(
         "refused",
         refused.wait_for(|e| matches!(e, SessionEvent::SignedOut).then_some(())),
@@ -317,8 +318,9 @@ async fn rust_client_speaks_to_the_official_node_server() {
     .await;
 
     // Other connect errors are retried, not treated as a sign-out.
-    let mut flaky =
-        NativeClient::spawn(&node.url(), fast(), || json!({ "username": "unavailable" }));
+    let mut flaky = NativeClient::spawn(&node.url(), fast(), || {
+        auth(json!({ "username": "unavailable" }))
+    });
     within(
         "offline",
         flaky.wait_for(|e| {
@@ -327,7 +329,8 @@ async fn rust_client_speaks_to_the_official_node_server() {
     )
     .await;
 
-    let mut client = NativeClient::spawn(&node.url(), fast(), || json!({ "username": "ada" }));
+    let mut client =
+        NativeClient::spawn(&node.url(), fast(), || auth(json!({ "username": "ada" })));
     let hello = within(
         "hello",
         client.wait_for(|e| match e {
@@ -337,7 +340,7 @@ async fn rust_client_speaks_to_the_official_node_server() {
     )
     .await;
     assert_eq!(
-        hello["auth"],
+        value(&hello)["auth"],
         json!({ "username": "ada" }),
         "the handshake auth reached the server"
     );
@@ -348,7 +351,7 @@ async fn rust_client_speaks_to_the_official_node_server() {
     );
     // Server → client with an ack: the server reports the answer it got back.
     client
-        .call(|s, now| s.emit_event("ask me", &Value::Null, now))
+        .call(|s, now| s.emit_event("ask me", &RawJson::null(), now))
         .await
         .unwrap();
     let answered = within(
@@ -359,7 +362,7 @@ async fn rust_client_speaks_to_the_official_node_server() {
         }),
     )
     .await;
-    assert_eq!(answered, Value::Null, "our ack reached the server");
+    assert_eq!(value(&answered), Value::Null, "our ack reached the server");
     // Heartbeat: several ping intervals, longer than interval + timeout, pass without a reconnect.
     tokio::time::sleep(Duration::from_millis(1600)).await;
     assert_eq!(client.call(|s, _| s.reconnects()).await, 0);
@@ -369,7 +372,8 @@ async fn rust_client_speaks_to_the_official_node_server() {
 async fn rust_client_reconnects_to_a_restarted_node_server_and_flushes_its_outbox() {
     let node = NodeServer::start(0).await;
     let port = node.port;
-    let mut client = NativeClient::spawn(&node.url(), fast(), || json!({ "username": "ada" }));
+    let mut client =
+        NativeClient::spawn(&node.url(), fast(), || auth(json!({ "username": "ada" })));
     within("online", until_online(&mut client)).await;
     node.kill().await;
     within(

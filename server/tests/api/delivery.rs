@@ -11,7 +11,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use crate::helpers::{spawn_app, spawn_app_at, ChildServer, TestClient, WAIT};
+use crate::helpers::{auth, spawn_app, spawn_app_at, ChildServer, TestClient, WAIT};
 
 fn fast() -> CoreConfig {
     let mut config = CoreConfig::default();
@@ -27,7 +27,7 @@ struct User {
 }
 
 async fn user(origin: &str, name: &str) -> User {
-    let stored = Arc::new(Mutex::new(json!({ "username": name })));
+    let stored = Arc::new(Mutex::new(auth(json!({ "username": name }))));
     let auth = {
         let stored = stored.clone();
         move || stored.lock().unwrap().clone()
@@ -42,7 +42,7 @@ async fn user(origin: &str, name: &str) -> User {
     )
     .await
     .expect("session");
-    *stored.lock().unwrap() = json!({ "sessionID": info.session_id });
+    *stored.lock().unwrap() = crate::helpers::auth(json!({ "sessionID": info.session_id }));
     User {
         client,
         id: info.user_id,

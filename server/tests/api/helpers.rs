@@ -500,3 +500,18 @@ impl Drop for RedisServer {
         }
     }
 }
+
+/// A `json!` value as the Rust client's handshake auth.
+pub fn auth(value: Value) -> protocol::json::Json {
+    protocol::json::from_str(&value.to_string()).expect("json! writes JSON")
+}
+
+/// A `json!` value as an argument for the Rust client to send.
+pub fn raw(value: Value) -> protocol::json::RawJson {
+    protocol::json::RawJson::new(&value.to_string()).expect("json! writes JSON")
+}
+
+/// What the Rust client received, as a `serde_json` value to compare.
+pub fn value(raw: &protocol::json::RawJson) -> Value {
+    serde_json::from_str(raw.get()).expect("the client checked it is JSON")
+}
