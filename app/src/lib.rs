@@ -6,17 +6,16 @@ pub mod banner;
 mod browser_io;
 pub mod pages;
 pub mod realtime;
+pub mod router;
 pub mod storage;
 pub mod theme;
 #[cfg(feature = "hydrate")]
 pub mod worker;
 
 use leptos::prelude::*;
-use leptos_router::components::{Route, Router, Routes};
-use leptos_router::hooks::use_location;
-use leptos_router::path;
 
 use realtime::provide_realtime;
+use router::Page;
 
 /// What the server tells the browser about how to connect (rendered into the shell).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -96,6 +95,7 @@ pub fn App() -> impl IntoView {
     let theme = theme::provide_theme();
     // Created once, above the router: navigation never opens another socket.
     let realtime = provide_realtime();
+    let page = router::provide_location().page();
     // Runs only in the browser, once hydration has attached: tests and scripts wait on it.
     Effect::new(move |_| {
         if let Some(root) = document().document_element() {
@@ -104,8 +104,7 @@ pub fn App() -> impl IntoView {
     });
 
     view! {
-        <Router>
-            <a class="skip-link" href="#main">"Skip to content"</a>
+        <a class="skip-link" href="#main">"Skip to content"</a>
             <header class="topbar">
                 <a href="/" class="brand">"Tether"</a>
                 <nav aria-label="Main">
@@ -121,26 +120,25 @@ pub fn App() -> impl IntoView {
                 {move || realtime.announcement.get()}
             </div>
             <main id="main">
-                <Routes fallback=|| view! { <NotFound/> }>
-                    <Route path=path!("/") view=pages::people::PeoplePage/>
-                    <Route path=path!("/signin") view=pages::signin::SignInPage/>
-                    <Route path=path!("/chat/:user_id") view=pages::conversation::ConversationPage/>
-                    <Route path=path!("/session") view=pages::session::SessionPage/>
-                    <Route path=path!("/about") view=AboutPage/>
-                </Routes>
+                {move || match *page.read() {
+                    Page::People => view! { <pages::people::PeoplePage/> }.into_any(),
+                    Page::SignIn => view! { <pages::signin::SignInPage/> }.into_any(),
+                    Page::Chat { .. } => view! { <pages::conversation::ConversationPage/> }.into_any(),
+                    Page::Session => view! { <pages::session::SessionPage/> }.into_any(),
+                    Page::About => view! { <AboutPage/> }.into_any(),
+                    Page::NotFound => view! { <NotFound/> }.into_any(),
+                }}
             </main>
-        </Router>
     }
 }
 
 /// A link of the main navigation, marked `aria-current="page"` while its page is shown. Plain
 /// anchors are enough for client-side navigation: the router handles every same-origin link
-/// click. (The router's `<A>` does the same with relative hrefs this app does not use, for
-/// ~8 KiB of wasm; BENCHMARKS.md, "Front-end".)
+/// click.
 #[component]
 fn NavLink(href: &'static str, label: &'static str) -> impl IntoView {
-    let pathname = use_location().pathname;
-    let current = move || (*pathname.read() == href).then_some("page");
+    let location = router::use_location();
+    let current = move || (location.path() == href).then_some("page");
     view! { <a href=href aria-current=current>{label}</a> }
 }
 

@@ -47,6 +47,19 @@ test("navigating between routes happens without a document reload", async ({ pag
   await expect(nav.getByRole("link", { name: "About" })).toHaveAttribute("aria-current", "page");
   await expect(nav.locator("[aria-current]")).toHaveCount(1);
 
+  // The browser's history steps between the pages in the app as well.
+  await page.goBack();
+  await expect(page).toHaveURL(/\/signin$/);
+  await expect(page.getByLabel("Your name")).toBeVisible();
+  await page.goForward();
+  await expect(page.getByRole("heading", { level: 1, name: "About Tether" })).toBeVisible();
+  await expect(nav.getByRole("link", { name: "About" })).toHaveAttribute("aria-current", "page");
+  // A link to a part of the page is left to the browser: the skip link moves to the content.
+  await page.getByRole("link", { name: "Skip to content" }).focus();
+  await page.keyboard.press("Enter");
+  await expect(page).toHaveURL(/\/about#main$/);
+  await expect(page.getByRole("heading", { level: 1, name: "About Tether" })).toBeVisible();
+
   const marker = await page.evaluate(() => (window as unknown as { __tether_marker?: number }).__tether_marker);
   expect(marker, "the window survived: no document reload").toBe(42);
   expect(documentLoads).toBe(0);

@@ -3,25 +3,31 @@
 
 use std::sync::OnceLock;
 
-use app::{shell, App, ClientConfig};
+use app::router::PATHS;
+use app::{shell, ClientConfig};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use leptos::config::LeptosOptions;
 use leptos::prelude::provide_context;
-use leptos_axum::{generate_route_list, LeptosRoutes};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
+/// The app's pages are rendered (streamed) for the paths `app::router` knows; any other path is
+/// a file of the built site or, failing that, the app's "Page not found" with a 404.
 pub fn router(leptos_options: LeptosOptions, client: ClientConfig) -> Router {
-    let routes = generate_route_list(App);
-    Router::new()
+    // Rendering spawns onto Leptos' executor (already set when a second app is built).
+    let _ = any_spawner::Executor::init_tokio();
+    let page = leptos_axum::render_app_to_stream_with_context(move || provide_context(client), {
+        let options = leptos_options.clone();
+        move || shell(options.clone())
+    });
+    let pages = PATHS.into_iter().fold(Router::new(), |pages, path| {
+        pages.route(path, get(page.clone()))
+    });
+    pages
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .leptos_routes_with_context(&leptos_options, routes, move || provide_context(client), {
-            let options = leptos_options.clone();
-            move || shell(options.clone())
-        })
         .fallback(leptos_axum::file_and_error_handler(shell))
         .with_state(leptos_options)
 }

@@ -3,10 +3,10 @@
 
 use leptos::html;
 use leptos::prelude::*;
-use leptos_router::hooks::use_params_map;
 
 use super::{clock_time, RequireAccount};
 use crate::realtime::{use_realtime, Status};
+use crate::router::{use_location, Page};
 
 #[component]
 pub fn ConversationPage() -> impl IntoView {
@@ -38,8 +38,11 @@ struct Line {
 #[component]
 fn Conversation() -> impl IntoView {
     let rt = use_realtime();
-    let params = use_params_map();
-    let peer_id = move || params.read().get("user_id").unwrap_or_default();
+    let page = use_location().page();
+    let peer_id = move || match &*page.read() {
+        Page::Chat { user_id } => user_id.clone(),
+        _ => String::new(),
+    };
     let peer = move || rt.with(|s| s.chat.peer(&peer_id()).cloned()).flatten();
     let is_me = move || rt.account.get().map(|a| a.user_id) == Some(peer_id());
     let title = move || match peer() {

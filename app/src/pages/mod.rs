@@ -5,9 +5,8 @@ pub mod people;
 pub mod session;
 pub mod signin;
 
+use crate::router::use_location;
 use leptos::prelude::*;
-use leptos_router::hooks::use_navigate;
-use leptos_router::NavigateOptions;
 
 use crate::realtime::use_realtime;
 
@@ -17,16 +16,10 @@ use crate::realtime::use_realtime;
 #[component]
 pub fn RequireAccount(children: ChildrenFn) -> impl IntoView {
     let rt = use_realtime();
-    let navigate = use_navigate();
+    let location = use_location();
     Effect::new(move |_| {
         if rt.ready.get() && rt.account.get().is_none() {
-            navigate(
-                "/signin",
-                NavigateOptions {
-                    replace: true,
-                    ..Default::default()
-                },
-            );
+            location.navigate("/signin", true);
         }
     });
     let children = StoredValue::new(children);

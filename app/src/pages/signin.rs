@@ -1,11 +1,10 @@
 //! Sign-in: choose a name. Shown whenever this browser has no valid session.
 
 use leptos::prelude::*;
-use leptos_router::hooks::use_navigate;
-use leptos_router::NavigateOptions;
 use protocol::Username;
 
 use crate::realtime::use_realtime;
+use crate::router::use_location;
 
 #[component]
 pub fn SignInPage() -> impl IntoView {
@@ -13,16 +12,10 @@ pub fn SignInPage() -> impl IntoView {
     let name = RwSignal::new(String::new());
     let local_error = RwSignal::new(None::<String>);
     let submitting = RwSignal::new(false);
-    let navigate = use_navigate();
+    let location = use_location();
     Effect::new(move |_| {
         if rt.account.get().is_some() {
-            navigate(
-                "/",
-                NavigateOptions {
-                    replace: true,
-                    ..Default::default()
-                },
-            );
+            location.navigate("/", true);
         }
     });
     Effect::new(move |_| {
