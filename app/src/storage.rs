@@ -2,7 +2,7 @@
 //! handshake), each tab's outbox, and read markers. Missing or corrupt entries read as empty.
 
 use gloo_storage::Storage;
-use protocol::json::{self, FromJson, Reader, ToJson};
+use protocol::json::{self, FromJson, ToJson};
 
 /// A stored value, in JSON (as gloo-storage's serde helpers stored it before, so what a browser
 /// already holds still reads); missing or unreadable is `None`. Browser only.
@@ -24,25 +24,15 @@ pub struct Account {
     pub username: String,
 }
 
-impl FromJson for Account {
-    fn read_json(r: &mut Reader<'_>) -> json::Result<Self> {
-        let (mut session_id, mut user_id, mut username) = (None, None, None);
-        json::read_fields(r, &mut |name, r| {
-            match name {
-                "sessionID" => session_id = Some(r.string()?),
-                "userID" => user_id = Some(r.string()?),
-                "username" => username = Some(r.string()?),
-                _ => return Ok(false),
-            }
-            Ok(true)
-        })?;
-        Ok(Account {
-            session_id: json::required(session_id, "sessionID")?,
-            user_id: json::required(user_id, "userID")?,
-            username: json::required(username, "username")?,
-        })
-    }
-}
+protocol::from_json_fields!(Account {
+    "sessionID" => session_id,
+    "userID" => user_id,
+    "username" => username,
+} => Account {
+    session_id: json::required(session_id, "sessionID")?,
+    user_id: json::required(user_id, "userID")?,
+    username: json::required(username, "username")?,
+});
 
 impl ToJson for Account {
     fn write_json(&self, out: &mut String) {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap;
 
-use protocol::json::{self, FromJson, Reader, ToJson};
+use protocol::json::{self, ToJson};
 use protocol::payloads::{
     History, Message, MessageReceipt, OutgoingMessage, RestoreState, UserEntry,
 };
@@ -221,30 +221,19 @@ pub struct OutboxEntry {
     pub failed: Option<String>,
 }
 
-impl FromJson for OutboxEntry {
-    fn read_json(r: &mut Reader<'_>) -> json::Result<Self> {
-        let (mut client_id, mut to, mut content, mut created_at, mut failed) =
-            (None, None, None, None, None);
-        json::read_fields(r, &mut |name, r| {
-            match name {
-                "clientId" => client_id = Some(r.string()?),
-                "to" => to = Some(r.string()?),
-                "content" => content = Some(r.string()?),
-                "createdAt" => created_at = Some(r.i64()?),
-                "failed" => failed = Option::<String>::read_json(r)?,
-                _ => return Ok(false),
-            }
-            Ok(true)
-        })?;
-        Ok(OutboxEntry {
-            client_id: json::required(client_id, "clientId")?,
-            to: json::required(to, "to")?,
-            content: json::required(content, "content")?,
-            created_at: json::required(created_at, "createdAt")?,
-            failed,
-        })
-    }
-}
+protocol::from_json_fields!(OutboxEntry {
+    "clientId" => client_id,
+    "to" => to,
+    "content" => content,
+    "createdAt" => created_at,
+    "failed" => failed,
+} => OutboxEntry {
+    client_id: json::required(client_id, "clientId")?,
+    to: json::required(to, "to")?,
+    content: json::required(content, "content")?,
+    created_at: json::required(created_at, "createdAt")?,
+    failed: failed.flatten(),
+});
 
 impl ToJson for OutboxEntry {
     fn write_json(&self, out: &mut String) {

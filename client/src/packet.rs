@@ -6,7 +6,7 @@
 //! instead of serde (BENCHMARKS.md, "Front-end"); the server encodes with socketioxide's
 //! parser, and the integration tests hold the two ends together.
 
-use protocol::json::{self, FromJson, Json, JsonError, Reader, ToJson};
+use protocol::json::{self, Json, JsonError, Reader, ToJson};
 
 pub use protocol::json::RawJson;
 
@@ -35,28 +35,17 @@ pub struct OpenInfo {
     pub max_payload: u64,
 }
 
-impl FromJson for OpenInfo {
-    fn read_json(r: &mut Reader<'_>) -> json::Result<Self> {
-        let (mut sid, mut ping_interval, mut ping_timeout, mut max_payload) =
-            (None, None, None, None);
-        json::read_fields(r, &mut |name, r| {
-            match name {
-                "sid" => sid = Some(r.string()?),
-                "pingInterval" => ping_interval = Some(r.u64()?),
-                "pingTimeout" => ping_timeout = Some(r.u64()?),
-                "maxPayload" => max_payload = Some(r.u64()?),
-                _ => return Ok(false),
-            }
-            Ok(true)
-        })?;
-        Ok(OpenInfo {
-            sid: json::required(sid, "sid")?,
-            ping_interval: json::required(ping_interval, "pingInterval")?,
-            ping_timeout: json::required(ping_timeout, "pingTimeout")?,
-            max_payload: max_payload.unwrap_or_default(),
-        })
-    }
-}
+protocol::from_json_fields!(OpenInfo {
+    "sid" => sid,
+    "pingInterval" => ping_interval,
+    "pingTimeout" => ping_timeout,
+    "maxPayload" => max_payload,
+} => OpenInfo {
+    sid: json::required(sid, "sid")?,
+    ping_interval: json::required(ping_interval, "pingInterval")?,
+    ping_timeout: json::required(ping_timeout, "pingTimeout")?,
+    max_payload: max_payload.unwrap_or_default(),
+});
 
 /// One argument of an event or ack, kept as the JSON text it arrived as: each consumer decodes
 /// it straight into the type it expects, without building a tree first (for a 1,000-user

@@ -89,23 +89,10 @@ impl ToJson for ErrorCode {
     }
 }
 
-impl FromJson for AckError {
-    fn read_json(r: &mut Reader<'_>) -> json::Result<Self> {
-        let (mut code, mut message) = (None, None);
-        json::read_fields(r, &mut |name, r| {
-            match name {
-                "code" => code = Some(ErrorCode::read_json(r)?),
-                "message" => message = Some(r.string()?),
-                _ => return Ok(false),
-            }
-            Ok(true)
-        })?;
-        Ok(AckError {
-            code: required(code, "code")?,
-            message: required(message, "message")?,
-        })
-    }
-}
+crate::from_json_fields!(AckError { "code" => code, "message" => message } => AckError {
+    code: required(code, "code")?,
+    message: required(message, "message")?,
+});
 
 impl ToJson for AckError {
     fn write_json(&self, out: &mut String) {

@@ -463,6 +463,39 @@ pub fn read_fields(
     })
 }
 
+/// Implements [`FromJson`] for a type read from an object: each listed field's value goes into
+/// the `Option` named after it (fields not listed are skipped), then `$build` makes the value
+/// from those (with [`required`] for the fields that must be there).
+///
+/// ```
+/// use protocol::json::{self, required};
+/// struct Point { x: i64, label: Option<String> }
+/// protocol::from_json_fields!(Point { "x" => x, "label" => label } => Point {
+///     x: required(x, "x")?,
+///     label: label.flatten(),
+/// });
+/// let p: Point = json::from_str(r#"{"label":null,"x":3,"z":[]}"#).unwrap();
+/// assert_eq!((p.x, p.label), (3, None));
+/// ```
+#[macro_export]
+macro_rules! from_json_fields {
+    ($t:ident { $($name:literal => $slot:ident),* $(,)? } => $build:expr) => {
+        impl $crate::json::FromJson for $t {
+            fn read_json(reader: &mut $crate::json::Reader<'_>) -> $crate::json::Result<Self> {
+                $(let mut $slot = None;)*
+                $crate::json::read_fields(reader, &mut |name, reader| {
+                    match name {
+                        $($name => $slot = Some($crate::json::FromJson::read_json(reader)?),)*
+                        _ => return Ok(false),
+                    }
+                    Ok(true)
+                })?;
+                Ok($build)
+            }
+        }
+    };
+}
+
 /// A required field's value, or the error naming it.
 pub fn required<T>(value: Option<T>, name: &'static str) -> Result<T> {
     value.ok_or(JsonError::Missing(name))

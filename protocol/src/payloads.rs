@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::json::{self, required, FromJson, Reader, ToJson};
+use crate::json::{self, required, ToJson};
 
 /// `session` → the socket that connected.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,25 +148,7 @@ pub struct History {
 // The client's codec (`crate::json`), field for field as the serde attributes above say; the
 // test `client_codec_agrees_with_serde` holds the two together.
 
-macro_rules! from_fields {
-    ($t:ty, |$r:ident| { $($name:literal => $slot:ident),* $(,)? } => $build:expr) => {
-        impl FromJson for $t {
-            fn read_json($r: &mut Reader<'_>) -> json::Result<Self> {
-                $(let mut $slot = None;)*
-                json::read_fields($r, &mut |name, $r| {
-                    match name {
-                        $($name => $slot = Some(FromJson::read_json($r)?),)*
-                        _ => return Ok(false),
-                    }
-                    Ok(true)
-                })?;
-                Ok($build)
-            }
-        }
-    };
-}
-
-from_fields!(SessionInfo, |r| { "sessionID" => session_id, "userID" => user_id } => SessionInfo {
+crate::from_json_fields!(SessionInfo { "sessionID" => session_id, "userID" => user_id } => SessionInfo {
     session_id: required(session_id, "sessionID")?,
     user_id: required(user_id, "userID")?,
 });
@@ -180,7 +162,7 @@ impl ToJson for SessionInfo {
     }
 }
 
-from_fields!(Message, |r| {
+crate::from_json_fields!(Message {
     "id" => id, "ts" => ts, "content" => content, "from" => from, "to" => to, "clientId" => client_id,
 } => Message {
     id: required(id, "id")?,
@@ -204,7 +186,7 @@ impl ToJson for Message {
     }
 }
 
-from_fields!(UserEntry, |r| {
+crate::from_json_fields!(UserEntry {
     "userID" => user_id, "username" => username, "connected" => connected, "messages" => messages,
 } => UserEntry {
     user_id: required(user_id, "userID")?,
@@ -224,7 +206,7 @@ impl ToJson for UserEntry {
     }
 }
 
-from_fields!(OutgoingMessage, |r| {
+crate::from_json_fields!(OutgoingMessage {
     "content" => content, "to" => to, "clientId" => client_id,
 } => OutgoingMessage {
     content: required(content, "content")?,
@@ -242,7 +224,7 @@ impl ToJson for OutgoingMessage {
     }
 }
 
-from_fields!(MessageReceipt, |r| { "id" => id, "ts" => ts } => MessageReceipt {
+crate::from_json_fields!(MessageReceipt { "id" => id, "ts" => ts } => MessageReceipt {
     id: required(id, "id")?,
     ts: required(ts, "ts")?,
 });
@@ -255,7 +237,7 @@ impl ToJson for MessageReceipt {
     }
 }
 
-from_fields!(RestoreStateRequest, |r| { "since" => since, "peersOnly" => peers_only } => RestoreStateRequest {
+crate::from_json_fields!(RestoreStateRequest { "since" => since, "peersOnly" => peers_only } => RestoreStateRequest {
     since: since.unwrap_or_default(),
     peers_only: peers_only.unwrap_or_default(),
 });
@@ -271,7 +253,7 @@ impl ToJson for RestoreStateRequest {
     }
 }
 
-from_fields!(Presence, |r| {
+crate::from_json_fields!(Presence {
     "userID" => user_id, "username" => username, "connected" => connected,
 } => Presence {
     user_id: required(user_id, "userID")?,
@@ -289,7 +271,7 @@ impl ToJson for Presence {
     }
 }
 
-from_fields!(RestoreState, |r| {
+crate::from_json_fields!(RestoreState {
     "messages" => messages, "users" => users, "hasMore" => has_more,
 } => RestoreState {
     messages: required(messages, "messages")?,
@@ -307,7 +289,7 @@ impl ToJson for RestoreState {
     }
 }
 
-from_fields!(HistoryRequest, |r| { "with" => with, "before" => before, "limit" => limit } => HistoryRequest {
+crate::from_json_fields!(HistoryRequest { "with" => with, "before" => before, "limit" => limit } => HistoryRequest {
     with: required(with, "with")?,
     before: before.flatten(),
     limit: limit.flatten(),
@@ -323,7 +305,7 @@ impl ToJson for HistoryRequest {
     }
 }
 
-from_fields!(UsersPageRequest, |r| { "offset" => offset, "limit" => limit } => UsersPageRequest {
+crate::from_json_fields!(UsersPageRequest { "offset" => offset, "limit" => limit } => UsersPageRequest {
     offset: offset.unwrap_or_default(),
     limit: limit.flatten(),
 });
@@ -336,7 +318,7 @@ impl ToJson for UsersPageRequest {
     }
 }
 
-from_fields!(UsersPage, |r| { "users" => users, "total" => total } => UsersPage {
+crate::from_json_fields!(UsersPage { "users" => users, "total" => total } => UsersPage {
     users: required(users, "users")?,
     total: required(total, "total")?,
 });
@@ -349,7 +331,7 @@ impl ToJson for UsersPage {
     }
 }
 
-from_fields!(Resync, |r| { "since" => since } => Resync { since: since.flatten() });
+crate::from_json_fields!(Resync { "since" => since } => Resync { since: since.flatten() });
 
 impl ToJson for Resync {
     fn write_json(&self, out: &mut String) {
@@ -359,7 +341,7 @@ impl ToJson for Resync {
     }
 }
 
-from_fields!(Tabs, |r| { "count" => count } => Tabs { count: required(count, "count")? });
+crate::from_json_fields!(Tabs { "count" => count } => Tabs { count: required(count, "count")? });
 
 impl ToJson for Tabs {
     fn write_json(&self, out: &mut String) {
@@ -369,7 +351,7 @@ impl ToJson for Tabs {
     }
 }
 
-from_fields!(LogoutRequest, |r| { "everywhere" => everywhere } => LogoutRequest {
+crate::from_json_fields!(LogoutRequest { "everywhere" => everywhere } => LogoutRequest {
     everywhere: everywhere.unwrap_or_default(),
 });
 
@@ -381,7 +363,7 @@ impl ToJson for LogoutRequest {
     }
 }
 
-from_fields!(History, |r| { "messages" => messages, "hasMore" => has_more } => History {
+crate::from_json_fields!(History { "messages" => messages, "hasMore" => has_more } => History {
     messages: required(messages, "messages")?,
     has_more: required(has_more, "hasMore")?,
 });
@@ -398,6 +380,7 @@ impl ToJson for History {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::json::FromJson;
     use serde_json::json;
 
     fn agree<T>(value: T)
