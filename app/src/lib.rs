@@ -105,30 +105,30 @@ pub fn App() -> impl IntoView {
 
     view! {
         <a class="skip-link" href="#main">"Skip to content"</a>
-            <header class="topbar">
-                <a href="/" class="brand">"Tether"</a>
-                <nav aria-label="Main">
-                    <NavLink href="/" label="People"/>
-                    <NavLink href="/session" label="Session"/>
-                    <NavLink href="/about" label="About"/>
-                </nav>
-                <theme::ThemeToggle theme/>
-            </header>
-            <banner::ConnectionBanner/>
-            <banner::TabConflict/>
-            <div class="sr-only" aria-live="polite" role="log" aria-label="New messages">
-                {move || realtime.announcement.get()}
-            </div>
-            <main id="main">
-                {move || match *page.read() {
-                    Page::People => view! { <pages::people::PeoplePage/> }.into_any(),
-                    Page::SignIn => view! { <pages::signin::SignInPage/> }.into_any(),
-                    Page::Chat { .. } => view! { <pages::conversation::ConversationPage/> }.into_any(),
-                    Page::Session => view! { <pages::session::SessionPage/> }.into_any(),
-                    Page::About => view! { <AboutPage/> }.into_any(),
-                    Page::NotFound => view! { <NotFound/> }.into_any(),
-                }}
-            </main>
+        <header class="topbar">
+            <a href="/" class="brand">"Tether"</a>
+            <nav aria-label="Main">
+                <NavLink href="/" label="People"/>
+                <NavLink href="/session" label="Session"/>
+                <NavLink href="/about" label="About"/>
+            </nav>
+            <theme::ThemeToggle theme/>
+        </header>
+        <banner::ConnectionBanner/>
+        <banner::TabConflict/>
+        <div class="sr-only" aria-live="polite" role="log" aria-label="New messages">
+            {move || realtime.announcement.get()}
+        </div>
+        <main id="main">
+            {move || match *page.read() {
+                Page::People => view! { <pages::people::PeoplePage/> }.into_any(),
+                Page::SignIn => view! { <pages::signin::SignInPage/> }.into_any(),
+                Page::Chat { .. } => view! { <pages::conversation::ConversationPage/> }.into_any(),
+                Page::Session => view! { <pages::session::SessionPage/> }.into_any(),
+                Page::About => view! { <AboutPage/> }.into_any(),
+                Page::NotFound => view! { <NotFound/> }.into_any(),
+            }}
+        </main>
     }
 }
 
@@ -137,8 +137,9 @@ pub fn App() -> impl IntoView {
 /// click.
 #[component]
 fn NavLink(href: &'static str, label: &'static str) -> impl IntoView {
-    let location = router::use_location();
-    let current = move || (location.path() == href).then_some("page");
+    let page = router::use_location().page();
+    let target = Page::from_path(href);
+    let current = move || (*page.read() == target).then_some("page");
     view! { <a href=href aria-current=current>{label}</a> }
 }
 

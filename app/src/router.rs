@@ -48,16 +48,13 @@ impl Page {
 /// Where the app is: the current path, and the page it names.
 #[derive(Debug, Clone, Copy)]
 pub struct Location {
+    /// Set by the browser's navigation; on the server it only feeds `page`.
+    #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
     path: RwSignal<String>,
     page: Memo<Page>,
 }
 
 impl Location {
-    /// The current path (tracked).
-    pub fn path(&self) -> String {
-        self.path.get()
-    }
-
     /// The current page (tracked; changes only when the page does).
     pub fn page(&self) -> Memo<Page> {
         self.page
@@ -118,18 +115,19 @@ mod browser {
     use super::*;
 
     pub fn listen(location: Location) {
-        // Both live as long as the page (the location is provided once, above every page).
-        std::mem::forget(window_event_listener(ev::popstate, move |_| {
+        // Both stay as long as the page (the location is provided once, above every page);
+        // the handles would only remove them.
+        let _ = window_event_listener(ev::popstate, move |_| {
             if let Ok(path) = window().location().pathname() {
                 location.path.set(path);
             }
-        }));
-        std::mem::forget(window_event_listener(ev::click, move |event| {
+        });
+        let _ = window_event_listener(ev::click, move |event| {
             if let Some(to) = internal_link(&event) {
                 event.prevent_default();
                 go(location, &to, false);
             }
-        }));
+        });
     }
 
     pub fn go(location: Location, to: &str, replace: bool) {
@@ -137,6 +135,12 @@ mod browser {
             let _ = window().location().set_href(to);
             return;
         };
+        // Following a link to the page already shown adds no history entry.
+        let here = window().location();
+        let current = [here.pathname(), here.search(), here.hash()]
+            .into_iter()
+            .collect::<Result<String, _>>();
+        let replace = replace || current.is_ok_and(|current| current == to);
         let changed = if replace {
             history.replace_state_with_url(&JsValue::NULL, "", Some(to))
         } else {

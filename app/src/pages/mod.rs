@@ -5,10 +5,10 @@ pub mod people;
 pub mod session;
 pub mod signin;
 
-use crate::router::use_location;
 use leptos::prelude::*;
 
 use crate::realtime::use_realtime;
+use crate::router::use_location;
 
 /// Shows `children` once the browser's session is known to exist; sends people without one to
 /// sign-in. The server (which cannot see localStorage) and the first hydrated frame render the
