@@ -182,19 +182,8 @@ impl<'a> Reader<'a> {
         Ok(&self.text[start..pos])
     }
 
-    pub fn i64(&mut self) -> Result<i64> {
-        let at = self.pos;
-        let text = self.number()?;
-        text.parse().map_err(|_| integer_error(text, at))
-    }
-
-    pub fn u64(&mut self) -> Result<u64> {
-        let at = self.pos;
-        let text = self.number()?;
-        text.parse().map_err(|_| integer_error(text, at))
-    }
-
-    pub fn u32(&mut self) -> Result<u32> {
+    /// A number that is an integer in `T`'s range.
+    pub fn integer<T: std::str::FromStr>(&mut self) -> Result<T> {
         let at = self.pos;
         let text = self.number()?;
         text.parse().map_err(|_| integer_error(text, at))
@@ -513,24 +502,6 @@ impl FromJson for bool {
     }
 }
 
-impl FromJson for i64 {
-    fn read_json(r: &mut Reader<'_>) -> Result<Self> {
-        r.i64()
-    }
-}
-
-impl FromJson for u64 {
-    fn read_json(r: &mut Reader<'_>) -> Result<Self> {
-        r.u64()
-    }
-}
-
-impl FromJson for u32 {
-    fn read_json(r: &mut Reader<'_>) -> Result<Self> {
-        r.u32()
-    }
-}
-
 /// `null` is `None` (as with serde; a missing field is handled by the type that has it).
 impl<T: FromJson> FromJson for Option<T> {
     fn read_json(r: &mut Reader<'_>) -> Result<Self> {
@@ -593,8 +564,14 @@ impl ToJson for bool {
     }
 }
 
-macro_rules! integer_to_json {
+macro_rules! integer_json {
     ($($t:ty),*) => {$(
+        impl FromJson for $t {
+            fn read_json(r: &mut Reader<'_>) -> Result<Self> {
+                r.integer()
+            }
+        }
+
         impl ToJson for $t {
             fn write_json(&self, out: &mut String) {
                 let _ = write!(out, "{self}");
@@ -602,7 +579,7 @@ macro_rules! integer_to_json {
         }
     )*};
 }
-integer_to_json!(i64, u64, u32);
+integer_json!(i64, u64, u32);
 
 impl<T: ToJson> ToJson for Option<T> {
     fn write_json(&self, out: &mut String) {
