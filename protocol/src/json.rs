@@ -197,10 +197,16 @@ impl<'a> Reader<'a> {
         let mut owned: Option<String> = None;
         let mut run = start;
         loop {
-            let Some(&b) = bytes.get(self.pos) else {
-                return Err(JsonError::Syntax(self.pos));
+            // To the next byte that ends or escapes the string, or may not appear in it.
+            let rest = bytes.get(self.pos..).unwrap_or_default();
+            let Some(skip) = rest
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+            else {
+                return Err(JsonError::Syntax(bytes.len()));
             };
-            match b {
+            self.pos += skip;
+            match bytes[self.pos] {
                 b'"' => {
                     let tail = &self.text[run..self.pos];
                     self.pos += 1;
@@ -232,8 +238,7 @@ impl<'a> Reader<'a> {
                     }
                     run = self.pos;
                 }
-                0..=0x1f => return Err(JsonError::Syntax(self.pos)),
-                _ => self.pos += 1,
+                _ => return Err(JsonError::Syntax(self.pos)),
             }
         }
     }
@@ -902,5 +907,40 @@ mod tests {
         assert_eq!(to_string(&auth), r#"{"sessionID":"t","since":12}"#);
         assert_eq!(auth.get("since").and_then(Json::as_i64), Some(12));
         assert_eq!(auth.get("sessionID").and_then(Json::as_str), Some("t"));
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    //! The reader against arbitrary input: an error or a value, never a panic, and strings read
+    //! and written exactly as serde_json reads and writes them.
+    //! `PROPTEST_CASES=100000 cargo test -p protocol fuzz_` runs it longer.
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn fuzz_arbitrary_text_never_panics(text in ".{0,200}") {
+            let _ = from_str::<Json>(&text);
+            let _ = RawJson::new(&text);
+        }
+
+        #[test]
+        fn fuzz_json_looking_text_never_panics(text in r#"[\[\]{}",:\\u0-9a-fA-F. nulltrefals\-+eE]{0,60}"#) {
+            let _ = from_str::<Json>(&text);
+            let _ = RawJson::new(&text);
+        }
+
+        #[test]
+        fn fuzz_strings_read_as_serde_json_reads_them(text in r#""([^"\\]|\\["\\/bfnrtu]|\\u[0-9a-fA-FdD]{0,4}){0,12}"?"#) {
+            prop_assert_eq!(from_str::<String>(&text).ok(), serde_json::from_str::<String>(&text).ok());
+        }
+
+        #[test]
+        fn fuzz_strings_round_trip_and_write_as_serde_json_writes_them(s in any::<String>()) {
+            let written = to_string(&s);
+            prop_assert_eq!(&written, &serde_json::to_string(&s).unwrap());
+            prop_assert_eq!(from_str::<String>(&written).unwrap(), s);
+        }
     }
 }
