@@ -32,6 +32,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
     // The worker loads the same wasm as the page: tell it where the build is.
     let pkg = format!("/{}/{}", options.site_pkg_dir, options.output_name);
     let css = format!("{pkg}.css");
+    let title = router::document_title(router::current_page().title());
     let connection = if config.shared_connection {
         "shared"
     } else {
@@ -45,7 +46,9 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
                 <meta name="color-scheme" content="light dark"/>
                 <meta name="tether-connection" content=connection data-pkg=pkg/>
-                <title>"Tether"</title>
+                // As inner HTML: a text child would carry a hydration marker, which a title
+                // shows as text. The names are the app's own (`Page::title`).
+                <title inner_html=title></title>
                 <link id="leptos" rel="stylesheet" href=css/>
                 <link rel="icon" href="/favicon.svg" type="image/svg+xml"/>
                 <AutoReload options=options.clone()/>
@@ -96,6 +99,11 @@ pub fn App() -> impl IntoView {
     // Created once, above the router: navigation never opens another socket.
     let realtime = provide_realtime();
     let page = router::provide_location().page();
+    // A conversation's page names the person itself.
+    router::keep_title(move || {
+        let page = page.read();
+        (!matches!(*page, Page::Chat { .. })).then(|| page.title().to_owned())
+    });
     // Runs only in the browser, once hydration has attached: tests and scripts wait on it.
     Effect::new(move |_| {
         if let Some(root) = document().document_element() {

@@ -24,6 +24,19 @@ pub enum Page {
 }
 
 impl Page {
+    /// What the page is called in the document's title (a conversation is named after the
+    /// person once the browser knows them).
+    pub fn title(&self) -> &'static str {
+        match self {
+            Page::People => "People",
+            Page::SignIn => "Sign in",
+            Page::Chat { .. } => "Conversation",
+            Page::Session => "Your session",
+            Page::About => "About",
+            Page::NotFound => "Page not found",
+        }
+    }
+
     /// The page for a URL path. One trailing slash is ignored (`/about/` is `/about`).
     pub fn from_path(path: &str) -> Page {
         let path = match path.strip_suffix('/') {
@@ -84,6 +97,26 @@ pub fn provide_location() -> Location {
 
 pub fn use_location() -> Location {
     expect_context::<Location>()
+}
+
+/// The page the request (on the server) or the address bar (in the browser) names.
+pub fn current_page() -> Page {
+    Page::from_path(&initial_path())
+}
+
+/// The document's title for a page called `name`.
+pub fn document_title(name: &str) -> String {
+    format!("{name} · Tether")
+}
+
+/// Keeps the document's title on the page name `name` gives, whenever it gives one (in the
+/// browser; the server renders the title in the shell).
+pub fn keep_title(name: impl Fn() -> Option<String> + 'static) {
+    Effect::new(move |_| {
+        if let Some(name) = name() {
+            document().set_title(&document_title(&name));
+        }
+    });
 }
 
 fn initial_path() -> String {
@@ -222,5 +255,10 @@ mod tests {
             let concrete = path.replace("{user_id}", "u");
             assert_ne!(Page::from_path(&concrete), Page::NotFound, "{path}");
         }
+    }
+
+    #[test]
+    fn titles_name_the_page_and_the_app() {
+        assert_eq!(document_title(Page::SignIn.title()), "Sign in · Tether");
     }
 }

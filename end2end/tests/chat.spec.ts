@@ -19,6 +19,7 @@ test("two people exchange messages both ways", async ({ browser, baseURL }) => {
   const bob = await newPerson(browser, baseURL, bobName);
 
   await openChat(ada.page, bobName);
+  await expect(ada.page, "a conversation is titled after the person").toHaveTitle(`${bobName} · Tether`);
   await send(ada.page, "Hello Bob");
   await expect(messages(ada.page).filter({ hasText: "Hello Bob" })).toHaveAttribute("data-state", "sent");
 
@@ -66,9 +67,12 @@ test("navigating across every route keeps exactly one WebSocket", async ({ page 
   await nav.getByRole("link", { name: "About" }).click();
   await nav.getByRole("link", { name: "People" }).click();
   await openChat(page, name);
+  await expect(page).toHaveTitle(`${name} (you) · Tether`);
   await nav.getByRole("link", { name: "Session" }).click();
+  await expect(page).toHaveTitle("Your session · Tether");
   await nav.getByRole("link", { name: "People" }).click();
   await expect(personLink(page, name)).toBeVisible();
+  await expect(page).toHaveTitle("People · Tether");
   expect(sockets.filter((u) => u.includes("/socket.io/"))).toHaveLength(1);
   // The session id travels only inside the handshake, never in a URL.
   const sessionId = JSON.parse((await page.evaluate(() => localStorage.getItem("tether.session")))!).sessionID;

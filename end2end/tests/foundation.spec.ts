@@ -4,7 +4,7 @@ test("the page arrives server-rendered, before any script runs", async ({ browse
   const context = await browser.newContext({ javaScriptEnabled: false, baseURL });
   const page = await context.newPage();
   await page.goto("/signin");
-  await expect(page).toHaveTitle("Tether");
+  await expect(page).toHaveTitle("Sign in · Tether");
   await expect(page.getByRole("heading", { level: 1, name: "Tether" })).toBeVisible();
   await expect(page.getByRole("navigation", { name: "Main" })).toBeVisible();
   await expect(page.getByLabel("Your name")).toBeVisible();
@@ -43,6 +43,7 @@ test("navigating between routes happens without a document reload", async ({ pag
   await nav.getByRole("link", { name: "About" }).click();
   await expect(page).toHaveURL(/\/about$/);
   await expect(page.getByRole("heading", { level: 1, name: "About Tether" })).toBeVisible();
+  await expect(page).toHaveTitle("About · Tether");
   // The current page's link says so, and only that one.
   await expect(nav.getByRole("link", { name: "About" })).toHaveAttribute("aria-current", "page");
   await expect(nav.locator("[aria-current]")).toHaveCount(1);
@@ -53,6 +54,7 @@ test("navigating between routes happens without a document reload", async ({ pag
   await page.goBack();
   await expect(page).toHaveURL(/\/signin$/);
   await expect(page.getByLabel("Your name")).toBeVisible();
+  await expect(page).toHaveTitle("Sign in · Tether");
   await page.goForward();
   await expect(page.getByRole("heading", { level: 1, name: "About Tether" })).toBeVisible();
   await expect(nav.getByRole("link", { name: "About" })).toHaveAttribute("aria-current", "page");

@@ -50,6 +50,8 @@ fn Conversation() -> impl IntoView {
         Some(p) => p.username,
         None => "Conversation".to_owned(),
     };
+    // Only while this is the page shown: on the way to another, that page names itself.
+    crate::router::keep_title(move || matches!(*page.read(), Page::Chat { .. }).then(title));
 
     let lines = move || {
         let peer = peer_id();

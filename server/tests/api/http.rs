@@ -13,6 +13,7 @@ async fn pages_are_rendered_on_the_server() {
     assert_eq!(status, 200);
     assert!(body.contains("<h1>Tether</h1>"), "{body}");
     assert!(body.contains("Your name"));
+    assert!(body.contains("<title>Sign in · Tether</title>"), "{body}");
     // The session lives in the browser: the server renders a placeholder the client replaces.
     let (status, body) = app.get("/").await;
     assert_eq!(status, 200);
@@ -20,6 +21,7 @@ async fn pages_are_rendered_on_the_server() {
     let (status, body) = app.get("/about").await;
     assert_eq!(status, 200);
     assert!(body.contains("About Tether"));
+    assert!(body.contains("<title>About · Tether</title>"));
 }
 
 #[tokio::test]
