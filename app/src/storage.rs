@@ -137,3 +137,19 @@ mod browser {
 
 #[cfg(feature = "hydrate")]
 pub use browser::*;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What browsers hold from before (gloo-storage's serde helpers wrote it) still reads, and
+    /// is written back the same.
+    #[test]
+    fn a_stored_account_reads_and_writes_as_serde_stored_it() {
+        let text = r#"{"sessionID":"s","userID":"u","username":"ada"}"#;
+        let account: Account = json::from_str(text).unwrap();
+        assert_eq!(account.username, "ada");
+        assert_eq!(json::to_string(&account), text);
+        assert!(json::from_str::<Account>(r#"{"sessionID":"s"}"#).is_err());
+    }
+}

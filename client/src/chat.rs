@@ -533,6 +533,26 @@ mod tests {
         }
     }
 
+    /// Outboxes stored before the client left serde still read, and are written back the same.
+    #[test]
+    fn a_stored_outbox_entry_reads_and_writes_as_serde_stored_it() {
+        for text in [
+            r#"{"clientId":"c","to":"bob","content":"text c","createdAt":0,"failed":null}"#,
+            r#"{"clientId":"c","to":"bob","content":"text c","createdAt":0,"failed":"no such user"}"#,
+        ] {
+            let stored: OutboxEntry = json::from_str(text).unwrap();
+            assert_eq!(stored.client_id, "c");
+            assert_eq!(json::to_string(&stored), text);
+        }
+        assert_eq!(
+            json::from_str::<OutboxEntry>(
+                r#"{"clientId":"c","to":"bob","content":"text c","createdAt":0}"#
+            ),
+            Ok(entry("c")),
+            "`failed` may be missing"
+        );
+    }
+
     fn sent_frames(core: &mut Core) -> Vec<String> {
         std::iter::from_fn(|| core.poll_output())
             .filter_map(|o| match o {
