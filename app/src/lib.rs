@@ -98,7 +98,8 @@ pub fn App() -> impl IntoView {
     let theme = theme::provide_theme();
     // Created once, above the router: navigation never opens another socket.
     let realtime = provide_realtime();
-    let page = router::provide_location().page();
+    let location = router::provide_location();
+    let page = location.page();
     // A conversation's page names the person itself.
     router::keep_title(move || {
         let page = page.read();
@@ -124,6 +125,15 @@ pub fn App() -> impl IntoView {
         </header>
         <banner::ConnectionBanner/>
         <banner::TabConflict/>
+        <div
+            class="sr-only"
+            role="status"
+            aria-live="polite"
+            aria-atomic="true"
+            data-testid="page-announcer"
+        >
+            {move || location.announcement()}
+        </div>
         <div class="sr-only" aria-live="polite" role="log" aria-label="New messages">
             {move || realtime.announcement.get()}
         </div>

@@ -65,12 +65,21 @@ pub struct Location {
     #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
     path: RwSignal<String>,
     page: Memo<Page>,
+    /// The page's name after an in-app navigation, for screen readers (empty until the first:
+    /// a page load is announced by the browser itself).
+    announcement: RwSignal<String>,
+    navigated: RwSignal<bool>,
 }
 
 impl Location {
     /// The current page (tracked; changes only when the page does).
     pub fn page(&self) -> Memo<Page> {
         self.page
+    }
+
+    /// What a live region should say after an in-app navigation: the new page's name.
+    pub fn announcement(&self) -> String {
+        self.announcement.get()
     }
 
     /// Goes to `to` (a same-origin path) without a page load; with `replace`, in place of the
@@ -88,7 +97,12 @@ impl Location {
 pub fn provide_location() -> Location {
     let path = RwSignal::new(initial_path());
     let page = Memo::new(move |_| path.with(|p| Page::from_path(p)));
-    let location = Location { path, page };
+    let location = Location {
+        path,
+        page,
+        announcement: RwSignal::new(String::new()),
+        navigated: RwSignal::new(false),
+    };
     provide_context(location);
     #[cfg(feature = "hydrate")]
     browser::listen(location);
@@ -112,9 +126,13 @@ pub fn document_title(name: &str) -> String {
 /// Keeps the document's title on the page name `name` gives, whenever it gives one (in the
 /// browser; the server renders the title in the shell).
 pub fn keep_title(name: impl Fn() -> Option<String> + 'static) {
+    let location = use_location();
     Effect::new(move |_| {
         if let Some(name) = name() {
             document().set_title(&document_title(&name));
+            if location.navigated.get_untracked() {
+                location.announcement.set(name);
+            }
         }
     });
 }
@@ -152,6 +170,7 @@ mod browser {
         // the handles would only remove them.
         let _ = window_event_listener(ev::popstate, move |_| {
             if let Ok(path) = window().location().pathname() {
+                location.navigated.set(true);
                 location.path.set(path);
             }
         });
@@ -184,6 +203,7 @@ mod browser {
             return;
         }
         if let Ok(path) = window().location().pathname() {
+            location.navigated.set(true);
             location.path.set(path);
         }
         window().scroll_to_with_x_and_y(0.0, 0.0);

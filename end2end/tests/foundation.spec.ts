@@ -35,6 +35,9 @@ test("navigating between routes happens without a document reload", async ({ pag
   await page.evaluate(() => ((window as unknown as { __tether_marker: number }).__tether_marker = 42));
 
   const nav = page.getByRole("navigation", { name: "Main" });
+  // Screen readers hear of in-app navigation (a page load they announce themselves).
+  const announcer = page.getByTestId("page-announcer");
+  await expect(announcer).toHaveText("");
   // Without a session, People sends you to sign-in: both client-side.
   await nav.getByRole("link", { name: "People" }).click();
   await expect(page).toHaveURL(/\/signin$/);
@@ -44,6 +47,7 @@ test("navigating between routes happens without a document reload", async ({ pag
   await expect(page).toHaveURL(/\/about$/);
   await expect(page.getByRole("heading", { level: 1, name: "About Tether" })).toBeVisible();
   await expect(page).toHaveTitle("About · Tether");
+  await expect(announcer).toHaveText("About");
   // The current page's link says so, and only that one.
   await expect(nav.getByRole("link", { name: "About" })).toHaveAttribute("aria-current", "page");
   await expect(nav.locator("[aria-current]")).toHaveCount(1);
