@@ -93,7 +93,8 @@ impl Location {
 }
 
 /// Provides the [`Location`] for everything below: on the server the request's path, in the
-/// browser the address bar's, kept up to date by link clicks, [`navigate`] and history steps.
+/// browser the address bar's, kept up to date by link clicks, [`Location::navigate`] and
+/// history steps.
 pub fn provide_location() -> Location {
     let path = RwSignal::new(initial_path());
     let page = Memo::new(move |_| path.with(|p| Page::from_path(p)));
@@ -123,8 +124,9 @@ pub fn document_title(name: &str) -> String {
     format!("{name} · Tether")
 }
 
-/// Keeps the document's title on the page name `name` gives, whenever it gives one (in the
-/// browser; the server renders the title in the shell).
+/// Keeps the document's title on the page name `name` gives, whenever it gives one, and after
+/// an in-app navigation announces that name (in the browser; the server renders the title in
+/// the shell).
 pub fn keep_title(name: impl Fn() -> Option<String> + 'static) {
     let location = use_location();
     Effect::new(move |_| {
