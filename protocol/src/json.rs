@@ -291,45 +291,40 @@ impl<'a> Reader<'a> {
     /// Reads an object, handing each field's name to `field`, which must read (or
     /// [`Self::skip`]) the field's value.
     pub fn object(&mut self, field: &mut dyn FnMut(&str, &mut Self) -> Result<()>) -> Result<()> {
-        self.eat(b'{', "an object")?;
-        self.nest()?;
-        if self.peek() == Some(b'}') {
-            self.pos += 1;
-        } else {
-            loop {
-                let name = self.str()?;
-                self.eat(b':', "`:`")?;
-                field(&name, self)?;
-                match self.peek() {
-                    Some(b',') => self.pos += 1,
-                    Some(b'}') => {
-                        self.pos += 1;
-                        break;
-                    }
-                    _ => return Err(self.expected("`,` or `}`")),
-                }
-            }
-        }
-        self.depth -= 1;
-        Ok(())
+        self.sequence([b'{', b'}'], ["an object", "`,` or `}`"], &mut |r| {
+            let name = r.str()?;
+            r.eat(b':', "`:`")?;
+            field(&name, r)
+        })
     }
 
     /// Reads an array, calling `item` once per element, which must read (or skip) it.
     pub fn array(&mut self, item: &mut dyn FnMut(&mut Self) -> Result<()>) -> Result<()> {
-        self.eat(b'[', "an array")?;
+        self.sequence([b'[', b']'], ["an array", "`,` or `]`"], item)
+    }
+
+    /// Objects and arrays alike: `open`, then entries read by `entry` and separated by commas,
+    /// then `close`, one nesting level deeper.
+    fn sequence(
+        &mut self,
+        [open, close]: [u8; 2],
+        [what, separator]: [&'static str; 2],
+        entry: &mut dyn FnMut(&mut Self) -> Result<()>,
+    ) -> Result<()> {
+        self.eat(open, what)?;
         self.nest()?;
-        if self.peek() == Some(b']') {
+        if self.peek() == Some(close) {
             self.pos += 1;
         } else {
             loop {
-                item(self)?;
+                entry(self)?;
                 match self.peek() {
                     Some(b',') => self.pos += 1,
-                    Some(b']') => {
+                    Some(b) if b == close => {
                         self.pos += 1;
                         break;
                     }
-                    _ => return Err(self.expected("`,` or `]`")),
+                    _ => return Err(self.expected(separator)),
                 }
             }
         }
