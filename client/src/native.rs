@@ -158,10 +158,12 @@ async fn drive(
                     ws = None;
                     let opened = tokio::time::timeout(
                         Duration::from_millis(config.connect_timeout_ms),
+                        // TCP_NODELAY, as browsers set it: a frame sent while the one before
+                        // is unacknowledged must not wait for the server's delayed ACK.
                         tokio_tungstenite::connect_async_with_config(
                             url.as_str(),
                             Some(ws_config()),
-                            false,
+                            true,
                         ),
                     )
                     .await;

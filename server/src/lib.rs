@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use axum::Router;
 use leptos::config::LeptosOptions;
 use socketioxide::SocketIo;
@@ -263,7 +264,15 @@ impl Server {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let io = self.app.io.clone();
-        let served = axum::serve(self.listener, self.app.router)
+        // Every frame is a message someone waits for: without TCP_NODELAY a frame written while
+        // the one before is unacknowledged waits for the peer's (possibly delayed) ACK.
+        // Browsers set it on their side, as does Node's http server.
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY on a connection");
+            }
+        });
+        let served = axum::serve(listener, self.app.router)
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 tracing::info!("shutting down: closing sockets");
