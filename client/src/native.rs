@@ -16,6 +16,8 @@ use crate::session::{Session, SessionEvent, SessionOutput};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 type Call = Box<dyn FnOnce(&mut Session, u64) + Send>;
+/// Where the driver hands the session's events.
+type EventSink = Box<dyn FnMut(SessionEvent) + Send>;
 
 /// A client running in its own task. Dropping it stops the task and closes the connection.
 pub struct NativeClient {
@@ -42,6 +44,12 @@ impl ClientHandle {
         self.calls.send(call).ok()?;
         rx.await.ok()
     }
+
+    /// Runs `f` on the session inside the driver task without waiting for it; `false` once the
+    /// client is gone. Calls run in the order they were made.
+    pub fn cast(&self, f: impl FnOnce(&mut Session, u64) + Send + 'static) -> bool {
+        self.calls.send(Box::new(f)).is_ok()
+    }
 }
 
 impl NativeClient {
@@ -52,6 +60,25 @@ impl NativeClient {
         config: CoreConfig,
         auth: impl FnMut() -> Json + Send + 'static,
     ) -> Self {
+        let (event_tx, events) = mpsc::unbounded_channel();
+        let calls = Self::spawn_with_handler(origin, config, auth, move |event| {
+            let _ = event_tx.send(event);
+        });
+        Self {
+            calls: calls.calls,
+            events,
+        }
+    }
+
+    /// Like [`NativeClient::spawn`], but every session event goes to `handler`, which runs in
+    /// the driver task as the event happens (it must not block). Without a channel and a task
+    /// of its own per event, this is what a tool driving thousands of clients uses.
+    pub fn spawn_with_handler(
+        origin: &str,
+        config: CoreConfig,
+        auth: impl FnMut() -> Json + Send + 'static,
+        handler: impl FnMut(SessionEvent) + Send + 'static,
+    ) -> ClientHandle {
         let url = crate::websocket_url(origin);
         let mut seed = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -67,9 +94,8 @@ impl NativeClient {
         };
         let session = Session::new(Core::new(config, auth, random), None, Outbox::default());
         let (calls, call_rx) = mpsc::unbounded_channel();
-        let (event_tx, events) = mpsc::unbounded_channel();
-        tokio::spawn(drive(url, config, session, call_rx, event_tx));
-        Self { calls, events }
+        tokio::spawn(drive(url, config, session, call_rx, Box::new(handler)));
+        ClientHandle { calls }
     }
 
     pub fn handle(&self) -> ClientHandle {
@@ -140,7 +166,7 @@ async fn drive(
     config: CoreConfig,
     mut session: Session,
     mut calls: mpsc::UnboundedReceiver<Call>,
-    events: mpsc::UnboundedSender<SessionEvent>,
+    mut events: EventSink,
 ) {
     let start = Instant::now();
     let now = || start.elapsed().as_millis() as u64;
@@ -186,7 +212,7 @@ async fn drive(
                     }
                 }
                 SessionOutput::Event(event) => {
-                    let _ = events.send(event);
+                    events(event);
                 }
             }
         }

@@ -170,10 +170,27 @@ fn cpu_ticks(pid: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU ticks of the server's threads named `name` (its store writer, say); 0 if it has none.
+fn thread_cpu_ticks(pid: u32, name: &str) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name)
+        })
+        .map(|t| cpu_ticks(&format!("{pid}/task/{}", t.file_name().to_string_lossy())))
+        .sum()
+}
+
 /// Clock ticks to seconds (Linux reports CPU time at USER_HZ = 100).
 fn cpu_seconds(ticks: u64) -> f64 {
     ticks as f64 / 100.0
 }
+
+/// The embedded store's writer thread (its name in the server).
+const WRITER_THREAD: &str = "sqlite-writer";
 
 /// How long the server has been idle when its RSS per idle connection is read.
 const IDLE_BEFORE_RSS: Duration = Duration::from_secs(2);
@@ -226,33 +243,31 @@ async fn connect_user(origin: String, name: String, stats: Arc<Stats>) -> User {
         connect_timeout_ms: 30_000,
         ..Default::default()
     };
-    let mut client = NativeClient::spawn(&origin, config, auth);
-    let info = client
-        .wait_for(|e| match e {
-            SessionEvent::Session(info) => Some(info.clone()),
-            _ => None,
-        })
-        .await;
-    *stored.lock().unwrap() = Json::object([("sessionID", info.session_id.into())]);
-    let handle = client.handle();
-    // This task owns the event stream for the user's lifetime.
-    tokio::spawn(async move {
-        while let Some(event) = client.next_event().await {
-            match event {
-                SessionEvent::Arrived(message) => {
-                    if let Ok(sent_at) = message.content.parse::<u64>() {
-                        let latency = micros().saturating_sub(sent_at);
-                        stats.latencies_us.lock().unwrap().push(latency);
-                    }
-                    stats.received.fetch_add(1, Ordering::Relaxed);
+    // Events are handled in the client's own task as they happen: a channel and a task per
+    // user to read it cost a wake-up per delivered message.
+    let (session_tx, session_rx) = tokio::sync::oneshot::channel();
+    let mut session_tx = Some(session_tx);
+    let handle =
+        NativeClient::spawn_with_handler(&origin, config, auth, move |event| match event {
+            SessionEvent::Session(info) => {
+                if let Some(tx) = session_tx.take() {
+                    let _ = tx.send(info);
                 }
-                SessionEvent::Restored => {
-                    stats.restored.lock().unwrap().insert(name.clone());
-                }
-                _ => {}
             }
-        }
-    });
+            SessionEvent::Arrived(message) => {
+                if let Ok(sent_at) = message.content.parse::<u64>() {
+                    let latency = micros().saturating_sub(sent_at);
+                    stats.latencies_us.lock().unwrap().push(latency);
+                }
+                stats.received.fetch_add(1, Ordering::Relaxed);
+            }
+            SessionEvent::Restored => {
+                stats.restored.lock().unwrap().insert(name.clone());
+            }
+            _ => {}
+        });
+    let info = session_rx.await.expect("client task is running");
+    *stored.lock().unwrap() = Json::object([("sessionID", info.session_id.into())]);
     User {
         handle,
         id: info.user_id,
@@ -346,8 +361,12 @@ async fn main() {
     // 3. Throughput and latency at stepped offered rates: the first half send to the second.
     let half = users.len() / 2;
     line(String::new());
-    line("| offered msg/s | delivered msg/s | p50 ms | p99 ms | max ms |".into());
-    line("| --- | --- | --- | --- | --- |".into());
+    line(
+        "| offered msg/s | delivered msg/s | p50 ms | p99 ms | max ms \
+         | CPU µs per delivered message: server (its store writer) / load generator |"
+            .into(),
+    );
+    line("| --- | --- | --- | --- | --- | --- |".into());
     for &rate in &args.rates {
         until_quiet(pid).await;
         stats.latencies_us.lock().unwrap().clear();
@@ -358,6 +377,9 @@ async fn main() {
         let barrier = Arc::new(Barrier::new(half));
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<u64>();
         let step_start = Instant::now();
+        let server_ticks = cpu_ticks(&pid.to_string());
+        let writer_ticks = thread_cpu_ticks(pid, WRITER_THREAD);
+        let own_ticks = cpu_ticks("self");
         for (i, sender) in users[..half].iter().enumerate() {
             let handle = sender.handle.clone();
             let to = users[half + i].id.clone();
@@ -375,11 +397,12 @@ async fn main() {
                 while begin.elapsed() < step {
                     ticker.tick().await;
                     let to = to.clone();
-                    handle
-                        .call(move |s, now| {
-                            s.send_message(&to, &micros().to_string(), now, now_wall_ms());
-                        })
-                        .await;
+                    // Queued without waiting for the client's task: the latency is taken from
+                    // here, so its queueing counts.
+                    let sent_at = micros();
+                    handle.cast(move |s, now| {
+                        s.send_message(&to, &sent_at.to_string(), now, now_wall_ms());
+                    });
                     sent += 1;
                 }
                 let _ = done.send(sent);
@@ -401,15 +424,20 @@ async fn main() {
         let received = stats.received.load(Ordering::Relaxed) - received_before;
         let mut lat = std::mem::take(&mut *stats.latencies_us.lock().unwrap());
         lat.sort_unstable();
+        // CPU per delivered message, over the step and its grace period (clock ticks are 10 ms).
+        let per_message = |ticks: u64| ticks as f64 * 10_000.0 / received.max(1) as f64;
         line(format!(
-            "| {rate} | {:.0} | {:.1} | {:.1} | {:.1} |",
+            "| {rate} | {:.0} | {:.1} | {:.1} | {:.1} | {:.0} ({:.0}) / {:.0} |",
             received as f64 / elapsed.max(args.step_secs as f64),
             percentile(&lat, 0.50),
             percentile(&lat, 0.99),
             percentile(&lat, 1.0),
+            per_message(cpu_ticks(&pid.to_string()) - server_ticks),
+            per_message(thread_cpu_ticks(pid, WRITER_THREAD) - writer_ticks),
+            per_message(cpu_ticks("self") - own_ticks),
         ));
         if received < sent {
-            line(format!("|  (step {rate}: {sent} sent, {received} received within the grace period) | | | | |"));
+            line(format!("|  (step {rate}: {sent} sent, {received} received within the grace period) | | | | | |"));
         }
     }
 
