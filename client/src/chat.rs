@@ -432,16 +432,17 @@ fn random_bytes() -> [u8; 16] {
 
 /// The RFC 9562 variant bits and the hyphenated lower-case form.
 fn hyphenated(mut bytes: [u8; 16]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    let mut id = String::with_capacity(36);
+    for (i, b) in bytes.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            id.push('-');
+        }
+        id.push(char::from(HEX[usize::from(b >> 4)]));
+        id.push(char::from(HEX[usize::from(b & 0x0f)]));
+    }
+    id
 }
 
 #[cfg(test)]
@@ -617,6 +618,15 @@ mod tests {
         m.client_id = Some("a".into());
         assert!(outbox.settle(&m));
         assert!(outbox.entries().is_empty());
+    }
+
+    #[test]
+    fn ids_are_written_in_the_hyphenated_lower_case_form_with_the_variant_bits() {
+        let bytes = [
+            0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0xfe, 0xdc, 0xba, 0x98, 0x76, 0x54,
+            0x32, 0x10,
+        ];
+        assert_eq!(hyphenated(bytes), "01234567-89ab-cdef-bedc-ba9876543210");
     }
 
     #[test]
