@@ -61,11 +61,11 @@ impl NativeClient {
         auth: impl FnMut() -> Json + Send + 'static,
     ) -> Self {
         let (event_tx, events) = mpsc::unbounded_channel();
-        let calls = Self::spawn_with_handler(origin, config, auth, move |event| {
+        let handle = Self::spawn_with_handler(origin, config, auth, move |event| {
             let _ = event_tx.send(event);
         });
         Self {
-            calls: calls.calls,
+            calls: handle.calls,
             events,
         }
     }

@@ -400,10 +400,10 @@ async fn main() {
                     // Queued without waiting for the client's task: the latency is taken from
                     // here, so its queueing counts.
                     let sent_at = micros();
-                    handle.cast(move |s, now| {
+                    let queued = handle.cast(move |s, now| {
                         s.send_message(&to, &sent_at.to_string(), now, now_wall_ms());
                     });
-                    sent += 1;
+                    sent += u64::from(queued);
                 }
                 let _ = done.send(sent);
             });

@@ -7,10 +7,10 @@
 //! savepoint, so its failure undoes only its own writes; a request whose writes are each undone
 //! by SQLite if they fail, and harmless if it stops between them (storing a message), needs none
 //! and skips the savepoint's page copies, which were a tenth of the writer's time under message
-//! load. Reads (session lookups,
-//! rosters, restore and history pages) run beside it on a few reader threads with read-only
-//! connections, so they never wait behind a batch of writes; a checkpoint thread copies the WAL
-//! into the database file beside the writer, whose own checkpoints then have little left to do.
+//! load. Reads (session lookups, rosters, restore and history pages) run beside it on a few
+//! reader threads with read-only connections, so they never wait behind a batch of writes; a
+//! checkpoint thread copies the WAL into the database file beside the writer, whose own
+//! checkpoints then have little left to do.
 
 use std::path::Path;
 use std::sync::{mpsc, Arc};
