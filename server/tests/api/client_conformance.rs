@@ -15,7 +15,7 @@ use protocol::json::{Json, RawJson};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::helpers::{auth, raw, spawn_app, spawn_app_at, value, WAIT};
+use crate::helpers::{auth, raw, spawn_app, spawn_app_at, tcp_socket_in_this_process, value, WAIT};
 
 fn fast() -> CoreConfig {
     let mut config = CoreConfig::default();
@@ -394,4 +394,16 @@ async fn rust_client_reconnects_to_a_restarted_node_server_and_flushes_its_outbo
     until_outbox_empty(&mut client).await;
     assert_eq!(client.call(|s, _| s.reconnects()).await, 1);
     node.kill().await;
+}
+
+#[tokio::test]
+async fn the_native_client_sends_small_frames_at_once() {
+    let app = spawn_app().await;
+    let (_client, _, _) = tether_user(&app.url(), "ada").await;
+    let server = app.addr;
+    let client_end = tcp_socket_in_this_process(|local, peer| peer == server && local != server)
+        .expect("the client's socket");
+    // As browsers do: a frame sent while the one before is unacknowledged must not wait for
+    // the server's delayed ACK.
+    assert!(client_end.nodelay().unwrap(), "TCP_NODELAY is not set");
 }

@@ -515,3 +515,29 @@ pub fn raw(value: Value) -> protocol::json::RawJson {
 pub fn value(raw: &protocol::json::RawJson) -> Value {
     serde_json::from_str(raw.get()).expect("the client checked it is JSON")
 }
+
+/// A duplicate of the TCP socket of this process (the test's, with its servers and clients)
+/// whose local and peer addresses `wanted` accepts, if there is one.
+pub fn tcp_socket_in_this_process(
+    wanted: impl Fn(SocketAddr, SocketAddr) -> bool,
+) -> Option<std::net::TcpStream> {
+    use std::os::fd::{BorrowedFd, RawFd};
+    std::fs::read_dir("/proc/self/fd")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let fd: RawFd = entry.file_name().to_str()?.parse().ok()?;
+            let target = std::fs::read_link(entry.path()).ok()?;
+            if !target.to_string_lossy().starts_with("socket:") {
+                return None;
+            }
+            // SAFETY: the descriptor is borrowed only to duplicate it at once. If another test
+            // closed it meanwhile, the duplicate fails or is some other file, which has no
+            // addresses to match (only the duplicate is closed).
+            let owned = unsafe { BorrowedFd::borrow_raw(fd) }
+                .try_clone_to_owned()
+                .ok()?;
+            let stream = std::net::TcpStream::from(owned);
+            wanted(stream.local_addr().ok()?, stream.peer_addr().ok()?).then_some(stream)
+        })
+}

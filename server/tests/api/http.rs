@@ -1,4 +1,4 @@
-use crate::helpers::spawn_app;
+use crate::helpers::{spawn_app, tcp_socket_in_this_process};
 
 #[tokio::test]
 async fn healthz_answers_ok() {
@@ -46,4 +46,25 @@ async fn metrics_report_sockets_users_and_messages() {
     ] {
         assert!(body.contains(name), "{name} missing from:\n{body}");
     }
+}
+
+#[tokio::test]
+async fn the_servers_connections_send_small_frames_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app().await;
+    let mut client = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    // An answered request: the server has accepted (and set up) this connection.
+    client
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: tether\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = [0u8; 256];
+    let n = client.read(&mut answer).await.unwrap();
+    assert!(answer[..n].starts_with(b"HTTP/1.1 200"));
+    let client_addr = client.local_addr().unwrap();
+    let server_end =
+        tcp_socket_in_this_process(|_, peer| peer == client_addr).expect("the server's socket");
+    // Without TCP_NODELAY a frame written while the previous one is unacknowledged waits for
+    // the peer's (delayed) ACK: up to 40 ms on Linux, per message.
+    assert!(server_end.nodelay().unwrap(), "TCP_NODELAY is not set");
 }
