@@ -170,12 +170,7 @@ mod browser {
     pub fn listen(location: Location) {
         // Both stay as long as the page (the location is provided once, above every page);
         // the handles would only remove them.
-        let _ = window_event_listener(ev::popstate, move |_| {
-            if let Ok(path) = window().location().pathname() {
-                location.navigated.set(true);
-                location.path.set(path);
-            }
-        });
+        let _ = window_event_listener(ev::popstate, move |_| follow_address_bar(location));
         let _ = window_event_listener(ev::click, move |event| {
             if let Some(to) = internal_link(&event) {
                 event.prevent_default();
@@ -204,11 +199,16 @@ mod browser {
             let _ = window().location().set_href(to);
             return;
         }
+        follow_address_bar(location);
+        window().scroll_to_with_x_and_y(0.0, 0.0);
+    }
+
+    /// The address bar changed without a page load (a history step or a push): show its page.
+    fn follow_address_bar(location: Location) {
         if let Ok(path) = window().location().pathname() {
             location.navigated.set(true);
             location.path.set(path);
         }
-        window().scroll_to_with_x_and_y(0.0, 0.0);
     }
 
     /// The path, query and fragment a click on a link should go to in the app, or `None` when
