@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod abuse;
 mod client_conformance;
 mod cluster;
 mod delivery;

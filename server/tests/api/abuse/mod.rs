@@ -1,0 +1,14 @@
+//! The abuse suite: each attack a hostile client tried (issue 21) reproduced against the real
+//! server, on loopback, bounded in count and time, with the bound it must hold asserted.
+//!
+//! - [`memory`]: sockets that never read, byte budgets, write stalls;
+//! - [`edge`]: idle and half-sent TCP connections, header timeouts, origins;
+//! - [`logs`]: nothing secret in any log line at the most verbose settings;
+//! - [`signup`]: sign-up floods, idle accounts, expired and revoked sessions;
+//! - [`reads`]: priced reads, sockets per user under concurrent handshakes, roster bounds.
+
+mod edge;
+mod logs;
+mod memory;
+mod reads;
+mod signup;
