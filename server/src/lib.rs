@@ -272,7 +272,14 @@ impl Server {
                 tracing::debug!(error = %e, "could not set TCP_NODELAY on a connection");
             }
         });
-        let served = axum::serve(listener, self.app.router)
+        // Every request carries its TCP peer as `ConnectInfo<SocketAddr>` in its extensions
+        // (socket requests keep them, see `transport::request_head`; socketioxide hands them to
+        // handlers in `Socket::req_parts().extensions`). Never logged.
+        let service = self
+            .app
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let served = axum::serve(listener, service)
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 tracing::info!("shutting down: closing sockets");
