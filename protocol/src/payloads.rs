@@ -60,7 +60,8 @@ pub struct MessageReceipt {
 /// that has just received `users` on this connection already has everyone's presence).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestoreStateRequest {
-    #[serde(default)]
+    /// Absent or `null`: 0 (everything).
+    #[serde(default, deserialize_with = "null_as_zero")]
     pub since: i64,
     #[serde(
         default,
@@ -68,6 +69,10 @@ pub struct RestoreStateRequest {
         skip_serializing_if = "std::ops::Not::not"
     )]
     pub peers_only: bool,
+}
+
+fn null_as_zero<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    Ok(Option::<i64>::deserialize(d)?.unwrap_or_default())
 }
 
 /// Presence of one user, as `restore_state` reports it.
@@ -238,7 +243,7 @@ impl ToJson for MessageReceipt {
 }
 
 crate::from_json_fields!(RestoreStateRequest { "since" => since, "peersOnly" => peers_only } => RestoreStateRequest {
-    since: since.unwrap_or_default(),
+    since: since.flatten().unwrap_or_default(),
     peers_only: peers_only.unwrap_or_default(),
 });
 

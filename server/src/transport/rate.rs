@@ -1,17 +1,36 @@
-//! Per-user token buckets for sending messages: `burst` tokens, refilled at `per_sec`. A user
-//! over the limit gets `rate_limited`; other users are unaffected.
+//! Token buckets: what a user (or a socket) may spend, refilled at a steady rate.
+//!
+//! Two things are priced this way:
+//! - sending messages: one token a message, per user ([`RateLimiter`]);
+//! - reading: bytes of the answer, per user and per socket ([`ReadLimits`]). A read's price is
+//!   only known once it has been read, so the most it can cost is reserved first and what it did
+//!   not cost is refunded after. Reserving first is what makes the limit hold when a client fires
+//!   a hundred requests at once: none of them can pass a check that the others have not paid for
+//!   yet.
+//!
+//! A client over a limit gets `rate_limited`; other users are unaffected.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::domain::UserId;
 
-#[derive(Debug)]
-pub struct RateLimiter {
-    per_sec: f64,
-    burst: f64,
-    buckets: Mutex<HashMap<UserId, Bucket>>,
+/// One bucket's parameters: `burst` tokens at most, refilled at `per_sec`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    pub per_sec: f64,
+    pub burst: f64,
+}
+
+impl Rate {
+    pub fn new(per_sec: f64, burst: f64) -> Self {
+        Self {
+            per_sec: per_sec.max(0.0),
+            burst: burst.max(1.0),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -20,41 +39,205 @@ struct Bucket {
     at: Instant,
 }
 
-impl RateLimiter {
-    pub fn new(per_sec: f64, burst: f64) -> Self {
+impl Bucket {
+    fn full(rate: Rate, now: Instant) -> Self {
         Self {
-            per_sec: per_sec.max(0.0),
-            burst: burst.max(1.0),
-            buckets: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Takes one token for `user` if there is one.
-    pub fn try_take(&self, user: &UserId) -> bool {
-        self.try_take_at(user, Instant::now())
-    }
-
-    fn try_take_at(&self, user: &UserId, now: Instant) -> bool {
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        // Full buckets carry no information: drop them now and then so the map stays small.
-        if buckets.len() > 10_000 {
-            let (per_sec, burst) = (self.per_sec, self.burst);
-            buckets
-                .retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * per_sec < burst);
-        }
-        let bucket = buckets.entry(user.clone()).or_insert(Bucket {
-            tokens: self.burst,
+            tokens: rate.burst,
             at: now,
-        });
-        let refill = now.duration_since(bucket.at).as_secs_f64() * self.per_sec;
-        bucket.tokens = (bucket.tokens + refill).min(self.burst);
-        bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
+        }
+    }
+
+    fn refill(&mut self, rate: Rate, now: Instant) {
+        let refill = now.saturating_duration_since(self.at).as_secs_f64() * rate.per_sec;
+        self.tokens = (self.tokens + refill).min(rate.burst);
+        self.at = now;
+    }
+
+    fn try_take(&mut self, rate: Rate, cost: f64, now: Instant) -> bool {
+        self.refill(rate, now);
+        if self.tokens >= cost {
+            self.tokens -= cost;
             true
         } else {
             false
         }
+    }
+
+    fn give_back(&mut self, rate: Rate, amount: f64) {
+        self.tokens = (self.tokens + amount).min(rate.burst);
+    }
+
+    /// Whether the bucket would be full by `now`: it then carries no information.
+    fn is_full_at(&self, rate: Rate, now: Instant) -> bool {
+        self.tokens + now.saturating_duration_since(self.at).as_secs_f64() * rate.per_sec
+            >= rate.burst
+    }
+}
+
+/// Buckets by key. The map holds only buckets that are not full: a full one is the same as
+/// none, so once it passes `max_keys` the full ones are dropped, and it cannot grow past the
+/// number of keys that spent something within one refill time.
+#[derive(Debug)]
+pub struct Buckets<K> {
+    rate: Rate,
+    max_keys: usize,
+    buckets: Mutex<HashMap<K, Bucket>>,
+}
+
+impl<K: Hash + Eq + Clone> Buckets<K> {
+    pub fn new(rate: Rate) -> Self {
+        Self {
+            rate,
+            max_keys: 10_000,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes `cost` tokens from `key`'s bucket if it has them.
+    pub fn try_take(&self, key: &K, cost: f64) -> bool {
+        self.try_take_at(key, cost, Instant::now())
+    }
+
+    fn try_take_at(&self, key: &K, cost: f64, now: Instant) -> bool {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if buckets.len() > self.max_keys {
+            let rate = self.rate;
+            buckets.retain(|_, b| !b.is_full_at(rate, now));
+        }
+        let rate = self.rate;
+        buckets
+            .entry(key.clone())
+            .or_insert_with(|| Bucket::full(rate, now))
+            .try_take(rate, cost, now)
+    }
+
+    /// Returns tokens taken and not spent (never above the burst).
+    pub fn give_back(&self, key: &K, amount: f64) {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(bucket) = buckets.get_mut(key) {
+            bucket.give_back(self.rate, amount);
+        }
+    }
+}
+
+/// Per-user buckets for sending messages: one token a message.
+#[derive(Debug)]
+pub struct RateLimiter(Buckets<UserId>);
+
+impl RateLimiter {
+    pub fn new(per_sec: f64, burst: f64) -> Self {
+        Self(Buckets::new(Rate::new(per_sec, burst)))
+    }
+
+    /// Takes one token for `user` if there is one.
+    pub fn try_take(&self, user: &UserId) -> bool {
+        self.0.try_take(user, 1.0)
+    }
+}
+
+/// One socket's read bucket (a socket extension: it lives and dies with the socket).
+#[derive(Debug, Clone)]
+pub struct SocketReadBucket(Arc<Mutex<Bucket>>);
+
+impl SocketReadBucket {
+    pub fn new(rate: Rate) -> Self {
+        Self(Arc::new(Mutex::new(Bucket::full(rate, Instant::now()))))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Bucket> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What reads cost: bytes of answer, from a per-user and a per-socket bucket.
+#[derive(Debug)]
+pub struct ReadLimits {
+    users: Buckets<UserId>,
+    socket: Rate,
+}
+
+/// Bytes reserved for a read that is under way; [`ReadLimits::settle`] refunds what it did not
+/// cost. Dropped unsettled (the read failed), it costs nothing more than was reserved.
+#[must_use = "settle the reservation with what the answer cost"]
+#[derive(Debug)]
+pub struct Reservation {
+    user: UserId,
+    socket: SocketReadBucket,
+    reserved: f64,
+}
+
+impl ReadLimits {
+    pub fn new(per_user: Rate, per_socket: Rate) -> Self {
+        Self {
+            users: Buckets::new(per_user),
+            socket: per_socket,
+        }
+    }
+
+    /// A fresh bucket for a new socket.
+    pub fn socket_bucket(&self) -> SocketReadBucket {
+        SocketReadBucket::new(self.socket)
+    }
+
+    /// Reserves `most` bytes from both the user's and the socket's bucket, or neither.
+    pub fn reserve(&self, user: &UserId, socket: &SocketReadBucket, most: usize) -> Option<Reservation> {
+        self.reserve_at(user, socket, most, Instant::now())
+    }
+
+    fn reserve_at(
+        &self,
+        user: &UserId,
+        socket: &SocketReadBucket,
+        most: usize,
+        now: Instant,
+    ) -> Option<Reservation> {
+        // A reservation larger than a bucket could never be granted: reserve at most a full
+        // bucket, and charge what the answer cost beyond it when settling.
+        let most = (most as f64).min(self.socket.burst).min(self.users.rate.burst);
+        // The socket's bucket is locked across both takes, so a refusal by the user's bucket
+        // can put the socket's tokens back before anyone else sees them.
+        let mut own = socket.lock();
+        if !own.try_take(self.socket, most, now) {
+            return None;
+        }
+        if !self.users.try_take_at(user, most, now) {
+            own.give_back(self.socket, most);
+            return None;
+        }
+        Some(Reservation {
+            user: user.clone(),
+            socket: socket.clone(),
+            reserved: most,
+        })
+    }
+
+    /// The read is done and its answer cost `spent` bytes: refunds the rest of the
+    /// reservation (or charges what it cost beyond it).
+    pub fn settle(&self, reservation: Reservation, spent: usize) {
+        let unspent = reservation.reserved - spent as f64;
+        if unspent != 0.0 {
+            reservation.socket.lock().give_back(self.socket, unspent);
+            self.users.give_back(&reservation.user, unspent);
+        }
+    }
+
+    /// Charges bytes already sent (a connect's roster): never refused, but what it cost is
+    /// owed by the user's next reads.
+    pub fn charge(&self, user: &UserId, socket: &SocketReadBucket, spent: usize) {
+        let now = Instant::now();
+        let spent = spent as f64;
+        {
+            let mut own = socket.lock();
+            own.refill(self.socket, now);
+            own.tokens -= spent;
+        }
+        let mut buckets = self.users.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let rate = self.users.rate;
+        let bucket = buckets
+            .entry(user.clone())
+            .or_insert_with(|| Bucket::full(rate, now));
+        bucket.refill(rate, now);
+        bucket.tokens -= spent;
     }
 }
 
@@ -65,22 +248,94 @@ mod tests {
 
     #[test]
     fn a_burst_is_allowed_then_refused_then_refilled() {
-        let limiter = RateLimiter::new(2.0, 3.0);
+        let limiter = Buckets::new(Rate::new(2.0, 3.0));
         let user = UserId::random();
         let t0 = Instant::now();
-        assert!((0..3).all(|_| limiter.try_take_at(&user, t0)));
-        assert!(!limiter.try_take_at(&user, t0));
-        assert!(limiter.try_take_at(&user, t0 + Duration::from_millis(500)));
-        assert!(!limiter.try_take_at(&user, t0 + Duration::from_millis(500)));
+        assert!((0..3).all(|_| limiter.try_take_at(&user, 1.0, t0)));
+        assert!(!limiter.try_take_at(&user, 1.0, t0));
+        assert!(limiter.try_take_at(&user, 1.0, t0 + Duration::from_millis(500)));
+        assert!(!limiter.try_take_at(&user, 1.0, t0 + Duration::from_millis(500)));
     }
 
     #[test]
     fn one_users_flood_does_not_limit_another() {
-        let limiter = RateLimiter::new(1.0, 1.0);
+        let limiter = Buckets::new(Rate::new(1.0, 1.0));
         let (a, b) = (UserId::random(), UserId::random());
         let t0 = Instant::now();
-        assert!(limiter.try_take_at(&a, t0));
-        assert!(!limiter.try_take_at(&a, t0));
-        assert!(limiter.try_take_at(&b, t0));
+        assert!(limiter.try_take_at(&a, 1.0, t0));
+        assert!(!limiter.try_take_at(&a, 1.0, t0));
+        assert!(limiter.try_take_at(&b, 1.0, t0));
+    }
+
+    #[test]
+    fn the_map_forgets_full_buckets_once_it_is_large() {
+        let limiter = Buckets::new(Rate::new(1000.0, 1.0));
+        let t0 = Instant::now();
+        for _ in 0..25_000 {
+            assert!(limiter.try_take_at(&UserId::random(), 1.0, t0));
+        }
+        // A second later every bucket is full again: the next take sweeps them all.
+        assert!(limiter.try_take_at(&UserId::random(), 1.0, t0 + Duration::from_secs(1)));
+        assert!(limiter.buckets.lock().unwrap().len() <= 2);
+    }
+
+    #[test]
+    fn a_read_reserves_its_most_and_refunds_the_rest() {
+        let limits = ReadLimits::new(Rate::new(0.0, 1000.0), Rate::new(0.0, 1000.0));
+        let user = UserId::random();
+        let socket = limits.socket_bucket();
+        let t0 = Instant::now();
+        let first = limits.reserve_at(&user, &socket, 600, t0).expect("in budget");
+        // Reserved, not yet settled: a second large read does not fit.
+        assert!(limits.reserve_at(&user, &socket, 600, t0).is_none());
+        limits.settle(first, 100);
+        // 900 left.
+        let second = limits.reserve_at(&user, &socket, 900, t0).expect("refunded");
+        limits.settle(second, 900);
+        assert!(limits.reserve_at(&user, &socket, 1, t0).is_none());
+    }
+
+    #[test]
+    fn concurrent_reads_cannot_spend_more_than_the_burst() {
+        let limits = Arc::new(ReadLimits::new(Rate::new(0.0, 10_000.0), Rate::new(0.0, 1e9)));
+        let user = UserId::random();
+        let admitted = std::sync::atomic::AtomicUsize::new(0);
+        let (limits, user, admitted_ref) = (&limits, &user, &admitted);
+        std::thread::scope(|scope| {
+            for _ in 0..8 {
+                let socket = limits.socket_bucket();
+                scope.spawn(move || {
+                    for _ in 0..100 {
+                        if let Some(r) = limits.reserve(user, &socket, 1000) {
+                            admitted_ref.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            std::mem::forget(r);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(admitted.into_inner(), 10);
+    }
+
+    #[test]
+    fn a_refusal_by_the_user_bucket_costs_the_socket_nothing() {
+        let limits = ReadLimits::new(Rate::new(0.0, 100.0), Rate::new(0.0, 1000.0));
+        let (a, b) = (UserId::random(), UserId::random());
+        let socket = limits.socket_bucket();
+        let t0 = Instant::now();
+        assert!(limits.reserve_at(&a, &socket, 500, t0).is_none());
+        // The socket still has its 1000 (b's user bucket allows 100).
+        let r = limits.reserve_at(&b, &socket, 100, t0).expect("fits");
+        limits.settle(r, 100);
+        assert!(limits.reserve_at(&b, &socket, 1, t0).is_none());
+    }
+
+    #[test]
+    fn a_charge_is_owed_by_the_next_reads() {
+        let limits = ReadLimits::new(Rate::new(1000.0, 1000.0), Rate::new(1000.0, 1000.0));
+        let user = UserId::random();
+        let socket = limits.socket_bucket();
+        limits.charge(&user, &socket, 3000);
+        assert!(limits.reserve(&user, &socket, 1).is_none());
     }
 }

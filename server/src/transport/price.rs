@@ -1,0 +1,147 @@
+//! What an answer costs on the wire, in bytes, and how answers are cut to a byte bound.
+//!
+//! Sizes are what serde_json writes for the payload (escapes included), counted without
+//! serialising: each answer is measured while it is built, so a cut costs no second pass.
+//! The fixed parts (field names, ids, timestamps) are counted at their largest.
+
+use protocol::payloads::{Message, Presence, UserEntry};
+
+/// A message's JSON without its content: `{"id":…,"ts":…,"content":"","from":"<uuid>",
+/// "to":"<uuid>","clientId":"<uuid>"}` with 19-digit numbers, and a separating comma.
+const MESSAGE_FIXED: usize = 180;
+/// A user entry's JSON without its name: `{"userID":"<uuid>","username":"","connected":false,
+/// "messages":[]}`, and a separating comma.
+const USER_FIXED: usize = 90;
+/// What every read costs besides its rows (the request, the ack's envelope): an empty answer
+/// is not free.
+pub const REQUEST_BASE: usize = 256;
+
+/// Bytes serde_json writes for `s` as a JSON string's contents.
+pub fn json_str_bytes(s: &str) -> usize {
+    s.bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0x00..=0x1f => 6,
+            _ => 1,
+        })
+        .sum()
+}
+
+/// The most one message of at most `max_chars` characters can cost (six bytes a character:
+/// an escaped control character).
+pub fn message_most(max_chars: usize) -> usize {
+    MESSAGE_FIXED + 6 * max_chars
+}
+
+pub fn message_bytes(message: &Message) -> usize {
+    MESSAGE_FIXED + json_str_bytes(&message.content)
+}
+
+pub fn presence_bytes(user: &Presence) -> usize {
+    USER_FIXED + json_str_bytes(&user.username)
+}
+
+pub fn entry_bytes(entry: &UserEntry) -> usize {
+    USER_FIXED
+        + json_str_bytes(&entry.username)
+        + entry.messages.iter().map(message_bytes).sum::<usize>()
+}
+
+/// Keeps the longest prefix of `messages` (oldest first) within `max_bytes`, at least one
+/// message; returns it, its size, and whether anything was cut.
+pub fn oldest_within(mut messages: Vec<Message>, max_bytes: usize) -> (Vec<Message>, usize, bool) {
+    let mut used = 0;
+    let keep = messages
+        .iter()
+        .position(|m| {
+            used += message_bytes(m);
+            used > max_bytes
+        })
+        .map_or(messages.len(), |i| i.max(1));
+    let cut = keep < messages.len();
+    messages.truncate(keep);
+    let used = messages.iter().map(message_bytes).sum();
+    (messages, used, cut)
+}
+
+/// Keeps the longest suffix of `messages` (oldest first) within `max_bytes`, at least one
+/// message; returns it, its size, and whether anything was cut.
+pub fn newest_within(mut messages: Vec<Message>, max_bytes: usize) -> (Vec<Message>, usize, bool) {
+    let mut used = 0;
+    let keep = messages
+        .iter()
+        .rev()
+        .position(|m| {
+            used += message_bytes(m);
+            used > max_bytes
+        })
+        .map_or(messages.len(), |i| i.max(1));
+    let cut = keep < messages.len();
+    let dropped = messages.len() - keep;
+    messages.drain(..dropped);
+    let used = messages.iter().map(message_bytes).sum();
+    (messages, used, cut)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(id: i64, content: &str) -> Message {
+        Message {
+            id,
+            ts: i64::MAX,
+            content: content.into(),
+            from: "0f8fad5b-d9cb-469f-a165-70867728950e".into(),
+            to: "0f8fad5b-d9cb-469f-a165-70867728950e".into(),
+            client_id: Some("0f8fad5b-d9cb-469f-a165-70867728950e".into()),
+        }
+    }
+
+    #[test]
+    fn sizes_are_never_below_what_serde_writes() {
+        for content in ["", "hi", "\"quoted\" \\ back", "\u{1}\u{1f}\n\t", "héllo ✓ 🎉"] {
+            let message = m(i64::MAX, content);
+            let written = serde_json::to_string(&message).unwrap().len() + 1;
+            assert!(message_bytes(&message) >= written, "{content:?}");
+            assert!(message_bytes(&message) <= written + 40, "{content:?}");
+            assert_eq!(
+                json_str_bytes(content) + 2,
+                serde_json::to_string(content).unwrap().len()
+            );
+        }
+        let entry = UserEntry {
+            user_id: "0f8fad5b-d9cb-469f-a165-70867728950e".into(),
+            username: "a \"name\"".into(),
+            connected: false,
+            messages: vec![m(1, "x")],
+        };
+        assert!(entry_bytes(&entry) >= serde_json::to_string(&entry).unwrap().len());
+    }
+
+    #[test]
+    fn a_restore_keeps_the_oldest_and_history_the_newest() {
+        let all: Vec<Message> = (1..=10).map(|i| m(i, &"x".repeat(100))).collect();
+        let each = message_bytes(&all[0]);
+        let (old, used, cut) = oldest_within(all.clone(), each * 3 + 1);
+        assert_eq!(old.iter().map(|m| m.id).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(used, each * 3);
+        assert!(cut);
+        let (new, _, cut) = newest_within(all.clone(), each * 3 + 1);
+        assert_eq!(new.iter().map(|m| m.id).collect::<Vec<_>>(), [8, 9, 10]);
+        assert!(cut);
+        let (whole, _, cut) = newest_within(all, usize::MAX);
+        assert_eq!(whole.len(), 10);
+        assert!(!cut);
+    }
+
+    #[test]
+    fn one_message_always_fits_so_paging_makes_progress() {
+        let big = vec![m(1, &"x".repeat(10_000)), m(2, "y")];
+        let (kept, _, cut) = oldest_within(big.clone(), 10);
+        assert_eq!(kept.len(), 1);
+        assert!(cut);
+        let (kept, _, _) = newest_within(big, 10);
+        assert_eq!(kept[0].id, 2);
+    }
+}
