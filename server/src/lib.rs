@@ -10,6 +10,7 @@ pub mod http;
 pub mod memory;
 pub mod origin;
 pub mod store;
+pub mod telemetry;
 pub mod transport;
 
 use std::net::SocketAddr;
@@ -292,26 +293,6 @@ impl Server {
         served?;
         Ok(())
     }
-}
-
-/// Crates whose verbose logs carry raw frames or bodies (and so session ids and messages):
-/// capped at `info` whatever the operator's filter says.
-const WIRE_LEVEL_CRATES: &[&str] = &[
-    "tungstenite",
-    "tokio_tungstenite",
-    "hyper",
-    "h2",
-    "engineioxide",
-    "socketioxide",
-];
-
-/// The operator's log filter, with wire-level crates capped so secrets never reach the logs.
-pub fn log_filter(spec: &str) -> anyhow::Result<tracing_subscriber::EnvFilter> {
-    let mut filter = tracing_subscriber::EnvFilter::try_new(spec)?;
-    for krate in WIRE_LEVEL_CRATES {
-        filter = filter.add_directive(format!("{krate}=info").parse()?);
-    }
-    Ok(filter)
 }
 
 /// Resolves on SIGINT or SIGTERM.

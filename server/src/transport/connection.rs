@@ -74,7 +74,9 @@ pub async fn on_connect<A: Adapter>(socket: SocketRef<A>, State(state): State<So
             }
             announce_tabs(&socket, &viewer, tabs).await;
         }
-        Err(e) => tracing::error!(user.id = %viewer.user_id, error = %e, "presence update failed"),
+        Err(e) => {
+            tracing::error!(conn = %crate::telemetry::conn(&socket.id), user.id = %viewer.user_id, error = %e, "presence update failed")
+        }
     }
     drop(presence);
 
@@ -92,7 +94,7 @@ pub async fn on_connect<A: Adapter>(socket: SocketRef<A>, State(state): State<So
             socket.extensions.insert(audience);
         }
         Err(e) => {
-            tracing::error!(user.id = %viewer.user_id, error = %e, "could not build the roster; closing the socket so the client retries");
+            tracing::error!(conn = %crate::telemetry::conn(&socket.id), user.id = %viewer.user_id, error = %e, "could not build the roster; closing the socket so the client retries");
             let _ = socket.clone().disconnect();
             return;
         }
@@ -104,7 +106,7 @@ pub async fn on_connect<A: Adapter>(socket: SocketRef<A>, State(state): State<So
         messages: Vec::new(),
     };
     announce(&socket, events::USER_CONNECTED, &entry).await;
-    tracing::info!(socket.id = %socket.id, user.id = %viewer.user_id, "socket connected");
+    tracing::info!(conn = %crate::telemetry::conn(&socket.id), user.id = %viewer.user_id, "socket connected");
 }
 
 async fn on_disconnect<A: Adapter>(
@@ -121,7 +123,7 @@ async fn on_disconnect<A: Adapter>(
     let mut presence = slot.0.lock().await;
     let was = std::mem::replace(&mut *presence, Presence::Closed);
     metrics::gauge!("tether_sockets_connected").decrement(1.0);
-    tracing::info!(socket.id = %socket.id, user.id = %viewer.user_id, ?reason, "socket disconnected");
+    tracing::info!(conn = %crate::telemetry::conn(&socket.id), user.id = %viewer.user_id, ?reason, "socket disconnected");
     if was != Presence::Counted {
         return;
     }
@@ -129,11 +131,13 @@ async fn on_disconnect<A: Adapter>(
         Ok(Some(0)) => {
             metrics::gauge!("tether_users_online").decrement(1.0);
             announce(&socket, events::USER_DISCONNECTED, viewer.user_id.as_str()).await;
-            tracing::info!(user.id = %viewer.user_id, "user went offline");
+            tracing::info!(conn = %crate::telemetry::conn(&socket.id), user.id = %viewer.user_id, "user went offline");
         }
         Ok(Some(tabs)) => announce_tabs(&socket, &viewer, tabs).await,
         Ok(None) => {}
-        Err(e) => tracing::error!(user.id = %viewer.user_id, error = %e, "presence update failed"),
+        Err(e) => {
+            tracing::error!(conn = %crate::telemetry::conn(&socket.id), user.id = %viewer.user_id, error = %e, "presence update failed")
+        }
     }
 }
 

@@ -32,19 +32,19 @@ pub async fn authenticate<A: Adapter>(
     let result = resolve(&auth, &state).await;
     match &result {
         Ok(viewer) => {
-            tracing::debug!(socket.id = %socket.id, user.id = %viewer.user_id, "handshake accepted")
+            tracing::debug!(conn = %crate::telemetry::conn(&socket.id), user.id = %viewer.user_id, "handshake accepted")
         }
         Err(HandshakeError::InvalidUsername) => {
-            tracing::debug!(socket.id = %socket.id, "handshake refused: invalid username")
+            tracing::debug!(conn = %crate::telemetry::conn(&socket.id), "handshake refused: invalid username")
         }
         Err(HandshakeError::SessionActive) => {
-            tracing::debug!(socket.id = %socket.id, "handshake refused: session already active")
+            tracing::debug!(conn = %crate::telemetry::conn(&socket.id), "handshake refused: session already active")
         }
         Err(HandshakeError::TooManySockets) => {
-            tracing::warn!(socket.id = %socket.id, "handshake refused: too many sockets for one user")
+            tracing::warn!(conn = %crate::telemetry::conn(&socket.id), "handshake refused: too many sockets for one user")
         }
         Err(HandshakeError::Store(e)) => {
-            tracing::error!(socket.id = %socket.id, error = %e, "handshake failed on the store")
+            tracing::error!(conn = %crate::telemetry::conn(&socket.id), error = %e, "handshake failed on the store")
         }
     }
     let viewer = result?;

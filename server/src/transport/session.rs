@@ -47,7 +47,7 @@ pub async fn logout<A: Adapter>(
     if let Some(answered) = answered {
         let _ = answered.await;
     }
-    tracing::info!(user.id = %viewer.user_id, everywhere = request.everywhere, "signed out");
+    tracing::info!(conn = %crate::telemetry::conn(&socket.id), user.id = %viewer.user_id, everywhere = request.everywhere, "signed out");
     // The user's room holds every socket of every session of the user; the session's room,
     // every tab of this session.
     let room = if request.everywhere {
