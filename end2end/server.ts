@@ -36,6 +36,10 @@ export async function startServer(
       LEPTOS_SITE_ROOT: path.join(repoRoot, "target", "site"),
       LEPTOS_OUTPUT_NAME: "tether",
       TETHER_LOG: process.env.TETHER_LOG ?? "warn",
+      // Every test signs up from 127.0.0.1, well past the per-address default (10 a minute);
+      // environment, so a test's own flags still win.
+      TETHER_SIGNUPS_PER_IP_PER_MIN: process.env.TETHER_SIGNUPS_PER_IP_PER_MIN ?? "100000",
+      TETHER_SIGNUP_BURST_PER_IP: process.env.TETHER_SIGNUP_BURST_PER_IP ?? "100000",
     },
     stdio: ["ignore", "pipe", "inherit"],
   });

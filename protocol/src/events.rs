@@ -28,6 +28,12 @@ pub const SESSION_MOVED: &str = "session moved";
 pub const INVALID_USERNAME: &str = "invalid username";
 /// The CONNECT_ERROR message when the tab policy forbids a second connection of a session.
 pub const SESSION_ALREADY_ACTIVE: &str = "session already active";
+/// The CONNECT_ERROR message when a handshake would create an account but its client address,
+/// or the server as a whole, has used up its sign-ups for now (try again later).
+pub const TOO_MANY_SIGNUPS: &str = "too many sign-ups";
+/// The CONNECT_ERROR message when the session's socket was just disconnected for sending past
+/// its limits: it may connect again after the server's cooldown.
+pub const TOO_MANY_REQUESTS: &str = "too many requests";
 /// Server → client (Tether extension): the server could not queue an event for this socket
 /// (its send buffer was full), so it may have missed something: run `restore_state` from the
 /// last id held.

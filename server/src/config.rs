@@ -84,6 +84,46 @@ pub struct Config {
     #[arg(long, env = "TETHER_SESSION_MAX_AGE_SECS", default_value_t = 180 * 24 * 3600)]
     pub session_max_age_secs: u64,
 
+    /// An account that never sent or received a message is deleted once it has had no
+    /// handshake (and no connected socket) for this many seconds, or once it has no session
+    /// left.
+    #[arg(long, env = "TETHER_IDLE_ACCOUNT_SECS", default_value_t = 7 * 24 * 3600)]
+    pub idle_account_secs: u64,
+
+    /// Sign-ups (handshakes that create an account) one client address may make per minute,
+    /// sustained; IPv6 addresses count by /64. Per node.
+    #[arg(long, env = "TETHER_SIGNUPS_PER_IP_PER_MIN", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub signups_per_ip_per_min: u32,
+
+    /// Sign-ups one client address may make in a burst.
+    #[arg(long, env = "TETHER_SIGNUP_BURST_PER_IP", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub signup_burst_per_ip: u32,
+
+    /// Sign-ups per second from all addresses together, sustained. Per node.
+    #[arg(long, env = "TETHER_SIGNUPS_PER_SEC", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub signups_per_sec: u32,
+
+    /// Sign-ups from all addresses together in a burst.
+    #[arg(long, env = "TETHER_SIGNUP_BURST", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub signup_burst: u32,
+
+    /// Proxies in front of the server whose `X-Forwarded-For` is trusted: the client address
+    /// is the entry this many hops from the right of that header followed by the TCP peer.
+    /// 0 ignores the header (the TCP peer is the client).
+    #[arg(long, env = "TETHER_TRUST_FORWARDED_FOR", default_value_t = 0)]
+    pub trust_forwarded_for: u8,
+
+    /// The origin browsers load the app from, e.g. `https://chat.example` (what a proxy in
+    /// front serves). Pages from it may open sockets. Default: `http://<bound address>`, and
+    /// `http://localhost:<port>` too when that address is a loopback one.
+    #[arg(long, env = "TETHER_PUBLIC_ORIGIN")]
+    pub public_origin: Option<String>,
+
+
     /// Browser origins (besides the server's own) allowed to open sockets, comma-separated,
     /// e.g. `https://chat.example`.
     #[arg(long, env = "TETHER_ALLOWED_ORIGINS", value_delimiter = ',')]

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod domain;
+pub mod expiry;
 pub mod http;
 pub mod memory;
 pub mod origin;
@@ -117,6 +118,16 @@ pub async fn build_app(config: &Config) -> anyhow::Result<App> {
             config.messages_per_sec,
             config.message_burst,
         )),
+        signups: Arc::new(transport::signup::SignupLimiter::new(
+            transport::signup::SignupRate::new(
+                f64::from(config.signups_per_ip_per_min) / 60.0,
+                f64::from(config.signup_burst_per_ip),
+            ),
+            transport::signup::SignupRate::new(
+                f64::from(config.signups_per_sec),
+                f64::from(config.signup_burst),
+            ),
+        )),
     };
     let builder = SocketIo::builder()
         .with_state(state)
@@ -172,11 +183,24 @@ pub async fn build_app(config: &Config) -> anyhow::Result<App> {
             (routes.layer(layer), Io::Cluster(io))
         }
     };
+    let expiry = expiry::ExpiryOptions {
+        session_idle: config.session_idle(),
+        idle_account: Duration::from_secs(config.idle_account_secs),
+    };
+    tasks.push(match &io {
+        Io::Local(io) => tokio::spawn(expiry::expiry_loop(io.clone(), store.clone(), expiry)),
+        Io::Cluster(io) => tokio::spawn(expiry::expiry_loop(io.clone(), store.clone(), expiry)),
+    });
     // Both wrap the Socket.IO layer; the origin check runs first, before any handshake.
     let origins = Arc::new(origin::OriginPolicy::new(&config.allowed_origins));
     let router = routes
         .layer(axum::middleware::from_fn(
             transport::request_head::detach_socket_request_head,
+        ))
+        // Before the head is detached: it reads `X-Forwarded-For`, which the copy drops.
+        .layer(axum::middleware::from_fn_with_state(
+            transport::signup::TrustedProxies(config.trust_forwarded_for),
+            transport::signup::resolve_client_addr,
         ))
         .layer(axum::middleware::from_fn_with_state(
             origins,

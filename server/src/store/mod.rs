@@ -104,6 +104,16 @@ pub struct Conversations {
     pub messages: Vec<Message>,
 }
 
+/// What an expiry sweep ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expired {
+    /// The digests of the sessions ended; their sockets are in the room `session:<digest>`
+    /// ([`crate::transport::Viewer::session_room`]) and must be closed.
+    pub sessions: Vec<String>,
+    /// How many accounts were deleted.
+    pub users: usize,
+}
+
 /// A page of messages, oldest first; `has_more` says the page was cut at its limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page {
@@ -124,6 +134,18 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_session(&self, id: &SessionId) -> Result<bool, StoreError>;
     /// Ends every session of a user ("sign out everywhere"). Returns how many there were.
     async fn delete_user_sessions(&self, user: &UserId) -> Result<usize, StoreError>;
+    /// Ends up to `limit` sessions past their deadline (idle or maximum age). A user that never sent or received a message and has no session left is marked
+    /// for [`Store::expire_accounts`] (as ending a session by `delete_session` does).
+    /// Returns the digests of the sessions ended (see [`Expired::sessions`]).
+    async fn expire_sessions(&self, limit: usize) -> Result<Vec<String>, StoreError>;
+    /// Deletes up to `limit` accounts that never sent or received a message and either have no
+    /// session left or had no handshake (nor a touch) for `idle`: the user, its sessions and
+    /// its directory entry. Their sessions are returned, to close their sockets.
+    async fn expire_accounts(&self, idle: Duration, limit: usize) -> Result<Expired, StoreError>;
+    /// These sessions (by digest) are in use now: sockets of theirs are connected. They, and a
+    /// message-less account of theirs, are refreshed as a handshake would. Returns the digests
+    /// of those that are gone or past their deadline (their sockets must be closed).
+    async fn touch_sessions(&self, digests: Vec<String>) -> Result<Vec<String>, StoreError>;
 
     // ---- users ----
     /// Every user, in sign-up order (shared: callers only read it).

@@ -2,9 +2,17 @@
 //! Sentinel; not Redis Cluster, because the scripts below name keys they compute).
 //!
 //! Layout, every key under `{prefix}:`:
-//! - `usernames` hash userID → name; `users` list of `[userID, name]` JSON in sign-up order;
+//! - `usernames` hash userID → name; `directory` sorted set of userIDs scored by sign-up number
+//!   (`users:seq`), so a node's cached directory reads only the entries after the last it has;
+//!   `users:epoch` counts the sweeps that deleted accounts (a node whose epoch is behind reads
+//!   the whole directory again). Before expiry the directory was a `users` list of
+//!   `[userID, name]` JSON, which [`RedisStore::connect`] converts once;
 //! - `session:{sha256(secret)}` hash (user, name, created) whose TTL is the idle timeout,
 //!   refreshed on every use; `user:{id}:sessions` set of digests for "sign out everywhere";
+//!   `session-deadlines` sorted set of `{digest}:{user}` scored by when the session expires
+//!   (idle or maximum age, whichever is first), so the per-second sweep reads only what is
+//!   due; `quiet-users` sorted set of the users that never sent or received a message, scored
+//!   by their last handshake (0: no session left), read by the account sweep;
 //! - `msg:seq` counter (message ids); `messages` hash id → the wire JSON of the message;
 //!   `inbox:{user}` and `conv:{a}|{b}` sorted sets of ids (score = id); `peers:{user}` set;
 //!   `dedupe:{user}` hash clientId → id. One Lua script checks the recipient, de-duplicates,
@@ -25,7 +33,7 @@ use redis::{AsyncCommands, Script};
 use super::presence::LocalPresence;
 use super::sqlite::SessionPolicy;
 use super::{
-    cut_to_page, now_ms, Conversations, NewMessage, Page, PresenceChange, Session, Store,
+    cut_to_page, now_ms, Conversations, Expired, NewMessage, Page, PresenceChange, Session, Store,
     StoreError, Stored, User,
 };
 use crate::domain::{SessionId, UserId, Username};
@@ -55,8 +63,28 @@ impl Keys {
     fn usernames(&self) -> String {
         self.key("usernames")
     }
-    fn users(&self) -> String {
+    /// The directory as it was before expiry (a list), converted at connect.
+    fn legacy_users(&self) -> String {
         self.key("users")
+    }
+    fn directory(&self) -> String {
+        self.key("directory")
+    }
+    fn users_seq(&self) -> String {
+        self.key("users:seq")
+    }
+    fn users_epoch(&self) -> String {
+        self.key("users:epoch")
+    }
+    fn quiet_users(&self) -> String {
+        self.key("quiet-users")
+    }
+    fn session_deadlines(&self) -> String {
+        self.key("session-deadlines")
+    }
+    /// What every key starts with, for the scripts that name keys they compute.
+    fn all(&self) -> String {
+        self.key("")
     }
     fn session(&self, digest: &str) -> String {
         self.key(&format!("session:{digest}"))
@@ -96,15 +124,177 @@ impl Keys {
     }
 }
 
-/// Creates the user and its session, unless either id is taken (then 0: draw again).
+/// Lua numbers are doubles, and Redis turns one into a string with 14 digits at most:
+/// millisecond times go through this to stay exact.
+const INT: &str = r#"
+local function int(n) return string.format('%.0f', n) end
+"#;
+
+/// Creates the user and its session, unless either id is taken (then 0: draw again). A new
+/// user has no message yet: it joins `quiet-users`.
 const CREATE_SESSION: &str = r#"
 if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
-redis.call('RPUSH', KEYS[2], ARGV[3])
-redis.call('HSET', KEYS[3], 'user', ARGV[1], 'name', ARGV[2], 'created', ARGV[4])
-redis.call('PEXPIRE', KEYS[3], ARGV[5])
-redis.call('SADD', KEYS[4], ARGV[6])
+redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[5]), ARGV[1])
+redis.call('HSET', KEYS[3], 'user', ARGV[1], 'name', ARGV[2], 'created', ARGV[3])
+redis.call('PEXPIRE', KEYS[3], ARGV[4])
+redis.call('SADD', KEYS[4], ARGV[5])
+redis.call('ZADD', KEYS[6], ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[7], ARGV[6], ARGV[5] .. ':' .. ARGV[1])
 return 1
+"#;
+
+/// Finds a session and, unless it is past its maximum age, refreshes it as used now: its idle
+/// TTL, its deadline, and its user's last handshake if the user has no message yet. Returns
+/// nil when unknown, else `{user, name, live}` (`live` 0: past its maximum age).
+const FIND_SESSION: &str = r#"
+local s = redis.call('HMGET', KEYS[1], 'user', 'name', 'created')
+if not s[1] then return false end
+local now, idle, max_age = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local created = tonumber(s[3])
+if now - created > max_age then return {s[1], s[2], 0} end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[2], int(math.min(now + idle, created + max_age)), ARGV[4] .. ':' .. s[1])
+redis.call('ZADD', KEYS[3], 'XX', 'GT', ARGV[1], s[1])
+return {s[1], s[2], 1}
+"#;
+
+/// Shared by the scripts that end sessions: a message-less user whose last session ended is
+/// due for the account sweep (score 0).
+const MARK_IF_SESSIONLESS: &str = r#"
+local function mark_if_sessionless(quiet, prefix, user)
+  if redis.call('SCARD', prefix .. 'user:' .. user .. ':sessions') == 0 then
+    redis.call('ZADD', quiet, 'XX', 0, user)
+  end
+end
+"#;
+
+/// Ends one session (by digest); returns 1 if it existed.
+const DELETE_SESSION: &str = r#"
+local user = redis.call('HGET', KEYS[1], 'user')
+local deleted = redis.call('DEL', KEYS[1])
+if user then
+  redis.call('ZREM', KEYS[2], ARGV[1] .. ':' .. user)
+  redis.call('SREM', ARGV[2] .. 'user:' .. user .. ':sessions', ARGV[1])
+  mark_if_sessionless(KEYS[3], ARGV[2], user)
+end
+return deleted
+"#;
+
+/// Ends every session of a user; returns how many still existed.
+const DELETE_USER_SESSIONS: &str = r#"
+local deleted = 0
+for _, d in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  deleted = deleted + redis.call('DEL', ARGV[2] .. 'session:' .. d)
+  redis.call('ZREM', KEYS[2], d .. ':' .. ARGV[1])
+end
+redis.call('DEL', KEYS[1])
+redis.call('ZADD', KEYS[3], 'XX', 0, ARGV[1])
+return deleted
+"#;
+
+/// The session sweep: ends up to `limit` sessions whose deadline passed (their hash may be
+/// gone already, by its TTL) and returns their digests. Each is taken by one node only.
+const EXPIRE_SESSIONS: &str = r#"
+local out = {}
+for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])) do
+  local sep = string.find(member, ':', 1, true)
+  local digest, user = string.sub(member, 1, sep - 1), string.sub(member, sep + 1)
+  redis.call('ZREM', KEYS[1], member)
+  redis.call('DEL', ARGV[3] .. 'session:' .. digest)
+  redis.call('SREM', ARGV[3] .. 'user:' .. user .. ':sessions', digest)
+  mark_if_sessionless(KEYS[2], ARGV[3], user)
+  table.insert(out, digest)
+end
+return out
+"#;
+
+/// The account sweep: deletes up to `limit` message-less users last seen before `cutoff`
+/// (or left without a session: score 0), with their sessions and directory entry. Returns
+/// `{deleted, digest1, digest2, ...}`.
+const EXPIRE_ACCOUNTS: &str = r#"
+local deleted, out = 0, {0}
+for _, user in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, ARGV[2])) do
+  redis.call('ZREM', KEYS[1], user)
+  if redis.call('EXISTS', ARGV[3] .. 'peers:' .. user) == 0 then
+    local set = ARGV[3] .. 'user:' .. user .. ':sessions'
+    for _, d in ipairs(redis.call('SMEMBERS', set)) do
+      redis.call('DEL', ARGV[3] .. 'session:' .. d)
+      redis.call('ZREM', KEYS[4], d .. ':' .. user)
+      table.insert(out, d)
+    end
+    redis.call('DEL', set)
+    redis.call('ZREM', KEYS[2], user)
+    redis.call('HDEL', KEYS[3], user)
+    deleted = deleted + 1
+  end
+end
+if deleted > 0 then redis.call('INCR', KEYS[5]) end
+out[1] = deleted
+return out
+"#;
+
+/// Refreshes sessions whose sockets are connected, as a handshake would; returns the digests
+/// of those gone or past their maximum age.
+const TOUCH_SESSIONS: &str = r#"
+local now, idle, max_age = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local gone = {}
+for i = 5, #ARGV do
+  local key = ARGV[4] .. 'session:' .. ARGV[i]
+  local s = redis.call('HMGET', key, 'user', 'created')
+  if not s[1] or now - tonumber(s[2]) > max_age then
+    table.insert(gone, ARGV[i])
+  else
+    redis.call('PEXPIRE', key, ARGV[2])
+    redis.call('ZADD', KEYS[1], int(math.min(now + idle, tonumber(s[2]) + max_age)), ARGV[i] .. ':' .. s[1])
+    redis.call('ZADD', KEYS[2], 'XX', 'GT', ARGV[1], s[1])
+  end
+end
+return gone
+"#;
+
+/// The directory after sign-up number `ARGV[2]`, or all of it when the deletion epoch is not
+/// `ARGV[1]`: `{epoch, whole, seq1, user1, name1, ...}`.
+const LIST_USERS: &str = r#"
+local epoch = redis.call('GET', KEYS[1]) or '0'
+local whole, from = 0, '(' .. ARGV[2]
+if epoch ~= ARGV[1] then whole, from = 1, '-inf' end
+local out = {tonumber(epoch), whole}
+local ids = redis.call('ZRANGEBYSCORE', KEYS[2], from, '+inf', 'WITHSCORES')
+for i = 1, #ids, 2 do
+  table.insert(out, ids[i + 1])
+  table.insert(out, ids[i])
+  table.insert(out, redis.call('HGET', KEYS[3], ids[i]) or '')
+end
+return out
+"#;
+
+/// Converts the directory as it was before expiry (a list of `[userID, name]` JSON) once:
+/// every user joins the sorted directory in the same order, every live session gets its
+/// deadline, and users without a message start their idle time now.
+const MIGRATE_DIRECTORY: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local now, max_age = tonumber(ARGV[2]), tonumber(ARGV[3])
+local entries = redis.call('LRANGE', KEYS[1], 0, -1)
+for _, entry in ipairs(entries) do
+  local user = cjson.decode(entry)[1]
+  redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[3]), user)
+  local set = ARGV[1] .. 'user:' .. user .. ':sessions'
+  for _, d in ipairs(redis.call('SMEMBERS', set)) do
+    local key = ARGV[1] .. 'session:' .. d
+    local created, ttl = redis.call('HGET', key, 'created'), redis.call('PTTL', key)
+    if created and ttl > 0 then
+      redis.call('ZADD', KEYS[5], int(math.min(now + ttl, tonumber(created) + max_age)), d .. ':' .. user)
+    else
+      redis.call('SREM', set, d)
+    end
+  end
+  if redis.call('EXISTS', ARGV[1] .. 'peers:' .. user) == 0 then
+    redis.call('ZADD', KEYS[4], ARGV[2], user)
+  end
+end
+redis.call('DEL', KEYS[1])
+return #entries
 "#;
 
 /// Stores a message: nil for an unknown recipient, `{0, json}` for a resend of a client id
@@ -124,6 +314,7 @@ redis.call('ZADD', KEYS[6], id, id)
 redis.call('ZADD', KEYS[7], id, id)
 redis.call('SADD', KEYS[8], ARGV[1])
 redis.call('SADD', KEYS[9], ARGV[4])
+redis.call('ZREM', KEYS[10], ARGV[1], ARGV[4])
 return {1, json}
 "#;
 
@@ -199,6 +390,14 @@ return 1
 
 struct Scripts {
     create_session: Script,
+    find_session: Script,
+    delete_session: Script,
+    delete_user_sessions: Script,
+    expire_sessions: Script,
+    expire_accounts: Script,
+    touch_sessions: Script,
+    list_users: Script,
+    migrate_directory: Script,
     insert_message: Script,
     socket_connected: Script,
     socket_disconnected: Script,
@@ -211,8 +410,18 @@ struct Scripts {
 impl Scripts {
     fn new() -> Self {
         let with_total = |body: &str| Script::new(&format!("{SUM_OVER_NODES}\n{body}"));
+        let with_int = |body: &str| Script::new(&format!("{INT}\n{body}"));
+        let with_mark = |body: &str| Script::new(&format!("{MARK_IF_SESSIONLESS}\n{body}"));
         Self {
             create_session: Script::new(CREATE_SESSION),
+            find_session: with_int(FIND_SESSION),
+            delete_session: with_mark(DELETE_SESSION),
+            delete_user_sessions: Script::new(DELETE_USER_SESSIONS),
+            expire_sessions: with_mark(EXPIRE_SESSIONS),
+            expire_accounts: Script::new(EXPIRE_ACCOUNTS),
+            touch_sessions: with_int(TOUCH_SESSIONS),
+            list_users: Script::new(LIST_USERS),
+            migrate_directory: with_int(MIGRATE_DIRECTORY),
             insert_message: Script::new(INSERT_MESSAGE),
             socket_connected: with_total(SOCKET_CONNECTED),
             socket_disconnected: with_total(SOCKET_DISCONNECTED),
@@ -247,8 +456,19 @@ pub struct RedisStore {
     options: NodeOptions,
     /// This node's own socket counts, mirrored so they can be republished after a sweep.
     local: LocalPresence,
-    /// The user directory as last read: the list only grows, so a refresh reads the tail.
-    directory: Mutex<Arc<Vec<User>>>,
+    /// The user directory as last read: a refresh reads the sign-ups after the last one it
+    /// holds, or everything again after a sweep deleted accounts.
+    directory: Mutex<Directory>,
+}
+
+/// A node's copy of the user directory.
+#[derive(Debug, Default)]
+struct Directory {
+    /// The deletion epoch it was read at (`None`: never read).
+    epoch: Option<i64>,
+    /// The sign-up number of its newest entry.
+    last_seq: i64,
+    users: Arc<Vec<User>>,
 }
 
 impl RedisStore {
@@ -271,8 +491,24 @@ impl RedisStore {
             node: uuid::Uuid::new_v4().to_string(),
             options,
             local: LocalPresence::default(),
-            directory: Mutex::new(Arc::new(Vec::new())),
+            directory: Mutex::new(Directory::default()),
         };
+        let converted: i64 = store
+            .scripts
+            .migrate_directory
+            .key(store.keys.legacy_users())
+            .key(store.keys.directory())
+            .key(store.keys.users_seq())
+            .key(store.keys.quiet_users())
+            .key(store.keys.session_deadlines())
+            .arg(store.keys.all())
+            .arg(now_ms())
+            .arg(policy.max_age.as_millis() as u64)
+            .invoke_async(&mut store.conn())
+            .await?;
+        if converted > 0 {
+            tracing::info!(users = converted, "converted the user directory for expiry");
+        }
         store.heartbeat().await?;
         Ok(store)
     }
@@ -328,21 +564,24 @@ impl Store for RedisStore {
             let user_id = UserId::random();
             let session_id = SessionId::random();
             let digest = session_id.digest();
-            let entry = serde_json::to_string(&(user_id.as_str(), &name))
-                .expect("strings always serialize");
+            let now = now_ms();
+            let deadline = now + self.policy.idle.min(self.policy.max_age).as_millis() as i64;
             let created: i64 = self
                 .scripts
                 .create_session
                 .key(self.keys.usernames())
-                .key(self.keys.users())
+                .key(self.keys.directory())
                 .key(self.keys.session(&digest))
                 .key(self.keys.user_sessions(user_id.as_str()))
+                .key(self.keys.users_seq())
+                .key(self.keys.quiet_users())
+                .key(self.keys.session_deadlines())
                 .arg(user_id.as_str())
                 .arg(&name)
-                .arg(entry)
-                .arg(now_ms())
+                .arg(now)
                 .arg(self.policy.idle.as_millis() as u64)
                 .arg(&digest)
+                .arg(deadline)
                 .invoke_async(&mut self.conn())
                 .await?;
             if created == 1 {
@@ -361,86 +600,184 @@ impl Store for RedisStore {
     }
 
     async fn find_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
-        let key = self.keys.session(&id.digest());
-        let idle_ms = self.policy.idle.as_millis() as u64;
-        // Read and refresh the idle TTL in one round trip (refreshing a missing key is a no-op).
-        let ((user, name, created), _): ((Option<String>, Option<String>, Option<i64>), i64) =
-            redis::pipe()
-                .cmd("HMGET")
-                .arg(&key)
-                .arg(&["user", "name", "created"])
-                .cmd("PEXPIRE")
-                .arg(&key)
-                .arg(idle_ms)
-                .query_async(&mut self.conn())
-                .await?;
-        let (Some(user), Some(name), Some(created)) = (user, name, created) else {
-            return Ok(None);
-        };
-        if now_ms() - created > self.policy.max_age.as_millis() as i64 {
-            self.delete_session(id).await?;
-            return Ok(None);
+        let digest = id.digest();
+        // Read and refresh in one round trip (idle TTL, deadline, the account's last handshake).
+        let found: Option<(String, String, i64)> = self
+            .scripts
+            .find_session
+            .key(self.keys.session(&digest))
+            .key(self.keys.session_deadlines())
+            .key(self.keys.quiet_users())
+            .arg(now_ms())
+            .arg(self.policy.idle.as_millis() as u64)
+            .arg(self.policy.max_age.as_millis() as u64)
+            .arg(&digest)
+            .invoke_async(&mut self.conn())
+            .await?;
+        match found {
+            None => Ok(None),
+            Some((_, _, 0)) => {
+                self.delete_session(id).await?;
+                Ok(None)
+            }
+            Some((user, name, _)) => Ok(Some(Session {
+                user_id: UserId::from_store(user),
+                username: name,
+            })),
         }
-        Ok(Some(Session {
-            user_id: UserId::from_store(user),
-            username: name,
-        }))
     }
 
     async fn delete_session(&self, id: &SessionId) -> Result<bool, StoreError> {
         let digest = id.digest();
-        let key = self.keys.session(&digest);
-        let mut conn = self.conn();
-        let user: Option<String> = conn.hget(&key, "user").await?;
-        let deleted: i64 = conn.del(&key).await?;
-        if let Some(user) = user {
-            let _: i64 = conn.srem(self.keys.user_sessions(&user), &digest).await?;
-        }
+        let deleted: i64 = self
+            .scripts
+            .delete_session
+            .key(self.keys.session(&digest))
+            .key(self.keys.session_deadlines())
+            .key(self.keys.quiet_users())
+            .arg(&digest)
+            .arg(self.keys.all())
+            .invoke_async(&mut self.conn())
+            .await?;
         Ok(deleted > 0)
     }
 
     async fn delete_user_sessions(&self, user: &UserId) -> Result<usize, StoreError> {
-        let set = self.keys.user_sessions(user.as_str());
-        let mut conn = self.conn();
-        let digests: Vec<String> = conn.smembers(&set).await?;
-        if digests.is_empty() {
-            return Ok(0);
-        }
-        let keys: Vec<String> = digests.iter().map(|d| self.keys.session(d)).collect();
-        let (deleted, _): (usize, i64) = redis::pipe()
-            .atomic()
-            .del(&keys)
-            .del(&set)
-            .query_async(&mut conn)
+        let deleted: i64 = self
+            .scripts
+            .delete_user_sessions
+            .key(self.keys.user_sessions(user.as_str()))
+            .key(self.keys.session_deadlines())
+            .key(self.keys.quiet_users())
+            .arg(user.as_str())
+            .arg(self.keys.all())
+            .invoke_async(&mut self.conn())
             .await?;
-        Ok(deleted)
+        Ok(deleted.max(0) as usize)
+    }
+
+    async fn expire_sessions(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        let digests: Vec<String> = self
+            .scripts
+            .expire_sessions
+            .key(self.keys.session_deadlines())
+            .key(self.keys.quiet_users())
+            .arg(now_ms())
+            .arg(limit)
+            .arg(self.keys.all())
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(digests)
+    }
+
+    async fn expire_accounts(&self, idle: Duration, limit: usize) -> Result<Expired, StoreError> {
+        let reply: Vec<redis::Value> = self
+            .scripts
+            .expire_accounts
+            .key(self.keys.quiet_users())
+            .key(self.keys.directory())
+            .key(self.keys.usernames())
+            .key(self.keys.session_deadlines())
+            .key(self.keys.users_epoch())
+            .arg(now_ms() - idle.as_millis() as i64)
+            .arg(limit)
+            .arg(self.keys.all())
+            .invoke_async(&mut self.conn())
+            .await?;
+        let mut values = reply.into_iter();
+        let users: i64 = values
+            .next()
+            .map(redis::from_redis_value)
+            .transpose()?
+            .unwrap_or(0);
+        let sessions = values
+            .map(redis::from_redis_value)
+            .collect::<Result<Vec<String>, _>>()?;
+        Ok(Expired {
+            sessions,
+            users: users.max(0) as usize,
+        })
+    }
+
+    async fn touch_sessions(&self, digests: Vec<String>) -> Result<Vec<String>, StoreError> {
+        if digests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut touch = self.scripts.touch_sessions.prepare_invoke();
+        touch
+            .key(self.keys.session_deadlines())
+            .key(self.keys.quiet_users())
+            .arg(now_ms())
+            .arg(self.policy.idle.as_millis() as u64)
+            .arg(self.policy.max_age.as_millis() as u64)
+            .arg(self.keys.all());
+        for digest in &digests {
+            touch.arg(digest);
+        }
+        let gone: Vec<String> = touch.invoke_async(&mut self.conn()).await?;
+        Ok(gone)
     }
 
     async fn list_users(&self) -> Result<Arc<Vec<User>>, StoreError> {
-        let known = self
-            .directory
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len();
-        let tail: Vec<String> = self
-            .conn()
-            .lrange(self.keys.users(), known as isize, -1)
+        let (known_epoch, last_seq) = {
+            let directory = self.directory.lock().unwrap_or_else(|e| e.into_inner());
+            (directory.epoch.unwrap_or(-1), directory.last_seq)
+        };
+        let reply: Vec<redis::Value> = self
+            .scripts
+            .list_users
+            .key(self.keys.users_epoch())
+            .key(self.keys.directory())
+            .key(self.keys.usernames())
+            .arg(known_epoch)
+            .arg(last_seq)
+            .invoke_async(&mut self.conn())
             .await?;
+        let mut values = reply.into_iter();
+        let mut next_int = || -> Result<i64, StoreError> {
+            Ok(values
+                .next()
+                .map(redis::from_redis_value)
+                .transpose()?
+                .unwrap_or(0))
+        };
+        let epoch = next_int()?;
+        let whole = next_int()? == 1;
+        let mut entries = Vec::new();
+        while let (Some(seq), Some(user), Some(name)) =
+            (values.next(), values.next(), values.next())
+        {
+            let seq: i64 = redis::from_redis_value(seq)?;
+            let user: String = redis::from_redis_value(user)?;
+            let name: String = redis::from_redis_value(name)?;
+            entries.push((seq, user, name));
+        }
+        let read_through = entries.last().map_or(0, |(seq, _, _)| *seq);
+        let to_user = |(_, user_id, username): (i64, String, String)| User {
+            user_id: UserId::from_store(user_id),
+            username,
+        };
         let mut directory = self.directory.lock().unwrap_or_else(|e| e.into_inner());
-        // Another call may have appended meanwhile; only add what is still missing.
-        let skip = directory.len() - known;
-        if tail.len() > skip {
-            let users = Arc::make_mut(&mut directory);
-            for entry in &tail[skip..] {
-                let (user_id, username): (String, String) = serde_json::from_str(entry)
-                    .map_err(|e| StoreError::Unavailable(format!("unreadable user entry: {e}")))?;
-                users.push(User {
-                    user_id: UserId::from_store(user_id),
-                    username,
-                });
+        if whole {
+            // Another call may have read newer sign-ups of the same epoch meanwhile: keep those.
+            if directory.epoch != Some(epoch) || read_through >= directory.last_seq {
+                directory.users = Arc::new(entries.into_iter().map(to_user).collect());
+                directory.last_seq = read_through;
+                directory.epoch = Some(epoch);
+            }
+        } else if directory.epoch == Some(epoch) {
+            // Another call may have appended meanwhile; only add what is still missing.
+            let known = directory.last_seq;
+            let fresh: Vec<_> = entries
+                .into_iter()
+                .filter(|(seq, _, _)| *seq > known)
+                .collect();
+            if let Some((seq, _, _)) = fresh.last() {
+                directory.last_seq = *seq;
+                Arc::make_mut(&mut directory.users).extend(fresh.into_iter().map(to_user));
             }
         }
-        Ok(directory.clone())
+        Ok(directory.users.clone())
     }
 
     async fn insert_message(&self, message: NewMessage) -> Result<Option<Stored>, StoreError> {
@@ -467,6 +804,7 @@ impl Store for RedisStore {
             .key(self.keys.conversation(from, to))
             .key(self.keys.peers(from))
             .key(self.keys.peers(to))
+            .key(self.keys.quiet_users())
             .arg(to)
             .arg(client_id.unwrap_or_default())
             .arg(json_after_id(&draft))

@@ -23,7 +23,8 @@ use tokio::sync::oneshot;
 
 use super::presence::LocalPresence;
 use super::{
-    cut_to_page, now_ms, Conversations, NewMessage, Page, Session, Store, StoreError, Stored, User,
+    cut_to_page, now_ms, Conversations, Expired, NewMessage, Page, Session, Store, StoreError,
+    Stored, User,
 };
 use crate::domain::{SessionId, UserId, Username};
 
@@ -32,9 +33,11 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0002_peers.sql"),
     include_str!("../../migrations/0003_message_indexes.sql"),
     include_str!("../../migrations/0004_peers_without_trigger.sql"),
+    include_str!("../../migrations/0005_expiry.sql"),
 ];
 const MAX_BATCH: usize = 512;
-/// A session's `last_seen_at` is rewritten at most this often.
+/// A session's `last_seen_at` is rewritten at most this often (or a third of the idle time,
+/// when that is shorter), so a session used more often than it idles never expires.
 const TOUCH_EVERY_MS: i64 = 60_000;
 
 /// A job runs on the writer thread. It returns whether it succeeded and the reply to send once
@@ -210,6 +213,19 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
+    fn touch_every_ms(&self) -> i64 {
+        TOUCH_EVERY_MS.min(self.policy.idle.as_millis() as i64 / 3)
+    }
+
+    /// The cut-offs at `now`: sessions last used before the first, or created before the
+    /// second, have expired.
+    fn session_cutoffs(&self, now: i64) -> (i64, i64) {
+        (
+            now - self.policy.idle.as_millis() as i64,
+            now - self.policy.max_age.as_millis() as i64,
+        )
+    }
+
     /// Runs a read on a reader thread. Every write is answered only after its commit, so a
     /// read that starts after a write's answer sees that write.
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -349,6 +365,51 @@ fn run_batch(conn: &Connection, batch: Vec<(Isolation, Job)>) {
     }
 }
 
+/// A message-less user left with no session: its account is due for the next sweep
+/// (`last_seen_at` 0, see migration 5).
+fn mark_if_sessionless(conn: &Connection, user: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE users SET last_seen_at = 0 WHERE user_id = ?1 AND messaged = 0
+         AND NOT EXISTS (SELECT 1 FROM sessions WHERE user_id = ?1)",
+    )?
+    .execute(params![user])?;
+    Ok(())
+}
+
+/// A session in use at `now`, and its account if it is message-less. Two single writes, each
+/// harmless alone (see [`Isolation::Statement`]).
+fn touch(conn: &Connection, digest: &str, user: &str, now: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE sessions SET last_seen_at = MAX(last_seen_at, ?2) WHERE session_digest = ?1",
+    )?
+    .execute(params![digest, now])?;
+    touch_account(conn, user, now)
+}
+
+fn touch_account(conn: &Connection, user: &str, now: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE users SET last_seen_at = MAX(last_seen_at, ?2) WHERE user_id = ?1 AND messaged = 0",
+    )?
+    .execute(params![user, now])?;
+    Ok(())
+}
+
+/// The expiry sweep's statements, shared with the test that checks their query plans: what
+/// is due is found through an index, never by reading every session or account.
+const EXPIRED_SESSIONS_EXIST: &str =
+    "SELECT EXISTS (SELECT 1 FROM sessions WHERE last_seen_at < ?1)
+     OR EXISTS (SELECT 1 FROM sessions WHERE created_at < ?2)";
+const EXPIRE_SESSIONS: &str = "DELETE FROM sessions WHERE session_digest IN (
+         SELECT session_digest FROM sessions WHERE last_seen_at < ?1
+         UNION SELECT session_digest FROM sessions WHERE created_at < ?2
+         LIMIT ?3)
+     RETURNING session_digest, user_id";
+const IDLE_ACCOUNTS_EXIST: &str =
+    "SELECT EXISTS (SELECT 1 FROM users WHERE messaged = 0 AND last_seen_at < ?1)";
+const IDLE_ACCOUNTS: &str = "SELECT user_id FROM users WHERE messaged = 0 AND last_seen_at < ?1
+     AND NOT EXISTS (SELECT 1 FROM peers p WHERE p.user_id = users.user_id)
+     LIMIT ?2";
+
 fn pair_key(a: &str, b: &str) -> String {
     if a <= b {
         format!("{a}:{b}")
@@ -404,7 +465,8 @@ impl Store for SqliteStore {
                 let candidate = UserId::random();
                 let inserted = conn
                     .prepare_cached(
-                        "INSERT OR IGNORE INTO users (user_id, username, created_at) VALUES (?1, ?2, ?3)",
+                        "INSERT OR IGNORE INTO users (user_id, username, created_at, last_seen_at)
+                         VALUES (?1, ?2, ?3, ?3)",
                     )?
                     .execute(params![candidate.as_str(), username, now])?;
                 if inserted == 1 {
@@ -465,25 +527,28 @@ impl Store for SqliteStore {
         let max_age_ms = self.policy.max_age.as_millis() as i64;
         if now - last_seen_at > idle_ms || now - created_at > max_age_ms {
             // Expired: delete it (unless another connect refreshed it meanwhile).
-            self.run_one(move |conn| {
-                conn.prepare_cached(
-                    "DELETE FROM sessions WHERE session_digest = ?1
-                     AND (last_seen_at < ?2 OR created_at < ?3)",
-                )?
-                .execute(params![digest, now - idle_ms, now - max_age_ms])
+            self.run(move |conn| {
+                let ended: Option<String> = conn
+                    .prepare_cached(
+                        "DELETE FROM sessions WHERE session_digest = ?1
+                         AND (last_seen_at < ?2 OR created_at < ?3) RETURNING user_id",
+                    )?
+                    .query_row(params![digest, now - idle_ms, now - max_age_ms], |r| {
+                        r.get(0)
+                    })
+                    .optional()?;
+                if let Some(user) = ended {
+                    mark_if_sessionless(conn, &user)?;
+                }
+                Ok(())
             })
             .await?;
             return Ok(None);
         }
-        if now - last_seen_at > TOUCH_EVERY_MS {
-            self.run_one(move |conn| {
-                conn.prepare_cached(
-                    "UPDATE sessions SET last_seen_at = MAX(last_seen_at, ?2)
-                     WHERE session_digest = ?1",
-                )?
-                .execute(params![digest, now])
-            })
-            .await?;
+        if now - last_seen_at > self.touch_every_ms() {
+            let user = user_id.clone();
+            self.run_one(move |conn| touch(conn, &digest, &user, now))
+                .await?;
         }
         Ok(Some(Session {
             user_id: UserId::from_store(user_id),
@@ -493,20 +558,128 @@ impl Store for SqliteStore {
 
     async fn delete_session(&self, id: &SessionId) -> Result<bool, StoreError> {
         let digest = id.digest();
-        self.run_one(move |conn| {
-            let deleted = conn
-                .prepare_cached("DELETE FROM sessions WHERE session_digest = ?1")?
-                .execute(params![digest])?;
-            Ok(deleted > 0)
+        self.run(move |conn| {
+            let ended: Option<String> = conn
+                .prepare_cached("DELETE FROM sessions WHERE session_digest = ?1 RETURNING user_id")?
+                .query_row(params![digest], |r| r.get(0))
+                .optional()?;
+            if let Some(user) = &ended {
+                mark_if_sessionless(conn, user)?;
+            }
+            Ok(ended.is_some())
         })
         .await
     }
 
     async fn delete_user_sessions(&self, user: &UserId) -> Result<usize, StoreError> {
         let user = user.as_str().to_owned();
+        self.run(move |conn| {
+            let ended = conn
+                .prepare_cached("DELETE FROM sessions WHERE user_id = ?1")?
+                .execute(params![user])?;
+            mark_if_sessionless(conn, &user)?;
+            Ok(ended)
+        })
+        .await
+    }
+
+    async fn expire_sessions(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        let (idle_cut, age_cut) = self.session_cutoffs(now_ms());
+        // Most seconds nothing is due: a reader answers that without a trip to the writer.
+        let due = self
+            .read(move |conn| {
+                conn.prepare_cached(EXPIRED_SESSIONS_EXIST)?
+                    .query_row(params![idle_cut, age_cut], |r| r.get::<_, bool>(0))
+            })
+            .await?;
+        if !due {
+            return Ok(Vec::new());
+        }
+        self.run(move |conn| {
+            let ended = conn
+                .prepare_cached(EXPIRE_SESSIONS)?
+                .query_map(params![idle_cut, age_cut, limit as i64], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let users: std::collections::BTreeSet<&str> =
+                ended.iter().map(|(_, user)| user.as_str()).collect();
+            for user in users {
+                mark_if_sessionless(conn, user)?;
+            }
+            Ok(ended.into_iter().map(|(digest, _)| digest).collect())
+        })
+        .await
+    }
+
+    async fn expire_accounts(&self, idle: Duration, limit: usize) -> Result<Expired, StoreError> {
+        let cutoff = now_ms() - idle.as_millis() as i64;
+        let due = self
+            .read(move |conn| {
+                conn.prepare_cached(IDLE_ACCOUNTS_EXIST)?
+                    .query_row(params![cutoff], |r| r.get::<_, bool>(0))
+            })
+            .await?;
+        if !due {
+            return Ok(Expired::default());
+        }
+        let (users, sessions) = self
+            .run(move |conn| {
+                let users = conn
+                    .prepare_cached(IDLE_ACCOUNTS)?
+                    .query_map(params![cutoff, limit as i64], |r| r.get::<_, String>(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                let mut sessions = Vec::new();
+                for user in &users {
+                    let ended = conn
+                        .prepare_cached(
+                            "DELETE FROM sessions WHERE user_id = ?1 RETURNING session_digest",
+                        )?
+                        .query_map(params![user], |r| r.get::<_, String>(0))?
+                        .collect::<rusqlite::Result<Vec<_>>>()?;
+                    sessions.extend(ended);
+                    conn.prepare_cached("DELETE FROM users WHERE user_id = ?1")?
+                        .execute(params![user])?;
+                }
+                Ok((users, sessions))
+            })
+            .await?;
+        if !users.is_empty() {
+            // Committed: the accounts leave the directory, in one pass.
+            let gone: std::collections::HashSet<String> = users.iter().cloned().collect();
+            let mut directory = self.directory.write().unwrap_or_else(|e| e.into_inner());
+            Arc::make_mut(&mut directory).retain(|u| !gone.contains(u.user_id.as_str()));
+        }
+        Ok(Expired {
+            sessions,
+            users: users.len(),
+        })
+    }
+
+    async fn touch_sessions(&self, digests: Vec<String>) -> Result<Vec<String>, StoreError> {
+        if digests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        let (idle_cut, age_cut) = self.session_cutoffs(now);
+        // Single writes, each harmless alone: no savepoint needed.
         self.run_one(move |conn| {
-            conn.prepare_cached("DELETE FROM sessions WHERE user_id = ?1")?
-                .execute(params![user])
+            let mut gone = Vec::new();
+            for digest in digests {
+                let user: Option<String> = conn
+                    .prepare_cached(
+                        "UPDATE sessions SET last_seen_at = MAX(last_seen_at, ?2)
+                         WHERE session_digest = ?1 AND last_seen_at >= ?3 AND created_at >= ?4
+                         RETURNING user_id",
+                    )?
+                    .query_row(params![digest, now, idle_cut, age_cut], |r| r.get(0))
+                    .optional()?;
+                match user {
+                    Some(user) => touch_account(conn, &user, now)?,
+                    None => gone.push(digest),
+                }
+            }
+            Ok(gone)
         })
         .await
     }
@@ -549,10 +722,20 @@ impl Store for SqliteStore {
             // fails) only names a conversation with nothing in it yet, while a message without
             // its `peers` rows would be missing from every restore. Both statements are single
             // writes, so neither needs a statement journal (migration 4).
-            conn.prepare_cached(
+            let new_conversation = conn.prepare_cached(
                 "INSERT OR IGNORE INTO peers (user_id, peer_id, pair) VALUES (?1, ?2, ?3), (?2, ?1, ?3)",
             )?
-            .execute(params![from, to, pair])?;
+            .execute(params![from, to, pair])?
+                > 0;
+            // A new conversation may be either party's first: neither account expires from now
+            // on (migration 5). Before the message, like `peers`: a flag without its message
+            // only keeps an account.
+            if new_conversation {
+                conn.prepare_cached(
+                    "UPDATE users SET messaged = 1 WHERE user_id IN (?1, ?2) AND messaged = 0",
+                )?
+                .execute(params![from, to])?;
+            }
             conn.prepare_cached(
                 "INSERT INTO messages (ts, from_user, to_user, pair, content, client_id)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -1011,6 +1194,241 @@ mod tests {
         let texts: Vec<_> = older.messages.iter().map(|m| m.content.as_str()).collect();
         assert_eq!(texts, ["m0", "m1", "m2"]);
         assert!(!older.has_more);
+    }
+
+    /// The names in the directory the roster is built from.
+    fn names(store: &SqliteStore) -> Vec<String> {
+        let directory = store.directory.read().unwrap_or_else(|e| e.into_inner());
+        directory.iter().map(|u| u.username.clone()).collect()
+    }
+
+    #[tokio::test]
+    async fn sessions_past_their_deadline_are_swept_and_named_by_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(
+            dir.path(),
+            SessionPolicy {
+                idle: Duration::from_secs(3600),
+                max_age: Duration::from_millis(50),
+            },
+        )
+        .unwrap();
+        let (old, _) = user(&store, "old").await;
+        std::thread::sleep(Duration::from_millis(60));
+        let (fresh, _) = user(&store, "fresh").await;
+        assert_eq!(store.expire_sessions(100).await.unwrap(), [old.digest()]);
+        assert!(store.expire_sessions(100).await.unwrap().is_empty());
+        assert_eq!(store.find_session(&old).await.unwrap(), None);
+        assert!(store.find_session(&fresh).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn idle_sessions_are_swept_in_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(
+            dir.path(),
+            SessionPolicy {
+                idle: Duration::from_millis(20),
+                max_age: Duration::from_secs(3600),
+            },
+        )
+        .unwrap();
+        for n in 0..5 {
+            user(&store, &format!("u{n}")).await;
+        }
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(store.expire_sessions(3).await.unwrap().len(), 3);
+        assert_eq!(store.expire_sessions(3).await.unwrap().len(), 2);
+        assert!(store.expire_sessions(3).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn accounts_without_messages_go_once_idle_or_without_sessions_and_others_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let (quiet_sid, quiet) = user(&store, "quiet").await;
+        let (_, talker) = user(&store, "talker").await;
+        let (listener_sid, listener) = user(&store, "listener").await;
+        let (leaver_sid, _) = user(&store, "leaver").await;
+        store
+            .insert_message(msg(&talker, &listener, "hi", None))
+            .await
+            .unwrap();
+        // Signed out with no message: gone at the next sweep, however recent.
+        assert!(store.delete_session(&leaver_sid).await.unwrap());
+        let swept = store
+            .expire_accounts(Duration::from_secs(3600), 100)
+            .await
+            .unwrap();
+        assert_eq!(
+            swept,
+            Expired {
+                sessions: vec![],
+                users: 1
+            }
+        );
+        assert_eq!(names(&store), ["quiet", "talker", "listener"]);
+        assert_eq!(store.list_users().await.unwrap().len(), 3);
+
+        // Idle past the limit: the quiet account goes with its session; those who sent or got
+        // a message stay, idle or not, signed out or not.
+        store.delete_session(&listener_sid).await.unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        let swept = store.expire_accounts(Duration::ZERO, 100).await.unwrap();
+        assert_eq!(swept.users, 1);
+        assert_eq!(swept.sessions, [quiet_sid.digest()]);
+        assert_eq!(names(&store), ["talker", "listener"]);
+        assert_eq!(store.find_session(&quiet_sid).await.unwrap(), None);
+        assert_eq!(
+            store
+                .insert_message(msg(&talker, &quiet, "anyone?", None))
+                .await
+                .unwrap(),
+            None,
+            "a deleted account is an unknown recipient"
+        );
+        let reopened = {
+            drop(store);
+            open(dir.path())
+        };
+        assert_eq!(names(&reopened), ["talker", "listener"]);
+        let _ = listener;
+    }
+
+    #[tokio::test]
+    async fn a_session_that_expires_takes_its_message_less_account_at_the_next_sweep() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(
+            dir.path(),
+            SessionPolicy {
+                idle: Duration::from_secs(3600),
+                max_age: Duration::from_millis(20),
+            },
+        )
+        .unwrap();
+        user(&store, "ada").await;
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(store.expire_sessions(10).await.unwrap().len(), 1);
+        let swept = store
+            .expire_accounts(Duration::from_secs(3600), 10)
+            .await
+            .unwrap();
+        assert_eq!(swept.users, 1);
+        assert!(store.list_users().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_connected_session_touched_in_time_outlives_its_idle_time_and_keeps_its_account() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(
+            dir.path(),
+            SessionPolicy {
+                idle: Duration::from_millis(100),
+                max_age: Duration::from_secs(3600),
+            },
+        )
+        .unwrap();
+        let (sid, _) = user(&store, "ada").await;
+        for _ in 0..5 {
+            std::thread::sleep(Duration::from_millis(40));
+            assert!(store
+                .touch_sessions(vec![sid.digest()])
+                .await
+                .unwrap()
+                .is_empty());
+            assert!(store.expire_sessions(10).await.unwrap().is_empty());
+            let swept = store
+                .expire_accounts(Duration::from_millis(100), 10)
+                .await
+                .unwrap();
+            assert_eq!(swept.users, 0);
+        }
+        assert!(store.find_session(&sid).await.unwrap().is_some());
+        // A session that is gone is named, so its sockets can be closed.
+        let unknown = SessionId::random().digest();
+        assert_eq!(
+            store.touch_sessions(vec![unknown.clone()]).await.unwrap(),
+            [unknown]
+        );
+        // Untouched past its idle time, it is not revived by a late touch.
+        std::thread::sleep(Duration::from_millis(120));
+        assert_eq!(
+            store.touch_sessions(vec![sid.digest()]).await.unwrap(),
+            [sid.digest()]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_sweeps_find_what_is_due_through_indexes_without_reading_every_row() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(open(dir.path()));
+        let conn = Connection::open(dir.path().join("tether.db")).unwrap();
+        let plan = |sql: &str, args: &[i64]| -> String {
+            conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap()
+                .query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .unwrap()
+                .join("\n")
+        };
+        let sessions = ["sessions_by_last_seen", "sessions_by_created"];
+        for (sql, args, indexes) in [
+            (EXPIRE_SESSIONS, &[0, 0, 10][..], &sessions[..]),
+            (EXPIRED_SESSIONS_EXIST, &[0, 0][..], &sessions[..]),
+            (IDLE_ACCOUNTS, &[0, 10][..], &["users_without_messages"][..]),
+            (
+                IDLE_ACCOUNTS_EXIST,
+                &[0][..],
+                &["users_without_messages"][..],
+            ),
+        ] {
+            let shown = plan(sql, args);
+            for index in indexes {
+                assert!(shown.contains(index), "{index} not used:\n{shown}");
+            }
+            assert!(!shown.contains("SCAN sessions"), "{shown}");
+            assert!(!shown.contains("SCAN users"), "{shown}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_older_database_learns_which_accounts_have_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // The file as release 4 left it: two who talked, one who never did.
+            let mut conn = Connection::open(dir.path().join("tether.db")).unwrap();
+            for sql in &MIGRATIONS[..4] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 4).unwrap();
+            let tx = conn.transaction().unwrap();
+            for user in ["a", "b", "c"] {
+                tx.execute(
+                    "INSERT INTO users (user_id, username, created_at) VALUES (?1, ?1, 0)",
+                    params![user],
+                )
+                .unwrap();
+            }
+            tx.execute(
+                "INSERT INTO peers (user_id, peer_id, pair) VALUES ('a', 'b', 'a:b'), ('b', 'a', 'a:b')",
+                [],
+            )
+            .unwrap();
+            tx.execute(
+                "INSERT INTO messages (ts, from_user, to_user, pair, content) VALUES (0, 'a', 'b', 'a:b', 'x')",
+                [],
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let store = open(dir.path());
+        let swept = store
+            .expire_accounts(Duration::from_secs(3600), 10)
+            .await
+            .unwrap();
+        assert_eq!(swept.users, 1, "c had no message and no session");
+        assert_eq!(names(&store), ["a", "b"]);
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@ use serde_json::Value;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{SocketRef, State, TryData};
 
+use super::signup::ClientAddr;
 use super::{SocketState, Viewer};
 use crate::config::TabPolicy;
 use crate::domain::{SessionId, Username};
@@ -18,6 +19,8 @@ pub enum HandshakeError {
     TooManySockets,
     #[error("{}", protocol::events::SESSION_ALREADY_ACTIVE)]
     SessionActive,
+    #[error("{}", protocol::events::TOO_MANY_SIGNUPS)]
+    TooManySignups(super::signup::SignupRefusal),
     #[error("server unavailable")]
     Store(#[from] StoreError),
 }
@@ -29,7 +32,8 @@ pub async fn authenticate<A: Adapter>(
     State(state): State<SocketState>,
 ) -> Result<(), HandshakeError> {
     let auth = auth.unwrap_or(Value::Null);
-    let result = resolve(&auth, &state).await;
+    let client = socket.req_parts().extensions.get::<ClientAddr>().copied();
+    let result = resolve(&auth, &state, client).await;
     match &result {
         Ok(viewer) => {
             tracing::debug!(conn = %crate::telemetry::conn(&socket.id), user.id = %viewer.user_id, "handshake accepted")
@@ -42,6 +46,12 @@ pub async fn authenticate<A: Adapter>(
         }
         Err(HandshakeError::TooManySockets) => {
             tracing::warn!(conn = %crate::telemetry::conn(&socket.id), "handshake refused: too many sockets for one user")
+        }
+        Err(HandshakeError::TooManySignups(limit)) => {
+            tracing::debug!(conn = %crate::telemetry::conn(&socket.id), limit = limit.as_str(), "handshake refused: too many sign-ups")
+        }
+        Err(HandshakeError::Barred) => {
+            tracing::debug!(conn = %crate::telemetry::conn(&socket.id), "handshake refused: session in its flooding cooldown")
         }
         Err(HandshakeError::Store(e)) => {
             tracing::error!(conn = %crate::telemetry::conn(&socket.id), error = %e, "handshake failed on the store")
@@ -114,7 +124,13 @@ async fn enforce_single_tab<A: Adapter>(
     Ok(())
 }
 
-async fn resolve(auth: &Value, state: &SocketState) -> Result<Viewer, HandshakeError> {
+/// The session `auth` resumes, else a new account for `auth.username` (a sign-up, limited per
+/// `client` address and overall: a refused one creates nothing).
+async fn resolve(
+    auth: &Value,
+    state: &SocketState,
+    client: Option<ClientAddr>,
+) -> Result<Viewer, HandshakeError> {
     // Lenient: a sessionID that is not a string is treated as absent, never as a parse error.
     let claimed = auth
         .get("sessionID")
@@ -134,6 +150,10 @@ async fn resolve(auth: &Value, state: &SocketState) -> Result<Viewer, HandshakeE
         .and_then(Value::as_str)
         .and_then(|raw| Username::parse(raw).ok())
         .ok_or(HandshakeError::InvalidUsername)?;
+    if let Err(limit) = state.signups.try_admit(client) {
+        metrics::counter!("tether_signups_refused_total", "limit" => limit.as_str()).increment(1);
+        return Err(HandshakeError::TooManySignups(limit));
+    }
     let (session_id, session) = state.store.create_session(&username).await?;
     tracing::info!(user.id = %session.user_id, "new session");
     Ok(Viewer {

@@ -14,6 +14,7 @@ mod overflow;
 mod rate;
 pub mod request_head;
 mod session;
+pub mod signup;
 
 use std::sync::Arc;
 
@@ -47,6 +48,8 @@ pub struct SocketState {
     pub store: Arc<dyn Store>,
     pub limits: Arc<Limits>,
     pub rate: Arc<RateLimiter>,
+    /// Sign-ups per client address and overall.
+    pub signups: Arc<signup::SignupLimiter>,
 }
 
 /// Who a socket belongs to, set by the handshake middleware before the socket joins.

@@ -27,6 +27,11 @@ fn test_config(data_dir: &Path, addr: SocketAddr) -> Config {
     // Tests send fast on purpose; the rate limit has its own test.
     config.messages_per_sec = 10_000.0;
     config.message_burst = 10_000.0;
+    // Every test signs up from 127.0.0.1; the sign-up limits have their own tests.
+    config.signups_per_ip_per_min = 1_000_000;
+    config.signup_burst_per_ip = 100_000;
+    config.signups_per_sec = 100_000;
+    config.signup_burst = 100_000;
     config
 }
 
@@ -379,6 +384,11 @@ impl ChildServer {
             .arg(addr.to_string())
             .args(["--log", filter])
             .args(["--messages-per-sec", "10000", "--message-burst", "10000"])
+            // As environment, so that a test's own flags (in `args`) override them.
+            .env("TETHER_SIGNUPS_PER_IP_PER_MIN", "1000000")
+            .env("TETHER_SIGNUP_BURST_PER_IP", "100000")
+            .env("TETHER_SIGNUPS_PER_SEC", "100000")
+            .env("TETHER_SIGNUP_BURST", "100000")
             .arg("--data-dir")
             .arg(data_dir)
             .args(args)

@@ -1,5 +1,7 @@
 //! The Redis store on its own, against a real Redis: sessions (TTL refreshed on use, maximum
-//! age), ids, de-duplication, paging, and presence across two nodes with a dead-node sweep.
+//! age), ids, de-duplication, paging, presence across two nodes with a dead-node sweep, and
+//! expiry (session and account sweeps, refreshes, the directory every node caches, and the
+//! conversion of a directory written before expiry).
 
 use std::time::Duration;
 
@@ -266,4 +268,203 @@ async fn presence_sums_nodes_and_a_dead_nodes_sockets_are_swept_once() {
     assert_eq!(returned.len(), 2);
     assert_eq!(node2.socket_count(&ada).await.unwrap(), 2);
     assert!(node2.online_users().await.unwrap().contains(&bob));
+}
+
+fn names(users: &[server::store::User]) -> Vec<&str> {
+    users.iter().map(|u| u.username.as_str()).collect()
+}
+
+#[tokio::test]
+async fn sessions_past_their_deadline_are_swept_once_by_digest_and_take_quiet_accounts() {
+    let redis = RedisServer::start().await;
+    let ages = policy(Duration::from_secs(3600), Duration::from_millis(300));
+    let node1 = store(&redis, ages, Duration::from_secs(10)).await;
+    let node2 = store(&redis, ages, Duration::from_secs(10)).await;
+    let (old, _) = node1
+        .create_session(&Username::parse("old").unwrap())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let (fresh, _) = node1
+        .create_session(&Username::parse("fresh").unwrap())
+        .await
+        .unwrap();
+    // Each expired session goes to one node only; the other finds nothing left to do.
+    assert_eq!(node2.expire_sessions(100).await.unwrap(), [old.digest()]);
+    assert!(node1.expire_sessions(100).await.unwrap().is_empty());
+    assert_eq!(node1.find_session(&old).await.unwrap(), None);
+    assert!(node1.find_session(&fresh).await.unwrap().is_some());
+    // Its account never sent or got a message and has no session left: the next account sweep
+    // deletes it, however recently it was used.
+    let swept = node1
+        .expire_accounts(Duration::from_secs(3600), 100)
+        .await
+        .unwrap();
+    assert_eq!(swept.users, 1);
+    assert_eq!(names(&node2.list_users().await.unwrap()), ["fresh"]);
+}
+
+#[tokio::test]
+async fn idle_sessions_expire_in_batches() {
+    let redis = RedisServer::start().await;
+    let idle = policy(Duration::from_millis(200), Duration::from_secs(3600));
+    let store = store(&redis, idle, Duration::from_secs(10)).await;
+    for n in 0..5 {
+        user(&store, &format!("u{n}")).await;
+    }
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(store.expire_sessions(3).await.unwrap().len(), 3);
+    assert_eq!(store.expire_sessions(3).await.unwrap().len(), 2);
+    assert!(store.expire_sessions(3).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn accounts_without_messages_go_when_idle_or_signed_out_and_every_node_forgets_them() {
+    let redis = RedisServer::start().await;
+    let node1 = default_store(&redis).await;
+    let node2 = default_store(&redis).await;
+    let (quiet_sid, quiet) = node1
+        .create_session(&Username::parse("quiet").unwrap())
+        .await
+        .unwrap();
+    let talker = user(&node1, "talker").await;
+    let listener = user(&node2, "listener").await;
+    let (leaver_sid, _) = node2
+        .create_session(&Username::parse("leaver").unwrap())
+        .await
+        .unwrap();
+    node1
+        .insert_message(msg(&talker, &listener, "hi", None))
+        .await
+        .unwrap();
+    // Both nodes cache the directory.
+    assert_eq!(node2.list_users().await.unwrap().len(), 4);
+    assert_eq!(node1.list_users().await.unwrap().len(), 4);
+
+    assert!(node2.delete_session(&leaver_sid).await.unwrap());
+    let swept = node1
+        .expire_accounts(Duration::from_secs(3600), 100)
+        .await
+        .unwrap();
+    assert_eq!(swept.users, 1, "the one who signed out without a message");
+    for node in [&node1, &node2] {
+        assert_eq!(
+            names(&node.list_users().await.unwrap()),
+            ["quiet", "talker", "listener"]
+        );
+    }
+
+    // Idle past the limit: the quiet account goes with its session; the two who talked stay,
+    // signed out everywhere or not.
+    node1.delete_user_sessions(&talker).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let swept = node2
+        .expire_accounts(Duration::from_millis(10), 100)
+        .await
+        .unwrap();
+    assert_eq!(swept.users, 1);
+    assert_eq!(swept.sessions, [quiet_sid.digest()]);
+    let after = user(&node2, "after").await;
+    for node in [&node1, &node2] {
+        assert_eq!(
+            names(&node.list_users().await.unwrap()),
+            ["talker", "listener", "after"]
+        );
+    }
+    assert_eq!(node1.find_session(&quiet_sid).await.unwrap(), None);
+    assert_eq!(
+        node1
+            .insert_message(msg(&talker, &quiet.user_id, "anyone?", None))
+            .await
+            .unwrap(),
+        None,
+        "a deleted account is an unknown recipient"
+    );
+    let _ = after;
+}
+
+#[tokio::test]
+async fn a_connected_session_touched_in_time_outlives_its_idle_time_and_keeps_its_account() {
+    let redis = RedisServer::start().await;
+    let idle = policy(Duration::from_millis(300), Duration::from_secs(3600));
+    let store = store(&redis, idle, Duration::from_secs(10)).await;
+    let (sid, _) = store
+        .create_session(&Username::parse("ada").unwrap())
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert!(store
+            .touch_sessions(vec![sid.digest()])
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(store.expire_sessions(10).await.unwrap().is_empty());
+        let swept = store
+            .expire_accounts(Duration::from_millis(300), 10)
+            .await
+            .unwrap();
+        assert_eq!(swept.users, 0);
+    }
+    assert!(store.find_session(&sid).await.unwrap().is_some());
+    let unknown = server::domain::SessionId::random().digest();
+    assert_eq!(
+        store.touch_sessions(vec![unknown.clone()]).await.unwrap(),
+        [unknown]
+    );
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(
+        store.touch_sessions(vec![sid.digest()]).await.unwrap(),
+        [sid.digest()],
+        "a late touch does not revive it"
+    );
+}
+
+#[tokio::test]
+async fn a_directory_from_before_expiry_is_converted_once_in_order() {
+    use redis::AsyncCommands;
+    let redis = RedisServer::start().await;
+    let key = |rest: &str| format!("{}:{rest}", redis.prefix);
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // What the store wrote before: a list of [userID, name], a session with an idle TTL.
+    for (id, name) in [("u-a", "ada"), ("u-b", "bob"), ("u-c", "cy")] {
+        let _: () = conn.hset(key("usernames"), id, name).await.unwrap();
+        let entry = serde_json::to_string(&(id, name)).unwrap();
+        let _: () = conn.rpush(key("users"), entry).await.unwrap();
+    }
+    let _: () = conn
+        .hset_multiple(
+            key("session:d-a"),
+            &[("user", "u-a"), ("name", "ada"), ("created", "0")],
+        )
+        .await
+        .unwrap();
+    let _: () = conn.pexpire(key("session:d-a"), 60_000).await.unwrap();
+    let _: () = conn.sadd(key("user:u-a:sessions"), "d-a").await.unwrap();
+    let _: () = conn.sadd(key("peers:u-b"), "u-c").await.unwrap();
+    let _: () = conn.sadd(key("peers:u-c"), "u-b").await.unwrap();
+
+    let node1 = default_store(&redis).await;
+    let node2 = default_store(&redis).await;
+    for node in [&node1, &node2] {
+        assert_eq!(
+            names(&node.list_users().await.unwrap()),
+            ["ada", "bob", "cy"]
+        );
+    }
+    let legacy: bool = conn.exists(key("users")).await.unwrap();
+    assert!(!legacy, "the old list is gone once converted");
+    // Ada's session was created at 0: past its maximum age, it is swept like any other.
+    assert_eq!(node1.expire_sessions(10).await.unwrap(), ["d-a"]);
+    // Ada had no message: left without a session, she goes; bob and cy talked, and stay.
+    let swept = node1
+        .expire_accounts(Duration::from_secs(3600), 10)
+        .await
+        .unwrap();
+    assert_eq!(swept.users, 1);
+    assert_eq!(names(&node2.list_users().await.unwrap()), ["bob", "cy"]);
 }
