@@ -10,6 +10,8 @@ use socketioxide::adapter::Adapter;
 use socketioxide::extract::{SocketRef, State, TryData};
 
 use super::overflow::Ack;
+use super::price;
+use super::rate::SocketReadBucket;
 
 use super::{reply, EventError, SocketState, Viewer};
 use crate::domain::{ClientMsgId, MessageContent, UserId};
@@ -26,11 +28,31 @@ pub async fn private_message<A: Adapter>(
     let Some(viewer) = socket.extensions.get::<Viewer>() else {
         return;
     };
-    reply(
-        ack,
-        events::PRIVATE_MESSAGE,
-        send(&socket, &state, &viewer, payload.ok()).await,
-    );
+    let result = send(&socket, &state, &viewer, payload.ok()).await;
+    let limited = matches!(result, Err(EventError::RateLimited));
+    reply(ack, events::PRIVATE_MESSAGE, result);
+    judge(&socket, &state, &viewer, limited);
+}
+
+/// Counts a request's outcome in the socket's run of refusals. A socket that keeps sending
+/// past its limits is disconnected (after its answer), and its session may not connect again
+/// for the cooldown (`rate::Penalties`).
+fn judge<A: Adapter>(socket: &SocketRef<A>, state: &SocketState, viewer: &Viewer, limited: bool) {
+    let bucket = read_bucket(socket, state);
+    if !limited {
+        state.penalties.served(&bucket);
+        return;
+    }
+    if state.penalties.refused(&bucket) {
+        state.penalties.bar(viewer.session_id.digest());
+        metrics::counter!("tether_sockets_closed_total", "reason" => "flooding").increment(1);
+        tracing::info!(
+            conn = %crate::telemetry::conn(&socket.id),
+            user.id = %viewer.user_id,
+            "disconnected a socket that kept sending past its limits"
+        );
+        let _ = socket.clone().disconnect();
+    }
 }
 
 async fn send<A: Adapter>(
@@ -66,15 +88,14 @@ async fn send<A: Adapter>(
         // would walk the rooms a second time on the hot path).
         let rooms = vec![to.to_string(), viewer.user_id.to_string()];
         let delivered = socket
-            .to(rooms.clone())
+            .to(rooms)
             .emit(events::PRIVATE_MESSAGE, message)
             .await;
         if delivered.is_ok() {
             metrics::counter!("tether_messages_delivered_total").increment(1);
-        } else if super::overflow::some_socket_was_full(&delivered) {
-            // From just before this message: a later one may still reach a socket that missed
-            // it, and a restore from that socket's newest id would skip this one.
-            super::overflow::resync_rooms(socket, rooms, message.id - 1);
+        } else {
+            // A socket over its send budget is being closed; its client restores on return.
+            super::overflow::count_dropped(events::PRIVATE_MESSAGE, &delivered);
         }
     }
     Ok(MessageReceipt {
@@ -123,11 +144,84 @@ pub async fn restore_state<A: Adapter>(
     let Some(viewer) = socket.extensions.get::<Viewer>() else {
         return;
     };
-    reply(
-        ack,
-        events::RESTORE_STATE,
-        restore(&state, &viewer, payload.ok()).await,
-    );
+    let bucket = read_bucket(&socket, &state);
+    let result = priced(
+        &state,
+        &viewer,
+        &bucket,
+        restore_most(&state),
+        restore_bytes,
+        restore(&state, &viewer, payload.ok()),
+    )
+    .await;
+    let limited = matches!(result, Err(EventError::RateLimited));
+    reply(ack, events::RESTORE_STATE, result);
+    judge(&socket, &state, &viewer, limited);
+}
+
+/// The socket's read bucket (added by the handshake; a fresh one if it is somehow missing).
+fn read_bucket<A: Adapter>(socket: &SocketRef<A>, state: &SocketState) -> SocketReadBucket {
+    socket
+        .extensions
+        .get::<SocketReadBucket>()
+        .unwrap_or_else(|| state.reads.socket_bucket())
+}
+
+/// Runs a read priced by its answer: reserves `most` bytes from the viewer's and the socket's
+/// read buckets (or answers `rate_limited` without reading anything), reads, then keeps what
+/// the answer cost and gives the rest back.
+async fn priced<T>(
+    state: &SocketState,
+    viewer: &Viewer,
+    bucket: &SocketReadBucket,
+    most: usize,
+    cost: impl FnOnce(&T) -> usize,
+    read: impl std::future::Future<Output = Result<T, EventError>>,
+) -> Result<T, EventError> {
+    let Some(reservation) = state.reads.reserve(&viewer.user_id, bucket, most) else {
+        metrics::counter!("tether_reads_rate_limited_total").increment(1);
+        return Err(EventError::RateLimited);
+    };
+    let answer = read.await;
+    let spent = match &answer {
+        Ok(answer) => price::REQUEST_BASE + cost(answer),
+        Err(_) => price::REQUEST_BASE,
+    };
+    state.reads.settle(reservation, spent);
+    answer
+}
+
+/// The most a user entry of a presence list can cost (a 32-character name, 4 bytes each).
+const PRESENCE_MOST: usize = 90 + 4 * protocol::domain::USERNAME_MAX_CHARS;
+
+/// The most a `restore_state` answer can cost: a full page and a full presence list.
+fn restore_most(state: &SocketState) -> usize {
+    state.limits.largest_read()
+}
+
+impl super::Limits {
+    /// The most any read can return (a `restore_state`): what the read buckets must hold.
+    pub fn largest_read(&self) -> usize {
+        let restore = price::REQUEST_BASE
+            + self.max_answer_bytes
+            + price::message_most(self.max_message_chars)
+            + self.roster_full_max * PRESENCE_MOST;
+        let page = price::REQUEST_BASE + USERS_PAGE_MAX as usize * PRESENCE_MOST;
+        restore.max(page)
+    }
+}
+
+fn restore_bytes(answer: &RestoreState) -> usize {
+    answer
+        .messages
+        .iter()
+        .map(price::message_bytes)
+        .sum::<usize>()
+        + answer
+            .users
+            .iter()
+            .map(price::presence_bytes)
+            .sum::<usize>()
 }
 
 async fn restore(
@@ -146,6 +240,12 @@ async fn restore(
         .store
         .messages_since(&viewer.user_id, request.since, state.limits.restore_page)
         .await?;
+    // Bounded in bytes too: 500 messages of 4,000 four-byte characters would be 8 MB.
+    let (messages, _, cut) = price::oldest_within(page.messages, state.limits.max_answer_bytes);
+    let page = crate::store::Page {
+        messages,
+        has_more: page.has_more || cut,
+    };
     let peers: std::collections::HashSet<&str> = page
         .messages
         .iter()
@@ -198,15 +298,26 @@ pub async fn users_page<A: Adapter>(
     TryData(payload): TryData<Value>,
     ack: Ack<A>,
 ) {
-    if socket.extensions.get::<Viewer>().is_none() {
+    let Some(viewer) = socket.extensions.get::<Viewer>() else {
         return;
-    }
-    reply(
-        ack,
-        events::USERS_PAGE,
-        directory_page(&state, payload.ok()).await,
-    );
+    };
+    let bucket = read_bucket(&socket, &state);
+    let result = priced(
+        &state,
+        &viewer,
+        &bucket,
+        price::REQUEST_BASE + USERS_PAGE_MAX as usize * PRESENCE_MOST,
+        |page: &UsersPage| page.users.iter().map(price::presence_bytes).sum(),
+        directory_page(&state, payload.ok()),
+    )
+    .await;
+    let limited = matches!(result, Err(EventError::RateLimited));
+    reply(ack, events::USERS_PAGE, result);
+    judge(&socket, &state, &viewer, limited);
 }
+
+/// The most entries one `users_page` answer holds.
+const USERS_PAGE_MAX: u32 = 500;
 
 async fn directory_page(
     state: &SocketState,
@@ -216,7 +327,7 @@ async fn directory_page(
         None | Some(Value::Null) => UsersPageRequest::default(),
         Some(v) => serde_json::from_value(v).map_err(|_| EventError::InvalidPayload)?,
     };
-    let limit = request.limit.unwrap_or(100).clamp(1, 500) as usize;
+    let limit = request.limit.unwrap_or(100).clamp(1, USERS_PAGE_MAX) as usize;
     let users = state.store.list_users().await?;
     let online = state.store.online_users().await?;
     let start = usize::try_from(request.offset)
@@ -243,11 +354,21 @@ pub async fn history<A: Adapter>(
     let Some(viewer) = socket.extensions.get::<Viewer>() else {
         return;
     };
-    reply(
-        ack,
-        events::HISTORY,
-        older(&state, &viewer, payload.ok()).await,
-    );
+    let bucket = read_bucket(&socket, &state);
+    let result = priced(
+        &state,
+        &viewer,
+        &bucket,
+        price::REQUEST_BASE
+            + state.limits.max_answer_bytes
+            + price::message_most(state.limits.max_message_chars),
+        |page: &History| page.messages.iter().map(price::message_bytes).sum(),
+        older(&state, &viewer, payload.ok()),
+    )
+    .await;
+    let limited = matches!(result, Err(EventError::RateLimited));
+    reply(ack, events::HISTORY, result);
+    judge(&socket, &state, &viewer, limited);
 }
 
 async fn older(
@@ -270,9 +391,11 @@ async fn older(
         .store
         .history(&viewer.user_id, &peer, request.before, limit)
         .await?;
+    // The newest of the page, closest to `before`, within the byte bound.
+    let (messages, _, cut) = price::newest_within(page.messages, state.limits.max_answer_bytes);
     Ok(History {
-        messages: page.messages,
-        has_more: page.has_more,
+        messages,
+        has_more: page.has_more || cut,
     })
 }
 

@@ -100,7 +100,13 @@ mod tests {
 
     #[test]
     fn sizes_are_never_below_what_serde_writes() {
-        for content in ["", "hi", "\"quoted\" \\ back", "\u{1}\u{1f}\n\t", "héllo ✓ 🎉"] {
+        for content in [
+            "",
+            "hi",
+            "\"quoted\" \\ back",
+            "\u{1}\u{1f}\n\t",
+            "héllo ✓ 🎉",
+        ] {
             let message = m(i64::MAX, content);
             let written = serde_json::to_string(&message).unwrap().len() + 1;
             assert!(message_bytes(&message) >= written, "{content:?}");

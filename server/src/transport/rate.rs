@@ -12,8 +12,9 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::domain::UserId;
 
@@ -135,17 +136,79 @@ impl RateLimiter {
     }
 }
 
-/// One socket's read bucket (a socket extension: it lives and dies with the socket).
+/// One socket's read bucket, and how many of its requests in a row were refused (a socket
+/// extension: it lives and dies with the socket).
 #[derive(Debug, Clone)]
-pub struct SocketReadBucket(Arc<Mutex<Bucket>>);
+pub struct SocketReadBucket(Arc<SocketBudget>);
+
+#[derive(Debug)]
+struct SocketBudget {
+    bucket: Mutex<Bucket>,
+    refused_in_a_row: AtomicU32,
+}
 
 impl SocketReadBucket {
     pub fn new(rate: Rate) -> Self {
-        Self(Arc::new(Mutex::new(Bucket::full(rate, Instant::now()))))
+        Self(Arc::new(SocketBudget {
+            bucket: Mutex::new(Bucket::full(rate, Instant::now())),
+            refused_in_a_row: AtomicU32::new(0),
+        }))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Bucket> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.0.bucket.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What happens to a socket that keeps sending past its limits. A refused request is cheap,
+/// but not free: a client that answers each `rate_limited` with a new request (7,900 a second
+/// from one socket, measured in the abuse suite) takes the CPU honest users need. After
+/// `max_refused` refusals in a row the socket is disconnected, and its session may not
+/// connect again for `cooldown`.
+#[derive(Debug)]
+pub struct Penalties {
+    max_refused: u32,
+    cooldown: Duration,
+    /// Session digests barred from connecting, until when. Entries past their time are
+    /// dropped once the map is large.
+    barred: Mutex<HashMap<String, Instant>>,
+}
+
+impl Penalties {
+    pub fn new(max_refused: u32, cooldown: Duration) -> Self {
+        Self {
+            max_refused: max_refused.max(1),
+            cooldown,
+            barred: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A request of this socket was served: its run of refusals is over.
+    pub fn served(&self, socket: &SocketReadBucket) {
+        socket.0.refused_in_a_row.store(0, Ordering::Relaxed);
+    }
+
+    /// A request of this socket was refused; true when that was one too many and the socket
+    /// must go.
+    pub fn refused(&self, socket: &SocketReadBucket) -> bool {
+        socket.0.refused_in_a_row.fetch_add(1, Ordering::Relaxed) + 1 >= self.max_refused
+    }
+
+    /// Bars a session (by its digest) from connecting for the cooldown.
+    pub fn bar(&self, session_digest: String) {
+        let now = Instant::now();
+        let mut barred = self.barred.lock().unwrap_or_else(|e| e.into_inner());
+        if barred.len() >= 10_000 {
+            barred.retain(|_, until| *until > now);
+        }
+        barred.insert(session_digest, now + self.cooldown);
+    }
+
+    pub fn is_barred(&self, session_digest: &str) -> bool {
+        let barred = self.barred.lock().unwrap_or_else(|e| e.into_inner());
+        barred
+            .get(session_digest)
+            .is_some_and(|until| *until > Instant::now())
     }
 }
 
@@ -174,13 +237,34 @@ impl ReadLimits {
         }
     }
 
+    /// Whether a read that may return up to `largest` bytes can ever be granted: both bursts
+    /// must hold it.
+    pub fn check(&self, largest: usize) -> Result<(), String> {
+        let largest_f = largest as f64;
+        if self.users.rate.burst < largest_f || self.socket.burst < largest_f {
+            return Err(format!(
+                "the read bursts (--read-burst-bytes {}, --socket-read-burst-bytes {}) must \
+                 each hold the largest answer a read may return ({largest} bytes: \
+                 --max-answer-bytes, one message and a presence list of --roster-full-max \
+                 users); raise them or lower those limits",
+                self.users.rate.burst, self.socket.burst
+            ));
+        }
+        Ok(())
+    }
+
     /// A fresh bucket for a new socket.
     pub fn socket_bucket(&self) -> SocketReadBucket {
         SocketReadBucket::new(self.socket)
     }
 
     /// Reserves `most` bytes from both the user's and the socket's bucket, or neither.
-    pub fn reserve(&self, user: &UserId, socket: &SocketReadBucket, most: usize) -> Option<Reservation> {
+    pub fn reserve(
+        &self,
+        user: &UserId,
+        socket: &SocketReadBucket,
+        most: usize,
+    ) -> Option<Reservation> {
         self.reserve_at(user, socket, most, Instant::now())
     }
 
@@ -191,9 +275,9 @@ impl ReadLimits {
         most: usize,
         now: Instant,
     ) -> Option<Reservation> {
-        // A reservation larger than a bucket could never be granted: reserve at most a full
-        // bucket, and charge what the answer cost beyond it when settling.
-        let most = (most as f64).min(self.socket.burst).min(self.users.rate.burst);
+        // (A reservation larger than a bucket is never granted: the configuration is checked
+        // at start, see `ReadLimits::check`.)
+        let most = most as f64;
         // The socket's bucket is locked across both takes, so a refusal by the user's bucket
         // can put the socket's tokens back before anyone else sees them.
         let mut own = socket.lock();
@@ -244,7 +328,6 @@ impl ReadLimits {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn a_burst_is_allowed_then_refused_then_refilled() {
@@ -285,19 +368,26 @@ mod tests {
         let user = UserId::random();
         let socket = limits.socket_bucket();
         let t0 = Instant::now();
-        let first = limits.reserve_at(&user, &socket, 600, t0).expect("in budget");
+        let first = limits
+            .reserve_at(&user, &socket, 600, t0)
+            .expect("in budget");
         // Reserved, not yet settled: a second large read does not fit.
         assert!(limits.reserve_at(&user, &socket, 600, t0).is_none());
         limits.settle(first, 100);
         // 900 left.
-        let second = limits.reserve_at(&user, &socket, 900, t0).expect("refunded");
+        let second = limits
+            .reserve_at(&user, &socket, 900, t0)
+            .expect("refunded");
         limits.settle(second, 900);
         assert!(limits.reserve_at(&user, &socket, 1, t0).is_none());
     }
 
     #[test]
     fn concurrent_reads_cannot_spend_more_than_the_burst() {
-        let limits = Arc::new(ReadLimits::new(Rate::new(0.0, 10_000.0), Rate::new(0.0, 1e9)));
+        let limits = Arc::new(ReadLimits::new(
+            Rate::new(0.0, 10_000.0),
+            Rate::new(0.0, 1e9),
+        ));
         let user = UserId::random();
         let admitted = std::sync::atomic::AtomicUsize::new(0);
         let (limits, user, admitted_ref) = (&limits, &user, &admitted);
@@ -328,6 +418,24 @@ mod tests {
         let r = limits.reserve_at(&b, &socket, 100, t0).expect("fits");
         limits.settle(r, 100);
         assert!(limits.reserve_at(&b, &socket, 1, t0).is_none());
+    }
+
+    #[test]
+    fn a_socket_is_let_go_after_too_many_refusals_in_a_row_and_its_session_barred() {
+        let penalties = Penalties::new(3, Duration::from_secs(60));
+        let socket = SocketReadBucket::new(Rate::new(1.0, 1.0));
+        assert!(!penalties.refused(&socket));
+        assert!(!penalties.refused(&socket));
+        penalties.served(&socket);
+        assert!(!penalties.refused(&socket));
+        assert!(!penalties.refused(&socket));
+        assert!(penalties.refused(&socket));
+        assert!(!penalties.is_barred("digest"));
+        penalties.bar("digest".into());
+        assert!(penalties.is_barred("digest"));
+        let short = Penalties::new(1, Duration::ZERO);
+        short.bar("digest".into());
+        assert!(!short.is_barred("digest"), "the cooldown ends");
     }
 
     #[test]

@@ -60,7 +60,9 @@ fn message_of(refusal: &str) -> String {
 }
 
 fn code(answer: &Value) -> &str {
-    answer["error"]["code"].as_str().unwrap_or_else(|| panic!("an error ack: {answer}"))
+    answer["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("an error ack: {answer}"))
 }
 
 #[tokio::test]
@@ -88,7 +90,10 @@ async fn each_ack_code_is_answered_to_the_request_that_earns_it() {
         "invalid_cursor"
     );
     assert_eq!(
-        code(&a.request("history", json!({ "with": b.user_id, "before": -5 })).await),
+        code(
+            &a.request("history", json!({ "with": b.user_id, "before": -5 }))
+                .await
+        ),
         "invalid_cursor"
     );
     // `null` and absent mean 0, as documented.
