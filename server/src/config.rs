@@ -37,6 +37,34 @@ pub struct Config {
     #[arg(long, env = "TETHER_LISTEN_BACKLOG", default_value_t = 4096)]
     pub listen_backlog: u32,
 
+    /// A connection must send a whole request head (request line and headers) within this
+    /// many milliseconds of opening, or of its previous response; otherwise it is closed. A
+    /// request being answered (a long poll) and an upgraded WebSocket are not affected.
+    #[arg(long, env = "TETHER_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout_ms: u64,
+
+    /// A keep-alive connection with no request in flight for this many milliseconds is closed.
+    /// The header-read timeout also runs while a connection waits for its next request, so the
+    /// wait is the shorter of the two.
+    #[arg(long, env = "TETHER_IDLE_TIMEOUT_MS", default_value_t = 5_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_ms: u64,
+
+    /// Connections accepted that have not sent their first whole request head yet. At this
+    /// many the server accepts no more until one does (or closes); if none does within a
+    /// second, new connections are closed at once until one does (counted in `/metrics` as
+    /// `tether_connections_refused_total{reason="pending_limit"}`).
+    #[arg(long, env = "TETHER_MAX_PENDING_CONNECTIONS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_pending_connections: u32,
+
+    /// Largest request head (request line and headers) accepted, in bytes; a larger one is
+    /// answered 431 and its connection closed. What a connection waiting for its head can hold.
+    #[arg(long, env = "TETHER_MAX_HEADER_BYTES", default_value_t = 16 * 1024,
+          value_parser = clap::value_parser!(u32).range(1024..))]
+    pub max_header_bytes: u32,
+
     /// Directory for the embedded store (created if missing).
     #[arg(long, env = "TETHER_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
@@ -123,9 +151,8 @@ pub struct Config {
     #[arg(long, env = "TETHER_PUBLIC_ORIGIN")]
     pub public_origin: Option<String>,
 
-
-    /// Browser origins (besides the server's own) allowed to open sockets, comma-separated,
-    /// e.g. `https://chat.example`.
+    /// Browser origins besides the public origin allowed to open sockets, comma-separated,
+    /// e.g. `https://chat.example`. Scheme, host and port must match exactly.
     #[arg(long, env = "TETHER_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 

@@ -10,6 +10,7 @@ pub mod expiry;
 pub mod http;
 pub mod memory;
 pub mod origin;
+pub mod serve;
 pub mod store;
 pub mod telemetry;
 pub mod transport;
@@ -18,7 +19,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use axum::Router;
 use leptos::config::LeptosOptions;
 use socketioxide::SocketIo;
@@ -71,8 +71,9 @@ pub struct App {
 /// size while it is read. engineioxide's default is 4 KiB.
 const WS_READ_BUFFER: usize = 1024;
 
-/// Builds the whole application from its configuration: store, Socket.IO layer, HTTP routes.
-pub async fn build_app(config: &Config) -> anyhow::Result<App> {
+/// Builds the whole application from its configuration: store, Socket.IO layer, HTTP routes,
+/// behind the Origin check of `origins`.
+pub async fn build_app(config: &Config, origins: origin::OriginPolicy) -> anyhow::Result<App> {
     http::metrics_handle();
     let policy = SessionPolicy {
         idle: config.session_idle(),
@@ -192,7 +193,7 @@ pub async fn build_app(config: &Config) -> anyhow::Result<App> {
         Io::Cluster(io) => tokio::spawn(expiry::expiry_loop(io.clone(), store.clone(), expiry)),
     });
     // Both wrap the Socket.IO layer; the origin check runs first, before any handshake.
-    let origins = Arc::new(origin::OriginPolicy::new(&config.allowed_origins));
+    let origins = Arc::new(origins);
     let router = routes
         .layer(axum::middleware::from_fn(
             transport::request_head::detach_socket_request_head,
@@ -265,13 +266,34 @@ fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
 pub struct Server {
     listener: TcpListener,
     app: App,
+    limits: serve::ConnectionLimits,
 }
 
 impl Server {
+    /// Binds the listening socket, then builds the app: without `--public-origin`, the origin
+    /// browsers may open sockets from is the address actually bound (port 0 picks one).
     pub async fn bind(config: &Config) -> anyhow::Result<Self> {
-        let app = build_app(config).await?;
         let listener = listen(config.listen_addr(), config.listen_backlog)?;
-        Ok(Self { listener, app })
+        let origins = origin::OriginPolicy::new(
+            config.public_origin.as_deref(),
+            &config.allowed_origins,
+            listener.local_addr()?,
+        )?;
+        if origins.lacks_a_public_origin() {
+            // Only the operator's own listen address and flags, never a client's.
+            tracing::warn!(
+                allowed = ?origins.origins(),
+                "listening on every address without --public-origin: browser pages pass the \
+                 Origin check only from these origins; set --public-origin to the address \
+                 users visit"
+            );
+        }
+        let app = build_app(config, origins).await?;
+        Ok(Self {
+            listener,
+            app,
+            limits: serve::ConnectionLimits::from_config(config),
+        })
     }
 
     /// The Socket.IO handle, for embedding programs and tests that inspect rooms.
@@ -289,32 +311,15 @@ impl Server {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let io = self.app.io.clone();
-        // Every frame is a message someone waits for: without TCP_NODELAY a frame written while
-        // the one before is unacknowledged waits for the peer's (possibly delayed) ACK.
-        // Browsers set it on their side, as does Node's http server.
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY on a connection");
-            }
-        });
-        // Every request carries its TCP peer as `ConnectInfo<SocketAddr>` in its extensions
-        // (socket requests keep them, see `transport::request_head`; socketioxide hands them to
-        // handlers in `Socket::req_parts().extensions`). Never logged.
-        let service = self
-            .app
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(listener, service)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!("shutting down: closing sockets");
-                io.close().await;
-            })
-            .await;
+        let shutdown = async move {
+            shutdown.await;
+            tracing::info!("shutting down: closing sockets");
+            io.close().await;
+        };
+        serve::serve(self.listener, self.app.router, self.limits, shutdown).await;
         for task in self.app.tasks {
             task.abort();
         }
-        served?;
         Ok(())
     }
 }

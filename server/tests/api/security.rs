@@ -56,6 +56,52 @@ async fn the_apps_own_origin_and_listed_origins_pass() {
     assert!(body.starts_with('0'), "an Engine.IO open packet: {body}");
     let (status, _, _) = http_request(app.addr, POLLING, &["Origin: https://chat.example"]).await;
     assert_eq!(status, 200);
+    // On a loopback address, `localhost` names the same server.
+    let localhost = format!("Origin: http://localhost:{}", app.addr.port());
+    let (status, _, _) = http_request(app.addr, POLLING, &[localhost.as_str()]).await;
+    assert_eq!(status, 200);
+    let (status, _, _) = http_request(app.addr, POLLING, &["Origin: http://chat.example"]).await;
+    assert_eq!(status, 403, "another scheme is another origin");
+}
+
+#[tokio::test]
+async fn a_public_origin_replaces_the_listen_address_as_the_apps_origin() {
+    let app = spawn_app_with(|c| c.public_origin = Some("https://Chat.Example:443/".into())).await;
+    let (status, _, _) = http_request(app.addr, POLLING, &["Origin: https://chat.example"]).await;
+    assert_eq!(status, 200);
+    let own = format!("Origin: http://{}", app.addr);
+    let (status, _, _) = http_request(app.addr, POLLING, &[own.as_str()]).await;
+    assert_eq!(
+        status, 403,
+        "the address behind the proxy is not where pages come from"
+    );
+}
+
+#[tokio::test]
+async fn an_origin_flag_that_is_no_origin_stops_the_server_at_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (flag, value) in [
+        ("--public-origin", "chat.example"),
+        (
+            "--allowed-origins",
+            "https://ok.example,https://chat.example/app",
+        ),
+    ] {
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_server"))
+            .args(["--listen", "127.0.0.1:0", "--log", "warn", flag, value])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .output();
+        let output = tokio::time::timeout(Duration::from_secs(10), output)
+            .await
+            .expect("exits at once")
+            .expect("runs");
+        assert!(!output.status.success());
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(!stdout.contains("listening on"), "{stdout}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(flag), "{stderr}");
+    }
 }
 
 #[tokio::test]
