@@ -192,7 +192,7 @@ async fn priced<T>(
 }
 
 /// The most a user entry of a presence list can cost (a 32-character name, 4 bytes each).
-const PRESENCE_MOST: usize = 90 + 4 * protocol::domain::USERNAME_MAX_CHARS;
+const PRESENCE_MOST: usize = price::USER_FIXED + 4 * protocol::domain::USERNAME_MAX_CHARS;
 
 /// The most a `restore_state` answer can cost: a full page and a full presence list.
 fn restore_most(state: &SocketState) -> usize {

@@ -8,10 +8,10 @@ use protocol::payloads::{Message, Presence, UserEntry};
 
 /// A message's JSON without its content: `{"id":…,"ts":…,"content":"","from":"<uuid>",
 /// "to":"<uuid>","clientId":"<uuid>"}` with 19-digit numbers, and a separating comma.
-const MESSAGE_FIXED: usize = 180;
+const MESSAGE_FIXED: usize = 205;
 /// A user entry's JSON without its name: `{"userID":"<uuid>","username":"","connected":false,
 /// "messages":[]}`, and a separating comma.
-const USER_FIXED: usize = 90;
+pub const USER_FIXED: usize = 96;
 /// What every read costs besides its rows (the request, the ack's envelope): an empty answer
 /// is not free.
 pub const REQUEST_BASE: usize = 256;

@@ -27,12 +27,13 @@ fn documented(heading: &str) -> BTreeSet<String> {
 
 /// The handshake refusals, each produced by a test: below, and `too many sign-ups` in
 /// `abuse::signup`.
-const REFUSALS: [&str; 5] = [
+const REFUSALS: [&str; 6] = [
     "invalid username",
     "too many connections",
     "session already active",
     "server unavailable",
     "too many sign-ups",
+    "too many requests",
 ];
 
 #[test]
@@ -157,4 +158,28 @@ async fn each_handshake_refusal_is_sent_when_it_applies() {
         message_of(&tabs.refusal(json!({ "sessionID": first.session_id })).await),
         "session already active"
     );
+}
+
+#[tokio::test]
+async fn a_socket_that_keeps_sending_past_its_limit_is_let_go_and_its_session_waits() {
+    let app = spawn_app_with(|c| {
+        c.messages_per_sec = 0.001;
+        c.message_burst = 1.0;
+        c.max_refused_requests = 5;
+    })
+    .await;
+    let mut a = app.connect_as("a").await;
+    let b = app.connect_as("b").await;
+    assert!(a.send(&b.user_id, "one").await.get("ok").is_some());
+    for _ in 0..5 {
+        assert_eq!(code(&a.send(&b.user_id, "again").await), "rate_limited");
+    }
+    a.next("close").await;
+    assert_eq!(
+        message_of(&app.refusal(json!({ "sessionID": a.session_id })).await),
+        "too many requests"
+    );
+    // Other users are unaffected.
+    let c = app.connect_as("c").await;
+    assert!(c.send(&b.user_id, "hi").await.get("ok").is_some());
 }
