@@ -122,6 +122,17 @@ async fn start_server(args: &Args, data_dir: &std::path::Path, port: u16) -> Ser
             "--max-payload-bytes",
             "1000000",
         ])
+        // Every simulated user signs up from this one address, at once.
+        .args([
+            "--signups-per-ip-per-min",
+            "10000000",
+            "--signup-burst-per-ip",
+            "10000000",
+            "--signups-per-sec",
+            "10000000",
+            "--signup-burst",
+            "10000000",
+        ])
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
