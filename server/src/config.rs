@@ -193,10 +193,14 @@ pub struct Config {
     #[arg(long, env = "TETHER_NODE_TTL_MS", default_value_t = 10_000)]
     pub node_ttl_ms: u64,
 
-    /// Packets queued per socket before the server stops queueing more for it (a client that
-    /// reads too slowly). Bursts of presence events during a connect storm need room here.
-    #[arg(long, env = "TETHER_SOCKET_BUFFER", default_value_t = 1024)]
-    pub socket_buffer: usize,
+    /// Bytes that may wait to be sent to one socket (each packet counts its size plus 64
+    /// bytes; packets written but not yet taken by the connection count too). A socket that
+    /// would go past it is closed: its client is not reading, and restores after
+    /// reconnecting. Bursts (the roster on connect, presence events in a connect storm, a
+    /// restore page) need room here. At least 65536.
+    #[arg(long, env = "TETHER_SOCKET_BUFFER_BYTES", default_value_t = 1 << 20,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(65_536..))]
+    pub socket_buffer_bytes: usize,
 
     /// Every this many milliseconds, check whether to hand memory the allocator keeps but
     /// nothing uses (what a connect storm's bursts freed) back to the system: done once the
@@ -267,5 +271,15 @@ mod tests {
         assert_eq!(config.listen_addr().port(), 0);
         assert_eq!(config.max_message_chars, 10);
         assert_eq!(config.listen_backlog, 128);
+    }
+
+    #[test]
+    fn a_socket_buffer_below_64_kib_is_refused() {
+        let parse =
+            |bytes: &str| Config::try_parse_from(["tether", "--socket-buffer-bytes", bytes]);
+        assert_eq!(Config::for_data_dir("/tmp/x").socket_buffer_bytes, 1 << 20);
+        assert_eq!(parse("65536").unwrap().socket_buffer_bytes, 65_536);
+        let refused = parse("65535").unwrap_err().to_string();
+        assert!(refused.contains("65536"), "{refused}");
     }
 }

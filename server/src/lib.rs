@@ -136,7 +136,7 @@ pub async fn build_app(config: &Config, origins: origin::OriginPolicy) -> anyhow
         .ping_timeout(Duration::from_millis(config.ping_timeout_ms))
         .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
         .max_payload(config.max_payload_bytes)
-        .max_buffer_size(config.socket_buffer.max(16))
+        .max_buffer_size(config.socket_buffer_bytes)
         .ws_max_message_size(config.max_payload_bytes as usize)
         .ws_max_frame_size(config.max_payload_bytes as usize)
         .ws_read_buffer_size(WS_READ_BUFFER);

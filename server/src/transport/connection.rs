@@ -54,11 +54,11 @@ pub async fn on_connect<A: Adapter>(socket: SocketRef<A>, State(state): State<So
     socket.on_disconnect(on_disconnect::<A>);
 
     metrics::gauge!("tether_sockets_connected").increment(1.0);
-    // The client cannot go on without these two: queued again if the buffer is full.
-    let session_delayed = super::overflow::emit_or_retry(
+    // Over its send budget a socket is closed instead (its client reconnects and gets both).
+    super::overflow::emit(
         &socket,
         events::SESSION,
-        SessionInfo {
+        &SessionInfo {
             session_id: viewer.session_id.expose_secret().to_owned(),
             user_id: viewer.user_id.to_string(),
         },
@@ -86,11 +86,8 @@ pub async fn on_connect<A: Adapter>(socket: SocketRef<A>, State(state): State<So
         .map_or(0, |held| held.0);
     match roster(&state, &viewer, held_through).await {
         Ok((users, audience)) => {
-            // Part A order: `users` only after `session`.
-            if let Some(session) = session_delayed {
-                let _ = session.await;
-            }
-            let _ = super::overflow::emit_or_retry(&socket, events::USERS, users);
+            // Part A order: `users` only after `session` (queued above, so sent before).
+            super::overflow::emit(&socket, events::USERS, &users);
             socket.extensions.insert(audience);
         }
         Err(e) => {

@@ -74,17 +74,17 @@ pub fn is_socket_path(path: &str) -> bool {
 }
 
 /// Answers an event's ack with `{ ok }` or the error's typed `{ error }`.
-pub(crate) fn reply<A: Adapter, T: serde::Serialize + Send + Sync + 'static>(
+pub(crate) fn reply<A: Adapter, T: serde::Serialize>(
     ack: overflow::Ack<A>,
     event: &str,
     result: Result<T, EventError>,
-) -> Option<tokio::task::JoinHandle<()>> {
+) {
     let answer = match result {
         Ok(value) => protocol::Ack::Ok(value),
         Err(e) => e.into_ack(event),
     };
-    // The socket may be gone already; then there is nobody to answer.
-    ack.send(answer)
+    // The socket may be gone already, or closing (over its send budget): nobody to answer.
+    ack.send(&answer);
 }
 
 /// Registers the `/` namespace. With a remote adapter the result is a future that resolves once

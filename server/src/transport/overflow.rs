@@ -1,23 +1,18 @@
-//! When a client reads more slowly than events arrive, its socket's send buffer
-//! (`--socket-buffer` packets) fills and the server cannot queue more for it: an event is lost
-//! for that socket. Nothing stored is lost (messages are in the store), but the client must
-//! learn it missed something:
+//! When a client does not read what it is sent. Each socket's send queue is bounded by a byte
+//! budget (`--socket-buffer-bytes`, the engine's `max_buffer_size`: every queued packet counts
+//! its bytes plus a fixed overhead, and so do packets written to the connection but not
+//! flushed yet). The engine closes a socket whose queue would exceed its budget, and one whose
+//! connection takes nothing for a heartbeat (ping interval + ping timeout), whatever pongs it
+//! sends (vendor/engineioxide/TETHER-PATCH.md, 5).
 //!
-//! - events a client cannot do without (`session`, `users`) and acks ([`Ack`]) are queued
-//!   again as soon as the buffer has room (a lost ack left the client waiting out its ack
-//!   timeout — measured: 8 s stalls right after a connect storm);
-//! - when a message could not be queued for some socket of its rooms, every socket of those
-//!   rooms on this node gets `resync { since }` (once it has room), `since` being the id just
-//!   before that message, and restores from there. A socket owes at most one resync at a time:
-//!   further misses before it goes out only lower its `since` ([`OwedResync`]), so a client
-//!   that missed a thousand messages restores once, not a thousand times.
-//!
-//! A socket that stays full is closed by the heartbeat (the ping cannot be queued either), and
-//! its client restores after reconnecting.
+//! So an event or ack that cannot be queued is dropped, never held: its socket is being
+//! closed. The client reconnects, sends its outbox again (the client id de-duplicates) and
+//! restores what it missed with `restore_state`. Nothing stored is lost, and nothing for such
+//! a socket waits outside its budget. `/metrics` counts the drops
+//! (`tether_emits_dropped_total{event}`).
 
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use serde::Serialize;
 use socketioxide::adapter::Adapter;
@@ -25,161 +20,71 @@ use socketioxide::extract::{AckSender, SocketRef};
 use socketioxide::handler::FromMessageParts;
 use socketioxide::socket::Socket;
 use socketioxide::{BroadcastError, SendError, SocketError};
-use socketioxide_core::{Str, Value as RawPayload};
+use socketioxide_core::Value as RawPayload;
 
-/// How long to keep trying to queue an event for a full socket.
-const RETRY_FOR: Duration = Duration::from_secs(30);
-const RETRY_EVERY: Duration = Duration::from_millis(20);
-
-/// Emits to this socket; if its buffer is full, keeps trying in the background and returns
-/// that task (await it before emitting what must come after).
-pub(crate) fn emit_or_retry<A: Adapter, T: Serialize + Send + Sync + 'static>(
+/// Emits to this socket. Over its budget the event is dropped (and the socket closed).
+pub(crate) fn emit<A: Adapter, T: Serialize + ?Sized>(
     socket: &SocketRef<A>,
     event: &'static str,
-    data: T,
-) -> Option<tokio::task::JoinHandle<()>> {
-    let socket = socket.clone();
-    retry_while_full(event, move || was_full(socket.emit(event, &data)), || ())
+    data: &T,
+) {
+    if over_budget(&socket.emit(event, data)) {
+        dropped(event, 1);
+    }
 }
 
-fn was_full(sent: Result<(), SendError>) -> bool {
+fn over_budget(sent: &Result<(), SendError>) -> bool {
     matches!(
         sent,
         Err(SendError::Socket(SocketError::InternalChannelFull))
     )
 }
 
-/// Runs `attempt` (which says whether the buffer was full); while it was, runs it again every
-/// `RETRY_EVERY` in the background for up to `RETRY_FOR` (then `give_up`), and returns that
-/// task.
-fn retry_while_full(
-    what: &'static str,
-    mut attempt: impl FnMut() -> bool + Send + 'static,
-    give_up: impl FnOnce() + Send + 'static,
-) -> Option<tokio::task::JoinHandle<()>> {
-    if !attempt() {
-        return None;
-    }
-    metrics::counter!("tether_emits_delayed_total", "event" => what).increment(1);
-    tracing::debug!(event = what, "send buffer full; retrying");
-    Some(tokio::spawn(async move {
-        let deadline = tokio::time::Instant::now() + RETRY_FOR;
-        while tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(RETRY_EVERY).await;
-            if !attempt() {
-                return;
-            }
-        }
-        give_up();
-    }))
+fn dropped(event: &'static str, sockets: usize) {
+    metrics::counter!("tether_emits_dropped_total", "event" => event).increment(sockets as u64);
+    tracing::debug!(
+        event,
+        sockets,
+        "send budget spent; dropped (the socket is closed)"
+    );
 }
 
-/// The ack of the event being handled: like socketioxide's `AckSender`, but when the socket's
-/// buffer is full the answer is queued again in the background instead of being dropped.
-pub struct Ack<A: Adapter> {
-    socket: Arc<Socket<A>>,
-    id: Option<i64>,
+/// Counts the sockets of a room emit that were over their budget (each is being closed).
+pub(crate) fn count_dropped(event: &'static str, result: &Result<(), BroadcastError>) {
+    if let Err(BroadcastError::Socket(errors)) = result {
+        let full = errors
+            .iter()
+            .filter(|e| matches!(e, SocketError::InternalChannelFull))
+            .count();
+        if full > 0 {
+            dropped(event, full);
+        }
+    }
 }
+
+/// The ack of the event being handled: socketioxide's `AckSender`, with an answer that does
+/// not fit the socket's budget counted as dropped.
+pub struct Ack<A: Adapter>(AckSender<A>);
 
 impl<A: Adapter> FromMessageParts<A> for Ack<A> {
     type Error = Infallible;
 
     fn from_message_parts(
         socket: &Arc<Socket<A>>,
-        _: &mut RawPayload,
+        payload: &mut RawPayload,
         ack_id: &Option<i64>,
     ) -> Result<Self, Infallible> {
-        Ok(Self {
-            socket: socket.clone(),
-            id: *ack_id,
-        })
+        AckSender::from_message_parts(socket, payload, ack_id).map(Self)
     }
 }
 
 impl<A: Adapter> Ack<A> {
-    /// Queues the answer; if the buffer is full, keeps trying in the background and returns
-    /// that task (await it before doing what must come after the answer).
-    pub fn send<T: Serialize + Send + Sync + 'static>(
-        self,
-        data: T,
-    ) -> Option<tokio::task::JoinHandle<()>> {
-        self.id?;
-        retry_while_full("ack", move || self.try_send(&data), || ())
-    }
-
-    /// Whether the buffer was full (any other outcome is final: sent, or the socket is gone).
-    fn try_send<T: Serialize>(&self, data: &T) -> bool {
-        let mut unused = RawPayload::Str(Str::from(""), None);
-        let Ok(sender) = AckSender::from_message_parts(&self.socket, &mut unused, &self.id);
-        was_full(sender.send(data))
-    }
-}
-
-/// Whether a room emit left some socket without the event because its buffer was full.
-pub(crate) fn some_socket_was_full(result: &Result<(), BroadcastError>) -> bool {
-    matches!(result, Err(BroadcastError::Socket(errors))
-        if errors.iter().any(|e| matches!(e, SocketError::InternalChannelFull)))
-}
-
-/// Tells every socket of `rooms` on this node to restore what it may have missed: everything
-/// after `since`.
-pub(crate) fn resync_rooms<A: Adapter>(socket: &SocketRef<A>, rooms: Vec<String>, since: i64) {
-    metrics::counter!("tether_resyncs_total").increment(1);
-    for target in socket.within(rooms).sockets() {
-        owe_resync(&target, since);
-    }
-}
-
-/// The resync a socket is owed and has not been sent yet (a socket extension, added at its
-/// first miss). While one is owed, a background task tries to send it.
-#[derive(Clone, Default)]
-struct OwedResync(Arc<Mutex<Option<i64>>>);
-
-impl OwedResync {
-    fn slot(&self) -> std::sync::MutexGuard<'_, Option<i64>> {
-        // Every critical section is one read or write of the slot: a panic cannot tear it.
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-/// `target` missed the message after `since`: it gets `resync { since }`, or, if it already
-/// owes one, that one's `since` drops to this if lower.
-fn owe_resync<A: Adapter>(target: &SocketRef<A>, since: i64) {
-    let owed = target.extensions.get::<OwedResync>().unwrap_or_else(|| {
-        // Two first misses at once may each add one: then two resyncs go out, both correct.
-        let owed = OwedResync::default();
-        target.extensions.insert(owed.clone());
-        owed
-    });
-    {
-        let mut slot = owed.slot();
-        if let Some(owed_since) = *slot {
-            *slot = Some(owed_since.min(since)); // its task sends the lowest
-            return;
+    /// Queues the answer (if the client asked for one). A socket gone or over its budget gets
+    /// none: it is closing; its client reconnects, sends what is still in its outbox again
+    /// and restores.
+    pub fn send<T: Serialize + ?Sized>(self, data: &T) {
+        if over_budget(&self.0.send(data)) {
+            dropped("ack", 1);
         }
-        *slot = Some(since);
     }
-    let socket = target.clone();
-    let sender = owed.clone();
-    let _ = retry_while_full(
-        protocol::events::RESYNC,
-        move || {
-            // Held while emitting, so a miss meanwhile waits and then owes a new resync.
-            let mut slot = sender.slot();
-            let Some(since) = *slot else {
-                return false;
-            };
-            let resync = protocol::payloads::Resync { since: Some(since) };
-            let full = was_full(socket.emit(protocol::events::RESYNC, &resync));
-            if !full {
-                *slot = None;
-            }
-            full
-        },
-        // The socket stayed full: it will be closed by the heartbeat and restore on its return;
-        // a later miss starts over.
-        move || *owed.slot() = None,
-    );
 }

@@ -39,13 +39,10 @@ pub async fn logout<A: Adapter>(
     };
     let ended = ended.map(|()| true).map_err(EventError::from);
     let ok = ended.is_ok();
-    let answered = reply(ack, events::LOGOUT, ended);
+    // Queued before the disconnect, so it goes out first.
+    reply(ack, events::LOGOUT, ended);
     if !ok {
         return;
-    }
-    // The answer goes out before the disconnect (it waits for room in a full buffer).
-    if let Some(answered) = answered {
-        let _ = answered.await;
     }
     tracing::info!(conn = %crate::telemetry::conn(&socket.id), user.id = %viewer.user_id, everywhere = request.everywhere, "signed out");
     // The user's room holds every socket of every session of the user; the session's room,

@@ -23,7 +23,7 @@
 //!     .ping_interval(Duration::from_millis(300))  // Set the ping_interval to 300ms
 //!     .ping_timeout(Duration::from_millis(200))   // Set the ping timeout to 200ms
 //!     .max_payload(1e6 as u64)                    // Set the max payload to a given size
-//!     .max_buffer_size(1024)                      // Set a custom buffer size
+//!     .max_buffer_size(1 << 20)                   // Set a custom buffer size (bytes)
 //!     .build();
 //!
 //! // Create an engine io service with a custom config
@@ -53,11 +53,15 @@ pub struct EngineIoConfig {
     /// Defaults to 10 seconds.
     pub upgrade_timeout: Duration,
 
-    /// The maximum number of packets that can be buffered per connection before being emitted to the client.
+    /// Tether patch 5: the byte budget of what can be buffered per connection before being
+    /// emitted to the client (upstream: a number of packets). Each packet costs its payload
+    /// plus a fixed overhead (`queue::ITEM_OVERHEAD`); packets taken by the websocket writer
+    /// count until they are flushed. A packet that finds nothing else buffered always enters.
     ///
-    /// If the buffer if full the `emit()` method will return an error
+    /// When a packet would exceed it, the `emit()` method returns an error and the socket is
+    /// closed (with `DisconnectReason::HeartbeatTimeout`): the client is not reading.
     ///
-    /// Defaults to 128 packets
+    /// Defaults to 1 MiB.
     pub max_buffer_size: usize,
 
     /// The maximum number of bytes that can be received per http request.
@@ -96,7 +100,7 @@ impl Default for EngineIoConfig {
             ping_interval: Duration::from_millis(25000),
             ping_timeout: Duration::from_millis(20000),
             upgrade_timeout: Duration::from_millis(10000),
-            max_buffer_size: 128,
+            max_buffer_size: 1 << 20,
             max_payload: 1e5 as u64, // 100kb
             ws_read_buffer_size: 4096,
             ws_max_message_size: 64 << 20,
@@ -162,9 +166,12 @@ impl EngineIoConfigBuilder {
         self
     }
 
-    /// The maximum number of packets that can be buffered per connection before being emitted to the client.
+    /// Tether patch 5: the byte budget of what can be buffered per connection before being
+    /// emitted to the client (upstream: a number of packets). See
+    /// [`EngineIoConfig::max_buffer_size`].
     ///
-    /// If the buffer if full the `emit()` method will return an error
+    /// If the budget is spent the `emit()` method will return an error and the socket is closed.
+    /// Defaults to 1 MiB.
     /// ```
     /// # use bytes::Bytes;
     /// # use engineioxide::{

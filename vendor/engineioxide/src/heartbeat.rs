@@ -15,6 +15,12 @@
 //! answers each ping with a pong (in the transport) and closes the socket when no ping came in
 //! `ping_interval + ping_timeout` (counted from the last look that saw one, so up to twice
 //! that in the worst case).
+//!
+//! Tether patch 5: a socket whose queue has had something waiting, with nothing taken from it,
+//! for `ping_interval + ping_timeout` is closed too (`socket::NOT_READING`), pongs or not. A
+//! pong answers a ping that was queued, not one that was read: a polling client that posts
+//! pongs but never polls would otherwise be kept, its queue filling slowly up to its budget.
+//! The websocket writer has its own deadline on each write (`transport::ws`).
 
 use std::{
     cmp::Ordering as CmpOrdering,
@@ -32,7 +38,7 @@ use tokio::{sync::Notify, time::Instant};
 use crate::{
     engine::EngineIo,
     handler::EngineIoHandler,
-    socket::{DisconnectReason, Queued, Socket},
+    socket::{DisconnectReason, NOT_READING, Queued, Socket},
 };
 
 /// No ping outstanding.
@@ -199,6 +205,19 @@ where
     Some((now + timeout).min(entry.due))
 }
 
+/// Tether patch 5: whether something has waited in `socket`'s queue for `limit` with nothing
+/// taken (not while the transport upgrades: the upgrade has its own timeout).
+fn not_reading<D>(socket: &Socket<D>, now: Instant, limit: Duration) -> bool
+where
+    D: Default + Send + Sync + 'static,
+{
+    !socket.is_upgrading()
+        && socket
+            .internal_tx
+            .waiting_since()
+            .is_some_and(|since| now.saturating_duration_since(since) >= limit)
+}
+
 /// v3: the client pings and the server answers (in the transport, as the ping arrives).
 fn v3<D>(
     socket: &Socket<D>,
@@ -239,11 +258,19 @@ async fn run<H: EngineIoHandler>(engine: Weak<EngineIo<H>>, wake: Arc<Notify>) {
             let now = hb.now_ms();
             let interval = millis(engine.config.ping_interval);
             let timeout = millis(engine.config.ping_timeout);
+            let unread_for = engine.config.ping_interval + engine.config.ping_timeout;
+            let now_instant = Instant::now();
             while heap.peek().is_some_and(|entry| entry.at <= now) {
                 let mut entry = heap.pop().expect("peeked");
                 let Some(socket) = engine.get_socket(entry.sid) else {
                     continue; // closed: its entry goes with it
                 };
+                if not_reading(&socket, now_instant, unread_for) {
+                    #[cfg(feature = "tracing")]
+                    tracing::debug!("nothing taken from a socket's queue in time, closing it");
+                    socket.close_now(NOT_READING);
+                    continue;
+                }
                 let next = if is_v3(&socket) {
                     v3(&socket, &mut entry, now, interval, timeout)
                 } else {
@@ -380,5 +407,32 @@ mod tests {
         upgrading.upgrade_to_websocket();
         at(start, 301).await;
         assert!(matches!(sent(&upgrading)[..], [Packet::Ping]));
+    }
+
+    /// Tether patch 5: pongs answer pings that were queued, not read; a client that pongs but
+    /// takes nothing (a polling client that never polls) is closed all the same.
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_pongs_but_takes_nothing_is_closed() {
+        let engine = engine(100, 50);
+        let start = Instant::now();
+        let reading = session(&engine);
+        let not_reading = session(&engine);
+        for ms in [110, 210, 310, 410] {
+            at(start, ms).await;
+            reading.on_heartbeat_packet(&Packet::Pong);
+            assert!(matches!(sent(&reading)[..], [Packet::Ping]));
+            not_reading.on_heartbeat_packet(&Packet::Pong);
+            if ms == 210 {
+                assert!(
+                    engine.get_socket(not_reading.id).is_some(),
+                    "its first ping has waited 110 ms of 150"
+                );
+            }
+        }
+        assert!(
+            engine.get_socket(not_reading.id).is_none(),
+            "its pings waited past interval + timeout"
+        );
+        assert!(engine.get_socket(reading.id).is_some());
     }
 }

@@ -6,13 +6,23 @@
 //! This queue is a `VecDeque` behind a mutex that lets go of its buffer when it drains after a
 //! burst, so an idle socket holds only the small shared header.
 //!
-//! It has the channel's semantics as engineioxide used them: a bound on queued plus reserved
-//! packets, permits that reserve a place, one receiver (serialised by the socket's
-//! `internal_rx` lock), `close()` from the receiving side, after which sends fail, queued
-//! packets can still be received and `closed()` resolves.
+//! It has the channel's semantics as engineioxide used them: permits that reserve a place, one
+//! receiver (serialised by the socket's `internal_rx` lock), `close()` from the receiving side,
+//! after which sends fail, queued packets can still be received and `closed()` resolves.
+//!
+//! Its bound is a byte budget (`capacity`), not a number of packets (patch 5): an item costs
+//! [`ITEM_OVERHEAD`] plus its [`Payload::payload_bytes`]; what is queued, reserved by permits
+//! and held (taken by the websocket writer but not flushed yet) together stays within the
+//! budget. An item that would take it past the budget is refused, except that an item that
+//! finds nothing else queued, reserved or held always enters (it alone may exceed the budget,
+//! else an answer larger than the budget could never be delivered, and its client would
+//! reconnect and ask again forever). So a queue holds at most `max(capacity, one item)`.
+//! Once an item has been refused for lack of room (`Full`), the queue refuses everything
+//! after it as if closed: the socket is being closed, and a later packet must not reach the
+//! client after one that was dropped (its client restores from the newest it holds).
 //!
 //! It also holds the socket's volatile packet, which was a `tokio::sync::watch` channel of its
-//! own (~0.5 KiB per socket): at most one, outside the bound, replaced by the next one, and
+//! own (~0.5 KiB per socket): at most one, outside the budget, replaced by the next one, and
 //! received after everything queued.
 
 use std::{
@@ -23,34 +33,86 @@ use std::{
     task::{Context, Poll, Waker},
 };
 
-use tokio::sync::{
-    Notify,
-    mpsc::error::{SendError, TrySendError},
+use tokio::{
+    sync::{
+        Notify,
+        mpsc::error::{SendError, TrySendError},
+    },
+    time::Instant,
 };
 
 /// A drained buffer up to this capacity is kept: a socket sending one packet at a time never
 /// reallocates, and an idle one holds at most this many slots.
 const KEPT_CAPACITY: usize = 4;
 
+/// What every queued item costs besides its payload: its slot, the payload's allocation header
+/// and the allocator's rounding, roughly. It also bounds a flood of empty packets. A permit
+/// reserves this much until it sends.
+pub(crate) const ITEM_OVERHEAD: usize = 64;
+
+/// What an item carries, in bytes, for the budget.
+pub(crate) trait Payload {
+    fn payload_bytes(&self) -> usize;
+}
+
+fn cost<T: Payload>(item: &T) -> usize {
+    ITEM_OVERHEAD.saturating_add(item.payload_bytes())
+}
+
 struct State<T> {
     items: VecDeque<T>,
     /// The latest volatile packet not received yet.
     volatile: Option<T>,
-    /// Places held by permits that have not sent yet.
+    /// Bytes of the queued items.
+    queued: usize,
+    /// Bytes held by permits that have not sent yet (`ITEM_OVERHEAD` each).
     reserved: usize,
+    /// Bytes of items taken with `*_held` and not released yet: written to a connection that
+    /// has not taken them yet.
+    held: usize,
+    /// Since when something has been queued or held without any progress (an item taken or
+    /// released); `None` while nothing is.
+    waiting_since: Option<Instant>,
     closed: bool,
+    /// An item was refused for lack of room: nothing enters any more (but what is queued can
+    /// still be received).
+    overflowed: bool,
     /// The receiver waiting for a packet, if it is waiting.
     rx_waker: Option<Waker>,
     /// A `send` is waiting for room.
     room_wanted: bool,
 }
 
+impl<T> State<T> {
+    /// Closed, or overflowed: sends fail as on a closed queue.
+    fn refuses(&self) -> bool {
+        self.closed || self.overflowed
+    }
+
+    /// Bytes counted against the budget.
+    fn used(&self) -> usize {
+        self.queued + self.reserved + self.held
+    }
+
+    /// Whether an item costing `cost` fits: within the budget, or alone.
+    fn admits(&self, cost: usize, capacity: usize) -> bool {
+        let used = self.used();
+        used == 0 || used.saturating_add(cost) <= capacity
+    }
+
+    /// Something was taken or released: the wait, if anything still waits, starts again now.
+    fn progressed(&mut self) {
+        self.waiting_since = (!self.items.is_empty() || self.held > 0).then(Instant::now);
+    }
+}
+
 struct Shared<T> {
     state: Mutex<State<T>>,
+    /// The byte budget.
     capacity: usize,
     /// Wakes `closed()` waiters.
     on_close: Notify,
-    /// Wakes `send` waiters when a place frees up.
+    /// Wakes `send` waiters when room frees up.
     on_room: Notify,
 }
 
@@ -64,20 +126,24 @@ pub(crate) struct Receiver<T> {
     shared: Arc<Shared<T>>,
 }
 
-/// A reserved place in the queue, released when dropped unused.
+/// A reserved place in the queue (`ITEM_OVERHEAD` bytes), released when dropped unused.
 pub(crate) struct Permit<'a, T> {
     shared: &'a Shared<T>,
 }
 
-/// A bounded queue of at most `capacity` packets (queued plus reserved).
+/// A queue bounded by a budget of `capacity` bytes (queued plus reserved plus held).
 pub(crate) fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
-    assert!(capacity > 0, "a queue needs room for at least one packet");
+    assert!(capacity > 0, "a queue needs a budget");
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             items: VecDeque::new(),
             volatile: None,
+            queued: 0,
             reserved: 0,
+            held: 0,
+            waiting_since: None,
             closed: false,
+            overflowed: false,
             rx_waker: None,
             room_wanted: false,
         }),
@@ -102,12 +168,6 @@ impl<T> Shared<T> {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Queues `item` (the caller holds a place for it) and wakes the receiver.
-    fn push(&self, mut state: MutexGuard<'_, State<T>>, item: T) {
-        state.items.push_back(item);
-        Self::wake_rx(state);
-    }
-
     fn wake_rx(mut state: MutexGuard<'_, State<T>>) {
         let waker = state.rx_waker.take();
         drop(state);
@@ -116,7 +176,7 @@ impl<T> Shared<T> {
         }
     }
 
-    /// A place was freed: wakes a waiting `send`, if there is one.
+    /// Room was freed: wakes a waiting `send`, if there is one.
     fn freed(&self, state: &mut State<T>) {
         if std::mem::take(&mut state.room_wanted) {
             self.on_room.notify_waiters();
@@ -132,32 +192,35 @@ impl<T> Clone for Sender<T> {
     }
 }
 
-impl<T> Sender<T> {
-    /// Queues `item` if there is room and the queue is open.
+impl<T: Payload> Sender<T> {
+    /// Queues `item` if it fits the budget and the queue is open. `Full` once, then `Closed`.
     pub(crate) fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
-        let state = self.shared.lock();
-        if state.closed {
+        let mut state = self.shared.lock();
+        if state.refuses() {
             return Err(TrySendError::Closed(item));
         }
-        if state.items.len() + state.reserved >= self.shared.capacity {
+        let cost = cost(&item);
+        if !state.admits(cost, self.shared.capacity) {
+            state.overflowed = true;
             return Err(TrySendError::Full(item));
         }
-        self.shared.push(state, item);
+        self.shared.push(state, item, cost);
         Ok(())
     }
 
-    /// Queues `item`, waiting for room if the queue is full.
+    /// Queues `item`, waiting for room if it does not fit yet.
     pub(crate) async fn send(&self, item: T) -> Result<(), SendError<T>> {
+        let cost = cost(&item);
         loop {
             let mut room = pin!(self.shared.on_room.notified());
             room.as_mut().enable();
             {
                 let mut state = self.shared.lock();
-                if state.closed {
+                if state.refuses() {
                     return Err(SendError(item));
                 }
-                if state.items.len() + state.reserved < self.shared.capacity {
-                    self.shared.push(state, item);
+                if state.admits(cost, self.shared.capacity) {
+                    self.shared.push(state, item, cost);
                     return Ok(());
                 }
                 state.room_wanted = true;
@@ -166,25 +229,28 @@ impl<T> Sender<T> {
         }
     }
 
-    /// Reserves a place for one packet.
+    /// Reserves a place for one item (`ITEM_OVERHEAD` bytes; the item's real cost is charged
+    /// when the permit sends). `Full` once, then `Closed`.
     pub(crate) fn try_reserve(&self) -> Result<Permit<'_, T>, TrySendError<()>> {
         let mut state = self.shared.lock();
-        if state.closed {
+        if state.refuses() {
             return Err(TrySendError::Closed(()));
         }
-        if state.items.len() + state.reserved >= self.shared.capacity {
+        if !state.admits(ITEM_OVERHEAD, self.shared.capacity) {
+            state.overflowed = true;
             return Err(TrySendError::Full(()));
         }
-        state.reserved += 1;
+        state.reserved += ITEM_OVERHEAD;
         Ok(Permit {
             shared: &self.shared,
         })
     }
 
-    /// Sets the volatile packet (replacing one not received yet). False once closed.
+    /// Sets the volatile packet (replacing one not received yet). False once closed (or
+    /// overflowed).
     pub(crate) fn send_volatile(&self, item: T) -> bool {
         let mut state = self.shared.lock();
-        if state.closed {
+        if state.refuses() {
             return false;
         }
         state.volatile = Some(item);
@@ -194,6 +260,18 @@ impl<T> Sender<T> {
 
     pub(crate) fn is_closed(&self) -> bool {
         self.shared.lock().closed
+    }
+
+    /// Since when something has been queued or held with nothing taken or released: how long
+    /// the other end has not been reading. `None` while nothing waits.
+    pub(crate) fn waiting_since(&self) -> Option<Instant> {
+        self.shared.lock().waiting_since
+    }
+
+    /// How many items are queued (not taken yet).
+    #[cfg(test)]
+    pub(crate) fn queued_items(&self) -> usize {
+        self.shared.lock().items.len()
     }
 
     /// Resolves once the receiving side has closed the queue.
@@ -211,35 +289,82 @@ impl<T> Sender<T> {
     }
 }
 
-impl<T> Permit<'_, T> {
-    /// Queues `item` in the reserved place. After a close the item is dropped, as a closed
-    /// channel's would be.
-    pub(crate) fn send(self, item: T) {
+impl<T: Payload> Permit<'_, T> {
+    /// Queues `item` in the reserved place, charging its real cost. If it does not fit the
+    /// budget (it is larger than the reservation and the rest of the budget, and not alone),
+    /// it is handed back, for the caller to drop (and close the socket), and the queue
+    /// overflows. After a close (or an overflow) the item is dropped, as a closed channel's
+    /// would be.
+    pub(crate) fn send(self, item: T) -> Result<(), T> {
         let shared = self.shared;
         std::mem::forget(self);
         let mut state = shared.lock();
-        state.reserved -= 1;
-        if state.closed {
+        state.reserved -= ITEM_OVERHEAD;
+        if state.refuses() {
             shared.freed(&mut state);
-        } else {
-            shared.push(state, item);
+            return Ok(());
         }
+        let cost = cost(&item);
+        if !state.admits(cost, shared.capacity) {
+            state.overflowed = true;
+            shared.freed(&mut state);
+            return Err(item);
+        }
+        shared.push(state, item, cost);
+        Ok(())
     }
 }
 
 impl<T> Drop for Permit<'_, T> {
     fn drop(&mut self) {
         let mut state = self.shared.lock();
-        state.reserved -= 1;
+        state.reserved -= ITEM_OVERHEAD;
         self.shared.freed(&mut state);
     }
 }
 
-impl<T> Receiver<T> {
+impl<T: Payload> Receiver<T> {
     /// The next packet, or `None` once the queue is closed and drained.
     pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        self.poll_take(cx, false)
+    }
+
+    #[cfg(any(test, feature = "__test_harness"))]
+    pub(crate) async fn recv(&mut self) -> Option<T> {
+        poll_fn(|cx| self.poll_take(cx, false)).await
+    }
+
+    /// The next packet if one is queued now.
+    #[cfg(test)]
+    pub(crate) fn try_recv(&mut self) -> Option<T> {
+        self.shared.pop(&mut self.shared.lock(), false)
+    }
+
+    /// Like `recv`, but the packet's bytes stay counted (held) until `release_held`: for a
+    /// writer that hands packets to a connection which may not take them.
+    pub(crate) async fn recv_held(&mut self) -> Option<T> {
+        poll_fn(|cx| self.poll_take(cx, true)).await
+    }
+
+    /// Like `try_recv`, holding the packet's bytes until `release_held`.
+    pub(crate) fn try_recv_held(&mut self) -> Option<T> {
+        self.shared.pop(&mut self.shared.lock(), true)
+    }
+
+    /// The held packets went out: their bytes leave the budget.
+    pub(crate) fn release_held(&mut self) {
         let mut state = self.shared.lock();
-        if let Some(item) = self.shared.pop(&mut state) {
+        if state.held == 0 {
+            return;
+        }
+        state.held = 0;
+        state.progressed();
+        self.shared.freed(&mut state);
+    }
+
+    fn poll_take(&mut self, cx: &mut Context<'_>, hold: bool) -> Poll<Option<T>> {
+        let mut state = self.shared.lock();
+        if let Some(item) = self.shared.pop(&mut state, hold) {
             return Poll::Ready(Some(item));
         }
         if state.closed {
@@ -251,16 +376,42 @@ impl<T> Receiver<T> {
         }
         Poll::Pending
     }
+}
 
-    pub(crate) async fn recv(&mut self) -> Option<T> {
-        poll_fn(|cx| self.poll_recv(cx)).await
+impl<T: Payload> Shared<T> {
+    /// Queues `item`, which costs `cost` (the caller checked that it fits), and wakes the
+    /// receiver.
+    fn push(&self, mut state: MutexGuard<'_, State<T>>, item: T, cost: usize) {
+        if state.waiting_since.is_none() {
+            state.waiting_since = Some(Instant::now());
+        }
+        state.queued += cost;
+        state.items.push_back(item);
+        Self::wake_rx(state);
     }
 
-    /// The next packet if one is queued now.
-    pub(crate) fn try_recv(&mut self) -> Option<T> {
-        self.shared.pop(&mut self.shared.lock())
+    /// The next queued packet, else the volatile one. Its bytes leave the budget, or, with
+    /// `hold`, stay counted as held.
+    fn pop(&self, state: &mut State<T>, hold: bool) -> Option<T> {
+        let Some(item) = state.items.pop_front() else {
+            return state.volatile.take();
+        };
+        let cost = cost(&item);
+        state.queued -= cost;
+        if hold {
+            state.held += cost;
+        }
+        if state.items.is_empty() && state.items.capacity() > KEPT_CAPACITY {
+            // The burst is over: let go of its buffer.
+            state.items = VecDeque::new();
+        }
+        state.progressed();
+        self.freed(state);
+        Some(item)
     }
+}
 
+impl<T> Receiver<T> {
     /// Closes the queue: sends fail from now on, queued packets can still be received.
     pub(crate) fn close(&mut self) {
         let mut state = self.shared.lock();
@@ -275,21 +426,6 @@ impl<T> Receiver<T> {
     }
 }
 
-impl<T> Shared<T> {
-    /// The next queued packet, else the volatile one.
-    fn pop(&self, state: &mut State<T>) -> Option<T> {
-        let Some(item) = state.items.pop_front() else {
-            return state.volatile.take();
-        };
-        if state.items.is_empty() && state.items.capacity() > KEPT_CAPACITY {
-            // The burst is over: let go of its buffer.
-            state.items = VecDeque::new();
-        }
-        self.freed(state);
-        Some(item)
-    }
-}
-
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
         self.close();
@@ -301,8 +437,11 @@ impl<T> std::fmt::Debug for Sender<T> {
         let state = self.shared.lock();
         f.debug_struct("Sender")
             .field("queued", &state.items.len())
-            .field("reserved", &state.reserved)
+            .field("queued_bytes", &state.queued)
+            .field("reserved_bytes", &state.reserved)
+            .field("held_bytes", &state.held)
             .field("closed", &state.closed)
+            .field("overflowed", &state.overflowed)
             .finish()
     }
 }
@@ -315,33 +454,169 @@ impl<T> std::fmt::Debug for Receiver<T> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
+    /// A test item: its value is its payload size.
+    impl Payload for u32 {
+        fn payload_bytes(&self) -> usize {
+            *self as usize
+        }
+    }
+
+    const O: usize = ITEM_OVERHEAD;
+
     #[tokio::test]
-    async fn packets_come_out_in_order_and_the_bound_counts_permits() {
-        let (tx, mut rx) = channel::<u32>(3);
-        tx.try_send(1).unwrap();
+    async fn packets_come_out_in_order_and_the_budget_counts_bytes_and_permits() {
+        let (tx, mut rx) = channel::<u32>(3 * O + 100);
+        tx.try_send(10).unwrap();
         let permit = tx.try_reserve().unwrap();
-        tx.try_send(2).unwrap();
-        assert!(matches!(tx.try_send(9), Err(TrySendError::Full(9))));
-        assert!(matches!(tx.try_reserve(), Err(TrySendError::Full(()))));
-        permit.send(3);
-        assert_eq!(rx.recv().await, Some(1));
-        assert_eq!(rx.try_recv(), Some(2));
-        assert_eq!(rx.try_recv(), Some(3));
+        tx.try_send(50).unwrap();
+        permit.send(30).unwrap(); // in the permit's place: 3 * O + 90 bytes used
+        assert!(matches!(tx.try_send(0), Err(TrySendError::Full(0))));
+        assert_eq!(rx.recv().await, Some(10));
+        assert_eq!(rx.try_recv(), Some(50));
+        assert_eq!(rx.try_recv(), Some(30));
         assert_eq!(rx.try_recv(), None);
     }
 
     #[tokio::test]
-    async fn an_unused_permit_gives_its_place_back() {
-        let (tx, _rx) = channel::<u32>(1);
-        drop(tx.try_reserve().unwrap());
+    async fn the_budget_holds_to_the_byte() {
+        let (tx, _rx) = channel::<u32>(3 * O + 100);
+        tx.try_send(100).unwrap();
+        tx.try_send(0).unwrap();
+        let permit = tx.try_reserve().unwrap();
+        permit.send(0).unwrap();
+        assert!(matches!(tx.try_send(0), Err(TrySendError::Full(0))));
+
+        let (tx, _rx) = channel::<u32>(2 * O + 100);
+        tx.try_send(100).unwrap();
+        tx.try_send(0).unwrap();
+        assert!(matches!(tx.try_reserve(), Err(TrySendError::Full(()))));
+    }
+
+    #[tokio::test]
+    async fn after_an_overflow_nothing_more_enters_but_what_is_queued_still_comes_out() {
+        let (tx, mut rx) = channel::<u32>(2 * O + 100);
         tx.try_send(1).unwrap();
+        let permit = tx.try_reserve().unwrap();
+        assert!(matches!(tx.try_send(100), Err(TrySendError::Full(100))));
+        // The socket is closing: a later packet must not reach the client after a dropped one.
+        assert_eq!(rx.try_recv(), Some(1));
+        assert!(matches!(tx.try_send(0), Err(TrySendError::Closed(0))));
+        assert!(matches!(tx.try_reserve(), Err(TrySendError::Closed(()))));
+        permit.send(2).unwrap(); // dropped, as on a closed queue
+        assert!(!tx.send_volatile(3));
+        assert_eq!(rx.try_recv(), None);
+        assert!(!tx.is_closed(), "closed by the receiving side only");
+    }
+
+    #[tokio::test]
+    async fn a_permit_whose_item_does_not_fit_hands_it_back() {
+        let (tx, mut rx) = channel::<u32>(2 * O + 10);
+        let permit = tx.try_reserve().unwrap();
+        tx.try_send(10).unwrap();
+        assert_eq!(permit.send(11), Err(11));
+        assert!(matches!(tx.try_send(0), Err(TrySendError::Closed(0))));
+        assert_eq!(rx.try_recv(), Some(10));
+        assert_eq!(rx.try_recv(), None);
+        assert_eq!(rx.shared.lock().used(), 0, "its reservation is given back");
+    }
+
+    #[tokio::test]
+    async fn an_item_larger_than_the_budget_enters_only_an_empty_queue() {
+        let (tx, _rx) = channel::<u32>(100);
+        tx.try_send(1000).unwrap();
+        assert!(matches!(tx.try_send(0), Err(TrySendError::Full(0))));
+
+        let (tx, mut rx) = channel::<u32>(100);
+        tx.try_send(1000).unwrap();
+        assert_eq!(rx.recv_held().await, Some(1000));
+        assert!(
+            matches!(tx.try_send(0), Err(TrySendError::Full(0))),
+            "held bytes count until released"
+        );
+
+        let (tx, _rx) = channel::<u32>(100);
+        let _permit = tx.try_reserve().unwrap();
+        assert!(
+            matches!(tx.try_reserve(), Err(TrySendError::Full(()))),
+            "a permit counts"
+        );
+
+        let (tx, mut rx) = channel::<u32>(100);
+        tx.try_reserve().unwrap().send(5000).unwrap();
+        assert_eq!(rx.try_recv(), Some(5000));
+    }
+
+    #[tokio::test]
+    async fn held_bytes_count_until_released() {
+        let (tx, mut rx) = channel::<u32>(2 * O + 20);
+        tx.try_send(10).unwrap();
+        tx.try_send(10).unwrap();
+        assert_eq!(rx.recv_held().await, Some(10));
+        assert_eq!(rx.try_recv_held(), Some(10));
+        let waiting = {
+            let tx = tx.clone();
+            tokio::spawn(async move { tx.send(0).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "no room while both are held");
+        rx.release_held();
+        waiting.await.unwrap().unwrap();
+        // Taken without holding: out of the budget at once.
+        assert_eq!(rx.try_recv(), Some(0));
+        tx.try_send(10).unwrap();
+        tx.try_send(10).unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_since_says_how_long_nothing_was_taken() {
+        let (tx, mut rx) = channel::<u32>(1 << 20);
+        assert_eq!(tx.waiting_since(), None);
+        let start = Instant::now();
+        tx.try_send(1).unwrap();
+        tx.try_send(2).unwrap();
+        tokio::time::advance(Duration::from_millis(100)).await;
+        tx.try_send(3).unwrap();
+        assert_eq!(tx.waiting_since(), Some(start), "a send is no progress");
+        assert_eq!(rx.try_recv(), Some(1));
+        assert_eq!(tx.waiting_since(), Some(start + Duration::from_millis(100)));
+        assert_eq!(rx.try_recv(), Some(2));
+        assert_eq!(rx.try_recv(), Some(3));
+        assert_eq!(tx.waiting_since(), None, "nothing waits");
+
+        tx.try_send(4).unwrap();
+        assert_eq!(rx.try_recv_held(), Some(4));
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert_eq!(
+            tx.waiting_since(),
+            Some(start + Duration::from_millis(100)),
+            "a held packet waits for its connection"
+        );
+        rx.release_held();
+        assert_eq!(tx.waiting_since(), None);
+    }
+
+    #[tokio::test]
+    async fn an_unused_permit_gives_its_place_back() {
+        let (tx, _rx) = channel::<u32>(2 * O + 1);
+        let permit = tx.try_reserve().unwrap();
+        tx.try_send(0).unwrap();
+        let waiting = {
+            let tx = tx.clone();
+            tokio::spawn(async move { tx.send(1).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        drop(permit);
+        waiting.await.unwrap().unwrap();
     }
 
     #[tokio::test]
     async fn a_waiting_receiver_is_woken_by_a_send() {
-        let (tx, mut rx) = channel::<u32>(4);
+        let (tx, mut rx) = channel::<u32>(1 << 10);
         let waiting = tokio::spawn(async move { rx.recv().await });
         tokio::task::yield_now().await;
         tx.try_send(7).unwrap();
@@ -350,7 +625,7 @@ mod tests {
 
     #[tokio::test]
     async fn close_refuses_sends_keeps_queued_packets_and_wakes_closed() {
-        let (tx, mut rx) = channel::<u32>(4);
+        let (tx, mut rx) = channel::<u32>(1 << 10);
         tx.try_send(1).unwrap();
         let permit = tx.try_reserve().unwrap();
         let watcher = {
@@ -363,26 +638,34 @@ mod tests {
         watcher.await.unwrap();
         assert!(tx.is_closed());
         assert!(matches!(tx.try_send(2), Err(TrySendError::Closed(2))));
-        permit.send(3);
+        permit.send(3).unwrap();
         assert_eq!(rx.recv().await, Some(1));
         assert_eq!(rx.recv().await, None);
     }
 
     #[tokio::test]
-    async fn a_send_on_a_full_queue_waits_for_room_or_the_close() {
-        let (tx, mut rx) = channel::<u32>(1);
-        tx.try_send(1).unwrap();
+    async fn a_send_that_does_not_fit_waits_for_room_or_the_close() {
+        let (tx, mut rx) = channel::<u32>(O + 10);
+        tx.try_send(10).unwrap();
         let waiting = {
             let tx = tx.clone();
             tokio::spawn(async move { tx.send(2).await })
         };
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished());
-        assert_eq!(rx.recv().await, Some(1));
+        assert_eq!(rx.recv().await, Some(10));
         waiting.await.unwrap().unwrap();
-        assert_eq!(rx.recv().await, Some(2));
+        assert_eq!(rx.recv_held().await, Some(2));
 
-        tx.try_send(3).unwrap();
+        let held = {
+            let tx = tx.clone();
+            tokio::spawn(async move { tx.send(3).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!held.is_finished(), "held bytes take room too");
+        rx.release_held();
+        held.await.unwrap().unwrap();
+
         let refused = {
             let tx = tx.clone();
             tokio::spawn(async move { tx.send(4).await })
@@ -394,10 +677,10 @@ mod tests {
 
     #[tokio::test]
     async fn the_volatile_packet_is_the_latest_one_and_comes_after_the_queue() {
-        let (tx, mut rx) = channel::<u32>(1);
+        let (tx, mut rx) = channel::<u32>(O + 1);
         tx.try_send(1).unwrap();
         assert!(tx.send_volatile(10));
-        assert!(tx.send_volatile(11), "outside the bound, replacing 10");
+        assert!(tx.send_volatile(11), "outside the budget, replacing 10");
         assert_eq!(rx.try_recv(), Some(1));
         assert_eq!(rx.try_recv(), Some(11));
         assert_eq!(rx.try_recv(), None);
@@ -413,7 +696,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_drained_burst_lets_go_of_its_buffer() {
-        let (tx, mut rx) = channel::<u64>(1024);
+        let (tx, mut rx) = channel::<u32>(1 << 20);
         for i in 0..500 {
             tx.try_send(i).unwrap();
         }
@@ -422,6 +705,7 @@ mod tests {
             assert_eq!(rx.try_recv(), Some(i));
         }
         assert_eq!(rx.shared.lock().items.capacity(), 0);
+        assert_eq!(rx.shared.lock().used(), 0);
         // One at a time keeps its small buffer.
         for i in 0..10 {
             tx.try_send(i).unwrap();

@@ -114,6 +114,21 @@ impl Queued {
     }
 }
 
+/// Tether patch 5: what a queued item counts against the socket's byte budget (besides
+/// `queue::ITEM_OVERHEAD`): a text packet's text; for the rest, the box and each packet's size.
+impl queue::Payload for Queued {
+    fn payload_bytes(&self) -> usize {
+        match self {
+            Queued::Message(msg) => msg.len(),
+            Queued::Other(packets) => packets
+                .iter()
+                .fold(std::mem::size_of::<PacketBuf>(), |bytes, packet| {
+                    bytes.saturating_add(packet.get_size_hint(false))
+                }),
+        }
+    }
+}
+
 impl std::fmt::Debug for Queued {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -156,21 +171,52 @@ impl From<&Error> for Option<DisconnectReason> {
     }
 }
 
+/// Tether patch 5: why a socket is closed when what is queued for it would exceed its byte
+/// budget (`max_buffer_size`), or when its connection stops taking what it is sent. Such a
+/// client is not keeping up, as one that does not answer pings is not; before this patch it
+/// ended the same way (a full queue refused the heartbeat's ping). No variant is added: that
+/// would break socketioxide's exhaustive match on this enum.
+pub(crate) const NOT_READING: DisconnectReason = DisconnectReason::HeartbeatTimeout;
+
 /// A permit to emit a message to the client.
 /// A permit holds a place in the internal channel to send one packet to the client.
+///
+/// (Tether patch 5: the place is `queue::ITEM_OVERHEAD` bytes of the socket's budget; the
+/// packet's real size is charged when the permit is used. If it does not fit, the packet is
+/// dropped and the socket closed, which is why the permit can reach the socket's close.)
 pub struct Permit<'a> {
     inner: queue::Permit<'a, Queued>,
+    close_fn: &'a (dyn Fn(Sid, DisconnectReason) + Send + Sync),
+    sid: Sid,
 }
 impl Permit<'_> {
     /// Consume the permit and emit a message to the client.
     #[inline]
     pub fn emit(self, msg: Str) {
-        self.inner.send(Queued::Message(msg));
+        self.send(Queued::Message(msg));
     }
     /// Consume the permit and emit a binary message to the client.
     #[inline]
     pub fn emit_binary(self, data: Bytes) {
-        self.inner.send(Queued::one(Packet::Binary(data)));
+        self.send(Queued::one(Packet::Binary(data)));
+    }
+
+    /// (Tether patch 5.) Queues `item`; over the budget, drops it and closes the socket. The
+    /// queue's lock is released by then, and closing only removes the socket from the engine's
+    /// map, cancels its transport and spawns the handler's `on_disconnect`: it cannot deadlock
+    /// with the emit that called it.
+    fn send(self, item: Queued) {
+        let Permit {
+            inner,
+            close_fn,
+            sid,
+        } = self;
+        if let Err(dropped) = inner.send(item) {
+            drop(dropped);
+            #[cfg(feature = "tracing")]
+            tracing::debug!("socket over its send budget, closing it");
+            close_fn(sid, NOT_READING);
+        }
     }
 
     /// Consume the permit and emit a message with multiple binary data to the client.
@@ -182,7 +228,7 @@ impl Permit<'_> {
         for d in data {
             packets.push(Packet::Binary(d));
         }
-        self.inner.send(Queued::many(packets));
+        self.send(Queued::many(packets));
     }
 
     /// Consume the permit and emit a message with multiple binary data to the client.
@@ -194,7 +240,7 @@ impl Permit<'_> {
         for d in data {
             packets.push(Packet::Binary(d));
         }
-        self.inner.send(Queued::many(packets));
+        self.send(Queued::many(packets));
     }
 }
 
@@ -309,6 +355,8 @@ where
     }
 
     /// Sends a packet to the connection.
+    ///
+    /// (Tether patch 5: if it does not fit the socket's byte budget, the socket is closed.)
     pub(crate) fn send(&self, packet: Packet) -> Result<(), TrySendError<Packet>> {
         #[cfg(feature = "tracing")]
         tracing::debug!(?packet, "sending packet");
@@ -316,10 +364,26 @@ where
         self.internal_tx
             .try_send(Queued::one(packet))
             .map_err(|p| match p {
-                TrySendError::Full(p) => TrySendError::Full(p.into_first()),
+                TrySendError::Full(p) => {
+                    self.close_over_budget();
+                    TrySendError::Full(p.into_first())
+                }
                 TrySendError::Closed(p) => TrySendError::Closed(p.into_first()),
             })?;
         Ok(())
+    }
+
+    /// Tether patch 5: what is queued for this socket would exceed its byte budget.
+    fn close_over_budget(&self) {
+        #[cfg(feature = "tracing")]
+        tracing::debug!("socket over its send budget, closing it");
+        self.close_now(NOT_READING);
+    }
+
+    /// Tether patch 5: closes the session without queueing a close packet first (for a socket
+    /// whose connection does not take what it is sent).
+    pub(crate) fn close_now(&self, reason: DisconnectReason) {
+        (self.close_fn)(self.id, reason);
     }
     pub(crate) fn is_upgrading(&self) -> bool {
         self.upgrading.load(Ordering::Relaxed)
@@ -372,10 +436,24 @@ where
     ///
     /// If the internal chan is full, the function will return a [`TrySendError::Full`] error.
     /// If the socket is closed, the function will return a [`TrySendError::Closed`] error.
+    ///
+    /// (Tether patch 5: "full" means the socket's byte budget is spent, and the socket is
+    /// closed.)
     #[inline]
     pub fn reserve(&self) -> Result<Permit<'_>, TrySendError<()>> {
-        let permit = self.internal_tx.try_reserve()?;
-        Ok(Permit { inner: permit })
+        let permit = match self.internal_tx.try_reserve() {
+            Ok(permit) => permit,
+            Err(TrySendError::Full(())) => {
+                self.close_over_budget();
+                return Err(TrySendError::Full(()));
+            }
+            Err(closed) => return Err(closed),
+        };
+        Ok(Permit {
+            inner: permit,
+            close_fn: &*self.close_fn,
+            sid: self.id,
+        })
     }
 
     /// Emits a message to the client.
@@ -385,6 +463,7 @@ where
     /// If the transport is in polling mode, the message is buffered and sent as a text frame to the next polling request.
     ///
     /// ⚠️ If the buffer is full or the socket is disconnected, an error will be returned with the original data
+    /// (Tether patch 5: the buffer is a byte budget; when it is spent the socket is also closed.)
     pub fn emit(&self, msg: impl Into<Str>) -> Result<(), TrySendError<Str>> {
         self.send(Packet::Message(msg.into())).map_err(|e| match e {
             TrySendError::Full(p) => TrySendError::Full(p.into_message()),
@@ -397,7 +476,8 @@ where
     #[cfg_attr(feature = "tracing", tracing::instrument(skip(self)))]
     pub fn close(&self, reason: DisconnectReason) {
         // Try to send a close packet is the connection is still operational.
-        self.send(Packet::Close).ok();
+        // (Tether patch 5: straight to the queue; a full one would close the socket again.)
+        self.internal_tx.try_send(Queued::one(Packet::Close)).ok();
 
         (self.close_fn)(self.id, reason);
     }
@@ -575,5 +655,151 @@ where
         });
 
         (sock, rx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Tether patch 5: the byte budget closes the socket.
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::queue::ITEM_OVERHEAD;
+
+    type Closes = Arc<Mutex<Vec<DisconnectReason>>>;
+
+    /// A socket with a budget of `budget` bytes whose closes are recorded.
+    fn budgeted(budget: usize) -> (Socket<()>, Closes) {
+        let closes = Closes::default();
+        let config = EngineIoConfig::builder().max_buffer_size(budget).build();
+        let socket = Socket::new(
+            ProtocolVersion::V4,
+            TransportType::Websocket,
+            &config,
+            http::Request::<()>::default().into_parts().0,
+            Box::new({
+                let closes = closes.clone();
+                move |_, reason| closes.lock().unwrap().push(reason)
+            }),
+            false,
+        );
+        (socket, closes)
+    }
+
+    fn text(bytes: usize) -> Str {
+        Str::from("x".repeat(bytes))
+    }
+
+    fn queued(socket: &Socket<()>) -> Vec<Packet> {
+        let mut rx = socket.internal_rx.try_lock().unwrap();
+        std::iter::from_fn(|| rx.buffered_rx.try_recv())
+            .flat_map(Queued::into_packets)
+            .collect()
+    }
+
+    #[test]
+    fn a_packet_costs_its_payload_and_the_overhead() {
+        use queue::Payload;
+        assert_eq!(Queued::Message(text(100)).payload_bytes(), 100);
+        let binary = Queued::many(smallvec![
+            Packet::Message(text(10)),
+            Packet::Binary(Bytes::from(vec![0; 1000]))
+        ]);
+        assert_eq!(
+            binary.payload_bytes(),
+            std::mem::size_of::<PacketBuf>() + (1 + 10) + (1 + 1000)
+        );
+    }
+
+    #[tokio::test]
+    async fn an_emit_over_the_budget_is_refused_and_closes_the_socket() {
+        let (socket, closes) = budgeted(2 * ITEM_OVERHEAD + 200);
+        socket.emit(text(100)).unwrap();
+        socket.emit(text(100)).unwrap();
+        assert!(closes.lock().unwrap().is_empty());
+        assert!(matches!(socket.emit(text(1)), Err(TrySendError::Full(_))));
+        assert_eq!(*closes.lock().unwrap(), [NOT_READING]);
+        assert_eq!(queued(&socket).len(), 2, "nothing more was queued");
+    }
+
+    #[tokio::test]
+    async fn a_permit_whose_packet_exceeds_the_budget_drops_it_and_closes_the_socket() {
+        let (socket, closes) = budgeted(2 * ITEM_OVERHEAD + 200);
+        socket.emit(text(100)).unwrap();
+        let permit = socket.reserve().expect("room for a permit");
+        permit.emit(text(200));
+        assert_eq!(*closes.lock().unwrap(), [NOT_READING]);
+        assert!(matches!(&queued(&socket)[..], [Packet::Message(m)] if m.len() == 100));
+
+        // One that fits goes in; a permit refused for lack of room closes the socket too.
+        let (socket, closes) = budgeted(2 * ITEM_OVERHEAD + 200);
+        socket.reserve().unwrap().emit(text(100));
+        socket.emit(text(100)).unwrap();
+        assert!(closes.lock().unwrap().is_empty());
+        assert!(matches!(socket.reserve(), Err(TrySendError::Full(()))));
+        assert_eq!(*closes.lock().unwrap(), [NOT_READING]);
+    }
+
+    #[tokio::test]
+    async fn a_packet_alone_may_exceed_the_budget() {
+        let (socket, closes) = budgeted(ITEM_OVERHEAD + 100);
+        socket.reserve().unwrap().emit(text(10_000));
+        assert!(closes.lock().unwrap().is_empty());
+        assert_eq!(queued(&socket).len(), 1);
+        socket.emit(text(10_000)).unwrap();
+        assert!(closes.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn closing_a_socket_whose_budget_is_spent_closes_it_once() {
+        let (socket, closes) = budgeted(ITEM_OVERHEAD + 100);
+        socket.emit(text(100)).unwrap();
+        socket.close(DisconnectReason::ClosingServer);
+        assert_eq!(
+            *closes.lock().unwrap(),
+            [DisconnectReason::ClosingServer],
+            "the close packet that does not fit does not close it again"
+        );
+    }
+
+    /// Closing from inside an emit goes through the engine: it takes the engine's socket map
+    /// lock and spawns the handler's `on_disconnect`.
+    #[tokio::test]
+    async fn an_emit_over_the_budget_closes_the_session_in_the_engine() {
+        use crate::{engine::EngineIo, handler::EngineIoHandler};
+
+        #[derive(Debug)]
+        struct Handler(tokio::sync::mpsc::UnboundedSender<DisconnectReason>);
+        impl EngineIoHandler for Handler {
+            type Data = ();
+            fn on_connect(self: Arc<Self>, _: Arc<Socket<()>>) {}
+            fn on_disconnect(&self, _: Arc<Socket<()>>, reason: DisconnectReason) {
+                self.0.send(reason).unwrap();
+            }
+            fn on_message(self: &Arc<Self>, _: Str, _: Arc<Socket<()>>) {}
+            fn on_binary(self: &Arc<Self>, _: Bytes, _: Arc<Socket<()>>) {}
+        }
+
+        let (tx, mut disconnects) = tokio::sync::mpsc::unbounded_channel();
+        let config = EngineIoConfig::builder()
+            .max_buffer_size(ITEM_OVERHEAD + 100)
+            .build();
+        let engine = Arc::new(EngineIo::new(Arc::new(Handler(tx)), config));
+        let socket = engine.create_session(
+            ProtocolVersion::V4,
+            TransportType::Websocket,
+            http::Request::<()>::default().into_parts().0,
+            true,
+        );
+        socket.emit(text(100)).unwrap();
+        assert!(socket.reserve().is_err());
+        assert!(engine.get_socket(socket.id).is_none());
+        let reason = tokio::time::timeout(std::time::Duration::from_secs(1), disconnects.recv())
+            .await
+            .expect("the handler hears of it")
+            .unwrap();
+        assert_eq!(reason, NOT_READING);
+        assert!(socket.is_closed());
+        assert!(matches!(socket.emit(text(1)), Err(TrySendError::Closed(_))));
     }
 }

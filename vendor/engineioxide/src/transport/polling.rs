@@ -12,8 +12,13 @@ use tokio_util::future::FutureExt as _;
 use engineioxide_core::{Packet, ProtocolVersion, Sid, TransportType};
 
 use crate::{
-    DisconnectReason, body::ResponseBody, engine::EngineIo, errors::Error,
-    handler::EngineIoHandler, socket::InternalRx, transport::make_open_packet,
+    DisconnectReason,
+    body::ResponseBody,
+    engine::EngineIo,
+    errors::Error,
+    handler::EngineIoHandler,
+    socket::{InternalRx, Queued},
+    transport::make_open_packet,
 };
 
 /// Create a response for http request
@@ -187,7 +192,10 @@ where
             Ok(Packet::Close) => {
                 #[cfg(feature = "tracing")]
                 tracing::debug!(%sid, "received close packet, closing session");
-                socket.send(Packet::Noop).ok(); // if the send fails, let's forcefully close the socket
+                // if the send fails, let's forcefully close the socket
+                // (Tether patch 5: straight to the queue; `send` would close a full one as over
+                // its budget, and this close is the client's.)
+                socket.internal_tx.try_send(Queued::one(Packet::Noop)).ok();
                 engine.close_session(sid, DisconnectReason::TransportClose);
                 break;
             }

@@ -4,14 +4,17 @@
 //! Other functions are used internally to handle the websocket connection through tasks and channels
 //! and to handle upgrade from polling to ws
 
-use std::sync::Arc;
+use std::{future::Future, pin::pin, sync::Arc, time::Duration};
 
 use futures_util::{
     SinkExt, StreamExt, TryStreamExt,
     stream::{SplitSink, SplitStream},
 };
 use http::{HeaderValue, Request, Response, StatusCode, request::Parts};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    time::Instant,
+};
 use tokio_tungstenite::{
     WebSocketStream,
     tungstenite::{
@@ -31,7 +34,7 @@ use crate::{
     engine::EngineIo,
     errors::Error,
     handler::EngineIoHandler,
-    socket::{InternalRx, Queued},
+    socket::{InternalRx, NOT_READING, Queued},
     transport::make_open_packet,
 };
 
@@ -171,7 +174,8 @@ where
     let (tx, rx) = ws.split();
 
     // Pipe between websocket and internal socket channel.
-    tokio::spawn(forward_to_socket::<H, S>(socket.clone(), tx));
+    let deadlines = WriteDeadlines::new(&engine.config);
+    tokio::spawn(forward_to_socket::<H, S>(socket.clone(), tx, deadlines));
 
     // pipe between internal socket channel and websocket
     // (Tether patch: in a task of its own, so that this one, which carried the upgrade and the
@@ -265,12 +269,98 @@ where
     Ok(())
 }
 
+/// Tether patch 5: how long the websocket writer waits for the connection to take a write.
+#[derive(Debug, Clone, Copy)]
+struct WriteDeadlines {
+    /// For each feed and flush: `ping_interval + ping_timeout`, the time in which the heartbeat
+    /// closes a client that does not answer. A connection that takes nothing of a write for
+    /// that long (its peer reads nothing: the kernel's send buffer is full) gets its session
+    /// closed whatever pongs it sends, and the writer ends, dropping the connection. A feed
+    /// waits only when tungstenite's write buffer is full (128 KiB), so a client must take at
+    /// least that much, plus one message, in that time.
+    write: Duration,
+    /// Once the session is closing: `ping_timeout`, at most `CLOSING_AT_MOST`, for everything
+    /// the writer still does (what was queued before the close, the closing flush and close).
+    /// A client that takes nothing does not keep its connection for another full deadline,
+    /// and the handler hears of the close once the writer has let go of the queue.
+    closing: Duration,
+}
+
+/// The longest a closing session's writer goes on writing (see `WriteDeadlines::closing`).
+const CLOSING_AT_MOST: Duration = Duration::from_secs(1);
+
+impl WriteDeadlines {
+    fn new(config: &EngineIoConfig) -> Self {
+        Self {
+            write: config.ping_interval + config.ping_timeout,
+            closing: config.ping_timeout.min(CLOSING_AT_MOST),
+        }
+    }
+}
+
+/// What became of a write.
+enum Write {
+    Done,
+    /// The connection took nothing of it for the write deadline (the session is open).
+    Stalled,
+    /// The session is closing and the closing deadline has passed.
+    TooLate,
+}
+
+/// Tether patch 5: waits for `write`, at most the write deadline; once the session's token is
+/// cancelled, at most until `closing` (set then to now + the closing deadline, for the rest of
+/// the task). A write that completes at once still happens after the cancellation, as before
+/// this patch: packets queued before a close (a logout's answer, a disconnect packet) still
+/// go out. An error is only logged: the reader sees a broken connection and closes the
+/// session.
+async fn write_within<D, E: std::fmt::Display>(
+    socket: &Socket<D>,
+    deadlines: WriteDeadlines,
+    closing: &mut Option<Instant>,
+    write: impl Future<Output = Result<(), E>>,
+) -> Write
+where
+    D: Default + Send + Sync + 'static,
+{
+    let mut write = pin!(write);
+    let written = match *closing {
+        None => tokio::select! {
+            biased;
+            written = &mut write => Some(written),
+            _ = socket.cancellation_token.cancelled() => None,
+            _ = tokio::time::sleep(deadlines.write) => return Write::Stalled,
+        },
+        Some(_) => None,
+    };
+    let written = match written {
+        Some(written) => written,
+        None => {
+            let until = *closing.get_or_insert_with(|| Instant::now() + deadlines.closing);
+            match tokio::time::timeout_at(until, write).await {
+                Ok(written) => written,
+                Err(_) => return Write::TooLate,
+            }
+        }
+    };
+    if let Err(_e) = written {
+        #[cfg(feature = "tracing")]
+        tracing::debug!("error sending packet: {}", _e);
+    }
+    Write::Done
+}
+
 /// Forwards all packets waiting to be sent to the websocket
 ///
 /// The websocket stream is flushed only when the internal channel is drained
+///
+/// (Tether patch 5: each feed and flush has a deadline, and a shorter one once the session
+/// is closing; a write that stalls past its deadline closes the session and ends the task,
+/// dropping the connection. Packets taken from the queue stay counted in the socket's byte
+/// budget until the flush after them completes.)
 async fn forward_to_socket<H: EngineIoHandler, S>(
     socket: Arc<Socket<H::Data>>,
     mut tx: SplitSink<WebSocketStream<S>, Message>,
+    deadlines: WriteDeadlines,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -286,6 +376,8 @@ async fn forward_to_socket<H: EngineIoHandler, S>(
     };
     // (Tether patch: the queue also yields the volatile packet, after what is queued.)
     let InternalRx { buffered_rx, .. } = &mut *internal_rx;
+    // (Tether patch 5: when the session started closing, plus the closing deadline.)
+    let mut closing = None;
 
     // Forward buffered packets until the channel is closed or the session is cancelled.
     // (Tether patch: one `feed` await instead of three in each of two copies of a macro. The
@@ -293,7 +385,7 @@ async fn forward_to_socket<H: EngineIoHandler, S>(
     loop {
         let first = tokio::select! {
             biased;
-            items = buffered_rx.recv() => match items {
+            items = buffered_rx.recv_held() => match items {
                 Some(packets) => packets,
                 None => break,
             },
@@ -306,25 +398,51 @@ async fn forward_to_socket<H: EngineIoHandler, S>(
                 let Some(message) = ws_message(socket.protocol, packet) else {
                     continue;
                 };
-                if let Err(_e) = tx.feed(message).await {
-                    #[cfg(feature = "tracing")]
-                    tracing::debug!("[sid={}] error sending packet: {}", socket.id, _e);
+                match write_within(&socket, deadlines, &mut closing, tx.feed(message)).await {
+                    Write::Done => {}
+                    Write::Stalled => return stalled(&socket),
+                    Write::TooLate => return,
                 }
             }
-            next = buffered_rx.try_recv();
+            next = buffered_rx.try_recv_held();
         }
 
         #[cfg(feature = "tracing")]
         tracing::trace!(sid = %socket.id, "ws flush");
-        tx.flush().await.ok();
+        match write_within(&socket, deadlines, &mut closing, tx.flush()).await {
+            Write::Done => buffered_rx.release_held(),
+            Write::Stalled => return stalled(&socket),
+            Write::TooLate => return,
+        }
     }
+
+    // The queue is not needed any more: the session's close can go on (it waits for this lock
+    // before telling the handler).
+    drop(internal_rx);
 
     #[cfg(feature = "tracing")]
     tracing::trace!(sid = %socket.id, "ws closing flush");
 
-    tx.flush().await.ok();
-    tx.close().await.ok();
+    // The session is closing: only the closing deadline bounds this.
+    let until = closing.unwrap_or_else(|| Instant::now() + deadlines.closing);
+    let closed = async {
+        tx.flush().await.ok();
+        tx.close().await.ok();
+    };
+    if tokio::time::timeout_at(until, closed).await.is_err() {
+        #[cfg(feature = "tracing")]
+        tracing::debug!("ws closing flush timed out, dropping the connection");
+    }
 }
+
+/// Tether patch 5: the connection took nothing for a whole deadline: the session is closed
+/// (the reader stops with it, and the connection is dropped with both halves).
+fn stalled<D: Default + Send + Sync + 'static>(socket: &Socket<D>) {
+    #[cfg(feature = "tracing")]
+    tracing::debug!("ws write stalled past its deadline, closing the session");
+    socket.close_now(NOT_READING);
+}
+
 /// Send a Engine.IO [`OpenPacket`] to initiate a websocket connection
 async fn init_handshake<S>(
     sid: Sid,
@@ -478,6 +596,10 @@ mod tests {
     use super::*;
 
     const TIMEOUT: Duration = Duration::from_secs(1);
+    const DEADLINES: WriteDeadlines = WriteDeadlines {
+        write: Duration::from_secs(5),
+        closing: Duration::from_secs(5),
+    };
 
     #[derive(Debug)]
     struct StubHandler;
@@ -500,6 +622,24 @@ mod tests {
         ))
     }
 
+    /// A socket with this byte budget whose session closes are sent on the channel.
+    fn recording_socket(
+        budget: usize,
+    ) -> (Arc<Socket<()>>, std::sync::mpsc::Receiver<DisconnectReason>) {
+        let (closes, closed) = std::sync::mpsc::channel();
+        let closes = std::sync::Mutex::new(closes);
+        let config = EngineIoConfig::builder().max_buffer_size(budget).build();
+        let socket = Arc::new(Socket::new(
+            ProtocolVersion::V4,
+            TransportType::Websocket,
+            &config,
+            Request::<()>::default().into_parts().0,
+            Box::new(move |_, reason| closes.lock().unwrap().send(reason).unwrap()),
+            false,
+        ));
+        (socket, closed)
+    }
+
     async fn ws_pair() -> (WebSocketStream<DuplexStream>, WebSocketStream<DuplexStream>) {
         let (server, client) = tokio::io::duplex(1024);
         (
@@ -516,7 +656,11 @@ mod tests {
         let (tx, _rx) = server.split();
 
         let polling = socket.internal_rx.lock().await;
-        let writer = tokio::spawn(forward_to_socket::<StubHandler, _>(socket.clone(), tx));
+        let writer = tokio::spawn(forward_to_socket::<StubHandler, _>(
+            socket.clone(),
+            tx,
+            DEADLINES,
+        ));
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!writer.is_finished(), "the writer should wait for the lock");
 
@@ -537,7 +681,11 @@ mod tests {
         let (tx, _rx) = server.split();
 
         let _polling = socket.internal_rx.lock().await;
-        let writer = tokio::spawn(forward_to_socket::<StubHandler, _>(socket.clone(), tx));
+        let writer = tokio::spawn(forward_to_socket::<StubHandler, _>(
+            socket.clone(),
+            tx,
+            DEADLINES,
+        ));
         tokio::time::sleep(Duration::from_millis(20)).await;
 
         socket.cancellation_token.cancel();
@@ -545,5 +693,137 @@ mod tests {
             .await
             .expect("the writer should stop")
             .unwrap();
+    }
+
+    /// Tether patch 5: a peer that reads nothing (the 1 KiB pipe fills) and never closes.
+    #[tokio::test]
+    async fn a_write_the_peer_never_takes_closes_the_session_and_ends_the_writer() {
+        let (socket, closes) = recording_socket(1 << 20);
+        let (server, _client) = ws_pair().await;
+        let (tx, _rx) = server.split();
+        let deadlines = WriteDeadlines {
+            write: Duration::from_millis(100),
+            closing: Duration::from_millis(100),
+        };
+        let writer = tokio::spawn(forward_to_socket::<StubHandler, _>(
+            socket.clone(),
+            tx,
+            deadlines,
+        ));
+        socket.emit(Str::from("x".repeat(64 * 1024))).unwrap();
+        tokio::time::timeout(TIMEOUT, writer)
+            .await
+            .expect("the writer gives up on the stalled connection")
+            .unwrap();
+        assert_eq!(closes.try_recv(), Ok(NOT_READING));
+    }
+
+    #[tokio::test]
+    async fn a_closing_session_stops_a_stalled_write_without_waiting_for_its_deadline() {
+        let (socket, closes) = recording_socket(1 << 20);
+        let (server, _client) = ws_pair().await;
+        let (tx, _rx) = server.split();
+        let deadlines = WriteDeadlines {
+            write: Duration::from_secs(60),
+            closing: Duration::from_millis(100),
+        };
+        let writer = tokio::spawn(forward_to_socket::<StubHandler, _>(
+            socket.clone(),
+            tx,
+            deadlines,
+        ));
+        socket.emit(Str::from("x".repeat(64 * 1024))).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!writer.is_finished(), "stalled in its flush");
+
+        socket.cancellation_token.cancel();
+        tokio::time::timeout(TIMEOUT, writer)
+            .await
+            .expect("the writer stops, its closing flush bounded too")
+            .unwrap();
+        assert!(closes.try_recv().is_err(), "a close is not a stall");
+    }
+
+    /// As before patch 5: what was queued before a close still goes out (a logout's answer,
+    /// a disconnect packet), within the closing deadline.
+    #[tokio::test]
+    async fn packets_queued_before_the_session_closes_still_go_out() {
+        let socket = socket();
+        let (server, mut client) = ws_pair().await;
+        let (tx, _rx) = server.split();
+        let writer = tokio::spawn(forward_to_socket::<StubHandler, _>(
+            socket.clone(),
+            tx,
+            DEADLINES,
+        ));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        socket.emit(Str::from("bye")).unwrap();
+        socket.cancellation_token.cancel();
+        let msg = tokio::time::timeout(TIMEOUT, client.next())
+            .await
+            .expect("the packet comes")
+            .unwrap()
+            .unwrap();
+        assert_eq!(msg, Message::text("4bye"));
+        tokio::time::timeout(TIMEOUT, writer)
+            .await
+            .expect("then the writer ends")
+            .unwrap();
+    }
+
+    /// What the writer took but could not write yet still counts against the budget.
+    #[tokio::test]
+    async fn packets_written_but_not_flushed_count_against_the_budget() {
+        let (socket, closes) = recording_socket(8 * 1024);
+        let (server, _client) = ws_pair().await;
+        let (tx, _rx) = server.split();
+        tokio::spawn(forward_to_socket::<StubHandler, _>(
+            socket.clone(),
+            tx,
+            DEADLINES,
+        ));
+        socket.emit(Str::from("x".repeat(6 * 1024))).unwrap();
+        // Taken by the writer, but the 1 KiB pipe holds it up.
+        until(|| socket.internal_tx.queued_items() == 0).await;
+        assert!(socket.internal_tx.waiting_since().is_some(), "held");
+        assert!(
+            matches!(
+                socket.emit(Str::from("y".repeat(2 * 1024))),
+                Err(tokio::sync::mpsc::error::TrySendError::Full(_))
+            ),
+            "the unflushed 6 KiB leave no room for 2 KiB more"
+        );
+        assert_eq!(closes.try_recv(), Ok(NOT_READING));
+
+        // Once the peer reads, the flush completes and the bytes are free again.
+        let (socket, closes) = recording_socket(8 * 1024);
+        let (server, mut reader) = ws_pair().await;
+        let (tx, _rx) = server.split();
+        tokio::spawn(forward_to_socket::<StubHandler, _>(
+            socket.clone(),
+            tx,
+            DEADLINES,
+        ));
+        for _ in 0..4 {
+            socket.emit(Str::from("x".repeat(6 * 1024))).unwrap();
+            let msg = tokio::time::timeout(TIMEOUT, reader.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            assert_eq!(msg.len(), 1 + 6 * 1024);
+            until(|| socket.internal_tx.waiting_since().is_none()).await;
+        }
+        assert!(closes.try_recv().is_err());
+    }
+
+    async fn until(done: impl Fn() -> bool) {
+        tokio::time::timeout(TIMEOUT, async {
+            while !done() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("in time");
     }
 }
