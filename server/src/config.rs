@@ -164,6 +164,42 @@ pub struct Config {
     #[arg(long, env = "TETHER_MESSAGE_BURST", default_value_t = 30.0)]
     pub message_burst: f64,
 
+    /// Bytes of answers (`restore_state`, `history`, `users_page`, a connect's `users`) one
+    /// user may read per second, sustained, over all their sockets on this node.
+    #[arg(long, env = "TETHER_READ_BYTES_PER_SEC", default_value_t = 1024 * 1024)]
+    pub read_bytes_per_sec: u64,
+
+    /// Bytes of answers one user may read in a burst.
+    #[arg(long, env = "TETHER_READ_BURST_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub read_burst_bytes: u64,
+
+    /// Bytes of answers one socket may read per second, sustained.
+    #[arg(long, env = "TETHER_SOCKET_READ_BYTES_PER_SEC", default_value_t = 512 * 1024)]
+    pub socket_read_bytes_per_sec: u64,
+
+    /// Bytes of answers one socket may read in a burst.
+    #[arg(long, env = "TETHER_SOCKET_READ_BURST_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub socket_read_burst_bytes: u64,
+
+    /// The most one `restore_state` or `history` answer carries, in bytes of messages; past it
+    /// the page is cut and says `hasMore`. Keep it well below the socket's send budget.
+    #[arg(long, env = "TETHER_MAX_ANSWER_BYTES", default_value_t = 256 * 1024)]
+    pub max_answer_bytes: usize,
+
+    /// The most the messages in a connect's `users` carry, in bytes (the newest first, over
+    /// every conversation); older ones come from `history`.
+    #[arg(long, env = "TETHER_ROSTER_MAX_BYTES", default_value_t = 256 * 1024)]
+    pub roster_max_bytes: usize,
+
+    /// A socket whose requests are refused this many times in a row (`rate_limited`) is
+    /// disconnected, and its session may not connect again for `--abuse-cooldown-secs`.
+    #[arg(long, env = "TETHER_MAX_REFUSED_REQUESTS", default_value_t = 32)]
+    pub max_refused_requests: u32,
+
+    /// How long a session whose socket was disconnected for flooding may not connect.
+    #[arg(long, env = "TETHER_ABUSE_COOLDOWN_SECS", default_value_t = 10)]
+    pub abuse_cooldown_secs: u64,
+
     /// Sockets (tabs) one user may have open at once.
     #[arg(long, env = "TETHER_MAX_SOCKETS_PER_USER", default_value_t = 64)]
     pub max_sockets_per_user: u32,

@@ -111,6 +111,8 @@ pub async fn build_app(config: &Config, origins: origin::OriginPolicy) -> anyhow
             roster_messages_per_peer: config.roster_messages_per_peer,
             restore_page: 500,
             history_page_max: 200,
+            max_answer_bytes: config.max_answer_bytes.max(1),
+            roster_max_bytes: config.roster_max_bytes,
             max_sockets_per_user: config.max_sockets_per_user,
             roster_full_max: config.roster_full_max,
             tab_policy: config.tab_policy,
@@ -118,6 +120,16 @@ pub async fn build_app(config: &Config, origins: origin::OriginPolicy) -> anyhow
         rate: Arc::new(transport::RateLimiter::new(
             config.messages_per_sec,
             config.message_burst,
+        )),
+        reads: Arc::new(transport::ReadLimits::new(
+            transport::Rate::new(
+                config.read_bytes_per_sec as f64,
+                config.read_burst_bytes as f64,
+            ),
+            transport::Rate::new(
+                config.socket_read_bytes_per_sec as f64,
+                config.socket_read_burst_bytes as f64,
+            ),
         )),
         signups: Arc::new(transport::signup::SignupLimiter::new(
             transport::signup::SignupRate::new(
@@ -129,7 +141,15 @@ pub async fn build_app(config: &Config, origins: origin::OriginPolicy) -> anyhow
                 f64::from(config.signup_burst),
             ),
         )),
+        penalties: Arc::new(transport::Penalties::new(
+            config.max_refused_requests,
+            Duration::from_secs(config.abuse_cooldown_secs),
+        )),
     };
+    state
+        .reads
+        .check(state.limits.largest_read())
+        .map_err(anyhow::Error::msg)?;
     let builder = SocketIo::builder()
         .with_state(state)
         .ping_interval(Duration::from_millis(config.ping_interval_ms))

@@ -54,6 +54,24 @@ pub async fn on_connect<A: Adapter>(socket: SocketRef<A>, State(state): State<So
     socket.on_disconnect(on_disconnect::<A>);
 
     metrics::gauge!("tether_sockets_connected").increment(1.0);
+    // Counted first, atomically in the store (and across nodes): the handshake's check of
+    // the count could not stop handshakes racing each other, this can. A socket that finds
+    // the user over the limit takes its count back and is closed before it gets anything.
+    let counted = state.store.socket_connected(&viewer.user_id).await;
+    if let Ok(tabs) = counted {
+        if tabs > state.limits.max_sockets_per_user {
+            if let Err(e) = state.store.socket_disconnected(&viewer.user_id).await {
+                tracing::error!(conn = %crate::telemetry::conn(&socket.id), user.id = %viewer.user_id, error = %e, "presence update failed");
+            }
+            *presence = Presence::Closed;
+            drop(presence);
+            metrics::counter!("tether_sockets_refused_total", "reason" => "per_user_limit")
+                .increment(1);
+            tracing::debug!(conn = %crate::telemetry::conn(&socket.id), user.id = %viewer.user_id, "closed a socket over the per-user limit");
+            let _ = socket.disconnect();
+            return;
+        }
+    }
     // Over its send budget a socket is closed instead (its client reconnects and gets both).
     super::overflow::emit(
         &socket,
@@ -66,7 +84,7 @@ pub async fn on_connect<A: Adapter>(socket: SocketRef<A>, State(state): State<So
     socket.join(viewer.user_id.to_string());
     socket.join(viewer.session_room());
 
-    match state.store.socket_connected(&viewer.user_id).await {
+    match counted {
         Ok(tabs) => {
             *presence = Presence::Counted;
             if tabs == 1 {
@@ -86,6 +104,12 @@ pub async fn on_connect<A: Adapter>(socket: SocketRef<A>, State(state): State<So
         .map_or(0, |held| held.0);
     match roster(&state, &viewer, held_through).await {
         Ok((users, audience)) => {
+            // Never refused (the client needs it), but paid for: what it cost is owed by the
+            // user's next reads.
+            let bytes = users.iter().map(super::price::entry_bytes).sum();
+            if let Some(bucket) = socket.extensions.get::<super::rate::SocketReadBucket>() {
+                state.reads.charge(&viewer.user_id, &bucket, bytes);
+            }
             // Part A order: `users` only after `session` (queued above, so sent before).
             super::overflow::emit(&socket, events::USERS, &users);
             socket.extensions.insert(audience);
@@ -190,7 +214,11 @@ async fn roster(
     // held when someone comes or goes would have to be copied.
     let users = state.store.list_users().await?;
     let online = state.store.online_users().await?;
-    let mut by_peer = group_by_peer(viewer.user_id.as_str(), conversations.messages);
+    // Bounded in bytes whatever others send: the newest messages over every conversation
+    // within `--roster-max-bytes`; older ones come from `history`.
+    let (messages, _, _) =
+        super::price::newest_within(conversations.messages, state.limits.roster_max_bytes);
+    let mut by_peer = group_by_peer(viewer.user_id.as_str(), messages);
     let contacts: HashSet<UserId> = conversations.peers.into_iter().collect();
     let audience = if users.len() <= state.limits.roster_full_max {
         Audience::Everyone

@@ -21,6 +21,8 @@ pub enum HandshakeError {
     SessionActive,
     #[error("{}", protocol::events::TOO_MANY_SIGNUPS)]
     TooManySignups(super::signup::SignupRefusal),
+    #[error("{}", protocol::events::TOO_MANY_REQUESTS)]
+    Barred,
     #[error("server unavailable")]
     Store(#[from] StoreError),
 }
@@ -33,7 +35,14 @@ pub async fn authenticate<A: Adapter>(
 ) -> Result<(), HandshakeError> {
     let auth = auth.unwrap_or(Value::Null);
     let client = socket.req_parts().extensions.get::<ClientAddr>().copied();
-    let result = resolve(&auth, &state, client).await;
+    // A session whose socket was just disconnected for flooding waits out its cooldown; this
+    // is checked before anything reaches the store.
+    let barred = claimed_session(&auth).is_some_and(|s| state.penalties.is_barred(&s.digest()));
+    let result = if barred {
+        Err(HandshakeError::Barred)
+    } else {
+        resolve(&auth, &state, client).await
+    };
     match &result {
         Ok(viewer) => {
             tracing::debug!(conn = %crate::telemetry::conn(&socket.id), user.id = %viewer.user_id, "handshake accepted")
@@ -58,6 +67,8 @@ pub async fn authenticate<A: Adapter>(
         }
     }
     let viewer = result?;
+    // The usual case gets a clear refusal here; handshakes racing past this check are closed
+    // by the connect handler, which counts atomically (`connection::on_connect`).
     if state.store.socket_count(&viewer.user_id).await? >= state.limits.max_sockets_per_user {
         return Err(HandshakeError::TooManySockets);
     }
@@ -66,6 +77,7 @@ pub async fn authenticate<A: Adapter>(
         enforce_single_tab(&socket, &viewer, takeover).await?;
     }
     socket.extensions.insert(viewer);
+    socket.extensions.insert(state.reads.socket_bucket());
     if let Some(held) = HeldThrough::from_auth(&auth) {
         socket.extensions.insert(held);
     }
@@ -132,10 +144,7 @@ async fn resolve(
     client: Option<ClientAddr>,
 ) -> Result<Viewer, HandshakeError> {
     // Lenient: a sessionID that is not a string is treated as absent, never as a parse error.
-    let claimed = auth
-        .get("sessionID")
-        .and_then(Value::as_str)
-        .and_then(SessionId::from_client);
+    let claimed = claimed_session(auth);
     if let Some(session_id) = claimed {
         if let Some(session) = state.store.find_session(&session_id).await? {
             return Ok(Viewer {
@@ -161,6 +170,13 @@ async fn resolve(
         user_id: session.user_id,
         username: session.username,
     })
+}
+
+/// `auth.sessionID`, read leniently: a value that is not a well-formed session id is absent.
+fn claimed_session(auth: &Value) -> Option<SessionId> {
+    auth.get("sessionID")
+        .and_then(Value::as_str)
+        .and_then(SessionId::from_client)
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ mod error;
 mod handshake;
 mod messages;
 mod overflow;
+pub mod price;
 mod rate;
 pub mod request_head;
 mod session;
@@ -27,7 +28,7 @@ use crate::domain::{SessionId, UserId};
 use crate::store::Store;
 
 pub use error::EventError;
-pub use rate::RateLimiter;
+pub use rate::{Penalties, Rate, RateLimiter, ReadLimits};
 
 /// Limits the transport enforces; all come from [`crate::config::Config`].
 #[derive(Debug, Clone)]
@@ -36,6 +37,12 @@ pub struct Limits {
     pub roster_messages_per_peer: u32,
     pub restore_page: u32,
     pub history_page_max: u32,
+    /// The most a `restore_state` or `history` answer carries, in bytes (its messages); past
+    /// it the answer is cut and says `hasMore`.
+    pub max_answer_bytes: usize,
+    /// The most the messages of a connect's `users` carry, in bytes; older ones come from
+    /// `history`.
+    pub roster_max_bytes: usize,
     pub max_sockets_per_user: u32,
     /// Up to this many users, `users` lists everyone; beyond, contacts and online users only.
     pub roster_full_max: usize,
@@ -48,6 +55,10 @@ pub struct SocketState {
     pub store: Arc<dyn Store>,
     pub limits: Arc<Limits>,
     pub rate: Arc<RateLimiter>,
+    /// What reads cost, per user and per socket.
+    pub reads: Arc<ReadLimits>,
+    /// Sockets that keep sending past their limits are closed, their sessions barred a while.
+    pub penalties: Arc<Penalties>,
     /// Sign-ups per client address and overall.
     pub signups: Arc<signup::SignupLimiter>,
 }

@@ -449,6 +449,13 @@ impl RedisServer {
                 prefix,
             };
         }
+        Self::start_own().await
+    }
+
+    /// A redis-server of this test's own (even when a shared one is configured), stopped when
+    /// dropped: for tests that take the store away.
+    pub async fn start_own() -> RedisServer {
+        let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")

@@ -6,6 +6,7 @@ mod helpers;
 mod abuse;
 mod client_conformance;
 mod cluster;
+mod contract;
 mod delivery;
 mod durability;
 mod handshake;
