@@ -191,7 +191,7 @@ pub struct Config {
     #[arg(long, env = "TETHER_ROSTER_MAX_BYTES", default_value_t = 256 * 1024)]
     pub roster_max_bytes: usize,
 
-    /// A socket whose requests are refused this many times in a row (`rate_limited`) is
+    /// A socket whose requests are refused this many times within ten seconds (`rate_limited`) is
     /// disconnected, and its session may not connect again for `--abuse-cooldown-secs`.
     #[arg(long, env = "TETHER_MAX_REFUSED_REQUESTS", default_value_t = 32)]
     pub max_refused_requests: u32,

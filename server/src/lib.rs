@@ -226,6 +226,12 @@ pub async fn build_app(config: &Config, origins: origin::OriginPolicy) -> anyhow
         .layer(axum::middleware::from_fn_with_state(
             origins,
             origin::check_origin,
+        ))
+        // A request's body must arrive within the header-read time too: once its head is read a
+        // request is in flight, and neither the header nor the idle timeout would end one whose
+        // body trickles in (a polling POST of up to --max-payload-bytes, held open forever).
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            Duration::from_millis(config.header_read_timeout_ms),
         ));
     Ok(App { router, io, tasks })
 }

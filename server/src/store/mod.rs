@@ -156,12 +156,14 @@ pub trait Store: Send + Sync + 'static {
     /// The same `(from, client_id)` again returns the first copy as [`Stored::Duplicate`].
     async fn insert_message(&self, message: NewMessage) -> Result<Option<Stored>, StoreError>;
     /// Who the viewer has conversations with, and of each conversation the newest `per_peer`
-    /// messages among those with `id > since` (0: all).
+    /// messages among those with `id > since` (0: all), of those the newest `most` overall:
+    /// a connect reads a bounded number of messages however many people wrote to the viewer.
     async fn conversations(
         &self,
         viewer: &UserId,
         per_peer: u32,
         since: i64,
+        most: u32,
     ) -> Result<Conversations, StoreError>;
     /// The viewer's messages with `id > since`, oldest first, at most `limit`.
     async fn messages_since(

@@ -823,6 +823,7 @@ impl Store for RedisStore {
         viewer: &UserId,
         per_peer: u32,
         since: i64,
+        most: u32,
     ) -> Result<Conversations, StoreError> {
         let peers: Vec<String> = self
             .conn()
@@ -844,6 +845,9 @@ impl Store for RedisStore {
             let mut ids: Vec<i64> = per_conversation.into_iter().flatten().collect();
             ids.sort_unstable();
             ids.dedup();
+            // Only the newest `most` are read (ids alone come from the sorted sets).
+            let keep = ids.len().min(most as usize);
+            ids.drain(..ids.len() - keep);
             messages = self.read_messages(&ids).await?;
         }
         Ok(Conversations {

@@ -765,12 +765,15 @@ impl Store for SqliteStore {
         viewer: &UserId,
         per_peer: u32,
         since: i64,
+        most: u32,
     ) -> Result<Conversations, StoreError> {
         let viewer = viewer.as_str().to_owned();
         // One index range per conversation (newest first, at most `per_peer`), all in one
         // statement: the cost of a connect follows the number of conversations, not the
         // length of the user's history. A loop over the conversations in Rust cost ~18 µs
-        // each; this, ~1 µs (BENCHMARKS.md, session 7).
+        // each; this, ~1 µs (BENCHMARKS.md, session 7). The ids are picked from the pair
+        // index alone, the newest `most` of them overall, and only those rows are read: a
+        // thousand people writing to the viewer cannot make a connect read their messages.
         self.read(move |conn| {
             let peers = conn
                 .prepare_cached("SELECT peer_id FROM peers WHERE user_id = ?1")?
@@ -780,12 +783,14 @@ impl Store for SqliteStore {
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             let messages = conn
                 .prepare_cached(&format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM peers p JOIN messages m ON m.id IN (
-                         SELECT id FROM messages WHERE pair = p.pair AND id > ?2
-                         ORDER BY id DESC LIMIT ?3)
-                     WHERE p.user_id = ?1 ORDER BY m.id"
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id IN (
+                         SELECT m.id FROM peers p JOIN messages m ON m.id IN (
+                             SELECT id FROM messages WHERE pair = p.pair AND id > ?2
+                             ORDER BY id DESC LIMIT ?3)
+                         WHERE p.user_id = ?1 ORDER BY m.id DESC LIMIT ?4)
+                     ORDER BY id"
                 ))?
-                .query_map(params![viewer, since, per_peer], message_from_row)?
+                .query_map(params![viewer, since, per_peer, most], message_from_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(Conversations { peers, messages })
         })
@@ -1018,7 +1023,7 @@ mod tests {
         store.insert_message(msg(&b, &c, "bc", None)).await.unwrap();
         store.insert_message(msg(&c, &a, "ca", None)).await.unwrap();
         store.insert_message(msg(&a, &a, "aa", None)).await.unwrap();
-        let seen = store.conversations(&a, 3, 0).await.unwrap();
+        let seen = store.conversations(&a, 3, 0, u32::MAX).await.unwrap();
         let texts: Vec<_> = seen.messages.iter().map(|m| m.content.as_str()).collect();
         assert_eq!(texts, ["ab2", "ab3", "ab4", "ca", "aa"]);
         let mut peers = seen.peers.clone();
@@ -1030,13 +1035,18 @@ mod tests {
         // Only what is newer than what the viewer holds, still capped per conversation; every
         // conversation is still named.
         let newer = store
-            .conversations(&a, 3, seen.messages[1].id)
+            .conversations(&a, 3, seen.messages[1].id, u32::MAX)
             .await
             .unwrap();
         let texts: Vec<_> = newer.messages.iter().map(|m| m.content.as_str()).collect();
         assert_eq!(texts, ["ab4", "ca", "aa"]);
+        // At most `most` overall, the newest; every conversation still named.
+        let capped = store.conversations(&a, 3, 0, 2).await.unwrap();
+        let texts: Vec<_> = capped.messages.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(texts, ["ca", "aa"]);
+        assert_eq!(capped.peers.len(), 3);
         let last = seen.messages[4].id;
-        let none_newer = store.conversations(&a, 3, last).await.unwrap();
+        let none_newer = store.conversations(&a, 3, last, u32::MAX).await.unwrap();
         assert!(none_newer.messages.is_empty());
         assert_eq!(none_newer.peers.len(), 3);
     }
@@ -1066,13 +1076,13 @@ mod tests {
         }
         let store = open(dir.path());
         let a = UserId::from_store("a".into());
-        let seen = store.conversations(&a, 10, 0).await.unwrap();
+        let seen = store.conversations(&a, 10, 0, u32::MAX).await.unwrap();
         let texts: Vec<_> = seen.messages.iter().map(|m| m.content.as_str()).collect();
         assert_eq!(texts, ["ab", "ca"]);
         // New messages keep the table current (the insert names their conversation).
         let d = user(&store, "d").await.1;
         store.insert_message(msg(&d, &a, "da", None)).await.unwrap();
-        let seen = store.conversations(&a, 10, 0).await.unwrap();
+        let seen = store.conversations(&a, 10, 0, u32::MAX).await.unwrap();
         assert_eq!(seen.messages.last().unwrap().content, "da");
     }
 

@@ -82,7 +82,6 @@ pub async fn on_connect<A: Adapter>(socket: SocketRef<A>, State(state): State<So
         },
     );
     socket.join(viewer.user_id.to_string());
-    socket.join(viewer.session_room());
 
     match counted {
         Ok(tabs) => {
@@ -208,6 +207,7 @@ async fn roster(
             &viewer.user_id,
             state.limits.roster_messages_per_peer,
             held_through,
+            super::price::most_messages_within(state.limits.roster_max_bytes),
         )
         .await?;
     // Taken after the slow read, and dropped at the end of this function: a snapshot still

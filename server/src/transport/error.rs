@@ -19,7 +19,7 @@ pub enum EventError {
     UnknownRecipient,
     #[error("the cursor must be a non-negative message id")]
     InvalidCursor,
-    #[error("too many messages; wait a moment and try again")]
+    #[error("too many requests; wait a moment and try again")]
     RateLimited,
     #[error("the store is unavailable, try again")]
     Store(#[from] StoreError),

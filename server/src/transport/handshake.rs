@@ -67,6 +67,12 @@ pub async fn authenticate<A: Adapter>(
         }
     }
     let viewer = result?;
+    // What a connect's roster costs is charged after it is sent: a client that reconnects in a
+    // loop ends up owing reads, and waits until it has paid.
+    if state.reads.in_debt(&viewer.user_id) {
+        tracing::debug!(conn = %crate::telemetry::conn(&socket.id), user.id = %viewer.user_id, "handshake refused: the user owes reads");
+        return Err(HandshakeError::Barred);
+    }
     // The usual case gets a clear refusal here; handshakes racing past this check are closed
     // by the connect handler, which counts atomically (`connection::on_connect`).
     if state.store.socket_count(&viewer.user_id).await? >= state.limits.max_sockets_per_user {
@@ -76,6 +82,9 @@ pub async fn authenticate<A: Adapter>(
         let takeover = auth.get("takeover").and_then(Value::as_bool) == Some(true);
         enforce_single_tab(&socket, &viewer, takeover).await?;
     }
+    // In the session's room from here on, before the connect handler's first await: a logout
+    // or an expiry that disconnects the room from now on reaches this socket too.
+    socket.join(viewer.session_room());
     socket.extensions.insert(viewer);
     socket.extensions.insert(state.reads.socket_bucket());
     if let Some(held) = HeldThrough::from_auth(&auth) {

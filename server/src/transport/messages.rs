@@ -34,16 +34,14 @@ pub async fn private_message<A: Adapter>(
     judge(&socket, &state, &viewer, limited);
 }
 
-/// Counts a request's outcome in the socket's run of refusals. A socket that keeps sending
-/// past its limits is disconnected (after its answer), and its session may not connect again
-/// for the cooldown (`rate::Penalties`).
+/// Counts a refused request against its socket. A socket that keeps sending past its limits
+/// is disconnected (after its answer), and its session may not connect again for the cooldown
+/// (`rate::Penalties`).
 fn judge<A: Adapter>(socket: &SocketRef<A>, state: &SocketState, viewer: &Viewer, limited: bool) {
-    let bucket = read_bucket(socket, state);
     if !limited {
-        state.penalties.served(&bucket);
         return;
     }
-    if state.penalties.refused(&bucket) {
+    if state.penalties.refused(&read_bucket(socket, state)) {
         state.penalties.bar(viewer.session_id.digest());
         metrics::counter!("tether_sockets_closed_total", "reason" => "flooding").increment(1);
         tracing::info!(

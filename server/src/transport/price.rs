@@ -33,6 +33,12 @@ pub fn message_most(max_chars: usize) -> usize {
     MESSAGE_FIXED + 6 * max_chars
 }
 
+/// The most messages `max_bytes` can hold (each has a character at least): how many rows
+/// a read cut to that many bytes needs to fetch.
+pub fn most_messages_within(max_bytes: usize) -> u32 {
+    u32::try_from(max_bytes / (MESSAGE_FIXED + 1) + 1).unwrap_or(u32::MAX)
+}
+
 pub fn message_bytes(message: &Message) -> usize {
     MESSAGE_FIXED + json_str_bytes(&message.content)
 }

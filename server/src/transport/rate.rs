@@ -12,7 +12,6 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -83,6 +82,8 @@ pub struct Buckets<K> {
     rate: Rate,
     max_keys: usize,
     buckets: Mutex<HashMap<K, Bucket>>,
+    /// When the map was last swept of full buckets.
+    swept: Mutex<Option<Instant>>,
 }
 
 impl<K: Hash + Eq + Clone> Buckets<K> {
@@ -91,6 +92,7 @@ impl<K: Hash + Eq + Clone> Buckets<K> {
             rate,
             max_keys: 10_000,
             buckets: Mutex::new(HashMap::new()),
+            swept: Mutex::new(None),
         }
     }
 
@@ -102,8 +104,13 @@ impl<K: Hash + Eq + Clone> Buckets<K> {
     fn try_take_at(&self, key: &K, cost: f64, now: Instant) -> bool {
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if buckets.len() > self.max_keys {
-            let rate = self.rate;
-            buckets.retain(|_, b| !b.is_full_at(rate, now));
+            // At most once a second: above the mark every call would otherwise walk the map.
+            let mut swept = self.swept.lock().unwrap_or_else(|e| e.into_inner());
+            if swept.is_none_or(|at| now.saturating_duration_since(at) >= Duration::from_secs(1)) {
+                *swept = Some(now);
+                let rate = self.rate;
+                buckets.retain(|_, b| !b.is_full_at(rate, now));
+            }
         }
         let rate = self.rate;
         buckets
@@ -136,7 +143,7 @@ impl RateLimiter {
     }
 }
 
-/// One socket's read bucket, and how many of its requests in a row were refused (a socket
+/// One socket's read bucket, and how many of its requests were refused lately (a socket
 /// extension: it lives and dies with the socket).
 #[derive(Debug, Clone)]
 pub struct SocketReadBucket(Arc<SocketBudget>);
@@ -144,14 +151,19 @@ pub struct SocketReadBucket(Arc<SocketBudget>);
 #[derive(Debug)]
 struct SocketBudget {
     bucket: Mutex<Bucket>,
-    refused_in_a_row: AtomicU32,
+    /// Refusals counted since the instant, within [`PENALTY_WINDOW`].
+    refusals: Mutex<(u32, Instant)>,
 }
+
+/// Refusals are counted over this long: served requests in between do not clear them, so
+/// mixing in a cheap request now and then does not keep a flood going.
+pub const PENALTY_WINDOW: Duration = Duration::from_secs(10);
 
 impl SocketReadBucket {
     pub fn new(rate: Rate) -> Self {
         Self(Arc::new(SocketBudget {
             bucket: Mutex::new(Bucket::full(rate, Instant::now())),
-            refused_in_a_row: AtomicU32::new(0),
+            refusals: Mutex::new((0, Instant::now())),
         }))
     }
 
@@ -163,8 +175,8 @@ impl SocketReadBucket {
 /// What happens to a socket that keeps sending past its limits. A refused request is cheap,
 /// but not free: a client that answers each `rate_limited` with a new request (7,900 a second
 /// from one socket, measured in the abuse suite) takes the CPU honest users need. After
-/// `max_refused` refusals in a row the socket is disconnected, and its session may not
-/// connect again for `cooldown`.
+/// `max_refused` refusals within [`PENALTY_WINDOW`] the socket is disconnected, and its
+/// session may not connect again for `cooldown`.
 #[derive(Debug)]
 pub struct Penalties {
     max_refused: u32,
@@ -183,15 +195,19 @@ impl Penalties {
         }
     }
 
-    /// A request of this socket was served: its run of refusals is over.
-    pub fn served(&self, socket: &SocketReadBucket) {
-        socket.0.refused_in_a_row.store(0, Ordering::Relaxed);
-    }
-
     /// A request of this socket was refused; true when that was one too many and the socket
     /// must go.
     pub fn refused(&self, socket: &SocketReadBucket) -> bool {
-        socket.0.refused_in_a_row.fetch_add(1, Ordering::Relaxed) + 1 >= self.max_refused
+        self.refused_at(socket, Instant::now())
+    }
+
+    fn refused_at(&self, socket: &SocketReadBucket, now: Instant) -> bool {
+        let mut refusals = socket.0.refusals.lock().unwrap_or_else(|e| e.into_inner());
+        if now.saturating_duration_since(refusals.1) > PENALTY_WINDOW {
+            *refusals = (0, now);
+        }
+        refusals.0 += 1;
+        refusals.0 >= self.max_refused
     }
 
     /// Bars a session (by its digest) from connecting for the cooldown.
@@ -251,6 +267,19 @@ impl ReadLimits {
             ));
         }
         Ok(())
+    }
+
+    /// Whether the user owes reads (a bucket below zero, after what it has refilled): what
+    /// connects cost is charged afterwards, so a client that reconnects in a loop ends up here
+    /// and is refused until it has paid.
+    pub fn in_debt(&self, user: &UserId) -> bool {
+        let now = Instant::now();
+        let mut buckets = self.users.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let rate = self.users.rate;
+        buckets.get_mut(user).is_some_and(|bucket| {
+            bucket.refill(rate, now);
+            bucket.tokens < 0.0
+        })
     }
 
     /// A fresh bucket for a new socket.
@@ -424,12 +453,14 @@ mod tests {
     fn a_socket_is_let_go_after_too_many_refusals_in_a_row_and_its_session_barred() {
         let penalties = Penalties::new(3, Duration::from_secs(60));
         let socket = SocketReadBucket::new(Rate::new(1.0, 1.0));
-        assert!(!penalties.refused(&socket));
-        assert!(!penalties.refused(&socket));
-        penalties.served(&socket);
-        assert!(!penalties.refused(&socket));
-        assert!(!penalties.refused(&socket));
-        assert!(penalties.refused(&socket));
+        let t0 = Instant::now();
+        assert!(!penalties.refused_at(&socket, t0));
+        assert!(!penalties.refused_at(&socket, t0));
+        // A window later the count starts over.
+        let t1 = t0 + PENALTY_WINDOW + Duration::from_millis(1);
+        assert!(!penalties.refused_at(&socket, t1));
+        assert!(!penalties.refused_at(&socket, t1));
+        assert!(penalties.refused_at(&socket, t1));
         assert!(!penalties.is_barred("digest"));
         penalties.bar("digest".into());
         assert!(penalties.is_barred("digest"));
@@ -443,7 +474,10 @@ mod tests {
         let limits = ReadLimits::new(Rate::new(1000.0, 1000.0), Rate::new(1000.0, 1000.0));
         let user = UserId::random();
         let socket = limits.socket_bucket();
+        assert!(!limits.in_debt(&user));
         limits.charge(&user, &socket, 3000);
         assert!(limits.reserve(&user, &socket, 1).is_none());
+        assert!(limits.in_debt(&user));
+        assert!(!limits.in_debt(&UserId::random()));
     }
 }

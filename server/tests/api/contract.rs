@@ -97,6 +97,17 @@ async fn each_ack_code_is_answered_to_the_request_that_earns_it() {
         ),
         "invalid_cursor"
     );
+    assert_eq!(
+        code(&a.request("restore_state", json!({ "since": "soon" })).await),
+        "invalid_cursor"
+    );
+    assert_eq!(
+        code(
+            &a.request("history", json!({ "with": b.user_id, "before": "soon" }))
+                .await
+        ),
+        "invalid_payload"
+    );
     // `null` and absent mean 0, as documented.
     for since in [json!({ "since": null }), json!({}), Value::Null] {
         let answer = a.request("restore_state", since.clone()).await;

@@ -274,6 +274,17 @@ impl TestClient {
         }
     }
 
+    /// The next event, whatever it is, waiting for it.
+    pub async fn next_any(&mut self) -> (String, Value) {
+        if let Some(event) = self.backlog.pop_front() {
+            return event;
+        }
+        tokio::time::timeout(WAIT, self.events.recv())
+            .await
+            .expect("an event in time")
+            .expect("the event stream is open")
+    }
+
     /// Every `event` received so far, without waiting.
     pub fn drain(&mut self, event: &str) -> Vec<Value> {
         while let Ok(item) = self.events.try_recv() {

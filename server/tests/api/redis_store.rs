@@ -197,18 +197,18 @@ async fn history_and_restore_page_through_one_conversation() {
         .unwrap();
     assert_eq!(texts(&rest.messages), ["ab5", "ab6"]);
 
-    let roster = store.conversations(&a, 2, 0).await.unwrap();
+    let roster = store.conversations(&a, 2, 0, u32::MAX).await.unwrap();
     assert_eq!(texts(&roster.messages), ["ab5", "ca5", "ab6", "ca6"]);
     assert_eq!(roster.peers.len(), 2);
     // A client holding everything up to ca5 gets only what is newer, still per conversation,
     // and every conversation is still named.
     let newer = store
-        .conversations(&a, 2, roster.messages[1].id)
+        .conversations(&a, 2, roster.messages[1].id, u32::MAX)
         .await
         .unwrap();
     assert_eq!(texts(&newer.messages), ["ab6", "ca6"]);
     let newest = store
-        .conversations(&a, 2, roster.messages[3].id)
+        .conversations(&a, 2, roster.messages[3].id, u32::MAX)
         .await
         .unwrap();
     assert!(newest.messages.is_empty());

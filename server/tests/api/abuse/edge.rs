@@ -324,3 +324,36 @@ async fn a_rebinding_page_is_refused_whatever_host_it_names() {
     let (status, _) = http_get(app.addr, "/healthz").await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn a_request_body_that_trickles_in_is_cut_off_at_the_header_timeout() {
+    let timeout = Duration::from_millis(400);
+    let app = spawn_app_with(|c| {
+        c.header_read_timeout_ms = timeout.as_millis() as u64;
+        c.idle_timeout_ms = 60_000;
+    })
+    .await;
+    // A polling session (no sign-in needed for a sid), then a POST that promises a body and
+    // sends a few bytes of it: before, it held its connection (and its buffer) for good.
+    let mut stream = TcpStream::connect(app.addr).await.expect("connect");
+    let head = format!("GET {POLLING} HTTP/1.1\r\nHost: {}\r\n\r\n", app.addr);
+    stream.write_all(head.as_bytes()).await.expect("write");
+    let (status, open) = read_response(&mut stream, Duration::from_secs(5)).await;
+    assert_eq!(status, 200, "{open}");
+    let handshake: serde_json::Value =
+        serde_json::from_str(open.strip_prefix('0').expect("an open packet")).expect("json");
+    let sid = handshake["sid"].as_str().expect("sid");
+    let post = format!(
+        "POST {POLLING}&sid={sid} HTTP/1.1\r\nHost: {}\r\nContent-Type: text/plain\r\n\
+         Content-Length: 1000\r\n\r\n40",
+        app.addr
+    );
+    let sent = Instant::now();
+    stream.write_all(post.as_bytes()).await.expect("write");
+    // Answered (with an error) and the connection let go within the timeout and a margin.
+    assert!(
+        closed_within(&mut stream, timeout + Duration::from_millis(2500)).await,
+        "the connection was still open {:?} after a body that stopped",
+        sent.elapsed()
+    );
+}

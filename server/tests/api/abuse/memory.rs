@@ -319,7 +319,7 @@ async fn twenty_sockets_that_read_nothing_are_bounded_by_their_budgets() {
 #[tokio::test]
 async fn the_client_of_a_closed_socket_restores_everything_on_return() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), 64 * 1024, 300, 200).await;
+    let server = start(dir.path(), 256 * 1024, 300, 200).await;
     let (owner, _sender) = account_with_history(&server, 100, 1000).await;
     let ws = not_reading(&server, &owner.session_id).await;
     flood_and_pong(ws, 20, Duration::from_millis(10)).await;

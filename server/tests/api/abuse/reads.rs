@@ -442,3 +442,48 @@ async fn the_sockets_per_user_limit_holds_across_nodes() {
         connected(&outcomes)
     );
 }
+
+#[tokio::test]
+async fn reconnecting_in_a_loop_pays_for_each_roster_and_is_then_refused() {
+    let app = spawn_app_with(|c| {
+        c.read_burst_bytes = 400 * 1024;
+        c.read_bytes_per_sec = 1;
+        c.max_answer_bytes = 64 * 1024;
+        c.roster_max_bytes = 128 * 1024;
+        c.roster_full_max = 10;
+    })
+    .await;
+    let owner = app.connect_as("owner").await;
+    let writer = app.connect_as("writer").await;
+    // A roster of ~128 KiB on every connect.
+    fill(&writer, &owner.user_id, 40, 4000).await;
+    let mut refused_after = None;
+    for attempt in 1..=10 {
+        let mut again = app.connect(json!({ "sessionID": owner.session_id })).await;
+        let first = tokio::time::timeout(crate::helpers::WAIT, async {
+            loop {
+                let event = again.next_any().await;
+                if event.0 == "session" || event.0 == "error" {
+                    return event;
+                }
+            }
+        })
+        .await
+        .expect("an answer to the handshake");
+        if first.0 == "error" {
+            let refusal = first.1.as_str().unwrap_or_default().to_owned();
+            assert!(refusal.contains("too many requests"), "{refusal}");
+            refused_after = Some(attempt);
+            break;
+        }
+        again.next("users").await;
+        again.close().await;
+    }
+    let refused_after = refused_after.expect("ten connects of 128 KiB each on a 400 KiB budget");
+    assert!(
+        refused_after <= 5,
+        "refused only at connect {refused_after}"
+    );
+    // Someone else connects as ever.
+    app.connect_as("other").await;
+}
