@@ -176,9 +176,27 @@ async fn priced<T>(
     cost: impl FnOnce(&T) -> usize,
     read: impl std::future::Future<Output = Result<T, EventError>>,
 ) -> Result<T, EventError> {
-    let Some(reservation) = state.reads.reserve(&viewer.user_id, bucket, most) else {
-        metrics::counter!("tether_reads_rate_limited_total").increment(1);
-        return Err(EventError::RateLimited);
+    let reservation = match state.reads.reserve(&viewer.user_id, bucket, most) {
+        Some(reservation) => reservation,
+        None => {
+            // One read per socket may wait (a little) for its tokens: a client paging through a
+            // long catch-up is slowed to the refill rate, not refused halfway.
+            let turn = state
+                .reads
+                .wait_turn(&viewer.user_id, bucket, most, READ_WAIT_MAX);
+            let reserved = match turn {
+                Some((wait, _turn)) => {
+                    tokio::time::sleep(wait).await;
+                    state.reads.reserve(&viewer.user_id, bucket, most)
+                }
+                None => None,
+            };
+            let Some(reservation) = reserved else {
+                metrics::counter!("tether_reads_rate_limited_total").increment(1);
+                return Err(EventError::RateLimited);
+            };
+            reservation
+        }
     };
     let answer = read.await;
     let spent = match &answer {
@@ -188,6 +206,9 @@ async fn priced<T>(
     state.reads.settle(reservation, spent);
     answer
 }
+
+/// The longest a socket's one waiting read waits for its tokens before it is refused.
+const READ_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The most a user entry of a presence list can cost (a 32-character name, 4 bytes each).
 const PRESENCE_MOST: usize = price::USER_FIXED + 4 * protocol::domain::USERNAME_MAX_CHARS;

@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -151,6 +152,8 @@ pub struct SocketReadBucket(Arc<SocketBudget>);
 #[derive(Debug)]
 struct SocketBudget {
     bucket: Mutex<Bucket>,
+    /// A read of this socket is waiting for its tokens ([`ReadLimits::wait_turn`]).
+    waiting: AtomicBool,
     /// Refusals counted since the instant, within [`PENALTY_WINDOW`].
     refusals: Mutex<(u32, Instant)>,
 }
@@ -163,6 +166,7 @@ impl SocketReadBucket {
     pub fn new(rate: Rate) -> Self {
         Self(Arc::new(SocketBudget {
             bucket: Mutex::new(Bucket::full(rate, Instant::now())),
+            waiting: AtomicBool::new(false),
             refusals: Mutex::new((0, Instant::now())),
         }))
     }
@@ -235,6 +239,16 @@ pub struct ReadLimits {
     socket: Rate,
 }
 
+/// A socket's one read that may wait for its tokens; the turn ends when this is dropped.
+#[derive(Debug)]
+pub struct WaitTurn(SocketReadBucket);
+
+impl Drop for WaitTurn {
+    fn drop(&mut self) {
+        self.0 .0.waiting.store(false, Ordering::Release);
+    }
+}
+
 /// Bytes reserved for a read that is under way; [`ReadLimits::settle`] refunds what it did not
 /// cost. Dropped unsettled (the read failed), it costs nothing more than was reserved.
 #[must_use = "settle the reservation with what the answer cost"]
@@ -280,6 +294,50 @@ impl ReadLimits {
             bucket.refill(rate, now);
             bucket.tokens < 0.0
         })
+    }
+
+    /// When a read of `most` bytes does not fit now: how long until both buckets will hold
+    /// it, if that is at most `longest` and no other read of this socket is waiting already.
+    /// The caller waits that long (holding the returned turn) and tries once more: an honest
+    /// client paging through a long catch-up, one request at a time, is slowed to the refill
+    /// rate instead of refused, while a client with many requests in flight has all but one
+    /// refused at once.
+    pub fn wait_turn(
+        &self,
+        user: &UserId,
+        socket: &SocketReadBucket,
+        most: usize,
+        longest: Duration,
+    ) -> Option<(Duration, WaitTurn)> {
+        let now = Instant::now();
+        let most = most as f64;
+        let owed = |tokens: f64, rate: Rate| {
+            let short = (most - tokens).max(0.0);
+            (short > 0.0).then(|| short / rate.per_sec)
+        };
+        let socket_wait = {
+            let mut own = socket.lock();
+            own.refill(self.socket, now);
+            owed(own.tokens, self.socket).unwrap_or(0.0)
+        };
+        let user_wait = {
+            let mut buckets = self.users.buckets.lock().unwrap_or_else(|e| e.into_inner());
+            let rate = self.users.rate;
+            buckets.get_mut(user).map_or(0.0, |bucket| {
+                bucket.refill(rate, now);
+                owed(bucket.tokens, rate).unwrap_or(0.0)
+            })
+        };
+        let wait = socket_wait.max(user_wait);
+        if !wait.is_finite() || wait > longest.as_secs_f64() {
+            return None;
+        }
+        socket
+            .0
+            .waiting
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .ok()?;
+        Some((Duration::from_secs_f64(wait), WaitTurn(socket.clone())))
     }
 
     /// A fresh bucket for a new socket.
@@ -467,6 +525,30 @@ mod tests {
         let short = Penalties::new(1, Duration::ZERO);
         short.bar("digest".into());
         assert!(!short.is_barred("digest"), "the cooldown ends");
+    }
+
+    #[test]
+    fn one_read_per_socket_may_wait_for_its_tokens() {
+        let limits = ReadLimits::new(Rate::new(1000.0, 1000.0), Rate::new(1000.0, 1000.0));
+        let user = UserId::random();
+        let socket = limits.socket_bucket();
+        let r = limits.reserve(&user, &socket, 1000).expect("a full bucket");
+        limits.settle(r, 1000);
+        let longest = Duration::from_secs(2);
+        let (wait, turn) = limits
+            .wait_turn(&user, &socket, 500, longest)
+            .expect("half a second away");
+        assert!(wait > Duration::from_millis(400) && wait <= Duration::from_millis(500));
+        assert!(
+            limits.wait_turn(&user, &socket, 500, longest).is_none(),
+            "one at a time"
+        );
+        drop(turn);
+        assert!(limits.wait_turn(&user, &socket, 500, longest).is_some());
+        assert!(
+            limits.wait_turn(&user, &socket, 5000, longest).is_none(),
+            "more than the burst never fits"
+        );
     }
 
     #[test]

@@ -277,6 +277,9 @@ async fn a_socket_over_its_send_budget_is_closed_and_its_client_misses_nothing()
         c.socket_buffer_bytes = 64 * 1024;
         c.ping_interval_ms = 120_000;
         c.ping_timeout_ms = 120_000;
+        // The returning client's `users` must fit the small budget beside `session` and
+        // `tabs` (by default it may carry 256 KiB of messages, four such budgets).
+        c.roster_max_bytes = 16 * 1024;
     })
     .await;
     let ada = app.connect_as("ada").await;

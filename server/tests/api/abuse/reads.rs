@@ -487,3 +487,32 @@ async fn reconnecting_in_a_loop_pays_for_each_roster_and_is_then_refused() {
     // Someone else connects as ever.
     app.connect_as("other").await;
 }
+
+#[tokio::test]
+async fn an_honest_catch_up_larger_than_the_burst_is_slowed_not_refused() {
+    let app = spawn_app_with(|c| {
+        c.max_answer_bytes = 64 * 1024;
+        c.roster_full_max = 10;
+        c.socket_read_burst_bytes = 400 * 1024;
+        c.socket_read_bytes_per_sec = 1024 * 1024;
+    })
+    .await;
+    let reader = app.connect_as("reader").await;
+    let writer = app.connect_as("writer").await;
+    // ~800 KB to catch up on, twice the socket's burst, one page at a time as clients do.
+    fill(&writer, &reader.user_id, 200, 4000).await;
+    let (mut since, mut seen) = (0, 0);
+    loop {
+        let page = reader
+            .request("restore_state", json!({ "since": since }))
+            .await;
+        let page = page.get("ok").unwrap_or_else(|| panic!("refused: {page}"));
+        let messages = page["messages"].as_array().unwrap();
+        seen += messages.len();
+        since = messages.last().map_or(since, |m| m["id"].as_i64().unwrap());
+        if page["hasMore"] != true {
+            break;
+        }
+    }
+    assert_eq!(seen, 200);
+}
