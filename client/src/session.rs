@@ -67,11 +67,24 @@ struct AfterUsers {
     at_latest: u64,
 }
 
+/// A restore the server refused for now (`rate_limited`, `store_unavailable`): asked again
+/// from the same point once `at` has come.
+#[derive(Debug, Clone, Copy)]
+struct RetryRestore {
+    peers_only: bool,
+    since: i64,
+    at: u64,
+}
+
+/// How long a refused restore waits before it is asked again.
+const RESTORE_RETRY_MS: u64 = 1_000;
+
 enum Pending {
     /// `peers_only`: presence comes from this connection's `users`, so the answer lists only
-    /// the people in its messages.
+    /// the people in its messages. `since`: where it restores from.
     Restore {
         peers_only: bool,
+        since: i64,
     },
     History {
         peer: String,
@@ -97,6 +110,8 @@ pub struct Session {
     chat_session: Option<String>,
     /// Connected holding nothing: restore once this connection's `users` is here.
     restore_after_users: Option<AfterUsers>,
+    /// A restore refused for now, to ask again.
+    retry_restore: Option<RetryRestore>,
 }
 
 impl Session {
@@ -123,6 +138,7 @@ impl Session {
             moved: false,
             chat_session: None,
             restore_after_users: None,
+            retry_restore: None,
         }
     }
 
@@ -146,7 +162,13 @@ impl Session {
 
     pub fn next_deadline(&self) -> Option<u64> {
         let restore = self.restore_after_users.map(|after| after.at_latest);
-        self.core.next_deadline().into_iter().chain(restore).min()
+        let retry = self.retry_restore.map(|retry| retry.at);
+        self.core
+            .next_deadline()
+            .into_iter()
+            .chain(restore)
+            .chain(retry)
+            .min()
     }
 
     pub fn poll_output(&mut self) -> Option<SessionOutput> {
@@ -223,6 +245,12 @@ impl Session {
             if after.at_latest <= now {
                 self.restore_after_users = None;
                 self.request_restore(after.peers_only, self.chat.last_id, now);
+            }
+        }
+        if let Some(retry) = self.retry_restore {
+            if retry.at <= now {
+                self.retry_restore = None;
+                self.request_restore(retry.peers_only, retry.since, now);
             }
         }
         self.pump(now);
@@ -351,6 +379,13 @@ impl Session {
                 if !matches!(state, ConnState::Online { .. }) {
                     self.restored = false;
                     self.restore_after_users = None;
+                    // The next connect restores from the newest message held; a point before
+                    // it is kept for after that restore.
+                    if let Some(retry) = self.retry_restore.take() {
+                        if retry.since < self.chat.last_id {
+                            self.restore_later(retry.since);
+                        }
+                    }
                 }
                 if state == ConnState::Stopped(StopReason::Unauthorized) {
                     self.event(SessionEvent::SignedOut);
@@ -403,7 +438,8 @@ impl Session {
             .emit_with_ack(events::RESTORE_STATE, &request, ACK_TIMEOUT_MS, now)
         {
             Ok(id) => {
-                self.pending.insert(id, Pending::Restore { peers_only });
+                self.pending
+                    .insert(id, Pending::Restore { peers_only, since });
             }
             // Offline: the next connect restores from the newest message held; a point before
             // it must not be forgotten, so it waits for that restore to finish.
@@ -501,9 +537,24 @@ impl Session {
             return;
         };
         match pending {
-            Pending::Restore { peers_only } => {
+            Pending::Restore { peers_only, since } => {
                 let restored =
                     parse::<Ack<RestoreState>>(result.ok().and_then(|a| a.into_iter().next()));
+                // Refused for now (a read budget, the store): ask again from the same point in
+                // a moment rather than stop with the rest missing.
+                if let Some(Ack::Error(error)) = &restored {
+                    if matches!(
+                        error.code,
+                        protocol::ErrorCode::RateLimited | protocol::ErrorCode::StoreUnavailable
+                    ) {
+                        self.retry_restore = Some(RetryRestore {
+                            peers_only,
+                            since,
+                            at: now + RESTORE_RETRY_MS,
+                        });
+                        return;
+                    }
+                }
                 if let Some(Ack::Ok(restored)) = restored {
                     let more = restored.has_more;
                     let reached = restored.messages.iter().map(|m| m.id).max();
@@ -681,6 +732,38 @@ mod tests {
             5,
         );
         assert_eq!(sent(&mut session), [r#"421["restore_state",{"since":0}]"#]);
+    }
+
+    #[test]
+    fn a_restore_refused_for_now_is_asked_again_from_the_same_point() {
+        let restored = SessionOutput::Event(SessionEvent::Restored);
+        let mut session = connected();
+        sent(&mut session);
+        session.handle_timer(2 + ACK_TIMEOUT_MS);
+        assert_eq!(
+            sent(&mut session),
+            [r#"420["restore_state",{"since":0,"peersOnly":true}]"#]
+        );
+        let t = 3 + ACK_TIMEOUT_MS;
+        session.handle_frame(
+            r#"430[{"error":{"code":"rate_limited","message":"wait"}}]"#,
+            t,
+        );
+        // Not restored yet (the outbox keeps waiting), and asked again a second later.
+        assert!(!std::iter::from_fn(|| session.poll_output()).any(|o| o == restored));
+        assert_eq!(session.next_deadline(), Some(t + RESTORE_RETRY_MS));
+        session.handle_timer(t + RESTORE_RETRY_MS - 1);
+        assert!(sent(&mut session).is_empty());
+        session.handle_timer(t + RESTORE_RETRY_MS);
+        assert_eq!(
+            sent(&mut session),
+            [r#"421["restore_state",{"since":0,"peersOnly":true}]"#]
+        );
+        session.handle_frame(
+            r#"431[{"ok":{"messages":[],"users":[],"hasMore":false}}]"#,
+            t + RESTORE_RETRY_MS + 1,
+        );
+        assert!(std::iter::from_fn(|| session.poll_output()).any(|o| o == restored));
     }
 
     #[test]
