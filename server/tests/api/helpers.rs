@@ -204,6 +204,30 @@ fn first_arg(payload: Payload) -> Value {
     }
 }
 
+/// Emits `event` with an ack on a rust_socketio client and returns the ack's first argument.
+pub async fn request_on(client: &Client, event: &str, data: Value) -> Value {
+    let (tx, rx) = oneshot::channel();
+    let tx = std::sync::Mutex::new(Some(tx));
+    client
+        .emit_with_ack(event, data, WAIT, move |payload, _| {
+            // rust_socketio hands an ack's whole argument list over as one value.
+            let first = match first_arg(payload) {
+                Value::Array(mut args) if !args.is_empty() => args.swap_remove(0),
+                other => other,
+            };
+            if let Some(tx) = tx.lock().unwrap().take() {
+                let _ = tx.send(first);
+            }
+            async {}.boxed()
+        })
+        .await
+        .expect("emit");
+    tokio::time::timeout(WAIT, rx)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for the ack of `{event}`"))
+        .expect("ack callback dropped")
+}
+
 impl TestClient {
     pub async fn connect(url: &str, auth: Value) -> TestClient {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -298,27 +322,7 @@ impl TestClient {
 
     /// Emits with an ack and returns the ack's first argument.
     pub async fn request(&self, event: &str, data: Value) -> Value {
-        let (tx, rx) = oneshot::channel();
-        let tx = std::sync::Mutex::new(Some(tx));
-        self.client
-            .emit_with_ack(event, data, WAIT, move |payload, _| {
-                // rust_socketio hands an ack's whole argument list over as one value.
-                let args = first_arg(payload);
-                let first = match args {
-                    Value::Array(mut args) if !args.is_empty() => args.swap_remove(0),
-                    other => other,
-                };
-                if let Some(tx) = tx.lock().unwrap().take() {
-                    let _ = tx.send(first);
-                }
-                async {}.boxed()
-            })
-            .await
-            .expect("emit");
-        tokio::time::timeout(WAIT, rx)
-            .await
-            .unwrap_or_else(|_| panic!("timed out waiting for the ack of `{event}`"))
-            .expect("ack callback dropped")
+        request_on(&self.client, event, data).await
     }
 
     /// Sends a direct message and returns its ack.

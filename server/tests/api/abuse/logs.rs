@@ -11,7 +11,7 @@ use rust_socketio::{Payload, TransportType};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -470,25 +470,7 @@ impl Official {
     }
 
     async fn request(&self, event: &str, data: Value) -> Value {
-        let (tx, rx) = oneshot::channel();
-        let tx = std::sync::Mutex::new(Some(tx));
-        self.client
-            .emit_with_ack(event, data, WAIT, move |payload, _| {
-                let first = match first_arg(payload) {
-                    Value::Array(mut args) if !args.is_empty() => args.swap_remove(0),
-                    other => other,
-                };
-                if let Some(tx) = tx.lock().unwrap().take() {
-                    let _ = tx.send(first);
-                }
-                async {}.boxed()
-            })
-            .await
-            .expect("emit");
-        tokio::time::timeout(WAIT, rx)
-            .await
-            .expect("the ack arrives")
-            .expect("ack callback kept")
+        crate::helpers::request_on(&self.client, event, data).await
     }
 
     async fn close(&self) {

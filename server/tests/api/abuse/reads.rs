@@ -22,6 +22,24 @@ async fn fill(from: &TestClient, to: &str, count: usize, chars: usize) {
     }
 }
 
+/// Restores from 0, a page at a time from the last id received, as clients do; how many
+/// messages came. Any refused page fails the test.
+async fn restore_all(client: &TestClient) -> usize {
+    let (mut since, mut seen) = (0, 0);
+    loop {
+        let page = client
+            .request("restore_state", json!({ "since": since }))
+            .await;
+        let page = page.get("ok").unwrap_or_else(|| panic!("refused: {page}"));
+        let messages = page["messages"].as_array().unwrap();
+        seen += messages.len();
+        since = messages.last().map_or(since, |m| m["id"].as_i64().unwrap());
+        if page["hasMore"] != true {
+            return seen;
+        }
+    }
+}
+
 fn answer_bytes(answer: &Value) -> usize {
     answer.to_string().len()
 }
@@ -248,20 +266,7 @@ async fn restore_and_history_answers_are_cut_to_the_byte_bound() {
     assert!(last["content"].as_str().unwrap().starts_with("039 "));
 
     // Paging on from the last id gets the rest, nothing twice.
-    let mut seen = 0;
-    let mut since = 0;
-    loop {
-        let page = reader
-            .request("restore_state", json!({ "since": since }))
-            .await;
-        let messages = page["ok"]["messages"].as_array().unwrap().clone();
-        seen += messages.len();
-        since = messages.last().map_or(since, |m| m["id"].as_i64().unwrap());
-        if page["ok"]["hasMore"] != true {
-            break;
-        }
-    }
-    assert_eq!(seen, 40);
+    assert_eq!(restore_all(&reader).await, 40);
 }
 
 #[tokio::test]
@@ -501,18 +506,5 @@ async fn an_honest_catch_up_larger_than_the_burst_is_slowed_not_refused() {
     let writer = app.connect_as("writer").await;
     // ~800 KB to catch up on, twice the socket's burst, one page at a time as clients do.
     fill(&writer, &reader.user_id, 200, 4000).await;
-    let (mut since, mut seen) = (0, 0);
-    loop {
-        let page = reader
-            .request("restore_state", json!({ "since": since }))
-            .await;
-        let page = page.get("ok").unwrap_or_else(|| panic!("refused: {page}"));
-        let messages = page["messages"].as_array().unwrap();
-        seen += messages.len();
-        since = messages.last().map_or(since, |m| m["id"].as_i64().unwrap());
-        if page["hasMore"] != true {
-            break;
-        }
-    }
-    assert_eq!(seen, 200);
+    assert_eq!(restore_all(&reader).await, 200);
 }
