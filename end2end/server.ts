@@ -10,7 +10,7 @@ import { AddressInfo, connect, createServer } from "node:net";
 export const repoRoot = path.resolve(__dirname, "..");
 
 export function serverBinary(): string {
-  return process.env.TETHER_SERVER_BIN ?? path.join(repoRoot, "target", "release", "server");
+  return process.env.TETHER_SERVER_BIN ?? path.join(repoRoot, "target", "release", "tether");
 }
 
 export interface RunningServer {

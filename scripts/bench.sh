@@ -7,4 +7,4 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO_ROOT"
 cargo build --release -p server -p client --features client/native --bin server --bin tether-load
 ulimit -n 65536 2>/dev/null || true
-exec ./target/release/tether-load --server-bin target/release/server --out bench-results.md "$@"
+exec ./target/release/tether-load --server-bin target/release/tether --out bench-results.md "$@"

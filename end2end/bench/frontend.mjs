@@ -16,7 +16,7 @@ const gz = (file) => gzipSync(readFileSync(path.join(pkg, file)), { level: 9 }).
 const wasm = gz("tether.wasm");
 const js = gz("tether.js");
 
-const server = spawn(path.join(root, "target", "release", "server"), [
+const server = spawn(path.join(root, "target", "release", "tether"), [
   "--listen", "127.0.0.1:0", "--data-dir", mkdtempSync(path.join(tmpdir(), "tether-fe-")), "--log", "warn",
 ], { cwd: root, env: { ...process.env, LEPTOS_SITE_ROOT: path.join(root, "target", "site") }, stdio: ["ignore", "pipe", "inherit"] });
 const url = await new Promise((resolve) => {

@@ -38,7 +38,7 @@ const USAGE: &str = "usage: tether-load [--users N] [--rates R1,R2,...] [--step-
   --rates R1,R2     offered messages/s per throughput step (default 2000,5000,10000,20000,30000)
   --step-secs S     seconds per throughput step (default 5)
   --out FILE        also write the results table (Markdown) to FILE
-  --server-bin PATH the server binary to start (default target/release/server)
+  --server-bin PATH the server binary to start (default target/release/tether)
   --server-arg ARG  one extra server flag (repeatable)";
 
 /// Prints the problem and the usage, and exits (a tool's bad input is not a panic).
@@ -49,7 +49,7 @@ fn usage_error(problem: &str) -> ! {
 
 fn parse_args() -> Args {
     let mut args = Args {
-        server_bin: PathBuf::from("target/release/server"),
+        server_bin: PathBuf::from("target/release/tether"),
         server_args: Vec::new(),
         users: 1000,
         rates: vec![2_000, 5_000, 10_000, 20_000, 30_000],

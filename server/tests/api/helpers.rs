@@ -394,7 +394,7 @@ impl ChildServer {
         log: Option<mpsc::UnboundedSender<String>>,
         args: &[String],
     ) -> ChildServer {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_server"))
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tether"))
             .arg("--listen")
             .arg(addr.to_string())
             .args(["--log", filter])

@@ -87,7 +87,7 @@ async fn an_origin_flag_that_is_no_origin_stops_the_server_at_start() {
             "https://ok.example,https://chat.example/app",
         ),
     ] {
-        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_server"))
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_tether"))
             .args(["--listen", "127.0.0.1:0", "--log", "warn", flag, value])
             .arg("--data-dir")
             .arg(dir.path())

@@ -50,7 +50,7 @@ async fn start_with_reads(
     timeout_ms: u64,
     reads: &[(&str, &str)],
 ) -> ChildServer {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_server"))
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tether"))
         .args(["--listen", "127.0.0.1:0", "--log", "warn"])
         .args(["--messages-per-sec", "10000", "--message-burst", "10000"])
         .arg("--socket-buffer-bytes")
