@@ -42,6 +42,9 @@ done
 redis-cli -p "$REDIS_PORT" ping >/dev/null
 export TETHER_TEST_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/"
 
+step "vendored crates: published source + patches"
+bash scripts/check-vendor.sh
+
 step "cargo fmt --check"
 cargo fmt --all --check
 
