@@ -156,6 +156,13 @@ pub struct Config {
     #[arg(long, env = "TETHER_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 
+    /// Cross-origin answers (to pages on an allowed origin) carry
+    /// `Access-Control-Allow-Credentials: true`, as socket.io's `cors.credentials`: needed only
+    /// by a client that sends cookies (`withCredentials: true`). Tether's session travels in the
+    /// handshake's `auth`, not in a cookie, so its own client does not need it.
+    #[arg(long, env = "TETHER_CORS_ALLOW_CREDENTIALS")]
+    pub cors_allow_credentials: bool,
+
     /// Messages a user may send per second, sustained (token bucket refill rate).
     #[arg(long, env = "TETHER_MESSAGES_PER_SEC", default_value_t = 10.0)]
     pub messages_per_sec: f64,

@@ -212,8 +212,8 @@ pub async fn build_app(config: &Config, origins: origin::OriginPolicy) -> anyhow
         Io::Local(io) => tokio::spawn(expiry::expiry_loop(io.clone(), store.clone(), expiry)),
         Io::Cluster(io) => tokio::spawn(expiry::expiry_loop(io.clone(), store.clone(), expiry)),
     });
-    // Both wrap the Socket.IO layer; the origin check runs first, before any handshake.
-    let origins = Arc::new(origins);
+    // Both wrap the Socket.IO layer; the origin check (and CORS) runs first, before any handshake.
+    let origins = Arc::new(origins.allow_credentials(config.cors_allow_credentials));
     let router = routes
         .layer(axum::middleware::from_fn(
             transport::request_head::detach_socket_request_head,

@@ -7,6 +7,7 @@ mod abuse;
 mod client_conformance;
 mod cluster;
 mod contract;
+mod cors;
 mod delivery;
 mod durability;
 mod handshake;
