@@ -73,6 +73,29 @@ pub struct Config {
     #[arg(long, env = "TETHER_LOG", default_value = "info,tower_http=warn")]
     pub log: String,
 
+    /// Log lines as `text` (for people) or `json` (one object a line, for log shippers).
+    #[arg(long, env = "TETHER_LOG_FORMAT", value_enum,
+          default_value_t = crate::telemetry::LogFormat::Text)]
+    pub log_format: crate::telemetry::LogFormat,
+
+    /// Refused connections and requests are logged as one line per kind of refusal with its
+    /// count, at most once per this many milliseconds (and only when there were some), not
+    /// one line each.
+    #[arg(long, env = "TETHER_REFUSAL_LOG_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(100..))]
+    pub refusal_log_ms: u64,
+
+    /// Serve `/metrics` (with `/healthz` and `/readyz`) on this address, e.g. `127.0.0.1:9100`,
+    /// and not on the public one. Unset: `/metrics` is on the public address.
+    #[arg(long, env = "TETHER_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// `/readyz` answers 503 when the store has not committed its probe write within this
+    /// many milliseconds.
+    #[arg(long, env = "TETHER_READY_TIMEOUT_MS", default_value_t = 2_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub ready_timeout_ms: u64,
+
     /// Directory the built site (pkg/, assets) is served from.
     #[arg(long, env = "LEPTOS_SITE_ROOT", default_value = "target/site")]
     pub site_root: String,

@@ -1,12 +1,10 @@
-//! HTTP routes: the server-rendered Leptos app, the built site's files, `/healthz` and
-//! `/metrics`.
+//! HTTP routes: the server-rendered Leptos app and the built site's files; the Prometheus
+//! recorder. `/healthz`, `/readyz` and `/metrics` are in [`crate::ops`].
 
 use std::sync::OnceLock;
 
 use app::router::PATHS;
 use app::{shell, ClientConfig};
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use leptos::config::LeptosOptions;
@@ -26,14 +24,8 @@ pub fn router(leptos_options: LeptosOptions, client: ClientConfig) -> Router {
         pages.route(path, get(page.clone()))
     });
     pages
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
         .fallback(leptos_axum::file_and_error_handler(shell))
         .with_state(leptos_options)
-}
-
-async fn healthz() -> &'static str {
-    "ok"
 }
 
 /// The process-wide Prometheus recorder (the `metrics` facade has one global recorder; every
@@ -53,12 +45,4 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
         let _ = metrics::set_global_recorder(recorder);
         handle
     })
-}
-
-async fn metrics() -> impl IntoResponse {
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        metrics_handle().render(),
-    )
 }

@@ -9,7 +9,10 @@ pub mod domain;
 pub mod expiry;
 pub mod http;
 pub mod memory;
+pub mod ops;
 pub mod origin;
+pub mod process;
+pub mod refusals;
 pub mod serve;
 pub mod store;
 pub mod telemetry;
@@ -63,6 +66,8 @@ impl Io {
 pub struct App {
     pub router: Router,
     pub io: Io,
+    /// `/healthz`, `/readyz` and `/metrics`, for the `--metrics-listen` address.
+    pub ops: Router,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -173,9 +178,24 @@ pub async fn build_app(config: &Config, origins: origin::OriginPolicy) -> anyhow
             shared_connection: config.shared_connection,
         },
     );
-    let mut tasks = vec![tokio::spawn(memory::trim_loop(Duration::from_millis(
-        config.memory_trim_ms,
-    )))];
+    // `/metrics` on the public address unless it has one of its own.
+    let readiness = Arc::new(ops::Readiness::new(
+        store.clone(),
+        Duration::from_millis(config.ready_timeout_ms),
+    ));
+    let routes = routes.merge(ops::routes(
+        readiness.clone(),
+        config.metrics_listen.is_none(),
+    ));
+    let ops = ops::routes(readiness, true);
+    let mut tasks = vec![
+        tokio::spawn(memory::trim_loop(Duration::from_millis(
+            config.memory_trim_ms,
+        ))),
+        tokio::spawn(refusals::report_loop(Duration::from_millis(
+            config.refusal_log_ms,
+        ))),
+    ];
     let (routes, io) = match &config.redis_url {
         None => {
             let (layer, io) = builder.build_layer();
@@ -233,7 +253,12 @@ pub async fn build_app(config: &Config, origins: origin::OriginPolicy) -> anyhow
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
             Duration::from_millis(config.header_read_timeout_ms),
         ));
-    Ok(App { router, io, tasks })
+    Ok(App {
+        router,
+        io,
+        ops,
+        tasks,
+    })
 }
 
 /// Keeps this node alive in the cluster's presence and announces what dead nodes took away.
@@ -291,9 +316,14 @@ fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
 /// A server bound to its socket, ready to run.
 pub struct Server {
     listener: TcpListener,
+    /// `--metrics-listen`: `/metrics` (with `/healthz` and `/readyz`) served apart.
+    metrics_listener: Option<TcpListener>,
     app: App,
     limits: serve::ConnectionLimits,
 }
+
+/// Connections the kernel may queue for the metrics address: a scraper and a few probes.
+const METRICS_BACKLOG: u32 = 128;
 
 impl Server {
     /// Binds the listening socket, then builds the app: without `--public-origin`, the origin
@@ -314,9 +344,22 @@ impl Server {
                  users visit"
             );
         }
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => {
+                let listener = listen(addr, METRICS_BACKLOG)
+                    .map_err(|e| anyhow::anyhow!("--metrics-listen {addr}: {e}"))?;
+                tracing::info!(
+                    port = listener.local_addr()?.port(),
+                    "serving /metrics on its own address (not on the public one)"
+                );
+                Some(listener)
+            }
+            None => None,
+        };
         let app = build_app(config, origins).await?;
         Ok(Self {
             listener,
+            metrics_listener,
             app,
             limits: serve::ConnectionLimits::from_config(config),
         })
@@ -331,21 +374,49 @@ impl Server {
         self.listener.local_addr()
     }
 
+    /// The address `/metrics` is served on with `--metrics-listen` (port 0 picks one).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
+    }
+
     /// Serves until `shutdown` resolves, then closes every socket and drains requests.
     pub async fn run(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let io = self.app.io.clone();
+        // The metrics address stops with the public one: both watch this.
+        let (stopping, stop) = tokio::sync::watch::channel(false);
         let shutdown = async move {
             shutdown.await;
+            let _ = stopping.send(true);
             tracing::info!("shutting down: closing sockets");
             io.close().await;
         };
+        // The same serve loop as the public address: its header-read and idle timeouts and
+        // its bound on pending connections hold there too (axum::serve has none of them).
+        let metrics = self.metrics_listener.map(|listener| {
+            let mut stop = stop.clone();
+            tokio::spawn(serve::serve(
+                listener,
+                self.app.ops,
+                self.limits,
+                async move {
+                    let _ = stop.wait_for(|stopping| *stopping).await;
+                },
+            ))
+        });
         serve::serve(self.listener, self.app.router, self.limits, shutdown).await;
+        if let Some(metrics) = metrics {
+            let _ = metrics.await;
+        }
         for task in self.app.tasks {
             task.abort();
         }
+        // What was refused since the last report, so that it is not lost with the process.
+        refusals::report();
         Ok(())
     }
 }

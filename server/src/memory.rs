@@ -17,6 +17,9 @@
 
 use std::time::Duration;
 
+// What the process looked like at one moment: resident bytes, CPU time used so far.
+use crate::process::Usage as Sample;
+
 /// How much the resident size must grow past what the last trim left to start trimming.
 const GROWTH: u64 = 16 << 20;
 /// A trim that returns less than this ends a round of trims.
@@ -63,13 +66,6 @@ pub async fn trim_loop(every: Duration) {
         policy.trimmed(now.resident, after.resident);
         last = after;
     }
-}
-
-/// What the process looked like at one moment: resident bytes, CPU time used so far.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Sample {
-    resident: u64,
-    cpu: Duration,
 }
 
 /// When to trim: see the module documentation.
@@ -133,36 +129,6 @@ fn trim() -> bool {
     false
 }
 
-impl Sample {
-    /// From `/proc/self`; `None` where there is no such thing.
-    fn now() -> Option<Self> {
-        let status = std::fs::read_to_string("/proc/self/status").ok()?;
-        let resident_kib: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()?;
-        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-        Some(Self {
-            resident: resident_kib << 10,
-            cpu: cpu_of_stat(&stat)?,
-        })
-    }
-}
-
-/// User plus system time from a `/proc/<pid>/stat` line (fields 14 and 15, in USER_HZ = 100
-/// ticks a second on Linux). The command name (field 2) may hold spaces and parentheses, so
-/// fields are counted from the last `)`.
-fn cpu_of_stat(stat: &str) -> Option<Duration> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace().skip(11);
-    let user: u64 = fields.next()?.parse().ok()?;
-    let system: u64 = fields.next()?.parse().ok()?;
-    Some(Duration::from_millis((user + system) * 10))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,14 +165,6 @@ mod tests {
         // Shrinking by itself lowers the floor; growth is measured from there.
         assert!(!policy.tick(&sample(104, 670), &sample(90, 680), every));
         assert!(policy.tick(&sample(90, 680), &sample(107, 690), every));
-    }
-
-    #[test]
-    fn cpu_time_is_read_past_a_command_name_with_spaces_and_parentheses() {
-        let stat = "4242 (my (odd) server) S 1 4242 4242 0 -1 4194560 1000 0 0 0 \
-                    250 75 0 0 20 0 9 0 12345 1000000 2000 18446744073709551615";
-        assert_eq!(cpu_of_stat(stat), Some(Duration::from_millis(3250)));
-        assert_eq!(cpu_of_stat("garbage"), None);
     }
 
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -42,7 +42,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use url::{Host, Origin, Url};
 
-use crate::serve::RefusalLog;
+use crate::refusals::{refused, Refusal};
 
 /// Why a configured origin is not one.
 #[derive(Debug, thiserror::Error)]
@@ -100,7 +100,6 @@ pub struct OriginPolicy {
     unnamed: bool,
     /// `--cors-allow-credentials`: cross-origin answers say `Access-Control-Allow-Credentials`.
     credentials: bool,
-    refusals: RefusalLog,
 }
 
 /// The methods a preflight allows: Engine.IO polls with GET and sends with POST.
@@ -128,7 +127,6 @@ impl OriginPolicy {
             allowed: origins,
             unnamed: public.is_none() && bound.ip().is_unspecified(),
             credentials: false,
-            refusals: RefusalLog::new("refused socket requests from a foreign origin (403)"),
         })
     }
 
@@ -245,7 +243,7 @@ pub async fn check_origin(
         Verdict::Absent => next.run(request).await,
         Verdict::Refused => {
             metrics::counter!("tether_origin_refused_total").increment(1);
-            policy.refusals.refused();
+            refused(Refusal::Origin);
             (StatusCode::FORBIDDEN, "origin not allowed").into_response()
         }
         Verdict::Allowed(_) if request.headers().contains_key(UPGRADE) => next.run(request).await,

@@ -14,9 +14,10 @@
 //!   request to the router (or it closes). At the bound the loop accepts nothing (the kernel's
 //!   backlog holds new connections) until a slot comes back; when none does for
 //!   [`FULL_GRACE`], it closes new connections at once until one does, counted in
-//!   `tether_connections_refused_total{reason="pending_limit"}` and logged once a minute at
-//!   most. Their clients get a quick failure to retry on rather than a wait in the backlog
-//!   for as long as the header-read timeout.
+//!   `tether_connections_refused_total{reason="pending_limit"}` and logged with the other
+//!   refusals (a line per kind with its count, [`crate::refusals`]). Their clients get a
+//!   quick failure to retry on rather than a wait in the backlog for as long as the
+//!   header-read timeout. Header-read timeouts are logged with the refusals too.
 //! - A request in flight is never cut by either timeout: a long-polling GET held open until the
 //!   next ping, or a response body still being written, keeps its connection. Upgraded
 //!   WebSockets leave hyper (and these timers) once the upgrade is answered; their own heartbeat
@@ -79,9 +80,6 @@ pub async fn serve(
         .max_header_size(limits.max_header_bytes)
         .keep_alive(true);
     let pending = Arc::new(PendingCount::new(limits.max_pending));
-    let refusals = RefusalLog::new(
-        "closed new connections: too many had not sent a request yet (--max-pending-connections)",
-    );
     // Connections hold a receiver: a change asks them to shut down gracefully, and once all are
     // dropped every connection has closed.
     let (stop_tx, stop_rx) = watch::channel(());
@@ -111,10 +109,9 @@ pub async fn serve(
             drop(tcp);
             metrics::counter!("tether_connections_refused_total", "reason" => "pending_limit")
                 .increment(1);
-            refusals.refused();
+            crate::refusals::refused(crate::refusals::Refusal::PendingLimit);
             continue;
         };
-        refusals.summarise_if_due();
         // Every frame is a message someone waits for: without TCP_NODELAY a frame written
         // while the one before is unacknowledged waits for the peer's (possibly delayed) ACK.
         // Browsers set it on their side, as does Node's http server.
@@ -138,7 +135,6 @@ pub async fn serve(
         ));
     }
     drop(listener);
-    refusals.summarise();
     let _ = stop_tx.send(());
     drop(stop_rx);
     stop_tx.closed().await;
@@ -173,6 +169,7 @@ async fn drive(
         Err(e) if e.is_timeout() => {
             metrics::counter!("tether_connections_closed_total", "reason" => "header_timeout")
                 .increment(1);
+            crate::refusals::refused(crate::refusals::Refusal::HeaderTimeout);
         }
         Err(e) => tracing::trace!(error = %e, "connection ended with an error"),
         Ok(()) if idled => {
@@ -354,81 +351,6 @@ impl HttpBody for TrackedBody {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
-    }
-}
-
-/// Logs one class of refusals (connections or requests) without a line per refusal: the
-/// first at once, then how many more once a minute at most. Each refusal is also counted in
-/// `/metrics` by its caller.
-#[derive(Debug)]
-pub(crate) struct RefusalLog {
-    what: &'static str,
-    state: std::sync::Mutex<RefusalLogState>,
-}
-
-#[derive(Debug, Default)]
-struct RefusalLogState {
-    unlogged: u64,
-    last_logged: Option<Instant>,
-}
-
-const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
-
-impl RefusalLog {
-    pub(crate) fn new(what: &'static str) -> Self {
-        Self {
-            what,
-            state: Default::default(),
-        }
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, RefusalLogState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(crate) fn refused(&self) {
-        let mut state = self.state();
-        if state.last_logged.is_none() {
-            state.last_logged = Some(Instant::now());
-            tracing::warn!(
-                "{}; further ones are counted and reported once a minute",
-                self.what
-            );
-        } else {
-            state.unlogged += 1;
-            self.summarise_if_due_locked(&mut state);
-        }
-    }
-
-    /// Reports what was refused since the last report, if a minute has passed.
-    pub(crate) fn summarise_if_due(&self) {
-        self.summarise_if_due_locked(&mut self.state());
-    }
-
-    fn summarise_if_due_locked(&self, state: &mut RefusalLogState) {
-        if state
-            .last_logged
-            .is_some_and(|at| at.elapsed() >= REFUSAL_LOG_EVERY)
-        {
-            self.summarise_locked(state);
-        }
-    }
-
-    /// Reports what was refused since the last report.
-    pub(crate) fn summarise(&self) {
-        self.summarise_locked(&mut self.state());
-    }
-
-    fn summarise_locked(&self, state: &mut RefusalLogState) {
-        if state.unlogged > 0 {
-            tracing::warn!(
-                refused = state.unlogged,
-                "{} since the last report",
-                self.what
-            );
-            state.unlogged = 0;
-            state.last_logged = Some(Instant::now());
-        }
     }
 }
 

@@ -8,6 +8,10 @@
 //! second filter that every event and span must also pass, not a directive added to the
 //! operator's: in an `EnvFilter` the most specific directive wins, so
 //! `--log info,tungstenite::protocol=trace` used to lift a `tungstenite=info` cap.
+//!
+//! Lines are text, or with `--log-format json` one JSON object each (the event's fields at the
+//! top level, beside `timestamp`, `level`, `target` and `message`). Both go through the same
+//! filter, so the rule and the cap hold in either.
 
 use std::fmt;
 use std::io::{IsTerminal, Write};
@@ -18,6 +22,7 @@ use socketioxide::socket::Sid;
 use tracing::level_filters::LevelFilter;
 use tracing::{Metadata, Subscriber};
 use tracing_subscriber::filter::{EnvFilter, FilterExt, FilterFn};
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Filter, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -56,13 +61,36 @@ pub const WIRE_LEVEL_CRATES: &[(&str, LevelFilter)] = &[
     ("socketioxide_redis", LevelFilter::WARN),
 ];
 
-/// Installs the process's subscriber: log lines to stdout, filtered by [`log_filter`].
-pub fn init(spec: &str) -> anyhow::Result<()> {
-    let lines = tracing_subscriber::fmt::layer().with_ansi(std::io::stdout().is_terminal());
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// For people: one line per event, colored on a terminal.
+    Text,
+    /// For log shippers: one JSON object per line.
+    Json,
+}
+
+/// Installs the process's subscriber: log lines to stdout in `format`, filtered by
+/// [`log_filter`].
+pub fn init(spec: &str, format: LogFormat) -> anyhow::Result<()> {
+    let ansi = std::io::stdout().is_terminal();
     tracing_subscriber::registry()
-        .with(lines.with_filter(log_filter(spec)?))
+        .with(lines(format, std::io::stdout, ansi).with_filter(log_filter(spec)?))
         .try_init()?;
     Ok(())
+}
+
+/// The layer that writes log lines in `format` to `writer`.
+fn lines<S, W>(format: LogFormat, writer: W, ansi: bool) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let layer = tracing_subscriber::fmt::layer().with_writer(writer);
+    match format {
+        LogFormat::Text => layer.with_ansi(ansi).boxed(),
+        LogFormat::Json => layer.json().flatten_event(true).with_ansi(false).boxed(),
+    }
 }
 
 /// The operator's filter (`EnvFilter` syntax), and on top of it the [`WIRE_LEVEL_CRATES`]
@@ -138,8 +166,6 @@ fn log_key() -> &'static [u8; 32] {
 mod tests {
     use std::sync::{Arc, Mutex};
 
-    use tracing_subscriber::fmt::MakeWriter;
-
     use super::*;
 
     /// Log lines captured in memory.
@@ -163,17 +189,26 @@ mod tests {
         }
     }
 
-    /// What `emit` logs under the operator filter `spec`.
-    fn logged(spec: &str, emit: impl FnOnce()) -> String {
-        let out = Captured::default();
-        let lines = tracing_subscriber::fmt::layer()
-            .with_ansi(false)
-            .with_writer(out.clone());
-        let subscriber =
-            tracing_subscriber::registry().with(lines.with_filter(log_filter(spec).unwrap()));
-        tracing::subscriber::with_default(subscriber, emit);
-        let bytes = out.0.lock().unwrap().clone();
-        String::from_utf8(bytes).unwrap()
+    /// What `emit` logs under the operator filter `spec`: in text, then in JSON, whose every
+    /// line is checked to be an object with its level and message.
+    fn logged(spec: &str, emit: impl Fn()) -> Vec<String> {
+        let mut each = Vec::new();
+        for format in [LogFormat::Text, LogFormat::Json] {
+            let out = Captured::default();
+            let subscriber = tracing_subscriber::registry()
+                .with(lines(format, out.clone(), false).with_filter(log_filter(spec).unwrap()));
+            tracing::subscriber::with_default(subscriber, &emit);
+            let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+            if format == LogFormat::Json {
+                for line in text.lines() {
+                    let object: serde_json::Value = serde_json::from_str(line).expect(line);
+                    assert!(object["message"].is_string(), "{line}");
+                    assert!(object["level"].is_string(), "{line}");
+                }
+            }
+            each.push(text);
+        }
+        each
     }
 
     #[test]
@@ -181,7 +216,7 @@ mod tests {
         let spec = "trace,tungstenite=trace,tungstenite::protocol=trace,\
                     tungstenite::protocol::frame=trace,axum::serve=trace,axum::rejection=trace,\
                     tower_http::trace=trace,socketioxide=trace,socketioxide::client=error";
-        let log = logged(spec, || {
+        let logs = logged(spec, || {
             tracing::trace!(target: "tungstenite::protocol", "frame 42[\"secret-frame\"]");
             tracing::trace!(target: "tungstenite::protocol::frame", "payload 0xsecret-hex");
             tracing::debug!(target: "tungstenite::protocol", "close secret-reason");
@@ -194,44 +229,53 @@ mod tests {
             tracing::error!(target: "axum::serve", "kept-error");
             tracing::trace!(target: "server::transport", "kept-our-trace");
         });
-        assert!(!log.contains("secret"), "{log}");
-        for kept in ["kept-warning", "kept-error", "kept-our-trace"] {
-            assert!(log.contains(kept), "{kept} missing from {log}");
+        for log in logs {
+            assert!(!log.contains("secret"), "{log}");
+            for kept in ["kept-warning", "kept-error", "kept-our-trace"] {
+                assert!(log.contains(kept), "{kept} missing from {log}");
+            }
         }
     }
 
     #[test]
     fn a_capped_crates_span_does_not_reach_the_lines_inside_it() {
-        let log = logged("trace,socketioxide=trace,[{sid}]=trace", || {
+        let logs = logged("trace,socketioxide=trace,[{sid}]=trace", || {
             let span =
                 tracing::info_span!(target: "socketioxide::client", "on_connect", sid = "span-sid");
             let _inside = span.enter();
             tracing::info!(target: "server::transport::connection", "socket connected");
         });
-        assert!(log.contains("socket connected"), "{log}");
-        assert!(!log.contains("span-sid"), "{log}");
+        for log in logs {
+            assert!(log.contains("socket connected"), "{log}");
+            assert!(!log.contains("span-sid"), "{log}");
+        }
     }
 
     #[test]
     fn the_operator_filter_still_filters_everything() {
-        let log = logged("warn", || {
+        let logs = logged("warn", || {
             tracing::info!(target: "server", "quiet-info");
             tracing::warn!(target: "tungstenite", "loud-warning");
         });
-        assert!(!log.contains("quiet-info"), "{log}");
-        assert!(log.contains("loud-warning"), "{log}");
-        assert!(logged("off", || tracing::error!(target: "server", "x")).is_empty());
+        for log in logs {
+            assert!(!log.contains("quiet-info"), "{log}");
+            assert!(log.contains("loud-warning"), "{log}");
+        }
+        let off = logged("off", || tracing::error!(target: "server", "x"));
+        assert!(off.iter().all(String::is_empty), "{off:?}");
     }
 
     #[test]
     fn only_whole_crate_names_are_capped() {
-        let log = logged("trace", || {
+        let logs = logged("trace", || {
             tracing::trace!(target: "towerish::x", "kept-towerish");
             tracing::trace!(target: "tower", "capped-tower");
             tracing::trace!(target: "tower::buffer", "capped-tower-buffer");
         });
-        assert!(log.contains("kept-towerish"), "{log}");
-        assert!(!log.contains("capped"), "{log}");
+        for log in logs {
+            assert!(log.contains("kept-towerish"), "{log}");
+            assert!(!log.contains("capped"), "{log}");
+        }
     }
 
     #[test]

@@ -192,6 +192,14 @@ pub trait Store: Send + Sync + 'static {
     /// How many sockets of the user are counted now.
     async fn socket_count(&self, user: &UserId) -> Result<u32, StoreError>;
 
+    // ---- health ----
+    /// Proves the store serves requests now, by a real write committed the way every other
+    /// write is (SQLite: through the writer thread; Redis: on the store's own connection). A
+    /// store that cannot write (a read-only or failing disk, a database file deleted under the
+    /// server, a Redis that is gone or refuses writes) fails it. `/readyz` runs it, at most
+    /// about once a second, so it must stay cheap.
+    async fn check_ready(&self) -> Result<(), StoreError>;
+
     // ---- cluster presence ----
     /// How often [`Store::heartbeat`] must run; `None` for a store with one node only.
     fn heartbeat_every(&self) -> Option<Duration> {

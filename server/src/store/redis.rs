@@ -19,7 +19,8 @@
 //!   takes the id and writes all of it atomically, before the caller acks;
 //! - presence per node: `presence:{node}` hash userID → sockets on that node; `node:{node}` a
 //!   heartbeat key with a TTL; `nodes` set. A user's socket count is the sum over nodes. A node
-//!   whose heartbeat expired is swept by whichever live node sees it first (atomically, so once).
+//!   whose heartbeat expired is swept by whichever live node sees it first (atomically, so once);
+//! - `ready:{node}`: what the node's readiness probe (`/readyz`) writes, expiring in a minute.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -122,7 +123,14 @@ impl Keys {
     fn heartbeat_prefix(&self) -> String {
         self.key("node:")
     }
+    /// The key a node's readiness probe writes (expiring: a stopped node leaves none behind).
+    fn ready(&self, node: &str) -> String {
+        self.key(&format!("ready:{node}"))
+    }
 }
+
+/// How long a readiness probe's key outlives the probe.
+const READY_KEY_TTL_MS: u64 = 60_000;
 
 /// Lua numbers are doubles, and Redis turns one into a string with 14 digits at most:
 /// millisecond times go through this to stay exact.
@@ -956,6 +964,19 @@ impl Store for RedisStore {
             .invoke_async(&mut self.conn())
             .await?;
         Ok(total.max(0) as u32)
+    }
+
+    async fn check_ready(&self) -> Result<(), StoreError> {
+        // A write, not a PING: a replica left read-only by a failover, or a Redis out of memory
+        // under `noeviction`, answers PING but refuses every write the server would make.
+        let () = redis::cmd("SET")
+            .arg(self.keys.ready(&self.node))
+            .arg(now_ms())
+            .arg("PX")
+            .arg(READY_KEY_TTL_MS)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(())
     }
 
     fn heartbeat_every(&self) -> Option<Duration> {

@@ -34,6 +34,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0003_message_indexes.sql"),
     include_str!("../../migrations/0004_peers_without_trigger.sql"),
     include_str!("../../migrations/0005_expiry.sql"),
+    include_str!("../../migrations/0006_health.sql"),
 ];
 const MAX_BATCH: usize = 512;
 /// A session's `last_seen_at` is rewritten at most this often (or a third of the idle time,
@@ -86,6 +87,50 @@ pub struct SqliteStore {
     /// database file is this server's alone), so the directory is loaded once and appended to
     /// after each committed sign-up: the roster is built without a trip to the writer thread.
     directory: std::sync::RwLock<Arc<Vec<User>>>,
+    /// The database file as opened, to tell when it is no longer where it was.
+    file: DbFile,
+}
+
+/// The database file a store opened. In WAL mode SQLite goes on writing to a database file
+/// deleted (or its directory removed) under it: every commit succeeds and is lost at the next
+/// start. The readiness probe compares what the path names now with what was opened.
+#[derive(Debug, Clone)]
+struct DbFile {
+    path: std::path::PathBuf,
+    id: Option<FileId>,
+}
+
+/// A file's identity: device and inode where there are such things.
+type FileId = (u64, u64);
+
+impl DbFile {
+    fn opened(path: std::path::PathBuf) -> Self {
+        let id = Self::id_of(&path);
+        Self { path, id }
+    }
+
+    #[cfg(unix)]
+    fn id_of(path: &Path) -> Option<FileId> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    }
+
+    #[cfg(not(unix))]
+    fn id_of(path: &Path) -> Option<FileId> {
+        std::fs::metadata(path).ok().map(|_| (0, 0))
+    }
+
+    /// Fails as SQLite does when it notices a moved database (`SQLITE_READONLY_DBMOVED`).
+    fn still_in_place(&self) -> rusqlite::Result<()> {
+        let now = Self::id_of(&self.path);
+        if now.is_some() && now == self.id {
+            return Ok(());
+        }
+        Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY_DBMOVED),
+            Some("the database file was deleted or replaced since the server opened it".into()),
+        ))
+    }
 }
 
 impl SqliteStore {
@@ -158,6 +203,7 @@ impl SqliteStore {
             presence: LocalPresence::default(),
             policy,
             directory: std::sync::RwLock::new(Arc::new(directory)),
+            file: DbFile::opened(data_dir.join("tether.db")),
         })
     }
 
@@ -865,6 +911,22 @@ impl Store for SqliteStore {
     async fn online_users(&self) -> Result<Arc<std::collections::HashSet<UserId>>, StoreError> {
         Ok(self.presence.online())
     }
+
+    async fn check_ready(&self) -> Result<(), StoreError> {
+        let file = self.file.clone();
+        // A one-row upsert in a batch of its own or of others: it begins, writes and commits
+        // (fsync with `--sqlite-sync full`) as every write does.
+        self.run_one(move |conn| {
+            file.still_in_place()?;
+            conn.prepare_cached(
+                "INSERT INTO health (id, checked_at) VALUES (1, ?1)
+                 ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
+            )?
+            .execute(params![now_ms()])?;
+            Ok(())
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -898,6 +960,26 @@ mod tests {
             content: MessageContent::parse(text, 4000).unwrap(),
             client_id: client_id.map(|c| ClientMsgId::parse(c).unwrap()),
         }
+    }
+
+    #[tokio::test]
+    async fn the_readiness_probe_commits_a_write_and_fails_once_the_database_is_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        store
+            .check_ready()
+            .await
+            .expect("a fresh store takes writes");
+        let checked: i64 = store
+            .read(|conn| conn.query_row("SELECT checked_at FROM health", [], |r| r.get(0)))
+            .await
+            .unwrap();
+        assert!(checked > 0);
+        // In WAL mode every other write still succeeds here, into files nothing can reach.
+        std::fs::remove_dir_all(dir.path()).unwrap();
+        let failed = store.check_ready().await.expect_err("the file is gone");
+        assert!(failed.to_string().contains("deleted"), "{failed}");
+        assert!(!failed.to_string().contains("tmp"), "no path: {failed}");
     }
 
     #[tokio::test]

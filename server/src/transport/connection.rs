@@ -67,7 +67,7 @@ pub async fn on_connect<A: Adapter>(socket: SocketRef<A>, State(state): State<So
             drop(presence);
             metrics::counter!("tether_sockets_refused_total", "reason" => "per_user_limit")
                 .increment(1);
-            tracing::debug!(conn = %crate::telemetry::conn(&socket.id), user.id = %viewer.user_id, "closed a socket over the per-user limit");
+            crate::refusals::refused(crate::refusals::Refusal::TooManySockets);
             let _ = socket.disconnect();
             return;
         }

@@ -5,6 +5,7 @@
 use protocol::{Ack, ErrorCode};
 
 use crate::domain::DomainError;
+use crate::refusals::{refused, Refusal};
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -39,11 +40,13 @@ impl EventError {
     }
 
     /// The ack for this error. Store failures are logged here (their detail never leaves the
-    /// server); client mistakes are not logged above debug.
+    /// server); client mistakes are counted, and logged a line per kind with its count
+    /// (`crate::refusals`).
     pub fn into_ack<T>(self, event: &str) -> Ack<T> {
         match &self {
             EventError::Store(inner) => tracing::error!(event, error = %inner, "store failure"),
-            other => tracing::debug!(event, error = %other, "refused a client request"),
+            EventError::RateLimited => refused(Refusal::RateLimited),
+            _ => refused(Refusal::InvalidRequest),
         }
         Ack::error(self.code(), self.to_string())
     }

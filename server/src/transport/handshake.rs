@@ -5,10 +5,11 @@ use serde_json::Value;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{SocketRef, State, TryData};
 
-use super::signup::ClientAddr;
+use super::signup::{ClientAddr, SignupRefusal};
 use super::{SocketState, Viewer};
 use crate::config::TabPolicy;
 use crate::domain::{SessionId, Username};
+use crate::refusals::{refused, Refusal};
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -47,21 +48,17 @@ pub async fn authenticate<A: Adapter>(
         Ok(viewer) => {
             tracing::debug!(conn = %crate::telemetry::conn(&socket.id), user.id = %viewer.user_id, "handshake accepted")
         }
-        Err(HandshakeError::InvalidUsername) => {
-            tracing::debug!(conn = %crate::telemetry::conn(&socket.id), "handshake refused: invalid username")
+        // Refusals are counted, and logged a line per kind with its count (`crate::refusals`).
+        Err(HandshakeError::InvalidUsername) => refused(Refusal::InvalidUsername),
+        Err(HandshakeError::SessionActive) => refused(Refusal::SessionActive),
+        Err(HandshakeError::TooManySockets) => refused(Refusal::TooManySockets),
+        Err(HandshakeError::TooManySignups(SignupRefusal::Address)) => {
+            refused(Refusal::SignupAddress)
         }
-        Err(HandshakeError::SessionActive) => {
-            tracing::debug!(conn = %crate::telemetry::conn(&socket.id), "handshake refused: session already active")
+        Err(HandshakeError::TooManySignups(SignupRefusal::Overall)) => {
+            refused(Refusal::SignupOverall)
         }
-        Err(HandshakeError::TooManySockets) => {
-            tracing::warn!(conn = %crate::telemetry::conn(&socket.id), "handshake refused: too many sockets for one user")
-        }
-        Err(HandshakeError::TooManySignups(limit)) => {
-            tracing::debug!(conn = %crate::telemetry::conn(&socket.id), limit = limit.as_str(), "handshake refused: too many sign-ups")
-        }
-        Err(HandshakeError::Barred) => {
-            tracing::debug!(conn = %crate::telemetry::conn(&socket.id), "handshake refused: session in its flooding cooldown")
-        }
+        Err(HandshakeError::Barred) => refused(Refusal::Cooldown),
         Err(HandshakeError::Store(e)) => {
             tracing::error!(conn = %crate::telemetry::conn(&socket.id), error = %e, "handshake failed on the store")
         }
@@ -70,12 +67,13 @@ pub async fn authenticate<A: Adapter>(
     // What a connect's roster costs is charged after it is sent: a client that reconnects in a
     // loop ends up owing reads, and waits until it has paid.
     if state.reads.in_debt(&viewer.user_id) {
-        tracing::debug!(conn = %crate::telemetry::conn(&socket.id), user.id = %viewer.user_id, "handshake refused: the user owes reads");
+        refused(Refusal::Cooldown);
         return Err(HandshakeError::Barred);
     }
     // The usual case gets a clear refusal here; handshakes racing past this check are closed
     // by the connect handler, which counts atomically (`connection::on_connect`).
     if state.store.socket_count(&viewer.user_id).await? >= state.limits.max_sockets_per_user {
+        refused(Refusal::TooManySockets);
         return Err(HandshakeError::TooManySockets);
     }
     if state.limits.tab_policy == TabPolicy::Reject {
@@ -134,6 +132,7 @@ async fn enforce_single_tab<A: Adapter>(
         return Ok(());
     }
     if !takeover {
+        refused(Refusal::SessionActive);
         return Err(HandshakeError::SessionActive);
     }
     tracing::info!(user.id = %viewer.user_id, replaced = active, "session taken over by a new tab");

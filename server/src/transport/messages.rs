@@ -44,11 +44,7 @@ fn judge<A: Adapter>(socket: &SocketRef<A>, state: &SocketState, viewer: &Viewer
     if state.penalties.refused(&read_bucket(socket, state)) {
         state.penalties.bar(viewer.session_id.digest());
         metrics::counter!("tether_sockets_closed_total", "reason" => "flooding").increment(1);
-        tracing::info!(
-            conn = %crate::telemetry::conn(&socket.id),
-            user.id = %viewer.user_id,
-            "disconnected a socket that kept sending past its limits"
-        );
+        crate::refusals::refused(crate::refusals::Refusal::Flooding);
         let _ = socket.clone().disconnect();
     }
 }

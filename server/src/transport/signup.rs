@@ -211,6 +211,7 @@ impl SignupLimiter {
                 Some(bucket) => self.per_addr.level(*bucket, now),
                 None => {
                     if state.addrs.len() >= MAX_TRACKED_ADDRESSES && !self.sweep(&mut state, now) {
+                        crate::refusals::refused(crate::refusals::Refusal::SignupTableFull);
                         return Err(SignupRefusal::Address);
                     }
                     self.per_addr.burst
@@ -252,12 +253,6 @@ impl SignupLimiter {
             state
                 .addrs
                 .retain(|_, bucket| rate.level(*bucket, now) < rate.burst);
-            if state.addrs.len() >= MAX_TRACKED_ADDRESSES {
-                tracing::warn!(
-                    tracked = state.addrs.len(),
-                    "sign-up limiter full: refusing sign-ups from new addresses"
-                );
-            }
         }
         state.addrs.len() < MAX_TRACKED_ADDRESSES
     }

@@ -387,6 +387,23 @@ impl ChildServer {
         .await
     }
 
+    /// [`ChildServer::start_logging`] with extra flags (e.g. `--log-format json`).
+    pub async fn start_logging_with(
+        data_dir: &Path,
+        filter: &str,
+        log: Option<mpsc::UnboundedSender<String>>,
+        args: &[String],
+    ) -> ChildServer {
+        Self::spawn(
+            data_dir,
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            filter,
+            log,
+            args,
+        )
+        .await
+    }
+
     async fn spawn(
         data_dir: &Path,
         addr: SocketAddr,

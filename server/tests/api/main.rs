@@ -13,6 +13,7 @@ mod durability;
 mod handshake;
 mod http;
 mod messaging;
+mod ops;
 mod presence;
 mod redis_store;
 mod security;

@@ -1,6 +1,7 @@
 //! See `super`. Nothing secret in any log line (issue 21, item 6): a whole session through the
 //! real binary at the most verbose per-module filter an operator could write, every line
-//! grepped for the session ids, the Engine.IO sids, the message bodies and IP addresses.
+//! grepped for the session ids, the Engine.IO sids, the message bodies and IP addresses; in
+//! text and in JSON (`--log-format json`, issue 22).
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -32,10 +33,27 @@ const BUDGET: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn no_log_line_at_any_filter_holds_a_session_id_a_sid_a_message_body_or_an_ip() {
+    no_line_holds_a_secret("text").await;
+}
+
+#[tokio::test]
+async fn no_json_log_line_at_any_filter_holds_a_session_id_a_sid_a_message_body_or_an_ip() {
+    no_line_holds_a_secret("json").await;
+}
+
+async fn no_line_holds_a_secret(format: &str) {
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let server = ChildServer::start_logging(dir.path(), MOST_VERBOSE, Some(tx)).await;
+    // Refusals are logged as counts per kind; reported often here, so that the refused
+    // handshakes below are reported before the server is killed.
+    let args = [
+        "--log-format".to_owned(),
+        format.to_owned(),
+        "--refusal-log-ms".to_owned(),
+        "100".to_owned(),
+    ];
+    let server = ChildServer::start_logging_with(dir.path(), MOST_VERBOSE, Some(tx), &args).await;
     let tag = uuid::Uuid::new_v4().simple().to_string();
     let body = |n: u32| format!("logprobe-body-{n}-{tag}");
     let mut secrets: Vec<(&str, String)> = Vec::new();
@@ -164,10 +182,22 @@ async fn no_log_line_at_any_filter_holds_a_session_id_a_sid_a_message_body_or_an
         lines.len(),
         leaks.join("\n")
     );
-    // The session was logged, each line about a socket by its derived id.
+    // The session was logged, each line about a socket by its derived id; the refused
+    // handshakes by their count.
+    let (conn, refusal) = match format {
+        "json" => {
+            for line in &lines {
+                let object: Value = serde_json::from_str(line).unwrap_or_else(|e| {
+                    panic!("not a JSON line ({e}): {line}");
+                });
+                assert!(object["level"].is_string() && object["message"].is_string());
+            }
+            ("\"conn\":\"", "\"class\":\"invalid_username\"")
+        }
+        _ => (" conn=", "refused class=invalid_username"),
+    };
     for expected in [
         "handshake accepted",
-        "handshake refused",
         "socket connected",
         "signed out",
         "socket disconnected",
@@ -175,10 +205,14 @@ async fn no_log_line_at_any_filter_holds_a_session_id_a_sid_a_message_body_or_an
         assert!(
             lines
                 .iter()
-                .any(|l| l.contains(expected) && l.contains(" conn=")),
+                .any(|l| l.contains(expected) && l.contains(conn)),
             "`{expected}` with its conn: {lines:#?}"
         );
     }
+    assert!(
+        lines.iter().any(|l| l.contains(refusal)),
+        "the refused handshakes counted: {lines:#?}"
+    );
     assert!(
         started.elapsed() < BUDGET,
         "the session took {:?}",

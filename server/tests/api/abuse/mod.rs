@@ -3,7 +3,8 @@
 //!
 //! - [`memory`]: sockets that never read, byte budgets, write stalls;
 //! - [`edge`]: idle and half-sent TCP connections, header timeouts, origins;
-//! - [`logs`]: nothing secret in any log line at the most verbose settings;
+//! - [`logs`]: nothing secret in any log line at the most verbose settings, in text and JSON;
+//! - [`refusals`]: a flood of refused requests is a few log lines with counts;
 //! - [`signup`]: sign-up floods, idle accounts, expired and revoked sessions;
 //! - [`reads`]: priced reads, sockets per user under concurrent handshakes, roster bounds.
 
@@ -11,4 +12,5 @@ mod edge;
 mod logs;
 mod memory;
 mod reads;
+mod refusals;
 mod signup;
