@@ -66,7 +66,7 @@ pub struct Config {
     pub max_header_bytes: u32,
 
     /// Directory for the embedded store (created if missing).
-    #[arg(long, env = "TETHER_DATA_DIR", default_value = "data")]
+    #[arg(long, env = "TETHER_DATA_DIR", default_value = "data", global = true)]
     pub data_dir: PathBuf,
 
     /// Log filter in tracing's EnvFilter syntax.
@@ -247,7 +247,7 @@ pub struct Config {
     /// Redis URL (`redis://host:port/db`, Redis 7 or newer). When set, the store and the
     /// Socket.IO adapter live in Redis so several nodes serve one cluster, and sockets are
     /// websocket-only (no sticky sessions needed). Unset: the embedded SQLite store, one node.
-    #[arg(long, env = "TETHER_REDIS_URL")]
+    #[arg(long, env = "TETHER_REDIS_URL", global = true)]
     pub redis_url: Option<String>,
 
     /// Prefix of every Redis key and pub/sub channel, so deployments can share a Redis.
@@ -287,6 +287,17 @@ pub struct Config {
     /// milliseconds is dropped.
     #[arg(long, env = "TETHER_CONNECT_TIMEOUT_MS", default_value_t = 10_000)]
     pub connect_timeout_ms: u64,
+
+    /// What to do; none: serve.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Copy the SQLite store in --data-dir to PATH, consistently, while the server runs (see
+    /// README, "Backups").
+    Backup(crate::backup::BackupArgs),
 }
 
 impl Config {

@@ -4,6 +4,7 @@
 //! Errors: `anyhow` is used for start-up and background tasks only; request and event paths use
 //! typed errors (`transport::EventError`, `store::StoreError`) mapped explicitly to the wire.
 
+pub mod backup;
 pub mod config;
 pub mod domain;
 pub mod expiry;

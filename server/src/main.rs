@@ -1,9 +1,30 @@
+use std::process::ExitCode;
+
 use clap::Parser;
-use server::{shutdown_signal, telemetry, Config, Server};
+use server::config::Command;
+use server::{backup, shutdown_signal, telemetry, Config, Server};
+
+fn main() -> anyhow::Result<ExitCode> {
+    let mut config = Config::parse();
+    match config.command.take() {
+        None => serve(config).map(|()| ExitCode::SUCCESS),
+        Some(Command::Backup(args)) => {
+            match backup::run(&config.data_dir, config.redis_url.as_deref(), &args) {
+                Ok(report) => {
+                    println!("{report}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("tether backup: {:#}", anyhow::Error::from(e));
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+    }
+}
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let config = Config::parse();
+async fn serve(config: Config) -> anyhow::Result<()> {
     telemetry::init(&config.log, config.log_format)?;
 
     let server = Server::bind(&config).await?;

@@ -133,6 +133,15 @@ impl DbFile {
     }
 }
 
+/// The database file's name inside the data directory.
+pub const DB_FILE: &str = "tether.db";
+
+/// The database file of the store in `data_dir` (its WAL and shared memory are beside it, with
+/// `-wal` and `-shm` appended).
+pub fn db_path(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join(DB_FILE)
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) `tether.db` in `data_dir` and applies pending migrations.
     pub fn open(data_dir: &Path, policy: SessionPolicy) -> anyhow::Result<Self> {
@@ -145,7 +154,7 @@ impl SqliteStore {
         durability: Durability,
     ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(data_dir)?;
-        let mut conn = Connection::open(data_dir.join("tether.db"))?;
+        let mut conn = Connection::open(db_path(data_dir))?;
         let synchronous = match durability {
             Durability::Full => "FULL",
             Durability::Normal => "NORMAL",
@@ -171,7 +180,7 @@ impl SqliteStore {
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || writer_loop(conn, rx))?;
-        let checkpointer = Connection::open(data_dir.join("tether.db"))?;
+        let checkpointer = Connection::open(db_path(data_dir))?;
         checkpointer.execute_batch(&format!(
             "PRAGMA busy_timeout = 5000; PRAGMA synchronous = {synchronous};"
         ))?;
@@ -185,7 +194,7 @@ impl SqliteStore {
         let readers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4));
         for index in 0..readers {
             let conn = Connection::open_with_flags(
-                data_dir.join("tether.db"),
+                db_path(data_dir),
                 OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )?;
             conn.execute_batch(
@@ -203,7 +212,7 @@ impl SqliteStore {
             presence: LocalPresence::default(),
             policy,
             directory: std::sync::RwLock::new(Arc::new(directory)),
-            file: DbFile::opened(data_dir.join("tether.db")),
+            file: DbFile::opened(db_path(data_dir)),
         })
     }
 

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod abuse;
+mod backup;
 mod client_conformance;
 mod cluster;
 mod contract;
