@@ -29,12 +29,18 @@ export async function startServer(
   listen = "127.0.0.1:0",
   extraArgs: string[] = [],
 ): Promise<RunningServer> {
+  // The release artifact as an operator runs it: from a directory of its own, with no site
+  // beside it (the site is embedded in the binary). A debug binary (TETHER_SERVER_BIN) has no
+  // embedded site; TETHER_E2E_SITE_ROOT points it at one.
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  for (const name of Object.keys(env)) {
+    if (name.startsWith("LEPTOS_")) delete env[name];
+  }
+  if (process.env.TETHER_E2E_SITE_ROOT) env.LEPTOS_SITE_ROOT = process.env.TETHER_E2E_SITE_ROOT;
   const child = spawn(serverBinary(), ["--listen", listen, "--data-dir", dataDir, ...extraArgs], {
-    cwd: repoRoot,
+    cwd: dataDir,
     env: {
-      ...process.env,
-      LEPTOS_SITE_ROOT: path.join(repoRoot, "target", "site"),
-      LEPTOS_OUTPUT_NAME: "tether",
+      ...env,
       TETHER_LOG: process.env.TETHER_LOG ?? "warn",
       // Every test signs up from 127.0.0.1, well past the per-address default (10 a minute);
       // environment, so a test's own flags still win.

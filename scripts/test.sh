@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs every check and test Tether has: formatting, clippy (server and wasm frontend), the
 # workspace's cargo tests (the cluster ones on a redis-server started here on a free port and
-# stopped on exit), the vendored engineioxide's unit tests, a release build of the site, and
-# the Playwright suite against that release server (started on a free port by the suite's
-# global setup, stopped after).
+# stopped on exit), the vendored engineioxide's unit tests, the release artifact (one binary,
+# the site precompressed inside it), and the Playwright suite against that artifact (started
+# on a free port by the suite's global setup, from a directory of its own, stopped after).
 set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$REPO_ROOT/scripts/setup.sh" --test
@@ -62,8 +62,9 @@ CARGO_TARGET_DIR="$REPO_ROOT/target/vendor-engineioxide" cargo test --locked \
   --manifest-path vendor/engineioxide/Cargo.toml --lib \
   --features tokio/macros,tokio/rt-multi-thread,tokio/test-util
 
-step "release build of the site"
-cargo leptos build --release
+step "release build: the site, precompressed, embedded in target/release/tether"
+cargo leptos build --release --precompress
+target/release/tether --version
 
 step "Playwright (Debian chromium, release server)"
 (cd end2end && npx playwright test)

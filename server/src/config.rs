@@ -22,7 +22,8 @@ pub enum TabPolicy {
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "tether",
-    version,
+    version = crate::assets::version(false),
+    long_version = crate::assets::version(true),
     about = "Tether: real-time sessions that survive the browser"
 )]
 pub struct Config {
@@ -96,9 +97,11 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub ready_timeout_ms: u64,
 
-    /// Directory the built site (pkg/, assets) is served from.
-    #[arg(long, env = "LEPTOS_SITE_ROOT", default_value = "target/site")]
-    pub site_root: String,
+    /// Directory the built site (pkg/, assets) is served from. Unset: the site embedded in
+    /// the binary (a release build made with `cargo leptos build --release --precompress`),
+    /// else `target/site`.
+    #[arg(long, env = "LEPTOS_SITE_ROOT")]
+    pub site_root: Option<String>,
 
     /// Name of the built wasm/js/css files inside the site's pkg directory.
     #[arg(long, env = "LEPTOS_OUTPUT_NAME", default_value = "tether")]
@@ -301,6 +304,11 @@ pub enum Command {
 }
 
 impl Config {
+    /// The directory the site is read from when none is embedded (or one is named).
+    pub fn site_root(&self) -> &str {
+        self.site_root.as_deref().unwrap_or("target/site")
+    }
+
     /// The defaults, with the given data directory: what tests start from.
     pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Self {
         let mut config = Self::parse_from(["tether"]);

@@ -1,19 +1,29 @@
 //! HTTP routes: the server-rendered Leptos app and the built site's files; the Prometheus
 //! recorder. `/healthz`, `/readyz` and `/metrics` are in [`crate::ops`].
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use app::router::PATHS;
 use app::{shell, ClientConfig};
+use axum::body::Body;
+use axum::http::{header, HeaderValue, Request};
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use leptos::config::LeptosOptions;
 use leptos::prelude::provide_context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
+use crate::assets::{Assets, HTML_CACHE, REVALIDATE};
+
 /// The app's pages are rendered (streamed) for the paths `app::router` knows; any other path is
-/// a file of the built site or, failing that, the app's "Page not found" with a 404.
-pub fn router(leptos_options: LeptosOptions, client: ClientConfig) -> Router {
+/// a file of the built site (`assets`, embedded in the binary, or else `leptos_options.site_root`
+/// on disk) or, failing that, the app's "Page not found" with a 404.
+pub fn router(
+    leptos_options: LeptosOptions,
+    client: ClientConfig,
+    assets: Option<Arc<Assets>>,
+) -> Router {
     // Rendering spawns onto Leptos' executor (already set when a second app is built).
     let _ = any_spawner::Executor::init_tokio();
     let page = leptos_axum::render_app_to_stream_with_context(move || provide_context(client), {
@@ -23,9 +33,41 @@ pub fn router(leptos_options: LeptosOptions, client: ClientConfig) -> Router {
     let pages = PATHS.into_iter().fold(Router::new(), |pages, path| {
         pages.route(path, get(page.clone()))
     });
-    pages
-        .fallback(leptos_axum::file_and_error_handler(shell))
+    let routes = pages;
+    let routes = match assets {
+        Some(assets) => routes.fallback(move |request: Request<Body>| {
+            let page = page.clone();
+            let assets = assets.clone();
+            async move {
+                let (method, path) = (request.method(), request.uri().path());
+                match assets.respond(method, path, request.headers()) {
+                    Some(file) => file,
+                    None => page(request).await,
+                }
+            }
+        }),
+        None => routes.fallback(leptos_axum::file_and_error_handler(shell)),
+    };
+    routes
+        .layer(axum::middleware::map_response(default_cache_control))
         .with_state(leptos_options)
+}
+
+/// Pages are cached briefly in the browser ([`HTML_CACHE`]); anything else that did not say
+/// (files read from disk, health and metrics answers) is revalidated on each use.
+async fn default_cache_control(mut response: Response) -> Response {
+    if !response.headers().contains_key(header::CACHE_CONTROL) {
+        let html = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/html"));
+        let policy = if html { HTML_CACHE } else { REVALIDATE };
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static(policy));
+    }
+    response
 }
 
 /// The process-wide Prometheus recorder (the `metrics` facade has one global recorder; every

@@ -4,6 +4,7 @@
 //! Errors: `anyhow` is used for start-up and background tasks only; request and event paths use
 //! typed errors (`transport::EventError`, `store::StoreError`) mapped explicitly to the wire.
 
+pub mod assets;
 pub mod backup;
 pub mod config;
 pub mod domain;
@@ -167,9 +168,19 @@ pub async fn build_app(config: &Config, origins: origin::OriginPolicy) -> anyhow
         .ws_max_frame_size(config.max_payload_bytes as usize)
         .ws_read_buffer_size(WS_READ_BUFFER);
 
+    // The site embedded in the binary, unless the operator names a directory (cargo-leptos'
+    // `serve` and `watch` do, for a site they rebuild while the server runs).
+    let assets = match &config.site_root {
+        Some(_) => None,
+        None => assets::Assets::embedded().map(Arc::new),
+    };
+    let output_name = match &assets {
+        Some(assets) => assets.output_name(),
+        None => config.output_name.clone(),
+    };
     let leptos_options = LeptosOptions::builder()
-        .output_name(config.output_name.clone())
-        .site_root(config.site_root.clone())
+        .output_name(output_name)
+        .site_root(config.site_root().to_owned())
         .site_pkg_dir("pkg")
         .site_addr(config.listen_addr())
         .build();

@@ -334,6 +334,14 @@ fn load_directory(conn: &Connection) -> rusqlite::Result<Vec<User>> {
 
 fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
     let applied: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    // A store a newer release migrated has tables this binary does not know how to keep
+    // consistent: refuse it rather than run on it (a downgrade is a restore from backup).
+    anyhow::ensure!(
+        applied <= MIGRATIONS.len(),
+        "the store is at schema version {applied}, newer than this release knows ({}): run the \
+         release that migrated it, or restore a backup taken before the upgrade",
+        MIGRATIONS.len()
+    );
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
@@ -1564,5 +1572,21 @@ mod tests {
                 .len(),
             200
         );
+    }
+
+    #[test]
+    fn a_store_migrated_by_a_newer_release_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(SqliteStore::open(dir.path(), policy()).unwrap());
+        {
+            let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            conn.pragma_update(None, "user_version", MIGRATIONS.len() + 1)
+                .unwrap();
+        }
+        let error = SqliteStore::open(dir.path(), policy())
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(error.contains("newer than this release"), "{error}");
     }
 }
