@@ -165,7 +165,8 @@ mod driver {
     use client::link::{HubToTab, SharedLink, TabToHub};
     use client::session::{Session, SessionEvent, SessionOutput};
     use leptos::prelude::*;
-    use protocol::json::{self, Json};
+    use protocol::json;
+    use protocol::HandshakeAuth;
     use wasm_bindgen::prelude::*;
     use wasm_bindgen::JsCast;
     use web_sys::{MessageEvent, MessagePort, SharedWorker};
@@ -198,17 +199,16 @@ mod driver {
 
     /// The auth of every (re)connect, from what is stored now: the session if there is one,
     /// else the name being signed in with.
-    fn auth() -> Json {
+    fn auth() -> HandshakeAuth {
         if let Some(account) = storage::load_account() {
-            let mut auth = Json::object([("sessionID", account.session_id.into())]);
-            if storage::takeover_requested() {
-                auth.set("takeover", true.into());
+            HandshakeAuth {
+                takeover: storage::takeover_requested(),
+                ..HandshakeAuth::resume(account.session_id)
             }
-            auth
         } else if let Some(username) = storage::pending_username() {
-            Json::object([("username", username.into())])
+            HandshakeAuth::sign_up(username)
         } else {
-            Json::object([])
+            HandshakeAuth::default()
         }
     }
 

@@ -3,6 +3,7 @@
 
 use gloo_storage::Storage;
 use protocol::json::{self, FromJson, ToJson};
+use protocol::Json;
 
 /// A stored value, in JSON (as gloo-storage's serde helpers stored it before, so what a browser
 /// already holds still reads); missing or unreadable is `None`. Browser only.
@@ -17,31 +18,13 @@ pub fn set<S: Storage, T: ToJson + ?Sized>(key: &str, value: &T) {
 
 /// The stored session: the private `sessionID` plus what the UI shows before connecting. Kept as
 /// `{"sessionID", "userID", "username"}`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Json)]
 pub struct Account {
+    #[serde(rename = "sessionID")]
     pub session_id: String,
+    #[serde(rename = "userID")]
     pub user_id: String,
     pub username: String,
-}
-
-protocol::from_json_fields!(Account {
-    "sessionID" => session_id,
-    "userID" => user_id,
-    "username" => username,
-} => Account {
-    session_id: json::required(session_id, "sessionID")?,
-    user_id: json::required(user_id, "userID")?,
-    username: json::required(username, "username")?,
-});
-
-impl ToJson for Account {
-    fn write_json(&self, out: &mut String) {
-        json::write_object(out, |o| {
-            o.field("sessionID", &self.session_id)
-                .field("userID", &self.user_id)
-                .field("username", &self.username);
-        });
-    }
 }
 
 #[cfg(feature = "hydrate")]

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap;
 
-use protocol::json::{self, ToJson};
 use protocol::payloads::{
     History, Message, MessageReceipt, OutgoingMessage, RestoreState, UserEntry,
 };
+use protocol::Json;
 use protocol::{Ack, ErrorCode};
 
 use crate::packet::{Arg, RawJson};
@@ -210,41 +210,18 @@ fn cmp_ignore_ascii_case(a: &str, b: &str) -> std::cmp::Ordering {
 
 /// A message written by the viewer that the server has not acknowledged yet. Kept in the
 /// browser's storage as `{"clientId", "to", "content", "createdAt", "failed"}`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Json)]
+#[cfg_attr(test, derive(serde::Serialize, serde::Deserialize))]
 pub struct OutboxEntry {
+    #[serde(rename = "clientId")]
     pub client_id: String,
     pub to: String,
     pub content: String,
     /// When it was written (ms since the epoch), for display.
+    #[serde(rename = "createdAt")]
     pub created_at: i64,
     /// Set when the server refused it for good; cleared by a retry.
     pub failed: Option<String>,
-}
-
-protocol::from_json_fields!(OutboxEntry {
-    "clientId" => client_id,
-    "to" => to,
-    "content" => content,
-    "createdAt" => created_at,
-    "failed" => failed,
-} => OutboxEntry {
-    client_id: json::required(client_id, "clientId")?,
-    to: json::required(to, "to")?,
-    content: json::required(content, "content")?,
-    created_at: json::required(created_at, "createdAt")?,
-    failed: failed.flatten(),
-});
-
-impl ToJson for OutboxEntry {
-    fn write_json(&self, out: &mut String) {
-        json::write_object(out, |o| {
-            o.field("clientId", &self.client_id)
-                .field("to", &self.to)
-                .field("content", &self.content)
-                .field("createdAt", &self.created_at)
-                .field("failed", &self.failed);
-        });
-    }
 }
 
 /// What an ack meant for the outbox.
@@ -449,7 +426,8 @@ fn hyphenated(mut bytes: [u8; 16]) -> String {
 mod tests {
     use super::*;
     use crate::core::{Core, CoreConfig, Output};
-    use crate::testing::{raw, tree};
+    use crate::testing::{auth, raw};
+    use protocol::json;
     use serde_json::json;
 
     fn msg(id: i64, from: &str, to: &str) -> Message {
@@ -513,7 +491,7 @@ mod tests {
     }
 
     fn online_core() -> Core {
-        let mut core = Core::new(CoreConfig::default(), || tree(json!({})), || 0.0);
+        let mut core = Core::new(CoreConfig::default(), || auth(json!({})), || 0.0);
         core.connect(0);
         core.handle_frame(
             r#"0{"sid":"e","upgrades":[],"pingInterval":300,"pingTimeout":200}"#,

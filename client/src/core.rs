@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use protocol::json::Json;
+use protocol::{HandshakeAuth, Json};
 
 use crate::backoff::{Backoff, BackoffPolicy};
 use crate::packet::{self, Arg, Frame, Incoming, RawJson};
@@ -30,7 +30,9 @@ impl Default for CoreConfig {
 }
 
 /// Why the client stopped reconnecting by itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Json)]
+#[cfg_attr(test, derive(serde::Serialize, serde::Deserialize))]
+#[serde(rename_all = "camelCase")]
 pub enum StopReason {
     /// The server refused the session (`invalid username`): sign in again.
     Unauthorized,
@@ -56,7 +58,9 @@ pub enum ConnState {
     Stopped(StopReason),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Json)]
+#[cfg_attr(test, derive(serde::Serialize, serde::Deserialize))]
+#[serde(rename_all = "camelCase")]
 pub enum AckFailure {
     Timeout,
     Disconnected,
@@ -120,7 +124,7 @@ enum Phase {
     Stopped(StopReason),
 }
 
-type AuthSource = Box<dyn FnMut() -> Json + Send>;
+type AuthSource = Box<dyn FnMut() -> HandshakeAuth + Send>;
 type RandomSource = Box<dyn FnMut() -> f64 + Send>;
 
 pub struct Core {
@@ -144,7 +148,7 @@ impl Core {
     /// `random` yields uniform numbers in [0, 1) for the reconnect jitter.
     pub fn new(
         config: CoreConfig,
-        auth: impl FnMut() -> Json + Send + 'static,
+        auth: impl FnMut() -> HandshakeAuth + Send + 'static,
         random: impl FnMut() -> f64 + Send + 'static,
     ) -> Self {
         Self {
@@ -260,10 +264,9 @@ impl Core {
                     if let Some((session_id, newest_id)) = &self.held {
                         // Only for the session the state came from: the stored session may
                         // have changed since (signed in anew, in another tab).
-                        let same = auth.get("sessionID").and_then(Json::as_str)
-                            == Some(session_id.as_str());
+                        let same = auth.session_id.as_ref() == Some(session_id);
                         if same && *newest_id > 0 {
-                            auth.set("since", (*newest_id).into());
+                            auth.since = Some(*newest_id);
                         }
                     }
                     self.send(packet::connect_frame(&auth));
@@ -434,7 +437,7 @@ impl Core {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{raw, tree};
+    use crate::testing::{auth, raw};
     use serde_json::json;
 
     const OPEN: &str =
@@ -452,7 +455,7 @@ mod tests {
             },
             move || {
                 n += 1;
-                tree(json!({ "sessionID": format!("s{n}") }))
+                auth(json!({ "sessionID": format!("s{n}") }))
             },
             || 0.0,
         )
@@ -496,7 +499,7 @@ mod tests {
         // Signing in anew has nothing to resume: the tutorial's auth, unchanged.
         let mut c = Core::new(
             CoreConfig::default(),
-            || tree(json!({ "username": "ada" })),
+            || auth(json!({ "username": "ada" })),
             || 0.5,
         );
         c.set_held("s1", 41);

@@ -12,9 +12,8 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use protocol::events;
-use protocol::json::Json;
 use protocol::payloads::{Message, MessageReceipt, OutgoingMessage, SessionInfo};
-use protocol::Ack;
+use protocol::{Ack, HandshakeAuth};
 
 use crate::core::{ConnState, Core, CoreConfig, CoreEvent, Output};
 use crate::link::{HubToTab, SharedState, TabToHub};
@@ -43,7 +42,7 @@ struct Request {
 
 pub struct Hub {
     core: Core,
-    auth: Arc<Mutex<Json>>,
+    auth: Arc<Mutex<HandshakeAuth>>,
     tabs: BTreeSet<TabId>,
     /// Core ack id → the tab's request.
     requests: HashMap<u64, Request>,
@@ -58,7 +57,7 @@ pub struct Hub {
 
 impl Hub {
     pub fn new(config: CoreConfig, random: impl FnMut() -> f64 + Send + 'static) -> Self {
-        let auth = Arc::new(Mutex::new(Json::Null));
+        let auth = Arc::new(Mutex::new(HandshakeAuth::default()));
         let source = auth.clone();
         let core = Core::new(
             config,
@@ -152,11 +151,10 @@ impl Hub {
         self.requests.retain(|_, request| request.tab != tab);
     }
 
-    fn connect_tab(&mut self, tab: TabId, auth: Json, now: u64) {
+    fn connect_tab(&mut self, tab: TabId, auth: HandshakeAuth, now: u64) {
         let current = self.auth.lock().map(|a| a.clone()).unwrap_or_default();
         let same_session = current == auth
-            || (current.get("sessionID").is_some()
-                && current.get("sessionID") == auth.get("sessionID"));
+            || (current.session_id.is_some() && current.session_id == auth.session_id);
         let active = self.started && !matches!(self.core.state(), ConnState::Stopped(_));
         if same_session && active {
             // Already connected (or on the way) for this session: tell the newcomer where
@@ -274,7 +272,7 @@ impl Hub {
                     let info = args.first().and_then(Arg::parse::<SessionInfo>);
                     if let Some(info) = info {
                         if let Ok(mut auth) = self.auth.lock() {
-                            *auth = Json::object([("sessionID", info.session_id.into())]);
+                            *auth = HandshakeAuth::resume(info.session_id);
                         }
                         self.me = Some(info.user_id);
                     }
@@ -321,7 +319,7 @@ impl Hub {
 mod tests {
     use super::*;
     use crate::core::StopReason;
-    use crate::testing::{raw, tree};
+    use crate::testing::{auth, raw};
     use serde_json::json;
 
     fn hub() -> Hub {
@@ -357,7 +355,7 @@ mod tests {
         hub.handle_tab(
             tab,
             TabToHub::Connect {
-                auth: tree(json!({ "sessionID": "secret" })),
+                auth: auth(json!({ "sessionID": "secret" })),
             },
             now,
         );
@@ -519,7 +517,7 @@ mod tests {
         hub.handle_tab(
             1,
             TabToHub::Connect {
-                auth: tree(json!({ "username": "ada" })),
+                auth: auth(json!({ "username": "ada" })),
             },
             0,
         );
@@ -546,7 +544,7 @@ mod tests {
         hub.handle_tab(
             2,
             TabToHub::Connect {
-                auth: tree(json!({ "sessionID": "fresh" })),
+                auth: auth(json!({ "sessionID": "fresh" })),
             },
             retry_at + 2,
         );

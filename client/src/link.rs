@@ -4,22 +4,25 @@
 //!
 //! Both look the same to the session: connection states, server events, acks. With a shared
 //! link the tab speaks [`TabToHub`] messages to the hub (over a `MessagePort`, as JSON:
-//! `"variant"` or `{"variant": {fields}}`, the variant's name in camelCase) and the
-//! hub answers with [`HubToTab`]; the hub owns the Engine.IO connection, its heartbeat, ack
-//! timeouts and reconnects.
+//! `"variant"` or `{"variant": {fields}}`, the variant's name in camelCase, as serde spells an
+//! enum; `derive(Json)` writes it from the `#[serde]` attributes, and the tests check it against
+//! serde's own derive) and the hub answers with [`HubToTab`]; the hub owns the Engine.IO
+//! connection, its heartbeat, ack timeouts and reconnects.
 
 use std::collections::VecDeque;
 
-use protocol::json::{self, required, FromJson, Json, JsonError, ObjectWriter, Reader, ToJson};
+use protocol::{HandshakeAuth, Json};
 
 use crate::core::{AckFailure, ConnState, Core, CoreEvent, NotConnected, Output, StopReason};
 use crate::packet::{Arg, RawJson};
 
 /// A tab's request to the hub.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Json)]
+#[cfg_attr(test, derive(serde::Serialize, serde::Deserialize))]
+#[serde(rename_all = "camelCase")]
 pub enum TabToHub {
     /// Be connected with this auth (the tab's stored session, or a name to sign in with).
-    Connect { auth: Json },
+    Connect { auth: HandshakeAuth },
     /// Disconnect the shared connection (signing in anew).
     Disconnect,
     /// Emit without an ack.
@@ -36,7 +39,9 @@ pub enum TabToHub {
 }
 
 /// The hub's news for one tab.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Json)]
+#[cfg_attr(test, derive(serde::Serialize, serde::Deserialize))]
+#[serde(rename_all = "camelCase")]
 pub enum HubToTab {
     /// The shared connection's state. Clocks differ between a worker and a tab, so an offline
     /// state carries the delay until the next try instead of a time.
@@ -68,7 +73,9 @@ pub enum HubToTab {
 }
 
 /// [`ConnState`] without clock values, for crossing from the worker to a tab.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Json)]
+#[cfg_attr(test, derive(serde::Serialize, serde::Deserialize))]
+#[serde(rename_all = "camelCase")]
 pub enum SharedState {
     Connecting,
     Online { sid: String },
@@ -123,7 +130,7 @@ impl Emitter for Core {
     }
 }
 
-type AuthSource = Box<dyn FnMut() -> Json + Send>;
+type AuthSource = Box<dyn FnMut() -> HandshakeAuth + Send>;
 
 /// The tab's side of a shared connection: sans-IO like [`Core`]; its outputs are
 /// [`Output::Event`]s and messages for the hub ([`SharedLink::poll_message`]).
@@ -138,7 +145,7 @@ pub struct SharedLink {
 }
 
 impl SharedLink {
-    pub fn new(auth: impl FnMut() -> Json + Send + 'static) -> Self {
+    pub fn new(auth: impl FnMut() -> HandshakeAuth + Send + 'static) -> Self {
         Self {
             auth: Box::new(auth),
             state: ConnState::Stopped(StopReason::ClientDisconnect),
@@ -347,315 +354,11 @@ impl Emitter for Link {
     }
 }
 
-// The messages' JSON, as serde spelled it for these enums before the client left serde behind
-// (a worker started by the previous release may still be talking to a new tab): a unit variant
-// is its name, any other `{"name": {fields}}`; names are camelCase, fields as declared.
-
-/// Reads one variant from its name and, unless it is a unit variant, its body; `None` when the
-/// name (or the presence of a body) is not one the enum has.
-type VariantReader<'f, T> =
-    dyn FnMut(&str, Option<&mut Reader<'_>>) -> json::Result<Option<T>> + 'f;
-
-/// An enum's variant: `"name"` (no body), or an object with one key whose value is the body.
-fn read_variant<T>(r: &mut Reader<'_>, variant: &mut VariantReader<'_, T>) -> json::Result<T> {
-    let at = r.position();
-    let unknown = JsonError::Expected {
-        expected: "a known variant",
-        at,
-    };
-    if r.peek() == Some(b'"') {
-        let name = r.str()?;
-        return variant(&name, None)?.ok_or(unknown);
-    }
-    let mut found = None;
-    r.object(&mut |name, r| {
-        if found.is_some() {
-            return Err(unknown);
-        }
-        found = Some(variant(name, Some(r))?.ok_or(unknown)?);
-        Ok(())
-    })?;
-    found.ok_or(unknown)
-}
-
-fn write_variant(out: &mut String, name: &str, fields: impl FnOnce(&mut ObjectWriter<'_>)) {
-    json::write_object(out, |o| {
-        o.object(name, fields);
-    });
-}
-
-/// Reads a variant's body: its fields by name, into the slots `field` fills.
-fn body(
-    r: Option<&mut Reader<'_>>,
-    field: &mut dyn FnMut(&str, &mut Reader<'_>) -> json::Result<bool>,
-) -> json::Result<()> {
-    let r = r.ok_or(JsonError::Missing("the variant's fields"))?;
-    json::read_fields(r, field)
-}
-
-/// One field into its slot (`true`), or not this field (`false`).
-fn slot<T: FromJson>(
-    want: &str,
-    name: &str,
-    r: &mut Reader<'_>,
-    slot: &mut Option<T>,
-) -> json::Result<bool> {
-    if name != want {
-        return Ok(false);
-    }
-    *slot = Some(T::read_json(r)?);
-    Ok(true)
-}
-
-impl FromJson for TabToHub {
-    fn read_json(r: &mut Reader<'_>) -> json::Result<Self> {
-        read_variant(r, &mut |variant, r| {
-            let (mut id, mut event, mut data, mut auth, mut timeout_ms) =
-                (None, None, None, None, None);
-            Ok(Some(match (variant, r) {
-                ("disconnect", None) => TabToHub::Disconnect,
-                ("bye", None) => TabToHub::Bye,
-                ("connect", r) => {
-                    body(r, &mut |n, r| slot("auth", n, r, &mut auth))?;
-                    TabToHub::Connect {
-                        auth: required(auth, "auth")?,
-                    }
-                }
-                ("emit", r) => {
-                    body(r, &mut |n, r| {
-                        Ok(slot("event", n, r, &mut event)? || slot("data", n, r, &mut data)?)
-                    })?;
-                    TabToHub::Emit {
-                        event: required(event, "event")?,
-                        data: required(data, "data")?,
-                    }
-                }
-                ("request", r) => {
-                    body(r, &mut |n, r| {
-                        Ok(slot("id", n, r, &mut id)?
-                            || slot("event", n, r, &mut event)?
-                            || slot("data", n, r, &mut data)?
-                            || slot("timeout_ms", n, r, &mut timeout_ms)?)
-                    })?;
-                    TabToHub::Request {
-                        id: required(id, "id")?,
-                        event: required(event, "event")?,
-                        data: required(data, "data")?,
-                        timeout_ms: required(timeout_ms, "timeout_ms")?,
-                    }
-                }
-                _ => return Ok(None),
-            }))
-        })
-    }
-}
-
-impl ToJson for TabToHub {
-    fn write_json(&self, out: &mut String) {
-        match self {
-            TabToHub::Connect { auth } => write_variant(out, "connect", |o| {
-                o.field("auth", auth);
-            }),
-            TabToHub::Disconnect => "disconnect".write_json(out),
-            TabToHub::Emit { event, data } => write_variant(out, "emit", |o| {
-                o.field("event", event).field("data", data);
-            }),
-            TabToHub::Request {
-                id,
-                event,
-                data,
-                timeout_ms,
-            } => write_variant(out, "request", |o| {
-                o.field("id", id)
-                    .field("event", event)
-                    .field("data", data)
-                    .field("timeout_ms", timeout_ms);
-            }),
-            TabToHub::Bye => "bye".write_json(out),
-        }
-    }
-}
-
-impl FromJson for HubToTab {
-    fn read_json(r: &mut Reader<'_>) -> json::Result<Self> {
-        read_variant(r, &mut |variant, r| {
-            let (mut id, mut event, mut args, mut sid) = (None, None, None, None);
-            let (mut state, mut reconnects, mut reconnect, mut message, mut reason) =
-                (None, None, None, None, None);
-            Ok(Some(match variant {
-                "state" => {
-                    body(r, &mut |n, r| {
-                        Ok(slot("state", n, r, &mut state)?
-                            || slot("reconnects", n, r, &mut reconnects)?)
-                    })?;
-                    HubToTab::State {
-                        state: required(state, "state")?,
-                        reconnects: required(reconnects, "reconnects")?,
-                    }
-                }
-                "connected" => {
-                    body(r, &mut |n, r| {
-                        Ok(
-                            slot("sid", n, r, &mut sid)?
-                                || slot("reconnect", n, r, &mut reconnect)?,
-                        )
-                    })?;
-                    HubToTab::Connected {
-                        sid: required(sid, "sid")?,
-                        reconnect: required(reconnect, "reconnect")?,
-                    }
-                }
-                "connectError" => {
-                    body(r, &mut |n, r| slot("message", n, r, &mut message))?;
-                    HubToTab::ConnectError {
-                        message: required(message, "message")?,
-                    }
-                }
-                "message" => {
-                    body(r, &mut |n, r| {
-                        Ok(slot("event", n, r, &mut event)? || slot("args", n, r, &mut args)?)
-                    })?;
-                    HubToTab::Message {
-                        event: required(event, "event")?,
-                        args: required(args, "args")?,
-                    }
-                }
-                "ack" => {
-                    body(r, &mut |n, r| {
-                        Ok(slot("id", n, r, &mut id)? || slot("args", n, r, &mut args)?)
-                    })?;
-                    HubToTab::Ack {
-                        id: required(id, "id")?,
-                        args: required(args, "args")?,
-                    }
-                }
-                "ackFailed" => {
-                    body(r, &mut |n, r| {
-                        Ok(slot("id", n, r, &mut id)? || slot("reason", n, r, &mut reason)?)
-                    })?;
-                    HubToTab::AckFailed {
-                        id: required(id, "id")?,
-                        reason: required(reason, "reason")?,
-                    }
-                }
-                _ => return Ok(None),
-            }))
-        })
-    }
-}
-
-impl ToJson for HubToTab {
-    fn write_json(&self, out: &mut String) {
-        match self {
-            HubToTab::State { state, reconnects } => write_variant(out, "state", |o| {
-                o.field("state", state).field("reconnects", reconnects);
-            }),
-            HubToTab::Connected { sid, reconnect } => write_variant(out, "connected", |o| {
-                o.field("sid", sid).field("reconnect", reconnect);
-            }),
-            HubToTab::ConnectError { message } => write_variant(out, "connectError", |o| {
-                o.field("message", message);
-            }),
-            HubToTab::Message { event, args } => write_variant(out, "message", |o| {
-                o.field("event", event).field("args", args);
-            }),
-            HubToTab::Ack { id, args } => write_variant(out, "ack", |o| {
-                o.field("id", id).field("args", args);
-            }),
-            HubToTab::AckFailed { id, reason } => write_variant(out, "ackFailed", |o| {
-                o.field("id", id).field("reason", reason);
-            }),
-        }
-    }
-}
-
-impl FromJson for SharedState {
-    fn read_json(r: &mut Reader<'_>) -> json::Result<Self> {
-        read_variant(r, &mut |variant, r| {
-            let (mut sid, mut retry_in, mut reason) = (None, None, None);
-            Ok(Some(match (variant, r) {
-                ("connecting", None) => SharedState::Connecting,
-                ("online", r) => {
-                    body(r, &mut |n, r| slot("sid", n, r, &mut sid))?;
-                    SharedState::Online {
-                        sid: required(sid, "sid")?,
-                    }
-                }
-                ("offline", r) => {
-                    body(r, &mut |n, r| slot("retry_in", n, r, &mut retry_in))?;
-                    SharedState::Offline {
-                        retry_in: required(retry_in, "retry_in")?,
-                    }
-                }
-                ("stopped", r) => {
-                    body(r, &mut |n, r| slot("reason", n, r, &mut reason))?;
-                    SharedState::Stopped {
-                        reason: required(reason, "reason")?,
-                    }
-                }
-                _ => return Ok(None),
-            }))
-        })
-    }
-}
-
-impl ToJson for SharedState {
-    fn write_json(&self, out: &mut String) {
-        match self {
-            SharedState::Connecting => "connecting".write_json(out),
-            SharedState::Online { sid } => write_variant(out, "online", |o| {
-                o.field("sid", sid);
-            }),
-            SharedState::Offline { retry_in } => write_variant(out, "offline", |o| {
-                o.field("retry_in", retry_in);
-            }),
-            SharedState::Stopped { reason } => write_variant(out, "stopped", |o| {
-                o.field("reason", reason);
-            }),
-        }
-    }
-}
-
-/// A unit-only enum as its camelCase name.
-macro_rules! named {
-    ($t:ty { $($variant:ident = $name:literal),* $(,)? }) => {
-        impl FromJson for $t {
-            fn read_json(r: &mut Reader<'_>) -> json::Result<Self> {
-                read_variant(r, &mut |name, body| {
-                    Ok(match (name, body) {
-                        $(($name, None) => Some(<$t>::$variant),)*
-                        _ => None,
-                    })
-                })
-            }
-        }
-
-        impl ToJson for $t {
-            fn write_json(&self, out: &mut String) {
-                match self {
-                    $(<$t>::$variant => $name.write_json(out),)*
-                }
-            }
-        }
-    };
-}
-
-named!(StopReason {
-    Unauthorized = "unauthorized",
-    ServerDisconnect = "serverDisconnect",
-    ClientDisconnect = "clientDisconnect",
-    SessionActive = "sessionActive",
-});
-
-named!(AckFailure {
-    Timeout = "timeout",
-    Disconnected = "disconnected",
-});
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{raw, tree};
+    use crate::testing::{auth, raw};
+    use protocol::json;
     use serde_json::json;
 
     /// Every message survives the trip, spelled as the previous release's serde derive spelled
@@ -665,7 +368,7 @@ mod tests {
         let tab_messages = [
             (
                 TabToHub::Connect {
-                    auth: tree(json!({ "sessionID": "s" })),
+                    auth: auth(json!({ "sessionID": "s" })),
                 },
                 r#"{"connect":{"auth":{"sessionID":"s"}}}"#,
             ),
@@ -785,7 +488,7 @@ mod tests {
 
     #[test]
     fn a_shared_link_emits_only_online_and_names_requests_itself() {
-        let mut link = SharedLink::new(|| tree(json!({ "sessionID": "s" })));
+        let mut link = SharedLink::new(|| auth(json!({ "sessionID": "s" })));
         assert!(!link.heard_from_hub());
         assert_eq!(
             link.emit_with_ack("e", &raw(json!(1)), 100, 0),
@@ -795,7 +498,7 @@ mod tests {
         assert_eq!(
             link.poll_message(),
             Some(TabToHub::Connect {
-                auth: tree(json!({ "sessionID": "s" }))
+                auth: auth(json!({ "sessionID": "s" }))
             })
         );
         link.handle_hub(

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
-use protocol::json::Json;
+use protocol::HandshakeAuth;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -58,7 +58,7 @@ impl NativeClient {
     pub fn spawn(
         origin: &str,
         config: CoreConfig,
-        auth: impl FnMut() -> Json + Send + 'static,
+        auth: impl FnMut() -> HandshakeAuth + Send + 'static,
     ) -> Self {
         let (event_tx, events) = mpsc::unbounded_channel();
         let handle = Self::spawn_with_handler(origin, config, auth, move |event| {
@@ -76,7 +76,7 @@ impl NativeClient {
     pub fn spawn_with_handler(
         origin: &str,
         config: CoreConfig,
-        auth: impl FnMut() -> Json + Send + 'static,
+        auth: impl FnMut() -> HandshakeAuth + Send + 'static,
         handler: impl FnMut(SessionEvent) + Send + 'static,
     ) -> ClientHandle {
         let url = crate::websocket_url(origin);

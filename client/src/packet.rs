@@ -6,7 +6,8 @@
 //! instead of serde (BENCHMARKS.md, "Front-end"); the server encodes with socketioxide's
 //! parser, and the integration tests hold the two ends together.
 
-use protocol::json::{self, Json, JsonError, Reader, ToJson};
+use protocol::json::{self, JsonError, Reader, ToJson};
+use protocol::{HandshakeAuth, Json};
 
 pub use protocol::json::RawJson;
 
@@ -27,25 +28,26 @@ pub enum Frame {
     Noop,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Json)]
+#[cfg_attr(test, derive(serde::Serialize, serde::Deserialize))]
 pub struct OpenInfo {
     pub sid: String,
+    #[serde(rename = "pingInterval")]
     pub ping_interval: u64,
+    #[serde(rename = "pingTimeout")]
     pub ping_timeout: u64,
+    #[serde(rename = "maxPayload", default)]
     pub max_payload: u64,
 }
 
-protocol::from_json_fields!(OpenInfo {
-    "sid" => sid,
-    "pingInterval" => ping_interval,
-    "pingTimeout" => ping_timeout,
-    "maxPayload" => max_payload,
-} => OpenInfo {
-    sid: json::required(sid, "sid")?,
-    ping_interval: json::required(ping_interval, "pingInterval")?,
-    ping_timeout: json::required(ping_timeout, "pingTimeout")?,
-    max_payload: max_payload.unwrap_or_default(),
-});
+/// A CONNECT_ERROR's body, `{"message": "…", "data"?: …}`; a `message` that is not a string
+/// is none.
+#[derive(Debug, PartialEq, Json)]
+#[cfg_attr(test, derive(serde::Serialize, serde::Deserialize))]
+pub(crate) struct ConnectErrorBody {
+    #[serde(default, with = "protocol::field::lenient")]
+    pub(crate) message: String,
+}
 
 /// One argument of an event or ack, kept as the JSON text it arrived as: each consumer decodes
 /// it straight into the type it expects, without building a tree first (for a 1,000-user
@@ -166,28 +168,21 @@ pub fn decode_packet(text: &str) -> Result<Incoming, DecodeError> {
         },
         b'4' => {
             // `{"message": "...", "data"?: ...}`, or a bare string from older servers.
-            let body: Json = json::from_str(rest)?;
-            let message = match &body {
-                Json::String(s) => s.as_str(),
-                other => other
-                    .get("message")
-                    .and_then(Json::as_str)
-                    .unwrap_or_default(),
-            };
-            Incoming::ConnectError {
-                message: message.to_owned(),
-            }
+            let body = RawJson::new(rest)?;
+            let message = body
+                .parse::<String>()
+                .or_else(|| body.parse::<ConnectErrorBody>().map(|b| b.message))
+                .unwrap_or_default();
+            Incoming::ConnectError { message }
         }
         _ => return Err(DecodeError::BadPacket("unknown packet type")),
     })
 }
 
 /// `40{auth}`: connect to the main namespace with this handshake `auth`.
-pub fn connect_frame(auth: &Json) -> String {
+pub fn connect_frame(auth: &HandshakeAuth) -> String {
     let mut frame = String::from("40");
-    if !auth.is_null() {
-        auth.write_json(&mut frame);
-    }
+    auth.write_json(&mut frame);
     frame
 }
 
@@ -244,10 +239,10 @@ mod tests {
     #[test]
     fn connect_with_auth_is_40_and_the_json() {
         assert_eq!(
-            connect_frame(&Json::object([("sessionID", "s".into())])),
+            connect_frame(&HandshakeAuth::resume("s")),
             r#"40{"sessionID":"s"}"#
         );
-        assert_eq!(connect_frame(&Json::Null), "40");
+        assert_eq!(connect_frame(&HandshakeAuth::default()), "40{}");
     }
 
     #[test]

@@ -641,7 +641,7 @@ fn parse<T: FromJson>(arg: Option<Arg>) -> Option<T> {
 mod tests {
     use super::*;
     use crate::core::CoreConfig;
-    use crate::testing::{raw, tree};
+    use crate::testing::{auth, raw};
     use serde_json::json;
 
     fn sent(session: &mut Session) -> Vec<String> {
@@ -657,7 +657,7 @@ mod tests {
     fn connected() -> Session {
         let core = Core::new(
             CoreConfig::default(),
-            || tree(json!({ "sessionID": "s" })),
+            || auth(json!({ "sessionID": "s" })),
             || 0.5,
         );
         let mut session = Session::new(core, Some("me".into()), Outbox::default());
@@ -782,7 +782,7 @@ mod tests {
 
     #[test]
     fn a_tab_joining_a_shared_connection_asks_for_everyones_presence() {
-        let link = SharedLink::new(|| tree(json!({ "sessionID": "s" })));
+        let link = SharedLink::new(|| auth(json!({ "sessionID": "s" })));
         let mut session = Session::shared(link, Some("me".into()), Outbox::default());
         session.connect(0);
         while session.poll_hub_message().is_some() {}

@@ -3,10 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::json::{self, required, FromJson, JsonError, Reader, ToJson};
+use crate::Json;
 
 /// Machine-readable reasons a request was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Json)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     InvalidPayload,
@@ -18,14 +18,14 @@ pub enum ErrorCode {
     StoreUnavailable,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Json)]
 pub struct AckError {
     pub code: ErrorCode,
     pub message: String,
 }
 
 /// `{ ok }` or `{ error }`, serialized as an externally tagged object.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Json)]
 #[serde(rename_all = "snake_case")]
 pub enum Ack<T> {
     Ok(T),
@@ -52,7 +52,7 @@ impl ErrorCode {
         ErrorCode::StoreUnavailable,
     ];
 
-    /// The code as the wire spells it.
+    /// The code as the wire spells it (a test checks this against the derived forms).
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::InvalidPayload => "invalid_payload",
@@ -63,81 +63,6 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::StoreUnavailable => "store_unavailable",
         }
-    }
-}
-
-// The client's codec (`crate::json`), as the serde attributes above spell it; see the test
-// `client_codec_agrees_with_serde`.
-
-impl FromJson for ErrorCode {
-    fn read_json(r: &mut Reader<'_>) -> json::Result<Self> {
-        let at = r.position();
-        let name = r.str()?;
-        ErrorCode::ALL
-            .into_iter()
-            .find(|code| code.as_str() == name)
-            .ok_or(JsonError::Expected {
-                expected: "an error code",
-                at,
-            })
-    }
-}
-
-impl ToJson for ErrorCode {
-    fn write_json(&self, out: &mut String) {
-        self.as_str().write_json(out);
-    }
-}
-
-crate::from_json_fields!(AckError { "code" => code, "message" => message } => AckError {
-    code: required(code, "code")?,
-    message: required(message, "message")?,
-});
-
-impl ToJson for AckError {
-    fn write_json(&self, out: &mut String) {
-        json::write_object(out, |o| {
-            o.field("code", &self.code).field("message", &self.message);
-        });
-    }
-}
-
-/// Exactly one key, `ok` or `error`, as serde reads an externally tagged enum.
-impl<T: FromJson> FromJson for Ack<T> {
-    fn read_json(r: &mut Reader<'_>) -> json::Result<Self> {
-        let at = r.position();
-        let mut ack = None;
-        r.object(&mut |name, r| {
-            if ack.is_some() {
-                return Err(JsonError::Expected {
-                    expected: "one key",
-                    at,
-                });
-            }
-            ack = Some(match name {
-                "ok" => Ack::Ok(T::read_json(r)?),
-                "error" => Ack::Error(AckError::read_json(r)?),
-                _ => {
-                    return Err(JsonError::Expected {
-                        expected: "`ok` or `error`",
-                        at,
-                    })
-                }
-            });
-            Ok(())
-        })?;
-        required(ack, "ok")
-    }
-}
-
-impl<T: ToJson> ToJson for Ack<T> {
-    fn write_json(&self, out: &mut String) {
-        json::write_object(out, |o| {
-            match self {
-                Ack::Ok(value) => o.field("ok", value),
-                Ack::Error(error) => o.field("error", error),
-            };
-        });
     }
 }
 
@@ -159,5 +84,14 @@ mod tests {
             serde_json::to_value(ack).unwrap(),
             json!({ "error": { "code": "unknown_recipient", "message": "no such user" } })
         );
+    }
+
+    #[test]
+    fn each_code_is_named_as_both_forms_name_it() {
+        for code in ErrorCode::ALL {
+            let quoted = format!("\"{}\"", code.as_str());
+            assert_eq!(serde_json::to_string(&code).unwrap(), quoted);
+            assert_eq!(crate::json::to_string(&code), quoted);
+        }
     }
 }

@@ -7,8 +7,9 @@
 //! gzip release WASM (BENCHMARKS.md, "Front-end"). Numbers are kept as integers or as their text:
 //! nothing in the contract is fractional, so no float parsing or printing is compiled in.
 //!
-//! Every payload type in [`crate::payloads`] implements [`FromJson`] and [`ToJson`] next to its
-//! serde derive, and a test checks the two agree on every field.
+//! Wire types implement [`FromJson`] and [`ToJson`] with `#[derive(protocol::Json)]`, which reads
+//! the same `#[serde(...)]` attributes as their serde derive (`protocol/derive`); the tests
+//! check the two forms against each other (`protocol::agreement`).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -372,33 +373,19 @@ pub struct ObjectWriter<'w> {
 }
 
 impl ObjectWriter<'_> {
-    fn key(&mut self, name: &str) {
+    /// Starts a field: writes its name; its value is written next, to the `String` returned.
+    pub fn key(&mut self, name: &str) -> &mut String {
         if !self.first {
             self.out.push(',');
         }
         self.first = false;
         write_str(self.out, name);
         self.out.push(':');
+        self.out
     }
 
     pub fn field<T: ToJson + ?Sized>(&mut self, name: &str, value: &T) -> &mut Self {
-        self.key(name);
-        value.write_json(self.out);
-        self
-    }
-
-    /// A field whose value is an object with these fields.
-    pub fn object(&mut self, name: &str, fields: impl FnOnce(&mut ObjectWriter<'_>)) -> &mut Self {
-        self.key(name);
-        write_object(self.out, fields);
-        self
-    }
-
-    /// A field written only when it has a value (serde's `skip_serializing_if = "Option::is_none"`).
-    pub fn some<T: ToJson>(&mut self, name: &str, value: &Option<T>) -> &mut Self {
-        if let Some(value) = value {
-            self.field(name, value);
-        }
+        value.write_json(self.key(name));
         self
     }
 }
@@ -452,37 +439,47 @@ pub fn read_fields(
     })
 }
 
-/// Implements [`FromJson`] for a type read from an object: each listed field's value goes into
-/// the `Option` named after it (fields not listed are skipped), then `$build` makes the value
-/// from those (with [`required`] for the fields that must be there).
-///
-/// ```
-/// use protocol::json::{self, required};
-/// struct Point { x: i64, label: Option<String> }
-/// protocol::from_json_fields!(Point { "x" => x, "label" => label } => Point {
-///     x: required(x, "x")?,
-///     label: label.flatten(),
-/// });
-/// let p: Point = json::from_str(r#"{"label":null,"x":3,"z":[]}"#).unwrap();
-/// assert_eq!((p.x, p.label), (3, None));
-/// ```
-#[macro_export]
-macro_rules! from_json_fields {
-    ($t:ident { $($name:literal => $slot:ident),* $(,)? } => $build:expr) => {
-        impl $crate::json::FromJson for $t {
-            fn read_json(reader: &mut $crate::json::Reader<'_>) -> $crate::json::Result<Self> {
-                $(let mut $slot = None;)*
-                $crate::json::read_fields(reader, &mut |name, reader| {
-                    match name {
-                        $($name => $slot = Some($crate::json::FromJson::read_json(reader)?),)*
-                        _ => return Ok(false),
-                    }
-                    Ok(true)
-                })?;
-                Ok($build)
-            }
-        }
+/// Reads one variant of an externally tagged enum, as serde does: `"name"`, or an object with
+/// exactly one key, the name, whose value is the variant's body. `variant` gets the name and the
+/// body's reader (`None` for the string form), and returns `None` for a name the enum lacks.
+pub fn read_variant<T>(r: &mut Reader<'_>, variant: &mut VariantReader<'_, T>) -> Result<T> {
+    let at = r.position();
+    let unknown = JsonError::Expected {
+        expected: "a known variant",
+        at,
     };
+    if r.peek() == Some(b'"') {
+        let name = r.str()?;
+        return variant(&name, None)?.ok_or(unknown);
+    }
+    let mut found = None;
+    r.object(&mut |name, r| {
+        if found.is_some() {
+            return Err(unknown);
+        }
+        found = Some(variant(name, Some(r))?.ok_or(unknown)?);
+        Ok(())
+    })?;
+    found.ok_or(unknown)
+}
+
+/// What [`read_variant`] asks for each variant.
+pub type VariantReader<'f, T> = dyn FnMut(&str, Option<&mut Reader<'_>>) -> Result<Option<T>> + 'f;
+
+/// A unit variant's body: none (`"name"`), or `null` (`{"name": null}`).
+pub fn unit_variant(body: Option<&mut Reader<'_>>) -> Result<()> {
+    match body {
+        Some(r) => match r.null() {
+            true => Ok(()),
+            false => Err(r.expected("`null`")),
+        },
+        None => Ok(()),
+    }
+}
+
+/// The body of a variant that has one (a newtype or struct variant).
+pub fn variant_body<'r, 'a>(body: Option<&'r mut Reader<'a>>) -> Result<&'r mut Reader<'a>> {
+    body.ok_or(JsonError::Missing("the variant's value"))
 }
 
 /// A required field's value, or the error naming it.
@@ -659,118 +656,26 @@ impl ToJson for RawJson {
     }
 }
 
-/// A JSON value as a tree, for the few places that build or inspect JSON without a type (the
-/// handshake's `auth`). Numbers keep their text; objects keep their field order.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum Json {
-    #[default]
-    Null,
-    Bool(bool),
-    Number(Box<str>),
-    String(String),
-    Array(Vec<Json>),
-    Object(Vec<(String, Json)>),
-}
+/// serde's form of a raw value (its text, unchanged), for checking the types that carry one
+/// against serde (`crate::agreement`); nothing else needs it.
+#[cfg(any(test, feature = "testing"))]
+mod raw_serde {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde_json::value::RawValue;
 
-impl Json {
-    /// An object with these fields, in this order.
-    pub fn object<const N: usize>(fields: [(&str, Json); N]) -> Self {
-        Json::Object(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
-    }
+    use super::RawJson;
 
-    pub fn get(&self, name: &str) -> Option<&Json> {
-        match self {
-            Json::Object(fields) => fields.iter().find(|(k, _)| k == name).map(|(_, v)| v),
-            _ => None,
+    impl Serialize for RawJson {
+        fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+            let raw =
+                RawValue::from_string(self.0.to_string()).map_err(serde::ser::Error::custom)?;
+            raw.serialize(s)
         }
     }
 
-    /// Sets a field of an object (replacing one of that name); does nothing to other values.
-    pub fn set(&mut self, name: &str, value: Json) {
-        if let Json::Object(fields) = self {
-            match fields.iter_mut().find(|(k, _)| k == name) {
-                Some((_, slot)) => *slot = value,
-                None => fields.push((name.to_owned(), value)),
-            }
-        }
-    }
-
-    pub fn as_str(&self) -> Option<&str> {
-        match self {
-            Json::String(s) => Some(s),
-            _ => None,
-        }
-    }
-
-    pub fn as_i64(&self) -> Option<i64> {
-        match self {
-            Json::Number(n) => n.parse().ok(),
-            _ => None,
-        }
-    }
-
-    pub fn is_null(&self) -> bool {
-        matches!(self, Json::Null)
-    }
-}
-
-impl From<&str> for Json {
-    fn from(s: &str) -> Self {
-        Json::String(s.to_owned())
-    }
-}
-
-impl From<String> for Json {
-    fn from(s: String) -> Self {
-        Json::String(s)
-    }
-}
-
-impl From<bool> for Json {
-    fn from(b: bool) -> Self {
-        Json::Bool(b)
-    }
-}
-
-impl From<i64> for Json {
-    fn from(n: i64) -> Self {
-        Json::Number(n.to_string().into())
-    }
-}
-
-impl FromJson for Json {
-    fn read_json(r: &mut Reader<'_>) -> Result<Self> {
-        Ok(match r.peek() {
-            Some(b'{') => {
-                let mut fields = Vec::new();
-                r.object(&mut |name, r| {
-                    fields.push((name.to_owned(), Json::read_json(r)?));
-                    Ok(())
-                })?;
-                Json::Object(fields)
-            }
-            Some(b'[') => Json::Array(Vec::read_json(r)?),
-            Some(b'"') => Json::String(r.string()?),
-            Some(b't' | b'f') => Json::Bool(r.bool()?),
-            Some(b'n') if r.null() => Json::Null,
-            _ => Json::Number(r.number()?.into()),
-        })
-    }
-}
-
-impl ToJson for Json {
-    fn write_json(&self, out: &mut String) {
-        match self {
-            Json::Null => out.push_str("null"),
-            Json::Bool(b) => b.write_json(out),
-            Json::Number(n) => out.push_str(n),
-            Json::String(s) => write_str(out, s),
-            Json::Array(items) => items.write_json(out),
-            Json::Object(fields) => write_object(out, |o| {
-                for (name, value) in fields {
-                    o.field(name, value);
-                }
-            }),
+    impl<'de> Deserialize<'de> for RawJson {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            Box::<RawValue>::deserialize(d).map(|raw| RawJson(raw.get().into()))
         }
     }
 }
@@ -779,16 +684,10 @@ impl ToJson for Json {
 mod tests {
     use super::*;
 
-    fn round_trip(text: &str) -> String {
-        to_string(&from_str::<Json>(text).unwrap())
-    }
-
     #[test]
-    fn values_round_trip_in_compact_form() {
-        assert_eq!(
-            round_trip(r#" { "a" : [1, -2.5e3, true, false, null, "x"], "b": {} , "c": []} "#),
-            r#"{"a":[1,-2.5e3,true,false,null,"x"],"b":{},"c":[]}"#
-        );
+    fn values_are_read_whole_and_kept_as_written() {
+        let text = r#"{ "a" : [1, -2.5e3, true, false, null, "x"], "b": {} , "c": []}"#;
+        assert_eq!(RawJson::new(&format!(" {text} ")).unwrap().get(), text);
     }
 
     #[test]
@@ -835,17 +734,16 @@ mod tests {
             "+1",
             ".5",
         ] {
-            assert!(from_str::<Json>(bad).is_err(), "{bad:?} was accepted");
-            assert!(RawJson::new(bad).is_err(), "{bad:?} was accepted raw");
+            assert!(RawJson::new(bad).is_err(), "{bad:?} was accepted");
         }
     }
 
     #[test]
     fn nesting_is_limited() {
         let deep = "[".repeat(200) + &"]".repeat(200);
-        assert_eq!(from_str::<Json>(&deep), Err(JsonError::TooDeep));
+        assert_eq!(RawJson::new(&deep), Err(JsonError::TooDeep));
         let ok = "[".repeat(100) + &"]".repeat(100);
-        assert!(from_str::<Json>(&ok).is_ok());
+        assert!(RawJson::new(&ok).is_ok());
     }
 
     #[test]
@@ -875,11 +773,8 @@ mod tests {
         let raw = RawJson::new(r#" {"a": [1, "b"]} "#).unwrap();
         assert_eq!(raw.get(), r#"{"a": [1, "b"]}"#);
         assert_eq!(
-            raw.parse::<Json>().unwrap().get("a"),
-            Some(&Json::Array(vec![
-                Json::Number("1".into()),
-                Json::String("b".into())
-            ]))
+            raw.parse::<BTreeMap<String, Vec<RawJson>>>().unwrap()["a"],
+            [RawJson::new("1").unwrap(), RawJson::new(r#""b""#).unwrap()]
         );
         assert_eq!(raw.parse::<String>(), None);
         let mut out = String::new();
@@ -892,16 +787,6 @@ mod tests {
         let map: BTreeMap<String, i64> = from_str(r#"{"b":2,"a":1}"#).unwrap();
         assert_eq!(to_string(&map), r#"{"a":1,"b":2}"#);
         assert!(from_str::<BTreeMap<String, i64>>(r#"{"a":"1"}"#).is_err());
-    }
-
-    #[test]
-    fn objects_can_be_built_and_changed() {
-        let mut auth = Json::object([("sessionID", "s".into())]);
-        auth.set("since", 12.into());
-        auth.set("sessionID", "t".into());
-        assert_eq!(to_string(&auth), r#"{"sessionID":"t","since":12}"#);
-        assert_eq!(auth.get("since").and_then(Json::as_i64), Some(12));
-        assert_eq!(auth.get("sessionID").and_then(Json::as_str), Some("t"));
     }
 }
 
@@ -916,13 +801,11 @@ mod fuzz {
     proptest! {
         #[test]
         fn fuzz_arbitrary_text_never_panics(text in ".{0,200}") {
-            let _ = from_str::<Json>(&text);
             let _ = RawJson::new(&text);
         }
 
         #[test]
         fn fuzz_json_looking_text_never_panics(text in r#"[\[\]{}",:\\u0-9a-fA-F. nulltrefals\-+eE]{0,60}"#) {
-            let _ = from_str::<Json>(&text);
             let _ = RawJson::new(&text);
         }
 

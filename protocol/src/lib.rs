@@ -4,12 +4,24 @@
 //! input rules from here, so the two ends cannot drift apart. Part A of the contract (the
 //! socket.io "private messaging" tutorial) is reproduced field for field; Part B's additions are
 //! optional fields and extra events. See `docs/PROTOCOL.md` in the repository.
+//!
+//! Each wire type is declared once, with `#[derive(Serialize, Deserialize, Json)]`: serde gives
+//! the server's form and [`Json`] the browser's small codec ([`json`]), both from the same
+//! `#[serde(...)]` attributes.
+
+// `derive(Json)` names this crate `::protocol`, here as everywhere else.
+extern crate self as protocol;
 
 pub mod ack;
+#[cfg(any(test, feature = "testing"))]
+pub mod agreement;
 pub mod domain;
 pub mod events;
+pub mod field;
 pub mod json;
 pub mod payloads;
 
 pub use ack::{Ack, AckError, ErrorCode};
 pub use domain::{ClientMsgId, DomainError, MessageContent, Username};
+pub use payloads::HandshakeAuth;
+pub use protocol_derive::Json;

@@ -3,10 +3,64 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::json::{self, required, ToJson};
+use crate::Json;
+
+/// The handshake's `auth` (PROTOCOL.md, "Handshake"): resume the session `sessionID`, else sign
+/// up as `username`. Every key is read leniently, as the server always has: a value of another
+/// type is as good as absent, and unknown keys are ignored. Written with only the keys set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Json)]
+pub struct HandshakeAuth {
+    #[serde(
+        rename = "sessionID",
+        default,
+        with = "crate::field::lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub session_id: Option<String>,
+    #[serde(
+        default,
+        with = "crate::field::lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub username: Option<String>,
+    /// Part B: the newest message id a resuming client holds; `users` then carries only newer
+    /// messages. Only a positive value counts.
+    #[serde(
+        default,
+        with = "crate::field::lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub since: Option<i64>,
+    /// Part B: under the one-tab policy, end the session's other connections instead of being
+    /// refused with `session already active`.
+    #[serde(
+        default,
+        with = "crate::field::lenient",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub takeover: bool,
+}
+
+impl HandshakeAuth {
+    /// Resume this session.
+    pub fn resume(session_id: impl Into<String>) -> Self {
+        Self {
+            session_id: Some(session_id.into()),
+            ..Self::default()
+        }
+    }
+
+    /// Sign up with this name.
+    pub fn sign_up(username: impl Into<String>) -> Self {
+        Self {
+            username: Some(username.into()),
+            ..Self::default()
+        }
+    }
+}
 
 /// `session` → the socket that connected.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Json)]
 pub struct SessionInfo {
     #[serde(rename = "sessionID")]
     pub session_id: String,
@@ -15,7 +69,7 @@ pub struct SessionInfo {
 }
 
 /// A stored direct message as the server sends it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Json)]
 pub struct Message {
     /// Server-assigned, strictly increasing across the whole store; usable as a cursor.
     pub id: i64,
@@ -29,7 +83,7 @@ pub struct Message {
 }
 
 /// One roster entry in `users` and `user connected`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Json)]
 pub struct UserEntry {
     #[serde(rename = "userID")]
     pub user_id: String,
@@ -40,7 +94,7 @@ pub struct UserEntry {
 }
 
 /// `private message` as a client sends it. Unknown fields (a forged `from`, say) are ignored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Json)]
 pub struct OutgoingMessage {
     pub content: String,
     pub to: String,
@@ -49,7 +103,7 @@ pub struct OutgoingMessage {
 }
 
 /// The `ok` body of a `private message` ack.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Json)]
 pub struct MessageReceipt {
     pub id: i64,
     pub ts: i64,
@@ -58,10 +112,10 @@ pub struct MessageReceipt {
 /// `restore_state` request: the last message id the client holds (0 or absent: none), and
 /// whether `users` may be cut to the senders and recipients of the returned messages (a client
 /// that has just received `users` on this connection already has everyone's presence).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, Json)]
 pub struct RestoreStateRequest {
     /// Absent or `null`: 0 (everything).
-    #[serde(default, deserialize_with = "null_as_zero")]
+    #[serde(default, with = "crate::field::null_as_default")]
     pub since: i64,
     #[serde(
         default,
@@ -71,12 +125,8 @@ pub struct RestoreStateRequest {
     pub peers_only: bool,
 }
 
-fn null_as_zero<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-    Ok(Option::<i64>::deserialize(d)?.unwrap_or_default())
-}
-
 /// Presence of one user, as `restore_state` reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Json)]
 pub struct Presence {
     #[serde(rename = "userID")]
     pub user_id: String,
@@ -86,7 +136,7 @@ pub struct Presence {
 
 /// `restore_state` answer: the caller's messages after `since`, oldest first, and everyone's
 /// presence. `hasMore` says the answer was cut at the server's limit: ask again with the last id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Json)]
 pub struct RestoreState {
     pub messages: Vec<Message>,
     pub users: Vec<Presence>,
@@ -95,7 +145,7 @@ pub struct RestoreState {
 }
 
 /// `history` request: messages with `with` older than `before` (absent: newest), at most `limit`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Json)]
 pub struct HistoryRequest {
     pub with: String,
     #[serde(default)]
@@ -105,7 +155,7 @@ pub struct HistoryRequest {
 }
 
 /// `users_page` request: directory entries `offset..offset + limit` in sign-up order.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, Json)]
 pub struct UsersPageRequest {
     #[serde(default)]
     pub offset: u64,
@@ -114,7 +164,7 @@ pub struct UsersPageRequest {
 }
 
 /// `users_page` answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Json)]
 pub struct UsersPage {
     pub users: Vec<Presence>,
     pub total: u64,
@@ -123,294 +173,39 @@ pub struct UsersPage {
 /// `resync`: the server could not queue a message for this socket. `since` is the id just
 /// before that message: restore from there (or from the newest message held, if that is
 /// older). Absent (servers before it was added): from the newest message held.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, Json)]
 pub struct Resync {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<i64>,
 }
 
 /// `tabs`: how many sockets of the user are connected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Json)]
 pub struct Tabs {
     pub count: u32,
 }
 
 /// `logout` request; absent or `{}` ends this session only.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, Json)]
 pub struct LogoutRequest {
     #[serde(default)]
     pub everywhere: bool,
 }
 
 /// `history` answer, oldest first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Json)]
 pub struct History {
     pub messages: Vec<Message>,
     #[serde(rename = "hasMore")]
     pub has_more: bool,
 }
 
-// The client's codec (`crate::json`), field for field as the serde attributes above say; the
-// test `client_codec_agrees_with_serde` holds the two together.
-
-crate::from_json_fields!(SessionInfo { "sessionID" => session_id, "userID" => user_id } => SessionInfo {
-    session_id: required(session_id, "sessionID")?,
-    user_id: required(user_id, "userID")?,
-});
-
-impl ToJson for SessionInfo {
-    fn write_json(&self, out: &mut String) {
-        json::write_object(out, |o| {
-            o.field("sessionID", &self.session_id)
-                .field("userID", &self.user_id);
-        });
-    }
-}
-
-crate::from_json_fields!(Message {
-    "id" => id, "ts" => ts, "content" => content, "from" => from, "to" => to, "clientId" => client_id,
-} => Message {
-    id: required(id, "id")?,
-    ts: required(ts, "ts")?,
-    content: required(content, "content")?,
-    from: required(from, "from")?,
-    to: required(to, "to")?,
-    client_id: client_id.flatten(),
-});
-
-impl ToJson for Message {
-    fn write_json(&self, out: &mut String) {
-        json::write_object(out, |o| {
-            o.field("id", &self.id)
-                .field("ts", &self.ts)
-                .field("content", &self.content)
-                .field("from", &self.from)
-                .field("to", &self.to)
-                .some("clientId", &self.client_id);
-        });
-    }
-}
-
-crate::from_json_fields!(UserEntry {
-    "userID" => user_id, "username" => username, "connected" => connected, "messages" => messages,
-} => UserEntry {
-    user_id: required(user_id, "userID")?,
-    username: required(username, "username")?,
-    connected: required(connected, "connected")?,
-    messages: required(messages, "messages")?,
-});
-
-impl ToJson for UserEntry {
-    fn write_json(&self, out: &mut String) {
-        json::write_object(out, |o| {
-            o.field("userID", &self.user_id)
-                .field("username", &self.username)
-                .field("connected", &self.connected)
-                .field("messages", &self.messages);
-        });
-    }
-}
-
-crate::from_json_fields!(OutgoingMessage {
-    "content" => content, "to" => to, "clientId" => client_id,
-} => OutgoingMessage {
-    content: required(content, "content")?,
-    to: required(to, "to")?,
-    client_id: client_id.flatten(),
-});
-
-impl ToJson for OutgoingMessage {
-    fn write_json(&self, out: &mut String) {
-        json::write_object(out, |o| {
-            o.field("content", &self.content)
-                .field("to", &self.to)
-                .some("clientId", &self.client_id);
-        });
-    }
-}
-
-crate::from_json_fields!(MessageReceipt { "id" => id, "ts" => ts } => MessageReceipt {
-    id: required(id, "id")?,
-    ts: required(ts, "ts")?,
-});
-
-impl ToJson for MessageReceipt {
-    fn write_json(&self, out: &mut String) {
-        json::write_object(out, |o| {
-            o.field("id", &self.id).field("ts", &self.ts);
-        });
-    }
-}
-
-crate::from_json_fields!(RestoreStateRequest { "since" => since, "peersOnly" => peers_only } => RestoreStateRequest {
-    since: since.flatten().unwrap_or_default(),
-    peers_only: peers_only.unwrap_or_default(),
-});
-
-impl ToJson for RestoreStateRequest {
-    fn write_json(&self, out: &mut String) {
-        json::write_object(out, |o| {
-            o.field("since", &self.since);
-            if self.peers_only {
-                o.field("peersOnly", &true);
-            }
-        });
-    }
-}
-
-crate::from_json_fields!(Presence {
-    "userID" => user_id, "username" => username, "connected" => connected,
-} => Presence {
-    user_id: required(user_id, "userID")?,
-    username: required(username, "username")?,
-    connected: required(connected, "connected")?,
-});
-
-impl ToJson for Presence {
-    fn write_json(&self, out: &mut String) {
-        json::write_object(out, |o| {
-            o.field("userID", &self.user_id)
-                .field("username", &self.username)
-                .field("connected", &self.connected);
-        });
-    }
-}
-
-crate::from_json_fields!(RestoreState {
-    "messages" => messages, "users" => users, "hasMore" => has_more,
-} => RestoreState {
-    messages: required(messages, "messages")?,
-    users: required(users, "users")?,
-    has_more: required(has_more, "hasMore")?,
-});
-
-impl ToJson for RestoreState {
-    fn write_json(&self, out: &mut String) {
-        json::write_object(out, |o| {
-            o.field("messages", &self.messages)
-                .field("users", &self.users)
-                .field("hasMore", &self.has_more);
-        });
-    }
-}
-
-crate::from_json_fields!(HistoryRequest { "with" => with, "before" => before, "limit" => limit } => HistoryRequest {
-    with: required(with, "with")?,
-    before: before.flatten(),
-    limit: limit.flatten(),
-});
-
-impl ToJson for HistoryRequest {
-    fn write_json(&self, out: &mut String) {
-        json::write_object(out, |o| {
-            o.field("with", &self.with)
-                .field("before", &self.before)
-                .field("limit", &self.limit);
-        });
-    }
-}
-
-crate::from_json_fields!(UsersPageRequest { "offset" => offset, "limit" => limit } => UsersPageRequest {
-    offset: offset.unwrap_or_default(),
-    limit: limit.flatten(),
-});
-
-impl ToJson for UsersPageRequest {
-    fn write_json(&self, out: &mut String) {
-        json::write_object(out, |o| {
-            o.field("offset", &self.offset).field("limit", &self.limit);
-        });
-    }
-}
-
-crate::from_json_fields!(UsersPage { "users" => users, "total" => total } => UsersPage {
-    users: required(users, "users")?,
-    total: required(total, "total")?,
-});
-
-impl ToJson for UsersPage {
-    fn write_json(&self, out: &mut String) {
-        json::write_object(out, |o| {
-            o.field("users", &self.users).field("total", &self.total);
-        });
-    }
-}
-
-crate::from_json_fields!(Resync { "since" => since } => Resync { since: since.flatten() });
-
-impl ToJson for Resync {
-    fn write_json(&self, out: &mut String) {
-        json::write_object(out, |o| {
-            o.some("since", &self.since);
-        });
-    }
-}
-
-crate::from_json_fields!(Tabs { "count" => count } => Tabs { count: required(count, "count")? });
-
-impl ToJson for Tabs {
-    fn write_json(&self, out: &mut String) {
-        json::write_object(out, |o| {
-            o.field("count", &self.count);
-        });
-    }
-}
-
-crate::from_json_fields!(LogoutRequest { "everywhere" => everywhere } => LogoutRequest {
-    everywhere: everywhere.unwrap_or_default(),
-});
-
-impl ToJson for LogoutRequest {
-    fn write_json(&self, out: &mut String) {
-        json::write_object(out, |o| {
-            o.field("everywhere", &self.everywhere);
-        });
-    }
-}
-
-crate::from_json_fields!(History { "messages" => messages, "hasMore" => has_more } => History {
-    messages: required(messages, "messages")?,
-    has_more: required(has_more, "hasMore")?,
-});
-
-impl ToJson for History {
-    fn write_json(&self, out: &mut String) {
-        json::write_object(out, |o| {
-            o.field("messages", &self.messages)
-                .field("hasMore", &self.has_more);
-        });
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::json::FromJson;
+    use crate::agreement::{read_alike, Agreement};
+    use crate::json;
     use serde_json::json;
-
-    fn agree<T>(value: T)
-    where
-        T: Serialize
-            + serde::de::DeserializeOwned
-            + FromJson
-            + ToJson
-            + PartialEq
-            + std::fmt::Debug,
-    {
-        let serde_text = serde_json::to_string(&value).unwrap();
-        assert_eq!(json::to_string(&value), serde_text);
-        assert_eq!(json::from_str::<T>(&serde_text).unwrap(), value);
-    }
-
-    /// Both codecs read `text` alike: the same value, or both refuse it.
-    fn read_alike<T>(text: &str)
-    where
-        T: serde::de::DeserializeOwned + FromJson + PartialEq + std::fmt::Debug,
-    {
-        let ours = json::from_str::<T>(text).ok();
-        let theirs = serde_json::from_str::<T>(text).ok();
-        assert_eq!(ours, theirs, "{text}");
-    }
 
     #[test]
     fn client_codec_agrees_with_serde() {
@@ -427,64 +222,81 @@ mod tests {
             username: "ada".into(),
             connected: true,
         };
-        agree(SessionInfo {
+        let mut forms = Agreement::new();
+        forms.check(SessionInfo {
             session_id: "s".into(),
             user_id: "u".into(),
         });
-        agree(message(None));
-        agree(message(Some("c")));
-        agree(UserEntry {
+        forms.check(message(None));
+        forms.check(message(Some("c")));
+        forms.check(UserEntry {
             user_id: "u".into(),
             username: "ada".into(),
             connected: false,
             messages: vec![message(None), message(Some("c"))],
         });
-        agree(OutgoingMessage {
+        forms.check(OutgoingMessage {
             content: "hi".into(),
             to: "b".into(),
             client_id: Some("c".into()),
         });
-        agree(OutgoingMessage {
+        forms.check(OutgoingMessage {
             content: "hi".into(),
             to: "b".into(),
             client_id: None,
         });
-        agree(MessageReceipt { id: 1, ts: 2 });
-        agree(RestoreStateRequest {
+        forms.check(MessageReceipt { id: 1, ts: 2 });
+        forms.check(RestoreStateRequest {
             since: 3,
             peers_only: true,
         });
-        agree(RestoreStateRequest::default());
-        agree(RestoreState {
+        forms.check(RestoreStateRequest::default());
+        forms.check(RestoreState {
             messages: vec![message(None)],
             users: vec![presence.clone()],
             has_more: true,
         });
-        agree(HistoryRequest {
+        forms.check(HistoryRequest {
             with: "b".into(),
             before: Some(4),
             limit: None,
         });
-        agree(UsersPageRequest {
+        forms.check(UsersPageRequest {
             offset: 5,
             limit: Some(6),
         });
-        agree(UsersPage {
-            users: vec![presence],
+        forms.check(UsersPage {
+            users: vec![presence.clone()],
             total: u64::MAX,
         });
-        agree(Resync { since: Some(7) });
-        agree(Resync { since: None });
-        agree(Tabs { count: 8 });
-        agree(LogoutRequest { everywhere: true });
-        agree(History {
+        forms.check(Resync { since: Some(7) });
+        forms.check(Resync { since: None });
+        forms.check(Tabs { count: 8 });
+        forms.check(LogoutRequest { everywhere: true });
+        forms.check(History {
             messages: vec![],
             has_more: false,
         });
-        agree(crate::Ack::Ok(MessageReceipt { id: 1, ts: 2 }));
+        forms.check(crate::Ack::Ok(MessageReceipt { id: 1, ts: 2 }));
         for code in crate::ErrorCode::ALL {
-            agree(crate::Ack::<MessageReceipt>::error(code, "why"));
+            forms.check(crate::Ack::<MessageReceipt>::error(code, "why"));
         }
+        forms.check(presence);
+        forms.check(crate::ErrorCode::RateLimited);
+        forms.check(crate::AckError {
+            code: crate::ErrorCode::InvalidCursor,
+            message: "m".into(),
+        });
+        forms.check(HandshakeAuth::resume("s"));
+        forms.check(HandshakeAuth::sign_up("ada"));
+        forms.check(HandshakeAuth {
+            session_id: Some("s".into()),
+            username: Some("ada".into()),
+            since: Some(41),
+            takeover: true,
+        });
+        forms.check(HandshakeAuth::default());
+        forms.covers(&[include_str!("payloads.rs"), include_str!("ack.rs")]);
     }
 
     #[test]
@@ -507,6 +319,35 @@ mod tests {
         read_alike::<crate::Ack<Tabs>>(r#"{"ok":{"count":1},"error":{}}"#);
         read_alike::<crate::Ack<Tabs>>(r#"{"nope":1}"#);
         read_alike::<crate::Ack<Tabs>>(r#"{"error":{"code":"teapot","message":"m"}}"#);
+    }
+
+    #[test]
+    fn handshake_auth_keys_are_read_leniently_in_both_forms() {
+        let read = |text: &str| {
+            read_alike::<HandshakeAuth>(text);
+            json::from_str::<HandshakeAuth>(text).unwrap()
+        };
+        assert_eq!(
+            read(r#"{"sessionID":5,"username":"ada","since":"42","takeover":"yes","x":[]}"#),
+            HandshakeAuth::sign_up("ada")
+        );
+        assert_eq!(
+            read(r#"{"sessionID":"s","since":4.5,"takeover":true}"#),
+            HandshakeAuth {
+                takeover: true,
+                ..HandshakeAuth::resume("s")
+            }
+        );
+        assert_eq!(read(r#"{"since":18446744073709551615}"#).since, None);
+        assert_eq!(read(r#"{"since":-3}"#).since, Some(-3));
+        assert_eq!(read("{}"), HandshakeAuth::default());
+        assert_eq!(
+            json::to_string(&HandshakeAuth {
+                since: Some(41),
+                ..HandshakeAuth::resume("s")
+            }),
+            r#"{"sessionID":"s","since":41}"#
+        );
     }
 
     #[test]

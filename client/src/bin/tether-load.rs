@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use client::core::CoreConfig;
 use client::native::{now_wall_ms, ClientHandle, NativeClient};
 use client::session::SessionEvent;
-use protocol::json::Json;
+use protocol::HandshakeAuth;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{mpsc, Barrier};
 
@@ -242,10 +242,7 @@ struct User {
 }
 
 async fn connect_user(origin: String, name: String, stats: Arc<Stats>) -> User {
-    let stored = Arc::new(Mutex::new(Json::object([(
-        "username",
-        name.clone().into(),
-    )])));
+    let stored = Arc::new(Mutex::new(HandshakeAuth::sign_up(name.clone())));
     let auth = {
         let stored = stored.clone();
         move || stored.lock().unwrap().clone()
@@ -278,7 +275,7 @@ async fn connect_user(origin: String, name: String, stats: Arc<Stats>) -> User {
             _ => {}
         });
     let info = session_rx.await.expect("client task is running");
-    *stored.lock().unwrap() = Json::object([("sessionID", info.session_id.into())]);
+    *stored.lock().unwrap() = HandshakeAuth::resume(info.session_id);
     User {
         handle,
         id: info.user_id,

@@ -1,6 +1,7 @@
 //! Handshake per PROTOCOL.md Part A: resume by `sessionID`, else create by `username`, else
 //! refuse with exactly `invalid username`.
 
+use protocol::HandshakeAuth;
 use serde_json::Value;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{SocketRef, State, TryData};
@@ -34,7 +35,7 @@ pub async fn authenticate<A: Adapter>(
     TryData(auth): TryData<Value>,
     State(state): State<SocketState>,
 ) -> Result<(), HandshakeError> {
-    let auth = auth.unwrap_or(Value::Null);
+    let auth = read_auth(auth.ok());
     let client = socket.req_parts().extensions.get::<ClientAddr>().copied();
     // A session whose socket was just disconnected for flooding waits out its cooldown; this
     // is checked before anything reaches the store.
@@ -77,8 +78,7 @@ pub async fn authenticate<A: Adapter>(
         return Err(HandshakeError::TooManySockets);
     }
     if state.limits.tab_policy == TabPolicy::Reject {
-        let takeover = auth.get("takeover").and_then(Value::as_bool) == Some(true);
-        enforce_single_tab(&socket, &viewer, takeover).await?;
+        enforce_single_tab(&socket, &viewer, auth.takeover).await?;
     }
     // In the session's room from here on, before the connect handler's first await: a logout
     // or an expiry that disconnects the room from now on reaches this socket too.
@@ -105,11 +105,8 @@ pub async fn authenticate<A: Adapter>(
 pub(super) struct HeldThrough(pub i64);
 
 impl HeldThrough {
-    fn from_auth(auth: &Value) -> Option<Self> {
-        auth.get("since")
-            .and_then(Value::as_i64)
-            .filter(|since| *since > 0)
-            .map(Self)
+    fn from_auth(auth: &HandshakeAuth) -> Option<Self> {
+        auth.since.filter(|since| *since > 0).map(Self)
     }
 }
 
@@ -147,7 +144,7 @@ async fn enforce_single_tab<A: Adapter>(
 /// The session `auth` resumes, else a new account for `auth.username` (a sign-up, limited per
 /// `client` address and overall: a refused one creates nothing).
 async fn resolve(
-    auth: &Value,
+    auth: &HandshakeAuth,
     state: &SocketState,
     client: Option<ClientAddr>,
 ) -> Result<Viewer, HandshakeError> {
@@ -163,8 +160,8 @@ async fn resolve(
         }
     }
     let username = auth
-        .get("username")
-        .and_then(Value::as_str)
+        .username
+        .as_deref()
         .and_then(|raw| Username::parse(raw).ok())
         .ok_or(HandshakeError::InvalidUsername)?;
     if let Err(limit) = state.signups.try_admit(client) {
@@ -181,10 +178,17 @@ async fn resolve(
 }
 
 /// `auth.sessionID`, read leniently: a value that is not a well-formed session id is absent.
-fn claimed_session(auth: &Value) -> Option<SessionId> {
-    auth.get("sessionID")
-        .and_then(Value::as_str)
-        .and_then(SessionId::from_client)
+fn claimed_session(auth: &HandshakeAuth) -> Option<SessionId> {
+    auth.session_id.as_deref().and_then(SessionId::from_client)
+}
+
+/// The handshake's `auth` as [`HandshakeAuth`] reads it, each key leniently; anything but an
+/// object (none, a string, an array) has no keys. Read from the parsed value rather than the
+/// text, so that a repeated key keeps its last value, as it always has.
+fn read_auth(auth: Option<Value>) -> HandshakeAuth {
+    auth.filter(Value::is_object)
+        .and_then(|auth| serde_json::from_value(auth).ok())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -194,7 +198,7 @@ mod tests {
 
     #[test]
     fn only_a_positive_integer_since_shortens_the_roster() {
-        let held = |auth: Value| HeldThrough::from_auth(&auth);
+        let held = |auth: Value| HeldThrough::from_auth(&read_auth(Some(auth)));
         assert_eq!(
             held(json!({ "sessionID": "s", "since": 42 })),
             Some(HeldThrough(42))
@@ -211,5 +215,21 @@ mod tests {
         ] {
             assert_eq!(held(ignored.clone()), None, "{ignored}");
         }
+    }
+
+    #[test]
+    fn auth_keys_of_another_type_are_absent_and_only_an_object_has_keys() {
+        assert_eq!(
+            read_auth(Some(json!({
+                "sessionID": 5, "username": "ada", "since": "42", "takeover": "yes", "x": [1]
+            }))),
+            HandshakeAuth::sign_up("ada")
+        );
+        for not_an_object in [json!(["s", "ada"]), json!("s"), json!(3), Value::Null] {
+            assert_eq!(read_auth(Some(not_an_object)), HandshakeAuth::default());
+        }
+        assert_eq!(read_auth(None), HandshakeAuth::default());
+        let repeated = serde_json::from_str(r#"{"sessionID":"a","sessionID":"b"}"#).unwrap();
+        assert_eq!(read_auth(Some(repeated)), HandshakeAuth::resume("b"));
     }
 }

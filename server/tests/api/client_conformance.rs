@@ -11,7 +11,8 @@ use std::time::Duration;
 use client::core::{ConnState, CoreConfig, StopReason};
 use client::native::{now_wall_ms, NativeClient};
 use client::session::SessionEvent;
-use protocol::json::{Json, RawJson};
+use protocol::json::RawJson;
+use protocol::HandshakeAuth;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -26,13 +27,13 @@ fn fast() -> CoreConfig {
 
 /// Auth that follows the stored session, as the browser's localStorage does.
 #[derive(Clone, Default)]
-struct Storage(Arc<Mutex<Json>>);
+struct Storage(Arc<Mutex<HandshakeAuth>>);
 
 impl Storage {
     fn new(value: Value) -> Self {
         Self(Arc::new(Mutex::new(auth(value))))
     }
-    fn auth(&self) -> impl FnMut() -> Json + Send + 'static {
+    fn auth(&self) -> impl FnMut() -> HandshakeAuth + Send + 'static {
         let inner = self.0.clone();
         move || inner.lock().unwrap().clone()
     }

@@ -551,7 +551,7 @@ impl Drop for RedisServer {
 }
 
 /// A `json!` value as the Rust client's handshake auth.
-pub fn auth(value: Value) -> protocol::json::Json {
+pub fn auth(value: Value) -> protocol::HandshakeAuth {
     protocol::json::from_str(&value.to_string()).expect("json! writes JSON")
 }
 
