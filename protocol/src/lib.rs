@@ -24,4 +24,38 @@ pub mod payloads;
 pub use ack::{Ack, AckError, ErrorCode};
 pub use domain::{ClientMsgId, DomainError, MessageContent, Username};
 pub use payloads::HandshakeAuth;
+/// The browser codec of a wire type, from its `#[serde]` attributes (`protocol/derive`).
+///
+/// ```
+/// use protocol::{json, Json};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, PartialEq, Serialize, Deserialize, Json)]
+/// struct Point {
+///     x: i64,
+///     #[serde(rename = "label", default, skip_serializing_if = "Option::is_none")]
+///     name: Option<String>,
+/// }
+/// let p: Point = json::from_str(r#"{"z":[],"x":3}"#).unwrap();
+/// assert_eq!(p, Point { x: 3, name: None });
+/// assert_eq!(json::to_string(&p), serde_json::to_string(&p).unwrap());
+/// ```
+///
+/// A serde attribute it does not read is a compile error, not a silent disagreement:
+///
+/// ```compile_fail
+/// #[derive(protocol::Json)]
+/// struct Wrapped {
+///     #[serde(flatten)]
+///     inner: std::collections::BTreeMap<String, i64>,
+/// }
+/// ```
+///
+/// ```compile_fail
+/// #[derive(protocol::Json)]
+/// #[serde(tag = "type")]
+/// enum Tagged {
+///     A { x: i64 },
+/// }
+/// ```
 pub use protocol_derive::Json;
