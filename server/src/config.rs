@@ -247,7 +247,9 @@ pub struct Config {
     #[arg(long, env = "TETHER_SHARED_CONNECTION")]
     pub shared_connection: bool,
 
-    /// Redis URL (`redis://host:port/db`, Redis 7 or newer). When set, the store and the
+    /// Redis URL (`redis://host:port/db`, Redis 7 or newer; `rediss://` for TLS; credentials
+    /// as `redis://:PASSWORD@host` or `redis://USER:PASSWORD@host`, better given by the
+    /// environment than on the command line). When set, the store and the
     /// Socket.IO adapter live in Redis so several nodes serve one cluster, and sockets are
     /// websocket-only (no sticky sessions needed). Unset: the embedded SQLite store, one node.
     #[arg(long, env = "TETHER_REDIS_URL", global = true)]
@@ -256,6 +258,25 @@ pub struct Config {
     /// Prefix of every Redis key and pub/sub channel, so deployments can share a Redis.
     #[arg(long, env = "TETHER_REDIS_PREFIX", default_value = "tether")]
     pub redis_prefix: String,
+
+    /// With `rediss://`: a PEM file of the CA certificates that sign the Redis server's
+    /// certificate, trusted instead of the system's CA store (for a private CA).
+    #[arg(long, env = "TETHER_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
+
+    /// With `rediss://`: a PEM certificate (chain) this node presents to a Redis that verifies
+    /// its clients (mutual TLS); needs --redis-client-key.
+    #[arg(long, env = "TETHER_REDIS_CLIENT_CERT")]
+    pub redis_client_cert: Option<PathBuf>,
+
+    /// The PEM private key of --redis-client-cert.
+    #[arg(long, env = "TETHER_REDIS_CLIENT_KEY")]
+    pub redis_client_key: Option<PathBuf>,
+
+    /// A file holding the Redis password (one trailing newline ignored), instead of a password
+    /// in the URL.
+    #[arg(long, env = "TETHER_REDIS_PASSWORD_FILE")]
+    pub redis_password_file: Option<PathBuf>,
 
     /// With Redis: a node silent for this many milliseconds is dead, and users whose only
     /// sockets were on it go offline for everyone (within this time plus a third of it).

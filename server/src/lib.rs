@@ -30,7 +30,7 @@ use socketioxide::SocketIo;
 use tokio::net::TcpListener;
 
 pub use config::Config;
-use store::redis::{NodeOptions, RedisStore};
+use store::redis::{NodeOptions, RedisFiles, RedisStore, RedisTarget};
 use store::sqlite::{Durability, SessionPolicy, SqliteStore};
 use store::Store;
 use transport::{Limits, SocketState};
@@ -86,10 +86,27 @@ pub async fn build_app(config: &Config, origins: origin::OriginPolicy) -> anyhow
         idle: config.session_idle(),
         max_age: config.session_max_age(),
     };
-    let store: Arc<dyn Store> = match &config.redis_url {
-        Some(url) => Arc::new(
-            RedisStore::connect(
+    // One definition of how this node reaches Redis, for the store and the adapter alike.
+    let redis = match &config.redis_url {
+        Some(url) => {
+            let target = RedisTarget::new(
                 url,
+                &RedisFiles {
+                    ca: config.redis_ca_file.clone(),
+                    client_cert: config.redis_client_cert.clone(),
+                    client_key: config.redis_client_key.clone(),
+                    password: config.redis_password_file.clone(),
+                },
+            )?;
+            target.check().await?;
+            Some(target)
+        }
+        None => None,
+    };
+    let store: Arc<dyn Store> = match &redis {
+        Some(target) => Arc::new(
+            RedisStore::connect_to(
+                target,
                 &config.redis_prefix,
                 policy,
                 NodeOptions {
@@ -97,7 +114,7 @@ pub async fn build_app(config: &Config, origins: origin::OriginPolicy) -> anyhow
                 },
             )
             .await
-            .map_err(|e| anyhow::anyhow!("redis store at {}: {e}", redacted_url(url)))?,
+            .map_err(|e| anyhow::anyhow!("redis store at {}: {e}", target.shown()))?,
         ),
         None => {
             let durability = match config.sqlite_sync {
@@ -208,21 +225,21 @@ pub async fn build_app(config: &Config, origins: origin::OriginPolicy) -> anyhow
             config.refusal_log_ms,
         ))),
     ];
-    let (routes, io) = match &config.redis_url {
+    let (routes, io) = match &redis {
         None => {
             let (layer, io) = builder.build_layer();
             transport::register(&io);
             (routes.layer(layer), Io::Local(io))
         }
-        Some(url) => {
-            let client = redis::Client::open(resp3_url(url))?;
+        Some(target) => {
+            let client = target.client(redis::ProtocolVersion::RESP3)?;
             let adapter = socketioxide_redis::RedisAdapterCtr::new_with_redis_config(
                 &client,
                 socketioxide_redis::RedisAdapterConfig::new()
                     .with_prefix(format!("{}:sio", config.redis_prefix)),
             )
             .await
-            .map_err(|e| anyhow::anyhow!("redis adapter at {}: {e}", redacted_url(url)))?;
+            .map_err(|e| anyhow::anyhow!("redis adapter at {}: {e}", target.shown()))?;
             // Websocket only: a socket lives on one node for its whole life, so a load
             // balancer needs no sticky sessions.
             let (layer, io) = builder
@@ -287,26 +304,6 @@ async fn heartbeat_loop<A: socketioxide::adapter::Adapter>(io: SocketIo<A>, stor
             Ok(changes) => transport::announce_presence_changes(&io, store.as_ref(), changes).await,
             Err(e) => tracing::warn!(error = %e, "cluster heartbeat failed; retrying"),
         }
-    }
-}
-
-/// The adapter's driver speaks RESP3 (push messages for pub/sub); ask for it in the URL.
-fn resp3_url(url: &str) -> String {
-    if url.contains("protocol=") {
-        return url.to_owned();
-    }
-    let separator = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{separator}protocol=resp3")
-}
-
-/// The URL without its password, for error messages and logs.
-fn redacted_url(url: &str) -> String {
-    match url.split_once('@') {
-        Some((scheme_and_auth, host)) => {
-            let scheme = scheme_and_auth.split("://").next().unwrap_or("redis");
-            format!("{scheme}://<credentials>@{host}")
-        }
-        None => url.to_owned(),
     }
 }
 
@@ -452,34 +449,5 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = terminate => {},
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_adapter_url_asks_for_resp3_once() {
-        assert_eq!(
-            resp3_url("redis://127.0.0.1:6379/"),
-            "redis://127.0.0.1:6379/?protocol=resp3"
-        );
-        assert_eq!(
-            resp3_url("redis://h/0?timeout=1"),
-            "redis://h/0?timeout=1&protocol=resp3"
-        );
-        assert_eq!(
-            resp3_url("redis://h/?protocol=resp3"),
-            "redis://h/?protocol=resp3"
-        );
-    }
-
-    #[test]
-    fn redis_credentials_never_reach_a_message() {
-        let shown = redacted_url("redis://user:s3cret@redis.internal:6379/2");
-        assert!(!shown.contains("s3cret") && !shown.contains("user"));
-        assert_eq!(shown, "redis://<credentials>@redis.internal:6379/2");
-        assert_eq!(redacted_url("redis://h:1/"), "redis://h:1/");
     }
 }

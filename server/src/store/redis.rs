@@ -1,5 +1,6 @@
-//! The Redis backend, for several nodes sharing one Redis (7 or newer, standalone or behind
-//! Sentinel; not Redis Cluster, because the scripts below name keys they compute).
+//! The Redis backend, for several nodes sharing one Redis (7 or newer, one primary endpoint,
+//! over TLS or not; not Redis Cluster, because the scripts below name keys they compute).
+//! [`RedisTarget`] is how a node reaches it, for this store and the Socket.IO adapter alike.
 //!
 //! Layout, every key under `{prefix}:`:
 //! - `usernames` hash userID → name; `directory` sorted set of userIDs scored by sign-up number
@@ -23,13 +24,14 @@
 //! - `ready:{node}`: what the node's readiness probe (`/readyz`) writes, expiring in a minute.
 
 use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use protocol::payloads::Message;
 use redis::aio::ConnectionManager;
-use redis::{AsyncCommands, Script};
+use redis::{AsyncCommands, IntoConnectionInfo, ProtocolVersion, Script};
 
 use super::presence::LocalPresence;
 use super::sqlite::SessionPolicy;
@@ -48,6 +50,285 @@ impl From<redis::RedisError> for StoreError {
 impl From<redis::ParsingError> for StoreError {
     fn from(e: redis::ParsingError) -> Self {
         StoreError::Unavailable(format!("unexpected reply from redis: {e}"))
+    }
+}
+
+/// What completes a Redis URL, each from a file: TLS trust and identity, and a password kept
+/// out of the URL (and so out of process lists).
+#[derive(Debug, Clone, Default)]
+pub struct RedisFiles {
+    /// PEM certificates of the CA(s) that sign the server's certificate, trusted instead of the
+    /// system's CA store (a private CA).
+    pub ca: Option<PathBuf>,
+    /// PEM certificate chain this node shows a Redis that verifies clients (mutual TLS).
+    pub client_cert: Option<PathBuf>,
+    /// The PEM private key of `client_cert`.
+    pub client_key: Option<PathBuf>,
+    /// A file holding the password (one trailing newline is ignored).
+    pub password: Option<PathBuf>,
+}
+
+/// Why a Redis URL and its files make no usable connection, or the first connection failed.
+/// No variant holds a credential: URLs are shown through [`redacted_url`].
+#[derive(Debug, thiserror::Error)]
+pub enum RedisTargetError {
+    #[error("{shown} is not a usable Redis URL")]
+    Url {
+        shown: String,
+        #[source]
+        source: redis::RedisError,
+    },
+    #[error("cannot read the {what} {}", path.display())]
+    File {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the {what} {} holds no PEM certificate", path.display())]
+    NoCertificate { what: &'static str, path: PathBuf },
+    #[error("the password file {} is empty", path.display())]
+    EmptyPassword { path: PathBuf },
+    #[error("a password in the URL and a password file: give the password in one place")]
+    PasswordTwice,
+    #[error("--redis-client-cert and --redis-client-key go together: one is missing")]
+    HalfClientIdentity,
+    #[error("{shown} turns certificate verification off (#insecure), which Tether does not do")]
+    Insecure { shown: String },
+    #[error("a CA file or client certificate needs TLS: {shown} is not a rediss:// URL")]
+    TlsFilesWithoutTls { shown: String },
+    #[error("unusable TLS certificate or key for {shown}")]
+    Tls {
+        shown: String,
+        #[source]
+        source: redis::RedisError,
+    },
+    #[error("cannot use Redis at {shown}: {hint}")]
+    Connect {
+        shown: String,
+        hint: &'static str,
+        #[source]
+        source: redis::RedisError,
+    },
+}
+
+/// How this node reaches its Redis, the one definition for the store and the Socket.IO adapter:
+/// the address and credentials of the URL (plus a password file), and for `rediss://` the
+/// trusted CAs (the system's CA store unless a CA file is given) and an optional client identity.
+#[derive(Clone)]
+pub struct RedisTarget {
+    info: redis::ConnectionInfo,
+    tls: Option<redis::TlsCertificates>,
+    shown: String,
+}
+
+impl RedisTarget {
+    /// Reads the files and checks the URL; connects to nothing yet.
+    pub fn new(url: &str, files: &RedisFiles) -> Result<Self, RedisTargetError> {
+        let shown = redacted_url(url);
+        let mut info = url
+            .into_connection_info()
+            .map_err(|source| RedisTargetError::Url {
+                shown: shown.clone(),
+                source,
+            })?;
+        if let Some(path) = &files.password {
+            if info.redis_settings().password().is_some() {
+                return Err(RedisTargetError::PasswordTwice);
+            }
+            let text = String::from_utf8(read("password file", path)?).map_err(|e| {
+                RedisTargetError::File {
+                    what: "password file",
+                    path: path.clone(),
+                    source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.utf8_error()),
+                }
+            })?;
+            let password = text
+                .strip_suffix('\n')
+                .map(|p| p.strip_suffix('\r').unwrap_or(p))
+                .unwrap_or(&text);
+            if password.is_empty() {
+                return Err(RedisTargetError::EmptyPassword { path: path.clone() });
+            }
+            let settings = info.redis_settings().clone().set_password(password);
+            info = info.set_redis_settings(settings);
+        }
+        let is_tls = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
+        if matches!(
+            info.addr(),
+            redis::ConnectionAddr::TcpTls { insecure: true, .. }
+        ) {
+            return Err(RedisTargetError::Insecure { shown });
+        }
+        let has_tls_files =
+            files.ca.is_some() || files.client_cert.is_some() || files.client_key.is_some();
+        if has_tls_files && !is_tls {
+            return Err(RedisTargetError::TlsFilesWithoutTls { shown });
+        }
+        let identity = match (&files.client_cert, &files.client_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+                client_cert: read_certificates("client certificate", cert)?,
+                client_key: read("client key", key)?,
+            }),
+            _ => return Err(RedisTargetError::HalfClientIdentity),
+        };
+        let root_cert = files
+            .ca
+            .as_deref()
+            .map(|path| read_certificates("CA file", path))
+            .transpose()?;
+        let tls = has_tls_files.then_some(redis::TlsCertificates {
+            client_tls: identity,
+            root_cert,
+        });
+        if is_tls {
+            // redis' rustls has no provider of its own; `ring` is the one this build carries.
+            // Err only means one is installed already.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let target = Self { info, tls, shown };
+        // Parses the PEM now, so a bad key fails here rather than at the first connection.
+        target.client(ProtocolVersion::RESP2)?;
+        Ok(target)
+    }
+
+    /// The URL as messages show it: without its credentials.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// A client speaking `protocol`: RESP2 for the store (its scripts' replies are read as
+    /// RESP2 types), RESP3 for the adapter (pub/sub messages arrive as push messages).
+    pub fn client(&self, protocol: ProtocolVersion) -> Result<redis::Client, RedisTargetError> {
+        let settings = self.info.redis_settings().clone().set_protocol(protocol);
+        let info = self.info.clone().set_redis_settings(settings);
+        match &self.tls {
+            None => redis::Client::open(info),
+            Some(certificates) => redis::Client::build_with_tls(info, certificates.clone()),
+        }
+        .map_err(|source| RedisTargetError::Tls {
+            shown: self.shown.clone(),
+            source,
+        })
+    }
+
+    /// Opens one connection and sends PING, so that what no retry can fix (credentials
+    /// refused, a certificate not trusted, no RESP3) stops the start with a clear message.
+    /// A Redis not listening yet is left to the store's connection, which retries.
+    pub async fn check(&self) -> Result<(), RedisTargetError> {
+        let result = async {
+            let mut conn = self
+                .client(ProtocolVersion::RESP3)?
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(|e| self.refused(e))?;
+            redis::cmd("PING")
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(|e| self.refused(e))
+        }
+        .await;
+        match result {
+            Err(RedisTargetError::Connect { source, .. }) if source.is_connection_refusal() => {
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    fn refused(&self, source: redis::RedisError) -> RedisTargetError {
+        RedisTargetError::Connect {
+            shown: self.shown.clone(),
+            hint: hint(&source),
+            source,
+        }
+    }
+}
+
+/// What an operator should look at, by the kind of failure.
+fn hint(error: &redis::RedisError) -> &'static str {
+    use redis::{ErrorKind, ServerErrorKind};
+    let tls = tls_failure(error);
+    match error.kind() {
+        _ if error.code() == Some("NOAUTH") => {
+            "Redis wants a password: in the URL (redis://:PASSWORD@host) or a password file"
+        }
+        _ if error.code() == Some("WRONGPASS") => {
+            "Redis refused the credentials (the user and password in the URL or the password file)"
+        }
+        _ if matches!(tls, Some(rustls::Error::InvalidCertificate(_))) => {
+            "TLS: the server's certificate is not trusted; is it signed by a CA this node \
+             trusts (the system's CA store, or --redis-ca-file), for the host in the URL?"
+        }
+        _ if matches!(tls, Some(rustls::Error::AlertReceived(_))) => {
+            "TLS: the server refused the connection; does it want a client certificate \
+             (--redis-client-cert, --redis-client-key) signed by a CA it trusts?"
+        }
+        _ if tls.is_some() => {
+            "TLS failed: does this port speak TLS (a rediss:// URL to a plain port?), with a \
+             TLS version and cipher suite in common?"
+        }
+        ErrorKind::AuthenticationFailed | ErrorKind::Server(ServerErrorKind::NoPerm) => {
+            "Redis refused the credentials (the user and password in the URL or the password file)"
+        }
+        ErrorKind::RESP3NotSupported => "the Socket.IO adapter needs RESP3 (Redis 6 or newer)",
+        ErrorKind::Io if error.is_timeout() || error.is_connection_dropped() => {
+            "no answer: is the scheme right for this port (rediss:// for TLS, redis:// for \
+             plain), and the host reachable?"
+        }
+        _ => "Redis did not answer as expected",
+    }
+}
+
+/// The rustls error that ended the connection, if TLS did. redis keeps the I/O error behind
+/// an `Arc`, which the walk opens.
+fn tls_failure<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    type Shared = Arc<dyn std::error::Error + Send + Sync>;
+    if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+        return Some(tls);
+    }
+    if let Some(io) = error.downcast_ref::<std::io::Error>() {
+        return io.get_ref()?.downcast_ref::<rustls::Error>();
+    }
+    if let Some(shared) = error.downcast_ref::<Shared>() {
+        let inner: &(dyn std::error::Error + 'static) = shared.as_ref();
+        return tls_failure(inner);
+    }
+    tls_failure(error.source()?)
+}
+
+fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, RedisTargetError> {
+    std::fs::read(path).map_err(|source| RedisTargetError::File {
+        what,
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// A PEM file with at least one certificate in it (an empty trust store would refuse every
+/// server, later and less clearly).
+fn read_certificates(what: &'static str, path: &Path) -> Result<Vec<u8>, RedisTargetError> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let pem = read(what, path)?;
+    if !CertificateDer::pem_slice_iter(&pem).any(|c| c.is_ok()) {
+        return Err(RedisTargetError::NoCertificate {
+            what,
+            path: path.to_owned(),
+        });
+    }
+    Ok(pem)
+}
+
+/// The URL without its credentials, for error messages and logs. Everything before the last
+/// `@` is hidden, so a password with an unescaped `@` in it stays hidden too.
+pub fn redacted_url(url: &str) -> String {
+    match url.rsplit_once('@') {
+        Some((scheme_and_auth, host)) => match scheme_and_auth.split_once("://") {
+            Some((scheme, _)) => format!("{scheme}://<credentials>@{host}"),
+            None => format!("<credentials>@{host}"),
+        },
+        None => url.to_owned(),
     }
 }
 
@@ -480,14 +761,28 @@ struct Directory {
 }
 
 impl RedisStore {
-    /// Connects (the connection reconnects by itself afterwards) and registers this node.
+    /// Connects to a plain URL; see [`RedisStore::connect_to`].
     pub async fn connect(
         url: &str,
         prefix: &str,
         policy: SessionPolicy,
         options: NodeOptions,
     ) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url)?;
+        let target = RedisTarget::new(url, &RedisFiles::default())
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Self::connect_to(&target, prefix, policy, options).await
+    }
+
+    /// Connects (the connection reconnects by itself afterwards) and registers this node.
+    pub async fn connect_to(
+        target: &RedisTarget,
+        prefix: &str,
+        policy: SessionPolicy,
+        options: NodeOptions,
+    ) -> Result<Self, StoreError> {
+        let client = target
+            .client(ProtocolVersion::RESP2)
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let conn = ConnectionManager::new(client).await?;
         let store = Self {
             conn,
@@ -1050,6 +1345,153 @@ mod tests {
         let stored = format!("{{\"id\":42,{}", json_after_id(&message));
         let back: Message = serde_json::from_str(&stored).unwrap();
         assert_eq!(back, Message { id: 42, ..message });
+    }
+
+    /// The error and all its causes, as a log line or `anyhow` would show them.
+    fn chain(error: &RedisTargetError) -> String {
+        let mut shown = error.to_string();
+        let mut cause = std::error::Error::source(error);
+        while let Some(e) = cause {
+            shown.push_str(&format!(": {e}"));
+            cause = e.source();
+        }
+        shown
+    }
+
+    fn open_target(url: &str, files: RedisFiles) -> Result<RedisTarget, RedisTargetError> {
+        RedisTarget::new(url, &files)
+    }
+
+    #[test]
+    fn redis_credentials_never_reach_a_message() {
+        for (url, shown) in [
+            (
+                "redis://user:s3cret@redis.internal:6379/2",
+                "redis://<credentials>@redis.internal:6379/2",
+            ),
+            ("rediss://:s3cret@h:6380/", "rediss://<credentials>@h:6380/"),
+            ("redis://:s3cret@h/", "redis://<credentials>@h/"),
+            // Unescaped `@` in the password: all of it stays hidden.
+            ("rediss://:s3@cret@h/", "rediss://<credentials>@h/"),
+            ("user:s3cret@h:1", "<credentials>@h:1"),
+        ] {
+            assert_eq!(redacted_url(url), shown);
+        }
+        assert_eq!(redacted_url("redis://h:1/"), "redis://h:1/");
+        assert_eq!(redacted_url("rediss://h:1/"), "rediss://h:1/");
+    }
+
+    #[test]
+    fn a_url_redis_refuses_is_shown_without_its_password() {
+        for url in [
+            "redis://:s3cret@/",
+            "rediss://:s3cret@h:notaport/",
+            "redis://:s3cret@h/x",
+        ] {
+            let error = open_target(url, RedisFiles::default())
+                .err()
+                .expect("refused");
+            assert!(matches!(error, RedisTargetError::Url { .. }), "{error:?}");
+            assert!(!chain(&error).contains("s3cret"), "{}", chain(&error));
+            assert!(!format!("{error:?}").contains("s3cret"), "{error:?}");
+        }
+    }
+
+    #[test]
+    fn the_store_speaks_resp2_and_the_adapter_resp3_to_the_same_redis() {
+        let target = open_target("rediss://:pw@h:6380/3", RedisFiles::default()).unwrap();
+        for protocol in [ProtocolVersion::RESP2, ProtocolVersion::RESP3] {
+            let client = target.client(protocol).unwrap();
+            let info = client.get_connection_info();
+            assert_eq!(info.redis_settings().protocol(), protocol);
+            assert_eq!(info.redis_settings().password(), Some("pw"));
+            assert_eq!(info.redis_settings().db(), 3);
+            assert!(matches!(
+                info.addr(),
+                redis::ConnectionAddr::TcpTls { host, port: 6380, .. } if host == "h"
+            ));
+        }
+        // Even when the URL asks for another protocol.
+        let target = open_target("redis://h/?protocol=resp3", RedisFiles::default()).unwrap();
+        let client = target.client(ProtocolVersion::RESP2).unwrap();
+        assert_eq!(
+            client.get_connection_info().redis_settings().protocol(),
+            ProtocolVersion::RESP2
+        );
+    }
+
+    #[test]
+    fn a_password_file_gives_the_password_without_its_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("password");
+        std::fs::write(&path, "s3cret\n").unwrap();
+        let files = RedisFiles {
+            password: Some(path.clone()),
+            ..RedisFiles::default()
+        };
+        let target = open_target("redis://user@h/", files.clone()).unwrap();
+        let client = target.client(ProtocolVersion::RESP3).unwrap();
+        let settings = client.get_connection_info().redis_settings();
+        assert_eq!(settings.password(), Some("s3cret"));
+        assert_eq!(settings.username(), Some("user"));
+        assert_eq!(target.shown(), "redis://<credentials>@h/");
+
+        let twice = RedisTarget::new("redis://:other@h/", &files).err().unwrap();
+        assert!(matches!(twice, RedisTargetError::PasswordTwice));
+        assert!(!chain(&twice).contains("other") && !chain(&twice).contains("s3cret"));
+
+        std::fs::write(&path, "\n").unwrap();
+        let empty = RedisTarget::new("redis://h/", &files).err().unwrap();
+        assert!(matches!(empty, RedisTargetError::EmptyPassword { .. }));
+    }
+
+    #[test]
+    fn tls_files_are_checked_before_any_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_pem = dir.path().join("ca.pem");
+        std::fs::write(&not_pem, "not a certificate").unwrap();
+        let missing = dir.path().join("missing.pem");
+        let with_ca = |ca: &Path| RedisFiles {
+            ca: Some(ca.to_owned()),
+            ..RedisFiles::default()
+        };
+
+        let error = open_target("rediss://:s3cret@h/", with_ca(&not_pem))
+            .err()
+            .unwrap();
+        assert!(
+            matches!(error, RedisTargetError::NoCertificate { .. }),
+            "{error:?}"
+        );
+        assert!(chain(&error).contains("ca.pem"), "{}", chain(&error));
+
+        let error = open_target("rediss://:s3cret@h/", with_ca(&missing))
+            .err()
+            .unwrap();
+        assert!(matches!(error, RedisTargetError::File { .. }), "{error:?}");
+        assert!(chain(&error).contains("missing.pem"), "{}", chain(&error));
+
+        let error = open_target("redis://:s3cret@h/", with_ca(&not_pem))
+            .err()
+            .unwrap();
+        assert!(matches!(error, RedisTargetError::TlsFilesWithoutTls { .. }));
+        assert!(!chain(&error).contains("s3cret"), "{}", chain(&error));
+
+        let error = open_target("rediss://:s3cret@h/#insecure", RedisFiles::default())
+            .err()
+            .unwrap();
+        assert!(
+            matches!(error, RedisTargetError::Insecure { .. }),
+            "{error:?}"
+        );
+        assert!(!chain(&error).contains("s3cret"), "{}", chain(&error));
+
+        let half = RedisFiles {
+            client_cert: Some(not_pem.clone()),
+            ..RedisFiles::default()
+        };
+        let error = open_target("rediss://h/", half).err().unwrap();
+        assert!(matches!(error, RedisTargetError::HalfClientIdentity));
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod messaging;
 mod ops;
 mod presence;
 mod redis_store;
+mod redis_tls;
 mod security;
 mod session;
 mod tabs;
