@@ -206,6 +206,7 @@ pub async fn build_app(config: &Config, origins: origin::OriginPolicy) -> anyhow
         app::ClientConfig {
             shared_connection: config.shared_connection,
         },
+        assets,
     );
     // `/metrics` on the public address unless it has one of its own.
     let readiness = Arc::new(ops::Readiness::new(
