@@ -5,6 +5,7 @@
 //! the hydrate build it owns a [`client::session::Session`] driven by a thin `web_sys::WebSocket`
 //! adapter, and mirrors what the UI needs into signals.
 
+use client::session::Input;
 use leptos::prelude::*;
 
 use crate::storage::Account;
@@ -85,56 +86,54 @@ impl Realtime {
     }
 
     pub fn send(&self, to: &str, content: &str) {
-        self.act(|s, now| {
-            s.send_message(to, content, now, js_sys::Date::now() as i64);
+        #[cfg(feature = "hydrate")]
+        self.step(Input::Send {
+            to,
+            content,
+            wall_ms: js_sys::Date::now() as i64,
         });
+        #[cfg(not(feature = "hydrate"))]
+        let _ = (to, content);
     }
 
     pub fn retry(&self, client_id: &str) {
-        self.act(|s, now| s.retry_message(client_id, now));
+        self.step(Input::Retry { client_id });
     }
 
     pub fn discard(&self, client_id: &str) {
-        self.act(|s, _| s.discard_message(client_id));
+        self.step(Input::Discard { client_id });
     }
 
     pub fn load_history(&self, peer: &str) {
-        self.act(|s, now| {
-            let _ = s.load_history(peer, now);
-        });
+        self.step(Input::LoadHistory { peer });
     }
 
     pub fn mark_read(&self, peer: &str) {
-        #[cfg(feature = "hydrate")]
-        driver::mark_read(*self, peer);
-        #[cfg(not(feature = "hydrate"))]
-        let _ = peer;
+        self.step(Input::MarkRead { peer });
     }
 
     /// Ends the session on the server; every tab of it is disconnected and lands on sign-in.
     /// With `everywhere`, every session of this user ends.
     pub fn sign_out(&self, everywhere: bool) {
-        self.act(|s, now| {
-            let _ = s.logout(everywhere, now);
-        });
+        self.step(Input::Logout { everywhere });
     }
 
     /// "Use here": connects this tab, asking the server to end the session's other tab.
     pub fn take_over(&self) {
         #[cfg(feature = "hydrate")]
         crate::storage::request_takeover(true);
-        self.act(|s, now| s.connect(now));
+        self.step(Input::Connect);
     }
 
     /// Reconnects after the server ended the socket (e.g. it was restarted by an operator).
     pub fn reconnect(&self) {
-        self.act(|s, now| s.connect(now));
+        self.step(Input::Connect);
     }
 
     #[allow(unused_variables)]
-    fn act(&self, f: impl FnOnce(&mut client::session::Session, u64)) {
+    fn step(&self, input: Input<'_>) {
         #[cfg(feature = "hydrate")]
-        driver::act(*self, f);
+        driver::step(*self, input);
     }
 }
 
@@ -160,10 +159,10 @@ mod driver {
     use std::cell::RefCell;
     use std::rc::Rc;
 
-    use client::chat::Outbox;
+    use client::chat::{ChatState, Outbox};
     use client::core::{ConnState, Core, CoreConfig, StopReason};
     use client::link::{HubToTab, SharedLink, TabToHub};
-    use client::session::{Session, SessionEvent, SessionOutput};
+    use client::session::{Input, Session, SessionEvent, SessionOutput};
     use leptos::prelude::*;
     use protocol::json;
     use protocol::HandshakeAuth;
@@ -255,12 +254,13 @@ mod driver {
         let me = account.as_ref().map(|a| a.user_id.clone());
 
         let outbox = Outbox::from_entries(storage::load_outbox());
+        let mut chat = ChatState::new(me);
+        chat.read_up_to = storage::load_read_markers();
         let worker = shared_connection_pkg().and_then(|pkg| open_shared_worker(&pkg));
-        let mut session = match worker {
-            Some(_) => Session::shared(SharedLink::new(auth), me, outbox),
-            None => Session::new(own_core(), me, outbox),
+        let session = match worker {
+            Some(_) => Session::shared(SharedLink::new(auth), chat, outbox),
+            None => Session::new(own_core(), chat, outbox),
         };
-        session.chat.read_up_to = storage::load_read_markers();
         let driver = Rc::new(RefCell::new(Driver {
             session,
             socket: Socket::default(),
@@ -273,7 +273,7 @@ mod driver {
         rt.driver.set_value(Some(driver.clone()));
         rt.ready.set(true);
         if account.is_some() {
-            act(rt, |s, now| s.connect(now));
+            step(rt, Input::Connect);
         }
     }
 
@@ -285,35 +285,14 @@ mod driver {
         rt.account.set(None);
         rt.sign_in_error.set(None);
         storage::set_pending_username(Some(username));
-        act(rt, |s, now| {
-            s.disconnect(now);
-            s.chat = client::chat::ChatState::new(None);
-            s.outbox = Outbox::default();
-            s.connect(now);
-        });
+        step(rt, Input::Reset);
+        step(rt, Input::Connect);
     }
 
-    pub fn mark_read(rt: Realtime, peer: &str) {
+    /// Steps the session, then performs what it asked for.
+    pub fn step(rt: Realtime, input: Input<'_>) {
         let Some(h) = handle(rt) else { return };
-        let changed = {
-            let mut d = h.borrow_mut();
-            let before = d.session.chat.read_up_to.get(peer).copied();
-            d.session.chat.mark_read(peer);
-            let after = d.session.chat.read_up_to.get(peer).copied();
-            if before != after {
-                storage::save_read_markers(&d.session.chat.read_up_to);
-            }
-            before != after
-        };
-        if changed {
-            rt.version.update(|v| *v += 1);
-        }
-    }
-
-    /// Runs `f` on the session, then performs what it asked for.
-    pub fn act(rt: Realtime, f: impl FnOnce(&mut Session, u64)) {
-        let Some(h) = handle(rt) else { return };
-        f(&mut h.borrow_mut().session, now());
+        h.borrow_mut().session.step(input, now());
         pump(rt, &h);
     }
 
@@ -329,7 +308,7 @@ mod driver {
                 SessionOutput::Send(frame) => {
                     let sent = h.borrow().socket.send(&frame);
                     if !sent {
-                        h.borrow_mut().session.handle_transport_closed(now());
+                        h.borrow_mut().session.step(Input::TransportClosed, now());
                     }
                 }
                 SessionOutput::CloseTransport => h.borrow_mut().socket.close(),
@@ -413,11 +392,10 @@ mod driver {
                 // The roster carries names: keep the stored username current.
                 let name = {
                     let d = h.borrow();
-                    d.session
-                        .chat
-                        .me
+                    let chat = d.session.chat();
+                    chat.me
                         .as_ref()
-                        .and_then(|me| d.session.chat.peer(me).map(|p| p.username.clone()))
+                        .and_then(|me| chat.peer(me).map(|p| p.username.clone()))
                 };
                 if let (Some(name), Some(mut account)) = (name, rt.account.get_untracked()) {
                     if account.username != name {
@@ -432,7 +410,7 @@ mod driver {
                 let from = h
                     .borrow()
                     .session
-                    .chat
+                    .chat()
                     .peer(&message.from)
                     .map(|p| p.username.clone())
                     .unwrap_or_else(|| "someone".into());
@@ -441,7 +419,11 @@ mod driver {
                 true
             }
             SessionEvent::OutboxChanged => {
-                storage::save_outbox(h.borrow().session.outbox.entries());
+                storage::save_outbox(h.borrow().session.outbox().entries());
+                true
+            }
+            SessionEvent::ReadChanged => {
+                storage::save_read_markers(&h.borrow().session.chat().read_up_to);
                 true
             }
             SessionEvent::Moved
@@ -459,20 +441,20 @@ mod driver {
         let on_frame = {
             let h = h.clone();
             move |text: String| {
-                h.borrow_mut().session.handle_frame(&text, now());
+                h.borrow_mut().session.step(Input::Frame(&text), now());
                 pump(rt, &h);
             }
         };
         let on_close = {
             let h = h.clone();
             move || {
-                h.borrow_mut().session.handle_transport_closed(now());
+                h.borrow_mut().session.step(Input::TransportClosed, now());
                 pump(rt, &h);
             }
         };
         let opened = h.borrow_mut().socket.open(&url, on_frame, on_close);
         if opened.is_err() {
-            h.borrow_mut().session.handle_transport_closed(now());
+            h.borrow_mut().session.step(Input::TransportClosed, now());
         }
     }
 
@@ -485,7 +467,7 @@ mod driver {
         };
         let h2 = h.clone();
         d.timer.arm(deadline.saturating_sub(now()), move || {
-            h2.borrow_mut().session.handle_timer(now());
+            h2.borrow_mut().session.step(Input::Timer, now());
             pump(rt, &h2);
         });
     }
@@ -504,7 +486,7 @@ mod driver {
                 let Some(message) = text.and_then(|t| json::from_str::<HubToTab>(&t).ok()) else {
                     return;
                 };
-                h.borrow_mut().session.handle_hub(message, now());
+                h.borrow_mut().session.step(Input::Hub(message), now());
                 pump(rt, &h);
             })
         };
@@ -582,7 +564,7 @@ mod driver {
                 post(&hub.port, &TabToHub::Bye);
                 hub.port.close();
             }
-            d.session.use_own_connection(own_core(), now());
+            d.session.step(Input::UseOwnConnection(own_core()), now());
         }
         pump(rt, h);
     }

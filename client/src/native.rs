@@ -10,9 +10,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::chat::Outbox;
+use crate::chat::{ChatState, Outbox};
 use crate::core::{Core, CoreConfig};
-use crate::session::{Session, SessionEvent, SessionOutput};
+use crate::session::{Input, Session, SessionEvent, SessionOutput};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 type Call = Box<dyn FnOnce(&mut Session, u64) + Send>;
@@ -92,7 +92,11 @@ impl NativeClient {
             seed ^= seed >> 27;
             (seed.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
         };
-        let session = Session::new(Core::new(config, auth, random), None, Outbox::default());
+        let session = Session::new(
+            Core::new(config, auth, random),
+            ChatState::new(None),
+            Outbox::default(),
+        );
         let (calls, call_rx) = mpsc::unbounded_channel();
         tokio::spawn(drive(url, config, session, call_rx, Box::new(handler)));
         ClientHandle { calls }
@@ -176,7 +180,7 @@ async fn drive(
     let timer = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(timer);
     let mut armed: Option<u64> = None;
-    session.connect(now());
+    session.step(Input::Connect, now());
     loop {
         while let Some(output) = session.poll_output() {
             match output {
@@ -195,14 +199,14 @@ async fn drive(
                     .await;
                     match opened {
                         Ok(Ok((stream, _))) => ws = Some(stream),
-                        _ => session.handle_transport_closed(now()),
+                        _ => session.step(Input::TransportClosed, now()),
                     }
                 }
                 SessionOutput::Send(frame) => {
                     if let Some(stream) = ws.as_mut() {
                         if stream.send(WsMessage::text(frame)).await.is_err() {
                             ws = None;
-                            session.handle_transport_closed(now());
+                            session.step(Input::TransportClosed, now());
                         }
                     }
                 }
@@ -226,10 +230,10 @@ async fn drive(
         }
         tokio::select! {
             frame = next_frame(&mut ws) => match frame {
-                Some(Ok(WsMessage::Text(text))) => session.handle_frame(text.as_str(), now()),
+                Some(Ok(WsMessage::Text(text))) => session.step(Input::Frame(text.as_str()), now()),
                 Some(Ok(WsMessage::Close(_))) | Some(Err(())) | None => {
                     ws = None;
-                    session.handle_transport_closed(now());
+                    session.step(Input::TransportClosed, now());
                 }
                 Some(Ok(_)) => {}
             },
@@ -244,13 +248,13 @@ async fn drive(
             },
             _ = &mut timer, if armed.is_some() => {
                 armed = None;
-                session.handle_timer(now());
+                session.step(Input::Timer, now());
             }
         }
     }
 }
 
-/// Wall-clock milliseconds, for [`Session::send_message`]'s `created_at`.
+/// Wall-clock milliseconds, for [`Input::Send`]'s `wall_ms`.
 pub fn now_wall_ms() -> i64 {
     wall_ms()
 }

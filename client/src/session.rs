@@ -4,8 +4,9 @@
 //! It keeps [`ChatState`] and the [`Outbox`] up to date from the server's events; after every
 //! (re)connect it asks `restore_state` for what it missed since the last id it holds (holding
 //! nothing, since the newest one in the connection's `users`) and then flushes the outbox in
-//! order. Like [`Core`] it does no I/O: adapters feed it frames, transport closes and time, and
-//! act on [`SessionOutput`]s.
+//! order. Like [`Core`] it does no I/O: adapters feed it everything that happens as an [`Input`]
+//! to [`Session::step`], its one way in, and act on the [`SessionOutput`]s it queues. Its state
+//! is private: adapters read it through accessors and change it only by stepping.
 
 use std::collections::HashMap;
 
@@ -17,12 +18,79 @@ use protocol::payloads::{
 use protocol::{events, Ack};
 
 use crate::chat::{new_client_id, AckOutcome, ChatState, Outbox, OutboxEntry};
-use crate::core::{AckFailure, ConnState, Core, CoreEvent, NotConnected, Output, StopReason};
+use crate::core::{AckFailure, ConnState, Core, CoreEvent, Output, StopReason};
 use crate::link::{Emitter, HubToTab, Link, SharedLink, TabToHub};
 use crate::packet::{Arg, RawJson};
 
 /// How long a request may wait for its ack.
 pub const ACK_TIMEOUT_MS: u64 = 10_000;
+
+/// Everything that can happen to a session: what its transport, its hub and its clock report,
+/// and what its user asks for. [`Session::step`] takes one at a time.
+///
+/// Inputs that need the connection ([`Input::LoadHistory`], [`Input::Logout`],
+/// [`Input::Emit`]) do nothing while it is down, as before; a [`Input::Request`] is always
+/// answered by one [`SessionEvent::Reply`] (at once, with `AckFailure::Disconnected`, when it
+/// could not be sent).
+pub enum Input<'a> {
+    /// A text frame from the session's own transport.
+    Frame(&'a str),
+    /// The transport closed, or could not be opened or written to.
+    TransportClosed,
+    /// The time [`Session::next_deadline`] named has come (an early one does nothing).
+    Timer,
+    /// A message from the hub (a session on the shared connection).
+    Hub(HubToTab),
+    /// Connect, or connect again after a stop.
+    Connect,
+    Disconnect,
+    /// The hub is unavailable: leave the shared connection for this own one, keeping the chat
+    /// state and the outbox, and connect it.
+    UseOwnConnection(Core),
+    /// Disconnect and forget everything held (chat, outbox, the session it came on): someone
+    /// else signs in next.
+    Reset,
+    /// Write a message: it goes to the outbox (persist it on [`SessionEvent::OutboxChanged`])
+    /// with a fresh client id made from `wall_ms`, and is sent as soon as the connection allows.
+    Send {
+        to: &'a str,
+        content: &'a str,
+        wall_ms: i64,
+    },
+    /// Send a failed outbox entry again.
+    Retry {
+        client_id: &'a str,
+    },
+    /// Drop an outbox entry.
+    Discard {
+        client_id: &'a str,
+    },
+    /// Ask for the page of `peer`'s conversation before the oldest message held.
+    LoadHistory {
+        peer: &'a str,
+    },
+    /// Everything in `peer`'s conversation has been seen.
+    MarkRead {
+        peer: &'a str,
+    },
+    /// End the session on the server (every tab of it is disconnected); with `everywhere`,
+    /// every session of the user.
+    Logout {
+        everywhere: bool,
+    },
+    /// Any event, without an ack.
+    Emit {
+        event: &'a str,
+        data: &'a RawJson,
+    },
+    /// Any event with an ack: answered by [`SessionEvent::Reply`] with the same `tag` (the
+    /// caller's own number, to tell its requests apart).
+    Request {
+        tag: u64,
+        event: &'a str,
+        data: &'a RawJson,
+    },
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum SessionEvent {
@@ -40,13 +108,15 @@ pub enum SessionEvent {
     Arrived(Message),
     /// The outbox changed (persist it).
     OutboxChanged,
+    /// The read markers changed (persist them).
+    ReadChanged,
     /// `restore_state` was answered after a (re)connect: the view is up to date.
     Restored,
     /// A server event this layer does not handle itself (first argument only).
     ServerEvent { event: String, data: RawJson },
-    /// Answer to a [`Session::request`].
+    /// Answer to an [`Input::Request`] with this `tag`.
     Reply {
-        id: u64,
+        tag: u64,
         result: Result<RawJson, AckFailure>,
     },
 }
@@ -91,13 +161,15 @@ enum Pending {
     },
     Outbox,
     Logout,
-    Caller,
+    Caller {
+        tag: u64,
+    },
 }
 
 pub struct Session {
     core: Link,
-    pub chat: ChatState,
-    pub outbox: Outbox,
+    chat: ChatState,
+    outbox: Outbox,
     pending: HashMap<u64, Pending>,
     outputs: std::collections::VecDeque<SessionOutput>,
     restored: bool,
@@ -115,20 +187,21 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session on its own connection.
-    pub fn new(core: Core, me: Option<String>, outbox: Outbox) -> Self {
-        Self::with_link(Link::Own(core), me, outbox)
+    /// A session on its own connection, starting from what the adapter kept (`chat`'s `me` and
+    /// read markers, the outbox).
+    pub fn new(core: Core, chat: ChatState, outbox: Outbox) -> Self {
+        Self::with_link(Link::Own(core), chat, outbox)
     }
 
     /// A session on the browser's shared connection (a hub in a SharedWorker).
-    pub fn shared(link: SharedLink, me: Option<String>, outbox: Outbox) -> Self {
-        Self::with_link(Link::Shared(link), me, outbox)
+    pub fn shared(link: SharedLink, chat: ChatState, outbox: Outbox) -> Self {
+        Self::with_link(Link::Shared(link), chat, outbox)
     }
 
-    fn with_link(core: Link, me: Option<String>, outbox: Outbox) -> Self {
+    fn with_link(core: Link, chat: ChatState, outbox: Outbox) -> Self {
         Self {
             core,
-            chat: ChatState::new(me),
+            chat,
             outbox,
             pending: HashMap::new(),
             outputs: Default::default(),
@@ -140,6 +213,16 @@ impl Session {
             restore_after_users: None,
             retry_restore: None,
         }
+    }
+
+    /// Roster, presence, conversations and read markers.
+    pub fn chat(&self) -> &ChatState {
+        &self.chat
+    }
+
+    /// Messages written and not yet acknowledged.
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
     }
 
     pub fn state(&self) -> ConnState {
@@ -160,45 +243,6 @@ impl Session {
         self.tabs
     }
 
-    pub fn next_deadline(&self) -> Option<u64> {
-        let restore = self.restore_after_users.map(|after| after.at_latest);
-        let retry = self.retry_restore.map(|retry| retry.at);
-        self.core
-            .next_deadline()
-            .into_iter()
-            .chain(restore)
-            .chain(retry)
-            .min()
-    }
-
-    pub fn poll_output(&mut self) -> Option<SessionOutput> {
-        self.outputs.pop_front()
-    }
-
-    pub fn connect(&mut self, now: u64) {
-        self.core.connect(now);
-        self.drain(now);
-    }
-
-    pub fn disconnect(&mut self, now: u64) {
-        self.core.disconnect();
-        self.drain(now);
-    }
-
-    pub fn handle_frame(&mut self, text: &str, now: u64) {
-        // A connect frame answers the transport's open frame: it names what is held now.
-        if let Some(session_id) = &self.chat_session {
-            self.core.set_held(session_id, self.chat.last_id);
-        }
-        self.core.handle_frame(text, now);
-        self.drain(now);
-    }
-
-    pub fn handle_transport_closed(&mut self, now: u64) {
-        self.core.handle_transport_closed(now);
-        self.drain(now);
-    }
-
     /// Whether this session runs on the shared connection.
     pub fn is_shared(&self) -> bool {
         matches!(self.core, Link::Shared(_))
@@ -212,23 +256,21 @@ impl Session {
         }
     }
 
-    /// Leaves the shared connection for an own one (the hub is unavailable), keeping the chat
-    /// state and the outbox; connects it.
-    pub fn use_own_connection(&mut self, core: Core, now: u64) {
-        self.core = Link::Own(core);
-        self.restored = false;
-        // Requests in flight through the hub will never be answered.
-        self.pending.clear();
-        self.outbox.forget_in_flight();
-        self.connect(now);
+    /// When to step [`Input::Timer`] next.
+    pub fn next_deadline(&self) -> Option<u64> {
+        let restore = self.restore_after_users.map(|after| after.at_latest);
+        let retry = self.retry_restore.map(|retry| retry.at);
+        self.core
+            .next_deadline()
+            .into_iter()
+            .chain(restore)
+            .chain(retry)
+            .min()
     }
 
-    /// Feeds one message from the hub (shared sessions).
-    pub fn handle_hub(&mut self, message: HubToTab, now: u64) {
-        if let Link::Shared(link) = &mut self.core {
-            link.handle_hub(message, now);
-        }
-        self.drain(now);
+    /// The next thing for the adapter to do (its own transport, events).
+    pub fn poll_output(&mut self) -> Option<SessionOutput> {
+        self.outputs.pop_front()
     }
 
     /// The next message for the hub (shared sessions).
@@ -239,7 +281,112 @@ impl Session {
         }
     }
 
-    pub fn handle_timer(&mut self, now: u64) {
+    /// Takes one input, and ends every one the same way: what the connection reported is acted
+    /// on, then the outbox sends what it now may, then what that sent is queued. This is the
+    /// only place that happens, so no input can forget it.
+    pub fn step(&mut self, input: Input<'_>, now: u64) {
+        self.apply(input, now);
+        self.drain(now);
+        self.pump(now);
+        self.drain(now);
+    }
+
+    fn apply(&mut self, input: Input<'_>, now: u64) {
+        match input {
+            Input::Frame(text) => {
+                // A connect frame answers the transport's open frame: it names what is held.
+                if let Some(session_id) = &self.chat_session {
+                    self.core.set_held(session_id, self.chat.last_id);
+                }
+                self.core.handle_frame(text, now);
+            }
+            Input::TransportClosed => self.core.handle_transport_closed(now),
+            Input::Timer => self.on_timer(now),
+            Input::Hub(message) => {
+                if let Link::Shared(link) = &mut self.core {
+                    link.handle_hub(message, now);
+                }
+            }
+            Input::Connect => self.core.connect(now),
+            Input::Disconnect => self.core.disconnect(),
+            Input::UseOwnConnection(core) => {
+                self.core = Link::Own(core);
+                self.restored = false;
+                // Requests in flight through the hub will never be answered.
+                self.pending.clear();
+                self.outbox.forget_in_flight();
+                self.core.connect(now);
+            }
+            Input::Reset => {
+                self.core.disconnect();
+                self.chat = ChatState::new(None);
+                self.outbox = Outbox::default();
+                self.chat_session = None;
+                self.tabs = None;
+                self.moved = false;
+                self.resync_from = None;
+                self.retry_restore = None;
+                self.restore_after_users = None;
+                self.event(SessionEvent::OutboxChanged);
+                self.event(SessionEvent::ChatChanged);
+            }
+            Input::Send {
+                to,
+                content,
+                wall_ms,
+            } => {
+                self.outbox.push(OutboxEntry {
+                    client_id: new_client_id(wall_ms),
+                    to: to.to_owned(),
+                    content: content.to_owned(),
+                    created_at: wall_ms,
+                    failed: None,
+                });
+                self.event(SessionEvent::OutboxChanged);
+            }
+            Input::Retry { client_id } => {
+                self.outbox.retry(client_id);
+                self.event(SessionEvent::OutboxChanged);
+            }
+            Input::Discard { client_id } => {
+                self.outbox.discard(client_id);
+                self.event(SessionEvent::OutboxChanged);
+            }
+            Input::LoadHistory { peer } => self.load_history(peer, now),
+            Input::MarkRead { peer } => {
+                let before = self.chat.read_up_to.get(peer).copied();
+                self.chat.mark_read(peer);
+                if self.chat.read_up_to.get(peer).copied() != before {
+                    self.event(SessionEvent::ReadChanged);
+                }
+            }
+            Input::Logout { everywhere } => {
+                let request = RawJson::of(&LogoutRequest { everywhere });
+                if let Ok(id) =
+                    self.core
+                        .emit_with_ack(events::LOGOUT, &request, ACK_TIMEOUT_MS, now)
+                {
+                    self.pending.insert(id, Pending::Logout);
+                }
+            }
+            Input::Emit { event, data } => {
+                let _ = self.core.emit(event, data);
+            }
+            Input::Request { tag, event, data } => {
+                match self.core.emit_with_ack(event, data, ACK_TIMEOUT_MS, now) {
+                    Ok(id) => {
+                        self.pending.insert(id, Pending::Caller { tag });
+                    }
+                    Err(_) => self.event(SessionEvent::Reply {
+                        tag,
+                        result: Err(AckFailure::Disconnected),
+                    }),
+                }
+            }
+        }
+    }
+
+    fn on_timer(&mut self, now: u64) {
         self.core.handle_timer(now);
         if let Some(after) = self.restore_after_users {
             if after.at_latest <= now {
@@ -253,47 +400,15 @@ impl Session {
                 self.request_restore(retry.peers_only, retry.since, now);
             }
         }
-        self.pump(now);
-        self.drain(now);
     }
 
-    /// Writes a message: it goes to the outbox (persisted by the adapter) and is sent as soon
-    /// as the connection allows. Returns its client id.
-    pub fn send_message(&mut self, to: &str, content: &str, now: u64, wall_ms: i64) -> String {
-        let client_id = new_client_id(wall_ms);
-        self.outbox.push(OutboxEntry {
-            client_id: client_id.clone(),
-            to: to.to_owned(),
-            content: content.to_owned(),
-            created_at: wall_ms,
-            failed: None,
-        });
-        self.event(SessionEvent::OutboxChanged);
-        self.pump(now);
-        self.drain(now);
-        client_id
-    }
-
-    pub fn retry_message(&mut self, client_id: &str, now: u64) {
-        self.outbox.retry(client_id);
-        self.event(SessionEvent::OutboxChanged);
-        self.pump(now);
-        self.drain(now);
-    }
-
-    pub fn discard_message(&mut self, client_id: &str) {
-        self.outbox.discard(client_id);
-        self.event(SessionEvent::OutboxChanged);
-    }
-
-    /// Asks for the page of `peer`'s conversation before the oldest message held.
-    pub fn load_history(&mut self, peer: &str, now: u64) -> Result<(), NotConnected> {
+    fn load_history(&mut self, peer: &str, now: u64) {
         let already_asked = self
             .pending
             .values()
             .any(|p| matches!(p, Pending::History { peer: asked } if asked == peer));
         if already_asked {
-            return Ok(());
+            return;
         }
         let request = HistoryRequest {
             with: peer.to_owned(),
@@ -301,49 +416,17 @@ impl Session {
             limit: Some(50),
         };
         let data = RawJson::of(&request);
-        let id = self
+        if let Ok(id) = self
             .core
-            .emit_with_ack(events::HISTORY, &data, ACK_TIMEOUT_MS, now)?;
-        self.pending.insert(
-            id,
-            Pending::History {
-                peer: peer.to_owned(),
-            },
-        );
-        self.drain(now);
-        Ok(())
-    }
-
-    /// Ends the session on the server (every tab of it is disconnected); with `everywhere`,
-    /// every session of the user.
-    pub fn logout(&mut self, everywhere: bool, now: u64) -> Result<(), NotConnected> {
-        let request = RawJson::of(&LogoutRequest { everywhere });
-        let id = self
-            .core
-            .emit_with_ack(events::LOGOUT, &request, ACK_TIMEOUT_MS, now)?;
-        self.pending.insert(id, Pending::Logout);
-        self.drain(now);
-        Ok(())
-    }
-
-    /// Any event, without an ack.
-    pub fn emit_event(
-        &mut self,
-        event: &str,
-        data: &RawJson,
-        now: u64,
-    ) -> Result<(), NotConnected> {
-        self.core.emit(event, data)?;
-        self.drain(now);
-        Ok(())
-    }
-
-    /// Any request with an ack; the answer comes as [`SessionEvent::Reply`].
-    pub fn request(&mut self, event: &str, data: &RawJson, now: u64) -> Result<u64, NotConnected> {
-        let id = self.core.emit_with_ack(event, data, ACK_TIMEOUT_MS, now)?;
-        self.pending.insert(id, Pending::Caller);
-        self.drain(now);
-        Ok(id)
+            .emit_with_ack(events::HISTORY, &data, ACK_TIMEOUT_MS, now)
+        {
+            self.pending.insert(
+                id,
+                Pending::History {
+                    peer: peer.to_owned(),
+                },
+            );
+        }
     }
 
     fn pump(&mut self, now: u64) {
@@ -574,7 +657,6 @@ impl Session {
                 // Even when restoring failed, what the outbox holds must still go out.
                 self.restored = true;
                 self.event(SessionEvent::Restored);
-                self.pump(now);
             }
             Pending::History { peer } => {
                 let page = parse::<Ack<History>>(result.ok().and_then(|a| a.into_iter().next()));
@@ -595,13 +677,12 @@ impl Session {
                     AckOutcome::Failed => self.event(SessionEvent::OutboxChanged),
                     AckOutcome::Retry | AckOutcome::NotOurs => {}
                 }
-                self.pump(now);
             }
             Pending::Logout => {}
-            Pending::Caller => {
+            Pending::Caller { tag } => {
                 let result =
                     result.map(|args| args.into_iter().next().unwrap_or_else(RawJson::null));
-                self.event(SessionEvent::Reply { id, result });
+                self.event(SessionEvent::Reply { tag, result });
             }
         }
     }
@@ -642,6 +723,7 @@ mod tests {
     use super::*;
     use crate::core::CoreConfig;
     use crate::testing::{auth, raw};
+    use protocol::HandshakeAuth;
     use serde_json::json;
 
     fn sent(session: &mut Session) -> Vec<String> {
@@ -660,32 +742,29 @@ mod tests {
             || auth(json!({ "sessionID": "s" })),
             || 0.5,
         );
-        let mut session = Session::new(core, Some("me".into()), Outbox::default());
-        session.connect(0);
-        session.handle_frame(
-            r#"0{"sid":"e","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":100000}"#,
-            1,
-        );
-        session.handle_frame(r#"40{"sid":"s1"}"#, 2);
+        let mut session = Session::new(core, ChatState::new(Some("me".into())), Outbox::default());
+        session.step(Input::Connect, 0);
+        session.step(Input::Frame(r#"0{"sid":"e","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":100000}"#), 1);
+        session.step(Input::Frame(r#"40{"sid":"s1"}"#), 2);
         session
     }
 
     /// A session that connected and was restored (its first `restore_state` answered).
     fn restored() -> Session {
         let mut session = connected();
-        session.handle_frame(r#"42["session",{"sessionID":"s","userID":"me"}]"#, 2);
+        session.step(
+            Input::Frame(r#"42["session",{"sessionID":"s","userID":"me"}]"#),
+            2,
+        );
         // Holding nothing, it restores once `users` is here.
         assert!(!sent(&mut session)
             .iter()
             .any(|f| f.contains("restore_state")));
-        session.handle_frame(r#"42["users",[]]"#, 2);
+        session.step(Input::Frame(r#"42["users",[]]"#), 2);
         // After a connect, presence comes with `users`: the restore asks for peers only.
         let frames = sent(&mut session);
         assert!(frames.contains(&r#"420["restore_state",{"since":0,"peersOnly":true}]"#.to_owned()));
-        session.handle_frame(
-            r#"430[{"ok":{"messages":[{"id":7,"ts":1,"content":"x","from":"u","to":"me"}],"users":[],"hasMore":false}}]"#,
-            3,
-        );
+        session.step(Input::Frame(r#"430[{"ok":{"messages":[{"id":7,"ts":1,"content":"x","from":"u","to":"me"}],"users":[],"hasMore":false}}]"#), 3);
         sent(&mut session);
         session
     }
@@ -693,20 +772,20 @@ mod tests {
     #[test]
     fn a_fresh_page_restores_from_the_newest_message_in_users_not_from_the_start() {
         let mut session = connected();
-        session.handle_frame(r#"42["session",{"sessionID":"s","userID":"me"}]"#, 2);
+        session.step(
+            Input::Frame(r#"42["session",{"sessionID":"s","userID":"me"}]"#),
+            2,
+        );
         assert!(!sent(&mut session)
             .iter()
             .any(|f| f.contains("restore_state")));
-        session.handle_frame(
-            r#"42["users",[{"userID":"u","username":"u","connected":true,"messages":[{"id":40,"ts":1,"content":"x","from":"u","to":"me"},{"id":90,"ts":2,"content":"y","from":"me","to":"u"}]}]]"#,
-            3,
-        );
+        session.step(Input::Frame(r#"42["users",[{"userID":"u","username":"u","connected":true,"messages":[{"id":40,"ts":1,"content":"x","from":"u","to":"me"},{"id":90,"ts":2,"content":"y","from":"me","to":"u"}]}]]"#), 3);
         assert_eq!(
             sent(&mut session),
             [r#"420["restore_state",{"since":90,"peersOnly":true}]"#]
         );
-        session.handle_frame(
-            r#"430[{"ok":{"messages":[],"users":[],"hasMore":false}}]"#,
+        session.step(
+            Input::Frame(r#"430[{"ok":{"messages":[],"users":[],"hasMore":false}}]"#),
             4,
         );
         let restored = SessionOutput::Event(SessionEvent::Restored);
@@ -717,18 +796,15 @@ mod tests {
     fn a_resync_before_users_waits_for_the_restore_that_users_starts() {
         let mut session = connected();
         sent(&mut session);
-        session.handle_frame(r#"42["resync",{"since":0}]"#, 3);
+        session.step(Input::Frame(r#"42["resync",{"since":0}]"#), 3);
         assert!(sent(&mut session).is_empty());
-        session.handle_frame(
-            r#"42["users",[{"userID":"u","username":"u","connected":true,"messages":[{"id":5,"ts":1,"content":"x","from":"u","to":"me"}]}]]"#,
-            4,
-        );
+        session.step(Input::Frame(r#"42["users",[{"userID":"u","username":"u","connected":true,"messages":[{"id":5,"ts":1,"content":"x","from":"u","to":"me"}]}]]"#), 4);
         assert_eq!(
             sent(&mut session),
             [r#"420["restore_state",{"since":5,"peersOnly":true}]"#]
         );
-        session.handle_frame(
-            r#"430[{"ok":{"messages":[],"users":[],"hasMore":false}}]"#,
+        session.step(
+            Input::Frame(r#"430[{"ok":{"messages":[],"users":[],"hasMore":false}}]"#),
             5,
         );
         assert_eq!(sent(&mut session), [r#"421["restore_state",{"since":0}]"#]);
@@ -739,28 +815,28 @@ mod tests {
         let restored = SessionOutput::Event(SessionEvent::Restored);
         let mut session = connected();
         sent(&mut session);
-        session.handle_timer(2 + ACK_TIMEOUT_MS);
+        session.step(Input::Timer, 2 + ACK_TIMEOUT_MS);
         assert_eq!(
             sent(&mut session),
             [r#"420["restore_state",{"since":0,"peersOnly":true}]"#]
         );
         let t = 3 + ACK_TIMEOUT_MS;
-        session.handle_frame(
-            r#"430[{"error":{"code":"rate_limited","message":"wait"}}]"#,
+        session.step(
+            Input::Frame(r#"430[{"error":{"code":"rate_limited","message":"wait"}}]"#),
             t,
         );
         // Not restored yet (the outbox keeps waiting), and asked again a second later.
         assert!(!std::iter::from_fn(|| session.poll_output()).any(|o| o == restored));
         assert_eq!(session.next_deadline(), Some(t + RESTORE_RETRY_MS));
-        session.handle_timer(t + RESTORE_RETRY_MS - 1);
+        session.step(Input::Timer, t + RESTORE_RETRY_MS - 1);
         assert!(sent(&mut session).is_empty());
-        session.handle_timer(t + RESTORE_RETRY_MS);
+        session.step(Input::Timer, t + RESTORE_RETRY_MS);
         assert_eq!(
             sent(&mut session),
             [r#"421["restore_state",{"since":0,"peersOnly":true}]"#]
         );
-        session.handle_frame(
-            r#"431[{"ok":{"messages":[],"users":[],"hasMore":false}}]"#,
+        session.step(
+            Input::Frame(r#"431[{"ok":{"messages":[],"users":[],"hasMore":false}}]"#),
             t + RESTORE_RETRY_MS + 1,
         );
         assert!(std::iter::from_fn(|| session.poll_output()).any(|o| o == restored));
@@ -771,9 +847,9 @@ mod tests {
         let mut session = connected();
         sent(&mut session);
         assert_eq!(session.next_deadline(), Some(2 + ACK_TIMEOUT_MS));
-        session.handle_timer(2 + ACK_TIMEOUT_MS - 1);
+        session.step(Input::Timer, 2 + ACK_TIMEOUT_MS - 1);
         assert!(sent(&mut session).is_empty());
-        session.handle_timer(2 + ACK_TIMEOUT_MS);
+        session.step(Input::Timer, 2 + ACK_TIMEOUT_MS);
         assert_eq!(
             sent(&mut session),
             [r#"420["restore_state",{"since":0,"peersOnly":true}]"#]
@@ -783,23 +859,24 @@ mod tests {
     #[test]
     fn a_tab_joining_a_shared_connection_asks_for_everyones_presence() {
         let link = SharedLink::new(|| auth(json!({ "sessionID": "s" })));
-        let mut session = Session::shared(link, Some("me".into()), Outbox::default());
-        session.connect(0);
+        let mut session =
+            Session::shared(link, ChatState::new(Some("me".into())), Outbox::default());
+        session.step(Input::Connect, 0);
         while session.poll_hub_message().is_some() {}
         // The hub's connection is already up: it tells this tab, and replays that connection's
         // `users`, which may be old.
-        session.handle_hub(
-            HubToTab::State {
+        session.step(
+            Input::Hub(HubToTab::State {
                 state: crate::link::SharedState::Online { sid: "x".into() },
                 reconnects: 0,
-            },
+            }),
             1,
         );
-        session.handle_hub(
-            HubToTab::Connected {
+        session.step(
+            Input::Hub(HubToTab::Connected {
                 sid: "x".into(),
                 reconnect: false,
-            },
+            }),
             1,
         );
         let restores = |session: &mut Session| -> Vec<RawJson> {
@@ -814,11 +891,11 @@ mod tests {
         let message = json!({ "id": 12, "ts": 1, "content": "x", "from": "u", "to": "me" });
         let users =
             json!([{ "userID": "u", "username": "u", "connected": false, "messages": [message] }]);
-        session.handle_hub(
-            HubToTab::Message {
+        session.step(
+            Input::Hub(HubToTab::Message {
                 event: "users".into(),
                 args: vec![raw(users)],
-            },
+            }),
             2,
         );
         assert_eq!(restores(&mut session), [raw(json!({ "since": 12 }))]);
@@ -827,12 +904,9 @@ mod tests {
     #[test]
     fn a_restore_cut_at_the_limit_continues_with_the_same_kind_of_request() {
         let mut session = restored();
-        session.handle_frame(r#"42["resync"]"#, 4);
+        session.step(Input::Frame(r#"42["resync"]"#), 4);
         sent(&mut session);
-        session.handle_frame(
-            r#"431[{"ok":{"messages":[{"id":9,"ts":1,"content":"y","from":"u","to":"me"}],"users":[],"hasMore":true}}]"#,
-            5,
-        );
+        session.step(Input::Frame(r#"431[{"ok":{"messages":[{"id":9,"ts":1,"content":"y","from":"u","to":"me"}],"users":[],"hasMore":true}}]"#), 5);
         assert_eq!(sent(&mut session), [r#"422["restore_state",{"since":9}]"#]);
     }
 
@@ -840,35 +914,32 @@ mod tests {
     fn resync_restores_from_before_the_message_that_could_not_be_queued() {
         let mut session = restored();
         // Message 5 could not be queued; 7 (held) came after it.
-        session.handle_frame(r#"42["resync",{"since":4}]"#, 4);
+        session.step(Input::Frame(r#"42["resync",{"since":4}]"#), 4);
         assert_eq!(sent(&mut session), [r#"421["restore_state",{"since":4}]"#]);
         // A page cut at the limit continues after its own newest message, not the newest held.
-        session.handle_frame(
-            r#"431[{"ok":{"messages":[{"id":5,"ts":1,"content":"y","from":"u","to":"me"}],"users":[],"hasMore":true}}]"#,
-            5,
-        );
+        session.step(Input::Frame(r#"431[{"ok":{"messages":[{"id":5,"ts":1,"content":"y","from":"u","to":"me"}],"users":[],"hasMore":true}}]"#), 5);
         assert_eq!(sent(&mut session), [r#"422["restore_state",{"since":5}]"#]);
         // A cursor past what is held changes nothing: from the newest held.
         let mut session = restored();
-        session.handle_frame(r#"42["resync",{"since":40}]"#, 4);
+        session.step(Input::Frame(r#"42["resync",{"since":40}]"#), 4);
         assert_eq!(sent(&mut session), [r#"421["restore_state",{"since":7}]"#]);
     }
 
     #[test]
     fn a_resync_during_a_restore_restores_again_from_its_point_once_that_one_is_done() {
         let mut session = restored();
-        session.handle_frame(r#"42["resync"]"#, 4);
+        session.step(Input::Frame(r#"42["resync"]"#), 4);
         assert_eq!(sent(&mut session), [r#"421["restore_state",{"since":7}]"#]);
-        session.handle_frame(r#"42["resync",{"since":6}]"#, 5);
-        session.handle_frame(r#"42["resync",{"since":3}]"#, 5);
+        session.step(Input::Frame(r#"42["resync",{"since":6}]"#), 5);
+        session.step(Input::Frame(r#"42["resync",{"since":3}]"#), 5);
         assert!(sent(&mut session).is_empty());
-        session.handle_frame(
-            r#"431[{"ok":{"messages":[],"users":[],"hasMore":false}}]"#,
+        session.step(
+            Input::Frame(r#"431[{"ok":{"messages":[],"users":[],"hasMore":false}}]"#),
             6,
         );
         assert_eq!(sent(&mut session), [r#"422["restore_state",{"since":3}]"#]);
-        session.handle_frame(
-            r#"432[{"ok":{"messages":[],"users":[],"hasMore":false}}]"#,
+        session.step(
+            Input::Frame(r#"432[{"ok":{"messages":[],"users":[],"hasMore":false}}]"#),
             7,
         );
         assert!(sent(&mut session).is_empty());
@@ -877,23 +948,20 @@ mod tests {
     #[test]
     fn a_resync_point_survives_the_connection_dropping_before_it_is_restored() {
         let mut session = restored();
-        session.handle_frame(r#"42["resync"]"#, 4);
-        session.handle_frame(r#"42["resync",{"since":3}]"#, 5);
+        session.step(Input::Frame(r#"42["resync"]"#), 4);
+        session.step(Input::Frame(r#"42["resync",{"since":3}]"#), 5);
         sent(&mut session);
         // The connection drops with the first restore unanswered.
-        session.handle_transport_closed(6);
+        session.step(Input::TransportClosed, 6);
         let mut now = 6;
         while !matches!(session.state(), ConnState::Online { .. }) && now < 60_000 {
             now += 100;
-            session.handle_timer(now);
+            session.step(Input::Timer, now);
             if std::iter::from_fn(|| session.poll_output())
                 .any(|o| o == SessionOutput::OpenTransport)
             {
-                session.handle_frame(
-                    r#"0{"sid":"f","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":100000}"#,
-                    now,
-                );
-                session.handle_frame(r#"40{"sid":"s2"}"#, now);
+                session.step(Input::Frame(r#"0{"sid":"f","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":100000}"#), now);
+                session.step(Input::Frame(r#"40{"sid":"s2"}"#), now);
             }
         }
         let frames = sent(&mut session);
@@ -915,8 +983,10 @@ mod tests {
             .strip_prefix("42")
             .and_then(|r| r.split('[').next())
             .unwrap();
-        session.handle_frame(
-            &format!(r#"43{ack}[{{"ok":{{"messages":[],"users":[],"hasMore":false}}}}]"#),
+        session.step(
+            Input::Frame(&format!(
+                r#"43{ack}[{{"ok":{{"messages":[],"users":[],"hasMore":false}}}}]"#
+            )),
             now,
         );
         let frames = sent(&mut session);
@@ -931,10 +1001,173 @@ mod tests {
     #[test]
     fn resync_restores_from_the_last_id_held() {
         let mut session = restored();
-        session.handle_frame(r#"42["resync"]"#, 4);
+        session.step(Input::Frame(r#"42["resync"]"#), 4);
         assert_eq!(sent(&mut session), [r#"421["restore_state",{"since":7}]"#]);
         // A second resync while that restore is in flight asks nothing more.
-        session.handle_frame(r#"42["resync"]"#, 5);
+        session.step(Input::Frame(r#"42["resync"]"#), 5);
         assert!(sent(&mut session).is_empty());
+    }
+
+    /// The ack number of a frame the session sent (`42<n>[...]`).
+    fn ack_number(frame: &str) -> u64 {
+        let rest = frame.strip_prefix("42").unwrap();
+        rest[..rest.find('[').unwrap()].parse().unwrap()
+    }
+
+    fn messages_sent(session: &mut Session) -> Vec<String> {
+        sent(session)
+            .into_iter()
+            .filter(|f| f.contains(r#"["private message","#))
+            .collect()
+    }
+
+    #[test]
+    fn the_outbox_waits_for_the_restore_then_sends_one_message_per_ack_in_order() {
+        let mut session = connected();
+        let write = |session: &mut Session, content: &str, now: u64| {
+            session.step(
+                Input::Send {
+                    to: "u",
+                    content,
+                    wall_ms: 1,
+                },
+                now,
+            )
+        };
+        write(&mut session, "one", 2);
+        session.step(
+            Input::Frame(r#"42["session",{"sessionID":"s","userID":"me"}]"#),
+            2,
+        );
+        session.step(Input::Frame(r#"42["users",[]]"#), 2);
+        // Not before the restore is answered.
+        assert!(messages_sent(&mut session).is_empty());
+        session.step(
+            Input::Frame(r#"430[{"ok":{"messages":[],"users":[],"hasMore":false}}]"#),
+            3,
+        );
+        let first = messages_sent(&mut session);
+        assert_eq!(first.len(), 1, "{first:?}");
+        assert!(first[0].contains(r#""content":"one""#), "{first:?}");
+        // One at a time: the second waits for the first's ack.
+        write(&mut session, "two", 4);
+        assert!(messages_sent(&mut session).is_empty());
+        let ack = ack_number(&first[0]);
+        session.step(
+            Input::Frame(&format!(r#"43{ack}[{{"ok":{{"id":8,"ts":5}}}}]"#)),
+            5,
+        );
+        let second = messages_sent(&mut session);
+        assert_eq!(second.len(), 1, "{second:?}");
+        assert!(second[0].contains(r#""content":"two""#), "{second:?}");
+        assert_eq!(session.outbox().entries().len(), 1);
+        assert_eq!(session.chat().conversation("u")[0].id, 8);
+        // A message refused for good stays, marked failed, until retried.
+        let ack = ack_number(&second[0]);
+        session.step(
+            Input::Frame(&format!(
+                r#"43{ack}[{{"error":{{"code":"invalid_content","message":"no"}}}}]"#
+            )),
+            6,
+        );
+        assert!(messages_sent(&mut session).is_empty());
+        let client_id = session.outbox().entries()[0].client_id.clone();
+        session.step(
+            Input::Retry {
+                client_id: &client_id,
+            },
+            7,
+        );
+        assert_eq!(messages_sent(&mut session).len(), 1);
+    }
+
+    #[test]
+    fn a_request_is_answered_once_even_when_it_cannot_be_sent() {
+        let replies = |session: &mut Session| -> Vec<(u64, Result<RawJson, AckFailure>)> {
+            std::iter::from_fn(|| session.poll_output())
+                .filter_map(|o| match o {
+                    SessionOutput::Event(SessionEvent::Reply { tag, result }) => {
+                        Some((tag, result))
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        let data = raw(json!({ "x": 1 }));
+        let core = Core::new(CoreConfig::default(), HandshakeAuth::default, || 0.5);
+        let mut offline = Session::new(core, ChatState::new(None), Outbox::default());
+        offline.step(
+            Input::Request {
+                tag: 7,
+                event: "echo",
+                data: &data,
+            },
+            0,
+        );
+        assert_eq!(replies(&mut offline), [(7, Err(AckFailure::Disconnected))]);
+
+        let mut session = restored();
+        session.step(
+            Input::Request {
+                tag: 8,
+                event: "echo",
+                data: &data,
+            },
+            4,
+        );
+        let frames = sent(&mut session);
+        assert_eq!(frames, [r#"421["echo",{"x":1}]"#]);
+        session.step(Input::Frame(r#"431[{"y":2}]"#), 5);
+        assert_eq!(replies(&mut session), [(8, Ok(raw(json!({ "y": 2 }))))]);
+    }
+
+    /// `step` is the one way in, and it always finishes the job: nothing the connection
+    /// produced is left for a later input to find.
+    #[test]
+    fn after_every_input_nothing_is_left_waiting_in_the_connection() {
+        let data = RawJson::null();
+        let mut session = restored();
+        let mut now = 4;
+        let mut step = |session: &mut Session, input: Input<'_>| {
+            now += 1;
+            session.step(input, now);
+            assert!(session.core.poll_output().is_none(), "at {now}");
+            while session.poll_output().is_some() {}
+        };
+        step(
+            &mut session,
+            Input::Send {
+                to: "u",
+                content: "a",
+                wall_ms: 1,
+            },
+        );
+        step(&mut session, Input::Frame(r#"42["resync"]"#));
+        step(&mut session, Input::LoadHistory { peer: "u" });
+        step(&mut session, Input::MarkRead { peer: "u" });
+        step(
+            &mut session,
+            Input::Emit {
+                event: "e",
+                data: &data,
+            },
+        );
+        step(
+            &mut session,
+            Input::Request {
+                tag: 1,
+                event: "e",
+                data: &data,
+            },
+        );
+        step(&mut session, Input::Discard { client_id: "none" });
+        step(&mut session, Input::Timer);
+        step(&mut session, Input::TransportClosed);
+        step(&mut session, Input::Connect);
+        step(&mut session, Input::Logout { everywhere: false });
+        step(&mut session, Input::Disconnect);
+        step(&mut session, Input::Reset);
+        assert!(session.outbox().entries().is_empty());
+        assert!(session.chat().conversation("u").is_empty());
     }
 }

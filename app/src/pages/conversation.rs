@@ -43,7 +43,7 @@ fn Conversation() -> impl IntoView {
         Page::Chat { user_id } => user_id.clone(),
         _ => String::new(),
     };
-    let peer = move || rt.with(|s| s.chat.peer(&peer_id()).cloned()).flatten();
+    let peer = move || rt.with(|s| s.chat().peer(&peer_id()).cloned()).flatten();
     let is_me = move || rt.account.get().map(|a| a.user_id) == Some(peer_id());
     let title = move || match peer() {
         Some(p) if is_me() => format!("{} (you)", p.username),
@@ -56,9 +56,9 @@ fn Conversation() -> impl IntoView {
     let lines = move || {
         let peer = peer_id();
         rt.with(|s| {
-            let me = s.chat.me.clone();
+            let me = s.chat().me.clone();
             let mut lines: Vec<Line> = s
-                .chat
+                .chat()
                 .conversation(&peer)
                 .into_iter()
                 .map(|m| {
@@ -74,7 +74,7 @@ fn Conversation() -> impl IntoView {
                 })
                 .collect();
             lines.extend(
-                s.outbox
+                s.outbox()
                     .entries()
                     .iter()
                     .filter(|e| e.to == peer)
@@ -95,7 +95,7 @@ fn Conversation() -> impl IntoView {
         .unwrap_or_default()
     };
     // `None` until the first `history` answer: then whether older messages exist is known.
-    let cursor = move || rt.with(|s| s.chat.history_cursor(&peer_id())).flatten();
+    let cursor = move || rt.with(|s| s.chat().history_cursor(&peer_id())).flatten();
     let complete = move || cursor().is_none_or(|c| c.complete);
     Effect::new(move |_| {
         if rt.status.get() == Status::Online && cursor().is_none() {

@@ -28,8 +28,8 @@ fn People() -> impl IntoView {
     let rt = use_realtime();
     let rows = move || {
         rt.with(|s| {
-            let me = s.chat.me.clone();
-            s.chat
+            let me = s.chat().me.clone();
+            s.chat()
                 .peers()
                 .into_iter()
                 .map(|p| Row {
@@ -64,11 +64,13 @@ fn Person(row: Row) -> impl IntoView {
     // Memos: each row re-renders only when its own person's state changes.
     let connected = {
         let id = row.user_id.clone();
-        Memo::new(move |_| rt.with(|s| s.chat.peer(&id).is_some_and(|p| p.connected)) == Some(true))
+        Memo::new(move |_| {
+            rt.with(|s| s.chat().peer(&id).is_some_and(|p| p.connected)) == Some(true)
+        })
     };
     let unread = {
         let id = row.user_id.clone();
-        Memo::new(move |_| rt.with(|s| s.chat.unread(&id)).unwrap_or_default())
+        Memo::new(move |_| rt.with(|s| s.chat().unread(&id)).unwrap_or_default())
     };
     view! {
         <li class="person">

@@ -5,12 +5,13 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use client::core::{ConnState, CoreConfig, StopReason};
 use client::native::{now_wall_ms, NativeClient};
-use client::session::SessionEvent;
+use client::session::{Input, SessionEvent};
 use protocol::json::RawJson;
 use protocol::HandshakeAuth;
 use serde_json::{json, Value};
@@ -91,7 +92,7 @@ async fn conversation_of_len(
 ) -> Vec<protocol::payloads::Message> {
     loop {
         let peer = peer.to_owned();
-        let held = client.call(move |s, _| s.chat.conversation(&peer)).await;
+        let held = client.call(move |s, _| s.chat().conversation(&peer)).await;
         if held.len() >= len {
             assert_eq!(held.len(), len, "no message twice");
             return held;
@@ -101,7 +102,7 @@ async fn conversation_of_len(
 }
 
 async fn outbox_len(client: &NativeClient) -> usize {
-    client.call(|s, _| s.outbox.entries().len()).await
+    client.call(|s, _| s.outbox().entries().len()).await
 }
 
 async fn until_outbox_empty(client: &mut NativeClient) {
@@ -122,8 +123,17 @@ async fn rust_client_handshakes_with_auth_and_exchanges_acked_messages_with_teth
     let (mut bob, _, bob_id) = tether_user(&app.url(), "bob").await;
 
     let to = bob_id.clone();
-    ada.call(move |s, now| s.send_message(&to, "hi bob", now, now_wall_ms()))
-        .await;
+    ada.call(move |s, now| {
+        s.step(
+            Input::Send {
+                to: &to,
+                content: "hi bob",
+                wall_ms: now_wall_ms(),
+            },
+            now,
+        )
+    })
+    .await;
     let arrived = until_arrived(&mut bob).await;
     assert_eq!(
         (arrived.content.as_str(), arrived.from.as_str()),
@@ -132,7 +142,7 @@ async fn rust_client_handshakes_with_auth_and_exchanges_acked_messages_with_teth
 
     let mut ada = ada;
     until_outbox_empty(&mut ada).await;
-    let held = ada.call(move |s, _| s.chat.conversation(&bob_id)).await;
+    let held = ada.call(move |s, _| s.chat().conversation(&bob_id)).await;
     assert_eq!(held.len(), 1);
     assert_eq!(
         held[0].id, arrived.id,
@@ -212,8 +222,17 @@ async fn rust_client_reconnects_after_a_restart_restores_state_and_flushes_its_o
 
     // Written while the server is down: kept in the outbox.
     let to = bob_id.clone();
-    ada.call(move |s, now| s.send_message(&to, "sent while down", now, now_wall_ms()))
-        .await;
+    ada.call(move |s, now| {
+        s.step(
+            Input::Send {
+                to: &to,
+                content: "sent while down",
+                wall_ms: now_wall_ms(),
+            },
+            now,
+        )
+    })
+    .await;
     assert_eq!(outbox_len(&ada).await, 1);
 
     let app = spawn_app_at(dir.path(), addr).await;
@@ -226,12 +245,21 @@ async fn rust_client_reconnects_after_a_restart_restores_state_and_flushes_its_o
     assert_eq!(ada.call(|s, _| s.reconnects()).await, 1);
 
     // What bob missed while away comes back through restore_state.
-    bob.call(|s, now| s.disconnect(now)).await;
+    bob.call(|s, now| s.step(Input::Disconnect, now)).await;
     let to = bob_id.clone();
-    ada.call(move |s, now| s.send_message(&to, "while you were away", now, now_wall_ms()))
-        .await;
+    ada.call(move |s, now| {
+        s.step(
+            Input::Send {
+                to: &to,
+                content: "while you were away",
+                wall_ms: now_wall_ms(),
+            },
+            now,
+        )
+    })
+    .await;
     until_outbox_empty(&mut ada).await;
-    bob.call(|s, now| s.connect(now)).await;
+    bob.call(|s, now| s.step(Input::Connect, now)).await;
     within("bob back", until_online(&mut bob)).await;
     let held = within("restored", conversation_of_len(&mut bob, &ada_id, 2)).await;
     assert_eq!(held[1].content, "while you were away");
@@ -289,15 +317,19 @@ impl NodeServer {
 }
 
 async fn reply(client: &mut NativeClient, event: &'static str, data: Value) -> Value {
+    static TAGS: AtomicU64 = AtomicU64::new(1);
+    let tag = TAGS.fetch_add(1, Ordering::Relaxed);
     let data = raw(data);
-    let id = client
-        .call(move |s, now| s.request(event, &data, now))
-        .await
-        .expect("online");
+    client
+        .call(move |s, now| {
+            let data = &data;
+            s.step(Input::Request { tag, event, data }, now)
+        })
+        .await;
     within(
         "reply",
         client.wait_for(|e| match e {
-            SessionEvent::Reply { id: got, result } if *got == id => Some(result.clone()),
+            SessionEvent::Reply { tag: got, result } if *got == tag => Some(result.clone()),
             _ => None,
         }),
     )
@@ -352,9 +384,16 @@ async fn rust_client_speaks_to_the_official_node_server() {
     );
     // Server → client with an ack: the server reports the answer it got back.
     client
-        .call(|s, now| s.emit_event("ask me", &RawJson::null(), now))
-        .await
-        .unwrap();
+        .call(|s, now| {
+            s.step(
+                Input::Emit {
+                    event: "ask me",
+                    data: &RawJson::null(),
+                },
+                now,
+            )
+        })
+        .await;
     let answered = within(
         "answered",
         client.wait_for(|e| match e {
@@ -386,7 +425,16 @@ async fn rust_client_reconnects_to_a_restarted_node_server_and_flushes_its_outbo
     .await;
 
     client
-        .call(|s, now| s.send_message("someone", "queued offline", now, now_wall_ms()))
+        .call(|s, now| {
+            s.step(
+                Input::Send {
+                    to: "someone",
+                    content: "queued offline",
+                    wall_ms: now_wall_ms(),
+                },
+                now,
+            )
+        })
         .await;
     assert_eq!(outbox_len(&client).await, 1);
 

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use client::core::{ConnState, CoreConfig};
 use client::native::{now_wall_ms, NativeClient};
-use client::session::SessionEvent;
+use client::session::{Input, SessionEvent};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -82,15 +82,33 @@ async fn kill_9_mid_stream_loses_no_acked_message_and_duplicates_nothing() {
     for i in 0..250 {
         let (to_bob, to_ada) = (bob.id.clone(), ada.id.clone());
         ada.client
-            .call(move |s, now| s.send_message(&to_bob, &format!("a{i:03}"), now, now_wall_ms()))
+            .call(move |s, now| {
+                s.step(
+                    Input::Send {
+                        to: &to_bob,
+                        content: &format!("a{i:03}"),
+                        wall_ms: now_wall_ms(),
+                    },
+                    now,
+                )
+            })
             .await;
         bob.client
-            .call(move |s, now| s.send_message(&to_ada, &format!("b{i:03}"), now, now_wall_ms()))
+            .call(move |s, now| {
+                s.step(
+                    Input::Send {
+                        to: &to_ada,
+                        content: &format!("b{i:03}"),
+                        wall_ms: now_wall_ms(),
+                    },
+                    now,
+                )
+            })
             .await;
     }
     let (ada_id, bob_id) = (ada.id.clone(), bob.id.clone());
     until(&mut ada.client, "some messages were acked", move |s| {
-        s.chat.conversation(&bob_id).len() >= 40
+        s.chat().conversation(&bob_id).len() >= 40
     })
     .await;
     server.kill_9().await;
@@ -101,10 +119,13 @@ async fn kill_9_mid_stream_loses_no_acked_message_and_duplicates_nothing() {
         until(
             &mut u.client,
             "everything is delivered and resynced",
-            move |s| s.outbox.entries().is_empty() && s.chat.conversation(&peer2).len() == 500,
+            move |s| s.outbox().entries().is_empty() && s.chat().conversation(&peer2).len() == 500,
         )
         .await;
-        let held = u.client.call(move |s, _| s.chat.conversation(&peer)).await;
+        let held = u
+            .client
+            .call(move |s, _| s.chat().conversation(&peer))
+            .await;
         let ids: HashSet<i64> = held.iter().map(|m| m.id).collect();
         assert_eq!(ids.len(), 500, "no duplicates on screen");
         for side in ["a", "b"] {
@@ -157,11 +178,13 @@ async fn fifty_messages_sent_while_away_arrive_once_and_in_order_even_across_a_r
     let ada_id = ada.user_id.clone();
     until(&mut bob.client, "bob sees ada", {
         let ada_id = ada_id.clone();
-        move |s| s.chat.peer(&ada_id).is_some()
+        move |s| s.chat().peer(&ada_id).is_some()
     })
     .await;
 
-    bob.client.call(|s, now| s.disconnect(now)).await;
+    bob.client
+        .call(|s, now| s.step(Input::Disconnect, now))
+        .await;
     for i in 0..25 {
         assert!(ada.send(&bob.id, &format!("m{i:02}")).await["ok"].is_object());
     }
@@ -173,15 +196,15 @@ async fn fifty_messages_sent_while_away_arrive_once_and_in_order_even_across_a_r
         assert!(ada.send(&bob.id, &format!("m{i:02}")).await["ok"].is_object());
     }
 
-    bob.client.call(|s, now| s.connect(now)).await;
+    bob.client.call(|s, now| s.step(Input::Connect, now)).await;
     let peer = ada_id.clone();
     until(&mut bob.client, "bob restored all 50", move |s| {
-        s.chat.conversation(&peer).len() >= 50
+        s.chat().conversation(&peer).len() >= 50
     })
     .await;
     let held = bob
         .client
-        .call(move |s, _| s.chat.conversation(&ada_id))
+        .call(move |s, _| s.chat().conversation(&ada_id))
         .await;
     let texts: Vec<String> = held.iter().map(|m| m.content.clone()).collect();
     let expected: Vec<String> = (0..50).map(|i| format!("m{i:02}")).collect();
