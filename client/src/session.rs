@@ -184,6 +184,8 @@ pub struct Session {
     restore_after_users: Option<AfterUsers>,
     /// A restore refused for now, to ask again.
     retry_restore: Option<RetryRestore>,
+    /// The outbox sends nothing before this (the server refused its last send for now).
+    outbox_paused_until: Option<u64>,
 }
 
 impl Session {
@@ -212,6 +214,7 @@ impl Session {
             chat_session: None,
             restore_after_users: None,
             retry_restore: None,
+            outbox_paused_until: None,
         }
     }
 
@@ -265,6 +268,7 @@ impl Session {
             .into_iter()
             .chain(restore)
             .chain(retry)
+            .chain(self.outbox_paused_until)
             .min()
     }
 
@@ -430,12 +434,15 @@ impl Session {
     }
 
     fn pump(&mut self, now: u64) {
+        // Set again below while it still holds: a deadline left behind would wake the adapter
+        // again and again once passed.
+        self.outbox_paused_until = None;
         if !self.restored {
             // Flush only after the state is restored, so acks land on an up-to-date view.
             return;
         }
         let before = self.outbox.entries().len();
-        self.outbox.pump(&mut self.core, now, ACK_TIMEOUT_MS);
+        self.outbox_paused_until = self.outbox.pump(&mut self.core, now, ACK_TIMEOUT_MS);
         if let Some(id) = self.outbox.in_flight_id() {
             self.pending.entry(id).or_insert(Pending::Outbox);
         }
@@ -1079,6 +1086,54 @@ mod tests {
             7,
         );
         assert_eq!(messages_sent(&mut session).len(), 1);
+    }
+
+    #[test]
+    fn a_message_the_server_refused_for_now_is_sent_again_when_the_pause_ends() {
+        let mut session = restored();
+        session.step(
+            Input::Send {
+                to: "u",
+                content: "hi",
+                wall_ms: 1,
+            },
+            4,
+        );
+        let first = messages_sent(&mut session);
+        let ack = ack_number(&first[0]);
+        session.step(
+            Input::Frame(&format!(
+                r#"43{ack}[{{"error":{{"code":"rate_limited","message":"wait"}}}}]"#
+            )),
+            5,
+        );
+        assert!(messages_sent(&mut session).is_empty());
+        // The session wakes itself when the pause ends, not at the next unrelated event.
+        assert_eq!(session.next_deadline(), Some(5 + 1_000));
+        session.step(Input::Timer, 5 + 1_000);
+        assert_eq!(messages_sent(&mut session).len(), 1);
+
+        // Offline during the pause, the passed pause is no deadline (that would wake the
+        // adapter over and over).
+        let mut session = restored();
+        session.step(
+            Input::Send {
+                to: "u",
+                content: "hi",
+                wall_ms: 1,
+            },
+            4,
+        );
+        let ack = ack_number(&messages_sent(&mut session)[0]);
+        session.step(
+            Input::Frame(&format!(
+                r#"43{ack}[{{"error":{{"code":"rate_limited","message":"wait"}}}}]"#
+            )),
+            5,
+        );
+        session.step(Input::TransportClosed, 6);
+        session.step(Input::Timer, 5 + 1_000);
+        assert!(session.next_deadline().is_none_or(|at| at > 5 + 1_000));
     }
 
     #[test]

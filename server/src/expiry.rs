@@ -1,7 +1,8 @@
 //! Expiry, on every node, twice a second: sessions past their deadline end and their sockets
 //! close (on every node: the disconnect goes through the adapter); accounts that never sent or
 //! received a message are deleted once idle or left without a session; and the sessions of
-//! this node's connected sockets are refreshed, so a session in use never idles out.
+//! this node's connected sockets are refreshed, so a session in use never idles out. Sockets
+//! close as a logout closes them ([`crate::transport::logout::close_sockets`]).
 //!
 //! Each step reads only what is due, through an index (SQLite) or a sorted set (Redis), so a
 //! quiet tick costs one small query.
@@ -13,6 +14,7 @@ use socketioxide::adapter::Adapter;
 use socketioxide::SocketIo;
 
 use crate::store::Store;
+use crate::transport::logout::{close_sockets, Ended};
 use crate::transport::Viewer;
 
 /// How often expired sessions are looked for, at most: a session's sockets close at most this
@@ -113,7 +115,7 @@ async fn expire_sessions<A: Adapter>(io: &SocketIo<A>, store: &dyn Store) {
                     );
                     metrics::counter!("tether_sessions_expired_total")
                         .increment(ended.len() as u64);
-                    close_sessions(io, ended).await;
+                    close_sockets(io, Ended::Sessions(ended)).await;
                 }
                 if !more {
                     return;
@@ -140,7 +142,7 @@ async fn expire_accounts<A: Adapter>(io: &SocketIo<A>, store: &dyn Store, idle: 
                         .increment(expired.users as u64);
                 }
                 let more = expired.users >= BATCH;
-                close_sessions(io, expired.sessions).await;
+                close_sockets(io, Ended::Sessions(expired.sessions)).await;
                 if !more {
                     return;
                 }
@@ -181,43 +183,13 @@ async fn touch_connected<A: Adapter>(io: &SocketIo<A>, store: &dyn Store) {
     }
     if !gone.is_empty() {
         tracing::info!(sessions = gone.len(), "closing sockets whose session ended");
-        close_sessions(io, gone).await;
+        close_sockets(io, Ended::Sessions(gone)).await;
     }
-}
-
-/// Disconnects every socket of these sessions, on every node (one broadcast for them all).
-async fn close_sessions<A: Adapter>(io: &SocketIo<A>, digests: Vec<String>) {
-    if digests.is_empty() {
-        return;
-    }
-    let rooms: Vec<String> = digests.iter().map(|digest| session_room(digest)).collect();
-    if let Err(e) = io.within(rooms).disconnect().await {
-        tracing::warn!(error = %e, "could not close every socket of the ended sessions");
-    }
-}
-
-/// The room of a session's sockets, by its digest ([`Viewer::session_room`]).
-fn session_room(digest: &str) -> String {
-    format!("session:{digest}")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{SessionId, UserId};
-
-    #[test]
-    fn the_room_closed_is_the_room_the_sessions_sockets_joined() {
-        let viewer = Viewer {
-            session_id: SessionId::random(),
-            user_id: UserId::random(),
-            username: "ada".into(),
-        };
-        assert_eq!(
-            session_room(&viewer.session_id.digest()),
-            viewer.session_room()
-        );
-    }
 
     #[test]
     fn connected_sessions_are_refreshed_three_times_per_idle_time() {

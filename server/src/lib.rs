@@ -175,7 +175,7 @@ pub async fn build_app(config: &Config, origins: origin::OriginPolicy) -> anyhow
         .check(state.limits.largest_read())
         .map_err(anyhow::Error::msg)?;
     let builder = SocketIo::builder()
-        .with_state(state)
+        .with_state(state.clone())
         .ping_interval(Duration::from_millis(config.ping_interval_ms))
         .ping_timeout(Duration::from_millis(config.ping_timeout_ms))
         .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
@@ -250,7 +250,10 @@ pub async fn build_app(config: &Config, origins: origin::OriginPolicy) -> anyhow
             transport::register(&io)
                 .await
                 .map_err(|e| anyhow::anyhow!("redis adapter: {e}"))?;
-            tasks.push(tokio::spawn(heartbeat_loop(io.clone(), store.clone())));
+            tasks.push(tokio::spawn(transport::presence::heartbeat_loop(
+                io.clone(),
+                state,
+            )));
             (routes.layer(layer), Io::Cluster(io))
         }
     };
@@ -289,23 +292,6 @@ pub async fn build_app(config: &Config, origins: origin::OriginPolicy) -> anyhow
         ops,
         tasks,
     })
-}
-
-/// Keeps this node alive in the cluster's presence and announces what dead nodes took away.
-async fn heartbeat_loop<A: socketioxide::adapter::Adapter>(io: SocketIo<A>, store: Arc<dyn Store>) {
-    let Some(every) = store.heartbeat_every() else {
-        return;
-    };
-    let mut ticks = tokio::time::interval(every);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        match store.heartbeat().await {
-            Ok(changes) if changes.is_empty() => {}
-            Ok(changes) => transport::announce_presence_changes(&io, store.as_ref(), changes).await,
-            Err(e) => tracing::warn!(error = %e, "cluster heartbeat failed; retrying"),
-        }
-    }
 }
 
 /// A listening socket with room for `backlog` connections not yet accepted (tokio's

@@ -1,18 +1,57 @@
-//! `logout`: the session ends server-side, then every socket of it is disconnected. With
-//! `{ everywhere: true }` every session of the user ends.
+//! Sessions ending: the `logout` event (this session, or with `{ everywhere: true }` every
+//! session of the user), and the one way the sockets of ended sessions close, on every node,
+//! whether a logout or the expiry task ([`crate::expiry`]) ended them. Each closing socket
+//! goes through its disconnect handler, which uncounts it and announces a user's going offline
+//! ([`super::presence`]).
 
 use protocol::events;
 use protocol::payloads::LogoutRequest;
 use serde_json::Value;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{SocketRef, State, TryData};
+use socketioxide::SocketIo;
 
 use super::overflow::Ack;
-
 use super::{reply, EventError, SocketState, Viewer};
+use crate::domain::UserId;
+
+/// Whose sockets close because their sessions ended.
+pub enum Ended<'a> {
+    /// These sessions, by digest: a logout's own, or those an expiry sweep ended.
+    Sessions(Vec<String>),
+    /// Every session of the user: a logout everywhere.
+    User(&'a UserId),
+}
+
+impl Ended<'_> {
+    /// The rooms holding those sockets: each session's ([`session_room`]), or the user's.
+    fn rooms(self) -> Vec<String> {
+        match self {
+            Ended::Sessions(digests) => digests.iter().map(|d| session_room(d)).collect(),
+            Ended::User(user) => vec![user.to_string()],
+        }
+    }
+}
+
+/// The room of a session's sockets, by the digest of its secret (never the secret).
+pub fn session_room(digest: &str) -> String {
+    format!("session:{digest}")
+}
+
+/// Disconnects every socket of what ended, on every node (one broadcast for them all).
+pub async fn close_sockets<A: Adapter>(io: &SocketIo<A>, ended: Ended<'_>) {
+    let rooms = ended.rooms();
+    if rooms.is_empty() {
+        return;
+    }
+    if let Err(e) = io.within(rooms).disconnect().await {
+        tracing::warn!(error = %e, "could not close every socket of the ended sessions");
+    }
+}
 
 pub async fn logout<A: Adapter>(
     socket: SocketRef<A>,
+    io: SocketIo<A>,
     State(state): State<SocketState>,
     TryData(payload): TryData<Value>,
     ack: Ack<A>,
@@ -45,12 +84,33 @@ pub async fn logout<A: Adapter>(
         return;
     }
     tracing::info!(conn = %crate::telemetry::conn(&socket.id), user.id = %viewer.user_id, everywhere = request.everywhere, "signed out");
-    // The user's room holds every socket of every session of the user; the session's room,
-    // every tab of this session.
-    let room = if request.everywhere {
-        viewer.user_id.to_string()
+    let ended = if request.everywhere {
+        Ended::User(&viewer.user_id)
     } else {
-        viewer.session_room()
+        Ended::Sessions(vec![viewer.session_id.digest()])
     };
-    let _ = socket.within(room).disconnect().await;
+    close_sockets(&io, ended).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::SessionId;
+
+    #[test]
+    fn the_room_closed_is_the_room_the_sessions_sockets_joined() {
+        let viewer = Viewer {
+            session_id: SessionId::random(),
+            user_id: UserId::random(),
+            username: "ada".into(),
+        };
+        assert_eq!(
+            Ended::Sessions(vec![viewer.session_id.digest()]).rooms(),
+            [viewer.session_room()]
+        );
+        assert_eq!(
+            Ended::User(&viewer.user_id).rooms(),
+            [viewer.user_id.to_string()]
+        );
+    }
 }

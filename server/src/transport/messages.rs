@@ -1,9 +1,10 @@
-//! `private message`, `restore_state` and `history`.
+//! `private message`, and the reads: `restore_state`, `history` and `users_page`, each priced
+//! by its answer (the lists of users they carry are [`super::roster`]'s).
 
 use protocol::events;
 use protocol::payloads::{
-    History, HistoryRequest, MessageReceipt, OutgoingMessage, Presence, RestoreState,
-    RestoreStateRequest, UsersPage, UsersPageRequest,
+    History, HistoryRequest, MessageReceipt, OutgoingMessage, RestoreState, RestoreStateRequest,
+    UsersPage,
 };
 use serde_json::Value;
 use socketioxide::adapter::Adapter;
@@ -12,6 +13,7 @@ use socketioxide::extract::{SocketRef, State, TryData};
 use super::overflow::Ack;
 use super::price;
 use super::rate::SocketReadBucket;
+use super::roster::{self, PRESENCE_MOST, USERS_PAGE_MAX};
 
 use super::{reply, EventError, SocketState, Viewer};
 use crate::domain::{ClientMsgId, MessageContent, UserId};
@@ -206,9 +208,6 @@ async fn priced<T>(
 /// The longest a socket's one waiting read waits for its tokens before it is refused.
 const READ_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// The most a user entry of a presence list can cost (a 32-character name, 4 bytes each).
-const PRESENCE_MOST: usize = price::USER_FIXED + 4 * protocol::domain::USERNAME_MAX_CHARS;
-
 /// The most a `restore_state` answer can cost: a full page and a full presence list.
 fn restore_most(state: &SocketState) -> usize {
     state.limits.largest_read()
@@ -266,44 +265,12 @@ async fn restore(
         .iter()
         .flat_map(|m| [m.from.as_str(), m.to.as_str()])
         .collect();
-    let users = if request.peers_only && peers.is_empty() {
-        // Presence came with this connection's `users`; nobody new to name.
-        Vec::new()
-    } else {
-        let online = state.store.online_users().await?;
-        let directory = state.store.list_users().await?;
-        if request.peers_only {
-            directory
-                .iter()
-                .filter(|u| peers.contains(u.user_id.as_str()))
-                .map(|u| presence(u, &online))
-                .collect()
-        } else {
-            super::connection::roster_members(
-                &directory,
-                viewer,
-                |u| peers.contains(u.user_id.as_str()),
-                |u| online.contains(&u.user_id),
-                state.limits.roster_full_max,
-            )
-            .into_iter()
-            .map(|u| presence(u, &online))
-            .collect()
-        }
-    };
+    let users = roster::restore_presence(state, viewer, &peers, request.peers_only).await?;
     Ok(RestoreState {
         messages: page.messages,
         users,
         has_more: page.has_more,
     })
-}
-
-fn presence(user: &crate::store::User, online: &std::collections::HashSet<UserId>) -> Presence {
-    Presence {
-        connected: online.contains(&user.user_id),
-        user_id: user.user_id.to_string(),
-        username: user.username.clone(),
-    }
 }
 
 /// A page of the user directory, with presence (how clients reach everyone beyond the roster).
@@ -323,40 +290,12 @@ pub async fn users_page<A: Adapter>(
         &bucket,
         price::REQUEST_BASE + USERS_PAGE_MAX as usize * PRESENCE_MOST,
         |page: &UsersPage| page.users.iter().map(price::presence_bytes).sum(),
-        directory_page(&state, payload.ok()),
+        roster::directory_page(&state, payload.ok()),
     )
     .await;
     let limited = matches!(result, Err(EventError::RateLimited));
     reply(ack, events::USERS_PAGE, result);
     judge(&socket, &state, &viewer, limited);
-}
-
-/// The most entries one `users_page` answer holds.
-const USERS_PAGE_MAX: u32 = 500;
-
-async fn directory_page(
-    state: &SocketState,
-    payload: Option<Value>,
-) -> Result<UsersPage, EventError> {
-    let request: UsersPageRequest = match payload {
-        None | Some(Value::Null) => UsersPageRequest::default(),
-        Some(v) => serde_json::from_value(v).map_err(|_| EventError::InvalidPayload)?,
-    };
-    let limit = request.limit.unwrap_or(100).clamp(1, USERS_PAGE_MAX) as usize;
-    let users = state.store.list_users().await?;
-    let online = state.store.online_users().await?;
-    let start = usize::try_from(request.offset)
-        .unwrap_or(usize::MAX)
-        .min(users.len());
-    let page = users[start..]
-        .iter()
-        .take(limit)
-        .map(|u| presence(u, &online))
-        .collect();
-    Ok(UsersPage {
-        users: page,
-        total: users.len() as u64,
-    })
 }
 
 /// Older messages of one of the caller's conversations.

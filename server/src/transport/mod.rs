@@ -1,20 +1,25 @@
 //! The Socket.IO side of Tether: one file per event group.
 //!
 //! - [`handshake`]: the connect middleware that turns `auth` into a session (or refuses it);
-//! - [`connection`]: what happens on every accepted connection, and presence on disconnect;
-//! - [`messages`]: `private message`, `restore_state` and `history`;
-//! - [`session`]: the `logout` event;
+//! - [`connection`]: what happens on every accepted connection;
+//! - [`presence`]: who is online and who hears it (`user connected`, `user disconnected`,
+//!   `tabs`), for local sockets and the cluster heartbeat alike;
+//! - [`roster`]: every list of users sent (`users`, `restore_state`'s, `users_page`);
+//! - [`messages`]: `private message`, `restore_state`, `history` and `users_page`;
+//! - [`logout`]: the `logout` event, and closing the sockets of ended sessions (expiry too);
 //! - [`request_head`]: the HTTP head a socket keeps, copied off hyper's read buffer.
 
 pub(crate) mod connection;
 mod error;
 mod handshake;
+pub mod logout;
 mod messages;
 mod overflow;
+pub(crate) mod presence;
 pub mod price;
 mod rate;
 pub mod request_head;
-mod session;
+mod roster;
 pub mod signup;
 
 use std::sync::Arc;
@@ -74,7 +79,7 @@ pub struct Viewer {
 impl Viewer {
     /// The room of this session's sockets: named by the secret's digest, never the secret.
     pub fn session_room(&self) -> String {
-        format!("session:{}", self.session_id.digest())
+        logout::session_room(&self.session_id.digest())
     }
 }
 
@@ -105,67 +110,4 @@ pub fn register<A: Adapter + DefinedAdapter>(io: &SocketIo<A>) -> A::InitRes {
         "/",
         connection::on_connect::<A>.with(handshake::authenticate::<A>),
     )
-}
-
-/// Tells everyone about presence changes the store's heartbeat found (another node died, or
-/// this one had been presumed dead), as a disconnect or connect on this node would have.
-pub async fn announce_presence_changes<A: Adapter>(
-    io: &SocketIo<A>,
-    store: &dyn Store,
-    changes: Vec<crate::store::PresenceChange>,
-) {
-    use crate::store::PresenceChange;
-    // Read once, and only when some user came back (they need their names).
-    let returned = changes
-        .iter()
-        .any(|c| matches!(c, PresenceChange::Returned { .. }));
-    let directory = if returned {
-        store.list_users().await.ok()
-    } else {
-        None
-    };
-    for change in changes {
-        match change {
-            PresenceChange::Left {
-                user,
-                sockets_left: 0,
-            } => {
-                tracing::info!(user.id = %user, "user went offline with a dead node");
-                metrics::gauge!("tether_users_online").decrement(1.0);
-                let _ = io
-                    .broadcast()
-                    .emit(protocol::events::USER_DISCONNECTED, user.as_str())
-                    .await;
-            }
-            PresenceChange::Left { user, sockets_left } => {
-                let _ = io
-                    .within(user.to_string())
-                    .emit(
-                        protocol::events::TABS,
-                        &protocol::payloads::Tabs {
-                            count: sockets_left,
-                        },
-                    )
-                    .await;
-            }
-            PresenceChange::Returned { user } => {
-                let Some(found) = directory
-                    .as_ref()
-                    .and_then(|users| users.iter().find(|u| u.user_id == user))
-                else {
-                    continue;
-                };
-                let entry = protocol::payloads::UserEntry {
-                    user_id: user.to_string(),
-                    username: found.username.clone(),
-                    connected: true,
-                    messages: Vec::new(),
-                };
-                let _ = io
-                    .broadcast()
-                    .emit(protocol::events::USER_CONNECTED, &entry)
-                    .await;
-            }
-        }
-    }
 }

@@ -249,3 +249,81 @@ async fn a_cluster_node_refuses_long_polling() {
             .await;
     assert_eq!(status, 400, "websocket only: no sticky sessions needed");
 }
+
+/// A cluster beyond `--roster-full-max` users (2 here), with ada on node 0, her contact cat
+/// and the stranger bob on node 1.
+async fn large_cluster_with_ada_on_node_0() -> (Cluster, TestClient, TestClient, TestClient) {
+    let redis = RedisServer::start().await;
+    let mut cluster = Cluster {
+        redis,
+        nodes: Vec::new(),
+        _dirs: Vec::new(),
+    };
+    for _ in 0..2 {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut args = cluster.redis.node_args();
+        args.extend(["--node-ttl-ms".to_owned(), NODE_TTL_MS.to_string()]);
+        args.extend(["--roster-full-max".to_owned(), "2".to_owned()]);
+        cluster
+            .nodes
+            .push(ChildServer::start_with(dir.path(), &args).await);
+        cluster._dirs.push(dir);
+    }
+    let ada = cluster.connect_as(0, "ada").await;
+    let mut cat = cluster.connect_as(1, "cat").await;
+    let bob = cluster.connect_as(1, "bob").await;
+    ada.send(&cat.user_id, "hi cat").await;
+    cat.next("private message").await;
+    (cluster, ada, cat, bob)
+}
+
+#[tokio::test]
+async fn beyond_the_full_roster_a_dead_nodes_users_go_offline_to_their_contacts_only() {
+    let (mut cluster, ada, mut cat, mut bob) = large_cluster_with_ada_on_node_0().await;
+
+    cluster.nodes.remove(0).kill_9().await;
+    assert_eq!(cat.next("user disconnected").await, json!(ada.user_id));
+    // The sweep's announcements were queued before this round trip's answer.
+    bob.sync().await;
+    let heard: Vec<Value> = bob
+        .drain("user disconnected")
+        .into_iter()
+        .filter(|id| id == &json!(ada.user_id))
+        .collect();
+    assert!(
+        heard.is_empty(),
+        "a stranger is not told, as a local disconnect would not tell them: {heard:?}"
+    );
+}
+
+#[tokio::test]
+async fn beyond_the_full_roster_a_returning_nodes_users_come_online_to_their_contacts_only() {
+    let (cluster, ada, mut cat, mut bob) = large_cluster_with_ada_on_node_0().await;
+    let pid = cluster.nodes[0].child.id().expect("node 0 runs");
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([name, &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {name}");
+    };
+
+    // Node 0 stops answering for longer than its TTL: node 1 sweeps ada offline.
+    signal("-STOP");
+    let swept = tokio::time::timeout(Duration::from_secs(10), cat.next("user disconnected")).await;
+    signal("-CONT");
+    assert_eq!(swept.expect("swept in time"), json!(ada.user_id));
+    // Node 0 wakes, finds it was swept, republishes ada: she is back, to her contacts only.
+    assert_eq!(
+        cat.next("user connected").await["userID"],
+        ada.user_id.as_str()
+    );
+    bob.sync().await;
+    let heard: Vec<Value> = bob
+        .drain("user connected")
+        .into_iter()
+        .chain(bob.drain("user disconnected"))
+        .filter(|e| e == &json!(ada.user_id) || e["userID"] == ada.user_id.as_str())
+        .collect();
+    assert!(heard.is_empty(), "a stranger is not told: {heard:?}");
+}

@@ -219,3 +219,55 @@ async fn beyond_the_full_roster_threshold_users_lists_contacts_and_online_users_
         .collect();
     assert!(heard.is_empty(), "a stranger is not told: {heard:?}");
 }
+
+/// Whether `client` heard ada come or go: every `user connected` / `user disconnected` of hers
+/// it received before a round trip.
+async fn heard_of(client: &mut TestClient, user_id: &str) -> Vec<Value> {
+    client.sync().await;
+    let connected = client.drain("user connected");
+    let disconnected = client.drain("user disconnected");
+    connected
+        .into_iter()
+        .filter(|e| e["userID"] == user_id)
+        .chain(disconnected.into_iter().filter(|id| id == user_id))
+        .collect()
+}
+
+#[tokio::test]
+async fn beyond_the_full_roster_going_offline_is_announced_to_contacts_only() {
+    let app = crate::helpers::spawn_app_with(|c| c.roster_full_max = 2).await;
+    let mut cat = app.connect_as("cat").await;
+    let mut bob = app.connect_as("bob").await;
+    let ada = app.connect_as("ada").await;
+    // A contact made after connecting counts as one: who hears is decided when it is said.
+    ada.send(&cat.user_id, "hi cat").await;
+    assert!(heard_of(&mut bob, &ada.user_id).await.is_empty());
+
+    ada.close().await;
+    assert_eq!(cat.next("user disconnected").await, json!(ada.user_id));
+    let heard = heard_of(&mut bob, &ada.user_id).await;
+    assert!(heard.is_empty(), "a stranger is not told: {heard:?}");
+}
+
+#[tokio::test]
+async fn beyond_the_full_roster_signing_out_everywhere_is_announced_to_contacts_only() {
+    let app = crate::helpers::spawn_app_with(|c| c.roster_full_max = 2).await;
+    let mut cat = app.connect_as("cat").await;
+    let mut bob = app.connect_as("bob").await;
+    let ada = app.connect_as("ada").await;
+    let _tab2 = app.resume(&ada.session_id).await;
+    ada.send(&cat.user_id, "hi cat").await;
+    heard_of(&mut bob, &ada.user_id).await;
+
+    let ack = ada.request("logout", json!({ "everywhere": true })).await;
+    assert_eq!(ack["ok"], true);
+    assert_eq!(cat.next("user disconnected").await, json!(ada.user_id));
+    app.until_room_is_empty(&ada.user_id).await;
+    let heard = heard_of(&mut bob, &ada.user_id).await;
+    assert!(heard.is_empty(), "a stranger is not told: {heard:?}");
+    cat.sync().await;
+    assert!(
+        cat.drain("user disconnected").is_empty(),
+        "offline announced once"
+    );
+}
