@@ -67,7 +67,7 @@ impl Readiness {
             Ok(Ok(())) => true,
             Ok(Err(e)) => {
                 if last.is_none_or(|(_, was)| was) {
-                    tracing::warn!(error = %e, "not ready: the store failed a write");
+                    tracing::warn!(error = %format_args!("{e:#}"), "not ready: the store failed a write");
                 }
                 false
             }

@@ -16,16 +16,74 @@ use protocol::payloads::Message;
 
 use crate::domain::{ClientMsgId, MessageContent, SessionId, UserId, Username};
 
-#[derive(Debug, thiserror::Error)]
+/// Why a store request failed. The request had no effect (its transaction rolled back, its
+/// script did not run). `{}` names the kind of failure only; the cause is the error's
+/// [`source`](std::error::Error::source), and `{:#}` shows the whole chain, as logs should.
+/// No cause carries the store's URL, password or file path (the backends' own errors name
+/// none; the contract test `a_failing_store_fails_with_its_cause` checks), and none of it
+/// reaches a client: the wire says `store_unavailable` and nothing more.
+#[derive(Debug)]
 pub enum StoreError {
-    /// The backend failed or is gone; the request had no effect (its transaction rolled back).
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
+    /// SQLite failed a statement, or the commit of the batch the request was in (shared by
+    /// every request of that batch).
+    Sqlite(Arc<rusqlite::Error>),
+    /// Redis failed the command or script, or could not be reached.
+    Redis(::redis::RedisError),
+    /// The store answered, or holds, data this release cannot read.
+    Unreadable(Box<dyn std::error::Error + Send + Sync>),
+    /// The store's own machinery is gone (its threads stopped, or a request of it panicked).
+    Stopped(&'static str),
+    /// Any other failure (another backend's error, a store that could not start).
+    Unavailable(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl std::fmt::Display for StoreError {
+    /// The kind of failure; with `{:#}`, followed by every cause (`: cause: its cause`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Sqlite(_) => f.write_str("the SQLite store failed")?,
+            StoreError::Redis(_) => f.write_str("the Redis store failed")?,
+            StoreError::Unreadable(_) => f.write_str("the store holds data it cannot read")?,
+            StoreError::Stopped(what) => write!(f, "the store stopped: {what}")?,
+            StoreError::Unavailable(_) => f.write_str("store unavailable")?,
+        }
+        if f.alternate() {
+            let mut cause = std::error::Error::source(self);
+            while let Some(e) = cause {
+                write!(f, ": {e}")?;
+                cause = e.source();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StoreError::Sqlite(e) => Some(e.as_ref()),
+            StoreError::Redis(e) => Some(e),
+            StoreError::Unreadable(e) | StoreError::Unavailable(e) => Some(e.as_ref()),
+            StoreError::Stopped(_) => None,
+        }
+    }
 }
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Unavailable(e.to_string())
+        StoreError::Sqlite(Arc::new(e))
+    }
+}
+
+impl From<::redis::RedisError> for StoreError {
+    fn from(e: ::redis::RedisError) -> Self {
+        StoreError::Redis(e)
+    }
+}
+
+impl From<::redis::ParsingError> for StoreError {
+    fn from(e: ::redis::ParsingError) -> Self {
+        StoreError::Unreadable(Box::new(e))
     }
 }
 
@@ -121,43 +179,71 @@ pub struct Page {
     pub has_more: bool,
 }
 
+/// What every store promises. `server/tests/api/store_contract.rs` checks each promise against
+/// every store (a new store is one line there). Besides what each method says:
+///
+/// - **Durable before it answers.** A write that returned `Ok` is seen by every later call, and
+///   by a new instance of the store opened on the same data (a restart, another node).
+/// - **All or nothing.** A call that fails changed nothing; calls made at the same time behave
+///   as if made one after the other.
+/// - **Ordered.** Message ids are positive and never reused (not even across a restart); a
+///   message stored after another was answered has a higher id. Every list of messages is
+///   oldest (lowest id) first.
+/// - **Sessions.** A session lives until it is ended, has been unused for the store's idle
+///   time, or has reached its maximum age ([`sqlite::SessionPolicy`]); using it
+///   ([`Store::find_session`], [`Store::touch_sessions`]) starts its idle time over.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     // ---- sessions ----
     /// Creates a user and its session, with ids from the OS CSPRNG whose uniqueness the store
-    /// checks.
+    /// checks. The user joins the end of [`Store::list_users`].
     async fn create_session(&self, username: &Username)
         -> Result<(SessionId, Session), StoreError>;
-    /// The live session for this secret; expired sessions are deleted and reported as missing.
+    /// The live session for this secret, refreshed as used now; `None` for a secret that is
+    /// unknown, ended or expired (an expired session is ended).
     async fn find_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError>;
-    /// Ends a session for good. Returns whether it existed.
+    /// Ends a session for good. Returns whether it was live (one that lapsed on its own and was
+    /// not swept yet may count either way).
     async fn delete_session(&self, id: &SessionId) -> Result<bool, StoreError>;
-    /// Ends every session of a user ("sign out everywhere"). Returns how many there were.
+    /// Ends every session of a user ("sign out everywhere"). Returns how many there were (as
+    /// [`Store::delete_session`] counts).
     async fn delete_user_sessions(&self, user: &UserId) -> Result<usize, StoreError>;
-    /// Ends up to `limit` sessions past their deadline (idle or maximum age). A user that never sent or received a message and has no session left is marked
-    /// for [`Store::expire_accounts`] (as ending a session by `delete_session` does).
-    /// Returns the digests of the sessions ended (see [`Expired::sessions`]).
+    /// Ends up to `limit` sessions past their deadline (idle or maximum age). A user that never
+    /// sent or received a message and has no session left is marked for
+    /// [`Store::expire_accounts`] (as ending a session by `delete_session` does).
+    /// Returns the digests of the sessions ended (see [`Expired::sessions`]): each by one sweep
+    /// only, whichever instance runs it, and never a live session's.
     async fn expire_sessions(&self, limit: usize) -> Result<Vec<String>, StoreError>;
     /// Deletes up to `limit` accounts that never sent or received a message and either have no
     /// session left or had no handshake (nor a touch) for `idle`: the user, its sessions and
-    /// its directory entry. Their sessions are returned, to close their sockets.
+    /// its directory entry. Their sessions are returned, to close their sockets. A deleted
+    /// account is an unknown recipient from then on.
     async fn expire_accounts(&self, idle: Duration, limit: usize) -> Result<Expired, StoreError>;
     /// These sessions (by digest) are in use now: sockets of theirs are connected. They, and a
     /// message-less account of theirs, are refreshed as a handshake would. Returns the digests
-    /// of those that are gone or past their deadline (their sockets must be closed).
+    /// of those that are gone or past their deadline (their sockets must be closed); a touch
+    /// never brings one back.
     async fn touch_sessions(&self, digests: Vec<String>) -> Result<Vec<String>, StoreError>;
 
     // ---- users ----
-    /// Every user, in sign-up order (shared: callers only read it).
+    /// Every user, in sign-up order, without the accounts [`Store::expire_accounts`] deleted
+    /// (shared: callers only read it).
     async fn list_users(&self) -> Result<std::sync::Arc<Vec<User>>, StoreError>;
 
     // ---- messages ----
-    /// Stores a message durably. `None` when the recipient is unknown (nothing is written).
-    /// The same `(from, client_id)` again returns the first copy as [`Stored::Duplicate`].
+    /// Stores a message durably, and answers only then (a caller that acks after this acks
+    /// durable data). `None` when the recipient is unknown: nothing is written. The same
+    /// `(from, client_id)` again, at the same time or after a restart, writes nothing and
+    /// returns the first copy as [`Stored::Duplicate`], whatever the resend's content or
+    /// recipient say (the resend of a stored message is answered, never refused). Client ids
+    /// are per sender. A message is in both its sender's and its recipient's conversations; a
+    /// message to oneself is a note, listed once.
     async fn insert_message(&self, message: NewMessage) -> Result<Option<Stored>, StoreError>;
-    /// Who the viewer has conversations with, and of each conversation the newest `per_peer`
-    /// messages among those with `id > since` (0: all), of those the newest `most` overall:
-    /// a connect reads a bounded number of messages however many people wrote to the viewer.
+    /// Who the viewer has conversations with (in no particular order), and of each
+    /// conversation the newest `per_peer` messages among those with `id > since` (0: all), of
+    /// those the newest `most` overall, oldest first: a connect reads a bounded number of
+    /// messages however many people wrote to the viewer. Every conversation is named, whether
+    /// or not any of its messages are listed.
     async fn conversations(
         &self,
         viewer: &UserId,
@@ -165,14 +251,16 @@ pub trait Store: Send + Sync + 'static {
         since: i64,
         most: u32,
     ) -> Result<Conversations, StoreError>;
-    /// The viewer's messages with `id > since`, oldest first, at most `limit`.
+    /// The viewer's messages (of every conversation) with `id > since`, oldest first, at most
+    /// `limit`; `has_more` when more follow the last.
     async fn messages_since(
         &self,
         viewer: &UserId,
         since: i64,
         limit: u32,
     ) -> Result<Page, StoreError>;
-    /// The viewer's messages with `peer` older than `before` (none: the newest), oldest first.
+    /// The newest `limit` of the viewer's messages with `peer` older than `before` (none: the
+    /// newest), oldest first; `has_more` when older ones exist.
     async fn history(
         &self,
         viewer: &UserId,
@@ -182,12 +270,15 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Page, StoreError>;
 
     // ---- presence ----
-    /// Counts a new socket of the user; returns the user's socket count (1: just came online).
+    /// Counts a new socket of the user; returns the user's socket count (1: just came online),
+    /// atomically: of calls made at the same time each gets its own count, so a caller past
+    /// its per-user limit knows it is the one to undo its socket.
     async fn socket_connected(&self, user: &UserId) -> Result<u32, StoreError>;
-    /// Uncounts a socket of the user; returns how many are left (0: just went offline), or
-    /// `None` when none was counted.
+    /// Uncounts a socket of the user; returns how many are left (0: just went offline, for
+    /// exactly one of calls made at the same time), or `None` when none was counted.
     async fn socket_disconnected(&self, user: &UserId) -> Result<Option<u32>, StoreError>;
-    /// A snapshot of who is online (shared, not copied, where the store can).
+    /// A snapshot of who is online: the users with a socket counted (shared, not copied,
+    /// where the store can).
     async fn online_users(&self) -> Result<Arc<HashSet<UserId>>, StoreError>;
     /// How many sockets of the user are counted now.
     async fn socket_count(&self, user: &UserId) -> Result<u32, StoreError>;
@@ -205,7 +296,8 @@ pub trait Store: Send + Sync + 'static {
     fn heartbeat_every(&self) -> Option<Duration> {
         None
     }
-    /// Proves this node alive and reclaims the presence of nodes that stopped doing so.
+    /// Proves this node alive and reclaims the presence of nodes that stopped doing so. While
+    /// every node is alive there is no change to report (a store with one node has none ever).
     async fn heartbeat(&self) -> Result<Vec<PresenceChange>, StoreError> {
         Ok(Vec::new())
     }

@@ -41,18 +41,6 @@ use super::{
 };
 use crate::domain::{SessionId, UserId, Username};
 
-impl From<redis::RedisError> for StoreError {
-    fn from(e: redis::RedisError) -> Self {
-        StoreError::Unavailable(e.to_string())
-    }
-}
-
-impl From<redis::ParsingError> for StoreError {
-    fn from(e: redis::ParsingError) -> Self {
-        StoreError::Unavailable(format!("unexpected reply from redis: {e}"))
-    }
-}
-
 /// What completes a Redis URL, each from a file: TLS trust and identity, and a password kept
 /// out of the URL (and so out of process lists).
 #[derive(Debug, Clone, Default)]
@@ -586,14 +574,15 @@ redis.call('DEL', KEYS[1])
 return #entries
 "#;
 
-/// Stores a message: nil for an unknown recipient, `{0, json}` for a resend of a client id
-/// already stored, `{1, json}` for a new message.
+/// Stores a message: `{0, json}` for a resend of a client id already stored (whatever its
+/// recipient, as the `Store` contract says), nil for an unknown recipient, `{1, json}` for a
+/// new message.
 const INSERT_MESSAGE: &str = r#"
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return false end
 if ARGV[2] ~= '' then
   local existing = redis.call('HGET', KEYS[4], ARGV[2])
   if existing then return {0, redis.call('HGET', KEYS[3], existing)} end
 end
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return false end
 local id = redis.call('INCR', KEYS[2])
 local json = '{"id":' .. id .. ',' .. ARGV[3]
 redis.call('HSET', KEYS[3], id, json)
@@ -769,7 +758,7 @@ impl RedisStore {
         options: NodeOptions,
     ) -> Result<Self, StoreError> {
         let target = RedisTarget::new(url, &RedisFiles::default())
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
         Self::connect_to(&target, prefix, policy, options).await
     }
 
@@ -782,7 +771,7 @@ impl RedisStore {
     ) -> Result<Self, StoreError> {
         let client = target
             .client(ProtocolVersion::RESP2)
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
         let conn = ConnectionManager::new(client).await?;
         let store = Self {
             conn,
@@ -842,8 +831,7 @@ impl RedisStore {
 }
 
 fn parse_message(json: &str) -> Result<Message, StoreError> {
-    serde_json::from_str(json)
-        .map_err(|e| StoreError::Unavailable(format!("unreadable message in redis: {e}")))
+    serde_json::from_str(json).map_err(|e| StoreError::Unreadable(Box::new(e)))
 }
 
 /// The wire JSON of a message after its `"id":N,` (the script prepends the id it takes).
@@ -897,9 +885,7 @@ impl Store for RedisStore {
                 ));
             }
         }
-        Err(StoreError::Unavailable(
-            "could not draw unused ids".to_owned(),
-        ))
+        Err(StoreError::Unavailable("could not draw unused ids".into()))
     }
 
     async fn find_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {

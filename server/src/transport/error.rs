@@ -44,7 +44,9 @@ impl EventError {
     /// (`crate::refusals`).
     pub fn into_ack<T>(self, event: &str) -> Ack<T> {
         match &self {
-            EventError::Store(inner) => tracing::error!(event, error = %inner, "store failure"),
+            EventError::Store(inner) => {
+                tracing::error!(event, error = %format_args!("{inner:#}"), "store failure")
+            }
             EventError::RateLimited => refused(Refusal::RateLimited),
             _ => refused(Refusal::InvalidRequest),
         }

@@ -61,7 +61,7 @@ pub async fn authenticate<A: Adapter>(
         }
         Err(HandshakeError::Barred) => refused(Refusal::Cooldown),
         Err(HandshakeError::Store(e)) => {
-            tracing::error!(conn = %crate::telemetry::conn(&socket.id), error = %e, "handshake failed on the store")
+            tracing::error!(conn = %crate::telemetry::conn(&socket.id), error = %format_args!("{e:#}"), "handshake failed on the store")
         }
     }
     let viewer = result?;

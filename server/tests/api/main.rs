@@ -20,4 +20,5 @@ mod redis_store;
 mod redis_tls;
 mod security;
 mod session;
+mod store_contract;
 mod tabs;

@@ -1,0 +1,707 @@
+//! The store contract: every promise of `server::store::Store` (its doc comments), written once
+//! against `dyn Store` and run against every store, each scenario its own test per store
+//! (`store_contract::sqlite::dedup_by_client_id`, `store_contract::redis::dedup_by_client_id`).
+//! A new store is one [`Backend`] and one line in `contract!` at the bottom.
+//!
+//! It lives with the integration tests because it tests the public trait only, and the Redis
+//! backend needs `helpers::RedisServer` (the test Redis, with a prefix of the test's own).
+//! What one store does that the contract does not promise is tested beside that store
+//! (SQLite: migrations, indexes, the writer thread; Redis: several nodes, the dead-node sweep).
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use protocol::payloads::Message;
+use server::domain::{ClientMsgId, MessageContent, SessionId, UserId, Username};
+use server::store::redis::{NodeOptions, RedisStore};
+use server::store::sqlite::{SessionPolicy, SqliteStore};
+use server::store::{Expired, NewMessage, Page, Store, Stored};
+use tokio::time::sleep;
+
+use crate::helpers::RedisServer;
+
+type Db = Arc<dyn Store>;
+
+/// A kind of store, and one test's data in it.
+trait Backend: Sized {
+    /// Empty data of this test's own.
+    async fn start() -> Self;
+    /// Empty data on a backend this test may take away ([`Backend::take_away`]).
+    async fn start_own() -> Self {
+        Self::start().await
+    }
+    /// A new store instance on this data (a restart, or another node where there can be
+    /// several). Scenarios drop every instance before opening another: SQLite's file belongs
+    /// to one process at a time.
+    async fn open(&self, policy: SessionPolicy) -> Db;
+    /// Takes the data away under the open instances: the database deleted, the server gone.
+    fn take_away(&mut self);
+    /// Where the data is (a path, a URL): no error may show it.
+    fn location(&self) -> String;
+}
+
+struct Sqlite(tempfile::TempDir);
+
+impl Backend for Sqlite {
+    async fn start() -> Self {
+        Sqlite(tempfile::tempdir().expect("temp dir"))
+    }
+    async fn open(&self, policy: SessionPolicy) -> Db {
+        Arc::new(SqliteStore::open(self.0.path(), policy).expect("store opens"))
+    }
+    fn take_away(&mut self) {
+        std::fs::remove_dir_all(self.0.path()).unwrap();
+    }
+    fn location(&self) -> String {
+        self.0.path().display().to_string()
+    }
+}
+
+/// `None` once taken away (a server of the test's own stops when dropped).
+struct Redis(Option<RedisServer>);
+
+impl Backend for Redis {
+    async fn start() -> Self {
+        Redis(Some(RedisServer::start().await))
+    }
+    async fn start_own() -> Self {
+        Redis(Some(RedisServer::start_own().await))
+    }
+    async fn open(&self, policy: SessionPolicy) -> Db {
+        let redis = self.0.as_ref().expect("not taken away");
+        let options = NodeOptions {
+            heartbeat_ttl: Duration::from_secs(10),
+        };
+        let store = RedisStore::connect(&redis.url(), &redis.prefix, policy, options).await;
+        Arc::new(store.expect("connects to redis"))
+    }
+    fn take_away(&mut self) {
+        self.0 = None;
+    }
+    fn location(&self) -> String {
+        self.0.as_ref().expect("not taken away").url()
+    }
+}
+
+// ---- helpers ----
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+async fn open_with<B: Backend>(backend: &B, idle: Duration, max_age: Duration) -> Db {
+    backend.open(SessionPolicy { idle, max_age }).await
+}
+
+async fn open<B: Backend>(backend: &B) -> Db {
+    open_with(backend, HOUR, 2 * HOUR).await
+}
+
+async fn user(store: &Db, name: &str) -> (SessionId, UserId) {
+    let created = store.create_session(&Username::parse(name).unwrap()).await;
+    let (sid, session) = created.unwrap();
+    assert_eq!(session.username, name);
+    (sid, session.user_id)
+}
+
+async fn users<const N: usize>(store: &Db, names: [&str; N]) -> [UserId; N] {
+    let mut ids = Vec::new();
+    for name in names {
+        ids.push(user(store, name).await.1);
+    }
+    ids.try_into().unwrap()
+}
+
+async fn insert(store: &Db, from: &UserId, to: &UserId, text: &str, cid: Option<&str>) -> Stored {
+    let message = NewMessage {
+        from: from.clone(),
+        to: to.clone(),
+        content: MessageContent::parse(text, 4000).unwrap(),
+        client_id: cid.map(|c| ClientMsgId::parse(c).unwrap()),
+    };
+    let stored = store.insert_message(message).await.unwrap();
+    stored.unwrap_or_else(|| panic!("{text}: refused"))
+}
+
+/// Stores a message that must be new, and returns it.
+async fn send(store: &Db, from: &UserId, to: &UserId, text: &str) -> Message {
+    match insert(store, from, to, text, None).await {
+        Stored::New(m) => m,
+        other => panic!("{text}: stored as {other:?}"),
+    }
+}
+
+/// Whether a message to `to` is refused as to an unknown recipient.
+async fn refused(store: &Db, from: &UserId, to: &UserId, cid: Option<&str>) -> bool {
+    let message = NewMessage {
+        from: from.clone(),
+        to: to.clone(),
+        content: MessageContent::parse("anyone?", 4000).unwrap(),
+        client_id: cid.map(|c| ClientMsgId::parse(c).unwrap()),
+    };
+    store.insert_message(message).await.unwrap().is_none()
+}
+
+fn client_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn texts(messages: &[Message]) -> Vec<&str> {
+    messages.iter().map(|m| m.content.as_str()).collect()
+}
+
+async fn names(store: &Db) -> Vec<String> {
+    let users = store.list_users().await.unwrap();
+    users.iter().map(|u| u.username.clone()).collect()
+}
+
+async fn all_since(store: &Db, viewer: &UserId) -> Vec<Message> {
+    let page = store.messages_since(viewer, 0, 10_000).await.unwrap();
+    assert!(!page.has_more);
+    page.messages
+}
+
+fn assert_ascending(messages: &[Message]) {
+    let ids: Vec<i64> = messages.iter().map(|m| m.id).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+}
+
+/// No message, and no more.
+const EMPTY: Page = Page {
+    messages: Vec::new(),
+    has_more: false,
+};
+
+fn swept(users: usize, sessions: &[String]) -> Expired {
+    Expired {
+        users,
+        sessions: sessions.to_vec(),
+    }
+}
+
+// ---- durability before ack ----
+
+/// Everything acked is there for a new instance: users, sessions (and their end), messages
+/// (written at the same time too), resend detection, and ids that keep increasing.
+async fn durable_before_ack<B: Backend>(backend: B) {
+    let store = open(&backend).await;
+    let (ada_sid, ada) = user(&store, "ada").await;
+    let (bob_sid, bob) = user(&store, "bob").await;
+    let (gone_sid, _) = user(&store, "gone").await;
+    let cid = client_id();
+    let first = insert(&store, &ada, &bob, "first", Some(&cid)).await;
+    let texts: Vec<String> = (0..50).map(|i| format!("c{i}")).collect();
+    let sent = join_all(texts.iter().map(|text| send(&store, &bob, &ada, text))).await;
+    let last_id = sent.iter().map(|m| m.id).max().unwrap();
+    assert!(store.delete_session(&gone_sid).await.unwrap());
+    drop(store);
+
+    let store = open(&backend).await;
+    assert_eq!(names(&store).await, ["ada", "bob", "gone"]);
+    let found = store.find_session(&ada_sid).await.unwrap().unwrap();
+    assert_eq!((found.user_id, found.username), (ada.clone(), "ada".into()));
+    let found = store.find_session(&bob_sid).await.unwrap().unwrap();
+    assert_eq!(found.user_id, bob);
+    assert_eq!(store.find_session(&gone_sid).await.unwrap(), None);
+    let restored = all_since(&store, &bob).await;
+    assert_eq!(restored.len(), 51, "every acked message");
+    assert_eq!(restored[0], *first.message());
+    let again = insert(&store, &ada, &bob, "first", Some(&cid)).await;
+    assert_eq!(again, Stored::Duplicate(first.message().clone()));
+    let next = send(&store, &ada, &bob, "after").await;
+    assert!(next.id > last_id, "ids are never reused");
+}
+
+// ---- de-duplication ----
+
+/// A resend (same sender, same client id) is the first copy, whatever else it says; client
+/// ids are per sender.
+async fn dedup_by_client_id<B: Backend>(backend: B) {
+    let store = open(&backend).await;
+    let [a, b, c] = users(&store, ["a", "b", "c"]).await;
+    let cid = client_id();
+    let Stored::New(first) = insert(&store, &a, &b, "one", Some(&cid)).await else {
+        panic!("the first copy is new")
+    };
+    assert_eq!(first.client_id.as_deref(), Some(cid.as_str()));
+    assert_eq!((&*first.from, &*first.to), (a.as_str(), b.as_str()));
+    let duplicate = Stored::Duplicate(first.clone());
+    // Resent as is, with other content, to someone else: the first copy.
+    for (to, text) in [(&b, "one"), (&b, "edited"), (&c, "one")] {
+        assert_eq!(insert(&store, &a, to, text, Some(&cid)).await, duplicate);
+    }
+    // Even to no one known: a resend is answered, never refused.
+    let message = NewMessage {
+        from: a.clone(),
+        to: UserId::random(),
+        content: MessageContent::parse("one", 10).unwrap(),
+        client_id: Some(ClientMsgId::parse(&cid).unwrap()),
+    };
+    assert_eq!(
+        store.insert_message(message).await.unwrap(),
+        Some(duplicate)
+    );
+    // Another sender's message with the same client id is its own.
+    let other = insert(&store, &b, &a, "two", Some(&cid)).await;
+    assert!(
+        matches!(other, Stored::New(ref m) if m.id > first.id),
+        "{other:?}"
+    );
+    assert_eq!(texts(&all_since(&store, &a).await), ["one", "two"]);
+    assert!(all_since(&store, &c).await.is_empty());
+}
+
+/// Duplicates sent at the same time are stored once: one is new, every other is it.
+async fn concurrent_duplicates_are_stored_once<B: Backend>(backend: B) {
+    let store = open(&backend).await;
+    let [a, b] = users(&store, ["a", "b"]).await;
+    let cid = client_id();
+    let stored = join_all((0..16).map(|_| insert(&store, &a, &b, "once", Some(&cid)))).await;
+    let new: Vec<_> = stored
+        .iter()
+        .filter(|s| matches!(s, Stored::New(_)))
+        .collect();
+    assert_eq!(new.len(), 1, "{stored:?}");
+    assert!(stored.iter().all(|s| s.message() == new[0].message()));
+    assert_eq!(all_since(&store, &b).await.len(), 1);
+}
+
+// ---- ordering ----
+
+/// Ids increase in the order writes are answered, including writes made at the same time;
+/// every list is in id order.
+async fn ids_increase_and_every_list_is_in_id_order<B: Backend>(backend: B) {
+    let store = open(&backend).await;
+    let [a, b, c] = users(&store, ["a", "b", "c"]).await;
+    let mut last = 0;
+    for (from, to) in [(&a, &b), (&b, &a), (&c, &a), (&a, &a), (&b, &c)] {
+        let m = send(&store, from, to, "one by one").await;
+        assert!(m.id > last, "{} after {last}", m.id);
+        last = m.id;
+    }
+    let pairs = [(&a, &b), (&c, &a), (&b, &a)];
+    let sent =
+        join_all((0..30).map(|i| send(&store, pairs[i % 3].0, pairs[i % 3].1, "at once"))).await;
+    let ids: BTreeSet<i64> = sent.iter().map(|m| m.id).collect();
+    assert_eq!(ids.len(), 30, "no id given twice");
+    assert!(ids.first().unwrap() > &last, "all written after {last}");
+
+    let everything = all_since(&store, &a).await;
+    assert_eq!(everything.len(), 34);
+    assert_ascending(&everything);
+    let roster = store.conversations(&a, 100, 0, u32::MAX).await.unwrap();
+    assert_eq!(roster.messages, everything);
+    let history = store.history(&a, &b, None, 100).await.unwrap();
+    assert_eq!(history.messages.len(), 22);
+    assert_ascending(&history.messages);
+}
+
+// ---- paging ----
+
+/// A restore pages through every conversation of the viewer after `since`, oldest first,
+/// `has_more` exactly when more follow.
+async fn restore_pages_after_since<B: Backend>(backend: B) {
+    let store = open(&backend).await;
+    let [a, b, c, d, e] = users(&store, ["a", "b", "c", "d", "e"]).await;
+    let mut ids = Vec::new();
+    for (from, to, text) in [
+        (&a, &b, "ab0"),
+        (&c, &a, "ca0"),
+        (&b, &c, "bc"),
+        (&a, &b, "ab1"),
+        (&a, &a, "aa"),
+        (&a, &c, "ac1"),
+        (&d, &b, "db"),
+        (&b, &a, "ba2"),
+    ] {
+        ids.push(send(&store, from, to, text).await.id);
+    }
+    let first = store.messages_since(&a, ids[0], 3).await.unwrap();
+    assert_eq!(texts(&first.messages), ["ca0", "ab1", "aa"]);
+    assert!(first.has_more);
+    let after = first.messages.last().unwrap().id;
+    let rest = store.messages_since(&a, after, 3).await.unwrap();
+    assert_eq!(
+        (texts(&rest.messages), rest.has_more),
+        (vec!["ac1", "ba2"], false)
+    );
+    let exact = store.messages_since(&a, ids[4], 2).await.unwrap();
+    assert_eq!(exact, rest, "a page that ends with the last message");
+    assert_eq!(store.messages_since(&a, ids[7], 10).await.unwrap(), EMPTY);
+    let all_of_b = all_since(&store, &b).await;
+    assert_eq!(texts(&all_of_b), ["ab0", "bc", "ab1", "db", "ba2"]);
+    // Both of e's conversations hold more than a page after `since`, interleaved: the page is
+    // the oldest across both, whichever conversation is read first.
+    for (i, to) in [&b, &c, &c, &b, &b, &c].into_iter().enumerate() {
+        send(&store, &e, to, &format!("e{i}")).await;
+    }
+    let page = store.messages_since(&e, ids[7], 2).await.unwrap();
+    assert_eq!(texts(&page.messages), ["e0", "e1"]);
+    assert!(page.has_more);
+}
+
+/// History pages backwards through one conversation, from either side.
+async fn history_pages_backwards<B: Backend>(backend: B) {
+    let store = open(&backend).await;
+    let [a, b, c] = users(&store, ["a", "b", "c"]).await;
+    for i in 0..5 {
+        let (from, to) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        send(&store, from, to, &format!("m{i}")).await;
+        send(&store, &a, &c, "other").await;
+    }
+    let newest = store.history(&b, &a, None, 2).await.unwrap();
+    assert_eq!(texts(&newest.messages), ["m3", "m4"]);
+    assert!(newest.has_more);
+    let before = Some(newest.messages[0].id);
+    let older = store.history(&a, &b, before, 2).await.unwrap();
+    assert_eq!(
+        (texts(&older.messages), older.has_more),
+        (vec!["m1", "m2"], true)
+    );
+    let before = Some(older.messages[0].id);
+    let oldest = store.history(&b, &a, before, 10).await.unwrap();
+    assert_eq!(
+        (texts(&oldest.messages), oldest.has_more),
+        (vec!["m0"], false)
+    );
+    let exact = store.history(&a, &b, None, 5).await.unwrap();
+    assert_eq!(exact.messages.len(), 5);
+    assert!(!exact.has_more, "a page that ends with the first message");
+    assert_eq!(store.history(&b, &c, None, 10).await.unwrap(), EMPTY);
+}
+
+/// The roster's messages: the newest `per_peer` of each conversation after `since`, the
+/// newest `most` of those; every conversation named, notes to self included.
+async fn conversations_are_capped_per_peer_after_since_and_overall<B: Backend>(backend: B) {
+    let store = open(&backend).await;
+    let [a, b, c] = users(&store, ["a", "b", "c"]).await;
+    for i in 0..5 {
+        send(&store, &a, &b, &format!("ab{i}")).await;
+    }
+    send(&store, &b, &c, "bc").await;
+    send(&store, &c, &a, "ca").await;
+    send(&store, &a, &a, "aa").await;
+    let seen = store.conversations(&a, 3, 0, u32::MAX).await.unwrap();
+    assert_eq!(texts(&seen.messages), ["ab2", "ab3", "ab4", "ca", "aa"]);
+    let peers: BTreeSet<_> = seen.peers.iter().collect();
+    assert_eq!(peers, [&a, &b, &c].into(), "each conversation once");
+    assert_eq!(seen.peers.len(), 3);
+
+    let since = seen.messages[1].id;
+    let newer = store.conversations(&a, 3, since, u32::MAX).await.unwrap();
+    assert_eq!(texts(&newer.messages), ["ab4", "ca", "aa"]);
+    let capped = store.conversations(&a, 3, 0, 2).await.unwrap();
+    assert_eq!(
+        (texts(&capped.messages), capped.peers.len()),
+        (vec!["ca", "aa"], 3)
+    );
+    let since = seen.messages[4].id;
+    let none_newer = store.conversations(&a, 3, since, u32::MAX).await.unwrap();
+    assert!(none_newer.messages.is_empty());
+    assert_eq!(none_newer.peers.len(), 3, "every conversation still named");
+    let nothing = store.conversations(&a, 0, 0, u32::MAX).await.unwrap();
+    assert_eq!((nothing.messages.len(), nothing.peers.len()), (0, 3));
+    let of_b = store.conversations(&b, 10, 0, u32::MAX).await.unwrap();
+    assert_eq!(of_b.messages.len(), 6, "b's own conversations only");
+}
+
+// ---- unknown recipients ----
+
+/// A message to an unknown user is refused and writes nothing: no message, no conversation,
+/// and the sender's account is still one that never sent anything.
+async fn an_unknown_recipient_is_refused_and_nothing_written<B: Backend>(backend: B) {
+    let store = open(&backend).await;
+    let (sid, a) = user(&store, "a").await;
+    let stranger = UserId::random();
+    assert!(refused(&store, &a, &stranger, None).await);
+    assert!(refused(&store, &a, &stranger, Some(&client_id())).await);
+    assert!(all_since(&store, &a).await.is_empty());
+    let roster = store.conversations(&a, 10, 0, u32::MAX).await.unwrap();
+    assert!(roster.peers.is_empty() && roster.messages.is_empty());
+    store.delete_session(&sid).await.unwrap();
+    let expired = store.expire_accounts(HOUR, 10).await.unwrap();
+    assert_eq!(expired.users, 1, "a still never sent a message");
+}
+
+// ---- sessions ----
+
+/// A session is found by its secret only, and ends when signed out of, one or everywhere.
+async fn sessions_are_found_by_secret_and_ended<B: Backend>(backend: B) {
+    let store = open(&backend).await;
+    let (ada_sid, ada) = user(&store, "ada").await;
+    let (bob_sid, bob) = user(&store, "bob").await;
+    let found = store.find_session(&ada_sid).await.unwrap().unwrap();
+    assert_eq!((found.user_id, found.username), (ada.clone(), "ada".into()));
+    let unknown = SessionId::from_client("not-a-session").unwrap();
+    assert_eq!(store.find_session(&unknown).await.unwrap(), None);
+    assert!(!store.delete_session(&unknown).await.unwrap());
+    assert_eq!(names(&store).await, ["ada", "bob"], "sign-up order");
+
+    assert!(store.delete_session(&ada_sid).await.unwrap());
+    assert!(!store.delete_session(&ada_sid).await.unwrap(), "once");
+    assert_eq!(store.find_session(&ada_sid).await.unwrap(), None);
+    assert_eq!(store.delete_user_sessions(&ada).await.unwrap(), 0);
+    assert_eq!(store.delete_user_sessions(&bob).await.unwrap(), 1);
+    assert_eq!(store.find_session(&bob_sid).await.unwrap(), None);
+    assert_eq!(store.delete_user_sessions(&bob).await.unwrap(), 0);
+}
+
+// ---- expiry ----
+
+/// Used more often than its idle time, a session lives on; left alone, it ends.
+async fn an_unused_session_expires_after_its_idle_time<B: Backend>(backend: B) {
+    let store = open_with(&backend, ms(800), HOUR).await;
+    let (sid, ada) = user(&store, "ada").await;
+    for _ in 0..4 {
+        sleep(ms(250)).await;
+        let found = store.find_session(&sid).await.unwrap();
+        assert_eq!(found.map(|s| s.user_id).as_ref(), Some(&ada));
+    }
+    sleep(ms(1000)).await;
+    assert_eq!(store.find_session(&sid).await.unwrap(), None);
+    assert_eq!(store.find_session(&sid).await.unwrap(), None, "for good");
+}
+
+/// Past its maximum age a session ends, however recently it was used.
+async fn a_session_expires_at_its_maximum_age_even_if_used<B: Backend>(backend: B) {
+    let store = open_with(&backend, HOUR, ms(600)).await;
+    let (sid, _) = user(&store, "ada").await;
+    for _ in 0..2 {
+        assert!(store.find_session(&sid).await.unwrap().is_some());
+        sleep(ms(200)).await;
+    }
+    sleep(ms(300)).await;
+    assert_eq!(store.find_session(&sid).await.unwrap(), None);
+    assert!(
+        !store.delete_session(&sid).await.unwrap(),
+        "expired is ended"
+    );
+}
+
+/// The sweep ends sessions past their deadline, each once, named by digest, and never a live
+/// one; their message-less accounts go at the next account sweep.
+async fn expired_sessions_are_swept_once_by_digest<B: Backend>(backend: B) {
+    let store = open_with(&backend, HOUR, ms(1000)).await;
+    let (old, _) = user(&store, "old").await;
+    sleep(ms(1100)).await;
+    let (fresh, _) = user(&store, "fresh").await;
+    assert_eq!(store.expire_sessions(100).await.unwrap(), [old.digest()]);
+    assert!(store.expire_sessions(100).await.unwrap().is_empty(), "once");
+    assert_eq!(store.find_session(&old).await.unwrap(), None);
+    assert!(store.find_session(&fresh).await.unwrap().is_some());
+    assert_eq!(
+        store.expire_accounts(HOUR, 100).await.unwrap(),
+        swept(1, &[])
+    );
+    assert_eq!(names(&store).await, ["fresh"]);
+}
+
+/// At most `limit` sessions per sweep.
+async fn idle_sessions_are_swept_in_batches<B: Backend>(backend: B) {
+    let store = open_with(&backend, ms(200), HOUR).await;
+    users(&store, ["u1", "u2", "u3", "u4", "u5"]).await;
+    sleep(ms(250)).await;
+    assert_eq!(store.expire_sessions(3).await.unwrap().len(), 3);
+    assert_eq!(store.expire_sessions(3).await.unwrap().len(), 2);
+    assert!(store.expire_sessions(3).await.unwrap().is_empty());
+}
+
+/// Accounts that never sent or got a message go when signed out of or idle; the others stay,
+/// idle or not, signed out or not, and a deleted account is an unknown recipient.
+async fn accounts_without_messages_expire_and_others_stay<B: Backend>(backend: B) {
+    let store = open(&backend).await;
+    let (quiet_sid, quiet) = user(&store, "quiet").await;
+    let (_, talker) = user(&store, "talker").await;
+    let (listener_sid, listener) = user(&store, "listener").await;
+    let (leaver_sid, _) = user(&store, "leaver").await;
+    send(&store, &talker, &listener, "hi").await;
+
+    assert!(store.delete_session(&leaver_sid).await.unwrap());
+    assert_eq!(
+        store.expire_accounts(HOUR, 100).await.unwrap(),
+        swept(1, &[])
+    );
+    assert_eq!(names(&store).await, ["quiet", "talker", "listener"]);
+
+    store.delete_session(&listener_sid).await.unwrap();
+    store.delete_user_sessions(&talker).await.unwrap();
+    sleep(ms(30)).await;
+    let expired = store.expire_accounts(ms(10), 100).await.unwrap();
+    assert_eq!(expired, swept(1, &[quiet_sid.digest()]));
+    assert_eq!(
+        store.expire_accounts(Duration::ZERO, 100).await.unwrap(),
+        swept(0, &[])
+    );
+    assert_eq!(names(&store).await, ["talker", "listener"]);
+    assert_eq!(store.find_session(&quiet_sid).await.unwrap(), None);
+    assert!(refused(&store, &talker, &quiet, None).await);
+    drop(store);
+    let reopened = open(&backend).await;
+    assert_eq!(names(&reopened).await, ["talker", "listener"]);
+    assert_eq!(all_since(&reopened, &listener).await.len(), 1);
+}
+
+/// A connected session touched in time outlives its idle time and keeps its account; a gone
+/// session is named, and a late touch does not bring one back.
+async fn touched_sessions_outlive_their_idle_time_and_keep_their_account<B: Backend>(backend: B) {
+    let idle = ms(600);
+    let store = open_with(&backend, idle, HOUR).await;
+    let (sid, _) = user(&store, "ada").await;
+    for _ in 0..4 {
+        sleep(ms(200)).await;
+        let gone = store.touch_sessions(vec![sid.digest()]).await.unwrap();
+        assert!(gone.is_empty(), "{gone:?}");
+        assert!(store.expire_sessions(10).await.unwrap().is_empty());
+        assert_eq!(
+            store.expire_accounts(idle, 10).await.unwrap(),
+            swept(0, &[])
+        );
+    }
+    assert!(store.find_session(&sid).await.unwrap().is_some());
+    assert!(store.touch_sessions(vec![]).await.unwrap().is_empty());
+    let unknown = SessionId::random().digest();
+    let gone = store.touch_sessions(vec![unknown.clone()]).await.unwrap();
+    assert_eq!(gone, [unknown]);
+    sleep(idle + ms(50)).await;
+    let gone = store.touch_sessions(vec![sid.digest()]).await.unwrap();
+    assert_eq!(gone, [sid.digest()]);
+    assert_eq!(store.find_session(&sid).await.unwrap(), None);
+}
+
+// ---- presence ----
+
+/// Sockets are counted per user; a user is online while one is counted.
+async fn sockets_are_counted_per_user<B: Backend>(backend: B) {
+    let store = open(&backend).await;
+    let [ada, bob] = users(&store, ["ada", "bob"]).await;
+    assert_eq!(store.socket_count(&ada).await.unwrap(), 0);
+    assert!(store.online_users().await.unwrap().is_empty());
+    assert_eq!(store.socket_connected(&ada).await.unwrap(), 1);
+    assert_eq!(store.socket_connected(&ada).await.unwrap(), 2);
+    assert_eq!(store.socket_connected(&bob).await.unwrap(), 1);
+    assert_eq!(store.socket_count(&ada).await.unwrap(), 2);
+    let both = HashSet::from([ada.clone(), bob.clone()]);
+    assert_eq!(*store.online_users().await.unwrap(), both);
+
+    assert_eq!(store.socket_disconnected(&ada).await.unwrap(), Some(1));
+    assert_eq!(*store.online_users().await.unwrap(), both);
+    assert_eq!(store.socket_disconnected(&ada).await.unwrap(), Some(0));
+    assert_eq!(
+        store.socket_disconnected(&ada).await.unwrap(),
+        None,
+        "none left"
+    );
+    assert_eq!(store.socket_count(&ada).await.unwrap(), 0);
+    let stranger = UserId::random();
+    assert_eq!(store.socket_disconnected(&stranger).await.unwrap(), None);
+    assert_eq!(*store.online_users().await.unwrap(), HashSet::from([bob]));
+}
+
+/// Sockets counted at the same time each get their own count (what the per-user limit
+/// relies on), and of those closing at the same time exactly one sees the user go offline.
+async fn sockets_are_counted_atomically<B: Backend>(backend: B) {
+    let store = open(&backend).await;
+    let (_, ada) = user(&store, "ada").await;
+    let counts = join_all((0..20).map(|_| store.socket_connected(&ada))).await;
+    let mut counts: Vec<u32> = counts.into_iter().map(Result::unwrap).collect();
+    counts.sort_unstable();
+    assert_eq!(counts, (1..=20).collect::<Vec<_>>());
+    let left = join_all((0..20).map(|_| store.socket_disconnected(&ada))).await;
+    let mut left: Vec<u32> = left.into_iter().map(|l| l.unwrap().unwrap()).collect();
+    left.sort_unstable();
+    assert_eq!(left, (0..20).collect::<Vec<_>>(), "one went offline");
+    assert!(store.online_users().await.unwrap().is_empty());
+}
+
+/// With every node alive (or only one node) the heartbeat has nothing to report.
+async fn a_lone_node_heartbeat_reports_no_change<B: Backend>(backend: B) {
+    let store = open(&backend).await;
+    let (_, ada) = user(&store, "ada").await;
+    store.socket_connected(&ada).await.unwrap();
+    assert!(store
+        .heartbeat_every()
+        .is_none_or(|every| every > Duration::ZERO));
+    for _ in 0..2 {
+        assert!(store.heartbeat().await.unwrap().is_empty());
+    }
+    assert_eq!(store.socket_count(&ada).await.unwrap(), 1);
+}
+
+// ---- health and errors ----
+
+/// The readiness probe writes; once the data is gone it fails, with the backend's error as its
+/// cause and no location (path, URL) anywhere in the chain.
+async fn a_failing_store_fails_with_its_cause<B: Backend>(_: B) {
+    let mut backend = B::start_own().await;
+    let store = open(&backend).await;
+    store
+        .check_ready()
+        .await
+        .expect("a fresh store takes writes");
+    let location = backend.location();
+    backend.take_away();
+    let failed = tokio::time::timeout(Duration::from_secs(10), store.check_ready()).await;
+    let failed = failed
+        .expect("fails in time")
+        .expect_err("the data is gone");
+    let (short, chain) = (failed.to_string(), format!("{failed:#}"));
+    assert!(std::error::Error::source(&failed).is_some(), "{chain}");
+    assert!(
+        chain.len() > short.len() && chain.starts_with(&short),
+        "{chain}"
+    );
+    for shown in [&chain, &format!("{failed:?}")] {
+        assert!(!shown.contains(&location), "{location} in {shown}");
+    }
+}
+
+/// Every scenario, as a test per store: `contract!` names each store and its backend, and
+/// each scenario once.
+macro_rules! contract {
+    (stores: [$($store:ident => $backend:ty),* $(,)?], scenarios: $scenarios:tt $(,)?) => {
+        $(contract!(@store $store, $backend, $scenarios);)*
+    };
+    (@store $store:ident, $backend:ty, [$($scenario:ident),* $(,)?]) => {
+        mod $store {
+            use super::Backend;
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario(<$backend>::start().await).await;
+                }
+            )*
+        }
+    };
+}
+
+contract! {
+    stores: [
+        sqlite => super::Sqlite,
+        redis => super::Redis,
+    ],
+    scenarios: [
+        durable_before_ack,
+        dedup_by_client_id,
+        concurrent_duplicates_are_stored_once,
+        ids_increase_and_every_list_is_in_id_order,
+        restore_pages_after_since,
+        history_pages_backwards,
+        conversations_are_capped_per_peer_after_since_and_overall,
+        an_unknown_recipient_is_refused_and_nothing_written,
+        sessions_are_found_by_secret_and_ended,
+        an_unused_session_expires_after_its_idle_time,
+        a_session_expires_at_its_maximum_age_even_if_used,
+        expired_sessions_are_swept_once_by_digest,
+        idle_sessions_are_swept_in_batches,
+        accounts_without_messages_expire_and_others_stay,
+        touched_sessions_outlive_their_idle_time_and_keep_their_account,
+        sockets_are_counted_per_user,
+        sockets_are_counted_atomically,
+        a_lone_node_heartbeat_reports_no_change,
+        a_failing_store_fails_with_its_cause,
+    ],
+}
