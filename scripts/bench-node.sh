@@ -21,6 +21,6 @@ if [[ "${TETHER_NODE_REFERENCE:-}" == 1 ]]; then
 fi
 cd "$REPO_ROOT"
 [[ -d end2end/node_modules/socket.io ]] || (cd end2end && npm ci --no-audit --no-fund)
-cargo build --release -p client --features native --bin tether-load
+cargo build --release -p tether-bench --bin tether-load
 export TETHER_NODE_REFERENCE=1
 exec ./target/release/tether-load --server-bin scripts/bench-node.sh --out bench-results-node.md "$@"

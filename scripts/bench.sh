@@ -5,6 +5,9 @@
 set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO_ROOT"
-cargo build --release -p server -p client --features client/native --bin server --bin tether-load
+# The server alone, as the release artifact builds it (the site not embedded: the benchmark
+# does not load pages), then the tools (bench/).
+cargo build --release -p server --bin tether
+cargo build --release -p tether-bench --bin tether-load
 ulimit -n 65536 2>/dev/null || true
 exec ./target/release/tether-load --server-bin target/release/tether --out bench-results.md "$@"

@@ -4,8 +4,8 @@
 #
 #   setup.sh            toolchain for building and running (wasm target, cargo-leptos,
 #                       wasm-bindgen-cli matching Cargo.lock, wasm-opt from npm binaryen)
-#   setup.sh --test     also Debian's chromium, redis-server (the cluster tests) and what the
-#                       tests link against
+#   setup.sh --test     also Debian's chromium, redis-server (the cluster tests), what the
+#                       tests link against, and cargo-machete (unused dependencies)
 #
 # Nothing here downloads from GitHub or a CDN: Rust tools come from the Rust package registry,
 # wasm-opt from the npm registry, chromium from Debian. cargo-leptos finds them on PATH and so
@@ -14,6 +14,7 @@ set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CARGO_LEPTOS_VERSION="0.3.10"
+CARGO_MACHETE_VERSION="0.9.2"
 export PATH="$REPO_ROOT/end2end/node_modules/.bin:${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 
 log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }
@@ -67,6 +68,14 @@ install_npm_packages() {
   fi
 }
 
+install_test_tools() {
+  # cargo-machete: the test command's check for declared but unused dependencies.
+  if [ "$(cargo machete --version 2>/dev/null)" != "$CARGO_MACHETE_VERSION" ]; then
+    log "installing cargo-machete $CARGO_MACHETE_VERSION"
+    cargo install cargo-machete --version "$CARGO_MACHETE_VERSION" --locked
+  fi
+}
+
 main() {
   install_rust_tools
   install_npm_packages
@@ -74,6 +83,7 @@ main() {
     # chromium for Playwright; redis-server for the cluster tests; libssl-dev + pkg-config for
     # the native Socket.IO test client.
     apt_install chromium redis-server libssl-dev pkg-config
+    install_test_tools
   fi
 }
 

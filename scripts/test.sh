@@ -48,8 +48,12 @@ bash scripts/check-vendor.sh
 step "cargo fmt --check"
 cargo fmt --all --check
 
+step "unused dependencies (cargo-machete)"
+# The workspace's members (and the crates inside them), not vendor/: published crates as they are.
+cargo machete --skip-target-dir $(sed -n 's/^members = \[\(.*\)\]$/\1/p' Cargo.toml | tr -d '",')
+
 step "clippy: server (ssr)"
-cargo clippy -p server -p protocol -p app -p client --all-targets --features app/ssr,client/native -- -D warnings
+cargo clippy -p server -p protocol -p app -p client -p tether-bench --all-targets --features app/ssr,client/native -- -D warnings
 
 step "clippy: frontend (hydrate, wasm32)"
 cargo clippy -p frontend -p app -p client --target wasm32-unknown-unknown -- -D warnings

@@ -1,16 +1,112 @@
-//! The process as Linux's `/proc/self` describes it: the one place that reads and parses it,
-//! for the memory trim ([`crate::memory`]) and for the `process_*` lines of `/metrics`.
+//! A process as Linux's `/proc/<pid>` describes it: the one place that reads and parses it.
+//! The server reads itself ([`Process::current`], `/proc/self`) for the memory trim
+//! ([`crate::memory`]) and the `process_*` lines of `/metrics`; the load generator
+//! (`bench/`) reads the server it started ([`Process::of`]) and itself, and the store bench
+//! the store's writer thread ([`Process::thread_cpu`]).
 //!
-//! Where there is no `/proc` (not Linux), every reader returns `None` and `/metrics` has no
-//! `process_*` lines.
+//! Where there is no `/proc` (not Linux) or the process is gone, every reader returns `None`
+//! and `/metrics` has no `process_*` lines.
 
 use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
 /// Clock ticks per second in `/proc/<pid>/stat` times: `USER_HZ`, 100 on every Linux
 /// architecture (the kernel converts its internal `HZ` to it for user space).
 const USER_HZ: u64 = 100;
+
+/// One process's directory under `/proc`. Each reader reads it anew: a value is as of the call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Process {
+    dir: PathBuf,
+}
+
+impl Process {
+    /// This process (`/proc/self`).
+    pub fn current() -> Self {
+        Self::at("/proc/self")
+    }
+
+    /// Another process by its id (`/proc/<pid>`); readable when it runs as the same user (or
+    /// this one is root).
+    pub fn of(pid: u32) -> Self {
+        Self::at(format!("/proc/{pid}"))
+    }
+
+    fn at(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    fn read(&self, file: &str) -> Option<String> {
+        read(&self.dir.join(file))
+    }
+
+    fn status(&self) -> Option<Status> {
+        Status::parse(&self.read("status")?)
+    }
+
+    fn stat(&self) -> Option<Stat> {
+        Stat::parse(&self.read("stat")?)
+    }
+
+    /// User plus system CPU time, all threads, so far (`stat`, in 10 ms ticks).
+    pub fn cpu(&self) -> Option<Duration> {
+        Some(self.stat()?.cpu)
+    }
+
+    /// Resident bytes now (`status`'s `VmRSS`).
+    pub fn resident(&self) -> Option<u64> {
+        Some(self.status()?.resident)
+    }
+
+    /// What the memory trim watches, from `status` and `stat`.
+    pub fn usage(&self) -> Option<Usage> {
+        Some(Usage {
+            resident: self.status()?.resident,
+            cpu: self.stat()?.cpu,
+        })
+    }
+
+    /// Everything `/metrics` reports (a scrape): a few small files and one directory listing.
+    pub fn stats(&self) -> Option<Stats> {
+        let status = self.status()?;
+        let stat = self.stat()?;
+        let open_fds = std::fs::read_dir(self.dir.join("fd"))
+            .ok()
+            .map(|entries| entries.count() as u64);
+        let max_fds = self
+            .read("limits")
+            .and_then(|limits| max_open_files(&limits));
+        Some(Stats {
+            cpu: stat.cpu,
+            resident_bytes: status.resident,
+            virtual_bytes: status.virtual_size,
+            threads: status.threads,
+            open_fds,
+            max_fds,
+            start_time: start_time(stat.start_ticks),
+        })
+    }
+
+    /// CPU time used so far by the threads named `name` (`task/<tid>/comm`, as
+    /// `std::thread::Builder::name` sets it, cut to 15 bytes), added up; zero when none is
+    /// (or there is no `/proc`). A thread that has ended no longer counts.
+    pub fn thread_cpu(&self, name: &str) -> Duration {
+        let Ok(tasks) = std::fs::read_dir(self.dir.join("task")) else {
+            return Duration::ZERO;
+        };
+        tasks
+            .flatten()
+            .map(|task| Self::at(task.path()))
+            .filter(|task| {
+                task.read("comm")
+                    .is_some_and(|comm| comm.trim_end() == name)
+            })
+            .filter_map(|task| task.cpu())
+            .sum()
+    }
+}
 
 /// What the memory trim watches, read every second: resident bytes and CPU time used so far.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -20,14 +116,9 @@ pub struct Usage {
 }
 
 impl Usage {
-    /// From `/proc/self/status` and `/proc/self/stat`.
+    /// This process's, now.
     pub fn now() -> Option<Self> {
-        let status = Status::parse(&read("/proc/self/status")?)?;
-        let stat = Stat::parse(&read("/proc/self/stat")?)?;
-        Some(Self {
-            resident: status.resident,
-            cpu: stat.cpu,
-        })
+        Process::current().usage()
     }
 }
 
@@ -38,7 +129,7 @@ pub struct Stats {
     pub resident_bytes: u64,
     pub virtual_bytes: u64,
     pub threads: u64,
-    /// Entries of `/proc/self/fd`, the descriptor that lists them included (as Prometheus'
+    /// Entries of `/proc/<pid>/fd`, the descriptor that lists them included (as Prometheus'
     /// own clients count).
     pub open_fds: Option<u64>,
     /// The soft `RLIMIT_NOFILE`; `None` when unlimited.
@@ -48,23 +139,9 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// Reads `/proc/self` now (a scrape): a few small files and one directory listing.
+    /// This process's, now.
     pub fn now() -> Option<Self> {
-        let status = Status::parse(&read("/proc/self/status")?)?;
-        let stat = Stat::parse(&read("/proc/self/stat")?)?;
-        let open_fds = std::fs::read_dir("/proc/self/fd")
-            .ok()
-            .map(|entries| entries.count() as u64);
-        let max_fds = read("/proc/self/limits").and_then(|limits| max_open_files(&limits));
-        Some(Self {
-            cpu: stat.cpu,
-            resident_bytes: status.resident,
-            virtual_bytes: status.virtual_size,
-            threads: status.threads,
-            open_fds,
-            max_fds,
-            start_time: start_time(stat.start_ticks),
-        })
+        Process::current().stats()
     }
 
     /// The Prometheus text exposition of these values, appended to `out`.
@@ -123,7 +200,7 @@ impl Stats {
     }
 }
 
-fn read(path: &str) -> Option<String> {
+fn read(path: &Path) -> Option<String> {
     std::fs::read_to_string(path).ok()
 }
 
@@ -203,7 +280,7 @@ fn boot_time(proc_stat: &str) -> Option<u64> {
 /// boot); read once, as neither changes.
 fn start_time(start_ticks: u64) -> Option<f64> {
     static BOOT: OnceLock<Option<u64>> = OnceLock::new();
-    let boot = (*BOOT.get_or_init(|| boot_time(&read("/proc/stat")?)))?;
+    let boot = (*BOOT.get_or_init(|| boot_time(&read(Path::new("/proc/stat"))?)))?;
     Some(boot as f64 + start_ticks as f64 / USER_HZ as f64)
 }
 
@@ -276,6 +353,111 @@ mod tests {
             assert!(out.contains(line), "{line:?} in {out}");
         }
         assert!(!out.contains("process_max_fds"), "{out}");
+    }
+
+    /// A `/proc/<pid>` laid out in a temporary directory: two threads named `writer`, one
+    /// `main`, and a task whose `stat` is unreadable.
+    #[test]
+    fn a_process_directory_is_read_for_any_pid_and_threads_are_picked_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let stat = |utime: u64, stime: u64| {
+            format!("7 (x) S 1 7 7 0 -1 0 0 0 0 0 {utime} {stime} 0 0 20 0 3 0 500 1 1")
+        };
+        let write = |path: &str, text: &str| {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        write("stat", &stat(300, 100));
+        write(
+            "status",
+            "VmSize:\t 4096 kB\nVmRSS:\t 1024 kB\nThreads:\t3\n",
+        );
+        write("fd/0", "");
+        write("fd/1", "");
+        write("task/7/comm", "main\n");
+        write("task/7/stat", &stat(100, 0));
+        write("task/8/comm", "writer\n");
+        write("task/8/stat", &stat(150, 50));
+        write("task/9/comm", "writer\n");
+        write("task/9/stat", &stat(0, 100));
+        write("task/10/comm", "writer\n");
+        write("task/10/stat", "gone");
+
+        let process = Process::at(dir.path());
+        assert_eq!(process.cpu(), Some(Duration::from_secs(4)));
+        assert_eq!(process.resident(), Some(1 << 20));
+        assert_eq!(
+            process.usage(),
+            Some(Usage {
+                resident: 1 << 20,
+                cpu: Duration::from_secs(4)
+            })
+        );
+        let stats = process.stats().expect("stats");
+        assert_eq!(
+            (
+                stats.virtual_bytes,
+                stats.threads,
+                stats.open_fds,
+                stats.max_fds
+            ),
+            (4 << 20, 3, Some(2), None)
+        );
+        assert_eq!(process.thread_cpu("writer"), Duration::from_secs(3));
+        assert_eq!(process.thread_cpu("main"), Duration::from_secs(1));
+        assert_eq!(
+            process.thread_cpu("writ"),
+            Duration::ZERO,
+            "whole names only"
+        );
+
+        let gone = Process::at(dir.path().join("missing"));
+        assert_eq!((gone.cpu(), gone.usage()), (None, None));
+        assert_eq!(gone.thread_cpu("writer"), Duration::ZERO);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn another_process_by_pid_and_a_named_thread_of_this_one() {
+        let by_pid = Process::of(std::process::id())
+            .stats()
+            .expect("this process by its id");
+        let own = Process::current().stats().expect("/proc/self");
+        assert_eq!(by_pid.start_time, own.start_time);
+        assert!(by_pid.threads >= 1 && by_pid.resident_bytes > 1 << 20);
+
+        // A thread that spins until its own `/proc/thread-self` shows 50 ms of CPU time is
+        // found by its name with at least that much; no other thread has the name.
+        assert_eq!(
+            Process::current().thread_cpu("proc-test-burn"),
+            Duration::ZERO
+        );
+        let (done, wait) = std::sync::mpsc::channel();
+        let (finish, finished) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("proc-test-burn".into())
+            .spawn(move || {
+                let own = Process::at("/proc/thread-self");
+                let started = std::time::Instant::now();
+                while own.cpu().unwrap_or_default() < Duration::from_millis(50)
+                    && started.elapsed() < Duration::from_secs(10)
+                {
+                    std::hint::black_box(0u64.wrapping_add(1));
+                }
+                let _ = done.send(own.cpu());
+                // Alive until read: an ended thread's task is gone.
+                let _ = finished.recv();
+            })
+            .unwrap();
+        let own = wait.recv().unwrap().expect("/proc/thread-self");
+        let burned = Process::current().thread_cpu("proc-test-burn");
+        let _ = finish.send(());
+        thread.join().unwrap();
+        assert!(own >= Duration::from_millis(50), "{own:?}");
+        assert!(burned >= own, "{burned:?} < {own:?}");
+        assert!(Process::current().cpu().unwrap() >= burned);
+        assert_eq!(Process::of(u32::MAX).cpu(), None, "no such process");
     }
 
     #[cfg(target_os = "linux")]

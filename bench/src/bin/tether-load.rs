@@ -6,8 +6,11 @@
 //! It starts the server binary itself (a fresh temporary data directory, the embedded store),
 //! so it can read the server's RSS and restart it. Load and server share this machine.
 //!
-//!     cargo build --release -p server
-//!     cargo run --release -p client --features native --bin tether-load -- --users 1000
+//!     cargo build --release -p server --bin tether
+//!     cargo run --release -p tether-bench --bin tether-load -- --users 1000
+//!
+//! (`bash scripts/bench.sh` does both.) CPU time and RSS come from `/proc`, through the
+//! server's one reader of it (`server::process`).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -17,8 +20,9 @@ use std::time::{Duration, Instant};
 
 use client::core::CoreConfig;
 use client::native::{now_wall_ms, ClientHandle, NativeClient};
-use client::session::SessionEvent;
+use client::session::{Input, SessionEvent};
 use protocol::HandshakeAuth;
+use server::process::Process;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{mpsc, Barrier};
 
@@ -138,7 +142,7 @@ async fn start_server(args: &Args, data_dir: &std::path::Path, port: u16) -> Ser
         .spawn()
         .unwrap_or_else(|e| {
             panic!(
-                "cannot start {}: {e} (build it: cargo build --release -p server)",
+                "cannot start {}: {e} (build it: cargo build --release -p server --bin tether)",
                 bin.display()
             )
         });
@@ -157,47 +161,14 @@ async fn start_server(args: &Args, data_dir: &std::path::Path, port: u16) -> Ser
     Server { child, port }
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(|v| v.parse().unwrap_or(0)))
-        })
-        .unwrap_or(0)
+/// Resident KiB of a process now; 0 once it is gone.
+fn rss_kib(process: &Process) -> u64 {
+    process.resident().unwrap_or(0) >> 10
 }
 
-/// CPU time (user + system, in clock ticks) a process has used so far.
-fn cpu_ticks(pid: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            // Fields after the command name (which may hold spaces) end at the last ')'.
-            let rest = s.rsplit_once(')')?.1;
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-        })
-        .unwrap_or(0)
-}
-
-/// CPU ticks of the server's threads named `name` (its store writer, say); 0 if it has none.
-fn thread_cpu_ticks(pid: u32, name: &str) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
-    tasks
-        .flatten()
-        .filter(|t| {
-            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name)
-        })
-        .map(|t| cpu_ticks(&format!("{pid}/task/{}", t.file_name().to_string_lossy())))
-        .sum()
-}
-
-/// Clock ticks to seconds (Linux reports CPU time at USER_HZ = 100).
-fn cpu_seconds(ticks: u64) -> f64 {
-    ticks as f64 / 100.0
+/// CPU time (user + system) a process has used so far; zero once it is gone.
+fn cpu(process: &Process) -> Duration {
+    process.cpu().unwrap_or_default()
 }
 
 /// The embedded store's writer thread (its name in the server).
@@ -209,16 +180,15 @@ const IDLE_BEFORE_RSS: Duration = Duration::from_secs(2);
 /// Waits (at most 60 s) until the server and this process are both nearly idle, so that a
 /// step does not measure the tail of the one before (the storm's `user connected` fan-out
 /// keeps clients busy well after every session has arrived).
-async fn until_quiet(server_pid: u32) -> Duration {
+async fn until_quiet(server: &Process) -> Duration {
     let started = Instant::now();
-    let server = server_pid.to_string();
-    let sample = || cpu_ticks(&server) + cpu_ticks("self");
+    let sample = || cpu(server) + cpu(&Process::current());
     let mut before = sample();
     while started.elapsed() < Duration::from_secs(60) {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let now = sample();
-        // Under 2 ticks (20 ms at 100 Hz) of CPU in 250 ms: both sides have caught up.
-        if now.saturating_sub(before) < 2 {
+        // Under 20 ms (2 ticks at 100 Hz) of CPU in 250 ms: both sides have caught up.
+        if now.saturating_sub(before) < Duration::from_millis(20) {
             break;
         }
         before = now;
@@ -304,14 +274,15 @@ async fn main() {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let server = start_server(&args, data_dir.path(), 0).await;
     let port = server.port;
-    let pid = server.child.id().expect("server pid");
+    let server_proc = Process::of(server.child.id().expect("server pid"));
+    let own = Process::current();
     let origin = format!("http://127.0.0.1:{port}");
-    let rss_before = rss_kib(pid);
+    let rss_before = rss_kib(&server_proc);
 
     // 1. Connect storm.
     let stats = Arc::new(Stats::default());
     let started = Instant::now();
-    let (server_cpu_before, own_cpu_before) = (cpu_ticks(&pid.to_string()), cpu_ticks("self"));
+    let (server_cpu_before, own_cpu_before) = (cpu(&server_proc), cpu(&own));
     let mut joins = Vec::with_capacity(args.users);
     for i in 0..args.users {
         joins.push(tokio::spawn(connect_user(
@@ -326,16 +297,18 @@ async fn main() {
     }
     let storm = started.elapsed();
     let storm_cpu = (
-        cpu_seconds(cpu_ticks(&pid.to_string()) - server_cpu_before),
-        cpu_seconds(cpu_ticks("self") - own_cpu_before),
+        cpu(&server_proc)
+            .saturating_sub(server_cpu_before)
+            .as_secs_f64(),
+        cpu(&own).saturating_sub(own_cpu_before).as_secs_f64(),
     );
 
     // 2. RSS per idle connection: once both sides are quiet, 2 s more of idling (the method
     // BENCHMARKS.md states; the server hands what the storm freed back to the system in its
     // first quiet second).
-    let settled = until_quiet(pid).await + storm;
+    let settled = until_quiet(&server_proc).await + storm;
     tokio::time::sleep(IDLE_BEFORE_RSS).await;
-    let rss_after = rss_kib(pid);
+    let rss_after = rss_kib(&server_proc);
     let per_conn = (rss_after.saturating_sub(rss_before)) as f64 * 1024.0 / args.users as f64;
 
     line(format!(
@@ -376,7 +349,7 @@ async fn main() {
     );
     line("| --- | --- | --- | --- | --- | --- |".into());
     for &rate in &args.rates {
-        until_quiet(pid).await;
+        until_quiet(&server_proc).await;
         stats.latencies_us.lock().unwrap().clear();
         let received_before = stats.received.load(Ordering::Relaxed);
         let per_sender = rate as f64 / half as f64;
@@ -385,9 +358,9 @@ async fn main() {
         let barrier = Arc::new(Barrier::new(half));
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<u64>();
         let step_start = Instant::now();
-        let server_ticks = cpu_ticks(&pid.to_string());
-        let writer_ticks = thread_cpu_ticks(pid, WRITER_THREAD);
-        let own_ticks = cpu_ticks("self");
+        let server_cpu = cpu(&server_proc);
+        let writer_cpu = server_proc.thread_cpu(WRITER_THREAD);
+        let own_cpu = cpu(&own);
         for (i, sender) in users[..half].iter().enumerate() {
             let handle = sender.handle.clone();
             let to = users[half + i].id.clone();
@@ -409,7 +382,16 @@ async fn main() {
                     // here, so its queueing counts.
                     let sent_at = micros();
                     let queued = handle.cast(move |s, now| {
-                        s.send_message(&to, &sent_at.to_string(), now, now_wall_ms());
+                        let content = sent_at.to_string();
+                        let wall_ms = now_wall_ms();
+                        s.step(
+                            Input::Send {
+                                to: &to,
+                                content: &content,
+                                wall_ms,
+                            },
+                            now,
+                        );
                     });
                     sent += u64::from(queued);
                 }
@@ -432,17 +414,21 @@ async fn main() {
         let received = stats.received.load(Ordering::Relaxed) - received_before;
         let mut lat = std::mem::take(&mut *stats.latencies_us.lock().unwrap());
         lat.sort_unstable();
-        // CPU per delivered message, over the step and its grace period (clock ticks are 10 ms).
-        let per_message = |ticks: u64| ticks as f64 * 10_000.0 / received.max(1) as f64;
+        // CPU µs per delivered message, over the step and its grace period (in 10 ms ticks).
+        let per_message = |used: Duration| used.as_micros() as f64 / received.max(1) as f64;
         line(format!(
             "| {rate} | {:.0} | {:.1} | {:.1} | {:.1} | {:.0} ({:.0}) / {:.0} |",
             received as f64 / elapsed.max(args.step_secs as f64),
             percentile(&lat, 0.50),
             percentile(&lat, 0.99),
             percentile(&lat, 1.0),
-            per_message(cpu_ticks(&pid.to_string()) - server_ticks),
-            per_message(thread_cpu_ticks(pid, WRITER_THREAD) - writer_ticks),
-            per_message(cpu_ticks("self") - own_ticks),
+            per_message(cpu(&server_proc).saturating_sub(server_cpu)),
+            per_message(
+                server_proc
+                    .thread_cpu(WRITER_THREAD)
+                    .saturating_sub(writer_cpu)
+            ),
+            per_message(cpu(&own).saturating_sub(own_cpu)),
         ));
         if received < sent {
             line(format!("|  (step {rate}: {sent} sent, {received} received within the grace period) | | | | | |"));
@@ -452,15 +438,15 @@ async fn main() {
     // 4. Reconnect storm: kill -9 the server, start it on the same port and data directory,
     //    and time until every user is back and its restore_state is answered.
     //    Outboxes left over from an overloaded step drain first, so the storm is reconnects only.
-    until_quiet(pid).await;
+    until_quiet(&server_proc).await;
     let mut server = server;
     let _ = server.child.kill().await;
     stats.restored.lock().unwrap().clear();
     let restart = Instant::now();
-    let own_cpu_before = cpu_ticks("self");
+    let own_cpu_before = cpu(&own);
     let server = start_server(&args, data_dir.path(), port).await;
     let listening = restart.elapsed();
-    let new_pid = server.child.id().expect("server pid").to_string();
+    let new_server_proc = Process::of(server.child.id().expect("server pid"));
     let back = || stats.restored.lock().unwrap().len();
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut marks = [(0.5, None), (0.9, None), (0.99, None)];
@@ -475,8 +461,8 @@ async fn main() {
     }
     let back = back();
     let reconnect_cpu = (
-        cpu_seconds(cpu_ticks(&new_pid)),
-        cpu_seconds(cpu_ticks("self") - own_cpu_before),
+        cpu(&new_server_proc).as_secs_f64(),
+        cpu(&own).saturating_sub(own_cpu_before).as_secs_f64(),
     );
     let marks: Vec<String> = marks
         .iter()

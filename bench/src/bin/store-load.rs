@@ -3,33 +3,19 @@
 //! messages committed per second and the store writer thread's CPU per message, the figure the
 //! socket benchmark cannot separate from the network's noise.
 //!
-//!   cargo run --release -p server --example store_load -- [users] [seconds]
+//!   cargo run --release -p tether-bench --bin store-load -- [users] [seconds]
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use server::domain::{ClientMsgId, MessageContent, Username};
+use server::process::Process;
 use server::store::sqlite::{SessionPolicy, SqliteStore};
 use server::store::{NewMessage, Store};
 
-/// CPU ticks (10 ms) of this process's threads named `name`.
-fn thread_ticks(name: &str) -> u64 {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return 0;
-    };
-    tasks
-        .flatten()
-        .filter(|t| {
-            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name)
-        })
-        .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
-        .filter_map(|s| {
-            let fields: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
-            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-        })
-        .sum()
-}
+/// The embedded store's writer thread (its name in the server).
+const WRITER_THREAD: &str = "sqlite-writer";
 
 /// A time-ordered (v7-shaped) client id, as Tether's clients send.
 fn client_id(seq: u64) -> ClientMsgId {
@@ -73,7 +59,8 @@ async fn main() {
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
     let seq = Arc::new(AtomicU64::new(0));
-    let (writer_before, started) = (thread_ticks("sqlite-writer"), Instant::now());
+    let own = Process::current();
+    let (writer_before, started) = (own.thread_cpu(WRITER_THREAD), Instant::now());
     let tasks: Vec<_> = (0..half)
         .map(|i| {
             let (store, stop, sent, seq) = (store.clone(), stop.clone(), sent.clone(), seq.clone());
@@ -99,11 +86,11 @@ async fn main() {
         let _ = task.await;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let writer = thread_ticks("sqlite-writer") - writer_before;
+    let writer = own.thread_cpu(WRITER_THREAD).saturating_sub(writer_before);
     let n = sent.load(Ordering::Relaxed);
     println!(
         "{users} users, {n} messages in {elapsed:.1} s: {:.0} committed/s, writer CPU {:.1} µs per message",
         n as f64 / elapsed,
-        writer as f64 * 10_000.0 / n.max(1) as f64
+        writer.as_micros() as f64 / n.max(1) as f64
     );
 }
