@@ -122,7 +122,7 @@ async fn expire_sessions<A: Adapter>(io: &SocketIo<A>, store: &dyn Store) {
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "session expiry failed; retrying next second");
+                tracing::warn!(error = %format_args!("{e:#}"), "session expiry failed; retrying next second");
                 return;
             }
         }
@@ -148,7 +148,7 @@ async fn expire_accounts<A: Adapter>(io: &SocketIo<A>, store: &dyn Store, idle: 
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "account expiry failed; retrying later");
+                tracing::warn!(error = %format_args!("{e:#}"), "account expiry failed; retrying later");
                 return;
             }
         }
@@ -176,7 +176,7 @@ async fn touch_connected<A: Adapter>(io: &SocketIo<A>, store: &dyn Store) {
         match store.touch_sessions(batch).await {
             Ok(ended) => gone.extend(ended),
             Err(e) => {
-                tracing::warn!(error = %e, "refreshing connected sessions failed; retrying later");
+                tracing::warn!(error = %format_args!("{e:#}"), "refreshing connected sessions failed; retrying later");
                 return;
             }
         }

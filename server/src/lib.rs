@@ -114,7 +114,7 @@ pub async fn build_app(config: &Config, origins: origin::OriginPolicy) -> anyhow
                 },
             )
             .await
-            .map_err(|e| anyhow::anyhow!("redis store at {}: {e}", target.shown()))?,
+            .map_err(|e| anyhow::anyhow!("redis store at {}: {e:#}", target.shown()))?,
         ),
         None => {
             let durability = match config.sqlite_sync {

@@ -40,7 +40,7 @@ pub async fn on_connect<A: Adapter>(socket: SocketRef<A>, State(state): State<So
     if let Ok(tabs) = counted {
         if tabs > state.limits.max_sockets_per_user {
             if let Err(e) = state.store.socket_disconnected(&viewer.user_id).await {
-                tracing::error!(conn = %crate::telemetry::conn(&socket.id), user.id = %viewer.user_id, error = %e, "presence update failed");
+                tracing::error!(conn = %crate::telemetry::conn(&socket.id), user.id = %viewer.user_id, error = %format_args!("{e:#}"), "presence update failed");
             }
             held.closed();
             metrics::counter!("tether_sockets_refused_total", "reason" => "per_user_limit")
@@ -65,7 +65,7 @@ pub async fn on_connect<A: Adapter>(socket: SocketRef<A>, State(state): State<So
         Ok(tabs) => held.counted(&socket, &viewer, tabs).await,
         Err(e) => {
             held.closed();
-            tracing::error!(conn = %crate::telemetry::conn(&socket.id), user.id = %viewer.user_id, error = %e, "presence update failed")
+            tracing::error!(conn = %crate::telemetry::conn(&socket.id), user.id = %viewer.user_id, error = %format_args!("{e:#}"), "presence update failed")
         }
     }
 
@@ -86,7 +86,7 @@ pub async fn on_connect<A: Adapter>(socket: SocketRef<A>, State(state): State<So
             roster.audience
         }
         Err(e) => {
-            tracing::error!(conn = %crate::telemetry::conn(&socket.id), user.id = %viewer.user_id, error = %e, "could not build the roster; closing the socket so the client retries");
+            tracing::error!(conn = %crate::telemetry::conn(&socket.id), user.id = %viewer.user_id, error = %format_args!("{e:#}"), "could not build the roster; closing the socket so the client retries");
             let _ = socket.clone().disconnect();
             return;
         }
