@@ -5,9 +5,11 @@
 set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO_ROOT"
-# The server alone, as the release artifact builds it (the site not embedded: the benchmark
-# does not load pages), then the tools (bench/).
-cargo build --release -p server --bin tether
+# The release artifact exactly as deployed (a plain `cargo build` of the server would leave a
+# binary without the site at target/release/tether), then the tools (bench/).
+bash "$REPO_ROOT/scripts/setup.sh"
+export PATH="$REPO_ROOT/end2end/node_modules/.bin:${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+cargo leptos build --release --precompress
 cargo build --release -p tether-bench --bin tether-load
 ulimit -n 65536 2>/dev/null || true
 exec ./target/release/tether-load --server-bin target/release/tether --out bench-results.md "$@"
