@@ -115,6 +115,7 @@ fn trim_and_sample() -> Option<Sample> {
 
 /// Returns whether any memory went back to the system.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)] // the workspace's one exception (Cargo.toml, [workspace.lints])
 fn trim() -> bool {
     extern "C" {
         fn malloc_trim(pad: usize) -> std::os::raw::c_int;

@@ -567,6 +567,7 @@ pub fn value(raw: &protocol::json::RawJson) -> Value {
 
 /// A duplicate of the TCP socket of this process (the test's, with its servers and clients)
 /// whose local and peer addresses `wanted` accepts, if there is one.
+#[allow(unsafe_code)] // test-only: a socket of this process found by its descriptor
 pub fn tcp_socket_in_this_process(
     wanted: impl Fn(SocketAddr, SocketAddr) -> bool,
 ) -> Option<std::net::TcpStream> {
