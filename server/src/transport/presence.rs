@@ -1,273 +1,336 @@
-use futures_util::future::join_all;
-use serde_json::{json, Value};
+//! Presence: who is online, and who hears about it. Every `user connected`, `user disconnected`
+//! and `tabs` the server sends is sent from here, whatever caused it: a socket of this node
+//! connecting or closing (a tab, a logout, an expiry, a takeover, a lost connection), or the
+//! cluster heartbeat finding that another node died with the user's sockets, or that this node
+//! had been presumed dead while it still held them.
+//!
+//! Who hears that a user came or went is decided by one rule, [`Audience::of`], with what the
+//! store says when it is said.
 
-use crate::helpers::{spawn_app, TestClient};
+use std::sync::Arc;
 
-#[tokio::test]
-async fn two_tabs_of_one_user_are_one_entry_in_users() {
-    let app = spawn_app().await;
-    let ada = app.connect_as("ada").await;
-    let _tab2 = app.resume(&ada.session_id).await;
-    let bob = app.connect_as("bob").await;
-    let ada_entries = bob
-        .users
-        .iter()
-        .filter(|u| u["userID"] == ada.user_id.as_str())
-        .count();
-    assert_eq!(ada_entries, 1);
-    assert_eq!(bob.users.len(), 2);
+use protocol::events;
+use protocol::payloads::{Tabs, UserEntry};
+use socketioxide::adapter::Adapter;
+use socketioxide::extract::{SocketRef, State};
+use socketioxide::operators::BroadcastOperators;
+use socketioxide::socket::DisconnectReason;
+use socketioxide::SocketIo;
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use super::{Limits, SocketState, Viewer};
+use crate::domain::UserId;
+use crate::store::{PresenceChange, Store, StoreError};
+
+/// Who hears that a user came online or went offline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Audience {
+    Everyone,
+    Rooms(Vec<String>),
 }
 
-#[tokio::test]
-async fn closing_one_of_two_tabs_keeps_the_user_online() {
-    let app = spawn_app().await;
-    let ada = app.connect_as("ada").await;
-    let tab2 = app.resume(&ada.session_id).await;
-    let mut bob = app.connect_as("bob").await;
-
-    tab2.close().await;
-    // A third tab opening after the close proves the close was handled first.
-    let tab3 = app.resume(&ada.session_id).await;
-    let state = bob.sync().await;
-    let ada_presence = state["ok"]["users"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["userID"] == ada.user_id.as_str())
-        .unwrap()
-        .clone();
-    assert_eq!(ada_presence["connected"], true);
-    assert!(bob.drain("user disconnected").is_empty());
-
-    ada.close().await;
-    tab3.close().await;
-    assert_eq!(bob.next("user disconnected").await, json!(ada.user_id));
-}
-
-#[tokio::test]
-async fn twenty_tabs_closing_at_once_announce_offline_exactly_once() {
-    let app = spawn_app().await;
-    let ada = app.connect_as("ada").await;
-    let mut tabs: Vec<TestClient> = vec![ada];
-    let session_id = tabs[0].session_id.clone();
-    for _ in 1..20 {
-        tabs.push(app.resume(&session_id).await);
-    }
-    let mut bob = app.connect_as("bob").await;
-    let ada_id = tabs[0].user_id.clone();
-
-    join_all(tabs.iter().map(|t| t.close())).await;
-    assert_eq!(bob.next("user disconnected").await, json!(ada_id));
-
-    // Let every disconnect handler finish, then make sure no second announcement follows.
-    let state = bob.sync().await;
-    let online = |state: &serde_json::Value| {
-        state["ok"]["users"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|u| u["userID"] == ada_id.as_str() && u["connected"] == true)
-    };
-    assert!(!online(&state));
-    // socketioxide keeps a closing socket in its rooms until its disconnect handler returns:
-    // once the room is empty, every handler has run and queued whatever it was going to send.
-    app.until_room_is_empty(&ada_id).await;
-    bob.sync().await;
-    assert!(
-        bob.drain("user disconnected").is_empty(),
-        "offline announced once"
-    );
-}
-
-#[tokio::test]
-async fn an_offline_recipient_finds_the_message_on_return() {
-    let app = spawn_app().await;
-    let ada = app.connect_as("ada").await;
-    let bob = app.connect_as("bob").await;
-    let (bob_session, bob_id) = (bob.session_id.clone(), bob.user_id.clone());
-    bob.close().await;
-
-    let ack = ada.send(&bob_id, "while you were away").await;
-    let id = ack["ok"]["id"].as_i64().unwrap();
-
-    let back = app.resume(&bob_session).await;
-    let with_ada = back
-        .users
-        .iter()
-        .find(|u| u["userID"] == ada.user_id.as_str())
-        .unwrap();
-    assert_eq!(with_ada["messages"][0]["content"], "while you were away");
-    assert_eq!(with_ada["connected"], true);
-
-    let restored = back
-        .request("restore_state", json!({ "since": id - 1 }))
-        .await;
-    assert_eq!(restored["ok"]["messages"][0]["id"], id);
-    assert_eq!(restored["ok"]["hasMore"], false);
-}
-
-#[tokio::test]
-async fn a_peers_only_restore_names_just_the_people_in_its_messages() {
-    let app = crate::helpers::spawn_app().await;
-    let ada = app.connect_as("ada").await;
-    let bob = app.connect_as("bob").await;
-    let _cat = app.connect_as("cat").await;
-    let ack = ada.send(&bob.user_id, "hello").await;
-    let id = ack["ok"]["id"].as_i64().unwrap();
-
-    let names = |answer: &Value| -> Vec<String> {
-        let mut names: Vec<String> = answer["ok"]["users"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|u| u["username"].as_str().unwrap().to_owned())
+impl Audience {
+    /// The rule. Up to `--roster-full-max` users in the directory, everyone hears (the
+    /// tutorial's contract). Beyond it, so that one user's coming and going costs a bounded
+    /// fan-out, only the user's contacts (everyone they have a conversation with, as the
+    /// roster names them) and the user's own other tabs.
+    pub(super) fn of(
+        user: &UserId,
+        contacts: impl IntoIterator<Item = UserId>,
+        directory_len: usize,
+        full_max: usize,
+    ) -> Audience {
+        if directory_len <= full_max {
+            return Audience::Everyone;
+        }
+        let mut rooms: Vec<String> = contacts
+            .into_iter()
+            .filter(|contact| contact != user)
+            .map(|contact| contact.to_string())
             .collect();
-        names.sort();
-        names
-    };
-    let peers = bob
-        .request(
-            "restore_state",
-            json!({ "since": id - 1, "peersOnly": true }),
-        )
-        .await;
-    assert_eq!(peers["ok"]["messages"][0]["id"], id);
-    assert_eq!(names(&peers), ["ada", "bob"]);
-    let ada_entry = &peers["ok"]["users"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["username"] == "ada")
-        .unwrap()
-        .clone();
-    assert_eq!(ada_entry["connected"], true);
+        rooms.push(user.to_string());
+        Audience::Rooms(rooms)
+    }
 
-    let nothing_new = bob
-        .request("restore_state", json!({ "since": id, "peersOnly": true }))
-        .await;
-    assert_eq!(nothing_new["ok"]["users"], json!([]));
-    assert_eq!(nothing_new["ok"]["messages"], json!([]));
-
-    // Without it (or with false), everyone, as before.
-    let everyone = bob
-        .request("restore_state", json!({ "since": id, "peersOnly": false }))
-        .await;
-    assert_eq!(names(&everyone), ["ada", "bob", "cat"]);
+    /// The rule applied now, for a directory of `directory_len` users: the user's contacts are
+    /// read only when the rule needs them.
+    async fn now(
+        store: &dyn Store,
+        limits: &Limits,
+        user: &UserId,
+        directory_len: usize,
+    ) -> Result<Audience, StoreError> {
+        let contacts = if directory_len <= limits.roster_full_max {
+            Vec::new()
+        } else {
+            // Peers only: no message is asked for.
+            store.conversations(user, 0, 0, 0).await?.peers
+        };
+        Ok(Audience::of(
+            user,
+            contacts,
+            directory_len,
+            limits.roster_full_max,
+        ))
+    }
 }
 
-#[tokio::test]
-async fn beyond_the_full_roster_threshold_users_lists_contacts_and_online_users_and_the_rest_is_paged(
+/// Who says it: a socket of the user on this node (which does not hear its own news), or this
+/// node, for a user it holds no socket of or on behalf of all of them (the heartbeat's changes).
+pub(super) enum Speaker<'a, A: Adapter> {
+    Socket(&'a SocketRef<A>),
+    Node(&'a SocketIo<A>),
+}
+
+impl<A: Adapter> Speaker<'_, A> {
+    fn to(&self, audience: Audience) -> BroadcastOperators<A> {
+        match (self, audience) {
+            (Speaker::Socket(socket), Audience::Everyone) => socket.broadcast(),
+            (Speaker::Socket(socket), Audience::Rooms(rooms)) => socket.to(rooms),
+            (Speaker::Node(io), Audience::Everyone) => io.broadcast(),
+            (Speaker::Node(io), Audience::Rooms(rooms)) => io.to(rooms),
+        }
+    }
+
+    /// Every socket of the user (on every node).
+    fn within_user(&self, user: &UserId) -> BroadcastOperators<A> {
+        match self {
+            Speaker::Socket(socket) => socket.within(user.to_string()),
+            Speaker::Node(io) => io.within(user.to_string()),
+        }
+    }
+}
+
+/// `user connected`: a socket of the user connected (each tab says so, as the tutorial's server
+/// does), or this node counts the user's sockets again after it was presumed dead. The
+/// audience is the rule's, decided by the caller with what it read.
+pub(super) async fn came_online<A: Adapter>(
+    speaker: Speaker<'_, A>,
+    audience: Audience,
+    user: &UserId,
+    username: &str,
 ) {
-    let app = crate::helpers::spawn_app_with(|c| c.roster_full_max = 2).await;
-    let ada = app.connect_as("ada").await;
-    let bob = app.connect_as("bob").await;
-    let cat = app.connect_as("cat").await;
-    ada.send(&cat.user_id, "hi cat").await;
-    bob.close().await;
-    cat.close().await;
-    app.until_room_is_empty(&bob.user_id).await;
-    app.until_room_is_empty(&cat.user_id).await;
-
-    let again = app.resume(&ada.session_id).await;
-    let listed: Vec<&str> = again
-        .users
-        .iter()
-        .map(|u| u["username"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        listed,
-        ["ada", "cat"],
-        "the viewer and a contact; offline strangers are not listed"
-    );
-    // A contact is a contact whether or not the roster carries its messages.
-    let mut holding_all = app
-        .connect(json!({ "sessionID": ada.session_id, "since": i64::MAX }))
+    let entry = UserEntry {
+        user_id: user.to_string(),
+        username: username.to_owned(),
+        connected: true,
+        messages: Vec::new(),
+    };
+    let _ = speaker
+        .to(audience)
+        .emit(events::USER_CONNECTED, &entry)
         .await;
-    holding_all.expect_session().await;
-    let listed: Vec<&str> = holding_all
-        .users
-        .iter()
-        .map(|u| u["username"].as_str().unwrap())
-        .collect();
-    assert_eq!(listed, ["ada", "cat"]);
-    assert!(holding_all.users.iter().all(|u| u["messages"] == json!([])));
-    holding_all.close().await;
-
-    let page = again
-        .request("users_page", json!({ "offset": 0, "limit": 10 }))
-        .await;
-    assert_eq!(page["ok"]["total"], 3);
-    assert_eq!(page["ok"]["users"].as_array().unwrap().len(), 3);
-    let page = again
-        .request("users_page", json!({ "offset": 2, "limit": 10 }))
-        .await;
-    assert_eq!(page["ok"]["users"][0]["username"], "cat");
-
-    // Presence fan-out is bounded too: a contact hears of ada's new tab, a stranger does not.
-    let mut cat = app.resume(&cat.session_id).await;
-    let mut bob = app.resume(&bob.session_id).await;
-    let _tab = app.resume(&ada.session_id).await;
-    assert_eq!(
-        cat.next("user connected").await["userID"],
-        ada.user_id.as_str()
-    );
-    bob.sync().await;
-    let heard: Vec<_> = bob
-        .drain("user connected")
-        .into_iter()
-        .filter(|e| e["userID"] == ada.user_id.as_str())
-        .collect();
-    assert!(heard.is_empty(), "a stranger is not told: {heard:?}");
 }
 
-/// Whether `client` heard ada come or go: every `user connected` / `user disconnected` of hers
-/// it received before a round trip.
-async fn heard_of(client: &mut TestClient, user_id: &str) -> Vec<Value> {
-    client.sync().await;
-    let connected = client.drain("user connected");
-    let disconnected = client.drain("user disconnected");
-    connected
-        .into_iter()
-        .filter(|e| e["userID"] == user_id)
-        .chain(disconnected.into_iter().filter(|id| id == user_id))
-        .collect()
+/// `user disconnected`: the user's last socket is uncounted (closed here, or lost with a dead
+/// node), told to the rule's audience as the store has it now (a directory of `directory_len`
+/// users, read here when not given).
+async fn went_offline<A: Adapter>(
+    speaker: Speaker<'_, A>,
+    state: &SocketState,
+    user: &UserId,
+    directory_len: Option<usize>,
+) {
+    metrics::gauge!("tether_users_online").decrement(1.0);
+    let audience = async {
+        let directory_len = match directory_len {
+            Some(len) => len,
+            None => state.store.list_users().await?.len(),
+        };
+        Audience::now(state.store.as_ref(), &state.limits, user, directory_len).await
+    };
+    match audience.await {
+        Ok(audience) => {
+            let _ = speaker
+                .to(audience)
+                .emit(events::USER_DISCONNECTED, user.as_str())
+                .await;
+        }
+        Err(e) => {
+            tracing::error!(user.id = %user, error = %format_args!("{e:#}"), "could not read who hears that the user went offline")
+        }
+    }
 }
 
-#[tokio::test]
-async fn beyond_the_full_roster_going_offline_is_announced_to_contacts_only() {
-    let app = crate::helpers::spawn_app_with(|c| c.roster_full_max = 2).await;
-    let mut cat = app.connect_as("cat").await;
-    let mut bob = app.connect_as("bob").await;
-    let ada = app.connect_as("ada").await;
-    // A contact made after connecting counts as one: who hears is decided when it is said.
-    ada.send(&cat.user_id, "hi cat").await;
-    assert!(heard_of(&mut bob, &ada.user_id).await.is_empty());
-
-    ada.close().await;
-    assert_eq!(cat.next("user disconnected").await, json!(ada.user_id));
-    let heard = heard_of(&mut bob, &ada.user_id).await;
-    assert!(heard.is_empty(), "a stranger is not told: {heard:?}");
+/// `tabs`: tells every socket of the user how many of them there are now (Tether's event).
+async fn tabs<A: Adapter>(speaker: Speaker<'_, A>, user: &UserId, count: u32) {
+    let _ = speaker
+        .within_user(user)
+        .emit(events::TABS, &Tabs { count })
+        .await;
 }
 
-#[tokio::test]
-async fn beyond_the_full_roster_signing_out_everywhere_is_announced_to_contacts_only() {
-    let app = crate::helpers::spawn_app_with(|c| c.roster_full_max = 2).await;
-    let mut cat = app.connect_as("cat").await;
-    let mut bob = app.connect_as("bob").await;
-    let ada = app.connect_as("ada").await;
-    let _tab2 = app.resume(&ada.session_id).await;
-    ada.send(&cat.user_id, "hi cat").await;
-    heard_of(&mut bob, &ada.user_id).await;
+/// Where a socket is in its presence life: counted once connected, uncounted once closed. The
+/// lock makes a disconnect that races the connect handler wait for it, so no count is lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Pending,
+    Counted,
+    Closed,
+}
 
-    let ack = ada.request("logout", json!({ "everywhere": true })).await;
-    assert_eq!(ack["ok"], true);
-    assert_eq!(cat.next("user disconnected").await, json!(ada.user_id));
-    app.until_room_is_empty(&ada.user_id).await;
-    let heard = heard_of(&mut bob, &ada.user_id).await;
-    assert!(heard.is_empty(), "a stranger is not told: {heard:?}");
-    cat.sync().await;
-    assert!(
-        cat.drain("user disconnected").is_empty(),
-        "offline announced once"
-    );
+#[derive(Clone)]
+struct PresenceSlot(Arc<Mutex<Phase>>);
+
+/// A socket's presence slot, held by its connect handler until it is counted (or refused).
+pub(super) struct Held(OwnedMutexGuard<Phase>);
+
+/// Gives a newly connected socket its presence slot, held, and the disconnect handler that
+/// uncounts it. Call before the connect handler's first `.await`.
+pub(super) fn hold<A: Adapter>(socket: &SocketRef<A>) -> Option<Held> {
+    let slot = PresenceSlot(Arc::new(Mutex::new(Phase::Pending)));
+    let held = slot.0.clone().try_lock_owned().ok()?;
+    socket.extensions.insert(slot);
+    socket.on_disconnect(socket_closed::<A>);
+    metrics::gauge!("tether_sockets_connected").increment(1.0);
+    Some(Held(held))
+}
+
+impl Held {
+    /// The socket will not be counted (refused, or the store failed): its disconnect has
+    /// nothing to uncount.
+    pub(super) fn closed(mut self) {
+        *self.0 = Phase::Closed;
+    }
+
+    /// The socket is counted, `count` of the user's now: the user's sockets hear the new count.
+    /// (The user's coming online is announced once the connect has read the roster, which
+    /// holds what the rule needs: [`came_online`].)
+    pub(super) async fn counted<A: Adapter>(
+        mut self,
+        socket: &SocketRef<A>,
+        viewer: &Viewer,
+        count: u32,
+    ) {
+        *self.0 = Phase::Counted;
+        if count == 1 {
+            metrics::gauge!("tether_users_online").increment(1.0);
+        }
+        tabs(Speaker::Socket(socket), &viewer.user_id, count).await;
+    }
+}
+
+/// A socket closed, for whatever reason: uncounted; the user's last socket takes the user
+/// offline, any other tells the remaining tabs their count.
+async fn socket_closed<A: Adapter>(
+    socket: SocketRef<A>,
+    State(state): State<SocketState>,
+    reason: DisconnectReason,
+) {
+    let (Some(viewer), Some(slot)) = (
+        socket.extensions.get::<Viewer>(),
+        socket.extensions.get::<PresenceSlot>(),
+    ) else {
+        return;
+    };
+    let mut phase = slot.0.lock().await;
+    let was = std::mem::replace(&mut *phase, Phase::Closed);
+    metrics::gauge!("tether_sockets_connected").decrement(1.0);
+    tracing::info!(conn = %crate::telemetry::conn(&socket.id), user.id = %viewer.user_id, ?reason, "socket disconnected");
+    if was != Phase::Counted {
+        return;
+    }
+    match state.store.socket_disconnected(&viewer.user_id).await {
+        Ok(Some(0)) => {
+            went_offline(Speaker::Socket(&socket), &state, &viewer.user_id, None).await;
+            tracing::info!(conn = %crate::telemetry::conn(&socket.id), user.id = %viewer.user_id, "user went offline");
+        }
+        Ok(Some(count)) => tabs(Speaker::Socket(&socket), &viewer.user_id, count).await,
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!(conn = %crate::telemetry::conn(&socket.id), user.id = %viewer.user_id, error = %format_args!("{e:#}"), "presence update failed")
+        }
+    }
+}
+
+/// Announces the presence changes the store's heartbeat found (another node died, or this
+/// one had been presumed dead) as a disconnect or connect on this node would have, to the
+/// same audience.
+pub async fn announce_changes<A: Adapter>(
+    io: &SocketIo<A>,
+    state: &SocketState,
+    changes: Vec<PresenceChange>,
+) {
+    if changes.is_empty() {
+        return;
+    }
+    // Read once for them all: the rule needs its size, a user who came back their name.
+    let directory = match state.store.list_users().await {
+        Ok(directory) => directory,
+        Err(e) => {
+            tracing::error!(error = %format_args!("{e:#}"), changes = changes.len(), "could not read the directory; presence changes not announced");
+            return;
+        }
+    };
+    for change in changes {
+        match change {
+            PresenceChange::Left {
+                user,
+                sockets_left: 0,
+            } => {
+                tracing::info!(user.id = %user, "user went offline with a dead node");
+                went_offline(Speaker::Node(io), state, &user, Some(directory.len())).await;
+            }
+            PresenceChange::Left { user, sockets_left } => {
+                tabs(Speaker::Node(io), &user, sockets_left).await;
+            }
+            PresenceChange::Returned { user } => {
+                let Some(found) = directory.iter().find(|u| u.user_id == user) else {
+                    continue;
+                };
+                match Audience::now(state.store.as_ref(), &state.limits, &user, directory.len())
+                    .await
+                {
+                    Ok(audience) => {
+                        came_online(Speaker::Node(io), audience, &user, &found.username).await
+                    }
+                    Err(e) => {
+                        tracing::error!(user.id = %user, error = %format_args!("{e:#}"), "could not read who hears that the user is back")
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Keeps this node alive in the cluster's presence and announces what dead nodes took away
+/// (runs until aborted; a store of one node has no heartbeat and it returns at once).
+pub async fn heartbeat_loop<A: Adapter>(io: SocketIo<A>, state: SocketState) {
+    let Some(every) = state.store.heartbeat_every() else {
+        return;
+    };
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match state.store.heartbeat().await {
+            Ok(changes) => announce_changes(&io, &state, changes).await,
+            Err(e) => {
+                tracing::warn!(error = %format_args!("{e:#}"), "cluster heartbeat failed; retrying")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn up_to_the_full_roster_everyone_hears_and_beyond_it_contacts_and_own_tabs() {
+        let (ada, bob, cat) = (UserId::random(), UserId::random(), UserId::random());
+        assert_eq!(
+            Audience::of(&ada, vec![bob.clone()], 3, 3),
+            Audience::Everyone
+        );
+        // A note to self makes the user their own contact: their room once.
+        assert_eq!(
+            Audience::of(&ada, vec![bob.clone(), ada.clone(), cat.clone()], 4, 3),
+            Audience::Rooms(vec![bob.to_string(), cat.to_string(), ada.to_string()])
+        );
+        assert_eq!(
+            Audience::of(&ada, Vec::new(), 4, 3),
+            Audience::Rooms(vec![ada.to_string()])
+        );
+    }
 }
