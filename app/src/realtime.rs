@@ -21,7 +21,8 @@ pub enum Status {
     Offline {
         retry_at: i64,
     },
-    /// The server ended the session (signed out from another tab, or expired).
+    /// The session ended: this tab signed out, or the server refused the session when the tab
+    /// reconnected after a disconnect (signed out from another tab, or expired).
     SignedOut,
     /// The tab policy refused this tab: the session is open in another tab.
     Elsewhere,
@@ -346,9 +347,19 @@ mod driver {
                         Status::Moved
                     }
                     ConnState::Stopped(StopReason::ServerDisconnect) => {
-                        // Signed out on the server (this or another tab): forget the session.
+                        // This tab's own logout (on the shared connection, any tab's): forget
+                        // the session. A DISCONNECT the tab did not ask for is no stop (the
+                        // session may still exist): the core reconnects with it, and a session
+                        // that is gone is refused, which lands below.
                         storage::clear_all();
                         rt.account.set(None);
+                        Status::SignedOut
+                    }
+                    // The stored session was refused (`SessionEvent::SignedOut` has forgotten
+                    // it): a sign-in that failed says why on its own.
+                    ConnState::Stopped(StopReason::Unauthorized)
+                        if rt.sign_in_error.get_untracked().is_none() =>
+                    {
                         Status::SignedOut
                     }
                     ConnState::Stopped(StopReason::SessionActive) => Status::Elsewhere,

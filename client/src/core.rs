@@ -36,7 +36,11 @@ impl Default for CoreConfig {
 pub enum StopReason {
     /// The server refused the session (`invalid username`): sign in again.
     Unauthorized,
-    /// The server ended this socket (e.g. sign-out): reconnecting would be refused or unwanted.
+    /// The server ended this socket, and the client knows why: it announced a takeover
+    /// (`session moved`), or this client asked to log out. A DISCONNECT without either does not
+    /// say why (the session may still exist: a socket limit, an abuse cooldown, a store
+    /// failure), so it is not a stop: the client reconnects with the session after the backoff,
+    /// and the handshake tells (`invalid username` stops with [`StopReason::Unauthorized`]).
     ServerDisconnect,
     /// The application asked to disconnect.
     ClientDisconnect,
@@ -139,6 +143,9 @@ pub struct Core {
     outputs: VecDeque<Output>,
     has_connected: bool,
     reconnects: u32,
+    /// A DISCONNECT on this connection ends it for good: the server announced a takeover
+    /// (`session moved`) or this client emitted `logout`.
+    disconnect_expected: bool,
     /// The session the client's chat state came from, and the newest message id it holds.
     held: Option<(String, i64)>,
 }
@@ -163,6 +170,7 @@ impl Core {
             outputs: VecDeque::new(),
             has_connected: false,
             reconnects: 0,
+            disconnect_expected: false,
             held: None,
         }
     }
@@ -279,6 +287,8 @@ impl Core {
                 } = &mut self.phase
                 {
                     *heartbeat_deadline = now + self.heartbeat_ms;
+                    // Online for a whole ping interval: this connection held.
+                    self.backoff.reset();
                 }
             }
             Frame::Pong | Frame::Noop => {}
@@ -297,6 +307,7 @@ impl Core {
 
     pub fn emit(&mut self, event: &str, data: &RawJson) -> Result<(), NotConnected> {
         self.ensure_online()?;
+        self.note_emit(event);
         self.send(packet::event_frame(event, data, None));
         Ok(())
     }
@@ -311,6 +322,7 @@ impl Core {
         now: u64,
     ) -> Result<u64, NotConnected> {
         self.ensure_online()?;
+        self.note_emit(event);
         let id = self.next_ack_id;
         self.next_ack_id += 1;
         self.acks.insert(id, now + timeout_ms);
@@ -340,7 +352,10 @@ impl Core {
                 if !matches!(self.phase, Phase::Opening { .. }) {
                     return;
                 }
-                self.backoff.reset();
+                // The backoff is not reset here but once the connection holds (its `users`, or
+                // a ping): a server that accepts and then disconnects at once, every time (a
+                // user at its socket limit, a roster it cannot read), is retried ever more
+                // slowly, not every second.
                 let reconnect = self.has_connected;
                 if reconnect {
                     self.reconnects += 1;
@@ -367,10 +382,22 @@ impl Core {
                 }
             }
             Incoming::Disconnect => {
-                self.outputs.push_back(Output::CloseTransport);
-                self.stop(StopReason::ServerDisconnect);
+                if self.disconnect_expected {
+                    self.outputs.push_back(Output::CloseTransport);
+                    self.stop(StopReason::ServerDisconnect);
+                } else {
+                    // Why is not said (PROTOCOL.md, "Server disconnects"): reconnect with the
+                    // session after the backoff, like after a lost transport, and let the
+                    // handshake tell whether the session still exists.
+                    self.lose(now, true);
+                }
             }
             Incoming::Event { event, args, ack } => {
+                match event.as_str() {
+                    protocol::events::SESSION_MOVED => self.disconnect_expected = true,
+                    protocol::events::USERS => self.backoff.reset(),
+                    _ => {}
+                }
                 self.event(CoreEvent::Message { event, args, ack });
             }
             Incoming::Ack { id, args } => {
@@ -383,6 +410,7 @@ impl Core {
     }
 
     fn open(&mut self, now: u64) {
+        self.disconnect_expected = false;
         self.phase = Phase::Opening {
             deadline: now + self.config.connect_timeout_ms,
         };
@@ -415,6 +443,13 @@ impl Core {
                 id,
                 reason: AckFailure::Disconnected,
             });
+        }
+    }
+
+    /// A `logout` sent: the DISCONNECT that follows is the one asked for.
+    fn note_emit(&mut self, event: &str) {
+        if event == protocol::events::LOGOUT {
+            self.disconnect_expected = true;
         }
     }
 
@@ -540,6 +575,7 @@ mod tests {
         c.handle_timer(1010);
         c.handle_frame(OPEN, 1010);
         c.handle_frame(r#"40{"sid":"y"}"#, 1010);
+        c.handle_frame(r#"42["users",[]]"#, 1010);
         let out = drain(&mut c);
         assert!(out.contains(&Output::Send(r#"40{"sessionID":"s2"}"#.into())));
         assert!(out.contains(&Output::Event(CoreEvent::Connected {
@@ -618,13 +654,89 @@ mod tests {
     }
 
     #[test]
-    fn a_server_disconnect_stops_reconnecting() {
+    fn a_server_disconnect_that_says_nothing_reconnects_with_the_session_and_the_handshake_tells() {
         let mut c = core();
         online(&mut c, 0);
+        c.handle_frame(r#"42["users",[]]"#, 0);
+        drain(&mut c);
+        c.handle_frame("41", 5);
+        assert!(drain(&mut c).contains(&Output::CloseTransport));
+        assert_eq!(c.state(), ConnState::Offline { retry_at: 1005 });
+        c.handle_timer(1005);
+        c.handle_frame(OPEN, 1005);
+        assert!(drain(&mut c).contains(&Output::Send(r#"40{"sessionID":"s2"}"#.into())));
+        // Still there (a socket limit, a store failure): carry on.
+        c.handle_frame(r#"40{"sid":"y"}"#, 1010);
+        assert!(drain(&mut c).contains(&Output::Event(CoreEvent::Connected {
+            sid: "y".into(),
+            reconnect: true
+        })));
+        // Gone (a logout elsewhere, an expiry): the probe is refused, and that is a stop.
+        c.handle_frame("41", 1020);
+        c.handle_timer(3020);
+        c.handle_frame(OPEN, 3020);
+        c.handle_frame(r#"44{"message":"invalid username"}"#, 3020);
+        assert_eq!(c.state(), ConnState::Stopped(StopReason::Unauthorized));
+        assert_eq!(c.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_server_that_accepts_then_disconnects_every_time_is_retried_ever_more_slowly() {
+        let mut c = core();
+        online(&mut c, 0);
+        let mut now = 0;
+        let mut delays = Vec::new();
+        for _ in 0..5 {
+            c.handle_frame("41", now);
+            let ConnState::Offline { retry_at } = c.state() else {
+                panic!("not waiting: {:?}", c.state())
+            };
+            delays.push(retry_at - now);
+            now = retry_at;
+            c.handle_timer(now);
+            c.handle_frame(OPEN, now);
+            c.handle_frame(r#"40{"sid":"x"}"#, now);
+        }
+        assert_eq!(delays, [1000, 2000, 4000, 5000, 5000]);
+        // A connection that held (its `users` came) starts the backoff again.
+        c.handle_frame(r#"42["users",[]]"#, now);
+        c.handle_frame("41", now);
+        assert_eq!(
+            c.state(),
+            ConnState::Offline {
+                retry_at: now + 1000
+            }
+        );
+    }
+
+    #[test]
+    fn a_server_disconnect_after_session_moved_or_after_logout_stops() {
+        let mut c = core();
+        online(&mut c, 0);
+        c.handle_frame(r#"42["session moved"]"#, 5);
         c.handle_frame("41", 5);
         assert_eq!(c.state(), ConnState::Stopped(StopReason::ServerDisconnect));
+        assert_eq!(c.next_deadline(), None);
         c.connect(10);
         assert_eq!(c.state(), ConnState::Connecting);
+
+        let mut c = core();
+        online(&mut c, 0);
+        c.emit_with_ack("logout", &raw(json!({})), 10_000, 0)
+            .unwrap();
+        c.handle_frame("41", 5);
+        assert_eq!(c.state(), ConnState::Stopped(StopReason::ServerDisconnect));
+
+        // Announced on an earlier connection only: this one's DISCONNECT says nothing.
+        let mut c = core();
+        online(&mut c, 0);
+        c.handle_frame(r#"42["session moved"]"#, 5);
+        c.handle_transport_closed(5);
+        c.handle_timer(1005);
+        c.handle_frame(OPEN, 1005);
+        c.handle_frame(r#"40{"sid":"y"}"#, 1005);
+        c.handle_frame("41", 1010);
+        assert!(matches!(c.state(), ConnState::Offline { .. }));
     }
 
     #[test]

@@ -591,8 +591,16 @@ mod tests {
         );
     }
 
+    /// A DISCONNECT that says nothing is a reconnect for every tab (the session may still
+    /// exist); after `session moved`, or after a tab's logout, it stops every tab.
     #[test]
     fn a_server_disconnect_reaches_every_tab() {
+        let stopped = HubToTab::State {
+            state: SharedState::Stopped {
+                reason: StopReason::ServerDisconnect,
+            },
+            reconnects: 0,
+        };
         let mut hub = hub();
         online(&mut hub);
         join(&mut hub, 2, 5);
@@ -600,12 +608,52 @@ mod tests {
         hub.handle_frame("41", 6);
         let out = outputs(&mut hub);
         for tab in [1, 2] {
-            assert!(to(tab, &out).contains(&HubToTab::State {
-                state: SharedState::Stopped {
-                    reason: StopReason::ServerDisconnect
-                },
-                reconnects: 0
-            }));
+            let told = to(tab, &out);
+            assert!(
+                told.iter().any(|m| matches!(
+                    m,
+                    HubToTab::State {
+                        state: SharedState::Offline { .. },
+                        ..
+                    }
+                )),
+                "{told:?}"
+            );
         }
+        assert!(hub.next_deadline().is_some());
+
+        let mut hub = hub_online_with_tabs();
+        hub.handle_frame(r#"42["session moved"]"#, 6);
+        hub.handle_frame("41", 6);
+        let out = outputs(&mut hub);
+        for tab in [1, 2] {
+            assert!(to(tab, &out).contains(&stopped));
+        }
+
+        let mut hub = hub_online_with_tabs();
+        hub.handle_tab(
+            2,
+            TabToHub::Request {
+                id: 1,
+                event: "logout".into(),
+                data: raw(json!({ "everywhere": false })),
+                timeout_ms: 1000,
+            },
+            6,
+        );
+        hub.handle_frame("41", 7);
+        let out = outputs(&mut hub);
+        for tab in [1, 2] {
+            assert!(to(tab, &out).contains(&stopped));
+        }
+        assert_eq!(hub.next_deadline(), None);
+    }
+
+    fn hub_online_with_tabs() -> Hub {
+        let mut hub = hub();
+        online(&mut hub);
+        join(&mut hub, 2, 5);
+        outputs(&mut hub);
+        hub
     }
 }

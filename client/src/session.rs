@@ -1176,6 +1176,74 @@ mod tests {
         assert_eq!(replies(&mut session), [(8, Ok(raw(json!({ "y": 2 }))))]);
     }
 
+    fn events(session: &mut Session) -> Vec<SessionEvent> {
+        std::iter::from_fn(|| session.poll_output())
+            .filter_map(|o| match o {
+                SessionOutput::Event(event) => Some(event),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A DISCONNECT that says nothing (PROTOCOL.md, "Server disconnects") keeps the session
+    /// and asks again after the backoff; only the handshake's `invalid username` signs out.
+    /// `session moved` and this tab's own logout still stop at once.
+    #[test]
+    fn a_server_disconnect_keeps_the_session_until_the_handshake_refuses_it() {
+        let mut session = restored();
+        session.step(Input::Frame("41"), 10);
+        let out = events(&mut session);
+        assert!(!out.contains(&SessionEvent::SignedOut), "{out:?}");
+        assert!(!out.contains(&SessionEvent::Moved), "{out:?}");
+        let ConnState::Offline { retry_at } = session.state() else {
+            panic!("no reconnect scheduled: {:?}", session.state())
+        };
+        assert_eq!(session.next_deadline(), Some(retry_at));
+        session.step(Input::Timer, retry_at);
+        let opened =
+            std::iter::from_fn(|| session.poll_output()).any(|o| o == SessionOutput::OpenTransport);
+        assert!(opened);
+        session.step(Input::Frame(r#"0{"sid":"e2","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":100000}"#), retry_at);
+        // The reconnect resumes the same session, naming what it holds.
+        assert_eq!(sent(&mut session), [r#"40{"sessionID":"s","since":7}"#]);
+        session.step(
+            Input::Frame(r#"44{"message":"invalid username"}"#),
+            retry_at + 1,
+        );
+        assert!(events(&mut session).contains(&SessionEvent::SignedOut));
+        assert_eq!(
+            session.state(),
+            ConnState::Stopped(StopReason::Unauthorized)
+        );
+
+        // A takeover: stopped, and offered back ("Use here").
+        let mut session = restored();
+        session.step(Input::Frame(r#"42["session moved"]"#), 10);
+        session.step(Input::Frame("41"), 10);
+        assert!(events(&mut session).contains(&SessionEvent::Moved));
+        assert_eq!(
+            session.state(),
+            ConnState::Stopped(StopReason::ServerDisconnect)
+        );
+        assert_eq!(session.next_deadline(), None);
+
+        // This tab's own logout: stopped at once, without a probe.
+        let mut session = restored();
+        session.step(Input::Logout { everywhere: false }, 10);
+        assert_eq!(
+            sent(&mut session),
+            [r#"421["logout",{"everywhere":false}]"#]
+        );
+        session.step(Input::Frame("41"), 11);
+        assert!(!events(&mut session).contains(&SessionEvent::Moved));
+        assert_eq!(
+            session.state(),
+            ConnState::Stopped(StopReason::ServerDisconnect)
+        );
+        assert_eq!(session.next_deadline(), None);
+        assert!(!session.moved());
+    }
+
     /// `step` is the one way in, and it always finishes the job: nothing the connection
     /// produced is left for a later input to find.
     #[test]
