@@ -164,9 +164,12 @@ async fn a_request_sent_right_after_connecting_is_answered_even_in_a_connect_sto
             let mut client = NativeClient::spawn(&origin, fast(), move || {
                 auth(json!({ "username": format!("s{i}") }))
             });
-            // `Restored` is the answer to the `restore_state` sent on CONNECT (or its timeout).
+            // `Restored` is the answer to the `restore_state` sent on CONNECT (or its timeout,
+            // after ACK_TIMEOUT_MS = 10 s: a dropped request only arrives after that, so any
+            // wait under it tells the two apart; 9 s leaves a loaded 2-core machine room for
+            // 300 handshakes, where 5 s left up to 121 unanswered while other tests ran).
             tokio::time::timeout(
-                Duration::from_secs(5),
+                Duration::from_millis(client::session::ACK_TIMEOUT_MS - 1_000),
                 client.wait_for(|e| matches!(e, SessionEvent::Restored).then_some(())),
             )
             .await

@@ -178,9 +178,18 @@ async fn session_ids_never_appear_in_the_logs_of_a_full_session() {
     drop(refused);
     ada.request("logout", json!(null)).await;
     ada.next("close").await;
+    // The server writes its lines as it goes, and a kill loses what it had not written yet: take
+    // what arrives until the trace shows a whole session (or the wait ends), then stop it.
+    let mut lines = Vec::new();
+    let enough = tokio::time::Instant::now() + crate::helpers::WAIT;
+    while lines.len() <= 10 {
+        match tokio::time::timeout_at(enough, rx.recv()).await {
+            Ok(Some(line)) => lines.push(line),
+            _ => break,
+        }
+    }
     // Stop the server: its stdout closes, the reader drains it and drops the sender.
     server.kill_9().await;
-    let mut lines = Vec::new();
     while let Some(line) = tokio::time::timeout(crate::helpers::WAIT, rx.recv())
         .await
         .expect("the log stream ends once the server is gone")
