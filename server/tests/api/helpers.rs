@@ -377,14 +377,7 @@ impl ChildServer {
         filter: &str,
         log: Option<mpsc::UnboundedSender<String>>,
     ) -> ChildServer {
-        Self::spawn(
-            data_dir,
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-            filter,
-            log,
-            &[],
-        )
-        .await
+        Self::start_logging_with(data_dir, filter, log, &[]).await
     }
 
     /// [`ChildServer::start_logging`] with extra flags (e.g. `--log-format json`).
