@@ -38,3 +38,22 @@ pub const TOO_MANY_REQUESTS: &str = "too many requests";
 /// (its send buffer was full), so it may have missed something: run `restore_state` from the
 /// last id held.
 pub const RESYNC: &str = "resync";
+
+/// Client → server (with ack): the viewer's conversations, latest activity first, each with its
+/// last message, unread count and read cursors.
+pub const CONVERSATIONS: &str = "conversations";
+/// Client → server (with ack): move the viewer's read cursor of one conversation.
+/// Server → every socket of the viewer (every tab, device and node): a read cursor moved.
+pub const READ: &str = "read";
+/// Server → every socket of a sender: the recipient read the sender's messages up to an id
+/// (only while both share read receipts).
+pub const SEEN: &str = "seen";
+/// Client → server (no ack): the viewer is typing to a user (relayed at most once per
+/// `--typing-every-ms` per conversation). Server → every socket of that user: `{ from }`.
+/// Volatile: never stored, never replayed.
+pub const TYPING: &str = "typing";
+/// Client → server (with ack): users whose name contains a query, across the whole directory.
+pub const USERS_SEARCH: &str = "users_search";
+/// Client → server (with ack): read or change the viewer's settings.
+/// Server → every socket of the viewer: the settings changed.
+pub const SETTINGS: &str = "settings";

@@ -200,6 +200,124 @@ pub struct History {
     pub has_more: bool,
 }
 
+/// `conversations` request: the viewer's conversations whose last message is older than
+/// `before` (a message id; absent: from the newest), at most `limit`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, Json)]
+pub struct ConversationsRequest {
+    #[serde(default)]
+    pub before: Option<i64>,
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// A read cursor: everything up to message `upTo` was read, the cursor last moving at `at`
+/// (milliseconds since the Unix epoch).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, Json)]
+pub struct ReadMark {
+    #[serde(rename = "upTo")]
+    pub up_to: i64,
+    pub at: i64,
+}
+
+/// One conversation in the `conversations` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Json)]
+pub struct ConversationSummary {
+    /// The other party (the viewer, for notes to self).
+    #[serde(rename = "userID")]
+    pub user_id: String,
+    pub username: String,
+    pub connected: bool,
+    /// The conversation's newest message; its id orders the list and pages it.
+    pub last: Message,
+    /// The other party's messages newer than the viewer's read cursor, counted as of `last`.
+    pub unread: u32,
+    /// The viewer's read cursor (0: nothing read).
+    #[serde(rename = "readUpTo")]
+    pub read_up_to: i64,
+    /// How far the other party has read the viewer's messages; only while both share read
+    /// receipts.
+    #[serde(rename = "peerRead", default, skip_serializing_if = "Option::is_none")]
+    pub peer_read: Option<ReadMark>,
+}
+
+/// `conversations` answer, latest activity first; `hasMore`: ask again with `before` set to
+/// the last one's `last.id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Json)]
+pub struct ConversationList {
+    pub conversations: Vec<ConversationSummary>,
+    #[serde(rename = "hasMore")]
+    pub has_more: bool,
+}
+
+/// `read` request: the viewer has read the conversation `with` up to message `upTo`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Json)]
+pub struct ReadRequest {
+    pub with: String,
+    #[serde(rename = "upTo")]
+    pub up_to: i64,
+}
+
+/// `read` answer and event: the viewer's read cursor of the conversation `with` is `upTo`, and
+/// `unread` of the other party's messages up to `asOf` (the conversation's newest message when
+/// counted) are newer than it; messages after `asOf` are not counted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Json)]
+pub struct ReadState {
+    pub with: String,
+    #[serde(rename = "upTo")]
+    pub up_to: i64,
+    pub unread: u32,
+    #[serde(rename = "asOf")]
+    pub as_of: i64,
+}
+
+/// `seen`: the user `by` has read the receiver's messages to them up to `upTo`, at `at`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Json)]
+pub struct Seen {
+    pub by: String,
+    #[serde(rename = "upTo")]
+    pub up_to: i64,
+    pub at: i64,
+}
+
+/// `typing` from a client: the viewer is typing to `to`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Json)]
+pub struct TypingRequest {
+    pub to: String,
+}
+
+/// `typing` to a client: `from` is typing to the receiver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Json)]
+pub struct Typing {
+    pub from: String,
+}
+
+/// `users_search` request: users whose name contains `query` (ignoring case), at most `limit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Json)]
+pub struct UsersSearchRequest {
+    pub query: String,
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// `users_search` answer: names starting with the query first, then by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Json)]
+pub struct UsersSearch {
+    pub users: Vec<Presence>,
+}
+
+/// `settings`: as a request, the settings to change (absent: unchanged; `{}` reads them); as
+/// the answer and the event, every setting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, Json)]
+pub struct Settings {
+    /// Send read receipts, and see other people's (off: neither, as in Signal). Default on.
+    #[serde(
+        rename = "readReceipts",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub read_receipts: Option<bool>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,6 +395,72 @@ mod tests {
             messages: vec![],
             has_more: false,
         });
+        forms.check(ConversationsRequest {
+            before: Some(9),
+            limit: Some(10),
+        });
+        forms.check(ConversationsRequest::default());
+        forms.check(ConversationList {
+            conversations: vec![
+                ConversationSummary {
+                    user_id: "u".into(),
+                    username: "ada".into(),
+                    connected: true,
+                    last: message(Some("c")),
+                    unread: 3,
+                    read_up_to: 4,
+                    peer_read: Some(ReadMark { up_to: 5, at: 6 }),
+                },
+                ConversationSummary {
+                    user_id: "u".into(),
+                    username: "ada".into(),
+                    connected: false,
+                    last: message(None),
+                    unread: 0,
+                    read_up_to: 0,
+                    peer_read: None,
+                },
+            ],
+            has_more: true,
+        });
+        forms.check(ReadMark { up_to: 1, at: 2 });
+        forms.check(ConversationSummary {
+            user_id: "me".into(),
+            username: "me".into(),
+            connected: true,
+            last: message(None),
+            unread: 0,
+            read_up_to: 9,
+            peer_read: None,
+        });
+        forms.check(ReadRequest {
+            with: "u".into(),
+            up_to: 11,
+        });
+        forms.check(ReadState {
+            with: "u".into(),
+            up_to: 11,
+            unread: 2,
+            as_of: 13,
+        });
+        forms.check(Seen {
+            by: "u".into(),
+            up_to: 11,
+            at: 12,
+        });
+        forms.check(TypingRequest { to: "u".into() });
+        forms.check(Typing { from: "u".into() });
+        forms.check(UsersSearchRequest {
+            query: "Ad é".into(),
+            limit: Some(20),
+        });
+        forms.check(UsersSearch {
+            users: vec![presence.clone()],
+        });
+        forms.check(Settings {
+            read_receipts: Some(false),
+        });
+        forms.check(Settings::default());
         forms.check(crate::Ack::Ok(MessageReceipt { id: 1, ts: 2 }));
         for code in crate::ErrorCode::ALL {
             forms.check(crate::Ack::<MessageReceipt>::error(code, "why"));
@@ -311,6 +495,12 @@ mod tests {
         read_alike::<HistoryRequest>(r#"{"with":"b","limit":-1}"#);
         read_alike::<HistoryRequest>(r#"{"with":"b","limit":null}"#);
         read_alike::<Tabs>(r#"{"count":4294967296}"#);
+        read_alike::<ReadRequest>(r#"{"with":"u","upTo":1.5}"#);
+        read_alike::<ReadRequest>(r#"{"with":"u"}"#);
+        read_alike::<Settings>(r#"{"readReceipts":"no"}"#);
+        read_alike::<Settings>(r#"{"readReceipts":null}"#);
+        read_alike::<ConversationsRequest>(r#"{"before":null,"limit":3}"#);
+        read_alike::<UsersSearchRequest>(r#"{"limit":3}"#);
         read_alike::<Message>(
             r#"{"id":1,"ts":2,"content":"c","from":"a","to":"b","clientId":"x"}"#,
         );
