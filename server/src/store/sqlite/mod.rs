@@ -1,65 +1,41 @@
 //! The embedded default store: one SQLite file in the data directory, WAL, `synchronous=FULL`.
 //!
-//! One writer thread owns the connection. Requests queue on a channel; the thread takes every
-//! request waiting (up to [`MAX_BATCH`]), runs them in one transaction, commits once, and only
-//! then answers them all. Under load this turns many fsyncs into one (group commit) while every
-//! answer still means "committed". A request made of several writes runs inside its own
-//! savepoint, so its failure undoes only its own writes; a request whose writes are each undone
-//! by SQLite if they fail, and harmless if it stops between them (storing a message), needs none
-//! and skips the savepoint's page copies, which were a tenth of the writer's time under message
-//! load. Reads (session lookups, rosters, restore and history pages) run beside it on a few
-//! reader threads with read-only connections, so they never wait behind a batch of writes; a
-//! checkpoint thread copies the WAL into the database file beside the writer, whose own
-//! checkpoints then have little left to do.
+//! - `mod.rs`: [`SqliteStore`], how it opens (pragmas, threads) and its [`Store`] methods.
+//! - `writer.rs`: the threads that own the connections: the writer and its group commit (a
+//!   write is answered once it is committed), the readers, the WAL checkpointer.
+//! - `schema.rs`: the database file ([`db_path`]) and its identity, the migrations, and the
+//!   refusal of a store a newer release migrated.
+//! - `queries.rs`: the SQL several methods share: message rows and pages, conversation keys,
+//!   session touches, the expiry sweep's statements.
+
+mod queries;
+mod schema;
+mod writer;
 
 use std::path::Path;
 use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use protocol::payloads::Message;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
-use tokio::sync::oneshot;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::presence::LocalPresence;
 use super::{
-    cut_to_page, now_ms, Conversations, Expired, NewMessage, Page, Session, Store, StoreError,
-    Stored, User,
+    now_ms, Conversations, Expired, NewMessage, Page, Session, Store, StoreError, Stored, User,
 };
 use crate::domain::{SessionId, UserId, Username};
+use queries::{
+    load_directory, mark_if_sessionless, message_from_row, page, pair_key, touch, touch_account,
+    EXPIRED_SESSIONS_EXIST, EXPIRE_SESSIONS, IDLE_ACCOUNTS, IDLE_ACCOUNTS_EXIST, MESSAGE_COLUMNS,
+};
+pub use schema::{db_path, DB_FILE};
+use schema::{migrate, DbFile};
+use writer::{checkpoint_loop, reader_loop, writer_loop, Isolation, Job, ReadJob};
 
-const MIGRATIONS: &[&str] = &[
-    include_str!("../../migrations/0001_init.sql"),
-    include_str!("../../migrations/0002_peers.sql"),
-    include_str!("../../migrations/0003_message_indexes.sql"),
-    include_str!("../../migrations/0004_peers_without_trigger.sql"),
-    include_str!("../../migrations/0005_expiry.sql"),
-    include_str!("../../migrations/0006_health.sql"),
-];
-const MAX_BATCH: usize = 512;
 /// A session's `last_seen_at` is rewritten at most this often (or a third of the idle time,
 /// when that is shorter), so a session used more often than it idles never expires.
 const TOUCH_EVERY_MS: i64 = 60_000;
-
-/// A job runs on the writer thread. It returns whether it succeeded and the reply to send once
-/// the batch is committed.
-type Job = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
-/// How a failing job is kept from touching the rest of its batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Isolation {
-    /// Several writes: the job runs in a savepoint, rolled back if it fails or panics.
-    Savepoint,
-    /// Write statements that SQLite undoes one by one if they fail, ordered so that the store
-    /// is consistent after any prefix of them (a job that stops early leaves nothing wrong).
-    Statement,
-}
-/// How often the checkpoint thread copies the WAL back into the database file.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
-/// A read runs on one of the reader threads, each with its own read-only connection (WAL lets
-/// readers run beside the writer); it answers by itself.
-type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
-/// Answers a job once its batch is done: with the commit's error, if the commit failed.
-type Reply = Box<dyn FnOnce(Option<&Arc<rusqlite::Error>>) + Send>;
 
 #[derive(Debug, Clone, Copy)]
 pub struct SessionPolicy {
@@ -90,57 +66,6 @@ pub struct SqliteStore {
     directory: std::sync::RwLock<Arc<Vec<User>>>,
     /// The database file as opened, to tell when it is no longer where it was.
     file: DbFile,
-}
-
-/// The database file a store opened. In WAL mode SQLite goes on writing to a database file
-/// deleted (or its directory removed) under it: every commit succeeds and is lost at the next
-/// start. The readiness probe compares what the path names now with what was opened.
-#[derive(Debug, Clone)]
-struct DbFile {
-    path: std::path::PathBuf,
-    id: Option<FileId>,
-}
-
-/// A file's identity: device and inode where there are such things.
-type FileId = (u64, u64);
-
-impl DbFile {
-    fn opened(path: std::path::PathBuf) -> Self {
-        let id = Self::id_of(&path);
-        Self { path, id }
-    }
-
-    #[cfg(unix)]
-    fn id_of(path: &Path) -> Option<FileId> {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
-    }
-
-    #[cfg(not(unix))]
-    fn id_of(path: &Path) -> Option<FileId> {
-        std::fs::metadata(path).ok().map(|_| (0, 0))
-    }
-
-    /// Fails as SQLite does when it notices a moved database (`SQLITE_READONLY_DBMOVED`).
-    fn still_in_place(&self) -> rusqlite::Result<()> {
-        let now = Self::id_of(&self.path);
-        if now.is_some() && now == self.id {
-            return Ok(());
-        }
-        Err(rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY_DBMOVED),
-            Some("the database file was deleted or replaced since the server opened it".into()),
-        ))
-    }
-}
-
-/// The database file's name inside the data directory.
-pub const DB_FILE: &str = "tether.db";
-
-/// The database file of the store in `data_dir` (its WAL and shared memory are beside it, with
-/// `-wal` and `-shm` appended).
-pub fn db_path(data_dir: &Path) -> std::path::PathBuf {
-    data_dir.join(DB_FILE)
 }
 
 impl SqliteStore {
@@ -216,56 +141,6 @@ impl SqliteStore {
             file: DbFile::opened(db_path(data_dir)),
         })
     }
-
-    /// Runs a job of several writes (in its own savepoint) on the writer thread and answers
-    /// once its batch is committed.
-    async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
-    {
-        self.write(Isolation::Savepoint, f).await
-    }
-
-    /// Runs a job without a savepoint on the writer thread (see [`Isolation::Statement`]: one
-    /// write statement, or several that are harmless if it stops after any of them), and
-    /// answers once its batch is committed.
-    async fn run_one<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
-    {
-        self.write(Isolation::Statement, f).await
-    }
-
-    async fn write<T, F>(&self, isolation: Isolation, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
-    {
-        let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |conn| {
-            let result = f(conn);
-            let ok = result.is_ok();
-            let reply: Reply = Box::new(move |commit_error| {
-                let answer = match commit_error {
-                    Some(e) => Err(StoreError::Sqlite(e.clone())),
-                    None => result.map_err(StoreError::from),
-                };
-                let _ = tx.send(answer);
-            });
-            (ok, reply)
-        });
-        let started = Instant::now();
-        self.jobs
-            .send((isolation, job))
-            .map_err(|_| StoreError::Stopped("the writer thread is gone"))?;
-        let answer = rx
-            .await
-            .map_err(|_| StoreError::Stopped("a write ended without an answer"))?;
-        metrics::histogram!("tether_store_latency_seconds").record(started.elapsed().as_secs_f64());
-        answer
-    }
 }
 
 impl SqliteStore {
@@ -281,237 +156,6 @@ impl SqliteStore {
             now - self.policy.max_age.as_millis() as i64,
         )
     }
-
-    /// Runs a read on a reader thread. Every write is answered only after its commit, so a
-    /// read that starts after a write's answer sees that write.
-    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
-    {
-        let (tx, rx) = oneshot::channel();
-        let job: ReadJob = Box::new(move |conn| {
-            let _ = tx.send(f(conn).map_err(StoreError::from));
-        });
-        let started = Instant::now();
-        self.reads
-            .send(job)
-            .map_err(|_| StoreError::Stopped("the reader threads are gone"))?;
-        let answer = rx
-            .await
-            .map_err(|_| StoreError::Stopped("a read ended without an answer"))?;
-        metrics::histogram!("tether_store_latency_seconds").record(started.elapsed().as_secs_f64());
-        answer
-    }
-}
-
-fn reader_loop(conn: Connection, rx: Arc<std::sync::Mutex<mpsc::Receiver<ReadJob>>>) {
-    loop {
-        let job = {
-            let rx = rx.lock().unwrap_or_else(|e| e.into_inner());
-            rx.recv()
-        };
-        let Ok(job) = job else { return };
-        // A panicking read drops its reply (its caller sees an error); the thread lives on.
-        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&conn))).is_err() {
-            tracing::error!("a store read panicked");
-        }
-    }
-}
-
-fn load_directory(conn: &Connection) -> rusqlite::Result<Vec<User>> {
-    let mut stmt =
-        conn.prepare("SELECT user_id, username FROM users ORDER BY created_at, rowid")?;
-    let users = stmt
-        .query_map([], |r| {
-            Ok(User {
-                user_id: UserId::from_store(r.get(0)?),
-                username: r.get(1)?,
-            })
-        })?
-        .collect();
-    users
-}
-
-fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
-    let applied: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    // A store a newer release migrated has tables this binary does not know how to keep
-    // consistent: refuse it rather than run on it (a downgrade is a restore from backup).
-    anyhow::ensure!(
-        applied <= MIGRATIONS.len(),
-        "the store is at schema version {applied}, newer than this release knows ({}): run the \
-         release that migrated it, or restore a backup taken before the upgrade",
-        MIGRATIONS.len()
-    );
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", index + 1)?;
-        tx.commit()?;
-    }
-    Ok(())
-}
-
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<(Isolation, Job)>) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        run_batch(&conn, batch);
-    }
-}
-
-/// Copies committed WAL frames back into the database file every [`CHECKPOINT_EVERY`]
-/// (PASSIVE: it never blocks the writer or the readers), until the store is dropped.
-fn checkpoint_loop(conn: Connection, store: std::sync::Weak<()>) {
-    loop {
-        std::thread::sleep(CHECKPOINT_EVERY);
-        if store.upgrade().is_none() {
-            return;
-        }
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
-        }
-    }
-}
-
-/// Runs a batch in one transaction and answers every job after the commit. A job dropped
-/// unanswered (when the transaction cannot even begin) reports the store as unavailable.
-fn run_batch(conn: &Connection, batch: Vec<(Isolation, Job)>) {
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-        tracing::error!(error = %e, jobs = batch.len(), "store could not begin a transaction");
-        return;
-    }
-    let mut replies = Vec::with_capacity(batch.len());
-    for (isolation, job) in batch {
-        let savepoint = isolation == Isolation::Savepoint;
-        if savepoint {
-            if let Err(e) = conn.execute_batch("SAVEPOINT job") {
-                tracing::error!(error = %e, "store could not open a savepoint");
-                continue;
-            }
-        }
-        // A panicking job must not take the writer thread (and so the whole store) down: its
-        // caller, whose reply is dropped, sees an error. A savepoint job's writes are rolled
-        // back; a statement job's one write, if it completed before the panic, stays (a client
-        // resending it with the same id gets the stored message back).
-        let Ok((ok, reply)) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(conn)))
-        else {
-            tracing::error!("a store job panicked");
-            if savepoint {
-                let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
-            }
-            continue;
-        };
-        if savepoint {
-            let end = if ok {
-                "RELEASE job"
-            } else {
-                "ROLLBACK TO job; RELEASE job"
-            };
-            if let Err(e) = conn.execute_batch(end) {
-                tracing::error!(error = %e, "store could not close a savepoint");
-            }
-        }
-        replies.push(reply);
-    }
-    let commit_error = conn.execute_batch("COMMIT").map_err(Arc::new).err();
-    if let Some(e) = &commit_error {
-        tracing::error!(error = %e, "store commit failed; the batch was rolled back");
-        let _ = conn.execute_batch("ROLLBACK");
-    }
-    for reply in replies {
-        reply(commit_error.as_ref());
-    }
-}
-
-/// A message-less user left with no session: its account is due for the next sweep
-/// (`last_seen_at` 0, see migration 5).
-fn mark_if_sessionless(conn: &Connection, user: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "UPDATE users SET last_seen_at = 0 WHERE user_id = ?1 AND messaged = 0
-         AND NOT EXISTS (SELECT 1 FROM sessions WHERE user_id = ?1)",
-    )?
-    .execute(params![user])?;
-    Ok(())
-}
-
-/// A session in use at `now`, and its account if it is message-less. Two single writes, each
-/// harmless alone (see [`Isolation::Statement`]).
-fn touch(conn: &Connection, digest: &str, user: &str, now: i64) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "UPDATE sessions SET last_seen_at = MAX(last_seen_at, ?2) WHERE session_digest = ?1",
-    )?
-    .execute(params![digest, now])?;
-    touch_account(conn, user, now)
-}
-
-fn touch_account(conn: &Connection, user: &str, now: i64) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "UPDATE users SET last_seen_at = MAX(last_seen_at, ?2) WHERE user_id = ?1 AND messaged = 0",
-    )?
-    .execute(params![user, now])?;
-    Ok(())
-}
-
-/// The expiry sweep's statements, shared with the test that checks their query plans: what
-/// is due is found through an index, never by reading every session or account.
-const EXPIRED_SESSIONS_EXIST: &str =
-    "SELECT EXISTS (SELECT 1 FROM sessions WHERE last_seen_at < ?1)
-     OR EXISTS (SELECT 1 FROM sessions WHERE created_at < ?2)";
-const EXPIRE_SESSIONS: &str = "DELETE FROM sessions WHERE session_digest IN (
-         SELECT session_digest FROM sessions WHERE last_seen_at < ?1
-         UNION SELECT session_digest FROM sessions WHERE created_at < ?2
-         LIMIT ?3)
-     RETURNING session_digest, user_id";
-const IDLE_ACCOUNTS_EXIST: &str =
-    "SELECT EXISTS (SELECT 1 FROM users WHERE messaged = 0 AND last_seen_at < ?1)";
-const IDLE_ACCOUNTS: &str = "SELECT user_id FROM users WHERE messaged = 0 AND last_seen_at < ?1
-     AND NOT EXISTS (SELECT 1 FROM peers p WHERE p.user_id = users.user_id)
-     LIMIT ?2";
-
-fn pair_key(a: &str, b: &str) -> String {
-    if a <= b {
-        format!("{a}:{b}")
-    } else {
-        format!("{b}:{a}")
-    }
-}
-
-const MESSAGE_COLUMNS: &str = "id, ts, content, from_user, to_user, client_id";
-
-fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
-    Ok(Message {
-        id: row.get(0)?,
-        ts: row.get(1)?,
-        content: row.get(2)?,
-        from: row.get(3)?,
-        to: row.get(4)?,
-        client_id: row.get(5)?,
-    })
-}
-
-/// Runs a query for at most `limit` messages, asking for one more to learn whether more exist.
-fn page(
-    conn: &Connection,
-    sql: &str,
-    params: impl rusqlite::Params,
-    limit: u32,
-    newest_first: bool,
-) -> rusqlite::Result<Page> {
-    let mut stmt = conn.prepare_cached(sql)?;
-    let messages = stmt
-        .query_map(params, message_from_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    let (mut messages, has_more) = cut_to_page(messages, limit);
-    if newest_first {
-        messages.reverse();
-    }
-    Ok(Page { messages, has_more })
 }
 
 #[async_trait]
@@ -950,22 +594,16 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::MessageContent;
 
-    fn policy() -> SessionPolicy {
+    pub(super) fn policy() -> SessionPolicy {
         SessionPolicy {
             idle: Duration::from_secs(3600),
             max_age: Duration::from_secs(7200),
         }
     }
 
-    fn open(dir: &Path) -> SqliteStore {
+    pub(super) fn open(dir: &Path) -> SqliteStore {
         SqliteStore::open(dir, policy()).unwrap()
-    }
-
-    async fn user(store: &SqliteStore, name: &str) -> UserId {
-        let created = store.create_session(&Username::parse(name).unwrap()).await;
-        created.unwrap().1.user_id
     }
 
     #[tokio::test]
@@ -986,167 +624,5 @@ mod tests {
         let failed = store.check_ready().await.expect_err("the file is gone");
         assert!(format!("{failed:#}").contains("deleted"), "{failed:#}");
         // (That no error shows a path is the store contract's to check.)
-    }
-
-    #[tokio::test]
-    async fn a_database_from_before_the_peers_table_is_upgraded_with_its_conversations() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            // The file as the first release left it: migration 1 only, two conversations.
-            let conn = Connection::open(dir.path().join("tether.db")).unwrap();
-            conn.execute_batch(MIGRATIONS[0]).unwrap();
-            conn.pragma_update(None, "user_version", 1).unwrap();
-            for user in ["a", "b", "c"] {
-                conn.execute(
-                    "INSERT INTO users (user_id, username, created_at) VALUES (?1, ?1, 0)",
-                    params![user],
-                )
-                .unwrap();
-            }
-            for (from, to, text) in [("a", "b", "ab"), ("c", "a", "ca"), ("b", "c", "bc")] {
-                conn.execute(
-                    "INSERT INTO messages (ts, from_user, to_user, pair, content) VALUES (0, ?1, ?2, ?3, ?4)",
-                    params![from, to, pair_key(from, to), text],
-                )
-                .unwrap();
-            }
-        }
-        let store = open(dir.path());
-        let a = UserId::from_store("a".into());
-        let seen = store.conversations(&a, 10, 0, u32::MAX).await.unwrap();
-        let texts: Vec<_> = seen.messages.iter().map(|m| m.content.as_str()).collect();
-        assert_eq!(texts, ["ab", "ca"]);
-        // New messages keep the table current (the insert names their conversation).
-        let d = user(&store, "d").await;
-        let da = NewMessage {
-            from: d,
-            to: a.clone(),
-            content: MessageContent::parse("da", 10).unwrap(),
-            client_id: None,
-        };
-        store.insert_message(da).await.unwrap();
-        let seen = store.conversations(&a, 10, 0, u32::MAX).await.unwrap();
-        assert_eq!(seen.messages.last().unwrap().content, "da");
-    }
-
-    #[tokio::test]
-    async fn messages_are_indexed_by_conversation_and_by_client_id_first_without_a_trigger() {
-        let dir = tempfile::tempdir().unwrap();
-        drop(open(dir.path()));
-        let conn = Connection::open(dir.path().join("tether.db")).unwrap();
-        let names = |sql: &str| -> Vec<String> {
-            conn.prepare(sql)
-                .unwrap()
-                .query_map([], |r| r.get(0))
-                .unwrap()
-                .collect::<rusqlite::Result<_>>()
-                .unwrap()
-        };
-        let indexes = names(
-            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages' ORDER BY name",
-        );
-        assert_eq!(indexes, ["messages_by_client_id", "messages_by_pair"]);
-        // The resend check's index starts with the (time-ordered) client id.
-        let columns =
-            names("SELECT name FROM pragma_index_info('messages_by_client_id') ORDER BY seqno");
-        assert_eq!(columns, ["client_id", "from_user"]);
-        // A message's INSERT is a single write (no trigger), so it needs no statement journal.
-        let triggers = names("SELECT name FROM sqlite_master WHERE type = 'trigger'");
-        assert!(triggers.is_empty(), "{triggers:?}");
-    }
-
-    /// The names in the directory the roster is built from.
-    fn names(store: &SqliteStore) -> Vec<String> {
-        let directory = store.directory.read().unwrap_or_else(|e| e.into_inner());
-        directory.iter().map(|u| u.username.clone()).collect()
-    }
-
-    #[tokio::test]
-    async fn the_sweeps_find_what_is_due_through_indexes_without_reading_every_row() {
-        let dir = tempfile::tempdir().unwrap();
-        drop(open(dir.path()));
-        let conn = Connection::open(dir.path().join("tether.db")).unwrap();
-        let plan = |sql: &str, args: &[i64]| -> String {
-            conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-                .unwrap()
-                .query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3))
-                .unwrap()
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .unwrap()
-                .join("\n")
-        };
-        let sessions = ["sessions_by_last_seen", "sessions_by_created"];
-        for (sql, args, indexes) in [
-            (EXPIRE_SESSIONS, &[0, 0, 10][..], &sessions[..]),
-            (EXPIRED_SESSIONS_EXIST, &[0, 0][..], &sessions[..]),
-            (IDLE_ACCOUNTS, &[0, 10][..], &["users_without_messages"][..]),
-            (
-                IDLE_ACCOUNTS_EXIST,
-                &[0][..],
-                &["users_without_messages"][..],
-            ),
-        ] {
-            let shown = plan(sql, args);
-            for index in indexes {
-                assert!(shown.contains(index), "{index} not used:\n{shown}");
-            }
-            assert!(!shown.contains("SCAN sessions"), "{shown}");
-            assert!(!shown.contains("SCAN users"), "{shown}");
-        }
-    }
-
-    #[tokio::test]
-    async fn an_older_database_learns_which_accounts_have_messages() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            // The file as release 4 left it: two who talked, one who never did.
-            let mut conn = Connection::open(dir.path().join("tether.db")).unwrap();
-            for sql in &MIGRATIONS[..4] {
-                conn.execute_batch(sql).unwrap();
-            }
-            conn.pragma_update(None, "user_version", 4).unwrap();
-            let tx = conn.transaction().unwrap();
-            for user in ["a", "b", "c"] {
-                tx.execute(
-                    "INSERT INTO users (user_id, username, created_at) VALUES (?1, ?1, 0)",
-                    params![user],
-                )
-                .unwrap();
-            }
-            tx.execute(
-                "INSERT INTO peers (user_id, peer_id, pair) VALUES ('a', 'b', 'a:b'), ('b', 'a', 'a:b')",
-                [],
-            )
-            .unwrap();
-            tx.execute(
-                "INSERT INTO messages (ts, from_user, to_user, pair, content) VALUES (0, 'a', 'b', 'a:b', 'x')",
-                [],
-            )
-            .unwrap();
-            tx.commit().unwrap();
-        }
-        let store = open(dir.path());
-        let swept = store
-            .expire_accounts(Duration::from_secs(3600), 10)
-            .await
-            .unwrap();
-        assert_eq!(swept.users, 1, "c had no message and no session");
-        assert_eq!(names(&store), ["a", "b"]);
-    }
-
-    #[test]
-    fn a_store_migrated_by_a_newer_release_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        drop(SqliteStore::open(dir.path(), policy()).unwrap());
-        {
-            let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
-            conn.pragma_update(None, "user_version", MIGRATIONS.len() + 1)
-                .unwrap();
-        }
-        let error = SqliteStore::open(dir.path(), policy())
-            .err()
-            .expect("refused")
-            .to_string();
-        assert!(error.contains("newer than this release"), "{error}");
     }
 }

@@ -1,0 +1,232 @@
+//! The database file and its schema: where the file is, how to tell it is still the one opened,
+//! and the migrations that bring an older store up to this release (and refuse a newer one).
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../../migrations/0001_init.sql"),
+    include_str!("../../../migrations/0002_peers.sql"),
+    include_str!("../../../migrations/0003_message_indexes.sql"),
+    include_str!("../../../migrations/0004_peers_without_trigger.sql"),
+    include_str!("../../../migrations/0005_expiry.sql"),
+    include_str!("../../../migrations/0006_health.sql"),
+];
+
+/// The database file's name inside the data directory.
+pub const DB_FILE: &str = "tether.db";
+
+/// The database file of the store in `data_dir` (its WAL and shared memory are beside it, with
+/// `-wal` and `-shm` appended).
+pub fn db_path(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join(DB_FILE)
+}
+
+/// The database file a store opened. In WAL mode SQLite goes on writing to a database file
+/// deleted (or its directory removed) under it: every commit succeeds and is lost at the next
+/// start. The readiness probe compares what the path names now with what was opened.
+#[derive(Debug, Clone)]
+pub(super) struct DbFile {
+    path: std::path::PathBuf,
+    id: Option<FileId>,
+}
+
+/// A file's identity: device and inode where there are such things.
+type FileId = (u64, u64);
+
+impl DbFile {
+    pub(super) fn opened(path: std::path::PathBuf) -> Self {
+        let id = Self::id_of(&path);
+        Self { path, id }
+    }
+
+    #[cfg(unix)]
+    fn id_of(path: &Path) -> Option<FileId> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    }
+
+    #[cfg(not(unix))]
+    fn id_of(path: &Path) -> Option<FileId> {
+        std::fs::metadata(path).ok().map(|_| (0, 0))
+    }
+
+    /// Fails as SQLite does when it notices a moved database (`SQLITE_READONLY_DBMOVED`).
+    pub(super) fn still_in_place(&self) -> rusqlite::Result<()> {
+        let now = Self::id_of(&self.path);
+        if now.is_some() && now == self.id {
+            return Ok(());
+        }
+        Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY_DBMOVED),
+            Some("the database file was deleted or replaced since the server opened it".into()),
+        ))
+    }
+}
+
+pub(super) fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
+    let applied: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    // A store a newer release migrated has tables this binary does not know how to keep
+    // consistent: refuse it rather than run on it (a downgrade is a restore from backup).
+    anyhow::ensure!(
+        applied <= MIGRATIONS.len(),
+        "the store is at schema version {applied}, newer than this release knows ({}): run the \
+         release that migrated it, or restore a backup taken before the upgrade",
+        MIGRATIONS.len()
+    );
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", index + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rusqlite::params;
+
+    use super::super::queries::pair_key;
+    use super::super::tests::{open, policy};
+    use super::super::SqliteStore;
+    use super::*;
+    use crate::domain::{MessageContent, UserId, Username};
+    use crate::store::{NewMessage, Store};
+
+    async fn user(store: &SqliteStore, name: &str) -> UserId {
+        let created = store.create_session(&Username::parse(name).unwrap()).await;
+        created.unwrap().1.user_id
+    }
+
+    /// The names in the directory the roster is built from.
+    fn names(store: &SqliteStore) -> Vec<String> {
+        let directory = store.directory.read().unwrap_or_else(|e| e.into_inner());
+        directory.iter().map(|u| u.username.clone()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_database_from_before_the_peers_table_is_upgraded_with_its_conversations() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // The file as the first release left it: migration 1 only, two conversations.
+            let conn = Connection::open(dir.path().join("tether.db")).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            for user in ["a", "b", "c"] {
+                conn.execute(
+                    "INSERT INTO users (user_id, username, created_at) VALUES (?1, ?1, 0)",
+                    params![user],
+                )
+                .unwrap();
+            }
+            for (from, to, text) in [("a", "b", "ab"), ("c", "a", "ca"), ("b", "c", "bc")] {
+                conn.execute(
+                    "INSERT INTO messages (ts, from_user, to_user, pair, content) VALUES (0, ?1, ?2, ?3, ?4)",
+                    params![from, to, pair_key(from, to), text],
+                )
+                .unwrap();
+            }
+        }
+        let store = open(dir.path());
+        let a = UserId::from_store("a".into());
+        let seen = store.conversations(&a, 10, 0, u32::MAX).await.unwrap();
+        let texts: Vec<_> = seen.messages.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(texts, ["ab", "ca"]);
+        // New messages keep the table current (the insert names their conversation).
+        let d = user(&store, "d").await;
+        let da = NewMessage {
+            from: d,
+            to: a.clone(),
+            content: MessageContent::parse("da", 10).unwrap(),
+            client_id: None,
+        };
+        store.insert_message(da).await.unwrap();
+        let seen = store.conversations(&a, 10, 0, u32::MAX).await.unwrap();
+        assert_eq!(seen.messages.last().unwrap().content, "da");
+    }
+
+    #[tokio::test]
+    async fn messages_are_indexed_by_conversation_and_by_client_id_first_without_a_trigger() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(open(dir.path()));
+        let conn = Connection::open(dir.path().join("tether.db")).unwrap();
+        let names = |sql: &str| -> Vec<String> {
+            conn.prepare(sql)
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap()
+        };
+        let indexes = names(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages' ORDER BY name",
+        );
+        assert_eq!(indexes, ["messages_by_client_id", "messages_by_pair"]);
+        // The resend check's index starts with the (time-ordered) client id.
+        let columns =
+            names("SELECT name FROM pragma_index_info('messages_by_client_id') ORDER BY seqno");
+        assert_eq!(columns, ["client_id", "from_user"]);
+        // A message's INSERT is a single write (no trigger), so it needs no statement journal.
+        let triggers = names("SELECT name FROM sqlite_master WHERE type = 'trigger'");
+        assert!(triggers.is_empty(), "{triggers:?}");
+    }
+
+    #[tokio::test]
+    async fn an_older_database_learns_which_accounts_have_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // The file as release 4 left it: two who talked, one who never did.
+            let mut conn = Connection::open(dir.path().join("tether.db")).unwrap();
+            for sql in &MIGRATIONS[..4] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 4).unwrap();
+            let tx = conn.transaction().unwrap();
+            for user in ["a", "b", "c"] {
+                tx.execute(
+                    "INSERT INTO users (user_id, username, created_at) VALUES (?1, ?1, 0)",
+                    params![user],
+                )
+                .unwrap();
+            }
+            tx.execute(
+                "INSERT INTO peers (user_id, peer_id, pair) VALUES ('a', 'b', 'a:b'), ('b', 'a', 'a:b')",
+                [],
+            )
+            .unwrap();
+            tx.execute(
+                "INSERT INTO messages (ts, from_user, to_user, pair, content) VALUES (0, 'a', 'b', 'a:b', 'x')",
+                [],
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let store = open(dir.path());
+        let swept = store
+            .expire_accounts(Duration::from_secs(3600), 10)
+            .await
+            .unwrap();
+        assert_eq!(swept.users, 1, "c had no message and no session");
+        assert_eq!(names(&store), ["a", "b"]);
+    }
+
+    #[test]
+    fn a_store_migrated_by_a_newer_release_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(SqliteStore::open(dir.path(), policy()).unwrap());
+        {
+            let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            conn.pragma_update(None, "user_version", MIGRATIONS.len() + 1)
+                .unwrap();
+        }
+        let error = SqliteStore::open(dir.path(), policy())
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(error.contains("newer than this release"), "{error}");
+    }
+}
