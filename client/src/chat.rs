@@ -1,13 +1,21 @@
 //! What a chat client knows, as plain data: the roster with presence, every conversation keyed
-//! by message id (so nothing shows twice, whatever order copies arrive in), read markers for
-//! unread counts, and the outbox of messages not yet acknowledged.
+//! by message id (so nothing shows twice, whatever order copies arrive in), what the server said
+//! about each conversation (its newest message, the viewer's read cursor and unread count, how
+//! far the other party has read), who is typing, the viewer's settings, and the outbox of
+//! messages not yet acknowledged.
+//!
+//! Unread counts: the server counts the other party's messages after the viewer's read cursor as
+//! of the conversation's newest message then (`asOf`); this client adds the messages it holds
+//! from that party newer than both `asOf` and its cursor, and takes off those it has read itself
+//! since the server counted (PROTOCOL.md, "Read cursors").
 
 use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap;
 
 use protocol::payloads::{
-    History, Message, MessageReceipt, OutgoingMessage, RestoreState, UserEntry,
+    ConversationSummary, History, Message, MessageReceipt, OutgoingMessage, Presence, ReadMark,
+    ReadState, RestoreState, Seen, Settings, UserEntry,
 };
 use protocol::Json;
 use protocol::{Ack, ErrorCode};
@@ -21,11 +29,75 @@ pub struct Peer {
     pub connected: bool,
 }
 
+impl From<Presence> for Peer {
+    fn from(p: Presence) -> Self {
+        Peer {
+            user_id: p.user_id,
+            username: p.username,
+            connected: p.connected,
+        }
+    }
+}
+
 /// Paging state of one conversation's older history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct HistoryCursor {
     /// The server said there is nothing older than what is loaded.
     pub complete: bool,
+}
+
+/// An unread count as the server gave it: `unread` of the other party's messages after
+/// `cursor`, up to message `as_of`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Counted {
+    unread: usize,
+    as_of: i64,
+    cursor: i64,
+}
+
+/// What the server said about one conversation (`conversations`, `read`).
+#[derive(Debug, Clone, Default, PartialEq)]
+struct ServerView {
+    /// The conversation's newest message, which this client may not hold.
+    last: Option<Message>,
+    /// The viewer's read cursor.
+    cursor: i64,
+    counted: Option<Counted>,
+}
+
+/// The newest message of a conversation, for a one-line preview.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preview {
+    pub content: String,
+    /// Milliseconds since the epoch (the server's time; a message not yet sent: when written).
+    pub ts: i64,
+    /// Written by the viewer.
+    pub mine: bool,
+    /// Written and not acknowledged yet (in the outbox).
+    pub pending: bool,
+}
+
+/// One conversation of [`ChatState::conversation_list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationEntry {
+    pub user_id: String,
+    pub username: String,
+    pub connected: bool,
+    /// The conversation with oneself (notes).
+    pub is_me: bool,
+    pub last: Preview,
+    /// See [`ChatState::unread`].
+    pub unread: usize,
+}
+
+/// The answer to the last `users_search` asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchResults {
+    /// The query as sent (trimmed).
+    pub query: String,
+    pub users: Vec<Peer>,
+    /// The server refused the query (too long, say).
+    pub failed: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -34,12 +106,25 @@ pub struct ChatState {
     /// By user id (`peers()` sorts for display, so lookups need no order). Fx hashing: the
     /// keys are ids the server issued, and SipHash was a tenth of a client's CPU in a storm.
     peers: FxHashMap<String, Peer>,
+    /// People met outside the roster (a conversation summary, a search result): names and
+    /// presence as last heard, for conversations with people the roster leaves out.
+    directory: FxHashMap<String, Peer>,
     conversations: FxHashMap<String, BTreeMap<i64, Message>>,
     history: FxHashMap<String, HistoryCursor>,
     /// Highest message id this client holds: the `restore_state` cursor.
     pub last_id: i64,
-    /// Per peer, the newest message id the viewer has seen.
+    /// Per peer, the newest message id the viewer has seen here (the server's cursor may be
+    /// ahead, from another tab or device; the larger counts).
     pub read_up_to: BTreeMap<String, i64>,
+    server: FxHashMap<String, ServerView>,
+    /// Per peer, how far they have read the viewer's messages (only while both share receipts).
+    peer_read: FxHashMap<String, ReadMark>,
+    /// Per peer, until when (the session's clock) "is typing" shows.
+    typing: FxHashMap<String, u64>,
+    settings: Option<Settings>,
+    /// `before` for the next page of `conversations`, while the server has more.
+    conversations_before: Option<i64>,
+    search: Option<SearchResults>,
 }
 
 impl ChatState {
@@ -73,10 +158,6 @@ impl ChatState {
         peers
     }
 
-    pub fn peer(&self, user_id: &str) -> Option<&Peer> {
-        self.peers.get(user_id)
-    }
-
     /// The conversation with `peer`, oldest first.
     pub fn conversation(&self, peer: &str) -> Vec<Message> {
         self.conversations
@@ -97,27 +178,348 @@ impl ChatState {
             .and_then(|m| m.keys().next().copied())
     }
 
+    /// A person by id: from the roster, else as met in a conversation summary or a search.
+    pub fn peer(&self, user_id: &str) -> Option<&Peer> {
+        self.peers
+            .get(user_id)
+            .or_else(|| self.directory.get(user_id))
+    }
+
+    /// The viewer's read cursor of the conversation with `peer`: the larger of this client's
+    /// and the server's.
+    pub fn read_cursor(&self, peer: &str) -> i64 {
+        let local = self.read_up_to.get(peer).copied().unwrap_or(0);
+        let server = self.server.get(peer).map_or(0, |s| s.cursor);
+        local.max(server)
+    }
+
+    /// The server's read cursor of the conversation with `peer` (0: none known).
+    pub fn server_read_cursor(&self, peer: &str) -> i64 {
+        self.server.get(peer).map_or(0, |s| s.cursor)
+    }
+
+    /// How many of `peer`'s messages the viewer has not read: what the server counted (less
+    /// those read here since), plus the held ones newer than both that count and the cursor.
+    /// Notes to self are never unread. The server caps its count at 1000.
     pub fn unread(&self, peer: &str) -> usize {
-        let read = self.read_up_to.get(peer).copied().unwrap_or(0);
+        if self.me.as_deref() == Some(peer) {
+            return 0;
+        }
+        let cursor = self.read_cursor(peer);
+        let counted = self.server.get(peer).and_then(|s| s.counted);
+        let (base, after) = match counted {
+            Some(c) if cursor >= c.as_of => (0, cursor),
+            Some(c) => {
+                let read_since = self.incoming_between(peer, c.cursor, cursor.min(c.as_of));
+                (c.unread.saturating_sub(read_since), c.as_of)
+            }
+            None => (0, cursor),
+        };
+        base.saturating_add(self.incoming_between(peer, after, i64::MAX))
+    }
+
+    /// Unread messages over every conversation (the document title's count).
+    pub fn total_unread(&self) -> usize {
+        self.conversation_peers()
+            .iter()
+            .fold(0, |total: usize, peer| {
+                total.saturating_add(self.unread(peer))
+            })
+    }
+
+    /// Held messages from `peer` (not the viewer's) with `after < id <= up_to`.
+    fn incoming_between(&self, peer: &str, after: i64, up_to: i64) -> usize {
+        if up_to <= after {
+            return 0;
+        }
         self.conversations
             .get(peer)
             .map(|m| {
-                m.range(read + 1..)
+                m.range(after + 1..=up_to)
                     .filter(|(_, msg)| Some(&msg.from) != self.me.as_ref())
                     .count()
             })
             .unwrap_or(0)
     }
 
-    pub fn mark_read(&mut self, peer: &str) {
-        if let Some(newest) = self
+    /// The newest message id held in the conversation with `peer`.
+    pub fn newest_id(&self, peer: &str) -> Option<i64> {
+        self.conversations
+            .get(peer)
+            .and_then(|m| m.keys().next_back().copied())
+    }
+
+    /// Marks everything held of the conversation read here. Returns whether the cursor moved.
+    pub fn mark_read(&mut self, peer: &str) -> bool {
+        let Some(newest) = self.newest_id(peer) else {
+            return false;
+        };
+        let entry = self.read_up_to.entry(peer.to_owned()).or_insert(0);
+        let moved = newest > *entry;
+        *entry = (*entry).max(newest);
+        moved
+    }
+
+    /// Whether the server should hear of a read: a message from `peer` is held that the
+    /// server's cursor has not passed and this client's has.
+    pub fn read_to_report(&self, peer: &str) -> Option<i64> {
+        if self.me.as_deref() == Some(peer) {
+            return None;
+        }
+        let local = self.read_up_to.get(peer).copied().unwrap_or(0);
+        let server = self.server_read_cursor(peer);
+        (local > server && self.incoming_between(peer, server, local) > 0).then_some(local)
+    }
+
+    /// A `read` answer or event: the viewer's cursor and unread count of one conversation.
+    pub fn apply_read_state(&mut self, state: ReadState) {
+        let view = self.server.entry(state.with).or_default();
+        view.cursor = view.cursor.max(state.up_to);
+        let counted = Counted {
+            unread: state.unread as usize,
+            as_of: state.as_of,
+            cursor: state.up_to,
+        };
+        if view
+            .counted
+            .is_none_or(|c| (c.as_of, c.cursor) <= (counted.as_of, counted.cursor))
+        {
+            view.counted = Some(counted);
+        }
+    }
+
+    /// A `conversations` page (latest activity first; `has_more`: the server has older ones).
+    pub fn apply_conversations(&mut self, summaries: Vec<ConversationSummary>, has_more: bool) {
+        let oldest = summaries.last().map(|s| s.last.id);
+        for summary in summaries {
+            let peer = summary.user_id.clone();
+            if !self.peers.contains_key(&peer) {
+                self.directory.insert(
+                    peer.clone(),
+                    Peer {
+                        user_id: summary.user_id,
+                        username: summary.username,
+                        connected: summary.connected,
+                    },
+                );
+            }
+            match summary.peer_read {
+                Some(mark) => {
+                    self.peer_read.insert(peer.clone(), mark);
+                }
+                None => {
+                    self.peer_read.remove(&peer);
+                }
+            }
+            let as_of = summary.last.id;
+            let view = self.server.entry(peer.clone()).or_default();
+            if view.last.as_ref().is_none_or(|m| m.id <= as_of) {
+                view.last = Some(summary.last);
+            }
+            self.apply_read_state(ReadState {
+                with: peer,
+                up_to: summary.read_up_to,
+                unread: summary.unread,
+                as_of,
+            });
+        }
+        self.conversations_before = if has_more { oldest } else { None };
+    }
+
+    /// The `before` of the next `conversations` page, while the server said it has more.
+    pub fn conversations_before(&self) -> Option<i64> {
+        self.conversations_before
+    }
+
+    /// `seen`: `by` has read the viewer's messages up to `upTo`.
+    pub fn apply_seen(&mut self, seen: Seen) {
+        let mark = ReadMark {
+            up_to: seen.up_to,
+            at: seen.at,
+        };
+        let entry = self.peer_read.entry(seen.by).or_default();
+        if mark.up_to >= entry.up_to {
+            *entry = mark;
+        }
+    }
+
+    /// How far `peer` has read the viewer's messages, and when; `None` when unknown or when
+    /// the viewer does not share read receipts (then nobody's are shown).
+    pub fn seen(&self, peer: &str) -> Option<ReadMark> {
+        if self.settings.and_then(|s| s.read_receipts) == Some(false) {
+            return None;
+        }
+        self.peer_read.get(peer).copied().filter(|m| m.up_to > 0)
+    }
+
+    /// When `peer` read the viewer's message `id`, if it is the newest of the viewer's messages
+    /// they have read (the one that says "Seen"); see [`ChatState::seen`].
+    pub fn seen_at(&self, peer: &str, id: i64) -> Option<i64> {
+        let mark = self.seen(peer)?;
+        if id > mark.up_to {
+            return None;
+        }
+        let newest_read = self
+            .conversations
+            .get(peer)?
+            .range(..=mark.up_to)
+            .rev()
+            .find(|(_, m)| Some(&m.from) == self.me.as_ref())
+            .map(|(id, _)| *id)?;
+        (newest_read == id).then_some(mark.at)
+    }
+
+    /// `typing` from `from`: shown until `until` (the session's clock).
+    pub fn set_typing(&mut self, from: &str, until: u64) {
+        if self.me.as_deref() != Some(from) {
+            self.typing.insert(from.to_owned(), until);
+        }
+    }
+
+    /// Whether `peer` is typing to the viewer.
+    pub fn typing(&self, peer: &str) -> bool {
+        self.typing.contains_key(peer)
+    }
+
+    /// `peer`'s message arrived: they are no longer typing it. Returns whether they were.
+    pub fn stop_typing(&mut self, peer: &str) -> bool {
+        self.typing.remove(peer).is_some()
+    }
+
+    /// Forgets typing that ran out by `now`. Returns whether any did.
+    pub fn expire_typing(&mut self, now: u64) -> bool {
+        let before = self.typing.len();
+        self.typing.retain(|_, until| *until > now);
+        before != self.typing.len()
+    }
+
+    /// When the next "is typing" runs out.
+    pub fn next_typing_expiry(&self) -> Option<u64> {
+        self.typing.values().min().copied()
+    }
+
+    /// The viewer's settings, once the server said.
+    pub fn settings(&self) -> Option<Settings> {
+        self.settings
+    }
+
+    /// `settings` from the server (answer or event); fields it leaves out stay as they were.
+    pub fn apply_settings(&mut self, settings: Settings) {
+        let current = self.settings.get_or_insert_with(Settings::default);
+        if settings.read_receipts.is_some() {
+            current.read_receipts = settings.read_receipts;
+        }
+    }
+
+    /// The answer to the last search, if any is shown.
+    pub fn search(&self) -> Option<&SearchResults> {
+        self.search.as_ref()
+    }
+
+    pub fn set_search(&mut self, results: Option<SearchResults>) {
+        if let Some(results) = &results {
+            for user in &results.users {
+                if !self.peers.contains_key(&user.user_id) {
+                    self.directory.insert(user.user_id.clone(), user.clone());
+                }
+            }
+        }
+        self.search = results;
+    }
+
+    /// Everyone the viewer has a conversation with (held messages or a server summary).
+    fn conversation_peers(&self) -> Vec<&str> {
+        let mut peers: Vec<&str> = self
+            .conversations
+            .iter()
+            .filter(|(_, m)| !m.is_empty())
+            .map(|(p, _)| p.as_str())
+            .chain(
+                self.server
+                    .keys()
+                    .filter(|p| self.server[*p].last.is_some())
+                    .map(String::as_str),
+            )
+            .collect();
+        peers.sort_unstable();
+        peers.dedup();
+        peers
+    }
+
+    /// The viewer's conversations, latest activity first: the newest message held, the newest
+    /// the server named, or a message still in `pending` (the outbox), whichever is newest.
+    pub fn conversation_list(&self, pending: &[OutboxEntry]) -> Vec<ConversationEntry> {
+        let mut peers = self.conversation_peers();
+        peers.extend(pending.iter().map(|e| e.to.as_str()));
+        peers.sort_unstable();
+        peers.dedup();
+        let mut list: Vec<((i64, i64), ConversationEntry)> = peers
+            .into_iter()
+            .filter_map(|peer| self.entry_with_key(peer, pending))
+            .collect();
+        list.sort_by(|(a, x), (b, y)| b.cmp(a).then_with(|| x.user_id.cmp(&y.user_id)));
+        list.into_iter().map(|(_, entry)| entry).collect()
+    }
+
+    /// One conversation as [`ChatState::conversation_list`] has it (`None`: no message yet).
+    pub fn conversation_entry(
+        &self,
+        peer: &str,
+        pending: &[OutboxEntry],
+    ) -> Option<ConversationEntry> {
+        self.entry_with_key(peer, pending).map(|(_, entry)| entry)
+    }
+
+    /// The entry, and its place in the list: the latest activity's time, then its id (a
+    /// message not sent yet is newer than any stored at the same time).
+    fn entry_with_key(
+        &self,
+        peer: &str,
+        pending: &[OutboxEntry],
+    ) -> Option<((i64, i64), ConversationEntry)> {
+        let me = self.me.as_deref();
+        let held = self
             .conversations
             .get(peer)
-            .and_then(|m| m.keys().next_back())
-        {
-            let entry = self.read_up_to.entry(peer.to_owned()).or_insert(0);
-            *entry = (*entry).max(*newest);
-        }
+            .and_then(|m| m.values().next_back());
+        let named = self.server.get(peer).and_then(|s| s.last.as_ref());
+        let stored = held
+            .into_iter()
+            .chain(named)
+            .max_by_key(|m| (m.ts, m.id))
+            .map(|m| {
+                let preview = Preview {
+                    content: m.content.clone(),
+                    ts: m.ts,
+                    mine: Some(m.from.as_str()) == me,
+                    pending: false,
+                };
+                ((m.ts, m.id), preview)
+            });
+        let waiting = pending
+            .iter()
+            .filter(|e| e.to == peer)
+            .max_by_key(|e| e.created_at)
+            .map(|e| {
+                let preview = Preview {
+                    content: e.content.clone(),
+                    ts: e.created_at,
+                    mine: true,
+                    pending: true,
+                };
+                ((e.created_at, i64::MAX), preview)
+            });
+        let (key, last) = stored.into_iter().chain(waiting).max_by_key(|(k, _)| *k)?;
+        let known = self.peer(peer);
+        let entry = ConversationEntry {
+            user_id: peer.to_owned(),
+            username: known.map(|p| p.username.clone()).unwrap_or_default(),
+            connected: known.is_some_and(|p| p.connected),
+            is_me: me == Some(peer),
+            last,
+            unread: self.unread(peer),
+        };
+        Some((key, entry))
     }
 
     /// `users`: the whole roster, each entry with the viewer's conversation with that user.
@@ -488,6 +890,234 @@ mod tests {
         assert_eq!(names, ["me", "Ann", "bob", "Zed", "zoe"]);
         s.user_disconnected("u1");
         assert!(!s.peer("u1").unwrap().connected);
+    }
+
+    fn summary(peer: &str, last: Message, unread: u32, read_up_to: i64) -> ConversationSummary {
+        ConversationSummary {
+            user_id: peer.into(),
+            username: format!("{peer}-name"),
+            connected: false,
+            last,
+            unread,
+            read_up_to,
+            peer_read: None,
+        }
+    }
+
+    #[test]
+    fn unread_is_the_servers_count_plus_the_held_messages_it_did_not_count() {
+        let mut s = ChatState::new(Some("me".into()));
+        // The server counted 3 of bob's messages after cursor 2, as of message 10; this client
+        // holds only 9 and 10 of them (the rest is older history).
+        s.insert(msg(9, "bob", "me"));
+        s.insert(msg(10, "bob", "me"));
+        s.apply_conversations(vec![summary("bob", msg(10, "bob", "me"), 3, 2)], false);
+        assert_eq!(
+            s.unread("bob"),
+            3,
+            "held messages up to asOf are in the count"
+        );
+        // Live messages after asOf add to it; the viewer's own do not.
+        s.insert(msg(11, "bob", "me"));
+        s.insert(msg(12, "me", "bob"));
+        assert_eq!(s.unread("bob"), 4);
+        assert_eq!(s.total_unread(), 4);
+        // Read here up to 12: nothing is left, whatever the server counted.
+        assert!(s.mark_read("bob"));
+        assert_eq!(s.unread("bob"), 0);
+        assert!(!s.mark_read("bob"), "the cursor did not move");
+        s.insert(msg(13, "bob", "me"));
+        assert_eq!(s.unread("bob"), 1);
+        // The server's cursor (another device read up to 13) counts as much as this one's.
+        s.apply_read_state(ReadState {
+            with: "bob".into(),
+            up_to: 13,
+            unread: 0,
+            as_of: 13,
+        });
+        assert_eq!(s.unread("bob"), 0);
+        // An older answer changes nothing: cursors only move forward.
+        s.apply_read_state(ReadState {
+            with: "bob".into(),
+            up_to: 2,
+            unread: 3,
+            as_of: 10,
+        });
+        assert_eq!((s.unread("bob"), s.server_read_cursor("bob")), (0, 13));
+    }
+
+    #[test]
+    fn messages_read_here_since_the_server_counted_come_off_its_count() {
+        let mut s = ChatState::new(Some("me".into()));
+        s.insert(msg(5, "bob", "me"));
+        s.insert(msg(6, "bob", "me"));
+        // Counted 4 (two of them older than anything held) after cursor 1, as of 8 (7 and 8 not
+        // yet here).
+        s.apply_conversations(vec![summary("bob", msg(8, "bob", "me"), 4, 1)], false);
+        assert_eq!(s.unread("bob"), 4);
+        s.mark_read("bob");
+        assert_eq!(s.read_cursor("bob"), 6);
+        assert_eq!(s.unread("bob"), 2, "5 and 6 were read here");
+        assert_eq!(s.read_to_report("bob"), Some(6));
+        s.insert(msg(7, "bob", "me"));
+        s.insert(msg(8, "bob", "me"));
+        s.insert(msg(9, "bob", "me"));
+        assert_eq!(s.unread("bob"), 3, "7 and 8 were counted, 9 is new");
+    }
+
+    #[test]
+    fn notes_to_self_are_never_unread_nor_reported() {
+        let mut s = ChatState::new(Some("me".into()));
+        s.insert(msg(1, "me", "me"));
+        s.apply_conversations(vec![summary("me", msg(1, "me", "me"), 0, 0)], false);
+        assert_eq!(s.unread("me"), 0);
+        s.mark_read("me");
+        assert_eq!(s.read_to_report("me"), None);
+    }
+
+    #[test]
+    fn without_a_server_count_the_held_messages_after_the_cursor_are_unread() {
+        let mut s = ChatState::new(Some("me".into()));
+        s.insert(msg(1, "bob", "me"));
+        s.insert(msg(2, "bob", "me"));
+        assert_eq!(s.unread("bob"), 2);
+        assert_eq!(s.read_to_report("bob"), None, "nothing read yet");
+        s.mark_read("bob");
+        assert_eq!(s.read_to_report("bob"), Some(2));
+        // Only the viewer's own messages after the server's cursor: nothing to report.
+        let mut s = ChatState::new(Some("me".into()));
+        s.insert(msg(3, "me", "bob"));
+        s.mark_read("bob");
+        assert_eq!(s.read_to_report("bob"), None);
+    }
+
+    #[test]
+    fn conversations_are_listed_by_latest_activity_and_a_new_message_moves_one_to_the_top() {
+        let mut s = ChatState::new(Some("me".into()));
+        s.apply_users(vec![UserEntry {
+            user_id: "ann".into(),
+            username: "Ann".into(),
+            connected: true,
+            messages: vec![msg(3, "ann", "me")],
+        }]);
+        // Bob is outside the roster: the summary names him and his newest message.
+        s.apply_conversations(
+            vec![
+                summary("bob", msg(5, "me", "bob"), 0, 0),
+                summary("cid", msg(2, "cid", "me"), 1, 0),
+            ],
+            true,
+        );
+        assert_eq!(s.conversations_before(), Some(2));
+        let order = |s: &ChatState, pending: &[OutboxEntry]| -> Vec<String> {
+            s.conversation_list(pending)
+                .into_iter()
+                .map(|c| c.user_id)
+                .collect()
+        };
+        assert_eq!(order(&s, &[]), ["bob", "ann", "cid"]);
+        let bob = &s.conversation_list(&[])[0];
+        assert_eq!(bob.username, "bob-name");
+        assert_eq!(bob.last.content, "m5");
+        assert!(bob.last.mine);
+        assert_eq!(s.peer("bob").map(|p| p.username.as_str()), Some("bob-name"));
+        let cid = &s.conversation_list(&[])[2];
+        assert_eq!((cid.unread, cid.last.mine), (1, false));
+
+        s.insert(msg(6, "cid", "me"));
+        assert_eq!(order(&s, &[]), ["cid", "bob", "ann"]);
+        let cid = &s.conversation_list(&[])[0];
+        assert_eq!((cid.last.content.as_str(), cid.unread), ("m6", 2));
+
+        // A message still in the outbox is the latest activity too.
+        let mut pending = entry("x");
+        pending.to = "ann".into();
+        pending.created_at = 7;
+        assert_eq!(order(&s, &[pending.clone()]), ["ann", "cid", "bob"]);
+        let ann = &s.conversation_list(&[pending])[0];
+        assert!(ann.last.pending && ann.last.mine);
+        // The roster's name wins over a summary's; the roster says who is online.
+        assert_eq!((ann.username.as_str(), ann.connected), ("Ann", true));
+        // The last page: no more to load.
+        s.apply_conversations(vec![], false);
+        assert_eq!(s.conversations_before(), None);
+    }
+
+    #[test]
+    fn seen_marks_only_move_forward_and_are_hidden_while_the_viewer_shares_none() {
+        let mut s = ChatState::new(Some("me".into()));
+        assert_eq!(s.seen("bob"), None);
+        let mut with_mark = summary("bob", msg(4, "me", "bob"), 0, 0);
+        with_mark.peer_read = Some(ReadMark { up_to: 3, at: 30 });
+        s.apply_conversations(vec![with_mark], false);
+        assert_eq!(s.seen("bob"), Some(ReadMark { up_to: 3, at: 30 }));
+        s.apply_seen(Seen {
+            by: "bob".into(),
+            up_to: 4,
+            at: 40,
+        });
+        s.apply_seen(Seen {
+            by: "bob".into(),
+            up_to: 2,
+            at: 50,
+        });
+        assert_eq!(s.seen("bob"), Some(ReadMark { up_to: 4, at: 40 }));
+        // "Seen" goes on the newest of the viewer's messages up to the mark.
+        s.insert(msg(2, "me", "bob"));
+        s.insert(msg(3, "bob", "me"));
+        s.insert(msg(4, "me", "bob"));
+        s.insert(msg(5, "me", "bob"));
+        assert_eq!(s.seen_at("bob", 4), Some(40));
+        assert_eq!((s.seen_at("bob", 2), s.seen_at("bob", 5)), (None, None));
+        // The viewer stops sharing receipts: nobody's show.
+        s.apply_settings(Settings {
+            read_receipts: Some(false),
+        });
+        assert_eq!(s.seen("bob"), None);
+        s.apply_settings(Settings {
+            read_receipts: Some(true),
+        });
+        assert!(s.seen("bob").is_some());
+        // A summary without one (either side stopped sharing) clears it.
+        s.apply_conversations(vec![summary("bob", msg(4, "me", "bob"), 0, 0)], false);
+        assert_eq!(s.seen("bob"), None);
+    }
+
+    #[test]
+    fn typing_shows_until_it_runs_out_or_their_message_comes() {
+        let mut s = ChatState::new(Some("me".into()));
+        s.set_typing("bob", 6_000);
+        s.set_typing("me", 6_000);
+        assert!(s.typing("bob"));
+        assert!(!s.typing("me"), "one's own tabs are not someone typing");
+        assert_eq!(s.next_typing_expiry(), Some(6_000));
+        assert!(!s.expire_typing(5_999));
+        assert!(s.expire_typing(6_000));
+        assert!(!s.typing("bob"));
+        s.set_typing("bob", 9_000);
+        assert!(s.stop_typing("bob"));
+        assert_eq!(s.next_typing_expiry(), None);
+    }
+
+    #[test]
+    fn search_results_name_people_outside_the_roster() {
+        let mut s = ChatState::new(Some("me".into()));
+        s.set_search(Some(SearchResults {
+            query: "zo".into(),
+            users: vec![Peer {
+                user_id: "z".into(),
+                username: "Zoe".into(),
+                connected: true,
+            }],
+            failed: false,
+        }));
+        assert_eq!(s.peer("z").map(|p| p.username.as_str()), Some("Zoe"));
+        s.set_search(None);
+        assert!(s.search().is_none());
+        assert!(
+            s.peer("z").is_some(),
+            "still known, for the conversation opened from it"
+        );
     }
 
     fn online_core() -> Core {

@@ -4,26 +4,49 @@
 //! It keeps [`ChatState`] and the [`Outbox`] up to date from the server's events; after every
 //! (re)connect it asks `restore_state` for what it missed since the last id it holds (holding
 //! nothing, since the newest one in the connection's `users`) and then flushes the outbox in
-//! order. Like [`Core`] it does no I/O: adapters feed it everything that happens as an [`Input`]
+//! order. After every (re)connect it also asks for the first page of `conversations` (summaries,
+//! read cursors and unread counts) and the viewer's `settings`. Reading a conversation reports
+//! its read cursor (`read`, debounced, one at a time), typing is sent at most every
+//! [`TYPING_EVERY_MS`] per person, and a directory search (`users_search`) is debounced with at
+//! most one in flight. Like [`Core`] it does no I/O: adapters feed it everything that happens as an [`Input`]
 //! to [`Session::step`], its one way in, and act on the [`SessionOutput`]s it queues. Its state
 //! is private: adapters read it through accessors and change it only by stepping.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use protocol::json::FromJson;
 use protocol::payloads::{
-    History, HistoryRequest, LogoutRequest, Message, RestoreState, RestoreStateRequest,
-    SessionInfo, UserEntry,
+    ConversationList, ConversationsRequest, History, HistoryRequest, LogoutRequest, Message,
+    ReadRequest, ReadState, RestoreState, RestoreStateRequest, Seen, SessionInfo, Settings, Typing,
+    TypingRequest, UserEntry, UsersSearch, UsersSearchRequest,
 };
-use protocol::{events, Ack};
+use protocol::{events, Ack, ErrorCode};
 
-use crate::chat::{new_client_id, AckOutcome, ChatState, Outbox, OutboxEntry};
+use crate::chat::{new_client_id, AckOutcome, ChatState, Outbox, OutboxEntry, SearchResults};
 use crate::core::{AckFailure, ConnState, Core, CoreEvent, Output, StopReason};
 use crate::link::{Emitter, HubToTab, Link, SharedLink, TabToHub};
 use crate::packet::{Arg, RawJson};
 
 /// How long a request may wait for its ack.
 pub const ACK_TIMEOUT_MS: u64 = 10_000;
+
+/// A read is reported this long after it happened, so that a burst of arrivals in an open
+/// conversation is one `read`.
+pub const READ_DEBOUNCE_MS: u64 = 300;
+/// `typing` is sent at most this often per person while the composer has input (the server
+/// relays at most one per `--typing-every-ms`, 3 s by default).
+pub const TYPING_EVERY_MS: u64 = 3_000;
+/// "… is typing" shows this long after the last `typing`, unless a message from them comes.
+pub const TYPING_SHOWN_MS: u64 = 6_000;
+/// A search is asked this long after the last change to its query.
+pub const SEARCH_DEBOUNCE_MS: u64 = 200;
+/// Results asked of one search.
+pub const SEARCH_LIMIT: u32 = 20;
+/// The longest query the server takes, in characters; a longer one is cut.
+pub const SEARCH_MAX_CHARS: usize = 64;
+/// A request the server refused for now (`rate_limited`, `store_unavailable`) is asked again
+/// after this long.
+const REFUSED_RETRY_MS: u64 = 1_000;
 
 /// Everything that can happen to a session: what its transport, its hub and its clock report,
 /// and what its user asks for. [`Session::step`] takes one at a time.
@@ -69,9 +92,25 @@ pub enum Input<'a> {
     LoadHistory {
         peer: &'a str,
     },
-    /// Everything in `peer`'s conversation has been seen.
+    /// Everything held of `peer`'s conversation has been seen (the conversation is open and
+    /// visible): the read cursor moves here at once, and the server hears of it shortly.
     MarkRead {
         peer: &'a str,
+    },
+    /// The composer for `to` has input: `typing` is sent, at most every [`TYPING_EVERY_MS`].
+    Typing {
+        to: &'a str,
+    },
+    /// The search box says `query`: search the directory once it has rested a moment (an empty
+    /// query clears the results).
+    Search {
+        query: &'a str,
+    },
+    /// Ask for the next page of conversations (older activity), if the server has more.
+    LoadConversations,
+    /// Share read receipts, or stop (then nobody's are shown either).
+    SetReadReceipts {
+        on: bool,
     },
     /// End the session on the server (every tab of it is disconnected); with `everywhere`,
     /// every session of the user.
@@ -164,6 +203,16 @@ enum Pending {
     Caller {
         tag: u64,
     },
+    Conversations {
+        before: Option<i64>,
+    },
+    Read {
+        peer: String,
+    },
+    Settings,
+    Search {
+        query: String,
+    },
 }
 
 pub struct Session {
@@ -186,6 +235,15 @@ pub struct Session {
     retry_restore: Option<RetryRestore>,
     /// The outbox sends nothing before this (the server refused its last send for now).
     outbox_paused_until: Option<u64>,
+    /// Conversations whose read cursor the server should hear of, and from when.
+    reads_due: BTreeMap<String, u64>,
+    /// A `conversations` page refused for now, to ask again at this time.
+    conversations_due: Option<(Option<i64>, u64)>,
+    /// When `typing` was last sent to each person.
+    typing_sent: HashMap<String, u64>,
+    /// The query the search box holds, and when to ask for it.
+    search_wanted: Option<String>,
+    search_due: Option<u64>,
 }
 
 impl Session {
@@ -215,6 +273,11 @@ impl Session {
             restore_after_users: None,
             retry_restore: None,
             outbox_paused_until: None,
+            reads_due: BTreeMap::new(),
+            conversations_due: None,
+            typing_sent: HashMap::new(),
+            search_wanted: None,
+            search_due: None,
         }
     }
 
@@ -263,13 +326,31 @@ impl Session {
     pub fn next_deadline(&self) -> Option<u64> {
         let restore = self.restore_after_users.map(|after| after.at_latest);
         let retry = self.retry_restore.map(|retry| retry.at);
+        // Requests wait only while they could be sent: offline, or with one of their kind in
+        // flight, a time passed would wake the adapter over and over.
+        let online = matches!(self.core.state(), ConnState::Online { .. });
+        let read = (online && !self.in_flight(|p| matches!(p, Pending::Read { .. })))
+            .then(|| self.reads_due.values().min().copied())
+            .flatten();
+        let search = (online && !self.in_flight(|p| matches!(p, Pending::Search { .. })))
+            .then_some(self.search_due)
+            .flatten();
+        let conversations = self.conversations_due.filter(|_| online).map(|(_, at)| at);
         self.core
             .next_deadline()
             .into_iter()
             .chain(restore)
             .chain(retry)
             .chain(self.outbox_paused_until)
+            .chain(read)
+            .chain(search)
+            .chain(conversations)
+            .chain(self.chat.next_typing_expiry())
             .min()
+    }
+
+    fn in_flight(&self, kind: impl Fn(&Pending) -> bool) -> bool {
+        self.pending.values().any(kind)
     }
 
     /// The next thing for the adapter to do (its own transport, events).
@@ -331,6 +412,11 @@ impl Session {
                 self.resync_from = None;
                 self.retry_restore = None;
                 self.restore_after_users = None;
+                self.reads_due.clear();
+                self.conversations_due = None;
+                self.typing_sent.clear();
+                self.search_wanted = None;
+                self.search_due = None;
                 self.event(SessionEvent::OutboxChanged);
                 self.event(SessionEvent::ChatChanged);
             }
@@ -358,10 +444,25 @@ impl Session {
             }
             Input::LoadHistory { peer } => self.load_history(peer, now),
             Input::MarkRead { peer } => {
-                let before = self.chat.read_up_to.get(peer).copied();
-                self.chat.mark_read(peer);
-                if self.chat.read_up_to.get(peer).copied() != before {
+                if self.chat.mark_read(peer) {
                     self.event(SessionEvent::ReadChanged);
+                }
+                self.report_read_later(peer, now + READ_DEBOUNCE_MS);
+            }
+            Input::Typing { to } => self.send_typing(to, now),
+            Input::Search { query } => self.search(query, now),
+            Input::LoadConversations => {
+                if let Some(before) = self.chat.conversations_before() {
+                    self.request_conversations(Some(before), now);
+                }
+            }
+            Input::SetReadReceipts { on } => {
+                let change = Settings {
+                    read_receipts: Some(on),
+                };
+                if self.request_settings(change, now) {
+                    self.chat.apply_settings(change);
+                    self.event(SessionEvent::ChatChanged);
                 }
             }
             Input::Logout { everywhere } => {
@@ -392,6 +493,15 @@ impl Session {
 
     fn on_timer(&mut self, now: u64) {
         self.core.handle_timer(now);
+        if self.chat.expire_typing(now) {
+            self.event(SessionEvent::ChatChanged);
+        }
+        if let Some((before, at)) = self.conversations_due {
+            if at <= now && matches!(self.core.state(), ConnState::Online { .. }) {
+                self.conversations_due = None;
+                self.request_conversations(before, now);
+            }
+        }
         if let Some(after) = self.restore_after_users {
             if after.at_latest <= now {
                 self.restore_after_users = None;
@@ -434,6 +544,8 @@ impl Session {
     }
 
     fn pump(&mut self, now: u64) {
+        self.pump_read(now);
+        self.pump_search(now);
         // Set again below while it still holds: a deadline left behind would wake the adapter
         // again and again once passed.
         self.outbox_paused_until = None;
@@ -493,6 +605,11 @@ impl Session {
             // shared connection that is already up gets that connection's `users` again from
             // the hub, which may be old: it asks for everyone.
             CoreEvent::Connected { .. } => {
+                self.request_conversations(None, now);
+                self.request_settings(Settings::default(), now);
+                if self.search_wanted.is_some() {
+                    self.search_due = Some(now);
+                }
                 let peers_only = !self.is_shared();
                 if self.chat.last_id == 0 {
                     // Holding nothing (a page just loaded): the `users` that follows carries
@@ -601,10 +718,37 @@ impl Session {
                     self.event(SessionEvent::ChatChanged);
                 }
             }
+            events::READ => {
+                if let Some(state) = parse::<ReadState>(first) {
+                    self.chat.apply_read_state(state);
+                    self.event(SessionEvent::ChatChanged);
+                }
+            }
+            events::SEEN => {
+                if let Some(seen) = parse::<Seen>(first) {
+                    self.chat.apply_seen(seen);
+                    self.event(SessionEvent::ChatChanged);
+                }
+            }
+            events::TYPING => {
+                if let Some(typing) = parse::<Typing>(first) {
+                    self.chat.set_typing(&typing.from, now + TYPING_SHOWN_MS);
+                    self.event(SessionEvent::ChatChanged);
+                }
+            }
+            events::SETTINGS => {
+                if let Some(settings) = parse::<Settings>(first) {
+                    self.chat.apply_settings(settings);
+                    self.event(SessionEvent::ChatChanged);
+                }
+            }
             events::PRIVATE_MESSAGE => {
                 if let Some(message) = parse::<Message>(first) {
                     if self.outbox.settle(&message) {
                         self.event(SessionEvent::OutboxChanged);
+                    }
+                    if self.chat.stop_typing(&message.from) {
+                        self.event(SessionEvent::ChatChanged);
                     }
                     let mine = self.chat.me.as_deref() == Some(message.from.as_str());
                     if self.chat.insert(message.clone()) {
@@ -686,11 +830,230 @@ impl Session {
                 }
             }
             Pending::Logout => {}
+            Pending::Conversations { before } => {
+                match parse::<Ack<ConversationList>>(first_arg(result)) {
+                    Some(Ack::Ok(list)) => {
+                        self.chat
+                            .apply_conversations(list.conversations, list.has_more);
+                        // Reads made here that the server did not hear of (offline, a lost
+                        // answer) are reported now.
+                        let peers: Vec<String> = self.chat.read_up_to.keys().cloned().collect();
+                        for peer in peers {
+                            self.report_read_later(&peer, now);
+                        }
+                        self.event(SessionEvent::ChatChanged);
+                    }
+                    Some(Ack::Error(error)) if refused_for_now(error.code) => {
+                        self.conversations_due = Some((before, now + REFUSED_RETRY_MS));
+                    }
+                    _ => {}
+                }
+            }
+            Pending::Read { peer } => match result {
+                Ok(args) => match parse::<Ack<ReadState>>(args.into_iter().next()) {
+                    Some(Ack::Ok(state)) => {
+                        self.chat.apply_read_state(state);
+                        self.event(SessionEvent::ChatChanged);
+                        // Read further while this one was on its way.
+                        self.report_read_later(&peer, now + READ_DEBOUNCE_MS);
+                    }
+                    Some(Ack::Error(error)) if refused_for_now(error.code) => {
+                        self.reads_due.insert(peer, now + REFUSED_RETRY_MS);
+                    }
+                    _ => {}
+                },
+                Err(AckFailure::Timeout) => {
+                    self.reads_due.insert(peer, now + REFUSED_RETRY_MS);
+                }
+                // The next connection's `conversations` answer reports it.
+                Err(AckFailure::Disconnected) => {}
+            },
+            Pending::Settings => {
+                if let Some(Ack::Ok(settings)) = parse::<Ack<Settings>>(first_arg(result)) {
+                    self.chat.apply_settings(settings);
+                    self.event(SessionEvent::ChatChanged);
+                }
+            }
+            Pending::Search { query } => {
+                let answer = parse::<Ack<UsersSearch>>(first_arg(result));
+                let wanted = self.search_wanted.as_deref() == Some(query.as_str());
+                match answer {
+                    Some(Ack::Error(error)) if refused_for_now(error.code) => {
+                        self.search_due = Some(now + REFUSED_RETRY_MS);
+                        return;
+                    }
+                    None => {
+                        self.search_due = Some(now + REFUSED_RETRY_MS);
+                        return;
+                    }
+                    Some(_) if !wanted => {}
+                    Some(Ack::Ok(found)) => {
+                        self.chat.set_search(Some(SearchResults {
+                            query,
+                            users: found.users.into_iter().map(Into::into).collect(),
+                            failed: false,
+                        }));
+                        self.event(SessionEvent::ChatChanged);
+                    }
+                    Some(Ack::Error(_)) => {
+                        self.chat.set_search(Some(SearchResults {
+                            query,
+                            users: Vec::new(),
+                            failed: true,
+                        }));
+                        self.event(SessionEvent::ChatChanged);
+                    }
+                }
+                // The query changed while this one was asked: the new one goes now, unless it is
+                // still settling.
+                if !wanted && self.search_wanted.is_some() {
+                    self.search_due.get_or_insert(now);
+                }
+            }
             Pending::Caller { tag } => {
                 let result =
                     result.map(|args| args.into_iter().next().unwrap_or_else(RawJson::null));
                 self.event(SessionEvent::Reply { tag, result });
             }
+        }
+    }
+
+    /// Asks for a page of conversations (`before`: `None` for the first), unless one is asked.
+    fn request_conversations(&mut self, before: Option<i64>, now: u64) {
+        if self.in_flight(|p| matches!(p, Pending::Conversations { .. })) {
+            return;
+        }
+        let request = RawJson::of(&ConversationsRequest {
+            before,
+            limit: None,
+        });
+        if let Ok(id) =
+            self.core
+                .emit_with_ack(events::CONVERSATIONS, &request, ACK_TIMEOUT_MS, now)
+        {
+            self.pending.insert(id, Pending::Conversations { before });
+        }
+    }
+
+    /// Asks to change the settings named in `change` (`Settings::default()`: read them).
+    /// Returns whether the request went out.
+    fn request_settings(&mut self, change: Settings, now: u64) -> bool {
+        let request = RawJson::of(&change);
+        match self
+            .core
+            .emit_with_ack(events::SETTINGS, &request, ACK_TIMEOUT_MS, now)
+        {
+            Ok(id) => {
+                self.pending.insert(id, Pending::Settings);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Reports `peer`'s read cursor at `at` or before, if the server is behind this client's.
+    fn report_read_later(&mut self, peer: &str, at: u64) {
+        if self.chat.read_to_report(peer).is_none() {
+            return;
+        }
+        let due = self.reads_due.entry(peer.to_owned()).or_insert(at);
+        *due = (*due).min(at);
+    }
+
+    /// Sends the `read` whose time has come, one at a time.
+    fn pump_read(&mut self, now: u64) {
+        if self.in_flight(|p| matches!(p, Pending::Read { .. })) {
+            return;
+        }
+        let due = self
+            .reads_due
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .min_by_key(|(_, at)| **at)
+            .map(|(peer, _)| peer.clone());
+        let Some(peer) = due else { return };
+        let Some(up_to) = self.chat.read_to_report(&peer) else {
+            self.reads_due.remove(&peer);
+            return;
+        };
+        let request = RawJson::of(&ReadRequest {
+            with: peer.clone(),
+            up_to,
+        });
+        if let Ok(id) = self
+            .core
+            .emit_with_ack(events::READ, &request, ACK_TIMEOUT_MS, now)
+        {
+            self.reads_due.remove(&peer);
+            self.pending.insert(id, Pending::Read { peer });
+        }
+    }
+
+    fn send_typing(&mut self, to: &str, now: u64) {
+        if self.chat.me.as_deref() == Some(to) {
+            return;
+        }
+        let recent = self
+            .typing_sent
+            .get(to)
+            .is_some_and(|at| now < at + TYPING_EVERY_MS);
+        if recent {
+            return;
+        }
+        let request = RawJson::of(&TypingRequest { to: to.to_owned() });
+        if self.core.emit(events::TYPING, &request).is_ok() {
+            self.typing_sent.insert(to.to_owned(), now);
+        }
+    }
+
+    fn search(&mut self, query: &str, now: u64) {
+        let query: String = query.trim().chars().take(SEARCH_MAX_CHARS).collect();
+        let query = query.trim_end();
+        if query.is_empty() {
+            self.search_wanted = None;
+            self.search_due = None;
+            if self.chat.search().is_some() {
+                self.chat.set_search(None);
+                self.event(SessionEvent::ChatChanged);
+            }
+            return;
+        }
+        if self.search_wanted.as_deref() == Some(query) {
+            return;
+        }
+        self.search_wanted = Some(query.to_owned());
+        self.search_due = Some(now + SEARCH_DEBOUNCE_MS);
+    }
+
+    /// Asks for the query the search box holds once it has rested, one search at a time.
+    fn pump_search(&mut self, now: u64) {
+        if self.search_due.is_none_or(|at| at > now)
+            || self.in_flight(|p| matches!(p, Pending::Search { .. }))
+        {
+            return;
+        }
+        let Some(query) = self.search_wanted.clone() else {
+            self.search_due = None;
+            return;
+        };
+        let answered = self
+            .chat
+            .search()
+            .is_some_and(|r| r.query == query && !r.failed);
+        if answered {
+            self.search_due = None;
+            return;
+        }
+        let request = RawJson::of(&UsersSearchRequest {
+            query: query.clone(),
+            limit: Some(SEARCH_LIMIT),
+        });
+        if let Ok(id) = self
+            .core
+            .emit_with_ack(events::USERS_SEARCH, &request, ACK_TIMEOUT_MS, now)
+        {
+            self.search_due = None;
+            self.pending.insert(id, Pending::Search { query });
         }
     }
 
@@ -723,6 +1086,16 @@ impl Session {
 
 fn parse<T: FromJson>(arg: Option<Arg>) -> Option<T> {
     arg?.parse()
+}
+
+/// An ack's first argument, if it came.
+fn first_arg(result: Result<Vec<Arg>, AckFailure>) -> Option<Arg> {
+    result.ok().and_then(|args| args.into_iter().next())
+}
+
+/// The server refused for the moment: asking again later may succeed.
+fn refused_for_now(code: ErrorCode) -> bool {
+    matches!(code, ErrorCode::RateLimited | ErrorCode::StoreUnavailable)
 }
 
 #[cfg(test)]
@@ -770,8 +1143,8 @@ mod tests {
         session.step(Input::Frame(r#"42["users",[]]"#), 2);
         // After a connect, presence comes with `users`: the restore asks for peers only.
         let frames = sent(&mut session);
-        assert!(frames.contains(&r#"420["restore_state",{"since":0,"peersOnly":true}]"#.to_owned()));
-        session.step(Input::Frame(r#"430[{"ok":{"messages":[{"id":7,"ts":1,"content":"x","from":"u","to":"me"}],"users":[],"hasMore":false}}]"#), 3);
+        assert!(frames.contains(&r#"422["restore_state",{"since":0,"peersOnly":true}]"#.to_owned()));
+        session.step(Input::Frame(r#"432[{"ok":{"messages":[{"id":7,"ts":1,"content":"x","from":"u","to":"me"}],"users":[],"hasMore":false}}]"#), 3);
         sent(&mut session);
         session
     }
@@ -789,10 +1162,10 @@ mod tests {
         session.step(Input::Frame(r#"42["users",[{"userID":"u","username":"u","connected":true,"messages":[{"id":40,"ts":1,"content":"x","from":"u","to":"me"},{"id":90,"ts":2,"content":"y","from":"me","to":"u"}]}]]"#), 3);
         assert_eq!(
             sent(&mut session),
-            [r#"420["restore_state",{"since":90,"peersOnly":true}]"#]
+            [r#"422["restore_state",{"since":90,"peersOnly":true}]"#]
         );
         session.step(
-            Input::Frame(r#"430[{"ok":{"messages":[],"users":[],"hasMore":false}}]"#),
+            Input::Frame(r#"432[{"ok":{"messages":[],"users":[],"hasMore":false}}]"#),
             4,
         );
         let restored = SessionOutput::Event(SessionEvent::Restored);
@@ -808,13 +1181,13 @@ mod tests {
         session.step(Input::Frame(r#"42["users",[{"userID":"u","username":"u","connected":true,"messages":[{"id":5,"ts":1,"content":"x","from":"u","to":"me"}]}]]"#), 4);
         assert_eq!(
             sent(&mut session),
-            [r#"420["restore_state",{"since":5,"peersOnly":true}]"#]
+            [r#"422["restore_state",{"since":5,"peersOnly":true}]"#]
         );
         session.step(
-            Input::Frame(r#"430[{"ok":{"messages":[],"users":[],"hasMore":false}}]"#),
+            Input::Frame(r#"432[{"ok":{"messages":[],"users":[],"hasMore":false}}]"#),
             5,
         );
-        assert_eq!(sent(&mut session), [r#"421["restore_state",{"since":0}]"#]);
+        assert_eq!(sent(&mut session), [r#"423["restore_state",{"since":0}]"#]);
     }
 
     #[test]
@@ -825,11 +1198,11 @@ mod tests {
         session.step(Input::Timer, 2 + ACK_TIMEOUT_MS);
         assert_eq!(
             sent(&mut session),
-            [r#"420["restore_state",{"since":0,"peersOnly":true}]"#]
+            [r#"422["restore_state",{"since":0,"peersOnly":true}]"#]
         );
         let t = 3 + ACK_TIMEOUT_MS;
         session.step(
-            Input::Frame(r#"430[{"error":{"code":"rate_limited","message":"wait"}}]"#),
+            Input::Frame(r#"432[{"error":{"code":"rate_limited","message":"wait"}}]"#),
             t,
         );
         // Not restored yet (the outbox keeps waiting), and asked again a second later.
@@ -840,10 +1213,10 @@ mod tests {
         session.step(Input::Timer, t + RESTORE_RETRY_MS);
         assert_eq!(
             sent(&mut session),
-            [r#"421["restore_state",{"since":0,"peersOnly":true}]"#]
+            [r#"423["restore_state",{"since":0,"peersOnly":true}]"#]
         );
         session.step(
-            Input::Frame(r#"431[{"ok":{"messages":[],"users":[],"hasMore":false}}]"#),
+            Input::Frame(r#"433[{"ok":{"messages":[],"users":[],"hasMore":false}}]"#),
             t + RESTORE_RETRY_MS + 1,
         );
         assert!(std::iter::from_fn(|| session.poll_output()).any(|o| o == restored));
@@ -859,7 +1232,7 @@ mod tests {
         session.step(Input::Timer, 2 + ACK_TIMEOUT_MS);
         assert_eq!(
             sent(&mut session),
-            [r#"420["restore_state",{"since":0,"peersOnly":true}]"#]
+            [r#"422["restore_state",{"since":0,"peersOnly":true}]"#]
         );
     }
 
@@ -913,8 +1286,8 @@ mod tests {
         let mut session = restored();
         session.step(Input::Frame(r#"42["resync"]"#), 4);
         sent(&mut session);
-        session.step(Input::Frame(r#"431[{"ok":{"messages":[{"id":9,"ts":1,"content":"y","from":"u","to":"me"}],"users":[],"hasMore":true}}]"#), 5);
-        assert_eq!(sent(&mut session), [r#"422["restore_state",{"since":9}]"#]);
+        session.step(Input::Frame(r#"433[{"ok":{"messages":[{"id":9,"ts":1,"content":"y","from":"u","to":"me"}],"users":[],"hasMore":true}}]"#), 5);
+        assert_eq!(sent(&mut session), [r#"424["restore_state",{"since":9}]"#]);
     }
 
     #[test]
@@ -922,31 +1295,31 @@ mod tests {
         let mut session = restored();
         // Message 5 could not be queued; 7 (held) came after it.
         session.step(Input::Frame(r#"42["resync",{"since":4}]"#), 4);
-        assert_eq!(sent(&mut session), [r#"421["restore_state",{"since":4}]"#]);
+        assert_eq!(sent(&mut session), [r#"423["restore_state",{"since":4}]"#]);
         // A page cut at the limit continues after its own newest message, not the newest held.
-        session.step(Input::Frame(r#"431[{"ok":{"messages":[{"id":5,"ts":1,"content":"y","from":"u","to":"me"}],"users":[],"hasMore":true}}]"#), 5);
-        assert_eq!(sent(&mut session), [r#"422["restore_state",{"since":5}]"#]);
+        session.step(Input::Frame(r#"433[{"ok":{"messages":[{"id":5,"ts":1,"content":"y","from":"u","to":"me"}],"users":[],"hasMore":true}}]"#), 5);
+        assert_eq!(sent(&mut session), [r#"424["restore_state",{"since":5}]"#]);
         // A cursor past what is held changes nothing: from the newest held.
         let mut session = restored();
         session.step(Input::Frame(r#"42["resync",{"since":40}]"#), 4);
-        assert_eq!(sent(&mut session), [r#"421["restore_state",{"since":7}]"#]);
+        assert_eq!(sent(&mut session), [r#"423["restore_state",{"since":7}]"#]);
     }
 
     #[test]
     fn a_resync_during_a_restore_restores_again_from_its_point_once_that_one_is_done() {
         let mut session = restored();
         session.step(Input::Frame(r#"42["resync"]"#), 4);
-        assert_eq!(sent(&mut session), [r#"421["restore_state",{"since":7}]"#]);
+        assert_eq!(sent(&mut session), [r#"423["restore_state",{"since":7}]"#]);
         session.step(Input::Frame(r#"42["resync",{"since":6}]"#), 5);
         session.step(Input::Frame(r#"42["resync",{"since":3}]"#), 5);
         assert!(sent(&mut session).is_empty());
         session.step(
-            Input::Frame(r#"431[{"ok":{"messages":[],"users":[],"hasMore":false}}]"#),
+            Input::Frame(r#"433[{"ok":{"messages":[],"users":[],"hasMore":false}}]"#),
             6,
         );
-        assert_eq!(sent(&mut session), [r#"422["restore_state",{"since":3}]"#]);
+        assert_eq!(sent(&mut session), [r#"424["restore_state",{"since":3}]"#]);
         session.step(
-            Input::Frame(r#"432[{"ok":{"messages":[],"users":[],"hasMore":false}}]"#),
+            Input::Frame(r#"434[{"ok":{"messages":[],"users":[],"hasMore":false}}]"#),
             7,
         );
         assert!(sent(&mut session).is_empty());
@@ -1009,7 +1382,7 @@ mod tests {
     fn resync_restores_from_the_last_id_held() {
         let mut session = restored();
         session.step(Input::Frame(r#"42["resync"]"#), 4);
-        assert_eq!(sent(&mut session), [r#"421["restore_state",{"since":7}]"#]);
+        assert_eq!(sent(&mut session), [r#"423["restore_state",{"since":7}]"#]);
         // A second resync while that restore is in flight asks nothing more.
         session.step(Input::Frame(r#"42["resync"]"#), 5);
         assert!(sent(&mut session).is_empty());
@@ -1050,7 +1423,7 @@ mod tests {
         // Not before the restore is answered.
         assert!(messages_sent(&mut session).is_empty());
         session.step(
-            Input::Frame(r#"430[{"ok":{"messages":[],"users":[],"hasMore":false}}]"#),
+            Input::Frame(r#"432[{"ok":{"messages":[],"users":[],"hasMore":false}}]"#),
             3,
         );
         let first = messages_sent(&mut session);
@@ -1171,8 +1544,8 @@ mod tests {
             4,
         );
         let frames = sent(&mut session);
-        assert_eq!(frames, [r#"421["echo",{"x":1}]"#]);
-        session.step(Input::Frame(r#"431[{"y":2}]"#), 5);
+        assert_eq!(frames, [r#"423["echo",{"x":1}]"#]);
+        session.step(Input::Frame(r#"433[{"y":2}]"#), 5);
         assert_eq!(replies(&mut session), [(8, Ok(raw(json!({ "y": 2 }))))]);
     }
 
@@ -1232,7 +1605,7 @@ mod tests {
         session.step(Input::Logout { everywhere: false }, 10);
         assert_eq!(
             sent(&mut session),
-            [r#"421["logout",{"everywhere":false}]"#]
+            [r#"423["logout",{"everywhere":false}]"#]
         );
         session.step(Input::Frame("41"), 11);
         assert!(!events(&mut session).contains(&SessionEvent::Moved));
@@ -1292,5 +1665,412 @@ mod tests {
         step(&mut session, Input::Reset);
         assert!(session.outbox().entries().is_empty());
         assert!(session.chat().conversation("u").is_empty());
+    }
+
+    /// A restored session whose `conversations` (ack 0) and `settings` (ack 1) are answered:
+    /// u has 2 unread, counted as of message 7 (held) after the cursor 5.
+    fn messenger() -> Session {
+        let mut session = restored();
+        session.step(Input::Frame(r#"430[{"ok":{"conversations":[{"userID":"u","username":"ursula","connected":true,"last":{"id":7,"ts":1,"content":"x","from":"u","to":"me"},"unread":2,"readUpTo":5}],"hasMore":false}}]"#), 3);
+        session.step(Input::Frame(r#"431[{"ok":{"readReceipts":true}}]"#), 3);
+        sent(&mut session);
+        session
+    }
+
+    /// Sends every frame the session has, answering none.
+    fn frames_with(session: &mut Session, what: &str) -> Vec<String> {
+        sent(session)
+            .into_iter()
+            .filter(|f| f.contains(what))
+            .collect()
+    }
+
+    #[test]
+    fn every_connect_asks_for_the_conversations_and_the_settings() {
+        let mut session = connected();
+        assert_eq!(
+            sent(&mut session),
+            [
+                r#"40{"sessionID":"s"}"#,
+                r#"420["conversations",{"before":null,"limit":null}]"#,
+                r#"421["settings",{}]"#
+            ]
+        );
+        let mut session = messenger();
+        assert_eq!(session.chat().unread("u"), 2);
+        assert_eq!(session.chat().peer("u").unwrap().username, "ursula");
+        assert_eq!(session.chat().settings().unwrap().read_receipts, Some(true));
+        // Again after a reconnect (the counts may have moved meanwhile).
+        session.step(Input::TransportClosed, 10);
+        let ConnState::Offline { retry_at } = session.state() else {
+            panic!("{:?}", session.state())
+        };
+        session.step(Input::Timer, retry_at);
+        session.step(Input::Frame(r#"0{"sid":"e2","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":100000}"#), retry_at);
+        session.step(Input::Frame(r#"40{"sid":"s2"}"#), retry_at);
+        let frames = sent(&mut session);
+        assert!(
+            frames
+                .iter()
+                .any(|f| f.ends_with(r#"["conversations",{"before":null,"limit":null}]"#)),
+            "{frames:?}"
+        );
+        assert!(
+            frames.iter().any(|f| f.ends_with(r#"["settings",{}]"#)),
+            "{frames:?}"
+        );
+    }
+
+    #[test]
+    fn reading_reports_the_cursor_once_it_rests_and_one_read_at_a_time() {
+        let mut session = messenger();
+        session.step(Input::MarkRead { peer: "u" }, 10);
+        assert_eq!(session.chat().unread("u"), 0, "at once, here");
+        assert!(sent(&mut session).is_empty(), "not before it rests");
+        assert_eq!(session.next_deadline(), Some(10 + READ_DEBOUNCE_MS));
+        session.step(Input::Timer, 10 + READ_DEBOUNCE_MS);
+        assert_eq!(sent(&mut session), [r#"423["read",{"with":"u","upTo":7}]"#]);
+        // More arrives and is read while that one is on its way: it waits for the answer.
+        session.step(
+            Input::Frame(
+                r#"42["private message",{"id":8,"ts":2,"content":"y","from":"u","to":"me"}]"#,
+            ),
+            400,
+        );
+        session.step(Input::MarkRead { peer: "u" }, 401);
+        session.step(Input::Timer, 401 + READ_DEBOUNCE_MS);
+        assert!(sent(&mut session).is_empty());
+        assert!(session
+            .next_deadline()
+            .is_none_or(|at| at > 401 + READ_DEBOUNCE_MS));
+        session.step(
+            Input::Frame(r#"433[{"ok":{"with":"u","upTo":7,"unread":1,"asOf":8}}]"#),
+            800,
+        );
+        assert_eq!(session.chat().unread("u"), 0, "8 was read here");
+        session.step(Input::Timer, 800 + READ_DEBOUNCE_MS);
+        assert_eq!(sent(&mut session), [r#"424["read",{"with":"u","upTo":8}]"#]);
+        session.step(
+            Input::Frame(r#"434[{"ok":{"with":"u","upTo":8,"unread":0,"asOf":8}}]"#),
+            1200,
+        );
+        // Nothing new: nothing to report.
+        session.step(Input::MarkRead { peer: "u" }, 1300);
+        session.step(Input::Timer, 1300 + READ_DEBOUNCE_MS);
+        assert!(sent(&mut session).is_empty());
+        assert_eq!(
+            session.next_deadline(),
+            session.core.next_deadline(),
+            "the connection's own only"
+        );
+    }
+
+    #[test]
+    fn a_read_refused_for_now_is_reported_again_a_second_later() {
+        let mut session = messenger();
+        session.step(Input::MarkRead { peer: "u" }, 10);
+        session.step(Input::Timer, 10 + READ_DEBOUNCE_MS);
+        sent(&mut session);
+        session.step(
+            Input::Frame(r#"433[{"error":{"code":"rate_limited","message":"wait"}}]"#),
+            400,
+        );
+        assert_eq!(session.next_deadline(), Some(400 + 1_000));
+        session.step(Input::Timer, 1_400);
+        assert_eq!(sent(&mut session), [r#"424["read",{"with":"u","upTo":7}]"#]);
+    }
+
+    #[test]
+    fn a_read_made_offline_is_reported_after_the_reconnect_and_waits_without_waking() {
+        let mut session = messenger();
+        session.step(Input::TransportClosed, 5);
+        session.step(Input::MarkRead { peer: "u" }, 10);
+        assert_eq!(session.chat().unread("u"), 0);
+        let ConnState::Offline { retry_at } = session.state() else {
+            panic!("{:?}", session.state())
+        };
+        // Offline, a read due is no deadline (it would wake the adapter over and over).
+        assert_eq!(session.next_deadline(), Some(retry_at));
+        session.step(Input::Timer, retry_at);
+        session.step(Input::Frame(r#"0{"sid":"e2","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":100000}"#), retry_at);
+        session.step(Input::Frame(r#"40{"sid":"s2"}"#), retry_at);
+        // Reported as soon as the connection is back.
+        let frames = sent(&mut session);
+        let ack_of = |what: &str| {
+            frames
+                .iter()
+                .find(|f| f.contains(what))
+                .map(|f| ack_number(f))
+                .unwrap_or_else(|| panic!("no {what} in {frames:?}"))
+        };
+        let read = ack_of(r#"["read",{"with":"u","upTo":7}]"#);
+        let conversations = ack_of(r#"["conversations""#);
+        // The server still has the old cursor: the read is on its way, nothing more is asked.
+        session.step(
+            Input::Frame(&format!(
+                r#"43{conversations}[{{"ok":{{"conversations":[{{"userID":"u","username":"ursula","connected":true,"last":{{"id":7,"ts":1,"content":"x","from":"u","to":"me"}},"unread":2,"readUpTo":5}}],"hasMore":false}}}}]"#
+            )),
+            retry_at + 1,
+        );
+        assert_eq!(session.chat().unread("u"), 0);
+        session.step(
+            Input::Frame(&format!(
+                r#"43{read}[{{"ok":{{"with":"u","upTo":7,"unread":0,"asOf":7}}}}]"#
+            )),
+            retry_at + 2,
+        );
+        session.step(Input::Timer, retry_at + 2 + READ_DEBOUNCE_MS);
+        assert!(frames_with(&mut session, r#"["read""#).is_empty());
+        assert_eq!(session.chat().server_read_cursor("u"), 7);
+    }
+
+    #[test]
+    fn a_read_from_another_tab_or_device_clears_the_count() {
+        let mut session = messenger();
+        session.step(
+            Input::Frame(r#"42["read",{"with":"u","upTo":7,"unread":0,"asOf":7}]"#),
+            10,
+        );
+        assert_eq!(session.chat().unread("u"), 0);
+        assert!(events(&mut session).contains(&SessionEvent::ChatChanged));
+        // Nothing for this tab to report: the server is ahead.
+        session.step(Input::MarkRead { peer: "u" }, 11);
+        session.step(Input::Timer, 11 + READ_DEBOUNCE_MS);
+        assert!(sent(&mut session).is_empty());
+    }
+
+    #[test]
+    fn typing_is_sent_at_most_every_three_seconds_and_shown_for_six() {
+        let mut session = messenger();
+        session.step(Input::Typing { to: "u" }, 10);
+        assert_eq!(sent(&mut session), [r#"42["typing",{"to":"u"}]"#]);
+        session.step(Input::Typing { to: "u" }, 10 + TYPING_EVERY_MS - 1);
+        assert!(sent(&mut session).is_empty());
+        session.step(Input::Typing { to: "v" }, 20);
+        assert_eq!(sent(&mut session), [r#"42["typing",{"to":"v"}]"#]);
+        session.step(Input::Typing { to: "u" }, 10 + TYPING_EVERY_MS);
+        assert_eq!(sent(&mut session), [r#"42["typing",{"to":"u"}]"#]);
+        session.step(Input::Typing { to: "me" }, 5_000);
+        assert!(sent(&mut session).is_empty(), "not to oneself");
+
+        session.step(Input::Frame(r#"42["typing",{"from":"u"}]"#), 100);
+        assert!(session.chat().typing("u"));
+        assert_eq!(session.next_deadline(), Some(100 + TYPING_SHOWN_MS));
+        session.step(Input::Frame(r#"42["typing",{"from":"u"}]"#), 2_000);
+        session.step(Input::Timer, 100 + TYPING_SHOWN_MS);
+        assert!(session.chat().typing("u"), "the last one counts");
+        events(&mut session);
+        session.step(Input::Timer, 2_000 + TYPING_SHOWN_MS);
+        assert!(!session.chat().typing("u"));
+        assert!(events(&mut session).contains(&SessionEvent::ChatChanged));
+        // Their message ends it at once.
+        session.step(Input::Frame(r#"42["typing",{"from":"u"}]"#), 9_000);
+        session.step(
+            Input::Frame(
+                r#"42["private message",{"id":8,"ts":2,"content":"y","from":"u","to":"me"}]"#,
+            ),
+            9_001,
+        );
+        assert!(!session.chat().typing("u"));
+        // Offline, nothing is sent.
+        session.step(Input::TransportClosed, 9_002);
+        session.step(Input::Typing { to: "w" }, 9_003);
+        assert!(frames_with(&mut session, "typing").is_empty());
+    }
+
+    #[test]
+    fn a_search_waits_for_the_query_to_rest_and_asks_one_at_a_time() {
+        let mut session = messenger();
+        session.step(Input::Search { query: "  ad " }, 10);
+        assert!(sent(&mut session).is_empty());
+        assert_eq!(session.next_deadline(), Some(10 + SEARCH_DEBOUNCE_MS));
+        session.step(Input::Timer, 10 + SEARCH_DEBOUNCE_MS);
+        assert_eq!(
+            sent(&mut session),
+            [r#"423["users_search",{"query":"ad","limit":20}]"#]
+        );
+        // Typed on while it is asked: the newest query goes once the answer is in.
+        session.step(Input::Search { query: "ada" }, 220);
+        session.step(Input::Search { query: "adam" }, 230);
+        session.step(Input::Timer, 430);
+        assert!(sent(&mut session).is_empty());
+        session.step(
+            Input::Frame(
+                r#"433[{"ok":{"users":[{"userID":"a0","username":"adalbert","connected":true}]}}]"#,
+            ),
+            500,
+        );
+        assert!(
+            session.chat().search().is_none(),
+            "an answer to an old query is not shown"
+        );
+        assert_eq!(
+            sent(&mut session),
+            [r#"424["users_search",{"query":"adam","limit":20}]"#]
+        );
+        session.step(
+            Input::Frame(
+                r#"434[{"ok":{"users":[{"userID":"a1","username":"adam","connected":false}]}}]"#,
+            ),
+            600,
+        );
+        let results = session.chat().search().unwrap();
+        assert_eq!(results.query, "adam");
+        assert_eq!(results.users[0].username, "adam");
+        assert_eq!(session.chat().peer("a1").unwrap().username, "adam");
+        // The same query again asks nothing; an empty one clears the results.
+        session.step(Input::Search { query: "adam " }, 700);
+        session.step(Input::Timer, 700 + SEARCH_DEBOUNCE_MS);
+        assert!(sent(&mut session).is_empty());
+        session.step(Input::Search { query: " " }, 1_000);
+        assert!(session.chat().search().is_none());
+        // A query past the server's limit is cut to it.
+        let long = "x".repeat(100);
+        session.step(Input::Search { query: &long }, 2_000);
+        session.step(Input::Timer, 2_000 + SEARCH_DEBOUNCE_MS);
+        let frames = sent(&mut session);
+        assert_eq!(
+            frames,
+            [format!(
+                r#"425["users_search",{{"query":"{}","limit":20}}]"#,
+                "x".repeat(SEARCH_MAX_CHARS)
+            )]
+        );
+        session.step(
+            Input::Frame(r#"435[{"error":{"code":"invalid_payload","message":"no"}}]"#),
+            2_300,
+        );
+        assert!(session.chat().search().unwrap().failed);
+    }
+
+    #[test]
+    fn turning_read_receipts_off_asks_the_server_and_hides_every_seen_mark() {
+        let mut session = messenger();
+        session.step(Input::Frame(r#"42["seen",{"by":"u","upTo":9,"at":99}]"#), 5);
+        assert_eq!(
+            session.chat().seen("u"),
+            Some(protocol::payloads::ReadMark { up_to: 9, at: 99 })
+        );
+        session.step(Input::SetReadReceipts { on: false }, 10);
+        assert_eq!(
+            sent(&mut session),
+            [r#"423["settings",{"readReceipts":false}]"#]
+        );
+        assert_eq!(session.chat().seen("u"), None, "at once");
+        session.step(Input::Frame(r#"433[{"ok":{"readReceipts":false}}]"#), 20);
+        assert_eq!(
+            session.chat().settings().unwrap().read_receipts,
+            Some(false)
+        );
+        // Turned back on from another tab.
+        session.step(Input::Frame(r#"42["settings",{"readReceipts":true}]"#), 30);
+        assert!(session.chat().seen("u").is_some());
+    }
+
+    #[test]
+    fn older_conversations_are_asked_for_before_the_oldest_one_held() {
+        let mut session = restored();
+        session.step(Input::Frame(r#"430[{"ok":{"conversations":[{"userID":"u","username":"u","connected":true,"last":{"id":7,"ts":1,"content":"x","from":"u","to":"me"},"unread":0,"readUpTo":7}],"hasMore":true}}]"#), 3);
+        sent(&mut session);
+        session.step(Input::LoadConversations, 4);
+        session.step(Input::LoadConversations, 4);
+        assert_eq!(
+            sent(&mut session),
+            [r#"423["conversations",{"before":7,"limit":null}]"#],
+            "one page at a time"
+        );
+        session.step(
+            Input::Frame(r#"433[{"ok":{"conversations":[],"hasMore":false}}]"#),
+            5,
+        );
+        session.step(Input::LoadConversations, 6);
+        assert!(sent(&mut session).is_empty(), "nothing older");
+    }
+
+    #[test]
+    fn a_tab_on_the_shared_connection_gets_counts_and_reports_reads_through_the_hub() {
+        let link = SharedLink::new(|| auth(json!({ "sessionID": "s" })));
+        let mut session =
+            Session::shared(link, ChatState::new(Some("me".into())), Outbox::default());
+        session.step(Input::Connect, 0);
+        session.step(
+            Input::Hub(HubToTab::State {
+                state: crate::link::SharedState::Online { sid: "x".into() },
+                reconnects: 0,
+            }),
+            1,
+        );
+        session.step(
+            Input::Hub(HubToTab::Connected {
+                sid: "x".into(),
+                reconnect: false,
+            }),
+            1,
+        );
+        let requests = |session: &mut Session| -> Vec<(u64, String, RawJson)> {
+            std::iter::from_fn(|| session.poll_hub_message())
+                .filter_map(|m| match m {
+                    TabToHub::Request {
+                        id, event, data, ..
+                    } => Some((id, event, data)),
+                    _ => None,
+                })
+                .collect()
+        };
+        let asked = requests(&mut session);
+        let events: Vec<&str> = asked.iter().map(|(_, e, _)| e.as_str()).collect();
+        assert_eq!(events, ["conversations", "settings"]);
+        let message = json!({ "id": 7, "ts": 1, "content": "x", "from": "u", "to": "me" });
+        session.step(
+            Input::Hub(HubToTab::Message {
+                event: "private message".into(),
+                args: vec![raw(message.clone())],
+            }),
+            2,
+        );
+        let summary = json!({ "userID": "u", "username": "u", "connected": true,
+            "last": message, "unread": 1, "readUpTo": 0 });
+        session.step(
+            Input::Hub(HubToTab::Ack {
+                id: asked[0].0,
+                args: vec![raw(
+                    json!({ "ok": { "conversations": [summary], "hasMore": false } }),
+                )],
+            }),
+            3,
+        );
+        assert_eq!(session.chat().unread("u"), 1);
+        session.step(Input::MarkRead { peer: "u" }, 4);
+        session.step(Input::Timer, 4 + READ_DEBOUNCE_MS);
+        let asked = requests(&mut session);
+        assert_eq!(asked.len(), 1);
+        assert_eq!(
+            (asked[0].1.as_str(), asked[0].2.get()),
+            ("read", r#"{"with":"u","upTo":7}"#)
+        );
+        // Another tab's read, relayed by the hub, reaches this one too.
+        let mut other = Session::shared(
+            SharedLink::new(|| auth(json!({ "sessionID": "s" }))),
+            ChatState::new(Some("me".into())),
+            Outbox::default(),
+        );
+        other.step(
+            Input::Hub(HubToTab::Message {
+                event: "private message".into(),
+                args: vec![raw(message)],
+            }),
+            5,
+        );
+        assert_eq!(other.chat().unread("u"), 1);
+        other.step(
+            Input::Hub(HubToTab::Message {
+                event: "read".into(),
+                args: vec![raw(
+                    json!({ "with": "u", "upTo": 7, "unread": 0, "asOf": 7 }),
+                )],
+            }),
+            6,
+        );
+        assert_eq!(other.chat().unread("u"), 0);
     }
 }
