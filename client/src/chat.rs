@@ -200,17 +200,20 @@ impl ChatState {
 
     /// How many of `peer`'s messages the viewer has not read: what the server counted (less
     /// those read here since), plus the held ones newer than both that count and the cursor.
+    /// A message of the viewer's own reads what came before it (a reply), as the server counts.
     /// Notes to self are never unread. The server caps its count at 1000.
     pub fn unread(&self, peer: &str) -> usize {
         if self.me.as_deref() == Some(peer) {
             return 0;
         }
-        let cursor = self.read_cursor(peer);
+        let cursor = self.read_cursor(peer).max(self.own_newest(peer, i64::MAX));
         let counted = self.server.get(peer).and_then(|s| s.counted);
         let (base, after) = match counted {
             Some(c) if cursor >= c.as_of => (0, cursor),
             Some(c) => {
-                let read_since = self.incoming_between(peer, c.cursor, cursor.min(c.as_of));
+                // The server counted after the viewer's newest message up to asOf too.
+                let counted_after = c.cursor.max(self.own_newest(peer, c.as_of));
+                let read_since = self.incoming_between(peer, counted_after, cursor.min(c.as_of));
                 (c.unread.saturating_sub(read_since), c.as_of)
             }
             None => (0, cursor),
@@ -225,6 +228,24 @@ impl ChatState {
             .fold(0, |total: usize, peer| {
                 total.saturating_add(self.unread(peer))
             })
+    }
+
+    /// The newest message id up to `up_to` the viewer wrote to `peer` (held, or a summary's
+    /// last message); 0 for none.
+    fn own_newest(&self, peer: &str, up_to: i64) -> i64 {
+        let mine = |m: &Message| Some(&m.from) == self.me.as_ref();
+        let held = self
+            .conversations
+            .get(peer)
+            .and_then(|m| m.range(..=up_to).rev().find(|(_, m)| mine(m)))
+            .map_or(0, |(id, _)| *id);
+        let named = self
+            .server
+            .get(peer)
+            .and_then(|s| s.last.as_ref())
+            .filter(|m| mine(m) && m.id <= up_to)
+            .map_or(0, |m| m.id);
+        held.max(named)
     }
 
     /// Held messages from `peer` (not the viewer's) with `after < id <= up_to`.
@@ -861,8 +882,8 @@ mod tests {
     fn unread_counts_only_the_peers_messages_after_the_read_marker() {
         let mut s = ChatState::new(Some("me".into()));
         s.insert(msg(1, "bob", "me"));
-        s.insert(msg(2, "me", "bob"));
-        s.insert(msg(3, "bob", "me"));
+        s.insert(msg(2, "bob", "me"));
+        s.insert(msg(3, "me", "me"));
         assert_eq!(s.unread("bob"), 2);
         s.mark_read("bob");
         assert_eq!(s.unread("bob"), 0);
@@ -917,11 +938,11 @@ mod tests {
             3,
             "held messages up to asOf are in the count"
         );
-        // Live messages after asOf add to it; the viewer's own do not.
+        // Live messages after asOf add to it.
         s.insert(msg(11, "bob", "me"));
-        s.insert(msg(12, "me", "bob"));
-        assert_eq!(s.unread("bob"), 4);
-        assert_eq!(s.total_unread(), 4);
+        s.insert(msg(12, "bob", "me"));
+        assert_eq!(s.unread("bob"), 5);
+        assert_eq!(s.total_unread(), 5);
         // Read here up to 12: nothing is left, whatever the server counted.
         assert!(s.mark_read("bob"));
         assert_eq!(s.unread("bob"), 0);
@@ -963,6 +984,33 @@ mod tests {
         s.insert(msg(8, "bob", "me"));
         s.insert(msg(9, "bob", "me"));
         assert_eq!(s.unread("bob"), 3, "7 and 8 were counted, 9 is new");
+    }
+
+    #[test]
+    fn a_reply_reads_what_came_before_it() {
+        let mut s = ChatState::new(Some("me".into()));
+        s.insert(msg(1, "bob", "me"));
+        s.insert(msg(2, "bob", "me"));
+        assert_eq!(s.unread("bob"), 2);
+        s.insert(msg(3, "me", "bob"));
+        assert_eq!(s.unread("bob"), 0);
+        s.insert(msg(4, "bob", "me"));
+        assert_eq!(s.unread("bob"), 1);
+        // The server counted after the viewer's message 8 too: 9 and 10 of 3..10.
+        let mut s = ChatState::new(Some("me".into()));
+        for id in [3, 5, 9, 10] {
+            s.insert(msg(id, "bob", "me"));
+        }
+        s.insert(msg(8, "me", "bob"));
+        s.apply_read_state(ReadState {
+            with: "bob".into(),
+            up_to: 2,
+            unread: 2,
+            as_of: 10,
+        });
+        assert_eq!(s.unread("bob"), 2);
+        s.insert(msg(11, "bob", "me"));
+        assert_eq!(s.unread("bob"), 3);
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub const ACK_TIMEOUT_MS: u64 = 10_000;
 /// A read is reported this long after it happened, so that a burst of arrivals in an open
 /// conversation is one `read`.
 pub const READ_DEBOUNCE_MS: u64 = 300;
+/// And at most this often per conversation while messages keep arriving (PROTOCOL.md, `read`:
+/// the server's budget is `--read-marks-per-sec` per user).
+pub const READ_EVERY_MS: u64 = 1_000;
 /// `typing` is sent at most this often per person while the composer has input (the server
 /// relays at most one per `--typing-every-ms`, 3 s by default).
 pub const TYPING_EVERY_MS: u64 = 3_000;
@@ -237,6 +240,8 @@ pub struct Session {
     outbox_paused_until: Option<u64>,
     /// Conversations whose read cursor the server should hear of, and from when.
     reads_due: BTreeMap<String, u64>,
+    /// When `read` was last sent for each conversation.
+    read_sent: HashMap<String, u64>,
     /// A `conversations` page refused for now, to ask again at this time.
     conversations_due: Option<(Option<i64>, u64)>,
     /// When `typing` was last sent to each person.
@@ -274,6 +279,7 @@ impl Session {
             retry_restore: None,
             outbox_paused_until: None,
             reads_due: BTreeMap::new(),
+            read_sent: HashMap::new(),
             conversations_due: None,
             typing_sent: HashMap::new(),
             search_wanted: None,
@@ -413,6 +419,7 @@ impl Session {
                 self.retry_restore = None;
                 self.restore_after_users = None;
                 self.reads_due.clear();
+                self.read_sent.clear();
                 self.conversations_due = None;
                 self.typing_sent.clear();
                 self.search_wanted = None;
@@ -951,11 +958,16 @@ impl Session {
         }
     }
 
-    /// Reports `peer`'s read cursor at `at` or before, if the server is behind this client's.
+    /// Reports `peer`'s read cursor at `at` or before (but not within [`READ_EVERY_MS`] of
+    /// the last report), if the server is behind this client's.
     fn report_read_later(&mut self, peer: &str, at: u64) {
         if self.chat.read_to_report(peer).is_none() {
             return;
         }
+        let at = self
+            .read_sent
+            .get(peer)
+            .map_or(at, |sent| at.max(sent + READ_EVERY_MS));
         let due = self.reads_due.entry(peer.to_owned()).or_insert(at);
         *due = (*due).min(at);
     }
@@ -985,6 +997,7 @@ impl Session {
             .emit_with_ack(events::READ, &request, ACK_TIMEOUT_MS, now)
         {
             self.reads_due.remove(&peer);
+            self.read_sent.insert(peer.clone(), now);
             self.pending.insert(id, Pending::Read { peer });
         }
     }
@@ -1748,15 +1761,20 @@ mod tests {
             800,
         );
         assert_eq!(session.chat().unread("u"), 0, "8 was read here");
+        // Not within a second of the last one.
         session.step(Input::Timer, 800 + READ_DEBOUNCE_MS);
+        assert!(sent(&mut session).is_empty());
+        let first_sent = 10 + READ_DEBOUNCE_MS;
+        assert_eq!(session.next_deadline(), Some(first_sent + READ_EVERY_MS));
+        session.step(Input::Timer, first_sent + READ_EVERY_MS);
         assert_eq!(sent(&mut session), [r#"424["read",{"with":"u","upTo":8}]"#]);
         session.step(
             Input::Frame(r#"434[{"ok":{"with":"u","upTo":8,"unread":0,"asOf":8}}]"#),
-            1200,
+            1400,
         );
         // Nothing new: nothing to report.
-        session.step(Input::MarkRead { peer: "u" }, 1300);
-        session.step(Input::Timer, 1300 + READ_DEBOUNCE_MS);
+        session.step(Input::MarkRead { peer: "u" }, 1500);
+        session.step(Input::Timer, 1500 + READ_EVERY_MS);
         assert!(sent(&mut session).is_empty());
         assert_eq!(
             session.next_deadline(),
