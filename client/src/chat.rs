@@ -55,7 +55,9 @@ struct Counted {
     cursor: i64,
 }
 
-/// What the server said about one conversation (`conversations`, `read`).
+/// What is known of a conversation besides its messages: what the server said of it
+/// (`conversations`, `read`, `seen`) and whether the other party is typing. One map of these
+/// rather than one map per fact: each map type is code of its own in the wasm.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct ServerView {
     /// The conversation's newest message, which this client may not hold.
@@ -63,6 +65,10 @@ struct ServerView {
     /// The viewer's read cursor.
     cursor: i64,
     counted: Option<Counted>,
+    /// How far the other party has read the viewer's messages.
+    peer_read: Option<ReadMark>,
+    /// Until when (the session's clock) "is typing" shows.
+    typing_until: Option<u64>,
 }
 
 /// The newest message of a conversation, for a one-line preview.
@@ -117,10 +123,6 @@ pub struct ChatState {
     /// ahead, from another tab or device; the larger counts).
     pub read_up_to: BTreeMap<String, i64>,
     server: FxHashMap<String, ServerView>,
-    /// Per peer, how far they have read the viewer's messages (only while both share receipts).
-    peer_read: FxHashMap<String, ReadMark>,
-    /// Per peer, until when (the session's clock) "is typing" shows.
-    typing: FxHashMap<String, u64>,
     settings: Option<Settings>,
     /// `before` for the next page of `conversations`, while the server has more.
     conversations_before: Option<i64>,
@@ -324,16 +326,9 @@ impl ChatState {
                     },
                 );
             }
-            match summary.peer_read {
-                Some(mark) => {
-                    self.peer_read.insert(peer.clone(), mark);
-                }
-                None => {
-                    self.peer_read.remove(&peer);
-                }
-            }
             let as_of = summary.last.id;
             let view = self.server.entry(peer.clone()).or_default();
+            view.peer_read = summary.peer_read;
             if view.last.as_ref().is_none_or(|m| m.id <= as_of) {
                 view.last = Some(summary.last);
             }
@@ -358,9 +353,9 @@ impl ChatState {
             up_to: seen.up_to,
             at: seen.at,
         };
-        let entry = self.peer_read.entry(seen.by).or_default();
-        if mark.up_to >= entry.up_to {
-            *entry = mark;
+        let view = self.server.entry(seen.by).or_default();
+        if view.peer_read.is_none_or(|m| mark.up_to >= m.up_to) {
+            view.peer_read = Some(mark);
         }
     }
 
@@ -370,7 +365,10 @@ impl ChatState {
         if self.settings.and_then(|s| s.read_receipts) == Some(false) {
             return None;
         }
-        self.peer_read.get(peer).copied().filter(|m| m.up_to > 0)
+        self.server
+            .get(peer)
+            .and_then(|s| s.peer_read)
+            .filter(|m| m.up_to > 0)
     }
 
     /// When `peer` read the viewer's message `id`, if it is the newest of the viewer's messages
@@ -393,30 +391,40 @@ impl ChatState {
     /// `typing` from `from`: shown until `until` (the session's clock).
     pub fn set_typing(&mut self, from: &str, until: u64) {
         if self.me.as_deref() != Some(from) {
-            self.typing.insert(from.to_owned(), until);
+            self.server.entry(from.to_owned()).or_default().typing_until = Some(until);
         }
     }
 
     /// Whether `peer` is typing to the viewer.
     pub fn typing(&self, peer: &str) -> bool {
-        self.typing.contains_key(peer)
+        self.server
+            .get(peer)
+            .is_some_and(|s| s.typing_until.is_some())
     }
 
     /// `peer`'s message arrived: they are no longer typing it. Returns whether they were.
     pub fn stop_typing(&mut self, peer: &str) -> bool {
-        self.typing.remove(peer).is_some()
+        self.server
+            .get_mut(peer)
+            .and_then(|s| s.typing_until.take())
+            .is_some()
     }
 
     /// Forgets typing that ran out by `now`. Returns whether any did.
     pub fn expire_typing(&mut self, now: u64) -> bool {
-        let before = self.typing.len();
-        self.typing.retain(|_, until| *until > now);
-        before != self.typing.len()
+        let mut expired = false;
+        for view in self.server.values_mut() {
+            if view.typing_until.is_some_and(|until| until <= now) {
+                view.typing_until = None;
+                expired = true;
+            }
+        }
+        expired
     }
 
     /// When the next "is typing" runs out.
     pub fn next_typing_expiry(&self) -> Option<u64> {
-        self.typing.values().min().copied()
+        self.server.values().filter_map(|s| s.typing_until).min()
     }
 
     /// The viewer's settings, once the server said.
@@ -480,6 +488,26 @@ impl ChatState {
             .collect();
         list.sort_by(|(a, x), (b, y)| b.cmp(a).then_with(|| x.user_id.cmp(&y.user_id)));
         list.into_iter().map(|(_, entry)| entry).collect()
+    }
+
+    /// The rows of a messenger's main list, by user id: the conversations by latest activity,
+    /// then the roster's people without one (the viewer first, then by name).
+    pub fn list_order(&self, pending: &[OutboxEntry]) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .conversation_list(pending)
+            .into_iter()
+            .map(|c| c.user_id)
+            .collect();
+        let mut listed: Vec<&str> = ids.iter().map(String::as_str).collect();
+        listed.sort_unstable();
+        let others: Vec<String> = self
+            .peers()
+            .into_iter()
+            .map(|p| p.user_id)
+            .filter(|id| listed.binary_search(&id.as_str()).is_err())
+            .collect();
+        ids.extend(others);
+        ids
     }
 
     /// One conversation as [`ChatState::conversation_list`] has it (`None`: no message yet).
@@ -1086,6 +1114,28 @@ mod tests {
         assert!(ann.last.pending && ann.last.mine);
         // The roster's name wins over a summary's; the roster says who is online.
         assert_eq!((ann.username.as_str(), ann.connected), ("Ann", true));
+        // The list: conversations first, then the roster's people without one.
+        s.apply_users(vec![
+            UserEntry {
+                user_id: "zed".into(),
+                username: "Zed".into(),
+                connected: false,
+                messages: vec![],
+            },
+            UserEntry {
+                user_id: "ann".into(),
+                username: "Ann".into(),
+                connected: true,
+                messages: vec![],
+            },
+            UserEntry {
+                user_id: "me".into(),
+                username: "Me".into(),
+                connected: true,
+                messages: vec![],
+            },
+        ]);
+        assert_eq!(s.list_order(&[]), ["cid", "bob", "ann", "me", "zed"]);
         // The last page: no more to load.
         s.apply_conversations(vec![], false);
         assert_eq!(s.conversations_before(), None);

@@ -12,7 +12,9 @@
 //! to [`Session::step`], its one way in, and act on the [`SessionOutput`]s it queues. Its state
 //! is private: adapters read it through accessors and change it only by stepping.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+
+use rustc_hash::FxHashMap;
 
 use protocol::json::FromJson;
 use protocol::payloads::{
@@ -188,6 +190,14 @@ struct RetryRestore {
     at: u64,
 }
 
+/// When a `read` is due for one person and when one was last sent, and when `typing` was.
+#[derive(Debug, Clone, Copy, Default)]
+struct PeerTimes {
+    read_due: Option<u64>,
+    read_sent: Option<u64>,
+    typing_sent: Option<u64>,
+}
+
 /// How long a refused restore waits before it is asked again.
 const RESTORE_RETRY_MS: u64 = 1_000;
 
@@ -238,14 +248,10 @@ pub struct Session {
     retry_restore: Option<RetryRestore>,
     /// The outbox sends nothing before this (the server refused its last send for now).
     outbox_paused_until: Option<u64>,
-    /// Conversations whose read cursor the server should hear of, and from when.
-    reads_due: BTreeMap<String, u64>,
-    /// When `read` was last sent for each conversation.
-    read_sent: HashMap<String, u64>,
+    /// Per person: `read` and `typing` times.
+    times: FxHashMap<String, PeerTimes>,
     /// A `conversations` page refused for now, to ask again at this time.
     conversations_due: Option<(Option<i64>, u64)>,
-    /// When `typing` was last sent to each person.
-    typing_sent: HashMap<String, u64>,
     /// The query the search box holds, and when to ask for it.
     search_wanted: Option<String>,
     search_due: Option<u64>,
@@ -278,10 +284,8 @@ impl Session {
             restore_after_users: None,
             retry_restore: None,
             outbox_paused_until: None,
-            reads_due: BTreeMap::new(),
-            read_sent: HashMap::new(),
+            times: FxHashMap::default(),
             conversations_due: None,
-            typing_sent: HashMap::new(),
             search_wanted: None,
             search_due: None,
         }
@@ -336,7 +340,7 @@ impl Session {
         // flight, a time passed would wake the adapter over and over.
         let online = matches!(self.core.state(), ConnState::Online { .. });
         let read = (online && !self.in_flight(|p| matches!(p, Pending::Read { .. })))
-            .then(|| self.reads_due.values().min().copied())
+            .then(|| self.times.values().filter_map(|t| t.read_due).min())
             .flatten();
         let search = (online && !self.in_flight(|p| matches!(p, Pending::Search { .. })))
             .then_some(self.search_due)
@@ -418,10 +422,8 @@ impl Session {
                 self.resync_from = None;
                 self.retry_restore = None;
                 self.restore_after_users = None;
-                self.reads_due.clear();
-                self.read_sent.clear();
+                self.times.clear();
                 self.conversations_due = None;
-                self.typing_sent.clear();
                 self.search_wanted = None;
                 self.search_due = None;
                 self.event(SessionEvent::OutboxChanged);
@@ -865,12 +867,12 @@ impl Session {
                         self.report_read_later(&peer, now + READ_DEBOUNCE_MS);
                     }
                     Some(Ack::Error(error)) if refused_for_now(error.code) => {
-                        self.reads_due.insert(peer, now + REFUSED_RETRY_MS);
+                        self.times.entry(peer).or_default().read_due = Some(now + REFUSED_RETRY_MS);
                     }
                     _ => {}
                 },
                 Err(AckFailure::Timeout) => {
-                    self.reads_due.insert(peer, now + REFUSED_RETRY_MS);
+                    self.times.entry(peer).or_default().read_due = Some(now + REFUSED_RETRY_MS);
                 }
                 // The next connection's `conversations` answer reports it.
                 Err(AckFailure::Disconnected) => {}
@@ -964,12 +966,11 @@ impl Session {
         if self.chat.read_to_report(peer).is_none() {
             return;
         }
-        let at = self
+        let times = self.times.entry(peer.to_owned()).or_default();
+        let at = times
             .read_sent
-            .get(peer)
             .map_or(at, |sent| at.max(sent + READ_EVERY_MS));
-        let due = self.reads_due.entry(peer.to_owned()).or_insert(at);
-        *due = (*due).min(at);
+        times.read_due = Some(times.read_due.map_or(at, |due| due.min(at)));
     }
 
     /// Sends the `read` whose time has come, one at a time.
@@ -978,14 +979,14 @@ impl Session {
             return;
         }
         let due = self
-            .reads_due
+            .times
             .iter()
-            .filter(|(_, at)| **at <= now)
-            .min_by_key(|(_, at)| **at)
-            .map(|(peer, _)| peer.clone());
+            .filter_map(|(peer, t)| t.read_due.filter(|at| *at <= now).map(|at| (at, peer)))
+            .min()
+            .map(|(_, peer)| peer.clone());
         let Some(peer) = due else { return };
         let Some(up_to) = self.chat.read_to_report(&peer) else {
-            self.reads_due.remove(&peer);
+            self.times.entry(peer).or_default().read_due = None;
             return;
         };
         let request = RawJson::of(&ReadRequest {
@@ -996,8 +997,9 @@ impl Session {
             .core
             .emit_with_ack(events::READ, &request, ACK_TIMEOUT_MS, now)
         {
-            self.reads_due.remove(&peer);
-            self.read_sent.insert(peer.clone(), now);
+            let times = self.times.entry(peer.clone()).or_default();
+            times.read_due = None;
+            times.read_sent = Some(now);
             self.pending.insert(id, Pending::Read { peer });
         }
     }
@@ -1007,15 +1009,16 @@ impl Session {
             return;
         }
         let recent = self
-            .typing_sent
+            .times
             .get(to)
+            .and_then(|t| t.typing_sent)
             .is_some_and(|at| now < at + TYPING_EVERY_MS);
         if recent {
             return;
         }
         let request = RawJson::of(&TypingRequest { to: to.to_owned() });
         if self.core.emit(events::TYPING, &request).is_ok() {
-            self.typing_sent.insert(to.to_owned(), now);
+            self.times.entry(to.to_owned()).or_default().typing_sent = Some(now);
         }
     }
 
