@@ -222,6 +222,32 @@ mod tests {
         ) -> Result<Page, StoreError> {
             unimplemented!()
         }
+        async fn mark_read(
+            &self,
+            _: &UserId,
+            _: &UserId,
+            _: i64,
+        ) -> Result<Option<crate::store::MarkedRead>, StoreError> {
+            unimplemented!()
+        }
+        async fn conversation_page(
+            &self,
+            _: &UserId,
+            _: Option<i64>,
+            _: u32,
+        ) -> Result<crate::store::ConversationPage, StoreError> {
+            unimplemented!()
+        }
+        async fn settings(&self, _: &UserId) -> Result<crate::store::UserSettings, StoreError> {
+            unimplemented!()
+        }
+        async fn change_settings(
+            &self,
+            _: &UserId,
+            _: crate::store::SettingsChange,
+        ) -> Result<Option<crate::store::SettingsChanged>, StoreError> {
+            unimplemented!()
+        }
         async fn socket_connected(&self, _: &UserId) -> Result<u32, StoreError> {
             unimplemented!()
         }

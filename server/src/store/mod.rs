@@ -179,6 +179,119 @@ pub struct Page {
     pub has_more: bool,
 }
 
+/// The most unread messages counted in one conversation: a count of this many means "this many
+/// or more" (clients show "999+").
+pub const UNREAD_MAX: u32 = 1000;
+
+/// How far a user has read a conversation: up to message `up_to` (0: nothing), the cursor last
+/// moving at `at` (ms since the Unix epoch; 0 when it never moved).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadCursor {
+    pub up_to: i64,
+    pub at: i64,
+}
+
+/// The viewer's read state of one conversation: the cursor, and `unread` of the peer's messages
+/// counted up to `as_of` (the conversation's newest message when counted; 0: no message).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadStatus {
+    pub cursor: ReadCursor,
+    pub unread: u32,
+    pub as_of: i64,
+}
+
+/// What [`Store::mark_read`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MarkedRead {
+    /// The viewer's state after the call.
+    pub status: ReadStatus,
+    /// The cursor moved (this call wrote it).
+    pub moved: bool,
+    /// Both parties have read receipts on (never for notes to self): the peer may be told.
+    pub receipts: bool,
+}
+
+/// One of the viewer's conversations, as [`Store::conversation_page`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationEntry {
+    /// The other party (the viewer, for notes to self).
+    pub peer: UserId,
+    pub username: String,
+    /// The newest message: its id orders the list.
+    pub last: Message,
+    /// The peer's messages after the viewer's cursor and after the viewer's own newest message,
+    /// up to `last` (at most [`UNREAD_MAX`]; 0 for notes to self).
+    pub unread: u32,
+    /// The viewer's cursor.
+    pub read: ReadCursor,
+    /// The peer's cursor, only while both have read receipts on (never for notes to self).
+    pub peer_read: Option<ReadCursor>,
+}
+
+/// A page of [`Store::conversation_page`], newest activity first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationPage {
+    pub conversations: Vec<ConversationEntry>,
+    /// Conversations with older activity exist.
+    pub has_more: bool,
+    /// What the page cost the store, in rows (or entries) read: one per conversation of the
+    /// viewer considered, plus the messages read to count the unread ones. Callers price it.
+    pub scanned: u64,
+}
+
+/// A user's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserSettings {
+    /// Send read receipts and see other people's (default on).
+    pub read_receipts: bool,
+}
+
+impl Default for UserSettings {
+    fn default() -> Self {
+        Self {
+            read_receipts: true,
+        }
+    }
+}
+
+/// The settings to change (`None`: unchanged).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SettingsChange {
+    pub read_receipts: Option<bool>,
+}
+
+impl SettingsChange {
+    /// These settings with the change applied.
+    pub fn applied_to(self, settings: UserSettings) -> UserSettings {
+        UserSettings {
+            read_receipts: self.read_receipts.unwrap_or(settings.read_receipts),
+        }
+    }
+}
+
+/// What [`Store::change_settings`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SettingsChanged {
+    /// Every setting, after the change.
+    pub settings: UserSettings,
+    /// Something differs from before (this call wrote it).
+    pub changed: bool,
+}
+
+/// Counts the unread messages of a conversation from its newest messages after the cursor,
+/// newest first (at most [`UNREAD_MAX`] of them): the peer's, up to the first of the viewer's
+/// (a message the viewer sent reads what came before it).
+pub(crate) fn count_unread(newest_first_senders: impl IntoIterator<Item = bool>) -> u32 {
+    let mut unread = 0;
+    for from_viewer in newest_first_senders.into_iter().take(UNREAD_MAX as usize) {
+        if from_viewer {
+            break;
+        }
+        unread += 1;
+    }
+    unread
+}
+
 /// What every store promises. `server/tests/api/store_contract.rs` checks each promise against
 /// every store (a new store is one line there). Besides what each method says:
 ///
@@ -268,6 +381,41 @@ pub trait Store: Send + Sync + 'static {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Page, StoreError>;
+
+    // ---- read state and settings ----
+    //
+    // Read cursors are written only when they move (by `mark_read`), never per message; the
+    // conversation list and unread counts are computed when read, from the messages already
+    // indexed by conversation. So storing a message costs what it did before (issue 26).
+
+    /// Moves the viewer's read cursor of the conversation with `peer` to `up_to`, clamped to the
+    /// conversation's newest message, if that is past the cursor: a cursor never goes back,
+    /// whatever calls race. Returns the viewer's state after it, unread counted as of the
+    /// newest message. `None` when `peer` is not a user. Without a conversation (no message yet)
+    /// nothing is written and the state is all zero.
+    async fn mark_read(
+        &self,
+        viewer: &UserId,
+        peer: &UserId,
+        up_to: i64,
+    ) -> Result<Option<MarkedRead>, StoreError>;
+    /// The viewer's conversations whose newest message is older than `before` (none: from the
+    /// newest), newest activity first, at most `limit`; `has_more` when older ones exist.
+    /// A conversation's activity is its newest message's id.
+    async fn conversation_page(
+        &self,
+        viewer: &UserId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<ConversationPage, StoreError>;
+    /// The user's settings (the defaults for a user that changed none, or is unknown).
+    async fn settings(&self, user: &UserId) -> Result<UserSettings, StoreError>;
+    /// Applies the change; `None` when the user is unknown (nothing written).
+    async fn change_settings(
+        &self,
+        user: &UserId,
+        change: SettingsChange,
+    ) -> Result<Option<SettingsChanged>, StoreError>;
 
     // ---- presence ----
     /// Counts a new socket of the user; returns the user's socket count (1: just came online),

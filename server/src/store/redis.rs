@@ -18,6 +18,12 @@
 //!   `inbox:{user}` and `conv:{a}|{b}` sorted sets of ids (score = id); `peers:{user}` set;
 //!   `dedupe:{user}` hash clientId → id. One Lua script checks the recipient, de-duplicates,
 //!   takes the id and writes all of it atomically, before the caller acks;
+//! - read state: `reads:{user}` hash peer → `"{upTo}:{at}"`, the user's read cursor of each
+//!   conversation, written only when it moves (one script reads, clamps and writes it, so it
+//!   never goes back); `settings:{user}` hash (`readReceipts` `"0"`/`"1"`; absent: on). Nothing
+//!   about reading is written per message: the conversation list takes each conversation's
+//!   newest id from its `conv:` set, and an unread count reads the messages after the cursor
+//!   (newest first, at most `UNREAD_MAX`, stopping at the reader's own);
 //! - presence per node: `presence:{node}` hash userID → sockets on that node; `node:{node}` a
 //!   heartbeat key with a TTL; `nodes` set. A user's socket count is the sum over nodes. A node
 //!   whose heartbeat expired is swept by whichever live node sees it first (atomically, so once);
@@ -36,8 +42,9 @@ use redis::{AsyncCommands, IntoConnectionInfo, ProtocolVersion, Script};
 use super::presence::LocalPresence;
 use super::sqlite::SessionPolicy;
 use super::{
-    cut_to_page, now_ms, Conversations, Expired, NewMessage, Page, PresenceChange, Session, Store,
-    StoreError, Stored, User,
+    cut_to_page, now_ms, ConversationEntry, ConversationPage, Conversations, Expired, MarkedRead,
+    NewMessage, Page, PresenceChange, ReadCursor, ReadStatus, Session, SettingsChange,
+    SettingsChanged, Store, StoreError, Stored, User, UserSettings, UNREAD_MAX,
 };
 use crate::domain::{SessionId, UserId, Username};
 
@@ -381,6 +388,13 @@ impl Keys {
     fn peers(&self, user: &str) -> String {
         self.key(&format!("peers:{user}"))
     }
+    /// The user's read cursors, by peer.
+    fn reads(&self, user: &str) -> String {
+        self.key(&format!("reads:{user}"))
+    }
+    fn settings(&self, user: &str) -> String {
+        self.key(&format!("settings:{user}"))
+    }
     fn nodes(&self) -> String {
         self.key("nodes")
     }
@@ -501,6 +515,7 @@ for _, user in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1
       table.insert(out, d)
     end
     redis.call('DEL', set)
+    redis.call('DEL', ARGV[3] .. 'settings:' .. user)
     redis.call('ZREM', KEYS[2], user)
     redis.call('HDEL', KEYS[3], user)
     deleted = deleted + 1
@@ -596,6 +611,81 @@ redis.call('ZREM', KEYS[10], ARGV[1], ARGV[4])
 return {1, json}
 "#;
 
+/// Shared by the read-state scripts: a read cursor (`"{upTo}:{at}"`, absent: `0, 0`); whether a
+/// user's read receipts are on; and the unread count of a conversation: its messages after
+/// `after` up to `as_of`, newest first, at most `max`, up to the first one `viewer` sent.
+/// Returns `unread, scanned` (the messages read). The stored JSON is serde's, in which a quote
+/// inside a string is always escaped: `,"from":"<id>"` can only be the sender field.
+const READ_STATE: &str = r#"
+local function cursor(key, field)
+  local v = redis.call('HGET', key, field)
+  if not v then return 0, 0 end
+  local sep = string.find(v, ':', 1, true)
+  return tonumber(string.sub(v, 1, sep - 1)), tonumber(string.sub(v, sep + 1))
+end
+local function receipts_on(key)
+  return redis.call('HGET', key, 'readReceipts') ~= '0'
+end
+local function count_unread(conv, messages, after, as_of, viewer, max)
+  local ids = redis.call('ZREVRANGEBYSCORE', conv, int(as_of), '(' .. int(after), 'LIMIT', 0, max)
+  local needle = ',"from":"' .. viewer .. '"'
+  local unread = 0
+  for _, id in ipairs(ids) do
+    local json = redis.call('HGET', messages, id)
+    if json and string.find(json, needle, 1, true) then return unread, unread + 1 end
+    unread = unread + 1
+  end
+  return unread, unread
+end
+"#;
+
+/// Moves the viewer's read cursor of a conversation (see `Store::mark_read`): nil for an
+/// unknown peer, else `{upTo, at, unread, asOf, moved, receipts}`.
+const MARK_READ: &str = r#"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return false end
+local up, at = cursor(KEYS[3], ARGV[1])
+local newest = redis.call('ZREVRANGE', KEYS[2], 0, 0)[1]
+if not newest then return {0, 0, 0, 0, 0, 0} end
+newest = tonumber(newest)
+local moved = 0
+local target = math.min(tonumber(ARGV[2]), newest)
+if target > up then
+  up, at, moved = target, tonumber(ARGV[3]), 1
+  redis.call('HSET', KEYS[3], ARGV[1], int(up) .. ':' .. ARGV[3])
+end
+local unread = count_unread(KEYS[2], KEYS[4], up, newest, ARGV[4], tonumber(ARGV[5]))
+local receipts = 0
+if ARGV[1] ~= ARGV[4] and receipts_on(KEYS[5]) and receipts_on(KEYS[6]) then receipts = 1 end
+return {up, at, unread, newest, moved, receipts}
+"#;
+
+/// One entry of a conversation page, whose newest message is `ARGV[3]`: `{json, name,
+/// upTo, at, unread, scanned, peerShares, peerUpTo, peerAt}` (`peerShares` 1 when both have
+/// receipts on and the peer is not the viewer), or nil when the message is gone.
+const CONVERSATION_ENTRY: &str = r#"
+local json = redis.call('HGET', KEYS[2], ARGV[3])
+if not json then return false end
+local name = redis.call('HGET', KEYS[1], ARGV[2]) or ''
+local up, at = cursor(KEYS[4], ARGV[2])
+local unread, scanned = count_unread(KEYS[3], KEYS[2], up, tonumber(ARGV[3]), ARGV[1], tonumber(ARGV[4]))
+local shares, peer_up, peer_at = 0, 0, 0
+if ARGV[1] ~= ARGV[2] and receipts_on(KEYS[6]) and receipts_on(KEYS[7]) then
+  shares = 1
+  peer_up, peer_at = cursor(KEYS[5], ARGV[1])
+end
+return {json, name, up, at, unread, scanned, shares, peer_up, peer_at}
+"#;
+
+/// Applies a settings change (`ARGV[2]`: `"0"`, `"1"` or `""` for unchanged) to a known user:
+/// nil for an unknown one, else `{readReceipts, changed}`.
+const CHANGE_SETTINGS: &str = r#"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return false end
+local old = redis.call('HGET', KEYS[2], 'readReceipts') or '1'
+if ARGV[2] == '' or ARGV[2] == old then return {tonumber(old), 0} end
+redis.call('HSET', KEYS[2], 'readReceipts', ARGV[2])
+return {tonumber(ARGV[2]), 1}
+"#;
+
 /// Shared by the presence scripts: a user's sockets summed over every registered node.
 const SUM_OVER_NODES: &str = r#"
 local function total(nodes_key, prefix, user)
@@ -677,6 +767,9 @@ struct Scripts {
     list_users: Script,
     migrate_directory: Script,
     insert_message: Script,
+    mark_read: Script,
+    conversation_entry: Script,
+    change_settings: Script,
     socket_connected: Script,
     socket_disconnected: Script,
     socket_count: Script,
@@ -690,6 +783,7 @@ impl Scripts {
         let with_total = |body: &str| Script::new(&format!("{SUM_OVER_NODES}\n{body}"));
         let with_int = |body: &str| Script::new(&format!("{INT}\n{body}"));
         let with_mark = |body: &str| Script::new(&format!("{MARK_IF_SESSIONLESS}\n{body}"));
+        let with_read_state = |body: &str| Script::new(&format!("{INT}\n{READ_STATE}\n{body}"));
         Self {
             create_session: Script::new(CREATE_SESSION),
             find_session: with_int(FIND_SESSION),
@@ -701,6 +795,9 @@ impl Scripts {
             list_users: Script::new(LIST_USERS),
             migrate_directory: with_int(MIGRATE_DIRECTORY),
             insert_message: Script::new(INSERT_MESSAGE),
+            mark_read: with_read_state(MARK_READ),
+            conversation_entry: with_read_state(CONVERSATION_ENTRY),
+            change_settings: Script::new(CHANGE_SETTINGS),
             socket_connected: with_total(SOCKET_CONNECTED),
             socket_disconnected: with_total(SOCKET_DISCONNECTED),
             socket_count: with_total(SOCKET_COUNT),
@@ -1192,6 +1289,173 @@ impl Store for RedisStore {
             messages: self.read_messages(&ids).await?,
             has_more,
         })
+    }
+
+    async fn mark_read(
+        &self,
+        viewer: &UserId,
+        peer: &UserId,
+        up_to: i64,
+    ) -> Result<Option<MarkedRead>, StoreError> {
+        let (v, p) = (viewer.as_str(), peer.as_str());
+        let found: Option<(i64, i64, i64, i64, i64, i64)> = self
+            .scripts
+            .mark_read
+            .key(self.keys.usernames())
+            .key(self.keys.conversation(v, p))
+            .key(self.keys.reads(v))
+            .key(self.keys.messages())
+            .key(self.keys.settings(v))
+            .key(self.keys.settings(p))
+            .arg(p)
+            .arg(up_to)
+            .arg(now_ms())
+            .arg(v)
+            .arg(UNREAD_MAX)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(
+            found.map(|(up_to, at, unread, as_of, moved, receipts)| MarkedRead {
+                status: ReadStatus {
+                    cursor: ReadCursor { up_to, at },
+                    unread: unread.clamp(0, i64::from(UNREAD_MAX)) as u32,
+                    as_of,
+                },
+                moved: moved == 1,
+                receipts: receipts == 1,
+            }),
+        )
+    }
+
+    async fn conversation_page(
+        &self,
+        viewer: &UserId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<ConversationPage, StoreError> {
+        // Each conversation's newest id from its sorted set (one command per conversation,
+        // pipelined: Redis serves other clients between them), then a script per listed
+        // conversation for its message, name, cursors and unread count. Nothing is kept per
+        // message for this (see the layout above): a page costs one lookup per conversation of
+        // the viewer, as a connect does.
+        let v = viewer.as_str();
+        let peers: Vec<String> = self.conn().smembers(self.keys.peers(v)).await?;
+        let mut scanned = peers.len() as u64;
+        if peers.is_empty() {
+            return Ok(ConversationPage {
+                conversations: Vec::new(),
+                has_more: false,
+                scanned,
+            });
+        }
+        let mut pipe = redis::pipe();
+        for peer in &peers {
+            pipe.zrevrange(self.keys.conversation(v, peer), 0, 0);
+        }
+        let newest: Vec<Vec<i64>> = pipe.query_async(&mut self.conn()).await?;
+        let before = before.unwrap_or(i64::MAX);
+        let mut latest: Vec<(i64, &String)> = newest
+            .iter()
+            .zip(&peers)
+            .filter_map(|(ids, peer)| ids.first().map(|id| (*id, peer)))
+            .filter(|(id, _)| *id < before)
+            .collect();
+        latest.sort_unstable_by_key(|(id, _)| std::cmp::Reverse(*id));
+        let (latest, has_more) = cut_to_page(latest, limit);
+        if latest.is_empty() {
+            return Ok(ConversationPage {
+                conversations: Vec::new(),
+                has_more,
+                scanned,
+            });
+        }
+        let mut pipe = redis::pipe();
+        pipe.load_script(&self.scripts.conversation_entry).ignore();
+        let invocations: Vec<_> = latest
+            .iter()
+            .map(|(last, peer)| {
+                let mut invocation = self.scripts.conversation_entry.prepare_invoke();
+                invocation
+                    .key(self.keys.usernames())
+                    .key(self.keys.messages())
+                    .key(self.keys.conversation(v, peer))
+                    .key(self.keys.reads(v))
+                    .key(self.keys.reads(peer))
+                    .key(self.keys.settings(v))
+                    .key(self.keys.settings(peer))
+                    .arg(v)
+                    .arg(peer.as_str())
+                    .arg(*last)
+                    .arg(UNREAD_MAX);
+                invocation
+            })
+            .collect();
+        for invocation in &invocations {
+            pipe.invoke_script(invocation);
+        }
+        type Entry = Option<(String, String, i64, i64, i64, i64, i64, i64, i64)>;
+        let entries: Vec<Entry> = pipe.query_async(&mut self.conn()).await?;
+        let mut conversations = Vec::with_capacity(entries.len());
+        for ((_, peer), entry) in latest.iter().zip(entries) {
+            let Some((json, username, up_to, at, unread, read, shares, peer_up, peer_at)) = entry
+            else {
+                continue;
+            };
+            scanned += read.max(0) as u64;
+            conversations.push(ConversationEntry {
+                peer: UserId::from_store((*peer).clone()),
+                username,
+                last: parse_message(&json)?,
+                unread: unread.clamp(0, i64::from(UNREAD_MAX)) as u32,
+                read: ReadCursor { up_to, at },
+                peer_read: (shares == 1).then_some(ReadCursor {
+                    up_to: peer_up,
+                    at: peer_at,
+                }),
+            });
+        }
+        Ok(ConversationPage {
+            conversations,
+            has_more,
+            scanned,
+        })
+    }
+
+    async fn settings(&self, user: &UserId) -> Result<UserSettings, StoreError> {
+        let receipts: Option<String> = self
+            .conn()
+            .hget(self.keys.settings(user.as_str()), "readReceipts")
+            .await?;
+        Ok(UserSettings {
+            read_receipts: receipts.as_deref() != Some("0"),
+        })
+    }
+
+    async fn change_settings(
+        &self,
+        user: &UserId,
+        change: SettingsChange,
+    ) -> Result<Option<SettingsChanged>, StoreError> {
+        let receipts = match change.read_receipts {
+            None => "",
+            Some(true) => "1",
+            Some(false) => "0",
+        };
+        let changed: Option<(i64, i64)> = self
+            .scripts
+            .change_settings
+            .key(self.keys.usernames())
+            .key(self.keys.settings(user.as_str()))
+            .arg(user.as_str())
+            .arg(receipts)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(changed.map(|(receipts, changed)| SettingsChanged {
+            settings: UserSettings {
+                read_receipts: receipts != 0,
+            },
+            changed: changed == 1,
+        }))
     }
 
     async fn socket_connected(&self, user: &UserId) -> Result<u32, StoreError> {

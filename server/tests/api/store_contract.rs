@@ -17,7 +17,10 @@ use protocol::payloads::Message;
 use server::domain::{ClientMsgId, MessageContent, SessionId, UserId, Username};
 use server::store::redis::{NodeOptions, RedisStore};
 use server::store::sqlite::{SessionPolicy, SqliteStore};
-use server::store::{Expired, NewMessage, Page, Store, Stored};
+use server::store::{
+    ConversationPage, Expired, MarkedRead, NewMessage, Page, ReadCursor, SettingsChange, Store,
+    Stored, UserSettings, UNREAD_MAX,
+};
 use tokio::time::sleep;
 
 use crate::helpers::RedisServer;
@@ -631,6 +634,319 @@ async fn a_lone_node_heartbeat_reports_no_change<B: Backend>(backend: B) {
     assert_eq!(store.socket_count(&ada).await.unwrap(), 1);
 }
 
+// ---- read state ----
+
+async fn mark(store: &Db, viewer: &UserId, peer: &UserId, up_to: i64) -> MarkedRead {
+    let marked = store.mark_read(viewer, peer, up_to).await.unwrap();
+    marked.unwrap_or_else(|| panic!("{peer} is a user"))
+}
+
+/// The viewer's unread count of the conversation with `peer` now (a `read` that moves nothing).
+async fn unread(store: &Db, viewer: &UserId, peer: &UserId) -> u32 {
+    mark(store, viewer, peer, 0).await.status.unread
+}
+
+/// Sends `n` messages at once (so SQLite commits them in a few batches), returning the newest.
+async fn send_many(store: &Db, from: &UserId, to: &UserId, n: usize) -> Message {
+    let texts: Vec<String> = (0..n).map(|i| format!("m{i}")).collect();
+    let mut newest = None;
+    for chunk in texts.chunks(200) {
+        let sent = join_all(chunk.iter().map(|text| send(store, from, to, text))).await;
+        newest = sent.into_iter().max_by_key(|m| m.id);
+    }
+    newest.expect("at least one")
+}
+
+fn peers_of(page: &ConversationPage) -> Vec<UserId> {
+    page.conversations.iter().map(|c| c.peer.clone()).collect()
+}
+
+/// Concurrent `mark_read`s leave the cursor at the furthest of them: it never goes back, and
+/// a call that moves nothing writes nothing (its time stays).
+async fn a_read_cursor_only_moves_forward_under_concurrent_marks<B: Backend>(backend: B) {
+    let store = open(&backend).await;
+    let [ada, bob] = users(&store, ["ada", "bob"]).await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(send(&store, &bob, &ada, &format!("b{i}")).await.id);
+    }
+    // Every id, in an order that is not increasing, all at once.
+    let order: Vec<i64> = (0..20).map(|i| ids[(i * 7) % 20]).collect();
+    let marked = join_all(order.iter().map(|id| mark(&store, &ada, &bob, *id))).await;
+    let newest = *ids.last().unwrap();
+    let after = mark(&store, &ada, &bob, 0).await;
+    assert_eq!(after.status.cursor.up_to, newest);
+    assert!(!after.moved);
+    assert_eq!((after.status.unread, after.status.as_of), (0, newest));
+    for (asked, got) in order.iter().zip(&marked) {
+        assert!(got.status.cursor.up_to >= *asked, "{asked}: {got:?}");
+        if got.moved {
+            assert_eq!(
+                got.status.cursor.up_to, *asked,
+                "a move is to what was asked"
+            );
+        }
+    }
+    assert!(marked.iter().any(|m| m.moved));
+    // Lower again, and the same: nothing moves, nothing is rewritten.
+    let at = after.status.cursor.at;
+    assert!(at > 0);
+    for up_to in [ids[3], newest] {
+        let again = mark(&store, &ada, &bob, up_to).await;
+        assert!(!again.moved);
+        assert_eq!(again.status.cursor, ReadCursor { up_to: newest, at });
+    }
+    // Cursors are per viewer and conversation.
+    assert_eq!(
+        mark(&store, &bob, &ada, 0).await.status.cursor,
+        ReadCursor::default()
+    );
+}
+
+/// A cursor past the conversation's newest message stops there; unread counts only what came
+/// after it.
+async fn a_read_cursor_is_clamped_to_the_newest_message<B: Backend>(backend: B) {
+    let store = open(&backend).await;
+    let [ada, bob, cy] = users(&store, ["ada", "bob", "cy"]).await;
+    let first = send(&store, &bob, &ada, "one").await;
+    // Someone else's newer message does not count for this conversation.
+    let elsewhere = send(&store, &cy, &bob, "other").await;
+    let marked = mark(&store, &ada, &bob, i64::MAX).await;
+    assert!(marked.moved);
+    assert_eq!(marked.status.cursor.up_to, first.id);
+    assert_eq!((marked.status.unread, marked.status.as_of), (0, first.id));
+    assert!(marked.status.cursor.at > 0);
+    let marked = mark(&store, &ada, &bob, elsewhere.id).await;
+    assert!(!marked.moved, "already at the newest");
+    let second = send(&store, &bob, &ada, "two").await;
+    let now = mark(&store, &ada, &bob, 0).await;
+    assert_eq!(
+        (now.status.cursor.up_to, now.status.unread, now.status.as_of),
+        (first.id, 1, second.id)
+    );
+    // No conversation: nothing written, all zero; nobody: none.
+    let none = mark(&store, &ada, &cy, 5).await;
+    assert_eq!((none.moved, none.status), (false, Default::default()));
+    assert!(store
+        .mark_read(&ada, &UserId::random(), 1)
+        .await
+        .unwrap()
+        .is_none());
+}
+
+/// Unread: the peer's messages after the cursor and after the viewer's own newest message
+/// (replying reads what came before), never notes to self, at most `UNREAD_MAX`.
+async fn unread_counts_the_peers_messages_since_the_cursor_and_caps<B: Backend>(backend: B) {
+    let store = open(&backend).await;
+    let [ada, bob] = users(&store, ["ada", "bob"]).await;
+    assert_eq!(unread(&store, &ada, &bob).await, 0);
+    let first = send(&store, &bob, &ada, "1").await;
+    send(&store, &bob, &ada, "2").await;
+    send(&store, &bob, &ada, "3").await;
+    assert_eq!(unread(&store, &ada, &bob).await, 3);
+    assert_eq!(
+        unread(&store, &bob, &ada).await,
+        0,
+        "one's own are never unread"
+    );
+    assert_eq!(mark(&store, &ada, &bob, first.id).await.status.unread, 2);
+    send(&store, &ada, &bob, "a reply").await;
+    assert_eq!(unread(&store, &ada, &bob).await, 0, "a reply reads");
+    assert_eq!(unread(&store, &bob, &ada).await, 1);
+    send(&store, &bob, &ada, "4").await;
+    send(&store, &bob, &ada, "5").await;
+    assert_eq!(unread(&store, &ada, &bob).await, 2);
+    send(&store, &ada, &ada, "a note").await;
+    assert_eq!(
+        unread(&store, &ada, &ada).await,
+        0,
+        "notes are never unread"
+    );
+    let page = store.conversation_page(&ada, None, 10).await.unwrap();
+    let unread_of: Vec<(UserId, u32)> = page
+        .conversations
+        .iter()
+        .map(|c| (c.peer.clone(), c.unread))
+        .collect();
+    assert_eq!(unread_of, [(ada.clone(), 0), (bob.clone(), 2)]);
+    // The cap.
+    let newest = send_many(&store, &bob, &ada, UNREAD_MAX as usize + 5).await;
+    let capped = mark(&store, &ada, &bob, 0).await;
+    assert_eq!(
+        (capped.status.unread, capped.status.as_of),
+        (UNREAD_MAX, newest.id)
+    );
+    let page = store.conversation_page(&ada, None, 1).await.unwrap();
+    assert_eq!(page.conversations[0].unread, UNREAD_MAX);
+    // Bounded work: the count reads at most the cap's worth of messages.
+    assert!(
+        page.scanned <= 2 + u64::from(UNREAD_MAX) + 1,
+        "{}",
+        page.scanned
+    );
+}
+
+/// The conversation list: the viewer's own conversations only, newest activity first, each with
+/// its newest message and the peer's name, paged by `before` (the last one's message id).
+async fn conversations_are_listed_by_latest_activity_and_paged<B: Backend>(backend: B) {
+    let store = open(&backend).await;
+    let [ada, bob, cy, dan, eve] = users(&store, ["ada", "bob", "cy", "dan", "eve"]).await;
+    assert_eq!(
+        store.conversation_page(&ada, None, 10).await.unwrap(),
+        ConversationPage {
+            conversations: Vec::new(),
+            has_more: false,
+            scanned: 0
+        }
+    );
+    send(&store, &ada, &bob, "to bob").await;
+    send(&store, &cy, &ada, "from cy").await;
+    send(&store, &ada, &ada, "note").await;
+    send(&store, &dan, &ada, "from dan").await;
+    send(&store, &eve, &bob, "not ada's").await;
+    let last = send(&store, &bob, &ada, "bob again").await;
+    let page = store.conversation_page(&ada, None, 10).await.unwrap();
+    assert_eq!(peers_of(&page), [&bob, &dan, &ada, &cy].map(Clone::clone));
+    assert!(!page.has_more);
+    let top = &page.conversations[0];
+    assert_eq!((top.username.as_str(), &top.last), ("bob", &last));
+    assert_eq!(page.conversations[2].username, "ada");
+    assert_eq!(page.conversations[3].last.content, "from cy");
+    assert!(page.scanned >= 4, "{}", page.scanned);
+
+    let first = store.conversation_page(&ada, None, 2).await.unwrap();
+    assert_eq!(peers_of(&first), [&bob, &dan].map(Clone::clone));
+    assert!(first.has_more);
+    let before = Some(first.conversations[1].last.id);
+    let second = store.conversation_page(&ada, before, 2).await.unwrap();
+    assert_eq!(peers_of(&second), [&ada, &cy].map(Clone::clone));
+    assert!(!second.has_more, "a page that ends with the oldest");
+    let before = Some(second.conversations[1].last.id);
+    let past = store.conversation_page(&ada, before, 2).await.unwrap();
+    assert!(past.conversations.is_empty() && !past.has_more);
+    // New activity moves a conversation to the front.
+    send(&store, &ada, &cy, "back to cy").await;
+    let page = store.conversation_page(&ada, None, 1).await.unwrap();
+    assert_eq!(peers_of(&page), std::slice::from_ref(&cy));
+    let of_eve = store.conversation_page(&eve, None, 10).await.unwrap();
+    assert_eq!(
+        peers_of(&of_eve),
+        std::slice::from_ref(&bob),
+        "eve's own only"
+    );
+}
+
+/// Receipts are shared only while both have them on: `mark_read` says whether the peer may be
+/// told, and the list carries the peer's cursor only then (never for notes to self).
+async fn read_receipts_are_shared_only_while_both_have_them_on<B: Backend>(backend: B) {
+    let store = open(&backend).await;
+    let [ada, bob] = users(&store, ["ada", "bob"]).await;
+    let m1 = send(&store, &ada, &bob, "1").await;
+    send(&store, &ada, &ada, "note").await;
+    let marked = mark(&store, &bob, &ada, m1.id).await;
+    assert!(marked.moved && marked.receipts);
+    assert!(
+        !mark(&store, &ada, &ada, i64::MAX).await.receipts,
+        "not to oneself"
+    );
+    let entry = |page: ConversationPage, peer: &UserId| {
+        page.conversations
+            .into_iter()
+            .find(|c| &c.peer == peer)
+            .expect("listed")
+    };
+    let listed = entry(store.conversation_page(&ada, None, 10).await.unwrap(), &bob);
+    assert_eq!(listed.peer_read, Some(marked.status.cursor));
+    let note = entry(store.conversation_page(&ada, None, 10).await.unwrap(), &ada);
+    assert_eq!(note.peer_read, None);
+    assert_eq!(note.read.up_to, note.last.id);
+
+    for (off, other) in [(&ada, &bob), (&bob, &ada)] {
+        let change = SettingsChange {
+            read_receipts: Some(false),
+        };
+        store.change_settings(off, change).await.unwrap().unwrap();
+        let m = send(&store, other, off, "more").await;
+        let marked = mark(&store, off, other, m.id).await;
+        assert!(
+            marked.moved && !marked.receipts,
+            "the one with them off reads"
+        );
+        let m = send(&store, off, other, "more").await;
+        let marked = mark(&store, other, off, m.id).await;
+        assert!(marked.moved && !marked.receipts, "the other one reads");
+        for viewer in [&ada, &bob] {
+            let peer = if viewer == &ada { &bob } else { &ada };
+            let listed = entry(
+                store.conversation_page(viewer, None, 10).await.unwrap(),
+                peer,
+            );
+            assert_eq!(listed.peer_read, None);
+            assert!(listed.read.up_to > 0, "one's own cursor is always there");
+        }
+        let change = SettingsChange {
+            read_receipts: Some(true),
+        };
+        store.change_settings(off, change).await.unwrap().unwrap();
+    }
+    let listed = entry(store.conversation_page(&ada, None, 10).await.unwrap(), &bob);
+    assert!(listed.peer_read.is_some(), "both on again");
+}
+
+/// Settings: on by default; a change is kept and says whether it changed anything; unknown
+/// users have none to change.
+async fn settings_default_on_and_change<B: Backend>(backend: B) {
+    let store = open(&backend).await;
+    let [ada, bob] = users(&store, ["ada", "bob"]).await;
+    assert_eq!(store.settings(&ada).await.unwrap(), UserSettings::default());
+    assert!(UserSettings::default().read_receipts);
+    let off = SettingsChange {
+        read_receipts: Some(false),
+    };
+    let changed = store.change_settings(&ada, off).await.unwrap().unwrap();
+    assert!(changed.changed && !changed.settings.read_receipts);
+    let again = store.change_settings(&ada, off).await.unwrap().unwrap();
+    assert!(!again.changed && !again.settings.read_receipts);
+    let nothing = store
+        .change_settings(&ada, SettingsChange::default())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!nothing.changed && !nothing.settings.read_receipts);
+    assert!(!store.settings(&ada).await.unwrap().read_receipts);
+    assert!(
+        store.settings(&bob).await.unwrap().read_receipts,
+        "per user"
+    );
+    let stranger = UserId::random();
+    assert_eq!(store.change_settings(&stranger, off).await.unwrap(), None);
+    assert_eq!(
+        store.settings(&stranger).await.unwrap(),
+        UserSettings::default()
+    );
+}
+
+/// Cursors and settings are there for a new instance.
+async fn read_state_and_settings_are_durable<B: Backend>(backend: B) {
+    let store = open(&backend).await;
+    let [ada, bob] = users(&store, ["ada", "bob"]).await;
+    let m = send(&store, &bob, &ada, "hi").await;
+    send(&store, &bob, &ada, "there").await;
+    let cursor = mark(&store, &ada, &bob, m.id).await.status.cursor;
+    let off = SettingsChange {
+        read_receipts: Some(false),
+    };
+    store.change_settings(&bob, off).await.unwrap().unwrap();
+    drop(store);
+
+    let store = open(&backend).await;
+    let again = mark(&store, &ada, &bob, 0).await;
+    assert_eq!((again.status.cursor, again.status.unread), (cursor, 1));
+    assert!(!store.settings(&bob).await.unwrap().read_receipts);
+    let page = store.conversation_page(&ada, None, 10).await.unwrap();
+    assert_eq!(page.conversations[0].read, cursor);
+}
+
 // ---- health and errors ----
 
 /// The readiness probe writes; once the data is gone it fails, with the backend's error as its
@@ -702,6 +1018,13 @@ contract! {
         sockets_are_counted_per_user,
         sockets_are_counted_atomically,
         a_lone_node_heartbeat_reports_no_change,
+        a_read_cursor_only_moves_forward_under_concurrent_marks,
+        a_read_cursor_is_clamped_to_the_newest_message,
+        unread_counts_the_peers_messages_since_the_cursor_and_caps,
+        conversations_are_listed_by_latest_activity_and_paged,
+        read_receipts_are_shared_only_while_both_have_them_on,
+        settings_default_on_and_change,
+        read_state_and_settings_are_durable,
         a_failing_store_fails_with_its_cause,
     ],
 }

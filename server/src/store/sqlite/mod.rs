@@ -22,11 +22,14 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::presence::LocalPresence;
 use super::{
-    now_ms, Conversations, Expired, NewMessage, Page, Session, Store, StoreError, Stored, User,
+    cut_to_page, now_ms, ConversationEntry, ConversationPage, Conversations, Expired, MarkedRead,
+    NewMessage, Page, ReadCursor, ReadStatus, Session, SettingsChange, SettingsChanged, Store,
+    StoreError, Stored, User, UserSettings, UNREAD_MAX,
 };
 use crate::domain::{SessionId, UserId, Username};
 use queries::{
-    load_directory, mark_if_sessionless, message_from_row, page, pair_key, touch, touch_account,
+    load_directory, mark_if_sessionless, message_from_row, newest_in, page, pair_key, read_cursor,
+    read_receipts, touch, touch_account, unread, CONVERSATIONS_BY_ACTIVITY, CONVERSATION_ENTRY,
     EXPIRED_SESSIONS_EXIST, EXPIRE_SESSIONS, IDLE_ACCOUNTS, IDLE_ACCOUNTS_EXIST, MESSAGE_COLUMNS,
 };
 pub use schema::{db_path, DB_FILE};
@@ -558,6 +561,171 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn mark_read(
+        &self,
+        viewer: &UserId,
+        peer: &UserId,
+        up_to: i64,
+    ) -> Result<Option<MarkedRead>, StoreError> {
+        let (v, p) = (viewer.as_str().to_owned(), peer.as_str().to_owned());
+        let pair = pair_key(&v, &p);
+        // On a reader first: most `read`s move nothing (a conversation opened again), and are
+        // answered without a trip to the writer. Only a cursor that moves is written, by one
+        // statement that cannot take it back whatever else is written meanwhile.
+        let looked = {
+            let (v, p, pair) = (v.clone(), p.clone(), pair.clone());
+            self.read(move |conn| {
+                if read_receipts(conn, &p)?.is_none() {
+                    return Ok(None);
+                }
+                let newest = newest_in(conn, &pair)?;
+                let cursor = read_cursor(conn, &v, &p)?.unwrap_or_default();
+                let target = up_to.min(newest);
+                if newest == 0 || target <= cursor.up_to {
+                    let status = read_status(conn, &pair, &v, cursor)?;
+                    return Ok(Some(Ok((status, receipts_shared(conn, &v, &p)?))));
+                }
+                Ok(Some(Err(target)))
+            })
+            .await?
+        };
+        let target = match looked {
+            None => return Ok(None),
+            Some(Ok((status, receipts))) => {
+                return Ok(Some(MarkedRead {
+                    status,
+                    moved: false,
+                    receipts,
+                }))
+            }
+            Some(Err(target)) => target,
+        };
+        let at = now_ms();
+        let (cursor, moved) = {
+            let (v, p) = (v.clone(), p.clone());
+            self.run_one(move |conn| {
+                let moved = conn
+                    .prepare_cached(
+                        "INSERT INTO read_cursors (user_id, peer_id, up_to, at) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (user_id, peer_id) DO UPDATE SET up_to = excluded.up_to,
+                         at = excluded.at WHERE excluded.up_to > read_cursors.up_to",
+                    )?
+                    .execute(params![v, p, target, at])?
+                    > 0;
+                Ok((read_cursor(conn, &v, &p)?.unwrap_or_default(), moved))
+            })
+            .await?
+        };
+        let (status, receipts) = self
+            .read(move |conn| {
+                Ok((
+                    read_status(conn, &pair, &v, cursor)?,
+                    receipts_shared(conn, &v, &p)?,
+                ))
+            })
+            .await?;
+        Ok(Some(MarkedRead {
+            status,
+            moved,
+            receipts,
+        }))
+    }
+
+    async fn conversation_page(
+        &self,
+        viewer: &UserId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<ConversationPage, StoreError> {
+        let viewer = viewer.as_str().to_owned();
+        let before = before.unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let considered: i64 = conn
+                .prepare_cached("SELECT COUNT(*) FROM peers WHERE user_id = ?1")?
+                .query_row(params![viewer], |r| r.get(0))?;
+            let mut scanned = considered.max(0) as u64;
+            let latest = conn
+                .prepare_cached(CONVERSATIONS_BY_ACTIVITY)?
+                .query_map(params![viewer, before, i64::from(limit) + 1], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let (latest, has_more) = cut_to_page(latest, limit);
+            let viewer_shares = read_receipts(conn, &viewer)?.unwrap_or(true);
+            let mut conversations = Vec::with_capacity(latest.len());
+            for (peer, last) in latest {
+                let row = conn
+                    .prepare_cached(CONVERSATION_ENTRY)?
+                    .query_row(params![viewer, peer, last], |r| {
+                        Ok((
+                            message_from_row(r)?,
+                            r.get::<_, Option<String>>(6)?.unwrap_or_default(),
+                            r.get::<_, Option<bool>>(7)?.unwrap_or(true),
+                            cursor_at(r, 8)?,
+                            cursor_at(r, 10)?,
+                        ))
+                    })
+                    .optional()?;
+                let Some((message, username, peer_shares, read, peer_read)) = row else {
+                    continue;
+                };
+                let (count, read_rows) =
+                    unread(conn, &pair_key(&viewer, &peer), &viewer, read.up_to, last)?;
+                scanned += read_rows + 1;
+                let shared = viewer_shares && peer_shares && peer != viewer;
+                conversations.push(ConversationEntry {
+                    peer: UserId::from_store(peer),
+                    username,
+                    last: message,
+                    unread: count,
+                    read,
+                    peer_read: shared.then_some(peer_read),
+                });
+            }
+            Ok(ConversationPage {
+                conversations,
+                has_more,
+                scanned,
+            })
+        })
+        .await
+    }
+
+    async fn settings(&self, user: &UserId) -> Result<UserSettings, StoreError> {
+        let user = user.as_str().to_owned();
+        self.read(move |conn| {
+            Ok(UserSettings {
+                read_receipts: read_receipts(conn, &user)?.unwrap_or(true),
+            })
+        })
+        .await
+    }
+
+    async fn change_settings(
+        &self,
+        user: &UserId,
+        change: SettingsChange,
+    ) -> Result<Option<SettingsChanged>, StoreError> {
+        let user = user.as_str().to_owned();
+        // One read, then at most one write: harmless if it stops between them.
+        self.run_one(move |conn| {
+            let Some(read_receipts) = read_receipts(conn, &user)? else {
+                return Ok(None);
+            };
+            let before = UserSettings { read_receipts };
+            let after = change.applied_to(before);
+            if after != before {
+                conn.prepare_cached("UPDATE users SET read_receipts = ?2 WHERE user_id = ?1")?
+                    .execute(params![user, after.read_receipts])?;
+            }
+            Ok(Some(SettingsChanged {
+                settings: after,
+                changed: after != before,
+            }))
+        })
+        .await
+    }
+
     async fn socket_connected(&self, user: &UserId) -> Result<u32, StoreError> {
         Ok(self.presence.connect(user))
     }
@@ -589,6 +757,37 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
+
+/// The viewer's read state of a conversation with this cursor, counted as of its newest message.
+fn read_status(
+    conn: &Connection,
+    pair: &str,
+    viewer: &str,
+    cursor: ReadCursor,
+) -> rusqlite::Result<ReadStatus> {
+    let as_of = newest_in(conn, pair)?;
+    let (unread, _) = unread(conn, pair, viewer, cursor.up_to, as_of)?;
+    Ok(ReadStatus {
+        cursor,
+        unread: unread.min(UNREAD_MAX),
+        as_of,
+    })
+}
+
+/// Whether both have read receipts on (never for notes to self).
+fn receipts_shared(conn: &Connection, viewer: &str, peer: &str) -> rusqlite::Result<bool> {
+    Ok(viewer != peer
+        && read_receipts(conn, viewer)?.unwrap_or(true)
+        && read_receipts(conn, peer)?.unwrap_or(true))
+}
+
+/// A cursor from two nullable columns (up_to, at) starting at `index`: zero when absent.
+fn cursor_at(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<ReadCursor> {
+    Ok(ReadCursor {
+        up_to: row.get::<_, Option<i64>>(index)?.unwrap_or(0),
+        at: row.get::<_, Option<i64>>(index + 1)?.unwrap_or(0),
+    })
 }
 
 #[cfg(test)]

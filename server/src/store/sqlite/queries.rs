@@ -2,7 +2,7 @@
 //! touches, the expiry sweep's statements, conversation keys, message rows and pages.
 
 use protocol::payloads::Message;
-use rusqlite::{params, Connection, Row};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::domain::UserId;
 use crate::store::{cut_to_page, Page, User};
@@ -75,6 +75,100 @@ pub(super) fn pair_key(a: &str, b: &str) -> String {
     }
 }
 
+/// The viewer's conversations by latest activity (their newest message id, from the pair index:
+/// one seek each, no table read), older than `?2`, at most `?3`. What it costs grows with the
+/// number of the viewer's conversations, as a connect does; nothing is written per message for
+/// it (see migration 7).
+pub(super) const CONVERSATIONS_BY_ACTIVITY: &str = "SELECT peer_id, last FROM (
+         SELECT p.peer_id, (SELECT MAX(m.id) FROM messages m WHERE m.pair = p.pair) AS last
+         FROM peers p WHERE p.user_id = ?1)
+     WHERE last < ?2 ORDER BY last DESC LIMIT ?3";
+
+/// One listed conversation (its newest message `?3`): the message, the peer's name and receipts
+/// setting, the viewer's cursor and the peer's.
+pub(super) const CONVERSATION_ENTRY: &str = "SELECT m.id, m.ts, m.content, m.from_user, m.to_user,
+         m.client_id, u.username, u.read_receipts, v.up_to, v.at, pr.up_to, pr.at
+     FROM messages m
+     LEFT JOIN users u ON u.user_id = ?2
+     LEFT JOIN read_cursors v ON v.user_id = ?1 AND v.peer_id = ?2
+     LEFT JOIN read_cursors pr ON pr.user_id = ?2 AND pr.peer_id = ?1
+     WHERE m.id = ?3";
+
+/// The senders of a conversation's messages after a cursor (`?2`) up to `?4`, newest first, as
+/// "sent by the viewer `?3`": what an unread count reads (see `count_unread`).
+pub(super) const UNREAD_SENDERS: &str = "SELECT from_user = ?3 FROM messages
+     WHERE pair = ?1 AND id > ?2 AND id <= ?4 ORDER BY id DESC LIMIT ?5";
+
+/// The viewer's unread count of the conversation `pair` after `after` up to `as_of`, and how
+/// many messages it read.
+pub(super) fn unread(
+    conn: &Connection,
+    pair: &str,
+    viewer: &str,
+    after: i64,
+    as_of: i64,
+) -> rusqlite::Result<(u32, u64)> {
+    let mut stmt = conn.prepare_cached(UNREAD_SENDERS)?;
+    let mut rows = stmt.query(params![
+        pair,
+        after,
+        viewer,
+        as_of,
+        crate::store::UNREAD_MAX
+    ])?;
+    // Stepped one by one: the count stops at the viewer's own message, and so does the read.
+    let mut read = 0;
+    let mut failed = None;
+    let unread = crate::store::count_unread(std::iter::from_fn(|| {
+        let from_viewer = match rows.next() {
+            Ok(Some(row)) => row.get::<_, bool>(0),
+            Ok(None) => return None,
+            Err(e) => Err(e),
+        };
+        read += 1;
+        match from_viewer {
+            Ok(from_viewer) => Some(from_viewer),
+            Err(e) => {
+                failed = Some(e);
+                None
+            }
+        }
+    }));
+    match failed {
+        Some(e) => Err(e),
+        None => Ok((unread, read)),
+    }
+}
+
+/// The newest message id of a conversation (0: none).
+pub(super) fn newest_in(conn: &Connection, pair: &str) -> rusqlite::Result<i64> {
+    conn.prepare_cached("SELECT COALESCE(MAX(id), 0) FROM messages WHERE pair = ?1")?
+        .query_row(params![pair], |r| r.get(0))
+}
+
+/// A read cursor, if one was ever written.
+pub(super) fn read_cursor(
+    conn: &Connection,
+    viewer: &str,
+    peer: &str,
+) -> rusqlite::Result<Option<crate::store::ReadCursor>> {
+    conn.prepare_cached("SELECT up_to, at FROM read_cursors WHERE user_id = ?1 AND peer_id = ?2")?
+        .query_row(params![viewer, peer], |r| {
+            Ok(crate::store::ReadCursor {
+                up_to: r.get(0)?,
+                at: r.get(1)?,
+            })
+        })
+        .optional()
+}
+
+/// A user's read receipts setting; `None` for an unknown user.
+pub(super) fn read_receipts(conn: &Connection, user: &str) -> rusqlite::Result<Option<bool>> {
+    conn.prepare_cached("SELECT read_receipts FROM users WHERE user_id = ?1")?
+        .query_row(params![user], |r| r.get(0))
+        .optional()
+}
+
 pub(super) const MESSAGE_COLUMNS: &str = "id, ts, content, from_user, to_user, client_id";
 
 pub(super) fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
@@ -143,6 +237,41 @@ mod tests {
             }
             assert!(!shown.contains("SCAN sessions"), "{shown}");
             assert!(!shown.contains("SCAN users"), "{shown}");
+        }
+    }
+
+    #[tokio::test]
+    async fn read_state_is_read_through_indexes_a_seek_per_conversation() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(open(dir.path()));
+        let conn = Connection::open(dir.path().join("tether.db")).unwrap();
+        let plan = |sql: &str, args: &[&dyn rusqlite::ToSql]| -> String {
+            conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap()
+                .query_map(args, |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .unwrap()
+                .join("\n")
+        };
+        let by_activity = plan(CONVERSATIONS_BY_ACTIVITY, &[&"a", &10, &5]);
+        // The viewer's `peers` rows, and for each the newest id from the pair index alone.
+        assert!(
+            by_activity.contains("SEARCH p USING PRIMARY KEY (user_id=?)"),
+            "{by_activity}"
+        );
+        assert!(
+            by_activity.contains("SEARCH m USING COVERING INDEX messages_by_pair (pair=?)"),
+            "{by_activity}"
+        );
+        let unread = plan(UNREAD_SENDERS, &[&"a:b", &0, &"a", &10, &1000]);
+        assert!(
+            unread.contains("messages_by_pair (pair=? AND id>? AND id<?)"),
+            "{unread}"
+        );
+        let entry = plan(CONVERSATION_ENTRY, &[&"a", &"b", &3]);
+        for shown in [&by_activity, &unread, &entry] {
+            assert!(!shown.contains("SCAN"), "{shown}");
         }
     }
 }

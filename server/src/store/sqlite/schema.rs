@@ -12,6 +12,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0004_peers_without_trigger.sql"),
     include_str!("../../../migrations/0005_expiry.sql"),
     include_str!("../../../migrations/0006_health.sql"),
+    include_str!("../../../migrations/0007_read_state.sql"),
 ];
 
 /// The database file's name inside the data directory.
