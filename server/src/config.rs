@@ -197,6 +197,31 @@ pub struct Config {
     #[arg(long, env = "TETHER_MESSAGE_BURST", default_value_t = 30.0)]
     pub message_burst: f64,
 
+    /// `read` requests (and settings changes) one user may make per second, sustained, per
+    /// node: each may be a write. Past it they are answered `rate_limited`.
+    #[arg(long, env = "TETHER_READ_MARKS_PER_SEC", default_value_t = 10.0)]
+    pub read_marks_per_sec: f64,
+
+    /// `read` requests (and settings changes) one user may make in a burst.
+    #[arg(long, env = "TETHER_READ_MARK_BURST", default_value_t = 50.0)]
+    pub read_mark_burst: f64,
+
+    /// A user's `typing` to one person is passed on at most once per this many milliseconds
+    /// (per node); the others are dropped.
+    #[arg(long, env = "TETHER_TYPING_EVERY_MS", default_value_t = 3_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub typing_every_ms: u64,
+
+    /// `typing` events one user may send per second, sustained, passed on or not (per node).
+    /// Past it (and the burst) they are dropped and count against the socket as refused
+    /// requests (`--max-refused-requests`).
+    #[arg(long, env = "TETHER_TYPING_PER_SEC", default_value_t = 2.0)]
+    pub typing_per_sec: f64,
+
+    /// `typing` events one user may send in a burst.
+    #[arg(long, env = "TETHER_TYPING_BURST", default_value_t = 10.0)]
+    pub typing_burst: f64,
+
     /// Bytes of answers (`restore_state`, `history`, `users_page`, a connect's `users`) one
     /// user may read per second, sustained, over all their sockets on this node.
     #[arg(long, env = "TETHER_READ_BYTES_PER_SEC", default_value_t = 1024 * 1024)]

@@ -174,6 +174,14 @@ fn socket_state(config: &Config, store: Arc<dyn Store>) -> SocketState {
             config.max_refused_requests,
             Duration::from_secs(config.abuse_cooldown_secs),
         )),
+        marks: Arc::new(transport::RateLimiter::new(
+            config.read_marks_per_sec,
+            config.read_mark_burst,
+        )),
+        typing: Arc::new(transport::typing::TypingGate::new(
+            Duration::from_millis(config.typing_every_ms),
+            transport::Rate::new(config.typing_per_sec, config.typing_burst),
+        )),
     }
 }
 

@@ -9,7 +9,7 @@ use socketioxide::extract::{SocketRef, State};
 
 use super::handshake::HeldThrough;
 use super::presence::{self, Speaker};
-use super::{logout, messages, roster, SocketState, Viewer};
+use super::{logout, messages, reading, roster, search, settings, typing, SocketState, Viewer};
 
 /// The socket's event handlers (registered by the handshake middleware, before the client
 /// can send anything).
@@ -19,6 +19,11 @@ pub(super) fn register_event_handlers<A: Adapter>(socket: &SocketRef<A>) {
     socket.on(events::HISTORY, messages::history::<A>);
     socket.on(events::USERS_PAGE, messages::users_page::<A>);
     socket.on(events::LOGOUT, logout::logout::<A>);
+    socket.on(events::CONVERSATIONS, reading::conversations::<A>);
+    socket.on(events::READ, reading::read::<A>);
+    socket.on(events::TYPING, typing::typing::<A>);
+    socket.on(events::USERS_SEARCH, search::users_search::<A>);
+    socket.on(events::SETTINGS, settings::settings::<A>);
 }
 
 pub async fn on_connect<A: Adapter>(socket: SocketRef<A>, State(state): State<SocketState>) {

@@ -39,7 +39,12 @@ pub async fn private_message<A: Adapter>(
 /// Counts a refused request against its socket. A socket that keeps sending past its limits
 /// is disconnected (after its answer), and its session may not connect again for the cooldown
 /// (`rate::Penalties`).
-fn judge<A: Adapter>(socket: &SocketRef<A>, state: &SocketState, viewer: &Viewer, limited: bool) {
+pub(super) fn judge<A: Adapter>(
+    socket: &SocketRef<A>,
+    state: &SocketState,
+    viewer: &Viewer,
+    limited: bool,
+) {
     if !limited {
         return;
     }
@@ -156,7 +161,10 @@ pub async fn restore_state<A: Adapter>(
 }
 
 /// The socket's read bucket (added by the handshake; a fresh one if it is somehow missing).
-fn read_bucket<A: Adapter>(socket: &SocketRef<A>, state: &SocketState) -> SocketReadBucket {
+pub(super) fn read_bucket<A: Adapter>(
+    socket: &SocketRef<A>,
+    state: &SocketState,
+) -> SocketReadBucket {
     socket
         .extensions
         .get::<SocketReadBucket>()
@@ -166,7 +174,7 @@ fn read_bucket<A: Adapter>(socket: &SocketRef<A>, state: &SocketState) -> Socket
 /// Runs a read priced by its answer: reserves `most` bytes from the viewer's and the socket's
 /// read buckets (or answers `rate_limited` without reading anything), reads, then keeps what
 /// the answer cost and gives the rest back.
-async fn priced<T>(
+pub(super) async fn priced<T>(
     state: &SocketState,
     viewer: &Viewer,
     bucket: &SocketReadBucket,
@@ -221,7 +229,7 @@ impl super::Limits {
             + price::message_most(self.max_message_chars)
             + self.roster_full_max * PRESENCE_MOST;
         let page = price::REQUEST_BASE + USERS_PAGE_MAX as usize * PRESENCE_MOST;
-        restore.max(page)
+        restore.max(page).max(self.conversations_most())
     }
 }
 

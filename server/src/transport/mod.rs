@@ -6,6 +6,10 @@
 //!   `tabs`), for local sockets and the cluster heartbeat alike;
 //! - [`roster`]: every list of users sent (`users`, `restore_state`'s, `users_page`);
 //! - [`messages`]: `private message`, `restore_state`, `history` and `users_page`;
+//! - [`reading`]: `conversations` and `read` (read cursors, unread counts, `seen` receipts);
+//! - [`typing`]: `typing`, relayed and throttled, never stored;
+//! - [`search`]: `users_search` over the whole directory;
+//! - [`settings`]: the viewer's settings (`settings`);
 //! - [`logout`]: the `logout` event, and closing the sockets of ended sessions (expiry too);
 //! - [`request_head`]: the HTTP head a socket keeps, copied off hyper's read buffer.
 
@@ -18,9 +22,13 @@ mod overflow;
 pub(crate) mod presence;
 pub mod price;
 mod rate;
+pub mod reading;
 pub mod request_head;
 mod roster;
+pub mod search;
+pub mod settings;
 pub mod signup;
+pub mod typing;
 
 use std::sync::Arc;
 
@@ -66,6 +74,10 @@ pub struct SocketState {
     pub penalties: Arc<Penalties>,
     /// Sign-ups per client address and overall.
     pub signups: Arc<signup::SignupLimiter>,
+    /// `read` requests and settings changes, per user (`--read-marks-per-sec`).
+    pub marks: Arc<RateLimiter>,
+    /// `typing`: the budget per user and the throttle per conversation.
+    pub typing: Arc<typing::TypingGate>,
 }
 
 /// Who a socket belongs to, set by the handshake middleware before the socket joins.

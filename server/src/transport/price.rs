@@ -4,7 +4,7 @@
 //! serialising: each answer is measured while it is built, so a cut costs no second pass.
 //! The fixed parts (field names, ids, timestamps) are counted at their largest.
 
-use protocol::payloads::{Message, Presence, UserEntry};
+use protocol::payloads::{ConversationSummary, Message, Presence, UserEntry};
 
 /// A message's JSON without its content: `{"id":…,"ts":…,"content":"","from":"<uuid>",
 /// "to":"<uuid>","clientId":"<uuid>"}` with 19-digit numbers, and a separating comma.
@@ -12,6 +12,18 @@ const MESSAGE_FIXED: usize = 205;
 /// A user entry's JSON without its name: `{"userID":"<uuid>","username":"","connected":false,
 /// "messages":[]}`, and a separating comma.
 pub const USER_FIXED: usize = 96;
+/// A conversation summary's JSON without its name and last message: `{"userID":"<uuid>",
+/// "username":"","connected":false,"last":,"unread":4294967295,"readUpTo":…,"peerRead":
+/// {"upTo":…,"at":…}}` with 19-digit numbers, and a separating comma.
+const SUMMARY_FIXED: usize = 224;
+/// What reading one row of the store costs, in the bytes reads are priced in: an index seek or
+/// a message read (~1 µs on SQLite) costs about what writing this many bytes of an answer does.
+/// A `conversations` page pays it for every conversation of the viewer it considered and every
+/// message it read to count the unread ones.
+pub const STORE_ROW: usize = 128;
+/// What comparing one directory entry with a search query costs (in memory, tens of ns), in the
+/// same bytes: a `users_search` pays it for every user in the directory.
+pub const DIRECTORY_ROW: usize = 8;
 /// What every read costs besides its rows (the request, the ack's envelope): an empty answer
 /// is not free.
 pub const REQUEST_BASE: usize = 256;
@@ -45,6 +57,15 @@ pub fn message_bytes(message: &Message) -> usize {
 
 pub fn presence_bytes(user: &Presence) -> usize {
     USER_FIXED + json_str_bytes(&user.username)
+}
+
+pub fn summary_bytes(summary: &ConversationSummary) -> usize {
+    SUMMARY_FIXED + json_str_bytes(&summary.username) + message_bytes(&summary.last)
+}
+
+/// The most one conversation summary can cost (a 32-character name of 4-byte characters).
+pub fn summary_most(max_chars: usize) -> usize {
+    SUMMARY_FIXED + 4 * protocol::domain::USERNAME_MAX_CHARS + message_most(max_chars)
 }
 
 pub fn entry_bytes(entry: &UserEntry) -> usize {
@@ -129,6 +150,22 @@ mod tests {
             messages: vec![m(1, "x")],
         };
         assert!(entry_bytes(&entry) >= serde_json::to_string(&entry).unwrap().len());
+        let summary = ConversationSummary {
+            user_id: "0f8fad5b-d9cb-469f-a165-70867728950e".into(),
+            username: "a \"name\" ✓".into(),
+            connected: false,
+            last: m(i64::MAX, "last \u{1}"),
+            unread: u32::MAX,
+            read_up_to: i64::MAX,
+            peer_read: Some(protocol::payloads::ReadMark {
+                up_to: i64::MAX,
+                at: i64::MAX,
+            }),
+        };
+        let written = serde_json::to_string(&summary).unwrap().len() + 1;
+        assert!(summary_bytes(&summary) >= written, "{written}");
+        assert!(summary_bytes(&summary) <= written + 40, "{written}");
+        assert!(summary_most(4000) >= summary_bytes(&summary));
     }
 
     #[test]

@@ -102,7 +102,7 @@ impl<K: Hash + Eq + Clone> Buckets<K> {
         self.try_take_at(key, cost, Instant::now())
     }
 
-    fn try_take_at(&self, key: &K, cost: f64, now: Instant) -> bool {
+    pub(super) fn try_take_at(&self, key: &K, cost: f64, now: Instant) -> bool {
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if buckets.len() > self.max_keys {
             // At most once a second: above the mark every call would otherwise walk the map.

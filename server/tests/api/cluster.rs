@@ -327,3 +327,55 @@ async fn beyond_the_full_roster_a_returning_nodes_users_come_online_to_their_con
         .collect();
     assert!(heard.is_empty(), "a stranger is not told: {heard:?}");
 }
+
+#[tokio::test]
+async fn reads_receipts_settings_and_typing_reach_every_node() {
+    let cluster = Cluster::start(2).await;
+    let mut ada = cluster.connect_as(0, "ada").await;
+    let mut ada_tab2 = cluster.resume(1, &ada.session_id).await;
+    let mut bob = cluster.connect_as(1, "bob").await;
+    let sent = bob.send(&ada.user_id, "read me").await;
+    let id = sent["ok"]["id"].as_i64().expect("stored");
+
+    // A read on node 0 reaches the reader's tab on node 1, and the sender there.
+    let answer = ada
+        .request("read", json!({ "with": bob.user_id, "upTo": id }))
+        .await;
+    let state = json!({ "with": bob.user_id, "upTo": id, "unread": 0, "asOf": id });
+    assert_eq!(answer, json!({ "ok": state }));
+    assert_eq!(ada_tab2.next("read").await, state);
+    assert_eq!(ada.next("read").await, state);
+    let seen = bob.next("seen").await;
+    assert_eq!(
+        (&seen["by"], &seen["upTo"]),
+        (&json!(ada.user_id), &json!(id))
+    );
+    // Both nodes list the same state.
+    for (client, peer) in [(&ada_tab2, &bob.user_id), (&bob, &ada.user_id)] {
+        let list = client.request("conversations", json!({})).await;
+        let entry = &list["ok"]["conversations"][0];
+        assert_eq!(entry["userID"], peer.as_str(), "{list}");
+        assert_eq!(entry["unread"], 0, "{list}");
+    }
+
+    // Typing on node 0 to a user on node 1.
+    ada.client
+        .emit("typing", json!({ "to": bob.user_id }))
+        .await
+        .unwrap();
+    assert_eq!(bob.next("typing").await, json!({ "from": ada.user_id }));
+
+    // A settings change on node 1 reaches the tab on node 0.
+    let off = ada_tab2
+        .request("settings", json!({ "readReceipts": false }))
+        .await;
+    assert_eq!(off, json!({ "ok": { "readReceipts": false } }));
+    assert_eq!(ada.next("settings").await, json!({ "readReceipts": false }));
+    let again = bob.send(&ada.user_id, "and me").await;
+    let id = again["ok"]["id"].as_i64().unwrap();
+    ada.request("read", json!({ "with": bob.user_id, "upTo": id }))
+        .await;
+    assert_eq!(ada_tab2.next("read").await["upTo"], id);
+    bob.sync().await;
+    assert!(bob.drain("seen").is_empty(), "receipts are off");
+}

@@ -14,6 +14,7 @@ mod durability;
 mod handshake;
 mod http;
 mod messaging;
+mod messenger;
 mod ops;
 mod presence;
 mod redis_store;

@@ -6,11 +6,13 @@
 //! - [`logs`]: nothing secret in any log line at the most verbose settings, in text and JSON;
 //! - [`refusals`]: a flood of refused requests is a few log lines with counts;
 //! - [`signup`]: sign-up floods, idle accounts, expired and revoked sessions;
-//! - [`reads`]: priced reads, sockets per user under concurrent handshakes, roster bounds.
+//! - [`reads`]: priced reads, sockets per user under concurrent handshakes, roster bounds;
+//! - [`messenger`]: `typing` floods, odd and flooded searches, absurd and flooded `read`s.
 
 mod edge;
 mod logs;
 mod memory;
+mod messenger;
 mod reads;
 mod refusals;
 mod signup;

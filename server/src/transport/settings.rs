@@ -1,0 +1,129 @@
+//! `settings`: read (`{}`) or change the viewer's settings; every setting is answered, and a
+//! change is told to every socket of the viewer (every tab, device and node) as `settings`.
+
+use protocol::events;
+use protocol::payloads::Settings;
+use serde_json::Value;
+use socketioxide::adapter::Adapter;
+use socketioxide::extract::{SocketRef, State, TryData};
+
+use super::messages::{judge, priced, read_bucket};
+use super::overflow::{count_dropped, Ack};
+use super::{price, reply, EventError, SocketState, Viewer};
+use crate::store::{SettingsChange, UserSettings};
+
+/// What one `settings` answer costs besides the request: `{"readReceipts":false}`.
+const SETTINGS_BYTES: usize = 32;
+
+/// The edge of `settings`: none, `null` or `{}` reads; an object with settings of the right
+/// types changes those; anything else is `invalid_payload`.
+pub fn parse_settings(payload: Option<Value>) -> Result<SettingsChange, EventError> {
+    let request: Settings = match payload {
+        None | Some(Value::Null) => Settings::default(),
+        // An object only (serde would read a struct from an array too).
+        Some(v @ Value::Object(_)) => {
+            serde_json::from_value(v).map_err(|_| EventError::InvalidPayload)?
+        }
+        Some(_) => return Err(EventError::InvalidPayload),
+    };
+    Ok(SettingsChange {
+        read_receipts: request.read_receipts,
+    })
+}
+
+fn wire(settings: UserSettings) -> Settings {
+    Settings {
+        read_receipts: Some(settings.read_receipts),
+    }
+}
+
+pub async fn settings<A: Adapter>(
+    socket: SocketRef<A>,
+    State(state): State<SocketState>,
+    TryData(payload): TryData<Value>,
+    ack: Ack<A>,
+) {
+    let Some(viewer) = socket.extensions.get::<Viewer>() else {
+        return;
+    };
+    let result = match parse_settings(payload.ok()) {
+        Err(e) => Err(e),
+        Ok(change) if change == SettingsChange::default() => {
+            // A read, priced as one.
+            let bucket = read_bucket(&socket, &state);
+            priced(
+                &state,
+                &viewer,
+                &bucket,
+                price::REQUEST_BASE + SETTINGS_BYTES,
+                |_| SETTINGS_BYTES,
+                async { Ok(wire(state.store.settings(&viewer.user_id).await?)) },
+            )
+            .await
+        }
+        Ok(change) => change_settings(&socket, &state, &viewer, change).await,
+    };
+    let limited = matches!(result, Err(EventError::RateLimited));
+    reply(ack, events::SETTINGS, result);
+    judge(&socket, &state, &viewer, limited);
+}
+
+async fn change_settings<A: Adapter>(
+    socket: &SocketRef<A>,
+    state: &SocketState,
+    viewer: &Viewer,
+    change: SettingsChange,
+) -> Result<Settings, EventError> {
+    // A change may be a write: it takes a token of the bucket `read` uses.
+    if !state.marks.try_take(&viewer.user_id) {
+        return Err(EventError::RateLimited);
+    }
+    let changed = state
+        .store
+        .change_settings(&viewer.user_id, change)
+        .await?
+        // The viewer's own account is gone (expired under a live socket): nobody to set.
+        .ok_or(EventError::UnknownRecipient)?;
+    let answer = wire(changed.settings);
+    if changed.changed {
+        let sent = socket
+            .within(viewer.user_id.to_string())
+            .emit(events::SETTINGS, &answer)
+            .await;
+        count_dropped(events::SETTINGS, &sent);
+    }
+    Ok(answer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn settings_are_read_by_an_empty_request_and_changed_by_a_typed_one() {
+        for read in [
+            None,
+            Some(json!(null)),
+            Some(json!({})),
+            Some(json!({ "x": 1 })),
+        ] {
+            assert_eq!(parse_settings(read).unwrap(), SettingsChange::default());
+        }
+        assert_eq!(
+            parse_settings(Some(json!({ "readReceipts": false }))).unwrap(),
+            SettingsChange {
+                read_receipts: Some(false)
+            }
+        );
+        for bad in [
+            json!({ "readReceipts": "no" }),
+            json!({ "readReceipts": 0 }),
+            json!([true]),
+            json!("x"),
+        ] {
+            let error = parse_settings(Some(bad.clone())).expect_err("refused");
+            assert_eq!(error.code(), protocol::ErrorCode::InvalidPayload, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! `typing`: "the viewer is typing to you", relayed to every socket of the recipient as
+//! `typing { from }`, at most once per `--typing-every-ms` per (sender, recipient) on each node.
+//! Volatile: never stored, never replayed, and sent as Socket.IO volatile packets, which wait
+//! outside a socket's send budget (at most one per socket, replaced by the next): a recipient
+//! that reads nothing loses typing events, and is never closed (nor told to `resync`) for them.
+//!
+//! What it costs is bounded twice: every `typing` a user sends takes a token of their bucket
+//! (`--typing-per-sec`, `--typing-burst`; past it the event is refused and counts against the
+//! socket like a refused request, see `rate::Penalties`), and of those, one per conversation
+//! and interval is relayed. The throttle's map holds only the pairs relayed within the last
+//! interval (older ones are swept as it grows), so it is bounded by the tokens spent in one.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use protocol::events;
+use protocol::payloads::{Typing, TypingRequest};
+use serde_json::Value;
+use socketioxide::adapter::Adapter;
+use socketioxide::extract::{SocketRef, State, TryData};
+
+use super::messages::judge;
+use super::rate::{Buckets, Rate};
+use super::{SocketState, Viewer};
+use crate::domain::UserId;
+
+/// What a `typing` from a user to another may do now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Pass it on.
+    Relay,
+    /// Dropped: this pair was relayed less than an interval ago.
+    Throttled,
+    /// Refused: the sender is over their `typing` budget.
+    Refused,
+}
+
+/// The `typing` budget per user and the throttle per (sender, recipient), on this node.
+#[derive(Debug)]
+pub struct TypingGate {
+    every: Duration,
+    users: Buckets<UserId>,
+    relayed: Mutex<Relayed>,
+}
+
+#[derive(Debug, Default)]
+struct Relayed {
+    /// When each pair was last relayed.
+    at: HashMap<(UserId, UserId), Instant>,
+    /// Past this many entries, those older than an interval are swept (then it doubles the
+    /// size left, so a sweep's cost is spread over as many inserts).
+    sweep_above: usize,
+}
+
+/// The map is never swept below this size.
+const SWEEP_FLOOR: usize = 1024;
+
+impl TypingGate {
+    pub fn new(every: Duration, per_user: Rate) -> Self {
+        Self {
+            every,
+            users: Buckets::new(per_user),
+            relayed: Mutex::new(Relayed {
+                at: HashMap::new(),
+                sweep_above: SWEEP_FLOOR,
+            }),
+        }
+    }
+
+    pub fn admit(&self, from: &UserId, to: &UserId) -> Verdict {
+        self.admit_at(from, to, Instant::now())
+    }
+
+    fn admit_at(&self, from: &UserId, to: &UserId, now: Instant) -> Verdict {
+        if !self.users.try_take_at(from, 1.0, now) {
+            return Verdict::Refused;
+        }
+        let mut relayed = self.relayed.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (from.clone(), to.clone());
+        if let Some(last) = relayed.at.get(&key) {
+            if now.saturating_duration_since(*last) < self.every {
+                return Verdict::Throttled;
+            }
+        }
+        if relayed.at.len() >= relayed.sweep_above {
+            let every = self.every;
+            relayed
+                .at
+                .retain(|_, last| now.saturating_duration_since(*last) < every);
+            relayed.sweep_above = (relayed.at.len() * 2).max(SWEEP_FLOOR);
+        }
+        relayed.at.insert(key, now);
+        Verdict::Relay
+    }
+
+    /// How many pairs the throttle holds now.
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
+        self.relayed.lock().unwrap().at.len()
+    }
+}
+
+/// The edge of `typing`: the recipient, if the payload names one.
+pub fn parse_typing(payload: Option<Value>) -> Option<UserId> {
+    let request: TypingRequest = serde_json::from_value(payload.filter(Value::is_object)?).ok()?;
+    UserId::parse(&request.to)
+}
+
+/// `typing` (no ack): relayed to `to`'s sockets, or dropped (malformed, to oneself, throttled);
+/// over the sender's budget it is refused, and counted against the socket.
+pub async fn typing<A: Adapter>(
+    socket: SocketRef<A>,
+    State(state): State<SocketState>,
+    TryData(payload): TryData<Value>,
+) {
+    let Some(viewer) = socket.extensions.get::<Viewer>() else {
+        return;
+    };
+    // A recipient nobody is: its room is empty, and the event reaches no one.
+    let Some(to) = parse_typing(payload.ok()) else {
+        return;
+    };
+    if to == viewer.user_id {
+        return;
+    }
+    match state.typing.admit(&viewer.user_id, &to) {
+        Verdict::Relay => {
+            let typing = Typing {
+                from: viewer.user_id.to_string(),
+            };
+            // Volatile: outside the recipients' send budgets, so never a reason to close one.
+            let _ = socket
+                .to(to.to_string())
+                .volatile()
+                .emit(events::TYPING, &typing)
+                .await;
+            metrics::counter!("tether_typing_relayed_total").increment(1);
+        }
+        Verdict::Throttled => {
+            metrics::counter!("tether_typing_dropped_total", "reason" => "throttled").increment(1)
+        }
+        Verdict::Refused => {
+            metrics::counter!("tether_typing_dropped_total", "reason" => "rate_limited")
+                .increment(1);
+            crate::refusals::refused(crate::refusals::Refusal::RateLimited);
+            judge(&socket, &state, &viewer, true);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn one_typing_per_pair_and_interval_is_relayed() {
+        let gate = TypingGate::new(Duration::from_secs(3), Rate::new(1000.0, 1000.0));
+        let (ada, bob, cy) = (UserId::random(), UserId::random(), UserId::random());
+        let t0 = Instant::now();
+        assert_eq!(gate.admit_at(&ada, &bob, t0), Verdict::Relay);
+        assert_eq!(
+            gate.admit_at(&ada, &bob, t0 + Duration::from_secs(2)),
+            Verdict::Throttled
+        );
+        // Another conversation, and the other direction, are their own.
+        assert_eq!(gate.admit_at(&ada, &cy, t0), Verdict::Relay);
+        assert_eq!(gate.admit_at(&bob, &ada, t0), Verdict::Relay);
+        assert_eq!(
+            gate.admit_at(&ada, &bob, t0 + Duration::from_secs(3)),
+            Verdict::Relay
+        );
+    }
+
+    #[test]
+    fn past_the_budget_typing_is_refused_throttled_or_not() {
+        let gate = TypingGate::new(Duration::from_secs(3), Rate::new(0.0, 3.0));
+        let (ada, bob) = (UserId::random(), UserId::random());
+        let t0 = Instant::now();
+        assert_eq!(gate.admit_at(&ada, &bob, t0), Verdict::Relay);
+        assert_eq!(gate.admit_at(&ada, &bob, t0), Verdict::Throttled);
+        assert_eq!(gate.admit_at(&ada, &UserId::random(), t0), Verdict::Relay);
+        assert_eq!(gate.admit_at(&ada, &bob, t0), Verdict::Refused);
+        assert_eq!(gate.admit_at(&bob, &ada, t0), Verdict::Relay, "per user");
+    }
+
+    #[test]
+    fn the_throttle_forgets_pairs_older_than_an_interval() {
+        let gate = TypingGate::new(Duration::from_millis(100), Rate::new(1e9, 1e9));
+        let ada = UserId::random();
+        let t0 = Instant::now();
+        for _ in 0..5000 {
+            gate.admit_at(&ada, &UserId::random(), t0);
+        }
+        assert_eq!(gate.tracked(), 5000);
+        // An interval later the old pairs go at the next sweep (once the map has doubled
+        // since the last), leaving only the recent ones.
+        let later = t0 + Duration::from_millis(200);
+        for _ in 0..4000 {
+            gate.admit_at(&ada, &UserId::random(), later);
+        }
+        assert_eq!(gate.tracked(), 4000);
+    }
+
+    #[test]
+    fn a_typing_payload_names_a_recipient_or_nothing() {
+        let bob = UserId::random();
+        assert_eq!(
+            parse_typing(Some(json!({ "to": bob.as_str() }))),
+            Some(bob.clone())
+        );
+        for payload in [
+            None,
+            Some(json!(null)),
+            Some(json!("x")),
+            Some(json!({ "to": 5 })),
+            Some(json!([bob.as_str()])),
+            Some(json!({ "to": "not-a-user" })),
+            Some(json!({ "to": "x".repeat(10_000) })),
+        ] {
+            assert_eq!(parse_typing(payload.clone()), None, "{payload:?}");
+        }
+    }
+}

@@ -1,0 +1,411 @@
+//! The messenger's events under attack: `typing` floods (to one user and to many), searches with
+//! huge and odd queries and in floods, `read`s with absurd cursors and in floods. Each on
+//! loopback, bounded in count and time, with the bound it must hold asserted.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::helpers::{spawn_app, spawn_app_with, TestApp, TestClient};
+
+/// A Socket.IO connection spoken by hand, so a test can put thousands of packets on the wire
+/// without waiting for anything.
+struct Raw {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// What a raw connection received.
+#[derive(Debug, Default)]
+struct Received {
+    acks: Vec<Value>,
+    events: Vec<(String, Value)>,
+    /// The server disconnected the socket (or closed the connection).
+    closed: bool,
+}
+
+impl Raw {
+    /// Connects with this session and waits for `session`.
+    async fn connect(addr: SocketAddr, session_id: &str) -> Raw {
+        let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+        let (mut ws, _) = tokio_tungstenite::connect_async(&url)
+            .await
+            .expect("websocket opens");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let frame = tokio::time::timeout_at(deadline, ws.next())
+                .await
+                .expect("the handshake in time")
+                .expect("open")
+                .expect("a frame");
+            let WsMessage::Text(text) = frame else {
+                continue;
+            };
+            if text.starts_with('0') {
+                let auth = json!({ "sessionID": session_id });
+                ws.send(WsMessage::text(format!("40{auth}"))).await.unwrap();
+            } else if text.starts_with("42[\"session\"") {
+                return Raw { ws };
+            } else if text.starts_with("44") {
+                panic!("refused: {text}");
+            }
+        }
+    }
+
+    /// Puts every packet on the wire, then flushes once.
+    async fn flood(&mut self, packets: impl IntoIterator<Item = String>) {
+        for packet in packets {
+            if self.ws.feed(WsMessage::text(packet)).await.is_err() {
+                return;
+            }
+        }
+        let _ = self.ws.flush().await;
+    }
+
+    /// Reads until the server closes the socket, `acks` answers arrived, or `quiet` passes
+    /// without anything but pings; ten seconds at most in all.
+    async fn receive(&mut self, acks: usize, quiet: Duration) -> Received {
+        let mut got = Received::default();
+        let end = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut until = (tokio::time::Instant::now() + quiet).min(end);
+        while got.acks.len() < acks {
+            let frame = match tokio::time::timeout_at(until, self.ws.next()).await {
+                Err(_) => break,
+                Ok(Some(Ok(WsMessage::Text(text)))) => text.to_string(),
+                Ok(Some(Ok(_))) => continue,
+                Ok(_) => {
+                    got.closed = true;
+                    break;
+                }
+            };
+            if frame == "2" {
+                let _ = self.ws.send(WsMessage::text("3")).await;
+                continue;
+            }
+            until = (tokio::time::Instant::now() + quiet).min(end);
+            if frame.starts_with("41") {
+                got.closed = true;
+                break;
+            } else if let Some(ack) = frame.strip_prefix("43") {
+                let args = &ack[ack.find('[').expect("an ack's arguments")..];
+                let mut args: Vec<Value> = serde_json::from_str(args).unwrap();
+                got.acks.push(args.swap_remove(0));
+            } else if let Some(event) = frame.strip_prefix("42") {
+                let mut args: Vec<Value> = serde_json::from_str(event).unwrap();
+                let data = if args.len() > 1 {
+                    args.swap_remove(1)
+                } else {
+                    Value::Null
+                };
+                got.events
+                    .push((args[0].as_str().unwrap_or_default().to_owned(), data));
+            }
+        }
+        got
+    }
+}
+
+/// An event packet asking for an ack with id `id`.
+fn request(id: usize, event: &str, data: &Value) -> String {
+    format!("42{id}{}", json!([event, data]))
+}
+
+fn event(name: &str, data: &Value) -> String {
+    format!("42{}", json!([name, data]))
+}
+
+fn codes(acks: &[Value]) -> Vec<&str> {
+    acks.iter()
+        .map(|a| a["error"]["code"].as_str().unwrap_or("ok"))
+        .collect()
+}
+
+/// Waits up to `within` for `user`'s next `event`; how many arrived by then (draining them).
+async fn count_for(client: &mut TestClient, event: &str, within: Duration) -> usize {
+    tokio::time::sleep(within).await;
+    client.sync().await;
+    client.drain(event).len()
+}
+
+#[tokio::test]
+async fn a_typing_flood_reaches_its_target_once_and_its_socket_is_let_go() {
+    let app = spawn_app().await;
+    let attacker = app.connect_as("attacker").await;
+    let mut bob = app.connect_as("bob").await;
+    let cy = app.connect_as("cy").await;
+    let mut raw = Raw::connect(app.addr, &attacker.session_id).await;
+    let started = Instant::now();
+    let to_bob = json!({ "to": bob.user_id });
+    raw.flood((0..5000).map(|_| event("typing", &to_bob))).await;
+    let got = raw.receive(usize::MAX, Duration::from_secs(3)).await;
+    let elapsed = started.elapsed();
+    assert!(got.closed, "the flooding socket is disconnected");
+    assert!(elapsed < Duration::from_secs(5), "within {elapsed:?}");
+    // One relay per --typing-every-ms (3 s), whatever was sent within it.
+    let relayed = count_for(&mut bob, "typing", Duration::from_millis(100)).await;
+    assert!(
+        relayed <= 1 + elapsed.as_secs() as usize / 3,
+        "{relayed} relayed"
+    );
+    assert!(relayed >= 1);
+    // Its session waits out the cooldown; others are served as before.
+    let refused = app
+        .refusal(json!({ "sessionID": attacker.session_id }))
+        .await;
+    assert!(refused.contains("too many requests"), "{refused}");
+    assert!(cy
+        .send(&bob.user_id, "still here")
+        .await
+        .get("ok")
+        .is_some());
+    eprintln!("typing flood: 5000 sent, {relayed} relayed, disconnected after {elapsed:?}");
+}
+
+#[tokio::test]
+async fn a_typing_flood_to_many_people_passes_on_at_most_the_budget() {
+    const PEOPLE: usize = 20;
+    let app: TestApp = spawn_app_with(|c| {
+        c.typing_per_sec = 2.0;
+        c.typing_burst = 5.0;
+    })
+    .await;
+    let attacker = app.connect_as("attacker").await;
+    let mut people = Vec::new();
+    for i in 0..PEOPLE {
+        people.push(app.connect_as(&format!("p{i}")).await);
+    }
+    let mut raw = Raw::connect(app.addr, &attacker.session_id).await;
+    let started = Instant::now();
+    // Each person once, and then a thousand people who do not exist.
+    let targets = people
+        .iter()
+        .map(|p| p.user_id.clone())
+        .chain((0..1000).map(|_| uuid::Uuid::new_v4().to_string()));
+    raw.flood(targets.map(|to| event("typing", &json!({ "to": to }))))
+        .await;
+    let got = raw.receive(usize::MAX, Duration::from_secs(3)).await;
+    let elapsed = started.elapsed();
+    assert!(got.closed, "the flooding socket is disconnected");
+    let mut relayed = 0;
+    for person in &mut people {
+        relayed += count_for(person, "typing", Duration::ZERO).await;
+    }
+    let allowed = 5 + (2.0 * elapsed.as_secs_f64()).ceil() as usize;
+    assert!(
+        relayed <= allowed,
+        "{relayed} relayed in {elapsed:?}, the budget allows {allowed}"
+    );
+    assert!(relayed >= 1);
+    eprintln!("typing fan-out: {relayed} of {PEOPLE} relayed in {elapsed:?}");
+}
+
+#[tokio::test]
+async fn searches_with_huge_or_odd_queries_are_answered_at_once() {
+    let app = spawn_app().await;
+    let mut searcher = app.connect_as("searcher").await;
+    app.connect_as("Ada Lovelace").await;
+    app.connect_as("%_.*").await;
+    let started = Instant::now();
+    let cases: Vec<(Value, &str)> = vec![
+        (json!({ "query": "a".repeat(60_000) }), "invalid_payload"),
+        (json!({ "query": "a".repeat(65) }), "invalid_payload"),
+        (json!({ "query": " ".repeat(1000) }), "invalid_payload"),
+        (json!({ "query": "" }), "invalid_payload"),
+        (json!({ "query": ["a"] }), "invalid_payload"),
+        (json!({ "query": { "$regex": ".*" } }), "invalid_payload"),
+        (json!({ "query": "a", "limit": -5 }), "invalid_payload"),
+        (json!({ "query": "a", "limit": 1e20 }), "invalid_payload"),
+        (json!("ada"), "invalid_payload"),
+        (json!({ "query": "🎉".repeat(64) }), "ok"),
+        (json!({ "query": "\u{0}\u{1}\u{202e}" }), "ok"),
+        (json!({ "query": ".*" }), "ok"),
+        (json!({ "query": "%" }), "ok"),
+        (json!({ "query": "a", "limit": 4_294_967_295u32 }), "ok"),
+        (json!({ "query": "LOVE" }), "ok"),
+    ];
+    for (query, expected) in &cases {
+        let answer = searcher.request("users_search", query.clone()).await;
+        let got = answer["error"]["code"].as_str().unwrap_or("ok");
+        assert_eq!(got, *expected, "{answer}");
+        if let Some(users) = answer["ok"]["users"].as_array() {
+            assert!(users.len() <= 50);
+        }
+    }
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
+    // What matched what it should, and only that.
+    let literal = searcher
+        .request("users_search", json!({ "query": "%_.*" }))
+        .await;
+    assert_eq!(literal["ok"]["users"].as_array().unwrap().len(), 1);
+    let love = searcher
+        .request("users_search", json!({ "query": "LOVE" }))
+        .await;
+    assert_eq!(love["ok"]["users"][0]["username"], "Ada Lovelace");
+    assert!(searcher.drain("close").is_empty(), "still connected");
+}
+
+#[tokio::test]
+async fn a_search_flood_is_priced_by_the_directory_it_scans() {
+    const USERS: usize = 60;
+    const BURST: u64 = 256 * 1024;
+    const RATE: u64 = 16 * 1024;
+    let app = spawn_app_with(|c| {
+        c.read_burst_bytes = BURST;
+        c.read_bytes_per_sec = RATE;
+        c.socket_read_burst_bytes = BURST;
+        c.max_answer_bytes = 16 * 1024;
+        c.max_message_chars = 100;
+        c.roster_full_max = 10;
+    })
+    .await;
+    let searcher = app.connect_as("searcher").await;
+    for i in 0..USERS {
+        app.connect_as(&format!("user{i:02}")).await;
+    }
+    let mut raw = Raw::connect(app.addr, &searcher.session_id).await;
+    let started = Instant::now();
+    let query = json!({ "query": "user", "limit": 50 });
+    raw.flood((0..400).map(|i| request(i, "users_search", &query)))
+        .await;
+    let got = raw.receive(400, Duration::from_secs(3)).await;
+    let elapsed = started.elapsed();
+    let codes = codes(&got.acks);
+    let served = codes.iter().filter(|c| **c == "ok").count();
+    assert!(
+        codes.iter().all(|c| *c == "ok" || *c == "rate_limited"),
+        "{codes:?}"
+    );
+    // Each search costs at least its request, a byte price per directory entry compared and
+    // its 50 entries: no more fit in the budget.
+    let each = 256 + (USERS + 1) * 8 + 50 * 100;
+    let allowed = ((BURST as f64 + RATE as f64 * elapsed.as_secs_f64()) / each as f64) as usize;
+    assert!(
+        served <= allowed,
+        "{served} searches served in {elapsed:?}, the budget allows {allowed}"
+    );
+    assert!(served >= 1);
+    assert!(got.closed, "the flooding socket is disconnected");
+    assert!(elapsed < Duration::from_secs(6), "{elapsed:?}");
+    eprintln!(
+        "search flood: 400 sent, {served} served, {} answered, disconnected after {elapsed:?}",
+        got.acks.len()
+    );
+}
+
+#[tokio::test]
+async fn reads_with_absurd_cursors_never_read_the_future() {
+    let app = spawn_app().await;
+    let mut ada = app.connect_as("ada").await;
+    let bob = app.connect_as("bob").await;
+    let first = bob.send(&ada.user_id, "one").await["ok"]["id"]
+        .as_i64()
+        .unwrap();
+    let started = Instant::now();
+    for (up_to, expected) in [
+        (json!(i64::MAX), "ok"),
+        (json!(first + 1_000_000_000), "ok"),
+        (json!(1e30), "invalid_payload"),
+        (json!(-1), "invalid_cursor"),
+        (json!(i64::MIN), "invalid_cursor"),
+        (json!("9999"), "invalid_payload"),
+        (json!(null), "invalid_payload"),
+        (json!([1]), "invalid_payload"),
+    ] {
+        let answer = ada
+            .request("read", json!({ "with": bob.user_id, "upTo": up_to }))
+            .await;
+        let got = answer["error"]["code"].as_str().unwrap_or("ok");
+        assert_eq!(got, expected, "{up_to}: {answer}");
+        if expected == "ok" {
+            assert_eq!(answer["ok"]["upTo"], first, "clamped to the newest");
+        }
+    }
+    let nobody = ada
+        .request(
+            "read",
+            json!({ "with": uuid::Uuid::new_v4().to_string(), "upTo": i64::MAX }),
+        )
+        .await;
+    assert_eq!(nobody["error"]["code"], "unknown_recipient");
+    // The next message is unread: the cursor did not jump ahead of it.
+    let second = bob.send(&ada.user_id, "two").await["ok"]["id"]
+        .as_i64()
+        .unwrap();
+    let list = ada.request("conversations", json!({})).await;
+    let entry = &list["ok"]["conversations"][0];
+    assert_eq!(
+        (&entry["readUpTo"], &entry["unread"]),
+        (&json!(first), &json!(1))
+    );
+    assert_eq!(entry["last"]["id"], second);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    ada.drain("read");
+}
+
+#[tokio::test]
+async fn a_read_flood_is_refused_past_its_budget_and_its_socket_let_go() {
+    let app = spawn_app_with(|c| {
+        c.read_marks_per_sec = 5.0;
+        c.read_mark_burst = 20.0;
+    })
+    .await;
+    let mut ada = app.connect_as("ada").await;
+    let bob = app.connect_as("bob").await;
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let ack = bob.send(&ada.user_id, &format!("m{i}")).await;
+        ids.push(ack["ok"]["id"].as_i64().unwrap());
+    }
+    let mut raw = Raw::connect(app.addr, &ada.session_id).await;
+    let started = Instant::now();
+    // Every cursor once, moving forward each time: every one that is served is a write.
+    raw.flood((0..1000).map(|i| {
+        let up_to = ids[0] + i as i64;
+        request(i, "read", &json!({ "with": bob.user_id, "upTo": up_to }))
+    }))
+    .await;
+    let got = raw.receive(1000, Duration::from_secs(3)).await;
+    let elapsed = started.elapsed();
+    let codes = codes(&got.acks);
+    let served = codes.iter().filter(|c| **c == "ok").count();
+    assert!(
+        codes.iter().all(|c| *c == "ok" || *c == "rate_limited"),
+        "{codes:?}"
+    );
+    let allowed = 20 + (5.0 * elapsed.as_secs_f64()).ceil() as usize;
+    assert!(
+        served <= allowed,
+        "{served} served in {elapsed:?}, allowed {allowed}"
+    );
+    assert!(got.closed, "the flooding socket is disconnected");
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    // What was written: every cursor that moved is told to the user's other socket (the
+    // answers of reads still in the store when the socket was let go are lost with it).
+    ada.sync().await;
+    let moved = ada.drain("read");
+    assert!(
+        !moved.is_empty() && moved.len() <= allowed,
+        "{} moved",
+        moved.len()
+    );
+    // Never past the newest.
+    let newest = *ids.last().unwrap();
+    let told = got
+        .events
+        .iter()
+        .filter(|(e, _)| e == "read")
+        .map(|(_, v)| v);
+    for state in moved.iter().chain(told) {
+        assert!(state["upTo"].as_i64().unwrap() <= newest, "{state}");
+    }
+    eprintln!(
+        "read flood: 1000 sent, {} moved the cursor, {} answered, disconnected after {elapsed:?}",
+        moved.len(),
+        got.acks.len()
+    );
+}
