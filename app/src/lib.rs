@@ -4,11 +4,14 @@
 pub mod banner;
 #[cfg(feature = "hydrate")]
 mod browser_io;
+pub mod drafts;
+pub mod notify;
 pub mod pages;
 pub mod realtime;
 pub mod router;
 pub mod storage;
 pub mod theme;
+pub mod time;
 #[cfg(feature = "hydrate")]
 pub mod worker;
 
@@ -38,9 +41,11 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
     } else {
         "per-tab"
     };
+    // The chosen theme is in the markup, so the first paint has it (theme.rs says why).
+    let theme = theme::requested().map(theme::Theme::as_str);
     view! {
         <!DOCTYPE html>
-        <html lang="en">
+        <html lang="en" data-theme=theme>
             <head>
                 <meta charset="utf-8"/>
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
@@ -64,11 +69,14 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 /// A strict Content-Security-Policy for every page, with this response's nonce: the session
 /// lives in localStorage, so injected script is the threat to keep out. Only Leptos' own
 /// nonce-carrying hydration script and same-origin module/wasm may run; no inline or eval'd
-/// script, no plugins, no framing; connections only back to this origin (the socket).
+/// script, no plugins, no framing; connections only back to this origin (the socket). No other
+/// inline script is allowed, hashed or not: the theme comes from a cookie (theme.rs), and pages
+/// vary on it, so a page the browser cached is not shown again in a theme since changed.
 #[cfg(feature = "ssr")]
 fn security_headers() {
     use http::header::{
-        HeaderName, HeaderValue, CONTENT_SECURITY_POLICY, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
+        HeaderName, HeaderValue, CONTENT_SECURITY_POLICY, REFERRER_POLICY, VARY,
+        X_CONTENT_TYPE_OPTIONS,
     };
     let Some(response) = use_context::<leptos_axum::ResponseOptions>() else {
         return;
@@ -81,10 +89,11 @@ fn security_headers() {
          img-src 'self' data:; connect-src 'self'; font-src 'self'; object-src 'none'; \
          base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
     );
-    let headers: [(HeaderName, String); 3] = [
+    let headers: [(HeaderName, String); 4] = [
         (CONTENT_SECURITY_POLICY, policy),
         (X_CONTENT_TYPE_OPTIONS, "nosniff".into()),
         (REFERRER_POLICY, "no-referrer".into()),
+        (VARY, "Cookie".into()),
     ];
     for (name, value) in headers {
         if let Ok(value) = HeaderValue::from_str(&value) {
@@ -99,6 +108,8 @@ pub fn App() -> impl IntoView {
     // Created once, above the router: navigation never opens another socket.
     let realtime = provide_realtime();
     let location = router::provide_location();
+    notify::provide(realtime, location);
+    drafts::provide(realtime);
     let page = location.page();
     // A conversation's page names the person itself.
     router::keep_title(move || {

@@ -425,6 +425,7 @@ mod driver {
                     .peer(&message.from)
                     .map(|p| p.username.clone())
                     .unwrap_or_else(|| "someone".into());
+                crate::notify::arrived(&from, &message);
                 rt.announcement
                     .set(format!("New message from {from}: {}", message.content));
                 true

@@ -131,7 +131,8 @@ pub fn keep_title(name: impl Fn() -> Option<String> + 'static) {
     let location = use_location();
     Effect::new(move |_| {
         if let Some(name) = name() {
-            document().set_title(&document_title(&name));
+            // With the unread count in front (notify.rs keeps it when the count changes).
+            document().set_title(&crate::notify::counted_title(&document_title(&name)));
             if location.navigated.get_untracked() {
                 location.announcement.set(name);
             }

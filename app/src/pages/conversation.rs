@@ -1,12 +1,30 @@
 //! A conversation with one person: history (older pages on scroll), live messages, and a
 //! composer where Enter sends and Shift+Enter starts a new line.
+//!
+//! The messages are grouped by day ("Today", "Yesterday", then dates); each says who wrote it
+//! and when, in full, to screen readers and on hover. The view follows new messages while the
+//! reader is at the newest; scrolled up, it stays put (older messages loaded above keep the
+//! reader's place) and "Jump to latest" counts what arrived below. The composer's draft is kept
+//! per conversation across reloads and tabs (drafts.rs).
 
 use leptos::html;
 use leptos::prelude::*;
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use leptos::wasm_bindgen::JsCast;
+
 use super::{clock_time, RequireAccount};
+use crate::drafts;
 use crate::realtime::{use_realtime, Status};
 use crate::router::{use_location, Page};
+use crate::time;
+
+/// Within this many pixels of the end, the reader is at the newest message.
+const AT_NEWEST_PX: i32 = 48;
+/// Within this many pixels of the start, older messages are asked for.
+const NEAR_OLDEST_PX: i32 = 48;
 
 #[component]
 pub fn ConversationPage() -> impl IntoView {
@@ -28,11 +46,17 @@ enum State {
 #[derive(Clone, PartialEq)]
 struct Line {
     key: String,
+    /// The stored message's id; 0 while it is only in the outbox.
+    id: i64,
+    /// Who wrote it, as a screen reader says it ("You" for the viewer).
+    sender: String,
     content: String,
     ts: i64,
     mine: bool,
     state: State,
     client_id: Option<String>,
+    /// The first of its day: a separator naming the day goes before it.
+    starts_day: bool,
 }
 
 #[component]
@@ -57,6 +81,10 @@ fn Conversation() -> impl IntoView {
         let peer = peer_id();
         rt.with(|s| {
             let me = s.chat().me.clone();
+            let them = s
+                .chat()
+                .peer(&peer)
+                .map_or_else(|| "Them".to_owned(), |p| p.username.clone());
             let mut lines: Vec<Line> = s
                 .chat()
                 .conversation(&peer)
@@ -65,11 +93,14 @@ fn Conversation() -> impl IntoView {
                     let mine = me.as_deref() == Some(m.from.as_str());
                     Line {
                         key: format!("m{}", m.id),
+                        id: m.id,
+                        sender: if mine { "You".to_owned() } else { them.clone() },
                         content: m.content,
                         ts: m.ts,
                         mine,
                         state: if mine { State::Sent } else { State::Received },
                         client_id: m.client_id,
+                        starts_day: false,
                     }
                 })
                 .collect();
@@ -80,6 +111,8 @@ fn Conversation() -> impl IntoView {
                     .filter(|e| e.to == peer)
                     .map(|e| Line {
                         key: format!("c{}", e.client_id),
+                        id: 0,
+                        sender: "You".to_owned(),
                         content: e.content.clone(),
                         ts: e.created_at,
                         mine: true,
@@ -88,8 +121,14 @@ fn Conversation() -> impl IntoView {
                             None => State::Sending,
                         },
                         client_id: Some(e.client_id.clone()),
+                        starts_day: false,
                     }),
             );
+            let mut previous = None;
+            for line in &mut lines {
+                line.starts_day = time::starts_day(previous, line.ts);
+                previous = Some(line.ts);
+            }
             lines
         })
         .unwrap_or_default()
@@ -110,29 +149,123 @@ fn Conversation() -> impl IntoView {
         rt.mark_read(&peer_id());
     });
 
-    // Keep the newest message in view when one arrives.
+    // Where the reader is (see `Reader`); the list scrolls in its parent.
     let list = NodeRef::<html::Ol>::new();
-    Effect::new(move |previous: Option<usize>| {
-        let count = lines().len();
-        if previous.is_none_or(|p| count > p) {
-            if let Some(list) = list.get() {
-                if let Some(last) = list.last_element_child() {
-                    last.scroll_into_view_with_bool(false);
-                }
+    let scroller = move || list.get_untracked().and_then(|l| l.parent_element());
+    let reader = Rc::new(RefCell::new(Reader::new()));
+    // Scrolled up by more than a screen, and messages from the peer that arrived below since the
+    // reader left the newest.
+    let far = RwSignal::new(false);
+    let unseen = RwSignal::new(0u32);
+    let look = {
+        let reader = reader.clone();
+        move |el: &web_sys::Element| {
+            let gap = el.scroll_height() - el.scroll_top() - el.client_height();
+            let mut reader = reader.borrow_mut();
+            reader.at_newest = gap <= AT_NEWEST_PX;
+            reader.from_end = el.scroll_height() - el.scroll_top();
+            let is_far = gap > el.client_height();
+            if far.get_untracked() != is_far {
+                far.set(is_far);
+            }
+            if reader.at_newest && unseen.get_untracked() != 0 {
+                unseen.set(0);
             }
         }
-        count
-    });
-
+    };
     let load_older = move || rt.load_history(&peer_id());
-    let on_scroll = move |ev: leptos::ev::Event| {
-        let target: web_sys::Element = event_target(&ev);
-        if target.scroll_top() <= 0 && !complete() {
-            load_older();
+    let on_scroll = {
+        let look = look.clone();
+        move |ev: leptos::ev::Event| {
+            let target: web_sys::Element = event_target(&ev);
+            look(&target);
+            if target.scroll_top() <= NEAR_OLDEST_PX && !complete() {
+                load_older();
+            }
         }
     };
+    // After the lines change: follow to the newest (the reader was there, or just sent one),
+    // or keep the reader's place when older messages came in above, and count what arrived.
+    Effect::new({
+        let look = look.clone();
+        move |_| {
+            let lines = lines();
+            list.track();
+            let Some(el) = scroller() else { return };
+            let peer = peer_id();
+            let first = lines.first().map_or("", |l| l.key.as_str());
+            let last = lines.last().map_or("", |l| l.key.as_str());
+            let sent = lines.last().is_some_and(|l| l.mine);
+            let newest_theirs = lines.iter().filter(|l| !l.mine).map(|l| l.id).max();
+            let mut seen = reader.borrow_mut();
+            if seen.peer.as_deref() != Some(peer.as_str()) {
+                // Opened (or another conversation is shown here now): at the newest.
+                seen.peer = Some(peer);
+                unseen.set(0);
+                el.set_scroll_top(el.scroll_height());
+            } else if seen.at_newest || (sent && seen.last != last) {
+                el.set_scroll_top(el.scroll_height());
+            } else {
+                if seen.first != first && !seen.first.is_empty() {
+                    el.set_scroll_top(el.scroll_height() - seen.from_end);
+                }
+                let arrived = lines
+                    .iter()
+                    .filter(|l| !l.mine && l.id > seen.newest_theirs)
+                    .count();
+                if arrived > 0 {
+                    let arrived = u32::try_from(arrived).unwrap_or(u32::MAX);
+                    unseen.update(|n| *n = n.saturating_add(arrived));
+                }
+            }
+            seen.first = first.to_owned();
+            seen.last = last.to_owned();
+            seen.newest_theirs = newest_theirs.unwrap_or(0);
+            drop(seen);
+            look(&el);
+        }
+    });
+    let jump = move |_| {
+        if let Some(el) = scroller() {
+            el.set_scroll_top(el.scroll_height());
+            look(&el);
+            // The button goes away: keep the keyboard in the messages.
+            if let Some(el) = el.dyn_ref::<web_sys::HtmlElement>() {
+                let _ = el.focus();
+            }
+        }
+    };
+    let show_jump = move || far.get() || unseen.get() > 0;
+    let jump_label = move || match unseen.get() {
+        0 => "Jump to latest".to_owned(),
+        1 => "Jump to latest (1 new message)".to_owned(),
+        n => format!("Jump to latest ({n} new messages)"),
+    };
 
+    // The draft of the conversation shown: read when it opens, kept on every edit, followed
+    // when another tab edits it, removed once sent.
+    let account_id = move || rt.account.with(|a| a.as_ref().map(|a| a.user_id.clone()));
     let draft = RwSignal::new(String::new());
+    Effect::new(move |_| {
+        let text = drafts::load(&account_id().unwrap_or_default(), &peer_id());
+        draft.set(text);
+    });
+    drafts::follow(
+        move || {
+            (
+                account_id().unwrap_or_default(),
+                page.with_untracked(|p| match p {
+                    Page::Chat { user_id } => user_id.clone(),
+                    _ => String::new(),
+                }),
+            )
+        },
+        draft,
+    );
+    let edit = move |text: String| {
+        drafts::save(&account_id().unwrap_or_default(), &peer_id(), &text);
+        draft.set(text);
+    };
     let textarea = NodeRef::<html::Textarea>::new();
     let send = move || {
         let text = draft.get_untracked();
@@ -140,6 +273,7 @@ fn Conversation() -> impl IntoView {
             return;
         }
         rt.send(&peer_id(), &text);
+        drafts::clear(&account_id().unwrap_or_default(), &peer_id());
         draft.set(String::new());
         if let Some(t) = textarea.get_untracked() {
             let _ = t.focus();
@@ -166,20 +300,41 @@ fn Conversation() -> impl IntoView {
             <Show when=move || rt.ready.get() && rt.status.get() == Status::Online && peer().is_none()>
                 <p class="placeholder">"Nobody with this address is known here."</p>
             </Show>
-            <div class="messages" on:scroll=on_scroll>
-                <Show when=move || !complete()>
-                    <button type="button" class="link" on:click=move |_| load_older()>
-                        "Load older messages"
-                    </button>
-                </Show>
-                <Show when=move || !has_messages()>
-                    <p class="placeholder">"No messages yet. Say hello."</p>
-                </Show>
-                <ol aria-label="Messages" node_ref=list>
-                    <For each=lines key=|l| (l.key.clone(), l.state.clone()) let:line>
-                        <MessageLine line/>
-                    </For>
-                </ol>
+            <div class="messages-wrap">
+                // Focusable, so the keyboard can scroll it.
+                <div
+                    class="messages"
+                    on:scroll=on_scroll
+                    tabindex="0"
+                    role="region"
+                    aria-label="Message history"
+                >
+                    <Show when=move || !complete()>
+                        <button type="button" class="link" on:click=move |_| load_older()>
+                            "Load older messages"
+                        </button>
+                    </Show>
+                    <Show when=move || !has_messages()>
+                        <p class="placeholder">"No messages yet. Say hello."</p>
+                    </Show>
+                    <ol aria-label="Messages" node_ref=list>
+                        <For
+                            each=lines
+                            key=|l| (l.key.clone(), l.state.clone(), l.starts_day)
+                            let:line
+                        >
+                            <MessageLine line/>
+                        </For>
+                    </ol>
+                </div>
+                <button
+                    type="button"
+                    class="jump-latest"
+                    hidden=move || !show_jump()
+                    on:click=jump
+                >
+                    {jump_label}
+                </button>
             </div>
             <form class="composer" on:submit=move |ev| { ev.prevent_default(); send(); }>
                 <textarea
@@ -189,12 +344,39 @@ fn Conversation() -> impl IntoView {
                     rows="2"
                     maxlength="4000"
                     prop:value=move || draft.get()
-                    on:input=move |ev| draft.set(event_target_value(&ev))
+                    on:input=move |ev| edit(event_target_value(&ev))
                     on:keydown=on_keydown
                 ></textarea>
                 <button type="submit" disabled=move || draft.get().trim().is_empty()>"Send"</button>
             </form>
         </section>
+    }
+}
+
+/// Where the reader was when the lines last changed or they last scrolled.
+struct Reader {
+    /// The conversation these are about (`None` before the first look).
+    peer: Option<String>,
+    /// Within [`AT_NEWEST_PX`] of the end: the view follows new messages.
+    at_newest: bool,
+    /// `scrollHeight - scrollTop`: kept when older messages come in above.
+    from_end: i32,
+    /// The first and last lines' keys, and the newest message from the peer.
+    first: String,
+    last: String,
+    newest_theirs: i64,
+}
+
+impl Reader {
+    fn new() -> Self {
+        Self {
+            peer: None,
+            at_newest: true,
+            from_end: 0,
+            first: String::new(),
+            last: String::new(),
+            newest_theirs: 0,
+        }
     }
 }
 
@@ -223,16 +405,38 @@ fn MessageLine(line: Line) -> impl IntoView {
             )
         }
     };
+    // A day's first message comes after the day's name: for the eye only, since each message
+    // tells screen readers its full date and time. It follows the clock past midnight at the
+    // next change of the conversation.
+    let day = line.starts_day.then(|| {
+        let ts = line.ts;
+        view! {
+            <li class="day" aria-hidden="true">
+                <span>
+                    {move || {
+                        rt.version.track();
+                        time::day_label(ts)
+                    }}
+                </span>
+            </li>
+        }
+    });
     view! {
+        {day}
         <li class=class data-state=match line.state {
             State::Received => "received",
             State::Sent => "sent",
             State::Sending => "pending",
             State::Failed(_) => "failed",
         }>
+            // Who wrote it first, for screen readers (the side it is on says it to the eye).
+            <p class="sr-only">{line.sender.clone()}</p>
             <p class="content">{line.content.clone()}</p>
             <p class="meta">
-                <time>{clock_time(line.ts)}</time>
+                <time datetime=time::iso(line.ts) title=time::full(line.ts)>
+                    <span aria-hidden="true">{clock_time(line.ts)}</span>
+                    <span class="sr-only">{time::full(line.ts)}</span>
+                </time>
                 {status}
             </p>
         </li>
