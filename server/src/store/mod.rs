@@ -386,7 +386,12 @@ pub trait Store: Send + Sync + 'static {
     //
     // Read cursors are written only when they move (by `mark_read`), never per message; the
     // conversation list and unread counts are computed when read, from the messages already
-    // indexed by conversation. So storing a message costs what it did before (issue 26).
+    // indexed by conversation. So storing a message costs what it did before (issue 26): a
+    // "latest activity" index kept per user would be two more B-tree writes per message on the
+    // SQLite writer (the sender's and the recipient's rows). Reading pays instead, one index seek
+    // per conversation of the viewer: measured on SQLite (release), a page of 50 takes 2.7 ms
+    // out of 1,000 conversations and 9.6 ms out of 5,000, on a reader thread, priced by rows
+    // (`transport::price::STORE_ROW`); unread counts read at most `UNREAD_MAX` messages each.
 
     /// Moves the viewer's read cursor of the conversation with `peer` to `up_to`, clamped to the
     /// conversation's newest message, if that is past the cursor: a cursor never goes back,

@@ -16,13 +16,17 @@ pub const USER_FIXED: usize = 96;
 /// "username":"","connected":false,"last":,"unread":4294967295,"readUpTo":…,"peerRead":
 /// {"upTo":…,"at":…}}` with 19-digit numbers, and a separating comma.
 const SUMMARY_FIXED: usize = 224;
-/// What reading one row of the store costs, in the bytes reads are priced in: an index seek or
-/// a message read (~1 µs on SQLite) costs about what writing this many bytes of an answer does.
-/// A `conversations` page pays it for every conversation of the viewer it considered and every
-/// message it read to count the unread ones.
+/// What reading one row of the store costs, in the bytes reads are priced in. A `conversations`
+/// page pays it for every conversation of the viewer it considered and every message it read
+/// to count the unread ones: measured on SQLite (release build), 1.9–2.4 µs a conversation (a
+/// page of 50 out of 1,000 and 5,000) and 0.8 µs a message (50 conversations of 1,000 unread).
+/// At the default 1 MiB/s a user's sustained `conversations` then take at most ~8,000 rows,
+/// 10–20 ms of a reader thread, a second.
 pub const STORE_ROW: usize = 128;
-/// What comparing one directory entry with a search query costs (in memory, tens of ns), in the
-/// same bytes: a `users_search` pays it for every user in the directory.
+/// What comparing one directory entry with a search query costs, in the same bytes: a
+/// `users_search` pays it for every user in the directory. Measured 24–81 ns an entry over
+/// 100,000 (release build; the most when most names match and are ranked), so the default
+/// 1 MiB/s holds a user's searches to ~131,000 entries, under 11 ms of CPU, a second.
 pub const DIRECTORY_ROW: usize = 8;
 /// What every read costs besides its rows (the request, the ack's envelope): an empty answer
 /// is not free.
