@@ -186,29 +186,31 @@ fn Conversation() -> impl IntoView {
     };
     // After the lines change: follow to the newest (the reader was there, or just sent one),
     // or keep the reader's place when older messages came in above, and count what arrived.
+    // The scrolling itself waits for the next frame, when the list shows the new lines (and
+    // before they are painted).
     Effect::new({
         let look = look.clone();
         move |_| {
             let lines = lines();
             list.track();
-            let Some(el) = scroller() else { return };
+            if scroller().is_none() {
+                return;
+            }
             let peer = peer_id();
             let first = lines.first().map_or("", |l| l.key.as_str());
             let last = lines.last().map_or("", |l| l.key.as_str());
             let sent = lines.last().is_some_and(|l| l.mine);
             let newest_theirs = lines.iter().filter(|l| !l.mine).map(|l| l.id).max();
             let mut seen = reader.borrow_mut();
-            if seen.peer.as_deref() != Some(peer.as_str()) {
+            // How far from the end to be: 0 at the newest, `None` where the reader is.
+            let from_end = if seen.peer.as_deref() != Some(peer.as_str()) {
                 // Opened (or another conversation is shown here now): at the newest.
                 seen.peer = Some(peer);
                 unseen.set(0);
-                el.set_scroll_top(el.scroll_height());
+                Some(0)
             } else if seen.at_newest || (sent && seen.last != last) {
-                el.set_scroll_top(el.scroll_height());
+                Some(0)
             } else {
-                if seen.first != first && !seen.first.is_empty() {
-                    el.set_scroll_top(el.scroll_height() - seen.from_end);
-                }
                 let arrived = lines
                     .iter()
                     .filter(|l| !l.mine && l.id > seen.newest_theirs)
@@ -217,12 +219,22 @@ fn Conversation() -> impl IntoView {
                     let arrived = u32::try_from(arrived).unwrap_or(u32::MAX);
                     unseen.update(|n| *n = n.saturating_add(arrived));
                 }
-            }
+                (seen.first != first && !seen.first.is_empty()).then_some(seen.from_end)
+            };
             seen.first = first.to_owned();
             seen.last = last.to_owned();
             seen.newest_theirs = newest_theirs.unwrap_or(0);
             drop(seen);
-            look(&el);
+            let look = look.clone();
+            request_animation_frame(move || {
+                let Some(el) = scroller() else { return };
+                match from_end {
+                    Some(0) => el.set_scroll_top(el.scroll_height()),
+                    Some(from_end) => el.set_scroll_top(el.scroll_height() - from_end),
+                    None => {}
+                }
+                look(&el);
+            });
         }
     });
     let jump = move |_| {
