@@ -111,6 +111,11 @@ pub fn App() -> impl IntoView {
     notify::provide(realtime, location);
     drafts::provide(realtime);
     let page = location.page();
+    // Which view `main` shows: every conversation is the conversations' view.
+    let section = Memo::new(move |_| match &*page.read() {
+        Page::Chat { .. } => Page::People,
+        other => other.clone(),
+    });
     // A conversation's page names the person itself.
     router::keep_title(move || {
         let page = page.read();
@@ -128,7 +133,8 @@ pub fn App() -> impl IntoView {
         <header class="topbar">
             <a href="/" class="brand">"Tether"</a>
             <nav aria-label="Main">
-                <NavLink href="/" label="People"/>
+                <NavLink href="/" label="Chats"/>
+                <NavLink href="/settings" label="Settings"/>
                 <NavLink href="/session" label="Session"/>
                 <NavLink href="/about" label="About"/>
             </nav>
@@ -149,11 +155,13 @@ pub fn App() -> impl IntoView {
             {move || realtime.announcement.get()}
         </div>
         <main id="main">
-            {move || match *page.read() {
-                Page::People => view! { <pages::people::PeoplePage/> }.into_any(),
+            // The conversations and the open one are one view (side by side on a wide screen),
+            // kept as the conversation changes: the list keeps its place and focus.
+            {move || match *section.read() {
+                Page::People | Page::Chat { .. } => view! { <pages::people::Messenger/> }.into_any(),
                 Page::SignIn => view! { <pages::signin::SignInPage/> }.into_any(),
-                Page::Chat { .. } => view! { <pages::conversation::ConversationPage/> }.into_any(),
                 Page::Session => view! { <pages::session::SessionPage/> }.into_any(),
+                Page::Settings => view! { <pages::settings::SettingsPage/> }.into_any(),
                 Page::About => view! { <AboutPage/> }.into_any(),
                 Page::NotFound => view! { <NotFound/> }.into_any(),
             }}

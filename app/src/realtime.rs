@@ -109,8 +109,34 @@ impl Realtime {
         self.step(Input::LoadHistory { peer });
     }
 
+    /// The open conversation with `peer` has been seen: only while the page is visible (a tab
+    /// shown again re-runs whoever calls this, see `driver::start`). The server hears of it.
     pub fn mark_read(&self, peer: &str) {
+        #[cfg(feature = "hydrate")]
+        if document().hidden() {
+            return;
+        }
         self.step(Input::MarkRead { peer });
+    }
+
+    /// The composer for `peer` has input: they see "… is typing" (sent at most every 3 s).
+    pub fn typing_to(&self, peer: &str) {
+        self.step(Input::Typing { to: peer });
+    }
+
+    /// Searches the directory for `query` once it rests (empty: no results).
+    pub fn search(&self, query: &str) {
+        self.step(Input::Search { query });
+    }
+
+    /// Asks for the next page of older conversations.
+    pub fn load_conversations(&self) {
+        self.step(Input::LoadConversations);
+    }
+
+    /// Shares read receipts, or stops (then nobody's are shown).
+    pub fn set_read_receipts(&self, on: bool) {
+        self.step(Input::SetReadReceipts { on });
     }
 
     /// Ends the session on the server; every tab of it is disconnected and lands on sign-in.
@@ -272,6 +298,16 @@ mod driver {
             attach_hub(rt, &driver, worker);
         }
         rt.driver.set_value(Some(driver.clone()));
+        // A tab shown again: views re-read, and an open conversation is marked read then.
+        let shown = Closure::<dyn FnMut(JsValue)>::new(move |_: JsValue| {
+            if !document().hidden() {
+                rt.version.update(|v| *v += 1);
+            }
+        });
+        let _ = document()
+            .add_event_listener_with_callback("visibilitychange", shown.as_ref().unchecked_ref());
+        // It lives as long as the page.
+        shown.forget();
         rt.ready.set(true);
         if account.is_some() {
             step(rt, Input::Connect);

@@ -3,14 +3,21 @@
 //!
 //! leptos_router did this before; with its nested routes it brought in Leptos' async machinery
 //! (async derived signals, suspense, streams) although every Tether page renders synchronously:
-//! 61 KB of the 269 KB front end (BENCHMARKS.md, "Front-end", session 9). Tether has five
+//! 61 KB of the 269 KB front end (BENCHMARKS.md, "Front-end", session 9). Tether has six
 //! flat pages, so the router is a match on the path. The server serves the same paths
 //! ([`PATHS`]), so a reload lands on the page the address names.
 
 use leptos::prelude::*;
 
 /// The pages' paths, as axum routes them (`{name}` is a parameter).
-pub const PATHS: [&str; 5] = ["/", "/signin", "/chat/{user_id}", "/session", "/about"];
+pub const PATHS: [&str; 6] = [
+    "/",
+    "/signin",
+    "/chat/{user_id}",
+    "/session",
+    "/settings",
+    "/about",
+];
 
 /// What a path shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +26,7 @@ pub enum Page {
     SignIn,
     Chat { user_id: String },
     Session,
+    Settings,
     About,
     NotFound,
 }
@@ -28,10 +36,11 @@ impl Page {
     /// person once the browser knows them).
     pub fn title(&self) -> &'static str {
         match self {
-            Page::People => "People",
+            Page::People => "Chats",
             Page::SignIn => "Sign in",
             Page::Chat { .. } => "Conversation",
             Page::Session => "Your session",
+            Page::Settings => "Settings",
             Page::About => "About",
             Page::NotFound => "Page not found",
         }
@@ -47,6 +56,7 @@ impl Page {
             "/" | "" => Page::People,
             "/signin" => Page::SignIn,
             "/session" => Page::Session,
+            "/settings" => Page::Settings,
             "/about" => Page::About,
             _ => match path.strip_prefix("/chat/") {
                 Some(user_id) if !user_id.is_empty() && !user_id.contains('/') => Page::Chat {
@@ -260,6 +270,7 @@ mod tests {
         assert_eq!(Page::from_path(""), Page::People);
         assert_eq!(Page::from_path("/signin"), Page::SignIn);
         assert_eq!(Page::from_path("/session/"), Page::Session);
+        assert_eq!(Page::from_path("/settings"), Page::Settings);
         assert_eq!(Page::from_path("/about"), Page::About);
         assert_eq!(
             Page::from_path("/chat/5f0c"),

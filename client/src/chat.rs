@@ -482,11 +482,16 @@ impl ChatState {
         peers.extend(pending.iter().map(|e| e.to.as_str()));
         peers.sort_unstable();
         peers.dedup();
-        let mut list: Vec<((i64, i64), ConversationEntry)> = peers
+        // Placed one by one (peers are in id order): a sort of its own would be more code in
+        // the wasm than the few hundred conversations a page lists need.
+        let mut list: Vec<((i64, i64), ConversationEntry)> = Vec::with_capacity(peers.len());
+        for (key, entry) in peers
             .into_iter()
             .filter_map(|peer| self.entry_with_key(peer, pending))
-            .collect();
-        list.sort_by(|(a, x), (b, y)| b.cmp(a).then_with(|| x.user_id.cmp(&y.user_id)));
+        {
+            let at = list.partition_point(|(k, _)| *k >= key);
+            list.insert(at, (key, entry));
+        }
         list.into_iter().map(|(_, entry)| entry).collect()
     }
 

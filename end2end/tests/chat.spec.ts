@@ -8,7 +8,7 @@ test("signed in, a reload keeps the same user", async ({ page }) => {
   await signIn(page, name);
   const before = await userId(page);
   await page.reload();
-  await expect(page.getByRole("heading", { level: 1, name: "People" })).toBeVisible();
+  await expect(page.getByRole("heading", { level: 1, name: "Chats" })).toBeVisible();
   await expect(personLink(page, name)).toContainText("(you)");
   expect(await userId(page)).toBe(before);
 });
@@ -65,14 +65,14 @@ test("navigating across every route keeps exactly one WebSocket", async ({ page 
   await nav.getByRole("link", { name: "Session" }).click();
   await expect(page.getByTestId("session-state")).toHaveText("Online");
   await nav.getByRole("link", { name: "About" }).click();
-  await nav.getByRole("link", { name: "People" }).click();
+  await nav.getByRole("link", { name: "Chats" }).click();
   await openChat(page, name);
   await expect(page).toHaveTitle(`${name} (you) · Tether`);
   await nav.getByRole("link", { name: "Session" }).click();
   await expect(page).toHaveTitle("Your session · Tether");
-  await nav.getByRole("link", { name: "People" }).click();
+  await nav.getByRole("link", { name: "Chats" }).click();
   await expect(personLink(page, name)).toBeVisible();
-  await expect(page).toHaveTitle("People · Tether");
+  await expect(page).toHaveTitle("Chats · Tether");
   expect(sockets.filter((u) => u.includes("/socket.io/"))).toHaveLength(1);
   // The session id travels only inside the handshake, never in a URL.
   const sessionId = JSON.parse((await page.evaluate(() => localStorage.getItem("tether.session")))!).sessionID;
@@ -95,7 +95,7 @@ test("closing one of two tabs keeps a person online; closing both shows offline"
   await openChat(bob.page, bobName);
   await send(bob.page, "note");
   await expect(messages(bob.page).filter({ hasText: "note" })).toHaveAttribute("data-state", "sent");
-  await bob.page.getByRole("link", { name: "← People" }).click();
+  await bob.page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Chats" }).click();
   await expect(adaAtBob).toContainText("online");
   await expect(adaAtBob).not.toContainText("offline");
 

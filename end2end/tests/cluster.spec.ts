@@ -21,7 +21,7 @@ test("two nodes on one Redis: people on different nodes see each other online an
     await expect(messages(bob.page).filter({ hasText: "from node one" })).toHaveCount(1);
     await expect(messages(ada.page).filter({ hasText: "from node one" })).toHaveAttribute("data-state", "sent");
 
-    await ada.page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "People" }).click();
+    await ada.page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Chats" }).click();
     await expect(personLink(ada.page, "bob")).toContainText("online");
     await bob.context.close();
     await expect(personLink(ada.page, "bob")).toContainText("offline");

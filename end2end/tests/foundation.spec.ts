@@ -38,8 +38,8 @@ test("navigating between routes happens without a document reload", async ({ pag
   // Screen readers hear of in-app navigation (a page load they announce themselves).
   const announcer = page.getByTestId("page-announcer");
   await expect(announcer).toHaveText("");
-  // Without a session, People sends you to sign-in: both client-side.
-  await nav.getByRole("link", { name: "People" }).click();
+  // Without a session, Chats sends you to sign-in: both client-side.
+  await nav.getByRole("link", { name: "Chats" }).click();
   await expect(page).toHaveURL(/\/signin$/);
   await expect(page.getByLabel("Your name")).toBeVisible();
   await expect(nav.getByRole("link", { name: "About" })).not.toHaveAttribute("aria-current");

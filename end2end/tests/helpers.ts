@@ -1,13 +1,13 @@
 import { expect, Page, BrowserContext, Browser } from "@playwright/test";
 
-/** Opens the app in `page` and signs in with `name`; resolves on the People page. */
+/** Opens the app in `page` and signs in with `name`; resolves on the Chats page. */
 export async function signIn(page: Page, name: string): Promise<void> {
   await page.goto("/signin");
   await expect(page.locator("html")).toHaveAttribute("data-hydrated", "true");
   await page.getByLabel("Your name").fill(name);
   await page.getByRole("button", { name: "Continue" }).click();
-  await expect(page.getByRole("heading", { level: 1, name: "People" })).toBeVisible();
-  await expect(page.getByRole("list", { name: "People" })).toContainText(`${name} (you)`);
+  await expect(page.getByRole("heading", { level: 1, name: "Chats" })).toBeVisible();
+  await expect(page.getByRole("list", { name: "Chats" })).toContainText(`${name} (you)`);
 }
 
 export async function userId(page: Page): Promise<string> {
@@ -16,10 +16,10 @@ export async function userId(page: Page): Promise<string> {
 }
 
 export function personLink(page: Page, name: string) {
-  return page.getByRole("list", { name: "People" }).getByRole("link", { name: new RegExp(`^${name}\\b`) });
+  return page.getByRole("list", { name: "Chats" }).getByRole("link", { name: new RegExp(`^${name}\\b`) });
 }
 
-/** Opens the conversation with `name` from the People page. */
+/** Opens the conversation with `name` from the list of chats. */
 export async function openChat(page: Page, name: string): Promise<void> {
   await personLink(page, name).click();
   await expect(page.getByRole("heading", { level: 1, name })).toBeVisible();

@@ -301,13 +301,14 @@ fn Conversation() -> impl IntoView {
     view! {
         <section class="page conversation">
             <header class="conversation-header">
-                <a href="/" class="back">"← People"</a>
+                <a href="/" class="back">"← Chats"</a>
                 <h1>{title}</h1>
                 {move || peer().map(|p| view! {
                     <span class=if p.connected { "presence online" } else { "presence offline" }>
                         {if p.connected { "online" } else { "offline" }}
                     </span>
                 })}
+                <super::people::TypingNote peer=Signal::derive(peer_id)/>
             </header>
             <Show when=move || rt.ready.get() && rt.status.get() == Status::Online && peer().is_none()>
                 <p class="placeholder">"Nobody with this address is known here."</p>
@@ -356,7 +357,13 @@ fn Conversation() -> impl IntoView {
                     rows="2"
                     maxlength="4000"
                     prop:value=move || draft.get()
-                    on:input=move |ev| edit(event_target_value(&ev))
+                    on:input=move |ev| {
+                        let text = event_target_value(&ev);
+                        if !text.trim().is_empty() {
+                            rt.typing_to(&peer_id());
+                        }
+                        edit(text)
+                    }
                     on:keydown=on_keydown
                 ></textarea>
                 <button type="submit" disabled=move || draft.get().trim().is_empty()>"Send"</button>
@@ -403,7 +410,14 @@ fn MessageLine(line: Line) -> impl IntoView {
     let client_id = line.client_id.clone().unwrap_or_default();
     let status = match &line.state {
         State::Received => None,
-        State::Sent => Some(view! { <span class="status sent">"Sent"</span> }.into_any()),
+        State::Sent => {
+            let page = crate::router::use_location().page();
+            let peer = Signal::derive(move || match &*page.read() {
+                Page::Chat { user_id } => user_id.clone(),
+                _ => String::new(),
+            });
+            Some(view! { <super::people::SentStatus peer id=line.id/> }.into_any())
+        }
         State::Sending => Some(view! { <span class="status pending">"Sending…"</span> }.into_any()),
         State::Failed(reason) => {
             let (retry_id, discard_id) = (client_id.clone(), client_id.clone());

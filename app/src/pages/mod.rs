@@ -3,6 +3,7 @@
 pub mod conversation;
 pub mod people;
 pub mod session;
+pub mod settings;
 pub mod signin;
 
 use leptos::prelude::*;

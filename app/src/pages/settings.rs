@@ -1,0 +1,54 @@
+//! Settings: what the viewer shares with others and how Tether tells them about messages.
+//! Read receipts are the server's (every device of the user has the same); the server says
+//! when they change elsewhere.
+
+use leptos::prelude::*;
+
+use super::RequireAccount;
+use crate::realtime::{use_realtime, Status};
+
+#[component]
+pub fn SettingsPage() -> impl IntoView {
+    view! {
+        <RequireAccount>
+            <Settings/>
+        </RequireAccount>
+    }
+}
+
+#[component]
+fn Settings() -> impl IntoView {
+    let rt = use_realtime();
+    // `None` until the server has said.
+    let receipts = move || {
+        rt.with(|s| s.chat().settings())
+            .flatten()
+            .and_then(|s| s.read_receipts)
+    };
+    let online = move || rt.status.get() == Status::Online;
+    view! {
+        <section class="page settings">
+            <h1>"Settings"</h1>
+            <h2>"Privacy"</h2>
+            <div class="setting">
+                <input
+                    type="checkbox"
+                    id="read-receipts"
+                    aria-describedby="read-receipts-hint"
+                    prop:checked=move || receipts().unwrap_or(true)
+                    disabled=move || receipts().is_none() || !online()
+                    on:change=move |ev| rt.set_read_receipts(event_target_checked(&ev))
+                />
+                <div>
+                    <label for="read-receipts">"Send read receipts"</label>
+                    <p class="hint" id="read-receipts-hint">
+                        "People see “Seen” under the messages you have read. "
+                        "Turned off, they do not, and you do not see theirs either."
+                    </p>
+                </div>
+            </div>
+            <h2>"Notifications"</h2>
+            <crate::notify::NotificationSetting/>
+        </section>
+    }
+}
