@@ -5,18 +5,19 @@
 //! every server event and the state of the connection; acks go back to the tab that asked
 //! (request ids are the tab's own, mapped to the core's). A server event asking for an ack is
 //! answered once by the hub. The auth of every reconnect is the session the server last
-//! confirmed, so a reconnect never signs in twice. What the server tells a user's *other*
-//! sockets about one socket's request (a message it sent, a read cursor it moved, a setting it
-//! changed) the hub tells the asking tab's neighbours itself, since here they are all one socket. A tab that joins a connection already up
+//! confirmed, so a reconnect never signs in twice. A tab that joins a connection already up
 //! gets that connection's `users` again, so that it need not restore the whole history.
+//!
+//! A message one tab sent is shown in the others by the hub itself: the server sends it to the
+//! sender's *other* sockets, and here all tabs are one socket. A moved read cursor and a changed
+//! setting need nothing of the kind: the server sends `read` and `settings` to the requesting
+//! socket too, so every tab hears them.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use protocol::events;
-use protocol::payloads::{
-    Message, MessageReceipt, OutgoingMessage, ReadState, SessionInfo, Settings,
-};
+use protocol::payloads::{Message, MessageReceipt, OutgoingMessage, SessionInfo};
 use protocol::{Ack, HandshakeAuth};
 
 use crate::core::{ConnState, Core, CoreConfig, CoreEvent, Output};
@@ -35,40 +36,12 @@ pub enum HubOutput {
     ToTab(TabId, HubToTab),
 }
 
-/// A tab's request in flight, with what its answer means for the other tabs.
+/// A tab's request in flight. A sent message is kept so that, once stored, it can be shown
+/// in the sender's other tabs.
 struct Request {
     tab: TabId,
     id: u64,
-    relay: Relay,
-}
-
-/// What a request's successful answer tells the asking tab's neighbours: the server tells the
-/// user's other sockets, and here all tabs are one socket.
-enum Relay {
-    Nothing,
-    /// A sent message, shown in the sender's other tabs once stored.
-    Message(OutgoingMessage),
-    /// A read cursor moved: every tab's unread count follows (`read`).
-    Read,
-    /// A setting changed (`settings`).
-    Settings,
-}
-
-impl Relay {
-    fn of(event: &str, data: &RawJson) -> Relay {
-        match event {
-            events::PRIVATE_MESSAGE => data.parse().map_or(Relay::Nothing, Relay::Message),
-            events::READ => Relay::Read,
-            events::SETTINGS
-                if data
-                    .parse::<Settings>()
-                    .is_some_and(|s| s != Settings::default()) =>
-            {
-                Relay::Settings
-            }
-            _ => Relay::Nothing,
-        }
-    }
+    message: Option<OutgoingMessage>,
 }
 
 pub struct Hub {
@@ -157,8 +130,10 @@ impl Hub {
                 timeout_ms,
             } => match self.core.emit_with_ack(&event, &data, timeout_ms, now) {
                 Ok(core_id) => {
-                    let relay = Relay::of(&event, &data);
-                    self.requests.insert(core_id, Request { tab, id, relay });
+                    let message = (event == events::PRIVATE_MESSAGE)
+                        .then(|| data.parse())
+                        .flatten();
+                    self.requests.insert(core_id, Request { tab, id, message });
                 }
                 Err(_) => self.outputs.push_back(HubOutput::ToTab(
                     tab,
@@ -248,42 +223,26 @@ impl Hub {
         }
     }
 
-    /// The event the asking tab's neighbours would have had on sockets of their own, built
-    /// from the request and its successful answer.
-    fn relayed(&self, request: &Request, args: &[Arg]) -> Option<HubToTab> {
-        let answer = args.first()?;
-        let (event, data) = match &request.relay {
-            Relay::Nothing => return None,
-            Relay::Message(sent) => {
-                let Some(Ack::Ok(receipt)) = answer.parse::<Ack<MessageReceipt>>() else {
-                    return None;
-                };
-                let message = Message {
-                    id: receipt.id,
-                    ts: receipt.ts,
-                    content: sent.content.clone(),
-                    from: self.me.clone()?,
-                    to: sent.to.clone(),
-                    client_id: sent.client_id.clone(),
-                };
-                (events::PRIVATE_MESSAGE, RawJson::of(&message))
-            }
-            Relay::Read => {
-                let Some(Ack::Ok(state)) = answer.parse::<Ack<ReadState>>() else {
-                    return None;
-                };
-                (events::READ, RawJson::of(&state))
-            }
-            Relay::Settings => {
-                let Some(Ack::Ok(settings)) = answer.parse::<Ack<Settings>>() else {
-                    return None;
-                };
-                (events::SETTINGS, RawJson::of(&settings))
-            }
+    /// The `private message` event the sender's other tabs would have had on sockets of
+    /// their own, built from the request and its successful ack.
+    fn stored_message(&self, request: &Request, args: &[Arg]) -> Option<HubToTab> {
+        let sent = request.message.as_ref()?;
+        let from = self.me.clone()?;
+        let receipt = match args.first()?.parse::<Ack<MessageReceipt>>() {
+            Some(Ack::Ok(receipt)) => receipt,
+            _ => return None,
+        };
+        let message = Message {
+            id: receipt.id,
+            ts: receipt.ts,
+            content: sent.content.clone(),
+            from,
+            to: sent.to.clone(),
+            client_id: sent.client_id.clone(),
         };
         Some(HubToTab::Message {
-            event: event.to_owned(),
-            args: vec![data],
+            event: events::PRIVATE_MESSAGE.to_owned(),
+            args: vec![RawJson::of(&message)],
         })
     }
 
@@ -332,7 +291,7 @@ impl Hub {
             }
             CoreEvent::Ack { id, args } => {
                 if let Some(request) = self.requests.remove(&id) {
-                    let relayed = self.relayed(&request, &args);
+                    let stored = self.stored_message(&request, &args);
                     self.tell(
                         request.tab,
                         HubToTab::Ack {
@@ -340,7 +299,7 @@ impl Hub {
                             args,
                         },
                     );
-                    if let Some(message) = relayed {
+                    if let Some(message) = stored {
                         self.tell_others(request.tab, message);
                     }
                 }
@@ -702,70 +661,8 @@ mod tests {
         hub
     }
 
-    #[test]
-    fn a_read_cursor_or_a_setting_one_tab_moved_reaches_the_other_tabs() {
-        let mut hub = hub();
-        online(&mut hub);
-        hub.handle_frame(r#"42["session",{"sessionID":"secret","userID":"me"}]"#, 3);
-        join(&mut hub, 2, 4);
-        outputs(&mut hub);
-        let request = |hub: &mut Hub, id: u64, event: &str, data: serde_json::Value| {
-            hub.handle_tab(
-                1,
-                TabToHub::Request {
-                    id,
-                    event: event.into(),
-                    data: raw(data),
-                    timeout_ms: 1000,
-                },
-                5,
-            );
-            outputs(hub);
-        };
-        request(&mut hub, 5, "read", json!({ "with": "u", "upTo": 7 }));
-        hub.handle_frame(
-            r#"430[{"ok":{"with":"u","upTo":7,"unread":0,"asOf":7}}]"#,
-            6,
-        );
-        let out = outputs(&mut hub);
-        assert_eq!(
-            to(2, &out),
-            [HubToTab::Message {
-                event: "read".into(),
-                args: vec![RawJson::new(r#"{"with":"u","upTo":7,"unread":0,"asOf":7}"#).unwrap()]
-            }]
-        );
-        assert!(
-            matches!(&to(1, &out)[..], [HubToTab::Ack { id: 5, .. }]),
-            "the asker gets its answer only"
-        );
-
-        request(&mut hub, 6, "settings", json!({ "readReceipts": false }));
-        hub.handle_frame(r#"431[{"ok":{"readReceipts":false}}]"#, 7);
-        assert_eq!(
-            to(2, &outputs(&mut hub)),
-            [HubToTab::Message {
-                event: "settings".into(),
-                args: vec![RawJson::new(r#"{"readReceipts":false}"#).unwrap()]
-            }]
-        );
-
-        // Reading the settings changes nothing; a refusal tells nobody else either.
-        request(&mut hub, 7, "settings", json!({}));
-        hub.handle_frame(r#"432[{"ok":{"readReceipts":false}}]"#, 8);
-        assert!(to(2, &outputs(&mut hub)).is_empty());
-        request(&mut hub, 8, "read", json!({ "with": "u", "upTo": -1 }));
-        hub.handle_frame(
-            r#"433[{"error":{"code":"invalid_cursor","message":"no"}}]"#,
-            9,
-        );
-        assert!(to(2, &outputs(&mut hub)).is_empty());
-        // Searches and conversation pages are the asker's alone.
-        request(&mut hub, 9, "users_search", json!({ "query": "a" }));
-        hub.handle_frame(r#"434[{"ok":{"users":[]}}]"#, 10);
-        assert!(to(2, &outputs(&mut hub)).is_empty());
-    }
-
+    /// The server sends `read` and `settings` to the socket that asked too: through the hub
+    /// every tab hears them, so one tab's read clears the count in all.
     #[test]
     fn typing_seen_and_read_events_reach_every_tab() {
         let mut hub = hub_online_with_tabs();

@@ -15,7 +15,7 @@ use std::rc::Rc;
 
 use leptos::wasm_bindgen::JsCast;
 
-use super::{clock_time, RequireAccount};
+use super::clock_time;
 use crate::drafts;
 use crate::realtime::{use_realtime, Status};
 use crate::router::{use_location, Page};
@@ -25,15 +25,6 @@ use crate::time;
 const AT_NEWEST_PX: i32 = 48;
 /// Within this many pixels of the start, older messages are asked for.
 const NEAR_OLDEST_PX: i32 = 48;
-
-#[component]
-pub fn ConversationPage() -> impl IntoView {
-    view! {
-        <RequireAccount>
-            <Conversation/>
-        </RequireAccount>
-    }
-}
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 enum State {
@@ -59,8 +50,10 @@ struct Line {
     starts_day: bool,
 }
 
+/// The open conversation, beside or instead of the list (pages/people.rs, `Messenger`, which
+/// shows it once the account is known).
 #[component]
-fn Conversation() -> impl IntoView {
+pub fn Conversation() -> impl IntoView {
     let rt = use_realtime();
     let page = use_location().page();
     let peer_id = move || match &*page.read() {

@@ -32,7 +32,7 @@ pub fn Messenger() -> impl IntoView {
                 <ChatList page/>
                 <div class="chat-pane">
                     {move || match open() {
-                        true => view! { <super::conversation::ConversationPage/> }.into_any(),
+                        true => view! { <super::conversation::Conversation/> }.into_any(),
                         false => view! {
                             <p class="placeholder pick">
                                 "Choose a conversation, or search for someone to start one."
