@@ -59,8 +59,11 @@ test("stable names are revalidated with an ETag; pages are cached a minute, priv
   expect(again.status()).toBe(304);
   expect(await again.body()).toHaveLength(0);
 
-  const page = await request.get("/signin");
+  const page = await request.get("/signin", { headers: { "accept-encoding": "gzip, deflate, br" } });
   expect(page.headers()["cache-control"]).toBe("private, max-age=60");
+  // Pages are rendered per request and gzipped on the way out; what arrives decodes to the page.
+  expect(page.headers()["content-encoding"]).toBe("gzip");
+  expect(await page.text()).toContain("<h1>Tether</h1>");
   const missing = await request.get("/pkg/tether.0000000000000000.wasm");
   expect(missing.status()).toBe(404);
   expect(missing.headers()["content-type"]).toMatch(/^text\/html/);

@@ -1,4 +1,4 @@
-use crate::helpers::{spawn_app, tcp_socket_in_this_process};
+use crate::helpers::{http_request, spawn_app, tcp_socket_in_this_process};
 
 #[tokio::test]
 async fn healthz_answers_ok() {
@@ -22,6 +22,25 @@ async fn pages_are_rendered_on_the_server() {
     assert_eq!(status, 200);
     assert!(body.contains("About Tether"));
     assert!(body.contains("<title>About · Tether</title>"));
+}
+
+#[tokio::test]
+async fn pages_are_gzipped_for_browsers_that_accept_it() {
+    let app = spawn_app().await;
+    let (status, head, _) = http_request(app.addr, "/signin", &["Accept-Encoding: gzip, br"]).await;
+    assert_eq!(status, 200);
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+    assert!(head.contains("vary: accept-encoding"), "{head}");
+    assert!(head.contains("vary: cookie"), "{head}");
+    // Not asked for: the page as it is.
+    let (status, head, body) = http_request(app.addr, "/signin", &[]).await;
+    assert_eq!(status, 200);
+    assert!(
+        !head.to_ascii_lowercase().contains("content-encoding"),
+        "{head}"
+    );
+    assert!(body.contains("<h1>Tether</h1>"), "{body}");
 }
 
 #[tokio::test]
