@@ -55,7 +55,7 @@ pub fn router(
 }
 
 /// Rendered pages (and any file without a precompressed form) are gzipped on the way out when
-/// the browser accepts it: a page is ~3× smaller. Files that already carry a
+/// the browser accepts it: a page of ~2.5 KB goes out as ~1.2 KB. Files that already carry a
 /// `Content-Encoding` (the build's precompressed forms) pass untouched, as do bodies under
 /// 32 bytes and images. Pages hold no secret (the session lives in the browser's storage), so
 /// compressing them beside reflected input gives a BREACH-style attacker nothing to recover.
