@@ -15,7 +15,7 @@ use super::price;
 use super::rate::SocketReadBucket;
 use super::roster::{self, PRESENCE_MOST, USERS_PAGE_MAX};
 
-use super::{reply, EventError, SocketState, Viewer};
+use super::{handle, EventError, SocketState, Viewer};
 use crate::domain::{ClientMsgId, MessageContent, UserId};
 use crate::store::{NewMessage, Stored};
 
@@ -27,33 +27,14 @@ pub async fn private_message<A: Adapter>(
     TryData(payload): TryData<Value>,
     ack: Ack<A>,
 ) {
-    let Some(viewer) = socket.extensions.get::<Viewer>() else {
-        return;
-    };
-    let result = send(&socket, &state, &viewer, payload.ok()).await;
-    let limited = matches!(result, Err(EventError::RateLimited));
-    reply(ack, events::PRIVATE_MESSAGE, result);
-    judge(&socket, &state, &viewer, limited);
-}
-
-/// Counts a refused request against its socket. A socket that keeps sending past its limits
-/// is disconnected (after its answer), and its session may not connect again for the cooldown
-/// (`rate::Penalties`).
-pub(super) fn judge<A: Adapter>(
-    socket: &SocketRef<A>,
-    state: &SocketState,
-    viewer: &Viewer,
-    limited: bool,
-) {
-    if !limited {
-        return;
-    }
-    if state.penalties.refused(&read_bucket(socket, state)) {
-        state.penalties.bar(viewer.session_id.digest());
-        metrics::counter!("tether_sockets_closed_total", "reason" => "flooding").increment(1);
-        crate::refusals::refused(crate::refusals::Refusal::Flooding);
-        let _ = socket.clone().disconnect();
-    }
+    handle(
+        &socket,
+        &state,
+        ack,
+        events::PRIVATE_MESSAGE,
+        async |viewer| send(&socket, &state, viewer, payload.ok()).await,
+    )
+    .await;
 }
 
 async fn send<A: Adapter>(
@@ -142,22 +123,25 @@ pub async fn restore_state<A: Adapter>(
     TryData(payload): TryData<Value>,
     ack: Ack<A>,
 ) {
-    let Some(viewer) = socket.extensions.get::<Viewer>() else {
-        return;
-    };
-    let bucket = read_bucket(&socket, &state);
-    let result = priced(
+    handle(
+        &socket,
         &state,
-        &viewer,
-        &bucket,
-        restore_most(&state),
-        restore_bytes,
-        restore(&state, &viewer, payload.ok()),
+        ack,
+        events::RESTORE_STATE,
+        async |viewer| {
+            let read = restore(&state, viewer, payload.ok());
+            priced(
+                &socket,
+                &state,
+                viewer,
+                restore_most(&state),
+                restore_bytes,
+                read,
+            )
+            .await
+        },
     )
     .await;
-    let limited = matches!(result, Err(EventError::RateLimited));
-    reply(ack, events::RESTORE_STATE, result);
-    judge(&socket, &state, &viewer, limited);
 }
 
 /// The socket's read bucket (added by the handshake; a fresh one if it is somehow missing).
@@ -174,14 +158,15 @@ pub(super) fn read_bucket<A: Adapter>(
 /// Runs a read priced by its answer: reserves `most` bytes from the viewer's and the socket's
 /// read buckets (or answers `rate_limited` without reading anything), reads, then keeps what
 /// the answer cost and gives the rest back.
-pub(super) async fn priced<T>(
+pub(super) async fn priced<A: Adapter, T>(
+    socket: &SocketRef<A>,
     state: &SocketState,
     viewer: &Viewer,
-    bucket: &SocketReadBucket,
     most: usize,
     cost: impl FnOnce(&T) -> usize,
     read: impl std::future::Future<Output = Result<T, EventError>>,
 ) -> Result<T, EventError> {
+    let bucket = &read_bucket(socket, state);
     let reservation = match state.reads.reserve(&viewer.user_id, bucket, most) {
         Some(reservation) => reservation,
         None => {
@@ -288,22 +273,18 @@ pub async fn users_page<A: Adapter>(
     TryData(payload): TryData<Value>,
     ack: Ack<A>,
 ) {
-    let Some(viewer) = socket.extensions.get::<Viewer>() else {
-        return;
-    };
-    let bucket = read_bucket(&socket, &state);
-    let result = priced(
-        &state,
-        &viewer,
-        &bucket,
-        price::REQUEST_BASE + USERS_PAGE_MAX as usize * PRESENCE_MOST,
-        |page: &UsersPage| page.users.iter().map(price::presence_bytes).sum(),
-        roster::directory_page(&state, payload.ok()),
-    )
+    handle(&socket, &state, ack, events::USERS_PAGE, async |viewer| {
+        priced(
+            &socket,
+            &state,
+            viewer,
+            price::REQUEST_BASE + USERS_PAGE_MAX as usize * PRESENCE_MOST,
+            |page: &UsersPage| page.users.iter().map(price::presence_bytes).sum(),
+            roster::directory_page(&state, payload.ok()),
+        )
+        .await
+    })
     .await;
-    let limited = matches!(result, Err(EventError::RateLimited));
-    reply(ack, events::USERS_PAGE, result);
-    judge(&socket, &state, &viewer, limited);
 }
 
 /// Older messages of one of the caller's conversations.
@@ -313,24 +294,20 @@ pub async fn history<A: Adapter>(
     TryData(payload): TryData<Value>,
     ack: Ack<A>,
 ) {
-    let Some(viewer) = socket.extensions.get::<Viewer>() else {
-        return;
-    };
-    let bucket = read_bucket(&socket, &state);
-    let result = priced(
-        &state,
-        &viewer,
-        &bucket,
-        price::REQUEST_BASE
-            + state.limits.max_answer_bytes
-            + price::message_most(state.limits.max_message_chars),
-        |page: &History| page.messages.iter().map(price::message_bytes).sum(),
-        older(&state, &viewer, payload.ok()),
-    )
+    handle(&socket, &state, ack, events::HISTORY, async |viewer| {
+        priced(
+            &socket,
+            &state,
+            viewer,
+            price::REQUEST_BASE
+                + state.limits.max_answer_bytes
+                + price::message_most(state.limits.max_message_chars),
+            |page: &History| page.messages.iter().map(price::message_bytes).sum(),
+            older(&state, viewer, payload.ok()),
+        )
+        .await
+    })
     .await;
-    let limited = matches!(result, Err(EventError::RateLimited));
-    reply(ack, events::HISTORY, result);
-    judge(&socket, &state, &viewer, limited);
 }
 
 async fn older(

@@ -33,6 +33,7 @@ pub mod typing;
 use std::sync::Arc;
 
 use socketioxide::adapter::Adapter;
+use socketioxide::extract::SocketRef;
 use socketioxide::handler::ConnectHandler;
 use socketioxide::SocketIo;
 use socketioxide_core::adapter::DefinedAdapter;
@@ -99,6 +100,48 @@ impl Viewer {
 /// requests the origin check and the request-head copy apply to.
 pub fn is_socket_path(path: &str) -> bool {
     path.starts_with("/socket.io")
+}
+
+/// Runs an event that is answered on its ack, for the socket's viewer: `run`'s answer or its
+/// typed error goes on the ack, and a refusal (`rate_limited`) counts against the socket
+/// ([`judge`]). A socket without a viewer (the handshake always sets one) gets nothing.
+pub(crate) async fn handle<A: Adapter, T: serde::Serialize>(
+    socket: &SocketRef<A>,
+    state: &SocketState,
+    ack: overflow::Ack<A>,
+    event: &str,
+    run: impl AsyncFnOnce(&Viewer) -> Result<T, EventError>,
+) {
+    let Some(viewer) = socket.extensions.get::<Viewer>() else {
+        return;
+    };
+    let result = run(&viewer).await;
+    let limited = matches!(result, Err(EventError::RateLimited));
+    reply(ack, event, result);
+    judge(socket, state, &viewer, limited);
+}
+
+/// Counts a refused request against its socket. A socket that keeps sending past its limits
+/// is disconnected (after its answer), and its session may not connect again for the cooldown
+/// (`rate::Penalties`).
+pub(crate) fn judge<A: Adapter>(
+    socket: &SocketRef<A>,
+    state: &SocketState,
+    viewer: &Viewer,
+    limited: bool,
+) {
+    if !limited {
+        return;
+    }
+    if state
+        .penalties
+        .refused(&messages::read_bucket(socket, state))
+    {
+        state.penalties.bar(viewer.session_id.digest());
+        metrics::counter!("tether_sockets_closed_total", "reason" => "flooding").increment(1);
+        crate::refusals::refused(crate::refusals::Refusal::Flooding);
+        let _ = socket.clone().disconnect();
+    }
 }
 
 /// Answers an event's ack with `{ ok }` or the error's typed `{ error }`.

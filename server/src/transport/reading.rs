@@ -13,9 +13,9 @@ use serde_json::Value;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{SocketRef, State, TryData};
 
-use super::messages::{judge, priced, read_bucket};
+use super::messages::priced;
 use super::overflow::{count_dropped, Ack};
-use super::{price, reply, EventError, SocketState, Viewer};
+use super::{handle, price, EventError, SocketState, Viewer};
 use crate::domain::UserId;
 use crate::store::{ConversationEntry, ReadCursor};
 
@@ -40,30 +40,32 @@ pub async fn conversations<A: Adapter>(
     TryData(payload): TryData<Value>,
     ack: Ack<A>,
 ) {
-    let Some(viewer) = socket.extensions.get::<Viewer>() else {
-        return;
-    };
-    let bucket = read_bucket(&socket, &state);
-    let result = priced(
+    handle(
+        &socket,
         &state,
-        &viewer,
-        &bucket,
-        state.limits.conversations_most(),
-        |(list, scanned): &(ConversationList, u64)| {
-            let rows = usize::try_from(*scanned).unwrap_or(usize::MAX);
-            list.conversations
-                .iter()
-                .map(price::summary_bytes)
-                .sum::<usize>()
-                .saturating_add(rows.saturating_mul(price::STORE_ROW))
+        ack,
+        events::CONVERSATIONS,
+        async |viewer| {
+            priced(
+                &socket,
+                &state,
+                viewer,
+                state.limits.conversations_most(),
+                |(list, scanned): &(ConversationList, u64)| {
+                    let rows = usize::try_from(*scanned).unwrap_or(usize::MAX);
+                    list.conversations
+                        .iter()
+                        .map(price::summary_bytes)
+                        .sum::<usize>()
+                        .saturating_add(rows.saturating_mul(price::STORE_ROW))
+                },
+                list(&state, viewer, payload.ok()),
+            )
+            .await
+            .map(|(list, _)| list)
         },
-        list(&state, &viewer, payload.ok()),
     )
-    .await
-    .map(|(list, _)| list);
-    let limited = matches!(result, Err(EventError::RateLimited));
-    reply(ack, events::CONVERSATIONS, result);
-    judge(&socket, &state, &viewer, limited);
+    .await;
 }
 
 /// The page, and the rows the store read for it.
@@ -147,13 +149,10 @@ pub async fn read<A: Adapter>(
     TryData(payload): TryData<Value>,
     ack: Ack<A>,
 ) {
-    let Some(viewer) = socket.extensions.get::<Viewer>() else {
-        return;
-    };
-    let result = mark_read(&socket, &state, &viewer, payload.ok()).await;
-    let limited = matches!(result, Err(EventError::RateLimited));
-    reply(ack, events::READ, result);
-    judge(&socket, &state, &viewer, limited);
+    handle(&socket, &state, ack, events::READ, async |viewer| {
+        mark_read(&socket, &state, viewer, payload.ok()).await
+    })
+    .await;
 }
 
 /// A `read` payload, parsed: the peer and the cursor asked for.

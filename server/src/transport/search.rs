@@ -11,10 +11,10 @@ use serde_json::Value;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{SocketRef, State, TryData};
 
-use super::messages::{judge, priced, read_bucket};
+use super::messages::priced;
 use super::overflow::Ack;
 use super::roster::PRESENCE_MOST;
-use super::{price, reply, EventError, SocketState, Viewer};
+use super::{handle, price, EventError, SocketState, Viewer};
 use crate::domain::UserId;
 use crate::store::User;
 
@@ -57,13 +57,10 @@ pub async fn users_search<A: Adapter>(
     TryData(payload): TryData<Value>,
     ack: Ack<A>,
 ) {
-    let Some(viewer) = socket.extensions.get::<Viewer>() else {
-        return;
-    };
-    let result = search(&socket, &state, &viewer, payload.ok()).await;
-    let limited = matches!(result, Err(EventError::RateLimited));
-    reply(ack, events::USERS_SEARCH, result);
-    judge(&socket, &state, &viewer, limited);
+    handle(&socket, &state, ack, events::USERS_SEARCH, async |viewer| {
+        search(&socket, &state, viewer, payload.ok()).await
+    })
+    .await;
 }
 
 async fn search<A: Adapter>(
@@ -80,11 +77,10 @@ async fn search<A: Adapter>(
     let scan = directory.len().saturating_mul(price::DIRECTORY_ROW);
     let most = (price::REQUEST_BASE + request.limit * PRESENCE_MOST + scan)
         .min(state.limits.largest_read());
-    let bucket = read_bucket(socket, state);
     priced(
+        socket,
         state,
         viewer,
-        &bucket,
         most,
         |answer: &UsersSearch| {
             answer

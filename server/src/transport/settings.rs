@@ -7,9 +7,9 @@ use serde_json::Value;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{SocketRef, State, TryData};
 
-use super::messages::{judge, priced, read_bucket};
+use super::messages::priced;
 use super::overflow::{count_dropped, Ack};
-use super::{price, reply, EventError, SocketState, Viewer};
+use super::{handle, price, EventError, SocketState, Viewer};
 use crate::store::{SettingsChange, UserSettings};
 
 /// What one `settings` answer costs besides the request: `{"readReceipts":false}`.
@@ -43,29 +43,24 @@ pub async fn settings<A: Adapter>(
     TryData(payload): TryData<Value>,
     ack: Ack<A>,
 ) {
-    let Some(viewer) = socket.extensions.get::<Viewer>() else {
-        return;
-    };
-    let result = match parse_settings(payload.ok()) {
-        Err(e) => Err(e),
-        Ok(change) if change == SettingsChange::default() => {
+    handle(&socket, &state, ack, events::SETTINGS, async |viewer| {
+        let change = parse_settings(payload.ok())?;
+        if change == SettingsChange::default() {
             // A read, priced as one.
-            let bucket = read_bucket(&socket, &state);
             priced(
+                &socket,
                 &state,
-                &viewer,
-                &bucket,
+                viewer,
                 price::REQUEST_BASE + SETTINGS_BYTES,
                 |_| SETTINGS_BYTES,
                 async { Ok(wire(state.store.settings(&viewer.user_id).await?)) },
             )
             .await
+        } else {
+            change_settings(&socket, &state, viewer, change).await
         }
-        Ok(change) => change_settings(&socket, &state, &viewer, change).await,
-    };
-    let limited = matches!(result, Err(EventError::RateLimited));
-    reply(ack, events::SETTINGS, result);
-    judge(&socket, &state, &viewer, limited);
+    })
+    .await;
 }
 
 async fn change_settings<A: Adapter>(

@@ -20,9 +20,8 @@ use serde_json::Value;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{SocketRef, State, TryData};
 
-use super::messages::judge;
 use super::rate::{Buckets, Rate};
-use super::{SocketState, Viewer};
+use super::{judge, SocketState, Viewer};
 use crate::domain::UserId;
 
 /// What a `typing` from a user to another may do now.
