@@ -139,6 +139,16 @@ impl Realtime {
         self.step(Input::SetReadReceipts { on });
     }
 
+    /// Asks for the account's devices (every session of it; read through [`Realtime::with`]).
+    pub fn load_devices(&self) {
+        self.step(Input::LoadDevices);
+    }
+
+    /// Ends another device's session: its tabs are disconnected and land on sign-in.
+    pub fn revoke_device(&self, device_id: &str) {
+        self.step(Input::RevokeDevice { device_id });
+    }
+
     /// Ends the session on the server; every tab of it is disconnected and lands on sign-in.
     /// With `everywhere`, every session of this user ends.
     pub fn sign_out(&self, everywhere: bool) {

@@ -8,7 +8,8 @@
 //! read cursors and unread counts) and the viewer's `settings`. Reading a conversation reports
 //! its read cursor (`read`, debounced, one at a time), typing is sent at most every
 //! [`TYPING_EVERY_MS`] per person, and a directory search (`users_search`) is debounced with at
-//! most one in flight. Like [`Core`] it does no I/O: adapters feed it everything that happens as an [`Input`]
+//! most one in flight. The account's devices (`devices`, `revoke_device`) are asked for on
+//! request, one request at a time. Like [`Core`] it does no I/O: adapters feed it everything that happens as an [`Input`]
 //! to [`Session::step`], its one way in, and act on the [`SessionOutput`]s it queues. Its state
 //! is private: adapters read it through accessors and change it only by stepping.
 
@@ -18,9 +19,10 @@ use rustc_hash::FxHashMap;
 
 use protocol::json::FromJson;
 use protocol::payloads::{
-    ConversationList, ConversationsRequest, History, HistoryRequest, LogoutRequest, Message,
-    ReadRequest, ReadState, RestoreState, RestoreStateRequest, Seen, SessionInfo, Settings, Typing,
-    TypingRequest, UserEntry, UsersSearch, UsersSearchRequest,
+    ConversationList, ConversationsRequest, DeviceEntry, DeviceList, History, HistoryRequest,
+    LogoutRequest, Message, ReadRequest, ReadState, RestoreState, RestoreStateRequest,
+    RevokeDeviceRequest, Seen, SessionInfo, Settings, Typing, TypingRequest, UserEntry,
+    UsersSearch, UsersSearchRequest,
 };
 use protocol::{events, Ack, ErrorCode};
 
@@ -28,6 +30,11 @@ use crate::chat::{new_client_id, AckOutcome, ChatState, Outbox, OutboxEntry, Sea
 use crate::core::{AckFailure, ConnState, Core, CoreEvent, Output, StopReason};
 use crate::link::{Emitter, HubToTab, Link, SharedLink, TabToHub};
 use crate::packet::{Arg, RawJson};
+
+/// What a device request that got no answer says.
+const NO_ANSWER: &str = "No answer from the server; try again.";
+/// What a device request made while disconnected says.
+const NOT_CONNECTED: &str = "Not connected; try again once online.";
 
 /// How long a request may wait for its ack.
 pub const ACK_TIMEOUT_MS: u64 = 10_000;
@@ -117,6 +124,14 @@ pub enum Input<'a> {
     SetReadReceipts {
         on: bool,
     },
+    /// Ask for the account's devices (every session of it); the answer is in
+    /// [`Session::devices`].
+    LoadDevices,
+    /// End another device's session (its sockets close on every node). This device's own is
+    /// [`Input::Logout`].
+    RevokeDevice {
+        device_id: &'a str,
+    },
     /// End the session on the server (every tab of it is disconnected); with `everywhere`,
     /// every session of the user.
     Logout {
@@ -198,6 +213,17 @@ struct PeerTimes {
     typing_sent: Option<u64>,
 }
 
+/// The account's devices as the server last listed them, and the request in flight.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Devices {
+    /// `None` until the first answer; oldest first, this one marked `current`.
+    pub list: Option<Vec<DeviceEntry>>,
+    /// A list or a revoke is in flight.
+    pub busy: bool,
+    /// Why the last request failed (the server's words), until the next one is answered.
+    pub error: Option<String>,
+}
+
 /// How long a refused restore waits before it is asked again.
 const RESTORE_RETRY_MS: u64 = 1_000;
 
@@ -225,6 +251,10 @@ enum Pending {
     Settings,
     Search {
         query: String,
+    },
+    Devices,
+    Revoke {
+        device_id: String,
     },
 }
 
@@ -255,6 +285,8 @@ pub struct Session {
     /// The query the search box holds, and when to ask for it.
     search_wanted: Option<String>,
     search_due: Option<u64>,
+    /// The account's devices, once asked for.
+    devices: Devices,
 }
 
 impl Session {
@@ -288,7 +320,13 @@ impl Session {
             conversations_due: None,
             search_wanted: None,
             search_due: None,
+            devices: Devices::default(),
         }
+    }
+
+    /// The account's devices, as last listed ([`Input::LoadDevices`]).
+    pub fn devices(&self) -> &Devices {
+        &self.devices
     }
 
     /// Roster, presence, conversations and read markers.
@@ -426,6 +464,7 @@ impl Session {
                 self.conversations_due = None;
                 self.search_wanted = None;
                 self.search_due = None;
+                self.devices = Devices::default();
                 self.event(SessionEvent::OutboxChanged);
                 self.event(SessionEvent::ChatChanged);
             }
@@ -474,6 +513,8 @@ impl Session {
                     self.event(SessionEvent::ChatChanged);
                 }
             }
+            Input::LoadDevices => self.request_devices(None, now),
+            Input::RevokeDevice { device_id } => self.request_devices(Some(device_id), now),
             Input::Logout { everywhere } => {
                 let request = RawJson::of(&LogoutRequest { everywhere });
                 if let Ok(id) =
@@ -919,6 +960,39 @@ impl Session {
                     self.search_due.get_or_insert(now);
                 }
             }
+            Pending::Devices => {
+                self.devices.busy = false;
+                match parse::<Ack<DeviceList>>(first_arg(result)) {
+                    Some(Ack::Ok(list)) => {
+                        self.devices.list = Some(list.devices);
+                        self.devices.error = None;
+                    }
+                    Some(Ack::Error(error)) => self.devices.error = Some(error.message),
+                    None => self.devices.error = Some(NO_ANSWER.into()),
+                }
+                self.event(SessionEvent::ChatChanged);
+            }
+            Pending::Revoke { device_id } => {
+                self.devices.busy = false;
+                let answer = parse::<Ack<bool>>(first_arg(result));
+                let gone = match &answer {
+                    Some(Ack::Ok(_)) => true,
+                    // Ended already (elsewhere, or expired): gone all the same.
+                    Some(Ack::Error(error)) => error.code == ErrorCode::UnknownDevice,
+                    None => false,
+                };
+                if gone {
+                    if let Some(list) = &mut self.devices.list {
+                        list.retain(|d| d.device_id != device_id);
+                    }
+                }
+                self.devices.error = match answer {
+                    Some(Ack::Error(error)) if !gone => Some(error.message),
+                    None => Some(NO_ANSWER.into()),
+                    _ => None,
+                };
+                self.event(SessionEvent::ChatChanged);
+            }
             Pending::Caller { tag } => {
                 let result =
                     result.map(|args| args.into_iter().next().unwrap_or_else(RawJson::null));
@@ -942,6 +1016,44 @@ impl Session {
         {
             self.pending.insert(id, Pending::Conversations { before });
         }
+    }
+
+    /// Asks for the device list (`revoke`: None), or to end the device `revoke`; one request
+    /// at a time, and only while connected (else it says so in [`Devices::error`]).
+    fn request_devices(&mut self, revoke: Option<&str>, now: u64) {
+        if self.devices.busy {
+            return;
+        }
+        let sent = match revoke {
+            None => self
+                .core
+                .emit_with_ack(events::DEVICES, &empty_object(), ACK_TIMEOUT_MS, now)
+                .map(|id| (id, Pending::Devices)),
+            Some(device_id) => {
+                let request = RawJson::of(&RevokeDeviceRequest {
+                    device_id: device_id.to_owned(),
+                });
+                self.core
+                    .emit_with_ack(events::REVOKE_DEVICE, &request, ACK_TIMEOUT_MS, now)
+                    .map(|id| {
+                        (
+                            id,
+                            Pending::Revoke {
+                                device_id: device_id.to_owned(),
+                            },
+                        )
+                    })
+            }
+        };
+        match sent {
+            Ok((id, pending)) => {
+                self.pending.insert(id, pending);
+                self.devices.busy = true;
+                self.devices.error = None;
+            }
+            Err(_) => self.devices.error = Some(NOT_CONNECTED.into()),
+        }
+        self.event(SessionEvent::ChatChanged);
     }
 
     /// Asks to change the settings named in `change` (`Settings::default()`: read them).
@@ -1098,6 +1210,11 @@ impl Session {
     fn event(&mut self, event: SessionEvent) {
         self.outputs.push_back(SessionOutput::Event(event));
     }
+}
+
+/// `{}`: a request without parameters.
+fn empty_object() -> RawJson {
+    RawJson::of(&std::collections::BTreeMap::<String, bool>::new())
 }
 
 fn parse<T: FromJson>(arg: Option<Arg>) -> Option<T> {
@@ -1735,6 +1852,114 @@ mod tests {
             frames.iter().any(|f| f.ends_with(r#"["settings",{}]"#)),
             "{frames:?}"
         );
+    }
+
+    const TWO_DEVICES: &str = r#"[{"ok":{"devices":[{"deviceID":"aaaaaaaaaaaaaaaa","browser":"Firefox on Linux","firstSeen":1,"lastSeen":2,"current":true},{"deviceID":"bbbbbbbbbbbbbbbb","browser":"Safari on iOS","firstSeen":3,"lastSeen":4,"current":false}]}}]"#;
+
+    fn device_ids(session: &Session) -> Vec<String> {
+        let list = session.devices().list.clone().unwrap_or_default();
+        list.into_iter().map(|d| d.device_id).collect()
+    }
+
+    #[test]
+    fn devices_are_listed_on_request_and_a_revoked_one_leaves_the_list() {
+        let mut session = messenger();
+        assert_eq!(
+            session.devices(),
+            &Devices::default(),
+            "not asked for by itself"
+        );
+        session.step(Input::LoadDevices, 10);
+        assert_eq!(sent(&mut session), [r#"423["devices",{}]"#]);
+        assert!(session.devices().busy);
+        session.step(Input::LoadDevices, 11);
+        session.step(
+            Input::RevokeDevice {
+                device_id: "bbbbbbbbbbbbbbbb",
+            },
+            11,
+        );
+        assert!(sent(&mut session).is_empty(), "one request at a time");
+        session.step(Input::Frame(&format!("433{TWO_DEVICES}")), 12);
+        assert!(!session.devices().busy);
+        assert_eq!(
+            device_ids(&session),
+            ["aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb"]
+        );
+        let list = session.devices().list.clone().unwrap();
+        assert!(list[0].current && !list[1].current);
+        assert_eq!(list[1].browser, "Safari on iOS");
+
+        session.step(
+            Input::RevokeDevice {
+                device_id: "bbbbbbbbbbbbbbbb",
+            },
+            13,
+        );
+        assert_eq!(
+            sent(&mut session),
+            [r#"424["revoke_device",{"deviceID":"bbbbbbbbbbbbbbbb"}]"#]
+        );
+        session.step(Input::Frame(r#"434[{"ok":true}]"#), 14);
+        assert_eq!(device_ids(&session), ["aaaaaaaaaaaaaaaa"]);
+        assert_eq!(session.devices().error, None);
+        // Someone else signs in next: nothing of this account is kept.
+        session.step(Input::Reset, 15);
+        assert_eq!(session.devices(), &Devices::default());
+    }
+
+    #[test]
+    fn a_refused_revoke_says_why_and_a_device_already_gone_leaves_the_list() {
+        let mut session = messenger();
+        session.step(Input::LoadDevices, 10);
+        session.step(Input::Frame(&format!("433{TWO_DEVICES}")), 11);
+        session.step(
+            Input::RevokeDevice {
+                device_id: "bbbbbbbbbbbbbbbb",
+            },
+            12,
+        );
+        sent(&mut session);
+        session.step(
+            Input::Frame(r#"434[{"error":{"code":"rate_limited","message":"too many requests"}}]"#),
+            13,
+        );
+        assert_eq!(device_ids(&session).len(), 2, "still there");
+        assert_eq!(
+            session.devices().error.as_deref(),
+            Some("too many requests")
+        );
+        session.step(
+            Input::RevokeDevice {
+                device_id: "bbbbbbbbbbbbbbbb",
+            },
+            14,
+        );
+        sent(&mut session);
+        session.step(
+            Input::Frame(r#"435[{"error":{"code":"unknown_device","message":"no such device"}}]"#),
+            15,
+        );
+        assert_eq!(device_ids(&session), ["aaaaaaaaaaaaaaaa"]);
+        assert_eq!(session.devices().error, None);
+        // No answer in time: said so, and the next request may go.
+        session.step(Input::LoadDevices, 16);
+        sent(&mut session);
+        session.step(Input::Timer, 16 + ACK_TIMEOUT_MS);
+        assert!(!session.devices().busy);
+        assert_eq!(session.devices().error.as_deref(), Some(NO_ANSWER));
+        // Offline: nothing is sent, and the page says why.
+        session.step(Input::TransportClosed, 20 + ACK_TIMEOUT_MS);
+        sent(&mut session);
+        session.step(
+            Input::RevokeDevice {
+                device_id: "aaaaaaaaaaaaaaaa",
+            },
+            21 + ACK_TIMEOUT_MS,
+        );
+        assert!(sent(&mut session).is_empty());
+        assert_eq!(session.devices().error.as_deref(), Some(NOT_CONNECTED));
+        assert_eq!(device_ids(&session), ["aaaaaaaaaaaaaaaa"]);
     }
 
     #[test]

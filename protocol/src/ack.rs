@@ -16,6 +16,7 @@ pub enum ErrorCode {
     InvalidCursor,
     RateLimited,
     StoreUnavailable,
+    UnknownDevice,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Json)]
@@ -42,7 +43,7 @@ impl<T> Ack<T> {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 7] = [
+    pub const ALL: [ErrorCode; 8] = [
         ErrorCode::InvalidPayload,
         ErrorCode::InvalidContent,
         ErrorCode::InvalidClientId,
@@ -50,6 +51,7 @@ impl ErrorCode {
         ErrorCode::InvalidCursor,
         ErrorCode::RateLimited,
         ErrorCode::StoreUnavailable,
+        ErrorCode::UnknownDevice,
     ];
 
     /// The code as the wire spells it (a test checks this against the derived forms).
@@ -62,6 +64,7 @@ impl ErrorCode {
             ErrorCode::InvalidCursor => "invalid_cursor",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::StoreUnavailable => "store_unavailable",
+            ErrorCode::UnknownDevice => "unknown_device",
         }
     }
 }

@@ -57,3 +57,9 @@ pub const USERS_SEARCH: &str = "users_search";
 /// Client → server (with ack): read or change the viewer's settings.
 /// Server → every socket of the viewer: the settings changed.
 pub const SETTINGS: &str = "settings";
+/// Client → server (with ack): the viewer's devices (every session of the account), with the
+/// asking one marked `current`.
+pub const DEVICES: &str = "devices";
+/// Client → server (with ack): end one of the viewer's sessions by its `deviceID` (the current
+/// one too: that signs this browser out); its sockets close on every node.
+pub const REVOKE_DEVICE: &str = "revoke_device";

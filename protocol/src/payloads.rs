@@ -318,6 +318,37 @@ pub struct Settings {
     pub read_receipts: Option<bool>,
 }
 
+/// One device (session) of the viewer in the `devices` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Json)]
+pub struct DeviceEntry {
+    /// The device's public id (derived from the session; never its secret).
+    #[serde(rename = "deviceID")]
+    pub device_id: String,
+    /// "Firefox on Linux", from the browser it signed up in; empty when not known.
+    pub browser: String,
+    /// When the session was created, and last used (ms since the Unix epoch; at most about a
+    /// minute old while it is connected).
+    #[serde(rename = "firstSeen")]
+    pub first_seen: i64,
+    #[serde(rename = "lastSeen")]
+    pub last_seen: i64,
+    /// The session that asked.
+    pub current: bool,
+}
+
+/// `devices` answer: every live session of the viewer, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Json)]
+pub struct DeviceList {
+    pub devices: Vec<DeviceEntry>,
+}
+
+/// `revoke_device` request: end the session with this `deviceID`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Json)]
+pub struct RevokeDeviceRequest {
+    #[serde(rename = "deviceID")]
+    pub device_id: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -461,6 +492,25 @@ mod tests {
             read_receipts: Some(false),
         });
         forms.check(Settings::default());
+        forms.check(DeviceList {
+            devices: vec![DeviceEntry {
+                device_id: "0123456789abcdef".into(),
+                browser: "Firefox on Linux".into(),
+                first_seen: 1_764_790_000_000,
+                last_seen: 1_764_797_000_000,
+                current: true,
+            }],
+        });
+        forms.check(DeviceEntry {
+            device_id: "0123456789abcdef".into(),
+            browser: "Other browser".into(),
+            first_seen: 1,
+            last_seen: 2,
+            current: false,
+        });
+        forms.check(RevokeDeviceRequest {
+            device_id: "0123456789abcdef".into(),
+        });
         forms.check(crate::Ack::Ok(MessageReceipt { id: 1, ts: 2 }));
         for code in crate::ErrorCode::ALL {
             forms.check(crate::Ack::<MessageReceipt>::error(code, "why"));

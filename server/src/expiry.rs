@@ -165,7 +165,7 @@ async fn touch_connected<A: Adapter>(io: &SocketIo<A>, store: &dyn Store) {
     let mut digests: Vec<String> = sockets
         .iter()
         .filter_map(|socket| socket.extensions.get::<Viewer>())
-        .map(|viewer| viewer.session_id.digest())
+        .map(|viewer| viewer.family.clone())
         .collect();
     drop(sockets);
     digests.sort_unstable();

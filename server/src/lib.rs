@@ -17,6 +17,8 @@ pub mod backup;
 pub mod config;
 // Server identifiers (`UserId`, `SessionId`) and the input rules from `protocol`.
 pub mod domain;
+// Who holds a session: devices (issue #25), their browser labels and public ids.
+pub mod identity;
 // The per-node sweep: expired sessions' sockets closed, idle accounts deleted.
 pub mod expiry;
 // The server-rendered Leptos app, the site's files, the Prometheus recorder.

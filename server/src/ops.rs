@@ -174,7 +174,24 @@ mod tests {
                 Ok(())
             }
         }
-        async fn create_session(&self, _: &Username) -> Result<(SessionId, Session), StoreError> {
+        async fn create_session(
+            &self,
+            _: &Username,
+            _: &str,
+        ) -> Result<(SessionId, Session), StoreError> {
+            unimplemented!()
+        }
+        async fn create_device_session(
+            &self,
+            _: &UserId,
+            _: &str,
+        ) -> Result<Option<(SessionId, Session)>, StoreError> {
+            unimplemented!()
+        }
+        async fn devices(&self, _: &UserId) -> Result<Vec<crate::store::Device>, StoreError> {
+            unimplemented!()
+        }
+        async fn end_family(&self, _: &UserId, _: &str) -> Result<bool, StoreError> {
             unimplemented!()
         }
         async fn find_session(&self, _: &SessionId) -> Result<Option<Session>, StoreError> {

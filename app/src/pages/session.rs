@@ -1,15 +1,17 @@
-//! Your session: who you are, the connection, and signing out.
+//! Your session: who you are, the connection, your devices, and signing out.
 
 use leptos::prelude::*;
 
 use super::RequireAccount;
 use crate::realtime::{use_realtime, Status};
+use crate::time;
 
 #[component]
 pub fn SessionPage() -> impl IntoView {
     view! {
         <RequireAccount>
             <SessionDetails/>
+            <Devices/>
         </RequireAccount>
     }
 }
@@ -66,6 +68,75 @@ fn SessionDetails() -> impl IntoView {
                     "Sign out everywhere"
                 </button>
             </div>
+        </section>
+    }
+}
+
+/// Every session of the account, this one marked; each can be ended here (this one: signing
+/// out), after a confirmation in place.
+#[component]
+fn Devices() -> impl IntoView {
+    let rt = use_realtime();
+    // The device whose end waits for its confirmation.
+    let confirming = RwSignal::new(None::<String>);
+    // Asked for on every (re)connect while the page is open.
+    Effect::new(move |_| {
+        if rt.status.get() == Status::Online {
+            rt.load_devices();
+        }
+    });
+    let devices = move || rt.with(|s| s.devices().clone()).unwrap_or_default();
+    let rows = move || devices().list.unwrap_or_default();
+    view! {
+        <section class="page" aria-labelledby="devices-title">
+            <h2 id="devices-title">"Your devices"</h2>
+            <p class="hint">"Every browser signed in to your name. Revoking one signs it out at once."</p>
+            <ul class="devices" aria-busy=move || devices().busy.to_string()>
+                <For each=rows key=|d| d.device_id.clone() let:device>
+                    {
+                        let id = device.device_id.clone();
+                        let browser = if device.browser.is_empty() { "Unknown browser".to_owned() } else { device.browser.clone() };
+                        let current = device.current;
+                        let asked = { let id = id.clone(); Memo::new(move |_| confirming.get().as_deref() == Some(id.as_str())) };
+                        let end = {
+                            let id = id.clone();
+                            move |_| {
+                                if !asked.get() {
+                                    confirming.set(Some(id.clone()));
+                                } else if current {
+                                    rt.sign_out(false);
+                                } else {
+                                    confirming.set(None);
+                                    rt.revoke_device(&id);
+                                }
+                            }
+                        };
+                        let verb = if current { "Sign out" } else { "Revoke" };
+                        let label = format!("{verb} {browser}");
+                        let (first, last) = (device.first_seen, device.last_seen);
+                        view! {
+                            <li class="device" data-testid="device">
+                                <strong>{browser}</strong>
+                                {current.then(|| view! { " " <span class="this-device">"(This device)"</span> })}
+                                <br/>
+                                <span class="hint">
+                                    "First seen " <time datetime=time::iso(first)>{time::full(first)}</time>
+                                    "; last seen " <time datetime=time::iso(last)>{time::full(last)}</time>
+                                </span>
+                                <div class="actions">
+                                    <button type="button" class="danger" aria-label=move || if asked.get() { format!("Confirm: {label}") } else { label.clone() } on:click=end>
+                                        {move || if asked.get() { format!("Confirm: {verb}") } else { verb.to_owned() }}
+                                    </button>
+                                    <Show when=move || asked.get()>
+                                        <button type="button" on:click=move |_| confirming.set(None)>"Cancel"</button>
+                                    </Show>
+                                </div>
+                            </li>
+                        }
+                    }
+                </For>
+            </ul>
+            {move || devices().error.map(|e| view! { <p role="alert">{e}</p> })}
         </section>
     }
 }

@@ -94,6 +94,28 @@ pub struct Session {
     pub username: String,
 }
 
+/// A session of a user, as its devices list shows it (issue #25). A session is keyed by its
+/// *family*, the digest of its first secret (the digest [`SessionId::digest`] gives today).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    pub family: String,
+    /// The browser it signed up in ("Firefox on Linux"; empty for a session from before labels).
+    pub label: String,
+    /// When it was created, and last used (a handshake, or a touch while connected; at most a
+    /// minute old while a socket of it is connected), ms since the Unix epoch.
+    pub created: i64,
+    pub last_seen: i64,
+}
+
+/// The most characters of a device label a store keeps (labels are made by the server, a few
+/// words long; this bounds what a store row can hold).
+pub const DEVICE_LABEL_MAX: usize = 64;
+
+/// A label as stored: at most [`DEVICE_LABEL_MAX`] characters.
+pub(crate) fn stored_label(label: &str) -> String {
+    label.chars().take(DEVICE_LABEL_MAX).collect()
+}
+
 /// A user as the roster lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
@@ -309,9 +331,26 @@ pub(crate) fn count_unread(newest_first_senders: impl IntoIterator<Item = bool>)
 pub trait Store: Send + Sync + 'static {
     // ---- sessions ----
     /// Creates a user and its session, with ids from the OS CSPRNG whose uniqueness the store
-    /// checks. The user joins the end of [`Store::list_users`].
-    async fn create_session(&self, username: &Username)
-        -> Result<(SessionId, Session), StoreError>;
+    /// checks. The user joins the end of [`Store::list_users`]. `device` is the session's
+    /// browser label ([`Device::label`]).
+    async fn create_session(
+        &self,
+        username: &Username,
+        device: &str,
+    ) -> Result<(SessionId, Session), StoreError>;
+    /// Creates another session (device) of an existing user; `None` when the user is unknown.
+    /// (A sign-in on a new device, issue #25 slice 4; today only the tests make one.)
+    async fn create_device_session(
+        &self,
+        user: &UserId,
+        device: &str,
+    ) -> Result<Option<(SessionId, Session)>, StoreError>;
+    /// The user's live sessions, oldest first.
+    async fn devices(&self, user: &UserId) -> Result<Vec<Device>, StoreError>;
+    /// Ends the session whose family is `family` if it is the user's (a device revoked), as
+    /// [`Store::delete_session`] does. Returns whether it was (another user's, or an unknown
+    /// family, changes nothing).
+    async fn end_family(&self, user: &UserId, family: &str) -> Result<bool, StoreError>;
     /// The live session for this secret, refreshed as used now; `None` for a secret that is
     /// unknown, ended or expired (an expired session is ended).
     async fn find_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError>;

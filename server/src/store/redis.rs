@@ -42,8 +42,8 @@ use redis::{AsyncCommands, IntoConnectionInfo, ProtocolVersion, Script};
 use super::presence::LocalPresence;
 use super::sqlite::SessionPolicy;
 use super::{
-    cut_to_page, now_ms, ConversationEntry, ConversationPage, Conversations, Expired, MarkedRead,
-    NewMessage, Page, PresenceChange, ReadCursor, ReadStatus, Session, SettingsChange,
+    cut_to_page, now_ms, ConversationEntry, ConversationPage, Conversations, Device, Expired,
+    MarkedRead, NewMessage, Page, PresenceChange, ReadCursor, ReadStatus, Session, SettingsChange,
     SettingsChanged, Store, StoreError, Stored, User, UserSettings, UNREAD_MAX,
 };
 use crate::domain::{SessionId, UserId, Username};
@@ -427,7 +427,7 @@ const CREATE_SESSION: &str = r#"
 if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
 redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[5]), ARGV[1])
-redis.call('HSET', KEYS[3], 'user', ARGV[1], 'name', ARGV[2], 'created', ARGV[3])
+redis.call('HSET', KEYS[3], 'user', ARGV[1], 'name', ARGV[2], 'created', ARGV[3], 'seen', ARGV[3], 'device', ARGV[7])
 redis.call('PEXPIRE', KEYS[3], ARGV[4])
 redis.call('SADD', KEYS[4], ARGV[5])
 redis.call('ZADD', KEYS[6], ARGV[3], ARGV[1])
@@ -435,8 +435,51 @@ redis.call('ZADD', KEYS[7], ARGV[6], ARGV[5] .. ':' .. ARGV[1])
 return 1
 "#;
 
+/// Another session (device) of an existing user, unless its id is taken (then `{'taken'}`: draw
+/// again). Returns nil when the user is unknown, else `{'ok', name}`.
+const CREATE_DEVICE_SESSION: &str = r#"
+local name = redis.call('HGET', KEYS[1], ARGV[1])
+if not name then return false end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {'taken'} end
+redis.call('HSET', KEYS[2], 'user', ARGV[1], 'name', name, 'created', ARGV[2], 'seen', ARGV[2], 'device', ARGV[6])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[4])
+redis.call('ZADD', KEYS[4], ARGV[5], ARGV[4] .. ':' .. ARGV[1])
+redis.call('ZADD', KEYS[5], 'XX', 'GT', ARGV[2], ARGV[1])
+return {'ok', name}
+"#;
+
+/// The user's live sessions: `{family, created, seen, device, ...}` (`seen` and `device` are
+/// absent from sessions made before devices: then `created` and '').
+const DEVICES: &str = r#"
+local now, max_age = tonumber(ARGV[1]), tonumber(ARGV[2])
+local out = {}
+for _, d in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local s = redis.call('HMGET', ARGV[3] .. 'session:' .. d, 'user', 'created', 'seen', 'device')
+  if s[1] == ARGV[4] and now - tonumber(s[2]) <= max_age then
+    table.insert(out, d)
+    table.insert(out, s[2])
+    table.insert(out, s[3] or s[2])
+    table.insert(out, s[4] or '')
+  end
+end
+return out
+"#;
+
+/// Ends one session (by family) if it is the user's; returns 1 if it was.
+const END_FAMILY: &str = r#"
+local user = redis.call('HGET', KEYS[1], 'user')
+if user ~= ARGV[3] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1] .. ':' .. user)
+redis.call('SREM', ARGV[2] .. 'user:' .. user .. ':sessions', ARGV[1])
+mark_if_sessionless(KEYS[3], ARGV[2], user)
+return 1
+"#;
+
 /// Finds a session and, unless it is past its maximum age, refreshes it as used now: its idle
-/// TTL, its deadline, and its user's last handshake if the user has no message yet. Returns
+/// TTL, its deadline, its last use (`seen`, for the devices list), and its user's last
+/// handshake if the user has no message yet. Returns
 /// nil when unknown, else `{user, name, live}` (`live` 0: past its maximum age).
 const FIND_SESSION: &str = r#"
 local s = redis.call('HMGET', KEYS[1], 'user', 'name', 'created')
@@ -445,6 +488,7 @@ local now, idle, max_age = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3
 local created = tonumber(s[3])
 if now - created > max_age then return {s[1], s[2], 0} end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('HSET', KEYS[1], 'seen', ARGV[1])
 redis.call('ZADD', KEYS[2], int(math.min(now + idle, created + max_age)), ARGV[4] .. ':' .. s[1])
 redis.call('ZADD', KEYS[3], 'XX', 'GT', ARGV[1], s[1])
 return {s[1], s[2], 1}
@@ -538,6 +582,7 @@ for i = 5, #ARGV do
     table.insert(gone, ARGV[i])
   else
     redis.call('PEXPIRE', key, ARGV[2])
+    redis.call('HSET', key, 'seen', ARGV[1])
     redis.call('ZADD', KEYS[1], int(math.min(now + idle, tonumber(s[2]) + max_age)), ARGV[i] .. ':' .. s[1])
     redis.call('ZADD', KEYS[2], 'XX', 'GT', ARGV[1], s[1])
   end
@@ -758,6 +803,9 @@ return 1
 
 struct Scripts {
     create_session: Script,
+    create_device_session: Script,
+    devices: Script,
+    end_family: Script,
     find_session: Script,
     delete_session: Script,
     delete_user_sessions: Script,
@@ -786,6 +834,9 @@ impl Scripts {
         let with_read_state = |body: &str| Script::new(&format!("{INT}\n{READ_STATE}\n{body}"));
         Self {
             create_session: Script::new(CREATE_SESSION),
+            create_device_session: Script::new(CREATE_DEVICE_SESSION),
+            devices: Script::new(DEVICES),
+            end_family: with_mark(END_FAMILY),
             find_session: with_int(FIND_SESSION),
             delete_session: with_mark(DELETE_SESSION),
             delete_user_sessions: Script::new(DELETE_USER_SESSIONS),
@@ -945,8 +996,10 @@ impl Store for RedisStore {
     async fn create_session(
         &self,
         username: &Username,
+        device: &str,
     ) -> Result<(SessionId, Session), StoreError> {
         let name = username.as_str().to_owned();
+        let device = super::stored_label(device);
         // Ids are 122 random bits; the script still checks both are new and we draw again.
         for _ in 0..8 {
             let user_id = UserId::random();
@@ -970,6 +1023,7 @@ impl Store for RedisStore {
                 .arg(self.policy.idle.as_millis() as u64)
                 .arg(&digest)
                 .arg(deadline)
+                .arg(&device)
                 .invoke_async(&mut self.conn())
                 .await?;
             if created == 1 {
@@ -983,6 +1037,98 @@ impl Store for RedisStore {
             }
         }
         Err(StoreError::Unavailable("could not draw unused ids".into()))
+    }
+
+    async fn create_device_session(
+        &self,
+        user: &UserId,
+        device: &str,
+    ) -> Result<Option<(SessionId, Session)>, StoreError> {
+        let device = super::stored_label(device);
+        // A session id is 122 random bits; the script still checks it is new and we draw again.
+        for _ in 0..8 {
+            let session_id = SessionId::random();
+            let digest = session_id.digest();
+            let now = now_ms();
+            let deadline = now + self.policy.idle.min(self.policy.max_age).as_millis() as i64;
+            let created: Option<Vec<String>> = self
+                .scripts
+                .create_device_session
+                .key(self.keys.usernames())
+                .key(self.keys.session(&digest))
+                .key(self.keys.user_sessions(user.as_str()))
+                .key(self.keys.session_deadlines())
+                .key(self.keys.quiet_users())
+                .arg(user.as_str())
+                .arg(now)
+                .arg(self.policy.idle.as_millis() as u64)
+                .arg(&digest)
+                .arg(deadline)
+                .arg(&device)
+                .invoke_async(&mut self.conn())
+                .await?;
+            match created.as_deref() {
+                None => return Ok(None),
+                Some([ok, name]) if ok == "ok" => {
+                    return Ok(Some((
+                        session_id,
+                        Session {
+                            user_id: user.clone(),
+                            username: name.clone(),
+                        },
+                    )))
+                }
+                Some(_) => continue,
+            }
+        }
+        Err(StoreError::Unavailable(
+            "could not draw an unused id".into(),
+        ))
+    }
+
+    async fn devices(&self, user: &UserId) -> Result<Vec<Device>, StoreError> {
+        let flat: Vec<String> = self
+            .scripts
+            .devices
+            .key(self.keys.user_sessions(user.as_str()))
+            .arg(now_ms())
+            .arg(self.policy.max_age.as_millis() as u64)
+            .arg(self.keys.all())
+            .arg(user.as_str())
+            .invoke_async(&mut self.conn())
+            .await?;
+        let number = |text: &str| {
+            text.parse::<i64>()
+                .map_err(|e| StoreError::Unreadable(Box::new(e)))
+        };
+        let mut devices = flat
+            .chunks_exact(4)
+            .map(|d| {
+                Ok(Device {
+                    family: d[0].clone(),
+                    created: number(&d[1])?,
+                    last_seen: number(&d[2])?,
+                    label: d[3].clone(),
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        devices.sort_by(|a, b| (a.created, &a.family).cmp(&(b.created, &b.family)));
+        Ok(devices)
+    }
+
+    async fn end_family(&self, user: &UserId, family: &str) -> Result<bool, StoreError> {
+        let ended: i64 = self
+            .scripts
+            .end_family
+            .key(self.keys.session(family))
+            .key(self.keys.session_deadlines())
+            .key(self.keys.quiet_users())
+            .arg(family)
+            .arg(self.keys.all())
+            .arg(user.as_str())
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(ended > 0)
     }
 
     async fn find_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {

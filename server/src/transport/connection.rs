@@ -9,7 +9,9 @@ use socketioxide::extract::{SocketRef, State};
 
 use super::handshake::HeldThrough;
 use super::presence::{self, Speaker};
-use super::{logout, messages, reading, roster, search, settings, typing, SocketState, Viewer};
+use super::{
+    devices, logout, messages, reading, roster, search, settings, typing, SocketState, Viewer,
+};
 
 /// The socket's event handlers (registered by the handshake middleware, before the client
 /// can send anything).
@@ -24,6 +26,8 @@ pub(super) fn register_event_handlers<A: Adapter>(socket: &SocketRef<A>) {
     socket.on(events::TYPING, typing::typing::<A>);
     socket.on(events::USERS_SEARCH, search::users_search::<A>);
     socket.on(events::SETTINGS, settings::settings::<A>);
+    socket.on(events::DEVICES, devices::devices::<A>);
+    socket.on(events::REVOKE_DEVICE, devices::revoke_device::<A>);
 }
 
 pub async fn on_connect<A: Adapter>(socket: SocketRef<A>, State(state): State<SocketState>) {

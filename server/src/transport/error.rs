@@ -18,6 +18,8 @@ pub enum EventError {
     InvalidClientId(DomainError),
     #[error("no such user")]
     UnknownRecipient,
+    #[error("no such device among yours")]
+    UnknownDevice,
     #[error("the cursor must be a non-negative message id")]
     InvalidCursor,
     #[error("too many requests; wait a moment and try again")]
@@ -33,6 +35,7 @@ impl EventError {
             EventError::InvalidContent(_) => ErrorCode::InvalidContent,
             EventError::InvalidClientId(_) => ErrorCode::InvalidClientId,
             EventError::UnknownRecipient => ErrorCode::UnknownRecipient,
+            EventError::UnknownDevice => ErrorCode::UnknownDevice,
             EventError::InvalidCursor => ErrorCode::InvalidCursor,
             EventError::RateLimited => ErrorCode::RateLimited,
             EventError::Store(_) => ErrorCode::StoreUnavailable,

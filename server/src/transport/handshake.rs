@@ -10,6 +10,7 @@ use super::signup::{ClientAddr, SignupRefusal};
 use super::{SocketState, Viewer};
 use crate::config::TabPolicy;
 use crate::domain::{SessionId, Username};
+use crate::identity::device::DeviceLabel;
 use crate::refusals::{refused, Refusal};
 use crate::store::StoreError;
 
@@ -43,7 +44,15 @@ pub async fn authenticate<A: Adapter>(
     let result = if barred {
         Err(HandshakeError::Barred)
     } else {
-        resolve(&auth, &state, client).await
+        // The browser this socket was opened in (from its `User-Agent`, taken by the
+        // request-head copy): a new session records it as its device's label.
+        let device = socket
+            .req_parts()
+            .extensions
+            .get::<DeviceLabel>()
+            .copied()
+            .unwrap_or(DeviceLabel::UNKNOWN);
+        resolve(&auth, &state, client, device).await
     };
     match &result {
         Ok(viewer) => {
@@ -147,16 +156,13 @@ async fn resolve(
     auth: &HandshakeAuth,
     state: &SocketState,
     client: Option<ClientAddr>,
+    device: DeviceLabel,
 ) -> Result<Viewer, HandshakeError> {
     // Lenient: a sessionID that is not a string is treated as absent, never as a parse error.
     let claimed = claimed_session(auth);
     if let Some(session_id) = claimed {
         if let Some(session) = state.store.find_session(&session_id).await? {
-            return Ok(Viewer {
-                session_id,
-                user_id: session.user_id,
-                username: session.username,
-            });
+            return Ok(Viewer::new(session_id, session.user_id, session.username));
         }
     }
     let username = auth
@@ -168,13 +174,12 @@ async fn resolve(
         metrics::counter!("tether_signups_refused_total", "limit" => limit.as_str()).increment(1);
         return Err(HandshakeError::TooManySignups(limit));
     }
-    let (session_id, session) = state.store.create_session(&username).await?;
+    let (session_id, session) = state
+        .store
+        .create_session(&username, &device.label())
+        .await?;
     tracing::info!(user.id = %session.user_id, "new session");
-    Ok(Viewer {
-        session_id,
-        user_id: session.user_id,
-        username: session.username,
-    })
+    Ok(Viewer::new(session_id, session.user_id, session.username))
 }
 
 /// `auth.sessionID`, read leniently: a value that is not a well-formed session id is absent.

@@ -17,7 +17,8 @@ use crate::domain::UserId;
 
 /// Whose sockets close because their sessions ended.
 pub enum Ended<'a> {
-    /// These sessions, by digest: a logout's own, or those an expiry sweep ended.
+    /// These sessions, by family (digest): a logout's own, a revoked device, or those an
+    /// expiry sweep ended.
     Sessions(Vec<String>),
     /// Every session of the user: a logout everywhere.
     User(&'a UserId),
@@ -87,7 +88,7 @@ pub async fn logout<A: Adapter>(
     let ended = if request.everywhere {
         Ended::User(&viewer.user_id)
     } else {
-        Ended::Sessions(vec![viewer.session_id.digest()])
+        Ended::Sessions(vec![viewer.family.clone()])
     };
     close_sockets(&io, ended).await;
 }
@@ -99,11 +100,7 @@ mod tests {
 
     #[test]
     fn the_room_closed_is_the_room_the_sessions_sockets_joined() {
-        let viewer = Viewer {
-            session_id: SessionId::random(),
-            user_id: UserId::random(),
-            username: "ada".into(),
-        };
+        let viewer = Viewer::new(SessionId::random(), UserId::random(), "ada".into());
         assert_eq!(
             Ended::Sessions(vec![viewer.session_id.digest()]).rooms(),
             [viewer.session_room()]

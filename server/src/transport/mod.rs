@@ -11,9 +11,11 @@
 //! - [`search`]: `users_search` over the whole directory;
 //! - [`settings`]: the viewer's settings (`settings`);
 //! - [`logout`]: the `logout` event, and closing the sockets of ended sessions (expiry too);
+//! - [`devices`]: `devices` and `revoke_device`, the viewer's sessions (issue #25);
 //! - [`request_head`]: the HTTP head a socket keeps, copied off hyper's read buffer.
 
 pub(crate) mod connection;
+pub mod devices;
 mod error;
 mod handshake;
 pub mod logout;
@@ -85,14 +87,26 @@ pub struct SocketState {
 #[derive(Debug, Clone)]
 pub struct Viewer {
     pub session_id: SessionId,
+    /// The session's family: the digest of its first secret, which keys it in the store (a
+    /// device, issue #25). Today a session has one secret, so it is that secret's digest.
+    pub family: String,
     pub user_id: UserId,
     pub username: String,
 }
 
 impl Viewer {
-    /// The room of this session's sockets: named by the secret's digest, never the secret.
+    pub fn new(session_id: SessionId, user_id: UserId, username: String) -> Self {
+        Self {
+            family: session_id.digest(),
+            session_id,
+            user_id,
+            username,
+        }
+    }
+
+    /// The room of this session's sockets: named by its family (a digest), never the secret.
     pub fn session_room(&self) -> String {
-        logout::session_room(&self.session_id.digest())
+        logout::session_room(&self.family)
     }
 }
 
@@ -137,7 +151,7 @@ pub(crate) fn judge<A: Adapter>(
         .penalties
         .refused(&messages::read_bucket(socket, state))
     {
-        state.penalties.bar(viewer.session_id.digest());
+        state.penalties.bar(viewer.family.clone());
         metrics::counter!("tether_sockets_closed_total", "reason" => "flooding").increment(1);
         crate::refusals::refused(crate::refusals::Refusal::Flooding);
         let _ = socket.clone().disconnect();

@@ -10,11 +10,16 @@
 //! was kept per socket for its whole life although nothing read it: the header map alone was
 //! ~650 bytes for the load generator's five headers, ~110 now (heaptrack, BENCHMARKS.md
 //! session 8), and a browser sends a dozen. The Origin is checked before this middleware.
+//! The one thing taken from the dropped headers is the device's browser label
+//! ([`DeviceLabel`], a two-byte extension classified from `User-Agent`); the header itself is
+//! not kept.
 
 use axum::extract::{OriginalUri, Request};
 use axum::http::{HeaderMap, HeaderValue, Uri};
 use axum::middleware::Next;
 use axum::response::Response;
+
+use crate::identity::device::DeviceLabel;
 
 /// Middleware: Socket.IO requests continue with a head that shares nothing with hyper's
 /// read buffer; every other request passes untouched.
@@ -33,10 +38,18 @@ const KEPT_HEADERS: [axum::http::HeaderName; 2] = [
 ];
 
 /// The same request, its URI (also the copy axum keeps as [`OriginalUri`]) and the
-/// [`KEPT_HEADERS`] copied into fresh allocations; other headers are dropped. Method, version
-/// and the extensions do not borrow the read buffer, and move as they are.
+/// [`KEPT_HEADERS`] copied into fresh allocations; other headers are dropped, after the
+/// `User-Agent` is classified into a [`DeviceLabel`] extension. Method, version and the
+/// extensions do not borrow the read buffer, and move as they are.
 fn detach(request: Request) -> Request {
     let (mut parts, body) = request.into_parts();
+    let label = parts
+        .headers
+        .get(axum::http::header::USER_AGENT)
+        .map_or(DeviceLabel::UNKNOWN, |ua| {
+            DeviceLabel::from_user_agent(ua.as_bytes())
+        });
+    parts.extensions.insert(label);
     parts.uri = copy_uri(&parts.uri);
     if let Some(OriginalUri(original)) = parts.extensions.get_mut::<OriginalUri>() {
         *original = copy_uri(original);
@@ -110,6 +123,28 @@ mod tests {
         );
         assert_eq!(copy.headers().len(), 3, "{:?}", copy.headers());
         assert!(copy.headers().get("cookie").is_none());
+        assert!(copy.headers().get("user-agent").is_none());
+        assert_eq!(
+            copy.extensions().get::<DeviceLabel>(),
+            Some(&DeviceLabel::UNKNOWN),
+            "\"Mozilla/5.0\" names no browser"
+        );
+    }
+
+    #[test]
+    fn the_browser_label_is_taken_before_the_user_agent_is_dropped() {
+        let request = Request::builder()
+            .uri("/socket.io/?EIO=4&transport=websocket")
+            .header(
+                "user-agent",
+                "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+            )
+            .body(Body::empty())
+            .unwrap();
+        let copy = detach(request);
+        assert!(copy.headers().get("user-agent").is_none());
+        let label = copy.extensions().get::<DeviceLabel>().copied().unwrap();
+        assert_eq!(label.label(), "Firefox on Linux");
     }
 
     #[test]

@@ -236,11 +236,11 @@ mod tests {
     }
 
     fn viewer_of(user: &User) -> Viewer {
-        Viewer {
-            session_id: SessionId::random(),
-            user_id: user.user_id.clone(),
-            username: user.username.clone(),
-        }
+        Viewer::new(
+            SessionId::random(),
+            user.user_id.clone(),
+            user.username.clone(),
+        )
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod cluster;
 mod contract;
 mod cors;
 mod delivery;
+mod devices;
 mod durability;
 mod handshake;
 mod http;

@@ -38,7 +38,7 @@ async fn default_store(redis: &RedisServer) -> RedisStore {
 
 async fn user(store: &RedisStore, name: &str) -> UserId {
     store
-        .create_session(&Username::parse(name).unwrap())
+        .create_session(&Username::parse(name).unwrap(), "")
         .await
         .unwrap()
         .1
@@ -111,7 +111,7 @@ async fn two_nodes_sweep_each_session_once_and_both_forget_deleted_accounts() {
     let node1 = store(&redis, ages, Duration::from_secs(10)).await;
     let node2 = store(&redis, ages, Duration::from_secs(10)).await;
     let (quiet, _) = node1
-        .create_session(&Username::parse("quiet").unwrap())
+        .create_session(&Username::parse("quiet").unwrap(), "")
         .await
         .unwrap();
     let talker = user(&node1, "talker").await;

@@ -105,7 +105,9 @@ async fn open<B: Backend>(backend: &B) -> Db {
 }
 
 async fn user(store: &Db, name: &str) -> (SessionId, UserId) {
-    let created = store.create_session(&Username::parse(name).unwrap()).await;
+    let created = store
+        .create_session(&Username::parse(name).unwrap(), "Firefox on Linux")
+        .await;
     let (sid, session) = created.unwrap();
     assert_eq!(session.username, name);
     (sid, session.user_id)
@@ -451,6 +453,108 @@ async fn sessions_are_found_by_secret_and_ended<B: Backend>(backend: B) {
     assert_eq!(store.delete_user_sessions(&bob).await.unwrap(), 1);
     assert_eq!(store.find_session(&bob_sid).await.unwrap(), None);
     assert_eq!(store.delete_user_sessions(&bob).await.unwrap(), 0);
+}
+
+/// A user's sessions are its devices: each listed with its label and times, another made for
+/// an existing user only, and one ended by its family only by its own user.
+async fn devices_are_listed_per_user_and_ended_by_family<B: Backend>(backend: B) {
+    let store = open(&backend).await;
+    let (ada_sid, ada) = user(&store, "ada").await;
+    let (bob_sid, bob) = user(&store, "bob").await;
+    let (phone, session) = store
+        .create_device_session(&ada, "Safari on iOS")
+        .await
+        .unwrap()
+        .expect("ada exists");
+    assert_eq!((&session.user_id, session.username.as_str()), (&ada, "ada"));
+    assert_ne!(phone.digest(), ada_sid.digest());
+    assert!(store
+        .create_device_session(&UserId::random(), "Chrome")
+        .await
+        .unwrap()
+        .is_none());
+    let found = store.find_session(&phone).await.unwrap().unwrap();
+    assert_eq!(found.user_id, ada);
+
+    let listed = store.devices(&ada).await.unwrap();
+    let labels: BTreeSet<(String, String)> = listed
+        .iter()
+        .map(|d| (d.family.clone(), d.label.clone()))
+        .collect();
+    let expected: BTreeSet<(String, String)> = [
+        (ada_sid.digest(), "Firefox on Linux".to_owned()),
+        (phone.digest(), "Safari on iOS".to_owned()),
+    ]
+    .into();
+    assert_eq!(labels, expected);
+    assert!(listed
+        .iter()
+        .all(|d| d.created > 0 && d.last_seen >= d.created));
+    assert!(
+        listed.windows(2).all(|w| w[0].created <= w[1].created),
+        "oldest first"
+    );
+    assert_eq!(store.devices(&bob).await.unwrap().len(), 1);
+    assert!(store.devices(&UserId::random()).await.unwrap().is_empty());
+
+    // A touch moves last seen.
+    let before = store.devices(&bob).await.unwrap()[0].last_seen;
+    sleep(ms(20)).await;
+    assert!(store
+        .touch_sessions(vec![bob_sid.digest()])
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store.devices(&bob).await.unwrap()[0].last_seen > before);
+
+    // Only ada may end ada's device; an unknown family ends nothing.
+    assert!(!store.end_family(&bob, &phone.digest()).await.unwrap());
+    assert!(!store
+        .end_family(&ada, &SessionId::random().digest())
+        .await
+        .unwrap());
+    assert_eq!(store.devices(&ada).await.unwrap().len(), 2);
+    assert!(store.find_session(&phone).await.unwrap().is_some());
+    assert!(store.end_family(&ada, &phone.digest()).await.unwrap());
+    assert!(
+        !store.end_family(&ada, &phone.digest()).await.unwrap(),
+        "once"
+    );
+    assert_eq!(store.find_session(&phone).await.unwrap(), None);
+    assert!(store.find_session(&ada_sid).await.unwrap().is_some());
+    let left: Vec<String> = store
+        .devices(&ada)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.family)
+        .collect();
+    assert_eq!(left, [ada_sid.digest()]);
+
+    // A label is kept to its bound; ending a message-less account's last session marks it
+    // for the account sweep, as a sign-out does.
+    let (_, _) = store
+        .create_device_session(&bob, &"é".repeat(1000))
+        .await
+        .unwrap()
+        .unwrap();
+    let longest = store
+        .devices(&bob)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.label.chars().count())
+        .max();
+    assert_eq!(longest, Some(server::store::DEVICE_LABEL_MAX));
+    assert!(store.end_family(&ada, &ada_sid.digest()).await.unwrap());
+    assert_eq!(
+        store.expire_accounts(HOUR, 100).await.unwrap(),
+        swept(1, &[])
+    );
+    assert_eq!(names(&store).await, ["bob"]);
+    drop(store);
+    let reopened = open(&backend).await;
+    assert_eq!(reopened.devices(&bob).await.unwrap().len(), 2, "durable");
 }
 
 // ---- expiry ----
@@ -1009,6 +1113,7 @@ contract! {
         conversations_are_capped_per_peer_after_since_and_overall,
         an_unknown_recipient_is_refused_and_nothing_written,
         sessions_are_found_by_secret_and_ended,
+        devices_are_listed_per_user_and_ended_by_family,
         an_unused_session_expires_after_its_idle_time,
         a_session_expires_at_its_maximum_age_even_if_used,
         expired_sessions_are_swept_once_by_digest,

@@ -22,9 +22,9 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::presence::LocalPresence;
 use super::{
-    cut_to_page, now_ms, ConversationEntry, ConversationPage, Conversations, Expired, MarkedRead,
-    NewMessage, Page, ReadCursor, ReadStatus, Session, SettingsChange, SettingsChanged, Store,
-    StoreError, Stored, User, UserSettings, UNREAD_MAX,
+    cut_to_page, now_ms, ConversationEntry, ConversationPage, Conversations, Device, Expired,
+    MarkedRead, NewMessage, Page, ReadCursor, ReadStatus, Session, SettingsChange, SettingsChanged,
+    Store, StoreError, Stored, User, UserSettings, UNREAD_MAX,
 };
 use crate::domain::{SessionId, UserId, Username};
 use queries::{
@@ -166,39 +166,31 @@ impl Store for SqliteStore {
     async fn create_session(
         &self,
         username: &Username,
+        device: &str,
     ) -> Result<(SessionId, Session), StoreError> {
         let username = username.as_str().to_owned();
-        let created = self.run(move |conn| {
-            let now = now_ms();
-            // Ids are 122 random bits, so a clash is astronomically unlikely; the store still
-            // checks (INSERT OR IGNORE + changes) and draws again rather than assume.
-            let user_id = loop {
-                let candidate = UserId::random();
-                let inserted = conn
+        let device = super::stored_label(device);
+        let created = self
+            .run(move |conn| {
+                let now = now_ms();
+                // Ids are 122 random bits, so a clash is astronomically unlikely; the store still
+                // checks (INSERT OR IGNORE + changes) and draws again rather than assume.
+                let user_id = loop {
+                    let candidate = UserId::random();
+                    let inserted = conn
                     .prepare_cached(
                         "INSERT OR IGNORE INTO users (user_id, username, created_at, last_seen_at)
                          VALUES (?1, ?2, ?3, ?3)",
                     )?
                     .execute(params![candidate.as_str(), username, now])?;
-                if inserted == 1 {
-                    break candidate;
-                }
-            };
-            let session_id = loop {
-                let candidate = SessionId::random();
-                let inserted = conn
-                    .prepare_cached(
-                        "INSERT OR IGNORE INTO sessions (session_digest, user_id, created_at, last_seen_at)
-                         VALUES (?1, ?2, ?3, ?3)",
-                    )?
-                    .execute(params![candidate.digest(), user_id.as_str(), now])?;
-                if inserted == 1 {
-                    break candidate;
-                }
-            };
-            Ok((session_id, Session { user_id, username }))
-        })
-        .await?;
+                    if inserted == 1 {
+                        break candidate;
+                    }
+                };
+                let session_id = insert_session(conn, &user_id, &device, now)?;
+                Ok((session_id, Session { user_id, username }))
+            })
+            .await?;
         // Committed: the new user joins the directory.
         let mut directory = self.directory.write().unwrap_or_else(|e| e.into_inner());
         Arc::make_mut(&mut directory).push(User {
@@ -206,6 +198,72 @@ impl Store for SqliteStore {
             username: created.1.username.clone(),
         });
         Ok(created)
+    }
+
+    async fn create_device_session(
+        &self,
+        user: &UserId,
+        device: &str,
+    ) -> Result<Option<(SessionId, Session)>, StoreError> {
+        let user = user.clone();
+        let device = super::stored_label(device);
+        self.run(move |conn| {
+            let username: Option<String> = conn
+                .prepare_cached("SELECT username FROM users WHERE user_id = ?1")?
+                .query_row(params![user.as_str()], |r| r.get(0))
+                .optional()?;
+            let Some(username) = username else {
+                return Ok(None);
+            };
+            let now = now_ms();
+            let session_id = insert_session(conn, &user, &device, now)?;
+            touch_account(conn, user.as_str(), now)?;
+            Ok(Some((
+                session_id,
+                Session {
+                    user_id: user,
+                    username,
+                },
+            )))
+        })
+        .await
+    }
+
+    async fn devices(&self, user: &UserId) -> Result<Vec<Device>, StoreError> {
+        let user = user.as_str().to_owned();
+        let (idle_cut, age_cut) = self.session_cutoffs(now_ms());
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT session_digest, device, created_at, last_seen_at FROM sessions
+                 WHERE user_id = ?1 AND last_seen_at >= ?2 AND created_at >= ?3
+                 ORDER BY created_at, session_digest",
+            )?
+            .query_map(params![user, idle_cut, age_cut], |r| {
+                Ok(Device {
+                    family: r.get(0)?,
+                    label: r.get(1)?,
+                    created: r.get(2)?,
+                    last_seen: r.get(3)?,
+                })
+            })?
+            .collect()
+        })
+        .await
+    }
+
+    async fn end_family(&self, user: &UserId, family: &str) -> Result<bool, StoreError> {
+        let user = user.as_str().to_owned();
+        let family = family.to_owned();
+        self.run(move |conn| {
+            let ended = conn
+                .prepare_cached("DELETE FROM sessions WHERE session_digest = ?1 AND user_id = ?2")?
+                .execute(params![family, user])?;
+            if ended > 0 {
+                mark_if_sessionless(conn, &user)?;
+            }
+            Ok(ended > 0)
+        })
+        .await
     }
 
     async fn find_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
@@ -780,6 +838,28 @@ fn receipts_shared(conn: &Connection, viewer: &str, peer: &str) -> rusqlite::Res
     Ok(viewer != peer
         && read_receipts(conn, viewer)?.unwrap_or(true)
         && read_receipts(conn, peer)?.unwrap_or(true))
+}
+
+/// Inserts a new session of `user` with a fresh secret (drawn again in the astronomically
+/// unlikely case its digest is taken) and returns the secret.
+fn insert_session(
+    conn: &Connection,
+    user: &UserId,
+    device: &str,
+    now: i64,
+) -> rusqlite::Result<SessionId> {
+    loop {
+        let candidate = SessionId::random();
+        let inserted = conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO sessions (session_digest, user_id, created_at, last_seen_at, device)
+                 VALUES (?1, ?2, ?3, ?3, ?4)",
+            )?
+            .execute(params![candidate.digest(), user.as_str(), now, device])?;
+        if inserted == 1 {
+            return Ok(candidate);
+        }
+    }
 }
 
 /// A cursor from two nullable columns (up_to, at) starting at `index`: zero when absent.

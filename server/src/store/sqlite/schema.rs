@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0005_expiry.sql"),
     include_str!("../../../migrations/0006_health.sql"),
     include_str!("../../../migrations/0007_read_state.sql"),
+    include_str!("../../../migrations/0008_devices.sql"),
 ];
 
 /// The database file's name inside the data directory.
@@ -99,7 +100,9 @@ mod tests {
     use crate::store::{NewMessage, Store};
 
     async fn user(store: &SqliteStore, name: &str) -> UserId {
-        let created = store.create_session(&Username::parse(name).unwrap()).await;
+        let created = store
+            .create_session(&Username::parse(name).unwrap(), "Firefox on Linux")
+            .await;
         created.unwrap().1.user_id
     }
 
@@ -213,6 +216,45 @@ mod tests {
             .unwrap();
         assert_eq!(swept.users, 1, "c had no message and no session");
         assert_eq!(names(&store), ["a", "b"]);
+    }
+
+    #[tokio::test]
+    async fn a_session_from_before_devices_resumes_by_the_same_id_and_is_listed_as_a_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = crate::domain::SessionId::random();
+        let now = crate::store::now_ms();
+        {
+            // The file as release 7 left it, with one live session.
+            let mut conn = Connection::open(dir.path().join("tether.db")).unwrap();
+            for sql in &MIGRATIONS[..7] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 7).unwrap();
+            let tx = conn.transaction().unwrap();
+            tx.execute(
+                "INSERT INTO users (user_id, username, created_at, last_seen_at) VALUES ('a', 'ada', ?1, ?1)",
+                params![now],
+            )
+            .unwrap();
+            tx.execute(
+                "INSERT INTO sessions (session_digest, user_id, created_at, last_seen_at) VALUES (?1, 'a', ?2, ?2)",
+                params![secret.digest(), now],
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let store = open(dir.path());
+        let found = store.find_session(&secret).await.unwrap().expect("resumes");
+        assert_eq!(found.username, "ada");
+        let devices = store.devices(&found.user_id).await.unwrap();
+        assert_eq!(devices.len(), 1);
+        assert_eq!(
+            devices[0].family,
+            secret.digest(),
+            "the family is the old digest"
+        );
+        assert_eq!(devices[0].label, "", "no label was known");
+        assert_eq!(devices[0].created, now);
     }
 
     #[test]

@@ -15,22 +15,22 @@ use crate::helpers::{spawn_app, spawn_app_with, TestApp, TestClient};
 
 /// A Socket.IO connection spoken by hand, so a test can put thousands of packets on the wire
 /// without waiting for anything.
-struct Raw {
+pub(super) struct Raw {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
 }
 
 /// What a raw connection received.
 #[derive(Debug, Default)]
-struct Received {
-    acks: Vec<Value>,
-    events: Vec<(String, Value)>,
+pub(super) struct Received {
+    pub(super) acks: Vec<Value>,
+    pub(super) events: Vec<(String, Value)>,
     /// The server disconnected the socket (or closed the connection).
-    closed: bool,
+    pub(super) closed: bool,
 }
 
 impl Raw {
     /// Connects with this session and waits for `session`.
-    async fn connect(addr: SocketAddr, session_id: &str) -> Raw {
+    pub(super) async fn connect(addr: SocketAddr, session_id: &str) -> Raw {
         let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
         let (mut ws, _) = tokio_tungstenite::connect_async(&url)
             .await
@@ -57,7 +57,7 @@ impl Raw {
     }
 
     /// Puts every packet on the wire, then flushes once.
-    async fn flood(&mut self, packets: impl IntoIterator<Item = String>) {
+    pub(super) async fn flood(&mut self, packets: impl IntoIterator<Item = String>) {
         for packet in packets {
             if self.ws.feed(WsMessage::text(packet)).await.is_err() {
                 return;
@@ -68,7 +68,7 @@ impl Raw {
 
     /// Reads until the server closes the socket, `acks` answers arrived, or `quiet` passes
     /// without anything but pings; ten seconds at most in all.
-    async fn receive(&mut self, acks: usize, quiet: Duration) -> Received {
+    pub(super) async fn receive(&mut self, acks: usize, quiet: Duration) -> Received {
         let mut got = Received::default();
         let end = tokio::time::Instant::now() + Duration::from_secs(10);
         let mut until = (tokio::time::Instant::now() + quiet).min(end);
@@ -110,7 +110,7 @@ impl Raw {
 }
 
 /// An event packet asking for an ack with id `id`.
-fn request(id: usize, event: &str, data: &Value) -> String {
+pub(super) fn request(id: usize, event: &str, data: &Value) -> String {
     format!("42{id}{}", json!([event, data]))
 }
 
@@ -118,7 +118,7 @@ fn event(name: &str, data: &Value) -> String {
     format!("42{}", json!([name, data]))
 }
 
-fn codes(acks: &[Value]) -> Vec<&str> {
+pub(super) fn codes(acks: &[Value]) -> Vec<&str> {
     acks.iter()
         .map(|a| a["error"]["code"].as_str().unwrap_or("ok"))
         .collect()

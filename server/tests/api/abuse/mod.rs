@@ -7,8 +7,10 @@
 //! - [`refusals`]: a flood of refused requests is a few log lines with counts;
 //! - [`signup`]: sign-up floods, idle accounts, expired and revoked sessions;
 //! - [`reads`]: priced reads, sockets per user under concurrent handshakes, roster bounds;
-//! - [`messenger`]: `typing` floods, odd and flooded searches, absurd and flooded `read`s.
+//! - [`messenger`]: `typing` floods, odd and flooded searches, absurd and flooded `read`s;
+//! - [`devices`]: `devices` and `revoke_device` floods.
 
+mod devices;
 mod edge;
 mod logs;
 mod memory;
