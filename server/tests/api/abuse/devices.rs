@@ -42,7 +42,8 @@ async fn a_devices_flood_is_priced_by_what_it_reads_and_its_socket_let_go() {
         served <= allowed,
         "{served} lists served in {elapsed:?}, the budget allows {allowed}"
     );
-    assert!(served >= 1);
+    // (How many are served before the socket is let go depends on how fast the store answers:
+    // the refusals are instant, so on a loaded machine none may be.)
     assert!(got.closed, "the flooding socket is disconnected");
     assert!(elapsed < Duration::from_secs(6), "{elapsed:?}");
     eprintln!(
@@ -53,9 +54,14 @@ async fn a_devices_flood_is_priced_by_what_it_reads_and_its_socket_let_go() {
 
 #[tokio::test]
 async fn a_revoke_flood_takes_write_tokens_first_and_ends_nothing_it_does_not_own() {
+    // Reads are plentiful here, so only the write budget can bound the lookups.
     let app = spawn_app_with(|c| {
         c.read_marks_per_sec = 5.0;
         c.read_mark_burst = 20.0;
+        c.read_burst_bytes = 64 << 20;
+        c.read_bytes_per_sec = 64 << 20;
+        c.socket_read_burst_bytes = 64 << 20;
+        c.socket_read_bytes_per_sec = 64 << 20;
     })
     .await;
     let ada = app.connect_as("ada").await;
