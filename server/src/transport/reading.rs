@@ -14,7 +14,7 @@ use socketioxide::adapter::Adapter;
 use socketioxide::extract::{SocketRef, State, TryData};
 
 use super::messages::priced;
-use super::overflow::{count_dropped, Ack};
+use super::overflow::{emit_to_user, Ack};
 use super::{handle, price, EventError, SocketState, Viewer};
 use crate::domain::UserId;
 use crate::store::{ConversationEntry, ReadCursor};
@@ -202,23 +202,15 @@ async fn mark_read<A: Adapter>(
         as_of: status.as_of,
     };
     if marked.moved {
-        // Every socket of the viewer, this one included, on every node.
-        let sent = socket
-            .within(viewer.user_id.to_string())
-            .emit(events::READ, &answer)
-            .await;
-        count_dropped(events::READ, &sent);
+        // Every socket of the viewer, this one included.
+        emit_to_user(socket, &viewer.user_id, events::READ, &answer).await;
         if marked.receipts {
             let seen = Seen {
                 by: viewer.user_id.to_string(),
                 up_to: status.cursor.up_to,
                 at: status.cursor.at,
             };
-            let sent = socket
-                .within(peer.to_string())
-                .emit(events::SEEN, &seen)
-                .await;
-            count_dropped(events::SEEN, &sent);
+            emit_to_user(socket, &peer, events::SEEN, &seen).await;
         }
     }
     Ok(answer)

@@ -8,7 +8,7 @@ use socketioxide::adapter::Adapter;
 use socketioxide::extract::{SocketRef, State, TryData};
 
 use super::messages::priced;
-use super::overflow::{count_dropped, Ack};
+use super::overflow::{emit_to_user, Ack};
 use super::{handle, price, EventError, SocketState, Viewer};
 use crate::store::{SettingsChange, UserSettings};
 
@@ -81,11 +81,7 @@ async fn change_settings<A: Adapter>(
         .ok_or(EventError::UnknownRecipient)?;
     let answer = wire(changed.settings);
     if changed.changed {
-        let sent = socket
-            .within(viewer.user_id.to_string())
-            .emit(events::SETTINGS, &answer)
-            .await;
-        count_dropped(events::SETTINGS, &sent);
+        emit_to_user(socket, &viewer.user_id, events::SETTINGS, &answer).await;
     }
     Ok(answer)
 }
