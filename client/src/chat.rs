@@ -149,15 +149,21 @@ impl ChatState {
     /// letters compare as they are: full Unicode case mapping would put its tables in the wasm;
     /// with sign-in's upper-casing they were 13.9 KiB gzip, BENCHMARKS.md "Front-end").
     pub fn peers(&self) -> Vec<Peer> {
-        let mut peers: Vec<Peer> = self.peers.values().cloned().collect();
-        peers.sort_by(|a, b| {
+        let cmp = |a: &Peer, b: &Peer| {
             let a_me = Some(&a.user_id) == self.me.as_ref();
             let b_me = Some(&b.user_id) == self.me.as_ref();
             b_me.cmp(&a_me)
                 .then_with(|| cmp_ignore_ascii_case(&a.username, &b.username))
                 .then_with(|| a.user_id.cmp(&b.user_id))
-        });
-        peers
+        };
+        // Placed one by one (the order is total: ids differ): a sort of its own would be more
+        // code in the wasm (BENCHMARKS.md "Front-end", session 14).
+        let mut order: Vec<&Peer> = Vec::with_capacity(self.peers.len());
+        for peer in self.peers.values() {
+            let at = order.partition_point(|p| cmp(p, peer).is_lt());
+            order.insert(at, peer);
+        }
+        order.into_iter().cloned().collect()
     }
 
     /// The conversation with `peer`, oldest first.
