@@ -1,6 +1,7 @@
-//! The messenger's events under attack: `typing` floods (to one user and to many), searches with
-//! huge and odd queries and in floods, `read`s with absurd cursors and in floods. Each on
-//! loopback, bounded in count and time, with the bound it must hold asserted.
+//! The messenger's events under attack: `typing` floods (to one user and to many), `typing` to a
+//! recipient that reads nothing, searches with huge and odd queries and in floods, `read`s with
+//! absurd cursors and in floods. Each on loopback, bounded in count and time, with the bound it
+//! must hold asserted.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -31,8 +32,22 @@ struct Received {
 impl Raw {
     /// Connects with this session and waits for `session`.
     async fn connect(addr: SocketAddr, session_id: &str) -> Raw {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        Raw::over(stream, addr, session_id).await
+    }
+
+    /// As [`Raw::connect`], with a receive buffer of a few KiB: while the test reads nothing
+    /// from it, the server's writes back up as soon as its own send buffer is full.
+    async fn small_window(addr: SocketAddr, session_id: &str) -> Raw {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let stream = socket.connect(addr).await.expect("connect");
+        Raw::over(stream, addr, session_id).await
+    }
+
+    async fn over(stream: TcpStream, addr: SocketAddr, session_id: &str) -> Raw {
         let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
-        let (mut ws, _) = tokio_tungstenite::connect_async(&url)
+        let (mut ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
             .await
             .expect("websocket opens");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -201,6 +216,99 @@ async fn a_typing_flood_to_many_people_passes_on_at_most_the_budget() {
     );
     assert!(relayed >= 1);
     eprintln!("typing fan-out: {relayed} of {PEOPLE} relayed in {elapsed:?}");
+}
+
+/// Someone types to a recipient whose connection takes nothing (it reads nothing, and the
+/// server's writes to it are backed up behind more than the kernel buffers), at the most their
+/// budget allows, each one relayed (`--typing-every-ms 1`), for two seconds. `typing` is
+/// volatile: it goes only to a connection that can take it now, so none of it waits for this
+/// one, not even the newest (which used to wait, one per socket, and came after everything
+/// else). Nothing else changes: the recipient keeps its socket and gets every message once it
+/// reads again, and the typist and everyone else are served at once meanwhile.
+#[tokio::test]
+async fn typing_to_a_recipient_that_reads_nothing_is_dropped_never_held() {
+    const TYPING_PER_SEC: f64 = 20.0;
+    const CHARS: usize = 60_000;
+    // The most a TCP send buffer grows to (the receiver's is a few KiB): twice it, and more,
+    // waits in the server's queue.
+    let send_buffer_max: usize = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(2)?.parse().ok())
+        .unwrap_or(4 << 20);
+    let fill = (2 * send_buffer_max + (1 << 20)) / CHARS;
+    let app = spawn_app_with(|c| {
+        c.typing_every_ms = 1;
+        c.typing_per_sec = TYPING_PER_SEC;
+        c.typing_burst = TYPING_PER_SEC;
+        c.max_message_chars = CHARS;
+        // Room for the backlog, and no heartbeat or write deadline within the test: only the
+        // rule under test may drop anything.
+        c.socket_buffer_bytes = 2 * fill * CHARS;
+        c.ping_interval_ms = 20_000;
+        c.ping_timeout_ms = 20_000;
+    })
+    .await;
+    let stalled = app.connect_as("stalled").await;
+    stalled.close().await;
+    app.until_room_is_empty(&stalled.user_id).await;
+    let mut raw = Raw::small_window(app.addr, &stalled.session_id).await;
+    let filler = app.connect_as("filler").await;
+    let typist = app.connect_as("typist").await;
+    let mut other = app.connect_as("other").await;
+
+    // More than the connection can hold: its writer stalls.
+    let body = "x".repeat(CHARS);
+    for _ in 0..fill {
+        let ack = filler.send(&stalled.user_id, &body).await;
+        assert!(ack["ok"].is_object(), "{ack}");
+    }
+
+    // Typing at the budget's rate (a little under it, so that none is refused), and a message
+    // to someone else with each, timed.
+    let to_stalled = json!({ "to": stalled.user_id });
+    let every = Duration::from_secs_f64(1.2 / TYPING_PER_SEC);
+    let started = Instant::now();
+    let mut typed = 0;
+    let mut slowest = Duration::ZERO;
+    while started.elapsed() < Duration::from_secs(2) {
+        let tick = Instant::now();
+        typist
+            .client
+            .emit("typing", to_stalled.clone())
+            .await
+            .unwrap();
+        typed += 1;
+        let ack = typist.send(&other.user_id, &format!("t{typed}")).await;
+        assert!(ack["ok"].is_object(), "{ack}");
+        other.next("private message").await;
+        slowest = slowest.max(tick.elapsed());
+        tokio::time::sleep(every.saturating_sub(tick.elapsed())).await;
+    }
+    assert!(
+        slowest < Duration::from_millis(500),
+        "a message took {slowest:?}"
+    );
+    assert!(
+        typist.sync().await["ok"].is_object(),
+        "the typist is served"
+    );
+
+    // The recipient reads again: every message, and none of the typing sent meanwhile.
+    let got = raw.receive(usize::MAX, Duration::from_millis(500)).await;
+    assert!(!got.closed, "the recipient keeps its socket");
+    let count = |name: &str| got.events.iter().filter(|(e, _)| e == name).count();
+    assert_eq!(count("private message"), fill, "every message arrives");
+    assert_eq!(
+        count("typing"),
+        0,
+        "of {typed} typing events relayed while its connection took nothing, none waited for it"
+    );
+    eprintln!(
+        "typing to a stalled recipient ({} MB behind): {typed} relayed in {:?}, 0 held, slowest \
+         message {slowest:?}",
+        fill * CHARS / 1_000_000,
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
