@@ -22,7 +22,7 @@ use socketioxide::adapter::Adapter;
 use socketioxide::extract::{SocketRef, State, TryData};
 
 use super::rate::{Buckets, Rate};
-use super::{judge, SocketState, Viewer};
+use super::{judge, object, SocketState, Viewer};
 use crate::domain::UserId;
 
 /// What a `typing` from a user to another may do now.
@@ -103,7 +103,7 @@ impl TypingGate {
 
 /// The edge of `typing`: the recipient, if the payload names one.
 pub fn parse_typing(payload: Option<Value>) -> Option<UserId> {
-    let request: TypingRequest = serde_json::from_value(payload.filter(Value::is_object)?).ok()?;
+    let request: TypingRequest = object(payload).ok()?;
     UserId::parse(&request.to)
 }
 

@@ -133,10 +133,21 @@ fn event(name: &str, data: &Value) -> String {
     format!("42{}", json!([name, data]))
 }
 
-fn codes(acks: &[Value]) -> Vec<&str> {
-    acks.iter()
-        .map(|a| a["error"]["code"].as_str().unwrap_or("ok"))
-        .collect()
+impl Received {
+    /// How many of the requests were served; each of them was served or refused as rate
+    /// limited (asserted).
+    fn served(&self) -> usize {
+        let codes: Vec<&str> = self
+            .acks
+            .iter()
+            .map(|a| a["error"]["code"].as_str().unwrap_or("ok"))
+            .collect();
+        assert!(
+            codes.iter().all(|c| *c == "ok" || *c == "rate_limited"),
+            "{codes:?}"
+        );
+        codes.iter().filter(|c| **c == "ok").count()
+    }
 }
 
 /// Waits up to `within` for `user`'s next `event`; how many arrived by then (draining them).
@@ -382,12 +393,7 @@ async fn a_search_flood_is_priced_by_the_directory_it_scans() {
         .await;
     let got = raw.receive(400, Duration::from_secs(3)).await;
     let elapsed = started.elapsed();
-    let codes = codes(&got.acks);
-    let served = codes.iter().filter(|c| **c == "ok").count();
-    assert!(
-        codes.iter().all(|c| *c == "ok" || *c == "rate_limited"),
-        "{codes:?}"
-    );
+    let served = got.served();
     // Each search costs at least its request, a byte price per directory entry compared and
     // its 50 entries: no more fit in the budget.
     let each = 256 + (USERS + 1) * 8 + 50 * 100;
@@ -479,12 +485,7 @@ async fn a_read_flood_is_refused_past_its_budget_and_its_socket_let_go() {
     .await;
     let got = raw.receive(1000, Duration::from_secs(3)).await;
     let elapsed = started.elapsed();
-    let codes = codes(&got.acks);
-    let served = codes.iter().filter(|c| **c == "ok").count();
-    assert!(
-        codes.iter().all(|c| *c == "ok" || *c == "rate_limited"),
-        "{codes:?}"
-    );
+    let served = got.served();
     let allowed = 20 + (5.0 * elapsed.as_secs_f64()).ceil() as usize;
     assert!(
         served <= allowed,
