@@ -295,6 +295,7 @@ async fn typing_to_a_recipient_that_reads_nothing_is_dropped_never_held() {
         slowest = slowest.max(tick.elapsed());
         tokio::time::sleep(every.saturating_sub(tick.elapsed())).await;
     }
+    let typing_for = started.elapsed();
     assert!(
         slowest < Duration::from_millis(500),
         "a message took {slowest:?}"
@@ -318,7 +319,7 @@ async fn typing_to_a_recipient_that_reads_nothing_is_dropped_never_held() {
         "typing to a stalled recipient ({} MB behind): {typed} relayed in {:?}, 0 held, slowest \
          message {slowest:?}",
         fill * CHARS / 1_000_000,
-        started.elapsed()
+        typing_for
     );
 }
 
