@@ -297,7 +297,7 @@ async fn typing_to_a_recipient_that_reads_nothing_is_dropped_never_held() {
     }
     let typing_for = started.elapsed();
     assert!(
-        slowest < Duration::from_millis(500),
+        slowest < Duration::from_secs(1),
         "a message took {slowest:?}"
     );
     assert!(
