@@ -106,6 +106,19 @@ pub struct SearchResults {
     pub failed: bool,
 }
 
+/// A conversation's messages held, by id, oldest first. A sorted list, not a `BTreeMap`: its
+/// code in the wasm was more than a few lookups and inserts need (BENCHMARKS.md "Front-end",
+/// session 14).
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Thread(Vec<Message>);
+
+impl Thread {
+    /// The messages with `id <= up_to`.
+    fn up_to(&self, up_to: i64) -> &[Message] {
+        &self.0[..self.0.partition_point(|m| m.id <= up_to)]
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ChatState {
     pub me: Option<String>,
@@ -115,7 +128,7 @@ pub struct ChatState {
     /// People met outside the roster (a conversation summary, a search result): names and
     /// presence as last heard, for conversations with people the roster leaves out.
     directory: FxHashMap<String, Peer>,
-    conversations: FxHashMap<String, BTreeMap<i64, Message>>,
+    conversations: FxHashMap<String, Thread>,
     history: FxHashMap<String, HistoryCursor>,
     /// Highest message id this client holds: the `restore_state` cursor.
     pub last_id: i64,
@@ -170,7 +183,7 @@ impl ChatState {
     pub fn conversation(&self, peer: &str) -> Vec<Message> {
         self.conversations
             .get(peer)
-            .map(|m| m.values().cloned().collect())
+            .map(|m| m.0.clone())
             .unwrap_or_default()
     }
 
@@ -183,7 +196,8 @@ impl ChatState {
     pub fn oldest_id(&self, peer: &str) -> Option<i64> {
         self.conversations
             .get(peer)
-            .and_then(|m| m.keys().next().copied())
+            .and_then(|m| m.0.first())
+            .map(|m| m.id)
     }
 
     /// A person by id: from the roster, else as met in a conversation summary or a search.
@@ -245,8 +259,8 @@ impl ChatState {
         let held = self
             .conversations
             .get(peer)
-            .and_then(|m| m.range(..=up_to).rev().find(|(_, m)| mine(m)))
-            .map_or(0, |(id, _)| *id);
+            .and_then(|m| m.up_to(up_to).iter().rev().find(|m| mine(m)))
+            .map_or(0, |m| m.id);
         let named = self
             .server
             .get(peer)
@@ -264,8 +278,9 @@ impl ChatState {
         self.conversations
             .get(peer)
             .map(|m| {
-                m.range(after + 1..=up_to)
-                    .filter(|(_, msg)| Some(&msg.from) != self.me.as_ref())
+                m.up_to(up_to)[m.up_to(after).len()..]
+                    .iter()
+                    .filter(|msg| Some(&msg.from) != self.me.as_ref())
                     .count()
             })
             .unwrap_or(0)
@@ -275,7 +290,8 @@ impl ChatState {
     pub fn newest_id(&self, peer: &str) -> Option<i64> {
         self.conversations
             .get(peer)
-            .and_then(|m| m.keys().next_back().copied())
+            .and_then(|m| m.0.last())
+            .map(|m| m.id)
     }
 
     /// Marks everything held of the conversation read here. Returns whether the cursor moved.
@@ -387,10 +403,11 @@ impl ChatState {
         let newest_read = self
             .conversations
             .get(peer)?
-            .range(..=mark.up_to)
+            .up_to(mark.up_to)
+            .iter()
             .rev()
-            .find(|(_, m)| Some(&m.from) == self.me.as_ref())
-            .map(|(id, _)| *id)?;
+            .find(|m| Some(&m.from) == self.me.as_ref())
+            .map(|m| m.id)?;
         (newest_read == id).then_some(mark.at)
     }
 
@@ -467,7 +484,7 @@ impl ChatState {
         let mut peers: Vec<&str> = self
             .conversations
             .iter()
-            .filter(|(_, m)| !m.is_empty())
+            .filter(|(_, m)| !m.0.is_empty())
             .map(|(p, _)| p.as_str())
             .chain(
                 self.server
@@ -538,10 +555,7 @@ impl ChatState {
         pending: &[OutboxEntry],
     ) -> Option<((i64, i64), ConversationEntry)> {
         let me = self.me.as_deref();
-        let held = self
-            .conversations
-            .get(peer)
-            .and_then(|m| m.values().next_back());
+        let held = self.conversations.get(peer).and_then(|m| m.0.last());
         let named = self.server.get(peer).and_then(|s| s.last.as_ref());
         let stored = held
             .into_iter()
@@ -624,12 +638,14 @@ impl ChatState {
     pub fn insert(&mut self, message: Message) -> bool {
         let peer = self.peer_of(&message).to_owned();
         self.last_id = self.last_id.max(message.id);
-        let conversation = self.conversations.entry(peer).or_default();
-        if conversation.contains_key(&message.id) {
-            return false;
+        let conversation = &mut self.conversations.entry(peer).or_default().0;
+        match conversation.binary_search_by_key(&message.id, |m| m.id) {
+            Ok(_) => false,
+            Err(at) => {
+                conversation.insert(at, message);
+                true
+            }
         }
-        conversation.insert(message.id, message);
-        true
     }
 
     /// `restore_state`'s answer: presence replaced, missed messages merged.
