@@ -9,8 +9,6 @@
 //! from that party newer than both `asOf` and its cursor, and takes off those it has read itself
 //! since the server counted (PROTOCOL.md, "Read cursors").
 
-use std::collections::BTreeMap;
-
 use rustc_hash::FxHashMap;
 
 use protocol::payloads::{
@@ -106,6 +104,9 @@ pub struct SearchResults {
     pub failed: bool,
 }
 
+/// Where the viewer has read each conversation: peer id to the newest message id read.
+pub type ReadMarkers = FxHashMap<String, i64>;
+
 /// A conversation's messages held, by id, oldest first. A sorted list, not a `BTreeMap`: its
 /// code in the wasm was more than a few lookups and inserts need (BENCHMARKS.md "Front-end",
 /// session 14).
@@ -134,7 +135,7 @@ pub struct ChatState {
     pub last_id: i64,
     /// Per peer, the newest message id the viewer has seen here (the server's cursor may be
     /// ahead, from another tab or device; the larger counts).
-    pub read_up_to: BTreeMap<String, i64>,
+    pub read_up_to: ReadMarkers,
     server: FxHashMap<String, ServerView>,
     settings: Option<Settings>,
     /// `before` for the next page of `conversations`, while the server has more.
