@@ -214,7 +214,7 @@ impl Hub {
     }
 
     fn tell_all(&mut self, message: HubToTab) {
-        let tabs: Vec<TabId> = self.tabs.iter().copied().collect();
+        let tabs: Vec<TabId> = self.tabs.clone();
         for tab in tabs {
             self.tell(tab, message.clone());
         }
