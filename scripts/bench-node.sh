@@ -4,6 +4,8 @@
 # same load generator. Its reconnect storm cannot finish (the restarted server has forgotten
 # every session): that last line reports whoever was back when tether-load's 120 s bound ran out.
 #   bash scripts/bench-node.sh [--users N] [--rates 2000,5000,...] [--step-secs S]
+# `bash scripts/bench.sh --pinned` runs this reference and Tether in one run, each server pinned
+# to one CPU and the load generator to the other, and prints the ratios (issue #26).
 # As tether-load's --server-bin, this script is also called with the server's flags; it keeps
 # the port of --listen and ignores the rest.
 set -euo pipefail

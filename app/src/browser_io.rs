@@ -11,10 +11,12 @@ use web_sys::{MessageEvent, WebSocket};
 
 #[wasm_bindgen]
 extern "C" {
+    // The id as a JS number: a browser's fit in an i32, but a replaced clock's (tests) may
+    // not, and an id cut short would leave a cancelled callback to run after its closure went.
     #[wasm_bindgen(js_name = setTimeout)]
-    fn set_timeout(handler: &js_sys::Function, timeout: i32) -> i32;
+    fn set_timeout(handler: &js_sys::Function, timeout: i32) -> f64;
     #[wasm_bindgen(js_name = clearTimeout)]
-    fn clear_timeout(id: i32);
+    fn clear_timeout(id: f64);
     #[wasm_bindgen(js_namespace = performance, js_name = now)]
     fn performance_now() -> f64;
 }
@@ -102,7 +104,7 @@ impl Socket {
 /// One pending `setTimeout` at a time.
 #[derive(Default)]
 pub struct Timer {
-    id: Option<i32>,
+    id: Option<f64>,
     callback: Option<Closure<dyn FnMut()>>,
 }
 

@@ -59,9 +59,19 @@ fn oldest_beyond(mut drafts: Vec<(String, i64)>, keep: usize) -> Vec<String> {
     if drafts.len() <= keep {
         return Vec::new();
     }
-    drafts.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+    // Picked one at a time (a few at most): a sort would be code of its own in the wasm.
     let extra = drafts.len() - keep;
-    drafts.into_iter().take(extra).map(|(k, _)| k).collect()
+    let mut oldest = Vec::with_capacity(extra);
+    for _ in 0..extra {
+        let at = (0..drafts.len())
+            .min_by(|&a, &b| {
+                let (a, b) = (&drafts[a], &drafts[b]);
+                a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0))
+            })
+            .unwrap_or(0);
+        oldest.push(drafts.swap_remove(at).0);
+    }
+    oldest
 }
 
 #[cfg(feature = "hydrate")]

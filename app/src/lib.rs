@@ -105,6 +105,7 @@ fn security_headers() {
 #[component]
 pub fn App() -> impl IntoView {
     let theme = theme::provide_theme();
+    time::provide_today();
     // Created once, above the router: navigation never opens another socket.
     let realtime = provide_realtime();
     let location = router::provide_location();

@@ -30,7 +30,7 @@ pub struct Account {
 #[cfg(feature = "hydrate")]
 mod browser {
     use super::*;
-    use std::collections::BTreeMap;
+    use client::chat::ReadMarkers;
 
     use client::chat::OutboxEntry;
     use gloo_storage::{LocalStorage, SessionStorage};
@@ -79,12 +79,41 @@ mod browser {
         }
     }
 
-    pub fn load_read_markers() -> BTreeMap<String, i64> {
-        get::<LocalStorage, _>(READ_KEY).unwrap_or_default()
+    pub fn load_read_markers() -> ReadMarkers {
+        get::<LocalStorage, Markers>(READ_KEY)
+            .map(|m| m.0)
+            .unwrap_or_default()
     }
 
-    pub fn save_read_markers(markers: &BTreeMap<String, i64>) {
-        set::<LocalStorage, _>(READ_KEY, markers);
+    pub fn save_read_markers(markers: &ReadMarkers) {
+        set::<LocalStorage, _>(READ_KEY, &MarkersRef(markers));
+    }
+
+    /// The read markers as stored: a JSON object, peer id to message id (the form a
+    /// `BTreeMap`'s codec wrote; a map of its own here, as a `BTreeMap` was code of its own in
+    /// the wasm).
+    struct Markers(ReadMarkers);
+    struct MarkersRef<'a>(&'a ReadMarkers);
+
+    impl FromJson for Markers {
+        fn read_json(r: &mut json::Reader<'_>) -> json::Result<Self> {
+            let mut map = ReadMarkers::default();
+            r.object(&mut |name, r| {
+                map.insert(name.to_owned(), r.integer()?);
+                Ok(())
+            })?;
+            Ok(Markers(map))
+        }
+    }
+
+    impl ToJson for MarkersRef<'_> {
+        fn write_json(&self, out: &mut String) {
+            json::write_object(out, |o| {
+                for (name, value) in self.0 {
+                    o.field(name, value);
+                }
+            });
+        }
     }
 
     /// This tab's id: kept in sessionStorage, so it survives a reload of the same tab.

@@ -5,6 +5,13 @@
 //! In the browser the viewer's time zone and locale come from the platform (`Date`,
 //! `Intl.DateTimeFormat`, whose formatters are made once); elsewhere (the server, unit tests)
 //! days are UTC and dates ISO, which nothing shows: conversations render in the browser only.
+//!
+//! What names a day relative to today ("Today", "Yesterday", a list row's clock or date) reads
+//! [`Today`], a signal that changes at the viewer's midnight (one timeout to the next one,
+//! [`until_next_day`]), so an open page turns "Today" into "Yesterday" without waiting for
+//! anything else to change.
+
+use leptos::prelude::*;
 
 /// Milliseconds in a day.
 pub const DAY_MS: i64 = 86_400_000;
@@ -12,7 +19,67 @@ pub const DAY_MS: i64 = 86_400_000;
 /// The local calendar day of `ts_ms` (ms since the epoch), counted in days since 1970-01-01.
 /// Two times are on the same day in the viewer's time zone exactly when these are equal.
 pub fn local_day(ts_ms: i64) -> i64 {
-    (ts_ms - utc_offset_ms(ts_ms)).div_euclid(DAY_MS)
+    day_at(ts_ms, utc_offset_ms(ts_ms))
+}
+
+/// The day of `ts_ms` on a clock `ahead_ms` ahead of UTC.
+fn day_at(ts_ms: i64, ahead_ms: i64) -> i64 {
+    (ts_ms + ahead_ms).div_euclid(DAY_MS)
+}
+
+/// How long from `now_ms` until the next day starts on the viewer's clock, in ms (at least 1),
+/// where `ahead(t)` is how far that clock is ahead of UTC at `t`. Midnight is taken with the
+/// offset in force then, as daylight saving may change it overnight; where a change skips
+/// midnight itself, the day starts at the change.
+pub fn until_next_day(now_ms: i64, ahead: impl Fn(i64) -> i64) -> i64 {
+    let next = day_at(now_ms, ahead(now_ms)) + 1;
+    let by_today = next * DAY_MS - ahead(now_ms);
+    let by_then = next * DAY_MS - ahead(by_today);
+    let midnight = if by_then > now_ms && day_at(by_then, ahead(by_then)) >= next {
+        by_then
+    } else {
+        by_today
+    };
+    (midnight - now_ms).max(1)
+}
+
+/// Today as [`local_day`] counts, kept current across midnight (`provide_today`).
+#[derive(Clone, Copy)]
+pub struct Today(RwSignal<i64>);
+
+impl Today {
+    /// Today; a reactive read, so what calls it runs again at midnight.
+    pub fn get(self) -> i64 {
+        self.0.get()
+    }
+}
+
+/// Provides [`Today`]; in the browser, moves it on at every local midnight.
+pub fn provide_today() {
+    let day = RwSignal::new(today());
+    provide_context(Today(day));
+    #[cfg(feature = "hydrate")]
+    follow_midnight(day);
+}
+
+pub fn use_today() -> Today {
+    expect_context::<Today>()
+}
+
+/// Sets `day` to today at the next local midnight, and again at the one after.
+#[cfg(feature = "hydrate")]
+fn follow_midnight(day: RwSignal<i64>) {
+    let wait = until_next_day(now_ms(), utc_offset_ms);
+    set_timeout(
+        move || {
+            let now = today();
+            if day.get_untracked() != now {
+                day.set(now);
+            }
+            follow_midnight(day);
+        },
+        std::time::Duration::from_millis(wait.unsigned_abs()),
+    );
 }
 
 /// Today, as [`local_day`] counts.
@@ -26,10 +93,10 @@ pub fn starts_day(previous: Option<i64>, ts: i64) -> bool {
     previous.map(local_day) != Some(local_day(ts))
 }
 
-/// What the day separator before a line at `ts` says, as of now: "Today", "Yesterday", or the
+/// What the day separator before a line at `ts` says on `today`: "Today", "Yesterday", or the
 /// date ("Tuesday, December 1"; with the year when it is not this one).
-pub fn day_label(ts: i64) -> String {
-    name_of_day(local_day(ts), ts, today())
+pub fn day_label(ts: i64, today: i64) -> String {
+    name_of_day(local_day(ts), ts, today)
 }
 
 /// [`day_label`] for a line at `ts` on `day`, seen on `today`.
@@ -248,7 +315,50 @@ mod tests {
         assert_eq!(name_of_day(today - 2, (today - 2) * D, today), "2025-12-01");
         // A time ahead of the viewer's clock is named by its date, never "Today".
         assert_eq!(name_of_day(today + 1, (today + 1) * D, today), "2025-12-04");
-        assert_eq!(day_label(0), "1970-01-01");
+        assert_eq!(day_label(0, today), "1970-01-01");
+    }
+
+    const H: i64 = 3_600_000;
+
+    #[test]
+    fn a_day_is_counted_on_the_viewers_clock() {
+        // 23:30 UTC is already the next day nine hours east, and still that day five hours west.
+        assert_eq!(day_at(10 * D + 23 * H + 30 * 60_000, 9 * H), 11);
+        assert_eq!(day_at(10 * D + 23 * H, -5 * H), 10);
+        assert_eq!(day_at(10 * D + 2 * H, -5 * H), 9);
+        assert_eq!(day_at(10 * D, 0), 10);
+        assert_eq!(day_at(10 * D - 1, 0), 9);
+    }
+
+    #[test]
+    fn the_next_day_starts_at_the_viewers_midnight() {
+        let utc = |_| 0;
+        assert_eq!(until_next_day(10 * D + 5, utc), D - 5);
+        assert_eq!(until_next_day(10 * D, utc), D, "at midnight: the next one");
+        assert_eq!(until_next_day(11 * D - 1, utc), 1);
+        // Nine hours east: 14:00 UTC is 23:00 there.
+        assert_eq!(until_next_day(10 * D + 14 * H, |_| 9 * H), H);
+        // Five hours west: 03:00 UTC is 22:00 the day before there.
+        assert_eq!(until_next_day(10 * D + 3 * H, |_| -5 * H), 2 * H);
+    }
+
+    #[test]
+    fn a_clock_change_overnight_moves_midnight() {
+        // At 02:00 (UTC+1 until then) the clock goes back to UTC+0: a usual night's midnight
+        // is still by UTC+1.
+        let change = 11 * D + H;
+        let ahead = move |t: i64| if t < change { H } else { 0 };
+        assert_eq!(until_next_day(10 * D + 22 * H, ahead), H);
+        // The clock goes back at midnight itself (00:00 UTC+1 becomes 23:00 UTC+0): the day
+        // starts an hour later.
+        let change = 11 * D - H;
+        let back = move |t: i64| if t < change { H } else { 0 };
+        assert_eq!(until_next_day(change - 30 * 60_000, back), 90 * 60_000);
+        // The clock goes forward at midnight (00:00 UTC+0 becomes 01:00 UTC+1): midnight never
+        // comes, the day starts at the change.
+        let change = 11 * D;
+        let forward = move |t: i64| if t < change { 0 } else { H };
+        assert_eq!(until_next_day(change - 30 * 60_000, forward), 30 * 60_000);
     }
 
     #[test]

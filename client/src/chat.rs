@@ -9,8 +9,6 @@
 //! from that party newer than both `asOf` and its cursor, and takes off those it has read itself
 //! since the server counted (PROTOCOL.md, "Read cursors").
 
-use std::collections::BTreeMap;
-
 use rustc_hash::FxHashMap;
 
 use protocol::payloads::{
@@ -106,6 +104,22 @@ pub struct SearchResults {
     pub failed: bool,
 }
 
+/// Where the viewer has read each conversation: peer id to the newest message id read.
+pub type ReadMarkers = FxHashMap<String, i64>;
+
+/// A conversation's messages held, by id, oldest first. A sorted list, not a `BTreeMap`: its
+/// code in the wasm was more than a few lookups and inserts need (BENCHMARKS.md "Front-end",
+/// session 14).
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Thread(Vec<Message>);
+
+impl Thread {
+    /// The messages with `id <= up_to`.
+    fn up_to(&self, up_to: i64) -> &[Message] {
+        &self.0[..self.0.partition_point(|m| m.id <= up_to)]
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ChatState {
     pub me: Option<String>,
@@ -115,13 +129,13 @@ pub struct ChatState {
     /// People met outside the roster (a conversation summary, a search result): names and
     /// presence as last heard, for conversations with people the roster leaves out.
     directory: FxHashMap<String, Peer>,
-    conversations: FxHashMap<String, BTreeMap<i64, Message>>,
+    conversations: FxHashMap<String, Thread>,
     history: FxHashMap<String, HistoryCursor>,
     /// Highest message id this client holds: the `restore_state` cursor.
     pub last_id: i64,
     /// Per peer, the newest message id the viewer has seen here (the server's cursor may be
     /// ahead, from another tab or device; the larger counts).
-    pub read_up_to: BTreeMap<String, i64>,
+    pub read_up_to: ReadMarkers,
     server: FxHashMap<String, ServerView>,
     settings: Option<Settings>,
     /// `before` for the next page of `conversations`, while the server has more.
@@ -149,22 +163,28 @@ impl ChatState {
     /// letters compare as they are: full Unicode case mapping would put its tables in the wasm;
     /// with sign-in's upper-casing they were 13.9 KiB gzip, BENCHMARKS.md "Front-end").
     pub fn peers(&self) -> Vec<Peer> {
-        let mut peers: Vec<Peer> = self.peers.values().cloned().collect();
-        peers.sort_by(|a, b| {
+        let cmp = |a: &Peer, b: &Peer| {
             let a_me = Some(&a.user_id) == self.me.as_ref();
             let b_me = Some(&b.user_id) == self.me.as_ref();
             b_me.cmp(&a_me)
                 .then_with(|| cmp_ignore_ascii_case(&a.username, &b.username))
                 .then_with(|| a.user_id.cmp(&b.user_id))
-        });
-        peers
+        };
+        // Placed one by one (the order is total: ids differ): a sort of its own would be more
+        // code in the wasm (BENCHMARKS.md "Front-end", session 14).
+        let mut order: Vec<&Peer> = Vec::with_capacity(self.peers.len());
+        for peer in self.peers.values() {
+            let at = order.partition_point(|p| cmp(p, peer).is_lt());
+            order.insert(at, peer);
+        }
+        order.into_iter().cloned().collect()
     }
 
     /// The conversation with `peer`, oldest first.
     pub fn conversation(&self, peer: &str) -> Vec<Message> {
         self.conversations
             .get(peer)
-            .map(|m| m.values().cloned().collect())
+            .map(|m| m.0.clone())
             .unwrap_or_default()
     }
 
@@ -177,7 +197,8 @@ impl ChatState {
     pub fn oldest_id(&self, peer: &str) -> Option<i64> {
         self.conversations
             .get(peer)
-            .and_then(|m| m.keys().next().copied())
+            .and_then(|m| m.0.first())
+            .map(|m| m.id)
     }
 
     /// A person by id: from the roster, else as met in a conversation summary or a search.
@@ -239,8 +260,8 @@ impl ChatState {
         let held = self
             .conversations
             .get(peer)
-            .and_then(|m| m.range(..=up_to).rev().find(|(_, m)| mine(m)))
-            .map_or(0, |(id, _)| *id);
+            .and_then(|m| m.up_to(up_to).iter().rev().find(|m| mine(m)))
+            .map_or(0, |m| m.id);
         let named = self
             .server
             .get(peer)
@@ -258,8 +279,9 @@ impl ChatState {
         self.conversations
             .get(peer)
             .map(|m| {
-                m.range(after + 1..=up_to)
-                    .filter(|(_, msg)| Some(&msg.from) != self.me.as_ref())
+                m.up_to(up_to)[m.up_to(after).len()..]
+                    .iter()
+                    .filter(|msg| Some(&msg.from) != self.me.as_ref())
                     .count()
             })
             .unwrap_or(0)
@@ -269,7 +291,8 @@ impl ChatState {
     pub fn newest_id(&self, peer: &str) -> Option<i64> {
         self.conversations
             .get(peer)
-            .and_then(|m| m.keys().next_back().copied())
+            .and_then(|m| m.0.last())
+            .map(|m| m.id)
     }
 
     /// Marks everything held of the conversation read here. Returns whether the cursor moved.
@@ -381,10 +404,11 @@ impl ChatState {
         let newest_read = self
             .conversations
             .get(peer)?
-            .range(..=mark.up_to)
+            .up_to(mark.up_to)
+            .iter()
             .rev()
-            .find(|(_, m)| Some(&m.from) == self.me.as_ref())
-            .map(|(id, _)| *id)?;
+            .find(|m| Some(&m.from) == self.me.as_ref())
+            .map(|m| m.id)?;
         (newest_read == id).then_some(mark.at)
     }
 
@@ -461,7 +485,7 @@ impl ChatState {
         let mut peers: Vec<&str> = self
             .conversations
             .iter()
-            .filter(|(_, m)| !m.is_empty())
+            .filter(|(_, m)| !m.0.is_empty())
             .map(|(p, _)| p.as_str())
             .chain(
                 self.server
@@ -532,10 +556,7 @@ impl ChatState {
         pending: &[OutboxEntry],
     ) -> Option<((i64, i64), ConversationEntry)> {
         let me = self.me.as_deref();
-        let held = self
-            .conversations
-            .get(peer)
-            .and_then(|m| m.values().next_back());
+        let held = self.conversations.get(peer).and_then(|m| m.0.last());
         let named = self.server.get(peer).and_then(|s| s.last.as_ref());
         let stored = held
             .into_iter()
@@ -618,12 +639,14 @@ impl ChatState {
     pub fn insert(&mut self, message: Message) -> bool {
         let peer = self.peer_of(&message).to_owned();
         self.last_id = self.last_id.max(message.id);
-        let conversation = self.conversations.entry(peer).or_default();
-        if conversation.contains_key(&message.id) {
-            return false;
+        let conversation = &mut self.conversations.entry(peer).or_default().0;
+        match conversation.binary_search_by_key(&message.id, |m| m.id) {
+            Ok(_) => false,
+            Err(at) => {
+                conversation.insert(at, message);
+                true
+            }
         }
-        conversation.insert(message.id, message);
-        true
     }
 
     /// `restore_state`'s answer: presence replaced, missed messages merged.

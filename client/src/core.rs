@@ -6,7 +6,7 @@
 //! [`Core::handle_timer`] at [`Core::next_deadline`], and acts on [`Core::poll_output`].
 //! Times are milliseconds on any monotonic clock the adapter likes.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use protocol::{HandshakeAuth, Json};
 
@@ -139,7 +139,9 @@ pub struct Core {
     random: RandomSource,
     heartbeat_ms: u64,
     next_ack_id: u64,
-    acks: BTreeMap<u64, u64>,
+    /// Acks awaited: (id, deadline), in the order sent (ids only grow). A list, not a map: a
+    /// connection has a few in flight, and each map type is code of its own in the wasm.
+    acks: Vec<(u64, u64)>,
     outputs: VecDeque<Output>,
     has_connected: bool,
     reconnects: u32,
@@ -166,7 +168,7 @@ impl Core {
             random: Box::new(random),
             heartbeat_ms: 0,
             next_ack_id: 0,
-            acks: BTreeMap::new(),
+            acks: Vec::new(),
             outputs: VecDeque::new(),
             has_connected: false,
             reconnects: 0,
@@ -225,7 +227,7 @@ impl Core {
             Phase::Waiting { retry_at } => Some(*retry_at),
             Phase::Idle | Phase::Stopped(_) => None,
         };
-        let ack = self.acks.values().min().copied();
+        let ack = self.acks.iter().map(|(_, deadline)| *deadline).min();
         match (phase, ack) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -236,11 +238,11 @@ impl Core {
         let expired: Vec<u64> = self
             .acks
             .iter()
-            .filter(|(_, deadline)| **deadline <= now)
+            .filter(|(_, deadline)| *deadline <= now)
             .map(|(id, _)| *id)
             .collect();
+        self.acks.retain(|(_, deadline)| *deadline > now);
         for id in expired {
-            self.acks.remove(&id);
             self.event(CoreEvent::AckFailed {
                 id,
                 reason: AckFailure::Timeout,
@@ -325,7 +327,7 @@ impl Core {
         self.note_emit(event);
         let id = self.next_ack_id;
         self.next_ack_id += 1;
-        self.acks.insert(id, now + timeout_ms);
+        self.acks.push((id, now + timeout_ms));
         self.send(packet::event_frame(event, data, Some(id as i64)));
         Ok(id)
     }
@@ -402,7 +404,8 @@ impl Core {
             }
             Incoming::Ack { id, args } => {
                 let Ok(id) = u64::try_from(id) else { return };
-                if self.acks.remove(&id).is_some() {
+                if let Some(at) = self.acks.iter().position(|(pending, _)| *pending == id) {
+                    self.acks.remove(at);
                     self.event(CoreEvent::Ack { id, args });
                 }
             }
@@ -438,7 +441,7 @@ impl Core {
     }
 
     fn fail_acks(&mut self) {
-        for id in std::mem::take(&mut self.acks).into_keys() {
+        for (id, _) in std::mem::take(&mut self.acks) {
             self.event(CoreEvent::AckFailed {
                 id,
                 reason: AckFailure::Disconnected,

@@ -13,7 +13,7 @@
 //! setting need nothing of the kind: the server sends `read` and `settings` to the requesting
 //! socket too, so every tab hears them.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use protocol::events;
@@ -47,7 +47,9 @@ struct Request {
 pub struct Hub {
     core: Core,
     auth: Arc<Mutex<HandshakeAuth>>,
-    tabs: BTreeSet<TabId>,
+    /// The tabs joined, in id order (a sorted list: a set type would be code of its own in the
+    /// wasm).
+    tabs: Vec<TabId>,
     /// Core ack id → the tab's request.
     requests: HashMap<u64, Request>,
     /// The signed-in user, once the server said (to tell tabs what another tab sent).
@@ -71,7 +73,7 @@ impl Hub {
         Self {
             core,
             auth,
-            tabs: BTreeSet::new(),
+            tabs: Vec::new(),
             requests: HashMap::new(),
             me: None,
             outputs: VecDeque::new(),
@@ -113,7 +115,9 @@ impl Hub {
 
     /// One message from tab `tab` (which joins on its first message).
     pub fn handle_tab(&mut self, tab: TabId, message: TabToHub, now: u64) {
-        self.tabs.insert(tab);
+        if let Err(at) = self.tabs.binary_search(&tab) {
+            self.tabs.insert(at, tab);
+        }
         match message {
             TabToHub::Connect { auth } => self.connect_tab(tab, auth, now),
             TabToHub::Disconnect => {
@@ -151,7 +155,7 @@ impl Hub {
     /// The tab is gone (closed, or its port failed): its pending answers are dropped. The
     /// connection stays for the others.
     pub fn tab_left(&mut self, tab: TabId) {
-        self.tabs.remove(&tab);
+        self.tabs.retain(|t| *t != tab);
         self.requests.retain(|_, request| request.tab != tab);
     }
 
@@ -210,7 +214,7 @@ impl Hub {
     }
 
     fn tell_all(&mut self, message: HubToTab) {
-        let tabs: Vec<TabId> = self.tabs.iter().copied().collect();
+        let tabs: Vec<TabId> = self.tabs.clone();
         for tab in tabs {
             self.tell(tab, message.clone());
         }

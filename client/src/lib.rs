@@ -13,6 +13,7 @@ pub mod hub;
 pub mod link;
 #[cfg(feature = "native")]
 pub mod native;
+mod one_at_a_time;
 pub mod packet;
 pub mod session;
 

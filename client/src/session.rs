@@ -29,6 +29,7 @@ use protocol::{events, Ack, ErrorCode};
 use crate::chat::{new_client_id, AckOutcome, ChatState, Outbox, OutboxEntry, SearchResults};
 use crate::core::{AckFailure, ConnState, Core, CoreEvent, Output, StopReason};
 use crate::link::{Emitter, HubToTab, Link, SharedLink, TabToHub};
+use crate::one_at_a_time::OneAtATime;
 use crate::packet::{Arg, RawJson};
 
 /// What a device request that got no answer says.
@@ -205,10 +206,9 @@ struct RetryRestore {
     at: u64,
 }
 
-/// When a `read` is due for one person and when one was last sent, and when `typing` was.
+/// When a `read` was last sent to one person, and when `typing` was.
 #[derive(Debug, Clone, Copy, Default)]
 struct PeerTimes {
-    read_due: Option<u64>,
     read_sent: Option<u64>,
     typing_sent: Option<u64>,
 }
@@ -245,13 +245,7 @@ enum Pending {
     Conversations {
         before: Option<i64>,
     },
-    Read {
-        peer: String,
-    },
     Settings,
-    Search {
-        query: String,
-    },
     Devices,
     Revoke {
         device_id: String,
@@ -278,13 +272,16 @@ pub struct Session {
     retry_restore: Option<RetryRestore>,
     /// The outbox sends nothing before this (the server refused its last send for now).
     outbox_paused_until: Option<u64>,
-    /// Per person: `read` and `typing` times.
+    /// Per person: when `read` and `typing` were last sent.
     times: FxHashMap<String, PeerTimes>,
+    /// The `read`s to report (by person), one at a time.
+    reads: OneAtATime<String>,
     /// A `conversations` page refused for now, to ask again at this time.
     conversations_due: Option<(Option<i64>, u64)>,
-    /// The query the search box holds, and when to ask for it.
+    /// The query the search box holds.
     search_wanted: Option<String>,
-    search_due: Option<u64>,
+    /// When to ask for it (keyed by it), one search at a time.
+    searches: OneAtATime<String>,
     /// The account's devices, once asked for.
     devices: Devices,
 }
@@ -317,9 +314,10 @@ impl Session {
             retry_restore: None,
             outbox_paused_until: None,
             times: FxHashMap::default(),
+            reads: OneAtATime::default(),
             conversations_due: None,
             search_wanted: None,
-            search_due: None,
+            searches: OneAtATime::default(),
             devices: Devices::default(),
         }
     }
@@ -377,12 +375,8 @@ impl Session {
         // Requests wait only while they could be sent: offline, or with one of their kind in
         // flight, a time passed would wake the adapter over and over.
         let online = matches!(self.core.state(), ConnState::Online { .. });
-        let read = (online && !self.in_flight(|p| matches!(p, Pending::Read { .. })))
-            .then(|| self.times.values().filter_map(|t| t.read_due).min())
-            .flatten();
-        let search = (online && !self.in_flight(|p| matches!(p, Pending::Search { .. })))
-            .then_some(self.search_due)
-            .flatten();
+        let read = self.reads.deadline(online);
+        let search = self.searches.deadline(online);
         let conversations = self.conversations_due.filter(|_| online).map(|(_, at)| at);
         self.core
             .next_deadline()
@@ -447,6 +441,8 @@ impl Session {
                 self.restored = false;
                 // Requests in flight through the hub will never be answered.
                 self.pending.clear();
+                self.reads.forget_on_its_way();
+                self.searches.forget_on_its_way();
                 self.outbox.forget_in_flight();
                 self.core.connect(now);
             }
@@ -461,9 +457,10 @@ impl Session {
                 self.retry_restore = None;
                 self.restore_after_users = None;
                 self.times.clear();
+                self.reads.clear_wanted();
                 self.conversations_due = None;
                 self.search_wanted = None;
-                self.search_due = None;
+                self.searches.clear_wanted();
                 self.devices = Devices::default();
                 self.event(SessionEvent::OutboxChanged);
                 self.event(SessionEvent::ChatChanged);
@@ -657,8 +654,8 @@ impl Session {
             CoreEvent::Connected { .. } => {
                 self.request_conversations(None, now);
                 self.request_settings(Settings::default(), now);
-                if self.search_wanted.is_some() {
-                    self.search_due = Some(now);
+                if let Some(query) = &self.search_wanted {
+                    self.searches.want_at(query, now);
                 }
                 let peers_only = !self.is_shared();
                 if self.chat.last_id == 0 {
@@ -817,6 +814,12 @@ impl Session {
     }
 
     fn on_ack(&mut self, id: u64, result: Result<Vec<Arg>, AckFailure>, now: u64) {
+        if let Some(peer) = self.reads.answered(id) {
+            return self.on_read_answer(peer, result, now);
+        }
+        if let Some(query) = self.searches.answered(id) {
+            return self.on_search_answer(query, result, now);
+        }
         let Some(pending) = self.pending.remove(&id) else {
             return;
         };
@@ -899,65 +902,10 @@ impl Session {
                     _ => {}
                 }
             }
-            Pending::Read { peer } => match result {
-                Ok(args) => match parse::<Ack<ReadState>>(args.into_iter().next()) {
-                    Some(Ack::Ok(state)) => {
-                        self.chat.apply_read_state(state);
-                        self.event(SessionEvent::ChatChanged);
-                        // Read further while this one was on its way.
-                        self.report_read_later(&peer, now + READ_DEBOUNCE_MS);
-                    }
-                    Some(Ack::Error(error)) if refused_for_now(error.code) => {
-                        self.times.entry(peer).or_default().read_due = Some(now + REFUSED_RETRY_MS);
-                    }
-                    _ => {}
-                },
-                Err(AckFailure::Timeout) => {
-                    self.times.entry(peer).or_default().read_due = Some(now + REFUSED_RETRY_MS);
-                }
-                // The next connection's `conversations` answer reports it.
-                Err(AckFailure::Disconnected) => {}
-            },
             Pending::Settings => {
                 if let Some(Ack::Ok(settings)) = parse::<Ack<Settings>>(first_arg(result)) {
                     self.chat.apply_settings(settings);
                     self.event(SessionEvent::ChatChanged);
-                }
-            }
-            Pending::Search { query } => {
-                let answer = parse::<Ack<UsersSearch>>(first_arg(result));
-                let wanted = self.search_wanted.as_deref() == Some(query.as_str());
-                match answer {
-                    Some(Ack::Error(error)) if refused_for_now(error.code) => {
-                        self.search_due = Some(now + REFUSED_RETRY_MS);
-                        return;
-                    }
-                    None => {
-                        self.search_due = Some(now + REFUSED_RETRY_MS);
-                        return;
-                    }
-                    Some(_) if !wanted => {}
-                    Some(Ack::Ok(found)) => {
-                        self.chat.set_search(Some(SearchResults {
-                            query,
-                            users: found.users.into_iter().map(Into::into).collect(),
-                            failed: false,
-                        }));
-                        self.event(SessionEvent::ChatChanged);
-                    }
-                    Some(Ack::Error(_)) => {
-                        self.chat.set_search(Some(SearchResults {
-                            query,
-                            users: Vec::new(),
-                            failed: true,
-                        }));
-                        self.event(SessionEvent::ChatChanged);
-                    }
-                }
-                // The query changed while this one was asked: the new one goes now, unless it is
-                // still settling.
-                if !wanted && self.search_wanted.is_some() {
-                    self.search_due.get_or_insert(now);
                 }
             }
             Pending::Devices => {
@@ -998,6 +946,69 @@ impl Session {
                     result.map(|args| args.into_iter().next().unwrap_or_else(RawJson::null));
                 self.event(SessionEvent::Reply { tag, result });
             }
+        }
+    }
+
+    /// The answer to the `read` on its way for `peer`.
+    fn on_read_answer(&mut self, peer: String, result: Result<Vec<Arg>, AckFailure>, now: u64) {
+        match result {
+            Ok(args) => match parse::<Ack<ReadState>>(args.into_iter().next()) {
+                Some(Ack::Ok(state)) => {
+                    self.chat.apply_read_state(state);
+                    self.event(SessionEvent::ChatChanged);
+                    // Read further while this one was on its way.
+                    self.report_read_later(&peer, now + READ_DEBOUNCE_MS);
+                }
+                Some(Ack::Error(error)) if refused_for_now(error.code) => {
+                    self.reads.want_at(&peer, now + REFUSED_RETRY_MS);
+                }
+                _ => {}
+            },
+            Err(AckFailure::Timeout) => self.reads.want_at(&peer, now + REFUSED_RETRY_MS),
+            // The next connection's `conversations` answer reports it.
+            Err(AckFailure::Disconnected) => {}
+        }
+    }
+
+    /// The answer to the `users_search` on its way, for `query`.
+    fn on_search_answer(&mut self, query: String, result: Result<Vec<Arg>, AckFailure>, now: u64) {
+        let answer = parse::<Ack<UsersSearch>>(first_arg(result));
+        let wanted = self.search_wanted.as_deref() == Some(query.as_str());
+        let refused = match &answer {
+            Some(Ack::Error(error)) => refused_for_now(error.code),
+            Some(Ack::Ok(_)) => false,
+            None => true,
+        };
+        if refused {
+            // Asked again shortly: the query the box holds then.
+            if let Some(wanted) = &self.search_wanted {
+                self.searches.want_at(wanted, now + REFUSED_RETRY_MS);
+            }
+            return;
+        }
+        match answer {
+            _ if !wanted => {}
+            Some(Ack::Ok(found)) => {
+                self.chat.set_search(Some(SearchResults {
+                    query,
+                    users: found.users.into_iter().map(Into::into).collect(),
+                    failed: false,
+                }));
+                self.event(SessionEvent::ChatChanged);
+            }
+            _ => {
+                self.chat.set_search(Some(SearchResults {
+                    query,
+                    users: Vec::new(),
+                    failed: true,
+                }));
+                self.event(SessionEvent::ChatChanged);
+            }
+        }
+        // The query changed while this one was asked: the new one goes now, unless it is still
+        // settling.
+        if let Some(newest) = self.search_wanted.as_ref().filter(|_| !wanted) {
+            self.searches.want_unless_wanted(newest, now);
         }
     }
 
@@ -1078,27 +1089,21 @@ impl Session {
         if self.chat.read_to_report(peer).is_none() {
             return;
         }
-        let times = self.times.entry(peer.to_owned()).or_default();
-        let at = times
-            .read_sent
+        let at = self
+            .times
+            .get(peer)
+            .and_then(|t| t.read_sent)
             .map_or(at, |sent| at.max(sent + READ_EVERY_MS));
-        times.read_due = Some(times.read_due.map_or(at, |due| due.min(at)));
+        self.reads.want_by(&peer.to_owned(), at);
     }
 
     /// Sends the `read` whose time has come, one at a time.
     fn pump_read(&mut self, now: u64) {
-        if self.in_flight(|p| matches!(p, Pending::Read { .. })) {
+        let Some(peer) = self.reads.next(now).cloned() else {
             return;
-        }
-        let due = self
-            .times
-            .iter()
-            .filter_map(|(peer, t)| t.read_due.filter(|at| *at <= now).map(|at| (at, peer)))
-            .min()
-            .map(|(_, peer)| peer.clone());
-        let Some(peer) = due else { return };
+        };
         let Some(up_to) = self.chat.read_to_report(&peer) else {
-            self.times.entry(peer).or_default().read_due = None;
+            self.reads.drop_key(&peer);
             return;
         };
         let request = RawJson::of(&ReadRequest {
@@ -1109,10 +1114,8 @@ impl Session {
             .core
             .emit_with_ack(events::READ, &request, ACK_TIMEOUT_MS, now)
         {
-            let times = self.times.entry(peer.clone()).or_default();
-            times.read_due = None;
-            times.read_sent = Some(now);
-            self.pending.insert(id, Pending::Read { peer });
+            self.times.entry(peer.clone()).or_default().read_sent = Some(now);
+            self.reads.sent(peer, id);
         }
     }
 
@@ -1139,7 +1142,7 @@ impl Session {
         let query = query.trim_end();
         if query.is_empty() {
             self.search_wanted = None;
-            self.search_due = None;
+            self.searches.clear_wanted();
             if self.chat.search().is_some() {
                 self.chat.set_search(None);
                 self.event(SessionEvent::ChatChanged);
@@ -1150,18 +1153,14 @@ impl Session {
             return;
         }
         self.search_wanted = Some(query.to_owned());
-        self.search_due = Some(now + SEARCH_DEBOUNCE_MS);
+        self.searches
+            .want_only(&query.to_owned(), now + SEARCH_DEBOUNCE_MS);
     }
 
     /// Asks for the query the search box holds once it has rested, one search at a time.
     fn pump_search(&mut self, now: u64) {
-        if self.search_due.is_none_or(|at| at > now)
-            || self.in_flight(|p| matches!(p, Pending::Search { .. }))
-        {
-            return;
-        }
-        let Some(query) = self.search_wanted.clone() else {
-            self.search_due = None;
+        // What is wanted is always the query the box holds (`search` replaces it).
+        let Some(query) = self.searches.next(now).cloned() else {
             return;
         };
         let answered = self
@@ -1169,7 +1168,7 @@ impl Session {
             .search()
             .is_some_and(|r| r.query == query && !r.failed);
         if answered {
-            self.search_due = None;
+            self.searches.drop_key(&query);
             return;
         }
         let request = RawJson::of(&UsersSearchRequest {
@@ -1180,8 +1179,7 @@ impl Session {
             .core
             .emit_with_ack(events::USERS_SEARCH, &request, ACK_TIMEOUT_MS, now)
         {
-            self.search_due = None;
-            self.pending.insert(id, Pending::Search { query });
+            self.searches.sent(query, id);
         }
     }
 

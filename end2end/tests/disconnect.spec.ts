@@ -64,11 +64,13 @@ test("a tab over the socket limit keeps the session, and connects once another t
 
     // Opened while the first tab holds the one socket allowed: the server turns it away.
     const second = await ada.context.newPage();
+    let refused = 0;
+    second.on("websocket", (ws) => ws.on("close", () => (refused += 1)));
     await second.goto("/");
     await expect(second.locator("html")).toHaveAttribute("data-hydrated", "true");
     await expect(second.getByRole("status").filter({ hasText: "Reconnecting" })).toBeVisible();
-    // A few refused attempts later the session is still stored, and the first tab still works.
-    await second.waitForTimeout(2_500);
+    // Refused again after its backoff, the session is still stored, and the first tab still works.
+    await expect.poll(() => refused, { timeout: 10_000 }).toBeGreaterThanOrEqual(2);
     expect(await second.evaluate(() => localStorage.getItem("tether.session"))).toBe(session);
     await openChat(ada.page, "bob");
     await send(ada.page, "still signed in");

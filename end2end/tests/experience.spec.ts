@@ -2,7 +2,7 @@
 import { test, expect, Browser, BrowserContext, Page } from "@playwright/test";
 import { io, Socket } from "socket.io-client";
 import { freshDataDir, removeDataDir, RunningServer, startServer, stopServer } from "../server";
-import { messages, newPerson, openChat, send, signIn, userId } from "./helpers";
+import { messages, newPerson, openChat, personLink, send, signIn, userId } from "./helpers";
 
 const unique = (name: string) => `${name}-${Math.random().toString(36).slice(2, 7)}`;
 const DAY_MS = 24 * 3600 * 1000;
@@ -155,6 +155,33 @@ test.describe("days and times", () => {
     }, sent);
     await expect(days(ada.page)).toHaveText([named]);
     await ada.context.close();
+    await bob.context.close();
+  });
+
+  test("an open page turns today into yesterday at the viewer's midnight, in their time zone", async ({ browser, baseURL }) => {
+    const [adaName, bobName] = [unique("ada"), unique("bob")];
+    const bob = await newPerson(browser, baseURL, bobName);
+    // Nine hours east of the machine's UTC, with no daylight saving: a day counted in UTC, or
+    // with the offset the wrong way round, ends at the wrong time.
+    const context = await browser.newContext({ baseURL, timezoneId: "Asia/Tokyo" });
+    const page = await context.newPage();
+    await signIn(page, adaName);
+    await openChat(bob.page, adaName);
+    await send(bob.page, "said before midnight");
+    // Ada's clock, five seconds before the next midnight in Tokyo (the message is from today).
+    const midnight = await page.evaluate(() => new Date().setHours(24, 0, 0, 0));
+    await page.clock.install({ time: midnight - 5_000 });
+    await page.reload();
+    await openChat(page, bobName);
+    const when = personLink(page, bobName).locator("time.when");
+    await expect(days(page)).toHaveText(["Today"]);
+    await expect(when).toHaveText(/^\d\d:\d\d$/);
+
+    // Nothing else happens: no message, no reload, no focus; only the clock passes midnight.
+    await page.clock.fastForward(10_000);
+    await expect(days(page)).toHaveText(["Yesterday"]);
+    await expect(when, "the list's time is a date once it is not today").toHaveText(/^\d{1,2} [A-Z][a-z]{2}$/);
+    await context.close();
     await bob.context.close();
   });
 });

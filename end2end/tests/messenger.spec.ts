@@ -30,6 +30,26 @@ async function sameSessionElsewhere(browser: Browser, baseURL: string | undefine
   return { context, page };
 }
 
+/** A request from `page` the server answers (a search for nobody): whatever the server sent the
+ * page before that answer has arrived by the time this returns. */
+async function roundTrip(page: Page): Promise<void> {
+  const search = page.getByRole("searchbox", { name: "Search people by name" });
+  await search.fill(unique("nobody"));
+  await expect(page.getByRole("status").filter({ hasText: "Nobody has that name." })).toBeVisible();
+  await search.press("Escape");
+  await expect(search).toHaveValue("");
+}
+
+/** Types into the open conversation's composer until `note` shows that the peer sees it
+ * (typing is passed on at most every 3 s, by the client and the server alike). */
+async function typeUntilSeen(page: Page, note: ReturnType<Page["locator"]>): Promise<void> {
+  const box = page.getByRole("textbox", { name: "Message" });
+  await expect(async () => {
+    await box.press("x");
+    await expect(note).toBeVisible({ timeout: 500 });
+  }).toPass({ timeout: 10_000, intervals: [250] });
+}
+
 async function setReadReceipts(page: Page, on: boolean): Promise<void> {
   await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Settings" }).click();
   const toggle = page.getByRole("checkbox", { name: "Send read receipts" });
@@ -179,6 +199,8 @@ test("\"Seen\" shows when the recipient read, and not when either side turns rea
   const [adaName, bobName] = [unique("ada"), unique("bob")];
   const ada = await newPerson(browser, baseURL, adaName);
   const bob = await newPerson(browser, baseURL, bobName);
+  // Bob's other browser: its unread count is the server's, cleared when the server takes a read.
+  const bobElsewhere = await sameSessionElsewhere(browser, baseURL, bob.page);
   await openChat(ada.page, bobName);
   await sendStored(ada.page, "first");
   await expect(messages(ada.page).filter({ hasText: "first" })).toContainText("Sent");
@@ -195,11 +217,15 @@ test("\"Seen\" shows when the recipient read, and not when either side turns rea
   // Bob turns receipts off: what he reads now is not shown to Ada.
   await setReadReceipts(bob.page, false);
   await sendStored(ada.page, "third");
+  await expect(personLink(bobElsewhere.page, adaName)).toContainText("1 unread");
   await openChat(bob.page, adaName);
   await expect(messages(bob.page).filter({ hasText: "third" })).toHaveCount(1);
   await expect(personLink(bob.page, adaName)).not.toContainText("unread");
+  // The server took Bob's read (it tells his other browser, then would tell Ada), and anything
+  // it sent Ada before answering her next request has arrived.
+  await expect(personLink(bobElsewhere.page, adaName)).not.toContainText("unread");
+  await roundTrip(ada.page);
   const third = messages(ada.page).filter({ hasText: "third" });
-  await ada.page.waitForTimeout(1500);
   await expect(third).toContainText("Sent");
   await expect(third).not.toContainText("Seen");
 
@@ -210,9 +236,11 @@ test("\"Seen\" shows when the recipient read, and not when either side turns rea
   await expect(messages(ada.page).filter({ hasText: "second" })).toHaveCount(1);
   await expect(messages(ada.page).filter({ hasText: "Seen" })).toHaveCount(0);
   await sendStored(ada.page, "fourth");
+  await expect(personLink(bobElsewhere.page, adaName)).toContainText("1 unread");
   await openChat(bob.page, adaName);
   await expect(messages(bob.page).filter({ hasText: "fourth" })).toHaveCount(1);
-  await ada.page.waitForTimeout(1500);
+  await expect(personLink(bobElsewhere.page, adaName)).not.toContainText("unread");
+  await roundTrip(ada.page);
   await expect(messages(ada.page).filter({ hasText: "Seen" })).toHaveCount(0);
   // Both on: the receipt shows again.
   await setReadReceipts(ada.page, true);
@@ -221,6 +249,7 @@ test("\"Seen\" shows when the recipient read, and not when either side turns rea
   await expect(messages(ada.page).filter({ hasText: "fifth" })).toContainText(/Seen \d\d:\d\d/);
   await ada.context.close();
   await bob.context.close();
+  await bobElsewhere.context.close();
 });
 
 test("\"… is typing\" shows in the conversation and the list, and goes when the message comes or typing stops", async ({ browser, baseURL }) => {
@@ -242,9 +271,7 @@ test("\"… is typing\" shows in the conversation and the list, and goes when th
   await expect(personLink(bob.page, adaName)).not.toContainText("typing");
   // Typing that stops goes away by itself, a few seconds later. (A new one is passed on 3 s
   // after the last, by the client and the server alike.)
-  await ada.page.waitForTimeout(3500);
-  await box.pressSequentially("more");
-  await expect(note).toBeVisible();
+  await typeUntilSeen(ada.page, note);
   const shown = Date.now();
   await expect(note).toBeHidden({ timeout: 9000 });
   expect(Date.now() - shown).toBeGreaterThan(3000);
@@ -311,9 +338,7 @@ test("across two nodes: unread clears on every node, Seen and typing reach the o
     await expect(messages(ada.page).filter({ hasText: "seen across nodes?" })).toContainText(/Seen \d\d:\d\d/);
 
     // Bob's last typing went with his message: a new one is passed on 3 s after it.
-    await bob.page.waitForTimeout(3500);
-    await bob.page.getByRole("textbox", { name: "Message" }).pressSequentially("typing");
-    await expect(ada.page.locator(".conversation-header").getByText("bob is typing…")).toBeVisible();
+    await typeUntilSeen(bob.page, ada.page.locator(".conversation-header").getByText("bob is typing…"));
     await expect(personLink(adaElsewhere.page, "bob")).toContainText("typing…");
     for (const c of [ada.context, adaElsewhere.context, bob.context]) await c.close();
   } finally {

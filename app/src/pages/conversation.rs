@@ -425,18 +425,12 @@ fn MessageLine(line: Line) -> impl IntoView {
         }
     };
     // A day's first message comes after the day's name: for the eye only, since each message
-    // tells screen readers its full date and time. It follows the clock past midnight at the
-    // next change of the conversation.
+    // tells screen readers its full date and time. It follows the clock past midnight.
     let day = line.starts_day.then(|| {
-        let ts = line.ts;
+        let (ts, today) = (line.ts, time::use_today());
         view! {
             <li class="day" aria-hidden="true">
-                <span>
-                    {move || {
-                        rt.version.track();
-                        time::day_label(ts)
-                    }}
-                </span>
+                <span>{move || time::day_label(ts, today.get())}</span>
             </li>
         }
     });

@@ -296,12 +296,15 @@ fn ChatRow(user_id: String, page: Memo<Page>) -> impl IntoView {
             s.username.clone()
         }
     });
+    // The clock for today, else the date: again at midnight.
+    let today = crate::time::use_today();
     let when = move || {
+        let today = today.get();
         state.with(|s| {
             s.as_ref().and_then(|s| s.last.as_ref()).map(|last| {
                 view! {
                     <span class="sr-only">", "</span>
-                    <time class="when">{short_time(last.ts)}</time>
+                    <time class="when">{short_time(last.ts, today)}</time>
                 }
             })
         })
@@ -362,20 +365,19 @@ fn ChatRow(user_id: String, page: Memo<Page>) -> impl IntoView {
     }
 }
 
-/// A row's time: the clock for today, else the date ("3 Dec", with the year if not this one).
-fn short_time(ts_ms: i64) -> String {
+/// A row's time: the clock on `today`, else the date ("3 Dec", with the year if not this one).
+fn short_time(ts_ms: i64, today: i64) -> String {
     #[cfg(feature = "hydrate")]
     {
         use wasm_bindgen::JsValue;
         const MONTHS: [&str; 12] = [
             "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
         ];
-        let date = js_sys::Date::new(&JsValue::from_f64(ts_ms as f64));
-        let now = js_sys::Date::new_0();
-        let day = |d: &js_sys::Date| (d.get_full_year(), d.get_month(), d.get_date());
-        if day(&date) == day(&now) {
+        if crate::time::local_day(ts_ms) == today {
             return clock_time(ts_ms);
         }
+        let date = js_sys::Date::new(&JsValue::from_f64(ts_ms as f64));
+        let now = js_sys::Date::new_0();
         let month = MONTHS[date.get_month() as usize % 12];
         if date.get_full_year() == now.get_full_year() {
             format!("{} {month}", date.get_date())
@@ -385,6 +387,7 @@ fn short_time(ts_ms: i64) -> String {
     }
     #[cfg(not(feature = "hydrate"))]
     {
+        let _ = today;
         clock_time(ts_ms)
     }
 }

@@ -33,17 +33,28 @@ struct Args {
     rates: Vec<u64>,
     step_secs: u64,
     out: Option<PathBuf>,
+    /// Count the server's fsync and fdatasync calls in each step (perf's syscall tracepoints).
+    count_fsyncs: bool,
+    /// Skip the reconnect storm (the Node reference cannot finish it: it forgets every session).
+    reconnect: bool,
 }
 
 const USAGE: &str = "usage: tether-load [--users N] [--rates R1,R2,...] [--step-secs S] \
-[--out FILE.md] [--server-bin PATH] [--server-arg ARG]...
+[--out FILE.md] [--server-bin PATH] [--server-arg ARG]... [--count-fsyncs] [--no-reconnect]
 
   --users N         users to connect (default 1000, at least 2)
   --rates R1,R2     offered messages/s per throughput step (default 2000,5000,10000,20000,30000)
   --step-secs S     seconds per throughput step (default 5)
   --out FILE        also write the results table (Markdown) to FILE
   --server-bin PATH the server binary to start (default target/release/tether)
-  --server-arg ARG  one extra server flag (repeatable)";
+  --server-arg ARG  one extra server flag (repeatable); they come before the flags tether-load
+                    adds, so `--server-bin taskset --server-arg -c --server-arg 0 --server-arg
+                    target/release/tether` pins the server to CPU 0 (taskset execs: same pid)
+  --count-fsyncs    count the server's fsync + fdatasync calls (all threads, and the store
+                    writer's) over each step's S seconds (`timeout -s INT S perf stat
+                    --per-thread -e syscalls:sys_enter_fsync,... -p PID`; needs perf and the
+                    tracepoints, else the column says n/a)
+  --no-reconnect    skip the reconnect storm";
 
 /// Prints the problem and the usage, and exits (a tool's bad input is not a panic).
 fn usage_error(problem: &str) -> ! {
@@ -59,12 +70,25 @@ fn parse_args() -> Args {
         rates: vec![2_000, 5_000, 10_000, 20_000, 30_000],
         step_secs: 5,
         out: None,
+        count_fsyncs: false,
+        reconnect: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--help" || flag == "-h" {
             println!("{USAGE}");
             std::process::exit(0);
+        }
+        match flag.as_str() {
+            "--count-fsyncs" => {
+                args.count_fsyncs = true;
+                continue;
+            }
+            "--no-reconnect" => {
+                args.reconnect = false;
+                continue;
+            }
+            _ => {}
         }
         let Some(value) = it.next() else {
             usage_error(&format!("{flag} needs a value"))
@@ -252,6 +276,56 @@ async fn connect_user(origin: String, name: String, stats: Arc<Stats>) -> User {
     }
 }
 
+/// Counts the fsync and fdatasync calls process `pid` makes in the next `secs` seconds, all its
+/// threads and the store writer's, with perf's syscall tracepoints (no tracing of the process:
+/// the kernel counts). `None` when perf is missing or cannot count (no tracepoints, no
+/// permission).
+async fn count_fsyncs(pid: u32, secs: u64) -> Option<(u64, u64)> {
+    // perf stat -p prints its counts when interrupted; given a command to time instead, it
+    // counts that command, not the process.
+    let output = tokio::process::Command::new("timeout")
+        .args([
+            "-s",
+            "INT",
+            &secs.to_string(),
+            "perf",
+            "stat",
+            "--per-thread",
+            "-x,",
+        ])
+        .arg("-e")
+        .arg("syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync")
+        .args(["-p", &pid.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .await
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stderr);
+    let (mut total, mut writer, mut counted) = (0, 0, false);
+    // CSV lines: thread-tid,count,unit,event,... ("<not counted>" for a thread that did not run).
+    for line in text.lines() {
+        let mut fields = line.split(',');
+        let (Some(thread), Some(count), Some(_), Some(event)) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        if !event.starts_with("syscalls:sys_enter_f") {
+            continue;
+        }
+        counted = true;
+        let n = count.parse::<u64>().unwrap_or(0);
+        total += n;
+        // The kernel keeps 15 bytes of a thread's name: "sqlite-writer" whole.
+        if thread.rsplit_once('-').map(|(name, _)| name) == Some(WRITER_THREAD) {
+            writer += n;
+        }
+    }
+    counted.then_some((total, writer))
+}
+
 fn percentile(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -344,10 +418,11 @@ async fn main() {
     line(String::new());
     line(
         "| offered msg/s | delivered msg/s | p50 ms | p99 ms | max ms \
-         | CPU µs per delivered message: server (its store writer) / load generator |"
+         | CPU µs per delivered message: server (its store writer) / load generator \
+         | server fsyncs/s (its store writer) |"
             .into(),
     );
-    line("| --- | --- | --- | --- | --- | --- |".into());
+    line("| --- | --- | --- | --- | --- | --- | --- |".into());
     for &rate in &args.rates {
         until_quiet(&server_proc).await;
         stats.latencies_us.lock().unwrap().clear();
@@ -361,6 +436,10 @@ async fn main() {
         let server_cpu = cpu(&server_proc);
         let writer_cpu = server_proc.thread_cpu(WRITER_THREAD);
         let own_cpu = cpu(&own);
+        let fsyncs = args.count_fsyncs.then(|| {
+            let pid = server.child.id().expect("server pid");
+            tokio::spawn(count_fsyncs(pid, args.step_secs))
+        });
         for (i, sender) in users[..half].iter().enumerate() {
             let handle = sender.handle.clone();
             let to = users[half + i].id.clone();
@@ -416,8 +495,18 @@ async fn main() {
         lat.sort_unstable();
         // CPU µs per delivered message, over the step and its grace period (in 10 ms ticks).
         let per_message = |used: Duration| used.as_micros() as f64 / received.max(1) as f64;
+        let fsyncs = match fsyncs {
+            None => "—".to_string(),
+            Some(count) => match count.await.ok().flatten() {
+                Some((total, writer)) => {
+                    let per_sec = |n: u64| n as f64 / args.step_secs.max(1) as f64;
+                    format!("{:.0} ({:.0})", per_sec(total), per_sec(writer))
+                }
+                None => "n/a".to_string(),
+            },
+        };
         line(format!(
-            "| {rate} | {:.0} | {:.1} | {:.1} | {:.1} | {:.0} ({:.0}) / {:.0} |",
+            "| {rate} | {:.0} | {:.1} | {:.1} | {:.1} | {:.0} ({:.0}) / {:.0} | {fsyncs} |",
             received as f64 / elapsed.max(args.step_secs as f64),
             percentile(&lat, 0.50),
             percentile(&lat, 0.99),
@@ -431,13 +520,17 @@ async fn main() {
             per_message(cpu(&own).saturating_sub(own_cpu)),
         ));
         if received < sent {
-            line(format!("|  (step {rate}: {sent} sent, {received} received within the grace period) | | | | | |"));
+            line(format!("|  (step {rate}: {sent} sent, {received} received within the grace period) | | | | | | |"));
         }
     }
 
     // 4. Reconnect storm: kill -9 the server, start it on the same port and data directory,
     //    and time until every user is back and its restore_state is answered.
     //    Outboxes left over from an overloaded step drain first, so the storm is reconnects only.
+    if !args.reconnect {
+        write_report(args.out.as_deref(), &report);
+        return;
+    }
     until_quiet(&server_proc).await;
     let mut server = server;
     let _ = server.child.kill().await;
@@ -484,8 +577,12 @@ async fn main() {
         reconnect_cpu.1
     ));
     drop(server);
-    if let Some(out) = args.out {
-        std::fs::write(&out, report).expect("write results");
+    write_report(args.out.as_deref(), &report);
+}
+
+fn write_report(out: Option<&std::path::Path>, report: &str) {
+    if let Some(out) = out {
+        std::fs::write(out, report).expect("write results");
         println!("\nresults written to {}", out.display());
     }
 }

@@ -250,6 +250,30 @@ pub struct ConversationEntry {
     pub peer_read: Option<ReadCursor>,
 }
 
+impl ConversationEntry {
+    /// The entry as each store reads it: the peer as stored, the unread count as counted (held
+    /// to 0..=[`UNREAD_MAX`]), and the peer's cursor, kept only while read receipts are
+    /// `shared` (both parties have them on, and it is not a note to self).
+    pub(crate) fn read(
+        peer: String,
+        username: String,
+        last: Message,
+        unread: i64,
+        read: ReadCursor,
+        peer_read: ReadCursor,
+        shared: bool,
+    ) -> Self {
+        Self {
+            peer: UserId::from_store(peer),
+            username,
+            last,
+            unread: unread.clamp(0, i64::from(UNREAD_MAX)) as u32,
+            read,
+            peer_read: shared.then_some(peer_read),
+        }
+    }
+}
+
 /// A page of [`Store::conversation_page`], newest activity first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConversationPage {

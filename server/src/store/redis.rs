@@ -1548,17 +1548,18 @@ impl Store for RedisStore {
                 continue;
             };
             scanned += read.max(0) as u64;
-            conversations.push(ConversationEntry {
-                peer: UserId::from_store((*peer).clone()),
+            conversations.push(ConversationEntry::read(
+                (*peer).clone(),
                 username,
-                last: parse_message(&json)?,
-                unread: unread.clamp(0, i64::from(UNREAD_MAX)) as u32,
-                read: ReadCursor { up_to, at },
-                peer_read: (shares == 1).then_some(ReadCursor {
+                parse_message(&json)?,
+                unread,
+                ReadCursor { up_to, at },
+                ReadCursor {
                     up_to: peer_up,
                     at: peer_at,
-                }),
-            });
+                },
+                shares == 1,
+            ));
         }
         Ok(ConversationPage {
             conversations,

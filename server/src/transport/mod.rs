@@ -116,6 +116,28 @@ pub fn is_socket_path(path: &str) -> bool {
     path.starts_with("/socket.io")
 }
 
+/// The edge's first step for a payload that must be an object: it, read as a `T`, or
+/// `invalid_payload` for anything else (serde would read a struct from an array too) and for an
+/// object of the wrong shape.
+pub(crate) fn object<T: serde::de::DeserializeOwned>(
+    payload: Option<serde_json::Value>,
+) -> Result<T, EventError> {
+    payload
+        .filter(serde_json::Value::is_object)
+        .and_then(|v| serde_json::from_value(v).ok())
+        .ok_or(EventError::InvalidPayload)
+}
+
+/// As [`object`], with no payload or `null` read as `T::default()`.
+pub(crate) fn object_or_default<T: serde::de::DeserializeOwned + Default>(
+    payload: Option<serde_json::Value>,
+) -> Result<T, EventError> {
+    match payload {
+        None | Some(serde_json::Value::Null) => Ok(T::default()),
+        payload => object(payload),
+    }
+}
+
 /// Runs an event that is answered on its ack, for the socket's viewer: `run`'s answer or its
 /// typed error goes on the ack, and a refusal (`rate_limited`) counts against the socket
 /// ([`judge`]). A socket without a viewer (the handshake always sets one) gets nothing.

@@ -22,6 +22,8 @@ use socketioxide::socket::Socket;
 use socketioxide::{BroadcastError, SendError, SocketError};
 use socketioxide_core::Value as RawPayload;
 
+use crate::domain::UserId;
+
 /// Emits to this socket. Over its budget the event is dropped (and the socket closed).
 pub(crate) fn emit<A: Adapter, T: Serialize + ?Sized>(
     socket: &SocketRef<A>,
@@ -47,6 +49,18 @@ fn dropped(event: &'static str, sockets: usize) {
         sockets,
         "send budget spent; dropped (the socket is closed)"
     );
+}
+
+/// Emits to every socket of `user`, on every node (`socket` too, if it is one of them), and
+/// counts those over their budget (each is being closed).
+pub(crate) async fn emit_to_user<A: Adapter, T: Serialize + ?Sized>(
+    socket: &SocketRef<A>,
+    user: &UserId,
+    event: &'static str,
+    data: &T,
+) {
+    let sent = socket.within(user.to_string()).emit(event, data).await;
+    count_dropped(event, &sent);
 }
 
 /// Counts the sockets of a room emit that were over their budget (each is being closed).

@@ -14,8 +14,8 @@ use socketioxide::adapter::Adapter;
 use socketioxide::extract::{SocketRef, State, TryData};
 
 use super::messages::priced;
-use super::overflow::{count_dropped, Ack};
-use super::{handle, price, EventError, SocketState, Viewer};
+use super::overflow::{emit_to_user, Ack};
+use super::{handle, object, object_or_default, price, EventError, SocketState, Viewer};
 use crate::domain::UserId;
 use crate::store::{ConversationEntry, ReadCursor};
 
@@ -74,14 +74,7 @@ async fn list(
     viewer: &Viewer,
     payload: Option<Value>,
 ) -> Result<(ConversationList, u64), EventError> {
-    let request: ConversationsRequest = match payload {
-        None | Some(Value::Null) => ConversationsRequest::default(),
-        // An object only (serde would read a struct from an array too).
-        Some(v @ Value::Object(_)) => {
-            serde_json::from_value(v).map_err(|_| EventError::InvalidPayload)?
-        }
-        Some(_) => return Err(EventError::InvalidPayload),
-    };
+    let request: ConversationsRequest = object_or_default(payload)?;
     if request.before.is_some_and(|b| b < 0) {
         return Err(EventError::InvalidCursor);
     }
@@ -164,10 +157,7 @@ pub struct ReadMarkRequest {
 
 /// The edge of `read`: any JSON in, a peer and a cursor ≥ 0 out, or a typed error.
 pub fn parse_read(payload: Option<Value>) -> Result<ReadMarkRequest, EventError> {
-    let request: ReadRequest = payload
-        .filter(Value::is_object)
-        .and_then(|v| serde_json::from_value(v).ok())
-        .ok_or(EventError::InvalidPayload)?;
+    let request: ReadRequest = object(payload)?;
     let peer = UserId::parse(&request.with).ok_or(EventError::UnknownRecipient)?;
     if request.up_to < 0 {
         return Err(EventError::InvalidCursor);
@@ -202,23 +192,15 @@ async fn mark_read<A: Adapter>(
         as_of: status.as_of,
     };
     if marked.moved {
-        // Every socket of the viewer, this one included, on every node.
-        let sent = socket
-            .within(viewer.user_id.to_string())
-            .emit(events::READ, &answer)
-            .await;
-        count_dropped(events::READ, &sent);
+        // Every socket of the viewer, this one included.
+        emit_to_user(socket, &viewer.user_id, events::READ, &answer).await;
         if marked.receipts {
             let seen = Seen {
                 by: viewer.user_id.to_string(),
                 up_to: status.cursor.up_to,
                 at: status.cursor.at,
             };
-            let sent = socket
-                .within(peer.to_string())
-                .emit(events::SEEN, &seen)
-                .await;
-            count_dropped(events::SEEN, &sent);
+            emit_to_user(socket, &peer, events::SEEN, &seen).await;
         }
     }
     Ok(answer)

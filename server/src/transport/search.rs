@@ -14,7 +14,7 @@ use socketioxide::extract::{SocketRef, State, TryData};
 use super::messages::priced;
 use super::overflow::Ack;
 use super::roster::PRESENCE_MOST;
-use super::{handle, price, EventError, SocketState, Viewer};
+use super::{handle, object, price, EventError, SocketState, Viewer};
 use crate::domain::UserId;
 use crate::store::User;
 
@@ -36,10 +36,7 @@ pub struct Search {
 /// The edge of `users_search`: any JSON in, a query of 1 to [`QUERY_MAX_CHARS`] characters
 /// (trimmed) and a limit in 1..=[`SEARCH_MAX`] out, or `invalid_payload`.
 pub fn parse_search(payload: Option<Value>) -> Result<Search, EventError> {
-    let request: UsersSearchRequest = payload
-        .filter(Value::is_object)
-        .and_then(|v| serde_json::from_value(v).ok())
-        .ok_or(EventError::InvalidPayload)?;
+    let request: UsersSearchRequest = object(payload)?;
     let query = request.query.trim();
     let chars = query.chars().count();
     if chars == 0 || chars > QUERY_MAX_CHARS {

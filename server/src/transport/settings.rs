@@ -8,8 +8,8 @@ use socketioxide::adapter::Adapter;
 use socketioxide::extract::{SocketRef, State, TryData};
 
 use super::messages::priced;
-use super::overflow::{count_dropped, Ack};
-use super::{handle, price, EventError, SocketState, Viewer};
+use super::overflow::{emit_to_user, Ack};
+use super::{handle, object_or_default, price, EventError, SocketState, Viewer};
 use crate::store::{SettingsChange, UserSettings};
 
 /// What one `settings` answer costs besides the request: `{"readReceipts":false}`.
@@ -18,14 +18,7 @@ const SETTINGS_BYTES: usize = 32;
 /// The edge of `settings`: none, `null` or `{}` reads; an object with settings of the right
 /// types changes those; anything else is `invalid_payload`.
 pub fn parse_settings(payload: Option<Value>) -> Result<SettingsChange, EventError> {
-    let request: Settings = match payload {
-        None | Some(Value::Null) => Settings::default(),
-        // An object only (serde would read a struct from an array too).
-        Some(v @ Value::Object(_)) => {
-            serde_json::from_value(v).map_err(|_| EventError::InvalidPayload)?
-        }
-        Some(_) => return Err(EventError::InvalidPayload),
-    };
+    let request: Settings = object_or_default(payload)?;
     Ok(SettingsChange {
         read_receipts: request.read_receipts,
     })
@@ -81,11 +74,7 @@ async fn change_settings<A: Adapter>(
         .ok_or(EventError::UnknownRecipient)?;
     let answer = wire(changed.settings);
     if changed.changed {
-        let sent = socket
-            .within(viewer.user_id.to_string())
-            .emit(events::SETTINGS, &answer)
-            .await;
-        count_dropped(events::SETTINGS, &sent);
+        emit_to_user(socket, &viewer.user_id, events::SETTINGS, &answer).await;
     }
     Ok(answer)
 }

@@ -1,7 +1,8 @@
 //! `typing`: "the viewer is typing to you", relayed to every socket of the recipient as
 //! `typing { from }`, at most once per `--typing-every-ms` per (sender, recipient) on each node.
-//! Volatile: never stored, never replayed, and sent as Socket.IO volatile packets, which wait
-//! outside a socket's send budget (at most one per socket, replaced by the next): a recipient
+//! Volatile: never stored, never replayed, and sent as Socket.IO volatile packets, which a
+//! socket takes only when its connection can take them now (nothing queued or unflushed for it,
+//! vendor/engineioxide patch 6) and are dropped otherwise, never queued nor held: a recipient
 //! that reads nothing loses typing events, and is never closed (nor told to `resync`) for them.
 //!
 //! What it costs is bounded twice: every `typing` a user sends takes a token of their bucket
@@ -21,7 +22,7 @@ use socketioxide::adapter::Adapter;
 use socketioxide::extract::{SocketRef, State, TryData};
 
 use super::rate::{Buckets, Rate};
-use super::{judge, SocketState, Viewer};
+use super::{judge, object, SocketState, Viewer};
 use crate::domain::UserId;
 
 /// What a `typing` from a user to another may do now.
@@ -102,7 +103,7 @@ impl TypingGate {
 
 /// The edge of `typing`: the recipient, if the payload names one.
 pub fn parse_typing(payload: Option<Value>) -> Option<UserId> {
-    let request: TypingRequest = serde_json::from_value(payload.filter(Value::is_object)?).ok()?;
+    let request: TypingRequest = object(payload).ok()?;
     UserId::parse(&request.to)
 }
 
@@ -128,7 +129,8 @@ pub async fn typing<A: Adapter>(
             let typing = Typing {
                 from: viewer.user_id.to_string(),
             };
-            // Volatile: outside the recipients' send budgets, so never a reason to close one.
+            // Volatile: dropped for a recipient whose connection is busy, never queued, so
+            // never a reason to close one.
             let _ = socket
                 .to(to.to_string())
                 .volatile()

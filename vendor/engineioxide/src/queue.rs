@@ -22,8 +22,11 @@
 //! client after one that was dropped (its client restores from the newest it holds).
 //!
 //! It also holds the socket's volatile packet, which was a `tokio::sync::watch` channel of its
-//! own (~0.5 KiB per socket): at most one, outside the budget, replaced by the next one, and
-//! received after everything queued.
+//! own (~0.5 KiB per socket). A volatile packet is taken only when the connection can take it
+//! now (patch 6): when nothing is queued, reserved or held and no volatile packet waits yet;
+//! otherwise it is dropped. So at most one waits, outside the budget, until the receiver takes
+//! it; once the websocket writer has taken it, it is held (and counted) until flushed like any
+//! packet, so that the next one finds the connection busy while it does not take it.
 
 use std::{
     collections::VecDeque,
@@ -61,7 +64,7 @@ fn cost<T: Payload>(item: &T) -> usize {
 
 struct State<T> {
     items: VecDeque<T>,
-    /// The latest volatile packet not received yet.
+    /// The volatile packet not received yet (it was taken while nothing else waited).
     volatile: Option<T>,
     /// Bytes of the queued items.
     queued: usize,
@@ -246,11 +249,12 @@ impl<T: Payload> Sender<T> {
         })
     }
 
-    /// Sets the volatile packet (replacing one not received yet). False once closed (or
-    /// overflowed).
+    /// Sets the volatile packet if the connection can take it now: nothing is queued, reserved
+    /// or held (written and not flushed yet), and no volatile packet waits. Otherwise it is
+    /// dropped, never queued nor kept: false, as once closed (or overflowed).
     pub(crate) fn send_volatile(&self, item: T) -> bool {
         let mut state = self.shared.lock();
-        if state.refuses() {
+        if state.refuses() || state.used() > 0 || state.volatile.is_some() {
             return false;
         }
         state.volatile = Some(item);
@@ -391,19 +395,21 @@ impl<T: Payload> Shared<T> {
     }
 
     /// The next queued packet, else the volatile one. Its bytes leave the budget, or, with
-    /// `hold`, stay counted as held.
+    /// `hold`, stay counted as held (the volatile packet's too, from then on).
     fn pop(&self, state: &mut State<T>, hold: bool) -> Option<T> {
-        let Some(item) = state.items.pop_front() else {
-            return state.volatile.take();
+        let item = match state.items.pop_front() {
+            Some(item) => {
+                state.queued -= cost(&item);
+                if state.items.is_empty() && state.items.capacity() > KEPT_CAPACITY {
+                    // The burst is over: let go of its buffer.
+                    state.items = VecDeque::new();
+                }
+                item
+            }
+            None => state.volatile.take()?,
         };
-        let cost = cost(&item);
-        state.queued -= cost;
         if hold {
-            state.held += cost;
-        }
-        if state.items.is_empty() && state.items.capacity() > KEPT_CAPACITY {
-            // The burst is over: let go of its buffer.
-            state.items = VecDeque::new();
+            state.held += cost(&item);
         }
         state.progressed();
         self.freed(state);
@@ -676,22 +682,47 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_volatile_packet_is_the_latest_one_and_comes_after_the_queue() {
+    async fn a_volatile_packet_is_taken_only_when_the_connection_can_take_it_now() {
         let (tx, mut rx) = channel::<u32>(O + 1);
         tx.try_send(1).unwrap();
-        assert!(tx.send_volatile(10));
-        assert!(tx.send_volatile(11), "outside the budget, replacing 10");
+        assert!(!tx.send_volatile(10), "something is queued: dropped");
         assert_eq!(rx.try_recv(), Some(1));
-        assert_eq!(rx.try_recv(), Some(11));
+        assert_eq!(rx.try_recv(), None, "and not kept for later");
+        let permit = tx.try_reserve().unwrap();
+        assert!(!tx.send_volatile(11), "a place is reserved: dropped");
+        drop(permit);
+
+        assert!(tx.send_volatile(12), "nothing waits: taken, outside the budget");
+        assert!(!tx.send_volatile(13), "one waits already: dropped, not replacing it");
+        tx.try_send(2).unwrap();
+        assert_eq!(rx.try_recv(), Some(2));
+        assert_eq!(rx.try_recv(), Some(12));
         assert_eq!(rx.try_recv(), None);
 
+        // Written to a connection that has not taken it: held, so the next one is dropped.
+        tx.try_send(3).unwrap();
+        assert_eq!(rx.try_recv_held(), Some(3));
+        assert!(!tx.send_volatile(14), "a written packet is not flushed yet: dropped");
+        rx.release_held();
+        assert!(tx.send_volatile(15));
+        assert_eq!(rx.try_recv_held(), Some(15));
+        assert!(tx.waiting_since().is_some(), "a held volatile packet waits too");
+        assert!(!tx.send_volatile(16), "the volatile packet is not flushed yet: dropped");
+        assert!(
+            matches!(tx.try_send(O as u32), Err(TrySendError::Full(_))),
+            "and it is counted while held"
+        );
+        rx.release_held();
+        assert!(tx.waiting_since().is_none());
+
+        let (tx, mut rx) = channel::<u32>(O + 1);
         let waiting = tokio::spawn(async move { (rx.recv().await, rx) });
         tokio::task::yield_now().await;
-        assert!(tx.send_volatile(12));
+        assert!(tx.send_volatile(17));
         let (got, mut rx) = waiting.await.unwrap();
-        assert_eq!(got, Some(12), "a volatile packet wakes the receiver");
+        assert_eq!(got, Some(17), "a volatile packet wakes the receiver");
         rx.close();
-        assert!(!tx.send_volatile(13));
+        assert!(!tx.send_volatile(18));
     }
 
     #[tokio::test]

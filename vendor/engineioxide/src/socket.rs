@@ -521,6 +521,9 @@ where
     ///
     /// Returns `true` if the message was queued for sending, `false` if it
     /// was dropped (channel full or transport shutting down).
+    ///
+    /// (Tether patch: "not ready" is anything queued, reserved or written and not
+    /// flushed yet, or a volatile message not taken yet; see `queue`.)
     #[inline]
     pub fn emit_volatile(&self, msg: impl Into<Str>) -> bool {
         self.send_volatile(smallvec![Packet::Message(msg.into())])

@@ -731,14 +731,15 @@ impl Store for SqliteStore {
                     unread(conn, &pair_key(&viewer, &peer), &viewer, read.up_to, last)?;
                 scanned += read_rows + 1;
                 let shared = viewer_shares && peer_shares && peer != viewer;
-                conversations.push(ConversationEntry {
-                    peer: UserId::from_store(peer),
+                conversations.push(ConversationEntry::read(
+                    peer,
                     username,
-                    last: message,
-                    unread: count,
+                    message,
+                    i64::from(count),
                     read,
-                    peer_read: shared.then_some(peer_read),
-                });
+                    peer_read,
+                    shared,
+                ));
             }
             Ok(ConversationPage {
                 conversations,

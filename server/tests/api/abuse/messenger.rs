@@ -1,6 +1,7 @@
-//! The messenger's events under attack: `typing` floods (to one user and to many), searches with
-//! huge and odd queries and in floods, `read`s with absurd cursors and in floods. Each on
-//! loopback, bounded in count and time, with the bound it must hold asserted.
+//! The messenger's events under attack: `typing` floods (to one user and to many), `typing` to a
+//! recipient that reads nothing, searches with huge and odd queries and in floods, `read`s with
+//! absurd cursors and in floods. Each on loopback, bounded in count and time, with the bound it
+//! must hold asserted.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -31,8 +32,22 @@ pub(super) struct Received {
 impl Raw {
     /// Connects with this session and waits for `session`.
     pub(super) async fn connect(addr: SocketAddr, session_id: &str) -> Raw {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        Raw::over(stream, addr, session_id).await
+    }
+
+    /// As [`Raw::connect`], with a receive buffer of a few KiB: while the test reads nothing
+    /// from it, the server's writes back up as soon as its own send buffer is full.
+    async fn small_window(addr: SocketAddr, session_id: &str) -> Raw {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let stream = socket.connect(addr).await.expect("connect");
+        Raw::over(stream, addr, session_id).await
+    }
+
+    async fn over(stream: TcpStream, addr: SocketAddr, session_id: &str) -> Raw {
         let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
-        let (mut ws, _) = tokio_tungstenite::connect_async(&url)
+        let (mut ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
             .await
             .expect("websocket opens");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -118,10 +133,25 @@ fn event(name: &str, data: &Value) -> String {
     format!("42{}", json!([name, data]))
 }
 
-pub(super) fn codes(acks: &[Value]) -> Vec<&str> {
-    acks.iter()
-        .map(|a| a["error"]["code"].as_str().unwrap_or("ok"))
-        .collect()
+impl Received {
+    /// Each ack's error code, "ok" for an answer.
+    pub(super) fn codes(&self) -> Vec<&str> {
+        self.acks
+            .iter()
+            .map(|a| a["error"]["code"].as_str().unwrap_or("ok"))
+            .collect()
+    }
+
+    /// How many of the requests were served; each of them was served or refused as rate
+    /// limited (asserted).
+    pub(super) fn served(&self) -> usize {
+        let codes = self.codes();
+        assert!(
+            codes.iter().all(|c| *c == "ok" || *c == "rate_limited"),
+            "{codes:?}"
+        );
+        codes.iter().filter(|c| **c == "ok").count()
+    }
 }
 
 /// Waits up to `within` for `user`'s next `event`; how many arrived by then (draining them).
@@ -203,6 +233,100 @@ async fn a_typing_flood_to_many_people_passes_on_at_most_the_budget() {
     eprintln!("typing fan-out: {relayed} of {PEOPLE} relayed in {elapsed:?}");
 }
 
+/// Someone types to a recipient whose connection takes nothing (it reads nothing, and the
+/// server's writes to it are backed up behind more than the kernel buffers), at the most their
+/// budget allows, each one relayed (`--typing-every-ms 1`), for two seconds. `typing` is
+/// volatile: it goes only to a connection that can take it now, so none of it waits for this
+/// one, not even the newest (which used to wait, one per socket, and came after everything
+/// else). Nothing else changes: the recipient keeps its socket and gets every message once it
+/// reads again, and the typist and everyone else are served at once meanwhile.
+#[tokio::test]
+async fn typing_to_a_recipient_that_reads_nothing_is_dropped_never_held() {
+    const TYPING_PER_SEC: f64 = 20.0;
+    const CHARS: usize = 60_000;
+    // The most a TCP send buffer grows to (the receiver's is a few KiB): twice it, and more,
+    // waits in the server's queue.
+    let send_buffer_max: usize = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(2)?.parse().ok())
+        .unwrap_or(4 << 20);
+    let fill = (2 * send_buffer_max + (1 << 20)) / CHARS;
+    let app = spawn_app_with(|c| {
+        c.typing_every_ms = 1;
+        c.typing_per_sec = TYPING_PER_SEC;
+        c.typing_burst = TYPING_PER_SEC;
+        c.max_message_chars = CHARS;
+        // Room for the backlog, and no heartbeat or write deadline within the test: only the
+        // rule under test may drop anything.
+        c.socket_buffer_bytes = 2 * fill * CHARS;
+        c.ping_interval_ms = 20_000;
+        c.ping_timeout_ms = 20_000;
+    })
+    .await;
+    let stalled = app.connect_as("stalled").await;
+    stalled.close().await;
+    app.until_room_is_empty(&stalled.user_id).await;
+    let mut raw = Raw::small_window(app.addr, &stalled.session_id).await;
+    let filler = app.connect_as("filler").await;
+    let typist = app.connect_as("typist").await;
+    let mut other = app.connect_as("other").await;
+
+    // More than the connection can hold: its writer stalls.
+    let body = "x".repeat(CHARS);
+    for _ in 0..fill {
+        let ack = filler.send(&stalled.user_id, &body).await;
+        assert!(ack["ok"].is_object(), "{ack}");
+    }
+
+    // Typing at the budget's rate (a little under it, so that none is refused), and a message
+    // to someone else with each, timed.
+    let to_stalled = json!({ "to": stalled.user_id });
+    let every = Duration::from_secs_f64(1.2 / TYPING_PER_SEC);
+    let started = Instant::now();
+    let mut typed = 0;
+    let mut slowest = Duration::ZERO;
+    while started.elapsed() < Duration::from_secs(2) {
+        let tick = Instant::now();
+        typist
+            .client
+            .emit("typing", to_stalled.clone())
+            .await
+            .unwrap();
+        typed += 1;
+        let ack = typist.send(&other.user_id, &format!("t{typed}")).await;
+        assert!(ack["ok"].is_object(), "{ack}");
+        other.next("private message").await;
+        slowest = slowest.max(tick.elapsed());
+        tokio::time::sleep(every.saturating_sub(tick.elapsed())).await;
+    }
+    let typing_for = started.elapsed();
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a message took {slowest:?}"
+    );
+    assert!(
+        typist.sync().await["ok"].is_object(),
+        "the typist is served"
+    );
+
+    // The recipient reads again: every message, and none of the typing sent meanwhile.
+    let got = raw.receive(usize::MAX, Duration::from_millis(500)).await;
+    assert!(!got.closed, "the recipient keeps its socket");
+    let count = |name: &str| got.events.iter().filter(|(e, _)| e == name).count();
+    assert_eq!(count("private message"), fill, "every message arrives");
+    assert_eq!(
+        count("typing"),
+        0,
+        "of {typed} typing events relayed while its connection took nothing, none waited for it"
+    );
+    eprintln!(
+        "typing to a stalled recipient ({} MB behind): {typed} relayed in {:?}, 0 held, slowest \
+         message {slowest:?}",
+        fill * CHARS / 1_000_000,
+        typing_for
+    );
+}
+
 #[tokio::test]
 async fn searches_with_huge_or_odd_queries_are_answered_at_once() {
     let app = spawn_app().await;
@@ -274,12 +398,7 @@ async fn a_search_flood_is_priced_by_the_directory_it_scans() {
         .await;
     let got = raw.receive(400, Duration::from_secs(3)).await;
     let elapsed = started.elapsed();
-    let codes = codes(&got.acks);
-    let served = codes.iter().filter(|c| **c == "ok").count();
-    assert!(
-        codes.iter().all(|c| *c == "ok" || *c == "rate_limited"),
-        "{codes:?}"
-    );
+    let served = got.served();
     // Each search costs at least its request, a byte price per directory entry compared and
     // its 50 entries: no more fit in the budget.
     let each = 256 + (USERS + 1) * 8 + 50 * 100;
@@ -371,12 +490,7 @@ async fn a_read_flood_is_refused_past_its_budget_and_its_socket_let_go() {
     .await;
     let got = raw.receive(1000, Duration::from_secs(3)).await;
     let elapsed = started.elapsed();
-    let codes = codes(&got.acks);
-    let served = codes.iter().filter(|c| **c == "ok").count();
-    assert!(
-        codes.iter().all(|c| *c == "ok" || *c == "rate_limited"),
-        "{codes:?}"
-    );
+    let served = got.served();
     let allowed = 20 + (5.0 * elapsed.as_secs_f64()).ceil() as usize;
     assert!(
         served <= allowed,
