@@ -798,6 +798,11 @@ impl Session {
                         self.event(SessionEvent::ChatChanged);
                     }
                     let mine = self.chat.me.as_deref() == Some(message.from.as_str());
+                    // A sender not known here (outside the roster): the newest conversations
+                    // page names them.
+                    if !mine && self.chat.peer(&message.from).is_none() {
+                        self.request_conversations(None, now);
+                    }
                     if self.chat.insert(message.clone()) {
                         self.event(SessionEvent::ChatChanged);
                         if !mine {
@@ -2209,6 +2214,40 @@ mod tests {
         // Turned back on from another tab.
         session.step(Input::Frame(r#"42["settings",{"readReceipts":true}]"#), 30);
         assert!(session.chat().seen("u").is_some());
+    }
+
+    #[test]
+    fn a_message_from_someone_unknown_asks_for_the_newest_conversations_which_name_them() {
+        let mut session = restored();
+        session.step(
+            Input::Frame(r#"430[{"ok":{"conversations":[],"hasMore":false}}]"#),
+            3,
+        );
+        sent(&mut session);
+        session.step(
+            Input::Frame(
+                r#"42["private message",{"id":8,"ts":5,"content":"hi","from":"zed","to":"me"}]"#,
+            ),
+            4,
+        );
+        assert_eq!(
+            sent(&mut session),
+            [r#"423["conversations",{"before":null,"limit":null}]"#]
+        );
+        assert!(session.chat().peer("zed").is_none());
+        session.step(Input::Frame(r#"433[{"ok":{"conversations":[{"userID":"zed","username":"Zed","connected":false,"last":{"id":8,"ts":5,"content":"hi","from":"zed","to":"me"},"unread":1,"readUpTo":0}],"hasMore":false}}]"#), 5);
+        assert_eq!(
+            session.chat().peer("zed").map(|p| p.username.as_str()),
+            Some("Zed")
+        );
+        // Known now: nothing more is asked.
+        session.step(
+            Input::Frame(
+                r#"42["private message",{"id":9,"ts":6,"content":"again","from":"zed","to":"me"}]"#,
+            ),
+            6,
+        );
+        assert!(sent(&mut session).is_empty());
     }
 
     #[test]
