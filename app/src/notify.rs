@@ -40,25 +40,40 @@ pub fn with_count(title: &str, unread: usize) -> String {
     }
 }
 
-/// `title` without the count [`with_count`] put in front of it.
-pub fn without_count(title: &str) -> &str {
-    let Some(rest) = title.strip_prefix('(') else {
-        return title;
-    };
-    let Some((count, after)) = rest.split_once(") ") else {
-        return title;
-    };
-    let digits = count.strip_suffix('+').unwrap_or(count);
-    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        after
-    } else {
-        title
+/// The title last put on the document and the uncounted title it was made from. A title is
+/// never parsed for a count: a page's own title may start with "(3) " (a person's name).
+#[derive(Default)]
+struct Shown {
+    last: Option<(String, String)>,
+}
+
+impl Shown {
+    /// `title`, a page's uncounted title, with `unread` in front; remembered.
+    fn put(&mut self, title: &str, unread: usize) -> String {
+        let counted = with_count(title, unread);
+        self.last = Some((title.to_owned(), counted.clone()));
+        counted
     }
+
+    /// The document's title `now` with `unread` in front instead of the count it had: the
+    /// uncounted title is the one remembered while `now` is what was put there, else `now`
+    /// itself (set by someone else, without a count).
+    fn recount(&mut self, now: &str, unread: usize) -> String {
+        let title = match &self.last {
+            Some((title, counted)) if counted == now => title.clone(),
+            _ => now.to_owned(),
+        };
+        self.put(&title, unread)
+    }
+}
+
+thread_local! {
+    static SHOWN: std::cell::RefCell<Shown> = std::cell::RefCell::default();
 }
 
 /// The page's title with the current unread count: for whoever sets the document's title.
 pub fn counted_title(title: &str) -> String {
-    with_count(title, UNREAD.get())
+    SHOWN.with_borrow_mut(|shown| shown.put(title, UNREAD.get()))
 }
 
 /// A message's start, on one line, cut at [`PREVIEW_CHARS`] characters with an ellipsis.
@@ -85,7 +100,7 @@ pub fn provide(rt: Realtime, location: Location) {
         UNREAD.set(unread);
         let document = document();
         let title = document.title();
-        let counted = with_count(without_count(&title), unread);
+        let counted = SHOWN.with_borrow_mut(|shown| shown.recount(&title, unread));
         if counted != title {
             document.set_title(&counted);
         }
@@ -321,14 +336,31 @@ mod tests {
             with_count("People · Tether", 1000),
             "(999+) People · Tether"
         );
-        for n in [0, 1, 42, 999, 5000] {
-            let counted = with_count("ada · Tether", n);
-            assert_eq!(without_count(&counted), "ada · Tether", "{counted}");
+        let mut shown = Shown::default();
+        let mut now = shown.put("ada · Tether", 0);
+        for n in [1, 42, 999, 5000, 0] {
+            now = shown.recount(&now, n);
+            assert_eq!(now, with_count("ada · Tether", n));
         }
-        // A name in brackets is not a count.
-        assert_eq!(without_count("(ada) · Tether"), "(ada) · Tether");
-        assert_eq!(without_count("() x"), "() x");
-        assert_eq!(without_count("(12)x"), "(12)x");
+        // Set by someone else (the shell's title): counted as it is.
+        assert_eq!(shown.recount("About · Tether", 2), "(2) About · Tether");
+    }
+
+    #[test]
+    fn a_title_that_starts_like_a_count_keeps_it_and_counts_never_pile_up() {
+        let mut shown = Shown::default();
+        let name = "(3) Bob · Tether";
+        let mut now = shown.put(name, 0);
+        assert_eq!(now, name);
+        for n in [2, 2, 7, 1000] {
+            now = shown.recount(&now, n);
+            assert_eq!(now, format!("{} {name}", with_count("", n).trim_end()));
+        }
+        assert_eq!(shown.recount(&now, 0), name);
+        // A new page's title while messages are unread, then the count changes.
+        let now = shown.put("(12)x", 4);
+        assert_eq!(now, "(4) (12)x");
+        assert_eq!(shown.recount(&now, 0), "(12)x");
     }
 
     #[test]
