@@ -7,6 +7,9 @@
 //! message's most), an account at most [`MAX_DRAFTS`] drafts (writing one more forgets the
 //! oldest). A sent draft is removed, and signing out removes the account's drafts.
 //!
+//! When the browser's storage is full, a draft it refuses is kept in the tab's memory instead
+//! (`save` says so, and the composer tells the person).
+//!
 //! On the server there is no localStorage: there, drafts are always empty and nothing is kept.
 #![cfg_attr(not(feature = "hydrate"), allow(dead_code))]
 
@@ -74,6 +77,32 @@ fn oldest_beyond(mut drafts: Vec<(String, i64)>, keep: usize) -> Vec<String> {
     oldest
 }
 
+/// Drafts the browser's storage refused (its quota is full), kept in memory while the tab
+/// lives: by key, at most [`MAX_DRAFTS`] (one more forgets the oldest written).
+#[derive(Default)]
+struct Unsaved(Vec<(String, String)>);
+
+impl Unsaved {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, text)| text.as_str())
+    }
+
+    fn set(&mut self, key: &str, text: &str) {
+        self.remove(key);
+        if self.0.len() >= MAX_DRAFTS {
+            self.0.remove(0);
+        }
+        self.0.push((key.to_owned(), text.to_owned()));
+    }
+
+    fn remove(&mut self, key: &str) {
+        self.0.retain(|(k, _)| k != key);
+    }
+}
+
 #[cfg(feature = "hydrate")]
 mod browser {
     use super::*;
@@ -81,6 +110,10 @@ mod browser {
     use leptos::prelude::*;
 
     use crate::realtime::Realtime;
+
+    thread_local! {
+        static UNSAVED: std::cell::RefCell<Unsaved> = std::cell::RefCell::default();
+    }
 
     fn raw(key: &str) -> Option<String> {
         LocalStorage::raw().get_item(key).ok().flatten()
@@ -91,32 +124,44 @@ mod browser {
         if account.is_empty() || peer.is_empty() {
             return String::new();
         }
-        text_of(raw(&key(account, peer)).as_deref())
+        let key = key(account, peer);
+        UNSAVED
+            .with_borrow(|u| u.get(&key).map(str::to_owned))
+            .unwrap_or_else(|| text_of(raw(&key).as_deref()))
     }
 
-    /// Keeps `text` as the draft (an empty or blank one is removed).
-    pub fn save(account: &str, peer: &str, text: &str) {
+    /// Keeps `text` as the draft (an empty or blank one is removed). `false`: the browser's
+    /// storage refused it (full), so it is kept only in this tab's memory.
+    pub fn save(account: &str, peer: &str, text: &str) -> bool {
         if account.is_empty() || peer.is_empty() {
-            return;
+            return true;
         }
         let key = key(account, peer);
         if text.trim().is_empty() {
+            UNSAVED.with_borrow_mut(|u| u.remove(&key));
             LocalStorage::delete(&key);
-            return;
+            return true;
         }
         let new = raw(&key).is_none();
         let value = stored(js_sys::Date::now() as i64, bounded(text));
-        let _ = LocalStorage::raw().set_item(&key, &value);
+        if LocalStorage::raw().set_item(&key, &value).is_err() {
+            UNSAVED.with_borrow_mut(|u| u.set(&key, bounded(text)));
+            return false;
+        }
+        UNSAVED.with_borrow_mut(|u| u.remove(&key));
         if new {
             for old in oldest_beyond(drafts_of(account), MAX_DRAFTS) {
                 LocalStorage::delete(old);
             }
         }
+        true
     }
 
     /// Removes the draft (it was sent).
     pub fn clear(account: &str, peer: &str) {
-        LocalStorage::delete(key(account, peer));
+        let key = key(account, peer);
+        UNSAVED.with_borrow_mut(|u| u.remove(&key));
+        LocalStorage::delete(key);
     }
 
     /// `account`'s drafts: their keys and when each was written.
@@ -157,6 +202,8 @@ mod browser {
             let account = rt.account.with(|a| a.as_ref().map(|a| a.user_id.clone()));
             let was = signed_in.replace(account.clone());
             if let (Some(was), None) = (was, account) {
+                let prefix = account_prefix(&was);
+                UNSAVED.with_borrow_mut(|u| u.0.retain(|(k, _)| !k.starts_with(&prefix)));
                 for (old, _) in drafts_of(&was) {
                     LocalStorage::delete(old);
                 }
@@ -177,7 +224,9 @@ mod inert {
     pub fn load(_account: &str, _peer: &str) -> String {
         String::new()
     }
-    pub fn save(_account: &str, _peer: &str, _text: &str) {}
+    pub fn save(_account: &str, _peer: &str, _text: &str) -> bool {
+        true
+    }
     pub fn clear(_account: &str, _peer: &str) {}
     pub fn follow(_which: impl Fn() -> (String, String) + 'static, _draft: RwSignal<String>) {}
     pub fn provide(_rt: Realtime) {}
@@ -232,5 +281,20 @@ mod tests {
         assert_eq!(oldest_beyond(drafts.clone(), 3), Vec::<String>::new());
         assert_eq!(oldest_beyond(drafts.clone(), 2), ["a"]);
         assert_eq!(oldest_beyond(drafts, 1), ["a", "b"]);
+    }
+
+    #[test]
+    fn a_draft_the_storage_refused_is_held_in_memory_bounded() {
+        let mut unsaved = Unsaved::default();
+        unsaved.set("a", "one");
+        unsaved.set("a", "two");
+        assert_eq!(unsaved.get("a"), Some("two"));
+        for i in 0..MAX_DRAFTS {
+            unsaved.set(&format!("k{i}"), "x");
+        }
+        assert_eq!(unsaved.0.len(), MAX_DRAFTS);
+        assert_eq!(unsaved.get("a"), None, "the oldest went");
+        unsaved.remove("k1");
+        assert_eq!(unsaved.get("k1"), None);
     }
 }

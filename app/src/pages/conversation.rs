@@ -136,16 +136,19 @@ pub fn Conversation() -> impl IntoView {
     });
     let has_messages = move || !lines().is_empty();
 
-    // Reading the conversation marks it read.
-    Effect::new(move |_| {
-        rt.version.track();
-        rt.mark_read(&peer_id());
-    });
-
     // Where the reader is (see `Reader`); the list scrolls in its parent.
     let list = NodeRef::<html::Ol>::new();
     let scroller = move || list.get_untracked().and_then(|l| l.parent_element());
     let reader = Rc::new(RefCell::new(Reader::new()));
+    // The reader is at the newest message: they see what arrives. Scrolled up they do not, so
+    // only reaching the newest again (by scrolling or "Jump to latest") moves the read cursor.
+    let at_newest = RwSignal::new(true);
+    Effect::new(move |_| {
+        rt.version.track();
+        if at_newest.get() {
+            rt.mark_read(&peer_id());
+        }
+    });
     // Scrolled up by more than a screen, and messages from the peer that arrived below since the
     // reader left the newest.
     let far = RwSignal::new(false);
@@ -156,6 +159,9 @@ pub fn Conversation() -> impl IntoView {
             let gap = el.scroll_height() - el.scroll_top() - el.client_height();
             let mut reader = reader.borrow_mut();
             reader.at_newest = gap <= AT_NEWEST_PX;
+            if at_newest.get_untracked() != reader.at_newest {
+                at_newest.set(reader.at_newest);
+            }
             reader.from_end = el.scroll_height() - el.scroll_top();
             let is_far = gap > el.client_height();
             if far.get_untracked() != is_far {
@@ -251,8 +257,12 @@ pub fn Conversation() -> impl IntoView {
     // when another tab edits it, removed once sent.
     let account_id = move || rt.account.with(|a| a.as_ref().map(|a| a.user_id.clone()));
     let draft = RwSignal::new(String::new());
+    // The browser's storage refused the draft (full): it is kept in this tab only, and the
+    // person is told so beside the composer.
+    let unsaved = RwSignal::new(false);
     Effect::new(move |_| {
         let text = drafts::load(&account_id().unwrap_or_default(), &peer_id());
+        unsaved.set(false);
         draft.set(text);
     });
     drafts::follow(
@@ -268,7 +278,10 @@ pub fn Conversation() -> impl IntoView {
         draft,
     );
     let edit = move |text: String| {
-        drafts::save(&account_id().unwrap_or_default(), &peer_id(), &text);
+        let kept = drafts::save(&account_id().unwrap_or_default(), &peer_id(), &text);
+        if unsaved.get_untracked() == kept {
+            unsaved.set(!kept);
+        }
         draft.set(text);
     };
     let textarea = NodeRef::<html::Textarea>::new();
@@ -279,6 +292,7 @@ pub fn Conversation() -> impl IntoView {
         }
         rt.send(&peer_id(), &text);
         drafts::clear(&account_id().unwrap_or_default(), &peer_id());
+        unsaved.set(false);
         draft.set(String::new());
         if let Some(t) = textarea.get_untracked() {
             let _ = t.focus();
@@ -361,6 +375,11 @@ pub fn Conversation() -> impl IntoView {
                 ></textarea>
                 <button type="submit" disabled=move || draft.get().trim().is_empty()>"Send"</button>
             </form>
+            <p class="draft-note" role="status">
+                {move || unsaved.get().then_some(
+                    "This browser's storage is full: your draft is kept only while this tab is open.",
+                )}
+            </p>
         </section>
     }
 }
