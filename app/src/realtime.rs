@@ -220,7 +220,13 @@ mod driver {
         socket: Socket,
         timer: Timer,
         hub: Option<HubPort>,
+        /// Messages from people not known here yet, told once the session learns their name
+        /// (it asks for the newest conversations); at most [`UNNAMED_MOST`].
+        unnamed: Vec<protocol::payloads::Message>,
     }
+
+    /// Messages held for their sender's name; past this the oldest is told without it.
+    const UNNAMED_MOST: usize = 16;
 
     /// The port to the shared worker, and what must live as long as it.
     struct HubPort {
@@ -303,6 +309,7 @@ mod driver {
             socket: Socket::default(),
             timer: Timer::default(),
             hub: None,
+            unnamed: Vec::new(),
         }));
         if let Some(worker) = worker {
             attach_hub(rt, &driver, worker);
@@ -446,6 +453,24 @@ mod driver {
                 true
             }
             SessionEvent::ChatChanged => {
+                // Senders named now (a conversations page): their messages are told.
+                let named: Vec<_> = {
+                    let mut d = h.borrow_mut();
+                    let d = &mut *d;
+                    let chat = d.session.chat();
+                    let mut named = Vec::new();
+                    d.unnamed.retain(|m| match chat.peer(&m.from) {
+                        Some(p) => {
+                            named.push((p.username.clone(), m.clone()));
+                            false
+                        }
+                        None => true,
+                    });
+                    named
+                };
+                for (from, message) in named {
+                    tell_arrived(rt, &from, &message);
+                }
                 // The roster carries names: keep the stored username current.
                 let name = {
                     let d = h.borrow();
@@ -464,16 +489,24 @@ mod driver {
                 true
             }
             SessionEvent::Arrived(message) => {
-                let from = h
+                let name = h
                     .borrow()
                     .session
                     .chat()
                     .peer(&message.from)
-                    .map(|p| p.username.clone())
-                    .unwrap_or_else(|| "someone".into());
-                crate::notify::arrived(&from, &message);
-                rt.announcement
-                    .set(format!("New message from {from}: {}", message.content));
+                    .map(|p| p.username.clone());
+                match name {
+                    Some(from) => tell_arrived(rt, &from, &message),
+                    None => {
+                        let mut d = h.borrow_mut();
+                        d.unnamed.push(message);
+                        if d.unnamed.len() > UNNAMED_MOST {
+                            let oldest = d.unnamed.remove(0);
+                            drop(d);
+                            tell_arrived(rt, "someone", &oldest);
+                        }
+                    }
+                }
                 true
             }
             SessionEvent::OutboxChanged => {
@@ -489,6 +522,17 @@ mod driver {
             | SessionEvent::ServerEvent { .. }
             | SessionEvent::Reply { .. } => false,
         }
+    }
+
+    /// A message from `from` arrived: a notification (when hidden) and the live log, which
+    /// says who wrote it and when.
+    fn tell_arrived(rt: Realtime, from: &str, message: &protocol::payloads::Message) {
+        crate::notify::arrived(from, message);
+        rt.announcement.set(format!(
+            "New message from {from}, {}: {}",
+            crate::pages::clock_time(message.ts),
+            message.content
+        ));
     }
 
     fn open_socket(rt: Realtime, h: &Handle) {

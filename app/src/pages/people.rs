@@ -75,11 +75,13 @@ fn keep_order(previous: &[String], fresh: Vec<String>) -> Vec<String> {
 #[component]
 fn ChatList(page: Memo<Page>) -> impl IntoView {
     let rt = use_realtime();
+    // The keyboard focus is on a row: the order holds still, and catches up once it leaves.
+    let in_list = RwSignal::new(false);
     let order = Memo::new(move |previous: Option<&Vec<String>>| {
         let fresh = ordered(rt);
         match previous {
             // Hold the order under the keyboard: drop who left, add newcomers at the end.
-            Some(previous) if focus_in_list() => keep_order(previous, fresh),
+            Some(previous) if in_list.get() => keep_order(previous, fresh),
             _ => fresh,
         }
     });
@@ -181,6 +183,10 @@ fn ChatList(page: Memo<Page>) -> impl IntoView {
                 class="chats"
                 aria-label=move || if searching() { "Search results" } else { "Chats" }
                 on:click=on_click
+                // Moving between rows is a focusout then a focusin: only leaving the list
+                // lets the order catch up.
+                on:focusin=move |_| in_list.set(true)
+                on:focusout=move |_| in_list.set(false)
             >
                 <For each=rows key=|id| id.clone() let:user_id>
                     <ChatRow user_id page/>
@@ -201,21 +207,6 @@ fn ChatList(page: Memo<Page>) -> impl IntoView {
                 })
             }}
         </section>
-    }
-}
-
-/// Whether the keyboard focus is on a row of the list (its order then holds still).
-fn focus_in_list() -> bool {
-    #[cfg(feature = "hydrate")]
-    {
-        document()
-            .active_element()
-            .and_then(|el| el.closest(".chats").ok().flatten())
-            .is_some()
-    }
-    #[cfg(not(feature = "hydrate"))]
-    {
-        false
     }
 }
 
@@ -304,7 +295,7 @@ fn ChatRow(user_id: String, page: Memo<Page>) -> impl IntoView {
             s.as_ref().and_then(|s| s.last.as_ref()).map(|last| {
                 view! {
                     <span class="sr-only">", "</span>
-                    <time class="when">{short_time(last.ts, today)}</time>
+                    <time class="when" datetime=crate::time::iso(last.ts)>{short_time(last.ts, today)}</time>
                 }
             })
         })
@@ -400,10 +391,15 @@ pub fn SentStatus(#[prop(into)] peer: Signal<String>, id: i64) -> impl IntoView 
     let rt = use_realtime();
     let seen = move || rt.with(|s| s.chat().seen_at(&peer.read(), id)).flatten();
     view! {
+        // The clock to the eye; the full date and time to screen readers, as for the message.
         <span class=move || if seen().is_some() { "status seen" } else { "status sent" }>
             {move || match seen() {
-                Some(at) => format!("Seen {}", clock_time(at)),
-                None => "Sent".to_owned(),
+                Some(at) => view! {
+                    <span aria-hidden="true">{format!("Seen {}", clock_time(at))}</span>
+                    <span class="sr-only">{format!("Seen {}", crate::time::full(at))}</span>
+                }
+                .into_any(),
+                None => "Sent".into_any(),
             }}
         </span>
     }
