@@ -499,14 +499,12 @@ async fn a_read_flood_is_refused_past_its_budget_and_its_socket_let_go() {
     assert!(got.closed, "the flooding socket is disconnected");
     assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
     // What was written: every cursor that moved is told to the user's other socket (the
-    // answers of reads still in the store when the socket was let go are lost with it).
+    // answers of reads still in the store when the socket was let go are lost with it). None
+    // may have moved: on a loaded machine the refusals, which are instant, can close the socket
+    // before the first write is taken (as in the devices floods).
     ada.sync().await;
     let moved = ada.drain("read");
-    assert!(
-        !moved.is_empty() && moved.len() <= allowed,
-        "{} moved",
-        moved.len()
-    );
+    assert!(moved.len() <= allowed, "{} moved", moved.len());
     // Never past the newest.
     let newest = *ids.last().unwrap();
     let told = got
