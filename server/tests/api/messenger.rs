@@ -208,6 +208,41 @@ async fn with_receipts_off_on_either_side_nobody_sees_them() {
 }
 
 #[tokio::test]
+async fn what_was_read_with_receipts_off_is_not_seen_once_they_are_on_again() {
+    let app = spawn_app().await;
+    let mut ada = app.connect_as("ada").await;
+    let bob = app.connect_as("bob").await;
+    let receipts = async |on: bool| {
+        let answer = bob.request("settings", json!({ "readReceipts": on })).await;
+        assert_eq!(ok(answer), json!({ "readReceipts": on }));
+    };
+    let first = sent(&ada, &bob.user_id, "one").await;
+    ok(read(&bob, &ada.user_id, first).await);
+    let seen_first = ada.next("seen").await;
+    assert_eq!(seen_first["upTo"], first);
+
+    // Bob reads with receipts off, then turns them on and opens the conversation again.
+    receipts(false).await;
+    let private = sent(&ada, &bob.user_id, "read in private").await;
+    assert_eq!(ok(read(&bob, &ada.user_id, private).await)["upTo"], private);
+    receipts(true).await;
+    assert_eq!(ok(read(&bob, &ada.user_id, private).await)["upTo"], private);
+    none_of(&mut ada, "seen").await;
+    let list = conversations(&ada, json!({})).await;
+    let expected = json!({ "upTo": first, "at": seen_first["at"] });
+    assert_eq!(entry(&list, &bob.user_id)["peerRead"], expected, "{list}");
+
+    // The next read with both on is seen, and listed.
+    let next = sent(&ada, &bob.user_id, "and now?").await;
+    ok(read(&bob, &ada.user_id, next).await);
+    let seen = ada.next("seen").await;
+    assert_eq!(seen["upTo"], next);
+    let list = conversations(&ada, json!({})).await;
+    let expected = json!({ "upTo": next, "at": seen["at"] });
+    assert_eq!(entry(&list, &bob.user_id)["peerRead"], expected, "{list}");
+}
+
+#[tokio::test]
 async fn settings_are_read_changed_and_told_to_every_socket_of_the_user() {
     let app = spawn_app().await;
     let mut ada = app.connect_as("ada").await;
