@@ -229,8 +229,10 @@ pub struct MarkedRead {
     pub status: ReadStatus,
     /// The cursor moved (this call wrote it).
     pub moved: bool,
-    /// Both parties have read receipts on (never for notes to self): the peer may be told.
-    pub receipts: bool,
+    /// The viewer's seen cursor, when this call moved it (the read cursor moved while both
+    /// parties had read receipts on; never for notes to self): what the peer is told (`seen`).
+    /// `None` for a read made while either has them off: it is never reported.
+    pub seen: Option<ReadCursor>,
 }
 
 /// One of the viewer's conversations, as [`Store::conversation_page`] lists it.
@@ -246,13 +248,14 @@ pub struct ConversationEntry {
     pub unread: u32,
     /// The viewer's cursor.
     pub read: ReadCursor,
-    /// The peer's cursor, only while both have read receipts on (never for notes to self).
+    /// The peer's *seen* cursor (how far they read while both had read receipts on, see
+    /// [`Store::mark_read`]), only while both have them on now (never for notes to self).
     pub peer_read: Option<ReadCursor>,
 }
 
 impl ConversationEntry {
     /// The entry as each store reads it: the peer as stored, the unread count as counted (held
-    /// to 0..=[`UNREAD_MAX`]), and the peer's cursor, kept only while read receipts are
+    /// to 0..=[`UNREAD_MAX`]), and the peer's seen cursor, kept only while read receipts are
     /// `shared` (both parties have them on, and it is not a note to self).
     pub(crate) fn read(
         peer: String,
@@ -260,7 +263,7 @@ impl ConversationEntry {
         last: Message,
         unread: i64,
         read: ReadCursor,
-        peer_read: ReadCursor,
+        peer_seen: ReadCursor,
         shared: bool,
     ) -> Self {
         Self {
@@ -269,7 +272,7 @@ impl ConversationEntry {
             last,
             unread: unread.clamp(0, i64::from(UNREAD_MAX)) as u32,
             read,
-            peer_read: shared.then_some(peer_read),
+            peer_read: shared.then_some(peer_seen),
         }
     }
 }
@@ -461,6 +464,16 @@ pub trait Store: Send + Sync + 'static {
     /// whatever calls race. Returns the viewer's state after it, unread counted as of the
     /// newest message. `None` when `peer` is not a user. Without a conversation (no message yet)
     /// nothing is written and the state is all zero.
+    ///
+    /// Besides the read cursor, each (viewer, conversation) has a *seen* cursor: what the peer
+    /// may know the viewer read. A call that moves the read cursor while both have read
+    /// receipts on (checked atomically with the write, never for notes to self) moves the seen
+    /// cursor to the same place and time ([`MarkedRead::seen`]); any other call leaves it where
+    /// it is. So what is read while either has receipts off is never reported, not even once
+    /// they are on again: the seen cursor stays where it was until the next read that moves the
+    /// read cursor with receipts shared (reading the same messages again moves nothing). Being
+    /// a cursor, that next one covers every message before it. The seen cursor never goes back
+    /// and is never past the read cursor.
     async fn mark_read(
         &self,
         viewer: &UserId,

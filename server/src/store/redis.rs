@@ -20,7 +20,12 @@
 //!   takes the id and writes all of it atomically, before the caller acks;
 //! - read state: `reads:{user}` hash peer → `"{upTo}:{at}"`, the user's read cursor of each
 //!   conversation, written only when it moves (one script reads, clamps and writes it, so it
-//!   never goes back); `settings:{user}` hash (`readReceipts` `"0"`/`"1"`; absent: on). Nothing
+//!   never goes back); `seen:{user}` hash peer → `"{upTo}:{at}"`, the user's seen cursor (what
+//!   the peer may know they read), written by the same script to the read cursor's new place
+//!   only when it moves while both have read receipts on (absent: nothing seen; cursors read
+//!   before this hash existed are not copied into it: peers see "Seen" again from the next
+//!   read made with receipts shared); `settings:{user}` hash (`readReceipts` `"0"`/`"1"`;
+//!   absent: on). Nothing
 //!   about reading is written per message: the conversation list takes each conversation's
 //!   newest id from its `conv:` set, and an unread count reads the messages after the cursor
 //!   (newest first, at most `UNREAD_MAX`, stopping at the reader's own);
@@ -392,6 +397,10 @@ impl Keys {
     fn reads(&self, user: &str) -> String {
         self.key(&format!("reads:{user}"))
     }
+    /// The user's seen cursors, by peer (what each peer may know the user read).
+    fn seen(&self, user: &str) -> String {
+        self.key(&format!("seen:{user}"))
+    }
     fn settings(&self, user: &str) -> String {
         self.key(&format!("settings:{user}"))
     }
@@ -684,29 +693,33 @@ local function count_unread(conv, messages, after, as_of, viewer, max)
 end
 "#;
 
-/// Moves the viewer's read cursor of a conversation (see `Store::mark_read`): nil for an
-/// unknown peer, else `{upTo, at, unread, asOf, moved, receipts}`.
+/// Moves the viewer's read cursor of a conversation, and their seen cursor (`KEYS[7]`) with it
+/// when both have read receipts on (see `Store::mark_read`): nil for an unknown peer, else
+/// `{upTo, at, unread, asOf, moved, seen}` (`seen` 1: the seen cursor moved to `upTo`, `at`).
 const MARK_READ: &str = r#"
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return false end
 local up, at = cursor(KEYS[3], ARGV[1])
 local newest = redis.call('ZREVRANGE', KEYS[2], 0, 0)[1]
 if not newest then return {0, 0, 0, 0, 0, 0} end
 newest = tonumber(newest)
-local moved = 0
+local moved, seen = 0, 0
 local target = math.min(tonumber(ARGV[2]), newest)
 if target > up then
   up, at, moved = target, tonumber(ARGV[3]), 1
   redis.call('HSET', KEYS[3], ARGV[1], int(up) .. ':' .. ARGV[3])
+  if ARGV[1] ~= ARGV[4] and receipts_on(KEYS[5]) and receipts_on(KEYS[6]) then
+    seen = 1
+    redis.call('HSET', KEYS[7], ARGV[1], int(up) .. ':' .. ARGV[3])
+  end
 end
 local unread = count_unread(KEYS[2], KEYS[4], up, newest, ARGV[4], tonumber(ARGV[5]))
-local receipts = 0
-if ARGV[1] ~= ARGV[4] and receipts_on(KEYS[5]) and receipts_on(KEYS[6]) then receipts = 1 end
-return {up, at, unread, newest, moved, receipts}
+return {up, at, unread, newest, moved, seen}
 "#;
 
 /// One entry of a conversation page, whose newest message is `ARGV[3]`: `{json, name,
 /// upTo, at, unread, scanned, peerShares, peerUpTo, peerAt}` (`peerShares` 1 when both have
-/// receipts on and the peer is not the viewer), or nil when the message is gone.
+/// receipts on and the peer is not the viewer; `peerUpTo`, `peerAt`: the peer's seen cursor,
+/// `KEYS[5]`, never their read cursor), or nil when the message is gone.
 const CONVERSATION_ENTRY: &str = r#"
 local json = redis.call('HGET', KEYS[2], ARGV[3])
 if not json then return false end
@@ -1453,6 +1466,7 @@ impl Store for RedisStore {
             .key(self.keys.messages())
             .key(self.keys.settings(v))
             .key(self.keys.settings(p))
+            .key(self.keys.seen(v))
             .arg(p)
             .arg(up_to)
             .arg(now_ms())
@@ -1460,17 +1474,18 @@ impl Store for RedisStore {
             .arg(UNREAD_MAX)
             .invoke_async(&mut self.conn())
             .await?;
-        Ok(
-            found.map(|(up_to, at, unread, as_of, moved, receipts)| MarkedRead {
+        Ok(found.map(|(up_to, at, unread, as_of, moved, seen)| {
+            let cursor = ReadCursor { up_to, at };
+            MarkedRead {
                 status: ReadStatus {
-                    cursor: ReadCursor { up_to, at },
+                    cursor,
                     unread: unread.clamp(0, i64::from(UNREAD_MAX)) as u32,
                     as_of,
                 },
                 moved: moved == 1,
-                receipts: receipts == 1,
-            }),
-        )
+                seen: (seen == 1).then_some(cursor),
+            }
+        }))
     }
 
     async fn conversation_page(
@@ -1526,7 +1541,7 @@ impl Store for RedisStore {
                     .key(self.keys.messages())
                     .key(self.keys.conversation(v, peer))
                     .key(self.keys.reads(v))
-                    .key(self.keys.reads(peer))
+                    .key(self.keys.seen(peer))
                     .key(self.keys.settings(v))
                     .key(self.keys.settings(peer))
                     .arg(v)

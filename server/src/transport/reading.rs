@@ -134,8 +134,9 @@ fn mark(cursor: ReadCursor) -> ReadMark {
 }
 
 /// `read`: moves the viewer's read cursor of one conversation (never back), answers where it
-/// stands, and, when it moved, tells every socket of the viewer (`read`) and, while both share
-/// read receipts, every socket of the peer (`seen`).
+/// stands, and, when it moved, tells every socket of the viewer (`read`) and, when it moved
+/// while both share read receipts (the seen cursor moved with it), every socket of the peer
+/// (`seen`).
 pub async fn read<A: Adapter>(
     socket: SocketRef<A>,
     State(state): State<SocketState>,
@@ -194,11 +195,13 @@ async fn mark_read<A: Adapter>(
     if marked.moved {
         // Every socket of the viewer, this one included.
         emit_to_user(socket, &viewer.user_id, events::READ, &answer).await;
-        if marked.receipts {
+        // Only a move of the seen cursor (a read made while both share receipts) is told:
+        // what was read with receipts off is never reported.
+        if let Some(seen) = marked.seen {
             let seen = Seen {
                 by: viewer.user_id.to_string(),
-                up_to: status.cursor.up_to,
-                at: status.cursor.at,
+                up_to: seen.up_to,
+                at: seen.at,
             };
             emit_to_user(socket, &peer, events::SEEN, &seen).await;
         }

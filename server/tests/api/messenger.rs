@@ -208,6 +208,41 @@ async fn with_receipts_off_on_either_side_nobody_sees_them() {
 }
 
 #[tokio::test]
+async fn what_was_read_with_receipts_off_is_not_seen_once_they_are_on_again() {
+    let app = spawn_app().await;
+    let mut ada = app.connect_as("ada").await;
+    let bob = app.connect_as("bob").await;
+    let receipts = async |on: bool| {
+        let answer = bob.request("settings", json!({ "readReceipts": on })).await;
+        assert_eq!(ok(answer), json!({ "readReceipts": on }));
+    };
+    let first = sent(&ada, &bob.user_id, "one").await;
+    ok(read(&bob, &ada.user_id, first).await);
+    let seen_first = ada.next("seen").await;
+    assert_eq!(seen_first["upTo"], first);
+
+    // Bob reads with receipts off, then turns them on and opens the conversation again.
+    receipts(false).await;
+    let private = sent(&ada, &bob.user_id, "read in private").await;
+    assert_eq!(ok(read(&bob, &ada.user_id, private).await)["upTo"], private);
+    receipts(true).await;
+    assert_eq!(ok(read(&bob, &ada.user_id, private).await)["upTo"], private);
+    none_of(&mut ada, "seen").await;
+    let list = conversations(&ada, json!({})).await;
+    let expected = json!({ "upTo": first, "at": seen_first["at"] });
+    assert_eq!(entry(&list, &bob.user_id)["peerRead"], expected, "{list}");
+
+    // The next read with both on is seen, and listed.
+    let next = sent(&ada, &bob.user_id, "and now?").await;
+    ok(read(&bob, &ada.user_id, next).await);
+    let seen = ada.next("seen").await;
+    assert_eq!(seen["upTo"], next);
+    let list = conversations(&ada, json!({})).await;
+    let expected = json!({ "upTo": next, "at": seen["at"] });
+    assert_eq!(entry(&list, &bob.user_id)["peerRead"], expected, "{list}");
+}
+
+#[tokio::test]
 async fn settings_are_read_changed_and_told_to_every_socket_of_the_user() {
     let app = spawn_app().await;
     let mut ada = app.connect_as("ada").await;
@@ -249,31 +284,32 @@ async fn settings_are_read_changed_and_told_to_every_socket_of_the_user() {
 
 #[tokio::test]
 async fn typing_is_relayed_once_per_interval_and_never_replayed() {
-    let app = spawn_app_with(|c| c.typing_every_ms = 1500).await;
+    // An interval no run of this test outlasts (its waits give up long before), so every
+    // `typing` after the first is within it, however slow the machine.
+    let app = spawn_app_with(|c| c.typing_every_ms = 600_000).await;
     let ada = app.connect_as("ada").await;
     let mut bob = app.connect_as("bob").await;
     let mut bob_tab2 = app.resume(&bob.session_id).await;
     let mut cy = app.connect_as("cy").await;
     let typing = json!({ "to": bob.user_id });
-    let started = Instant::now();
     for _ in 0..3 {
         ada.client.emit("typing", typing.clone()).await.unwrap();
     }
     let first = bob.next("typing").await;
-    let relayed_before = Instant::now();
     assert_eq!(first, json!({ "from": ada.user_id }));
     assert_eq!(bob_tab2.next("typing").await, first, "every socket of `to`");
-    // Once more within the interval, after the first arrived: dropped.
+    // Once more within the interval, after the first arrived: dropped. The server starts
+    // handling a socket's events in the order they came (the test's runtime runs one task at a
+    // time, first spawned first) and decides a `typing` before its first await, so the message
+    // ada sends next is handled after it: were it relayed, it would reach bob's sockets before
+    // the message does.
     ada.client.emit("typing", typing.clone()).await.unwrap();
-    ada.sync().await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    if started.elapsed() < Duration::from_millis(1200) {
-        none_of(&mut bob, "typing").await;
+    let after = sent(&ada, &bob.user_id, "after typing").await;
+    for tab in [&mut bob, &mut bob_tab2] {
+        assert_eq!(tab.next("private message").await["id"], after);
+        assert_eq!(tab.drain("typing"), Vec::<Value>::new(), "throttled");
     }
     none_of(&mut cy, "typing").await;
-    tokio::time::sleep(Duration::from_millis(1550).saturating_sub(relayed_before.elapsed())).await;
-    ada.client.emit("typing", typing.clone()).await.unwrap();
-    assert_eq!(bob.next("typing").await, first, "the next interval");
     // A socket that connects afterwards gets nothing of what was typed before.
     let mut bob_later = app.resume(&bob.session_id).await;
     none_of(&mut bob_later, "typing").await;
@@ -287,6 +323,22 @@ async fn typing_is_relayed_once_per_interval_and_never_replayed() {
         ada.client.emit("typing", odd).await.unwrap();
     }
     assert!(ok(ada.sync().await)["messages"].is_array(), "still served");
+}
+
+#[tokio::test]
+async fn typing_is_relayed_again_once_its_interval_is_over() {
+    const EVERY: Duration = Duration::from_millis(300);
+    let app = spawn_app_with(|c| c.typing_every_ms = EVERY.as_millis() as u64).await;
+    let ada = app.connect_as("ada").await;
+    let mut bob = app.connect_as("bob").await;
+    let typing = json!({ "to": bob.user_id });
+    ada.client.emit("typing", typing.clone()).await.unwrap();
+    let first = bob.next("typing").await;
+    // The server relayed it before bob got it: an interval from now, the next one is due.
+    let relayed_before = Instant::now();
+    tokio::time::sleep_until((relayed_before + EVERY + Duration::from_millis(20)).into()).await;
+    ada.client.emit("typing", typing.clone()).await.unwrap();
+    assert_eq!(bob.next("typing").await, first, "the next interval");
 }
 
 #[tokio::test]

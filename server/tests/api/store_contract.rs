@@ -940,19 +940,21 @@ async fn conversations_are_listed_by_latest_activity_and_paged<B: Backend>(backe
     );
 }
 
-/// Receipts are shared only while both have them on: `mark_read` says whether the peer may be
-/// told, and the list carries the peer's cursor only then (never for notes to self).
+/// Receipts are shared only while both have them on: `mark_read` says what the peer may be
+/// told (the seen cursor, when it moved), and the list carries the peer's seen cursor only then
+/// (never for notes to self). What was read while either had them off stays unseen once both
+/// are on again.
 async fn read_receipts_are_shared_only_while_both_have_them_on<B: Backend>(backend: B) {
     let store = open(&backend).await;
     let [ada, bob] = users(&store, ["ada", "bob"]).await;
     let m1 = send(&store, &ada, &bob, "1").await;
     send(&store, &ada, &ada, "note").await;
     let marked = mark(&store, &bob, &ada, m1.id).await;
-    assert!(marked.moved && marked.receipts);
-    assert!(
-        !mark(&store, &ada, &ada, i64::MAX).await.receipts,
-        "not to oneself"
-    );
+    assert!(marked.moved);
+    assert_eq!(marked.seen, Some(marked.status.cursor));
+    let bob_seen = marked.status.cursor;
+    let note = mark(&store, &ada, &ada, i64::MAX).await;
+    assert!(note.moved && note.seen.is_none(), "not to oneself");
     let entry = |page: ConversationPage, peer: &UserId| {
         page.conversations
             .into_iter()
@@ -973,12 +975,12 @@ async fn read_receipts_are_shared_only_while_both_have_them_on<B: Backend>(backe
         let m = send(&store, other, off, "more").await;
         let marked = mark(&store, off, other, m.id).await;
         assert!(
-            marked.moved && !marked.receipts,
+            marked.moved && marked.seen.is_none(),
             "the one with them off reads"
         );
         let m = send(&store, off, other, "more").await;
         let marked = mark(&store, other, off, m.id).await;
-        assert!(marked.moved && !marked.receipts, "the other one reads");
+        assert!(marked.moved && marked.seen.is_none(), "the other one reads");
         for viewer in [&ada, &bob] {
             let peer = if viewer == &ada { &bob } else { &ada };
             let listed = entry(
@@ -993,8 +995,88 @@ async fn read_receipts_are_shared_only_while_both_have_them_on<B: Backend>(backe
         };
         store.change_settings(off, change).await.unwrap().unwrap();
     }
+    // Both on again: each is shown where the other's seen cursor stayed, never the reads made
+    // meanwhile (bob read ada's messages twice while one of them had receipts off, ada bob's).
     let listed = entry(store.conversation_page(&ada, None, 10).await.unwrap(), &bob);
-    assert!(listed.peer_read.is_some(), "both on again");
+    assert_eq!(listed.peer_read, Some(bob_seen), "both on again");
+    assert!(listed.read.up_to > 0);
+    let listed = entry(store.conversation_page(&bob, None, 10).await.unwrap(), &ada);
+    assert_eq!(
+        listed.peer_read,
+        Some(ReadCursor::default()),
+        "ada never read shared"
+    );
+}
+
+/// What the viewer read while receipts were off is never reported: turning them on shows the
+/// peer nothing new (reading the same messages again moves nothing either); the next read made
+/// with receipts shared is seen, and kept for a new instance.
+async fn what_is_read_with_receipts_off_stays_unseen_when_they_are_on_again<B: Backend>(
+    backend: B,
+) {
+    let store = open(&backend).await;
+    let [ada, bob] = users(&store, ["ada", "bob"]).await;
+    let peer_read = async |store: &Db, viewer: &UserId, peer: &UserId| {
+        let page = store.conversation_page(viewer, None, 10).await.unwrap();
+        let listed = page.conversations.into_iter().find(|c| &c.peer == peer);
+        listed.expect("listed").peer_read
+    };
+    let setting = async |store: &Db, user: &UserId, on: bool| {
+        let change = SettingsChange {
+            read_receipts: Some(on),
+        };
+        store.change_settings(user, change).await.unwrap().unwrap();
+    };
+    let m1 = send(&store, &ada, &bob, "1").await;
+    let first = mark(&store, &bob, &ada, m1.id).await;
+    assert_eq!(first.seen.map(|c| c.up_to), Some(m1.id));
+    let seen_first = first.status.cursor;
+
+    // Bob reads with receipts off.
+    setting(&store, &bob, false).await;
+    let m2 = send(&store, &ada, &bob, "2").await;
+    let private = mark(&store, &bob, &ada, m2.id).await;
+    assert!(private.moved && private.seen.is_none());
+    assert_eq!(private.status.cursor.up_to, m2.id);
+    assert_eq!(
+        peer_read(&store, &ada, &bob).await,
+        None,
+        "off: nothing shown"
+    );
+
+    // On again: ada sees what she saw before, nothing new, whatever bob reads again.
+    setting(&store, &bob, true).await;
+    assert_eq!(peer_read(&store, &ada, &bob).await, Some(seen_first));
+    for up_to in [m2.id, m1.id, i64::MAX, 0] {
+        let again = mark(&store, &bob, &ada, up_to).await;
+        assert!(!again.moved && again.seen.is_none(), "{up_to}: {again:?}");
+    }
+    assert_eq!(peer_read(&store, &ada, &bob).await, Some(seen_first));
+
+    // The same when it is the peer who had them off: ada off while bob reads.
+    setting(&store, &ada, false).await;
+    let m3 = send(&store, &ada, &bob, "3").await;
+    assert!(mark(&store, &bob, &ada, m3.id).await.seen.is_none());
+    setting(&store, &ada, true).await;
+    assert_eq!(peer_read(&store, &ada, &bob).await, Some(seen_first));
+
+    // The next read made with both on is seen (the cursor covers what came before it).
+    let m4 = send(&store, &ada, &bob, "4").await;
+    let shared = mark(&store, &bob, &ada, m4.id).await;
+    assert!(shared.moved);
+    assert_eq!(shared.seen, Some(shared.status.cursor));
+    assert_eq!(shared.status.cursor.up_to, m4.id);
+    assert_eq!(peer_read(&store, &ada, &bob).await, shared.seen);
+    drop(store);
+
+    // Kept as it is for a new instance.
+    let store = open(&backend).await;
+    assert_eq!(peer_read(&store, &ada, &bob).await, shared.seen);
+    setting(&store, &bob, false).await;
+    let m5 = send(&store, &ada, &bob, "5").await;
+    assert!(mark(&store, &bob, &ada, m5.id).await.seen.is_none());
+    setting(&store, &bob, true).await;
+    assert_eq!(peer_read(&store, &ada, &bob).await, shared.seen);
 }
 
 /// Settings: on by default; a change is kept and says whether it changed anything; unknown
@@ -1128,6 +1210,7 @@ contract! {
         unread_counts_the_peers_messages_since_the_cursor_and_caps,
         conversations_are_listed_by_latest_activity_and_paged,
         read_receipts_are_shared_only_while_both_have_them_on,
+        what_is_read_with_receipts_off_stays_unseen_when_they_are_on_again,
         settings_default_on_and_change,
         read_state_and_settings_are_durable,
         a_failing_store_fails_with_its_cause,

@@ -640,8 +640,7 @@ impl Store for SqliteStore {
                 let cursor = read_cursor(conn, &v, &p)?.unwrap_or_default();
                 let target = up_to.min(newest);
                 if newest == 0 || target <= cursor.up_to {
-                    let status = read_status(conn, &pair, &v, cursor)?;
-                    return Ok(Some(Ok((status, receipts_shared(conn, &v, &p)?))));
+                    return Ok(Some(Ok(read_status(conn, &pair, &v, cursor)?)));
                 }
                 Ok(Some(Err(target)))
             })
@@ -649,43 +648,51 @@ impl Store for SqliteStore {
         };
         let target = match looked {
             None => return Ok(None),
-            Some(Ok((status, receipts))) => {
+            Some(Ok(status)) => {
                 return Ok(Some(MarkedRead {
                     status,
                     moved: false,
-                    receipts,
+                    seen: None,
                 }))
             }
             Some(Err(target)) => target,
         };
         let at = now_ms();
-        let (cursor, moved) = {
+        let (cursor, moved, shared) = {
             let (v, p) = (v.clone(), p.clone());
             self.run_one(move |conn| {
+                // On the writer, in the same job as the write: a settings change is either
+                // before it (and counts) or after it, never between.
+                let shared = receipts_shared(conn, &v, &p)?;
+                // The seen cursor follows only a move made while receipts are shared.
                 let moved = conn
                     .prepare_cached(
-                        "INSERT INTO read_cursors (user_id, peer_id, up_to, at) VALUES (?1, ?2, ?3, ?4)
+                        "INSERT INTO read_cursors (user_id, peer_id, up_to, at, seen_up_to, seen_at)
+                         VALUES (?1, ?2, ?3, ?4,
+                             CASE WHEN ?5 THEN ?3 ELSE 0 END, CASE WHEN ?5 THEN ?4 ELSE 0 END)
                          ON CONFLICT (user_id, peer_id) DO UPDATE SET up_to = excluded.up_to,
-                         at = excluded.at WHERE excluded.up_to > read_cursors.up_to",
+                         at = excluded.at,
+                         seen_up_to = CASE WHEN ?5 THEN excluded.up_to ELSE seen_up_to END,
+                         seen_at = CASE WHEN ?5 THEN excluded.at ELSE seen_at END
+                         WHERE excluded.up_to > read_cursors.up_to",
                     )?
-                    .execute(params![v, p, target, at])?
+                    .execute(params![v, p, target, at, shared])?
                     > 0;
-                Ok((read_cursor(conn, &v, &p)?.unwrap_or_default(), moved))
+                Ok((
+                    read_cursor(conn, &v, &p)?.unwrap_or_default(),
+                    moved,
+                    shared,
+                ))
             })
             .await?
         };
-        let (status, receipts) = self
-            .read(move |conn| {
-                Ok((
-                    read_status(conn, &pair, &v, cursor)?,
-                    receipts_shared(conn, &v, &p)?,
-                ))
-            })
+        let status = self
+            .read(move |conn| read_status(conn, &pair, &v, cursor))
             .await?;
         Ok(Some(MarkedRead {
             status,
             moved,
-            receipts,
+            seen: (moved && shared).then_some(cursor),
         }))
     }
 
@@ -724,7 +731,7 @@ impl Store for SqliteStore {
                         ))
                     })
                     .optional()?;
-                let Some((message, username, peer_shares, read, peer_read)) = row else {
+                let Some((message, username, peer_shares, read, peer_seen)) = row else {
                     continue;
                 };
                 let (count, read_rows) =
@@ -737,7 +744,7 @@ impl Store for SqliteStore {
                     message,
                     i64::from(count),
                     read,
-                    peer_read,
+                    peer_seen,
                     shared,
                 ));
             }

@@ -85,9 +85,9 @@ pub(super) const CONVERSATIONS_BY_ACTIVITY: &str = "SELECT peer_id, last FROM (
      WHERE last < ?2 ORDER BY last DESC LIMIT ?3";
 
 /// One listed conversation (its newest message `?3`): the message, the peer's name and receipts
-/// setting, the viewer's cursor and the peer's.
+/// setting, the viewer's read cursor and the peer's seen cursor (never the peer's read cursor).
 pub(super) const CONVERSATION_ENTRY: &str = "SELECT m.id, m.ts, m.content, m.from_user, m.to_user,
-         m.client_id, u.username, u.read_receipts, v.up_to, v.at, pr.up_to, pr.at
+         m.client_id, u.username, u.read_receipts, v.up_to, v.at, pr.seen_up_to, pr.seen_at
      FROM messages m
      LEFT JOIN users u ON u.user_id = ?2
      LEFT JOIN read_cursors v ON v.user_id = ?1 AND v.peer_id = ?2

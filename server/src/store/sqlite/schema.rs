@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0006_health.sql"),
     include_str!("../../../migrations/0007_read_state.sql"),
     include_str!("../../../migrations/0008_devices.sql"),
+    include_str!("../../../migrations/0009_seen_cursor.sql"),
 ];
 
 /// The database file's name inside the data directory.
@@ -255,6 +256,61 @@ mod tests {
         );
         assert_eq!(devices[0].label, "", "no label was known");
         assert_eq!(devices[0].created, now);
+    }
+
+    #[test]
+    fn the_seen_cursors_start_at_the_read_cursors_peers_are_shown_today_and_nowhere_else() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // The file as release 8 left it: a and b share receipts, c has them off.
+            let mut conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            for sql in &MIGRATIONS[..8] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 8).unwrap();
+            let tx = conn.transaction().unwrap();
+            for (user, receipts) in [("a", 1), ("b", 1), ("c", 0)] {
+                tx.execute(
+                    "INSERT INTO users (user_id, username, created_at, read_receipts) VALUES (?1, ?1, 0, ?2)",
+                    params![user, receipts],
+                )
+                .unwrap();
+            }
+            for (user, peer, up_to) in [
+                ("a", "b", 3),
+                ("b", "a", 4),
+                ("a", "c", 5),
+                ("c", "a", 6),
+                ("a", "a", 7),
+            ] {
+                tx.execute(
+                    "INSERT INTO read_cursors (user_id, peer_id, up_to, at) VALUES (?1, ?2, ?3, ?3 * 100)",
+                    params![user, peer, up_to],
+                )
+                .unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        drop(open(dir.path()));
+        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        let rows: Vec<(String, i64, i64, i64, i64)> = conn
+            .prepare("SELECT user_id || peer_id, up_to, at, seen_up_to, seen_at FROM read_cursors ORDER BY 1")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        let expected = [
+            // A note to self is never seen.
+            ("aa", 7, 700, 0, 0),
+            ("ab", 3, 300, 3, 300),
+            // c has receipts off: nobody is shown these, and nothing of them becomes seen.
+            ("ac", 5, 500, 0, 0),
+            ("ba", 4, 400, 4, 400),
+            ("ca", 6, 600, 0, 0),
+        ]
+        .map(|(k, u, a, su, sa)| (k.to_owned(), u, a, su, sa));
+        assert_eq!(rows, expected);
     }
 
     #[test]
