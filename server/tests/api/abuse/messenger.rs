@@ -1,7 +1,7 @@
 //! The messenger's events under attack: `typing` floods (to one user and to many), `typing` to a
 //! recipient that reads nothing, searches with huge and odd queries and in floods, `read`s with
-//! absurd cursors and in floods. Each on loopback, bounded in count and time, with the bound it
-//! must hold asserted.
+//! absurd cursors and in floods, `conversations` and `settings` floods. Each on loopback, bounded
+//! in count and time, with the bound it must hold asserted.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -522,4 +522,114 @@ async fn a_read_flood_is_refused_past_its_budget_and_its_socket_let_go() {
         moved.len(),
         got.acks.len()
     );
+}
+
+/// A user whose every conversation has more unread messages than a page counts floods
+/// `conversations`: each page reads a row per conversation and per message counted, and that
+/// is reserved before the store is read, so a hundred pages sent at once read no more than the
+/// read buckets hold (before, only the answer was reserved and the rows billed after: a dozen
+/// pages at once each read them, and the buckets fell far below zero). The rest are refused
+/// `rate_limited`, and everyone else is served meanwhile. (The socket is kept past its refusals
+/// here, so that every answer is seen: the other floods show it let go.)
+#[tokio::test]
+async fn a_conversations_flood_is_priced_by_the_rows_it_reads_before_it_reads_them() {
+    const PEERS: usize = 10;
+    const UNREAD: u32 = 50;
+    const BURST: u64 = 256 * 1024;
+    const RATE: u64 = 16 * 1024;
+    let app = spawn_app_with(|c| {
+        c.read_burst_bytes = BURST;
+        c.read_bytes_per_sec = RATE;
+        c.socket_read_burst_bytes = BURST;
+        c.socket_read_bytes_per_sec = RATE;
+        // An answer costs little beside the rows read for it (a page is cut to a couple of
+        // entries; every one of them is read and counted all the same).
+        c.max_answer_bytes = 1024;
+        c.max_message_chars = 100;
+        c.unread_count_max = UNREAD;
+        // The flooder's connects cost little of its budget.
+        c.roster_max_bytes = 4096;
+        c.messages_per_sec = 1000.0;
+        c.message_burst = 1000.0;
+        c.max_refused_requests = 10_000;
+    })
+    .await;
+    let flooder = app.connect_as("flooder").await;
+    for i in 0..PEERS {
+        let peer = app.connect_as(&format!("peer{i}")).await;
+        for m in 0..=UNREAD {
+            let ack = peer.send(&flooder.user_id, &format!("m{m}")).await;
+            assert!(ack["ok"].is_object(), "{ack}");
+        }
+        peer.close().await;
+    }
+    let mut other = app.connect_as("other").await;
+    let ada = app.connect_as("ada").await;
+    ada.send(&other.user_id, "hi").await;
+    let mut raw = Raw::connect(app.addr, &flooder.session_id).await;
+    let started = Instant::now();
+    let page = json!({ "limit": PEERS });
+    raw.flood((0..400).map(|i| request(i, "conversations", &page)))
+        .await;
+    let got = raw.receive(400, Duration::from_secs(3)).await;
+    let elapsed = started.elapsed();
+    let served = got.served();
+    // Each page read at least a row per conversation and per message counted.
+    let each = 256 + PEERS * (1 + UNREAD as usize) * 128;
+    let allowed = ((BURST as f64 + RATE as f64 * elapsed.as_secs_f64()) / each as f64) as usize;
+    assert!(
+        served <= allowed,
+        "{served} pages served in {elapsed:?}, the budget allows {allowed}"
+    );
+    assert!(served >= 1);
+    let refused = got.codes().iter().filter(|c| **c == "rate_limited").count();
+    assert_eq!(served + refused, 400, "every page answered");
+    // Others are served, their unread counts too.
+    let list = other.request("conversations", json!({})).await;
+    assert_eq!(list["ok"]["conversations"][0]["unread"], 1, "{list}");
+    assert!(ada.send(&other.user_id, "still here").await["ok"].is_object());
+    other.next("private message").await;
+    eprintln!("conversations flood: 400 sent, {served} served, {refused} refused in {elapsed:?}");
+}
+
+/// A flood of `settings` reads is priced as reads: refused `rate_limited` once the read
+/// buckets are spent, and others served (the socket kept past its refusals, so that every
+/// answer is seen).
+#[tokio::test]
+async fn a_settings_flood_is_refused_once_the_read_budget_is_spent() {
+    const BURST: u64 = 256 * 1024;
+    const RATE: u64 = 16 * 1024;
+    const SENT: usize = 3000;
+    let app = spawn_app_with(|c| {
+        c.read_burst_bytes = BURST;
+        c.read_bytes_per_sec = RATE;
+        c.socket_read_burst_bytes = BURST;
+        c.socket_read_bytes_per_sec = RATE;
+        c.max_answer_bytes = 16 * 1024;
+        c.max_message_chars = 100;
+        c.max_refused_requests = 100_000;
+    })
+    .await;
+    let flooder = app.connect_as("flooder").await;
+    let other = app.connect_as("other").await;
+    let mut raw = Raw::connect(app.addr, &flooder.session_id).await;
+    let started = Instant::now();
+    raw.flood((0..SENT).map(|i| request(i, "settings", &json!({}))))
+        .await;
+    let got = raw.receive(SENT, Duration::from_secs(3)).await;
+    let elapsed = started.elapsed();
+    let served = got.served();
+    // Each read costs its request and its answer.
+    let each = 256 + 32;
+    let allowed = ((BURST as f64 + RATE as f64 * elapsed.as_secs_f64()) / each as f64) as usize;
+    assert!(
+        served <= allowed,
+        "{served} served in {elapsed:?}, the budget allows {allowed}"
+    );
+    assert!(served >= 1);
+    let refused = got.codes().iter().filter(|c| **c == "rate_limited").count();
+    assert_eq!(served + refused, SENT, "every read answered");
+    let settings = other.request("settings", json!({})).await;
+    assert_eq!(settings["ok"]["readReceipts"], true, "{settings}");
+    eprintln!("settings flood: {SENT} sent, {served} served, {refused} refused in {elapsed:?}");
 }
