@@ -1,7 +1,7 @@
-//! The messenger's events under attack: `typing` floods (to one user and to many), `typing` to a
-//! recipient that reads nothing, searches with huge and odd queries and in floods, `read`s with
-//! absurd cursors and in floods, `conversations` and `settings` floods. Each on loopback, bounded
-//! in count and time, with the bound it must hold asserted.
+//! The messenger's events under attack: `typing` floods (to one user and to many, and
+//! malformed), `typing` to a recipient that reads nothing, searches with huge and odd queries
+//! and in floods, `read`s with absurd cursors and in floods, `conversations` and `settings`
+//! floods. Each on loopback, bounded in count and time, with the bound it must hold asserted.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -632,4 +632,44 @@ async fn a_settings_flood_is_refused_once_the_read_budget_is_spent() {
     let settings = other.request("settings", json!({})).await;
     assert_eq!(settings["ok"]["readReceipts"], true, "{settings}");
     eprintln!("settings flood: {SENT} sent, {served} served, {refused} refused in {elapsed:?}");
+}
+
+/// A flood of malformed `typing` packets (no recipient, a recipient of the wrong type or form,
+/// to oneself) takes the sender's `typing` tokens as well-formed ones do, before anything is
+/// read: past the budget they are refused, the socket is let go, and everyone else's `typing`
+/// still goes through. (Before, a malformed one was read and dropped without a token: the flood
+/// was never refused.)
+#[tokio::test]
+async fn a_flood_of_malformed_typing_spends_the_budget_and_its_socket_is_let_go() {
+    let app = spawn_app().await;
+    let attacker = app.connect_as("attacker").await;
+    let mut bob = app.connect_as("bob").await;
+    let cy = app.connect_as("cy").await;
+    let mut raw = Raw::connect(app.addr, &attacker.session_id).await;
+    let started = Instant::now();
+    let malformed = [
+        json!({ "to": "not-a-user" }),
+        json!({ "to": 5 }),
+        json!("x".repeat(1000)),
+        json!([bob.user_id]),
+        json!({ "to": attacker.user_id }),
+    ];
+    raw.flood((0..5000).map(|i| event("typing", &malformed[i % malformed.len()])))
+        .await;
+    let got = raw.receive(usize::MAX, Duration::from_secs(3)).await;
+    let elapsed = started.elapsed();
+    assert!(got.closed, "the flooding socket is disconnected");
+    assert!(elapsed < Duration::from_secs(5), "within {elapsed:?}");
+    let refused = app
+        .refusal(json!({ "sessionID": attacker.session_id }))
+        .await;
+    assert!(refused.contains("too many requests"), "{refused}");
+    // Nothing reached anyone; others' typing still does.
+    assert_eq!(count_for(&mut bob, "typing", Duration::ZERO).await, 0);
+    cy.client
+        .emit("typing", json!({ "to": bob.user_id }))
+        .await
+        .unwrap();
+    assert_eq!(bob.next("typing").await["from"], cy.user_id);
+    eprintln!("malformed typing flood: 5000 sent, disconnected after {elapsed:?}");
 }
