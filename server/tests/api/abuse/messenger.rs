@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::helpers::{spawn_app, spawn_app_with, TestApp, TestClient};
+use crate::helpers::{spawn_app, spawn_app_with, ChildServer, RedisServer, TestApp, TestClient};
 
 /// A Socket.IO connection spoken by hand, so a test can put thousands of packets on the wire
 /// without waiting for anything.
@@ -632,6 +632,79 @@ async fn a_settings_flood_is_refused_once_the_read_budget_is_spent() {
     let settings = other.request("settings", json!({})).await;
     assert_eq!(settings["ok"]["readReceipts"], true, "{settings}");
     eprintln!("settings flood: {SENT} sent, {served} served, {refused} refused in {elapsed:?}");
+}
+
+/// How many scripts this Redis has run (`EVALSHA`), from `INFO commandstats`.
+async fn scripts_run(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|line| line.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A search is reserved before anything is read, the directory included: on Redis, where
+/// reading the directory is a round trip (a script), a flood of searches past the read budget
+/// costs the store nothing for those refused. (Before, each read the directory first, refused or
+/// not.)
+#[tokio::test]
+async fn a_refused_search_reads_nothing_not_even_the_directory() {
+    const SENT: usize = 400;
+    const BURST: u64 = 256 * 1024;
+    const RATE: u64 = 16 * 1024;
+    let redis = RedisServer::start_own().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = redis.node_args();
+    for (flag, value) in [
+        ("--read-burst-bytes", BURST),
+        ("--read-bytes-per-sec", RATE),
+        ("--socket-read-burst-bytes", BURST),
+        ("--socket-read-bytes-per-sec", RATE),
+        ("--max-answer-bytes", 16 * 1024),
+        ("--max-message-chars", 100),
+        ("--roster-full-max", 10),
+        // Every answer seen: the socket is kept past its refusals.
+        ("--max-refused-requests", 100_000),
+    ] {
+        args.extend([flag.to_owned(), value.to_string()]);
+    }
+    let node = ChildServer::start_with(dir.path(), &args).await;
+    let connect_as = async |name: &str| {
+        let mut client = TestClient::connect(&node.url(), json!({ "username": name })).await;
+        client.expect_session().await;
+        client
+    };
+    let searcher = connect_as("searcher").await;
+    for i in 0..20 {
+        connect_as(&format!("user{i:02}")).await;
+    }
+    let mut raw = Raw::connect(node.addr, &searcher.session_id).await;
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let before = scripts_run(&mut conn).await;
+    let query = json!({ "query": "user", "limit": 50 });
+    raw.flood((0..SENT).map(|i| request(i, "users_search", &query)))
+        .await;
+    let got = raw.receive(SENT, Duration::from_secs(3)).await;
+    let run = scripts_run(&mut conn).await - before;
+    let served = got.served();
+    let refused = got.acks.len() - served;
+    assert_eq!(got.acks.len(), SENT, "every search answered");
+    assert!(served >= 1 && refused >= SENT / 2, "{served} served");
+    // A served search reads the directory and who is online (a script each); a refused one
+    // nothing. A few more for the node's heartbeat meanwhile.
+    assert!(
+        run <= 2 * served as u64 + 10,
+        "{run} scripts run for {served} searches served and {refused} refused"
+    );
+    eprintln!("search flood on Redis: {served} served, {refused} refused, {run} scripts run");
 }
 
 /// A flood of malformed `typing` packets (no recipient, a recipient of the wrong type or form,
