@@ -413,6 +413,18 @@ mod tests {
     }
 
     #[test]
+    fn the_unread_count_cap_defaults_to_unread_max_and_is_at_least_one() {
+        let parse = |n: &str| Config::try_parse_from(["tether", "--unread-count-max", n]);
+        assert_eq!(
+            Config::for_data_dir("/tmp/x").unread_count_max,
+            crate::store::UNREAD_MAX
+        );
+        assert_eq!(parse("1").unwrap().unread_count_max, 1);
+        assert!(parse("0").is_err());
+        assert!(parse("-1").is_err());
+    }
+
+    #[test]
     fn a_socket_buffer_below_64_kib_is_refused() {
         let parse =
             |bytes: &str| Config::try_parse_from(["tether", "--socket-buffer-bytes", bytes]);
