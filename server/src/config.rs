@@ -244,6 +244,14 @@ pub struct Config {
     #[arg(long, env = "TETHER_MAX_ANSWER_BYTES", default_value_t = 256 * 1024)]
     pub max_answer_bytes: usize,
 
+    /// The most unread messages a `conversations` page counts in one conversation: a count of
+    /// this many means "this many or more". Each one counted is a row the store reads, and a page
+    /// reserves from the read buckets, before it is read, a row for each message it may count
+    /// and one for each conversation it asks for (128 bytes each, up to the largest read).
+    #[arg(long, env = "TETHER_UNREAD_COUNT_MAX", default_value_t = crate::store::UNREAD_MAX,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub unread_count_max: u32,
+
     /// The most the messages in a connect's `users` carry, in bytes (the newest first, over
     /// every conversation); older ones come from `history`.
     #[arg(long, env = "TETHER_ROSTER_MAX_BYTES", default_value_t = 256 * 1024)]
@@ -402,6 +410,18 @@ mod tests {
         assert_eq!(config.listen_addr().port(), 0);
         assert_eq!(config.max_message_chars, 10);
         assert_eq!(config.listen_backlog, 128);
+    }
+
+    #[test]
+    fn the_unread_count_cap_defaults_to_unread_max_and_is_at_least_one() {
+        let parse = |n: &str| Config::try_parse_from(["tether", "--unread-count-max", n]);
+        assert_eq!(
+            Config::for_data_dir("/tmp/x").unread_count_max,
+            crate::store::UNREAD_MAX
+        );
+        assert_eq!(parse("1").unwrap().unread_count_max, 1);
+        assert!(parse("0").is_err());
+        assert!(parse("-1").is_err());
     }
 
     #[test]

@@ -252,6 +252,7 @@ mod tests {
             _: &UserId,
             _: Option<i64>,
             _: u32,
+            _: u32,
         ) -> Result<crate::store::ConversationPage, StoreError> {
             unimplemented!()
         }

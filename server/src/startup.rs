@@ -142,6 +142,7 @@ fn socket_state(config: &Config, store: Arc<dyn Store>) -> SocketState {
             history_page_max: 200,
             max_answer_bytes: config.max_answer_bytes.max(1),
             roster_max_bytes: config.roster_max_bytes,
+            unread_count_max: config.unread_count_max,
             max_sockets_per_user: config.max_sockets_per_user,
             roster_full_max: config.roster_full_max,
             tab_policy: config.tab_policy,

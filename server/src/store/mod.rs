@@ -202,7 +202,8 @@ pub struct Page {
 }
 
 /// The most unread messages counted in one conversation: a count of this many means "this many
-/// or more" (clients show "999+").
+/// or more" (clients show "999+"). What `read` counts to, and the default of
+/// `--unread-count-max`, what a `conversations` page counts to ([`Store::conversation_page`]).
 pub const UNREAD_MAX: u32 = 1000;
 
 /// How far a user has read a conversation: up to message `up_to` (0: nothing), the cursor last
@@ -244,7 +245,7 @@ pub struct ConversationEntry {
     /// The newest message: its id orders the list.
     pub last: Message,
     /// The peer's messages after the viewer's cursor and after the viewer's own newest message,
-    /// up to `last` (at most [`UNREAD_MAX`]; 0 for notes to self).
+    /// up to `last` (at most the page's `unread_max`; 0 for notes to self).
     pub unread: u32,
     /// The viewer's cursor.
     pub read: ReadCursor,
@@ -254,9 +255,9 @@ pub struct ConversationEntry {
 }
 
 impl ConversationEntry {
-    /// The entry as each store reads it: the peer as stored, the unread count as counted (held
-    /// to 0..=[`UNREAD_MAX`]), and the peer's seen cursor, kept only while read receipts are
-    /// `shared` (both parties have them on, and it is not a note to self).
+    /// The entry as each store reads it: the peer as stored, the unread count as counted (at
+    /// most the page's `unread_max`, held to 0 and above), and the peer's seen cursor, kept only
+    /// while read receipts are `shared` (both parties have them on, and it is not a note to self).
     pub(crate) fn read(
         peer: String,
         username: String,
@@ -270,7 +271,7 @@ impl ConversationEntry {
             peer: UserId::from_store(peer),
             username,
             last,
-            unread: unread.clamp(0, i64::from(UNREAD_MAX)) as u32,
+            unread: u32::try_from(unread.max(0)).unwrap_or(u32::MAX),
             read,
             peer_read: shared.then_some(peer_seen),
         }
@@ -328,11 +329,11 @@ pub struct SettingsChanged {
 }
 
 /// Counts the unread messages of a conversation from its newest messages after the cursor,
-/// newest first (at most [`UNREAD_MAX`] of them): the peer's, up to the first of the viewer's
-/// (a message the viewer sent reads what came before it).
-pub(crate) fn count_unread(newest_first_senders: impl IntoIterator<Item = bool>) -> u32 {
+/// newest first (at most `max` of them): the peer's, up to the first of the viewer's (a message
+/// the viewer sent reads what came before it).
+pub(crate) fn count_unread(newest_first_senders: impl IntoIterator<Item = bool>, max: u32) -> u32 {
     let mut unread = 0;
-    for from_viewer in newest_first_senders.into_iter().take(UNREAD_MAX as usize) {
+    for from_viewer in newest_first_senders.into_iter().take(max as usize) {
         if from_viewer {
             break;
         }
@@ -457,7 +458,8 @@ pub trait Store: Send + Sync + 'static {
     // SQLite writer (the sender's and the recipient's rows). Reading pays instead, one index seek
     // per conversation of the viewer: measured on SQLite (release), a page of 50 takes 2.7 ms
     // out of 1,000 conversations and 9.6 ms out of 5,000, on a reader thread, priced by rows
-    // (`transport::price::STORE_ROW`); unread counts read at most `UNREAD_MAX` messages each.
+    // (`transport::price::STORE_ROW`); unread counts read at most `unread_max` messages each
+    // (`--unread-count-max`), `UNREAD_MAX` for `read`.
 
     /// Moves the viewer's read cursor of the conversation with `peer` to `up_to`, clamped to the
     /// conversation's newest message, if that is past the cursor: a cursor never goes back,
@@ -482,12 +484,15 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<MarkedRead>, StoreError>;
     /// The viewer's conversations whose newest message is older than `before` (none: from the
     /// newest), newest activity first, at most `limit`; `has_more` when older ones exist.
-    /// A conversation's activity is its newest message's id.
+    /// A conversation's activity is its newest message's id. Each unread count reads at most
+    /// `unread_max` messages (a count of that many means "that many or more"), so a listed
+    /// conversation costs at most `1 + unread_max` rows of `scanned`.
     async fn conversation_page(
         &self,
         viewer: &UserId,
         before: Option<i64>,
         limit: u32,
+        unread_max: u32,
     ) -> Result<ConversationPage, StoreError>;
     /// The user's settings (the defaults for a user that changed none, or is unknown).
     async fn settings(&self, user: &UserId) -> Result<UserSettings, StoreError>;

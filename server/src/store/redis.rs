@@ -28,7 +28,8 @@
 //!   absent: on). Nothing
 //!   about reading is written per message: the conversation list takes each conversation's
 //!   newest id from its `conv:` set, and an unread count reads the messages after the cursor
-//!   (newest first, at most `UNREAD_MAX`, stopping at the reader's own);
+//!   (newest first, at most `UNREAD_MAX` for `read`, `--unread-count-max` for a conversation
+//!   page, stopping at the reader's own);
 //! - presence per node: `presence:{node}` hash userID → sockets on that node; `node:{node}` a
 //!   heartbeat key with a TTL; `nodes` set. A user's socket count is the sum over nodes. A node
 //!   whose heartbeat expired is swept by whichever live node sees it first (atomically, so once);
@@ -1493,6 +1494,7 @@ impl Store for RedisStore {
         viewer: &UserId,
         before: Option<i64>,
         limit: u32,
+        unread_max: u32,
     ) -> Result<ConversationPage, StoreError> {
         // Each conversation's newest id from its sorted set (one command per conversation,
         // pipelined: Redis serves other clients between them), then a script per listed
@@ -1547,7 +1549,7 @@ impl Store for RedisStore {
                     .arg(v)
                     .arg(peer.as_str())
                     .arg(*last)
-                    .arg(UNREAD_MAX);
+                    .arg(unread_max);
                 invocation
             })
             .collect();

@@ -12,6 +12,7 @@
 
 use protocol::events;
 use protocol::payloads::{DeviceEntry, DeviceList, RevokeDeviceRequest};
+use serde::de::IgnoredAny;
 use serde_json::Value;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{SocketRef, State, TryData};
@@ -20,7 +21,8 @@ use socketioxide::SocketIo;
 use super::logout::{close_sockets, Ended};
 use super::messages::priced;
 use super::overflow::Ack;
-use super::{handle, judge, price, reply, EventError, SocketState, Viewer};
+use super::{handle, object, object_or_default, price, EventError, SocketState, Viewer};
+use crate::domain::UserId;
 use crate::identity::device::{device_id, is_device_id};
 use crate::store::{Device, DEVICE_LABEL_MAX};
 
@@ -38,19 +40,13 @@ const DEVICE_MOST: usize = price::STORE_ROW + DEVICE_FIXED + 4 * DEVICE_LABEL_MA
 /// The edge of `devices`: none, `null` or an object (its keys are ignored); anything else is
 /// `invalid_payload`.
 pub fn parse_devices(payload: Option<Value>) -> Result<(), EventError> {
-    match payload {
-        None | Some(Value::Null) | Some(Value::Object(_)) => Ok(()),
-        Some(_) => Err(EventError::InvalidPayload),
-    }
+    object_or_default::<IgnoredAny>(payload).map(|_| ())
 }
 
 /// The edge of `revoke_device`: an object whose `deviceID` has the form of a device id, else
 /// `invalid_payload` (nothing is read).
 pub fn parse_revoke(payload: Option<Value>) -> Result<String, EventError> {
-    let request: RevokeDeviceRequest = payload
-        .filter(Value::is_object)
-        .and_then(|v| serde_json::from_value(v).ok())
-        .ok_or(EventError::InvalidPayload)?;
+    let request: RevokeDeviceRequest = object(payload)?;
     if !is_device_id(&request.device_id) {
         return Err(EventError::InvalidPayload);
     }
@@ -112,20 +108,26 @@ pub async fn revoke_device<A: Adapter>(
     TryData(payload): TryData<Value>,
     ack: Ack<A>,
 ) {
-    let Some(viewer) = socket.extensions.get::<Viewer>() else {
+    // The ended session's family and whether it was the asking one, set by a revoke that
+    // succeeded; its sockets close after the answer (the asking one too, when it revoked itself).
+    let mut ended: Option<(String, bool, UserId)> = None;
+    handle(
+        &socket,
+        &state,
+        ack,
+        events::REVOKE_DEVICE,
+        async |viewer| {
+            let family = revoke(&socket, &state, viewer, payload.ok()).await?;
+            let current = family == viewer.family;
+            ended = Some((family, current, viewer.user_id.clone()));
+            Ok(true)
+        },
+    )
+    .await;
+    let Some((family, current, user_id)) = ended else {
         return;
     };
-    let result = revoke(&socket, &state, &viewer, payload.ok()).await;
-    let limited = matches!(result, Err(EventError::RateLimited));
-    let ended = result.as_ref().ok().cloned();
-    // Answered before any socket closes (the asking one too, when it revoked itself).
-    reply(ack, events::REVOKE_DEVICE, result.map(|_| true));
-    judge(&socket, &state, &viewer, limited);
-    let Some(family) = ended else {
-        return;
-    };
-    let current = family == viewer.family;
-    tracing::info!(conn = %crate::telemetry::conn(&socket.id), user.id = %viewer.user_id, current, "device revoked");
+    tracing::info!(conn = %crate::telemetry::conn(&socket.id), user.id = %user_id, current, "device revoked");
     close_sockets(&io, Ended::Sessions(vec![family])).await;
 }
 

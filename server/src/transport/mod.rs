@@ -59,6 +59,8 @@ pub struct Limits {
     /// The most the messages of a connect's `users` carry, in bytes; older ones come from
     /// `history`.
     pub roster_max_bytes: usize,
+    /// The most unread messages a `conversations` page counts in one conversation.
+    pub unread_count_max: u32,
     pub max_sockets_per_user: u32,
     /// Up to this many users, `users` lists everyone; beyond, contacts and online users only.
     pub roster_full_max: usize,

@@ -30,10 +30,47 @@ impl super::Limits {
     pub fn conversations_most(&self) -> usize {
         price::REQUEST_BASE + self.max_answer_bytes + price::summary_most(self.max_message_chars)
     }
+
+    /// What a `conversations` page of `limit` reserves before anything is read: its answer at
+    /// its largest and every row the store may read for it (each conversation listed, and the
+    /// `--unread-count-max` messages its unread count may read), up to the largest read the
+    /// buckets hold. What the read cost beyond that (the viewer's other conversations it
+    /// considered) is paid after it.
+    pub fn conversations_reserve(&self, limit: u32) -> usize {
+        let rows =
+            (limit as usize).saturating_mul((self.unread_count_max as usize).saturating_add(1));
+        self.conversations_most()
+            .saturating_add(rows.saturating_mul(price::STORE_ROW))
+            .min(self.largest_read())
+    }
+}
+
+/// A `conversations` payload, parsed: where the page starts and how many it lists.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PageRequest {
+    pub before: Option<i64>,
+    pub limit: u32,
+}
+
+/// The edge of `conversations`: none, `null` or an object with a `before` ≥ 0 and a `limit`
+/// (clamped to 1..=[`CONVERSATIONS_MAX`]), else a typed error.
+pub fn parse_conversations(payload: Option<Value>) -> Result<PageRequest, EventError> {
+    let request: ConversationsRequest = object_or_default(payload)?;
+    if request.before.is_some_and(|b| b < 0) {
+        return Err(EventError::InvalidCursor);
+    }
+    Ok(PageRequest {
+        before: request.before,
+        limit: request
+            .limit
+            .unwrap_or(CONVERSATIONS_DEFAULT)
+            .clamp(1, CONVERSATIONS_MAX),
+    })
 }
 
 /// `conversations`: a page of the viewer's conversations, latest activity first. Priced by its
-/// answer's bytes and by the rows the store read for it.
+/// answer's bytes and by the rows the store read for it, the most it may cost for the page
+/// asked reserved before the store is read.
 pub async fn conversations<A: Adapter>(
     socket: SocketRef<A>,
     State(state): State<SocketState>,
@@ -46,11 +83,15 @@ pub async fn conversations<A: Adapter>(
         ack,
         events::CONVERSATIONS,
         async |viewer| {
+            // The page size prices the read; a payload that cannot be read is priced as a page
+            // of none (what any refused request costs).
+            let request = parse_conversations(payload.ok());
+            let limit = request.as_ref().map_or(0, |r| r.limit);
             priced(
                 &socket,
                 &state,
                 viewer,
-                state.limits.conversations_most(),
+                state.limits.conversations_reserve(limit),
                 |(list, scanned): &(ConversationList, u64)| {
                     let rows = usize::try_from(*scanned).unwrap_or(usize::MAX);
                     list.conversations
@@ -59,7 +100,7 @@ pub async fn conversations<A: Adapter>(
                         .sum::<usize>()
                         .saturating_add(rows.saturating_mul(price::STORE_ROW))
                 },
-                list(&state, viewer, payload.ok()),
+                async { list(&state, viewer, request?).await },
             )
             .await
             .map(|(list, _)| list)
@@ -72,19 +113,16 @@ pub async fn conversations<A: Adapter>(
 async fn list(
     state: &SocketState,
     viewer: &Viewer,
-    payload: Option<Value>,
+    request: PageRequest,
 ) -> Result<(ConversationList, u64), EventError> {
-    let request: ConversationsRequest = object_or_default(payload)?;
-    if request.before.is_some_and(|b| b < 0) {
-        return Err(EventError::InvalidCursor);
-    }
-    let limit = request
-        .limit
-        .unwrap_or(CONVERSATIONS_DEFAULT)
-        .clamp(1, CONVERSATIONS_MAX);
     let page = state
         .store
-        .conversation_page(&viewer.user_id, request.before, limit)
+        .conversation_page(
+            &viewer.user_id,
+            request.before,
+            request.limit,
+            state.limits.unread_count_max,
+        )
         .await?;
     let online = state.store.online_users().await?;
     // Bounded in bytes as `history` is (each summary carries a whole message): the newest
@@ -213,6 +251,86 @@ async fn mark_read<A: Adapter>(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn limits(unread_count_max: u32) -> super::super::Limits {
+        super::super::Limits {
+            max_message_chars: 4000,
+            roster_messages_per_peer: 200,
+            restore_page: 500,
+            history_page_max: 200,
+            max_answer_bytes: 256 * 1024,
+            roster_max_bytes: 256 * 1024,
+            unread_count_max,
+            max_sockets_per_user: 64,
+            roster_full_max: 1000,
+            tab_policy: crate::config::TabPolicy::Share,
+        }
+    }
+
+    #[test]
+    fn a_conversations_page_reserves_every_row_it_may_read_up_to_the_largest_read() {
+        let few = limits(10);
+        let rows = |limit: usize| limit * (1 + 10) * price::STORE_ROW;
+        assert_eq!(
+            few.conversations_reserve(10),
+            few.conversations_most() + rows(10)
+        );
+        assert_eq!(
+            few.conversations_reserve(20),
+            few.conversations_most() + rows(20)
+        );
+        // A payload that cannot be read reserves what an answer may cost, no rows.
+        assert_eq!(few.conversations_reserve(0), few.conversations_most());
+        // The default cap: a page's worst case is more than any bucket must hold; it reserves
+        // the largest read (and pays the rest after, if it read more).
+        let default = limits(crate::store::UNREAD_MAX);
+        assert!(
+            default.conversations_most() + 50 * 1001 * price::STORE_ROW > default.largest_read()
+        );
+        assert_eq!(default.conversations_reserve(50), default.largest_read());
+        assert_eq!(
+            limits(u32::MAX).conversations_reserve(CONVERSATIONS_MAX),
+            default.largest_read()
+        );
+    }
+
+    #[test]
+    fn a_conversations_payload_is_checked_at_the_edge() {
+        for (payload, before, limit) in [
+            (None, None, CONVERSATIONS_DEFAULT),
+            (Some(json!(null)), None, CONVERSATIONS_DEFAULT),
+            (Some(json!({})), None, CONVERSATIONS_DEFAULT),
+            (Some(json!({ "before": 7, "limit": 0 })), Some(7), 1),
+            (
+                Some(json!({ "limit": 4_294_967_295u32 })),
+                None,
+                CONVERSATIONS_MAX,
+            ),
+        ] {
+            assert_eq!(
+                parse_conversations(payload.clone()).unwrap(),
+                PageRequest { before, limit },
+                "{payload:?}"
+            );
+        }
+        for (payload, code) in [
+            (json!(1), protocol::ErrorCode::InvalidPayload),
+            (json!([]), protocol::ErrorCode::InvalidPayload),
+            (json!({ "limit": -1 }), protocol::ErrorCode::InvalidPayload),
+            (
+                json!({ "limit": 1e20 }),
+                protocol::ErrorCode::InvalidPayload,
+            ),
+            (
+                json!({ "before": "1" }),
+                protocol::ErrorCode::InvalidPayload,
+            ),
+            (json!({ "before": -1 }), protocol::ErrorCode::InvalidCursor),
+        ] {
+            let error = parse_conversations(Some(payload.clone())).expect_err("refused");
+            assert_eq!(error.code(), code, "{payload}");
+        }
+    }
 
     #[test]
     fn a_read_payload_is_checked_at_the_edge() {

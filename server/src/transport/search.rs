@@ -1,6 +1,7 @@
 //! `users_search`: users whose name contains a query, across the whole directory (not only the
 //! roster a connect sends). The directory is the store's shared list (`Store::list_users`),
-//! compared in memory; a search is priced by its answer and by every entry it compared.
+//! compared in memory; a search is priced by its answer and by every entry it compared, reserved
+//! before the directory is read.
 
 use std::cmp::Ordering;
 use std::collections::HashSet;
@@ -13,7 +14,6 @@ use socketioxide::extract::{SocketRef, State, TryData};
 
 use super::messages::priced;
 use super::overflow::Ack;
-use super::roster::PRESENCE_MOST;
 use super::{handle, object, price, EventError, SocketState, Viewer};
 use crate::domain::UserId;
 use crate::store::User;
@@ -67,19 +67,18 @@ async fn search<A: Adapter>(
     payload: Option<Value>,
 ) -> Result<UsersSearch, EventError> {
     let request = parse_search(payload)?;
-    // The store's shared snapshot (no copy). Its size prices the scan before anything is
-    // compared: the reservation holds every entry (up to the largest read the buckets hold;
-    // beyond it what the search cost is owed by the next reads).
-    let directory = state.store.list_users().await?;
-    let scan = directory.len().saturating_mul(price::DIRECTORY_ROW);
-    let most = (price::REQUEST_BASE + request.limit * PRESENCE_MOST + scan)
-        .min(state.limits.largest_read());
+    // Reserved before anything is read, the directory included: every entry compared costs
+    // `DIRECTORY_ROW`, and how many there are is known only once it is read (on Redis, a round
+    // trip that brings this node's copy up to date), so a search reserves the most it may be
+    // charged up front, the largest read the buckets hold. What it did not cost is given back
+    // once the directory is known; beyond it (a directory larger than that pays for) it is owed
+    // by the next reads.
     priced(
         socket,
         state,
         viewer,
-        most,
-        |answer: &UsersSearch| {
+        state.limits.largest_read(),
+        |(answer, scan): &(UsersSearch, usize)| {
             answer
                 .users
                 .iter()
@@ -88,15 +87,19 @@ async fn search<A: Adapter>(
                 + scan
         },
         async {
+            // The store's shared snapshot (no copy).
+            let directory = state.store.list_users().await?;
+            let scan = directory.len().saturating_mul(price::DIRECTORY_ROW);
             let online = state.store.online_users().await?;
             let users = matching(&directory, &request.folded, request.limit)
                 .into_iter()
                 .map(|user| presence(user, &online))
                 .collect();
-            Ok(UsersSearch { users })
+            Ok((UsersSearch { users }, scan))
         },
     )
     .await
+    .map(|(answer, _)| answer)
 }
 
 fn presence(user: &User, online: &HashSet<UserId>) -> Presence {

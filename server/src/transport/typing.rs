@@ -6,9 +6,9 @@
 //! that reads nothing loses typing events, and is never closed (nor told to `resync`) for them.
 //!
 //! What it costs is bounded twice: every `typing` a user sends takes a token of their bucket
-//! (`--typing-per-sec`, `--typing-burst`; past it the event is refused and counts against the
-//! socket like a refused request, see `rate::Penalties`), and of those, one per conversation
-//! and interval is relayed. The throttle's map holds only the pairs relayed within the last
+//! before its payload is read, well-formed or not (`--typing-per-sec`, `--typing-burst`; past
+//! it the event is refused and counts against the socket like a refused request, see
+//! `rate::Penalties`), and of those, one per conversation and interval is relayed. The throttle's map holds only the pairs relayed within the last
 //! interval (older ones are swept as it grows), so it is bounded by the tokens spent in one.
 
 use std::collections::HashMap;
@@ -25,15 +25,13 @@ use super::rate::{Buckets, Rate};
 use super::{judge, object, SocketState, Viewer};
 use crate::domain::UserId;
 
-/// What a `typing` from a user to another may do now.
+/// What a `typing` from a user to another, within the sender's budget, may do now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// Pass it on.
     Relay,
     /// Dropped: this pair was relayed less than an interval ago.
     Throttled,
-    /// Refused: the sender is over their `typing` budget.
-    Refused,
 }
 
 /// The `typing` budget per user and the throttle per (sender, recipient), on this node.
@@ -68,14 +66,23 @@ impl TypingGate {
         }
     }
 
-    pub fn admit(&self, from: &UserId, to: &UserId) -> Verdict {
-        self.admit_at(from, to, Instant::now())
+    /// The first step of every `typing`, before its payload is read: a token of the sender's
+    /// budget. `false`: over it, refused.
+    pub fn take(&self, from: &UserId) -> bool {
+        self.take_at(from, Instant::now())
     }
 
-    fn admit_at(&self, from: &UserId, to: &UserId, now: Instant) -> Verdict {
-        if !self.users.try_take_at(from, 1.0, now) {
-            return Verdict::Refused;
-        }
+    fn take_at(&self, from: &UserId, now: Instant) -> bool {
+        self.users.try_take_at(from, 1.0, now)
+    }
+
+    /// The second step, once a `typing` that took its token names its recipient: whether this
+    /// conversation's interval lets it through.
+    pub fn throttle(&self, from: &UserId, to: &UserId) -> Verdict {
+        self.throttle_at(from, to, Instant::now())
+    }
+
+    fn throttle_at(&self, from: &UserId, to: &UserId, now: Instant) -> Verdict {
         let mut relayed = self.relayed.lock().unwrap_or_else(|e| e.into_inner());
         let key = (from.clone(), to.clone());
         if let Some(last) = relayed.at.get(&key) {
@@ -117,6 +124,14 @@ pub async fn typing<A: Adapter>(
     let Some(viewer) = socket.extensions.get::<Viewer>() else {
         return;
     };
+    // The token first, before the payload is read: a flood of malformed `typing`s spends the
+    // budget as well-formed ones do.
+    if !state.typing.take(&viewer.user_id) {
+        metrics::counter!("tether_typing_dropped_total", "reason" => "rate_limited").increment(1);
+        crate::refusals::refused(crate::refusals::Refusal::RateLimited);
+        judge(&socket, &state, &viewer, true);
+        return;
+    }
     // A recipient nobody is: its room is empty, and the event reaches no one.
     let Some(to) = parse_typing(payload.ok()) else {
         return;
@@ -124,7 +139,7 @@ pub async fn typing<A: Adapter>(
     if to == viewer.user_id {
         return;
     }
-    match state.typing.admit(&viewer.user_id, &to) {
+    match state.typing.throttle(&viewer.user_id, &to) {
         Verdict::Relay => {
             let typing = Typing {
                 from: viewer.user_id.to_string(),
@@ -141,12 +156,6 @@ pub async fn typing<A: Adapter>(
         Verdict::Throttled => {
             metrics::counter!("tether_typing_dropped_total", "reason" => "throttled").increment(1)
         }
-        Verdict::Refused => {
-            metrics::counter!("tether_typing_dropped_total", "reason" => "rate_limited")
-                .increment(1);
-            crate::refusals::refused(crate::refusals::Refusal::RateLimited);
-            judge(&socket, &state, &viewer, true);
-        }
     }
 }
 
@@ -155,21 +164,27 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Both steps, as the handler takes them for a well-formed `typing`: `None` when refused.
+    fn admit_at(gate: &TypingGate, from: &UserId, to: &UserId, now: Instant) -> Option<Verdict> {
+        gate.take_at(from, now)
+            .then(|| gate.throttle_at(from, to, now))
+    }
+
     #[test]
     fn one_typing_per_pair_and_interval_is_relayed() {
         let gate = TypingGate::new(Duration::from_secs(3), Rate::new(1000.0, 1000.0));
         let (ada, bob, cy) = (UserId::random(), UserId::random(), UserId::random());
         let t0 = Instant::now();
-        assert_eq!(gate.admit_at(&ada, &bob, t0), Verdict::Relay);
+        assert_eq!(gate.throttle_at(&ada, &bob, t0), Verdict::Relay);
         assert_eq!(
-            gate.admit_at(&ada, &bob, t0 + Duration::from_secs(2)),
+            gate.throttle_at(&ada, &bob, t0 + Duration::from_secs(2)),
             Verdict::Throttled
         );
         // Another conversation, and the other direction, are their own.
-        assert_eq!(gate.admit_at(&ada, &cy, t0), Verdict::Relay);
-        assert_eq!(gate.admit_at(&bob, &ada, t0), Verdict::Relay);
+        assert_eq!(gate.throttle_at(&ada, &cy, t0), Verdict::Relay);
+        assert_eq!(gate.throttle_at(&bob, &ada, t0), Verdict::Relay);
         assert_eq!(
-            gate.admit_at(&ada, &bob, t0 + Duration::from_secs(3)),
+            gate.throttle_at(&ada, &bob, t0 + Duration::from_secs(3)),
             Verdict::Relay
         );
     }
@@ -179,11 +194,34 @@ mod tests {
         let gate = TypingGate::new(Duration::from_secs(3), Rate::new(0.0, 3.0));
         let (ada, bob) = (UserId::random(), UserId::random());
         let t0 = Instant::now();
-        assert_eq!(gate.admit_at(&ada, &bob, t0), Verdict::Relay);
-        assert_eq!(gate.admit_at(&ada, &bob, t0), Verdict::Throttled);
-        assert_eq!(gate.admit_at(&ada, &UserId::random(), t0), Verdict::Relay);
-        assert_eq!(gate.admit_at(&ada, &bob, t0), Verdict::Refused);
-        assert_eq!(gate.admit_at(&bob, &ada, t0), Verdict::Relay, "per user");
+        assert_eq!(admit_at(&gate, &ada, &bob, t0), Some(Verdict::Relay));
+        assert_eq!(admit_at(&gate, &ada, &bob, t0), Some(Verdict::Throttled));
+        let cy = UserId::random();
+        assert_eq!(admit_at(&gate, &ada, &cy, t0), Some(Verdict::Relay));
+        assert_eq!(admit_at(&gate, &ada, &bob, t0), None);
+        assert_eq!(
+            admit_at(&gate, &bob, &ada, t0),
+            Some(Verdict::Relay),
+            "per user"
+        );
+    }
+
+    #[test]
+    fn the_token_is_taken_before_the_payload_is_read_so_malformed_typing_spends_the_budget() {
+        let gate = TypingGate::new(Duration::from_secs(3), Rate::new(0.0, 3.0));
+        let (ada, bob) = (UserId::random(), UserId::random());
+        let t0 = Instant::now();
+        // Three that name nobody (the handler reads them after their token, and drops them).
+        for _ in 0..3 {
+            assert!(gate.take_at(&ada, t0));
+            assert_eq!(parse_typing(Some(json!({ "to": "not-a-user" }))), None);
+        }
+        // The budget is spent: a well-formed one is refused before anything else, and the
+        // throttle never saw any of them.
+        assert!(!gate.take_at(&ada, t0));
+        assert_eq!(gate.tracked(), 0);
+        assert!(gate.take_at(&bob, t0), "per user");
+        assert_eq!(gate.throttle_at(&bob, &ada, t0), Verdict::Relay);
     }
 
     #[test]
@@ -192,14 +230,14 @@ mod tests {
         let ada = UserId::random();
         let t0 = Instant::now();
         for _ in 0..5000 {
-            gate.admit_at(&ada, &UserId::random(), t0);
+            gate.throttle_at(&ada, &UserId::random(), t0);
         }
         assert_eq!(gate.tracked(), 5000);
         // An interval later the old pairs go at the next sweep (once the map has doubled
         // since the last), leaving only the recent ones.
         let later = t0 + Duration::from_millis(200);
         for _ in 0..4000 {
-            gate.admit_at(&ada, &UserId::random(), later);
+            gate.throttle_at(&ada, &UserId::random(), later);
         }
         assert_eq!(gate.tracked(), 4000);
     }

@@ -839,7 +839,8 @@ async fn a_read_cursor_is_clamped_to_the_newest_message<B: Backend>(backend: B) 
 }
 
 /// Unread: the peer's messages after the cursor and after the viewer's own newest message
-/// (replying reads what came before), never notes to self, at most `UNREAD_MAX`.
+/// (replying reads what came before), never notes to self, at most `UNREAD_MAX` (`read`) or the
+/// cap a conversation page is given.
 async fn unread_counts_the_peers_messages_since_the_cursor_and_caps<B: Backend>(backend: B) {
     let store = open(&backend).await;
     let [ada, bob] = users(&store, ["ada", "bob"]).await;
@@ -866,7 +867,10 @@ async fn unread_counts_the_peers_messages_since_the_cursor_and_caps<B: Backend>(
         0,
         "notes are never unread"
     );
-    let page = store.conversation_page(&ada, None, 10).await.unwrap();
+    let page = store
+        .conversation_page(&ada, None, 10, UNREAD_MAX)
+        .await
+        .unwrap();
     let unread_of: Vec<(UserId, u32)> = page
         .conversations
         .iter()
@@ -880,7 +884,10 @@ async fn unread_counts_the_peers_messages_since_the_cursor_and_caps<B: Backend>(
         (capped.status.unread, capped.status.as_of),
         (UNREAD_MAX, newest.id)
     );
-    let page = store.conversation_page(&ada, None, 1).await.unwrap();
+    let page = store
+        .conversation_page(&ada, None, 1, UNREAD_MAX)
+        .await
+        .unwrap();
     assert_eq!(page.conversations[0].unread, UNREAD_MAX);
     // Bounded work: the count reads at most the cap's worth of messages.
     assert!(
@@ -888,6 +895,10 @@ async fn unread_counts_the_peers_messages_since_the_cursor_and_caps<B: Backend>(
         "{}",
         page.scanned
     );
+    // A page counts to the cap it is given (`--unread-count-max`), and reads no more.
+    let page = store.conversation_page(&ada, None, 1, 7).await.unwrap();
+    assert_eq!(page.conversations[0].unread, 7);
+    assert!(page.scanned <= 2 + 7 + 1, "{}", page.scanned);
 }
 
 /// The conversation list: the viewer's own conversations only, newest activity first, each with
@@ -896,7 +907,10 @@ async fn conversations_are_listed_by_latest_activity_and_paged<B: Backend>(backe
     let store = open(&backend).await;
     let [ada, bob, cy, dan, eve] = users(&store, ["ada", "bob", "cy", "dan", "eve"]).await;
     assert_eq!(
-        store.conversation_page(&ada, None, 10).await.unwrap(),
+        store
+            .conversation_page(&ada, None, 10, UNREAD_MAX)
+            .await
+            .unwrap(),
         ConversationPage {
             conversations: Vec::new(),
             has_more: false,
@@ -909,7 +923,10 @@ async fn conversations_are_listed_by_latest_activity_and_paged<B: Backend>(backe
     send(&store, &dan, &ada, "from dan").await;
     send(&store, &eve, &bob, "not ada's").await;
     let last = send(&store, &bob, &ada, "bob again").await;
-    let page = store.conversation_page(&ada, None, 10).await.unwrap();
+    let page = store
+        .conversation_page(&ada, None, 10, UNREAD_MAX)
+        .await
+        .unwrap();
     assert_eq!(peers_of(&page), [&bob, &dan, &ada, &cy].map(Clone::clone));
     assert!(!page.has_more);
     let top = &page.conversations[0];
@@ -918,21 +935,36 @@ async fn conversations_are_listed_by_latest_activity_and_paged<B: Backend>(backe
     assert_eq!(page.conversations[3].last.content, "from cy");
     assert!(page.scanned >= 4, "{}", page.scanned);
 
-    let first = store.conversation_page(&ada, None, 2).await.unwrap();
+    let first = store
+        .conversation_page(&ada, None, 2, UNREAD_MAX)
+        .await
+        .unwrap();
     assert_eq!(peers_of(&first), [&bob, &dan].map(Clone::clone));
     assert!(first.has_more);
     let before = Some(first.conversations[1].last.id);
-    let second = store.conversation_page(&ada, before, 2).await.unwrap();
+    let second = store
+        .conversation_page(&ada, before, 2, UNREAD_MAX)
+        .await
+        .unwrap();
     assert_eq!(peers_of(&second), [&ada, &cy].map(Clone::clone));
     assert!(!second.has_more, "a page that ends with the oldest");
     let before = Some(second.conversations[1].last.id);
-    let past = store.conversation_page(&ada, before, 2).await.unwrap();
+    let past = store
+        .conversation_page(&ada, before, 2, UNREAD_MAX)
+        .await
+        .unwrap();
     assert!(past.conversations.is_empty() && !past.has_more);
     // New activity moves a conversation to the front.
     send(&store, &ada, &cy, "back to cy").await;
-    let page = store.conversation_page(&ada, None, 1).await.unwrap();
+    let page = store
+        .conversation_page(&ada, None, 1, UNREAD_MAX)
+        .await
+        .unwrap();
     assert_eq!(peers_of(&page), std::slice::from_ref(&cy));
-    let of_eve = store.conversation_page(&eve, None, 10).await.unwrap();
+    let of_eve = store
+        .conversation_page(&eve, None, 10, UNREAD_MAX)
+        .await
+        .unwrap();
     assert_eq!(
         peers_of(&of_eve),
         std::slice::from_ref(&bob),
@@ -961,9 +993,21 @@ async fn read_receipts_are_shared_only_while_both_have_them_on<B: Backend>(backe
             .find(|c| &c.peer == peer)
             .expect("listed")
     };
-    let listed = entry(store.conversation_page(&ada, None, 10).await.unwrap(), &bob);
+    let listed = entry(
+        store
+            .conversation_page(&ada, None, 10, UNREAD_MAX)
+            .await
+            .unwrap(),
+        &bob,
+    );
     assert_eq!(listed.peer_read, Some(marked.status.cursor));
-    let note = entry(store.conversation_page(&ada, None, 10).await.unwrap(), &ada);
+    let note = entry(
+        store
+            .conversation_page(&ada, None, 10, UNREAD_MAX)
+            .await
+            .unwrap(),
+        &ada,
+    );
     assert_eq!(note.peer_read, None);
     assert_eq!(note.read.up_to, note.last.id);
 
@@ -984,7 +1028,10 @@ async fn read_receipts_are_shared_only_while_both_have_them_on<B: Backend>(backe
         for viewer in [&ada, &bob] {
             let peer = if viewer == &ada { &bob } else { &ada };
             let listed = entry(
-                store.conversation_page(viewer, None, 10).await.unwrap(),
+                store
+                    .conversation_page(viewer, None, 10, UNREAD_MAX)
+                    .await
+                    .unwrap(),
                 peer,
             );
             assert_eq!(listed.peer_read, None);
@@ -997,10 +1044,22 @@ async fn read_receipts_are_shared_only_while_both_have_them_on<B: Backend>(backe
     }
     // Both on again: each is shown where the other's seen cursor stayed, never the reads made
     // meanwhile (bob read ada's messages twice while one of them had receipts off, ada bob's).
-    let listed = entry(store.conversation_page(&ada, None, 10).await.unwrap(), &bob);
+    let listed = entry(
+        store
+            .conversation_page(&ada, None, 10, UNREAD_MAX)
+            .await
+            .unwrap(),
+        &bob,
+    );
     assert_eq!(listed.peer_read, Some(bob_seen), "both on again");
     assert!(listed.read.up_to > 0);
-    let listed = entry(store.conversation_page(&bob, None, 10).await.unwrap(), &ada);
+    let listed = entry(
+        store
+            .conversation_page(&bob, None, 10, UNREAD_MAX)
+            .await
+            .unwrap(),
+        &ada,
+    );
     assert_eq!(
         listed.peer_read,
         Some(ReadCursor::default()),
@@ -1017,7 +1076,10 @@ async fn what_is_read_with_receipts_off_stays_unseen_when_they_are_on_again<B: B
     let store = open(&backend).await;
     let [ada, bob] = users(&store, ["ada", "bob"]).await;
     let peer_read = async |store: &Db, viewer: &UserId, peer: &UserId| {
-        let page = store.conversation_page(viewer, None, 10).await.unwrap();
+        let page = store
+            .conversation_page(viewer, None, 10, UNREAD_MAX)
+            .await
+            .unwrap();
         let listed = page.conversations.into_iter().find(|c| &c.peer == peer);
         listed.expect("listed").peer_read
     };
@@ -1129,7 +1191,10 @@ async fn read_state_and_settings_are_durable<B: Backend>(backend: B) {
     let again = mark(&store, &ada, &bob, 0).await;
     assert_eq!((again.status.cursor, again.status.unread), (cursor, 1));
     assert!(!store.settings(&bob).await.unwrap().read_receipts);
-    let page = store.conversation_page(&ada, None, 10).await.unwrap();
+    let page = store
+        .conversation_page(&ada, None, 10, UNREAD_MAX)
+        .await
+        .unwrap();
     assert_eq!(page.conversations[0].read, cursor);
 }
 

@@ -701,6 +701,7 @@ impl Store for SqliteStore {
         viewer: &UserId,
         before: Option<i64>,
         limit: u32,
+        unread_max: u32,
     ) -> Result<ConversationPage, StoreError> {
         let viewer = viewer.as_str().to_owned();
         let before = before.unwrap_or(i64::MAX);
@@ -734,8 +735,14 @@ impl Store for SqliteStore {
                 let Some((message, username, peer_shares, read, peer_seen)) = row else {
                     continue;
                 };
-                let (count, read_rows) =
-                    unread(conn, &pair_key(&viewer, &peer), &viewer, read.up_to, last)?;
+                let (count, read_rows) = unread(
+                    conn,
+                    &pair_key(&viewer, &peer),
+                    &viewer,
+                    read.up_to,
+                    last,
+                    unread_max,
+                )?;
                 scanned += read_rows + 1;
                 let shared = viewer_shares && peer_shares && peer != viewer;
                 conversations.push(ConversationEntry::read(
@@ -833,7 +840,7 @@ fn read_status(
     cursor: ReadCursor,
 ) -> rusqlite::Result<ReadStatus> {
     let as_of = newest_in(conn, pair)?;
-    let (unread, _) = unread(conn, pair, viewer, cursor.up_to, as_of)?;
+    let (unread, _) = unread(conn, pair, viewer, cursor.up_to, as_of, UNREAD_MAX)?;
     Ok(ReadStatus {
         cursor,
         unread: unread.min(UNREAD_MAX),

@@ -99,27 +99,22 @@ pub(super) const CONVERSATION_ENTRY: &str = "SELECT m.id, m.ts, m.content, m.fro
 pub(super) const UNREAD_SENDERS: &str = "SELECT from_user = ?3 FROM messages
      WHERE pair = ?1 AND id > ?2 AND id <= ?4 ORDER BY id DESC LIMIT ?5";
 
-/// The viewer's unread count of the conversation `pair` after `after` up to `as_of`, and how
-/// many messages it read.
+/// The viewer's unread count of the conversation `pair` after `after` up to `as_of` (counting
+/// at most `max`), and how many messages it read.
 pub(super) fn unread(
     conn: &Connection,
     pair: &str,
     viewer: &str,
     after: i64,
     as_of: i64,
+    max: u32,
 ) -> rusqlite::Result<(u32, u64)> {
     let mut stmt = conn.prepare_cached(UNREAD_SENDERS)?;
-    let mut rows = stmt.query(params![
-        pair,
-        after,
-        viewer,
-        as_of,
-        crate::store::UNREAD_MAX
-    ])?;
+    let mut rows = stmt.query(params![pair, after, viewer, as_of, max])?;
     // Stepped one by one: the count stops at the viewer's own message, and so does the read.
     let mut read = 0;
     let mut failed = None;
-    let unread = crate::store::count_unread(std::iter::from_fn(|| {
+    let senders = std::iter::from_fn(|| {
         let from_viewer = match rows.next() {
             Ok(Some(row)) => row.get::<_, bool>(0),
             Ok(None) => return None,
@@ -133,7 +128,8 @@ pub(super) fn unread(
                 None
             }
         }
-    }));
+    });
+    let unread = crate::store::count_unread(senders, max);
     match failed {
         Some(e) => Err(e),
         None => Ok((unread, read)),

@@ -1,7 +1,7 @@
-//! The messenger's events under attack: `typing` floods (to one user and to many), `typing` to a
-//! recipient that reads nothing, searches with huge and odd queries and in floods, `read`s with
-//! absurd cursors and in floods. Each on loopback, bounded in count and time, with the bound it
-//! must hold asserted.
+//! The messenger's events under attack: `typing` floods (to one user and to many, and
+//! malformed), `typing` to a recipient that reads nothing, searches with huge and odd queries
+//! and in floods, `read`s with absurd cursors and in floods, `conversations` and `settings`
+//! floods. Each on loopback, bounded in count and time, with the bound it must hold asserted.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::helpers::{spawn_app, spawn_app_with, TestApp, TestClient};
+use crate::helpers::{spawn_app, spawn_app_with, ChildServer, RedisServer, TestApp, TestClient};
 
 /// A Socket.IO connection spoken by hand, so a test can put thousands of packets on the wire
 /// without waiting for anything.
@@ -520,4 +520,227 @@ async fn a_read_flood_is_refused_past_its_budget_and_its_socket_let_go() {
         moved.len(),
         got.acks.len()
     );
+}
+
+/// A user whose every conversation has more unread messages than a page counts floods
+/// `conversations`: each page reads a row per conversation and per message counted, and that
+/// is reserved before the store is read, so a hundred pages sent at once read no more than the
+/// read buckets hold (before, only the answer was reserved and the rows billed after: a dozen
+/// pages at once each read them, and the buckets fell far below zero). The rest are refused
+/// `rate_limited`, and everyone else is served meanwhile. (The socket is kept past its refusals
+/// here, so that every answer is seen: the other floods show it let go.)
+#[tokio::test]
+async fn a_conversations_flood_is_priced_by_the_rows_it_reads_before_it_reads_them() {
+    const PEERS: usize = 10;
+    const UNREAD: u32 = 50;
+    const BURST: u64 = 256 * 1024;
+    const RATE: u64 = 16 * 1024;
+    let app = spawn_app_with(|c| {
+        c.read_burst_bytes = BURST;
+        c.read_bytes_per_sec = RATE;
+        c.socket_read_burst_bytes = BURST;
+        c.socket_read_bytes_per_sec = RATE;
+        // An answer costs little beside the rows read for it (a page is cut to a couple of
+        // entries; every one of them is read and counted all the same).
+        c.max_answer_bytes = 1024;
+        c.max_message_chars = 100;
+        c.unread_count_max = UNREAD;
+        // The flooder's connects cost little of its budget.
+        c.roster_max_bytes = 4096;
+        c.messages_per_sec = 1000.0;
+        c.message_burst = 1000.0;
+        c.max_refused_requests = 10_000;
+    })
+    .await;
+    let flooder = app.connect_as("flooder").await;
+    for i in 0..PEERS {
+        let peer = app.connect_as(&format!("peer{i}")).await;
+        for m in 0..=UNREAD {
+            let ack = peer.send(&flooder.user_id, &format!("m{m}")).await;
+            assert!(ack["ok"].is_object(), "{ack}");
+        }
+        peer.close().await;
+    }
+    let mut other = app.connect_as("other").await;
+    let ada = app.connect_as("ada").await;
+    ada.send(&other.user_id, "hi").await;
+    let mut raw = Raw::connect(app.addr, &flooder.session_id).await;
+    let started = Instant::now();
+    let page = json!({ "limit": PEERS });
+    raw.flood((0..400).map(|i| request(i, "conversations", &page)))
+        .await;
+    let got = raw.receive(400, Duration::from_secs(3)).await;
+    let elapsed = started.elapsed();
+    let served = got.served();
+    // Each page read at least a row per conversation and per message counted.
+    let each = 256 + PEERS * (1 + UNREAD as usize) * 128;
+    let allowed = ((BURST as f64 + RATE as f64 * elapsed.as_secs_f64()) / each as f64) as usize;
+    assert!(
+        served <= allowed,
+        "{served} pages served in {elapsed:?}, the budget allows {allowed}"
+    );
+    assert!(served >= 1);
+    let refused = got.codes().iter().filter(|c| **c == "rate_limited").count();
+    assert_eq!(served + refused, 400, "every page answered");
+    // Others are served, their unread counts too.
+    let list = other.request("conversations", json!({})).await;
+    assert_eq!(list["ok"]["conversations"][0]["unread"], 1, "{list}");
+    assert!(ada.send(&other.user_id, "still here").await["ok"].is_object());
+    other.next("private message").await;
+    eprintln!("conversations flood: 400 sent, {served} served, {refused} refused in {elapsed:?}");
+}
+
+/// A flood of `settings` reads is priced as reads: refused `rate_limited` once the read
+/// buckets are spent, and others served (the socket kept past its refusals, so that every
+/// answer is seen).
+#[tokio::test]
+async fn a_settings_flood_is_refused_once_the_read_budget_is_spent() {
+    const BURST: u64 = 256 * 1024;
+    const RATE: u64 = 16 * 1024;
+    const SENT: usize = 3000;
+    let app = spawn_app_with(|c| {
+        c.read_burst_bytes = BURST;
+        c.read_bytes_per_sec = RATE;
+        c.socket_read_burst_bytes = BURST;
+        c.socket_read_bytes_per_sec = RATE;
+        c.max_answer_bytes = 16 * 1024;
+        c.max_message_chars = 100;
+        c.max_refused_requests = 100_000;
+    })
+    .await;
+    let flooder = app.connect_as("flooder").await;
+    let other = app.connect_as("other").await;
+    let mut raw = Raw::connect(app.addr, &flooder.session_id).await;
+    let started = Instant::now();
+    raw.flood((0..SENT).map(|i| request(i, "settings", &json!({}))))
+        .await;
+    let got = raw.receive(SENT, Duration::from_secs(3)).await;
+    let elapsed = started.elapsed();
+    let served = got.served();
+    // Each read costs its request and its answer.
+    let each = 256 + 32;
+    let allowed = ((BURST as f64 + RATE as f64 * elapsed.as_secs_f64()) / each as f64) as usize;
+    assert!(
+        served <= allowed,
+        "{served} served in {elapsed:?}, the budget allows {allowed}"
+    );
+    assert!(served >= 1);
+    let refused = got.codes().iter().filter(|c| **c == "rate_limited").count();
+    assert_eq!(served + refused, SENT, "every read answered");
+    let settings = other.request("settings", json!({})).await;
+    assert_eq!(settings["ok"]["readReceipts"], true, "{settings}");
+    eprintln!("settings flood: {SENT} sent, {served} served, {refused} refused in {elapsed:?}");
+}
+
+/// How many scripts this Redis has run (`EVALSHA`), from `INFO commandstats`.
+async fn scripts_run(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|line| line.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A search is reserved before anything is read, the directory included: on Redis, where
+/// reading the directory is a round trip (a script), a flood of searches past the read budget
+/// costs the store nothing for those refused. (Before, each read the directory first, refused or
+/// not.)
+#[tokio::test]
+async fn a_refused_search_reads_nothing_not_even_the_directory() {
+    const SENT: usize = 400;
+    const BURST: u64 = 256 * 1024;
+    const RATE: u64 = 16 * 1024;
+    let redis = RedisServer::start_own().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = redis.node_args();
+    for (flag, value) in [
+        ("--read-burst-bytes", BURST),
+        ("--read-bytes-per-sec", RATE),
+        ("--socket-read-burst-bytes", BURST),
+        ("--socket-read-bytes-per-sec", RATE),
+        ("--max-answer-bytes", 16 * 1024),
+        ("--max-message-chars", 100),
+        ("--roster-full-max", 10),
+        // Every answer seen: the socket is kept past its refusals.
+        ("--max-refused-requests", 100_000),
+    ] {
+        args.extend([flag.to_owned(), value.to_string()]);
+    }
+    let node = ChildServer::start_with(dir.path(), &args).await;
+    let connect_as = async |name: &str| {
+        let mut client = TestClient::connect(&node.url(), json!({ "username": name })).await;
+        client.expect_session().await;
+        client
+    };
+    let searcher = connect_as("searcher").await;
+    for i in 0..20 {
+        connect_as(&format!("user{i:02}")).await;
+    }
+    let mut raw = Raw::connect(node.addr, &searcher.session_id).await;
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let before = scripts_run(&mut conn).await;
+    let query = json!({ "query": "user", "limit": 50 });
+    raw.flood((0..SENT).map(|i| request(i, "users_search", &query)))
+        .await;
+    let got = raw.receive(SENT, Duration::from_secs(3)).await;
+    let run = scripts_run(&mut conn).await - before;
+    let served = got.served();
+    let refused = got.acks.len() - served;
+    assert_eq!(got.acks.len(), SENT, "every search answered");
+    assert!(served >= 1 && refused >= SENT / 2, "{served} served");
+    // A served search reads the directory and who is online (a script each); a refused one
+    // nothing. A few more for the node's heartbeat meanwhile.
+    assert!(
+        run <= 2 * served as u64 + 10,
+        "{run} scripts run for {served} searches served and {refused} refused"
+    );
+    eprintln!("search flood on Redis: {served} served, {refused} refused, {run} scripts run");
+}
+
+/// A flood of malformed `typing` packets (no recipient, a recipient of the wrong type or form,
+/// to oneself) takes the sender's `typing` tokens as well-formed ones do, before anything is
+/// read: past the budget they are refused, the socket is let go, and everyone else's `typing`
+/// still goes through. (Before, a malformed one was read and dropped without a token: the flood
+/// was never refused.)
+#[tokio::test]
+async fn a_flood_of_malformed_typing_spends_the_budget_and_its_socket_is_let_go() {
+    let app = spawn_app().await;
+    let attacker = app.connect_as("attacker").await;
+    let mut bob = app.connect_as("bob").await;
+    let cy = app.connect_as("cy").await;
+    let mut raw = Raw::connect(app.addr, &attacker.session_id).await;
+    let started = Instant::now();
+    let malformed = [
+        json!({ "to": "not-a-user" }),
+        json!({ "to": 5 }),
+        json!("x".repeat(1000)),
+        json!([bob.user_id]),
+        json!({ "to": attacker.user_id }),
+    ];
+    raw.flood((0..5000).map(|i| event("typing", &malformed[i % malformed.len()])))
+        .await;
+    let got = raw.receive(usize::MAX, Duration::from_secs(3)).await;
+    let elapsed = started.elapsed();
+    assert!(got.closed, "the flooding socket is disconnected");
+    assert!(elapsed < Duration::from_secs(5), "within {elapsed:?}");
+    let refused = app
+        .refusal(json!({ "sessionID": attacker.session_id }))
+        .await;
+    assert!(refused.contains("too many requests"), "{refused}");
+    // Nothing reached anyone; others' typing still does.
+    assert_eq!(count_for(&mut bob, "typing", Duration::ZERO).await, 0);
+    cy.client
+        .emit("typing", json!({ "to": bob.user_id }))
+        .await
+        .unwrap();
+    assert_eq!(bob.next("typing").await["from"], cy.user_id);
+    eprintln!("malformed typing flood: 5000 sent, disconnected after {elapsed:?}");
 }

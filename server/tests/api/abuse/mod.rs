@@ -7,7 +7,8 @@
 //! - [`refusals`]: a flood of refused requests is a few log lines with counts;
 //! - [`signup`]: sign-up floods, idle accounts, expired and revoked sessions;
 //! - [`reads`]: priced reads, sockets per user under concurrent handshakes, roster bounds;
-//! - [`messenger`]: `typing` floods, odd and flooded searches, absurd and flooded `read`s;
+//! - [`messenger`]: `typing` floods, odd and flooded searches, absurd and flooded `read`s,
+//!   `conversations` and `settings` floods;
 //! - [`devices`]: `devices` and `revoke_device` floods.
 
 mod devices;
