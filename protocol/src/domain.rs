@@ -16,6 +16,8 @@ pub enum DomainError {
     UsernameTooLong,
     #[error("a username must not contain control characters")]
     UsernameControlChars,
+    #[error("a username must not contain invisible formatting characters (zero-width or direction marks)")]
+    UsernameFormatChars,
     #[error("a message must not be empty")]
     EmptyMessage,
     #[error("a message is at most {max} characters")]
@@ -24,7 +26,45 @@ pub enum DomainError {
     InvalidClientId,
 }
 
-/// A display name: trimmed, 1 to 32 characters, no control characters.
+/// Unicode general category Cf (Format), as listed for `Cf` in
+/// <https://www.unicode.org/Public/16.0.0/ucd/extracted/DerivedGeneralCategory.txt>
+/// (Unicode 16.0.0; the same table regex-syntax 0.8 generates with ucd-generate). These are
+/// invisible: zero-width characters (U+200B-U+200D, U+2060, U+FEFF) and the soft hyphen make one
+/// name look like another, and the bidi marks, embeddings, overrides and isolates (U+200E,
+/// U+200F, U+061C, U+202A-U+202E, U+2066-U+2069) reorder the text drawn around them.
+const FORMAT_CHARS: &[(char, char)] = &[
+    ('\u{ad}', '\u{ad}'),
+    ('\u{600}', '\u{605}'),
+    ('\u{61c}', '\u{61c}'),
+    ('\u{6dd}', '\u{6dd}'),
+    ('\u{70f}', '\u{70f}'),
+    ('\u{890}', '\u{891}'),
+    ('\u{8e2}', '\u{8e2}'),
+    ('\u{180e}', '\u{180e}'),
+    ('\u{200b}', '\u{200f}'),
+    ('\u{202a}', '\u{202e}'),
+    ('\u{2060}', '\u{2064}'),
+    ('\u{2066}', '\u{206f}'),
+    ('\u{feff}', '\u{feff}'),
+    ('\u{fff9}', '\u{fffb}'),
+    ('\u{110bd}', '\u{110bd}'),
+    ('\u{110cd}', '\u{110cd}'),
+    ('\u{13430}', '\u{1343f}'),
+    ('\u{1bca0}', '\u{1bca3}'),
+    ('\u{1d173}', '\u{1d17a}'),
+    ('\u{e0001}', '\u{e0001}'),
+    ('\u{e0020}', '\u{e007f}'),
+];
+
+/// Whether `c` is a format character (category Cf), see [`FORMAT_CHARS`].
+fn is_format_char(c: char) -> bool {
+    FORMAT_CHARS
+        .iter()
+        .any(|&(first, last)| (first..=last).contains(&c))
+}
+
+/// A display name: trimmed, 1 to 32 characters, no control characters (Cc) and no format
+/// characters (Cf: zero-width, soft hyphen, bidi marks and overrides).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Username(String);
 
@@ -39,6 +79,10 @@ impl Username {
         }
         if trimmed.chars().any(char::is_control) {
             return Err(DomainError::UsernameControlChars);
+        }
+        // Refused, never stripped: a name is taken as written or not at all.
+        if trimmed.chars().any(is_format_char) {
+            return Err(DomainError::UsernameFormatChars);
         }
         Ok(Self(trimmed.to_owned()))
     }
@@ -138,6 +182,80 @@ mod tests {
             Username::parse("a\nb"),
             Err(DomainError::UsernameControlChars)
         );
+    }
+
+    #[test]
+    fn username_with_format_characters_is_refused_whatever_their_class() {
+        for (class, name) in [
+            ("soft hyphen", "ad\u{ad}a"),
+            ("zero-width space", "ad\u{200b}a"),
+            ("zero-width non-joiner", "ad\u{200c}a"),
+            ("zero-width joiner", "ad\u{200d}a"),
+            ("left-to-right mark", "ad\u{200e}a"),
+            ("right-to-left mark", "ad\u{200f}a"),
+            ("left-to-right embedding", "ad\u{202a}a"),
+            ("pop directional formatting", "ad\u{202c}a"),
+            ("right-to-left override", "ad\u{202e}a"),
+            ("left-to-right isolate", "ad\u{2066}a"),
+            ("pop directional isolate", "ad\u{2069}a"),
+            ("word joiner", "ad\u{2060}a"),
+            ("byte order mark", "ad\u{feff}a"),
+            ("arabic letter mark", "ad\u{61c}a"),
+            ("mongolian vowel separator", "ad\u{180e}a"),
+            ("interlinear annotation", "ad\u{fff9}a"),
+            ("tag letter", "ad\u{e0041}a"),
+            ("language tag", "ad\u{e0001}a"),
+            ("last of the table", "ad\u{1343f}a"),
+        ] {
+            assert_eq!(
+                Username::parse(name),
+                Err(DomainError::UsernameFormatChars),
+                "{class}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_format_character_at_either_end_is_refused_not_trimmed_away() {
+        for name in ["\u{200b}ada", "ada\u{feff}", " \u{202e}ada ", "\u{2066}"] {
+            assert_eq!(
+                Username::parse(name),
+                Err(DomainError::UsernameFormatChars),
+                "{name:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_format_table_is_sorted_and_its_ranges_are_disjoint() {
+        for pair in FORMAT_CHARS.windows(2) {
+            assert!(pair[0].0 <= pair[0].1 && pair[0].1 < pair[1].0, "{pair:?}");
+        }
+        // Unicode 16.0 has 170 characters of category Cf.
+        let count: u32 = FORMAT_CHARS
+            .iter()
+            .map(|&(first, last)| u32::from(last) - u32::from(first) + 1)
+            .sum();
+        assert_eq!(count, 170);
+    }
+
+    #[test]
+    fn characters_next_to_the_format_ranges_are_accepted() {
+        // Neighbours of the table's edges, and names that only look exotic.
+        for name in [
+            "\u{ac}ada\u{ae}",
+            "a\u{2010}b",
+            "a\u{2027}b",
+            "a\u{202f}b",
+            "a\u{2070}b",
+            "a\u{13440}b",
+            "élodie",
+            "زينب",
+            "李小龍",
+            "ada 🚀",
+        ] {
+            assert!(Username::parse(name).is_ok(), "{name:?}");
+        }
     }
 
     #[test]

@@ -155,6 +155,34 @@ async fn a_flood_of_sign_ups_from_one_address_gets_its_burst_and_no_more() {
 }
 
 #[tokio::test]
+async fn a_name_with_invisible_format_characters_is_refused_and_creates_nothing() {
+    // A burst of 2 from this address: the observer takes one, so a refused spoof that spent
+    // the other would leave nothing for the honest sign-up at the end.
+    let app = spawn_app_with(limits(1, 2, 10_000, 10_000)).await;
+    let observer = app.connect_as("observer").await;
+    // "ad\u{202E}a" is drawn "ada" (the override reverses the one letter after it): one name
+    // passing for another, and an override left open reverses what a list draws after it.
+    for spoof in [
+        "ad\u{202E}a",
+        "\u{200B}observer",
+        "obs\u{00AD}erver",
+        "ada\u{2066}",
+    ] {
+        assert_eq!(
+            sign_up(app.addr, None, spoof).await,
+            SignUp::Refused("invalid username".into()),
+            "{spoof:?}"
+        );
+    }
+    // What the official client is told.
+    let refusal = app.refusal(json!({ "username": "ad\u{202E}a" })).await;
+    assert!(refusal.contains("invalid username"), "{refusal}");
+    // Nothing was created, nothing renamed, and no sign-up token was spent.
+    assert_eq!(users_listed(&observer).await, vec!["observer".to_owned()]);
+    assert_eq!(sign_up(app.addr, None, "ada").await, SignUp::Created);
+}
+
+#[tokio::test]
 async fn the_overall_sign_up_limit_holds_across_many_addresses() {
     let app = spawn_app_with(limits(1_000, 1_000, 5, 20)).await;
     // The observer takes one of the 20.
