@@ -26,6 +26,10 @@ pub const SESSION_MOVED: &str = "session moved";
 
 /// The CONNECT_ERROR message for every refused handshake, exactly as the tutorial has it.
 pub const INVALID_USERNAME: &str = "invalid username";
+/// The CONNECT_ERROR message for a sign-up (a handshake creating an account) whose name a passkey
+/// protects (issue #25): that name is its account's alone; the client may offer a passkey
+/// sign-in instead.
+pub const NAME_PROTECTED: &str = "name protected";
 /// The CONNECT_ERROR message when the tab policy forbids a second connection of a session.
 pub const SESSION_ALREADY_ACTIVE: &str = "session already active";
 /// The CONNECT_ERROR message when a handshake would create an account but its client address,

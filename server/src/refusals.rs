@@ -33,6 +33,8 @@ pub enum Refusal {
     Origin,
     /// A handshake with neither a live session nor a valid username.
     InvalidUsername,
+    /// A sign-up with a name a passkey protects.
+    NameProtected,
     /// A second connection of a session under `--tab-policy reject`.
     SessionActive,
     /// A socket over `--max-sockets-per-user` (refused at its handshake, or closed at connect
@@ -56,11 +58,12 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    const ALL: [Refusal; 13] = [
+    const ALL: [Refusal; 14] = [
         Refusal::PendingLimit,
         Refusal::HeaderTimeout,
         Refusal::Origin,
         Refusal::InvalidUsername,
+        Refusal::NameProtected,
         Refusal::SessionActive,
         Refusal::TooManySockets,
         Refusal::SignupAddress,
@@ -78,6 +81,7 @@ impl Refusal {
             Refusal::HeaderTimeout => "header_timeout",
             Refusal::Origin => "origin",
             Refusal::InvalidUsername => "invalid_username",
+            Refusal::NameProtected => "name_protected",
             Refusal::SessionActive => "session_active",
             Refusal::TooManySockets => "too_many_sockets",
             Refusal::SignupAddress => "signup_address",
