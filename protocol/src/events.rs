@@ -67,3 +67,9 @@ pub const DEVICES: &str = "devices";
 /// Client → server (with ack): end one of the viewer's sessions by its `deviceID` (the current
 /// one too: that signs this browser out); its sockets close on every node.
 pub const REVOKE_DEVICE: &str = "revoke_device";
+/// Client → server (with ack): start protecting the viewer's name with a passkey (issue #25):
+/// `{ ok: { publicKey } }`, the WebAuthn creation options for `navigator.credentials.create`.
+pub const PASSKEY_OPTIONS: &str = "passkey_options";
+/// Client → server (with ack): `{ credential }`, the created credential (`toJSON()`), finishing
+/// what `passkey_options` started on this socket: `{ ok: { protected: true } }`.
+pub const PASSKEY_ADD: &str = "passkey_add";

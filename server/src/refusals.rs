@@ -55,10 +55,12 @@ pub enum Refusal {
     InvalidRequest,
     /// A socket disconnected for sending past its limits (`--max-refused-requests`).
     Flooding,
+    /// A passkey sign-in over its address's or the overall ceremony limit.
+    PasskeyRate,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 14] = [
+    const ALL: [Refusal; 15] = [
         Refusal::PendingLimit,
         Refusal::HeaderTimeout,
         Refusal::Origin,
@@ -73,6 +75,7 @@ impl Refusal {
         Refusal::RateLimited,
         Refusal::InvalidRequest,
         Refusal::Flooding,
+        Refusal::PasskeyRate,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -91,6 +94,7 @@ impl Refusal {
             Refusal::RateLimited => "rate_limited",
             Refusal::InvalidRequest => "invalid_request",
             Refusal::Flooding => "flooding",
+            Refusal::PasskeyRate => "passkey_rate",
         }
     }
 
