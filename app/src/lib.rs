@@ -7,6 +7,7 @@ mod browser_io;
 pub mod drafts;
 pub mod notify;
 pub mod pages;
+pub mod passkeys;
 pub mod realtime;
 pub mod router;
 pub mod storage;

@@ -44,6 +44,8 @@ pub struct Realtime {
     pub announcement: RwSignal<String>,
     /// Why the last sign-in failed, if it did.
     pub sign_in_error: RwSignal<Option<String>>,
+    /// Protecting the name with a passkey ([`crate::passkeys`]).
+    pub protecting: RwSignal<crate::passkeys::Protecting>,
     #[cfg(feature = "hydrate")]
     driver: StoredValue<Option<driver::Handle>, LocalStorage>,
 }
@@ -59,6 +61,7 @@ impl Realtime {
             version: RwSignal::new(0),
             announcement: RwSignal::new(String::new()),
             sign_in_error: RwSignal::new(None),
+            protecting: RwSignal::new(crate::passkeys::Protecting::Idle),
             #[cfg(feature = "hydrate")]
             driver: StoredValue::new_local(None),
         }
@@ -147,6 +150,28 @@ impl Realtime {
     /// Ends another device's session: its tabs are disconnected and land on sign-in.
     pub fn revoke_device(&self, device_id: &str) {
         self.step(Input::RevokeDevice { device_id });
+    }
+
+    /// Sends `event` with `data` (JSON text) and an ack; the answer comes back to
+    /// [`crate::passkeys::on_reply`] with `tag`.
+    #[allow(unused_variables)]
+    pub fn request(&self, tag: u64, event: &str, data: &str) {
+        #[cfg(feature = "hydrate")]
+        match protocol::json::RawJson::new(data) {
+            Ok(data) => self.step(Input::Request {
+                tag,
+                event,
+                data: &data,
+            }),
+            Err(_) => crate::passkeys::on_reply(*self, tag, None),
+        }
+    }
+
+    /// Holds `account` (a session made elsewhere: a passkey sign-in) and connects with it.
+    #[allow(unused_variables)]
+    pub fn resume_with(&self, account: crate::storage::Account) {
+        #[cfg(feature = "hydrate")]
+        driver::resume_with(*self, account);
     }
 
     /// Ends the session on the server; every tab of it is disconnected and lands on sign-in.
@@ -343,6 +368,21 @@ mod driver {
         step(rt, Input::Connect);
     }
 
+    /// Holds a session made by a passkey sign-in, and connects with it.
+    pub fn resume_with(rt: Realtime, account: Account) {
+        if handle(rt).is_none() {
+            return;
+        }
+        storage::clear_all();
+        storage::set_pending_username(None);
+        storage::save_account(&account);
+        rt.sign_in_error.set(None);
+        rt.protecting.set(crate::passkeys::Protecting::Idle);
+        rt.account.set(Some(account));
+        step(rt, Input::Reset);
+        step(rt, Input::Connect);
+    }
+
     /// Steps the session, then performs what it asked for.
     pub fn step(rt: Realtime, input: Input<'_>) {
         let Some(h) = handle(rt) else { return };
@@ -416,6 +456,15 @@ mod driver {
                         Status::SignedOut
                     }
                     ConnState::Stopped(StopReason::SessionActive) => Status::Elsewhere,
+                    // A sign-up with a name a passkey protects: nothing was stored.
+                    ConnState::Stopped(StopReason::NameProtected) => {
+                        storage::set_pending_username(None);
+                        rt.sign_in_error.set(Some(
+                            "That name is protected by a passkey. Sign in with the passkey, or choose another name."
+                                .into(),
+                        ));
+                        Status::Idle
+                    }
                     ConnState::Stopped(_) => Status::Idle,
                 };
                 if !matches!(status, Status::Online) {
@@ -517,10 +566,13 @@ mod driver {
                 storage::save_read_markers(&h.borrow().session.chat().read_up_to);
                 true
             }
-            SessionEvent::Moved
-            | SessionEvent::Restored
-            | SessionEvent::ServerEvent { .. }
-            | SessionEvent::Reply { .. } => false,
+            SessionEvent::Reply { tag, result } => {
+                crate::passkeys::on_reply(rt, tag, result.ok().map(|ack| ack.get().to_owned()));
+                false
+            }
+            SessionEvent::Moved | SessionEvent::Restored | SessionEvent::ServerEvent { .. } => {
+                false
+            }
         }
     }
 

@@ -46,6 +46,9 @@ pub enum StopReason {
     ClientDisconnect,
     /// The tab policy refused a second connection of this session (`session already active`).
     SessionActive,
+    /// A sign-up with a name a passkey protects (`name protected`): sign in with the passkey,
+    /// or choose another name. Trying again would be refused again.
+    NameProtected,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -374,6 +377,7 @@ impl Core {
                 let stop = match message.as_str() {
                     protocol::events::INVALID_USERNAME => Some(StopReason::Unauthorized),
                     protocol::events::SESSION_ALREADY_ACTIVE => Some(StopReason::SessionActive),
+                    protocol::events::NAME_PROTECTED => Some(StopReason::NameProtected),
                     _ => None,
                 };
                 self.event(CoreEvent::ConnectError { message });
@@ -600,6 +604,16 @@ mod tests {
         assert_eq!(c.next_deadline(), None);
         c.handle_transport_closed(5);
         assert_eq!(c.state(), ConnState::Stopped(StopReason::Unauthorized));
+    }
+
+    #[test]
+    fn a_protected_name_stops_without_a_reconnect_loop() {
+        let mut c = core();
+        c.connect(0);
+        c.handle_frame(OPEN, 0);
+        c.handle_frame(r#"44{"message":"name protected"}"#, 0);
+        assert_eq!(c.state(), ConnState::Stopped(StopReason::NameProtected));
+        assert_eq!(c.next_deadline(), None);
     }
 
     #[test]

@@ -17,6 +17,10 @@ pub enum ErrorCode {
     RateLimited,
     StoreUnavailable,
     UnknownDevice,
+    CeremonyExpired,
+    PasskeyRefused,
+    NameTaken,
+    PasskeysUnavailable,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Json)]
@@ -43,7 +47,7 @@ impl<T> Ack<T> {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 8] = [
+    pub const ALL: [ErrorCode; 12] = [
         ErrorCode::InvalidPayload,
         ErrorCode::InvalidContent,
         ErrorCode::InvalidClientId,
@@ -52,6 +56,10 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::StoreUnavailable,
         ErrorCode::UnknownDevice,
+        ErrorCode::CeremonyExpired,
+        ErrorCode::PasskeyRefused,
+        ErrorCode::NameTaken,
+        ErrorCode::PasskeysUnavailable,
     ];
 
     /// The code as the wire spells it (a test checks this against the derived forms).
@@ -65,6 +73,10 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::StoreUnavailable => "store_unavailable",
             ErrorCode::UnknownDevice => "unknown_device",
+            ErrorCode::CeremonyExpired => "ceremony_expired",
+            ErrorCode::PasskeyRefused => "passkey_refused",
+            ErrorCode::NameTaken => "name_taken",
+            ErrorCode::PasskeysUnavailable => "passkeys_unavailable",
         }
     }
 }

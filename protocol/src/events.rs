@@ -26,6 +26,10 @@ pub const SESSION_MOVED: &str = "session moved";
 
 /// The CONNECT_ERROR message for every refused handshake, exactly as the tutorial has it.
 pub const INVALID_USERNAME: &str = "invalid username";
+/// The CONNECT_ERROR message for a sign-up (a handshake creating an account) whose name a passkey
+/// protects (issue #25): that name is its account's alone; the client may offer a passkey
+/// sign-in instead.
+pub const NAME_PROTECTED: &str = "name protected";
 /// The CONNECT_ERROR message when the tab policy forbids a second connection of a session.
 pub const SESSION_ALREADY_ACTIVE: &str = "session already active";
 /// The CONNECT_ERROR message when a handshake would create an account but its client address,
@@ -63,3 +67,9 @@ pub const DEVICES: &str = "devices";
 /// Client → server (with ack): end one of the viewer's sessions by its `deviceID` (the current
 /// one too: that signs this browser out); its sockets close on every node.
 pub const REVOKE_DEVICE: &str = "revoke_device";
+/// Client → server (with ack): start protecting the viewer's name with a passkey (issue #25):
+/// `{ ok: { publicKey } }`, the WebAuthn creation options for `navigator.credentials.create`.
+pub const PASSKEY_OPTIONS: &str = "passkey_options";
+/// Client → server (with ack): `{ credential }`, the created credential (`toJSON()`), finishing
+/// what `passkey_options` started on this socket: `{ ok: { protected: true } }`.
+pub const PASSKEY_ADD: &str = "passkey_add";

@@ -189,6 +189,50 @@ pub struct Config {
     #[arg(long, env = "TETHER_CORS_ALLOW_CREDENTIALS")]
     pub cors_allow_credentials: bool,
 
+    /// The WebAuthn relying party id passkeys are made for (issue #25), e.g. `chat.example`.
+    /// Default: the host of the first allowed origin that is a domain name (the public
+    /// origin's, or `localhost` for a loopback bind). Passkeys work only from allowed origins
+    /// at or below it; with none (every origin an IP address) they are off.
+    #[arg(long, env = "TETHER_PASSKEY_RP_ID")]
+    pub passkey_rp_id: Option<String>,
+
+    /// The name passkey prompts show for this site.
+    #[arg(long, env = "TETHER_PASSKEY_RP_NAME", default_value = "Tether")]
+    pub passkey_rp_name: String,
+
+    /// Seconds a passkey ceremony (adding one, or signing in) may take: the browser's timeout
+    /// and how long its state is kept.
+    #[arg(long, env = "TETHER_PASSKEY_CEREMONY_SECS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub passkey_ceremony_secs: u64,
+
+    /// Passkey sign-ins (`/api/passkey/options`, and finishes with an unknown ceremony) one
+    /// client address may start per minute, sustained; IPv6 by /64. Per node.
+    #[arg(long, env = "TETHER_PASSKEY_CEREMONIES_PER_IP_PER_MIN", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub passkey_ceremonies_per_ip_per_min: u32,
+
+    /// Passkey sign-ins one client address may start in a burst.
+    #[arg(long, env = "TETHER_PASSKEY_CEREMONY_BURST_PER_IP", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub passkey_ceremony_burst_per_ip: u32,
+
+    /// Passkey sign-ins per second from all addresses together, sustained. Per node.
+    #[arg(long, env = "TETHER_PASSKEY_CEREMONIES_PER_SEC", default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub passkey_ceremonies_per_sec: u32,
+
+    /// Passkey sign-ins from all addresses together in a burst.
+    #[arg(long, env = "TETHER_PASSKEY_CEREMONY_BURST", default_value_t = 200,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub passkey_ceremony_burst: u32,
+
+    /// Passkey registrations (`passkey_options`) one user may start per hour (a burst of as
+    /// many). Per node.
+    #[arg(long, env = "TETHER_PASSKEY_REGISTRATIONS_PER_HOUR", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub passkey_registrations_per_hour: u32,
+
     /// Messages a user may send per second, sustained (token bucket refill rate).
     #[arg(long, env = "TETHER_MESSAGES_PER_SEC", default_value_t = 10.0)]
     pub messages_per_sec: f64,

@@ -275,6 +275,35 @@ mod tests {
         async fn online_users(&self) -> Result<Arc<HashSet<UserId>>, StoreError> {
             unimplemented!()
         }
+        async fn protect(
+            &self,
+            _: &UserId,
+            _: crate::store::StoredPasskey,
+        ) -> Result<crate::store::Protect, StoreError> {
+            unimplemented!()
+        }
+        async fn name_protected(&self, _: &str) -> Result<bool, StoreError> {
+            unimplemented!()
+        }
+        async fn passkeys_by_name(
+            &self,
+            _: &str,
+        ) -> Result<Option<(User, Vec<crate::store::StoredPasskey>)>, StoreError> {
+            unimplemented!()
+        }
+        async fn passkey_used(
+            &self,
+            _: &UserId,
+            _: crate::store::StoredPasskey,
+        ) -> Result<(), StoreError> {
+            unimplemented!()
+        }
+        async fn put_ceremony(&self, _: &str, _: String, _: Duration) -> Result<(), StoreError> {
+            unimplemented!()
+        }
+        async fn take_ceremony(&self, _: &str) -> Result<Option<String>, StoreError> {
+            unimplemented!()
+        }
         async fn socket_count(&self, _: &UserId) -> Result<u32, StoreError> {
             unimplemented!()
         }

@@ -1,5 +1,6 @@
-//! Origin allowlist for `/socket.io/`: every polling request and websocket upgrade (with or
-//! without `sid`) is checked before socketioxide sees it.
+//! Origin allowlist for `/socket.io/` and the passkey sign-in routes (`/api/`): every polling
+//! request, websocket upgrade (with or without `sid`) and API call is checked before its
+//! handler sees it.
 //!
 //! - no `Origin` header: a non-browser client (browsers always send one on websocket upgrades
 //!   and cross-origin requests), allowed;
@@ -230,13 +231,15 @@ impl OriginPolicy {
     }
 }
 
-/// The Origin check and CORS of `/socket.io/` requests (see the module doc).
+/// The Origin check and CORS of `/socket.io/` requests and of the passkey sign-in routes
+/// (`/api/`, see the module doc).
 pub async fn check_origin(
     State(policy): State<Arc<OriginPolicy>>,
     request: Request,
     next: Next,
 ) -> Response {
-    if !crate::transport::is_socket_path(request.uri().path()) {
+    let path = request.uri().path();
+    if !crate::transport::is_socket_path(path) && !crate::identity::http::is_api_path(path) {
         return next.run(request).await;
     }
     match policy.judge(request.headers()) {

@@ -33,6 +33,8 @@ pub enum Refusal {
     Origin,
     /// A handshake with neither a live session nor a valid username.
     InvalidUsername,
+    /// A sign-up with a name a passkey protects.
+    NameProtected,
     /// A second connection of a session under `--tab-policy reject`.
     SessionActive,
     /// A socket over `--max-sockets-per-user` (refused at its handshake, or closed at connect
@@ -53,14 +55,17 @@ pub enum Refusal {
     InvalidRequest,
     /// A socket disconnected for sending past its limits (`--max-refused-requests`).
     Flooding,
+    /// A passkey sign-in over its address's or the overall ceremony limit.
+    PasskeyRate,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 13] = [
+    const ALL: [Refusal; 15] = [
         Refusal::PendingLimit,
         Refusal::HeaderTimeout,
         Refusal::Origin,
         Refusal::InvalidUsername,
+        Refusal::NameProtected,
         Refusal::SessionActive,
         Refusal::TooManySockets,
         Refusal::SignupAddress,
@@ -70,6 +75,7 @@ impl Refusal {
         Refusal::RateLimited,
         Refusal::InvalidRequest,
         Refusal::Flooding,
+        Refusal::PasskeyRate,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -78,6 +84,7 @@ impl Refusal {
             Refusal::HeaderTimeout => "header_timeout",
             Refusal::Origin => "origin",
             Refusal::InvalidUsername => "invalid_username",
+            Refusal::NameProtected => "name_protected",
             Refusal::SessionActive => "session_active",
             Refusal::TooManySockets => "too_many_sockets",
             Refusal::SignupAddress => "signup_address",
@@ -87,6 +94,7 @@ impl Refusal {
             Refusal::RateLimited => "rate_limited",
             Refusal::InvalidRequest => "invalid_request",
             Refusal::Flooding => "flooding",
+            Refusal::PasskeyRate => "passkey_rate",
         }
     }
 

@@ -12,12 +12,13 @@ use socketioxide::{SocketIo, SocketIoBuilder};
 use tokio::task::JoinHandle;
 
 use crate::config::{self, Config};
+use crate::identity::passkeys::{Passkeys, RelyingParty};
 use crate::io::{ClusterAdapter, Io};
 use crate::store::redis::{NodeOptions, RedisFiles, RedisStore, RedisTarget};
 use crate::store::sqlite::{Durability, SessionPolicy, SqliteStore};
 use crate::store::Store;
 use crate::transport::{self, Limits, SocketState};
-use crate::{assets, expiry, http, memory, ops, origin, refusals};
+use crate::{assets, expiry, http, identity, memory, ops, origin, refusals};
 
 /// A built application: the router to serve, the Socket.IO handle behind it, and the
 /// background tasks (the memory trim, the cluster heartbeat) that end with it.
@@ -41,13 +42,14 @@ pub async fn build_app(config: &Config, origins: origin::OriginPolicy) -> anyhow
     // One definition of how this node reaches Redis, for the store and the adapter alike.
     let redis = redis_target(config).await?;
     let store = open_store(config, redis.as_ref()).await?;
-    let state = socket_state(config, store.clone());
+    let passkeys = passkeys(config, &origins)?;
+    let state = socket_state(config, store.clone(), passkeys.clone());
     state
         .reads
         .check(state.limits.largest_read())
         .map_err(anyhow::Error::msg)?;
     let builder = socket_builder(config, state.clone());
-    let (routes, ops) = routes(config, &store);
+    let (routes, ops) = routes(config, &store, passkeys);
     let mut tasks = vec![
         tokio::spawn(memory::trim_loop(Duration::from_millis(
             config.memory_trim_ms,
@@ -131,8 +133,58 @@ async fn open_store(
     })
 }
 
+/// The passkey ceremonies of this server's relying party (issue #25), or `None` (with a line
+/// saying why) when no allowed origin is a domain name at or below `--passkey-rp-id`.
+fn passkeys(
+    config: &Config,
+    origins: &origin::OriginPolicy,
+) -> anyhow::Result<Option<Arc<Passkeys>>> {
+    let allowed = origins.origins();
+    let Some(rp) = RelyingParty::derive(config.passkey_rp_id.as_deref(), &allowed) else {
+        tracing::info!(
+            "passkeys are off: they need a domain name (set --public-origin https://… or --passkey-rp-id)"
+        );
+        return Ok(None);
+    };
+    // Origins that are domains but not at or below the RP's (IP addresses never can be).
+    let domains = allowed
+        .iter()
+        .filter(|o| url::Url::parse(o).is_ok_and(|u| u.domain().is_some()))
+        .count();
+    let left_out = domains.saturating_sub(rp.origins.len());
+    if left_out > 0 {
+        tracing::warn!(rp.id = %rp.id, left_out, "allowed origins outside the passkey domain cannot use passkeys");
+    }
+    let passkeys = Passkeys::new(
+        &rp,
+        &config.passkey_rp_name,
+        Duration::from_secs(config.passkey_ceremony_secs),
+    )
+    .map_err(anyhow::Error::msg)?;
+    tracing::info!(rp.id = %rp.id, "passkeys on");
+    Ok(Some(Arc::new(passkeys)))
+}
+
+/// The ceremony limits of passkey sign-ins: per client address and overall.
+fn ceremony_limiter(config: &Config) -> transport::signup::SignupLimiter {
+    transport::signup::SignupLimiter::new(
+        transport::signup::SignupRate::new(
+            f64::from(config.passkey_ceremonies_per_ip_per_min) / 60.0,
+            f64::from(config.passkey_ceremony_burst_per_ip),
+        ),
+        transport::signup::SignupRate::new(
+            f64::from(config.passkey_ceremonies_per_sec),
+            f64::from(config.passkey_ceremony_burst),
+        ),
+    )
+}
+
 /// What every socket handler shares: the store, and the limits and rate limiters of the flags.
-fn socket_state(config: &Config, store: Arc<dyn Store>) -> SocketState {
+fn socket_state(
+    config: &Config,
+    store: Arc<dyn Store>,
+    passkeys: Option<Arc<Passkeys>>,
+) -> SocketState {
     SocketState {
         store,
         limits: Arc::new(Limits {
@@ -183,6 +235,11 @@ fn socket_state(config: &Config, store: Arc<dyn Store>) -> SocketState {
             Duration::from_millis(config.typing_every_ms),
             transport::Rate::new(config.typing_per_sec, config.typing_burst),
         )),
+        passkeys,
+        passkey_registrations: Arc::new(transport::RateLimiter::new(
+            f64::from(config.passkey_registrations_per_hour) / 3600.0,
+            f64::from(config.passkey_registrations_per_hour),
+        )),
     }
 }
 
@@ -202,7 +259,11 @@ fn socket_builder(config: &Config, state: SocketState) -> SocketIoBuilder {
 
 /// The HTTP routes: the Leptos site (with `/metrics` on the public address unless it has one of
 /// its own), and the ops routes for `--metrics-listen`.
-fn routes(config: &Config, store: &Arc<dyn Store>) -> (Router, Router) {
+fn routes(
+    config: &Config,
+    store: &Arc<dyn Store>,
+    passkeys: Option<Arc<Passkeys>>,
+) -> (Router, Router) {
     // The site embedded in the binary, unless the operator names a directory (cargo-leptos'
     // `serve` and `watch` do, for a site they rebuild while the server runs).
     let assets = match &config.site_root {
@@ -236,6 +297,12 @@ fn routes(config: &Config, store: &Arc<dyn Store>) -> (Router, Router) {
         config.metrics_listen.is_none(),
     ));
     let ops = ops::routes(readiness, true);
+    // Passkey sign-in (issue #25).
+    let routes = routes.merge(identity::http::router(identity::http::PasskeyRoutes {
+        store: store.clone(),
+        passkeys,
+        limiter: Arc::new(ceremony_limiter(config)),
+    }));
     (routes, ops)
 }
 

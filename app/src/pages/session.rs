@@ -11,6 +11,7 @@ pub fn SessionPage() -> impl IntoView {
     view! {
         <RequireAccount>
             <SessionDetails/>
+            <ProtectName/>
             <Devices/>
         </RequireAccount>
     }
@@ -68,6 +69,48 @@ fn SessionDetails() -> impl IntoView {
                     "Sign out everywhere"
                 </button>
             </div>
+        </section>
+    }
+}
+
+/// "Protect your name": adds a passkey to the account, so that nobody else can sign up with
+/// this name and the account can be signed in to from any browser that has the passkey.
+#[component]
+fn ProtectName() -> impl IntoView {
+    use crate::passkeys::Protecting;
+    let rt = use_realtime();
+    let state = move || rt.protecting.get();
+    view! {
+        <section class="page" aria-labelledby="passkey-title">
+            <h2 id="passkey-title">"Protect your name"</h2>
+            <p class="hint">
+                "Add a passkey to keep this name yours: nobody else can sign up with it, and you "
+                "can sign in to it with the passkey from any browser or device."
+            </p>
+            <div class="actions">
+                <button
+                    type="button"
+                    data-testid="protect-name"
+                    disabled=move || state() == Protecting::Busy
+                    on:click=move |_| crate::passkeys::protect(rt)
+                >
+                    {move || match state() {
+                        Protecting::Busy => "Adding a passkey…",
+                        Protecting::Protected => "Add another passkey",
+                        _ => "Protect your name with a passkey",
+                    }}
+                </button>
+            </div>
+            <p data-testid="protect-status" role="status">
+                {move || match state() {
+                    Protecting::Protected => "Your name is protected by a passkey.".to_owned(),
+                    _ => String::new(),
+                }}
+            </p>
+            {move || match state() {
+                Protecting::Failed(why) => Some(view! { <p role="alert" data-testid="protect-error">{why}</p> }),
+                _ => None,
+            }}
         </section>
     }
 }

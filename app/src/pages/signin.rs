@@ -34,6 +34,13 @@ pub fn SignInPage() -> impl IntoView {
             Err(e) => local_error.set(Some(format!("{}.", capitalize(&e.to_string())))),
         }
     };
+    let with_passkey = move |_| match Username::parse(&name.get_untracked()) {
+        Ok(username) => {
+            local_error.set(None);
+            crate::passkeys::sign_in(rt, username.as_str().to_owned());
+        }
+        Err(e) => local_error.set(Some(format!("{}.", capitalize(&e.to_string())))),
+    };
     let error = move || local_error.get().or_else(|| rt.sign_in_error.get());
     view! {
         <section class="page signin">
@@ -55,6 +62,9 @@ pub fn SignInPage() -> impl IntoView {
                 <p id="username-error" class="field-error" role="alert">{error}</p>
                 <button type="submit" disabled=move || submitting.get()>
                     {move || if submitting.get() { "Signing in…" } else { "Continue" }}
+                </button>
+                <button type="button" class="secondary" data-testid="passkey-sign-in" on:click=with_passkey>
+                    "Sign in with a passkey"
                 </button>
             </form>
         </section>

@@ -4,5 +4,9 @@
 //!
 //! - [`device`]: the browser label taken from a handshake's `User-Agent`, and the public
 //!   device id derived from a family.
+//! - [`passkeys`]: the WebAuthn ceremonies (webauthn-rs) a passkey is added and signed in with.
+//! - [`http`]: passkey sign-in over HTTP (`/api/passkey/options`, `/api/passkey/signin`).
 
 pub mod device;
+pub mod http;
+pub mod passkeys;

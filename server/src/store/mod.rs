@@ -116,6 +116,42 @@ pub(crate) fn stored_label(label: &str) -> String {
     label.chars().take(DEVICE_LABEL_MAX).collect()
 }
 
+/// A passkey of an account (issue #25 slice 4), as stored: its credential id (base64url, unique
+/// across accounts) and the `webauthn_rs` `Passkey` as JSON (its public key and counter). The
+/// store never reads inside `json`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPasskey {
+    pub cred_id: String,
+    pub json: String,
+}
+
+/// What [`Store::protect`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protect {
+    /// The account's name is protected from now on, by this passkey.
+    Protected,
+    /// The name was already this account's; one more passkey.
+    Added,
+    /// Another account (with the same name, a "ghost") protected it first: nothing written.
+    NameTaken,
+    /// The credential is registered already (to any account): nothing written.
+    CredentialTaken,
+    /// The account holds [`PASSKEYS_PER_USER_MAX`] passkeys already: nothing written.
+    Full,
+    /// No such user: nothing written.
+    UnknownUser,
+}
+
+/// The key a protected name is claimed under: two names that differ only in case or in
+/// surrounding spaces are the same name.
+pub fn name_key(username: &str) -> String {
+    username.trim().to_lowercase()
+}
+
+/// The most passkeys one account keeps: each is a row, and an entry of every sign-in ceremony's
+/// options and stored state (about 150 bytes each).
+pub const PASSKEYS_PER_USER_MAX: usize = 16;
+
 /// A user as the roster lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
@@ -404,6 +440,30 @@ pub trait Store: Send + Sync + 'static {
     /// of those that are gone or past their deadline (their sockets must be closed); a touch
     /// never brings one back.
     async fn touch_sessions(&self, digests: Vec<String>) -> Result<Vec<String>, StoreError>;
+
+    // ---- passkeys (issue #25 slice 4) ----
+    /// Adds a passkey to the user's account and, on its first, protects the account's name
+    /// ([`name_key`]) for good: later sign-ups with it are refused, and the account is never
+    /// swept by [`Store::expire_accounts`]. All or nothing: a name another account protected
+    /// first, or a credential id registered already, writes nothing. An account holds at most
+    /// [`PASSKEYS_PER_USER_MAX`] passkeys (more is [`Protect::Full`]).
+    async fn protect(&self, user: &UserId, passkey: StoredPasskey) -> Result<Protect, StoreError>;
+    /// Whether a passkey protects this name (compared as [`name_key`]).
+    async fn name_protected(&self, username: &str) -> Result<bool, StoreError>;
+    /// The account that protected this name (compared as [`name_key`]) and its passkeys, in
+    /// credential id order; `None` when no passkey protects it.
+    async fn passkeys_by_name(
+        &self,
+        username: &str,
+    ) -> Result<Option<(User, Vec<StoredPasskey>)>, StoreError>;
+    /// Replaces a passkey of the user after a sign-in changed it (its counter); a credential
+    /// that is not the user's is left alone.
+    async fn passkey_used(&self, user: &UserId, passkey: StoredPasskey) -> Result<(), StoreError>;
+    /// Keeps a sign-in ceremony's state for `ttl` under `id` (a random id the caller drew).
+    async fn put_ceremony(&self, id: &str, state: String, ttl: Duration) -> Result<(), StoreError>;
+    /// Takes a ceremony's state: the first call within its ttl gets it, every other call (at
+    /// the same time, later, on any node) gets `None`. Single use.
+    async fn take_ceremony(&self, id: &str) -> Result<Option<String>, StoreError>;
 
     // ---- users ----
     /// Every user, in sign-up order, without the accounts [`Store::expire_accounts`] deleted

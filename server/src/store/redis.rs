@@ -33,7 +33,11 @@
 //! - presence per node: `presence:{node}` hash userID → sockets on that node; `node:{node}` a
 //!   heartbeat key with a TTL; `nodes` set. A user's socket count is the sum over nodes. A node
 //!   whose heartbeat expired is swept by whichever live node sees it first (atomically, so once);
-//! - `ready:{node}`: what the node's readiness probe (`/readyz`) writes, expiring in a minute.
+//! - `ready:{node}`: what the node's readiness probe (`/readyz`) writes, expiring in a minute;
+//! - passkeys (issue #25 slice 4): `protected` hash name key → userID (first to protect wins),
+//!   `creds` hash credential id → userID (unique across accounts), `user:{id}:passkeys` hash
+//!   credential id → the `Passkey` JSON; `ceremony:{id}` string, a sign-in ceremony's state with
+//!   its TTL, taken by `GETDEL` (single use).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -52,6 +56,7 @@ use super::{
     MarkedRead, NewMessage, Page, PresenceChange, ReadCursor, ReadStatus, Session, SettingsChange,
     SettingsChanged, Store, StoreError, Stored, User, UserSettings, UNREAD_MAX,
 };
+use super::{name_key, Protect, StoredPasskey, PASSKEYS_PER_USER_MAX};
 use crate::domain::{SessionId, UserId, Username};
 
 /// What completes a Redis URL, each from a file: TLS trust and identity, and a password kept
@@ -359,6 +364,18 @@ impl Keys {
     fn users_epoch(&self) -> String {
         self.key("users:epoch")
     }
+    fn protected(&self) -> String {
+        self.key("protected")
+    }
+    fn creds(&self) -> String {
+        self.key("creds")
+    }
+    fn passkeys(&self, user: &str) -> String {
+        self.key(&format!("user:{user}:passkeys"))
+    }
+    fn ceremony(&self, id: &str) -> String {
+        self.key(&format!("ceremony:{id}"))
+    }
     fn quiet_users(&self) -> String {
         self.key("quiet-users")
     }
@@ -502,6 +519,46 @@ redis.call('HSET', KEYS[1], 'seen', ARGV[1])
 redis.call('ZADD', KEYS[2], int(math.min(now + idle, created + max_age)), ARGV[4] .. ':' .. s[1])
 redis.call('ZADD', KEYS[3], 'XX', 'GT', ARGV[1], s[1])
 return {s[1], s[2], 1}
+"#;
+
+/// Adds a passkey to a user (whose name is still ARGV[4]) and, on its first, claims the name key
+/// ARGV[5] for it; the user leaves `quiet-users` (a protected account is never swept). Returns
+/// `protected`, `added`, `name_taken`, `credential_taken`, `full` or `unknown`; all or nothing. A retry of
+/// a call that succeeded finds its own credential and answers `added`.
+const PROTECT: &str = r#"
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[4] then return 'unknown' end
+local owner = redis.call('HGET', KEYS[2], ARGV[5])
+if owner and owner ~= ARGV[1] then return 'name_taken' end
+local cred_owner = redis.call('HGET', KEYS[3], ARGV[2])
+if cred_owner == ARGV[1] and owner then return 'added' end
+if cred_owner then return 'credential_taken' end
+if redis.call('HLEN', KEYS[4]) >= tonumber(ARGV[6]) then return 'full' end
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[1])
+redis.call('HSET', KEYS[4], ARGV[2], ARGV[3])
+redis.call('ZREM', KEYS[5], ARGV[1])
+if owner then return 'added' end
+redis.call('HSET', KEYS[2], ARGV[5], ARGV[1])
+return 'protected'
+"#;
+
+/// The user that protected name key ARGV[1], its name and its passkeys: nil when none, else
+/// `{user, name, cred_id, json, ...}`.
+const PASSKEYS_BY_NAME: &str = r#"
+local user = redis.call('HGET', KEYS[1], ARGV[1])
+if not user then return false end
+local name = redis.call('HGET', KEYS[2], user)
+if not name then return false end
+local out = {user, name}
+for _, v in ipairs(redis.call('HGETALL', ARGV[2] .. 'user:' .. user .. ':passkeys')) do
+  table.insert(out, v)
+end
+return out
+"#;
+
+/// Replaces a passkey of user ARGV[1] (credential ARGV[2]) if it is theirs.
+const PASSKEY_USED: &str = r#"
+if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 1 then redis.call('HSET', KEYS[1], ARGV[2], ARGV[3]) end
+return 1
 "#;
 
 /// Shared by the scripts that end sessions: a message-less user whose last session ended is
@@ -838,6 +895,9 @@ struct Scripts {
     online_users: Script,
     heartbeat: Script,
     republish: Script,
+    protect: Script,
+    passkeys_by_name: Script,
+    passkey_used: Script,
 }
 
 impl Scripts {
@@ -869,6 +929,9 @@ impl Scripts {
             online_users: Script::new(ONLINE_USERS),
             heartbeat: with_total(HEARTBEAT),
             republish: Script::new(REPUBLISH),
+            protect: Script::new(PROTECT),
+            passkeys_by_name: Script::new(PASSKEYS_BY_NAME),
+            passkey_used: Script::new(PASSKEY_USED),
         }
     }
 }
@@ -1262,6 +1325,112 @@ impl Store for RedisStore {
         }
         let gone: Vec<String> = touch.invoke_async(&mut self.conn()).await?;
         Ok(gone)
+    }
+
+    async fn protect(&self, user: &UserId, passkey: StoredPasskey) -> Result<Protect, StoreError> {
+        let name: Option<String> = self
+            .conn()
+            .hget(self.keys.usernames(), user.as_str())
+            .await?;
+        let Some(name) = name else {
+            return Ok(Protect::UnknownUser);
+        };
+        // The name key is computed here (Unicode lower case, which Lua's is not); the script
+        // checks the name is still the user's.
+        let done: String = self
+            .scripts
+            .protect
+            .key(self.keys.usernames())
+            .key(self.keys.protected())
+            .key(self.keys.creds())
+            .key(self.keys.passkeys(user.as_str()))
+            .key(self.keys.quiet_users())
+            .arg(user.as_str())
+            .arg(&passkey.cred_id)
+            .arg(&passkey.json)
+            .arg(&name)
+            .arg(name_key(&name))
+            .arg(PASSKEYS_PER_USER_MAX)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(match done.as_str() {
+            "protected" => Protect::Protected,
+            "added" => Protect::Added,
+            "name_taken" => Protect::NameTaken,
+            "credential_taken" => Protect::CredentialTaken,
+            "full" => Protect::Full,
+            _ => Protect::UnknownUser,
+        })
+    }
+
+    async fn name_protected(&self, username: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn()
+            .hexists(self.keys.protected(), name_key(username))
+            .await?)
+    }
+
+    async fn passkeys_by_name(
+        &self,
+        username: &str,
+    ) -> Result<Option<(User, Vec<StoredPasskey>)>, StoreError> {
+        let found: Option<Vec<String>> = self
+            .scripts
+            .passkeys_by_name
+            .key(self.keys.protected())
+            .key(self.keys.usernames())
+            .arg(name_key(username))
+            .arg(self.keys.key(""))
+            .invoke_async(&mut self.conn())
+            .await?;
+        let Some(found) = found else {
+            return Ok(None);
+        };
+        let mut values = found.into_iter();
+        let (Some(user_id), Some(username)) = (values.next(), values.next()) else {
+            return Ok(None);
+        };
+        let mut passkeys = Vec::new();
+        while let (Some(cred_id), Some(json)) = (values.next(), values.next()) {
+            passkeys.push(StoredPasskey { cred_id, json });
+        }
+        // A claim whose passkeys are gone (none is ever removed today) protects nothing.
+        if passkeys.is_empty() {
+            return Ok(None);
+        }
+        passkeys.sort_by(|a, b| a.cred_id.cmp(&b.cred_id));
+        Ok(Some((
+            User {
+                user_id: UserId::from_store(user_id),
+                username,
+            },
+            passkeys,
+        )))
+    }
+
+    async fn passkey_used(&self, user: &UserId, passkey: StoredPasskey) -> Result<(), StoreError> {
+        let _: i64 = self
+            .scripts
+            .passkey_used
+            .key(self.keys.passkeys(user.as_str()))
+            .arg(user.as_str())
+            .arg(&passkey.cred_id)
+            .arg(&passkey.json)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    async fn put_ceremony(&self, id: &str, state: String, ttl: Duration) -> Result<(), StoreError> {
+        let _: () = self
+            .conn()
+            .pset_ex(self.keys.ceremony(id), state, ttl.as_millis().max(1) as u64)
+            .await?;
+        Ok(())
+    }
+
+    async fn take_ceremony(&self, id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.conn().get_del(self.keys.ceremony(id)).await?)
     }
 
     async fn list_users(&self) -> Result<Arc<Vec<User>>, StoreError> {

@@ -10,7 +10,8 @@ use socketioxide::extract::{SocketRef, State};
 use super::handshake::HeldThrough;
 use super::presence::{self, Speaker};
 use super::{
-    devices, logout, messages, reading, roster, search, settings, typing, SocketState, Viewer,
+    devices, logout, messages, passkeys, reading, roster, search, settings, typing, SocketState,
+    Viewer,
 };
 
 /// The socket's event handlers (registered by the handshake middleware, before the client
@@ -28,6 +29,8 @@ pub(super) fn register_event_handlers<A: Adapter>(socket: &SocketRef<A>) {
     socket.on(events::SETTINGS, settings::settings::<A>);
     socket.on(events::DEVICES, devices::devices::<A>);
     socket.on(events::REVOKE_DEVICE, devices::revoke_device::<A>);
+    socket.on(events::PASSKEY_OPTIONS, passkeys::passkey_options::<A>);
+    socket.on(events::PASSKEY_ADD, passkeys::passkey_add::<A>);
 }
 
 pub async fn on_connect<A: Adapter>(socket: SocketRef<A>, State(state): State<SocketState>) {

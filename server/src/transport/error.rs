@@ -24,6 +24,16 @@ pub enum EventError {
     InvalidCursor,
     #[error("too many requests; wait a moment and try again")]
     RateLimited,
+    #[error(
+        "no passkey ceremony is waiting on this connection (or it took too long); start again"
+    )]
+    CeremonyExpired,
+    #[error("the passkey was refused")]
+    PasskeyRefused,
+    #[error("another account protected this name first")]
+    NameTaken,
+    #[error("passkeys are not available on this server")]
+    PasskeysUnavailable,
     #[error("the store is unavailable, try again")]
     Store(#[from] StoreError),
 }
@@ -38,6 +48,10 @@ impl EventError {
             EventError::UnknownDevice => ErrorCode::UnknownDevice,
             EventError::InvalidCursor => ErrorCode::InvalidCursor,
             EventError::RateLimited => ErrorCode::RateLimited,
+            EventError::CeremonyExpired => ErrorCode::CeremonyExpired,
+            EventError::PasskeyRefused => ErrorCode::PasskeyRefused,
+            EventError::NameTaken => ErrorCode::NameTaken,
+            EventError::PasskeysUnavailable => ErrorCode::PasskeysUnavailable,
             EventError::Store(_) => ErrorCode::StoreUnavailable,
         }
     }

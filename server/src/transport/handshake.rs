@@ -22,6 +22,8 @@ pub enum HandshakeError {
     TooManySockets,
     #[error("{}", protocol::events::SESSION_ALREADY_ACTIVE)]
     SessionActive,
+    #[error("{}", protocol::events::NAME_PROTECTED)]
+    NameProtected,
     #[error("{}", protocol::events::TOO_MANY_SIGNUPS)]
     TooManySignups(super::signup::SignupRefusal),
     #[error("{}", protocol::events::TOO_MANY_REQUESTS)]
@@ -60,6 +62,7 @@ pub async fn authenticate<A: Adapter>(
         }
         // Refusals are counted, and logged a line per kind with its count (`crate::refusals`).
         Err(HandshakeError::InvalidUsername) => refused(Refusal::InvalidUsername),
+        Err(HandshakeError::NameProtected) => refused(Refusal::NameProtected),
         Err(HandshakeError::SessionActive) => refused(Refusal::SessionActive),
         Err(HandshakeError::TooManySockets) => refused(Refusal::TooManySockets),
         Err(HandshakeError::TooManySignups(SignupRefusal::Address)) => {
@@ -170,6 +173,13 @@ async fn resolve(
         .as_deref()
         .and_then(|raw| Username::parse(raw).ok())
         .ok_or(HandshakeError::InvalidUsername)?;
+    // A name a passkey protects is its account's alone (issue #25): one store read per sign-up,
+    // before the sign-up limiter takes a token. Not atomic with the insert below: a sign-up
+    // racing the very first `protect` of its name can still slip in between (the design's
+    // check-and-insert in one transaction/script is left to the passkey slice's follow-up).
+    if state.store.name_protected(username.as_str()).await? {
+        return Err(HandshakeError::NameProtected);
+    }
     if let Err(limit) = state.signups.try_admit(client) {
         metrics::counter!("tether_signups_refused_total", "limit" => limit.as_str()).increment(1);
         return Err(HandshakeError::TooManySignups(limit));

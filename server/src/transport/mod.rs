@@ -21,6 +21,7 @@ mod handshake;
 pub mod logout;
 mod messages;
 mod overflow;
+pub mod passkeys;
 pub(crate) mod presence;
 pub mod price;
 mod rate;
@@ -83,6 +84,10 @@ pub struct SocketState {
     pub marks: Arc<RateLimiter>,
     /// `typing`: the budget per user and the throttle per conversation.
     pub typing: Arc<typing::TypingGate>,
+    /// The passkey ceremonies; `None` when passkeys are off (no domain to be the RP).
+    pub passkeys: Option<Arc<crate::identity::passkeys::Passkeys>>,
+    /// `passkey_options` per user (`--passkey-registrations-per-hour`).
+    pub passkey_registrations: Arc<RateLimiter>,
 }
 
 /// Who a socket belongs to, set by the handshake middleware before the socket joins.

@@ -32,7 +32,8 @@ impl std::fmt::Debug for ClientAddr {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TrustedProxies(pub u8);
 
-/// Middleware: a Socket.IO request gets its [`ClientAddr`]; every other request passes as is.
+/// Middleware: a Socket.IO request, or one of the passkey sign-in routes (`/api/`), gets its
+/// [`ClientAddr`]; every other request passes as is.
 /// Without a TCP peer in the extensions (a router served without connect info) the address
 /// is unknown, and only the overall sign-up limit applies.
 pub async fn resolve_client_addr(
@@ -40,7 +41,8 @@ pub async fn resolve_client_addr(
     mut request: Request,
     next: Next,
 ) -> Response {
-    if super::is_socket_path(request.uri().path()) {
+    let path = request.uri().path();
+    if super::is_socket_path(path) || crate::identity::http::is_api_path(path) {
         let peer = request
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()

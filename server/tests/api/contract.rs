@@ -25,15 +25,16 @@ fn documented(heading: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// The handshake refusals, each produced by a test: below, and `too many sign-ups` in
-/// `abuse::signup`.
-const REFUSALS: [&str; 6] = [
+/// The handshake refusals, each produced by a test: below, `too many sign-ups` in
+/// `abuse::signup`, and `name protected` in `passkeys`.
+const REFUSALS: [&str; 7] = [
     "invalid username",
     "too many connections",
     "session already active",
     "server unavailable",
     "too many sign-ups",
     "too many requests",
+    "name protected",
 ];
 
 #[test]

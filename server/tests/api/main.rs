@@ -17,6 +17,7 @@ mod http;
 mod messaging;
 mod messenger;
 mod ops;
+mod passkeys;
 mod presence;
 mod redis_store;
 mod redis_tls;

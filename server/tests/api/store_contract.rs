@@ -18,8 +18,8 @@ use server::domain::{ClientMsgId, MessageContent, SessionId, UserId, Username};
 use server::store::redis::{NodeOptions, RedisStore};
 use server::store::sqlite::{SessionPolicy, SqliteStore};
 use server::store::{
-    ConversationPage, Expired, MarkedRead, NewMessage, Page, ReadCursor, SettingsChange, Store,
-    Stored, UserSettings, UNREAD_MAX,
+    ConversationPage, Expired, MarkedRead, NewMessage, Page, Protect, ReadCursor, SettingsChange,
+    Store, Stored, StoredPasskey, UserSettings, PASSKEYS_PER_USER_MAX, UNREAD_MAX,
 };
 use tokio::time::sleep;
 
@@ -1226,6 +1226,138 @@ async fn a_failing_store_fails_with_its_cause<B: Backend>(_: B) {
     }
 }
 
+fn passkey(cred: &str) -> StoredPasskey {
+    StoredPasskey {
+        cred_id: cred.to_owned(),
+        json: format!("{{\"cred\":\"{cred}\",\"counter\":0}}"),
+    }
+}
+
+/// The first passkey protects the account's name (any case, trimmed) for good; a second account
+/// of the same name cannot claim it, a credential id is registered once across accounts, and
+/// all of it outlives a restart. A protected account is never swept, even without messages or
+/// sessions.
+async fn a_passkey_protects_a_name_once_and_keeps_its_account<B: Backend>(backend: B) {
+    let store = open(&backend).await;
+    let (ada_sid, ada) = user(&store, "Ada").await;
+    let (_, ghost) = user(&store, "ada").await;
+    let (_, bob) = user(&store, "bob").await;
+    assert!(!store.name_protected("ada").await.unwrap());
+    assert_eq!(store.passkeys_by_name("ada").await.unwrap(), None);
+
+    assert_eq!(
+        store.protect(&ada, passkey("c1")).await.unwrap(),
+        Protect::Protected
+    );
+    assert_eq!(
+        store.protect(&ghost, passkey("c2")).await.unwrap(),
+        Protect::NameTaken
+    );
+    assert_eq!(
+        store.protect(&bob, passkey("c1")).await.unwrap(),
+        Protect::CredentialTaken
+    );
+    assert_eq!(
+        store.protect(&ada, passkey("c3")).await.unwrap(),
+        Protect::Added
+    );
+    let unknown = UserId::parse("00000000-0000-4000-8000-000000000000").unwrap();
+    assert_eq!(
+        store.protect(&unknown, passkey("c4")).await.unwrap(),
+        Protect::UnknownUser
+    );
+    for name in ["ada", " ADA ", "Ada"] {
+        assert!(store.name_protected(name).await.unwrap(), "{name}");
+    }
+    assert!(!store.name_protected("bob").await.unwrap());
+
+    let mut changed = passkey("c1");
+    changed.json = "{\"counter\":7}".to_owned();
+    store.passkey_used(&ada, changed.clone()).await.unwrap();
+    // Someone else's credential is left alone.
+    store.passkey_used(&bob, passkey("c3")).await.unwrap();
+
+    store.delete_session(&ada_sid).await.unwrap();
+    sleep(ms(30)).await;
+    let expired = store.expire_accounts(ms(10), 100).await.unwrap();
+    assert_eq!(
+        expired.users, 2,
+        "the ghost and bob go, the protected Ada stays"
+    );
+    drop(store);
+    let store = open(&backend).await;
+    let (owner, passkeys) = store
+        .passkeys_by_name("ADA")
+        .await
+        .unwrap()
+        .expect("protected");
+    assert_eq!(
+        (owner.user_id, owner.username.as_str()),
+        (ada.clone(), "Ada")
+    );
+    assert_eq!(passkeys, [changed, passkey("c3")]);
+    assert!(store.name_protected("ada").await.unwrap());
+    // Its account is still there: a new device session of it can be made.
+    assert!(store
+        .create_device_session(&ada, "Chrome on Linux")
+        .await
+        .unwrap()
+        .is_some());
+}
+
+/// A ceremony's state is taken once, whoever asks at the same time, and not after its ttl.
+async fn a_ceremony_is_taken_once_and_not_after_its_ttl<B: Backend>(backend: B) {
+    let store = open(&backend).await;
+    store
+        .put_ceremony("c-one", "state one".to_owned(), HOUR)
+        .await
+        .unwrap();
+    let takes = join_all((0..8).map(|_| store.take_ceremony("c-one"))).await;
+    let taken: Vec<_> = takes.into_iter().filter_map(Result::unwrap).collect();
+    assert_eq!(taken, ["state one"]);
+    assert_eq!(store.take_ceremony("c-one").await.unwrap(), None);
+    assert_eq!(store.take_ceremony("never").await.unwrap(), None);
+
+    store
+        .put_ceremony("c-short", "short".to_owned(), ms(20))
+        .await
+        .unwrap();
+    store
+        .put_ceremony("c-kept", "kept".to_owned(), HOUR)
+        .await
+        .unwrap();
+    sleep(ms(60)).await;
+    assert_eq!(store.take_ceremony("c-short").await.unwrap(), None);
+    drop(store);
+    let store = open(&backend).await;
+    assert_eq!(
+        store.take_ceremony("c-kept").await.unwrap().as_deref(),
+        Some("kept")
+    );
+}
+
+/// An account holds at most `PASSKEYS_PER_USER_MAX` passkeys: one more writes nothing.
+async fn an_account_holds_a_bounded_number_of_passkeys<B: Backend>(backend: B) {
+    let store = open(&backend).await;
+    let (_, ada) = user(&store, "ada").await;
+    for n in 0..PASSKEYS_PER_USER_MAX {
+        let done = store.protect(&ada, passkey(&format!("k{n:02}"))).await;
+        let want = if n == 0 {
+            Protect::Protected
+        } else {
+            Protect::Added
+        };
+        assert_eq!(done.unwrap(), want, "passkey {n}");
+    }
+    assert_eq!(
+        store.protect(&ada, passkey("one-more")).await.unwrap(),
+        Protect::Full
+    );
+    let (_, held) = store.passkeys_by_name("ada").await.unwrap().unwrap();
+    assert_eq!(held.len(), PASSKEYS_PER_USER_MAX);
+    assert!(held.iter().all(|p| p.cred_id != "one-more"));
+}
+
 /// Every scenario, as a test per store: `contract!` names each store and its backend, and
 /// each scenario once.
 macro_rules! contract {
@@ -1279,5 +1411,8 @@ contract! {
         settings_default_on_and_change,
         read_state_and_settings_are_durable,
         a_failing_store_fails_with_its_cause,
+        a_passkey_protects_a_name_once_and_keeps_its_account,
+        a_ceremony_is_taken_once_and_not_after_its_ttl,
+        an_account_holds_a_bounded_number_of_passkeys,
     ],
 }

@@ -26,6 +26,7 @@ use super::{
     MarkedRead, NewMessage, Page, ReadCursor, ReadStatus, Session, SettingsChange, SettingsChanged,
     Store, StoreError, Stored, User, UserSettings, UNREAD_MAX,
 };
+use super::{name_key, Protect, StoredPasskey, PASSKEYS_PER_USER_MAX};
 use crate::domain::{SessionId, UserId, Username};
 use queries::{
     load_directory, mark_if_sessionless, message_from_row, newest_in, page, pair_key, read_cursor,
@@ -449,6 +450,148 @@ impl Store for SqliteStore {
                 }
             }
             Ok(gone)
+        })
+        .await
+    }
+
+    async fn protect(&self, user: &UserId, passkey: StoredPasskey) -> Result<Protect, StoreError> {
+        let user = user.as_str().to_owned();
+        self.run(move |conn| {
+            let username: Option<String> = conn
+                .prepare_cached("SELECT username FROM users WHERE user_id = ?1")?
+                .query_row(params![user], |r| r.get(0))
+                .optional()?;
+            let Some(username) = username else {
+                return Ok(Protect::UnknownUser);
+            };
+            let key = name_key(&username);
+            let owner: Option<String> = conn
+                .prepare_cached("SELECT user_id FROM protected_names WHERE name_key = ?1")?
+                .query_row(params![key], |r| r.get(0))
+                .optional()?;
+            if owner.as_ref().is_some_and(|owner| *owner != user) {
+                return Ok(Protect::NameTaken);
+            }
+            let held: i64 = conn
+                .prepare_cached("SELECT COUNT(*) FROM passkeys WHERE user_id = ?1")?
+                .query_row(params![user], |r| r.get(0))?;
+            if held as usize >= PASSKEYS_PER_USER_MAX {
+                return Ok(Protect::Full);
+            }
+            let now = now_ms();
+            let added = conn
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO passkeys (cred_id, user_id, passkey, created_at, last_used_at)
+                     VALUES (?1, ?2, ?3, ?4, ?4)",
+                )?
+                .execute(params![passkey.cred_id, user, passkey.json, now])?;
+            if added == 0 {
+                return Ok(Protect::CredentialTaken);
+            }
+            if owner.is_some() {
+                return Ok(Protect::Added);
+            }
+            conn.prepare_cached(
+                "INSERT INTO protected_names (name_key, user_id, protected_at) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![key, user, now])?;
+            // Kept: the account sweep takes message-less accounts only.
+            conn.prepare_cached("UPDATE users SET messaged = 1 WHERE user_id = ?1")?
+                .execute(params![user])?;
+            Ok(Protect::Protected)
+        })
+        .await
+    }
+
+    async fn name_protected(&self, username: &str) -> Result<bool, StoreError> {
+        let key = name_key(username);
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM protected_names WHERE name_key = ?1)",
+            )?
+            .query_row(params![key], |r| r.get(0))
+        })
+        .await
+    }
+
+    async fn passkeys_by_name(
+        &self,
+        username: &str,
+    ) -> Result<Option<(User, Vec<StoredPasskey>)>, StoreError> {
+        let key = name_key(username);
+        self.read(move |conn| {
+            let owner: Option<(String, String)> = conn
+                .prepare_cached(
+                    "SELECT u.user_id, u.username FROM protected_names p
+                     JOIN users u ON u.user_id = p.user_id WHERE p.name_key = ?1",
+                )?
+                .query_row(params![key], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let Some((user_id, username)) = owner else {
+                return Ok(None);
+            };
+            let passkeys = conn
+                .prepare_cached(
+                    "SELECT cred_id, passkey FROM passkeys WHERE user_id = ?1 ORDER BY cred_id",
+                )?
+                .query_map(params![user_id], |r| {
+                    Ok(StoredPasskey {
+                        cred_id: r.get(0)?,
+                        json: r.get(1)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(Some((
+                User {
+                    user_id: UserId::from_store(user_id),
+                    username,
+                },
+                passkeys,
+            )))
+        })
+        .await
+    }
+
+    async fn passkey_used(&self, user: &UserId, passkey: StoredPasskey) -> Result<(), StoreError> {
+        let user = user.as_str().to_owned();
+        self.run(move |conn| {
+            conn.prepare_cached(
+                "UPDATE passkeys SET passkey = ?1, last_used_at = ?2 WHERE cred_id = ?3 AND user_id = ?4",
+            )?
+            .execute(params![passkey.json, now_ms(), passkey.cred_id, user])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn put_ceremony(&self, id: &str, state: String, ttl: Duration) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.run(move |conn| {
+            let now = now_ms();
+            // Lapsed ceremonies go with the next one stored (by the expiry index): their number
+            // is bounded by the ceremonies admitted per ttl.
+            conn.prepare_cached("DELETE FROM passkey_ceremonies WHERE expires_at < ?1")?
+                .execute(params![now])?;
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO passkey_ceremonies (id, state, expires_at) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![id, state, now + ttl.as_millis() as i64])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn take_ceremony(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let id = id.to_owned();
+        self.run(move |conn| {
+            conn.prepare_cached(
+                "DELETE FROM passkey_ceremonies WHERE id = ?1 RETURNING state, expires_at",
+            )?
+            .query_row(params![id], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })
+            .optional()
+            .map(|taken| taken.and_then(|(state, expires)| (expires >= now_ms()).then_some(state)))
         })
         .await
     }

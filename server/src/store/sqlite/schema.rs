@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0007_read_state.sql"),
     include_str!("../../../migrations/0008_devices.sql"),
     include_str!("../../../migrations/0009_seen_cursor.sql"),
+    include_str!("../../../migrations/0010_passkeys.sql"),
 ];
 
 /// The database file's name inside the data directory.

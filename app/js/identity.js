@@ -1,0 +1,127 @@
+// Passkeys (issue #25): the browser's WebAuthn API, called from the app's Rust with strings in
+// and out. Every failure rejects with a sentence for the user (a string), never an exception
+// object. Same-origin script (served from /pkg/snippets/), so the page's CSP is unchanged.
+
+function b64urlToBytes(s) {
+  const base64 = s.replace(/-/g, "+").replace(/_/g, "/");
+  const bin = atob(base64 + "===".slice((base64.length + 3) % 4));
+  return Uint8Array.from(bin, (c) => c.charCodeAt(0));
+}
+
+function bytesToB64url(buffer) {
+  let bin = "";
+  for (const b of new Uint8Array(buffer)) bin += String.fromCharCode(b);
+  return btoa(bin).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+// Older browsers lack parse*OptionsFromJSON and toJSON(): the few binary fields by hand.
+function creationOptions(o) {
+  if (PublicKeyCredential.parseCreationOptionsFromJSON) {
+    return PublicKeyCredential.parseCreationOptionsFromJSON(o);
+  }
+  return Object.assign({}, o, {
+    challenge: b64urlToBytes(o.challenge),
+    user: Object.assign({}, o.user, { id: b64urlToBytes(o.user.id) }),
+    excludeCredentials: (o.excludeCredentials || []).map((c) =>
+      Object.assign({}, c, { id: b64urlToBytes(c.id) })),
+  });
+}
+
+function requestOptions(o) {
+  if (PublicKeyCredential.parseRequestOptionsFromJSON) {
+    return PublicKeyCredential.parseRequestOptionsFromJSON(o);
+  }
+  return Object.assign({}, o, {
+    challenge: b64urlToBytes(o.challenge),
+    allowCredentials: (o.allowCredentials || []).map((c) =>
+      Object.assign({}, c, { id: b64urlToBytes(c.id) })),
+  });
+}
+
+function credentialJSON(c) {
+  if (typeof c.toJSON === "function") return c.toJSON();
+  const r = c.response;
+  const response = { clientDataJSON: bytesToB64url(r.clientDataJSON) };
+  for (const k of ["attestationObject", "authenticatorData", "signature", "userHandle"]) {
+    if (r[k]) response[k] = bytesToB64url(r[k]);
+  }
+  return {
+    id: c.id,
+    rawId: bytesToB64url(c.rawId),
+    type: c.type,
+    response,
+    clientExtensionResults: c.getClientExtensionResults ? c.getClientExtensionResults() : {},
+  };
+}
+
+function sentence(e) {
+  if (typeof e === "string") return e;
+  if (e && e.name === "NotAllowedError") return "The passkey was not used (cancelled, or it took too long).";
+  if (e && e.name === "InvalidStateError") return "This passkey is already registered.";
+  return "The passkey could not be used" + (e && e.message ? ": " + e.message : ".");
+}
+
+function usable() {
+  if (!window.PublicKeyCredential || !navigator.credentials) {
+    throw "This browser cannot use passkeys.";
+  }
+}
+
+// `passkey_options`' ack (its JSON text) to `{"credential":…}` for `passkey_add`.
+export async function passkeyCreate(ackText) {
+  try {
+    usable();
+    const ack = JSON.parse(ackText);
+    if (ack.error) throw ack.error.message;
+    const created = await navigator.credentials.create({ publicKey: creationOptions(ack.ok.publicKey) });
+    return JSON.stringify({ credential: credentialJSON(created) });
+  } catch (e) {
+    throw sentence(e);
+  }
+}
+
+// An ack's error message, or "" when it is `{ok}`.
+export function ackError(ackText) {
+  try {
+    const ack = JSON.parse(ackText);
+    return ack.error ? String(ack.error.message) : "";
+  } catch (e) {
+    return "The server's answer could not be read.";
+  }
+}
+
+const SIGN_IN_ERRORS = {
+  unknown_name: "No passkey protects that name.",
+  passkey_refused: "That passkey was refused.",
+  ceremony_expired: "That took too long. Try again.",
+  rate_limited: "Too many tries. Wait a moment and try again.",
+  passkeys_unavailable: "Passkeys are not available on this server.",
+};
+
+async function post(path, body) {
+  const r = await fetch(path, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+    cache: "no-store",
+  });
+  const answer = await r.json().catch(() => null);
+  if (!r.ok) {
+    const code = answer && answer.error && answer.error.code;
+    throw SIGN_IN_ERRORS[code] || (answer && answer.error && answer.error.message) || "The server could not be reached.";
+  }
+  return answer;
+}
+
+// Signs in as `username` with a passkey: the `{sessionID, userID, username}` JSON text.
+export async function passkeySignIn(username) {
+  try {
+    usable();
+    const started = await post("/api/passkey/options", { username });
+    const asserted = await navigator.credentials.get({ publicKey: requestOptions(started.publicKey) });
+    const done = await post("/api/passkey/signin", { ceremony: started.ceremony, credential: credentialJSON(asserted) });
+    return JSON.stringify(done);
+  } catch (e) {
+    throw sentence(e);
+  }
+}

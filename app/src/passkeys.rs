@@ -1,0 +1,114 @@
+//! Passkeys (issue #25): protecting the signed-in name, and signing in with a passkey. The
+//! browser's WebAuthn API and the sign-in's two HTTP requests are in `app/js/identity.js`
+//! (strings in and out, no web-sys bindings); the registration's two events go through the
+//! session like any other request with an ack (so through the SharedWorker too).
+
+use leptos::prelude::*;
+
+use crate::realtime::Realtime;
+
+/// Where protecting the name is.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Protecting {
+    #[default]
+    Idle,
+    /// Asking the server, or the browser (its passkey prompt is up).
+    Busy,
+    Protected,
+    /// Why it failed, for the user.
+    Failed(String),
+}
+
+/// The tags of the session requests this module makes (`Input::Request`), told apart in
+/// [`on_reply`].
+pub const OPTIONS_TAG: u64 = 0x7e7_0001;
+pub const ADD_TAG: u64 = 0x7e7_0002;
+
+#[cfg(feature = "hydrate")]
+mod js {
+    use wasm_bindgen::prelude::*;
+
+    #[wasm_bindgen(module = "/js/identity.js")]
+    extern "C" {
+        #[wasm_bindgen(catch, js_name = passkeyCreate)]
+        pub async fn passkey_create(ack: &str) -> Result<JsValue, JsValue>;
+        #[wasm_bindgen(catch, js_name = passkeySignIn)]
+        pub async fn passkey_sign_in(username: &str) -> Result<JsValue, JsValue>;
+        #[wasm_bindgen(js_name = ackError)]
+        pub fn ack_error(ack: &str) -> String;
+    }
+}
+
+/// Starts protecting the signed-in name: the server's options, the browser's prompt, then the
+/// server's check. The outcome is in `rt.protecting`.
+pub fn protect(rt: Realtime) {
+    if rt.protecting.get_untracked() == Protecting::Busy {
+        return;
+    }
+    rt.protecting.set(Protecting::Busy);
+    rt.request(OPTIONS_TAG, protocol::events::PASSKEY_OPTIONS, "{}");
+}
+
+/// An answer to one of this module's requests: `ack` is its JSON text, `None` when none came
+/// (disconnected, or no answer in time).
+#[allow(unused_variables)]
+pub fn on_reply(rt: Realtime, tag: u64, ack: Option<String>) {
+    let Some(ack) = ack else {
+        rt.protecting.set(Protecting::Failed(
+            "Not connected. Try again once online.".into(),
+        ));
+        return;
+    };
+    #[cfg(feature = "hydrate")]
+    match tag {
+        OPTIONS_TAG => leptos::task::spawn_local(async move {
+            match js::passkey_create(&ack).await {
+                Ok(add) => match add.as_string() {
+                    Some(add) => rt.request(ADD_TAG, protocol::events::PASSKEY_ADD, &add),
+                    None => rt
+                        .protecting
+                        .set(Protecting::Failed("No passkey was made.".into())),
+                },
+                Err(e) => rt
+                    .protecting
+                    .set(Protecting::Failed(e.as_string().unwrap_or_default())),
+            }
+        }),
+        ADD_TAG => {
+            let error = js::ack_error(&ack);
+            rt.protecting.set(if error.is_empty() {
+                Protecting::Protected
+            } else {
+                Protecting::Failed(error)
+            });
+        }
+        _ => {}
+    }
+}
+
+/// Signs in as `username` with a passkey; on success this browser holds the new session and
+/// connects with it. A failure is told in `rt.sign_in_error`.
+#[allow(unused_variables)]
+pub fn sign_in(rt: Realtime, username: String) {
+    rt.sign_in_error.set(None);
+    #[cfg(feature = "hydrate")]
+    leptos::task::spawn_local(async move {
+        match js::passkey_sign_in(&username).await {
+            Ok(done) => {
+                let account = done
+                    .as_string()
+                    .and_then(|text| protocol::json::from_str(&text).ok());
+                match account {
+                    Some(account) => rt.resume_with(account),
+                    None => rt
+                        .sign_in_error
+                        .set(Some("The server's answer could not be read.".into())),
+                }
+            }
+            Err(e) => rt.sign_in_error.set(Some(
+                e.as_string()
+                    .unwrap_or_else(|| "The passkey could not be used.".into()),
+            )),
+        }
+    });
+}

@@ -1,0 +1,105 @@
+import { test, expect, Browser, BrowserContext, CDPSession, Page } from "@playwright/test";
+import { freshDataDir, removeDataDir, startServer, stopServer } from "../server";
+import { openChat, personLink, send, signIn, userId } from "./helpers";
+
+// Passkeys (issue #25, slice 4), with Chromium's virtual authenticator (CDP WebAuthn domain):
+// ada protects her name on the session page; another browser, holding the same passkey (copied
+// across, as a synced passkey is), signs in with it and gets her userID, her conversation and
+// its unread count back; a third browser cannot sign up as "Ada". Browsers refuse IP addresses
+// as RP ids, so every page is at http://localhost:<port>, which the server allows for a
+// loopback bind and makes its RP id.
+
+interface Device {
+  context: BrowserContext;
+  page: Page;
+  cdp: CDPSession;
+  authenticatorId: string;
+}
+
+async function deviceWithAuthenticator(browser: Browser, baseURL: string): Promise<Device> {
+  const context = await browser.newContext({ baseURL });
+  const page = await context.newPage();
+  const cdp = await context.newCDPSession(page);
+  await cdp.send("WebAuthn.enable");
+  const { authenticatorId } = await cdp.send("WebAuthn.addVirtualAuthenticator", {
+    options: {
+      protocol: "ctap2",
+      transport: "internal",
+      hasResidentKey: true,
+      hasUserVerification: true,
+      isUserVerified: true,
+      automaticPresenceSimulation: true,
+    },
+  });
+  return { context, page, cdp, authenticatorId };
+}
+
+test("a passkey protects the name and signs in on another device with the account's conversations", async ({ browser }) => {
+  test.setTimeout(90_000);
+  const dataDir = freshDataDir();
+  const server = await startServer(dataDir);
+  const baseURL = server.url.replace("127.0.0.1", "localhost");
+  try {
+    const laptop = await deviceWithAuthenticator(browser, baseURL);
+    await signIn(laptop.page, "ada");
+    const adaId = await userId(laptop.page);
+
+    // Bob writes to ada; she does not open it.
+    const bobContext = await browser.newContext({ baseURL });
+    const bob = await bobContext.newPage();
+    await signIn(bob, "bob");
+    await openChat(bob, "ada");
+    await send(bob, "are you there?");
+    await expect(personLink(laptop.page, "bob")).toContainText("1 unread");
+
+    // Protect the name.
+    await laptop.page.goto("/session");
+    await expect(laptop.page.locator("html")).toHaveAttribute("data-hydrated", "true");
+    await laptop.page.getByTestId("protect-name").click();
+    await expect(laptop.page.getByTestId("protect-status")).toHaveText("Your name is protected by a passkey.");
+    const { credentials } = await laptop.cdp.send("WebAuthn.getCredentials", {
+      authenticatorId: laptop.authenticatorId,
+    });
+    expect(credentials).toHaveLength(1);
+
+    // Another device holding the same passkey signs in with it.
+    const phone = await deviceWithAuthenticator(browser, baseURL);
+    await phone.cdp.send("WebAuthn.addCredential", {
+      authenticatorId: phone.authenticatorId,
+      credential: credentials[0],
+    });
+    await phone.page.goto("/signin");
+    await expect(phone.page.locator("html")).toHaveAttribute("data-hydrated", "true");
+    await phone.page.getByLabel("Your name").fill("Ada");
+    await phone.page.getByRole("button", { name: "Sign in with a passkey" }).click();
+    await expect(phone.page.getByRole("heading", { level: 1, name: "Chats" })).toBeVisible();
+    expect(await userId(phone.page)).toBe(adaId);
+    await expect(phone.page.getByRole("list", { name: "Chats" })).toContainText("ada (you)");
+    await expect(personLink(phone.page, "bob")).toContainText("1 unread");
+    await expect(personLink(phone.page, "bob")).toContainText("are you there?");
+
+    // The laptop's session page lists the phone as another device.
+    await laptop.page.reload();
+    await expect(laptop.page.getByTestId("device")).toHaveCount(2);
+
+    // Nobody else can sign up as ada, in any case.
+    const thief = await browser.newContext({ baseURL });
+    const thiefPage = await thief.newPage();
+    await thiefPage.goto("/signin");
+    await expect(thiefPage.locator("html")).toHaveAttribute("data-hydrated", "true");
+    await thiefPage.getByLabel("Your name").fill("ADA");
+    await thiefPage.getByRole("button", { name: "Continue" }).click();
+    await expect(thiefPage.getByRole("alert").filter({ hasText: "protected by a passkey" })).toBeVisible();
+    await expect(thiefPage).toHaveURL(/\/signin$/);
+
+    // A passkey sign-in for a name nobody protected says so.
+    await thiefPage.getByLabel("Your name").fill("nobody");
+    await thiefPage.getByRole("button", { name: "Sign in with a passkey" }).click();
+    await expect(thiefPage.getByRole("alert").filter({ hasText: "No passkey protects that name." })).toBeVisible();
+
+    await Promise.all([laptop.context.close(), phone.context.close(), bobContext.close(), thief.close()]);
+  } finally {
+    await stopServer(server);
+    removeDataDir(dataDir);
+  }
+});

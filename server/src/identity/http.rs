@@ -1,0 +1,277 @@
+//! Passkey sign-in over HTTP (issue #25 slice 4): a browser without a session gets its account
+//! back, on any device, by name and passkey.
+//!
+//! ```text
+//! POST /api/passkey/options {"username":"ada"}
+//!   200 {"ceremony":"<32 hex>","publicKey":{…request options…}}
+//! POST /api/passkey/signin  {"ceremony":"…","credential":{…PublicKeyCredential.toJSON()…}}
+//!   200 {"sessionID":"…","userID":"…","username":"ada"}   (the shape of the `session` event)
+//! ```
+//!
+//! Errors are `{"error":{"code","message"}}`: `invalid_payload` 400, `passkey_refused` 401,
+//! `unknown_name` 404, `passkeys_unavailable` 404, `ceremony_expired` 410, `payload_too_large`
+//! 413, `rate_limited` 429 (with `Retry-After`), `store_unavailable` 503. Every answer is
+//! `Cache-Control: no-store`.
+//!
+//! **Costs.** A start is one store read (the account's passkeys) and one write (its state,
+//! ~1 KB, kept `--passkey-ceremony-secs`), and takes a token of the per-address and overall
+//! buckets (`--passkey-ceremonies-per-ip-per-min` …). A finish whose ceremony is unknown or
+//! expired takes a token too, so guessing ids pays; a finish of a real ceremony was paid for by
+//! its start: one single-use take, one signature check, one session write. Bodies are read up
+//! to [`BODY_MAX`] bytes.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Extension, Router};
+use serde_json::{json, Value};
+
+use super::device::DeviceLabel;
+use super::passkeys::{PasskeyError, Passkeys};
+use crate::domain::Username;
+use crate::refusals::{refused, Refusal};
+use crate::store::{Store, StoreError};
+use crate::transport::signup::{ClientAddr, SignupLimiter};
+
+/// The largest body read: a sign-in assertion is 1–2 KB.
+pub const BODY_MAX: usize = 16 * 1024;
+
+/// The most characters of a ceremony id looked up (ours are 32).
+const CEREMONY_ID_MAX: usize = 64;
+
+/// Whether a request is for these routes (the Origin check and the client address apply).
+pub fn is_api_path(path: &str) -> bool {
+    path.starts_with("/api/")
+}
+
+/// What the routes share.
+#[derive(Clone)]
+pub struct PasskeyRoutes {
+    pub store: Arc<dyn Store>,
+    /// `None`: passkeys are off (no domain to be the relying party).
+    pub passkeys: Option<Arc<Passkeys>>,
+    /// Ceremonies per client address and overall.
+    pub limiter: Arc<SignupLimiter>,
+}
+
+pub fn router(state: PasskeyRoutes) -> Router {
+    Router::new()
+        .route("/api/passkey/options", post(options))
+        .route("/api/passkey/signin", post(sign_in))
+        .with_state(state)
+}
+
+/// A refused request: its status, code and message.
+#[derive(Debug)]
+enum ApiError {
+    InvalidPayload,
+    TooLarge,
+    Unavailable,
+    UnknownName,
+    RateLimited,
+    Expired,
+    Refused,
+    Store(StoreError),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::Store(e)
+    }
+}
+
+impl From<PasskeyError> for ApiError {
+    fn from(e: PasskeyError) -> Self {
+        match e {
+            PasskeyError::Refused => ApiError::Refused,
+            PasskeyError::Unavailable => ApiError::Unavailable,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = match &self {
+            ApiError::InvalidPayload => (
+                StatusCode::BAD_REQUEST,
+                "invalid_payload",
+                "the body does not have the expected shape",
+            ),
+            ApiError::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "the body is too large",
+            ),
+            ApiError::Unavailable => (
+                StatusCode::NOT_FOUND,
+                "passkeys_unavailable",
+                "passkeys are not available on this server",
+            ),
+            ApiError::UnknownName => (
+                StatusCode::NOT_FOUND,
+                "unknown_name",
+                "no passkey protects that name",
+            ),
+            ApiError::RateLimited => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests; wait a moment and try again",
+            ),
+            ApiError::Expired => (
+                StatusCode::GONE,
+                "ceremony_expired",
+                "this sign-in took too long or was used already; start again",
+            ),
+            ApiError::Refused => (
+                StatusCode::UNAUTHORIZED,
+                "passkey_refused",
+                "the passkey was refused",
+            ),
+            ApiError::Store(e) => {
+                tracing::error!(error = %format_args!("{e:#}"), "passkey sign-in failed on the store");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the store is unavailable, try again",
+                )
+            }
+        };
+        match &self {
+            ApiError::RateLimited => refused(Refusal::PasskeyRate),
+            ApiError::Store(_) => {}
+            _ => refused(Refusal::InvalidRequest),
+        }
+        let mut response = (
+            status,
+            axum::Json(json!({ "error": { "code": code, "message": message } })),
+        )
+            .into_response();
+        if matches!(self, ApiError::RateLimited) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+        }
+        no_store(response)
+    }
+}
+
+fn no_store(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// The body as a JSON object, read up to [`BODY_MAX`] bytes.
+async fn read_object(
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<serde_json::Map<String, Value>, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > BODY_MAX) {
+        return Err(ApiError::TooLarge);
+    }
+    let bytes: Bytes = axum::body::to_bytes(body, BODY_MAX)
+        .await
+        .map_err(|_| ApiError::TooLarge)?;
+    match serde_json::from_slice(&bytes) {
+        Ok(Value::Object(fields)) => Ok(fields),
+        _ => Err(ApiError::InvalidPayload),
+    }
+}
+
+fn take_token(limiter: &SignupLimiter, client: Option<ClientAddr>) -> Result<(), ApiError> {
+    limiter.try_admit(client).map_err(|_| ApiError::RateLimited)
+}
+
+async fn options(
+    State(routes): State<PasskeyRoutes>,
+    client: Option<Extension<ClientAddr>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let passkeys = routes.passkeys.as_ref().ok_or(ApiError::Unavailable)?;
+    let fields = read_object(&headers, body).await?;
+    let name = match fields.get("username") {
+        Some(Value::String(name)) => name,
+        _ => return Err(ApiError::InvalidPayload),
+    };
+    take_token(&routes.limiter, client.map(|Extension(c)| c))?;
+    // A name that could not be signed up cannot be protected.
+    let name = Username::parse(name).map_err(|_| ApiError::UnknownName)?;
+    let (user, list) = routes
+        .store
+        .passkeys_by_name(name.as_str())
+        .await?
+        .ok_or(ApiError::UnknownName)?;
+    let (options, state) = passkeys.start_sign_in(&user.user_id, &user.username, &list)?;
+    let ceremony = uuid::Uuid::new_v4().simple().to_string();
+    routes
+        .store
+        .put_ceremony(&ceremony, state, passkeys.ceremony())
+        .await?;
+    Ok(no_store(
+        axum::Json(json!({ "ceremony": ceremony, "publicKey": options })).into_response(),
+    ))
+}
+
+async fn sign_in(
+    State(routes): State<PasskeyRoutes>,
+    client: Option<Extension<ClientAddr>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let passkeys = routes.passkeys.as_ref().ok_or(ApiError::Unavailable)?;
+    let mut fields = read_object(&headers, body).await?;
+    let ceremony = match fields.remove("ceremony") {
+        Some(Value::String(id)) if !id.is_empty() && id.len() <= CEREMONY_ID_MAX => id,
+        _ => return Err(ApiError::InvalidPayload),
+    };
+    let credential = match fields.remove("credential") {
+        Some(credential @ Value::Object(_)) => credential,
+        _ => return Err(ApiError::InvalidPayload),
+    };
+    // Single use, on any node: whoever takes it first finishes it.
+    let Some(stored) = routes.store.take_ceremony(&ceremony).await? else {
+        // A guess (or a replay) pays like a start.
+        take_token(&routes.limiter, client.map(|Extension(c)| c))?;
+        return Err(ApiError::Expired);
+    };
+    let pending = passkeys
+        .pending_sign_in(&stored)
+        .map_err(|_| ApiError::Expired)?;
+    // The account's passkeys as they are now (one removed meanwhile no longer signs in).
+    let list = match routes.store.passkeys_by_name(&pending.name).await? {
+        Some((owner, list)) if owner.user_id == pending.user => list,
+        _ => return Err(ApiError::Refused),
+    };
+    let updated = passkeys.finish_sign_in(credential, &pending, &list)?;
+    if let Some(passkey) = updated {
+        routes.store.passkey_used(&pending.user, passkey).await?;
+    }
+    let device = headers
+        .get(header::USER_AGENT)
+        .map(|ua| DeviceLabel::from_user_agent(ua.as_bytes()))
+        .unwrap_or(DeviceLabel::UNKNOWN);
+    let (session_id, session) = routes
+        .store
+        .create_device_session(&pending.user, &device.label())
+        .await?
+        .ok_or(ApiError::Refused)?;
+    tracing::info!(user.id = %session.user_id, "signed in with a passkey");
+    Ok(no_store(
+        axum::Json(json!({
+            "sessionID": session_id.expose_secret(),
+            "userID": session.user_id.as_str(),
+            "username": session.username,
+        }))
+        .into_response(),
+    ))
+}

@@ -1,0 +1,323 @@
+//! Passkeys (issue #25 slice 4): the WebAuthn ceremonies, behind the one crate that does the
+//! cryptography (webauthn-rs, pure-Rust RustCrypto; nothing here verifies a signature itself).
+//!
+//! - **Relying party.** The RP id is `--passkey-rp-id`, else the host of the first allowed
+//!   origin that is a domain name (the public origin's, or `localhost` for a loopback bind:
+//!   browsers refuse IP addresses as RP ids). Its WebAuthn origins are the allowed origins
+//!   whose host is the RP id or below it; without any, passkeys are off.
+//! - **Registration** (a signed-in socket, `passkey_options` then `passkey_add`): its state
+//!   waits in the socket's extensions, never serialised, until the deadline.
+//! - **Sign-in** (two HTTP requests, [`super::http`]): its state waits in the store under a
+//!   random ceremony id, single use, for `--passkey-ceremony-secs`.
+//!
+//! The store keeps a passkey as the crate's own JSON ([`StoredPasskey::json`]), keyed by its
+//! credential id in hex.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use url::Url;
+use webauthn_rs::prelude::{
+    Passkey, PasskeyAuthentication, PasskeyRegistration, PublicKeyCredential,
+    RegisterPublicKeyCredential, Uuid, Webauthn, WebauthnBuilder,
+};
+
+use crate::domain::UserId;
+use crate::store::StoredPasskey;
+
+/// Why a ceremony step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PasskeyError {
+    /// The credential did not verify (a wrong signature, challenge, origin or RP, a malformed
+    /// credential, or state that is not this server's): nothing is written.
+    #[error("the passkey was refused")]
+    Refused,
+    /// Stored data this release cannot read, or a ceremony the crate would not start.
+    #[error("passkeys are unavailable")]
+    Unavailable,
+}
+
+/// The relying party this server is: its id, and the origins its ceremonies accept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelyingParty {
+    pub id: String,
+    pub origins: Vec<Url>,
+}
+
+impl RelyingParty {
+    /// The RP for these allowed origins (as [`crate::origin::OriginPolicy::origins`] lists
+    /// them) and the `--passkey-rp-id` flag; `None` when no origin can use passkeys (every one
+    /// an IP address, or none at or below the flag's domain).
+    pub fn derive(flag: Option<&str>, origins: &[String]) -> Option<RelyingParty> {
+        let origins: Vec<Url> = origins.iter().filter_map(|o| Url::parse(o).ok()).collect();
+        let id = match flag.map(str::trim).filter(|f| !f.is_empty()) {
+            Some(id) => id.to_ascii_lowercase(),
+            None => origins
+                .iter()
+                .find_map(|o| o.domain())?
+                .to_ascii_lowercase(),
+        };
+        let under = |o: &Url| {
+            o.domain().is_some_and(|d| {
+                let d = d.to_ascii_lowercase();
+                d == id || d.ends_with(&format!(".{id}"))
+            })
+        };
+        let origins: Vec<Url> = origins.into_iter().filter(under).collect();
+        (!origins.is_empty()).then_some(RelyingParty { id, origins })
+    }
+}
+
+/// The ceremonies of one relying party.
+pub struct Passkeys {
+    webauthn: Webauthn,
+    ceremony: Duration,
+}
+
+/// A sign-in ceremony's state as the store keeps it between its two requests: whose passkeys
+/// were offered (by name, looked up again at the end) and the crate's state.
+#[derive(Serialize, Deserialize)]
+struct SignInState {
+    user: String,
+    name: String,
+    state: PasskeyAuthentication,
+}
+
+/// A sign-in ceremony's state read back: the account it is for, and the crate's state.
+pub struct PendingSignIn {
+    pub user: UserId,
+    pub name: String,
+    state: PasskeyAuthentication,
+}
+
+/// A registration waiting for its `passkey_add`, kept in the socket's extensions.
+#[derive(Clone)]
+pub struct PendingRegistration {
+    pub state: PasskeyRegistration,
+    pub deadline: std::time::Instant,
+}
+
+impl Passkeys {
+    /// The ceremonies of `rp` named `name`; each must finish within `ceremony`.
+    pub fn new(rp: &RelyingParty, name: &str, ceremony: Duration) -> Result<Self, String> {
+        let first = rp.origins.first().ok_or("no origin")?;
+        let mut builder = WebauthnBuilder::new(&rp.id, first)
+            .map_err(|e| format!("passkey relying party {}: {e}", rp.id))?
+            .rp_name(name)
+            .timeout(ceremony);
+        for origin in &rp.origins[1..] {
+            builder = builder.append_allowed_origin(origin);
+        }
+        Ok(Self {
+            webauthn: builder
+                .build()
+                .map_err(|e| format!("passkey relying party {}: {e}", rp.id))?,
+            ceremony,
+        })
+    }
+
+    /// How long a ceremony may take (the browser's timeout and the stored state's lifetime).
+    pub fn ceremony(&self) -> Duration {
+        self.ceremony
+    }
+
+    /// Starts adding a passkey to `user`'s account: the `publicKey` creation options for the
+    /// browser, and the state to finish with. The account's passkeys are excluded (the
+    /// authenticator says it holds one already).
+    pub fn start_registration(
+        &self,
+        user: &UserId,
+        name: &str,
+        existing: &[StoredPasskey],
+    ) -> Result<(Value, PasskeyRegistration), PasskeyError> {
+        let uuid = Uuid::parse_str(user.as_str()).map_err(|_| PasskeyError::Unavailable)?;
+        let exclude = existing
+            .iter()
+            .filter_map(|p| serde_json::from_str::<Passkey>(&p.json).ok())
+            .map(|p| p.cred_id().clone())
+            .collect::<Vec<_>>();
+        let (options, state) = self
+            .webauthn
+            .start_passkey_registration(uuid, name, name, Some(exclude))
+            .map_err(|_| PasskeyError::Unavailable)?;
+        let options =
+            serde_json::to_value(options.public_key).map_err(|_| PasskeyError::Unavailable)?;
+        Ok((options, state))
+    }
+
+    /// Finishes a registration with the browser's credential (`PublicKeyCredential.toJSON()`).
+    pub fn finish_registration(
+        &self,
+        credential: Value,
+        state: &PasskeyRegistration,
+    ) -> Result<StoredPasskey, PasskeyError> {
+        let credential: RegisterPublicKeyCredential =
+            serde_json::from_value(credential).map_err(|_| PasskeyError::Refused)?;
+        let passkey = self
+            .webauthn
+            .finish_passkey_registration(&credential, state)
+            .map_err(|e| {
+                tracing::debug!(error = %e, "passkey registration refused");
+                PasskeyError::Refused
+            })?;
+        stored(&passkey)
+    }
+
+    /// Starts a sign-in to `user` (named `name`) with its passkeys: the `publicKey` request
+    /// options for the browser, and the state to keep in the store until the finish.
+    pub fn start_sign_in(
+        &self,
+        user: &UserId,
+        name: &str,
+        passkeys: &[StoredPasskey],
+    ) -> Result<(Value, String), PasskeyError> {
+        let passkeys = parse_all(passkeys)?;
+        let (options, state) = self
+            .webauthn
+            .start_passkey_authentication(&passkeys)
+            .map_err(|_| PasskeyError::Unavailable)?;
+        let options =
+            serde_json::to_value(options.public_key).map_err(|_| PasskeyError::Unavailable)?;
+        let state = serde_json::to_string(&SignInState {
+            user: user.as_str().to_owned(),
+            name: name.to_owned(),
+            state,
+        })
+        .map_err(|_| PasskeyError::Unavailable)?;
+        Ok((options, state))
+    }
+
+    /// Reads a stored sign-in state back.
+    pub fn pending_sign_in(&self, stored: &str) -> Result<PendingSignIn, PasskeyError> {
+        let read: SignInState =
+            serde_json::from_str(stored).map_err(|_| PasskeyError::Unavailable)?;
+        let user = UserId::parse(&read.user).ok_or(PasskeyError::Unavailable)?;
+        Ok(PendingSignIn {
+            user,
+            name: read.name,
+            state: read.state,
+        })
+    }
+
+    /// Finishes a sign-in with the browser's assertion. On success, the passkey to write back
+    /// when the sign-in changed it (its counter or backup state), else `None`.
+    pub fn finish_sign_in(
+        &self,
+        credential: Value,
+        pending: &PendingSignIn,
+        passkeys: &[StoredPasskey],
+    ) -> Result<Option<StoredPasskey>, PasskeyError> {
+        let credential: PublicKeyCredential =
+            serde_json::from_value(credential).map_err(|_| PasskeyError::Refused)?;
+        let result = self
+            .webauthn
+            .finish_passkey_authentication(&credential, &pending.state)
+            .map_err(|e| {
+                tracing::debug!(error = %e, "passkey sign-in refused");
+                PasskeyError::Refused
+            })?;
+        for mut passkey in parse_all(passkeys)? {
+            if let Some(changed) = passkey.update_credential(&result) {
+                return if changed {
+                    stored(&passkey).map(Some)
+                } else {
+                    Ok(None)
+                };
+            }
+        }
+        // Verified against the state's credentials, but none is the account's any more.
+        Err(PasskeyError::Refused)
+    }
+}
+
+/// A passkey as the store keeps it.
+fn stored(passkey: &Passkey) -> Result<StoredPasskey, PasskeyError> {
+    Ok(StoredPasskey {
+        cred_id: hex::encode(passkey.cred_id()),
+        json: serde_json::to_string(passkey).map_err(|_| PasskeyError::Unavailable)?,
+    })
+}
+
+fn parse_all(passkeys: &[StoredPasskey]) -> Result<Vec<Passkey>, PasskeyError> {
+    passkeys
+        .iter()
+        .map(|p| serde_json::from_str(&p.json).map_err(|_| PasskeyError::Unavailable))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origins(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn the_rp_is_the_first_domain_and_only_origins_at_or_below_it_count() {
+        let rp = RelyingParty::derive(
+            None,
+            &origins(&["http://127.0.0.1:3000", "http://localhost:3000"]),
+        )
+        .expect("localhost");
+        assert_eq!(rp.id, "localhost");
+        assert_eq!(rp.origins, [Url::parse("http://localhost:3000").unwrap()]);
+
+        let rp = RelyingParty::derive(
+            None,
+            &origins(&[
+                "https://chat.example",
+                "https://app.chat.example",
+                "https://other.example",
+                "https://notchat.example",
+            ]),
+        )
+        .unwrap();
+        assert_eq!(rp.id, "chat.example");
+        assert_eq!(rp.origins.len(), 2);
+
+        let rp = RelyingParty::derive(
+            Some("example"),
+            &origins(&["https://chat.example", "https://other.example"]),
+        )
+        .unwrap();
+        assert_eq!(rp.origins.len(), 2, "a parent domain covers both");
+    }
+
+    #[test]
+    fn without_a_domain_passkeys_are_off() {
+        assert_eq!(
+            RelyingParty::derive(None, &origins(&["http://192.168.1.5:3000"])),
+            None
+        );
+        assert_eq!(
+            RelyingParty::derive(
+                Some("elsewhere.example"),
+                &origins(&["https://chat.example"])
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn a_stored_state_that_is_not_ours_is_unavailable_and_a_junk_credential_is_refused() {
+        let rp = RelyingParty::derive(None, &origins(&["http://localhost:3000"])).unwrap();
+        let passkeys = Passkeys::new(&rp, "Tether", Duration::from_secs(60)).unwrap();
+        assert!(matches!(
+            passkeys.pending_sign_in("{}"),
+            Err(PasskeyError::Unavailable)
+        ));
+        let user = UserId::random();
+        let (options, state) = passkeys.start_registration(&user, "ada", &[]).unwrap();
+        assert_eq!(options["rp"]["id"], "localhost");
+        assert_eq!(
+            options["authenticatorSelection"]["userVerification"],
+            "required"
+        );
+        assert!(matches!(
+            passkeys.finish_registration(serde_json::json!({ "id": "x" }), &state),
+            Err(PasskeyError::Refused)
+        ));
+    }
+}

@@ -1,0 +1,517 @@
+//! Passkeys (issue #25, slice 4), with real WebAuthn ceremonies: a software authenticator
+//! (1Password's passkey-client and passkey-authenticator, an in-memory credential store) plays
+//! the browser and its platform authenticator against the server.
+//!
+//! - A signed-in socket protects its name (`passkey_options`, `passkey_add`); from then on a
+//!   sign-up with that name, in any case, is refused `name protected`.
+//! - Signing in over HTTP (`/api/passkey/options`, `/api/passkey/signin`) gives a new session of
+//!   the same user, which resumes with its conversations and unread state; on one node, and
+//!   started on one node of a cluster and finished on the other.
+//! - Ceremonies are single use, bound to their challenge, and priced; bodies are bounded;
+//!   another site's page is refused; bad input gets a typed error and changes nothing.
+//!
+//! Proof of possession (slice 2) is not built: any signed-in session may add a passkey.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use passkey_authenticator::{Authenticator, MemoryStore, UiHint, UserCheck, UserValidationMethod};
+use passkey_client::Client;
+use passkey_types::ctap2::{Aaguid, Ctap2Error};
+use passkey_types::webauthn::{CredentialCreationOptions, CredentialRequestOptions};
+use passkey_types::Passkey;
+use serde_json::{json, Value};
+use url::Url;
+
+use crate::helpers::{spawn_app, spawn_app_with, ChildServer, RedisServer, TestClient};
+
+/// A user who always consents and is always verified (a platform authenticator's biometrics).
+struct Verified;
+
+#[async_trait::async_trait]
+impl UserValidationMethod for Verified {
+    type PasskeyItem = Passkey;
+
+    async fn check_user<'a>(
+        &self,
+        _hint: UiHint<'a, Passkey>,
+        presence: bool,
+        verification: bool,
+    ) -> Result<UserCheck, Ctap2Error> {
+        Ok(UserCheck {
+            presence,
+            verification,
+        })
+    }
+
+    fn is_presence_enabled(&self) -> bool {
+        true
+    }
+
+    fn is_verification_enabled(&self) -> Option<bool> {
+        Some(true)
+    }
+}
+
+/// A browser with its own authenticator, on a page at `origin`.
+struct Browser {
+    client: Client<
+        MemoryStore,
+        Verified,
+        passkey_crypto::AvailableBackend,
+        public_suffix::PublicSuffixList,
+        (),
+    >,
+    origin: Url,
+}
+
+impl Browser {
+    fn at(origin: &str) -> Browser {
+        let authenticator = Authenticator::new(
+            Aaguid::new_empty(),
+            MemoryStore::new(),
+            Verified,
+            passkey_crypto::AvailableBackend,
+        );
+        Browser {
+            client: Client::new(authenticator).allows_insecure_localhost(true),
+            origin: Url::parse(origin).unwrap(),
+        }
+    }
+
+    /// For a server in this process: its page at `http://localhost:<port>` (browsers refuse
+    /// IP addresses as RP ids).
+    fn for_app(addr: SocketAddr) -> Browser {
+        Browser::at(&format!("http://localhost:{}", addr.port()))
+    }
+
+    /// `navigator.credentials.create({ publicKey })`, as `toJSON()` gives it.
+    async fn create(&mut self, public_key: &Value) -> Value {
+        let options: CredentialCreationOptions =
+            serde_json::from_value(json!({ "publicKey": public_key })).expect("creation options");
+        let created = self
+            .client
+            .register(self.origin.clone(), options, None)
+            .await
+            .expect("the authenticator creates a credential");
+        to_json(serde_json::to_value(created).unwrap())
+    }
+
+    /// `navigator.credentials.get({ publicKey })`, as `toJSON()` gives it.
+    async fn get(&mut self, public_key: &Value) -> Value {
+        let options: CredentialRequestOptions =
+            serde_json::from_value(json!({ "publicKey": public_key })).expect("request options");
+        let asserted = self
+            .client
+            .authenticate(self.origin.clone(), options, None)
+            .await
+            .expect("the authenticator signs");
+        to_json(serde_json::to_value(asserted).unwrap())
+    }
+}
+
+/// A credential as a browser's `toJSON()` writes it: passkey-types serialises its byte
+/// fields as arrays of numbers, the browser (and webauthn-rs) as base64url strings.
+fn to_json(value: Value) -> Value {
+    match value {
+        Value::Array(items)
+            if !items.is_empty() && items.iter().all(|i| i.as_u64().is_some_and(|b| b < 256)) =>
+        {
+            let bytes: Vec<u8> = items.iter().map(|i| i.as_u64().unwrap() as u8).collect();
+            Value::String(base64url(&bytes))
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(to_json).collect()),
+        Value::Object(fields) => fields.into_iter().map(|(k, v)| (k, to_json(v))).collect(),
+        other => other,
+    }
+}
+
+fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// Protects the name of `client`'s user with a new passkey of `browser`.
+async fn protect(client: &TestClient, browser: &mut Browser) {
+    let options = client.request("passkey_options", json!({})).await;
+    let public_key = &options["ok"]["publicKey"];
+    assert!(public_key.is_object(), "{options}");
+    let credential = browser.create(public_key).await;
+    let added = client
+        .request("passkey_add", json!({ "credential": credential }))
+        .await;
+    assert_eq!(added, json!({ "ok": { "protected": true } }));
+}
+
+/// A POST of `body` with extra header lines; status, head and the body as JSON (`null` when it
+/// is not JSON).
+async fn post(addr: SocketAddr, path: &str, body: &str, headers: &[&str]) -> (u16, String, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response)).await;
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or_default();
+    (
+        status,
+        head.to_owned(),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}
+
+async fn post_json(addr: SocketAddr, path: &str, body: Value) -> (u16, Value) {
+    let (status, _, body) = post(addr, path, &body.to_string(), &[]).await;
+    (status, body)
+}
+
+fn code(answer: &Value) -> &str {
+    answer["error"]["code"].as_str().unwrap_or_default()
+}
+
+/// Starts a sign-in as `name`: the ceremony id and the request options.
+async fn start_sign_in(addr: SocketAddr, name: &str) -> (String, Value) {
+    let (status, body) = post_json(addr, "/api/passkey/options", json!({ "username": name })).await;
+    assert_eq!(status, 200, "{body}");
+    (
+        body["ceremony"].as_str().expect("a ceremony id").to_owned(),
+        body["publicKey"].clone(),
+    )
+}
+
+/// Signs in as `name` with `browser`'s passkey; the 200 body (`sessionID`, `userID`, `username`).
+async fn sign_in(addr: SocketAddr, browser: &mut Browser, name: &str) -> Value {
+    let (ceremony, public_key) = start_sign_in(addr, name).await;
+    let credential = browser.get(&public_key).await;
+    let (status, body) = post_json(
+        addr,
+        "/api/passkey/signin",
+        json!({ "ceremony": ceremony, "credential": credential }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+#[tokio::test]
+async fn a_protected_name_cannot_be_taken_by_a_new_sign_up() {
+    let app = spawn_app().await;
+    let ada = app.connect_as("Ada").await;
+    // Before it is protected, the name can be signed up again (a "ghost" of the same name).
+    let ghost = app.connect_as("ada").await;
+    ghost.close().await;
+
+    protect(&ada, &mut Browser::for_app(app.addr)).await;
+
+    for taken in ["ada", "Ada", " ADA "] {
+        let refusal = app.refusal(json!({ "username": taken })).await;
+        assert!(
+            refusal.ends_with(r#"{"message":"name protected"}"#),
+            "{taken:?}: {refusal}"
+        );
+    }
+    // The account's own session resumes, the ghost's too, and other names sign up as before.
+    let again = app.resume(&ada.session_id).await;
+    assert_eq!(again.user_id, ada.user_id);
+    app.resume(&ghost.session_id).await;
+    app.connect_as("adam").await;
+}
+
+#[tokio::test]
+async fn signing_in_with_a_passkey_returns_the_same_user_with_its_conversations_and_unread_state() {
+    let app = spawn_app().await;
+    let ada = app.connect_as("ada").await;
+    let bob = app.connect_as("bob").await;
+    let mut laptop = Browser::for_app(app.addr);
+    protect(&ada, &mut laptop).await;
+    bob.send(&ada.user_id, "are you there?").await;
+
+    // Another device: the same passkey (synced), no session.
+    let signed_in = sign_in(app.addr, &mut laptop, "ADA").await;
+    assert_eq!(signed_in["userID"], ada.user_id.as_str());
+    assert_eq!(signed_in["username"], "ada");
+    let secret = signed_in["sessionID"].as_str().unwrap();
+    assert_ne!(secret, ada.session_id, "a session of its own");
+
+    let phone = app.resume(secret).await;
+    assert_eq!(phone.user_id, ada.user_id);
+    let conversations = phone.request("conversations", json!({})).await;
+    let list = conversations["ok"]["conversations"]
+        .as_array()
+        .expect("a list");
+    assert_eq!(list.len(), 1, "{conversations}");
+    assert_eq!(list[0]["userID"], bob.user_id.as_str(), "{conversations}");
+    assert_eq!(list[0]["unread"], 1, "{conversations}");
+    // Both devices are the account's.
+    let devices = phone.request("devices", json!({})).await;
+    assert_eq!(
+        devices["ok"]["devices"].as_array().unwrap().len(),
+        2,
+        "{devices}"
+    );
+    // And the first session still works.
+    app.resume(&ada.session_id).await;
+}
+
+#[tokio::test]
+async fn a_ceremony_is_single_use_even_when_finished_twice_at_once() {
+    let app = spawn_app().await;
+    let ada = app.connect_as("ada").await;
+    let mut browser = Browser::for_app(app.addr);
+    protect(&ada, &mut browser).await;
+
+    let (ceremony, public_key) = start_sign_in(app.addr, "ada").await;
+    let credential = browser.get(&public_key).await;
+    let finish = json!({ "ceremony": ceremony, "credential": credential });
+    let (a, b) = tokio::join!(
+        post_json(app.addr, "/api/passkey/signin", finish.clone()),
+        post_json(app.addr, "/api/passkey/signin", finish.clone()),
+    );
+    let mut statuses = [a.0, b.0];
+    statuses.sort();
+    assert_eq!(statuses, [200, 410], "{} {}", a.1, b.1);
+    let (status, body) = post_json(app.addr, "/api/passkey/signin", finish).await;
+    assert_eq!((status, code(&body)), (410, "ceremony_expired"));
+}
+
+#[tokio::test]
+async fn an_assertion_is_bound_to_its_own_ceremony() {
+    let app = spawn_app().await;
+    let ada = app.connect_as("ada").await;
+    let mut browser = Browser::for_app(app.addr);
+    protect(&ada, &mut browser).await;
+
+    let (first, _) = start_sign_in(app.addr, "ada").await;
+    let (_, other_options) = start_sign_in(app.addr, "ada").await;
+    let signed_for_other = browser.get(&other_options).await;
+    let (status, body) = post_json(
+        app.addr,
+        "/api/passkey/signin",
+        json!({ "ceremony": first, "credential": signed_for_other }),
+    )
+    .await;
+    assert_eq!((status, code(&body)), (401, "passkey_refused"), "{body}");
+
+    // Another site's page (another origin in the client data) asserting with this passkey.
+    let (ceremony, options) = start_sign_in(app.addr, "ada").await;
+    browser.origin = Url::parse("http://localhost:1").unwrap();
+    let credential = browser.get(&options).await;
+    let (status, body) = post_json(
+        app.addr,
+        "/api/passkey/signin",
+        json!({ "ceremony": ceremony, "credential": credential }),
+    )
+    .await;
+    assert_eq!((status, code(&body)), (401, "passkey_refused"), "{body}");
+}
+
+#[tokio::test]
+async fn adding_a_passkey_without_options_or_with_a_bad_credential_changes_nothing() {
+    let app = spawn_app().await;
+    let ada = app.connect_as("ada").await;
+    let answer = ada
+        .request("passkey_add", json!({ "credential": { "id": "x" } }))
+        .await;
+    assert_eq!(code(&answer), "ceremony_expired", "{answer}");
+
+    let options = ada.request("passkey_options", json!({})).await;
+    assert!(options["ok"]["publicKey"].is_object());
+    for bad in [
+        json!(null),
+        json!("x"),
+        json!({ "credential": "x" }),
+        json!({}),
+    ] {
+        let answer = ada.request("passkey_add", bad.clone()).await;
+        assert_eq!(code(&answer), "invalid_payload", "{bad}: {answer}");
+    }
+    let answer = ada
+        .request(
+            "passkey_add",
+            json!({ "credential": { "id": "x", "response": {} } }),
+        )
+        .await;
+    assert_eq!(code(&answer), "passkey_refused", "{answer}");
+    // The options were used up by that attempt.
+    let mut browser = Browser::for_app(app.addr);
+    let credential = browser.create(&options["ok"]["publicKey"]).await;
+    let answer = ada
+        .request("passkey_add", json!({ "credential": credential }))
+        .await;
+    assert_eq!(code(&answer), "ceremony_expired", "{answer}");
+
+    // Nothing is protected.
+    let (status, body) = post_json(
+        app.addr,
+        "/api/passkey/options",
+        json!({ "username": "ada" }),
+    )
+    .await;
+    assert_eq!((status, code(&body)), (404, "unknown_name"));
+    app.connect_as("ADA").await;
+}
+
+#[tokio::test]
+async fn registrations_are_priced_per_user() {
+    let app = spawn_app_with(|c| c.passkey_registrations_per_hour = 2).await;
+    let ada = app.connect_as("ada").await;
+    for _ in 0..2 {
+        let answer = ada.request("passkey_options", json!({})).await;
+        assert!(answer["ok"]["publicKey"].is_object(), "{answer}");
+    }
+    let answer = ada.request("passkey_options", json!({})).await;
+    assert_eq!(code(&answer), "rate_limited", "{answer}");
+    // Another user has a budget of their own.
+    let bob = app.connect_as("bob").await;
+    assert!(bob.request("passkey_options", json!({})).await["ok"].is_object());
+}
+
+#[tokio::test]
+async fn sign_in_requests_are_bounded_typed_and_priced() {
+    let app = spawn_app_with(|c| {
+        c.passkey_ceremony_burst_per_ip = 3;
+        c.passkey_ceremonies_per_ip_per_min = 1;
+    })
+    .await;
+    let addr = app.addr;
+    // Shapes: each a typed 400, no token taken.
+    for bad in ["", "[]", "{}", r#"{"username":5}"#, "not json"] {
+        let (status, _, body) = post(addr, "/api/passkey/options", bad, &[]).await;
+        assert_eq!((status, code(&body)), (400, "invalid_payload"), "{bad}");
+    }
+    for bad in [
+        json!({}),
+        json!({ "ceremony": "c" }),
+        json!({ "ceremony": "c", "credential": "x" }),
+        json!({ "ceremony": "x".repeat(65), "credential": {} }),
+    ] {
+        let (status, body) = post_json(addr, "/api/passkey/signin", bad.clone()).await;
+        assert_eq!((status, code(&body)), (400, "invalid_payload"), "{bad}");
+    }
+    // Over 16 KiB: 413, declared or not.
+    let huge = format!(r#"{{"username":"{}"}}"#, "a".repeat(17 * 1024));
+    let (status, head, body) = post(addr, "/api/passkey/options", &huge, &[]).await;
+    assert_eq!((status, code(&body)), (413, "payload_too_large"));
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("cache-control: no-store"),
+        "{head}"
+    );
+    // Another site's page: 403 before anything is read.
+    let (status, _, _) = post(
+        addr,
+        "/api/passkey/options",
+        r#"{"username":"ada"}"#,
+        &["Origin: http://evil.example"],
+    )
+    .await;
+    assert_eq!(status, 403);
+
+    // Three tokens: an unknown name, a guessed ceremony and a start each take one.
+    let (status, body) = post_json(
+        addr,
+        "/api/passkey/options",
+        json!({ "username": "nobody" }),
+    )
+    .await;
+    assert_eq!((status, code(&body)), (404, "unknown_name"));
+    let (status, body) = post_json(
+        addr,
+        "/api/passkey/signin",
+        json!({ "ceremony": "0123456789abcdef0123456789abcdef", "credential": {} }),
+    )
+    .await;
+    assert_eq!((status, code(&body)), (410, "ceremony_expired"));
+    let (status, _) = post_json(
+        addr,
+        "/api/passkey/options",
+        json!({ "username": "nobody" }),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, head, body) =
+        post(addr, "/api/passkey/options", r#"{"username":"ada"}"#, &[]).await;
+    assert_eq!((status, code(&body)), (429, "rate_limited"));
+    assert!(head.to_ascii_lowercase().contains("retry-after:"), "{head}");
+}
+
+#[tokio::test]
+async fn passkeys_are_off_without_a_domain() {
+    let app = spawn_app_with(|c| c.passkey_rp_id = Some("chat.example".into())).await;
+    let ada = app.connect_as("ada").await;
+    assert_eq!(
+        code(&ada.request("passkey_options", json!({})).await),
+        "passkeys_unavailable"
+    );
+    let (status, body) = post_json(
+        app.addr,
+        "/api/passkey/options",
+        json!({ "username": "ada" }),
+    )
+    .await;
+    assert_eq!((status, code(&body)), (404, "passkeys_unavailable"));
+}
+
+/// Two nodes over one Redis with one public origin: a name protected on node 0 is refused on
+/// node 1, and a sign-in started on node 0 finishes on node 1.
+#[tokio::test]
+async fn a_sign_in_started_on_one_node_finishes_on_the_other() {
+    let redis = RedisServer::start().await;
+    let origin = "http://localhost:39999";
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut nodes = Vec::new();
+    for dir in &dirs {
+        let mut args = redis.node_args();
+        args.extend(["--public-origin".to_owned(), origin.to_owned()]);
+        nodes.push(ChildServer::start_with(dir.path(), &args).await);
+    }
+    let mut ada = TestClient::connect(&nodes[0].url(), json!({ "username": "ada" })).await;
+    ada.expect_session().await;
+    let mut browser = Browser::at(origin);
+    protect(&ada, &mut browser).await;
+
+    let mut refused = TestClient::connect(&nodes[1].url(), json!({ "username": "Ada" })).await;
+    let refusal = refused.next("error").await;
+    assert!(
+        refusal
+            .as_str()
+            .unwrap_or_default()
+            .ends_with(r#"{"message":"name protected"}"#),
+        "{refusal}"
+    );
+
+    let (ceremony, options) = start_sign_in(nodes[0].addr, "ada").await;
+    let credential = browser.get(&options).await;
+    let (status, body) = post_json(
+        nodes[1].addr,
+        "/api/passkey/signin",
+        json!({ "ceremony": ceremony, "credential": credential }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["userID"], ada.user_id.as_str());
+    let mut phone =
+        TestClient::connect(&nodes[0].url(), json!({ "sessionID": body["sessionID"] })).await;
+    phone.expect_session().await;
+    assert_eq!(phone.user_id, ada.user_id);
+}
