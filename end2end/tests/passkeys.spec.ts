@@ -37,7 +37,8 @@ async function deviceWithAuthenticator(browser: Browser, baseURL: string): Promi
 test("a passkey protects the name and signs in on another device with the account's conversations", async ({ browser }) => {
   test.setTimeout(90_000);
   const dataDir = freshDataDir();
-  const server = await startServer(dataDir);
+  // Passkeys are off unless turned on (until proof of possession lands).
+  const server = await startServer(dataDir, "127.0.0.1:0", ["--passkeys"]);
   const baseURL = server.url.replace("127.0.0.1", "localhost");
   try {
     const laptop = await deviceWithAuthenticator(browser, baseURL);

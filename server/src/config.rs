@@ -189,6 +189,13 @@ pub struct Config {
     #[arg(long, env = "TETHER_CORS_ALLOW_CREDENTIALS")]
     pub cors_allow_credentials: bool,
 
+    /// Turns passkeys on (issue #25): protecting a name with a passkey, and signing in with it.
+    /// Off by default until proof of possession lands (issue #25, slice 2): without it, whoever
+    /// holds a copied session id could add a passkey of their own to the account and sign in
+    /// with it after the owner has signed out everywhere.
+    #[arg(long, env = "TETHER_PASSKEYS")]
+    pub passkeys: bool,
+
     /// The WebAuthn relying party id passkeys are made for (issue #25), e.g. `chat.example`.
     /// Default: the host of the first allowed origin that is a domain name (the public
     /// origin's, or `localhost` for a loopback bind). Passkeys work only from allowed origins

@@ -139,6 +139,10 @@ fn passkeys(
     config: &Config,
     origins: &origin::OriginPolicy,
 ) -> anyhow::Result<Option<Arc<Passkeys>>> {
+    if !config.passkeys {
+        tracing::info!("passkeys are off (--passkeys turns them on)");
+        return Ok(None);
+    }
     let allowed = origins.origins();
     let Some(rp) = RelyingParty::derive(config.passkey_rp_id.as_deref(), &allowed) else {
         tracing::info!(

@@ -32,6 +32,8 @@ fn test_config(data_dir: &Path, addr: SocketAddr) -> Config {
     config.signup_burst_per_ip = 100_000;
     config.signups_per_sec = 100_000;
     config.signup_burst = 100_000;
+    // Off by default (until proof of possession); tests/api/passkeys.rs checks the default.
+    config.passkeys = true;
     config
 }
 

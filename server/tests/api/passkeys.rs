@@ -455,6 +455,29 @@ async fn sign_in_requests_are_bounded_typed_and_priced() {
     assert!(head.to_ascii_lowercase().contains("retry-after:"), "{head}");
 }
 
+/// Off unless `--passkeys` turns them on, as they are by default (the tests' config turns
+/// them on): the same answers as with no domain.
+#[tokio::test]
+async fn passkeys_are_off_unless_turned_on() {
+    let app = spawn_app_with(|c| c.passkeys = false).await;
+    let ada = app.connect_as("ada").await;
+    assert_eq!(
+        code(&ada.request("passkey_options", json!({})).await),
+        "passkeys_unavailable"
+    );
+    let (status, body) = post_json(
+        app.addr,
+        "/api/passkey/options",
+        json!({ "username": "ada" }),
+    )
+    .await;
+    assert_eq!((status, code(&body)), (404, "passkeys_unavailable"));
+    assert!(
+        !server::Config::for_data_dir("unused").passkeys,
+        "off by default"
+    );
+}
+
 #[tokio::test]
 async fn passkeys_are_off_without_a_domain() {
     let app = spawn_app_with(|c| c.passkey_rp_id = Some("chat.example".into())).await;
@@ -482,7 +505,7 @@ async fn a_sign_in_started_on_one_node_finishes_on_the_other() {
     let mut nodes = Vec::new();
     for dir in &dirs {
         let mut args = redis.node_args();
-        args.extend(["--public-origin".to_owned(), origin.to_owned()]);
+        args.extend(["--passkeys", "--public-origin", origin].map(str::to_owned));
         nodes.push(ChildServer::start_with(dir.path(), &args).await);
     }
     let mut ada = TestClient::connect(&nodes[0].url(), json!({ "username": "ada" })).await;
