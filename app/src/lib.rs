@@ -26,6 +26,26 @@ use router::Page;
 pub struct ClientConfig {
     /// All tabs of the browser share one connection held by a SharedWorker.
     pub shared_connection: bool,
+    /// The server offers passkeys (`--passkeys`), so the pages do.
+    pub passkeys: bool,
+}
+
+/// Whether the pages offer passkeys: the rendering server's [`ClientConfig`], and in the
+/// browser what that server put in the page (`data-passkeys` on the connection's meta), so
+/// the hydrated page has the same buttons as the rendered one.
+pub fn passkeys_offered() -> bool {
+    #[cfg(feature = "hydrate")]
+    {
+        document()
+            .query_selector("meta[name=tether-connection]")
+            .ok()
+            .flatten()
+            .is_some_and(|meta| meta.has_attribute("data-passkeys"))
+    }
+    #[cfg(not(feature = "hydrate"))]
+    {
+        use_context::<ClientConfig>().unwrap_or_default().passkeys
+    }
 }
 
 /// The HTML document around [`App`]; the server renders it for every route.
@@ -51,7 +71,12 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta charset="utf-8"/>
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
                 <meta name="color-scheme" content="light dark"/>
-                <meta name="tether-connection" content=connection data-pkg=pkg/>
+                <meta
+                    name="tether-connection"
+                    content=connection
+                    data-pkg=pkg
+                    data-passkeys=config.passkeys.then_some("on")
+                />
                 // As inner HTML: a text child would carry a hydration marker, which a title
                 // shows as text. The names are the app's own (`Page::title`).
                 <title inner_html=title></title>

@@ -288,6 +288,7 @@ fn routes(
         leptos_options,
         app::ClientConfig {
             shared_connection: config.shared_connection,
+            passkeys: passkeys.is_some(),
         },
         assets,
     );

@@ -11,7 +11,7 @@ pub fn SessionPage() -> impl IntoView {
     view! {
         <RequireAccount>
             <SessionDetails/>
-            <ProtectName/>
+            {crate::passkeys_offered().then(|| view! { <ProtectName/> })}
             <Devices/>
         </RequireAccount>
     }

@@ -63,9 +63,14 @@ pub fn SignInPage() -> impl IntoView {
                 <button type="submit" disabled=move || submitting.get()>
                     {move || if submitting.get() { "Signing in…" } else { "Continue" }}
                 </button>
-                <button type="button" class="secondary" data-testid="passkey-sign-in" on:click=with_passkey>
-                    "Sign in with a passkey"
-                </button>
+                {crate::passkeys_offered()
+                    .then(|| {
+                        view! {
+                            <button type="button" class="secondary" data-testid="passkey-sign-in" on:click=with_passkey>
+                                "Sign in with a passkey"
+                            </button>
+                        }
+                    })}
             </form>
         </section>
     }
