@@ -351,7 +351,12 @@ impl ChatState {
             }
             let as_of = summary.last.id;
             let view = self.server.entry(peer.clone()).or_default();
-            view.peer_read = summary.peer_read;
+            // Counted when the page was: a `seen` heard since may be further (the larger
+            // counts); none means the two no longer share receipts.
+            view.peer_read = match (summary.peer_read, view.peer_read) {
+                (Some(page), Some(held)) if held.up_to > page.up_to => Some(held),
+                (page, _) => page,
+            };
             if view.last.as_ref().is_none_or(|m| m.id <= as_of) {
                 view.last = Some(summary.last);
             }
@@ -1207,6 +1212,34 @@ mod tests {
         // A summary without one (either side stopped sharing) clears it.
         s.apply_conversations(vec![summary("bob", msg(4, "me", "bob"), 0, 0)], false);
         assert_eq!(s.seen("bob"), None);
+    }
+
+    #[test]
+    fn a_page_counted_before_a_seen_does_not_move_seen_back() {
+        let mut s = ChatState::new(Some("me".into()));
+        s.insert(msg(2, "me", "bob"));
+        s.insert(msg(4, "me", "bob"));
+        s.apply_seen(Seen {
+            by: "bob".into(),
+            up_to: 4,
+            at: 40,
+        });
+        // A conversations page the server counted before bob read message 4 (asked before the
+        // `seen`, answered after it).
+        let mut older = summary("bob", msg(4, "me", "bob"), 0, 0);
+        older.peer_read = Some(ReadMark { up_to: 2, at: 20 });
+        s.apply_conversations(vec![older], false);
+        assert_eq!(s.seen("bob"), Some(ReadMark { up_to: 4, at: 40 }));
+        assert_eq!((s.seen_at("bob", 4), s.seen_at("bob", 2)), (Some(40), None));
+        // A newer one moves it on.
+        let mut newer = summary("bob", msg(4, "me", "bob"), 0, 0);
+        newer.peer_read = Some(ReadMark { up_to: 4, at: 45 });
+        s.apply_conversations(vec![newer], false);
+        assert_eq!(s.seen("bob"), Some(ReadMark { up_to: 4, at: 45 }));
+        // The read cursor never goes back either.
+        s.apply_conversations(vec![summary("bob", msg(4, "me", "bob"), 0, 3)], false);
+        s.apply_conversations(vec![summary("bob", msg(4, "me", "bob"), 0, 1)], false);
+        assert_eq!(s.read_cursor("bob"), 3);
     }
 
     #[test]
