@@ -610,6 +610,12 @@ impl ChatState {
             for message in entry.messages {
                 self.insert(message);
             }
+            // The viewer's read cursor of this conversation: the held messages after it are
+            // unread, whether or not a `conversations` page named it.
+            if let Some(up_to) = entry.read_up_to {
+                let view = self.server.entry(entry.user_id.clone()).or_default();
+                view.cursor = view.cursor.max(up_to);
+            }
             self.peers.insert(
                 entry.user_id.clone(),
                 Peer {
@@ -960,6 +966,7 @@ mod tests {
             username: name.into(),
             connected: true,
             messages: vec![],
+            read_up_to: None,
         };
         s.apply_users(vec![
             entry("u1", "zoe"),
@@ -1108,6 +1115,7 @@ mod tests {
             username: "Ann".into(),
             connected: true,
             messages: vec![msg(3, "ann", "me")],
+            read_up_to: None,
         }]);
         // Bob is outside the roster: the summary names him and his newest message.
         s.apply_conversations(
@@ -1154,18 +1162,21 @@ mod tests {
                 username: "Zed".into(),
                 connected: false,
                 messages: vec![],
+                read_up_to: None,
             },
             UserEntry {
                 user_id: "ann".into(),
                 username: "Ann".into(),
                 connected: true,
                 messages: vec![],
+                read_up_to: None,
             },
             UserEntry {
                 user_id: "me".into(),
                 username: "Me".into(),
                 connected: true,
                 messages: vec![],
+                read_up_to: None,
             },
         ]);
         assert_eq!(s.list_order(&[]), ["cid", "bob", "ann", "me", "zed"]);

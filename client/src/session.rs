@@ -926,6 +926,10 @@ impl Session {
             }
             Pending::Logout => {}
             Pending::Conversations { before } => {
+                // Not answered in time: asked again in a moment, as a refusal is (a lost
+                // answer left the counts it carries unknown). A disconnect needs nothing: the
+                // next connect asks for the first page.
+                let timed_out = matches!(result, Err(AckFailure::Timeout));
                 match parse::<Ack<ConversationList>>(first_arg(result)) {
                     Some(Ack::Ok(list)) => {
                         self.chat
@@ -939,6 +943,9 @@ impl Session {
                         self.event(SessionEvent::ChatChanged);
                     }
                     Some(Ack::Error(error)) if refused_for_now(error.code) => {
+                        self.conversations_due = Some((before, now + REFUSED_RETRY_MS));
+                    }
+                    None if timed_out => {
                         self.conversations_due = Some((before, now + REFUSED_RETRY_MS));
                     }
                     _ => {}
@@ -1383,6 +1390,11 @@ mod tests {
         let restored = SessionOutput::Event(SessionEvent::Restored);
         let mut session = connected();
         sent(&mut session);
+        // (The connect's conversations are answered: one not answered is asked again.)
+        session.step(
+            Input::Frame(r#"430[{"ok":{"conversations":[],"hasMore":false}}]"#),
+            2,
+        );
         session.step(Input::Timer, 2 + ACK_TIMEOUT_MS);
         assert_eq!(
             sent(&mut session),
@@ -2354,6 +2366,44 @@ mod tests {
             6,
         );
         assert!(sent(&mut session).is_empty());
+    }
+
+    #[test]
+    fn a_conversations_page_not_answered_in_time_is_asked_again() {
+        let mut session = restored();
+        // The connect's page (asked at 2) gets no answer.
+        let timed_out = 2 + ACK_TIMEOUT_MS;
+        session.step(Input::Timer, timed_out);
+        assert!(sent(&mut session).is_empty(), "after a moment");
+        let again = session.next_deadline().unwrap();
+        assert!(again <= timed_out + REFUSED_RETRY_MS, "{again}");
+        session.step(Input::Timer, again);
+        assert_eq!(
+            sent(&mut session),
+            [r#"423["conversations",{"before":null,"limit":null}]"#]
+        );
+        session.step(Input::Frame(r#"433[{"ok":{"conversations":[{"userID":"u","username":"ursula","connected":true,"last":{"id":7,"ts":1,"content":"x","from":"u","to":"me"},"unread":1,"readUpTo":0}],"hasMore":false}}]"#), again + 1);
+        assert_eq!(session.chat().unread("u"), 1);
+    }
+
+    #[test]
+    fn the_rosters_read_cursors_count_unread_beyond_the_conversations_pages() {
+        let mut session = connected();
+        session.step(
+            Input::Frame(r#"42["session",{"sessionID":"s","userID":"me"}]"#),
+            2,
+        );
+        // Two conversations, read on another device up to 40 and 50; no page names them.
+        session.step(Input::Frame(r#"42["users",[{"userID":"u","username":"u","connected":true,"readUpTo":40,"messages":[{"id":40,"ts":1,"content":"a","from":"u","to":"me"},{"id":41,"ts":2,"content":"b","from":"u","to":"me"}]},{"userID":"v","username":"v","connected":false,"readUpTo":50,"messages":[{"id":50,"ts":3,"content":"c","from":"v","to":"me"}]},{"userID":"w","username":"w","connected":false,"messages":[]}]]"#), 3);
+        assert_eq!(session.chat().unread("u"), 1);
+        assert_eq!(session.chat().unread("v"), 0);
+        assert_eq!(session.chat().total_unread(), 1);
+        let list = session.chat().conversation_list(&[]);
+        let unread: Vec<(&str, usize)> = list
+            .iter()
+            .map(|c| (c.user_id.as_str(), c.unread))
+            .collect();
+        assert_eq!(unread, [("v", 0), ("u", 1)]);
     }
 
     #[test]
