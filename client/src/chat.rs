@@ -1186,6 +1186,36 @@ mod tests {
     }
 
     #[test]
+    fn the_list_is_ordered_by_the_newest_messages_time_with_its_id_to_break_ties() {
+        let mut s = ChatState::new(Some("me".into()));
+        let at = |id: i64, ts: i64, from: &str| Message {
+            ts,
+            ..msg(id, from, "me")
+        };
+        // Ids and times disagree (stored by nodes whose clocks differ): the time orders.
+        s.insert(at(10, 1_000, "ann"));
+        s.insert(at(9, 2_000, "bob"));
+        // The same time: the larger id first.
+        s.insert(at(7, 500, "cid"));
+        s.insert(at(8, 500, "dan"));
+        // A summary's newest message counts the same way.
+        s.apply_conversations(vec![summary("eve", at(6, 1_500, "eve"), 1, 0)], false);
+        let order = |s: &ChatState, pending: &[OutboxEntry]| -> Vec<String> {
+            s.conversation_list(pending)
+                .into_iter()
+                .map(|c| c.user_id)
+                .collect()
+        };
+        assert_eq!(order(&s, &[]), ["bob", "eve", "ann", "dan", "cid"]);
+        assert_eq!(s.list_order(&[]), ["bob", "eve", "ann", "dan", "cid"]);
+        // A message not sent yet, by when it was written.
+        let mut waiting = entry("x");
+        waiting.to = "cid".into();
+        waiting.created_at = 1_200;
+        assert_eq!(order(&s, &[waiting]), ["bob", "eve", "cid", "ann", "dan"]);
+    }
+
+    #[test]
     fn seen_marks_only_move_forward_and_are_hidden_while_the_viewer_shares_none() {
         let mut s = ChatState::new(Some("me".into()));
         assert_eq!(s.seen("bob"), None);
