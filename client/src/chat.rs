@@ -79,6 +79,9 @@ pub struct Preview {
     pub mine: bool,
     /// Written and not acknowledged yet (in the outbox).
     pub pending: bool,
+    /// In the outbox, and the server refused it: it waits for Retry or Discard, it is not
+    /// being sent.
+    pub failed: bool,
 }
 
 /// One conversation of [`ChatState::conversation_list`].
@@ -573,6 +576,7 @@ impl ChatState {
                     ts: m.ts,
                     mine: Some(m.from.as_str()) == me,
                     pending: false,
+                    failed: false,
                 };
                 ((m.ts, m.id), preview)
             });
@@ -586,6 +590,7 @@ impl ChatState {
                     ts: e.created_at,
                     mine: true,
                     pending: true,
+                    failed: e.failed.is_some(),
                 };
                 ((e.created_at, i64::MAX), preview)
             });
@@ -1151,8 +1156,11 @@ mod tests {
         pending.to = "ann".into();
         pending.created_at = 7;
         assert_eq!(order(&s, &[pending.clone()]), ["ann", "cid", "bob"]);
-        let ann = &s.conversation_list(&[pending])[0];
-        assert!(ann.last.pending && ann.last.mine);
+        let ann = &s.conversation_list(&[pending.clone()])[0];
+        assert!(ann.last.pending && ann.last.mine && !ann.last.failed);
+        // Refused, it says so (a row must not say "Sending" of what is not being sent).
+        pending.failed = Some("No such person.".into());
+        assert!(s.conversation_list(&[pending])[0].last.failed);
         // The roster's name wins over a summary's; the roster says who is online.
         assert_eq!((ann.username.as_str(), ann.connected), ("Ann", true));
         // The list: conversations first, then the roster's people without one.
