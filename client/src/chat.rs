@@ -79,6 +79,9 @@ pub struct Preview {
     pub mine: bool,
     /// Written and not acknowledged yet (in the outbox).
     pub pending: bool,
+    /// In the outbox, and the server refused it: it waits for Retry or Discard, it is not
+    /// being sent.
+    pub failed: bool,
 }
 
 /// One conversation of [`ChatState::conversation_list`].
@@ -351,7 +354,12 @@ impl ChatState {
             }
             let as_of = summary.last.id;
             let view = self.server.entry(peer.clone()).or_default();
-            view.peer_read = summary.peer_read;
+            // Counted when the page was: a `seen` heard since may be further (the larger
+            // counts); none means the two no longer share receipts.
+            view.peer_read = match (summary.peer_read, view.peer_read) {
+                (Some(page), Some(held)) if held.up_to > page.up_to => Some(held),
+                (page, _) => page,
+            };
             if view.last.as_ref().is_none_or(|m| m.id <= as_of) {
                 view.last = Some(summary.last);
             }
@@ -568,6 +576,7 @@ impl ChatState {
                     ts: m.ts,
                     mine: Some(m.from.as_str()) == me,
                     pending: false,
+                    failed: false,
                 };
                 ((m.ts, m.id), preview)
             });
@@ -581,6 +590,7 @@ impl ChatState {
                     ts: e.created_at,
                     mine: true,
                     pending: true,
+                    failed: e.failed.is_some(),
                 };
                 ((e.created_at, i64::MAX), preview)
             });
@@ -604,6 +614,12 @@ impl ChatState {
         for entry in entries {
             for message in entry.messages {
                 self.insert(message);
+            }
+            // The viewer's read cursor of this conversation: the held messages after it are
+            // unread, whether or not a `conversations` page named it.
+            if let Some(up_to) = entry.read_up_to {
+                let view = self.server.entry(entry.user_id.clone()).or_default();
+                view.cursor = view.cursor.max(up_to);
             }
             self.peers.insert(
                 entry.user_id.clone(),
@@ -955,6 +971,7 @@ mod tests {
             username: name.into(),
             connected: true,
             messages: vec![],
+            read_up_to: None,
         };
         s.apply_users(vec![
             entry("u1", "zoe"),
@@ -1103,6 +1120,7 @@ mod tests {
             username: "Ann".into(),
             connected: true,
             messages: vec![msg(3, "ann", "me")],
+            read_up_to: None,
         }]);
         // Bob is outside the roster: the summary names him and his newest message.
         s.apply_conversations(
@@ -1138,8 +1156,11 @@ mod tests {
         pending.to = "ann".into();
         pending.created_at = 7;
         assert_eq!(order(&s, &[pending.clone()]), ["ann", "cid", "bob"]);
-        let ann = &s.conversation_list(&[pending])[0];
-        assert!(ann.last.pending && ann.last.mine);
+        let ann = &s.conversation_list(&[pending.clone()])[0];
+        assert!(ann.last.pending && ann.last.mine && !ann.last.failed);
+        // Refused, it says so (a row must not say "Sending" of what is not being sent).
+        pending.failed = Some("No such person.".into());
+        assert!(s.conversation_list(&[pending])[0].last.failed);
         // The roster's name wins over a summary's; the roster says who is online.
         assert_eq!((ann.username.as_str(), ann.connected), ("Ann", true));
         // The list: conversations first, then the roster's people without one.
@@ -1149,24 +1170,57 @@ mod tests {
                 username: "Zed".into(),
                 connected: false,
                 messages: vec![],
+                read_up_to: None,
             },
             UserEntry {
                 user_id: "ann".into(),
                 username: "Ann".into(),
                 connected: true,
                 messages: vec![],
+                read_up_to: None,
             },
             UserEntry {
                 user_id: "me".into(),
                 username: "Me".into(),
                 connected: true,
                 messages: vec![],
+                read_up_to: None,
             },
         ]);
         assert_eq!(s.list_order(&[]), ["cid", "bob", "ann", "me", "zed"]);
         // The last page: no more to load.
         s.apply_conversations(vec![], false);
         assert_eq!(s.conversations_before(), None);
+    }
+
+    #[test]
+    fn the_list_is_ordered_by_the_newest_messages_time_with_its_id_to_break_ties() {
+        let mut s = ChatState::new(Some("me".into()));
+        let at = |id: i64, ts: i64, from: &str| Message {
+            ts,
+            ..msg(id, from, "me")
+        };
+        // Ids and times disagree (stored by nodes whose clocks differ): the time orders.
+        s.insert(at(10, 1_000, "ann"));
+        s.insert(at(9, 2_000, "bob"));
+        // The same time: the larger id first.
+        s.insert(at(7, 500, "cid"));
+        s.insert(at(8, 500, "dan"));
+        // A summary's newest message counts the same way.
+        s.apply_conversations(vec![summary("eve", at(6, 1_500, "eve"), 1, 0)], false);
+        let order = |s: &ChatState, pending: &[OutboxEntry]| -> Vec<String> {
+            s.conversation_list(pending)
+                .into_iter()
+                .map(|c| c.user_id)
+                .collect()
+        };
+        assert_eq!(order(&s, &[]), ["bob", "eve", "ann", "dan", "cid"]);
+        assert_eq!(s.list_order(&[]), ["bob", "eve", "ann", "dan", "cid"]);
+        // A message not sent yet, by when it was written.
+        let mut waiting = entry("x");
+        waiting.to = "cid".into();
+        waiting.created_at = 1_200;
+        assert_eq!(order(&s, &[waiting]), ["bob", "eve", "cid", "ann", "dan"]);
     }
 
     #[test]
@@ -1207,6 +1261,34 @@ mod tests {
         // A summary without one (either side stopped sharing) clears it.
         s.apply_conversations(vec![summary("bob", msg(4, "me", "bob"), 0, 0)], false);
         assert_eq!(s.seen("bob"), None);
+    }
+
+    #[test]
+    fn a_page_counted_before_a_seen_does_not_move_seen_back() {
+        let mut s = ChatState::new(Some("me".into()));
+        s.insert(msg(2, "me", "bob"));
+        s.insert(msg(4, "me", "bob"));
+        s.apply_seen(Seen {
+            by: "bob".into(),
+            up_to: 4,
+            at: 40,
+        });
+        // A conversations page the server counted before bob read message 4 (asked before the
+        // `seen`, answered after it).
+        let mut older = summary("bob", msg(4, "me", "bob"), 0, 0);
+        older.peer_read = Some(ReadMark { up_to: 2, at: 20 });
+        s.apply_conversations(vec![older], false);
+        assert_eq!(s.seen("bob"), Some(ReadMark { up_to: 4, at: 40 }));
+        assert_eq!((s.seen_at("bob", 4), s.seen_at("bob", 2)), (Some(40), None));
+        // A newer one moves it on.
+        let mut newer = summary("bob", msg(4, "me", "bob"), 0, 0);
+        newer.peer_read = Some(ReadMark { up_to: 4, at: 45 });
+        s.apply_conversations(vec![newer], false);
+        assert_eq!(s.seen("bob"), Some(ReadMark { up_to: 4, at: 45 }));
+        // The read cursor never goes back either.
+        s.apply_conversations(vec![summary("bob", msg(4, "me", "bob"), 0, 3)], false);
+        s.apply_conversations(vec![summary("bob", msg(4, "me", "bob"), 0, 1)], false);
+        assert_eq!(s.read_cursor("bob"), 3);
     }
 
     #[test]

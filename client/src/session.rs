@@ -224,6 +224,18 @@ pub struct Devices {
     pub error: Option<String>,
 }
 
+/// A change of the viewer's settings asked of the server: it applies once the server accepts
+/// it (its answer, or its `settings` event), never before, so a refused or lost request leaves
+/// the settings as the server has them and says why here.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SettingsChange {
+    /// The change on its way (`None`: none).
+    pub wanted: Option<Settings>,
+    /// Why the last change was not made (the server's words, or no answer), until the next
+    /// one is asked.
+    pub error: Option<String>,
+}
+
 /// How long a refused restore waits before it is asked again.
 const RESTORE_RETRY_MS: u64 = 1_000;
 
@@ -245,7 +257,10 @@ enum Pending {
     Conversations {
         before: Option<i64>,
     },
-    Settings,
+    /// `change`: a change asked for (`None`: the settings read after a connect).
+    Settings {
+        change: Option<Settings>,
+    },
     Devices,
     Revoke {
         device_id: String,
@@ -284,6 +299,8 @@ pub struct Session {
     searches: OneAtATime<String>,
     /// The account's devices, once asked for.
     devices: Devices,
+    /// A settings change on its way, or why the last one failed.
+    settings_change: SettingsChange,
 }
 
 impl Session {
@@ -319,7 +336,14 @@ impl Session {
             search_wanted: None,
             searches: OneAtATime::default(),
             devices: Devices::default(),
+            settings_change: SettingsChange::default(),
         }
+    }
+
+    /// A settings change on its way, or why the last one was not made
+    /// ([`Input::SetReadReceipts`]).
+    pub fn settings_change(&self) -> &SettingsChange {
+        &self.settings_change
     }
 
     /// The account's devices, as last listed ([`Input::LoadDevices`]).
@@ -441,6 +465,9 @@ impl Session {
                 self.restored = false;
                 // Requests in flight through the hub will never be answered.
                 self.pending.clear();
+                if self.settings_change.wanted.take().is_some() {
+                    self.settings_change.error = Some(NO_ANSWER.into());
+                }
                 self.reads.forget_on_its_way();
                 self.searches.forget_on_its_way();
                 self.outbox.forget_in_flight();
@@ -462,6 +489,7 @@ impl Session {
                 self.search_wanted = None;
                 self.searches.clear_wanted();
                 self.devices = Devices::default();
+                self.settings_change = SettingsChange::default();
                 self.event(SessionEvent::OutboxChanged);
                 self.event(SessionEvent::ChatChanged);
             }
@@ -502,13 +530,22 @@ impl Session {
                 }
             }
             Input::SetReadReceipts { on } => {
+                // Applied once the server accepts it (see `SettingsChange`).
                 let change = Settings {
                     read_receipts: Some(on),
                 };
-                if self.request_settings(change, now) {
-                    self.chat.apply_settings(change);
-                    self.event(SessionEvent::ChatChanged);
-                }
+                self.settings_change = if self.request_settings(Some(change), now) {
+                    SettingsChange {
+                        wanted: Some(change),
+                        error: None,
+                    }
+                } else {
+                    SettingsChange {
+                        wanted: None,
+                        error: Some(NOT_CONNECTED.into()),
+                    }
+                };
+                self.event(SessionEvent::ChatChanged);
             }
             Input::LoadDevices => self.request_devices(None, now),
             Input::RevokeDevice { device_id } => self.request_devices(Some(device_id), now),
@@ -653,7 +690,7 @@ impl Session {
             // the hub, which may be old: it asks for everyone.
             CoreEvent::Connected { .. } => {
                 self.request_conversations(None, now);
-                self.request_settings(Settings::default(), now);
+                self.request_settings(None, now);
                 if let Some(query) = &self.search_wanted {
                     self.searches.want_at(query, now);
                 }
@@ -889,6 +926,10 @@ impl Session {
             }
             Pending::Logout => {}
             Pending::Conversations { before } => {
+                // Not answered in time: asked again in a moment, as a refusal is (a lost
+                // answer left the counts it carries unknown). A disconnect needs nothing: the
+                // next connect asks for the first page.
+                let timed_out = matches!(result, Err(AckFailure::Timeout));
                 match parse::<Ack<ConversationList>>(first_arg(result)) {
                     Some(Ack::Ok(list)) => {
                         self.chat
@@ -904,14 +945,32 @@ impl Session {
                     Some(Ack::Error(error)) if refused_for_now(error.code) => {
                         self.conversations_due = Some((before, now + REFUSED_RETRY_MS));
                     }
+                    None if timed_out => {
+                        self.conversations_due = Some((before, now + REFUSED_RETRY_MS));
+                    }
                     _ => {}
                 }
             }
-            Pending::Settings => {
-                if let Some(Ack::Ok(settings)) = parse::<Ack<Settings>>(first_arg(result)) {
-                    self.chat.apply_settings(settings);
-                    self.event(SessionEvent::ChatChanged);
+            Pending::Settings { change } => {
+                let answer = parse::<Ack<Settings>>(first_arg(result));
+                if let Some(Ack::Ok(settings)) = &answer {
+                    self.chat.apply_settings(*settings);
                 }
+                // The change's answer (of the latest asked: an earlier one's is not its).
+                if change.is_some() && self.settings_change.wanted == change {
+                    let another = self.in_flight(
+                        |p| matches!(p, Pending::Settings { change: Some(c) } if Some(*c) == change),
+                    );
+                    if !another {
+                        self.settings_change.wanted = None;
+                        self.settings_change.error = match answer {
+                            Some(Ack::Ok(_)) => None,
+                            Some(Ack::Error(error)) => Some(error.message),
+                            None => Some(NO_ANSWER.into()),
+                        };
+                    }
+                }
+                self.event(SessionEvent::ChatChanged);
             }
             Pending::Devices => {
                 self.devices.busy = false;
@@ -1072,16 +1131,16 @@ impl Session {
         self.event(SessionEvent::ChatChanged);
     }
 
-    /// Asks to change the settings named in `change` (`Settings::default()`: read them).
-    /// Returns whether the request went out.
-    fn request_settings(&mut self, change: Settings, now: u64) -> bool {
-        let request = RawJson::of(&change);
+    /// Asks to change the settings named in `change` (`None`: read them). Returns whether the
+    /// request went out.
+    fn request_settings(&mut self, change: Option<Settings>, now: u64) -> bool {
+        let request = RawJson::of(&change.unwrap_or_default());
         match self
             .core
             .emit_with_ack(events::SETTINGS, &request, ACK_TIMEOUT_MS, now)
         {
             Ok(id) => {
-                self.pending.insert(id, Pending::Settings);
+                self.pending.insert(id, Pending::Settings { change });
                 true
             }
             Err(_) => false,
@@ -1331,6 +1390,11 @@ mod tests {
         let restored = SessionOutput::Event(SessionEvent::Restored);
         let mut session = connected();
         sent(&mut session);
+        // (The connect's conversations are answered: one not answered is asked again.)
+        session.step(
+            Input::Frame(r#"430[{"ok":{"conversations":[],"hasMore":false}}]"#),
+            2,
+        );
         session.step(Input::Timer, 2 + ACK_TIMEOUT_MS);
         assert_eq!(
             sent(&mut session),
@@ -2205,15 +2269,69 @@ mod tests {
             sent(&mut session),
             [r#"423["settings",{"readReceipts":false}]"#]
         );
-        assert_eq!(session.chat().seen("u"), None, "at once");
+        // Applied once the server accepts it.
+        assert!(session.chat().seen("u").is_some());
+        assert_eq!(
+            session.settings_change().wanted,
+            Some(Settings {
+                read_receipts: Some(false)
+            })
+        );
         session.step(Input::Frame(r#"433[{"ok":{"readReceipts":false}}]"#), 20);
         assert_eq!(
             session.chat().settings().unwrap().read_receipts,
             Some(false)
         );
+        assert_eq!(session.chat().seen("u"), None);
+        assert_eq!(session.settings_change(), &SettingsChange::default());
         // Turned back on from another tab.
         session.step(Input::Frame(r#"42["settings",{"readReceipts":true}]"#), 30);
         assert!(session.chat().seen("u").is_some());
+    }
+
+    #[test]
+    fn a_settings_change_the_server_refused_or_never_answered_changes_nothing_and_says_why() {
+        let mut session = messenger();
+        let receipts = |session: &Session| session.chat().settings().unwrap().read_receipts;
+        // Refused.
+        session.step(Input::SetReadReceipts { on: false }, 10);
+        assert_eq!(sent(&mut session).len(), 1);
+        session.step(
+            Input::Frame(r#"433[{"error":{"code":"rate_limited","message":"Slow down."}}]"#),
+            20,
+        );
+        assert_eq!(receipts(&session), Some(true));
+        assert_eq!(
+            session.settings_change(),
+            &SettingsChange {
+                wanted: None,
+                error: Some("Slow down.".into())
+            }
+        );
+        // Not answered in time.
+        session.step(Input::SetReadReceipts { on: false }, 30);
+        assert_eq!(sent(&mut session).len(), 1);
+        assert_eq!(session.settings_change().error, None, "asked again");
+        session.step(Input::Timer, 30 + ACK_TIMEOUT_MS);
+        assert_eq!(receipts(&session), Some(true));
+        assert_eq!(session.settings_change().wanted, None);
+        assert_eq!(session.settings_change().error.as_deref(), Some(NO_ANSWER));
+        // The server made it all the same, and says so: it applies.
+        session.step(
+            Input::Frame(r#"42["settings",{"readReceipts":false}]"#),
+            40 + ACK_TIMEOUT_MS,
+        );
+        assert_eq!(receipts(&session), Some(false));
+        // Offline: nothing is asked, and it says so.
+        session.step(Input::Disconnect, 50 + ACK_TIMEOUT_MS);
+        sent(&mut session);
+        session.step(Input::SetReadReceipts { on: true }, 60 + ACK_TIMEOUT_MS);
+        assert!(sent(&mut session).is_empty());
+        assert_eq!(receipts(&session), Some(false));
+        assert_eq!(
+            session.settings_change().error.as_deref(),
+            Some(NOT_CONNECTED)
+        );
     }
 
     #[test]
@@ -2248,6 +2366,44 @@ mod tests {
             6,
         );
         assert!(sent(&mut session).is_empty());
+    }
+
+    #[test]
+    fn a_conversations_page_not_answered_in_time_is_asked_again() {
+        let mut session = restored();
+        // The connect's page (asked at 2) gets no answer.
+        let timed_out = 2 + ACK_TIMEOUT_MS;
+        session.step(Input::Timer, timed_out);
+        assert!(sent(&mut session).is_empty(), "after a moment");
+        let again = session.next_deadline().unwrap();
+        assert!(again <= timed_out + REFUSED_RETRY_MS, "{again}");
+        session.step(Input::Timer, again);
+        assert_eq!(
+            sent(&mut session),
+            [r#"423["conversations",{"before":null,"limit":null}]"#]
+        );
+        session.step(Input::Frame(r#"433[{"ok":{"conversations":[{"userID":"u","username":"ursula","connected":true,"last":{"id":7,"ts":1,"content":"x","from":"u","to":"me"},"unread":1,"readUpTo":0}],"hasMore":false}}]"#), again + 1);
+        assert_eq!(session.chat().unread("u"), 1);
+    }
+
+    #[test]
+    fn the_rosters_read_cursors_count_unread_beyond_the_conversations_pages() {
+        let mut session = connected();
+        session.step(
+            Input::Frame(r#"42["session",{"sessionID":"s","userID":"me"}]"#),
+            2,
+        );
+        // Two conversations, read on another device up to 40 and 50; no page names them.
+        session.step(Input::Frame(r#"42["users",[{"userID":"u","username":"u","connected":true,"readUpTo":40,"messages":[{"id":40,"ts":1,"content":"a","from":"u","to":"me"},{"id":41,"ts":2,"content":"b","from":"u","to":"me"}]},{"userID":"v","username":"v","connected":false,"readUpTo":50,"messages":[{"id":50,"ts":3,"content":"c","from":"v","to":"me"}]},{"userID":"w","username":"w","connected":false,"messages":[]}]]"#), 3);
+        assert_eq!(session.chat().unread("u"), 1);
+        assert_eq!(session.chat().unread("v"), 0);
+        assert_eq!(session.chat().total_unread(), 1);
+        let list = session.chat().conversation_list(&[]);
+        let unread: Vec<(&str, usize)> = list
+            .iter()
+            .map(|c| (c.user_id.as_str(), c.unread))
+            .collect();
+        assert_eq!(unread, [("v", 0), ("u", 1)]);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 // everything the keyboard reaches; a chosen dark theme is in the page before any script runs.
 import { test, expect, Browser, Page } from "@playwright/test";
 import AxeBuilder from "@axe-core/playwright";
-import { messages, newPerson, openChat, send, signIn, userId } from "./helpers";
+import { messages, newPerson, openChat, personLink, send, signIn, userId } from "./helpers";
 
 const unique = (name: string) => `${name}-${Math.random().toString(36).slice(2, 7)}`;
 
@@ -145,4 +145,51 @@ test("the theme toggle's choice is what the server renders next time", async ({ 
   await expect(page.getByRole("button", { name: "Dark theme" })).toHaveAttribute("aria-pressed", "true");
   await page.getByRole("button", { name: "Dark theme" }).click();
   expect(await (await page.request.get("/about")).text()).toMatch(/<html[^>]*data-theme="light"/);
+});
+
+test("each of my messages says in words whether it is sending, sent, seen or not sent", async ({ browser, baseURL }) => {
+  const [adaName, bobName] = [unique("ada"), unique("bob")];
+  const context = await browser.newContext({ baseURL });
+  const page = await context.newPage();
+  // While `holding`, the messages this page sends never reach the server (no ack: "Sending").
+  let holding = false;
+  await page.routeWebSocket(/\/socket\.io\//, (ws) => {
+    const server = ws.connectToServer();
+    ws.onMessage((m) => {
+      if (!(holding && typeof m === "string" && m.includes('"private message"'))) server.send(m);
+    });
+  });
+  await signIn(page, adaName);
+  const bob = await newPerson(browser, baseURL, bobName);
+  await openChat(page, bobName);
+  // What a screen reader reads of a message (the accessibility tree: not colours, not what is
+  // hidden from it).
+  const read = (text: string) => messages(page).filter({ hasText: text }).ariaSnapshot();
+
+  holding = true;
+  await send(page, "on its way");
+  await expect.poll(() => read("on its way")).toContain("Sending…");
+  await expect(personLink(page, bobName)).toContainText("Sending: on its way");
+  holding = false;
+  // The outbox is kept: after a reload it goes out, and is acknowledged.
+  await page.reload();
+  await expect.poll(() => read("on its way"), { timeout: 15_000 }).toMatch(/\bSent\b/);
+
+  // Read by Bob: "Seen" with the full date and time (the clock alone is hidden from it).
+  await openChat(bob.page, adaName);
+  await expect(messages(bob.page).filter({ hasText: "on its way" })).toHaveCount(1);
+  await expect.poll(() => read("on its way")).toMatch(/Seen \w+day, /);
+
+  // Refused by the server (nobody has this address): not sent, with what to do about it.
+  await page.goto("/chat/00000000-0000-4000-8000-000000000000");
+  await send(page, "to nobody");
+  await expect.poll(() => read("to nobody")).toMatch(/Not sent: .+/);
+  const snapshot = await read("to nobody");
+  expect(snapshot).toContain('button "Retry"');
+  expect(snapshot).toContain('button "Discard"');
+  await expect(page.getByRole("list", { name: "Chats" }).getByRole("listitem").filter({ hasText: "to nobody" })).toContainText(
+    "Not sent: to nobody",
+  );
+  await context.close();
+  await bob.context.close();
 });

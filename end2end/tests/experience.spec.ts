@@ -268,6 +268,37 @@ test.describe("a long conversation", () => {
     bob.socket.close();
     await ada.context.close();
   });
+
+  test("only what the reader has seen is read: scrolled up, new messages stay unread", async ({ browser }) => {
+    const { ada, bob, adaId } = await longConversation(browser, 40);
+    const page = ada.page;
+    await expect(page).not.toHaveTitle(/^\(/);
+    await history(page).evaluate((el) => {
+      el.scrollTop = 0;
+    });
+    await expect(jumpButton(page)).toHaveText("Jump to latest");
+    await bob.say(adaId, "new one");
+    await bob.say(adaId, "new two");
+    await expect(page.getByRole("button", { name: "Jump to latest (2 new messages)" })).toBeVisible();
+    await expect(page, "not looked at: still unread").toHaveTitle(/^\(2\) /);
+    await jumpButton(page).click();
+    await expect(page).not.toHaveTitle(/^\(/);
+
+    // Scrolling down by hand reads them too.
+    await history(page).evaluate((el) => {
+      el.scrollTop = 0;
+    });
+    await expect(jumpButton(page)).toBeVisible();
+    await bob.say(adaId, "new three");
+    await expect(page.getByRole("button", { name: "Jump to latest (1 new message)" })).toBeVisible();
+    await expect(page).toHaveTitle(/^\(1\) /);
+    await history(page).evaluate((el) => {
+      el.scrollTop = el.scrollHeight;
+    });
+    await expect(page).not.toHaveTitle(/^\(/);
+    bob.socket.close();
+    await ada.context.close();
+  });
 });
 
 test.describe("drafts", () => {
@@ -298,6 +329,33 @@ test.describe("drafts", () => {
     await page.reload();
     await expect(messages(page).filter({ hasText: "half a thought" })).toBeVisible();
     await expect(composer(page)).toHaveValue("");
+    await ada.context.close();
+    await bob.context.close();
+  });
+
+  test("a draft the full storage refuses is kept in the tab, and the person is told", async ({ browser, baseURL }) => {
+    const [adaName, bobName] = [unique("ada"), unique("bob")];
+    const ada = await newPerson(browser, baseURL, adaName);
+    const bob = await newPerson(browser, baseURL, bobName);
+    const page = ada.page;
+    // The browser's storage is full for drafts (the quota error every browser throws).
+    await page.addInitScript(() => {
+      const real = Storage.prototype.setItem;
+      Storage.prototype.setItem = function (key: string, value: string) {
+        if (key.startsWith("tether.draft.")) throw new DOMException("full", "QuotaExceededError");
+        return real.call(this, key, value);
+      };
+    });
+    await page.reload();
+    await openChat(page, bobName);
+    await composer(page).fill("too much to keep");
+    await expect(page.getByRole("status").filter({ hasText: "storage is full" })).toBeVisible();
+    await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "About" }).click();
+    await page.goBack();
+    await expect(composer(page)).toHaveValue("too much to keep");
+    await composer(page).press("Enter");
+    await expect(messages(page).filter({ hasText: "too much to keep" })).toBeVisible();
+    await expect(page.getByRole("status").filter({ hasText: "storage is full" })).toHaveCount(0);
     await ada.context.close();
     await bob.context.close();
   });
@@ -362,6 +420,29 @@ test.describe("unread and notifications", () => {
     await expect(messages(ada.page).filter({ hasText: "from bob" })).toBeVisible();
     bob.socket.close();
     await ada.context.close();
+  });
+
+  test("a notification names a sender who is not in the roster", async ({ browser }) => {
+    const dataDir = freshDataDir();
+    // Beyond one user, presence goes to contacts only: Ada never hears of Bob before he writes.
+    const server = await startServer(dataDir, "127.0.0.1:0", ["--roster-full-max", "1"]);
+    try {
+      const ada = await personWithNotifications(browser, server.url, unique("ada"));
+      const adaId = await userId(ada.page);
+      await turnOnNotifications(ada.page);
+      await ada.page.goto("/");
+      const bob = await writer(server.url, unique("bob"));
+      await setHidden(ada.page, true);
+      await bob.say(adaId, "hello stranger");
+      await expect.poll(() => notificationsShown(ada.page)).toEqual([
+        { title: bob.name, body: "hello stranger", tag: expect.stringMatching(/^tether-message-\d+$/) },
+      ]);
+      bob.socket.close();
+      await ada.context.close();
+    } finally {
+      await stopServer(server);
+      removeDataDir(dataDir);
+    }
   });
 
   test("the permission is asked only from the setting's click", async ({ browser, baseURL }) => {

@@ -3,7 +3,7 @@
 // receipts ("Seen") with their setting, typing indicators, and the directory search.
 import { test, expect, Browser, Page } from "@playwright/test";
 import { freshDataDir, removeDataDir, startRedis, startServer, stopServer } from "../server";
-import { messages, newPerson, openChat, personLink, send } from "./helpers";
+import { messages, newPerson, openChat, personLink, send, signIn } from "./helpers";
 
 const unique = (name: string) => `${name}-${Math.random().toString(36).slice(2, 7)}`;
 
@@ -346,4 +346,32 @@ test("across two nodes: unread clears on every node, Seen and typing reach the o
     dirs.forEach(removeDataDir);
     await redis.stop();
   }
+});
+
+test("a read-receipts change the server refuses is not applied, and the page says so", async ({ browser, baseURL }) => {
+  const context = await browser.newContext({ baseURL });
+  const page = await context.newPage();
+  // The server's answer to a settings change is replaced by a refusal; everything else passes.
+  await page.routeWebSocket(/\/socket\.io\//, (ws) => {
+    const server = ws.connectToServer();
+    ws.onMessage((m) => {
+      const change = typeof m === "string" ? m.match(/^42(\d+)\["settings",\{"readReceipts"/) : null;
+      if (change) ws.send(`43${change[1]}[{"error":{"code":"rate_limited","message":"Too many changes."}}]`);
+      else server.send(m);
+    });
+  });
+  await signIn(page, unique("ada"));
+  await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Settings" }).click();
+  const toggle = page.getByRole("checkbox", { name: "Send read receipts" });
+  await expect(toggle).toBeEnabled();
+  await expect(toggle).toBeChecked();
+  await toggle.click();
+  await expect(page.getByRole("alert")).toHaveText("Read receipts were not changed: Too many changes.");
+  await expect(toggle, "back where the server has it").toBeChecked();
+  await expect(toggle).toBeEnabled();
+  // Still on after a reload: the server never changed it.
+  await page.reload();
+  await expect(toggle).toBeEnabled();
+  await expect(toggle).toBeChecked();
+  await context.close();
 });

@@ -91,6 +91,11 @@ pub struct UserEntry {
     pub connected: bool,
     /// The viewer's conversation with this user only.
     pub messages: Vec<Message>,
+    /// The viewer's read cursor of that conversation (0: nothing read), in a connect's `users`
+    /// for the people the viewer has a conversation with; absent elsewhere. Optional and
+    /// additive: the tutorial's client ignores it.
+    #[serde(rename = "readUpTo", default, skip_serializing_if = "Option::is_none")]
+    pub read_up_to: Option<i64>,
 }
 
 /// `private message` as a client sends it. Unknown fields (a forged `from`, say) are ignored.
@@ -383,6 +388,14 @@ mod tests {
             username: "ada".into(),
             connected: false,
             messages: vec![message(None), message(Some("c"))],
+            read_up_to: None,
+        });
+        forms.check(UserEntry {
+            user_id: "u".into(),
+            username: "ada".into(),
+            connected: true,
+            messages: vec![message(None)],
+            read_up_to: Some(9_007_199_254_740_993),
         });
         forms.check(OutgoingMessage {
             content: "hi".into(),

@@ -306,6 +306,7 @@ fn ChatRow(user_id: String, page: Memo<Page>) -> impl IntoView {
         Some(last) => {
             let text: String = last.content.chars().take(PREVIEW_CHARS).collect();
             match (last.mine, last.pending) {
+                (_, true) if last.failed => format!("Not sent: {text}"),
                 (_, true) => format!("Sending: {text}"),
                 (true, false) if !s.is_me => format!("You: {text}"),
                 _ => text,

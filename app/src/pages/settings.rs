@@ -25,6 +25,10 @@ fn Settings() -> impl IntoView {
             .flatten()
             .and_then(|s| s.read_receipts)
     };
+    // A change waits for the server's answer: until then the box shows what was asked, and a
+    // refused or lost change says so (the box is back where the server has it).
+    let change = move || rt.with(|s| s.settings_change().clone()).unwrap_or_default();
+    let asked = move || change().wanted.and_then(|s| s.read_receipts);
     let online = move || rt.status.get() == Status::Online;
     view! {
         <section class="page settings">
@@ -35,8 +39,8 @@ fn Settings() -> impl IntoView {
                     type="checkbox"
                     id="read-receipts"
                     aria-describedby="read-receipts-hint"
-                    prop:checked=move || receipts().unwrap_or(true)
-                    disabled=move || receipts().is_none() || !online()
+                    prop:checked=move || asked().or_else(receipts).unwrap_or(true)
+                    disabled=move || receipts().is_none() || !online() || asked().is_some()
                     on:change=move |ev| rt.set_read_receipts(event_target_checked(&ev))
                 />
                 <div>
@@ -45,6 +49,12 @@ fn Settings() -> impl IntoView {
                         "People see “Seen” under the messages you have read. "
                         "Turned off, they do not, and you do not see theirs either."
                     </p>
+                    <p class="hint" role="status">
+                        {move || asked().is_some().then_some("Saving…")}
+                    </p>
+                    {move || change().error.map(|e| view! {
+                        <p class="field-error" role="alert">{format!("Read receipts were not changed: {e}")}</p>
+                    })}
                 </div>
             </div>
             <h2>"Notifications"</h2>

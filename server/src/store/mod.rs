@@ -218,6 +218,9 @@ pub struct Conversations {
     pub peers: Vec<UserId>,
     /// The messages asked for, of every conversation, oldest first.
     pub messages: Vec<Message>,
+    /// The viewer's read cursors (peer, newest message id read), of the conversations the
+    /// viewer has read at all (none listed: 0).
+    pub read: Vec<(UserId, i64)>,
 }
 
 /// What an expiry sweep ended.

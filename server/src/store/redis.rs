@@ -1565,9 +1565,22 @@ impl Store for RedisStore {
             ids.drain(..ids.len() - keep);
             messages = self.read_messages(&ids).await?;
         }
+        // `reads:{viewer}`, peer → "{upTo}:{at}": one field per conversation read.
+        let cursors: Vec<(String, String)> = self
+            .conn()
+            .hgetall(self.keys.reads(viewer.as_str()))
+            .await?;
+        let read = cursors
+            .into_iter()
+            .filter_map(|(peer, cursor)| {
+                let up_to = cursor.split(':').next()?.parse().ok()?;
+                Some((UserId::from_store(peer), up_to))
+            })
+            .collect();
         Ok(Conversations {
             peers: peers.into_iter().map(UserId::from_store).collect(),
             messages,
+            read,
         })
     }
 

@@ -115,6 +115,7 @@ pub(super) async fn came_online<A: Adapter>(
         username: username.to_owned(),
         connected: true,
         messages: Vec::new(),
+        read_up_to: None,
     };
     let _ = speaker
         .to(audience)

@@ -12,6 +12,8 @@ const MESSAGE_FIXED: usize = 205;
 /// A user entry's JSON without its name: `{"userID":"<uuid>","username":"","connected":false,
 /// "messages":[]}`, and a separating comma.
 pub const USER_FIXED: usize = 96;
+/// A user entry's `readUpTo` with a 19-digit number: `,"readUpTo":…`.
+const READ_UP_TO: usize = 31;
 /// A conversation summary's JSON without its name and last message: `{"userID":"<uuid>",
 /// "username":"","connected":false,"last":,"unread":4294967295,"readUpTo":…,"peerRead":
 /// {"upTo":…,"at":…}}` with 19-digit numbers, and a separating comma.
@@ -75,6 +77,7 @@ pub fn summary_most(max_chars: usize) -> usize {
 pub fn entry_bytes(entry: &UserEntry) -> usize {
     USER_FIXED
         + json_str_bytes(&entry.username)
+        + entry.read_up_to.map_or(0, |_| READ_UP_TO)
         + entry.messages.iter().map(message_bytes).sum::<usize>()
 }
 
@@ -152,8 +155,14 @@ mod tests {
             username: "a \"name\"".into(),
             connected: false,
             messages: vec![m(1, "x")],
+            read_up_to: None,
         };
         assert!(entry_bytes(&entry) >= serde_json::to_string(&entry).unwrap().len());
+        let read = UserEntry {
+            read_up_to: Some(i64::MAX),
+            ..entry
+        };
+        assert!(entry_bytes(&read) >= serde_json::to_string(&read).unwrap().len());
         let summary = ConversationSummary {
             user_id: "0f8fad5b-d9cb-469f-a165-70867728950e".into(),
             username: "a \"name\" ✓".into(),

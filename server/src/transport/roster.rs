@@ -30,7 +30,8 @@ pub(super) struct Roster {
 
 /// One entry per user listed, the viewer included, each with the viewer's conversation with
 /// that user only: of it, the messages after `held_through` (what a resuming client already
-/// holds; 0 for the whole conversation, as the tutorial sends it).
+/// holds; 0 for the whole conversation, as the tutorial sends it), and for the people the
+/// viewer has a conversation with, the viewer's read cursor of it (`readUpTo`).
 pub(super) async fn connect_roster(
     state: &SocketState,
     viewer: &Viewer,
@@ -55,6 +56,7 @@ pub(super) async fn connect_roster(
         price::newest_within(conversations.messages, state.limits.roster_max_bytes);
     let mut by_peer = group_by_peer(viewer.user_id.as_str(), messages);
     let contacts: HashSet<UserId> = conversations.peers.into_iter().collect();
+    let read: HashMap<UserId, i64> = conversations.read.into_iter().collect();
     let listed = members(
         &users,
         viewer,
@@ -67,6 +69,10 @@ pub(super) async fn connect_roster(
         .map(|user| UserEntry {
             connected: online.contains(&user.user_id),
             messages: by_peer.remove(user.user_id.as_str()).unwrap_or_default(),
+            // So a client counts unread in every conversation listed, not only in those of
+            // the `conversations` pages it asked for (notes to self are never unread).
+            read_up_to: (user.user_id != viewer.user_id && contacts.contains(&user.user_id))
+                .then(|| read.get(&user.user_id).copied().unwrap_or(0)),
             user_id: user.user_id.to_string(),
             username: user.username.clone(),
         })

@@ -439,6 +439,55 @@ async fn conversations_page_by_the_last_ones_message_id() {
     assert_eq!(all["conversations"].as_array().unwrap().len(), 1);
 }
 
+/// A connect's `users` carries the caller's read cursor of each conversation it lists
+/// (`readUpTo`), so a client counts unread beyond the `conversations` pages it asked for.
+#[tokio::test]
+async fn the_roster_carries_the_callers_read_cursor_of_every_conversation() {
+    let app = spawn_app().await;
+    let ada = app.connect_as("ada").await;
+    let bob = app.connect_as("bob").await;
+    let cy = app.connect_as("cy").await;
+    let dan = app.connect_as("dan").await;
+    let first = sent(&bob, &ada.user_id, "one").await;
+    let second = sent(&bob, &ada.user_id, "two").await;
+    ok(read(&ada, &bob.user_id, first).await);
+    sent(&cy, &ada.user_id, "hey").await;
+    sent(&ada, &ada.user_id, "note to self").await;
+    // Only the note's and cy's conversation is on the first page of one.
+    let page = conversations(&ada, json!({ "limit": 2 })).await;
+    assert_eq!(
+        listed(&page),
+        [(ada.user_id.clone(), 0), (cy.user_id.clone(), 1)]
+    );
+
+    let later = app.resume(&ada.session_id).await;
+    let of = |user: &str| {
+        later
+            .users
+            .iter()
+            .find(|u| u["userID"] == user)
+            .unwrap_or_else(|| panic!("{user} in {:?}", later.users))
+            .clone()
+    };
+    let with_bob = of(&bob.user_id);
+    assert_eq!(with_bob["readUpTo"], first);
+    let ids: Vec<i64> = with_bob["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, [first, second], "one unread after the cursor");
+    assert_eq!(of(&cy.user_id)["readUpTo"], 0, "never read");
+    // No conversation, or notes to self: no cursor (the entry is the tutorial's).
+    assert!(of(&dan.user_id).get("readUpTo").is_none());
+    assert!(of(&ada.user_id).get("readUpTo").is_none());
+    // Others hear of the caller as before.
+    let mut dan = dan;
+    let connected = dan.next("user connected").await;
+    assert!(connected.get("readUpTo").is_none());
+}
+
 #[tokio::test]
 async fn a_read_refuses_bad_input_and_changes_nothing() {
     let app: TestApp = spawn_app().await;

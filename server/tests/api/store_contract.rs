@@ -831,6 +831,11 @@ async fn a_read_cursor_is_clamped_to_the_newest_message<B: Backend>(backend: B) 
     // No conversation: nothing written, all zero; nobody: none.
     let none = mark(&store, &ada, &cy, 5).await;
     assert_eq!((none.moved, none.status), (false, Default::default()));
+    // A connect's roster reads the cursors written, and only those.
+    let roster = store.conversations(&ada, 10, 0, u32::MAX).await.unwrap();
+    assert_eq!(roster.read, [(bob.clone(), first.id)]);
+    let of_cy = store.conversations(&cy, 10, 0, u32::MAX).await.unwrap();
+    assert_eq!(of_cy.read, []);
     assert!(store
         .mark_read(&ada, &UserId::random(), 1)
         .await

@@ -704,7 +704,18 @@ impl Store for SqliteStore {
                 ))?
                 .query_map(params![viewer, since, per_peer, most], message_from_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(Conversations { peers, messages })
+            // One index range (the cursors' primary key starts with the user).
+            let read = conn
+                .prepare_cached("SELECT peer_id, up_to FROM read_cursors WHERE user_id = ?1")?
+                .query_map(params![viewer], |r| {
+                    Ok((UserId::from_store(r.get::<_, String>(0)?), r.get(1)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(Conversations {
+                peers,
+                messages,
+                read,
+            })
         })
         .await
     }
