@@ -127,6 +127,18 @@ impl<K: Hash + Eq + Clone> Buckets<K> {
             bucket.give_back(self.rate, amount);
         }
     }
+
+    /// Takes `amount` tokens that were already spent, going into debt if need be. A bucket
+    /// swept meanwhile (it had refilled) is made again, so the debt is never lost.
+    fn owe_at(&self, key: &K, amount: f64, now: Instant) {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let rate = self.rate;
+        let bucket = buckets
+            .entry(key.clone())
+            .or_insert_with(|| Bucket::full(rate, now));
+        bucket.refill(rate, now);
+        bucket.tokens -= amount;
+    }
 }
 
 /// Per-user buckets for sending messages: one token a message.
@@ -385,10 +397,19 @@ impl ReadLimits {
     /// The read is done and its answer cost `spent` bytes: refunds the rest of the
     /// reservation (or charges what it cost beyond it).
     pub fn settle(&self, reservation: Reservation, spent: usize) {
+        self.settle_at(reservation, spent, Instant::now());
+    }
+
+    fn settle_at(&self, reservation: Reservation, spent: usize, now: Instant) {
         let unspent = reservation.reserved - spent as f64;
-        if unspent != 0.0 {
+        if unspent > 0.0 {
             reservation.socket.lock().give_back(self.socket, unspent);
             self.users.give_back(&reservation.user, unspent);
+        } else if unspent < 0.0 {
+            // Beyond the reservation: owed, even if the user's bucket refilled and was swept
+            // while the read ran (a refund to a missing bucket is rightly nothing; a debt is not).
+            reservation.socket.lock().give_back(self.socket, unspent);
+            self.users.owe_at(&reservation.user, -unspent, now);
         }
     }
 
@@ -402,13 +423,7 @@ impl ReadLimits {
             own.refill(self.socket, now);
             own.tokens -= spent;
         }
-        let mut buckets = self.users.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        let rate = self.users.rate;
-        let bucket = buckets
-            .entry(user.clone())
-            .or_insert_with(|| Bucket::full(rate, now));
-        bucket.refill(rate, now);
-        bucket.tokens -= spent;
+        self.users.owe_at(user, spent, now);
     }
 }
 
@@ -467,6 +482,28 @@ mod tests {
             .expect("refunded");
         limits.settle(second, 900);
         assert!(limits.reserve_at(&user, &socket, 1, t0).is_none());
+    }
+
+    #[test]
+    fn what_a_read_cost_beyond_its_reservation_is_owed_even_if_the_bucket_was_swept() {
+        let mut limits = ReadLimits::new(Rate::new(1000.0, 1000.0), Rate::new(1000.0, 1000.0));
+        limits.users.max_keys = 0;
+        let (ada, bob) = (UserId::random(), UserId::random());
+        let t0 = Instant::now();
+        let read = limits
+            .reserve_at(&ada, &limits.socket_bucket(), 500, t0)
+            .expect("in budget");
+        // While the read runs, ada's bucket refills, and another user's read sweeps it away.
+        let t1 = t0 + Duration::from_secs(1);
+        let other = limits
+            .reserve_at(&bob, &limits.socket_bucket(), 1, t1)
+            .expect("fits");
+        limits.settle_at(other, 1, t1);
+        // The read cost 1000 more than it reserved: ada owes it, on any socket.
+        limits.settle_at(read, 1500, t1);
+        assert!(limits
+            .reserve_at(&ada, &limits.socket_bucket(), 1, t1)
+            .is_none());
     }
 
     #[test]
