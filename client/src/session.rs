@@ -60,6 +60,16 @@ pub const SEARCH_MAX_CHARS: usize = 64;
 /// A request the server refused for now (`rate_limited`, `store_unavailable`) is asked again
 /// after this long.
 const REFUSED_RETRY_MS: u64 = 1_000;
+/// A `conversations` page refused or unanswered again and again is asked after twice as long
+/// each time (1, 2, 4 … s), at most this long: a slow server is not sent a page a client every
+/// few seconds while the unanswered ones still run.
+const CONVERSATIONS_RETRY_MAX_MS: u64 = 30_000;
+
+/// How long to wait before asking again for a page that failed `failures` times in a row.
+fn conversations_retry_ms(failures: u32) -> u64 {
+    let doubled = REFUSED_RETRY_MS.saturating_mul(1 << failures.saturating_sub(1).min(16));
+    doubled.min(CONVERSATIONS_RETRY_MAX_MS)
+}
 
 /// Everything that can happen to a session: what its transport, its hub and its clock report,
 /// and what its user asks for. [`Session::step`] takes one at a time.
@@ -293,6 +303,8 @@ pub struct Session {
     reads: OneAtATime<String>,
     /// A `conversations` page refused for now, to ask again at this time.
     conversations_due: Option<(Option<i64>, u64)>,
+    /// `conversations` pages refused or unanswered in a row (the retry's backoff).
+    conversations_failures: u32,
     /// The query the search box holds.
     search_wanted: Option<String>,
     /// When to ask for it (keyed by it), one search at a time.
@@ -333,6 +345,7 @@ impl Session {
             times: FxHashMap::default(),
             reads: OneAtATime::default(),
             conversations_due: None,
+            conversations_failures: 0,
             search_wanted: None,
             searches: OneAtATime::default(),
             devices: Devices::default(),
@@ -486,6 +499,7 @@ impl Session {
                 self.times.clear();
                 self.reads.clear_wanted();
                 self.conversations_due = None;
+                self.conversations_failures = 0;
                 self.search_wanted = None;
                 self.searches.clear_wanted();
                 self.devices = Devices::default();
@@ -932,6 +946,7 @@ impl Session {
                 let timed_out = matches!(result, Err(AckFailure::Timeout));
                 match parse::<Ack<ConversationList>>(first_arg(result)) {
                     Some(Ack::Ok(list)) => {
+                        self.conversations_failures = 0;
                         self.chat
                             .apply_conversations(list.conversations, list.has_more);
                         // Reads made here that the server did not hear of (offline, a lost
@@ -943,10 +958,14 @@ impl Session {
                         self.event(SessionEvent::ChatChanged);
                     }
                     Some(Ack::Error(error)) if refused_for_now(error.code) => {
-                        self.conversations_due = Some((before, now + REFUSED_RETRY_MS));
+                        self.conversations_failures = self.conversations_failures.saturating_add(1);
+                        let wait = conversations_retry_ms(self.conversations_failures);
+                        self.conversations_due = Some((before, now + wait));
                     }
                     None if timed_out => {
-                        self.conversations_due = Some((before, now + REFUSED_RETRY_MS));
+                        self.conversations_failures = self.conversations_failures.saturating_add(1);
+                        let wait = conversations_retry_ms(self.conversations_failures);
+                        self.conversations_due = Some((before, now + wait));
                     }
                     _ => {}
                 }
@@ -2366,6 +2385,33 @@ mod tests {
             6,
         );
         assert!(sent(&mut session).is_empty());
+    }
+
+    #[test]
+    fn a_conversations_page_failing_again_and_again_is_asked_ever_less_often() {
+        let mut session = restored();
+        let mut asked_at = 2;
+        let mut waits = Vec::new();
+        for _ in 0..3 {
+            // The server's heartbeat goes on (it is the answers that do not come).
+            session.step(Input::Frame("2"), asked_at + 1);
+            sent(&mut session);
+            let timed_out = asked_at + ACK_TIMEOUT_MS;
+            session.step(Input::Timer, timed_out);
+            let again = session.next_deadline().unwrap();
+            waits.push(again - timed_out);
+            session.step(Input::Timer, again);
+            let frames = sent(&mut session);
+            assert!(
+                frames.len() == 1 && frames[0].contains(r#"["conversations","#),
+                "{frames:?}"
+            );
+            asked_at = again;
+        }
+        assert_eq!(waits, [1_000, 2_000, 4_000]);
+        let later: Vec<u64> = (4..=7).map(conversations_retry_ms).collect();
+        assert_eq!(later, [8_000, 16_000, 30_000, 30_000]);
+        assert_eq!(conversations_retry_ms(u32::MAX), CONVERSATIONS_RETRY_MAX_MS);
     }
 
     #[test]
