@@ -166,15 +166,25 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 
 /// A GET with extra header lines; returns status, raw head and body.
 pub async fn http_request(addr: SocketAddr, path: &str, headers: &[&str]) -> (u16, String, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
     let request =
         format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n");
+    // An upgraded (101) connection stays open: read what arrives within a moment.
+    http_exchange(addr, &request, Duration::from_secs(2)).await
+}
+
+/// Writes one raw HTTP/1.1 `request` and reads its answer until the server closes or `wait`
+/// passes; returns status (0 when none came), raw head and body.
+pub async fn http_exchange(
+    addr: SocketAddr,
+    request: &str,
+    wait: Duration,
+) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut response = Vec::new();
-    // An upgraded (101) connection stays open: read what arrives within a moment.
-    let _ = tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut response)).await;
+    let _ = tokio::time::timeout(wait, stream.read_to_end(&mut response)).await;
     let response = String::from_utf8_lossy(&response).into_owned();
     let status = response
         .split_whitespace()

@@ -23,7 +23,9 @@ use passkey_types::Passkey;
 use serde_json::{json, Value};
 use url::Url;
 
-use crate::helpers::{spawn_app, spawn_app_with, ChildServer, RedisServer, TestClient};
+use crate::helpers::{
+    http_exchange, spawn_app, spawn_app_with, ChildServer, RedisServer, TestApp, TestClient,
+};
 
 /// A user who always consents and is always verified (a platform authenticator's biometrics).
 struct Verified;
@@ -156,27 +158,16 @@ async fn protect(client: &TestClient, browser: &mut Browser) {
 /// A POST of `body` with extra header lines; status, head and the body as JSON (`null` when it
 /// is not JSON).
 async fn post(addr: SocketAddr, path: &str, body: &str, headers: &[&str]) -> (u16, String, Value) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
     let request = format!(
         "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{body}",
         body.len()
     );
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut response = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response)).await;
-    let response = String::from_utf8_lossy(&response).into_owned();
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or_default();
+    let (status, head, body) = http_exchange(addr, &request, Duration::from_secs(5)).await;
     (
         status,
-        head.to_owned(),
-        serde_json::from_str(body).unwrap_or(Value::Null),
+        head,
+        serde_json::from_str(&body).unwrap_or(Value::Null),
     )
 }
 
@@ -459,19 +450,7 @@ async fn sign_in_requests_are_bounded_typed_and_priced() {
 /// them on): the same answers as with no domain.
 #[tokio::test]
 async fn passkeys_are_off_unless_turned_on() {
-    let app = spawn_app_with(|c| c.passkeys = false).await;
-    let ada = app.connect_as("ada").await;
-    assert_eq!(
-        code(&ada.request("passkey_options", json!({})).await),
-        "passkeys_unavailable"
-    );
-    let (status, body) = post_json(
-        app.addr,
-        "/api/passkey/options",
-        json!({ "username": "ada" }),
-    )
-    .await;
-    assert_eq!((status, code(&body)), (404, "passkeys_unavailable"));
+    assert_passkeys_off(&spawn_app_with(|c| c.passkeys = false).await).await;
     assert!(
         !server::Config::for_data_dir("unused").passkeys,
         "off by default"
@@ -480,7 +459,12 @@ async fn passkeys_are_off_unless_turned_on() {
 
 #[tokio::test]
 async fn passkeys_are_off_without_a_domain() {
-    let app = spawn_app_with(|c| c.passkey_rp_id = Some("chat.example".into())).await;
+    assert_passkeys_off(&spawn_app_with(|c| c.passkey_rp_id = Some("chat.example".into())).await)
+        .await;
+}
+
+/// Passkeys off: the socket event answers `passkeys_unavailable`, the HTTP route 404 with it.
+async fn assert_passkeys_off(app: &TestApp) {
     let ada = app.connect_as("ada").await;
     assert_eq!(
         code(&ada.request("passkey_options", json!({})).await),
