@@ -7,18 +7,13 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::messenger::{request, Raw};
+use super::{tight_reads, tight_reads_allow};
 use crate::helpers::spawn_app_with;
 
 #[tokio::test]
 async fn a_devices_flood_is_priced_by_what_it_reads_and_its_socket_let_go() {
-    const BURST: u64 = 256 * 1024;
-    const RATE: u64 = 16 * 1024;
     let app = spawn_app_with(|c| {
-        c.read_burst_bytes = BURST;
-        c.read_bytes_per_sec = RATE;
-        c.socket_read_burst_bytes = BURST;
-        c.max_answer_bytes = 16 * 1024;
-        c.max_message_chars = 100;
+        tight_reads(c);
         c.roster_full_max = 10;
     })
     .await;
@@ -32,7 +27,7 @@ async fn a_devices_flood_is_priced_by_what_it_reads_and_its_socket_let_go() {
     let served = got.served();
     // Each list costs its request, and its one row and entry ("Other browser").
     let each = 256 + 128 + 128 + "Other browser".len();
-    let allowed = ((BURST as f64 + RATE as f64 * elapsed.as_secs_f64()) / each as f64) as usize;
+    let allowed = tight_reads_allow(elapsed, each);
     assert!(
         served <= allowed,
         "{served} lists served in {elapsed:?}, the budget allows {allowed}"

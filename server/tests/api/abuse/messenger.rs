@@ -12,6 +12,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use super::{tight_reads, tight_reads_allow, tight_reads_args};
 use crate::helpers::{spawn_app, spawn_app_with, ChildServer, RedisServer, TestApp, TestClient};
 
 /// A Socket.IO connection spoken by hand, so a test can put thousands of packets on the wire
@@ -376,14 +377,8 @@ async fn searches_with_huge_or_odd_queries_are_answered_at_once() {
 #[tokio::test]
 async fn a_search_flood_is_priced_by_the_directory_it_scans() {
     const USERS: usize = 60;
-    const BURST: u64 = 256 * 1024;
-    const RATE: u64 = 16 * 1024;
     let app = spawn_app_with(|c| {
-        c.read_burst_bytes = BURST;
-        c.read_bytes_per_sec = RATE;
-        c.socket_read_burst_bytes = BURST;
-        c.max_answer_bytes = 16 * 1024;
-        c.max_message_chars = 100;
+        tight_reads(c);
         c.roster_full_max = 10;
     })
     .await;
@@ -402,7 +397,7 @@ async fn a_search_flood_is_priced_by_the_directory_it_scans() {
     // Each search costs at least its request, a byte price per directory entry compared and
     // its 50 entries: no more fit in the budget.
     let each = 256 + (USERS + 1) * 8 + 50 * 100;
-    let allowed = ((BURST as f64 + RATE as f64 * elapsed.as_secs_f64()) / each as f64) as usize;
+    let allowed = tight_reads_allow(elapsed, each);
     assert!(
         served <= allowed,
         "{served} searches served in {elapsed:?}, the budget allows {allowed}"
@@ -533,13 +528,8 @@ async fn a_read_flood_is_refused_past_its_budget_and_its_socket_let_go() {
 async fn a_conversations_flood_is_priced_by_the_rows_it_reads_before_it_reads_them() {
     const PEERS: usize = 10;
     const UNREAD: u32 = 50;
-    const BURST: u64 = 256 * 1024;
-    const RATE: u64 = 16 * 1024;
     let app = spawn_app_with(|c| {
-        c.read_burst_bytes = BURST;
-        c.read_bytes_per_sec = RATE;
-        c.socket_read_burst_bytes = BURST;
-        c.socket_read_bytes_per_sec = RATE;
+        tight_reads(c);
         // An answer costs little beside the rows read for it (a page is cut to a couple of
         // entries; every one of them is read and counted all the same).
         c.max_answer_bytes = 1024;
@@ -574,7 +564,7 @@ async fn a_conversations_flood_is_priced_by_the_rows_it_reads_before_it_reads_th
     let served = got.served();
     // Each page read at least a row per conversation and per message counted.
     let each = 256 + PEERS * (1 + UNREAD as usize) * 128;
-    let allowed = ((BURST as f64 + RATE as f64 * elapsed.as_secs_f64()) / each as f64) as usize;
+    let allowed = tight_reads_allow(elapsed, each);
     assert!(
         served <= allowed,
         "{served} pages served in {elapsed:?}, the budget allows {allowed}"
@@ -595,16 +585,9 @@ async fn a_conversations_flood_is_priced_by_the_rows_it_reads_before_it_reads_th
 /// answer is seen).
 #[tokio::test]
 async fn a_settings_flood_is_refused_once_the_read_budget_is_spent() {
-    const BURST: u64 = 256 * 1024;
-    const RATE: u64 = 16 * 1024;
     const SENT: usize = 3000;
     let app = spawn_app_with(|c| {
-        c.read_burst_bytes = BURST;
-        c.read_bytes_per_sec = RATE;
-        c.socket_read_burst_bytes = BURST;
-        c.socket_read_bytes_per_sec = RATE;
-        c.max_answer_bytes = 16 * 1024;
-        c.max_message_chars = 100;
+        tight_reads(c);
         c.max_refused_requests = 100_000;
     })
     .await;
@@ -619,7 +602,7 @@ async fn a_settings_flood_is_refused_once_the_read_budget_is_spent() {
     let served = got.served();
     // Each read costs its request and its answer.
     let each = 256 + 32;
-    let allowed = ((BURST as f64 + RATE as f64 * elapsed.as_secs_f64()) / each as f64) as usize;
+    let allowed = tight_reads_allow(elapsed, each);
     assert!(
         served <= allowed,
         "{served} served in {elapsed:?}, the budget allows {allowed}"
@@ -652,18 +635,11 @@ async fn scripts_run(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
 #[tokio::test]
 async fn a_refused_search_reads_nothing_not_even_the_directory() {
     const SENT: usize = 400;
-    const BURST: u64 = 256 * 1024;
-    const RATE: u64 = 16 * 1024;
     let redis = RedisServer::start_own().await;
     let dir = tempfile::tempdir().unwrap();
     let mut args = redis.node_args();
+    args.extend(tight_reads_args());
     for (flag, value) in [
-        ("--read-burst-bytes", BURST),
-        ("--read-bytes-per-sec", RATE),
-        ("--socket-read-burst-bytes", BURST),
-        ("--socket-read-bytes-per-sec", RATE),
-        ("--max-answer-bytes", 16 * 1024),
-        ("--max-message-chars", 100),
         ("--roster-full-max", 10),
         // Every answer seen: the socket is kept past its refusals.
         ("--max-refused-requests", 100_000),

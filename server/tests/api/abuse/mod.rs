@@ -19,3 +19,41 @@ mod messenger;
 mod reads;
 mod refusals;
 mod signup;
+
+use server::Config;
+
+/// A read budget a flood spends in a few hundred requests: per user and per socket, a burst of
+/// [`TIGHT_BURST`] refilled at [`TIGHT_RATE`] a second; answers of at most 16 KiB and messages of
+/// at most 100 characters, so a test's fixtures stay small.
+pub(super) const TIGHT_BURST: u64 = 256 * 1024;
+pub(super) const TIGHT_RATE: u64 = 16 * 1024;
+
+pub(super) fn tight_reads(c: &mut Config) {
+    c.read_burst_bytes = TIGHT_BURST;
+    c.read_bytes_per_sec = TIGHT_RATE;
+    c.socket_read_burst_bytes = TIGHT_BURST;
+    c.socket_read_bytes_per_sec = TIGHT_RATE;
+    c.max_answer_bytes = 16 * 1024;
+    c.max_message_chars = 100;
+}
+
+/// How many requests costing `each` bytes [`tight_reads`] can serve in `elapsed`: the burst and
+/// what refilled meanwhile.
+pub(super) fn tight_reads_allow(elapsed: std::time::Duration, each: usize) -> usize {
+    ((TIGHT_BURST as f64 + TIGHT_RATE as f64 * elapsed.as_secs_f64()) / each as f64) as usize
+}
+
+/// [`tight_reads`] as a node's command-line flags.
+pub(super) fn tight_reads_args() -> Vec<String> {
+    [
+        ("--read-burst-bytes", TIGHT_BURST),
+        ("--read-bytes-per-sec", TIGHT_RATE),
+        ("--socket-read-burst-bytes", TIGHT_BURST),
+        ("--socket-read-bytes-per-sec", TIGHT_RATE),
+        ("--max-answer-bytes", 16 * 1024),
+        ("--max-message-chars", 100),
+    ]
+    .into_iter()
+    .flat_map(|(flag, value)| [flag.to_owned(), value.to_string()])
+    .collect()
+}
