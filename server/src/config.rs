@@ -362,6 +362,19 @@ pub struct Config {
     #[arg(long, env = "TETHER_REDIS_PASSWORD_FILE")]
     pub redis_password_file: Option<PathBuf>,
 
+    /// With Redis: a message is acked only once this many replicas of the primary hold it
+    /// (`WAIT`), so a failover (the primary killed, its replica promoted) loses no acked
+    /// message. 0: acked once the primary has it (replication is asynchronous). Set it with
+    /// `min-replicas-to-write` on the primary, so an isolated primary refuses writes.
+    #[arg(long, env = "TETHER_REDIS_WAIT_REPLICAS", default_value_t = 0)]
+    pub redis_wait_replicas: u32,
+
+    /// With --redis-wait-replicas: how long a message waits for its replicas before it is
+    /// refused `store_unavailable` (not acked; clients send it again with its clientId).
+    #[arg(long, env = "TETHER_REDIS_WAIT_TIMEOUT_MS", default_value_t = 1000,
+          value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(1..=60_000))]
+    pub redis_wait_timeout_ms: u64,
+
     /// With Redis: a node silent for this many milliseconds is dead, and users whose only
     /// sockets were on it go offline for everyone (within this time plus a third of it).
     #[arg(long, env = "TETHER_NODE_TTL_MS", default_value_t = 10_000)]

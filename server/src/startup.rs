@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use crate::config::{self, Config};
 use crate::identity::passkeys::{Passkeys, RelyingParty};
 use crate::io::{ClusterAdapter, Io};
-use crate::store::redis::{NodeOptions, RedisFiles, RedisStore, RedisTarget};
+use crate::store::redis::{NodeOptions, RedisFiles, RedisStore, RedisTarget, ReplicaAcks};
 use crate::store::sqlite::{Durability, SessionPolicy, SqliteStore};
 use crate::store::Store;
 use crate::transport::{self, Limits, SocketState};
@@ -114,6 +114,10 @@ async fn open_store(
                 policy,
                 NodeOptions {
                     heartbeat_ttl: Duration::from_millis(config.node_ttl_ms.max(300)),
+                    replica_acks: (config.redis_wait_replicas > 0).then(|| ReplicaAcks {
+                        replicas: config.redis_wait_replicas,
+                        timeout: Duration::from_millis(config.redis_wait_timeout_ms),
+                    }),
                 },
             )
             .await

@@ -936,14 +936,40 @@ impl Scripts {
     }
 }
 
-/// How this node takes part in cluster presence.
+/// How this node takes part in cluster presence, and how durable an acked message is.
 #[derive(Debug, Clone)]
 pub struct NodeOptions {
     /// A node whose heartbeat is older than this is dead: its users' sockets are uncounted.
     pub heartbeat_ttl: Duration,
+    /// Replicas that must hold a message before it is acked (`--redis-wait-replicas`); `None`
+    /// acks once the primary has it, and a failover may lose what its replica had not copied.
+    pub replica_acks: Option<ReplicaAcks>,
+}
+
+/// A message is acked only once this many replicas hold it: Redis replication is asynchronous,
+/// so without this a primary killed right after a write takes the acked message with it when
+/// its replica is promoted. `WAIT` runs in the same pipeline as the write (a dropped connection
+/// fails both, so a reconnect never answers for a write it did not carry), on a connection of
+/// its own: `WAIT` holds back the commands behind it until the replicas answer, and everything
+/// else this node asks of Redis should not wait for that.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplicaAcks {
+    pub replicas: u32,
+    /// How long to wait for them (at least 1 ms: `WAIT` with 0 waits forever). Past it the
+    /// write is refused `store_unavailable` and not acked; the client sends it again with its
+    /// clientId and is acked once the replicas caught up (or the failover is over).
+    pub timeout: Duration,
 }
 
 impl NodeOptions {
+    /// Presence with this heartbeat TTL; messages acked once the primary has them.
+    pub fn new(heartbeat_ttl: Duration) -> Self {
+        Self {
+            heartbeat_ttl,
+            replica_acks: None,
+        }
+    }
+
     /// How often to beat: three times per TTL, so one late beat does not kill a live node.
     pub fn heartbeat_every(&self) -> Duration {
         self.heartbeat_ttl / 3
@@ -952,6 +978,8 @@ impl NodeOptions {
 
 pub struct RedisStore {
     conn: ConnectionManager,
+    /// With [`ReplicaAcks`]: the connection a message is written and waited for on.
+    acked: Option<(ConnectionManager, ReplicaAcks)>,
     keys: Keys,
     scripts: Scripts,
     policy: SessionPolicy,
@@ -997,9 +1025,14 @@ impl RedisStore {
         let client = target
             .client(ProtocolVersion::RESP2)
             .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+        let acked = match options.replica_acks {
+            Some(acks) => Some((ConnectionManager::new(client.clone()).await?, acks)),
+            None => None,
+        };
         let conn = ConnectionManager::new(client).await?;
         let store = Self {
             conn,
+            acked,
             keys: Keys {
                 prefix: prefix.to_owned(),
             },
@@ -1507,10 +1540,8 @@ impl Store for RedisStore {
             to: to.to_owned(),
             client_id: client_id.clone(),
         };
-        let result: Option<(i64, String)> = self
-            .scripts
-            .insert_message
-            .key(self.keys.usernames())
+        let mut insert = self.scripts.insert_message.key(self.keys.usernames());
+        insert
             .key(self.keys.message_seq())
             .key(self.keys.messages())
             .key(self.keys.dedupe(from))
@@ -1523,9 +1554,35 @@ impl Store for RedisStore {
             .arg(to)
             .arg(client_id.unwrap_or_default())
             .arg(json_after_id(&draft))
-            .arg(from)
-            .invoke_async(&mut self.conn())
-            .await?;
+            .arg(from);
+        let result: Option<(i64, String)> = match &self.acked {
+            None => insert.invoke_async(&mut self.conn()).await?,
+            Some((conn, acks)) => {
+                // A duplicate waits too: the replicas must hold the original before it is
+                // acked again (`WAIT` covers every write the primary made before it).
+                let (result, reached): (Option<(i64, String)>, u32) = redis::pipe()
+                    .load_script(&self.scripts.insert_message)
+                    .ignore()
+                    .invoke_script(&insert)
+                    .cmd("WAIT")
+                    .arg(acks.replicas)
+                    .arg(acks.timeout.as_millis().max(1) as u64)
+                    .query_async(&mut conn.clone())
+                    .await?;
+                if reached < acks.replicas {
+                    metrics::counter!("tether_redis_replica_acks_missed_total").increment(1);
+                    tracing::warn!(
+                        reached,
+                        wanted = acks.replicas,
+                        "a message reached too few Redis replicas in time; not acked"
+                    );
+                    return Err(StoreError::Unavailable(
+                        format!("{reached} of {} replicas hold the message", acks.replicas).into(),
+                    ));
+                }
+                result
+            }
+        };
         Ok(match result {
             None => None,
             Some((1, json)) => Some(Stored::New(parse_message(&json)?)),

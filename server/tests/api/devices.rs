@@ -300,9 +300,7 @@ async fn a_revoked_device_is_disconnected_on_the_other_node_within_a_second() {
             &redis.url(),
             &redis.prefix,
             policy(),
-            NodeOptions {
-                heartbeat_ttl: Duration::from_secs(10),
-            },
+            NodeOptions::new(Duration::from_secs(10)),
         )
         .await
         .expect("connects to redis"),

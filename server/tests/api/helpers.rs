@@ -493,6 +493,72 @@ impl RedisServer {
     /// dropped: for tests that take the store away.
     pub async fn start_own() -> RedisServer {
         let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
+        Self::spawn(prefix, &[]).await
+    }
+
+    /// A replica of this (own) Redis, under the same prefix, once it holds a copy of it.
+    pub async fn start_replica(&self) -> RedisServer {
+        let primary_port = self.port().to_string();
+        let replica = Self::spawn(
+            self.prefix.clone(),
+            &[
+                "--replicaof",
+                "127.0.0.1",
+                &primary_port,
+                // The copy is read from the socket, not from a dump.rdb in the test's directory.
+                "--repl-diskless-load",
+                "on-empty-db",
+            ],
+        )
+        .await;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !replica.info().contains("master_link_status:up") {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the replica did not sync"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        replica
+    }
+
+    /// `redis-cli` against this Redis, for what a test does to it from outside.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &self.port().to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli is installed with redis-server");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn info(&self) -> String {
+        self.cli(&["info", "replication"])
+    }
+
+    /// Sends a signal (`STOP`, `CONT`, `KILL`) to this test's own redis-server.
+    pub fn signal(&self, signal: &str) {
+        let child = self
+            .child
+            .as_ref()
+            .expect("a redis-server of this test's own");
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal}");
+    }
+
+    fn port(&self) -> u16 {
+        self.url
+            .trim_end_matches('/')
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("redis://127.0.0.1:<port>/")
+    }
+
+    async fn spawn(prefix: String, extra: &[&str]) -> RedisServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -500,6 +566,7 @@ impl RedisServer {
         let child = std::process::Command::new("redis-server")
             .args(["--port", &port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

@@ -12,6 +12,7 @@ mod cors;
 mod delivery;
 mod devices;
 mod durability;
+mod failover;
 mod handshake;
 mod http;
 mod messaging;

@@ -17,14 +17,9 @@ fn policy(idle: Duration, max_age: Duration) -> SessionPolicy {
 }
 
 async fn store(redis: &RedisServer, policy: SessionPolicy, ttl: Duration) -> RedisStore {
-    RedisStore::connect(
-        &redis.url(),
-        &redis.prefix,
-        policy,
-        NodeOptions { heartbeat_ttl: ttl },
-    )
-    .await
-    .expect("connects to redis")
+    RedisStore::connect(&redis.url(), &redis.prefix, policy, NodeOptions::new(ttl))
+        .await
+        .expect("connects to redis")
 }
 
 async fn default_store(redis: &RedisServer) -> RedisStore {

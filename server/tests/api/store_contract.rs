@@ -74,9 +74,7 @@ impl Backend for Redis {
     }
     async fn open(&self, policy: SessionPolicy) -> Db {
         let redis = self.0.as_ref().expect("not taken away");
-        let options = NodeOptions {
-            heartbeat_ttl: Duration::from_secs(10),
-        };
+        let options = NodeOptions::new(Duration::from_secs(10));
         let store = RedisStore::connect(&redis.url(), &redis.prefix, policy, options).await;
         Arc::new(store.expect("connects to redis"))
     }

@@ -1,0 +1,131 @@
+//! A Redis failover loses no acked message (issue 27, item 3). Redis copies writes to its
+//! replicas after answering them, so a primary killed right after a write takes it along
+//! when its replica is promoted. With `--redis-wait-replicas N` a message is acked only once N
+//! replicas hold it (`WAIT`, pipelined with the write): what was acked is on the replica that
+//! takes over. Each test runs a primary and a replica of its own, kills the primary with
+//! SIGKILL, promotes the replica (`REPLICAOF NO ONE`, what Sentinel or an operator does) and
+//! starts a node on it, as a load balancer would send the clients there.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::helpers::{ChildServer, RedisServer, TestClient};
+
+/// A node on `redis` that acks a message once `replicas` replicas hold it (0: at once).
+async fn node_on(redis: &RedisServer, replicas: u32) -> (ChildServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = redis.node_args();
+    args.extend(
+        [
+            "--redis-wait-replicas",
+            &replicas.to_string(),
+            "--redis-wait-timeout-ms",
+            "300",
+        ]
+        .map(str::to_owned),
+    );
+    (ChildServer::start_with(dir.path(), &args).await, dir)
+}
+
+async fn sign_up(node: &ChildServer, name: &str) -> TestClient {
+    let mut client = TestClient::connect(&node.url(), json!({ "username": name })).await;
+    client.expect_session().await;
+    client
+}
+
+async fn resume(node: &ChildServer, session_id: &str) -> TestClient {
+    let mut client = TestClient::connect(&node.url(), json!({ "sessionID": session_id })).await;
+    client.expect_session().await;
+    client
+}
+
+/// Sends one message with its clientId; its id when acked.
+async fn send(from: &TestClient, to: &str, content: &str, client_id: &str) -> Option<i64> {
+    let ack = from
+        .request(
+            "private message",
+            json!({ "to": to, "content": content, "clientId": client_id }),
+        )
+        .await;
+    ack["ok"]["id"].as_i64()
+}
+
+/// The primary dies (SIGKILL, nothing flushed or handed over) and its replica takes over.
+fn fail_over(primary: RedisServer, replica: &RedisServer) {
+    primary.signal("KILL");
+    drop(primary);
+    assert_eq!(replica.cli(&["replicaof", "no", "one"]).trim(), "OK");
+}
+
+/// The clientIds of every message the store holds under this test's prefix, read straight
+/// from the promoted replica.
+fn stored_client_ids(redis: &RedisServer) -> HashSet<String> {
+    let key = format!("{}:messages", redis.prefix);
+    redis
+        .cli(&["--no-raw", "hvals", &key])
+        .lines()
+        .filter_map(|line| {
+            // `1) "{\"ts\":…}"`: the quoted JSON after the index.
+            let quoted = line.split_once(") ")?.1;
+            let json: String = serde_json::from_str(quoted).ok()?;
+            let message: Value = serde_json::from_str(&json).ok()?;
+            Some(message["clientId"].as_str()?.to_owned())
+        })
+        .collect()
+}
+
+/// The deterministic case: the replica stops copying (it is cut off from its primary and
+/// promoted, as in a partition that a failover ends) while a message is sent. With
+/// replica acks the message is refused `store_unavailable` rather than acked, so nothing acked
+/// is missing on the promoted replica. (Without them — `--redis-wait-replicas 0` — it was acked
+/// and then gone after the failover: this test failed.)
+#[tokio::test]
+async fn a_message_the_replica_does_not_hold_is_never_acked() {
+    let primary = RedisServer::start_own().await;
+    let replica = primary.start_replica().await;
+    let (node, _dir) = node_on(&primary, 1).await;
+    let ada = sign_up(&node, "ada").await;
+    let bob = sign_up(&node, "bob").await;
+
+    let mut acked = HashSet::new();
+    let before = uuid::Uuid::new_v4().to_string();
+    assert!(send(&ada, &bob.user_id, "before", &before).await.is_some());
+    acked.insert(before);
+
+    // (SIGSTOP would not do: the kernel keeps taking the replication stream into the stopped
+    // replica's socket, and it applies it once continued.)
+    assert_eq!(replica.cli(&["replicaof", "no", "one"]).trim(), "OK");
+    let during = uuid::Uuid::new_v4().to_string();
+    let started = Instant::now();
+    let answer = ada
+        .request(
+            "private message",
+            json!({ "to": bob.user_id, "content": "during", "clientId": during }),
+        )
+        .await;
+    if answer["ok"]["id"].is_i64() {
+        acked.insert(during.clone());
+    } else {
+        assert_eq!(answer["error"]["code"], "store_unavailable", "{answer}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "refused after the wait's timeout, not held"
+        );
+    }
+    fail_over(primary, &replica);
+    drop(node);
+
+    let stored = stored_client_ids(&replica);
+    let lost: Vec<_> = acked.difference(&stored).collect();
+    assert!(
+        lost.is_empty(),
+        "acked, then lost in the failover: {lost:?}"
+    );
+    // The client sends what was refused again, to a node on the new primary: it is stored once.
+    let (node, _dir2) = node_on(&replica, 0).await;
+    let ada = resume(&node, &ada.session_id).await;
+    assert!(send(&ada, &bob.user_id, "during", &during).await.is_some());
+    assert!(stored_client_ids(&replica).contains(&during));
+}
