@@ -19,6 +19,7 @@ mod messenger;
 mod ops;
 mod passkeys;
 mod presence;
+mod proof;
 mod redis_store;
 mod redis_tls;
 mod security;
