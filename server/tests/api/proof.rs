@@ -388,3 +388,153 @@ impl Answer {
         matches!(self, Answer::Accepted { session, .. } if session["sessionID"] == id)
     }
 }
+
+// ---- Tether's own client (the sans-IO core over a native websocket, with an in-memory key) ----
+
+mod native {
+    use std::sync::{Arc, Mutex};
+
+    use client::core::{ConnState, CoreConfig, StopReason};
+    use client::native::{NativeClient, NativeKey};
+    use client::session::SessionEvent;
+    use protocol::HandshakeAuth;
+    use serde_json::json;
+
+    use crate::helpers::{auth, spawn_app, TestApp, WAIT};
+
+    async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(WAIT, f)
+            .await
+            .unwrap_or_else(|_| panic!("timed out: {what}"))
+    }
+
+    fn fixed(value: serde_json::Value) -> impl FnMut() -> HandshakeAuth + Send + 'static {
+        let auth = Arc::new(Mutex::new(auth(value)));
+        move || auth.lock().unwrap().clone()
+    }
+
+    async fn session_of(client: &mut NativeClient) -> (String, String) {
+        let info = within(
+            "session",
+            client.wait_for(|e| match e {
+                SessionEvent::Session(info) => Some(info.clone()),
+                _ => None,
+            }),
+        )
+        .await;
+        (info.session_id, info.user_id)
+    }
+
+    async fn stopped(client: &mut NativeClient) -> StopReason {
+        within(
+            "a stop",
+            client.wait_for(|e| match e {
+                SessionEvent::State(ConnState::Stopped(reason)) => Some(*reason),
+                _ => None,
+            }),
+        )
+        .await
+    }
+
+    /// The owner's client still receives: a message sent to it now arrives.
+    async fn still_receives(app: &TestApp, owner: &mut NativeClient, owner_id: &str, text: &str) {
+        let bob = app.connect_as(&format!("bob-{text}")).await;
+        assert!(bob.send(owner_id, text).await["ok"].is_object());
+        let arrived = within(
+            "the message",
+            owner.wait_for(|e| match e {
+                SessionEvent::Arrived(m) if m.content == text => Some(m.clone()),
+                _ => None,
+            }),
+        )
+        .await;
+        assert_eq!(arrived.content, text);
+    }
+
+    #[tokio::test]
+    async fn tethers_client_binds_at_sign_up_and_resumes_with_its_proof() {
+        let app = spawn_app().await;
+        let key = NativeKey::generate();
+        let mut first = NativeClient::spawn_with_key(
+            &app.url(),
+            CoreConfig::default(),
+            fixed(json!({ "username": "ada" })),
+            key.clone(),
+        );
+        let (id, user) = session_of(&mut first).await;
+        drop(first);
+        // The same browser (key) on a new connection: resumed, the same user.
+        let mut again = NativeClient::spawn_with_key(
+            &app.url(),
+            CoreConfig::default(),
+            fixed(json!({ "sessionID": id })),
+            key,
+        );
+        assert_eq!(session_of(&mut again).await, (id.clone(), user));
+        // Bound at birth: the id alone is refused.
+        let mut copied = NativeClient::spawn(
+            &app.url(),
+            CoreConfig::default(),
+            fixed(json!({ "sessionID": id })),
+        );
+        assert_eq!(stopped(&mut copied).await, StopReason::ProofRequired);
+        app.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_copied_id_is_refused_without_or_with_a_wrong_key_and_the_owner_stays_connected() {
+        let app = spawn_app().await;
+        let key = NativeKey::generate();
+        let mut owner = NativeClient::spawn_with_key(
+            &app.url(),
+            CoreConfig::default(),
+            fixed(json!({ "username": "ada" })),
+            key.clone(),
+        );
+        let (id, user) = session_of(&mut owner).await;
+
+        let mut without = NativeClient::spawn(
+            &app.url(),
+            CoreConfig::default(),
+            fixed(json!({ "sessionID": id })),
+        );
+        assert_eq!(stopped(&mut without).await, StopReason::ProofRequired);
+        let mut wrong = NativeClient::spawn_with_key(
+            &app.url(),
+            CoreConfig::default(),
+            fixed(json!({ "sessionID": id })),
+            NativeKey::generate(),
+        );
+        assert_eq!(stopped(&mut wrong).await, StopReason::ProofRequired);
+
+        still_receives(&app, &mut owner, &user, "after-the-thief").await;
+        // The owner's session was not ended: its browser connects again with it.
+        let mut second_tab = NativeClient::spawn_with_key(
+            &app.url(),
+            CoreConfig::default(),
+            fixed(json!({ "sessionID": id })),
+            key,
+        );
+        assert_eq!(session_of(&mut second_tab).await.0, id);
+        app.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_tutorial_style_client_keeps_its_unbound_session() {
+        let app = spawn_app().await;
+        let mut tutorial = NativeClient::spawn(
+            &app.url(),
+            CoreConfig::default(),
+            fixed(json!({ "username": "ada" })),
+        );
+        let (id, user) = session_of(&mut tutorial).await;
+        drop(tutorial);
+        let mut back = NativeClient::spawn(
+            &app.url(),
+            CoreConfig::default(),
+            fixed(json!({ "sessionID": id })),
+        );
+        assert_eq!(session_of(&mut back).await, (id, user));
+        app.stop().await;
+    }
+}
