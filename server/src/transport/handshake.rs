@@ -176,7 +176,8 @@ async fn resolve(
         if let Some(session) = state.store.find_session(&session_id).await? {
             let viewer = Viewer::new(session_id, session.user_id, session.username);
             match possession(auth, sid, session.pop_key.as_ref()) {
-                Possession::Proven | Possession::Unbound => return Ok(viewer),
+                Possession::Proven => return Ok(viewer.proven()),
+                Possession::Unbound => return Ok(viewer),
                 Possession::Refused => {
                     // Neither the session nor the user's other sessions are touched: a thief
                     // holding a copied id must not be able to sign its owner out.
@@ -188,7 +189,7 @@ async fn resolve(
                 Possession::Binds(key) => match state.store.bind_key(&viewer.family, &key).await? {
                     Bind::Bound | Bind::AlreadyThis => {
                         tracing::info!(user.id = %viewer.user_id, "session bound to a key");
-                        return Ok(viewer);
+                        return Ok(viewer.proven());
                     }
                     Bind::OtherKey => {
                         state.penalties.proof_failed(&viewer.family);
@@ -226,11 +227,12 @@ async fn resolve(
         .store
         .create_session(&username, &device.label())
         .await?;
-    let viewer = Viewer::new(session_id, session.user_id, session.username);
+    let mut viewer = Viewer::new(session_id, session.user_id, session.username);
     if let Some(key) = &bind {
         // Bound at birth (a second write: a crash in between leaves the session unbound, and
         // the client's next handshake binds it on first use).
         state.store.bind_key(&viewer.family, key).await?;
+        viewer = viewer.proven();
     }
     tracing::info!(user.id = %viewer.user_id, bound = bind.is_some(), "new session");
     Ok(viewer)
