@@ -125,3 +125,82 @@ export async function passkeySignIn(username) {
     throw sentence(e);
   }
 }
+
+// Proof of possession (issue #25): one ECDSA P-256 key per browser profile and origin, made
+// non-extractable (its private half can be used here, never copied out) and kept in IndexedDB
+// (database "tether", store "keys", record "pop": {privateKey, publicRaw}). Used by the tab and
+// by the SharedWorker alike. Nothing here rejects: without IndexedDB or WebCrypto the answer is
+// null, and the session simply stays unbound.
+const POP_DB = "tether";
+const POP_STORE = "keys";
+const POP_RECORD = "pop";
+
+function idbRequest(r) {
+  return new Promise((resolve, reject) => {
+    r.onsuccess = () => resolve(r.result);
+    r.onerror = () => reject(r.error);
+  });
+}
+
+function openKeys() {
+  const r = indexedDB.open(POP_DB, 1);
+  r.onupgradeneeded = () => r.result.createObjectStore(POP_STORE);
+  return idbRequest(r);
+}
+
+function readKey(db) {
+  return idbRequest(db.transaction(POP_STORE, "readonly").objectStore(POP_STORE).get(POP_RECORD));
+}
+
+async function loadOrMakeKey() {
+  const db = await openKeys();
+  try {
+    const held = await readKey(db);
+    if (held) return held;
+    const pair = await crypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, false, ["sign", "verify"]);
+    const made = { privateKey: pair.privateKey, publicRaw: await crypto.subtle.exportKey("raw", pair.publicKey) };
+    try {
+      // add(), not put(): a tab and the worker may race to make the key, and the loser's add
+      // fails (ConstraintError) instead of replacing the key a session is already bound to.
+      await idbRequest(db.transaction(POP_STORE, "readwrite").objectStore(POP_STORE).add(made, POP_RECORD));
+      return made;
+    } catch (e) {
+      const winner = await readKey(db);
+      if (winner) return winner;
+      throw e;
+    }
+  } finally {
+    db.close();
+  }
+}
+
+let popKey = null;
+function theKey() {
+  if (!popKey) popKey = loadOrMakeKey().catch((e) => { popKey = null; throw e; });
+  return popKey;
+}
+
+// The public key, base64url of its 65-byte uncompressed point, or null.
+export async function publicKey() {
+  try {
+    return bytesToB64url((await theKey()).publicRaw);
+  } catch (e) {
+    return null;
+  }
+}
+
+// The proof for the connection whose Engine.IO sid is `sid`: base64url of the 64-byte r‖s
+// signature over "tether-pop-1:" + sid, or null.
+export async function prove(sid) {
+  try {
+    const key = await theKey();
+    const signed = await crypto.subtle.sign(
+      { name: "ECDSA", hash: "SHA-256" },
+      key.privateKey,
+      new TextEncoder().encode("tether-pop-1:" + sid),
+    );
+    return bytesToB64url(signed);
+  } catch (e) {
+    return null;
+  }
+}

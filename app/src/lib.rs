@@ -8,6 +8,8 @@ pub mod drafts;
 pub mod notify;
 pub mod pages;
 pub mod passkeys;
+#[cfg(feature = "hydrate")]
+mod pop;
 pub mod realtime;
 pub mod router;
 pub mod storage;

@@ -236,6 +236,10 @@ mod driver {
     use crate::browser_io::{now, Socket, Timer};
     use crate::storage::{self, Account};
 
+    /// What the person is told when this browser cannot prove its stored session.
+    const PROOF_REQUIRED_TEXT: &str =
+        "This browser can no longer prove this session is its own. Sign in again.";
+
     /// A hub that has not answered a connect within this long is taken as broken: the tab falls
     /// back to its own connection.
     const HUB_ANSWER_MS: u64 = 5_000;
@@ -280,7 +284,12 @@ mod driver {
     }
 
     fn own_core() -> Core {
-        Core::new(CoreConfig::default(), auth, js_sys::Math::random)
+        // Tether's client always proves possession of its session (issue #25).
+        let config = CoreConfig {
+            proves: true,
+            ..CoreConfig::default()
+        };
+        Core::new(config, auth, js_sys::Math::random)
     }
 
     /// Where the site's build is, when the server asks pages to share one connection.
@@ -406,6 +415,20 @@ mod driver {
                     }
                 }
                 SessionOutput::CloseTransport => h.borrow_mut().socket.close(),
+                SessionOutput::Prove { challenge } => {
+                    // The key signs asynchronously; the core waits (its connect timeout runs)
+                    // and drops an answer for a connection that is gone by then.
+                    wasm_bindgen_futures::spawn_local(async move {
+                        let proof = crate::pop::prove(&challenge).await;
+                        step(
+                            rt,
+                            Input::Proof {
+                                challenge: &challenge,
+                                proof,
+                            },
+                        );
+                    });
+                }
                 SessionOutput::Event(event) => events.push(event),
             }
         }
@@ -456,6 +479,14 @@ mod driver {
                         Status::SignedOut
                     }
                     ConnState::Stopped(StopReason::SessionActive) => Status::Elsewhere,
+                    // The session is bound to a key this browser does not hold (its id was
+                    // copied here, or the key was lost): it is no use here; sign in anew.
+                    ConnState::Stopped(StopReason::ProofRequired) => {
+                        storage::clear_all();
+                        rt.account.set(None);
+                        rt.sign_in_error.set(Some(PROOF_REQUIRED_TEXT.into()));
+                        Status::SignedOut
+                    }
                     // A sign-up with a name a passkey protects: nothing was stored.
                     ConnState::Stopped(StopReason::NameProtected) => {
                         storage::set_pending_username(None);

@@ -34,7 +34,14 @@ type Handle = Rc<RefCell<Worker>>;
 
 thread_local! {
     static WORKER: Handle = Rc::new(RefCell::new(Worker {
-        hub: Hub::new(CoreConfig::default(), js_sys::Math::random),
+        // The shared connection proves possession of the session like a tab's own (issue #25).
+        hub: Hub::new(
+            CoreConfig {
+                proves: true,
+                ..CoreConfig::default()
+            },
+            js_sys::Math::random,
+        ),
         socket: Socket::default(),
         timer: Timer::default(),
         ports: HashMap::new(),
@@ -95,6 +102,16 @@ fn pump(w: &Handle) {
                 }
             }
             HubOutput::CloseTransport => w.borrow_mut().socket.close(),
+            HubOutput::Prove { challenge } => {
+                let w = w.clone();
+                wasm_bindgen_futures::spawn_local(async move {
+                    let proof = crate::pop::prove(&challenge).await;
+                    w.borrow_mut()
+                        .hub
+                        .handle_proof(&challenge, proof, browser_io::now());
+                    pump(&w);
+                });
+            }
             HubOutput::ToTab(tab, message) => {
                 let text = json::to_string(&message);
                 let worker = w.borrow();

@@ -16,8 +16,12 @@ use crate::packet::{self, Arg, Frame, Incoming, RawJson};
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CoreConfig {
     pub backoff: BackoffPolicy,
-    /// How long opening the transport plus the Socket.IO handshake may take.
+    /// How long opening the transport plus the Socket.IO handshake may take (signing a proof
+    /// of possession included).
     pub connect_timeout_ms: u64,
+    /// Prove possession of the session (issue #25): after OPEN, ask the adapter to sign the
+    /// connection's sid ([`Output::Prove`]) and send the proof in the handshake's auth.
+    pub proves: bool,
 }
 
 impl Default for CoreConfig {
@@ -25,8 +29,19 @@ impl Default for CoreConfig {
         Self {
             backoff: BackoffPolicy::default(),
             connect_timeout_ms: 10_000,
+            proves: false,
         }
     }
+}
+
+/// A proof of possession, as the adapter's key made it ([`Core::handle_proof`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proof {
+    /// base64url (no padding) of the signature, 64 bytes r‖s, over
+    /// [`protocol::pop_challenge`] of the challenge.
+    pub pop: String,
+    /// base64url (no padding) of the key's 65-byte uncompressed SEC1 point.
+    pub pop_key: String,
 }
 
 /// Why the client stopped reconnecting by itself.
@@ -49,6 +64,9 @@ pub enum StopReason {
     /// A sign-up with a name a passkey protects (`name protected`): sign in with the passkey,
     /// or choose another name. Trying again would be refused again.
     NameProtected,
+    /// The session is bound to a key this client cannot prove it holds (`proof required`):
+    /// its id was copied here, or this browser lost its key. Sign in again.
+    ProofRequired,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +125,12 @@ pub enum Output {
     Send(String),
     /// Close the current transport, if any.
     CloseTransport,
+    /// Sign this challenge (the connection's Engine.IO sid) with the client's key and hand the
+    /// result to [`Core::handle_proof`] (`None` when it cannot: no key store, no key). Only with
+    /// [`CoreConfig::proves`].
+    Prove {
+        challenge: String,
+    },
     Event(CoreEvent),
 }
 
@@ -153,6 +177,9 @@ pub struct Core {
     disconnect_expected: bool,
     /// The session the client's chat state came from, and the newest message id it holds.
     held: Option<(String, i64)>,
+    /// The handshake waiting for its proof: the challenge (this connection's sid) and the auth.
+    /// Boxed: most cores never prove, and a `Core` is moved by value (`Link::Own`).
+    proving: Option<Box<(String, HandshakeAuth)>>,
 }
 
 impl Core {
@@ -177,7 +204,25 @@ impl Core {
             reconnects: 0,
             disconnect_expected: false,
             held: None,
+            proving: None,
         }
+    }
+
+    /// The adapter's answer to [`Output::Prove`]: sends the handshake, with the proof if there
+    /// is one. An answer for another connection's challenge (one lost meanwhile) is dropped.
+    pub fn handle_proof(&mut self, challenge: &str, proof: Option<Proof>) {
+        if !matches!(self.phase, Phase::Opening { .. }) {
+            return;
+        }
+        let Some(waiting) = self.proving.take_if(|waiting| waiting.0 == challenge) else {
+            return;
+        };
+        let (_, mut auth) = *waiting;
+        if let Some(proof) = proof {
+            auth.pop = Some(proof.pop);
+            auth.pop_key = Some(proof.pop_key);
+        }
+        self.send(packet::connect_frame(&auth));
     }
 
     /// What the client holds: messages up to `newest_id`, received on the session
@@ -282,7 +327,14 @@ impl Core {
                             auth.since = Some(*newest_id);
                         }
                     }
-                    self.send(packet::connect_frame(&auth));
+                    if self.config.proves {
+                        self.proving = Some(Box::new((open.sid.clone(), auth)));
+                        self.outputs.push_back(Output::Prove {
+                            challenge: open.sid,
+                        });
+                    } else {
+                        self.send(packet::connect_frame(&auth));
+                    }
                 }
             }
             Frame::Ping => {
@@ -378,6 +430,7 @@ impl Core {
                     protocol::events::INVALID_USERNAME => Some(StopReason::Unauthorized),
                     protocol::events::SESSION_ALREADY_ACTIVE => Some(StopReason::SessionActive),
                     protocol::events::NAME_PROTECTED => Some(StopReason::NameProtected),
+                    protocol::events::PROOF_REQUIRED => Some(StopReason::ProofRequired),
                     _ => None,
                 };
                 self.event(CoreEvent::ConnectError { message });
@@ -418,6 +471,7 @@ impl Core {
 
     fn open(&mut self, now: u64) {
         self.disconnect_expected = false;
+        self.proving = None;
         self.phase = Phase::Opening {
             deadline: now + self.config.connect_timeout_ms,
         };
@@ -494,6 +548,7 @@ mod tests {
                     ..Default::default()
                 },
                 connect_timeout_ms: 1000,
+                proves: false,
             },
             move || {
                 n += 1;
@@ -613,6 +668,82 @@ mod tests {
         c.handle_frame(OPEN, 0);
         c.handle_frame(r#"44{"message":"name protected"}"#, 0);
         assert_eq!(c.state(), ConnState::Stopped(StopReason::NameProtected));
+        assert_eq!(c.next_deadline(), None);
+    }
+
+    fn proving_core() -> Core {
+        let config = CoreConfig {
+            proves: true,
+            ..CoreConfig::default()
+        };
+        Core::new(config, || auth(json!({ "sessionID": "s" })), || 0.0)
+    }
+
+    fn proof(tag: &str) -> Proof {
+        Proof {
+            pop: format!("pop-{tag}"),
+            pop_key: "key".into(),
+        }
+    }
+
+    #[test]
+    fn a_proving_client_signs_this_connections_sid_before_it_connects() {
+        let mut c = proving_core();
+        c.connect(0);
+        c.handle_frame(OPEN, 0);
+        let out = drain(&mut c);
+        assert!(out.contains(&Output::Prove {
+            challenge: "e1".into()
+        }));
+        assert!(!out.iter().any(|o| matches!(o, Output::Send(_))), "{out:?}");
+        // An answer for another connection's challenge is dropped.
+        c.handle_proof("e0", Some(proof("old")));
+        assert!(drain(&mut c).is_empty());
+        c.handle_proof("e1", Some(proof("e1")));
+        assert_eq!(
+            drain(&mut c),
+            [Output::Send(
+                r#"40{"sessionID":"s","pop":"pop-e1","popKey":"key"}"#.into()
+            )]
+        );
+        // Only once.
+        c.handle_proof("e1", Some(proof("e1")));
+        assert!(drain(&mut c).is_empty());
+    }
+
+    #[test]
+    fn without_a_key_the_handshake_goes_unproven_and_a_late_proof_is_dropped() {
+        let mut c = proving_core();
+        c.connect(0);
+        c.handle_frame(OPEN, 0);
+        drain(&mut c);
+        c.handle_proof("e1", None);
+        assert_eq!(
+            drain(&mut c),
+            [Output::Send(r#"40{"sessionID":"s"}"#.into())]
+        );
+
+        // Signing outlives the connection: its answer is dropped, the next OPEN asks again.
+        let mut c = proving_core();
+        c.connect(0);
+        c.handle_frame(OPEN, 0);
+        c.handle_transport_closed(5);
+        c.handle_proof("e1", Some(proof("e1")));
+        c.handle_timer(10_000);
+        assert!(!drain(&mut c).iter().any(|o| matches!(o, Output::Send(_))));
+        c.handle_frame(&OPEN.replace("e1", "e2"), 10_000);
+        c.handle_proof("e1", Some(proof("e1")));
+        assert!(!drain(&mut c).iter().any(|o| matches!(o, Output::Send(_))));
+    }
+
+    #[test]
+    fn a_refused_proof_stops_without_a_reconnect_loop() {
+        let mut c = proving_core();
+        c.connect(0);
+        c.handle_frame(OPEN, 0);
+        c.handle_proof("e1", Some(proof("e1")));
+        c.handle_frame(r#"44{"message":"proof required"}"#, 0);
+        assert_eq!(c.state(), ConnState::Stopped(StopReason::ProofRequired));
         assert_eq!(c.next_deadline(), None);
     }
 

@@ -20,7 +20,7 @@ use protocol::events;
 use protocol::payloads::{Message, MessageReceipt, OutgoingMessage, SessionInfo};
 use protocol::{Ack, HandshakeAuth};
 
-use crate::core::{ConnState, Core, CoreConfig, CoreEvent, Output};
+use crate::core::{ConnState, Core, CoreConfig, CoreEvent, Output, Proof};
 use crate::link::{HubToTab, SharedState, TabToHub};
 use crate::packet::{Arg, RawJson};
 
@@ -32,6 +32,11 @@ pub enum HubOutput {
     OpenTransport,
     Send(String),
     CloseTransport,
+    /// Sign this challenge with the browser's key, then [`Hub::handle_proof`] (see
+    /// [`Output::Prove`]).
+    Prove {
+        challenge: String,
+    },
     /// Post this to one tab.
     ToTab(TabId, HubToTab),
 }
@@ -105,6 +110,12 @@ impl Hub {
 
     pub fn handle_transport_closed(&mut self, now: u64) {
         self.core.handle_transport_closed(now);
+        self.drain(now);
+    }
+
+    /// The key's answer to [`HubOutput::Prove`] ([`Core::handle_proof`]).
+    pub fn handle_proof(&mut self, challenge: &str, proof: Option<Proof>, now: u64) {
+        self.core.handle_proof(challenge, proof);
         self.drain(now);
     }
 
@@ -256,6 +267,9 @@ impl Hub {
                 Output::OpenTransport => self.outputs.push_back(HubOutput::OpenTransport),
                 Output::Send(frame) => self.outputs.push_back(HubOutput::Send(frame)),
                 Output::CloseTransport => self.outputs.push_back(HubOutput::CloseTransport),
+                Output::Prove { challenge } => {
+                    self.outputs.push_back(HubOutput::Prove { challenge })
+                }
                 Output::Event(event) => self.on_core_event(event, now),
             }
         }

@@ -10,14 +10,54 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use p256::ecdsa::signature::Signer;
+use p256::ecdsa::{Signature, SigningKey};
+
 use crate::chat::{ChatState, Outbox};
-use crate::core::{Core, CoreConfig};
+use crate::core::{Core, CoreConfig, Proof};
 use crate::session::{Input, Session, SessionEvent, SessionOutput};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 type Call = Box<dyn FnOnce(&mut Session, u64) + Send>;
 /// Where the driver hands the session's events.
 type EventSink = Box<dyn FnMut(SessionEvent) + Send>;
+
+/// A key a native client proves possession of its session with (issue #25): a P-256 key in
+/// memory, as the browser keeps a non-extractable one in IndexedDB. Clone it to give two clients
+/// the same "browser".
+#[derive(Clone)]
+pub struct NativeKey(SigningKey);
+
+impl NativeKey {
+    /// A new key from the OS CSPRNG.
+    pub fn generate() -> Self {
+        loop {
+            let mut secret = [0u8; 32];
+            getrandom::fill(&mut secret).expect("the OS has randomness");
+            // Almost every 32 bytes is a valid scalar; the rest are drawn again.
+            if let Ok(key) = SigningKey::from_slice(&secret) {
+                return Self(key);
+            }
+        }
+    }
+
+    /// The proof for the connection whose sid is `challenge`, as Tether's browser client sends
+    /// it: the signature over [`protocol::pop_challenge`] and the public key.
+    pub fn prove(&self, challenge: &str) -> Proof {
+        let signature: Signature = self.0.sign(protocol::pop_challenge(challenge).as_bytes());
+        Proof {
+            pop: URL_SAFE_NO_PAD.encode(signature.to_bytes()),
+            pop_key: self.public_key(),
+        }
+    }
+
+    /// The public key as `auth.popKey` carries it.
+    pub fn public_key(&self) -> String {
+        URL_SAFE_NO_PAD.encode(self.0.verifying_key().to_sec1_bytes())
+    }
+}
 
 /// A client running in its own task. Dropping it stops the task and closes the connection.
 pub struct NativeClient {
@@ -70,6 +110,28 @@ impl NativeClient {
         }
     }
 
+    /// Like [`NativeClient::spawn`], proving possession of its session with `key` on every
+    /// handshake (and binding a new or unbound session to it), as Tether's browser client does.
+    pub fn spawn_with_key(
+        origin: &str,
+        config: CoreConfig,
+        auth: impl FnMut() -> HandshakeAuth + Send + 'static,
+        key: NativeKey,
+    ) -> Self {
+        let (event_tx, events) = mpsc::unbounded_channel();
+        let config = CoreConfig {
+            proves: true,
+            ..config
+        };
+        let handle = Self::spawn_inner(origin, config, auth, Some(key), move |event| {
+            let _ = event_tx.send(event);
+        });
+        Self {
+            calls: handle.calls,
+            events,
+        }
+    }
+
     /// Like [`NativeClient::spawn`], but every session event goes to `handler`, which runs in
     /// the driver task as the event happens (it must not block). Without a channel and a task
     /// of its own per event, this is what a tool driving thousands of clients uses.
@@ -77,6 +139,16 @@ impl NativeClient {
         origin: &str,
         config: CoreConfig,
         auth: impl FnMut() -> HandshakeAuth + Send + 'static,
+        handler: impl FnMut(SessionEvent) + Send + 'static,
+    ) -> ClientHandle {
+        Self::spawn_inner(origin, config, auth, None, handler)
+    }
+
+    fn spawn_inner(
+        origin: &str,
+        config: CoreConfig,
+        auth: impl FnMut() -> HandshakeAuth + Send + 'static,
+        key: Option<NativeKey>,
         handler: impl FnMut(SessionEvent) + Send + 'static,
     ) -> ClientHandle {
         let url = crate::websocket_url(origin);
@@ -98,7 +170,7 @@ impl NativeClient {
             Outbox::default(),
         );
         let (calls, call_rx) = mpsc::unbounded_channel();
-        tokio::spawn(drive(url, config, session, call_rx, Box::new(handler)));
+        tokio::spawn(drive(url, config, key, session, call_rx, Box::new(handler)));
         ClientHandle { calls }
     }
 
@@ -168,6 +240,7 @@ fn ws_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
 async fn drive(
     url: String,
     config: CoreConfig,
+    key: Option<NativeKey>,
     mut session: Session,
     mut calls: mpsc::UnboundedReceiver<Call>,
     mut events: EventSink,
@@ -214,6 +287,16 @@ async fn drive(
                     if let Some(mut stream) = ws.take() {
                         let _ = stream.close(None).await;
                     }
+                }
+                SessionOutput::Prove { challenge } => {
+                    let proof = key.as_ref().map(|key| key.prove(&challenge));
+                    session.step(
+                        Input::Proof {
+                            challenge: &challenge,
+                            proof,
+                        },
+                        now(),
+                    );
                 }
                 SessionOutput::Event(event) => {
                     events(event);

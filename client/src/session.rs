@@ -27,7 +27,7 @@ use protocol::payloads::{
 use protocol::{events, Ack, ErrorCode};
 
 use crate::chat::{new_client_id, AckOutcome, ChatState, Outbox, OutboxEntry, SearchResults};
-use crate::core::{AckFailure, ConnState, Core, CoreEvent, Output, StopReason};
+use crate::core::{AckFailure, ConnState, Core, CoreEvent, Output, Proof, StopReason};
 use crate::link::{Emitter, HubToTab, Link, SharedLink, TabToHub};
 use crate::one_at_a_time::OneAtATime;
 use crate::packet::{Arg, RawJson};
@@ -83,6 +83,11 @@ pub enum Input<'a> {
     Frame(&'a str),
     /// The transport closed, or could not be opened or written to.
     TransportClosed,
+    /// The key's answer to [`SessionOutput::Prove`] for this challenge (`None`: it cannot sign).
+    Proof {
+        challenge: &'a str,
+        proof: Option<Proof>,
+    },
     /// The time [`Session::next_deadline`] named has come (an early one does nothing).
     Timer,
     /// A message from the hub (a session on the shared connection).
@@ -196,6 +201,11 @@ pub enum SessionOutput {
     OpenTransport,
     Send(String),
     CloseTransport,
+    /// Sign this challenge (the connection's sid) with the browser's key and step
+    /// [`Input::Proof`] with the result ([`crate::core::Output::Prove`]).
+    Prove {
+        challenge: String,
+    },
     Event(SessionEvent),
 }
 
@@ -465,6 +475,11 @@ impl Session {
                 self.core.handle_frame(text, now);
             }
             Input::TransportClosed => self.core.handle_transport_closed(now),
+            Input::Proof { challenge, proof } => {
+                if let Link::Own(core) = &mut self.core {
+                    core.handle_proof(challenge, proof);
+                }
+            }
             Input::Timer => self.on_timer(now),
             Input::Hub(message) => {
                 if let Link::Shared(link) = &mut self.core {
@@ -668,6 +683,9 @@ impl Session {
                 Output::OpenTransport => self.outputs.push_back(SessionOutput::OpenTransport),
                 Output::Send(frame) => self.outputs.push_back(SessionOutput::Send(frame)),
                 Output::CloseTransport => self.outputs.push_back(SessionOutput::CloseTransport),
+                Output::Prove { challenge } => {
+                    self.outputs.push_back(SessionOutput::Prove { challenge })
+                }
                 Output::Event(event) => self.on_core_event(event, now),
             }
         }

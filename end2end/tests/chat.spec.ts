@@ -107,23 +107,22 @@ test("closing one of two tabs keeps a person online; closing both shows offline"
 
 test("an offline recipient sees the messages on return", async ({ browser, baseURL }) => {
   const [adaName, bobName] = [unique("ada"), unique("bob")];
+  // Bob goes offline (his browser keeps his session, and the key it is bound to).
   const bob = await newPerson(browser, baseURL, bobName);
-  const bobState = await bob.context.storageState();
-  await bob.context.close();
+  await bob.page.close();
 
   const ada = await newPerson(browser, baseURL, adaName);
   await openChat(ada.page, bobName);
   await send(ada.page, "while you were away");
   await expect(messages(ada.page).filter({ hasText: "while you were away" })).toHaveAttribute("data-state", "sent");
 
-  const bobAgain = await browser.newContext({ baseURL, storageState: bobState });
-  const page = await bobAgain.newPage();
+  const page = await bob.context.newPage();
   await page.goto("/");
   await expect(personLink(page, adaName)).toContainText("1 unread");
   await openChat(page, adaName);
   await expect(messages(page).filter({ hasText: "while you were away" })).toHaveCount(1);
   await ada.context.close();
-  await bobAgain.close();
+  await bob.context.close();
 });
 
 test("a focused person keeps the focus when their presence and unread count change", async ({ browser, baseURL }) => {

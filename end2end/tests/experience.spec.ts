@@ -427,10 +427,15 @@ test.describe("unread and notifications", () => {
     // Beyond one user, presence goes to contacts only: Ada never hears of Bob before he writes.
     const server = await startServer(dataDir, "127.0.0.1:0", ["--roster-full-max", "1"]);
     try {
-      const ada = await personWithNotifications(browser, server.url, unique("ada"));
+      const adaName = unique("ada");
+      const ada = await personWithNotifications(browser, server.url, adaName);
       const adaId = await userId(ada.page);
       await turnOnNotifications(ada.page);
       await ada.page.goto("/");
+      // Connected again (its roster came) before Bob writes: a message that arrives while the
+      // page is still connecting (proving possession takes a signature) comes in the roster,
+      // which notifies nothing.
+      await expect(personLink(ada.page, adaName)).toContainText("(you)");
       const bob = await writer(server.url, unique("bob"));
       await setHidden(ada.page, true);
       await bob.say(adaId, "hello stranger");

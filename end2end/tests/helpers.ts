@@ -1,9 +1,48 @@
 import { expect, Page, BrowserContext, Browser } from "@playwright/test";
 
-/** Opens the app in `page` and signs in with `name`; resolves on the Chats page. */
-export async function signIn(page: Page, name: string): Promise<void> {
+/** A P-256 key (test data, not a secret) that a test's browsers can all hold, as if one key were
+ * synced between them: a session is bound to its browser's key (issue #25), so "the same session
+ * in another browser" needs the same key there. */
+const TEST_KEY = {
+  kty: "EC",
+  crv: "P-256",
+  x: "b4KpzZoe0ni2II_6tI6-qyH9Pjazaf_u-NPYD2zh8h8",
+  y: "Cjrf8ieyF6fJQm3ZF3PRkbThLhseZ_NJ_d1ojFerfSE",
+  d: "FhpeCmfERXh_M3PVO5bcPE2EtM16jAytWYGIEJ98ZSk",
+};
+
+/** Puts {@link TEST_KEY} where app/js/identity.js keeps this origin's key (IndexedDB `tether`,
+ * store `keys`, record `pop`), imported non-extractable as the app makes its own. Call it on a
+ * page of the origin before the app first connects there (it makes its key then). */
+export async function holdTestKey(page: Page): Promise<void> {
+  await page.evaluate(async (jwk) => {
+    const algorithm = { name: "ECDSA", namedCurve: "P-256" };
+    const privateKey = await crypto.subtle.importKey("jwk", jwk, algorithm, false, ["sign"]);
+    const { d: _, ...publicJwk } = jwk;
+    const publicKey = await crypto.subtle.importKey("jwk", publicJwk, algorithm, true, ["verify"]);
+    const publicRaw = await crypto.subtle.exportKey("raw", publicKey);
+    const db: IDBDatabase = await new Promise((resolve, reject) => {
+      const r = indexedDB.open("tether", 1);
+      r.onupgradeneeded = () => r.result.createObjectStore("keys");
+      r.onsuccess = () => resolve(r.result);
+      r.onerror = () => reject(r.error);
+    });
+    await new Promise((resolve, reject) => {
+      const tx = db.transaction("keys", "readwrite");
+      tx.objectStore("keys").put({ privateKey, publicRaw }, "pop");
+      tx.oncomplete = resolve;
+      tx.onerror = () => reject(tx.error);
+    });
+    db.close();
+  }, TEST_KEY);
+}
+
+/** Opens the app in `page` and signs in with `name`; resolves on the Chats page. With
+ * `testKey`, the browser holds {@link TEST_KEY} (see {@link holdTestKey}). */
+export async function signIn(page: Page, name: string, opts: { testKey?: boolean } = {}): Promise<void> {
   await page.goto("/signin");
   await expect(page.locator("html")).toHaveAttribute("data-hydrated", "true");
+  if (opts.testKey) await holdTestKey(page);
   await page.getByLabel("Your name").fill(name);
   await page.getByRole("button", { name: "Continue" }).click();
   await expect(page.getByRole("heading", { level: 1, name: "Chats" })).toBeVisible();
@@ -36,9 +75,9 @@ export function messages(page: Page) {
   return page.getByRole("list", { name: "Messages" }).getByRole("listitem");
 }
 
-export async function newPerson(browser: Browser, baseURL: string | undefined, name: string) {
+export async function newPerson(browser: Browser, baseURL: string | undefined, name: string, opts: { testKey?: boolean } = {}) {
   const context: BrowserContext = await browser.newContext({ baseURL });
   const page = await context.newPage();
-  await signIn(page, name);
+  await signIn(page, name, opts);
   return { context, page };
 }

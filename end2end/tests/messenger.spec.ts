@@ -3,7 +3,7 @@
 // receipts ("Seen") with their setting, typing indicators, and the directory search.
 import { test, expect, Browser, Page } from "@playwright/test";
 import { freshDataDir, removeDataDir, startRedis, startServer, stopServer } from "../server";
-import { messages, newPerson, openChat, personLink, send, signIn } from "./helpers";
+import { holdTestKey, messages, newPerson, openChat, personLink, send, signIn } from "./helpers";
 
 const unique = (name: string) => `${name}-${Math.random().toString(36).slice(2, 7)}`;
 
@@ -18,12 +18,15 @@ async function sendStored(page: Page, text: string): Promise<void> {
 }
 
 /** A new browser (no local state) signed in to the session `from` holds: as if signed in on
- * another device with the same session. */
+ * another device with the same session. A session is bound to its browser's key (issue #25), so
+ * `from` must have signed in holding the test key (`newPerson(…, { testKey: true })`), which this
+ * browser gets too. */
 async function sameSessionElsewhere(browser: Browser, baseURL: string | undefined, from: Page) {
   const session = await from.evaluate(() => localStorage.getItem("tether.session"));
   const context = await browser.newContext({ baseURL });
   const page = await context.newPage();
   await page.goto("/about");
+  await holdTestKey(page);
   await page.evaluate((s) => localStorage.setItem("tether.session", s!), session);
   await page.goto("/");
   await expect(page.getByRole("heading", { level: 1, name: "Chats" })).toBeVisible();
@@ -143,7 +146,7 @@ test("on a wide screen the list and the conversation are side by side; on a phon
  * them everywhere, and a browser signed in afterwards sees the same. */
 async function unreadFollowsTheReader(browser: Browser, baseURL: string, shared: boolean) {
   const [adaName, bobName] = [unique("ada"), unique("bob")];
-  const ada = await newPerson(browser, baseURL, adaName);
+  const ada = await newPerson(browser, baseURL, adaName, { testKey: true });
   const tab2 = await ada.context.newPage();
   await tab2.goto("/");
   await expect(personLink(tab2, adaName)).toContainText("(you)");
@@ -198,7 +201,7 @@ test("unread counts follow the reader with the shared connection too", async ({ 
 test("\"Seen\" shows when the recipient read, and not when either side turns read receipts off", async ({ browser, baseURL }) => {
   const [adaName, bobName] = [unique("ada"), unique("bob")];
   const ada = await newPerson(browser, baseURL, adaName);
-  const bob = await newPerson(browser, baseURL, bobName);
+  const bob = await newPerson(browser, baseURL, bobName, { testKey: true });
   // Bob's other browser: its unread count is the server's, cleared when the server takes a read.
   const bobElsewhere = await sameSessionElsewhere(browser, baseURL, bob.page);
   await openChat(ada.page, bobName);
@@ -284,9 +287,9 @@ test("the search finds anyone in the directory by name, outside the roster too, 
   // A roster of at most one beyond which only contacts and online people are listed.
   const server = await startServer(dataDir, "127.0.0.1:0", ["--roster-full-max", "1"]);
   try {
+    // Zoe goes offline (her browser keeps her session, and the key it is bound to).
     const zoe = await newPerson(browser, server.url, "zoe");
-    const zoeState = await zoe.context.storageState();
-    await zoe.context.close();
+    await zoe.page.close();
     const ada = await newPerson(browser, server.url, "ada");
     await expect(personLink(ada.page, "zoe")).toHaveCount(0);
 
@@ -304,12 +307,11 @@ test("the search finds anyone in the directory by name, outside the roster too, 
     await expect(chats(ada.page).nth(0)).toContainText("zoe");
     await expect(chats(ada.page).nth(0)).toContainText("You: found you");
 
-    const back = await browser.newContext({ baseURL: server.url, storageState: zoeState });
-    const page = await back.newPage();
+    const page = await zoe.context.newPage();
     await page.goto("/");
     await expect(personLink(page, "ada")).toContainText("1 unread");
     await expect(personLink(page, "ada")).toContainText("found you");
-    await back.close();
+    await zoe.context.close();
     await ada.context.close();
   } finally {
     await stopServer(server);
@@ -323,7 +325,7 @@ test("across two nodes: unread clears on every node, Seen and typing reach the o
   const args = ["--redis-url", redis.url, "--redis-prefix", redis.prefix];
   const nodes = [await startServer(dirs[0], "127.0.0.1:0", args), await startServer(dirs[1], "127.0.0.1:0", args)];
   try {
-    const ada = await newPerson(browser, nodes[0].url, "ada");
+    const ada = await newPerson(browser, nodes[0].url, "ada", { testKey: true });
     const adaElsewhere = await sameSessionElsewhere(browser, nodes[1].url, ada.page);
     const bob = await newPerson(browser, nodes[1].url, "bob");
     await openChat(bob.page, "ada");

@@ -2,6 +2,7 @@
 // tutorial's own client uses it: default transports, polling first, then the upgrade).
 import { test, expect } from "@playwright/test";
 import { io, Socket } from "socket.io-client";
+import { webcrypto } from "node:crypto";
 
 type Session = { sessionID: string; userID: string };
 type Entry = { userID: string; username: string; connected: boolean; messages: unknown[] };
@@ -58,4 +59,45 @@ test("acks carry the stored id, and a resend with the same clientId gets the sam
   expect(first.ok.id).toBeGreaterThan(0);
   expect(second).toEqual(first);
   ada.socket.close();
+});
+
+/** The official client proving possession (issue #25): its `auth` function runs after OPEN, with
+ * the Engine.IO sid in `socket.io.engine.id`, and signs `tether-pop-1:` + sid with the key. */
+function proving(baseURL: string, auth: object, keys: webcrypto.CryptoKeyPair): Socket {
+  const b64url = (bytes: ArrayBuffer) => Buffer.from(bytes).toString("base64url");
+  const socket: Socket = io(baseURL, {
+    reconnection: false,
+    forceNew: true,
+    auth: (send) => {
+      const sid = socket.io.engine.id;
+      void (async () => {
+        const signed = await webcrypto.subtle.sign(
+          { name: "ECDSA", hash: "SHA-256" },
+          keys.privateKey,
+          new TextEncoder().encode(`tether-pop-1:${sid}`),
+        );
+        const popKey = await webcrypto.subtle.exportKey("raw", keys.publicKey);
+        send({ ...auth, pop: b64url(signed), popKey: b64url(popKey) });
+      })();
+    },
+  });
+  return socket;
+}
+
+test("the official client can prove possession, and a copy of its session id alone is refused", async ({ baseURL }) => {
+  const keys = (await webcrypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, false, [
+    "sign",
+    "verify",
+  ])) as webcrypto.CryptoKeyPair;
+  const first = proving(baseURL!, { username: "ada" }, keys);
+  const session = await once<Session>(first, "session");
+
+  const copy = io(baseURL!, { auth: { sessionID: session.sessionID }, reconnection: false, forceNew: true });
+  expect((await once<Error>(copy, "connect_error")).message).toBe("proof required");
+  copy.close();
+
+  const again = proving(baseURL!, { sessionID: session.sessionID }, keys);
+  expect((await once<Session>(again, "session")).userID).toBe(session.userID);
+  first.close();
+  again.close();
 });

@@ -21,6 +21,7 @@ pub enum ErrorCode {
     PasskeyRefused,
     NameTaken,
     PasskeysUnavailable,
+    ProofRequired,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Json)]
@@ -47,7 +48,7 @@ impl<T> Ack<T> {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::InvalidPayload,
         ErrorCode::InvalidContent,
         ErrorCode::InvalidClientId,
@@ -60,6 +61,7 @@ impl ErrorCode {
         ErrorCode::PasskeyRefused,
         ErrorCode::NameTaken,
         ErrorCode::PasskeysUnavailable,
+        ErrorCode::ProofRequired,
     ];
 
     /// The code as the wire spells it (a test checks this against the derived forms).
@@ -77,6 +79,7 @@ impl ErrorCode {
             ErrorCode::PasskeyRefused => "passkey_refused",
             ErrorCode::NameTaken => "name_taken",
             ErrorCode::PasskeysUnavailable => "passkeys_unavailable",
+            ErrorCode::ProofRequired => "proof_required",
         }
     }
 }

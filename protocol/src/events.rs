@@ -30,6 +30,12 @@ pub const INVALID_USERNAME: &str = "invalid username";
 /// protects (issue #25): that name is its account's alone; the client may offer a passkey
 /// sign-in instead.
 pub const NAME_PROTECTED: &str = "name protected";
+/// The CONNECT_ERROR message for a session bound to a key (issue #25, proof of possession)
+/// whose handshake has no valid `pop`: its id was copied to another browser, or a captured
+/// CONNECT was replayed. The session itself is untouched.
+pub const PROOF_REQUIRED: &str = "proof required";
+/// What a proof of possession signs: this prefix, then the connection's Engine.IO sid.
+pub const POP_PREFIX: &str = "tether-pop-1:";
 /// The CONNECT_ERROR message when the tab policy forbids a second connection of a session.
 pub const SESSION_ALREADY_ACTIVE: &str = "session already active";
 /// The CONNECT_ERROR message when a handshake would create an account but its client address,

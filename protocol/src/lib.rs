@@ -23,7 +23,7 @@ pub mod payloads;
 
 pub use ack::{Ack, AckError, ErrorCode};
 pub use domain::{ClientMsgId, DomainError, MessageContent, Username};
-pub use payloads::HandshakeAuth;
+pub use payloads::{pop_challenge, HandshakeAuth};
 /// The browser codec of a wire type, from its `#[serde]` attributes (`protocol/derive`).
 ///
 /// ```

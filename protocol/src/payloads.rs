@@ -39,6 +39,31 @@ pub struct HandshakeAuth {
         skip_serializing_if = "std::ops::Not::not"
     )]
     pub takeover: bool,
+    /// Part B (issue #25, proof of possession): the signature, base64url of the 64-byte P-256
+    /// ECDSA r‖s over `tether-pop-1:` followed by this connection's Engine.IO sid
+    /// ([`crate::pop_challenge`]).
+    #[serde(
+        default,
+        with = "crate::field::lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub pop: Option<String>,
+    /// Part B: the key `pop` was made with, base64url of its 65-byte uncompressed SEC1 point. An
+    /// unbound session (or a sign-up) is bound to it when `pop` verifies; a bound session's own
+    /// key is what counts, whatever this says.
+    #[serde(
+        rename = "popKey",
+        default,
+        with = "crate::field::lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub pop_key: Option<String>,
+}
+
+/// The bytes a proof of possession signs for the connection whose Engine.IO sid is `sid`
+/// (PROTOCOL.md, "Proof of possession").
+pub fn pop_challenge(sid: &str) -> String {
+    format!("{}{sid}", crate::events::POP_PREFIX)
 }
 
 impl HandshakeAuth {
@@ -541,6 +566,8 @@ mod tests {
             username: Some("ada".into()),
             since: Some(41),
             takeover: true,
+            pop: Some("p".into()),
+            pop_key: Some("k".into()),
         });
         forms.check(HandshakeAuth::default());
         forms.covers(&[include_str!("payloads.rs"), include_str!("ack.rs")]);
@@ -561,6 +588,8 @@ mod tests {
         read_alike::<ReadRequest>(r#"{"with":"u","upTo":1.5}"#);
         read_alike::<ReadRequest>(r#"{"with":"u"}"#);
         read_alike::<Settings>(r#"{"readReceipts":"no"}"#);
+        read_alike::<HandshakeAuth>(r#"{"sessionID":"s","pop":5,"popKey":["k"]}"#);
+        read_alike::<HandshakeAuth>(r#"{"pop":"p","popKey":"k"}"#);
         read_alike::<Settings>(r#"{"readReceipts":null}"#);
         read_alike::<ConversationsRequest>(r#"{"before":null,"limit":3}"#);
         read_alike::<UsersSearchRequest>(r#"{"limit":3}"#);

@@ -317,6 +317,13 @@ pub struct Config {
     #[arg(long, env = "TETHER_ABUSE_COOLDOWN_SECS", default_value_t = 10)]
     pub abuse_cooldown_secs: u64,
 
+    /// A session bound to a key (proof of possession, issue #25) whose handshakes come this many
+    /// times within ten seconds without a valid proof may not connect for
+    /// `--abuse-cooldown-secs` (the session is not ended).
+    #[arg(long, env = "TETHER_POP_FAILURES_PER_SESSION", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub pop_failures_per_session: u32,
+
     /// Sockets (tabs) one user may have open at once.
     #[arg(long, env = "TETHER_MAX_SOCKETS_PER_USER", default_value_t = 64)]
     pub max_sockets_per_user: u32,

@@ -197,6 +197,13 @@ mod tests {
         async fn find_session(&self, _: &SessionId) -> Result<Option<Session>, StoreError> {
             unimplemented!()
         }
+        async fn bind_key(
+            &self,
+            _: &str,
+            _: &crate::store::PopKey,
+        ) -> Result<crate::store::Bind, StoreError> {
+            unimplemented!()
+        }
         async fn delete_session(&self, _: &SessionId) -> Result<bool, StoreError> {
             unimplemented!()
         }

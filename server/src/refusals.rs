@@ -35,6 +35,9 @@ pub enum Refusal {
     InvalidUsername,
     /// A sign-up with a name a passkey protects.
     NameProtected,
+    /// A handshake of a session bound to a key, without a valid proof of possession (or a key
+    /// offered without a valid proof of it).
+    ProofRequired,
     /// A second connection of a session under `--tab-policy reject`.
     SessionActive,
     /// A socket over `--max-sockets-per-user` (refused at its handshake, or closed at connect
@@ -60,12 +63,13 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    const ALL: [Refusal; 15] = [
+    const ALL: [Refusal; 16] = [
         Refusal::PendingLimit,
         Refusal::HeaderTimeout,
         Refusal::Origin,
         Refusal::InvalidUsername,
         Refusal::NameProtected,
+        Refusal::ProofRequired,
         Refusal::SessionActive,
         Refusal::TooManySockets,
         Refusal::SignupAddress,
@@ -85,6 +89,7 @@ impl Refusal {
             Refusal::Origin => "origin",
             Refusal::InvalidUsername => "invalid_username",
             Refusal::NameProtected => "name_protected",
+            Refusal::ProofRequired => "proof_required",
             Refusal::SessionActive => "session_active",
             Refusal::TooManySockets => "too_many_sockets",
             Refusal::SignupAddress => "signup_address",
@@ -105,6 +110,7 @@ impl Refusal {
             self,
             Refusal::PendingLimit
                 | Refusal::Origin
+                | Refusal::ProofRequired
                 | Refusal::TooManySockets
                 | Refusal::SignupOverall
                 | Refusal::SignupTableFull

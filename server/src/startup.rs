@@ -231,10 +231,13 @@ fn socket_state(
                 f64::from(config.signup_burst),
             ),
         )),
-        penalties: Arc::new(transport::Penalties::new(
-            config.max_refused_requests,
-            Duration::from_secs(config.abuse_cooldown_secs),
-        )),
+        penalties: Arc::new(
+            transport::Penalties::new(
+                config.max_refused_requests,
+                Duration::from_secs(config.abuse_cooldown_secs),
+            )
+            .with_proof_failures(config.pop_failures_per_session),
+        ),
         marks: Arc::new(transport::RateLimiter::new(
             config.read_marks_per_sec,
             config.read_mark_burst,

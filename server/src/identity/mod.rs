@@ -5,8 +5,10 @@
 //! - [`device`]: the browser label taken from a handshake's `User-Agent`, and the public
 //!   device id derived from a family.
 //! - [`passkeys`]: the WebAuthn ceremonies (webauthn-rs) a passkey is added and signed in with.
+//! - [`pop`]: proof of possession, the key a session is bound to and its handshake proof.
 //! - [`http`]: passkey sign-in over HTTP (`/api/passkey/options`, `/api/passkey/signin`).
 
 pub mod device;
 pub mod http;
 pub mod passkeys;
+pub mod pop;

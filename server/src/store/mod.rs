@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use protocol::payloads::Message;
 
 use crate::domain::{ClientMsgId, MessageContent, SessionId, UserId, Username};
+pub use crate::identity::pop::PopKey;
 
 /// Why a store request failed. The request had no effect (its transaction rolled back, its
 /// script did not run). `{}` names the kind of failure only; the cause is the error's
@@ -92,6 +93,27 @@ impl From<::redis::ParsingError> for StoreError {
 pub struct Session {
     pub user_id: UserId,
     pub username: String,
+    /// The key the session is bound to (issue #25, proof of possession); `None`: unbound.
+    pub pop_key: Option<PopKey>,
+}
+
+/// A session's key as a store holds it (its bytes); anything else is data the store cannot read.
+pub(crate) fn stored_pop_key(bytes: &[u8]) -> Result<PopKey, StoreError> {
+    PopKey::from_bytes(bytes)
+        .ok_or_else(|| StoreError::Unreadable("a session's key is not a P-256 point".into()))
+}
+
+/// What [`Store::bind_key`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bind {
+    /// The session was unbound; it is bound to this key from now on.
+    Bound,
+    /// The session was bound to this very key already (a retry, or two tabs binding at once).
+    AlreadyThis,
+    /// The session is bound to another key: nothing written.
+    OtherKey,
+    /// No such live session: nothing written.
+    Gone,
 }
 
 /// A session of a user, as its devices list shows it (issue #25). A session is keyed by its
@@ -418,6 +440,10 @@ pub trait Store: Send + Sync + 'static {
     /// [`Store::delete_session`] does. Returns whether it was (another user's, or an unknown
     /// family, changes nothing).
     async fn end_family(&self, user: &UserId, family: &str) -> Result<bool, StoreError>;
+    /// Binds the session whose family is `family` to `key` if it is unbound (proof of
+    /// possession, issue #25): once bound, a session's key never changes. Atomic: of two binds
+    /// racing with different keys, one is [`Bind::Bound`] and the other [`Bind::OtherKey`].
+    async fn bind_key(&self, family: &str, key: &PopKey) -> Result<Bind, StoreError>;
     /// The live session for this secret, refreshed as used now; `None` for a secret that is
     /// unknown, ended or expired (an expired session is ended).
     async fn find_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError>;

@@ -56,7 +56,7 @@ use super::{
     MarkedRead, NewMessage, Page, PresenceChange, ReadCursor, ReadStatus, Session, SettingsChange,
     SettingsChanged, Store, StoreError, Stored, User, UserSettings, UNREAD_MAX,
 };
-use super::{name_key, Protect, StoredPasskey, PASSKEYS_PER_USER_MAX};
+use super::{name_key, Bind, PopKey, Protect, StoredPasskey, PASSKEYS_PER_USER_MAX};
 use crate::domain::{SessionId, UserId, Username};
 
 /// What completes a Redis URL, each from a file: TLS trust and identity, and a password kept
@@ -507,18 +507,32 @@ return 1
 /// Finds a session and, unless it is past its maximum age, refreshes it as used now: its idle
 /// TTL, its deadline, its last use (`seen`, for the devices list), and its user's last
 /// handshake if the user has no message yet. Returns
-/// nil when unknown, else `{user, name, live}` (`live` 0: past its maximum age).
+/// nil when unknown, else `{user, name, live, key}` (`live` 0: past its maximum age; `key` the
+/// hex of the point the session is bound to, '' when unbound).
 const FIND_SESSION: &str = r#"
-local s = redis.call('HMGET', KEYS[1], 'user', 'name', 'created')
+local s = redis.call('HMGET', KEYS[1], 'user', 'name', 'created', 'key')
 if not s[1] then return false end
 local now, idle, max_age = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local created = tonumber(s[3])
-if now - created > max_age then return {s[1], s[2], 0} end
+if now - created > max_age then return {s[1], s[2], 0, ''} end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('HSET', KEYS[1], 'seen', ARGV[1])
 redis.call('ZADD', KEYS[2], int(math.min(now + idle, created + max_age)), ARGV[4] .. ':' .. s[1])
 redis.call('ZADD', KEYS[3], 'XX', 'GT', ARGV[1], s[1])
-return {s[1], s[2], 1}
+return {s[1], s[2], 1, s[4] or ''}
+"#;
+
+/// Binds a session (ARGV[1]: the key's hex) unless it is bound already: `bound`, `this` (bound
+/// to this key already), `other` or `gone`. Idempotent under retries.
+const BIND_KEY: &str = r#"
+local held = redis.call('HMGET', KEYS[1], 'user', 'key')
+if not held[1] then return 'gone' end
+if not held[2] then
+  redis.call('HSET', KEYS[1], 'key', ARGV[1])
+  return 'bound'
+end
+if held[2] == ARGV[1] then return 'this' end
+return 'other'
 "#;
 
 /// Adds a passkey to a user (whose name is still ARGV[4]) and, on its first, claims the name key
@@ -878,6 +892,7 @@ struct Scripts {
     devices: Script,
     end_family: Script,
     find_session: Script,
+    bind_key: Script,
     delete_session: Script,
     delete_user_sessions: Script,
     expire_sessions: Script,
@@ -912,6 +927,7 @@ impl Scripts {
             devices: Script::new(DEVICES),
             end_family: with_mark(END_FAMILY),
             find_session: with_int(FIND_SESSION),
+            bind_key: Script::new(BIND_KEY),
             delete_session: with_mark(DELETE_SESSION),
             delete_user_sessions: Script::new(DELETE_USER_SESSIONS),
             expire_sessions: with_mark(EXPIRE_SESSIONS),
@@ -1142,6 +1158,7 @@ impl Store for RedisStore {
                     Session {
                         user_id,
                         username: name,
+                        pop_key: None,
                     },
                 ));
             }
@@ -1185,6 +1202,7 @@ impl Store for RedisStore {
                         Session {
                             user_id: user.clone(),
                             username: name.clone(),
+                            pop_key: None,
                         },
                     )))
                 }
@@ -1244,7 +1262,7 @@ impl Store for RedisStore {
     async fn find_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
         let digest = id.digest();
         // Read and refresh in one round trip (idle TTL, deadline, the account's last handshake).
-        let found: Option<(String, String, i64)> = self
+        let found: Option<(String, String, i64, String)> = self
             .scripts
             .find_session
             .key(self.keys.session(&digest))
@@ -1258,14 +1276,39 @@ impl Store for RedisStore {
             .await?;
         match found {
             None => Ok(None),
-            Some((_, _, 0)) => {
+            Some((_, _, 0, _)) => {
                 self.delete_session(id).await?;
                 Ok(None)
             }
-            Some((user, name, _)) => Ok(Some(Session {
+            Some((user, name, _, key)) => Ok(Some(Session {
                 user_id: UserId::from_store(user),
                 username: name,
+                pop_key: match key.as_str() {
+                    "" => None,
+                    hex_key => Some(super::stored_pop_key(
+                        &hex::decode(hex_key).map_err(|e| StoreError::Unreadable(Box::new(e)))?,
+                    )?),
+                },
             })),
+        }
+    }
+
+    async fn bind_key(&self, family: &str, key: &PopKey) -> Result<Bind, StoreError> {
+        let answer: String = self
+            .scripts
+            .bind_key
+            .key(self.keys.session(family))
+            .arg(hex::encode(key.as_bytes()))
+            .invoke_async(&mut self.conn())
+            .await?;
+        match answer.as_str() {
+            "bound" => Ok(Bind::Bound),
+            "this" => Ok(Bind::AlreadyThis),
+            "other" => Ok(Bind::OtherKey),
+            "gone" => Ok(Bind::Gone),
+            other => Err(StoreError::Unreadable(
+                format!("bind_key answered {other:?}").into(),
+            )),
         }
     }
 

@@ -34,6 +34,8 @@ pub enum EventError {
     NameTaken,
     #[error("passkeys are not available on this server")]
     PasskeysUnavailable,
+    #[error("this connection did not prove it holds its session's key; only such a connection may add a passkey")]
+    ProofRequired,
     #[error("the store is unavailable, try again")]
     Store(#[from] StoreError),
 }
@@ -52,6 +54,7 @@ impl EventError {
             EventError::PasskeyRefused => ErrorCode::PasskeyRefused,
             EventError::NameTaken => ErrorCode::NameTaken,
             EventError::PasskeysUnavailable => ErrorCode::PasskeysUnavailable,
+            EventError::ProofRequired => ErrorCode::ProofRequired,
             EventError::Store(_) => ErrorCode::StoreUnavailable,
         }
     }

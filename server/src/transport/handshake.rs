@@ -12,7 +12,7 @@ use crate::config::TabPolicy;
 use crate::domain::{SessionId, Username};
 use crate::identity::device::DeviceLabel;
 use crate::refusals::{refused, Refusal};
-use crate::store::StoreError;
+use crate::store::{Bind, PopKey, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HandshakeError {
@@ -24,6 +24,8 @@ pub enum HandshakeError {
     SessionActive,
     #[error("{}", protocol::events::NAME_PROTECTED)]
     NameProtected,
+    #[error("{}", protocol::events::PROOF_REQUIRED)]
+    ProofRequired,
     #[error("{}", protocol::events::TOO_MANY_SIGNUPS)]
     TooManySignups(super::signup::SignupRefusal),
     #[error("{}", protocol::events::TOO_MANY_REQUESTS)]
@@ -54,7 +56,11 @@ pub async fn authenticate<A: Adapter>(
             .get::<DeviceLabel>()
             .copied()
             .unwrap_or(DeviceLabel::UNKNOWN);
-        resolve(&auth, &state, client, device).await
+        // The challenge a proof of possession signs: this connection's Engine.IO sid, fresh and
+        // server-chosen, sent in OPEN before the client's CONNECT (socketioxide names the
+        // socket after it; `the_proof_challenge_is_the_engine_sid` guards that).
+        let sid = socket.id.to_string();
+        resolve(&auth, &state, client, device, &sid).await
     };
     match &result {
         Ok(viewer) => {
@@ -63,6 +69,7 @@ pub async fn authenticate<A: Adapter>(
         // Refusals are counted, and logged a line per kind with its count (`crate::refusals`).
         Err(HandshakeError::InvalidUsername) => refused(Refusal::InvalidUsername),
         Err(HandshakeError::NameProtected) => refused(Refusal::NameProtected),
+        Err(HandshakeError::ProofRequired) => refused(Refusal::ProofRequired),
         Err(HandshakeError::SessionActive) => refused(Refusal::SessionActive),
         Err(HandshakeError::TooManySockets) => refused(Refusal::TooManySockets),
         Err(HandshakeError::TooManySignups(SignupRefusal::Address)) => {
@@ -154,18 +161,44 @@ async fn enforce_single_tab<A: Adapter>(
 }
 
 /// The session `auth` resumes, else a new account for `auth.username` (a sign-up, limited per
-/// `client` address and overall: a refused one creates nothing).
+/// `client` address and overall: a refused one creates nothing). `sid` is the connection's
+/// Engine.IO sid, the challenge a proof of possession signs.
 async fn resolve(
     auth: &HandshakeAuth,
     state: &SocketState,
     client: Option<ClientAddr>,
     device: DeviceLabel,
+    sid: &str,
 ) -> Result<Viewer, HandshakeError> {
     // Lenient: a sessionID that is not a string is treated as absent, never as a parse error.
     let claimed = claimed_session(auth);
     if let Some(session_id) = claimed {
         if let Some(session) = state.store.find_session(&session_id).await? {
-            return Ok(Viewer::new(session_id, session.user_id, session.username));
+            let viewer = Viewer::new(session_id, session.user_id, session.username);
+            match possession(auth, sid, session.pop_key.as_ref()) {
+                Possession::Proven => return Ok(viewer.proven()),
+                Possession::Unbound => return Ok(viewer),
+                Possession::Refused => {
+                    // Neither the session nor the user's other sessions are touched: a thief
+                    // holding a copied id must not be able to sign its owner out.
+                    state.penalties.proof_failed(&viewer.family);
+                    return Err(HandshakeError::ProofRequired);
+                }
+                // Trust on first use: an unbound session (one from before this release)
+                // is bound to the key that proved it.
+                Possession::Binds(key) => match state.store.bind_key(&viewer.family, &key).await? {
+                    Bind::Bound | Bind::AlreadyThis => {
+                        tracing::info!(user.id = %viewer.user_id, "session bound to a key");
+                        return Ok(viewer.proven());
+                    }
+                    Bind::OtherKey => {
+                        state.penalties.proof_failed(&viewer.family);
+                        return Err(HandshakeError::ProofRequired);
+                    }
+                    // Ended since it was found: as if it had not been.
+                    Bind::Gone => {}
+                },
+            }
         }
     }
     let username = auth
@@ -173,6 +206,12 @@ async fn resolve(
         .as_deref()
         .and_then(|raw| Username::parse(raw).ok())
         .ok_or(HandshakeError::InvalidUsername)?;
+    // A sign-up that offers a key must prove it, else nothing is created.
+    let bind = match possession(auth, sid, None) {
+        Possession::Binds(key) => Some(key),
+        Possession::Unbound | Possession::Proven => None,
+        Possession::Refused => return Err(HandshakeError::ProofRequired),
+    };
     // A name a passkey protects is its account's alone (issue #25): one store read per sign-up,
     // before the sign-up limiter takes a token. Not atomic with the insert below: a sign-up
     // racing the very first `protect` of its name can still slip in between (the design's
@@ -188,8 +227,49 @@ async fn resolve(
         .store
         .create_session(&username, &device.label())
         .await?;
-    tracing::info!(user.id = %session.user_id, "new session");
-    Ok(Viewer::new(session_id, session.user_id, session.username))
+    let mut viewer = Viewer::new(session_id, session.user_id, session.username);
+    if let Some(key) = &bind {
+        // Bound at birth (a second write: a crash in between leaves the session unbound, and
+        // the client's next handshake binds it on first use).
+        state.store.bind_key(&viewer.family, key).await?;
+        viewer = viewer.proven();
+    }
+    tracing::info!(user.id = %viewer.user_id, bound = bind.is_some(), "new session");
+    Ok(viewer)
+}
+
+/// What a handshake's `pop`/`popKey` say about the session it names.
+#[derive(Debug, PartialEq, Eq)]
+enum Possession {
+    /// The session is bound and `pop` signs this connection's sid with its key.
+    Proven,
+    /// Unbound, and no key offered: a tutorial client, as before.
+    Unbound,
+    /// Unbound, and `popKey` with a valid `pop` for it: bind it to this key.
+    Binds(PopKey),
+    /// Bound without a valid proof, or a key offered without a valid proof of it.
+    Refused,
+}
+
+/// Checks the proof against the session's key (`bound`), or against `popKey` when unbound. At
+/// most one P-256 verification, and only for a session that exists (or a sign-up).
+fn possession(auth: &HandshakeAuth, sid: &str, bound: Option<&PopKey>) -> Possession {
+    let pop = auth.pop.as_deref();
+    match bound {
+        Some(key) => match pop {
+            Some(pop) if key.verifies(sid, pop) => Possession::Proven,
+            _ => Possession::Refused,
+        },
+        None => {
+            let Some(offered) = auth.pop_key.as_deref() else {
+                return Possession::Unbound;
+            };
+            match (PopKey::from_wire(offered), pop) {
+                (Some(key), Some(pop)) if key.verifies(sid, pop) => Possession::Binds(key),
+                _ => Possession::Refused,
+            }
+        }
+    }
 }
 
 /// `auth.sessionID`, read leniently: a value that is not a well-formed session id is absent.

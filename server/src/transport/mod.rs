@@ -99,6 +99,9 @@ pub struct Viewer {
     pub family: String,
     pub user_id: UserId,
     pub username: String,
+    /// This connection proved possession of the session's key at its handshake (issue #25):
+    /// only such a connection may add a passkey.
+    pub bound: bool,
 }
 
 impl Viewer {
@@ -108,6 +111,15 @@ impl Viewer {
             session_id,
             user_id,
             username,
+            bound: false,
+        }
+    }
+
+    /// The same viewer, on a connection that proved possession of the session's key.
+    pub fn proven(self) -> Self {
+        Self {
+            bound: true,
+            ..self
         }
     }
 

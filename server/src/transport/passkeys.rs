@@ -65,6 +65,11 @@ pub async fn passkey_options<A: Adapter>(
                 .passkeys
                 .as_ref()
                 .ok_or(EventError::PasskeysUnavailable)?;
+            // Only a connection that proved it holds the session's key: a copied session id
+            // must not be able to protect (claim) the name and lock its owner out (issue #25).
+            if !viewer.bound {
+                return Err(EventError::ProofRequired);
+            }
             if !state.passkey_registrations.try_take(&viewer.user_id) {
                 return Err(EventError::RateLimited);
             }
@@ -100,6 +105,9 @@ pub async fn passkey_add<A: Adapter>(
             .passkeys
             .as_ref()
             .ok_or(EventError::PasskeysUnavailable)?;
+        if !viewer.bound {
+            return Err(EventError::ProofRequired);
+        }
         // Single use: a second `passkey_add` for the same options finds none.
         let pending = socket
             .extensions

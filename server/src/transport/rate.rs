@@ -200,6 +200,10 @@ pub struct Penalties {
     /// Session digests barred from connecting, until when. Entries past their time are
     /// dropped once the map is large.
     barred: Mutex<HashMap<String, Instant>>,
+    /// Failed proofs of possession (issue #25) a session digest may see within
+    /// [`PENALTY_WINDOW`] before it is barred, and the failures counted so far.
+    proof_failures: u32,
+    failed_proofs: Mutex<HashMap<String, (u32, Instant)>>,
 }
 
 impl Penalties {
@@ -208,6 +212,37 @@ impl Penalties {
             max_refused: max_refused.max(1),
             cooldown,
             barred: Mutex::new(HashMap::new()),
+            proof_failures: 5,
+            failed_proofs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// After this many handshakes of one session without a valid proof of possession within
+    /// [`PENALTY_WINDOW`], the session is barred for the cooldown (at least 1; 5 unless set).
+    pub fn with_proof_failures(mut self, proof_failures: u32) -> Self {
+        self.proof_failures = proof_failures.max(1);
+        self
+    }
+
+    /// A handshake presented this session (by its digest) without a valid proof. On the
+    /// `--pop-failures-per-session`th within the window the digest is barred: until the cooldown
+    /// ends its handshakes are refused before the store is asked or a signature checked. The
+    /// session itself is not ended (a thief must not be able to sign its owner out).
+    pub fn proof_failed(&self, session_digest: &str) {
+        let now = Instant::now();
+        let mut failed = self.failed_proofs.lock().unwrap_or_else(|e| e.into_inner());
+        if failed.len() >= 10_000 {
+            failed.retain(|_, (_, since)| now.saturating_duration_since(*since) <= PENALTY_WINDOW);
+        }
+        let entry = failed.entry(session_digest.to_owned()).or_insert((0, now));
+        if now.saturating_duration_since(entry.1) > PENALTY_WINDOW {
+            *entry = (0, now);
+        }
+        entry.0 += 1;
+        if entry.0 >= self.proof_failures {
+            failed.remove(session_digest);
+            drop(failed);
+            self.bar(session_digest.to_owned());
         }
     }
 

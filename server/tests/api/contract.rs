@@ -26,8 +26,8 @@ fn documented(heading: &str) -> BTreeSet<String> {
 }
 
 /// The handshake refusals, each produced by a test: below, `too many sign-ups` in
-/// `abuse::signup`, and `name protected` in `passkeys`.
-const REFUSALS: [&str; 7] = [
+/// `abuse::signup`, `name protected` in `passkeys`, and `proof required` in `proof`.
+const REFUSALS: [&str; 8] = [
     "invalid username",
     "too many connections",
     "session already active",
@@ -35,6 +35,7 @@ const REFUSALS: [&str; 7] = [
     "too many sign-ups",
     "too many requests",
     "name protected",
+    "proof required",
 ];
 
 #[test]

@@ -663,3 +663,95 @@ pub fn tcp_socket_in_this_process(
             wanted(stream.local_addr().ok()?, stream.peer_addr().ok()?).then_some(stream)
         })
 }
+
+/// A client that proves possession of its session (issue #25), as Tether's browser client does:
+/// Tether's own Rust client with an in-memory key. For what only a bound connection may do
+/// (adding a passkey), and for resuming a bound session.
+pub struct BoundClient {
+    client: tokio::sync::Mutex<client::native::NativeClient>,
+    pub key: client::native::NativeKey,
+    pub session_id: String,
+    pub user_id: String,
+}
+
+impl BoundClient {
+    /// Connects with `auth`, proving with `key`, and waits for `session`.
+    pub async fn connect(url: &str, auth_value: Value, key: client::native::NativeKey) -> Self {
+        use client::core::{ConnState, CoreConfig};
+        use client::session::SessionEvent;
+        let fixed = auth(auth_value);
+        let mut client = client::native::NativeClient::spawn_with_key(
+            url,
+            CoreConfig::default(),
+            move || fixed.clone(),
+            key.clone(),
+        );
+        let info = tokio::time::timeout(
+            WAIT,
+            client.wait_for(|e| match e {
+                SessionEvent::Session(info) => Some(info.clone()),
+                SessionEvent::State(ConnState::Stopped(reason)) => {
+                    panic!("the handshake was refused: {reason:?}")
+                }
+                _ => None,
+            }),
+        )
+        .await
+        .expect("session in time");
+        Self {
+            client: tokio::sync::Mutex::new(client),
+            key,
+            session_id: info.session_id,
+            user_id: info.user_id,
+        }
+    }
+
+    /// Emits with an ack and returns the ack's first argument.
+    pub async fn request(&self, event: &str, data: Value) -> Value {
+        use client::session::{Input, SessionEvent};
+        static TAGS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1 << 40);
+        let tag = TAGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut client = self.client.lock().await;
+        let (event, data) = (event.to_owned(), raw(data));
+        client
+            .call(move |session, now| {
+                session.step(
+                    Input::Request {
+                        tag,
+                        event: &event,
+                        data: &data,
+                    },
+                    now,
+                )
+            })
+            .await;
+        let result = tokio::time::timeout(
+            WAIT,
+            client.wait_for(|e| match e {
+                SessionEvent::Reply { tag: t, result } if *t == tag => Some(result.clone()),
+                _ => None,
+            }),
+        )
+        .await
+        .expect("an answer in time");
+        value(&result.expect("answered"))
+    }
+}
+
+impl TestApp {
+    /// A new user `name` signed up by a client that proves possession (its session is bound).
+    pub async fn connect_bound(&self, name: &str) -> BoundClient {
+        let key = client::native::NativeKey::generate();
+        BoundClient::connect(&self.url(), json!({ "username": name }), key).await
+    }
+
+    /// Another connection of the bound session `of`, proving with its key.
+    pub async fn resume_bound(&self, of: &BoundClient) -> BoundClient {
+        BoundClient::connect(
+            &self.url(),
+            json!({ "sessionID": of.session_id }),
+            of.key.clone(),
+        )
+        .await
+    }
+}

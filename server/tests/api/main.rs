@@ -20,6 +20,7 @@ mod messenger;
 mod ops;
 mod passkeys;
 mod presence;
+mod proof;
 mod redis_store;
 mod redis_tls;
 mod security;

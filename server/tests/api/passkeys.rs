@@ -15,6 +15,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use client::native::NativeKey;
 use passkey_authenticator::{Authenticator, MemoryStore, UiHint, UserCheck, UserValidationMethod};
 use passkey_client::Client;
 use passkey_types::ctap2::{Aaguid, Ctap2Error};
@@ -24,7 +25,8 @@ use serde_json::{json, Value};
 use url::Url;
 
 use crate::helpers::{
-    http_exchange, spawn_app, spawn_app_with, ChildServer, RedisServer, TestApp, TestClient,
+    http_exchange, spawn_app, spawn_app_with, BoundClient, ChildServer, RedisServer, TestApp,
+    TestClient,
 };
 
 /// A user who always consents and is always verified (a platform authenticator's biometrics).
@@ -144,7 +146,7 @@ fn base64url(bytes: &[u8]) -> String {
 }
 
 /// Protects the name of `client`'s user with a new passkey of `browser`.
-async fn protect(client: &TestClient, browser: &mut Browser) {
+async fn protect(client: &BoundClient, browser: &mut Browser) {
     let options = client.request("passkey_options", json!({})).await;
     let public_key = &options["ok"]["publicKey"];
     assert!(public_key.is_object(), "{options}");
@@ -207,7 +209,7 @@ async fn sign_in(addr: SocketAddr, browser: &mut Browser, name: &str) -> Value {
 #[tokio::test]
 async fn a_protected_name_cannot_be_taken_by_a_new_sign_up() {
     let app = spawn_app().await;
-    let ada = app.connect_as("Ada").await;
+    let ada = app.connect_bound("Ada").await;
     // Before it is protected, the name can be signed up again (a "ghost" of the same name).
     let ghost = app.connect_as("ada").await;
     ghost.close().await;
@@ -222,7 +224,7 @@ async fn a_protected_name_cannot_be_taken_by_a_new_sign_up() {
         );
     }
     // The account's own session resumes, the ghost's too, and other names sign up as before.
-    let again = app.resume(&ada.session_id).await;
+    let again = app.resume_bound(&ada).await;
     assert_eq!(again.user_id, ada.user_id);
     app.resume(&ghost.session_id).await;
     app.connect_as("adam").await;
@@ -231,7 +233,7 @@ async fn a_protected_name_cannot_be_taken_by_a_new_sign_up() {
 #[tokio::test]
 async fn signing_in_with_a_passkey_returns_the_same_user_with_its_conversations_and_unread_state() {
     let app = spawn_app().await;
-    let ada = app.connect_as("ada").await;
+    let ada = app.connect_bound("ada").await;
     let bob = app.connect_as("bob").await;
     let mut laptop = Browser::for_app(app.addr);
     protect(&ada, &mut laptop).await;
@@ -261,13 +263,13 @@ async fn signing_in_with_a_passkey_returns_the_same_user_with_its_conversations_
         "{devices}"
     );
     // And the first session still works.
-    app.resume(&ada.session_id).await;
+    app.resume_bound(&ada).await;
 }
 
 #[tokio::test]
 async fn a_ceremony_is_single_use_even_when_finished_twice_at_once() {
     let app = spawn_app().await;
-    let ada = app.connect_as("ada").await;
+    let ada = app.connect_bound("ada").await;
     let mut browser = Browser::for_app(app.addr);
     protect(&ada, &mut browser).await;
 
@@ -288,7 +290,7 @@ async fn a_ceremony_is_single_use_even_when_finished_twice_at_once() {
 #[tokio::test]
 async fn an_assertion_is_bound_to_its_own_ceremony() {
     let app = spawn_app().await;
-    let ada = app.connect_as("ada").await;
+    let ada = app.connect_bound("ada").await;
     let mut browser = Browser::for_app(app.addr);
     protect(&ada, &mut browser).await;
 
@@ -319,7 +321,7 @@ async fn an_assertion_is_bound_to_its_own_ceremony() {
 #[tokio::test]
 async fn adding_a_passkey_without_options_or_with_a_bad_credential_changes_nothing() {
     let app = spawn_app().await;
-    let ada = app.connect_as("ada").await;
+    let ada = app.connect_bound("ada").await;
     let answer = ada
         .request("passkey_add", json!({ "credential": { "id": "x" } }))
         .await;
@@ -365,7 +367,7 @@ async fn adding_a_passkey_without_options_or_with_a_bad_credential_changes_nothi
 #[tokio::test]
 async fn registrations_are_priced_per_user() {
     let app = spawn_app_with(|c| c.passkey_registrations_per_hour = 2).await;
-    let ada = app.connect_as("ada").await;
+    let ada = app.connect_bound("ada").await;
     for _ in 0..2 {
         let answer = ada.request("passkey_options", json!({})).await;
         assert!(answer["ok"]["publicKey"].is_object(), "{answer}");
@@ -373,7 +375,7 @@ async fn registrations_are_priced_per_user() {
     let answer = ada.request("passkey_options", json!({})).await;
     assert_eq!(code(&answer), "rate_limited", "{answer}");
     // Another user has a budget of their own.
-    let bob = app.connect_as("bob").await;
+    let bob = app.connect_bound("bob").await;
     assert!(bob.request("passkey_options", json!({})).await["ok"].is_object());
 }
 
@@ -446,6 +448,37 @@ async fn sign_in_requests_are_bounded_typed_and_priced() {
     assert!(head.to_ascii_lowercase().contains("retry-after:"), "{head}");
 }
 
+/// Only a connection that proved possession of its session's key may add a passkey: a copied
+/// session id (here: the tutorial's client, resuming by the id alone) cannot protect the name.
+#[tokio::test]
+async fn an_unbound_connection_cannot_add_a_passkey() {
+    let app = spawn_app().await;
+    // An unbound session (the tutorial's client signed it up), and a bound one's id replayed
+    // without proof is not even let in.
+    let tutorial = app.connect_as("ada").await;
+    for event in ["passkey_options", "passkey_add"] {
+        let answer = tutorial.request(event, json!({ "credential": {} })).await;
+        assert_eq!(code(&answer), "proof_required", "{event}: {answer}");
+    }
+    // The same session once its browser binds it: allowed on that proving connection only.
+    let bound = BoundClient::connect(
+        &app.url(),
+        json!({ "sessionID": tutorial.session_id }),
+        NativeKey::generate(),
+    )
+    .await;
+    assert_eq!(bound.user_id, tutorial.user_id);
+    let still_unbound = tutorial.request("passkey_options", json!({})).await;
+    assert_eq!(code(&still_unbound), "proof_required", "{still_unbound}");
+    protect(&bound, &mut Browser::for_app(app.addr)).await;
+    // Nothing was taken from the refused attempts: the name is now this account's.
+    let refusal = app.refusal(json!({ "username": "ada" })).await;
+    assert!(
+        refusal.ends_with(r#"{"message":"name protected"}"#),
+        "{refusal}"
+    );
+}
+
 /// Off unless `--passkeys` turns them on, as they are by default (the tests' config turns
 /// them on): the same answers as with no domain.
 #[tokio::test]
@@ -492,8 +525,12 @@ async fn a_sign_in_started_on_one_node_finishes_on_the_other() {
         args.extend(["--passkeys", "--public-origin", origin].map(str::to_owned));
         nodes.push(ChildServer::start_with(dir.path(), &args).await);
     }
-    let mut ada = TestClient::connect(&nodes[0].url(), json!({ "username": "ada" })).await;
-    ada.expect_session().await;
+    let ada = BoundClient::connect(
+        &nodes[0].url(),
+        json!({ "username": "ada" }),
+        NativeKey::generate(),
+    )
+    .await;
     let mut browser = Browser::at(origin);
     protect(&ada, &mut browser).await;
 

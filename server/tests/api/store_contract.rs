@@ -18,8 +18,8 @@ use server::domain::{ClientMsgId, MessageContent, SessionId, UserId, Username};
 use server::store::redis::{NodeOptions, RedisStore};
 use server::store::sqlite::{SessionPolicy, SqliteStore};
 use server::store::{
-    ConversationPage, Expired, MarkedRead, NewMessage, Page, Protect, ReadCursor, SettingsChange,
-    Store, Stored, StoredPasskey, UserSettings, PASSKEYS_PER_USER_MAX, UNREAD_MAX,
+    Bind, ConversationPage, Expired, MarkedRead, NewMessage, Page, PopKey, Protect, ReadCursor,
+    SettingsChange, Store, Stored, StoredPasskey, UserSettings, PASSKEYS_PER_USER_MAX, UNREAD_MAX,
 };
 use tokio::time::sleep;
 
@@ -553,6 +553,100 @@ async fn devices_are_listed_per_user_and_ended_by_family<B: Backend>(backend: B)
     drop(store);
     let reopened = open(&backend).await;
     assert_eq!(reopened.devices(&bob).await.unwrap().len(), 2, "durable");
+}
+
+/// A session binds to one key, once (proof of possession, issue #25): the key comes back with
+/// the session, a different key never replaces it, racing binds have one winner, and the key
+/// lasts as long as the session.
+async fn a_session_binds_to_one_key_once<B: Backend>(backend: B) {
+    let store = open(&backend).await;
+    let key = |seed: u8| {
+        let signer = p256::ecdsa::SigningKey::from_slice(&[seed; 32]).unwrap();
+        PopKey::from_bytes(&signer.verifying_key().to_sec1_bytes()).unwrap()
+    };
+    let (ada_sid, ada) = user(&store, "ada").await;
+    let (bob_sid, _) = user(&store, "bob").await;
+    let phone = store
+        .create_device_session(&ada, "Safari on iOS")
+        .await
+        .unwrap()
+        .unwrap()
+        .0;
+    assert_eq!(
+        store.find_session(&ada_sid).await.unwrap().unwrap().pop_key,
+        None
+    );
+
+    assert_eq!(
+        store.bind_key(&ada_sid.digest(), &key(1)).await.unwrap(),
+        Bind::Bound
+    );
+    assert_eq!(
+        store.find_session(&ada_sid).await.unwrap().unwrap().pop_key,
+        Some(key(1))
+    );
+    assert_eq!(
+        store.bind_key(&ada_sid.digest(), &key(1)).await.unwrap(),
+        Bind::AlreadyThis
+    );
+    assert_eq!(
+        store.bind_key(&ada_sid.digest(), &key(2)).await.unwrap(),
+        Bind::OtherKey
+    );
+    assert_eq!(
+        store.find_session(&ada_sid).await.unwrap().unwrap().pop_key,
+        Some(key(1)),
+        "never replaced"
+    );
+    // Per session: the account's other session and another user's are still unbound.
+    assert_eq!(
+        store.find_session(&phone).await.unwrap().unwrap().pop_key,
+        None
+    );
+    assert_eq!(
+        store.find_session(&bob_sid).await.unwrap().unwrap().pop_key,
+        None
+    );
+    assert_eq!(
+        store
+            .bind_key(&SessionId::random().digest(), &key(1))
+            .await
+            .unwrap(),
+        Bind::Gone
+    );
+
+    // Two binds with different keys at once: one wins, the other changes nothing.
+    let racing = join_all([3u8, 4].map(|seed| {
+        let store = store.clone();
+        let family = bob_sid.digest();
+        async move { store.bind_key(&family, &key(seed)).await.unwrap() }
+    }))
+    .await;
+    let mut outcomes = racing.clone();
+    outcomes.sort_by_key(|b| format!("{b:?}"));
+    assert_eq!(outcomes, [Bind::Bound, Bind::OtherKey], "{racing:?}");
+    let winner = if racing[0] == Bind::Bound {
+        key(3)
+    } else {
+        key(4)
+    };
+    assert_eq!(
+        store.find_session(&bob_sid).await.unwrap().unwrap().pop_key,
+        Some(winner.clone())
+    );
+
+    // Durable, and gone with its session.
+    drop(store);
+    let store = open(&backend).await;
+    assert_eq!(
+        store.find_session(&bob_sid).await.unwrap().unwrap().pop_key,
+        Some(winner)
+    );
+    assert!(store.delete_session(&ada_sid).await.unwrap());
+    assert_eq!(
+        store.bind_key(&ada_sid.digest(), &key(1)).await.unwrap(),
+        Bind::Gone
+    );
 }
 
 // ---- expiry ----
@@ -1396,6 +1490,7 @@ contract! {
         an_unknown_recipient_is_refused_and_nothing_written,
         sessions_are_found_by_secret_and_ended,
         devices_are_listed_per_user_and_ended_by_family,
+        a_session_binds_to_one_key_once,
         an_unused_session_expires_after_its_idle_time,
         a_session_expires_at_its_maximum_age_even_if_used,
         expired_sessions_are_swept_once_by_digest,

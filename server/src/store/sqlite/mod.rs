@@ -26,7 +26,9 @@ use super::{
     MarkedRead, NewMessage, Page, ReadCursor, ReadStatus, Session, SettingsChange, SettingsChanged,
     Store, StoreError, Stored, User, UserSettings, UNREAD_MAX,
 };
-use super::{name_key, Protect, StoredPasskey, PASSKEYS_PER_USER_MAX};
+use super::{
+    name_key, stored_pop_key, Bind, PopKey, Protect, StoredPasskey, PASSKEYS_PER_USER_MAX,
+};
 use crate::domain::{SessionId, UserId, Username};
 use queries::{
     load_directory, mark_if_sessionless, message_from_row, newest_in, page, pair_key, read_cursor,
@@ -189,7 +191,14 @@ impl Store for SqliteStore {
                     }
                 };
                 let session_id = insert_session(conn, &user_id, &device, now)?;
-                Ok((session_id, Session { user_id, username }))
+                Ok((
+                    session_id,
+                    Session {
+                        user_id,
+                        username,
+                        pop_key: None,
+                    },
+                ))
             })
             .await?;
         // Committed: the new user joins the directory.
@@ -224,6 +233,7 @@ impl Store for SqliteStore {
                 Session {
                     user_id: user,
                     username,
+                    pop_key: None,
                 },
             )))
         })
@@ -273,7 +283,7 @@ impl Store for SqliteStore {
             let digest = digest.clone();
             self.read(move |conn| {
                 conn.prepare_cached(
-                    "SELECT s.user_id, u.username, s.created_at, s.last_seen_at
+                    "SELECT s.user_id, u.username, s.created_at, s.last_seen_at, s.pop_key
                      FROM sessions s JOIN users u ON u.user_id = s.user_id
                      WHERE s.session_digest = ?1",
                 )?
@@ -283,13 +293,14 @@ impl Store for SqliteStore {
                         r.get::<_, String>(1)?,
                         r.get::<_, i64>(2)?,
                         r.get::<_, i64>(3)?,
+                        r.get::<_, Option<Vec<u8>>>(4)?,
                     ))
                 })
                 .optional()
             })
             .await?
         };
-        let Some((user_id, username, created_at, last_seen_at)) = found else {
+        let Some((user_id, username, created_at, last_seen_at, pop_key)) = found else {
             return Ok(None);
         };
         let now = now_ms();
@@ -323,7 +334,33 @@ impl Store for SqliteStore {
         Ok(Some(Session {
             user_id: UserId::from_store(user_id),
             username,
+            pop_key: pop_key.as_deref().map(stored_pop_key).transpose()?,
         }))
+    }
+
+    async fn bind_key(&self, family: &str, key: &PopKey) -> Result<Bind, StoreError> {
+        let family = family.to_owned();
+        let key = key.as_bytes().to_vec();
+        self.run(move |conn| {
+            let bound = conn
+                .prepare_cached(
+                    "UPDATE sessions SET pop_key = ?2 WHERE session_digest = ?1 AND pop_key IS NULL",
+                )?
+                .execute(params![family, key])?;
+            if bound == 1 {
+                return Ok(Bind::Bound);
+            }
+            let held: Option<Option<Vec<u8>>> = conn
+                .prepare_cached("SELECT pop_key FROM sessions WHERE session_digest = ?1")?
+                .query_row(params![family], |r| r.get(0))
+                .optional()?;
+            Ok(match held {
+                None | Some(None) => Bind::Gone,
+                Some(Some(held)) if held == key => Bind::AlreadyThis,
+                Some(Some(_)) => Bind::OtherKey,
+            })
+        })
+        .await
     }
 
     async fn delete_session(&self, id: &SessionId) -> Result<bool, StoreError> {

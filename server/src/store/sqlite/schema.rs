@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0008_devices.sql"),
     include_str!("../../../migrations/0009_seen_cursor.sql"),
     include_str!("../../../migrations/0010_passkeys.sql"),
+    include_str!("../../../migrations/0012_pop_key.sql"),
 ];
 
 /// The database file's name inside the data directory.
