@@ -213,13 +213,14 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=600))]
     pub passkey_ceremony_secs: u64,
 
-    /// Passkey sign-ins (`/api/passkey/options`, and finishes with an unknown ceremony) one
-    /// client address may start per minute, sustained; IPv6 by /64. Per node.
+    /// Passkey sign-in requests (`/api/passkey/options` and `/api/passkey/signin`, each paid
+    /// before anything is looked up: a sign-in is two) one client address may make per minute,
+    /// sustained; IPv6 by /64. Per node.
     #[arg(long, env = "TETHER_PASSKEY_CEREMONIES_PER_IP_PER_MIN", default_value_t = 20,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub passkey_ceremonies_per_ip_per_min: u32,
 
-    /// Passkey sign-ins one client address may start in a burst.
+    /// Passkey sign-in requests one client address may make in a burst.
     #[arg(long, env = "TETHER_PASSKEY_CEREMONY_BURST_PER_IP", default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub passkey_ceremony_burst_per_ip: u32,

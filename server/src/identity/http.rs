@@ -13,12 +13,14 @@
 //! 413, `rate_limited` 429 (with `Retry-After`), `store_unavailable` 503. Every answer is
 //! `Cache-Control: no-store`.
 //!
-//! **Costs.** A start is one store read (the account's passkeys) and one write (its state,
-//! ~1 KB, kept `--passkey-ceremony-secs`), and takes a token of the per-address and overall
-//! buckets (`--passkey-ceremonies-per-ip-per-min` …). A finish whose ceremony is unknown or
-//! expired takes a token too, so guessing ids pays; a finish of a real ceremony was paid for by
-//! its start: one single-use take, one signature check, one session write. Bodies are read up
-//! to [`BODY_MAX`] bytes.
+//! **Costs.** Each request takes a token of the per-address and overall buckets
+//! (`--passkey-ceremonies-per-ip-per-min` …) once its body has the right shape and before the
+//! store is asked anything, so a sign-in (a start and a finish) takes two. A start is then one
+//! store read (the account's passkeys) and one write (its state, ~1 KB, kept
+//! `--passkey-ceremony-secs`); a finish one single-use take, one read, one signature check,
+//! one session write. A ceremony id is exactly 32 lowercase hex digits, as the server draws
+//! them: any other is refused `invalid_payload` without a token or a store access. Bodies are
+//! read up to [`BODY_MAX`] bytes.
 
 use std::sync::Arc;
 
@@ -40,8 +42,28 @@ use crate::transport::signup::{ClientAddr, SignupLimiter};
 /// The largest body read: a sign-in assertion is 1–2 KB.
 pub const BODY_MAX: usize = 16 * 1024;
 
-/// The most characters of a ceremony id looked up (ours are 32).
-const CEREMONY_ID_MAX: usize = 64;
+/// A ceremony id as this server draws them: 32 lowercase hex digits (a v4 UUID, simple form).
+/// Anything else is refused at the edge, before a token is taken or the store is asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CeremonyId(String);
+
+impl CeremonyId {
+    const LEN: usize = 32;
+
+    /// A new random id.
+    fn random() -> Self {
+        CeremonyId(uuid::Uuid::new_v4().simple().to_string())
+    }
+
+    fn parse(raw: &str) -> Option<Self> {
+        (raw.len() == Self::LEN && raw.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+            .then(|| CeremonyId(raw.to_owned()))
+    }
+
+    fn as_str(&self) -> &str {
+        &self.0
+    }
+}
 
 /// Whether a request is for these routes (the Origin check and the client address apply).
 pub fn is_api_path(path: &str) -> bool {
@@ -212,13 +234,13 @@ async fn options(
         .await?
         .ok_or(ApiError::UnknownName)?;
     let (options, state) = passkeys.start_sign_in(&user.user_id, &user.username, &list)?;
-    let ceremony = uuid::Uuid::new_v4().simple().to_string();
+    let ceremony = CeremonyId::random();
     routes
         .store
-        .put_ceremony(&ceremony, state, passkeys.ceremony())
+        .put_ceremony(ceremony.as_str(), state, passkeys.ceremony())
         .await?;
     Ok(no_store(
-        axum::Json(json!({ "ceremony": ceremony, "publicKey": options })).into_response(),
+        axum::Json(json!({ "ceremony": ceremony.as_str(), "publicKey": options })).into_response(),
     ))
 }
 
@@ -231,17 +253,18 @@ async fn sign_in(
     let passkeys = routes.passkeys.as_ref().ok_or(ApiError::Unavailable)?;
     let mut fields = read_object(&headers, body).await?;
     let ceremony = match fields.remove("ceremony") {
-        Some(Value::String(id)) if !id.is_empty() && id.len() <= CEREMONY_ID_MAX => id,
+        Some(Value::String(id)) => CeremonyId::parse(&id).ok_or(ApiError::InvalidPayload)?,
         _ => return Err(ApiError::InvalidPayload),
     };
     let credential = match fields.remove("credential") {
         Some(credential @ Value::Object(_)) => credential,
         _ => return Err(ApiError::InvalidPayload),
     };
+    // Every finish pays before the store is asked anything: a guess (or a replay) costs what
+    // a start does, and a flood of them is refused without a single take.
+    take_token(&routes.limiter, client.map(|Extension(c)| c))?;
     // Single use, on any node: whoever takes it first finishes it.
-    let Some(stored) = routes.store.take_ceremony(&ceremony).await? else {
-        // A guess (or a replay) pays like a start.
-        take_token(&routes.limiter, client.map(|Extension(c)| c))?;
+    let Some(stored) = routes.store.take_ceremony(ceremony.as_str()).await? else {
         return Err(ApiError::Expired);
     };
     let pending = passkeys
@@ -274,4 +297,29 @@ async fn sign_in(
         }))
         .into_response(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ceremony_id_is_exactly_32_lowercase_hex_digits() {
+        let drawn = CeremonyId::random();
+        assert_eq!(CeremonyId::parse(drawn.as_str()), Some(drawn));
+        assert!(CeremonyId::parse("0123456789abcdef0123456789abcdef").is_some());
+        for bad in [
+            "",
+            "0123456789abcdef0123456789abcde",
+            "0123456789abcdef0123456789abcdef0",
+            "0123456789ABCDEF0123456789ABCDEF",
+            "0123456789abcdef0123456789abcdeg",
+            "{0123456789abcdef0123456789abcd}",
+            "0123456789abcdef:123456789abcdef",
+            "01234567-89ab-cdef-0123-456789abcdef",
+            "0123456789abcdef0123456789abcdé",
+        ] {
+            assert_eq!(CeremonyId::parse(bad), None, "{bad:?}");
+        }
+    }
 }

@@ -395,6 +395,9 @@ async fn sign_in_requests_are_bounded_typed_and_priced() {
         json!({ "ceremony": "c" }),
         json!({ "ceremony": "c", "credential": "x" }),
         json!({ "ceremony": "x".repeat(65), "credential": {} }),
+        json!({ "ceremony": "0123456789ABCDEF0123456789ABCDEF", "credential": {} }),
+        json!({ "ceremony": "{0123456789abcdef0123456789abcd}", "credential": {} }),
+        json!({ "ceremony": "0123456789abcdef0123456789abcde", "credential": {} }),
     ] {
         let (status, body) = post_json(addr, "/api/passkey/signin", bad.clone()).await;
         assert_eq!((status, code(&body)), (400, "invalid_payload"), "{bad}");
