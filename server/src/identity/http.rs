@@ -233,6 +233,10 @@ async fn options(
         .passkeys_by_name(name.as_str())
         .await?
         .ok_or(ApiError::UnknownName)?;
+    // Protected still, by passkeys that are all gone: none can sign in.
+    if list.is_empty() {
+        return Err(ApiError::UnknownName);
+    }
     let (options, state) = passkeys.start_sign_in(&user.user_id, &user.username, &list)?;
     let ceremony = CeremonyId::random();
     routes

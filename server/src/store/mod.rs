@@ -448,13 +448,18 @@ pub trait Store: Send + Sync + 'static {
     /// Adds a passkey to the user's account and, on its first, protects the account's name
     /// ([`name_key`]) for good: later sign-ups with it are refused, and the account is never
     /// swept by [`Store::expire_accounts`]. All or nothing: a name another account protected
-    /// first, or a credential id registered already, writes nothing. An account holds at most
-    /// [`PASSKEYS_PER_USER_MAX`] passkeys (more is [`Protect::Full`]).
+    /// first, or a credential id registered already (to any account, this one included: a
+    /// retry of a call that succeeded is [`Protect::CredentialTaken`]), writes nothing. An
+    /// account holds at most [`PASSKEYS_PER_USER_MAX`] passkeys (more is [`Protect::Full`]).
+    /// When several apply, the first of [`Protect::UnknownUser`], [`Protect::NameTaken`],
+    /// [`Protect::CredentialTaken`], [`Protect::Full`] is the answer.
     async fn protect(&self, user: &UserId, passkey: StoredPasskey) -> Result<Protect, StoreError>;
     /// Whether a passkey protects this name (compared as [`name_key`]).
     async fn name_protected(&self, username: &str) -> Result<bool, StoreError>;
     /// The account that protected this name (compared as [`name_key`]) and its passkeys, in
-    /// credential id order; `None` when no passkey protects it.
+    /// credential id order; `None` when no account protected it (or that account is gone). A
+    /// name stays protected for good: an account whose passkeys are all gone is `Some` with an
+    /// empty list, as [`Store::name_protected`] still says `true`.
     async fn passkeys_by_name(
         &self,
         username: &str,

@@ -523,15 +523,14 @@ return {s[1], s[2], 1}
 
 /// Adds a passkey to a user (whose name is still ARGV[4]) and, on its first, claims the name key
 /// ARGV[5] for it; the user leaves `quiet-users` (a protected account is never swept). Returns
-/// `protected`, `added`, `name_taken`, `credential_taken`, `full` or `unknown`; all or nothing. A retry of
-/// a call that succeeded finds its own credential and answers `added`.
+/// `protected`, `added`, `name_taken`, `credential_taken`, `full` or `unknown` (checked in that
+/// order, as SQLite does); all or nothing. A registered credential is `credential_taken`
+/// whoever holds it (a retry of a call that succeeded included).
 const PROTECT: &str = r#"
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[4] then return 'unknown' end
 local owner = redis.call('HGET', KEYS[2], ARGV[5])
 if owner and owner ~= ARGV[1] then return 'name_taken' end
-local cred_owner = redis.call('HGET', KEYS[3], ARGV[2])
-if cred_owner == ARGV[1] and owner then return 'added' end
-if cred_owner then return 'credential_taken' end
+if redis.call('HEXISTS', KEYS[3], ARGV[2]) == 1 then return 'credential_taken' end
 if redis.call('HLEN', KEYS[4]) >= tonumber(ARGV[6]) then return 'full' end
 redis.call('HSET', KEYS[3], ARGV[2], ARGV[1])
 redis.call('HSET', KEYS[4], ARGV[2], ARGV[3])
@@ -1394,10 +1393,8 @@ impl Store for RedisStore {
         while let (Some(cred_id), Some(json)) = (values.next(), values.next()) {
             passkeys.push(StoredPasskey { cred_id, json });
         }
-        // A claim whose passkeys are gone (none is ever removed today) protects nothing.
-        if passkeys.is_empty() {
-            return Ok(None);
-        }
+        // A claim whose passkeys are gone is still the account's (as `name_protected` says):
+        // `Some` with an empty list, as on SQLite.
         passkeys.sort_by(|a, b| a.cred_id.cmp(&b.cred_id));
         Ok(Some((
             User {

@@ -43,6 +43,9 @@ trait Backend: Sized {
     fn take_away(&mut self);
     /// Where the data is (a path, a URL): no error may show it.
     fn location(&self) -> String;
+    /// Takes every passkey of `user` away behind the store's back (its credential ids with
+    /// them), as removing passkeys will: no instance may be open.
+    async fn drop_passkeys(&self, user: &UserId);
 }
 
 struct Sqlite(tempfile::TempDir);
@@ -59,6 +62,11 @@ impl Backend for Sqlite {
     }
     fn location(&self) -> String {
         self.0.path().display().to_string()
+    }
+    async fn drop_passkeys(&self, user: &UserId) {
+        let conn = rusqlite::Connection::open(self.0.path().join("tether.db")).unwrap();
+        conn.execute("DELETE FROM passkeys WHERE user_id = ?1", [user.as_str()])
+            .unwrap();
     }
 }
 
@@ -85,6 +93,33 @@ impl Backend for Redis {
     }
     fn location(&self) -> String {
         self.0.as_ref().expect("not taken away").url()
+    }
+    async fn drop_passkeys(&self, user: &UserId) {
+        let redis = self.0.as_ref().expect("not taken away");
+        let mut conn = ::redis::Client::open(redis.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let passkeys = format!("{}:user:{}:passkeys", redis.prefix, user.as_str());
+        let creds: Vec<String> = ::redis::cmd("HKEYS")
+            .arg(&passkeys)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        for cred in creds {
+            let _: i64 = ::redis::cmd("HDEL")
+                .arg(format!("{}:creds", redis.prefix))
+                .arg(cred)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+        let _: i64 = ::redis::cmd("DEL")
+            .arg(passkeys)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
     }
 }
 
@@ -1363,6 +1398,87 @@ async fn an_account_holds_a_bounded_number_of_passkeys<B: Backend>(backend: B) {
     assert!(held.iter().all(|p| p.cred_id != "one-more"));
 }
 
+/// Where several refusals apply, every store gives the same one, in the order the contract
+/// says: a credential registered already (a retry of a call that succeeded, or another
+/// account's) is `CredentialTaken` before a full account is `Full`. (Before, Redis answered a
+/// retry `Added`, and SQLite a registered credential on a full account `Full`.)
+async fn protect_refuses_alike_in_the_contracts_order<B: Backend>(backend: B) {
+    let store = open(&backend).await;
+    let (_, ada) = user(&store, "ada").await;
+    let (_, bob) = user(&store, "bob").await;
+    assert_eq!(
+        store.protect(&ada, passkey("a00")).await.unwrap(),
+        Protect::Protected
+    );
+    assert_eq!(
+        store.protect(&ada, passkey("a00")).await.unwrap(),
+        Protect::CredentialTaken,
+        "a retry of a protect that succeeded"
+    );
+    for n in 1..PASSKEYS_PER_USER_MAX {
+        let done = store.protect(&ada, passkey(&format!("a{n:02}"))).await;
+        assert_eq!(done.unwrap(), Protect::Added, "passkey {n}");
+    }
+    assert_eq!(
+        store.protect(&bob, passkey("b00")).await.unwrap(),
+        Protect::Protected
+    );
+    // Full, and the credential registered: registered comes first, whoever holds it.
+    assert_eq!(
+        store.protect(&ada, passkey("a00")).await.unwrap(),
+        Protect::CredentialTaken
+    );
+    assert_eq!(
+        store.protect(&ada, passkey("b00")).await.unwrap(),
+        Protect::CredentialTaken
+    );
+    assert_eq!(
+        store.protect(&ada, passkey("new")).await.unwrap(),
+        Protect::Full
+    );
+    let (_, held) = store.passkeys_by_name("ada").await.unwrap().unwrap();
+    assert_eq!(held.len(), PASSKEYS_PER_USER_MAX);
+    let (_, held) = store.passkeys_by_name("bob").await.unwrap().unwrap();
+    assert_eq!(held, [passkey("b00")]);
+}
+
+/// A name is protected for good: once every passkey of its account is gone (as removing them
+/// will do), the account still holds the name (`Some` with no passkeys, on every store), no
+/// other account may claim it, and the account may add a passkey again. (Before, Redis said
+/// `None` while SQLite said `Some(account, [])`.)
+async fn a_name_stays_its_accounts_when_its_passkeys_are_gone<B: Backend>(backend: B) {
+    let store = open(&backend).await;
+    let (_, ada) = user(&store, "Ada").await;
+    let (_, ghost) = user(&store, "ada").await;
+    assert_eq!(
+        store.protect(&ada, passkey("c1")).await.unwrap(),
+        Protect::Protected
+    );
+    drop(store);
+    backend.drop_passkeys(&ada).await;
+    let store = open(&backend).await;
+    assert!(store.name_protected("ADA").await.unwrap());
+    let (owner, held) = store
+        .passkeys_by_name("ada")
+        .await
+        .unwrap()
+        .expect("still the account's");
+    assert_eq!(
+        (owner.user_id, owner.username.as_str()),
+        (ada.clone(), "Ada")
+    );
+    assert_eq!(held, []);
+    assert_eq!(
+        store.protect(&ghost, passkey("c2")).await.unwrap(),
+        Protect::NameTaken
+    );
+    assert_eq!(
+        store.protect(&ada, passkey("c1")).await.unwrap(),
+        Protect::Added,
+        "the credential is free again and the name the account's"
+    );
+}
+
 /// Every scenario, as a test per store: `contract!` names each store and its backend, and
 /// each scenario once.
 macro_rules! contract {
@@ -1419,5 +1535,7 @@ contract! {
         a_passkey_protects_a_name_once_and_keeps_its_account,
         a_ceremony_is_taken_once_and_not_after_its_ttl,
         an_account_holds_a_bounded_number_of_passkeys,
+        protect_refuses_alike_in_the_contracts_order,
+        a_name_stays_its_accounts_when_its_passkeys_are_gone,
     ],
 }

@@ -472,6 +472,14 @@ impl Store for SqliteStore {
             if owner.as_ref().is_some_and(|owner| *owner != user) {
                 return Ok(Protect::NameTaken);
             }
+            // In the order the contract gives: a registered credential (this account's own, on
+            // a retry, included) before a full account.
+            let registered: bool = conn
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM passkeys WHERE cred_id = ?1)")?
+                .query_row(params![passkey.cred_id], |r| r.get(0))?;
+            if registered {
+                return Ok(Protect::CredentialTaken);
+            }
             let held: i64 = conn
                 .prepare_cached("SELECT COUNT(*) FROM passkeys WHERE user_id = ?1")?
                 .query_row(params![user], |r| r.get(0))?;
@@ -479,15 +487,11 @@ impl Store for SqliteStore {
                 return Ok(Protect::Full);
             }
             let now = now_ms();
-            let added = conn
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO passkeys (cred_id, user_id, passkey, created_at, last_used_at)
-                     VALUES (?1, ?2, ?3, ?4, ?4)",
-                )?
-                .execute(params![passkey.cred_id, user, passkey.json, now])?;
-            if added == 0 {
-                return Ok(Protect::CredentialTaken);
-            }
+            conn.prepare_cached(
+                "INSERT INTO passkeys (cred_id, user_id, passkey, created_at, last_used_at)
+                 VALUES (?1, ?2, ?3, ?4, ?4)",
+            )?
+            .execute(params![passkey.cred_id, user, passkey.json, now])?;
             if owner.is_some() {
                 return Ok(Protect::Added);
             }
