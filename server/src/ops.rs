@@ -294,8 +294,9 @@ mod tests {
         async fn passkey_used(
             &self,
             _: &UserId,
+            _: &crate::store::StoredPasskey,
             _: crate::store::StoredPasskey,
-        ) -> Result<(), StoreError> {
+        ) -> Result<bool, StoreError> {
             unimplemented!()
         }
         async fn put_ceremony(&self, _: &str, _: String, _: Duration) -> Result<(), StoreError> {

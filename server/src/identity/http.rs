@@ -279,9 +279,13 @@ async fn sign_in(
         Some((owner, list)) if owner.user_id == pending.user => list,
         _ => return Err(ApiError::Refused),
     };
-    let updated = passkeys.finish_sign_in(credential, &pending, &list)?;
-    if let Some(passkey) = updated {
-        routes.store.passkey_used(&pending.user, passkey).await?;
+    // Compare-and-set: a counter written by a sign-in that finished meanwhile (a race, or a
+    // clone's) is never written over; this one is refused instead.
+    if let Some((was, now)) = passkeys.finish_sign_in(credential, &pending, &list)? {
+        if !routes.store.passkey_used(&pending.user, &was, now).await? {
+            tracing::info!("passkey sign-in refused: its passkey changed meanwhile");
+            return Err(ApiError::Refused);
+        }
     }
     let device = headers
         .get(header::USER_AGENT)

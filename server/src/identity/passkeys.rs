@@ -200,14 +200,22 @@ impl Passkeys {
         })
     }
 
-    /// Finishes a sign-in with the browser's assertion. On success, the passkey to write back
-    /// when the sign-in changed it (its counter or backup state), else `None`.
+    /// Finishes a sign-in with the browser's assertion, against the account's passkeys as
+    /// they are now (`passkeys`, read after the ceremony was taken). On success, when the
+    /// sign-in changed the passkey (its counter or backup state), the passkey as read and as
+    /// it must be written back ([`crate::store::Store::passkey_used`], compare-and-set), else
+    /// `None`.
+    ///
+    /// The crate checks the counter against the ceremony's state, taken at its start; a
+    /// sign-in that finished meanwhile may have moved it. So it is checked again here: an
+    /// authenticator that counts (either counter nonzero) must present a counter above the
+    /// stored one, else the assertion is refused as a possible clone.
     pub fn finish_sign_in(
         &self,
         credential: Value,
         pending: &PendingSignIn,
         passkeys: &[StoredPasskey],
-    ) -> Result<Option<StoredPasskey>, PasskeyError> {
+    ) -> Result<Option<(StoredPasskey, StoredPasskey)>, PasskeyError> {
         let credential: PublicKeyCredential =
             serde_json::from_value(credential).map_err(|_| PasskeyError::Refused)?;
         let result = self
@@ -217,18 +225,47 @@ impl Passkeys {
                 tracing::debug!(error = %e, "passkey sign-in refused");
                 PasskeyError::Refused
             })?;
-        for mut passkey in parse_all(passkeys)? {
-            if let Some(changed) = passkey.update_credential(&result) {
-                return if changed {
-                    stored(&passkey).map(Some)
-                } else {
-                    Ok(None)
-                };
+        for (was, mut passkey) in passkeys.iter().zip(parse_all(passkeys)?) {
+            let Some(changed) = passkey.update_credential(&result) else {
+                continue;
+            };
+            if !counter_advances(stored_counter(was)?, result.counter()) {
+                tracing::info!(
+                    "passkey sign-in refused: its counter did not advance (a possible clone)"
+                );
+                return Err(PasskeyError::Refused);
             }
+            return if changed {
+                Ok(Some((was.clone(), stored(&passkey)?)))
+            } else {
+                Ok(None)
+            };
         }
         // Verified against the state's credentials, but none is the account's any more.
         Err(PasskeyError::Refused)
     }
+}
+
+/// Whether an assertion's signature counter `now` may follow the stored `held`: both zero (an
+/// authenticator that does not count, as synced passkeys), or above it (WebAuthn §6.1.1).
+fn counter_advances(held: u32, now: u32) -> bool {
+    (held == 0 && now == 0) || now > held
+}
+
+/// The signature counter of a stored passkey, as the crate's own JSON holds it (`Passkey` has
+/// no getter for it).
+fn stored_counter(passkey: &StoredPasskey) -> Result<u32, PasskeyError> {
+    #[derive(Deserialize)]
+    struct Counted {
+        cred: Counter,
+    }
+    #[derive(Deserialize)]
+    struct Counter {
+        counter: u32,
+    }
+    serde_json::from_str::<Counted>(&passkey.json)
+        .map(|c| c.cred.counter)
+        .map_err(|_| PasskeyError::Unavailable)
 }
 
 /// A passkey as the store keeps it.
@@ -298,6 +335,32 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn a_counter_must_advance_unless_the_authenticator_does_not_count() {
+        assert!(counter_advances(0, 0), "no counter (a synced passkey)");
+        assert!(counter_advances(0, 1));
+        assert!(counter_advances(6, 7));
+        for (held, now) in [(1, 1), (7, 6), (5, 0), (u32::MAX, u32::MAX)] {
+            assert!(!counter_advances(held, now), "{held} then {now}");
+        }
+    }
+
+    #[test]
+    fn a_stored_counter_is_read_from_the_crates_json() {
+        let passkey = |json: &str| StoredPasskey {
+            cred_id: "00".into(),
+            json: json.into(),
+        };
+        assert_eq!(
+            stored_counter(&passkey(r#"{"cred":{"counter":7,"cred_id":"x"}}"#)).unwrap(),
+            7
+        );
+        assert!(matches!(
+            stored_counter(&passkey(r#"{"counter":7}"#)),
+            Err(PasskeyError::Unavailable)
+        ));
     }
 
     #[test]

@@ -464,9 +464,17 @@ pub trait Store: Send + Sync + 'static {
         &self,
         username: &str,
     ) -> Result<Option<(User, Vec<StoredPasskey>)>, StoreError>;
-    /// Replaces a passkey of the user after a sign-in changed it (its counter); a credential
-    /// that is not the user's is left alone.
-    async fn passkey_used(&self, user: &UserId, passkey: StoredPasskey) -> Result<(), StoreError>;
+    /// Replaces a passkey of the user after a sign-in changed it (its counter), compare-and-set:
+    /// only while it is still stored exactly as `was` (the passkey the sign-in was checked
+    /// against, its counter below the new one). Returns whether it was replaced; a credential
+    /// that is not the user's, or that another sign-in changed meanwhile, is left alone
+    /// (`false`), so a counter never goes back, whatever sign-ins race.
+    async fn passkey_used(
+        &self,
+        user: &UserId,
+        was: &StoredPasskey,
+        now: StoredPasskey,
+    ) -> Result<bool, StoreError>;
     /// Keeps a sign-in ceremony's state for `ttl` under `id` (a random id the caller drew).
     async fn put_ceremony(&self, id: &str, state: String, ttl: Duration) -> Result<(), StoreError>;
     /// Takes a ceremony's state: the first call within its ttl gets it, every other call (at

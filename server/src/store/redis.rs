@@ -554,9 +554,11 @@ end
 return out
 "#;
 
-/// Replaces a passkey of user ARGV[1] (credential ARGV[2]) if it is theirs.
+/// Replaces a passkey of user ARGV[1] (credential ARGV[2]) with ARGV[3] if it is theirs and
+/// still ARGV[4] (compare-and-set); returns 1 if it was replaced.
 const PASSKEY_USED: &str = r#"
-if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 1 then redis.call('HSET', KEYS[1], ARGV[2], ARGV[3]) end
+if redis.call('HGET', KEYS[1], ARGV[2]) ~= ARGV[4] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
 return 1
 "#;
 
@@ -1405,17 +1407,26 @@ impl Store for RedisStore {
         )))
     }
 
-    async fn passkey_used(&self, user: &UserId, passkey: StoredPasskey) -> Result<(), StoreError> {
-        let _: i64 = self
+    async fn passkey_used(
+        &self,
+        user: &UserId,
+        was: &StoredPasskey,
+        now: StoredPasskey,
+    ) -> Result<bool, StoreError> {
+        if was.cred_id != now.cred_id {
+            return Ok(false);
+        }
+        let replaced: i64 = self
             .scripts
             .passkey_used
             .key(self.keys.passkeys(user.as_str()))
             .arg(user.as_str())
-            .arg(&passkey.cred_id)
-            .arg(&passkey.json)
+            .arg(&now.cred_id)
+            .arg(&now.json)
+            .arg(&was.json)
             .invoke_async(&mut self.conn())
             .await?;
-        Ok(())
+        Ok(replaced == 1)
     }
 
     async fn put_ceremony(&self, id: &str, state: String, ttl: Duration) -> Result<(), StoreError> {

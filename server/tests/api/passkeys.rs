@@ -87,6 +87,25 @@ impl Browser {
         Browser::at(&format!("http://localhost:{}", addr.port()))
     }
 
+    /// [`Browser::for_app`] with an authenticator whose new credentials count their
+    /// signatures (a hardware key's; synced passkeys do not count).
+    fn counting(addr: SocketAddr) -> Browser {
+        let mut browser = Browser::for_app(addr);
+        browser
+            .client
+            .authenticator_mut()
+            .set_make_credentials_with_signature_counter(true);
+        browser
+    }
+
+    /// Another browser whose authenticator holds a copy of this one's credentials as they are
+    /// now, counters included: a cloned authenticator.
+    fn clone_authenticator(&self) -> Browser {
+        let mut clone = Browser::at(self.origin.as_str());
+        *clone.client.authenticator_mut().store_mut() = self.client.authenticator().store().clone();
+        clone
+    }
+
     /// `navigator.credentials.create({ publicKey })`, as `toJSON()` gives it.
     async fn create(&mut self, public_key: &Value) -> Value {
         let options: CredentialCreationOptions =
@@ -283,6 +302,34 @@ async fn a_ceremony_is_single_use_even_when_finished_twice_at_once() {
     assert_eq!(statuses, [200, 410], "{} {}", a.1, b.1);
     let (status, body) = post_json(app.addr, "/api/passkey/signin", finish).await;
     assert_eq!((status, code(&body)), (410, "ceremony_expired"));
+}
+
+/// A counting authenticator and its clone: the clone signs on a ceremony started before the
+/// owner's last sign-in moved the stored counter, with a counter that does not pass the stored
+/// one. The crate's own check (against the ceremony's state, taken at its start) passes; the
+/// check against the stored counter refuses it, and the owner still signs in. (Before, the
+/// clone got a session: a counter that did not advance was just not written.)
+#[tokio::test]
+async fn a_cloned_authenticator_whose_counter_does_not_advance_is_refused() {
+    let app = spawn_app().await;
+    let ada = app.connect_as("ada").await;
+    let mut laptop = Browser::counting(app.addr);
+    protect(&ada, &mut laptop).await;
+    let mut clone = laptop.clone_authenticator();
+
+    let (stale, stale_options) = start_sign_in(app.addr, "ada").await;
+    sign_in(app.addr, &mut laptop, "ada").await;
+    let credential = clone.get(&stale_options).await;
+    let (status, body) = post_json(
+        app.addr,
+        "/api/passkey/signin",
+        json!({ "ceremony": stale, "credential": credential }),
+    )
+    .await;
+    assert_eq!((status, code(&body)), (401, "passkey_refused"), "{body}");
+
+    let again = sign_in(app.addr, &mut laptop, "ada").await;
+    assert_eq!(again["userID"], ada.user_id.as_str());
 }
 
 #[tokio::test]

@@ -1313,9 +1313,17 @@ async fn a_passkey_protects_a_name_once_and_keeps_its_account<B: Backend>(backen
 
     let mut changed = passkey("c1");
     changed.json = "{\"counter\":7}".to_owned();
-    store.passkey_used(&ada, changed.clone()).await.unwrap();
+    assert!(store
+        .passkey_used(&ada, &passkey("c1"), changed.clone())
+        .await
+        .unwrap());
     // Someone else's credential is left alone.
-    store.passkey_used(&bob, passkey("c3")).await.unwrap();
+    let mut theirs = passkey("c3");
+    theirs.json = "{}".to_owned();
+    assert!(!store
+        .passkey_used(&bob, &passkey("c3"), theirs)
+        .await
+        .unwrap());
 
     store.delete_session(&ada_sid).await.unwrap();
     sleep(ms(30)).await;
@@ -1479,6 +1487,54 @@ async fn a_name_stays_its_accounts_when_its_passkeys_are_gone<B: Backend>(backen
     );
 }
 
+fn counted(cred: &str, counter: u32) -> StoredPasskey {
+    StoredPasskey {
+        cred_id: cred.to_owned(),
+        json: format!("{{\"cred\":\"{cred}\",\"counter\":{counter}}}"),
+    }
+}
+
+/// `passkey_used` is a compare-and-set: a passkey is replaced only while it is still stored as
+/// the sign-in read it, so of sign-ins that raced from the same state exactly one writes, and a
+/// stale one never takes a counter back. (Before, every call wrote: the last one won.)
+async fn a_passkey_is_replaced_only_while_it_is_as_read<B: Backend>(backend: B) {
+    let store = open(&backend).await;
+    let (_, ada) = user(&store, "ada").await;
+    let (_, bob) = user(&store, "bob").await;
+    store.protect(&ada, counted("c1", 0)).await.unwrap();
+    assert!(store
+        .passkey_used(&ada, &counted("c1", 0), counted("c1", 2))
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .passkey_used(&ada, &counted("c1", 0), counted("c1", 1))
+            .await
+            .unwrap(),
+        "read before the last write: refused"
+    );
+    let read = counted("c1", 2);
+    let racing = join_all((3..11).map(|n| store.passkey_used(&ada, &read, counted("c1", n)))).await;
+    let won: Vec<bool> = racing.into_iter().map(Result::unwrap).collect();
+    assert_eq!(won.iter().filter(|w| **w).count(), 1, "{won:?}");
+    let winner = 3 + won.iter().position(|w| *w).unwrap() as u32;
+    // Another credential's json, another user, or an unknown credential: nothing written.
+    assert!(!store
+        .passkey_used(&ada, &counted("c1", winner), counted("c2", 99))
+        .await
+        .unwrap());
+    assert!(!store
+        .passkey_used(&bob, &counted("c1", winner), counted("c1", 99))
+        .await
+        .unwrap());
+    assert!(!store
+        .passkey_used(&ada, &counted("zz", 0), counted("zz", 1))
+        .await
+        .unwrap());
+    let (_, held) = store.passkeys_by_name("ada").await.unwrap().unwrap();
+    assert_eq!(held, [counted("c1", winner)]);
+}
+
 /// Every scenario, as a test per store: `contract!` names each store and its backend, and
 /// each scenario once.
 macro_rules! contract {
@@ -1537,5 +1593,6 @@ contract! {
         an_account_holds_a_bounded_number_of_passkeys,
         protect_refuses_alike_in_the_contracts_order,
         a_name_stays_its_accounts_when_its_passkeys_are_gone,
+        a_passkey_is_replaced_only_while_it_is_as_read,
     ],
 }

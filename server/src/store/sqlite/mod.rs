@@ -556,14 +556,25 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn passkey_used(&self, user: &UserId, passkey: StoredPasskey) -> Result<(), StoreError> {
+    async fn passkey_used(
+        &self,
+        user: &UserId,
+        was: &StoredPasskey,
+        now: StoredPasskey,
+    ) -> Result<bool, StoreError> {
+        if was.cred_id != now.cred_id {
+            return Ok(false);
+        }
         let user = user.as_str().to_owned();
+        let was = was.json.clone();
         self.run(move |conn| {
-            conn.prepare_cached(
-                "UPDATE passkeys SET passkey = ?1, last_used_at = ?2 WHERE cred_id = ?3 AND user_id = ?4",
-            )?
-            .execute(params![passkey.json, now_ms(), passkey.cred_id, user])?;
-            Ok(())
+            let replaced = conn
+                .prepare_cached(
+                    "UPDATE passkeys SET passkey = ?1, last_used_at = ?2
+                     WHERE cred_id = ?3 AND user_id = ?4 AND passkey = ?5",
+                )?
+                .execute(params![now.json, now_ms(), now.cred_id, user, was])?;
+            Ok(replaced == 1)
         })
         .await
     }
