@@ -181,6 +181,7 @@ fn ceremony_limiter(config: &Config) -> transport::signup::SignupLimiter {
             f64::from(config.passkey_ceremony_burst),
         ),
     )
+    .counting_table_full_as(crate::refusals::Refusal::PasskeyTableFull)
 }
 
 /// What every socket handler shares: the store, and the limits and rate limiters of the flags.

@@ -94,7 +94,8 @@ enum ApiError {
     TooLarge,
     Unavailable,
     UnknownName,
-    RateLimited,
+    /// Over the ceremony budget; the same request is admitted again after this long.
+    RateLimited(std::time::Duration),
     Expired,
     Refused,
     Store(StoreError),
@@ -138,7 +139,7 @@ impl IntoResponse for ApiError {
                 "unknown_name",
                 "no passkey protects that name",
             ),
-            ApiError::RateLimited => (
+            ApiError::RateLimited(_) => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
                 "too many requests; wait a moment and try again",
@@ -163,7 +164,7 @@ impl IntoResponse for ApiError {
             }
         };
         match &self {
-            ApiError::RateLimited => refused(Refusal::PasskeyRate),
+            ApiError::RateLimited(_) => refused(Refusal::PasskeyRate),
             ApiError::Store(_) => {}
             _ => refused(Refusal::InvalidRequest),
         }
@@ -172,10 +173,11 @@ impl IntoResponse for ApiError {
             axum::Json(json!({ "error": { "code": code, "message": message } })),
         )
             .into_response();
-        if matches!(self, ApiError::RateLimited) {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+        if let ApiError::RateLimited(wait) = self {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after_secs(wait)),
+            );
         }
         no_store(response)
     }
@@ -210,7 +212,17 @@ async fn read_object(
 }
 
 fn take_token(limiter: &SignupLimiter, client: Option<ClientAddr>) -> Result<(), ApiError> {
-    limiter.try_admit(client).map_err(|_| ApiError::RateLimited)
+    limiter
+        .try_admit_or_wait(client)
+        .map_err(|refused| ApiError::RateLimited(refused.wait))
+}
+
+/// `Retry-After` for a wait: whole seconds, rounded up, at least 1.
+fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    let secs = wait
+        .as_secs()
+        .saturating_add(u64::from(wait.subsec_nanos() > 0));
+    secs.max(1)
 }
 
 async fn options(
@@ -310,6 +322,16 @@ async fn sign_in(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_is_the_wait_in_whole_seconds_rounded_up() {
+        use std::time::Duration;
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_secs(6)), 6);
+        assert_eq!(retry_after_secs(Duration::from_millis(59_001)), 60);
+        assert_eq!(retry_after_secs(Duration::MAX), u64::MAX);
+    }
 
     #[test]
     fn a_ceremony_id_is_exactly_32_lowercase_hex_digits() {
