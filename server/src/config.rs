@@ -197,9 +197,10 @@ pub struct Config {
     pub passkeys: bool,
 
     /// The WebAuthn relying party id passkeys are made for (issue #25), e.g. `chat.example`.
-    /// Default: the host of the first allowed origin that is a domain name (the public
-    /// origin's, or `localhost` for a loopback bind). Passkeys work only from allowed origins
-    /// at or below it; with none (every origin an IP address) they are off.
+    /// Default: the host of `--public-origin` when it is `https://<domain>` (or `localhost` for
+    /// a loopback bind without it), never that of an `--allowed-origins` entry. Passkeys work
+    /// only from allowed origins at or below it that are `https` (or `http://localhost`); with
+    /// none they are off, and a warning at start says why.
     #[arg(long, env = "TETHER_PASSKEY_RP_ID")]
     pub passkey_rp_id: Option<String>,
 
