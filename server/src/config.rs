@@ -323,6 +323,13 @@ pub struct Config {
     #[arg(long, env = "TETHER_MAX_SOCKETS_PER_USER", default_value_t = 64)]
     pub max_sockets_per_user: u32,
 
+    /// Live sessions (devices) one account may hold: a passkey sign-in past it is refused
+    /// (`too_many_sessions`) until one is ended. Checked atomically in the store with the
+    /// session's creation, on every node.
+    #[arg(long, env = "TETHER_MAX_SESSIONS_PER_USER", default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_sessions_per_user: u32,
+
     /// What a second concurrent connection of one session gets: `share` (every tab is the same
     /// user) or `reject` (refused with `session already active`, unless it asks to take over).
     #[arg(long, env = "TETHER_TAB_POLICY", value_enum, default_value_t = TabPolicy::Share)]

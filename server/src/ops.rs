@@ -185,7 +185,8 @@ mod tests {
             &self,
             _: &UserId,
             _: &str,
-        ) -> Result<Option<(SessionId, Session)>, StoreError> {
+            _: u32,
+        ) -> Result<crate::store::NewDevice, StoreError> {
             unimplemented!()
         }
         async fn devices(&self, _: &UserId) -> Result<Vec<crate::store::Device>, StoreError> {

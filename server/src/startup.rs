@@ -314,6 +314,7 @@ fn routes(
         store: store.clone(),
         passkeys,
         limiter: Arc::new(ceremony_limiter(config)),
+        max_sessions_per_user: config.max_sessions_per_user,
     }));
     (routes, ops)
 }

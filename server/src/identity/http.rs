@@ -9,8 +9,9 @@
 //! ```
 //!
 //! Errors are `{"error":{"code","message"}}`: `invalid_payload` 400, `passkey_refused` 401,
-//! `unknown_name` 404, `passkeys_unavailable` 404, `ceremony_expired` 410, `payload_too_large`
-//! 413, `rate_limited` 429 (with `Retry-After`), `store_unavailable` 503. Every answer is
+//! `unknown_name` 404, `passkeys_unavailable` 404, `too_many_sessions` 409, `ceremony_expired`
+//! 410, `payload_too_large` 413, `rate_limited` 429 (with `Retry-After`), `store_unavailable`
+//! 503. Every answer is
 //! `Cache-Control: no-store`.
 //!
 //! **Costs.** Each request takes a token of the per-address and overall buckets
@@ -36,7 +37,7 @@ use super::device::DeviceLabel;
 use super::passkeys::{PasskeyError, Passkeys};
 use crate::domain::Username;
 use crate::refusals::{refused, Refusal};
-use crate::store::{Store, StoreError};
+use crate::store::{NewDevice, Store, StoreError};
 use crate::transport::signup::{ClientAddr, SignupLimiter};
 
 /// The largest body read: a sign-in assertion is 1–2 KB.
@@ -78,6 +79,8 @@ pub struct PasskeyRoutes {
     pub passkeys: Option<Arc<Passkeys>>,
     /// Ceremonies per client address and overall.
     pub limiter: Arc<SignupLimiter>,
+    /// `--max-sessions-per-user`: a sign-in past it makes no session.
+    pub max_sessions_per_user: u32,
 }
 
 pub fn router(state: PasskeyRoutes) -> Router {
@@ -98,6 +101,7 @@ enum ApiError {
     RateLimited(std::time::Duration),
     Expired,
     Refused,
+    TooManySessions,
     Store(StoreError),
 }
 
@@ -153,6 +157,11 @@ impl IntoResponse for ApiError {
                 StatusCode::UNAUTHORIZED,
                 "passkey_refused",
                 "the passkey was refused",
+            ),
+            ApiError::TooManySessions => (
+                StatusCode::CONFLICT,
+                "too_many_sessions",
+                "this account has too many sessions; end one (devices) and try again",
             ),
             ApiError::Store(e) => {
                 tracing::error!(error = %format_args!("{e:#}"), "passkey sign-in failed on the store");
@@ -303,11 +312,15 @@ async fn sign_in(
         .get(header::USER_AGENT)
         .map(|ua| DeviceLabel::from_user_agent(ua.as_bytes()))
         .unwrap_or(DeviceLabel::UNKNOWN);
-    let (session_id, session) = routes
+    let (session_id, session) = match routes
         .store
-        .create_device_session(&pending.user, &device.label())
+        .create_device_session(&pending.user, &device.label(), routes.max_sessions_per_user)
         .await?
-        .ok_or(ApiError::Refused)?;
+    {
+        NewDevice::Created(id, session) => (id, session),
+        NewDevice::TooManySessions => return Err(ApiError::TooManySessions),
+        NewDevice::UnknownUser => return Err(ApiError::Refused),
+    };
     tracing::info!(user.id = %session.user_id, "signed in with a passkey");
     Ok(no_store(
         axum::Json(json!({

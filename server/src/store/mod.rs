@@ -94,6 +94,27 @@ pub struct Session {
     pub username: String,
 }
 
+/// What [`Store::create_device_session`] did.
+#[derive(Debug)]
+pub enum NewDevice {
+    /// A new session of the user.
+    Created(SessionId, Session),
+    /// No such user: nothing written.
+    UnknownUser,
+    /// The user holds the most live sessions allowed already: nothing written.
+    TooManySessions,
+}
+
+impl NewDevice {
+    /// The new session, if one was made.
+    pub fn created(self) -> Option<(SessionId, Session)> {
+        match self {
+            NewDevice::Created(id, session) => Some((id, session)),
+            NewDevice::UnknownUser | NewDevice::TooManySessions => None,
+        }
+    }
+}
+
 /// A session of a user, as its devices list shows it (issue #25). A session is keyed by its
 /// *family*, the digest of its first secret (the digest [`SessionId::digest`] gives today).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -405,13 +426,17 @@ pub trait Store: Send + Sync + 'static {
         username: &Username,
         device: &str,
     ) -> Result<(SessionId, Session), StoreError>;
-    /// Creates another session (device) of an existing user; `None` when the user is unknown.
-    /// (A sign-in on a new device, issue #25 slice 4; today only the tests make one.)
+    /// Creates another session (device) of an existing user (a passkey sign-in on a new
+    /// device, issue #25 slice 4), unless the user holds `max_sessions` live sessions already
+    /// ([`NewDevice::TooManySessions`]; sessions past their idle time or maximum age do not
+    /// count). The count and the write are one atomic step: of calls made at the same time, no
+    /// more succeed than there is room for.
     async fn create_device_session(
         &self,
         user: &UserId,
         device: &str,
-    ) -> Result<Option<(SessionId, Session)>, StoreError>;
+        max_sessions: u32,
+    ) -> Result<NewDevice, StoreError>;
     /// The user's live sessions, oldest first.
     async fn devices(&self, user: &UserId) -> Result<Vec<Device>, StoreError>;
     /// Ends the session whose family is `family` if it is the user's (a device revoked), as

@@ -51,6 +51,7 @@ use redis::{AsyncCommands, IntoConnectionInfo, ProtocolVersion, Script};
 
 use super::presence::LocalPresence;
 use super::sqlite::SessionPolicy;
+use super::NewDevice;
 use super::{
     cut_to_page, now_ms, ConversationEntry, ConversationPage, Conversations, Device, Expired,
     MarkedRead, NewMessage, Page, PresenceChange, ReadCursor, ReadStatus, Session, SettingsChange,
@@ -462,11 +463,22 @@ redis.call('ZADD', KEYS[7], ARGV[6], ARGV[5] .. ':' .. ARGV[1])
 return 1
 "#;
 
-/// Another session (device) of an existing user, unless its id is taken (then `{'taken'}`: draw
-/// again). Returns nil when the user is unknown, else `{'ok', name}`.
+/// Another session (device) of an existing user, unless the user holds ARGV[7] live sessions
+/// already (`{'full'}`: sessions whose key expired or that are past the maximum age ARGV[8] do
+/// not count; the set is walked only when it is that large) or its id is taken (then
+/// `{'taken'}`: draw again). Returns nil when the user is unknown, else `{'ok', name}`.
 const CREATE_DEVICE_SESSION: &str = r#"
 local name = redis.call('HGET', KEYS[1], ARGV[1])
 if not name then return false end
+local max = tonumber(ARGV[7])
+if redis.call('SCARD', KEYS[3]) >= max then
+  local live, now, max_age = 0, tonumber(ARGV[2]), tonumber(ARGV[8])
+  for _, d in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+    local created = redis.call('HGET', ARGV[9] .. 'session:' .. d, 'created')
+    if created and now - tonumber(created) <= max_age then live = live + 1 end
+  end
+  if live >= max then return {'full'} end
+end
 if redis.call('EXISTS', KEYS[2]) == 1 then return {'taken'} end
 redis.call('HSET', KEYS[2], 'user', ARGV[1], 'name', name, 'created', ARGV[2], 'seen', ARGV[2], 'device', ARGV[6])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
@@ -1121,7 +1133,8 @@ impl Store for RedisStore {
         &self,
         user: &UserId,
         device: &str,
-    ) -> Result<Option<(SessionId, Session)>, StoreError> {
+        max_sessions: u32,
+    ) -> Result<NewDevice, StoreError> {
         let device = super::stored_label(device);
         // A session id is 122 random bits; the script still checks it is new and we draw again.
         for _ in 0..8 {
@@ -1143,18 +1156,22 @@ impl Store for RedisStore {
                 .arg(&digest)
                 .arg(deadline)
                 .arg(&device)
+                .arg(max_sessions)
+                .arg(self.policy.max_age.as_millis() as u64)
+                .arg(self.keys.all())
                 .invoke_async(&mut self.conn())
                 .await?;
             match created.as_deref() {
-                None => return Ok(None),
+                None => return Ok(NewDevice::UnknownUser),
+                Some([full]) if full == "full" => return Ok(NewDevice::TooManySessions),
                 Some([ok, name]) if ok == "ok" => {
-                    return Ok(Some((
+                    return Ok(NewDevice::Created(
                         session_id,
                         Session {
                             user_id: user.clone(),
                             username: name.clone(),
                         },
-                    )))
+                    ))
                 }
                 Some(_) => continue,
             }

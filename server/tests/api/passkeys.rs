@@ -283,6 +283,39 @@ async fn signing_in_with_a_passkey_returns_the_same_user_with_its_conversations_
     app.resume(&ada.session_id).await;
 }
 
+/// `--max-sessions-per-user`: a passkey sign-in past it makes no session (409
+/// `too_many_sessions`); ending one of the account's sessions makes room again. (Before, every
+/// sign-in made one more session.)
+#[tokio::test]
+async fn passkey_sign_ins_stop_at_the_accounts_session_limit() {
+    let app = spawn_app_with(|c| c.max_sessions_per_user = 2).await;
+    let ada = app.connect_as("ada").await;
+    let mut browser = Browser::for_app(app.addr);
+    protect(&ada, &mut browser).await;
+    let phone = sign_in(app.addr, &mut browser, "ada").await;
+
+    let (ceremony, public_key) = start_sign_in(app.addr, "ada").await;
+    let credential = browser.get(&public_key).await;
+    let (status, body) = post_json(
+        app.addr,
+        "/api/passkey/signin",
+        json!({ "ceremony": ceremony, "credential": credential }),
+    )
+    .await;
+    assert_eq!((status, code(&body)), (409, "too_many_sessions"), "{body}");
+    let devices = ada.request("devices", json!({})).await;
+    assert_eq!(
+        devices["ok"]["devices"].as_array().unwrap().len(),
+        2,
+        "{devices}"
+    );
+
+    let phone = app.resume(phone["sessionID"].as_str().unwrap()).await;
+    phone.request("logout", json!({})).await;
+    let again = sign_in(app.addr, &mut browser, "ada").await;
+    assert_eq!(again["userID"], ada.user_id.as_str());
+}
+
 #[tokio::test]
 async fn a_ceremony_is_single_use_even_when_finished_twice_at_once() {
     let app = spawn_app().await;

@@ -18,8 +18,8 @@ use server::domain::{ClientMsgId, MessageContent, SessionId, UserId, Username};
 use server::store::redis::{NodeOptions, RedisStore};
 use server::store::sqlite::{SessionPolicy, SqliteStore};
 use server::store::{
-    ConversationPage, Expired, MarkedRead, NewMessage, Page, Protect, ReadCursor, SettingsChange,
-    Store, Stored, StoredPasskey, UserSettings, PASSKEYS_PER_USER_MAX, UNREAD_MAX,
+    ConversationPage, Expired, MarkedRead, NewDevice, NewMessage, Page, Protect, ReadCursor,
+    SettingsChange, Store, Stored, StoredPasskey, UserSettings, PASSKEYS_PER_USER_MAX, UNREAD_MAX,
 };
 use tokio::time::sleep;
 
@@ -497,16 +497,18 @@ async fn devices_are_listed_per_user_and_ended_by_family<B: Backend>(backend: B)
     let (ada_sid, ada) = user(&store, "ada").await;
     let (bob_sid, bob) = user(&store, "bob").await;
     let (phone, session) = store
-        .create_device_session(&ada, "Safari on iOS")
+        .create_device_session(&ada, "Safari on iOS", 50)
         .await
         .unwrap()
+        .created()
         .expect("ada exists");
     assert_eq!((&session.user_id, session.username.as_str()), (&ada, "ada"));
     assert_ne!(phone.digest(), ada_sid.digest());
     assert!(store
-        .create_device_session(&UserId::random(), "Chrome")
+        .create_device_session(&UserId::random(), "Chrome", 50)
         .await
         .unwrap()
+        .created()
         .is_none());
     let found = store.find_session(&phone).await.unwrap().unwrap();
     assert_eq!(found.user_id, ada);
@@ -569,9 +571,10 @@ async fn devices_are_listed_per_user_and_ended_by_family<B: Backend>(backend: B)
     // A label is kept to its bound; ending a message-less account's last session marks it
     // for the account sweep, as a sign-out does.
     let (_, _) = store
-        .create_device_session(&bob, &"é".repeat(1000))
+        .create_device_session(&bob, &"é".repeat(1000), 50)
         .await
         .unwrap()
+        .created()
         .unwrap();
     let longest = store
         .devices(&bob)
@@ -1347,9 +1350,10 @@ async fn a_passkey_protects_a_name_once_and_keeps_its_account<B: Backend>(backen
     assert!(store.name_protected("ada").await.unwrap());
     // Its account is still there: a new device session of it can be made.
     assert!(store
-        .create_device_session(&ada, "Chrome on Linux")
+        .create_device_session(&ada, "Chrome on Linux", 50)
         .await
         .unwrap()
+        .created()
         .is_some());
 }
 
@@ -1487,6 +1491,63 @@ async fn a_name_stays_its_accounts_when_its_passkeys_are_gone<B: Backend>(backen
     );
 }
 
+/// A user holds at most `max_sessions` live sessions when one is added for them: past it
+/// nothing is written, ending one makes room, an unknown user is told apart, and of adds made
+/// at the same time no more succeed than there is room for. (Before, there was no limit.)
+async fn device_sessions_are_bounded_per_user<B: Backend>(backend: B) {
+    let store = open(&backend).await;
+    let (first, ada) = user(&store, "ada").await;
+    for _ in 0..2 {
+        let made = store
+            .create_device_session(&ada, "Chrome", 3)
+            .await
+            .unwrap();
+        assert!(matches!(made, NewDevice::Created(..)), "{made:?}");
+    }
+    let made = store
+        .create_device_session(&ada, "Chrome", 3)
+        .await
+        .unwrap();
+    assert!(matches!(made, NewDevice::TooManySessions), "{made:?}");
+    assert_eq!(store.devices(&ada).await.unwrap().len(), 3);
+    let unknown = store
+        .create_device_session(&UserId::random(), "Chrome", 3)
+        .await
+        .unwrap();
+    assert!(matches!(unknown, NewDevice::UnknownUser), "{unknown:?}");
+
+    store.delete_session(&first).await.unwrap();
+    let racing = join_all((0..8).map(|_| store.create_device_session(&ada, "Safari", 3))).await;
+    let made = racing
+        .into_iter()
+        .filter(|r| matches!(r, Ok(NewDevice::Created(..))))
+        .count();
+    assert_eq!(made, 1, "one place was free");
+    assert_eq!(store.devices(&ada).await.unwrap().len(), 3);
+}
+
+/// Sessions past their idle time do not count against the limit.
+async fn idle_sessions_do_not_count_against_the_session_limit<B: Backend>(backend: B) {
+    let store = open_with(&backend, ms(100), HOUR).await;
+    let (_, ada) = user(&store, "ada").await;
+    let made = store
+        .create_device_session(&ada, "Chrome", 2)
+        .await
+        .unwrap();
+    assert!(matches!(made, NewDevice::Created(..)), "{made:?}");
+    let made = store
+        .create_device_session(&ada, "Chrome", 2)
+        .await
+        .unwrap();
+    assert!(matches!(made, NewDevice::TooManySessions), "{made:?}");
+    sleep(ms(250)).await;
+    let made = store
+        .create_device_session(&ada, "Chrome", 2)
+        .await
+        .unwrap();
+    assert!(matches!(made, NewDevice::Created(..)), "{made:?}");
+}
+
 fn counted(cred: &str, counter: u32) -> StoredPasskey {
     StoredPasskey {
         cred_id: cred.to_owned(),
@@ -1594,5 +1655,7 @@ contract! {
         protect_refuses_alike_in_the_contracts_order,
         a_name_stays_its_accounts_when_its_passkeys_are_gone,
         a_passkey_is_replaced_only_while_it_is_as_read,
+        device_sessions_are_bounded_per_user,
+        idle_sessions_do_not_count_against_the_session_limit,
     ],
 }

@@ -21,6 +21,7 @@ use protocol::payloads::Message;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::presence::LocalPresence;
+use super::NewDevice;
 use super::{
     cut_to_page, now_ms, ConversationEntry, ConversationPage, Conversations, Device, Expired,
     MarkedRead, NewMessage, Page, ReadCursor, ReadStatus, Session, SettingsChange, SettingsChanged,
@@ -205,27 +206,39 @@ impl Store for SqliteStore {
         &self,
         user: &UserId,
         device: &str,
-    ) -> Result<Option<(SessionId, Session)>, StoreError> {
+        max_sessions: u32,
+    ) -> Result<NewDevice, StoreError> {
         let user = user.clone();
         let device = super::stored_label(device);
+        let now = now_ms();
+        let (idle_cut, age_cut) = self.session_cutoffs(now);
+        // On the writer thread: the count and the insert are one step.
         self.run(move |conn| {
             let username: Option<String> = conn
                 .prepare_cached("SELECT username FROM users WHERE user_id = ?1")?
                 .query_row(params![user.as_str()], |r| r.get(0))
                 .optional()?;
             let Some(username) = username else {
-                return Ok(None);
+                return Ok(NewDevice::UnknownUser);
             };
-            let now = now_ms();
+            let live: i64 = conn
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM sessions
+                     WHERE user_id = ?1 AND last_seen_at >= ?2 AND created_at >= ?3",
+                )?
+                .query_row(params![user.as_str(), idle_cut, age_cut], |r| r.get(0))?;
+            if live >= i64::from(max_sessions) {
+                return Ok(NewDevice::TooManySessions);
+            }
             let session_id = insert_session(conn, &user, &device, now)?;
             touch_account(conn, user.as_str(), now)?;
-            Ok(Some((
+            Ok(NewDevice::Created(
                 session_id,
                 Session {
                     user_id: user,
                     username,
                 },
-            )))
+            ))
         })
         .await
     }
