@@ -137,9 +137,10 @@ pub(crate) fn stored_label(label: &str) -> String {
     label.chars().take(DEVICE_LABEL_MAX).collect()
 }
 
-/// A passkey of an account (issue #25 slice 4), as stored: its credential id (base64url, unique
-/// across accounts) and the `webauthn_rs` `Passkey` as JSON (its public key and counter). The
-/// store never reads inside `json`.
+/// A passkey of an account (issue #25 slice 4), as stored: its credential id (the raw id's bytes
+/// in lowercase hex, unique across accounts) and the `webauthn_rs` `Passkey` as JSON (its public
+/// key and counter). The store never reads inside `json` (it compares it whole, in
+/// [`Store::passkey_used`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredPasskey {
     pub cred_id: String,
