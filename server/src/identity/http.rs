@@ -221,9 +221,11 @@ async fn read_object(
 }
 
 fn take_token(limiter: &SignupLimiter, client: Option<ClientAddr>) -> Result<(), ApiError> {
-    limiter
-        .try_admit_or_wait(client)
-        .map_err(|refused| ApiError::RateLimited(refused.wait))
+    limiter.try_admit_or_wait(client).map_err(|refused| {
+        metrics::counter!("tether_passkey_ceremonies_refused_total", "limit" => refused.why.as_str())
+            .increment(1);
+        ApiError::RateLimited(refused.wait)
+    })
 }
 
 /// `Retry-After` for a wait: whole seconds, rounded up, at least 1.

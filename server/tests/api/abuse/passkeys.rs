@@ -133,5 +133,24 @@ async fn a_flood_of_guessed_ceremonies_is_refused_before_the_store() {
         run < SENT as u64 / 4,
         "{run} scripts run for {SENT} refused starts"
     );
+    // Counted apart from sign-ups.
+    let (status, metrics) = crate::helpers::http_get(app.addr, "/metrics").await;
+    assert_eq!(status, 200);
+    let refused: f64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(r#"tether_passkey_ceremonies_refused_total{limit="address"} "#)
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("counted:\n{metrics}"));
+    assert_eq!(
+        refused as usize,
+        SENT / 2 - BURST as usize + SENT,
+        "{statuses:?}"
+    );
+    assert!(
+        !metrics.contains("tether_signups_refused_total"),
+        "no sign-up was refused"
+    );
     eprintln!("guessed ceremony flood: {statuses:?}, {taken} takes");
 }
