@@ -10,9 +10,8 @@
 //!
 //! Errors are `{"error":{"code","message"}}`: `invalid_payload` 400, `passkey_refused` 401,
 //! `unknown_name` 404, `passkeys_unavailable` 404, `too_many_sessions` 409, `ceremony_expired`
-//! 410, `payload_too_large` 413, `rate_limited` 429 (with `Retry-After`), `store_unavailable`
-//! 503. Every answer is
-//! `Cache-Control: no-store`.
+//! 410, `payload_too_large` 413, `rate_limited` 429 (with `Retry-After`: the limiter's own
+//! wait), `store_unavailable` 503. Every answer is `Cache-Control: no-store`.
 //!
 //! **Costs.** Each request takes a token of the per-address and overall buckets
 //! (`--passkey-ceremonies-per-ip-per-min` …) once its body has the right shape and before the
