@@ -94,6 +94,7 @@ const SIGN_IN_ERRORS = {
   unknown_name: "No passkey protects that name.",
   passkey_refused: "That passkey was refused.",
   ceremony_expired: "That took too long. Try again.",
+  too_many_sessions: "This account has too many sessions. Sign out on a device you no longer use and try again.",
   rate_limited: "Too many tries. Wait a moment and try again.",
   passkeys_unavailable: "Passkeys are not available on this server.",
 };

@@ -197,9 +197,10 @@ pub struct Config {
     pub passkeys: bool,
 
     /// The WebAuthn relying party id passkeys are made for (issue #25), e.g. `chat.example`.
-    /// Default: the host of the first allowed origin that is a domain name (the public
-    /// origin's, or `localhost` for a loopback bind). Passkeys work only from allowed origins
-    /// at or below it; with none (every origin an IP address) they are off.
+    /// Default: the host of `--public-origin` when it is `https://<domain>` (or `localhost` for
+    /// a loopback bind without it), never that of an `--allowed-origins` entry. Passkeys work
+    /// only from allowed origins at or below it that are `https` (or `http://localhost`); with
+    /// none they are off, and a warning at start says why.
     #[arg(long, env = "TETHER_PASSKEY_RP_ID")]
     pub passkey_rp_id: Option<String>,
 
@@ -213,13 +214,14 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=600))]
     pub passkey_ceremony_secs: u64,
 
-    /// Passkey sign-ins (`/api/passkey/options`, and finishes with an unknown ceremony) one
-    /// client address may start per minute, sustained; IPv6 by /64. Per node.
+    /// Passkey sign-in requests (`/api/passkey/options` and `/api/passkey/signin`, each paid
+    /// before anything is looked up: a sign-in is two) one client address may make per minute,
+    /// sustained; IPv6 by /64. Per node.
     #[arg(long, env = "TETHER_PASSKEY_CEREMONIES_PER_IP_PER_MIN", default_value_t = 20,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub passkey_ceremonies_per_ip_per_min: u32,
 
-    /// Passkey sign-ins one client address may start in a burst.
+    /// Passkey sign-in requests one client address may make in a burst.
     #[arg(long, env = "TETHER_PASSKEY_CEREMONY_BURST_PER_IP", default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub passkey_ceremony_burst_per_ip: u32,
@@ -327,6 +329,13 @@ pub struct Config {
     /// Sockets (tabs) one user may have open at once.
     #[arg(long, env = "TETHER_MAX_SOCKETS_PER_USER", default_value_t = 64)]
     pub max_sockets_per_user: u32,
+
+    /// Live sessions (devices) one account may hold: a passkey sign-in past it is refused
+    /// (`too_many_sessions`) until one is ended. Checked atomically in the store with the
+    /// session's creation, on every node.
+    #[arg(long, env = "TETHER_MAX_SESSIONS_PER_USER", default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_sessions_per_user: u32,
 
     /// What a second concurrent connection of one session gets: `share` (every tab is the same
     /// user) or `reject` (refused with `session already active`, unless it asks to take over).

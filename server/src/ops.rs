@@ -185,7 +185,8 @@ mod tests {
             &self,
             _: &UserId,
             _: &str,
-        ) -> Result<Option<(SessionId, Session)>, StoreError> {
+            _: u32,
+        ) -> Result<crate::store::NewDevice, StoreError> {
             unimplemented!()
         }
         async fn devices(&self, _: &UserId) -> Result<Vec<crate::store::Device>, StoreError> {
@@ -301,8 +302,9 @@ mod tests {
         async fn passkey_used(
             &self,
             _: &UserId,
+            _: &crate::store::StoredPasskey,
             _: crate::store::StoredPasskey,
-        ) -> Result<(), StoreError> {
+        ) -> Result<bool, StoreError> {
             unimplemented!()
         }
         async fn put_ceremony(&self, _: &str, _: String, _: Duration) -> Result<(), StoreError> {

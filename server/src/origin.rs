@@ -96,6 +96,9 @@ pub fn parse_origin(value: &str) -> Result<Origin, OriginError> {
 #[derive(Debug)]
 pub struct OriginPolicy {
     allowed: Vec<Origin>,
+    /// How many of `allowed`, from the first, are the server's own (the public origin, or
+    /// those of the bound address); the rest are `--allowed-origins`.
+    own: usize,
     /// Whether the public origin was derived from a wildcard listen address (0.0.0.0, ::),
     /// which no browser visits: the operator should say where users reach the server.
     unnamed: bool,
@@ -121,11 +124,13 @@ impl OriginPolicy {
             Some(public) => vec![parse_origin(public).map_err(PolicyError::Public)?],
             None => derived_origins(bound),
         };
+        let own = origins.len();
         for origin in allowed.iter().map(|o| o.trim()).filter(|o| !o.is_empty()) {
             origins.push(parse_origin(origin).map_err(PolicyError::Allowed)?);
         }
         Ok(Self {
             allowed: origins,
+            own,
             unnamed: public.is_none() && bound.ip().is_unspecified(),
             credentials: false,
         })
@@ -147,6 +152,15 @@ impl OriginPolicy {
     /// The allowed origins, as browsers write them.
     pub fn origins(&self) -> Vec<String> {
         self.allowed
+            .iter()
+            .map(Origin::ascii_serialization)
+            .collect()
+    }
+
+    /// The server's own origins, as browsers write them: `--public-origin`, or without it those
+    /// of the bound address (never an `--allowed-origins` one).
+    pub fn own_origins(&self) -> Vec<String> {
+        self.allowed[..self.own]
             .iter()
             .map(Origin::ascii_serialization)
             .collect()
@@ -308,6 +322,20 @@ mod tests {
         assert!(p.allows("https://Chat.Example:443"));
         assert!(!p.allows("http://chat.example"));
         assert!(!p.allows("https://chat.example:8443"));
+    }
+
+    #[test]
+    fn own_origins_are_the_public_or_bound_ones_never_the_allowed_ones() {
+        let extra = vec!["https://partner.example".to_owned()];
+        let bound = SocketAddr::from(([127, 0, 0, 1], 3000));
+        let p = OriginPolicy::new(None, &extra, bound).unwrap();
+        assert_eq!(
+            p.own_origins(),
+            ["http://127.0.0.1:3000", "http://localhost:3000"]
+        );
+        let p = OriginPolicy::new(Some("https://chat.example"), &extra, bound).unwrap();
+        assert_eq!(p.own_origins(), ["https://chat.example"]);
+        assert_eq!(p.origins().len(), 2);
     }
 
     #[test]

@@ -60,6 +60,9 @@ pub enum Refusal {
     Flooding,
     /// A passkey sign-in over its address's or the overall ceremony limit.
     PasskeyRate,
+    /// A passkey sign-in from an address the ceremony limiter had no room to track (also
+    /// counted as [`Refusal::PasskeyRate`]).
+    PasskeyTableFull,
 }
 
 impl Refusal {
@@ -80,6 +83,7 @@ impl Refusal {
         Refusal::InvalidRequest,
         Refusal::Flooding,
         Refusal::PasskeyRate,
+        Refusal::PasskeyTableFull,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -100,6 +104,7 @@ impl Refusal {
             Refusal::InvalidRequest => "invalid_request",
             Refusal::Flooding => "flooding",
             Refusal::PasskeyRate => "passkey_rate",
+            Refusal::PasskeyTableFull => "passkey_table_full",
         }
     }
 
@@ -114,6 +119,7 @@ impl Refusal {
                 | Refusal::TooManySockets
                 | Refusal::SignupOverall
                 | Refusal::SignupTableFull
+                | Refusal::PasskeyTableFull
                 | Refusal::Flooding
         )
     }
@@ -144,6 +150,11 @@ struct Reported {
 /// Counts one refusal; it is logged with the next report.
 pub fn refused(kind: Refusal) {
     COUNTS[index(kind)].fetch_add(1, Ordering::Relaxed);
+}
+
+/// How many refusals of this kind the process counted so far.
+pub fn count(kind: Refusal) -> u64 {
+    COUNTS[index(kind)].load(Ordering::Relaxed)
 }
 
 /// Its slot: `ALL` lists the kinds in their declared order (a test checks).

@@ -138,7 +138,7 @@ async fn open_store(
 }
 
 /// The passkey ceremonies of this server's relying party (issue #25), or `None` (with a line
-/// saying why) when no allowed origin is a domain name at or below `--passkey-rp-id`.
+/// saying why) when there is none ([`RelyingParty::derive`]).
 fn passkeys(
     config: &Config,
     origins: &origin::OriginPolicy,
@@ -148,11 +148,17 @@ fn passkeys(
         return Ok(None);
     }
     let allowed = origins.origins();
-    let Some(rp) = RelyingParty::derive(config.passkey_rp_id.as_deref(), &allowed) else {
-        tracing::info!(
-            "passkeys are off: they need a domain name (set --public-origin https://… or --passkey-rp-id)"
-        );
-        return Ok(None);
+    let rp = match RelyingParty::derive(
+        config.passkey_rp_id.as_deref(),
+        &origins.own_origins(),
+        &allowed,
+    ) {
+        Ok(rp) => rp,
+        Err(why) => {
+            // Asked for and off: said once, plainly, at start.
+            tracing::warn!("{why}");
+            return Ok(None);
+        }
     };
     // Origins that are domains but not at or below the RP's (IP addresses never can be).
     let domains = allowed
@@ -161,7 +167,7 @@ fn passkeys(
         .count();
     let left_out = domains.saturating_sub(rp.origins.len());
     if left_out > 0 {
-        tracing::warn!(rp.id = %rp.id, left_out, "allowed origins outside the passkey domain cannot use passkeys");
+        tracing::warn!(rp.id = %rp.id, left_out, "allowed origins outside the passkey domain, or plain http (but localhost), cannot use passkeys");
     }
     let passkeys = Passkeys::new(
         &rp,
@@ -185,6 +191,7 @@ fn ceremony_limiter(config: &Config) -> transport::signup::SignupLimiter {
             f64::from(config.passkey_ceremony_burst),
         ),
     )
+    .counting_table_full_as(crate::refusals::Refusal::PasskeyTableFull)
 }
 
 /// What every socket handler shares: the store, and the limits and rate limiters of the flags.
@@ -314,6 +321,7 @@ fn routes(
         store: store.clone(),
         passkeys,
         limiter: Arc::new(ceremony_limiter(config)),
+        max_sessions_per_user: config.max_sessions_per_user,
     }));
     (routes, ops)
 }

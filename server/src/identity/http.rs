@@ -9,16 +9,18 @@
 //! ```
 //!
 //! Errors are `{"error":{"code","message"}}`: `invalid_payload` 400, `passkey_refused` 401,
-//! `unknown_name` 404, `passkeys_unavailable` 404, `ceremony_expired` 410, `payload_too_large`
-//! 413, `rate_limited` 429 (with `Retry-After`), `store_unavailable` 503. Every answer is
-//! `Cache-Control: no-store`.
+//! `unknown_name` 404, `passkeys_unavailable` 404, `too_many_sessions` 409, `ceremony_expired`
+//! 410, `payload_too_large` 413, `rate_limited` 429 (with `Retry-After`: the limiter's own
+//! wait), `store_unavailable` 503. Every answer is `Cache-Control: no-store`.
 //!
-//! **Costs.** A start is one store read (the account's passkeys) and one write (its state,
-//! ~1 KB, kept `--passkey-ceremony-secs`), and takes a token of the per-address and overall
-//! buckets (`--passkey-ceremonies-per-ip-per-min` …). A finish whose ceremony is unknown or
-//! expired takes a token too, so guessing ids pays; a finish of a real ceremony was paid for by
-//! its start: one single-use take, one signature check, one session write. Bodies are read up
-//! to [`BODY_MAX`] bytes.
+//! **Costs.** Each request takes a token of the per-address and overall buckets
+//! (`--passkey-ceremonies-per-ip-per-min` …) once its body has the right shape and before the
+//! store is asked anything, so a sign-in (a start and a finish) takes two. A start is then one
+//! store read (the account's passkeys) and one write (its state, ~1 KB, kept
+//! `--passkey-ceremony-secs`); a finish one single-use take, one read, one signature check,
+//! one session write. A ceremony id is exactly 32 lowercase hex digits, as the server draws
+//! them: any other is refused `invalid_payload` without a token or a store access. Bodies are
+//! read up to [`BODY_MAX`] bytes.
 
 use std::sync::Arc;
 
@@ -34,14 +36,34 @@ use super::device::DeviceLabel;
 use super::passkeys::{PasskeyError, Passkeys};
 use crate::domain::Username;
 use crate::refusals::{refused, Refusal};
-use crate::store::{Store, StoreError};
+use crate::store::{NewDevice, Store, StoreError};
 use crate::transport::signup::{ClientAddr, SignupLimiter};
 
 /// The largest body read: a sign-in assertion is 1–2 KB.
 pub const BODY_MAX: usize = 16 * 1024;
 
-/// The most characters of a ceremony id looked up (ours are 32).
-const CEREMONY_ID_MAX: usize = 64;
+/// A ceremony id as this server draws them: 32 lowercase hex digits (a v4 UUID, simple form).
+/// Anything else is refused at the edge, before a token is taken or the store is asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CeremonyId(String);
+
+impl CeremonyId {
+    const LEN: usize = 32;
+
+    /// A new random id.
+    fn random() -> Self {
+        CeremonyId(uuid::Uuid::new_v4().simple().to_string())
+    }
+
+    fn parse(raw: &str) -> Option<Self> {
+        (raw.len() == Self::LEN && raw.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+            .then(|| CeremonyId(raw.to_owned()))
+    }
+
+    fn as_str(&self) -> &str {
+        &self.0
+    }
+}
 
 /// Whether a request is for these routes (the Origin check and the client address apply).
 pub fn is_api_path(path: &str) -> bool {
@@ -56,6 +78,8 @@ pub struct PasskeyRoutes {
     pub passkeys: Option<Arc<Passkeys>>,
     /// Ceremonies per client address and overall.
     pub limiter: Arc<SignupLimiter>,
+    /// `--max-sessions-per-user`: a sign-in past it makes no session.
+    pub max_sessions_per_user: u32,
 }
 
 pub fn router(state: PasskeyRoutes) -> Router {
@@ -72,9 +96,11 @@ enum ApiError {
     TooLarge,
     Unavailable,
     UnknownName,
-    RateLimited,
+    /// Over the ceremony budget; the same request is admitted again after this long.
+    RateLimited(std::time::Duration),
     Expired,
     Refused,
+    TooManySessions,
     Store(StoreError),
 }
 
@@ -116,7 +142,7 @@ impl IntoResponse for ApiError {
                 "unknown_name",
                 "no passkey protects that name",
             ),
-            ApiError::RateLimited => (
+            ApiError::RateLimited(_) => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
                 "too many requests; wait a moment and try again",
@@ -131,6 +157,11 @@ impl IntoResponse for ApiError {
                 "passkey_refused",
                 "the passkey was refused",
             ),
+            ApiError::TooManySessions => (
+                StatusCode::CONFLICT,
+                "too_many_sessions",
+                "this account has too many sessions; end one (devices) and try again",
+            ),
             ApiError::Store(e) => {
                 tracing::error!(error = %format_args!("{e:#}"), "passkey sign-in failed on the store");
                 (
@@ -141,7 +172,7 @@ impl IntoResponse for ApiError {
             }
         };
         match &self {
-            ApiError::RateLimited => refused(Refusal::PasskeyRate),
+            ApiError::RateLimited(_) => refused(Refusal::PasskeyRate),
             ApiError::Store(_) => {}
             _ => refused(Refusal::InvalidRequest),
         }
@@ -150,10 +181,11 @@ impl IntoResponse for ApiError {
             axum::Json(json!({ "error": { "code": code, "message": message } })),
         )
             .into_response();
-        if matches!(self, ApiError::RateLimited) {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+        if let ApiError::RateLimited(wait) = self {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after_secs(wait)),
+            );
         }
         no_store(response)
     }
@@ -188,7 +220,19 @@ async fn read_object(
 }
 
 fn take_token(limiter: &SignupLimiter, client: Option<ClientAddr>) -> Result<(), ApiError> {
-    limiter.try_admit(client).map_err(|_| ApiError::RateLimited)
+    limiter.try_admit_or_wait(client).map_err(|refused| {
+        metrics::counter!("tether_passkey_ceremonies_refused_total", "limit" => refused.why.as_str())
+            .increment(1);
+        ApiError::RateLimited(refused.wait)
+    })
+}
+
+/// `Retry-After` for a wait: whole seconds, rounded up, at least 1.
+fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    let secs = wait
+        .as_secs()
+        .saturating_add(u64::from(wait.subsec_nanos() > 0));
+    secs.max(1)
 }
 
 async fn options(
@@ -211,14 +255,18 @@ async fn options(
         .passkeys_by_name(name.as_str())
         .await?
         .ok_or(ApiError::UnknownName)?;
+    // Protected still, by passkeys that are all gone: none can sign in.
+    if list.is_empty() {
+        return Err(ApiError::UnknownName);
+    }
     let (options, state) = passkeys.start_sign_in(&user.user_id, &user.username, &list)?;
-    let ceremony = uuid::Uuid::new_v4().simple().to_string();
+    let ceremony = CeremonyId::random();
     routes
         .store
-        .put_ceremony(&ceremony, state, passkeys.ceremony())
+        .put_ceremony(ceremony.as_str(), state, passkeys.ceremony())
         .await?;
     Ok(no_store(
-        axum::Json(json!({ "ceremony": ceremony, "publicKey": options })).into_response(),
+        axum::Json(json!({ "ceremony": ceremony.as_str(), "publicKey": options })).into_response(),
     ))
 }
 
@@ -231,17 +279,18 @@ async fn sign_in(
     let passkeys = routes.passkeys.as_ref().ok_or(ApiError::Unavailable)?;
     let mut fields = read_object(&headers, body).await?;
     let ceremony = match fields.remove("ceremony") {
-        Some(Value::String(id)) if !id.is_empty() && id.len() <= CEREMONY_ID_MAX => id,
+        Some(Value::String(id)) => CeremonyId::parse(&id).ok_or(ApiError::InvalidPayload)?,
         _ => return Err(ApiError::InvalidPayload),
     };
     let credential = match fields.remove("credential") {
         Some(credential @ Value::Object(_)) => credential,
         _ => return Err(ApiError::InvalidPayload),
     };
+    // Every finish pays before the store is asked anything: a guess (or a replay) costs what
+    // a start does, and a flood of them is refused without a single take.
+    take_token(&routes.limiter, client.map(|Extension(c)| c))?;
     // Single use, on any node: whoever takes it first finishes it.
-    let Some(stored) = routes.store.take_ceremony(&ceremony).await? else {
-        // A guess (or a replay) pays like a start.
-        take_token(&routes.limiter, client.map(|Extension(c)| c))?;
+    let Some(stored) = routes.store.take_ceremony(ceremony.as_str()).await? else {
         return Err(ApiError::Expired);
     };
     let pending = passkeys
@@ -252,19 +301,27 @@ async fn sign_in(
         Some((owner, list)) if owner.user_id == pending.user => list,
         _ => return Err(ApiError::Refused),
     };
-    let updated = passkeys.finish_sign_in(credential, &pending, &list)?;
-    if let Some(passkey) = updated {
-        routes.store.passkey_used(&pending.user, passkey).await?;
+    // Compare-and-set: a counter written by a sign-in that finished meanwhile (a race, or a
+    // clone's) is never written over; this one is refused instead.
+    if let Some((was, now)) = passkeys.finish_sign_in(credential, &pending, &list)? {
+        if !routes.store.passkey_used(&pending.user, &was, now).await? {
+            tracing::info!("passkey sign-in refused: its passkey changed meanwhile");
+            return Err(ApiError::Refused);
+        }
     }
     let device = headers
         .get(header::USER_AGENT)
         .map(|ua| DeviceLabel::from_user_agent(ua.as_bytes()))
         .unwrap_or(DeviceLabel::UNKNOWN);
-    let (session_id, session) = routes
+    let (session_id, session) = match routes
         .store
-        .create_device_session(&pending.user, &device.label())
+        .create_device_session(&pending.user, &device.label(), routes.max_sessions_per_user)
         .await?
-        .ok_or(ApiError::Refused)?;
+    {
+        NewDevice::Created(id, session) => (id, session),
+        NewDevice::TooManySessions => return Err(ApiError::TooManySessions),
+        NewDevice::UnknownUser => return Err(ApiError::Refused),
+    };
     tracing::info!(user.id = %session.user_id, "signed in with a passkey");
     Ok(no_store(
         axum::Json(json!({
@@ -274,4 +331,39 @@ async fn sign_in(
         }))
         .into_response(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_the_wait_in_whole_seconds_rounded_up() {
+        use std::time::Duration;
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_secs(6)), 6);
+        assert_eq!(retry_after_secs(Duration::from_millis(59_001)), 60);
+        assert_eq!(retry_after_secs(Duration::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn a_ceremony_id_is_exactly_32_lowercase_hex_digits() {
+        let drawn = CeremonyId::random();
+        assert_eq!(CeremonyId::parse(drawn.as_str()), Some(drawn));
+        assert!(CeremonyId::parse("0123456789abcdef0123456789abcdef").is_some());
+        for bad in [
+            "",
+            "0123456789abcdef0123456789abcde",
+            "0123456789abcdef0123456789abcdef0",
+            "0123456789ABCDEF0123456789ABCDEF",
+            "0123456789abcdef0123456789abcdeg",
+            "{0123456789abcdef0123456789abcd}",
+            "0123456789abcdef:123456789abcdef",
+            "01234567-89ab-cdef-0123-456789abcdef",
+            "0123456789abcdef0123456789abcdé",
+        ] {
+            assert_eq!(CeremonyId::parse(bad), None, "{bad:?}");
+        }
+    }
 }

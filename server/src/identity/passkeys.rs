@@ -1,10 +1,12 @@
 //! Passkeys (issue #25 slice 4): the WebAuthn ceremonies, behind the one crate that does the
 //! cryptography (webauthn-rs, pure-Rust RustCrypto; nothing here verifies a signature itself).
 //!
-//! - **Relying party.** The RP id is `--passkey-rp-id`, else the host of the first allowed
-//!   origin that is a domain name (the public origin's, or `localhost` for a loopback bind:
-//!   browsers refuse IP addresses as RP ids). Its WebAuthn origins are the allowed origins
-//!   whose host is the RP id or below it; without any, passkeys are off.
+//! - **Relying party.** The RP id is `--passkey-rp-id`, else the host of the server's own
+//!   origin (`--public-origin`, or `localhost` for a loopback bind: browsers refuse IP
+//!   addresses as RP ids), never that of an `--allowed-origins` one (another site's). Its
+//!   WebAuthn origins are the allowed origins whose host is the RP id or below it, each
+//!   `https` or `http://localhost` (the secure contexts WebAuthn runs in); without any,
+//!   passkeys are off and the startup line says why.
 //! - **Registration** (a signed-in socket, `passkey_options` then `passkey_add`): its state
 //!   waits in the socket's extensions, never serialised, until the deadline.
 //! - **Sign-in** (two HTTP requests, [`super::http`]): its state waits in the store under a
@@ -45,18 +47,57 @@ pub struct RelyingParty {
     pub origins: Vec<Url>,
 }
 
+/// Why passkeys are off although `--passkeys` asked for them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoRelyingParty {
+    /// No `--passkey-rp-id`, and the server's own origin is not a domain served securely.
+    #[error(
+        "passkeys are off: the public origin is not https://<domain> (nor http://localhost); \
+         set --public-origin https://… or --passkey-rp-id"
+    )]
+    NoSecureOwnOrigin,
+    /// No allowed origin is secure and at or below the RP id.
+    #[error(
+        "passkeys are off: no allowed origin is https:// (or http://localhost) at or below the \
+         relying party id {0}"
+    )]
+    NoOrigin(String),
+}
+
+/// Whether WebAuthn runs on a page at `origin`: a secure context, `https`, or `http` on
+/// `localhost` (plain `http` elsewhere is not one: browsers refuse it).
+fn secure(origin: &Url) -> bool {
+    match origin.scheme() {
+        "https" => true,
+        "http" => origin.host_str() == Some("localhost"),
+        _ => false,
+    }
+}
+
 impl RelyingParty {
-    /// The RP for these allowed origins (as [`crate::origin::OriginPolicy::origins`] lists
-    /// them) and the `--passkey-rp-id` flag; `None` when no origin can use passkeys (every one
-    /// an IP address, or none at or below the flag's domain).
-    pub fn derive(flag: Option<&str>, origins: &[String]) -> Option<RelyingParty> {
-        let origins: Vec<Url> = origins.iter().filter_map(|o| Url::parse(o).ok()).collect();
+    /// The RP for the `--passkey-rp-id` flag, the server's own origins (`own`:
+    /// [`crate::origin::OriginPolicy::own_origins`]) and every allowed origin (`allowed`:
+    /// [`crate::origin::OriginPolicy::origins`], its own included). Without the flag the id is
+    /// the host of the first secure own origin that is a domain name: an `--allowed-origins`
+    /// entry (another site, allowed for CORS) never names it. The WebAuthn origins are the
+    /// secure allowed origins at or below the id.
+    pub fn derive(
+        flag: Option<&str>,
+        own: &[String],
+        allowed: &[String],
+    ) -> Result<RelyingParty, NoRelyingParty> {
+        let secure_origins = |list: &[String]| -> Vec<Url> {
+            list.iter()
+                .filter_map(|o| Url::parse(o).ok())
+                .filter(secure)
+                .collect()
+        };
         let id = match flag.map(str::trim).filter(|f| !f.is_empty()) {
             Some(id) => id.to_ascii_lowercase(),
-            None => origins
+            None => secure_origins(own)
                 .iter()
-                .find_map(|o| o.domain())?
-                .to_ascii_lowercase(),
+                .find_map(|o| o.domain().map(str::to_ascii_lowercase))
+                .ok_or(NoRelyingParty::NoSecureOwnOrigin)?,
         };
         let under = |o: &Url| {
             o.domain().is_some_and(|d| {
@@ -64,8 +105,11 @@ impl RelyingParty {
                 d == id || d.ends_with(&format!(".{id}"))
             })
         };
-        let origins: Vec<Url> = origins.into_iter().filter(under).collect();
-        (!origins.is_empty()).then_some(RelyingParty { id, origins })
+        let origins: Vec<Url> = secure_origins(allowed).into_iter().filter(under).collect();
+        if origins.is_empty() {
+            return Err(NoRelyingParty::NoOrigin(id));
+        }
+        Ok(RelyingParty { id, origins })
     }
 }
 
@@ -200,14 +244,22 @@ impl Passkeys {
         })
     }
 
-    /// Finishes a sign-in with the browser's assertion. On success, the passkey to write back
-    /// when the sign-in changed it (its counter or backup state), else `None`.
+    /// Finishes a sign-in with the browser's assertion, against the account's passkeys as
+    /// they are now (`passkeys`, read after the ceremony was taken). On success, when the
+    /// sign-in changed the passkey (its counter or backup state), the passkey as read and as
+    /// it must be written back ([`crate::store::Store::passkey_used`], compare-and-set), else
+    /// `None`.
+    ///
+    /// The crate checks the counter against the ceremony's state, taken at its start; a
+    /// sign-in that finished meanwhile may have moved it. So it is checked again here: an
+    /// authenticator that counts (either counter nonzero) must present a counter above the
+    /// stored one, else the assertion is refused as a possible clone.
     pub fn finish_sign_in(
         &self,
         credential: Value,
         pending: &PendingSignIn,
         passkeys: &[StoredPasskey],
-    ) -> Result<Option<StoredPasskey>, PasskeyError> {
+    ) -> Result<Option<(StoredPasskey, StoredPasskey)>, PasskeyError> {
         let credential: PublicKeyCredential =
             serde_json::from_value(credential).map_err(|_| PasskeyError::Refused)?;
         let result = self
@@ -217,18 +269,47 @@ impl Passkeys {
                 tracing::debug!(error = %e, "passkey sign-in refused");
                 PasskeyError::Refused
             })?;
-        for mut passkey in parse_all(passkeys)? {
-            if let Some(changed) = passkey.update_credential(&result) {
-                return if changed {
-                    stored(&passkey).map(Some)
-                } else {
-                    Ok(None)
-                };
+        for (was, mut passkey) in passkeys.iter().zip(parse_all(passkeys)?) {
+            let Some(changed) = passkey.update_credential(&result) else {
+                continue;
+            };
+            if !counter_advances(stored_counter(was)?, result.counter()) {
+                tracing::info!(
+                    "passkey sign-in refused: its counter did not advance (a possible clone)"
+                );
+                return Err(PasskeyError::Refused);
             }
+            return if changed {
+                Ok(Some((was.clone(), stored(&passkey)?)))
+            } else {
+                Ok(None)
+            };
         }
         // Verified against the state's credentials, but none is the account's any more.
         Err(PasskeyError::Refused)
     }
+}
+
+/// Whether an assertion's signature counter `now` may follow the stored `held`: both zero (an
+/// authenticator that does not count, as synced passkeys), or above it (WebAuthn §6.1.1).
+fn counter_advances(held: u32, now: u32) -> bool {
+    (held == 0 && now == 0) || now > held
+}
+
+/// The signature counter of a stored passkey, as the crate's own JSON holds it (`Passkey` has
+/// no getter for it).
+fn stored_counter(passkey: &StoredPasskey) -> Result<u32, PasskeyError> {
+    #[derive(Deserialize)]
+    struct Counted {
+        cred: Counter,
+    }
+    #[derive(Deserialize)]
+    struct Counter {
+        counter: u32,
+    }
+    serde_json::from_str::<Counted>(&passkey.json)
+        .map(|c| c.cred.counter)
+        .map_err(|_| PasskeyError::Unavailable)
 }
 
 /// A passkey as the store keeps it.
@@ -255,17 +336,15 @@ mod tests {
     }
 
     #[test]
-    fn the_rp_is_the_first_domain_and_only_origins_at_or_below_it_count() {
-        let rp = RelyingParty::derive(
-            None,
-            &origins(&["http://127.0.0.1:3000", "http://localhost:3000"]),
-        )
-        .expect("localhost");
+    fn the_rp_is_the_own_origins_domain_and_only_origins_at_or_below_it_count() {
+        let loopback = origins(&["http://127.0.0.1:3000", "http://localhost:3000"]);
+        let rp = RelyingParty::derive(None, &loopback, &loopback).expect("localhost");
         assert_eq!(rp.id, "localhost");
         assert_eq!(rp.origins, [Url::parse("http://localhost:3000").unwrap()]);
 
         let rp = RelyingParty::derive(
             None,
+            &origins(&["https://chat.example"]),
             &origins(&[
                 "https://chat.example",
                 "https://app.chat.example",
@@ -277,32 +356,95 @@ mod tests {
         assert_eq!(rp.id, "chat.example");
         assert_eq!(rp.origins.len(), 2);
 
-        let rp = RelyingParty::derive(
-            Some("example"),
-            &origins(&["https://chat.example", "https://other.example"]),
-        )
-        .unwrap();
+        let all = origins(&["https://chat.example", "https://other.example"]);
+        let rp = RelyingParty::derive(Some("example"), &all[..1], &all).unwrap();
         assert_eq!(rp.origins.len(), 2, "a parent domain covers both");
     }
 
     #[test]
-    fn without_a_domain_passkeys_are_off() {
+    fn another_sites_cors_origin_never_names_the_rp() {
+        // Listening on every address: the own origin is an IP; only an allowed (CORS) origin
+        // is a domain. It used to become the RP id.
+        let own = origins(&["http://0.0.0.0:3000"]);
+        let all = origins(&["http://0.0.0.0:3000", "https://partner.example"]);
         assert_eq!(
-            RelyingParty::derive(None, &origins(&["http://192.168.1.5:3000"])),
-            None
+            RelyingParty::derive(None, &own, &all),
+            Err(NoRelyingParty::NoSecureOwnOrigin)
+        );
+        // The operator may still name it.
+        let rp = RelyingParty::derive(Some("partner.example"), &own, &all).unwrap();
+        assert_eq!(rp.origins, [Url::parse("https://partner.example").unwrap()]);
+    }
+
+    #[test]
+    fn only_https_and_http_localhost_origins_use_passkeys() {
+        let own = origins(&["http://chat.example"]);
+        let all = origins(&["http://chat.example", "https://chat.example:8443"]);
+        assert_eq!(
+            RelyingParty::derive(None, &own, &all),
+            Err(NoRelyingParty::NoSecureOwnOrigin),
+            "a plain http public origin names no RP"
+        );
+        let rp = RelyingParty::derive(Some("chat.example"), &own, &all).unwrap();
+        assert_eq!(
+            rp.origins,
+            [Url::parse("https://chat.example:8443").unwrap()],
+            "plain http is left out"
         );
         assert_eq!(
-            RelyingParty::derive(
-                Some("elsewhere.example"),
-                &origins(&["https://chat.example"])
-            ),
-            None
+            RelyingParty::derive(Some("chat.example"), &own, &own),
+            Err(NoRelyingParty::NoOrigin("chat.example".into()))
+        );
+        let local = origins(&["http://localhost:8080", "http://app.localhost:8080"]);
+        let rp = RelyingParty::derive(None, &local[..1], &local).unwrap();
+        assert_eq!(rp.id, "localhost");
+        assert_eq!(rp.origins, [Url::parse("http://localhost:8080").unwrap()]);
+    }
+
+    #[test]
+    fn without_a_domain_passkeys_are_off() {
+        let lan = origins(&["http://192.168.1.5:3000"]);
+        assert_eq!(
+            RelyingParty::derive(None, &lan, &lan),
+            Err(NoRelyingParty::NoSecureOwnOrigin)
+        );
+        let public = origins(&["https://chat.example"]);
+        assert_eq!(
+            RelyingParty::derive(Some("elsewhere.example"), &public, &public),
+            Err(NoRelyingParty::NoOrigin("elsewhere.example".into()))
         );
     }
 
     #[test]
+    fn a_counter_must_advance_unless_the_authenticator_does_not_count() {
+        assert!(counter_advances(0, 0), "no counter (a synced passkey)");
+        assert!(counter_advances(0, 1));
+        assert!(counter_advances(6, 7));
+        for (held, now) in [(1, 1), (7, 6), (5, 0), (u32::MAX, u32::MAX)] {
+            assert!(!counter_advances(held, now), "{held} then {now}");
+        }
+    }
+
+    #[test]
+    fn a_stored_counter_is_read_from_the_crates_json() {
+        let passkey = |json: &str| StoredPasskey {
+            cred_id: "00".into(),
+            json: json.into(),
+        };
+        assert_eq!(
+            stored_counter(&passkey(r#"{"cred":{"counter":7,"cred_id":"x"}}"#)).unwrap(),
+            7
+        );
+        assert!(matches!(
+            stored_counter(&passkey(r#"{"counter":7}"#)),
+            Err(PasskeyError::Unavailable)
+        ));
+    }
+
+    #[test]
     fn a_stored_state_that_is_not_ours_is_unavailable_and_a_junk_credential_is_refused() {
-        let rp = RelyingParty::derive(None, &origins(&["http://localhost:3000"])).unwrap();
+        let local = origins(&["http://localhost:3000"]);
+        let rp = RelyingParty::derive(None, &local, &local).unwrap();
         let passkeys = Passkeys::new(&rp, "Tether", Duration::from_secs(60)).unwrap();
         assert!(matches!(
             passkeys.pending_sign_in("{}"),

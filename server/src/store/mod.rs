@@ -116,6 +116,27 @@ pub enum Bind {
     Gone,
 }
 
+/// What [`Store::create_device_session`] did.
+#[derive(Debug)]
+pub enum NewDevice {
+    /// A new session of the user.
+    Created(SessionId, Session),
+    /// No such user: nothing written.
+    UnknownUser,
+    /// The user holds the most live sessions allowed already: nothing written.
+    TooManySessions,
+}
+
+impl NewDevice {
+    /// The new session, if one was made.
+    pub fn created(self) -> Option<(SessionId, Session)> {
+        match self {
+            NewDevice::Created(id, session) => Some((id, session)),
+            NewDevice::UnknownUser | NewDevice::TooManySessions => None,
+        }
+    }
+}
+
 /// A session of a user, as its devices list shows it (issue #25). A session is keyed by its
 /// *family*, the digest of its first secret (the digest [`SessionId::digest`] gives today).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,9 +159,10 @@ pub(crate) fn stored_label(label: &str) -> String {
     label.chars().take(DEVICE_LABEL_MAX).collect()
 }
 
-/// A passkey of an account (issue #25 slice 4), as stored: its credential id (base64url, unique
-/// across accounts) and the `webauthn_rs` `Passkey` as JSON (its public key and counter). The
-/// store never reads inside `json`.
+/// A passkey of an account (issue #25 slice 4), as stored: its credential id (the raw id's bytes
+/// in lowercase hex, unique across accounts) and the `webauthn_rs` `Passkey` as JSON (its public
+/// key and counter). The store never reads inside `json` (it compares it whole, in
+/// [`Store::passkey_used`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredPasskey {
     pub cred_id: String,
@@ -427,13 +449,17 @@ pub trait Store: Send + Sync + 'static {
         username: &Username,
         device: &str,
     ) -> Result<(SessionId, Session), StoreError>;
-    /// Creates another session (device) of an existing user; `None` when the user is unknown.
-    /// (A sign-in on a new device, issue #25 slice 4; today only the tests make one.)
+    /// Creates another session (device) of an existing user (a passkey sign-in on a new
+    /// device, issue #25 slice 4), unless the user holds `max_sessions` live sessions already
+    /// ([`NewDevice::TooManySessions`]; sessions past their idle time or maximum age do not
+    /// count). The count and the write are one atomic step: of calls made at the same time, no
+    /// more succeed than there is room for.
     async fn create_device_session(
         &self,
         user: &UserId,
         device: &str,
-    ) -> Result<Option<(SessionId, Session)>, StoreError>;
+        max_sessions: u32,
+    ) -> Result<NewDevice, StoreError>;
     /// The user's live sessions, oldest first.
     async fn devices(&self, user: &UserId) -> Result<Vec<Device>, StoreError>;
     /// Ends the session whose family is `family` if it is the user's (a device revoked), as
@@ -474,20 +500,33 @@ pub trait Store: Send + Sync + 'static {
     /// Adds a passkey to the user's account and, on its first, protects the account's name
     /// ([`name_key`]) for good: later sign-ups with it are refused, and the account is never
     /// swept by [`Store::expire_accounts`]. All or nothing: a name another account protected
-    /// first, or a credential id registered already, writes nothing. An account holds at most
-    /// [`PASSKEYS_PER_USER_MAX`] passkeys (more is [`Protect::Full`]).
+    /// first, or a credential id registered already (to any account, this one included: a
+    /// retry of a call that succeeded is [`Protect::CredentialTaken`]), writes nothing. An
+    /// account holds at most [`PASSKEYS_PER_USER_MAX`] passkeys (more is [`Protect::Full`]).
+    /// When several apply, the first of [`Protect::UnknownUser`], [`Protect::NameTaken`],
+    /// [`Protect::CredentialTaken`], [`Protect::Full`] is the answer.
     async fn protect(&self, user: &UserId, passkey: StoredPasskey) -> Result<Protect, StoreError>;
     /// Whether a passkey protects this name (compared as [`name_key`]).
     async fn name_protected(&self, username: &str) -> Result<bool, StoreError>;
     /// The account that protected this name (compared as [`name_key`]) and its passkeys, in
-    /// credential id order; `None` when no passkey protects it.
+    /// credential id order; `None` when no account protected it (or that account is gone). A
+    /// name stays protected for good: an account whose passkeys are all gone is `Some` with an
+    /// empty list, as [`Store::name_protected`] still says `true`.
     async fn passkeys_by_name(
         &self,
         username: &str,
     ) -> Result<Option<(User, Vec<StoredPasskey>)>, StoreError>;
-    /// Replaces a passkey of the user after a sign-in changed it (its counter); a credential
-    /// that is not the user's is left alone.
-    async fn passkey_used(&self, user: &UserId, passkey: StoredPasskey) -> Result<(), StoreError>;
+    /// Replaces a passkey of the user after a sign-in changed it (its counter), compare-and-set:
+    /// only while it is still stored exactly as `was` (the passkey the sign-in was checked
+    /// against, its counter below the new one). Returns whether it was replaced; a credential
+    /// that is not the user's, or that another sign-in changed meanwhile, is left alone
+    /// (`false`), so a counter never goes back, whatever sign-ins race.
+    async fn passkey_used(
+        &self,
+        user: &UserId,
+        was: &StoredPasskey,
+        now: StoredPasskey,
+    ) -> Result<bool, StoreError>;
     /// Keeps a sign-in ceremony's state for `ttl` under `id` (a random id the caller drew).
     async fn put_ceremony(&self, id: &str, state: String, ttl: Duration) -> Result<(), StoreError>;
     /// Takes a ceremony's state: the first call within its ttl gets it, every other call (at

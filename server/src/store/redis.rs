@@ -51,6 +51,7 @@ use redis::{AsyncCommands, IntoConnectionInfo, ProtocolVersion, Script};
 
 use super::presence::LocalPresence;
 use super::sqlite::SessionPolicy;
+use super::NewDevice;
 use super::{
     cut_to_page, now_ms, ConversationEntry, ConversationPage, Conversations, Device, Expired,
     MarkedRead, NewMessage, Page, PresenceChange, ReadCursor, ReadStatus, Session, SettingsChange,
@@ -462,11 +463,22 @@ redis.call('ZADD', KEYS[7], ARGV[6], ARGV[5] .. ':' .. ARGV[1])
 return 1
 "#;
 
-/// Another session (device) of an existing user, unless its id is taken (then `{'taken'}`: draw
-/// again). Returns nil when the user is unknown, else `{'ok', name}`.
+/// Another session (device) of an existing user, unless the user holds ARGV[7] live sessions
+/// already (`{'full'}`: sessions whose key expired or that are past the maximum age ARGV[8] do
+/// not count; the set is walked only when it is that large) or its id is taken (then
+/// `{'taken'}`: draw again). Returns nil when the user is unknown, else `{'ok', name}`.
 const CREATE_DEVICE_SESSION: &str = r#"
 local name = redis.call('HGET', KEYS[1], ARGV[1])
 if not name then return false end
+local max = tonumber(ARGV[7])
+if redis.call('SCARD', KEYS[3]) >= max then
+  local live, now, max_age = 0, tonumber(ARGV[2]), tonumber(ARGV[8])
+  for _, d in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+    local created = redis.call('HGET', ARGV[9] .. 'session:' .. d, 'created')
+    if created and now - tonumber(created) <= max_age then live = live + 1 end
+  end
+  if live >= max then return {'full'} end
+end
 if redis.call('EXISTS', KEYS[2]) == 1 then return {'taken'} end
 redis.call('HSET', KEYS[2], 'user', ARGV[1], 'name', name, 'created', ARGV[2], 'seen', ARGV[2], 'device', ARGV[6])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
@@ -537,15 +549,14 @@ return 'other'
 
 /// Adds a passkey to a user (whose name is still ARGV[4]) and, on its first, claims the name key
 /// ARGV[5] for it; the user leaves `quiet-users` (a protected account is never swept). Returns
-/// `protected`, `added`, `name_taken`, `credential_taken`, `full` or `unknown`; all or nothing. A retry of
-/// a call that succeeded finds its own credential and answers `added`.
+/// `protected`, `added`, `name_taken`, `credential_taken`, `full` or `unknown` (checked in that
+/// order, as SQLite does); all or nothing. A registered credential is `credential_taken`
+/// whoever holds it (a retry of a call that succeeded included).
 const PROTECT: &str = r#"
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[4] then return 'unknown' end
 local owner = redis.call('HGET', KEYS[2], ARGV[5])
 if owner and owner ~= ARGV[1] then return 'name_taken' end
-local cred_owner = redis.call('HGET', KEYS[3], ARGV[2])
-if cred_owner == ARGV[1] and owner then return 'added' end
-if cred_owner then return 'credential_taken' end
+if redis.call('HEXISTS', KEYS[3], ARGV[2]) == 1 then return 'credential_taken' end
 if redis.call('HLEN', KEYS[4]) >= tonumber(ARGV[6]) then return 'full' end
 redis.call('HSET', KEYS[3], ARGV[2], ARGV[1])
 redis.call('HSET', KEYS[4], ARGV[2], ARGV[3])
@@ -569,9 +580,11 @@ end
 return out
 "#;
 
-/// Replaces a passkey of user ARGV[1] (credential ARGV[2]) if it is theirs.
+/// Replaces a passkey of user ARGV[1] (credential ARGV[2]) with ARGV[3] if it is theirs and
+/// still ARGV[4] (compare-and-set); returns 1 if it was replaced.
 const PASSKEY_USED: &str = r#"
-if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 1 then redis.call('HSET', KEYS[1], ARGV[2], ARGV[3]) end
+if redis.call('HGET', KEYS[1], ARGV[2]) ~= ARGV[4] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
 return 1
 "#;
 
@@ -1170,7 +1183,8 @@ impl Store for RedisStore {
         &self,
         user: &UserId,
         device: &str,
-    ) -> Result<Option<(SessionId, Session)>, StoreError> {
+        max_sessions: u32,
+    ) -> Result<NewDevice, StoreError> {
         let device = super::stored_label(device);
         // A session id is 122 random bits; the script still checks it is new and we draw again.
         for _ in 0..8 {
@@ -1192,19 +1206,23 @@ impl Store for RedisStore {
                 .arg(&digest)
                 .arg(deadline)
                 .arg(&device)
+                .arg(max_sessions)
+                .arg(self.policy.max_age.as_millis() as u64)
+                .arg(self.keys.all())
                 .invoke_async(&mut self.conn())
                 .await?;
             match created.as_deref() {
-                None => return Ok(None),
+                None => return Ok(NewDevice::UnknownUser),
+                Some([full]) if full == "full" => return Ok(NewDevice::TooManySessions),
                 Some([ok, name]) if ok == "ok" => {
-                    return Ok(Some((
+                    return Ok(NewDevice::Created(
                         session_id,
                         Session {
                             user_id: user.clone(),
                             username: name.clone(),
                             pop_key: None,
                         },
-                    )))
+                    ))
                 }
                 Some(_) => continue,
             }
@@ -1470,10 +1488,8 @@ impl Store for RedisStore {
         while let (Some(cred_id), Some(json)) = (values.next(), values.next()) {
             passkeys.push(StoredPasskey { cred_id, json });
         }
-        // A claim whose passkeys are gone (none is ever removed today) protects nothing.
-        if passkeys.is_empty() {
-            return Ok(None);
-        }
+        // A claim whose passkeys are gone is still the account's (as `name_protected` says):
+        // `Some` with an empty list, as on SQLite.
         passkeys.sort_by(|a, b| a.cred_id.cmp(&b.cred_id));
         Ok(Some((
             User {
@@ -1484,17 +1500,26 @@ impl Store for RedisStore {
         )))
     }
 
-    async fn passkey_used(&self, user: &UserId, passkey: StoredPasskey) -> Result<(), StoreError> {
-        let _: i64 = self
+    async fn passkey_used(
+        &self,
+        user: &UserId,
+        was: &StoredPasskey,
+        now: StoredPasskey,
+    ) -> Result<bool, StoreError> {
+        if was.cred_id != now.cred_id {
+            return Ok(false);
+        }
+        let replaced: i64 = self
             .scripts
             .passkey_used
             .key(self.keys.passkeys(user.as_str()))
             .arg(user.as_str())
-            .arg(&passkey.cred_id)
-            .arg(&passkey.json)
+            .arg(&now.cred_id)
+            .arg(&now.json)
+            .arg(&was.json)
             .invoke_async(&mut self.conn())
             .await?;
-        Ok(())
+        Ok(replaced == 1)
     }
 
     async fn put_ceremony(&self, id: &str, state: String, ttl: Duration) -> Result<(), StoreError> {

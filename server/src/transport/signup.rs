@@ -132,6 +132,14 @@ impl SignupRate {
         let refill = now.saturating_duration_since(bucket.at).as_secs_f64() * self.per_sec;
         (bucket.tokens + refill).min(self.burst)
     }
+
+    /// How long a bucket at `level` takes to hold a whole token (zero when it does).
+    fn wait_from(&self, level: f64) -> Duration {
+        if level >= 1.0 {
+            return Duration::ZERO;
+        }
+        Duration::try_from_secs_f64((1.0 - level) / self.per_sec).unwrap_or(Duration::MAX)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -166,11 +174,21 @@ const MAX_TRACKED_ADDRESSES: usize = 65_536;
 /// A full map is swept for refilled buckets at most this often (a sweep walks every entry).
 const SWEEP_AT_MOST_EVERY: Duration = Duration::from_secs(1);
 
-/// The sign-up limiter of one node.
+/// A refusal and how long until the same request would be admitted (if nothing else takes
+/// the tokens first): what `Retry-After` says.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Refused {
+    pub why: SignupRefusal,
+    pub wait: Duration,
+}
+
+/// The sign-up limiter of one node (the passkey ceremonies have one of their own).
 #[derive(Debug)]
 pub struct SignupLimiter {
     per_addr: SignupRate,
     overall_rate: SignupRate,
+    /// What a refusal for want of room in the address table is counted as.
+    table_full: crate::refusals::Refusal,
     state: Mutex<LimiterState>,
 }
 
@@ -186,6 +204,7 @@ impl SignupLimiter {
         Self {
             per_addr,
             overall_rate: overall,
+            table_full: crate::refusals::Refusal::SignupTableFull,
             state: Mutex::new(LimiterState {
                 overall: Bucket {
                     tokens: overall.burst,
@@ -197,13 +216,26 @@ impl SignupLimiter {
         }
     }
 
+    /// This limiter counts a refusal for want of room in its address table as `kind` (the
+    /// sign-up limiter's are [`crate::refusals::Refusal::SignupTableFull`]).
+    pub fn counting_table_full_as(mut self, kind: crate::refusals::Refusal) -> Self {
+        self.table_full = kind;
+        self
+    }
+
     /// Takes a sign-up for `addr` (unknown: only the overall limit applies), or says why not.
     /// Both buckets are checked before either is taken, so a refusal costs nothing.
     pub fn try_admit(&self, addr: Option<ClientAddr>) -> Result<(), SignupRefusal> {
+        self.try_admit_or_wait(addr).map_err(|refused| refused.why)
+    }
+
+    /// [`SignupLimiter::try_admit`], saying on a refusal how long until the buckets it needs
+    /// hold a token again (for a full address table, until the next sweep may make room).
+    pub fn try_admit_or_wait(&self, addr: Option<ClientAddr>) -> Result<(), Refused> {
         self.try_admit_at(addr, Instant::now())
     }
 
-    fn try_admit_at(&self, addr: Option<ClientAddr>, now: Instant) -> Result<(), SignupRefusal> {
+    fn try_admit_at(&self, addr: Option<ClientAddr>, now: Instant) -> Result<(), Refused> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let overall = self.overall_rate.level(state.overall, now);
         let key = addr.map(|ClientAddr(ip)| AddrKey::of(ip));
@@ -213,18 +245,32 @@ impl SignupLimiter {
                 Some(bucket) => self.per_addr.level(*bucket, now),
                 None => {
                     if state.addrs.len() >= MAX_TRACKED_ADDRESSES && !self.sweep(&mut state, now) {
-                        crate::refusals::refused(crate::refusals::Refusal::SignupTableFull);
-                        return Err(SignupRefusal::Address);
+                        crate::refusals::refused(self.table_full);
+                        let swept = state.swept_at.unwrap_or(now);
+                        return Err(Refused {
+                            why: SignupRefusal::Address,
+                            wait: (swept + SWEEP_AT_MOST_EVERY).saturating_duration_since(now),
+                        });
                     }
                     self.per_addr.burst
                 }
             }),
         };
+        // The request needs both buckets: it waits for the slower.
+        let wait = addr_level
+            .map_or(Duration::ZERO, |level| self.per_addr.wait_from(level))
+            .max(self.overall_rate.wait_from(overall));
         if addr_level.is_some_and(|level| level < 1.0) {
-            return Err(SignupRefusal::Address);
+            return Err(Refused {
+                why: SignupRefusal::Address,
+                wait,
+            });
         }
         if overall < 1.0 {
-            return Err(SignupRefusal::Overall);
+            return Err(Refused {
+                why: SignupRefusal::Overall,
+                wait,
+            });
         }
         state.overall = Bucket {
             tokens: overall - 1.0,
@@ -281,6 +327,68 @@ mod tests {
         Some(ClientAddr(ip(s)))
     }
 
+    impl SignupLimiter {
+        fn admit_at(&self, addr: Option<ClientAddr>, now: Instant) -> Result<(), SignupRefusal> {
+            self.try_admit_at(addr, now).map_err(|refused| refused.why)
+        }
+    }
+
+    #[test]
+    fn a_refusal_says_how_long_until_both_buckets_hold_a_token() {
+        // One token every six seconds per address, one every two seconds overall.
+        let limiter =
+            SignupLimiter::new(SignupRate::new(10.0 / 60.0, 2.0), SignupRate::new(0.5, 3.0));
+        let t0 = Instant::now();
+        let a = addr("192.0.2.1");
+        assert!(limiter.try_admit_at(a, t0).is_ok());
+        assert!(limiter.try_admit_at(a, t0).is_ok());
+        let refused = limiter.try_admit_at(a, t0).unwrap_err();
+        assert_eq!(refused.why, SignupRefusal::Address);
+        assert!(
+            (refused.wait.as_secs_f64() - 6.0).abs() < 0.01,
+            "{refused:?}"
+        );
+        let later = t0 + Duration::from_secs(4);
+        let refused = limiter.try_admit_at(a, later).unwrap_err();
+        assert!(
+            (refused.wait.as_secs_f64() - 2.0).abs() < 0.01,
+            "{refused:?}"
+        );
+        // The overall bucket is the slower one here: its wait is the one said.
+        assert!(limiter.try_admit_at(addr("192.0.2.2"), t0).is_ok());
+        let refused = limiter.try_admit_at(addr("192.0.2.3"), t0).unwrap_err();
+        assert_eq!(refused.why, SignupRefusal::Overall);
+        assert!(
+            (refused.wait.as_secs_f64() - 2.0).abs() < 0.01,
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn a_full_address_table_is_counted_as_the_limiter_says() {
+        use crate::refusals::{count, Refusal};
+        let limiter = SignupLimiter::new(
+            SignupRate::new(1.0, 1.0),
+            SignupRate::new(1e9, MAX_TRACKED_ADDRESSES as f64 * 2.0),
+        )
+        .counting_table_full_as(Refusal::PasskeyTableFull);
+        let t0 = Instant::now();
+        let nth = |n: usize| Some(ClientAddr(IpAddr::from((n as u32 + 1).to_be_bytes())));
+        for n in 0..MAX_TRACKED_ADDRESSES {
+            assert!(limiter.try_admit_at(nth(n), t0).is_ok());
+        }
+        let before = count(Refusal::PasskeyTableFull);
+        let refused = limiter
+            .try_admit_at(nth(MAX_TRACKED_ADDRESSES), t0)
+            .unwrap_err();
+        assert_eq!(count(Refusal::PasskeyTableFull), before + 1);
+        assert_eq!(refused.why, SignupRefusal::Address);
+        assert!(
+            refused.wait > Duration::ZERO && refused.wait <= SWEEP_AT_MOST_EVERY,
+            "{refused:?}"
+        );
+    }
+
     fn headers(values: &[&str]) -> Vec<HeaderValue> {
         values
             .iter()
@@ -333,14 +441,14 @@ mod tests {
         );
         let t0 = Instant::now();
         let a = addr("192.0.2.1");
-        assert!((0..3).all(|_| limiter.try_admit_at(a, t0).is_ok()));
-        assert_eq!(limiter.try_admit_at(a, t0), Err(SignupRefusal::Address));
-        assert!(limiter.try_admit_at(addr("192.0.2.2"), t0).is_ok());
+        assert!((0..3).all(|_| limiter.admit_at(a, t0).is_ok()));
+        assert_eq!(limiter.admit_at(a, t0), Err(SignupRefusal::Address));
+        assert!(limiter.admit_at(addr("192.0.2.2"), t0).is_ok());
         // One token every six seconds.
         assert!(limiter
             .try_admit_at(a, t0 + Duration::from_secs(5))
             .is_err());
-        assert!(limiter.try_admit_at(a, t0 + Duration::from_secs(7)).is_ok());
+        assert!(limiter.admit_at(a, t0 + Duration::from_secs(7)).is_ok());
     }
 
     #[test]
@@ -348,17 +456,17 @@ mod tests {
         let limiter =
             SignupLimiter::new(SignupRate::new(0.01, 2.0), SignupRate::new(1000.0, 1000.0));
         let t0 = Instant::now();
-        assert!(limiter.try_admit_at(addr("2001:db8:1:2::1"), t0).is_ok());
-        assert!(limiter.try_admit_at(addr("2001:db8:1:2::ffff"), t0).is_ok());
+        assert!(limiter.admit_at(addr("2001:db8:1:2::1"), t0).is_ok());
+        assert!(limiter.admit_at(addr("2001:db8:1:2::ffff"), t0).is_ok());
         assert_eq!(
-            limiter.try_admit_at(addr("2001:db8:1:2:abcd::9"), t0),
+            limiter.admit_at(addr("2001:db8:1:2:abcd::9"), t0),
             Err(SignupRefusal::Address)
         );
-        assert!(limiter.try_admit_at(addr("2001:db8:1:3::1"), t0).is_ok());
+        assert!(limiter.admit_at(addr("2001:db8:1:3::1"), t0).is_ok());
         // A mapped IPv4 address is that IPv4 address.
-        assert!(limiter.try_admit_at(addr("192.0.2.1"), t0).is_ok());
-        assert!(limiter.try_admit_at(addr("::ffff:192.0.2.1"), t0).is_ok());
-        assert!(limiter.try_admit_at(addr("192.0.2.1"), t0).is_err());
+        assert!(limiter.admit_at(addr("192.0.2.1"), t0).is_ok());
+        assert!(limiter.admit_at(addr("::ffff:192.0.2.1"), t0).is_ok());
+        assert!(limiter.admit_at(addr("192.0.2.1"), t0).is_err());
     }
 
     #[test]
@@ -374,15 +482,15 @@ mod tests {
             .count();
         assert_eq!(admitted, 3);
         assert_eq!(
-            limiter.try_admit_at(None, t0),
+            limiter.admit_at(None, t0),
             Err(SignupRefusal::Overall),
             "no address: the overall limit still applies"
         );
         // The refused addresses were not charged: each gets its whole burst once the
         // overall bucket refills.
         let later = t0 + Duration::from_secs(2);
-        assert!(limiter.try_admit_at(addr("10.0.0.40"), later).is_ok());
-        assert!(limiter.try_admit_at(addr("10.0.0.40"), later).is_ok());
+        assert!(limiter.admit_at(addr("10.0.0.40"), later).is_ok());
+        assert!(limiter.admit_at(addr("10.0.0.40"), later).is_ok());
         assert_eq!(limiter.tracked(), 4);
     }
 
@@ -395,16 +503,16 @@ mod tests {
         let t0 = Instant::now();
         let nth = |n: usize| Some(ClientAddr(IpAddr::from((n as u32 + 1).to_be_bytes())));
         for n in 0..MAX_TRACKED_ADDRESSES {
-            assert!(limiter.try_admit_at(nth(n), t0).is_ok());
+            assert!(limiter.admit_at(nth(n), t0).is_ok());
         }
         assert_eq!(limiter.tracked(), MAX_TRACKED_ADDRESSES);
         // Full of buckets still refilling: a new address is refused, the map does not grow.
         let fresh = nth(MAX_TRACKED_ADDRESSES);
-        assert_eq!(limiter.try_admit_at(fresh, t0), Err(SignupRefusal::Address));
+        assert_eq!(limiter.admit_at(fresh, t0), Err(SignupRefusal::Address));
         assert_eq!(limiter.tracked(), MAX_TRACKED_ADDRESSES);
         // Once they refilled they are swept away and the new address gets in.
         let later = t0 + Duration::from_secs(2);
-        assert!(limiter.try_admit_at(fresh, later).is_ok());
+        assert!(limiter.admit_at(fresh, later).is_ok());
         assert_eq!(limiter.tracked(), 1);
     }
 }

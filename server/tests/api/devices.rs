@@ -38,9 +38,10 @@ async fn second_device(data_dir: &Path, user: &str, label: &str) -> String {
     let store = SqliteStore::open(data_dir, policy()).expect("the store opens");
     let user = UserId::parse(user).expect("a user id");
     let (session, _) = store
-        .create_device_session(&user, label)
+        .create_device_session(&user, label, 50)
         .await
         .unwrap()
+        .created()
         .expect("the user exists");
     session.expose_secret().to_owned()
 }
@@ -306,9 +307,14 @@ async fn a_revoked_device_is_disconnected_on_the_other_node_within_a_second() {
         .expect("connects to redis"),
     );
     let (phone_secret, _) = store
-        .create_device_session(&UserId::parse(&laptop.user_id).unwrap(), "Safari on iOS")
+        .create_device_session(
+            &UserId::parse(&laptop.user_id).unwrap(),
+            "Safari on iOS",
+            50,
+        )
         .await
         .unwrap()
+        .created()
         .expect("ada exists");
     let phone_secret = phone_secret.expose_secret().to_owned();
     let mut phone = TestClient::connect(&url(1), json!({ "sessionID": phone_secret })).await;

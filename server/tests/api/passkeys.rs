@@ -89,6 +89,25 @@ impl Browser {
         Browser::at(&format!("http://localhost:{}", addr.port()))
     }
 
+    /// [`Browser::for_app`] with an authenticator whose new credentials count their
+    /// signatures (a hardware key's; synced passkeys do not count).
+    fn counting(addr: SocketAddr) -> Browser {
+        let mut browser = Browser::for_app(addr);
+        browser
+            .client
+            .authenticator_mut()
+            .set_make_credentials_with_signature_counter(true);
+        browser
+    }
+
+    /// Another browser whose authenticator holds a copy of this one's credentials as they are
+    /// now, counters included: a cloned authenticator.
+    fn clone_authenticator(&self) -> Browser {
+        let mut clone = Browser::at(self.origin.as_str());
+        *clone.client.authenticator_mut().store_mut() = self.client.authenticator().store().clone();
+        clone
+    }
+
     /// `navigator.credentials.create({ publicKey })`, as `toJSON()` gives it.
     async fn create(&mut self, public_key: &Value) -> Value {
         let options: CredentialCreationOptions =
@@ -266,6 +285,39 @@ async fn signing_in_with_a_passkey_returns_the_same_user_with_its_conversations_
     app.resume_bound(&ada).await;
 }
 
+/// `--max-sessions-per-user`: a passkey sign-in past it makes no session (409
+/// `too_many_sessions`); ending one of the account's sessions makes room again. (Before, every
+/// sign-in made one more session.)
+#[tokio::test]
+async fn passkey_sign_ins_stop_at_the_accounts_session_limit() {
+    let app = spawn_app_with(|c| c.max_sessions_per_user = 2).await;
+    let ada = app.connect_as("ada").await;
+    let mut browser = Browser::for_app(app.addr);
+    protect(&ada, &mut browser).await;
+    let phone = sign_in(app.addr, &mut browser, "ada").await;
+
+    let (ceremony, public_key) = start_sign_in(app.addr, "ada").await;
+    let credential = browser.get(&public_key).await;
+    let (status, body) = post_json(
+        app.addr,
+        "/api/passkey/signin",
+        json!({ "ceremony": ceremony, "credential": credential }),
+    )
+    .await;
+    assert_eq!((status, code(&body)), (409, "too_many_sessions"), "{body}");
+    let devices = ada.request("devices", json!({})).await;
+    assert_eq!(
+        devices["ok"]["devices"].as_array().unwrap().len(),
+        2,
+        "{devices}"
+    );
+
+    let phone = app.resume(phone["sessionID"].as_str().unwrap()).await;
+    phone.request("logout", json!({})).await;
+    let again = sign_in(app.addr, &mut browser, "ada").await;
+    assert_eq!(again["userID"], ada.user_id.as_str());
+}
+
 #[tokio::test]
 async fn a_ceremony_is_single_use_even_when_finished_twice_at_once() {
     let app = spawn_app().await;
@@ -285,6 +337,34 @@ async fn a_ceremony_is_single_use_even_when_finished_twice_at_once() {
     assert_eq!(statuses, [200, 410], "{} {}", a.1, b.1);
     let (status, body) = post_json(app.addr, "/api/passkey/signin", finish).await;
     assert_eq!((status, code(&body)), (410, "ceremony_expired"));
+}
+
+/// A counting authenticator and its clone: the clone signs on a ceremony started before the
+/// owner's last sign-in moved the stored counter, with a counter that does not pass the stored
+/// one. The crate's own check (against the ceremony's state, taken at its start) passes; the
+/// check against the stored counter refuses it, and the owner still signs in. (Before, the
+/// clone got a session: a counter that did not advance was just not written.)
+#[tokio::test]
+async fn a_cloned_authenticator_whose_counter_does_not_advance_is_refused() {
+    let app = spawn_app().await;
+    let ada = app.connect_as("ada").await;
+    let mut laptop = Browser::counting(app.addr);
+    protect(&ada, &mut laptop).await;
+    let mut clone = laptop.clone_authenticator();
+
+    let (stale, stale_options) = start_sign_in(app.addr, "ada").await;
+    sign_in(app.addr, &mut laptop, "ada").await;
+    let credential = clone.get(&stale_options).await;
+    let (status, body) = post_json(
+        app.addr,
+        "/api/passkey/signin",
+        json!({ "ceremony": stale, "credential": credential }),
+    )
+    .await;
+    assert_eq!((status, code(&body)), (401, "passkey_refused"), "{body}");
+
+    let again = sign_in(app.addr, &mut laptop, "ada").await;
+    assert_eq!(again["userID"], ada.user_id.as_str());
 }
 
 #[tokio::test]
@@ -397,6 +477,9 @@ async fn sign_in_requests_are_bounded_typed_and_priced() {
         json!({ "ceremony": "c" }),
         json!({ "ceremony": "c", "credential": "x" }),
         json!({ "ceremony": "x".repeat(65), "credential": {} }),
+        json!({ "ceremony": "0123456789ABCDEF0123456789ABCDEF", "credential": {} }),
+        json!({ "ceremony": "{0123456789abcdef0123456789abcd}", "credential": {} }),
+        json!({ "ceremony": "0123456789abcdef0123456789abcde", "credential": {} }),
     ] {
         let (status, body) = post_json(addr, "/api/passkey/signin", bad.clone()).await;
         assert_eq!((status, code(&body)), (400, "invalid_payload"), "{bad}");
@@ -445,7 +528,17 @@ async fn sign_in_requests_are_bounded_typed_and_priced() {
     let (status, head, body) =
         post(addr, "/api/passkey/options", r#"{"username":"ada"}"#, &[]).await;
     assert_eq!((status, code(&body)), (429, "rate_limited"));
-    assert!(head.to_ascii_lowercase().contains("retry-after:"), "{head}");
+    // One token a minute: the next comes within a minute, and `Retry-After` says when.
+    let retry_after: u64 = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("retry-after:")
+                .map(|v| v.trim().to_owned())
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("a Retry-After in seconds: {head}"));
+    assert!((50..=60).contains(&retry_after), "{retry_after}");
 }
 
 /// Only a connection that proved possession of its session's key may add a passkey: a copied

@@ -18,8 +18,9 @@ use server::domain::{ClientMsgId, MessageContent, SessionId, UserId, Username};
 use server::store::redis::{NodeOptions, RedisStore};
 use server::store::sqlite::{SessionPolicy, SqliteStore};
 use server::store::{
-    Bind, ConversationPage, Expired, MarkedRead, NewMessage, Page, PopKey, Protect, ReadCursor,
-    SettingsChange, Store, Stored, StoredPasskey, UserSettings, PASSKEYS_PER_USER_MAX, UNREAD_MAX,
+    Bind, ConversationPage, Expired, MarkedRead, NewDevice, NewMessage, Page, PopKey, Protect,
+    ReadCursor, SettingsChange, Store, Stored, StoredPasskey, UserSettings, PASSKEYS_PER_USER_MAX,
+    UNREAD_MAX,
 };
 use tokio::time::sleep;
 
@@ -43,6 +44,9 @@ trait Backend: Sized {
     fn take_away(&mut self);
     /// Where the data is (a path, a URL): no error may show it.
     fn location(&self) -> String;
+    /// Takes every passkey of `user` away behind the store's back (its credential ids with
+    /// them), as removing passkeys will: no instance may be open.
+    async fn drop_passkeys(&self, user: &UserId);
 }
 
 struct Sqlite(tempfile::TempDir);
@@ -59,6 +63,11 @@ impl Backend for Sqlite {
     }
     fn location(&self) -> String {
         self.0.path().display().to_string()
+    }
+    async fn drop_passkeys(&self, user: &UserId) {
+        let conn = rusqlite::Connection::open(self.0.path().join("tether.db")).unwrap();
+        conn.execute("DELETE FROM passkeys WHERE user_id = ?1", [user.as_str()])
+            .unwrap();
     }
 }
 
@@ -83,6 +92,33 @@ impl Backend for Redis {
     }
     fn location(&self) -> String {
         self.0.as_ref().expect("not taken away").url()
+    }
+    async fn drop_passkeys(&self, user: &UserId) {
+        let redis = self.0.as_ref().expect("not taken away");
+        let mut conn = ::redis::Client::open(redis.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let passkeys = format!("{}:user:{}:passkeys", redis.prefix, user.as_str());
+        let creds: Vec<String> = ::redis::cmd("HKEYS")
+            .arg(&passkeys)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        for cred in creds {
+            let _: i64 = ::redis::cmd("HDEL")
+                .arg(format!("{}:creds", redis.prefix))
+                .arg(cred)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+        let _: i64 = ::redis::cmd("DEL")
+            .arg(passkeys)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
     }
 }
 
@@ -460,16 +496,18 @@ async fn devices_are_listed_per_user_and_ended_by_family<B: Backend>(backend: B)
     let (ada_sid, ada) = user(&store, "ada").await;
     let (bob_sid, bob) = user(&store, "bob").await;
     let (phone, session) = store
-        .create_device_session(&ada, "Safari on iOS")
+        .create_device_session(&ada, "Safari on iOS", 50)
         .await
         .unwrap()
+        .created()
         .expect("ada exists");
     assert_eq!((&session.user_id, session.username.as_str()), (&ada, "ada"));
     assert_ne!(phone.digest(), ada_sid.digest());
     assert!(store
-        .create_device_session(&UserId::random(), "Chrome")
+        .create_device_session(&UserId::random(), "Chrome", 50)
         .await
         .unwrap()
+        .created()
         .is_none());
     let found = store.find_session(&phone).await.unwrap().unwrap();
     assert_eq!(found.user_id, ada);
@@ -532,9 +570,10 @@ async fn devices_are_listed_per_user_and_ended_by_family<B: Backend>(backend: B)
     // A label is kept to its bound; ending a message-less account's last session marks it
     // for the account sweep, as a sign-out does.
     let (_, _) = store
-        .create_device_session(&bob, &"é".repeat(1000))
+        .create_device_session(&bob, &"é".repeat(1000), 50)
         .await
         .unwrap()
+        .created()
         .unwrap();
     let longest = store
         .devices(&bob)
@@ -1370,9 +1409,17 @@ async fn a_passkey_protects_a_name_once_and_keeps_its_account<B: Backend>(backen
 
     let mut changed = passkey("c1");
     changed.json = "{\"counter\":7}".to_owned();
-    store.passkey_used(&ada, changed.clone()).await.unwrap();
+    assert!(store
+        .passkey_used(&ada, &passkey("c1"), changed.clone())
+        .await
+        .unwrap());
     // Someone else's credential is left alone.
-    store.passkey_used(&bob, passkey("c3")).await.unwrap();
+    let mut theirs = passkey("c3");
+    theirs.json = "{}".to_owned();
+    assert!(!store
+        .passkey_used(&bob, &passkey("c3"), theirs)
+        .await
+        .unwrap());
 
     store.delete_session(&ada_sid).await.unwrap();
     sleep(ms(30)).await;
@@ -1396,9 +1443,10 @@ async fn a_passkey_protects_a_name_once_and_keeps_its_account<B: Backend>(backen
     assert!(store.name_protected("ada").await.unwrap());
     // Its account is still there: a new device session of it can be made.
     assert!(store
-        .create_device_session(&ada, "Chrome on Linux")
+        .create_device_session(&ada, "Chrome on Linux", 50)
         .await
         .unwrap()
+        .created()
         .is_some());
 }
 
@@ -1453,6 +1501,192 @@ async fn an_account_holds_a_bounded_number_of_passkeys<B: Backend>(backend: B) {
     let (_, held) = store.passkeys_by_name("ada").await.unwrap().unwrap();
     assert_eq!(held.len(), PASSKEYS_PER_USER_MAX);
     assert!(held.iter().all(|p| p.cred_id != "one-more"));
+}
+
+/// Where several refusals apply, every store gives the same one, in the order the contract
+/// says: a credential registered already (a retry of a call that succeeded, or another
+/// account's) is `CredentialTaken` before a full account is `Full`. (Before, Redis answered a
+/// retry `Added`, and SQLite a registered credential on a full account `Full`.)
+async fn protect_refuses_alike_in_the_contracts_order<B: Backend>(backend: B) {
+    let store = open(&backend).await;
+    let (_, ada) = user(&store, "ada").await;
+    let (_, bob) = user(&store, "bob").await;
+    assert_eq!(
+        store.protect(&ada, passkey("a00")).await.unwrap(),
+        Protect::Protected
+    );
+    assert_eq!(
+        store.protect(&ada, passkey("a00")).await.unwrap(),
+        Protect::CredentialTaken,
+        "a retry of a protect that succeeded"
+    );
+    for n in 1..PASSKEYS_PER_USER_MAX {
+        let done = store.protect(&ada, passkey(&format!("a{n:02}"))).await;
+        assert_eq!(done.unwrap(), Protect::Added, "passkey {n}");
+    }
+    assert_eq!(
+        store.protect(&bob, passkey("b00")).await.unwrap(),
+        Protect::Protected
+    );
+    // Full, and the credential registered: registered comes first, whoever holds it.
+    assert_eq!(
+        store.protect(&ada, passkey("a00")).await.unwrap(),
+        Protect::CredentialTaken
+    );
+    assert_eq!(
+        store.protect(&ada, passkey("b00")).await.unwrap(),
+        Protect::CredentialTaken
+    );
+    assert_eq!(
+        store.protect(&ada, passkey("new")).await.unwrap(),
+        Protect::Full
+    );
+    let (_, held) = store.passkeys_by_name("ada").await.unwrap().unwrap();
+    assert_eq!(held.len(), PASSKEYS_PER_USER_MAX);
+    let (_, held) = store.passkeys_by_name("bob").await.unwrap().unwrap();
+    assert_eq!(held, [passkey("b00")]);
+}
+
+/// A name is protected for good: once every passkey of its account is gone (as removing them
+/// will do), the account still holds the name (`Some` with no passkeys, on every store), no
+/// other account may claim it, and the account may add a passkey again. (Before, Redis said
+/// `None` while SQLite said `Some(account, [])`.)
+async fn a_name_stays_its_accounts_when_its_passkeys_are_gone<B: Backend>(backend: B) {
+    let store = open(&backend).await;
+    let (_, ada) = user(&store, "Ada").await;
+    let (_, ghost) = user(&store, "ada").await;
+    assert_eq!(
+        store.protect(&ada, passkey("c1")).await.unwrap(),
+        Protect::Protected
+    );
+    drop(store);
+    backend.drop_passkeys(&ada).await;
+    let store = open(&backend).await;
+    assert!(store.name_protected("ADA").await.unwrap());
+    let (owner, held) = store
+        .passkeys_by_name("ada")
+        .await
+        .unwrap()
+        .expect("still the account's");
+    assert_eq!(
+        (owner.user_id, owner.username.as_str()),
+        (ada.clone(), "Ada")
+    );
+    assert_eq!(held, []);
+    assert_eq!(
+        store.protect(&ghost, passkey("c2")).await.unwrap(),
+        Protect::NameTaken
+    );
+    assert_eq!(
+        store.protect(&ada, passkey("c1")).await.unwrap(),
+        Protect::Added,
+        "the credential is free again and the name the account's"
+    );
+}
+
+/// A user holds at most `max_sessions` live sessions when one is added for them: past it
+/// nothing is written, ending one makes room, an unknown user is told apart, and of adds made
+/// at the same time no more succeed than there is room for. (Before, there was no limit.)
+async fn device_sessions_are_bounded_per_user<B: Backend>(backend: B) {
+    let store = open(&backend).await;
+    let (first, ada) = user(&store, "ada").await;
+    for _ in 0..2 {
+        let made = store
+            .create_device_session(&ada, "Chrome", 3)
+            .await
+            .unwrap();
+        assert!(matches!(made, NewDevice::Created(..)), "{made:?}");
+    }
+    let made = store
+        .create_device_session(&ada, "Chrome", 3)
+        .await
+        .unwrap();
+    assert!(matches!(made, NewDevice::TooManySessions), "{made:?}");
+    assert_eq!(store.devices(&ada).await.unwrap().len(), 3);
+    let unknown = store
+        .create_device_session(&UserId::random(), "Chrome", 3)
+        .await
+        .unwrap();
+    assert!(matches!(unknown, NewDevice::UnknownUser), "{unknown:?}");
+
+    store.delete_session(&first).await.unwrap();
+    let racing = join_all((0..8).map(|_| store.create_device_session(&ada, "Safari", 3))).await;
+    let made = racing
+        .into_iter()
+        .filter(|r| matches!(r, Ok(NewDevice::Created(..))))
+        .count();
+    assert_eq!(made, 1, "one place was free");
+    assert_eq!(store.devices(&ada).await.unwrap().len(), 3);
+}
+
+/// Sessions past their idle time do not count against the limit.
+async fn idle_sessions_do_not_count_against_the_session_limit<B: Backend>(backend: B) {
+    let store = open_with(&backend, ms(100), HOUR).await;
+    let (_, ada) = user(&store, "ada").await;
+    let made = store
+        .create_device_session(&ada, "Chrome", 2)
+        .await
+        .unwrap();
+    assert!(matches!(made, NewDevice::Created(..)), "{made:?}");
+    let made = store
+        .create_device_session(&ada, "Chrome", 2)
+        .await
+        .unwrap();
+    assert!(matches!(made, NewDevice::TooManySessions), "{made:?}");
+    sleep(ms(250)).await;
+    let made = store
+        .create_device_session(&ada, "Chrome", 2)
+        .await
+        .unwrap();
+    assert!(matches!(made, NewDevice::Created(..)), "{made:?}");
+}
+
+fn counted(cred: &str, counter: u32) -> StoredPasskey {
+    StoredPasskey {
+        cred_id: cred.to_owned(),
+        json: format!("{{\"cred\":\"{cred}\",\"counter\":{counter}}}"),
+    }
+}
+
+/// `passkey_used` is a compare-and-set: a passkey is replaced only while it is still stored as
+/// the sign-in read it, so of sign-ins that raced from the same state exactly one writes, and a
+/// stale one never takes a counter back. (Before, every call wrote: the last one won.)
+async fn a_passkey_is_replaced_only_while_it_is_as_read<B: Backend>(backend: B) {
+    let store = open(&backend).await;
+    let (_, ada) = user(&store, "ada").await;
+    let (_, bob) = user(&store, "bob").await;
+    store.protect(&ada, counted("c1", 0)).await.unwrap();
+    assert!(store
+        .passkey_used(&ada, &counted("c1", 0), counted("c1", 2))
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .passkey_used(&ada, &counted("c1", 0), counted("c1", 1))
+            .await
+            .unwrap(),
+        "read before the last write: refused"
+    );
+    let read = counted("c1", 2);
+    let racing = join_all((3..11).map(|n| store.passkey_used(&ada, &read, counted("c1", n)))).await;
+    let won: Vec<bool> = racing.into_iter().map(Result::unwrap).collect();
+    assert_eq!(won.iter().filter(|w| **w).count(), 1, "{won:?}");
+    let winner = 3 + won.iter().position(|w| *w).unwrap() as u32;
+    // Another credential's json, another user, or an unknown credential: nothing written.
+    assert!(!store
+        .passkey_used(&ada, &counted("c1", winner), counted("c2", 99))
+        .await
+        .unwrap());
+    assert!(!store
+        .passkey_used(&bob, &counted("c1", winner), counted("c1", 99))
+        .await
+        .unwrap());
+    assert!(!store
+        .passkey_used(&ada, &counted("zz", 0), counted("zz", 1))
+        .await
+        .unwrap());
+    let (_, held) = store.passkeys_by_name("ada").await.unwrap().unwrap();
+    assert_eq!(held, [counted("c1", winner)]);
 }
 
 /// Every scenario, as a test per store: `contract!` names each store and its backend, and
@@ -1512,5 +1746,10 @@ contract! {
         a_passkey_protects_a_name_once_and_keeps_its_account,
         a_ceremony_is_taken_once_and_not_after_its_ttl,
         an_account_holds_a_bounded_number_of_passkeys,
+        protect_refuses_alike_in_the_contracts_order,
+        a_name_stays_its_accounts_when_its_passkeys_are_gone,
+        a_passkey_is_replaced_only_while_it_is_as_read,
+        device_sessions_are_bounded_per_user,
+        idle_sessions_do_not_count_against_the_session_limit,
     ],
 }

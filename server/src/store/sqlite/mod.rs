@@ -21,6 +21,7 @@ use protocol::payloads::Message;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::presence::LocalPresence;
+use super::NewDevice;
 use super::{
     cut_to_page, now_ms, ConversationEntry, ConversationPage, Conversations, Device, Expired,
     MarkedRead, NewMessage, Page, ReadCursor, ReadStatus, Session, SettingsChange, SettingsChanged,
@@ -214,28 +215,40 @@ impl Store for SqliteStore {
         &self,
         user: &UserId,
         device: &str,
-    ) -> Result<Option<(SessionId, Session)>, StoreError> {
+        max_sessions: u32,
+    ) -> Result<NewDevice, StoreError> {
         let user = user.clone();
         let device = super::stored_label(device);
+        let now = now_ms();
+        let (idle_cut, age_cut) = self.session_cutoffs(now);
+        // On the writer thread: the count and the insert are one step.
         self.run(move |conn| {
             let username: Option<String> = conn
                 .prepare_cached("SELECT username FROM users WHERE user_id = ?1")?
                 .query_row(params![user.as_str()], |r| r.get(0))
                 .optional()?;
             let Some(username) = username else {
-                return Ok(None);
+                return Ok(NewDevice::UnknownUser);
             };
-            let now = now_ms();
+            let live: i64 = conn
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM sessions
+                     WHERE user_id = ?1 AND last_seen_at >= ?2 AND created_at >= ?3",
+                )?
+                .query_row(params![user.as_str(), idle_cut, age_cut], |r| r.get(0))?;
+            if live >= i64::from(max_sessions) {
+                return Ok(NewDevice::TooManySessions);
+            }
             let session_id = insert_session(conn, &user, &device, now)?;
             touch_account(conn, user.as_str(), now)?;
-            Ok(Some((
+            Ok(NewDevice::Created(
                 session_id,
                 Session {
                     user_id: user,
                     username,
                     pop_key: None,
                 },
-            )))
+            ))
         })
         .await
     }
@@ -509,6 +522,14 @@ impl Store for SqliteStore {
             if owner.as_ref().is_some_and(|owner| *owner != user) {
                 return Ok(Protect::NameTaken);
             }
+            // In the order the contract gives: a registered credential (this account's own, on
+            // a retry, included) before a full account.
+            let registered: bool = conn
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM passkeys WHERE cred_id = ?1)")?
+                .query_row(params![passkey.cred_id], |r| r.get(0))?;
+            if registered {
+                return Ok(Protect::CredentialTaken);
+            }
             let held: i64 = conn
                 .prepare_cached("SELECT COUNT(*) FROM passkeys WHERE user_id = ?1")?
                 .query_row(params![user], |r| r.get(0))?;
@@ -516,15 +537,11 @@ impl Store for SqliteStore {
                 return Ok(Protect::Full);
             }
             let now = now_ms();
-            let added = conn
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO passkeys (cred_id, user_id, passkey, created_at, last_used_at)
-                     VALUES (?1, ?2, ?3, ?4, ?4)",
-                )?
-                .execute(params![passkey.cred_id, user, passkey.json, now])?;
-            if added == 0 {
-                return Ok(Protect::CredentialTaken);
-            }
+            conn.prepare_cached(
+                "INSERT INTO passkeys (cred_id, user_id, passkey, created_at, last_used_at)
+                 VALUES (?1, ?2, ?3, ?4, ?4)",
+            )?
+            .execute(params![passkey.cred_id, user, passkey.json, now])?;
             if owner.is_some() {
                 return Ok(Protect::Added);
             }
@@ -589,14 +606,25 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn passkey_used(&self, user: &UserId, passkey: StoredPasskey) -> Result<(), StoreError> {
+    async fn passkey_used(
+        &self,
+        user: &UserId,
+        was: &StoredPasskey,
+        now: StoredPasskey,
+    ) -> Result<bool, StoreError> {
+        if was.cred_id != now.cred_id {
+            return Ok(false);
+        }
         let user = user.as_str().to_owned();
+        let was = was.json.clone();
         self.run(move |conn| {
-            conn.prepare_cached(
-                "UPDATE passkeys SET passkey = ?1, last_used_at = ?2 WHERE cred_id = ?3 AND user_id = ?4",
-            )?
-            .execute(params![passkey.json, now_ms(), passkey.cred_id, user])?;
-            Ok(())
+            let replaced = conn
+                .prepare_cached(
+                    "UPDATE passkeys SET passkey = ?1, last_used_at = ?2
+                     WHERE cred_id = ?3 AND user_id = ?4 AND passkey = ?5",
+                )?
+                .execute(params![now.json, now_ms(), now.cred_id, user, was])?;
+            Ok(replaced == 1)
         })
         .await
     }

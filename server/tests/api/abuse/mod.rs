@@ -9,13 +9,15 @@
 //! - [`reads`]: priced reads, sockets per user under concurrent handshakes, roster bounds;
 //! - [`messenger`]: `typing` floods, odd and flooded searches, absurd and flooded `read`s,
 //!   `conversations` and `settings` floods;
-//! - [`devices`]: `devices` and `revoke_device` floods.
+//! - [`devices`]: `devices` and `revoke_device` floods;
+//! - [`passkeys`]: floods of passkey sign-ins with guessed or malformed ceremony ids.
 
 mod devices;
 mod edge;
 mod logs;
 mod memory;
 mod messenger;
+mod passkeys;
 mod reads;
 mod refusals;
 mod signup;
