@@ -41,6 +41,8 @@ async fn user(store: &RedisStore, name: &str) -> UserId {
         .create_session(&Username::parse(name).unwrap(), "")
         .await
         .unwrap()
+        .into_session()
+        .unwrap()
         .1
         .user_id
 }
@@ -113,6 +115,8 @@ async fn two_nodes_sweep_each_session_once_and_both_forget_deleted_accounts() {
     let (quiet, _) = node1
         .create_session(&Username::parse("quiet").unwrap(), "")
         .await
+        .unwrap()
+        .into_session()
         .unwrap();
     let talker = user(&node1, "talker").await;
     let listener = user(&node2, "listener").await;

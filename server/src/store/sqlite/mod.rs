@@ -26,7 +26,7 @@ use super::{
     MarkedRead, NewMessage, Page, ReadCursor, ReadStatus, Session, SettingsChange, SettingsChanged,
     Store, StoreError, Stored, User, UserSettings, UNREAD_MAX,
 };
-use super::{name_key, Protect, StoredPasskey, PASSKEYS_PER_USER_MAX};
+use super::{name_key, Created, Protect, StoredPasskey, PASSKEYS_PER_USER_MAX};
 use crate::domain::{SessionId, UserId, Username};
 use queries::{
     load_directory, mark_if_sessionless, message_from_row, newest_in, page, pair_key, read_cursor,
@@ -168,11 +168,21 @@ impl Store for SqliteStore {
         &self,
         username: &Username,
         device: &str,
-    ) -> Result<(SessionId, Session), StoreError> {
+    ) -> Result<Created, StoreError> {
+        let key = name_key(username.as_str());
         let username = username.as_str().to_owned();
         let device = super::stored_label(device);
         let created = self
             .run(move |conn| {
+                // In the writer's job with the insert, so no `protect` comes in between.
+                let protected: bool = conn
+                    .prepare_cached(
+                        "SELECT EXISTS (SELECT 1 FROM protected_names WHERE name_key = ?1)",
+                    )?
+                    .query_row(params![key], |r| r.get(0))?;
+                if protected {
+                    return Ok(None);
+                }
                 let now = now_ms();
                 // Ids are 122 random bits, so a clash is astronomically unlikely; the store still
                 // checks (INSERT OR IGNORE + changes) and draws again rather than assume.
@@ -180,25 +190,28 @@ impl Store for SqliteStore {
                     let candidate = UserId::random();
                     let inserted = conn
                     .prepare_cached(
-                        "INSERT OR IGNORE INTO users (user_id, username, created_at, last_seen_at)
-                         VALUES (?1, ?2, ?3, ?3)",
+                        "INSERT OR IGNORE INTO users (user_id, username, created_at, last_seen_at, name_key)
+                         VALUES (?1, ?2, ?3, ?3, ?4)",
                     )?
-                    .execute(params![candidate.as_str(), username, now])?;
+                    .execute(params![candidate.as_str(), username, now, key])?;
                     if inserted == 1 {
                         break candidate;
                     }
                 };
                 let session_id = insert_session(conn, &user_id, &device, now)?;
-                Ok((session_id, Session { user_id, username }))
+                Ok(Some((session_id, Session { user_id, username })))
             })
             .await?;
+        let Some((session_id, session)) = created else {
+            return Ok(Created::NameProtected);
+        };
         // Committed: the new user joins the directory.
         let mut directory = self.directory.write().unwrap_or_else(|e| e.into_inner());
         Arc::make_mut(&mut directory).push(User {
-            user_id: created.1.user_id.clone(),
-            username: created.1.username.clone(),
+            user_id: session.user_id.clone(),
+            username: session.username.clone(),
         });
-        Ok(created)
+        Ok(Created::Session(session_id, session))
     }
 
     async fn create_device_session(
@@ -457,19 +470,28 @@ impl Store for SqliteStore {
     async fn protect(&self, user: &UserId, passkey: StoredPasskey) -> Result<Protect, StoreError> {
         let user = user.as_str().to_owned();
         self.run(move |conn| {
-            let username: Option<String> = conn
-                .prepare_cached("SELECT username FROM users WHERE user_id = ?1")?
+            let key: Option<String> = conn
+                .prepare_cached("SELECT name_key FROM users WHERE user_id = ?1")?
                 .query_row(params![user], |r| r.get(0))
                 .optional()?;
-            let Some(username) = username else {
+            let Some(key) = key else {
                 return Ok(Protect::UnknownUser);
             };
-            let key = name_key(&username);
             let owner: Option<String> = conn
                 .prepare_cached("SELECT user_id FROM protected_names WHERE name_key = ?1")?
                 .query_row(params![key], |r| r.get(0))
                 .optional()?;
             if owner.as_ref().is_some_and(|owner| *owner != user) {
+                return Ok(Protect::NameTaken);
+            }
+            // Only the oldest account with this name key may claim it (the directory's order).
+            let oldest: String = conn
+                .prepare_cached(
+                    "SELECT user_id FROM users WHERE name_key = ?1
+                     ORDER BY created_at, rowid LIMIT 1",
+                )?
+                .query_row(params![key], |r| r.get(0))?;
+            if owner.is_none() && oldest != user {
                 return Ok(Protect::NameTaken);
             }
             let held: i64 = conn
@@ -499,17 +521,6 @@ impl Store for SqliteStore {
             conn.prepare_cached("UPDATE users SET messaged = 1 WHERE user_id = ?1")?
                 .execute(params![user])?;
             Ok(Protect::Protected)
-        })
-        .await
-    }
-
-    async fn name_protected(&self, username: &str) -> Result<bool, StoreError> {
-        let key = name_key(username);
-        self.read(move |conn| {
-            conn.prepare_cached(
-                "SELECT EXISTS (SELECT 1 FROM protected_names WHERE name_key = ?1)",
-            )?
-            .query_row(params![key], |r| r.get(0))
         })
         .await
     }
