@@ -175,6 +175,9 @@ pub const PASSKEYS_PER_USER_MAX: usize = 16;
 pub struct User {
     pub user_id: UserId,
     pub username: String,
+    /// A passkey protects the user's name for this user (the name's owner, not a "ghost" of
+    /// the same name): the roster marks it (`UserEntry.protected`).
+    pub protected: bool,
 }
 
 /// A message to store; `from` is the sender's session, never the payload.

@@ -539,7 +539,8 @@ return {s[1], s[2], 1}
 "#;
 
 /// Adds a passkey to a user and, on its first, claims the user's name key for it, if the user is
-/// the oldest with that key; the user leaves `quiet-users` (a protected account is never swept).
+/// the oldest with that key; the user leaves `quiet-users` (a protected account is never swept)
+/// and the directory's epoch moves (every node reads it again, to mark the owner).
 /// Returns `protected`, `added`, `name_taken`, `credential_taken`, `full` or `unknown`; all or
 /// nothing. A retry of a call that succeeded finds its own credential and answers `added`.
 const PROTECT: &str = r#"
@@ -560,6 +561,7 @@ redis.call('HSET', KEYS[4], ARGV[2], ARGV[3])
 redis.call('ZREM', KEYS[5], ARGV[1])
 if owner then return 'added' end
 redis.call('HSET', KEYS[2], key, ARGV[1])
+redis.call('INCR', KEYS[7])
 return 'protected'
 "#;
 
@@ -707,8 +709,9 @@ end
 return gone
 "#;
 
-/// The directory after sign-up number `ARGV[2]`, or all of it when the deletion epoch is not
-/// `ARGV[1]`: `{epoch, whole, seq1, user1, name1, ...}`.
+/// The directory after sign-up number `ARGV[2]`, or all of it when the epoch (moved by account
+/// deletions and protections) is not `ARGV[1]`: `{epoch, whole, seq1, user1, name1,
+/// protected1, ...}` (protected: 1 when the user owns its name key's claim).
 const LIST_USERS: &str = r#"
 local epoch = redis.call('GET', KEYS[1]) or '0'
 local whole, from = 0, '(' .. ARGV[2]
@@ -719,6 +722,8 @@ for i = 1, #ids, 2 do
   table.insert(out, ids[i + 1])
   table.insert(out, ids[i])
   table.insert(out, redis.call('HGET', KEYS[3], ids[i]) or '')
+  local key = redis.call('HGET', KEYS[4], ids[i])
+  table.insert(out, (key and redis.call('HGET', KEYS[5], key) == ids[i]) and 1 or 0)
 end
 return out
 "#;
@@ -1448,6 +1453,7 @@ impl Store for RedisStore {
             .key(self.keys.passkeys(user.as_str()))
             .key(self.keys.quiet_users())
             .key(self.keys.name_keys())
+            .key(self.keys.users_epoch())
             .arg(user.as_str())
             .arg(&passkey.cred_id)
             .arg(&passkey.json)
@@ -1498,6 +1504,7 @@ impl Store for RedisStore {
             User {
                 user_id: UserId::from_store(user_id),
                 username,
+                protected: true,
             },
             passkeys,
         )))
@@ -1539,6 +1546,8 @@ impl Store for RedisStore {
             .key(self.keys.users_epoch())
             .key(self.keys.directory())
             .key(self.keys.usernames())
+            .key(self.keys.name_keys())
+            .key(self.keys.protected())
             .arg(known_epoch)
             .arg(last_seq)
             .invoke_async(&mut self.conn())
@@ -1554,18 +1563,20 @@ impl Store for RedisStore {
         let epoch = next_int()?;
         let whole = next_int()? == 1;
         let mut entries = Vec::new();
-        while let (Some(seq), Some(user), Some(name)) =
-            (values.next(), values.next(), values.next())
+        while let (Some(seq), Some(user), Some(name), Some(protected)) =
+            (values.next(), values.next(), values.next(), values.next())
         {
             let seq: i64 = redis::from_redis_value(seq)?;
             let user: String = redis::from_redis_value(user)?;
             let name: String = redis::from_redis_value(name)?;
-            entries.push((seq, user, name));
+            let protected: i64 = redis::from_redis_value(protected)?;
+            entries.push((seq, user, name, protected == 1));
         }
-        let read_through = entries.last().map_or(0, |(seq, _, _)| *seq);
-        let to_user = |(_, user_id, username): (i64, String, String)| User {
+        let read_through = entries.last().map_or(0, |(seq, _, _, _)| *seq);
+        let to_user = |(_, user_id, username, protected): (i64, String, String, bool)| User {
             user_id: UserId::from_store(user_id),
             username,
+            protected,
         };
         let mut directory = self.directory.lock().unwrap_or_else(|e| e.into_inner());
         if whole {
@@ -1580,9 +1591,9 @@ impl Store for RedisStore {
             let known = directory.last_seq;
             let fresh: Vec<_> = entries
                 .into_iter()
-                .filter(|(seq, _, _)| *seq > known)
+                .filter(|(seq, _, _, _)| *seq > known)
                 .collect();
-            if let Some((seq, _, _)) = fresh.last() {
+            if let Some((seq, _, _, _)) = fresh.last() {
                 directory.last_seq = *seq;
                 Arc::make_mut(&mut directory.users).extend(fresh.into_iter().map(to_user));
             }

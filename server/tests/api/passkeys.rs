@@ -270,9 +270,23 @@ async fn a_newer_same_name_account_cannot_protect_and_look_alikes_cannot_sign_up
             "{taken:?}: {refusal}"
         );
     }
-    // The newer account is still there, and still not the name's owner.
+    // The newer account is still there, and still not the name's owner: the roster marks the
+    // owner only (review h4 finding 9), so the two are told apart.
     let again = app.resume(&newer.session_id).await;
     assert_eq!(again.user_id, newer.user_id);
+    let entry = |id: &str| {
+        again
+            .users
+            .iter()
+            .find(|u| u["userID"] == id)
+            .cloned()
+            .expect("listed")
+    };
+    assert_eq!(entry(&ada.user_id)["protected"], json!(true));
+    assert!(
+        entry(&newer.user_id).get("protected").is_none(),
+        "omitted when false"
+    );
     app.connect_as("adam").await;
 }
 

@@ -1276,6 +1276,24 @@ async fn only_the_oldest_account_with_a_name_key_may_protect_it<B: Backend>(back
     );
     let (owner, _) = store.passkeys_by_name("ADA").await.unwrap().unwrap();
     assert_eq!(owner.user_id, ada);
+    // The directory marks the owners only (not the newer same-name accounts), after a restart
+    // too.
+    let marked = |users: &[server::store::User]| -> Vec<UserId> {
+        users
+            .iter()
+            .filter(|u| u.protected)
+            .map(|u| u.user_id.clone())
+            .collect()
+    };
+    assert_eq!(
+        marked(&store.list_users().await.unwrap()),
+        [ada.clone(), bob.clone()]
+    );
+    let store = open(&backend).await;
+    assert_eq!(
+        marked(&store.list_users().await.unwrap()),
+        [ada.clone(), bob.clone()]
+    );
 
     // The oldest of a key is swept before anyone protects it: the next oldest may.
     let (nfd_sid, _) = user(&store, "Zoe\u{308}").await;

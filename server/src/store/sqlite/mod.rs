@@ -210,6 +210,7 @@ impl Store for SqliteStore {
         Arc::make_mut(&mut directory).push(User {
             user_id: session.user_id.clone(),
             username: session.username.clone(),
+            protected: false,
         });
         Ok(Created::Session(session_id, session))
     }
@@ -468,8 +469,9 @@ impl Store for SqliteStore {
     }
 
     async fn protect(&self, user: &UserId, passkey: StoredPasskey) -> Result<Protect, StoreError> {
+        let user_id = user.clone();
         let user = user.as_str().to_owned();
-        self.run(move |conn| {
+        let done = self.run(move |conn| {
             let key: Option<String> = conn
                 .prepare_cached("SELECT name_key FROM users WHERE user_id = ?1")?
                 .query_row(params![user], |r| r.get(0))
@@ -522,7 +524,18 @@ impl Store for SqliteStore {
                 .execute(params![user])?;
             Ok(Protect::Protected)
         })
-        .await
+        .await?;
+        if done == Protect::Protected {
+            // Committed: the roster marks the owner.
+            let mut directory = self.directory.write().unwrap_or_else(|e| e.into_inner());
+            if let Some(owner) = Arc::make_mut(&mut directory)
+                .iter_mut()
+                .find(|u| u.user_id == user_id)
+            {
+                owner.protected = true;
+            }
+        }
+        Ok(done)
     }
 
     async fn passkeys_by_name(
@@ -556,6 +569,7 @@ impl Store for SqliteStore {
                 User {
                     user_id: UserId::from_store(user_id),
                     username,
+                    protected: true,
                 },
                 passkeys,
             )))
