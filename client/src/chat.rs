@@ -972,6 +972,7 @@ mod tests {
             connected: true,
             messages: vec![],
             read_up_to: None,
+            protected: false,
         };
         s.apply_users(vec![
             entry("u1", "zoe"),
@@ -1121,6 +1122,7 @@ mod tests {
             connected: true,
             messages: vec![msg(3, "ann", "me")],
             read_up_to: None,
+            protected: false,
         }]);
         // Bob is outside the roster: the summary names him and his newest message.
         s.apply_conversations(
@@ -1171,6 +1173,7 @@ mod tests {
                 connected: false,
                 messages: vec![],
                 read_up_to: None,
+                protected: false,
             },
             UserEntry {
                 user_id: "ann".into(),
@@ -1178,6 +1181,7 @@ mod tests {
                 connected: true,
                 messages: vec![],
                 read_up_to: None,
+                protected: false,
             },
             UserEntry {
                 user_id: "me".into(),
@@ -1185,6 +1189,7 @@ mod tests {
                 connected: true,
                 messages: vec![],
                 read_up_to: None,
+                protected: false,
             },
         ]);
         assert_eq!(s.list_order(&[]), ["cid", "bob", "ann", "me", "zed"]);

@@ -63,8 +63,9 @@ fn is_format_char(c: char) -> bool {
         .any(|&(first, last)| (first..=last).contains(&c))
 }
 
-/// A display name: trimmed, 1 to 32 characters, no control characters (Cc) and no format
-/// characters (Cf: zero-width, soft hyphen, bidi marks and overrides).
+/// A display name: trimmed, 1 to 32 characters, no control characters (Cc), no format
+/// characters (Cf: zero-width, soft hyphen, bidi marks and overrides) and no line or paragraph
+/// separator (U+2028, U+2029). Two names are the same name when their [`name_key`]s are equal.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Username(String);
 
@@ -80,8 +81,12 @@ impl Username {
         if trimmed.chars().any(char::is_control) {
             return Err(DomainError::UsernameControlChars);
         }
-        // Refused, never stripped: a name is taken as written or not at all.
-        if trimmed.chars().any(is_format_char) {
+        // Refused, never stripped: a name is taken as written or not at all. The line and
+        // paragraph separators (Zl, Zp) break a roster line as a newline would.
+        if trimmed
+            .chars()
+            .any(|c| is_format_char(c) || matches!(c, '\u{2028}' | '\u{2029}'))
+        {
             return Err(DomainError::UsernameFormatChars);
         }
         Ok(Self(trimmed.to_owned()))
@@ -96,6 +101,49 @@ impl fmt::Display for Username {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// The key two names are compared by: equal for names people read as the same. A protected
+/// name is claimed under its key, and a sign-up whose key is claimed is refused. It is
+///
+/// 1. the compatibility caseless form (Unicode 16 §3.13, D146:
+///    NFKD(toCasefold(NFKD(toCasefold(NFD(X)))))), without the Default_Ignorable_Code_Point
+///    characters (U+00AD soft hyphen, zero-width characters, variation selectors, fillers):
+///    `ADA`, `ａｄａ` (fullwidth), `ada\u{200B}`, `ad\u{AD}a` and the NFC and NFD spellings of
+///    `Zoë` each become one form;
+/// 2. its UTS #39 confusables skeleton (`unicode_security::skeleton`), so that `аda` with a
+///    Cyrillic `а`, or `bob` and `b0b`, collide; the skeleton is folded again (it maps some
+///    characters to capitals);
+/// 3. with its white space trimmed and each run of it made one U+0020.
+///
+/// The result is NFC. A name of invisible characters only has the empty key (a server refuses
+/// such a name). Server side only (feature `name-key`): its tables stay out of the browser.
+#[cfg(feature = "name-key")]
+pub fn name_key(name: &str) -> String {
+    let skeleton: String = unicode_security::skeleton(&caseless(name)).collect();
+    let key = caseless(&skeleton);
+    let mut out = String::with_capacity(key.len());
+    for word in key.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    use unicode_normalization::UnicodeNormalization;
+    out.nfc().collect()
+}
+
+/// The compatibility caseless form (D146), without default-ignorable code points.
+#[cfg(feature = "name-key")]
+fn caseless(text: &str) -> String {
+    use icu_properties::props::DefaultIgnorableCodePoint;
+    use unicode_normalization::UnicodeNormalization;
+    let ignorable = icu_properties::CodePointSetData::new::<DefaultIgnorableCodePoint>();
+    let fold = icu_casemap::CaseMapper::new();
+    let visible = |c: &char| !ignorable.contains(*c);
+    let once: String = text.nfd().filter(visible).collect();
+    let once: String = fold.fold_string(&once).nfkd().filter(visible).collect();
+    fold.fold_string(&once).nfkd().filter(visible).collect()
 }
 
 /// A message body: 1 to `max` characters (the server's configured limit, at most
@@ -224,6 +272,84 @@ mod tests {
                 "{name:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_line_or_paragraph_separator_is_refused() {
+        for name in ["ada\u{2028}bob", "ada\u{2029}bob"] {
+            assert_eq!(
+                Username::parse(name),
+                Err(DomainError::UsernameFormatChars),
+                "{name:?}"
+            );
+        }
+    }
+
+    /// The review's examples (h4 finding 3): each reads as "ada" and so has its key.
+    #[cfg(feature = "name-key")]
+    #[test]
+    fn names_read_alike_have_one_key() {
+        let ada = name_key("ada");
+        assert_eq!(ada, "ada");
+        for (what, name) in [
+            ("capitals", "ADA"),
+            ("surrounding spaces", "  Ada "),
+            ("zero-width space", "ada\u{200b}"),
+            ("soft hyphen", "ad\u{ad}a"),
+            ("word joiner", "a\u{2060}da"),
+            ("fullwidth", "\u{ff41}\u{ff44}\u{ff41}"),
+            ("fullwidth capitals", "\u{ff21}\u{ff24}\u{ff21}"),
+            ("Cyrillic a", "\u{430}da"),
+            ("Cyrillic capital A", "\u{410}DA"),
+            ("Greek alpha", "\u{3b1}da"),
+            ("mathematical bold", "\u{1d41a}\u{1d41d}\u{1d41a}"),
+            ("variation selector", "ada\u{fe0f}"),
+            ("hangul filler", "ad\u{3164}a"),
+        ] {
+            assert_eq!(name_key(name), ada, "{what}: {name:?}");
+        }
+        // NFC and NFD spellings of one name.
+        assert_eq!(name_key("Zo\u{eb}"), name_key("Zoe\u{308}"));
+        assert_eq!(name_key("ZO\u{cb}"), name_key("zoe\u{308}"));
+        // Case folding beyond lower-casing.
+        assert_eq!(name_key("Stra\u{df}e"), name_key("STRASSE"));
+        assert_eq!(
+            name_key("\u{3a3}\u{3b1}\u{3c2}"),
+            name_key("\u{3c3}\u{3b1}\u{3c3}")
+        );
+        // Look-alike digits and letters (UTS #39).
+        assert_eq!(name_key("b0b"), name_key("bob"));
+        assert_eq!(name_key("a1ice"), name_key("alice"));
+        // White space collapsed, whatever its kind.
+        assert_eq!(name_key("ada  lovelace"), name_key("ada lovelace"));
+        assert_eq!(name_key("ada\u{3000}lovelace"), name_key("ada lovelace"));
+        assert_eq!(name_key("ada\u{a0}lovelace"), name_key("ada lovelace"));
+    }
+
+    #[cfg(feature = "name-key")]
+    #[test]
+    fn names_read_differently_have_different_keys() {
+        for (a, b) in [
+            ("ada", "bob"),
+            ("ada", "adam"),
+            ("ada lovelace", "adalovelace"),
+            ("zoe", "zo\u{eb}"),
+            (
+                "\u{43b}\u{435}\u{43d}\u{430}",
+                "\u{43c}\u{430}\u{448}\u{430}",
+            ),
+            ("\u{674e}", "\u{738b}"),
+        ] {
+            assert_ne!(name_key(a), name_key(b), "{a:?} {b:?}");
+        }
+    }
+
+    #[cfg(feature = "name-key")]
+    #[test]
+    fn a_name_of_invisible_characters_has_the_empty_key() {
+        assert_eq!(name_key("\u{3164}"), "");
+        assert_eq!(name_key("\u{115f}\u{fe0f}"), "");
+        assert_ne!(name_key("ada"), "");
     }
 
     #[test]

@@ -121,6 +121,11 @@ pub struct UserEntry {
     /// additive: the tutorial's client ignores it.
     #[serde(rename = "readUpTo", default, skip_serializing_if = "Option::is_none")]
     pub read_up_to: Option<i64>,
+    /// Part B: a passkey protects this user's name for this user (issue #25), in a connect's
+    /// `users`; absent (false) for everyone else, a "ghost" of the same name included, and in
+    /// `user connected`. Optional and additive: the tutorial's client ignores it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub protected: bool,
 }
 
 /// `private message` as a client sends it. Unknown fields (a forged `from`, say) are ignored.
@@ -414,6 +419,7 @@ mod tests {
             connected: false,
             messages: vec![message(None), message(Some("c"))],
             read_up_to: None,
+            protected: false,
         });
         forms.check(UserEntry {
             user_id: "u".into(),
@@ -421,6 +427,7 @@ mod tests {
             connected: true,
             messages: vec![message(None)],
             read_up_to: Some(9_007_199_254_740_993),
+            protected: true,
         });
         forms.check(OutgoingMessage {
             content: "hi".into(),

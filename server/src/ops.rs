@@ -178,7 +178,7 @@ mod tests {
             &self,
             _: &Username,
             _: &str,
-        ) -> Result<(SessionId, Session), StoreError> {
+        ) -> Result<crate::store::Created, StoreError> {
             unimplemented!()
         }
         async fn create_device_session(
@@ -288,9 +288,6 @@ mod tests {
             _: &UserId,
             _: crate::store::StoredPasskey,
         ) -> Result<crate::store::Protect, StoreError> {
-            unimplemented!()
-        }
-        async fn name_protected(&self, _: &str) -> Result<bool, StoreError> {
             unimplemented!()
         }
         async fn passkeys_by_name(

@@ -66,7 +66,7 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    const ALL: [Refusal; 16] = [
+    const ALL: [Refusal; 17] = [
         Refusal::PendingLimit,
         Refusal::HeaderTimeout,
         Refusal::Origin,

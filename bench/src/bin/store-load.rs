@@ -52,7 +52,12 @@ async fn main() {
     let mut ids = Vec::with_capacity(users);
     for i in 0..users {
         let name = Username::parse(&format!("user{i}")).expect("a username");
-        let (_, session) = store.create_session(&name, "").await.expect("a session");
+        let (_, session) = store
+            .create_session(&name, "")
+            .await
+            .expect("a session")
+            .into_session()
+            .expect("no name is protected");
         ids.push(session.user_id);
     }
     let half = users / 2;

@@ -169,6 +169,25 @@ pub struct StoredPasskey {
     pub json: String,
 }
 
+/// What [`Store::create_session`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    /// The new user and its session.
+    Session(SessionId, Session),
+    /// A passkey protects the name's [`name_key`]: nothing written.
+    NameProtected,
+}
+
+impl Created {
+    /// The new user's session, if one was made.
+    pub fn into_session(self) -> Option<(SessionId, Session)> {
+        match self {
+            Created::Session(id, session) => Some((id, session)),
+            Created::NameProtected => None,
+        }
+    }
+}
+
 /// What [`Store::protect`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protect {
@@ -176,7 +195,8 @@ pub enum Protect {
     Protected,
     /// The name was already this account's; one more passkey.
     Added,
-    /// Another account (with the same name, a "ghost") protected it first: nothing written.
+    /// The name is not this account's to protect: an older account with the same
+    /// [`name_key`] still exists, or another account protected it first. Nothing written.
     NameTaken,
     /// The credential is registered already (to any account): nothing written.
     CredentialTaken,
@@ -186,11 +206,9 @@ pub enum Protect {
     UnknownUser,
 }
 
-/// The key a protected name is claimed under: two names that differ only in case or in
-/// surrounding spaces are the same name.
-pub fn name_key(username: &str) -> String {
-    username.trim().to_lowercase()
-}
+/// The key a name is compared by (case, width, invisible characters, look-alikes and spaces
+/// aside): one definition, in the protocol crate, see [`protocol::domain::name_key`].
+pub use protocol::domain::name_key;
 
 /// The most passkeys one account keeps: each is a row, and an entry of every sign-in ceremony's
 /// options and stored state (about 150 bytes each).
@@ -201,6 +219,9 @@ pub const PASSKEYS_PER_USER_MAX: usize = 16;
 pub struct User {
     pub user_id: UserId,
     pub username: String,
+    /// A passkey protects the user's name for this user (the name's owner, not a "ghost" of
+    /// the same name): the roster marks it (`UserEntry.protected`).
+    pub protected: bool,
 }
 
 /// A message to store; `from` is the sender's session, never the payload.
@@ -443,12 +464,14 @@ pub trait Store: Send + Sync + 'static {
     // ---- sessions ----
     /// Creates a user and its session, with ids from the OS CSPRNG whose uniqueness the store
     /// checks. The user joins the end of [`Store::list_users`]. `device` is the session's
-    /// browser label ([`Device::label`]).
+    /// browser label ([`Device::label`]). A name whose [`name_key`] a passkey protects is
+    /// refused ([`Created::NameProtected`]), in the same step as the insert: a sign-up and the
+    /// first [`Store::protect`] of its name never both succeed.
     async fn create_session(
         &self,
         username: &Username,
         device: &str,
-    ) -> Result<(SessionId, Session), StoreError>;
+    ) -> Result<Created, StoreError>;
     /// Creates another session (device) of an existing user (a passkey sign-in on a new
     /// device, issue #25 slice 4), unless the user holds `max_sessions` live sessions already
     /// ([`NewDevice::TooManySessions`]; sessions past their idle time or maximum age do not
@@ -499,15 +522,15 @@ pub trait Store: Send + Sync + 'static {
     // ---- passkeys (issue #25 slice 4) ----
     /// Adds a passkey to the user's account and, on its first, protects the account's name
     /// ([`name_key`]) for good: later sign-ups with it are refused, and the account is never
-    /// swept by [`Store::expire_accounts`]. All or nothing: a name another account protected
-    /// first, or a credential id registered already (to any account, this one included: a
+    /// swept by [`Store::expire_accounts`]. Only the oldest existing account with that name key
+    /// (the first of them in [`Store::list_users`]) may protect it: a newer one is
+    /// [`Protect::NameTaken`], as is a name another account protected first. All or nothing:
+    /// that, or a credential id registered already (to any account, this one included: a
     /// retry of a call that succeeded is [`Protect::CredentialTaken`]), writes nothing. An
     /// account holds at most [`PASSKEYS_PER_USER_MAX`] passkeys (more is [`Protect::Full`]).
     /// When several apply, the first of [`Protect::UnknownUser`], [`Protect::NameTaken`],
     /// [`Protect::CredentialTaken`], [`Protect::Full`] is the answer.
     async fn protect(&self, user: &UserId, passkey: StoredPasskey) -> Result<Protect, StoreError>;
-    /// Whether a passkey protects this name (compared as [`name_key`]).
-    async fn name_protected(&self, username: &str) -> Result<bool, StoreError>;
     /// The account that protected this name (compared as [`name_key`]) and its passkeys, in
     /// credential id order; `None` when no account protected it (or that account is gone). A
     /// name stays protected for good: an account whose passkeys are all gone is `Some` with an

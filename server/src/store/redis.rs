@@ -57,7 +57,7 @@ use super::{
     MarkedRead, NewMessage, Page, PresenceChange, ReadCursor, ReadStatus, Session, SettingsChange,
     SettingsChanged, Store, StoreError, Stored, User, UserSettings, UNREAD_MAX,
 };
-use super::{name_key, Bind, PopKey, Protect, StoredPasskey, PASSKEYS_PER_USER_MAX};
+use super::{name_key, Bind, Created, PopKey, Protect, StoredPasskey, PASSKEYS_PER_USER_MAX};
 use crate::domain::{SessionId, UserId, Username};
 
 /// What completes a Redis URL, each from a file: TLS trust and identity, and a password kept
@@ -368,6 +368,18 @@ impl Keys {
     fn protected(&self) -> String {
         self.key("protected")
     }
+    /// Each user's name key (`store::name_key`), by user id.
+    fn name_keys(&self) -> String {
+        self.key("name-keys")
+    }
+    /// The users with one name key, scored by sign-up number (oldest first).
+    fn names(&self, name_key: &str) -> String {
+        self.key(&format!("names:{name_key}"))
+    }
+    /// Set once the users from before name keys have theirs (see `RedisStore::fill_name_keys`).
+    fn name_keys_filled(&self) -> String {
+        self.key("name-keys:filled")
+    }
     fn creds(&self) -> String {
         self.key("creds")
     }
@@ -449,12 +461,17 @@ const INT: &str = r#"
 local function int(n) return string.format('%.0f', n) end
 "#;
 
-/// Creates the user and its session, unless either id is taken (then 0: draw again). A new
-/// user has no message yet: it joins `quiet-users`.
+/// Creates the user and its session, unless its name key ARGV[8] is protected (then -1, nothing
+/// written) or either id is taken (then 0: draw again). A new user has no message yet: it joins
+/// `quiet-users`; it joins its name key's users with its sign-up number.
 const CREATE_SESSION: &str = r#"
+if redis.call('HEXISTS', KEYS[8], ARGV[8]) == 1 then return -1 end
 if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
-redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[5]), ARGV[1])
+local seq = redis.call('INCR', KEYS[5])
+redis.call('ZADD', KEYS[2], seq, ARGV[1])
+redis.call('ZADD', KEYS[9], seq, ARGV[1])
+redis.call('HSET', KEYS[10], ARGV[1], ARGV[8])
 redis.call('HSET', KEYS[3], 'user', ARGV[1], 'name', ARGV[2], 'created', ARGV[3], 'seen', ARGV[3], 'device', ARGV[7])
 redis.call('PEXPIRE', KEYS[3], ARGV[4])
 redis.call('SADD', KEYS[4], ARGV[5])
@@ -547,23 +564,53 @@ if held[2] == ARGV[1] then return 'this' end
 return 'other'
 "#;
 
-/// Adds a passkey to a user (whose name is still ARGV[4]) and, on its first, claims the name key
-/// ARGV[5] for it; the user leaves `quiet-users` (a protected account is never swept). Returns
-/// `protected`, `added`, `name_taken`, `credential_taken`, `full` or `unknown` (checked in that
-/// order, as SQLite does); all or nothing. A registered credential is `credential_taken`
-/// whoever holds it (a retry of a call that succeeded included).
+/// Adds a passkey to a user and, on its first, claims the user's name key for it, if the user is
+/// the oldest with that key; the user leaves `quiet-users` (a protected account is never swept)
+/// and the directory's epoch moves (every node reads it again, to mark the owner).
+/// Returns `protected`, `added`, `name_taken`, `credential_taken`, `full` or `unknown` (checked
+/// in that order, as SQLite does); all or nothing. A registered credential is
+/// `credential_taken` whoever holds it (a retry of a call that succeeded included).
 const PROTECT: &str = r#"
-if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[4] then return 'unknown' end
-local owner = redis.call('HGET', KEYS[2], ARGV[5])
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 'unknown' end
+local key = redis.call('HGET', KEYS[6], ARGV[1])
+if not key then return 'unknown' end
+local owner = redis.call('HGET', KEYS[2], key)
 if owner and owner ~= ARGV[1] then return 'name_taken' end
+if not owner and redis.call('ZRANGE', ARGV[4] .. 'names:' .. key, 0, 0)[1] ~= ARGV[1] then
+  return 'name_taken'
+end
 if redis.call('HEXISTS', KEYS[3], ARGV[2]) == 1 then return 'credential_taken' end
-if redis.call('HLEN', KEYS[4]) >= tonumber(ARGV[6]) then return 'full' end
+if redis.call('HLEN', KEYS[4]) >= tonumber(ARGV[5]) then return 'full' end
 redis.call('HSET', KEYS[3], ARGV[2], ARGV[1])
 redis.call('HSET', KEYS[4], ARGV[2], ARGV[3])
 redis.call('ZREM', KEYS[5], ARGV[1])
 if owner then return 'added' end
-redis.call('HSET', KEYS[2], ARGV[5], ARGV[1])
+redis.call('HSET', KEYS[2], key, ARGV[1])
+redis.call('INCR', KEYS[7])
 return 'protected'
+"#;
+
+/// Gives the users from before name keys theirs, once (unless `name-keys:filled` is set):
+/// ARGV holds `user, key` pairs of the users, then `old key, new key, user` triples of the
+/// protected names, the owners oldest first (two claims that now share a key keep the older
+/// account's). ARGV[1] is the key prefix, ARGV[2] the number of users.
+const FILL_NAME_KEYS: &str = r#"
+if redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
+local users = tonumber(ARGV[2])
+for i = 3, 2 + 2 * users, 2 do
+  local user, key = ARGV[i], ARGV[i + 1]
+  local seq = redis.call('ZSCORE', KEYS[2], user)
+  if seq and redis.call('HSETNX', KEYS[1], user, key) == 1 then
+    redis.call('ZADD', ARGV[1] .. 'names:' .. key, seq, user)
+  end
+end
+local first = 3 + 2 * users
+for i = first, #ARGV, 3 do
+  if redis.call('HGET', KEYS[3], ARGV[i]) == ARGV[i + 2] then redis.call('HDEL', KEYS[3], ARGV[i]) end
+end
+for i = first, #ARGV, 3 do redis.call('HSETNX', KEYS[3], ARGV[i + 1], ARGV[i + 2]) end
+redis.call('SET', KEYS[4], '1')
+return users
 "#;
 
 /// The user that protected name key ARGV[1], its name and its passkeys: nil when none, else
@@ -656,6 +703,11 @@ for _, user in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1
     redis.call('DEL', ARGV[3] .. 'settings:' .. user)
     redis.call('ZREM', KEYS[2], user)
     redis.call('HDEL', KEYS[3], user)
+    local key = redis.call('HGET', KEYS[6], user)
+    if key then
+      redis.call('ZREM', ARGV[3] .. 'names:' .. key, user)
+      redis.call('HDEL', KEYS[6], user)
+    end
     deleted = deleted + 1
   end
 end
@@ -684,8 +736,9 @@ end
 return gone
 "#;
 
-/// The directory after sign-up number `ARGV[2]`, or all of it when the deletion epoch is not
-/// `ARGV[1]`: `{epoch, whole, seq1, user1, name1, ...}`.
+/// The directory after sign-up number `ARGV[2]`, or all of it when the epoch (moved by account
+/// deletions and protections) is not `ARGV[1]`: `{epoch, whole, seq1, user1, name1,
+/// protected1, ...}` (protected: 1 when the user owns its name key's claim).
 const LIST_USERS: &str = r#"
 local epoch = redis.call('GET', KEYS[1]) or '0'
 local whole, from = 0, '(' .. ARGV[2]
@@ -696,6 +749,8 @@ for i = 1, #ids, 2 do
   table.insert(out, ids[i + 1])
   table.insert(out, ids[i])
   table.insert(out, redis.call('HGET', KEYS[3], ids[i]) or '')
+  local key = redis.call('HGET', KEYS[4], ids[i])
+  table.insert(out, (key and redis.call('HGET', KEYS[5], key) == ids[i]) and 1 or 0)
 end
 return out
 "#;
@@ -926,6 +981,7 @@ struct Scripts {
     protect: Script,
     passkeys_by_name: Script,
     passkey_used: Script,
+    fill_name_keys: Script,
 }
 
 impl Scripts {
@@ -961,6 +1017,7 @@ impl Scripts {
             protect: Script::new(PROTECT),
             passkeys_by_name: Script::new(PASSKEYS_BY_NAME),
             passkey_used: Script::new(PASSKEY_USED),
+            fill_name_keys: Script::new(FILL_NAME_KEYS),
         }
     }
 }
@@ -1088,6 +1145,7 @@ impl RedisStore {
         if converted > 0 {
             tracing::info!(users = converted, "converted the user directory for expiry");
         }
+        store.fill_name_keys().await?;
         store.heartbeat().await?;
         Ok(store)
     }
@@ -1099,6 +1157,54 @@ impl RedisStore {
 
     fn conn(&self) -> ConnectionManager {
         self.conn.clone()
+    }
+
+    /// Once per Redis (at the first connect of a release with name keys): every user gets its
+    /// name key, computed here (Lua has no Unicode folding), and the protected names are
+    /// claimed under their owners' new keys. Users signed up meanwhile by this release have
+    /// theirs already.
+    async fn fill_name_keys(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let filled: bool = conn.exists(self.keys.name_keys_filled()).await?;
+        if filled {
+            return Ok(());
+        }
+        let names: std::collections::HashMap<String, String> =
+            conn.hgetall(self.keys.usernames()).await?;
+        let claims: Vec<(String, String)> = conn.hgetall(self.keys.protected()).await?;
+        let order: Vec<(String, f64)> =
+            conn.zrange_withscores(self.keys.directory(), 0, -1).await?;
+        let seq: std::collections::HashMap<&str, f64> =
+            order.iter().map(|(user, s)| (user.as_str(), *s)).collect();
+        let mut claims: Vec<(String, String, String)> = claims
+            .into_iter()
+            .filter_map(|(old, user)| {
+                let new = name_key(names.get(&user)?);
+                Some((old, new, user))
+            })
+            .collect();
+        claims.sort_by(|a, b| {
+            let at = |user: &str| seq.get(user).copied().unwrap_or(f64::MAX);
+            at(&a.2).total_cmp(&at(&b.2))
+        });
+        let mut fill = self.scripts.fill_name_keys.prepare_invoke();
+        fill.key(self.keys.name_keys())
+            .key(self.keys.directory())
+            .key(self.keys.protected())
+            .key(self.keys.name_keys_filled())
+            .arg(self.keys.all())
+            .arg(names.len());
+        for (user, name) in &names {
+            fill.arg(user).arg(name_key(name));
+        }
+        for (old, new, user) in &claims {
+            fill.arg(old).arg(new).arg(user);
+        }
+        let filled: i64 = fill.invoke_async(&mut conn).await?;
+        if filled > 0 {
+            tracing::info!(users = filled, "gave every user its name key");
+        }
+        Ok(())
     }
 
     async fn read_messages(&self, ids: &[i64]) -> Result<Vec<Message>, StoreError> {
@@ -1136,8 +1242,9 @@ impl Store for RedisStore {
         &self,
         username: &Username,
         device: &str,
-    ) -> Result<(SessionId, Session), StoreError> {
+    ) -> Result<Created, StoreError> {
         let name = username.as_str().to_owned();
+        let key = name_key(&name);
         let device = super::stored_label(device);
         // Ids are 122 random bits; the script still checks both are new and we draw again.
         for _ in 0..8 {
@@ -1156,6 +1263,9 @@ impl Store for RedisStore {
                 .key(self.keys.users_seq())
                 .key(self.keys.quiet_users())
                 .key(self.keys.session_deadlines())
+                .key(self.keys.protected())
+                .key(self.keys.names(&key))
+                .key(self.keys.name_keys())
                 .arg(user_id.as_str())
                 .arg(&name)
                 .arg(now)
@@ -1163,10 +1273,14 @@ impl Store for RedisStore {
                 .arg(&digest)
                 .arg(deadline)
                 .arg(&device)
+                .arg(&key)
                 .invoke_async(&mut self.conn())
                 .await?;
+            if created == -1 {
+                return Ok(Created::NameProtected);
+            }
             if created == 1 {
-                return Ok((
+                return Ok(Created::Session(
                     session_id,
                     Session {
                         user_id,
@@ -1382,6 +1496,7 @@ impl Store for RedisStore {
             .key(self.keys.usernames())
             .key(self.keys.session_deadlines())
             .key(self.keys.users_epoch())
+            .key(self.keys.name_keys())
             .arg(now_ms() - idle.as_millis() as i64)
             .arg(limit)
             .arg(self.keys.all())
@@ -1422,15 +1537,7 @@ impl Store for RedisStore {
     }
 
     async fn protect(&self, user: &UserId, passkey: StoredPasskey) -> Result<Protect, StoreError> {
-        let name: Option<String> = self
-            .conn()
-            .hget(self.keys.usernames(), user.as_str())
-            .await?;
-        let Some(name) = name else {
-            return Ok(Protect::UnknownUser);
-        };
-        // The name key is computed here (Unicode lower case, which Lua's is not); the script
-        // checks the name is still the user's.
+        // The user's name key is the one stored at its sign-up.
         let done: String = self
             .scripts
             .protect
@@ -1439,11 +1546,12 @@ impl Store for RedisStore {
             .key(self.keys.creds())
             .key(self.keys.passkeys(user.as_str()))
             .key(self.keys.quiet_users())
+            .key(self.keys.name_keys())
+            .key(self.keys.users_epoch())
             .arg(user.as_str())
             .arg(&passkey.cred_id)
             .arg(&passkey.json)
-            .arg(&name)
-            .arg(name_key(&name))
+            .arg(self.keys.all())
             .arg(PASSKEYS_PER_USER_MAX)
             .invoke_async(&mut self.conn())
             .await?;
@@ -1455,13 +1563,6 @@ impl Store for RedisStore {
             "full" => Protect::Full,
             _ => Protect::UnknownUser,
         })
-    }
-
-    async fn name_protected(&self, username: &str) -> Result<bool, StoreError> {
-        Ok(self
-            .conn()
-            .hexists(self.keys.protected(), name_key(username))
-            .await?)
     }
 
     async fn passkeys_by_name(
@@ -1495,6 +1596,7 @@ impl Store for RedisStore {
             User {
                 user_id: UserId::from_store(user_id),
                 username,
+                protected: true,
             },
             passkeys,
         )))
@@ -1545,6 +1647,8 @@ impl Store for RedisStore {
             .key(self.keys.users_epoch())
             .key(self.keys.directory())
             .key(self.keys.usernames())
+            .key(self.keys.name_keys())
+            .key(self.keys.protected())
             .arg(known_epoch)
             .arg(last_seq)
             .invoke_async(&mut self.conn())
@@ -1560,18 +1664,20 @@ impl Store for RedisStore {
         let epoch = next_int()?;
         let whole = next_int()? == 1;
         let mut entries = Vec::new();
-        while let (Some(seq), Some(user), Some(name)) =
-            (values.next(), values.next(), values.next())
+        while let (Some(seq), Some(user), Some(name), Some(protected)) =
+            (values.next(), values.next(), values.next(), values.next())
         {
             let seq: i64 = redis::from_redis_value(seq)?;
             let user: String = redis::from_redis_value(user)?;
             let name: String = redis::from_redis_value(name)?;
-            entries.push((seq, user, name));
+            let protected: i64 = redis::from_redis_value(protected)?;
+            entries.push((seq, user, name, protected == 1));
         }
-        let read_through = entries.last().map_or(0, |(seq, _, _)| *seq);
-        let to_user = |(_, user_id, username): (i64, String, String)| User {
+        let read_through = entries.last().map_or(0, |(seq, _, _, _)| *seq);
+        let to_user = |(_, user_id, username, protected): (i64, String, String, bool)| User {
             user_id: UserId::from_store(user_id),
             username,
+            protected,
         };
         let mut directory = self.directory.lock().unwrap_or_else(|e| e.into_inner());
         if whole {
@@ -1586,9 +1692,9 @@ impl Store for RedisStore {
             let known = directory.last_seq;
             let fresh: Vec<_> = entries
                 .into_iter()
-                .filter(|(seq, _, _)| *seq > known)
+                .filter(|(seq, _, _, _)| *seq > known)
                 .collect();
-            if let Some((seq, _, _)) = fresh.last() {
+            if let Some((seq, _, _, _)) = fresh.last() {
                 directory.last_seq = *seq;
                 Arc::make_mut(&mut directory.users).extend(fresh.into_iter().map(to_user));
             }

@@ -12,7 +12,7 @@ use crate::config::TabPolicy;
 use crate::domain::{SessionId, Username};
 use crate::identity::device::DeviceLabel;
 use crate::refusals::{refused, Refusal};
-use crate::store::{Bind, PopKey, StoreError};
+use crate::store::{Bind, Created, PopKey, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HandshakeError {
@@ -201,10 +201,12 @@ async fn resolve(
             }
         }
     }
+    // A name of invisible characters only (its name key is empty) reads as no name at all.
     let username = auth
         .username
         .as_deref()
         .and_then(|raw| Username::parse(raw).ok())
+        .filter(|name| !crate::store::name_key(name.as_str()).is_empty())
         .ok_or(HandshakeError::InvalidUsername)?;
     // A sign-up that offers a key must prove it, else nothing is created.
     let bind = match possession(auth, sid, None) {
@@ -212,21 +214,19 @@ async fn resolve(
         Possession::Unbound | Possession::Proven => None,
         Possession::Refused => return Err(HandshakeError::ProofRequired),
     };
-    // A name a passkey protects is its account's alone (issue #25): one store read per sign-up,
-    // before the sign-up limiter takes a token. Not atomic with the insert below: a sign-up
-    // racing the very first `protect` of its name can still slip in between (the design's
-    // check-and-insert in one transaction/script is left to the passkey slice's follow-up).
-    if state.store.name_protected(username.as_str()).await? {
-        return Err(HandshakeError::NameProtected);
-    }
     if let Err(limit) = state.signups.try_admit(client) {
         metrics::counter!("tether_signups_refused_total", "limit" => limit.as_str()).increment(1);
         return Err(HandshakeError::TooManySignups(limit));
     }
-    let (session_id, session) = state
+    // A name a passkey protects is its account's alone (issue #25): the store checks it in the
+    // same step as the insert, after the limiter took its token.
+    let Created::Session(session_id, session) = state
         .store
         .create_session(&username, &device.label())
-        .await?;
+        .await?
+    else {
+        return Err(HandshakeError::NameProtected);
+    };
     let mut viewer = Viewer::new(session_id, session.user_id, session.username);
     if let Some(key) = &bind {
         // Bound at birth (a second write: a crash in between leaves the session unbound, and

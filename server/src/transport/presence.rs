@@ -116,6 +116,7 @@ pub(super) async fn came_online<A: Adapter>(
         connected: true,
         messages: Vec::new(),
         read_up_to: None,
+        protected: false,
     };
     let _ = speaker
         .to(audience)

@@ -75,6 +75,7 @@ pub(super) async fn connect_roster(
                 .then(|| read.get(&user.user_id).copied().unwrap_or(0)),
             user_id: user.user_id.to_string(),
             username: user.username.clone(),
+            protected: user.protected,
         })
         .collect();
     let audience = Audience::of(
@@ -237,6 +238,7 @@ mod tests {
             .map(|i| User {
                 user_id: UserId::random(),
                 username: format!("u{i}"),
+                protected: false,
             })
             .collect()
     }

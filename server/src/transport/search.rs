@@ -166,6 +166,7 @@ mod tests {
         User {
             user_id: UserId::random(),
             username: name.to_owned(),
+            protected: false,
         }
     }
 

@@ -249,6 +249,68 @@ async fn a_protected_name_cannot_be_taken_by_a_new_sign_up() {
     app.connect_as("adam").await;
 }
 
+/// Only the oldest account with a name may protect it, and names are compared as people read
+/// them (review h4, findings 2 and 3): a newer "ＡＤＡ" cannot protect the name of an older
+/// "ada" (`name_taken`, nothing written), the older can, and then a sign-up with a look-alike
+/// (Cyrillic `а`, fullwidth, an invisible filler) is refused `name protected`.
+#[tokio::test]
+async fn a_newer_same_name_account_cannot_protect_and_look_alikes_cannot_sign_up() {
+    let app = spawn_app().await;
+    let ada = app.connect_bound("ada").await;
+    let newer = app.connect_as("\u{ff21}\u{ff24}\u{ff21}").await;
+    let mut browser = Browser::for_app(app.addr);
+
+    let options = newer.request("passkey_options", json!({})).await;
+    let credential = browser.create(&options["ok"]["publicKey"]).await;
+    let answer = newer
+        .request("passkey_add", json!({ "credential": credential }))
+        .await;
+    assert_eq!(code(&answer), "name_taken", "{answer}");
+    let (status, body) = post_json(
+        app.addr,
+        "/api/passkey/options",
+        json!({ "username": "ada" }),
+    )
+    .await;
+    assert_eq!(
+        (status, code(&body)),
+        (404, "unknown_name"),
+        "nothing protected"
+    );
+
+    protect(&ada, &mut Browser::for_app(app.addr)).await;
+    for taken in [
+        "\u{430}da",
+        "\u{ff41}\u{ff44}\u{ff41}",
+        "ad\u{3164}a",
+        "ADA",
+    ] {
+        let refusal = app.refusal(json!({ "username": taken })).await;
+        assert!(
+            refusal.ends_with(r#"{"message":"name protected"}"#),
+            "{taken:?}: {refusal}"
+        );
+    }
+    // The newer account is still there, and still not the name's owner: the roster marks the
+    // owner only (review h4 finding 9), so the two are told apart.
+    let again = app.resume(&newer.session_id).await;
+    assert_eq!(again.user_id, newer.user_id);
+    let entry = |id: &str| {
+        again
+            .users
+            .iter()
+            .find(|u| u["userID"] == id)
+            .cloned()
+            .expect("listed")
+    };
+    assert_eq!(entry(&ada.user_id)["protected"], json!(true));
+    assert!(
+        entry(&newer.user_id).get("protected").is_none(),
+        "omitted when false"
+    );
+    app.connect_as("adam").await;
+}
+
 #[tokio::test]
 async fn signing_in_with_a_passkey_returns_the_same_user_with_its_conversations_and_unread_state() {
     let app = spawn_app().await;
@@ -291,7 +353,7 @@ async fn signing_in_with_a_passkey_returns_the_same_user_with_its_conversations_
 #[tokio::test]
 async fn passkey_sign_ins_stop_at_the_accounts_session_limit() {
     let app = spawn_app_with(|c| c.max_sessions_per_user = 2).await;
-    let ada = app.connect_as("ada").await;
+    let ada = app.connect_bound("ada").await;
     let mut browser = Browser::for_app(app.addr);
     protect(&ada, &mut browser).await;
     let phone = sign_in(app.addr, &mut browser, "ada").await;
@@ -347,7 +409,7 @@ async fn a_ceremony_is_single_use_even_when_finished_twice_at_once() {
 #[tokio::test]
 async fn a_cloned_authenticator_whose_counter_does_not_advance_is_refused() {
     let app = spawn_app().await;
-    let ada = app.connect_as("ada").await;
+    let ada = app.connect_bound("ada").await;
     let mut laptop = Browser::counting(app.addr);
     protect(&ada, &mut laptop).await;
     let mut clone = laptop.clone_authenticator();

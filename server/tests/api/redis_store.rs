@@ -36,6 +36,8 @@ async fn user(store: &RedisStore, name: &str) -> UserId {
         .create_session(&Username::parse(name).unwrap(), "")
         .await
         .unwrap()
+        .into_session()
+        .unwrap()
         .1
         .user_id
 }
@@ -108,6 +110,8 @@ async fn two_nodes_sweep_each_session_once_and_both_forget_deleted_accounts() {
     let (quiet, _) = node1
         .create_session(&Username::parse("quiet").unwrap(), "")
         .await
+        .unwrap()
+        .into_session()
         .unwrap();
     let talker = user(&node1, "talker").await;
     let listener = user(&node2, "listener").await;
@@ -188,4 +192,64 @@ async fn a_directory_from_before_expiry_is_converted_once_in_order() {
         .unwrap();
     assert_eq!(swept.users, 1);
     assert_eq!(names(&node2.list_users().await.unwrap()), ["bob", "cy"]);
+}
+
+/// A Redis written before name keys (review h4, findings 2 and 3): the first connect of this
+/// release gives every user its name key and re-keys the protected names by their owners' names,
+/// the older account keeping a claim two now share; it runs once.
+#[tokio::test]
+async fn users_and_claims_from_before_name_keys_are_keyed_once_at_connect() {
+    use redis::AsyncCommands;
+    use server::store::{Created, Protect, StoredPasskey};
+    let redis = RedisServer::start().await;
+    let key = |rest: &str| format!("{}:{rest}", redis.prefix);
+    let node = default_store(&redis).await;
+    let ada = user(&node, "ada").await;
+    let wide = user(&node, "\u{ff21}\u{ff24}\u{ff21}").await;
+    drop(node);
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // As the release before wrote it: no name keys, claims under trim + lower case (so the
+    // fullwidth name had a claim of its own).
+    for gone in ["name-keys", "name-keys:filled", "names:ada"] {
+        let _: () = conn.del(key(gone)).await.unwrap();
+    }
+    let _: () = conn
+        .hset(key("protected"), "\u{ff41}\u{ff44}\u{ff41}", wide.as_str())
+        .await
+        .unwrap();
+    let _: () = conn
+        .hset(key("protected"), "ada", ada.as_str())
+        .await
+        .unwrap();
+
+    let node = default_store(&redis).await;
+    let claims: Vec<(String, String)> = conn.hgetall(key("protected")).await.unwrap();
+    assert_eq!(claims, [("ada".to_owned(), ada.as_str().to_owned())]);
+    let keys: Vec<(String, String)> = conn.hgetall(key("name-keys")).await.unwrap();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    let refused = node
+        .create_session(&Username::parse("\u{430}da").unwrap(), "")
+        .await
+        .unwrap();
+    assert_eq!(refused, Created::NameProtected);
+    let passkey = StoredPasskey {
+        cred_id: "c9".into(),
+        json: "{}".into(),
+    };
+    assert_eq!(
+        node.protect(&wide, passkey).await.unwrap(),
+        Protect::NameTaken
+    );
+    // Once: a later connect leaves a claim made since alone.
+    let _: () = conn
+        .hset(key("protected"), "zz", ada.as_str())
+        .await
+        .unwrap();
+    drop(default_store(&redis).await);
+    let kept: Option<String> = conn.hget(key("protected"), "zz").await.unwrap();
+    assert_eq!(kept.as_deref(), Some(ada.as_str()));
 }

@@ -18,9 +18,9 @@ use server::domain::{ClientMsgId, MessageContent, SessionId, UserId, Username};
 use server::store::redis::{NodeOptions, RedisStore};
 use server::store::sqlite::{SessionPolicy, SqliteStore};
 use server::store::{
-    Bind, ConversationPage, Expired, MarkedRead, NewDevice, NewMessage, Page, PopKey, Protect,
-    ReadCursor, SettingsChange, Store, Stored, StoredPasskey, UserSettings, PASSKEYS_PER_USER_MAX,
-    UNREAD_MAX,
+    Bind, ConversationPage, Created, Expired, MarkedRead, NewDevice, NewMessage, Page, PopKey,
+    Protect, ReadCursor, SettingsChange, Store, Stored, StoredPasskey, UserSettings,
+    PASSKEYS_PER_USER_MAX, UNREAD_MAX,
 };
 use tokio::time::sleep;
 
@@ -142,7 +142,10 @@ async fn user(store: &Db, name: &str) -> (SessionId, UserId) {
     let created = store
         .create_session(&Username::parse(name).unwrap(), "Firefox on Linux")
         .await;
-    let (sid, session) = created.unwrap();
+    let (sid, session) = created
+        .unwrap()
+        .into_session()
+        .expect("not a protected name");
     assert_eq!(session.username, name);
     (sid, session.user_id)
 }
@@ -606,11 +609,12 @@ async fn a_session_binds_to_one_key_once<B: Backend>(backend: B) {
     let (ada_sid, ada) = user(&store, "ada").await;
     let (bob_sid, _) = user(&store, "bob").await;
     let phone = store
-        .create_device_session(&ada, "Safari on iOS")
+        .create_device_session(&ada, "Safari on iOS", 50)
         .await
-        .unwrap()
-        .unwrap()
-        .0;
+        .unwrap();
+    let NewDevice::Created(phone, _) = phone else {
+        panic!("a device session")
+    };
     assert_eq!(
         store.find_session(&ada_sid).await.unwrap().unwrap().pop_key,
         None
@@ -1362,6 +1366,122 @@ async fn a_failing_store_fails_with_its_cause<B: Backend>(_: B) {
     }
 }
 
+async fn sign_up(store: &Db, name: &str) -> Created {
+    store
+        .create_session(&Username::parse(name).unwrap(), "Firefox on Linux")
+        .await
+        .unwrap()
+}
+
+/// The names in the directory, oldest first.
+async fn listed(store: &Db) -> Vec<String> {
+    let users = store.list_users().await.unwrap();
+    users.iter().map(|u| u.username.clone()).collect()
+}
+
+/// Only the oldest account with a name key may protect it (review h4, finding 2): a newer
+/// account whose name reads the same (case, width, look-alike letters) is refused and writes
+/// nothing, whatever the order of the attempts. Once the older account is gone (swept), the
+/// next oldest may.
+async fn only_the_oldest_account_with_a_name_key_may_protect_it<B: Backend>(backend: B) {
+    let store = open(&backend).await;
+    let (_, ada) = user(&store, "ada").await;
+    let (_, wide) = user(&store, "\u{ff21}\u{ff24}\u{ff21}").await;
+    let (_, cyrillic) = user(&store, "\u{430}da").await;
+    let (_, bob) = user(&store, "bob").await;
+    for newer in [&wide, &cyrillic] {
+        assert_eq!(
+            store.protect(newer, passkey("c1")).await.unwrap(),
+            Protect::NameTaken
+        );
+    }
+    assert_eq!(store.passkeys_by_name("ada").await.unwrap(), None);
+    // Nothing was written: the credential is still free, and the oldest may protect.
+    assert_eq!(
+        store.protect(&ada, passkey("c1")).await.unwrap(),
+        Protect::Protected
+    );
+    assert_eq!(
+        store.protect(&bob, passkey("c2")).await.unwrap(),
+        Protect::Protected,
+        "another name is another key"
+    );
+    let (owner, _) = store.passkeys_by_name("ADA").await.unwrap().unwrap();
+    assert_eq!(owner.user_id, ada);
+    // The directory marks the owners only (not the newer same-name accounts), after a restart
+    // too.
+    let marked = |users: &[server::store::User]| -> Vec<UserId> {
+        users
+            .iter()
+            .filter(|u| u.protected)
+            .map(|u| u.user_id.clone())
+            .collect()
+    };
+    assert_eq!(
+        marked(&store.list_users().await.unwrap()),
+        [ada.clone(), bob.clone()]
+    );
+    let store = open(&backend).await;
+    assert_eq!(
+        marked(&store.list_users().await.unwrap()),
+        [ada.clone(), bob.clone()]
+    );
+
+    // The oldest of a key is swept before anyone protects it: the next oldest may.
+    let (nfd_sid, _) = user(&store, "Zoe\u{308}").await;
+    let (_, nfc) = user(&store, "Zo\u{eb}").await;
+    assert_eq!(
+        store.protect(&nfc, passkey("z1")).await.unwrap(),
+        Protect::NameTaken,
+        "NFC and NFD spellings are one name"
+    );
+    store.delete_session(&nfd_sid).await.unwrap();
+    let swept = store.expire_accounts(HOUR, 100).await.unwrap();
+    assert_eq!(swept.users, 1, "the sessionless NFD account only");
+    assert_eq!(
+        store.protect(&nfc, passkey("z1")).await.unwrap(),
+        Protect::Protected
+    );
+}
+
+/// A sign-up whose name reads as a protected one is refused in the same step as the insert
+/// (review h4, findings 3 and 4): nothing is written, the directory is unchanged.
+async fn a_sign_up_with_a_protected_name_key_is_refused_and_writes_nothing<B: Backend>(backend: B) {
+    let store = open(&backend).await;
+    let (_, ada) = user(&store, "Ada").await;
+    assert_eq!(
+        store.protect(&ada, passkey("c1")).await.unwrap(),
+        Protect::Protected
+    );
+    let before = listed(&store).await;
+    for name in [
+        "ada",
+        "  ADA ",
+        "\u{ff41}\u{ff44}\u{ff41}",
+        "\u{430}da",
+        "\u{410}D\u{410}",
+        "ad\u{3164}a",
+    ] {
+        assert_eq!(
+            sign_up(&store, name).await,
+            Created::NameProtected,
+            "{name:?}"
+        );
+    }
+    assert_eq!(listed(&store).await, before);
+    assert!(matches!(
+        sign_up(&store, "adam").await,
+        Created::Session(..)
+    ));
+    drop(store);
+    let store = open(&backend).await;
+    assert_eq!(
+        sign_up(&store, "\u{ff21}da").await,
+        Created::NameProtected,
+        "after a restart too"
+    );
+}
+
 fn passkey(cred: &str) -> StoredPasskey {
     StoredPasskey {
         cred_id: cred.to_owned(),
@@ -1378,7 +1498,6 @@ async fn a_passkey_protects_a_name_once_and_keeps_its_account<B: Backend>(backen
     let (ada_sid, ada) = user(&store, "Ada").await;
     let (_, ghost) = user(&store, "ada").await;
     let (_, bob) = user(&store, "bob").await;
-    assert!(!store.name_protected("ada").await.unwrap());
     assert_eq!(store.passkeys_by_name("ada").await.unwrap(), None);
 
     assert_eq!(
@@ -1403,9 +1522,13 @@ async fn a_passkey_protects_a_name_once_and_keeps_its_account<B: Backend>(backen
         Protect::UnknownUser
     );
     for name in ["ada", " ADA ", "Ada"] {
-        assert!(store.name_protected(name).await.unwrap(), "{name}");
+        assert_eq!(
+            sign_up(&store, name).await,
+            Created::NameProtected,
+            "{name}"
+        );
     }
-    assert!(!store.name_protected("bob").await.unwrap());
+    assert_eq!(store.passkeys_by_name("bob").await.unwrap(), None);
 
     let mut changed = passkey("c1");
     changed.json = "{\"counter\":7}".to_owned();
@@ -1440,7 +1563,7 @@ async fn a_passkey_protects_a_name_once_and_keeps_its_account<B: Backend>(backen
         (ada.clone(), "Ada")
     );
     assert_eq!(passkeys, [changed, passkey("c3")]);
-    assert!(store.name_protected("ada").await.unwrap());
+    assert_eq!(sign_up(&store, "ada").await, Created::NameProtected);
     // Its account is still there: a new device session of it can be made.
     assert!(store
         .create_device_session(&ada, "Chrome on Linux", 50)
@@ -1562,7 +1685,13 @@ async fn a_name_stays_its_accounts_when_its_passkeys_are_gone<B: Backend>(backen
     drop(store);
     backend.drop_passkeys(&ada).await;
     let store = open(&backend).await;
-    assert!(store.name_protected("ADA").await.unwrap());
+    assert!(matches!(
+        store
+            .create_session(&Username::parse("ADA").unwrap(), "Firefox on Linux")
+            .await
+            .unwrap(),
+        Created::NameProtected
+    ));
     let (owner, held) = store
         .passkeys_by_name("ada")
         .await
@@ -1744,6 +1873,8 @@ contract! {
         read_state_and_settings_are_durable,
         a_failing_store_fails_with_its_cause,
         a_passkey_protects_a_name_once_and_keeps_its_account,
+        only_the_oldest_account_with_a_name_key_may_protect_it,
+        a_sign_up_with_a_protected_name_key_is_refused_and_writes_nothing,
         a_ceremony_is_taken_once_and_not_after_its_ttl,
         an_account_holds_a_bounded_number_of_passkeys,
         protect_refuses_alike_in_the_contracts_order,

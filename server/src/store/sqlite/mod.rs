@@ -28,7 +28,7 @@ use super::{
     Store, StoreError, Stored, User, UserSettings, UNREAD_MAX,
 };
 use super::{
-    name_key, stored_pop_key, Bind, PopKey, Protect, StoredPasskey, PASSKEYS_PER_USER_MAX,
+    name_key, stored_pop_key, Bind, Created, PopKey, Protect, StoredPasskey, PASSKEYS_PER_USER_MAX,
 };
 use crate::domain::{SessionId, UserId, Username};
 use queries::{
@@ -171,11 +171,21 @@ impl Store for SqliteStore {
         &self,
         username: &Username,
         device: &str,
-    ) -> Result<(SessionId, Session), StoreError> {
+    ) -> Result<Created, StoreError> {
+        let key = name_key(username.as_str());
         let username = username.as_str().to_owned();
         let device = super::stored_label(device);
         let created = self
             .run(move |conn| {
+                // In the writer's job with the insert, so no `protect` comes in between.
+                let protected: bool = conn
+                    .prepare_cached(
+                        "SELECT EXISTS (SELECT 1 FROM protected_names WHERE name_key = ?1)",
+                    )?
+                    .query_row(params![key], |r| r.get(0))?;
+                if protected {
+                    return Ok(None);
+                }
                 let now = now_ms();
                 // Ids are 122 random bits, so a clash is astronomically unlikely; the store still
                 // checks (INSERT OR IGNORE + changes) and draws again rather than assume.
@@ -183,32 +193,36 @@ impl Store for SqliteStore {
                     let candidate = UserId::random();
                     let inserted = conn
                     .prepare_cached(
-                        "INSERT OR IGNORE INTO users (user_id, username, created_at, last_seen_at)
-                         VALUES (?1, ?2, ?3, ?3)",
+                        "INSERT OR IGNORE INTO users (user_id, username, created_at, last_seen_at, name_key)
+                         VALUES (?1, ?2, ?3, ?3, ?4)",
                     )?
-                    .execute(params![candidate.as_str(), username, now])?;
+                    .execute(params![candidate.as_str(), username, now, key])?;
                     if inserted == 1 {
                         break candidate;
                     }
                 };
                 let session_id = insert_session(conn, &user_id, &device, now)?;
-                Ok((
+                Ok(Some((
                     session_id,
                     Session {
                         user_id,
                         username,
                         pop_key: None,
                     },
-                ))
+                )))
             })
             .await?;
+        let Some((session_id, session)) = created else {
+            return Ok(Created::NameProtected);
+        };
         // Committed: the new user joins the directory.
         let mut directory = self.directory.write().unwrap_or_else(|e| e.into_inner());
         Arc::make_mut(&mut directory).push(User {
-            user_id: created.1.user_id.clone(),
-            username: created.1.username.clone(),
+            user_id: session.user_id.clone(),
+            username: session.username.clone(),
+            protected: false,
         });
-        Ok(created)
+        Ok(Created::Session(session_id, session))
     }
 
     async fn create_device_session(
@@ -505,67 +519,78 @@ impl Store for SqliteStore {
     }
 
     async fn protect(&self, user: &UserId, passkey: StoredPasskey) -> Result<Protect, StoreError> {
+        let user_id = user.clone();
         let user = user.as_str().to_owned();
-        self.run(move |conn| {
-            let username: Option<String> = conn
-                .prepare_cached("SELECT username FROM users WHERE user_id = ?1")?
-                .query_row(params![user], |r| r.get(0))
-                .optional()?;
-            let Some(username) = username else {
-                return Ok(Protect::UnknownUser);
-            };
-            let key = name_key(&username);
-            let owner: Option<String> = conn
-                .prepare_cached("SELECT user_id FROM protected_names WHERE name_key = ?1")?
-                .query_row(params![key], |r| r.get(0))
-                .optional()?;
-            if owner.as_ref().is_some_and(|owner| *owner != user) {
-                return Ok(Protect::NameTaken);
-            }
-            // In the order the contract gives: a registered credential (this account's own, on
-            // a retry, included) before a full account.
-            let registered: bool = conn
-                .prepare_cached("SELECT EXISTS (SELECT 1 FROM passkeys WHERE cred_id = ?1)")?
-                .query_row(params![passkey.cred_id], |r| r.get(0))?;
-            if registered {
-                return Ok(Protect::CredentialTaken);
-            }
-            let held: i64 = conn
-                .prepare_cached("SELECT COUNT(*) FROM passkeys WHERE user_id = ?1")?
-                .query_row(params![user], |r| r.get(0))?;
-            if held as usize >= PASSKEYS_PER_USER_MAX {
-                return Ok(Protect::Full);
-            }
-            let now = now_ms();
-            conn.prepare_cached(
-                "INSERT INTO passkeys (cred_id, user_id, passkey, created_at, last_used_at)
+        let done = self
+            .run(move |conn| {
+                let key: Option<String> = conn
+                    .prepare_cached("SELECT name_key FROM users WHERE user_id = ?1")?
+                    .query_row(params![user], |r| r.get(0))
+                    .optional()?;
+                let Some(key) = key else {
+                    return Ok(Protect::UnknownUser);
+                };
+                let owner: Option<String> = conn
+                    .prepare_cached("SELECT user_id FROM protected_names WHERE name_key = ?1")?
+                    .query_row(params![key], |r| r.get(0))
+                    .optional()?;
+                if owner.as_ref().is_some_and(|owner| *owner != user) {
+                    return Ok(Protect::NameTaken);
+                }
+                // Only the oldest account with this name key may claim it (the directory's order).
+                let oldest: String = conn
+                    .prepare_cached(
+                        "SELECT user_id FROM users WHERE name_key = ?1
+                     ORDER BY created_at, rowid LIMIT 1",
+                    )?
+                    .query_row(params![key], |r| r.get(0))?;
+                if owner.is_none() && oldest != user {
+                    return Ok(Protect::NameTaken);
+                }
+                // In the order the contract gives: a registered credential (this account's own, on
+                // a retry, included) before a full account.
+                let registered: bool = conn
+                    .prepare_cached("SELECT EXISTS (SELECT 1 FROM passkeys WHERE cred_id = ?1)")?
+                    .query_row(params![passkey.cred_id], |r| r.get(0))?;
+                if registered {
+                    return Ok(Protect::CredentialTaken);
+                }
+                let held: i64 = conn
+                    .prepare_cached("SELECT COUNT(*) FROM passkeys WHERE user_id = ?1")?
+                    .query_row(params![user], |r| r.get(0))?;
+                if held as usize >= PASSKEYS_PER_USER_MAX {
+                    return Ok(Protect::Full);
+                }
+                let now = now_ms();
+                conn.prepare_cached(
+                    "INSERT INTO passkeys (cred_id, user_id, passkey, created_at, last_used_at)
                  VALUES (?1, ?2, ?3, ?4, ?4)",
-            )?
-            .execute(params![passkey.cred_id, user, passkey.json, now])?;
-            if owner.is_some() {
-                return Ok(Protect::Added);
-            }
-            conn.prepare_cached(
+                )?
+                .execute(params![passkey.cred_id, user, passkey.json, now])?;
+                if owner.is_some() {
+                    return Ok(Protect::Added);
+                }
+                conn.prepare_cached(
                 "INSERT INTO protected_names (name_key, user_id, protected_at) VALUES (?1, ?2, ?3)",
             )?
             .execute(params![key, user, now])?;
-            // Kept: the account sweep takes message-less accounts only.
-            conn.prepare_cached("UPDATE users SET messaged = 1 WHERE user_id = ?1")?
-                .execute(params![user])?;
-            Ok(Protect::Protected)
-        })
-        .await
-    }
-
-    async fn name_protected(&self, username: &str) -> Result<bool, StoreError> {
-        let key = name_key(username);
-        self.read(move |conn| {
-            conn.prepare_cached(
-                "SELECT EXISTS (SELECT 1 FROM protected_names WHERE name_key = ?1)",
-            )?
-            .query_row(params![key], |r| r.get(0))
-        })
-        .await
+                // Kept: the account sweep takes message-less accounts only.
+                conn.prepare_cached("UPDATE users SET messaged = 1 WHERE user_id = ?1")?
+                    .execute(params![user])?;
+                Ok(Protect::Protected)
+            })
+            .await?;
+        if done == Protect::Protected {
+            // Committed: the roster marks the owner.
+            let mut directory = self.directory.write().unwrap_or_else(|e| e.into_inner());
+            if let Some(owner) = Arc::make_mut(&mut directory)
+                .iter_mut()
+                .find(|u| u.user_id == user_id)
+            {
+                owner.protected = true;
+            }
+        }
+        Ok(done)
     }
 
     async fn passkeys_by_name(
@@ -599,6 +624,7 @@ impl Store for SqliteStore {
                 User {
                     user_id: UserId::from_store(user_id),
                     username,
+                    protected: true,
                 },
                 passkeys,
             )))

@@ -8,13 +8,16 @@ use crate::domain::UserId;
 use crate::store::{cut_to_page, Page, User};
 
 pub(super) fn load_directory(conn: &Connection) -> rusqlite::Result<Vec<User>> {
-    let mut stmt =
-        conn.prepare("SELECT user_id, username FROM users ORDER BY created_at, rowid")?;
+    let mut stmt = conn.prepare(
+        "SELECT u.user_id, u.username, p.user_id IS NOT NULL FROM users u
+         LEFT JOIN protected_names p ON p.user_id = u.user_id ORDER BY u.created_at, u.rowid",
+    )?;
     let users = stmt
         .query_map([], |r| {
             Ok(User {
                 user_id: UserId::from_store(r.get(0)?),
                 username: r.get(1)?,
+                protected: r.get(2)?,
             })
         })?
         .collect();

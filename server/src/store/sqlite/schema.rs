@@ -16,8 +16,12 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0008_devices.sql"),
     include_str!("../../../migrations/0009_seen_cursor.sql"),
     include_str!("../../../migrations/0010_passkeys.sql"),
+    include_str!("../../../migrations/0011_name_keys.sql"),
     include_str!("../../../migrations/0012_pop_key.sql"),
 ];
+
+/// The migration (its number) after whose SQL [`fill_name_keys`] runs.
+const NAME_KEYS: usize = 11;
 
 /// The database file's name inside the data directory.
 pub const DB_FILE: &str = "tether.db";
@@ -83,8 +87,42 @@ pub(super) fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
+        if index + 1 == NAME_KEYS {
+            fill_name_keys(&tx)?;
+        }
         tx.pragma_update(None, "user_version", index + 1)?;
         tx.commit()?;
+    }
+    Ok(())
+}
+
+/// Migration 11's step in Rust (SQLite has no Unicode folding): every user's `name_key`, and
+/// the keys of the protected names rewritten from their owners' names. Two claims whose names
+/// now share a key keep the one protected first (the other account keeps its passkeys, which
+/// no longer sign in by name).
+fn fill_name_keys(conn: &Connection) -> rusqlite::Result<()> {
+    let users: Vec<(String, String)> = conn
+        .prepare("SELECT user_id, username FROM users")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut set_key = conn.prepare("UPDATE users SET name_key = ?2 WHERE user_id = ?1")?;
+    for (user, name) in &users {
+        set_key.execute(rusqlite::params![user, crate::store::name_key(name)])?;
+    }
+    let claims: Vec<(String, String, i64)> = conn
+        .prepare(
+            "SELECT u.name_key, p.user_id, p.protected_at FROM protected_names p
+             JOIN users u ON u.user_id = p.user_id ORDER BY p.protected_at, p.user_id",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    conn.execute("DELETE FROM protected_names", [])?;
+    let mut claim = conn.prepare(
+        "INSERT OR IGNORE INTO protected_names (name_key, user_id, protected_at)
+         VALUES (?1, ?2, ?3)",
+    )?;
+    for (key, user, at) in &claims {
+        claim.execute(rusqlite::params![key, user, at])?;
     }
     Ok(())
 }
@@ -106,7 +144,7 @@ mod tests {
         let created = store
             .create_session(&Username::parse(name).unwrap(), "Firefox on Linux")
             .await;
-        created.unwrap().1.user_id
+        created.unwrap().into_session().unwrap().1.user_id
     }
 
     /// The names in the directory the roster is built from.
@@ -154,6 +192,58 @@ mod tests {
         store.insert_message(da).await.unwrap();
         let seen = store.conversations(&a, 10, 0, u32::MAX).await.unwrap();
         assert_eq!(seen.messages.last().unwrap().content, "da");
+    }
+
+    /// Migration 11: users from before it get their name key, and protected names are claimed
+    /// under their owners' new keys (two claims that now share one keep the first protected).
+    #[tokio::test]
+    async fn a_database_from_before_name_keys_gets_them_and_keeps_the_first_claim() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut conn = Connection::open(dir.path().join("tether.db")).unwrap();
+            let tx = conn.transaction().unwrap();
+            for sql in &MIGRATIONS[..10] {
+                tx.execute_batch(sql).unwrap();
+            }
+            tx.pragma_update(None, "user_version", 10).unwrap();
+            tx.commit().unwrap();
+            // Old keys: trimmed and lower-cased only, so the fullwidth name had its own.
+            for (user, name, at) in [("a", "Ada", 1), ("w", "\u{ff21}\u{ff24}\u{ff21}", 2)] {
+                conn.execute(
+                    "INSERT INTO users (user_id, username, created_at) VALUES (?1, ?2, ?3)",
+                    params![user, name, at],
+                )
+                .unwrap();
+                conn.execute(
+                    "INSERT INTO protected_names (name_key, user_id, protected_at)
+                     VALUES (?1, ?2, ?3)",
+                    params![name.to_lowercase(), user, at],
+                )
+                .unwrap();
+            }
+        }
+        let store = open(dir.path());
+        let (keys, claims) = store
+            .read(|conn| {
+                let keys: Vec<String> = conn
+                    .prepare("SELECT name_key FROM users ORDER BY user_id")?
+                    .query_map([], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
+                let claims: Vec<(String, String)> = conn
+                    .prepare("SELECT name_key, user_id FROM protected_names")?
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<rusqlite::Result<_>>()?;
+                Ok((keys, claims))
+            })
+            .await
+            .unwrap();
+        assert_eq!(keys, ["ada", "ada"]);
+        assert_eq!(claims, [("ada".to_owned(), "a".to_owned())]);
+        let refused = store
+            .create_session(&Username::parse("\u{430}da").unwrap(), "")
+            .await
+            .unwrap();
+        assert_eq!(refused, crate::store::Created::NameProtected);
     }
 
     #[tokio::test]
