@@ -97,6 +97,7 @@ const SIGN_IN_ERRORS = {
   too_many_sessions: "This account has too many sessions. Sign out on a device you no longer use and try again.",
   rate_limited: "Too many tries. Wait a moment and try again.",
   passkeys_unavailable: "Passkeys are not available on this server.",
+  proof_required: "This browser could not prove it holds its key. Try again.",
 };
 
 async function post(path, body) {
@@ -118,9 +119,15 @@ async function post(path, body) {
 export async function passkeySignIn(username) {
   try {
     usable();
+    // The new session is bound to this browser's key from birth (a session without one could
+    // never add or remove a passkey).
+    const popKey = await publicKey();
+    if (!popKey) throw "This browser cannot keep a key (its storage is off), so it cannot sign in with a passkey.";
     const started = await post("/api/passkey/options", { username });
     const asserted = await navigator.credentials.get({ publicKey: requestOptions(started.publicKey) });
-    const done = await post("/api/passkey/signin", { ceremony: started.ceremony, credential: credentialJSON(asserted) });
+    const pop = await prove("signin:" + started.ceremony);
+    if (!pop) throw "This browser could not use its key. Try again.";
+    const done = await post("/api/passkey/signin", { ceremony: started.ceremony, credential: credentialJSON(asserted), popKey, pop });
     return JSON.stringify(done);
   } catch (e) {
     throw sentence(e);

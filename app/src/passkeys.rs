@@ -19,10 +19,45 @@ pub enum Protecting {
     Failed(String),
 }
 
+/// The account's passkeys as the session page shows them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Listed {
+    /// `None` until the first answer.
+    pub list: Option<protocol::payloads::PasskeyList>,
+    /// Why the last list or removal failed, for the user.
+    pub error: Option<String>,
+}
+
 /// The tags of the session requests this module makes (`Input::Request`), told apart in
 /// [`on_reply`].
 pub const OPTIONS_TAG: u64 = 0x7e7_0001;
 pub const ADD_TAG: u64 = 0x7e7_0002;
+pub const LIST_TAG: u64 = 0x7e7_0003;
+pub const REMOVE_TAG: u64 = 0x7e7_0004;
+
+const NOT_CONNECTED: &str = "Not connected. Try again once online.";
+
+/// Asks for the account's passkeys (the answer lands in `rt.passkeys`).
+pub fn load(rt: Realtime) {
+    rt.request(LIST_TAG, protocol::events::PASSKEYS, "{}");
+}
+
+/// Removes the passkey `passkey_id`; the list is asked for again once it is done.
+pub fn remove(rt: Realtime, passkey_id: &str) {
+    let request = protocol::json::to_string(&protocol::payloads::RemovePasskeyRequest {
+        passkey_id: passkey_id.to_owned(),
+    });
+    rt.request(REMOVE_TAG, protocol::events::PASSKEY_REMOVE, &request);
+}
+
+/// The error of an ack, for the user; `None` when it is `ok`.
+fn refused<T: protocol::json::FromJson>(ack: &str) -> Option<String> {
+    match protocol::json::from_str::<protocol::Ack<T>>(ack) {
+        Ok(protocol::Ack::Ok(_)) => None,
+        Ok(protocol::Ack::Error(error)) => Some(error.message),
+        Err(_) => Some("The server's answer could not be read.".into()),
+    }
+}
 
 #[cfg(feature = "hydrate")]
 mod js {
@@ -53,12 +88,36 @@ pub fn protect(rt: Realtime) {
 /// (disconnected, or no answer in time).
 #[allow(unused_variables)]
 pub fn on_reply(rt: Realtime, tag: u64, ack: Option<String>) {
-    let Some(ack) = ack else {
-        rt.protecting.set(Protecting::Failed(
-            "Not connected. Try again once online.".into(),
-        ));
-        return;
-    };
+    match (tag, ack) {
+        (LIST_TAG | REMOVE_TAG, None) => {
+            rt.passkeys.update(|p| p.error = Some(NOT_CONNECTED.into()))
+        }
+        (LIST_TAG, Some(ack)) => {
+            match protocol::json::from_str::<protocol::Ack<protocol::payloads::PasskeyList>>(&ack)
+            {
+                Ok(protocol::Ack::Ok(list)) => rt.passkeys.set(Listed {
+                    list: Some(list),
+                    error: None,
+                }),
+                _ => rt.passkeys.update(|p| p.error = refused::<protocol::payloads::PasskeyList>(&ack)),
+            }
+        }
+        (REMOVE_TAG, Some(ack)) => {
+            let error = refused::<protocol::payloads::PasskeyRemoved>(&ack);
+            rt.passkeys.update(|p| p.error = error);
+            // What protects the name is the list's to say from now on.
+            if rt.protecting.get_untracked() == Protecting::Protected {
+                rt.protecting.set(Protecting::Idle);
+            }
+            load(rt);
+        }
+        (_, None) => rt.protecting.set(Protecting::Failed(NOT_CONNECTED.into())),
+        (_, Some(ack)) => on_ceremony_reply(rt, tag, ack),
+    }
+}
+
+#[allow(unused_variables)]
+fn on_ceremony_reply(rt: Realtime, tag: u64, ack: String) {
     #[cfg(feature = "hydrate")]
     match tag {
         OPTIONS_TAG => leptos::task::spawn_local(async move {
@@ -81,6 +140,7 @@ pub fn on_reply(rt: Realtime, tag: u64, ack: Option<String>) {
             } else {
                 Protecting::Failed(error)
             });
+            load(rt);
         }
         _ => {}
     }

@@ -46,6 +46,8 @@ pub struct Realtime {
     pub sign_in_error: RwSignal<Option<String>>,
     /// Protecting the name with a passkey ([`crate::passkeys`]).
     pub protecting: RwSignal<crate::passkeys::Protecting>,
+    /// The account's passkeys ([`crate::passkeys::load`]).
+    pub passkeys: RwSignal<crate::passkeys::Listed>,
     #[cfg(feature = "hydrate")]
     driver: StoredValue<Option<driver::Handle>, LocalStorage>,
 }
@@ -62,6 +64,7 @@ impl Realtime {
             announcement: RwSignal::new(String::new()),
             sign_in_error: RwSignal::new(None),
             protecting: RwSignal::new(crate::passkeys::Protecting::Idle),
+            passkeys: RwSignal::new(Default::default()),
             #[cfg(feature = "hydrate")]
             driver: StoredValue::new_local(None),
         }
@@ -371,6 +374,7 @@ mod driver {
         }
         storage::clear_all();
         rt.account.set(None);
+        rt.passkeys.set(Default::default());
         rt.sign_in_error.set(None);
         storage::set_pending_username(Some(username));
         step(rt, Input::Reset);
@@ -387,6 +391,7 @@ mod driver {
         storage::save_account(&account);
         rt.sign_in_error.set(None);
         rt.protecting.set(crate::passkeys::Protecting::Idle);
+        rt.passkeys.set(Default::default());
         rt.account.set(Some(account));
         step(rt, Input::Reset);
         step(rt, Input::Connect);
@@ -469,6 +474,7 @@ mod driver {
                         // that is gone is refused, which lands below.
                         storage::clear_all();
                         rt.account.set(None);
+                        rt.passkeys.set(Default::default());
                         Status::SignedOut
                     }
                     // The stored session was refused (`SessionEvent::SignedOut` has forgotten
@@ -484,6 +490,7 @@ mod driver {
                     ConnState::Stopped(StopReason::ProofRequired) => {
                         storage::clear_all();
                         rt.account.set(None);
+                        rt.passkeys.set(Default::default());
                         rt.sign_in_error.set(Some(PROOF_REQUIRED_TEXT.into()));
                         Status::SignedOut
                     }
@@ -525,6 +532,7 @@ mod driver {
                 storage::set_pending_username(None);
                 storage::forget_account();
                 rt.account.set(None);
+                rt.passkeys.set(Default::default());
                 if was_signing_in {
                     rt.sign_in_error
                         .set(Some("That name cannot be used. Try another.".into()));

@@ -22,6 +22,7 @@ pub enum ErrorCode {
     NameTaken,
     PasskeysUnavailable,
     ProofRequired,
+    UnknownPasskey,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Json)]
@@ -48,7 +49,7 @@ impl<T> Ack<T> {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::InvalidPayload,
         ErrorCode::InvalidContent,
         ErrorCode::InvalidClientId,
@@ -62,6 +63,7 @@ impl ErrorCode {
         ErrorCode::NameTaken,
         ErrorCode::PasskeysUnavailable,
         ErrorCode::ProofRequired,
+        ErrorCode::UnknownPasskey,
     ];
 
     /// The code as the wire spells it (a test checks this against the derived forms).
@@ -80,6 +82,7 @@ impl ErrorCode {
             ErrorCode::NameTaken => "name_taken",
             ErrorCode::PasskeysUnavailable => "passkeys_unavailable",
             ErrorCode::ProofRequired => "proof_required",
+            ErrorCode::UnknownPasskey => "unknown_passkey",
         }
     }
 }

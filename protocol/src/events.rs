@@ -36,6 +36,10 @@ pub const NAME_PROTECTED: &str = "name protected";
 pub const PROOF_REQUIRED: &str = "proof required";
 /// What a proof of possession signs: this prefix, then the connection's Engine.IO sid.
 pub const POP_PREFIX: &str = "tether-pop-1:";
+/// What stands for the sid in the proof a passkey sign-in carries (`POST /api/passkey/signin`):
+/// this prefix, then the ceremony id. An Engine.IO sid never holds a `:`, so neither proof can
+/// be passed off as the other.
+pub const SIGN_IN_POP_PREFIX: &str = "signin:";
 /// The CONNECT_ERROR message when the tab policy forbids a second connection of a session.
 pub const SESSION_ALREADY_ACTIVE: &str = "session already active";
 /// The CONNECT_ERROR message when a handshake would create an account but its client address,
@@ -79,3 +83,9 @@ pub const PASSKEY_OPTIONS: &str = "passkey_options";
 /// Client → server (with ack): `{ credential }`, the created credential (`toJSON()`), finishing
 /// what `passkey_options` started on this socket: `{ ok: { protected: true } }`.
 pub const PASSKEY_ADD: &str = "passkey_add";
+/// Client → server (with ack): the account's passkeys (oldest first) and whether its name is
+/// protected: `{ ok: { protected, passkeys: [{ passkeyID, addedIn, added, lastUsed }] } }`.
+pub const PASSKEYS: &str = "passkeys";
+/// Client → server (with ack): `{ passkeyID }`, remove one of the account's passkeys; the last
+/// one's removal gives the name up: `{ ok: { protected } }`.
+pub const PASSKEY_REMOVE: &str = "passkey_remove";

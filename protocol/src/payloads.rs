@@ -384,6 +384,43 @@ pub struct RevokeDeviceRequest {
     pub device_id: String,
 }
 
+/// One passkey of the viewer's account in the `passkeys` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Json)]
+pub struct PasskeyEntry {
+    /// The passkey's public id (derived from its credential id).
+    #[serde(rename = "passkeyID")]
+    pub passkey_id: String,
+    /// "Firefox on Linux": the browser it was added in; empty when not known.
+    #[serde(rename = "addedIn")]
+    pub added_in: String,
+    /// When it was added, and last used to sign in (ms since the Unix epoch; `added` when never
+    /// used; 0 for a passkey added before these were kept).
+    pub added: i64,
+    #[serde(rename = "lastUsed")]
+    pub last_used: i64,
+}
+
+/// `passkeys` answer: the viewer's passkeys, oldest first, and whether they protect its name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Json)]
+pub struct PasskeyList {
+    pub protected: bool,
+    pub passkeys: Vec<PasskeyEntry>,
+}
+
+/// `passkey_remove` request: remove the passkey with this `passkeyID`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Json)]
+pub struct RemovePasskeyRequest {
+    #[serde(rename = "passkeyID")]
+    pub passkey_id: String,
+}
+
+/// `passkey_remove` answer: whether the name is still protected (false once the last passkey
+/// is gone).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Json)]
+pub struct PasskeyRemoved {
+    pub protected: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -556,6 +593,23 @@ mod tests {
         forms.check(RevokeDeviceRequest {
             device_id: "0123456789abcdef".into(),
         });
+        forms.check(PasskeyList {
+            protected: true,
+            passkeys: vec![PasskeyEntry {
+                passkey_id: "0123456789abcdef".into(),
+                added_in: "Chrome on Linux".into(),
+                added: 1_764_790_000_000,
+                last_used: 1_764_797_000_000,
+            }],
+        });
+        forms.check(PasskeyList {
+            protected: false,
+            passkeys: vec![],
+        });
+        forms.check(RemovePasskeyRequest {
+            passkey_id: "0123456789abcdef".into(),
+        });
+        forms.check(PasskeyRemoved { protected: false });
         forms.check(crate::Ack::Ok(MessageReceipt { id: 1, ts: 2 }));
         for code in crate::ErrorCode::ALL {
             forms.check(crate::Ack::<MessageReceipt>::error(code, "why"));

@@ -178,6 +178,7 @@ mod tests {
             &self,
             _: &Username,
             _: &str,
+            _: Option<&crate::store::PopKey>,
         ) -> Result<crate::store::Created, StoreError> {
             unimplemented!()
         }
@@ -186,6 +187,7 @@ mod tests {
             _: &UserId,
             _: &str,
             _: u32,
+            _: Option<&crate::store::PopKey>,
         ) -> Result<crate::store::NewDevice, StoreError> {
             unimplemented!()
         }
@@ -287,7 +289,18 @@ mod tests {
             &self,
             _: &UserId,
             _: crate::store::StoredPasskey,
+            _: &str,
         ) -> Result<crate::store::Protect, StoreError> {
+            unimplemented!()
+        }
+        async fn passkeys(&self, _: &UserId) -> Result<crate::store::AccountPasskeys, StoreError> {
+            unimplemented!()
+        }
+        async fn remove_passkey(
+            &self,
+            _: &UserId,
+            _: &str,
+        ) -> Result<crate::store::RemovedPasskey, StoreError> {
             unimplemented!()
         }
         async fn passkeys_by_name(

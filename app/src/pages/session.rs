@@ -73,13 +73,26 @@ fn SessionDetails() -> impl IntoView {
     }
 }
 
-/// "Protect your name": adds a passkey to the account, so that nobody else can sign up with
-/// this name and the account can be signed in to from any browser that has the passkey.
+/// "Protect your name": the account's passkeys, each removable after a confirmation in place,
+/// and adding one, so that nobody else can sign up with this name and the account can be
+/// signed in to from any browser that has a passkey of it.
 #[component]
 fn ProtectName() -> impl IntoView {
     use crate::passkeys::Protecting;
     let rt = use_realtime();
     let state = move || rt.protecting.get();
+    // The passkey whose removal waits for its confirmation.
+    let confirming = RwSignal::new(None::<String>);
+    // Asked for on every (re)connect while the page is open.
+    Effect::new(move |_| {
+        if rt.status.get() == Status::Online {
+            crate::passkeys::load(rt);
+        }
+    });
+    let listed = move || rt.passkeys.get();
+    let rows = move || listed().list.map(|l| l.passkeys).unwrap_or_default();
+    let protected = move || listed().list.is_some_and(|l| l.protected);
+    let held = move || listed().list.is_some_and(|l| !l.passkeys.is_empty());
     view! {
         <section class="page" aria-labelledby="passkey-title">
             <h2 id="passkey-title">"Protect your name"</h2>
@@ -87,6 +100,61 @@ fn ProtectName() -> impl IntoView {
                 "Add a passkey to keep this name yours: nobody else can sign up with it, and you "
                 "can sign in to it with the passkey from any browser or device."
             </p>
+            <p data-testid="protect-status" role="status">
+                {move || if protected() || state() == Protecting::Protected {
+                    "Your name is protected by a passkey."
+                } else if listed().list.is_some() {
+                    "Your name is not protected."
+                } else {
+                    ""
+                }}
+            </p>
+            <ul class="devices" aria-label="Your passkeys">
+                <For each=rows key=|p| p.passkey_id.clone() let:passkey>
+                    {
+                        let id = passkey.passkey_id.clone();
+                        let asked = { let id = id.clone(); Memo::new(move |_| confirming.get().as_deref() == Some(id.as_str())) };
+                        let last = move || rows().len() == 1;
+                        let remove = move |_| {
+                            if asked.get() {
+                                confirming.set(None);
+                                crate::passkeys::remove(rt, &id);
+                            } else {
+                                confirming.set(Some(id.clone()));
+                            }
+                        };
+                        let browser = if passkey.added_in.is_empty() { "an unknown browser".to_owned() } else { passkey.added_in.clone() };
+                        let label = format!("Remove the passkey added in {browser}");
+                        let (added, used) = (passkey.added, passkey.last_used);
+                        view! {
+                            <li class="device" data-testid="passkey">
+                                <strong>{format!("Passkey added in {browser}")}</strong>
+                                <br/>
+                                <span class="hint">
+                                    {(added > 0).then(|| view! {
+                                        "Added " <time datetime=time::iso(added)>{time::full(added)}</time>
+                                        "; last used " <time datetime=time::iso(used)>{time::full(used)}</time>
+                                    })}
+                                </span>
+                                <Show when=move || asked.get() && last()>
+                                    <p class="hint" data-testid="last-passkey-warning">
+                                        "This is your last passkey: once it is removed, anyone may sign up with "
+                                        "your name, and you can no longer sign in with a passkey."
+                                    </p>
+                                </Show>
+                                <div class="actions">
+                                    <button type="button" class="danger" aria-label=move || if asked.get() { format!("Confirm: {label}") } else { label.clone() } on:click=remove>
+                                        {move || if asked.get() { "Confirm: Remove" } else { "Remove" }}
+                                    </button>
+                                    <Show when=move || asked.get()>
+                                        <button type="button" on:click=move |_| confirming.set(None)>"Cancel"</button>
+                                    </Show>
+                                </div>
+                            </li>
+                        }
+                    }
+                </For>
+            </ul>
             <div class="actions">
                 <button
                     type="button"
@@ -96,21 +164,16 @@ fn ProtectName() -> impl IntoView {
                 >
                     {move || match state() {
                         Protecting::Busy => "Adding a passkey…",
-                        Protecting::Protected => "Add another passkey",
+                        _ if held() || state() == Protecting::Protected => "Add another passkey",
                         _ => "Protect your name with a passkey",
                     }}
                 </button>
             </div>
-            <p data-testid="protect-status" role="status">
-                {move || match state() {
-                    Protecting::Protected => "Your name is protected by a passkey.".to_owned(),
-                    _ => String::new(),
-                }}
-            </p>
             {move || match state() {
                 Protecting::Failed(why) => Some(view! { <p role="alert" data-testid="protect-error">{why}</p> }),
                 _ => None,
             }}
+            {move || listed().error.map(|e| view! { <p role="alert" data-testid="passkeys-error">{e}</p> })}
         </section>
     }
 }

@@ -120,15 +120,25 @@ impl DeviceLabel {
 /// `SHA-256("tether-device\0" ‖ family)`. Derived, so nothing new is stored; one-way from a
 /// digest of a secret, and shown only to the device's owner.
 pub fn device_id(family: &str) -> String {
+    public_id(b"tether-device\0", family)
+}
+
+/// The public id of a passkey: as [`device_id`], of its stored credential id under its own tag
+/// (so a passkey's id never equals a device's). Shown only to the account's own sessions.
+pub fn passkey_id(cred_id: &str) -> String {
+    public_id(b"tether-passkey\0", cred_id)
+}
+
+fn public_id(tag: &[u8], of: &str) -> String {
     let mut hash = Sha256::new();
-    hash.update(b"tether-device\0");
-    hash.update(family.as_bytes());
+    hash.update(tag);
+    hash.update(of.as_bytes());
     let mut id = hex::encode(hash.finalize());
     id.truncate(DEVICE_ID_LEN);
     id
 }
 
-/// Whether `raw` has the form of a device id (it may still name no device).
+/// Whether `raw` has the form of a device or passkey id (it may still name none).
 pub fn is_device_id(raw: &str) -> bool {
     raw.len() == DEVICE_ID_LEN && raw.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }

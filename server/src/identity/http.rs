@@ -4,11 +4,17 @@
 //! ```text
 //! POST /api/passkey/options {"username":"ada"}
 //!   200 {"ceremony":"<32 hex>","publicKey":{…request options…}}
-//! POST /api/passkey/signin  {"ceremony":"…","credential":{…PublicKeyCredential.toJSON()…}}
+//! POST /api/passkey/signin  {"ceremony":"…","credential":{…PublicKeyCredential.toJSON()…},
+//!                           "popKey":"…","pop":"…"}
 //!   200 {"sessionID":"…","userID":"…","username":"ada"}   (the shape of the `session` event)
 //! ```
 //!
+//! `popKey` and `pop` are optional: with them the new session is bound from birth to that key
+//! (`pop` signs `tether-pop-1:signin:<ceremony>`, see [`protocol::events::SIGN_IN_POP_PREFIX`]);
+//! without them it is unbound for good, and cannot add or remove passkeys.
+//!
 //! Errors are `{"error":{"code","message"}}`: `invalid_payload` 400, `passkey_refused` 401,
+//! `proof_required` 401 (a `pop` that does not verify; the ceremony is not used up),
 //! `unknown_name` 404, `passkeys_unavailable` 404, `too_many_sessions` 409, `ceremony_expired`
 //! 410, `payload_too_large` 413, `rate_limited` 429 (with `Retry-After`: the limiter's own
 //! wait), `store_unavailable` 503. Every answer is `Cache-Control: no-store`.
@@ -34,6 +40,7 @@ use serde_json::{json, Value};
 
 use super::device::DeviceLabel;
 use super::passkeys::{PasskeyError, Passkeys};
+use super::pop::PopKey;
 use crate::domain::Username;
 use crate::refusals::{refused, Refusal};
 use crate::store::{NewDevice, Store, StoreError};
@@ -100,6 +107,8 @@ enum ApiError {
     RateLimited(std::time::Duration),
     Expired,
     Refused,
+    /// `popKey` with a `pop` that does not sign this ceremony.
+    ProofRequired,
     TooManySessions,
     Store(StoreError),
 }
@@ -156,6 +165,11 @@ impl IntoResponse for ApiError {
                 StatusCode::UNAUTHORIZED,
                 "passkey_refused",
                 "the passkey was refused",
+            ),
+            ApiError::ProofRequired => (
+                StatusCode::UNAUTHORIZED,
+                "proof_required",
+                "the proof of possession does not sign this ceremony",
             ),
             ApiError::TooManySessions => (
                 StatusCode::CONFLICT,
@@ -286,9 +300,28 @@ async fn sign_in(
         Some(credential @ Value::Object(_)) => credential,
         _ => return Err(ApiError::InvalidPayload),
     };
+    let proof = match (fields.remove("popKey"), fields.remove("pop")) {
+        (None | Some(Value::Null), None | Some(Value::Null)) => None,
+        (Some(Value::String(key)), Some(Value::String(pop))) => Some((
+            PopKey::from_wire(&key).ok_or(ApiError::InvalidPayload)?,
+            pop,
+        )),
+        _ => return Err(ApiError::InvalidPayload),
+    };
     // Every finish pays before the store is asked anything: a guess (or a replay) costs what
     // a start does, and a flood of them is refused without a single take.
     take_token(&routes.limiter, client.map(|Extension(c)| c))?;
+    // One P-256 verification, paid for; a bad proof leaves the ceremony for a good one.
+    let key = match proof {
+        Some((key, pop)) => {
+            let signed = format!("{}{}", protocol::events::SIGN_IN_POP_PREFIX, ceremony.as_str());
+            if !key.verifies(&signed, &pop) {
+                return Err(ApiError::ProofRequired);
+            }
+            Some(key)
+        }
+        None => None,
+    };
     // Single use, on any node: whoever takes it first finishes it.
     let Some(stored) = routes.store.take_ceremony(ceremony.as_str()).await? else {
         return Err(ApiError::Expired);
@@ -302,12 +335,12 @@ async fn sign_in(
         _ => return Err(ApiError::Refused),
     };
     // Compare-and-set: a counter written by a sign-in that finished meanwhile (a race, or a
-    // clone's) is never written over; this one is refused instead.
-    if let Some((was, now)) = passkeys.finish_sign_in(credential, &pending, &list)? {
-        if !routes.store.passkey_used(&pending.user, &was, now).await? {
-            tracing::info!("passkey sign-in refused: its passkey changed meanwhile");
-            return Err(ApiError::Refused);
-        }
+    // clone's) is never written over; this one is refused instead. Written even when nothing
+    // changed: it records when the passkey was last used.
+    let (was, now) = passkeys.finish_sign_in(credential, &pending, &list)?;
+    if !routes.store.passkey_used(&pending.user, &was, now).await? {
+        tracing::info!("passkey sign-in refused: its passkey changed meanwhile");
+        return Err(ApiError::Refused);
     }
     let device = headers
         .get(header::USER_AGENT)
@@ -315,14 +348,19 @@ async fn sign_in(
         .unwrap_or(DeviceLabel::UNKNOWN);
     let (session_id, session) = match routes
         .store
-        .create_device_session(&pending.user, &device.label(), routes.max_sessions_per_user)
+        .create_device_session(
+            &pending.user,
+            &device.label(),
+            routes.max_sessions_per_user,
+            key.as_ref(),
+        )
         .await?
     {
         NewDevice::Created(id, session) => (id, session),
         NewDevice::TooManySessions => return Err(ApiError::TooManySessions),
         NewDevice::UnknownUser => return Err(ApiError::Refused),
     };
-    tracing::info!(user.id = %session.user_id, "signed in with a passkey");
+    tracing::info!(user.id = %session.user_id, bound = session.pop_key.is_some(), "signed in with a passkey");
     Ok(no_store(
         axum::Json(json!({
             "sessionID": session_id.expose_secret(),

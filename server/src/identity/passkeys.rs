@@ -245,10 +245,10 @@ impl Passkeys {
     }
 
     /// Finishes a sign-in with the browser's assertion, against the account's passkeys as
-    /// they are now (`passkeys`, read after the ceremony was taken). On success, when the
-    /// sign-in changed the passkey (its counter or backup state), the passkey as read and as
-    /// it must be written back ([`crate::store::Store::passkey_used`], compare-and-set), else
-    /// `None`.
+    /// they are now (`passkeys`, read after the ceremony was taken). On success, the passkey
+    /// as read and as it must be written back ([`crate::store::Store::passkey_used`],
+    /// compare-and-set, which also records when it was last used): changed when the sign-in
+    /// moved its counter or backup state, else the same.
     ///
     /// The crate checks the counter against the ceremony's state, taken at its start; a
     /// sign-in that finished meanwhile may have moved it. So it is checked again here: an
@@ -259,7 +259,7 @@ impl Passkeys {
         credential: Value,
         pending: &PendingSignIn,
         passkeys: &[StoredPasskey],
-    ) -> Result<Option<(StoredPasskey, StoredPasskey)>, PasskeyError> {
+    ) -> Result<(StoredPasskey, StoredPasskey), PasskeyError> {
         let credential: PublicKeyCredential =
             serde_json::from_value(credential).map_err(|_| PasskeyError::Refused)?;
         let result = self
@@ -280,9 +280,9 @@ impl Passkeys {
                 return Err(PasskeyError::Refused);
             }
             return if changed {
-                Ok(Some((was.clone(), stored(&passkey)?)))
+                Ok((was.clone(), stored(&passkey)?))
             } else {
-                Ok(None)
+                Ok((was.clone(), was.clone()))
             };
         }
         // Verified against the state's credentials, but none is the account's any more.

@@ -94,6 +94,8 @@ pub struct Session {
     pub user_id: UserId,
     pub username: String,
     /// The key the session is bound to (issue #25, proof of possession); `None`: unbound.
+    /// Stores keep an unbound session's key as absent (from before keys: it may bind once) or
+    /// empty (made without one: never binds).
     pub pop_key: Option<PopKey>,
 }
 
@@ -114,6 +116,9 @@ pub enum Bind {
     OtherKey,
     /// No such live session: nothing written.
     Gone,
+    /// The session was made without a key, after keys existed: it stays unbound. Nothing
+    /// written.
+    Never,
 }
 
 /// What [`Store::create_device_session`] did.
@@ -167,6 +172,38 @@ pub(crate) fn stored_label(label: &str) -> String {
 pub struct StoredPasskey {
     pub cred_id: String,
     pub json: String,
+}
+
+/// A passkey as its account's sessions list it ([`Store::passkeys`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasskeyInfo {
+    /// As in [`StoredPasskey::cred_id`].
+    pub cred_id: String,
+    /// The browser it was added in (a device label, at most [`DEVICE_LABEL_MAX`] characters);
+    /// empty when not known.
+    pub added_in: String,
+    /// When it was added, and last used to sign in (ms; `added` until then). Both 0 for a
+    /// passkey stored before they were kept (Redis only).
+    pub added: i64,
+    pub last_used: i64,
+}
+
+/// An account's passkeys, oldest first, and whether the account's name is protected (by them).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AccountPasskeys {
+    pub protected: bool,
+    pub passkeys: Vec<PasskeyInfo>,
+}
+
+/// What [`Store::remove_passkey`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemovedPasskey {
+    /// Removed; `protected` says whether the account's name is still protected (false once its
+    /// last passkey is gone).
+    Removed { protected: bool },
+    /// No such passkey of this account (another account's, removed already, or none): nothing
+    /// written.
+    Unknown,
 }
 
 /// What [`Store::create_session`] did.
@@ -467,21 +504,27 @@ pub trait Store: Send + Sync + 'static {
     /// browser label ([`Device::label`]). A name whose [`name_key`] a passkey protects is
     /// refused ([`Created::NameProtected`]), in the same step as the insert: a sign-up and the
     /// first [`Store::protect`] of its name never both succeed.
+    ///
+    /// `key`: the key the session is bound to from birth (its browser proved it holds it);
+    /// without one the session is unbound for good ([`Store::bind_key`] never binds it).
     async fn create_session(
         &self,
         username: &Username,
         device: &str,
+        key: Option<&PopKey>,
     ) -> Result<Created, StoreError>;
     /// Creates another session (device) of an existing user (a passkey sign-in on a new
     /// device, issue #25 slice 4), unless the user holds `max_sessions` live sessions already
     /// ([`NewDevice::TooManySessions`]; sessions past their idle time or maximum age do not
     /// count). The count and the write are one atomic step: of calls made at the same time, no
     /// more succeed than there is room for.
+    /// `key` as in [`Store::create_session`].
     async fn create_device_session(
         &self,
         user: &UserId,
         device: &str,
         max_sessions: u32,
+        key: Option<&PopKey>,
     ) -> Result<NewDevice, StoreError>;
     /// The user's live sessions, oldest first.
     async fn devices(&self, user: &UserId) -> Result<Vec<Device>, StoreError>;
@@ -489,9 +532,12 @@ pub trait Store: Send + Sync + 'static {
     /// [`Store::delete_session`] does. Returns whether it was (another user's, or an unknown
     /// family, changes nothing).
     async fn end_family(&self, user: &UserId, family: &str) -> Result<bool, StoreError>;
-    /// Binds the session whose family is `family` to `key` if it is unbound (proof of
-    /// possession, issue #25): once bound, a session's key never changes. Atomic: of two binds
-    /// racing with different keys, one is [`Bind::Bound`] and the other [`Bind::OtherKey`].
+    /// Binds the session whose family is `family` to `key` if it is a session from before
+    /// keys, unbound (proof of possession, issue #25: trust on first use, once): once bound, a
+    /// session's key never changes, and a session made since without a key is never bound
+    /// ([`Bind::Never`]: a copied id must not bind itself to a thief's key). Atomic: of two
+    /// binds racing with different keys, one is [`Bind::Bound`] and the other
+    /// [`Bind::OtherKey`].
     async fn bind_key(&self, family: &str, key: &PopKey) -> Result<Bind, StoreError>;
     /// The live session for this secret, refreshed as used now; `None` for a secret that is
     /// unknown, ended or expired (an expired session is ended).
@@ -520,9 +566,11 @@ pub trait Store: Send + Sync + 'static {
     async fn touch_sessions(&self, digests: Vec<String>) -> Result<Vec<String>, StoreError>;
 
     // ---- passkeys (issue #25 slice 4) ----
-    /// Adds a passkey to the user's account and, on its first, protects the account's name
-    /// ([`name_key`]) for good: later sign-ups with it are refused, and the account is never
-    /// swept by [`Store::expire_accounts`]. Only the oldest existing account with that name key
+    /// Adds a passkey to the user's account (`added_in`: the browser it is added in, a device
+    /// label) and, on its first, protects the account's name ([`name_key`]) until its last
+    /// passkey is removed ([`Store::remove_passkey`]): meanwhile later sign-ups with it are
+    /// refused. A protected account is never swept by [`Store::expire_accounts`] (nor, once
+    /// protected, later). Only the oldest existing account with that name key
     /// (the first of them in [`Store::list_users`]) may protect it: a newer one is
     /// [`Protect::NameTaken`], as is a name another account protected first. All or nothing:
     /// that, or a credential id registered already (to any account, this one included: a
@@ -530,16 +578,31 @@ pub trait Store: Send + Sync + 'static {
     /// account holds at most [`PASSKEYS_PER_USER_MAX`] passkeys (more is [`Protect::Full`]).
     /// When several apply, the first of [`Protect::UnknownUser`], [`Protect::NameTaken`],
     /// [`Protect::CredentialTaken`], [`Protect::Full`] is the answer.
-    async fn protect(&self, user: &UserId, passkey: StoredPasskey) -> Result<Protect, StoreError>;
+    async fn protect(
+        &self,
+        user: &UserId,
+        passkey: StoredPasskey,
+        added_in: &str,
+    ) -> Result<Protect, StoreError>;
     /// The account that protected this name (compared as [`name_key`]) and its passkeys, in
-    /// credential id order; `None` when no account protected it (or that account is gone). A
-    /// name stays protected for good: an account whose passkeys are all gone is `Some` with an
-    /// empty list, as [`Store::name_protected`] still says `true`.
+    /// credential id order; `None` when no account protects it (or that account is gone).
     async fn passkeys_by_name(
         &self,
         username: &str,
     ) -> Result<Option<(User, Vec<StoredPasskey>)>, StoreError>;
-    /// Replaces a passkey of the user after a sign-in changed it (its counter), compare-and-set:
+    /// The user's passkeys, oldest first (then by credential id), and whether they protect its
+    /// name; none for an unknown user.
+    async fn passkeys(&self, user: &UserId) -> Result<AccountPasskeys, StoreError>;
+    /// Removes one of the user's passkeys; removing its last gives its name up (a sign-up with
+    /// it is then allowed again, and any account that is now the oldest with it may protect it).
+    /// Atomic with [`Store::protect`] and sign-ups.
+    async fn remove_passkey(
+        &self,
+        user: &UserId,
+        cred_id: &str,
+    ) -> Result<RemovedPasskey, StoreError>;
+    /// Replaces a passkey of the user after a sign-in (its counter may have moved; `now` may
+    /// equal `was`) and records the sign-in as its last use, compare-and-set:
     /// only while it is still stored exactly as `was` (the passkey the sign-in was checked
     /// against, its counter below the new one). Returns whether it was replaced; a credential
     /// that is not the user's, or that another sign-in changed meanwhile, is left alone

@@ -36,7 +36,9 @@
 //! - `ready:{node}`: what the node's readiness probe (`/readyz`) writes, expiring in a minute;
 //! - passkeys (issue #25 slice 4): `protected` hash name key → userID (first to protect wins),
 //!   `creds` hash credential id → userID (unique across accounts), `user:{id}:passkeys` hash
-//!   credential id → the `Passkey` JSON; `ceremony:{id}` string, a sign-in ceremony's state with
+//!   credential id → the `Passkey` JSON, `user:{id}:passkey-info` hash credential id →
+//!   `added|last used|added in` (ms, ms, device label; absent for passkeys from before it);
+//!   `ceremony:{id}` string, a sign-in ceremony's state with
 //!   its TTL, taken by `GETDEL` (single use).
 
 use std::collections::HashSet;
@@ -57,7 +59,10 @@ use super::{
     MarkedRead, NewMessage, Page, PresenceChange, ReadCursor, ReadStatus, Session, SettingsChange,
     SettingsChanged, Store, StoreError, Stored, User, UserSettings, UNREAD_MAX,
 };
-use super::{name_key, Bind, Created, PopKey, Protect, StoredPasskey, PASSKEYS_PER_USER_MAX};
+use super::{
+    name_key, AccountPasskeys, Bind, Created, PasskeyInfo, PopKey, Protect, RemovedPasskey,
+    StoredPasskey, PASSKEYS_PER_USER_MAX,
+};
 use crate::domain::{SessionId, UserId, Username};
 
 /// What completes a Redis URL, each from a file: TLS trust and identity, and a password kept
@@ -386,6 +391,10 @@ impl Keys {
     fn passkeys(&self, user: &str) -> String {
         self.key(&format!("user:{user}:passkeys"))
     }
+    /// A user's passkeys as listed: credential id → `added|last used|added in`.
+    fn passkey_info(&self, user: &str) -> String {
+        self.key(&format!("user:{user}:passkey-info"))
+    }
     fn ceremony(&self, id: &str) -> String {
         self.key(&format!("ceremony:{id}"))
     }
@@ -472,7 +481,7 @@ local seq = redis.call('INCR', KEYS[5])
 redis.call('ZADD', KEYS[2], seq, ARGV[1])
 redis.call('ZADD', KEYS[9], seq, ARGV[1])
 redis.call('HSET', KEYS[10], ARGV[1], ARGV[8])
-redis.call('HSET', KEYS[3], 'user', ARGV[1], 'name', ARGV[2], 'created', ARGV[3], 'seen', ARGV[3], 'device', ARGV[7])
+redis.call('HSET', KEYS[3], 'user', ARGV[1], 'name', ARGV[2], 'created', ARGV[3], 'seen', ARGV[3], 'device', ARGV[7], 'key', ARGV[9])
 redis.call('PEXPIRE', KEYS[3], ARGV[4])
 redis.call('SADD', KEYS[4], ARGV[5])
 redis.call('ZADD', KEYS[6], ARGV[3], ARGV[1])
@@ -497,7 +506,7 @@ if redis.call('SCARD', KEYS[3]) >= max then
   if live >= max then return {'full'} end
 end
 if redis.call('EXISTS', KEYS[2]) == 1 then return {'taken'} end
-redis.call('HSET', KEYS[2], 'user', ARGV[1], 'name', name, 'created', ARGV[2], 'seen', ARGV[2], 'device', ARGV[6])
+redis.call('HSET', KEYS[2], 'user', ARGV[1], 'name', name, 'created', ARGV[2], 'seen', ARGV[2], 'device', ARGV[6], 'key', ARGV[10])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 redis.call('SADD', KEYS[3], ARGV[4])
 redis.call('ZADD', KEYS[4], ARGV[5], ARGV[4] .. ':' .. ARGV[1])
@@ -560,6 +569,7 @@ if not held[2] then
   redis.call('HSET', KEYS[1], 'key', ARGV[1])
   return 'bound'
 end
+if held[2] == '' then return 'never' end
 if held[2] == ARGV[1] then return 'this' end
 return 'other'
 "#;
@@ -583,6 +593,7 @@ if redis.call('HEXISTS', KEYS[3], ARGV[2]) == 1 then return 'credential_taken' e
 if redis.call('HLEN', KEYS[4]) >= tonumber(ARGV[5]) then return 'full' end
 redis.call('HSET', KEYS[3], ARGV[2], ARGV[1])
 redis.call('HSET', KEYS[4], ARGV[2], ARGV[3])
+redis.call('HSET', KEYS[8], ARGV[2], ARGV[6] .. '|' .. ARGV[6] .. '|' .. ARGV[7])
 redis.call('ZREM', KEYS[5], ARGV[1])
 if owner then return 'added' end
 redis.call('HSET', KEYS[2], key, ARGV[1])
@@ -628,11 +639,42 @@ return out
 "#;
 
 /// Replaces a passkey of user ARGV[1] (credential ARGV[2]) with ARGV[3] if it is theirs and
-/// still ARGV[4] (compare-and-set); returns 1 if it was replaced.
+/// still ARGV[4] (compare-and-set), and marks it used at ARGV[5]; returns 1 if it was replaced.
 const PASSKEY_USED: &str = r#"
 if redis.call('HGET', KEYS[1], ARGV[2]) ~= ARGV[4] then return 0 end
 redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+local added, label = string.match(redis.call('HGET', KEYS[2], ARGV[2]) or '', '^(%d+)|%d+|(.*)$')
+if added then redis.call('HSET', KEYS[2], ARGV[2], added .. '|' .. ARGV[5] .. '|' .. label) end
 return 1
+"#;
+
+/// User ARGV[1]'s passkeys: `{protected (0/1), cred_id, info or '', ...}`.
+const LIST_PASSKEYS: &str = r#"
+local key = redis.call('HGET', KEYS[3], ARGV[1])
+local protected = 0
+if key and redis.call('HGET', KEYS[4], key) == ARGV[1] then protected = 1 end
+local out = {protected}
+for _, cred in ipairs(redis.call('HKEYS', KEYS[1])) do
+  table.insert(out, cred)
+  table.insert(out, redis.call('HGET', KEYS[2], cred) or '')
+end
+return out
+"#;
+
+/// Removes user ARGV[1]'s passkey ARGV[2]; the last one gives the user's name claim up (and the
+/// directory's epoch moves, so every node reads the roster's marks again). Returns -1 when the
+/// passkey is not the user's, else whether the name is still protected (1/0).
+const REMOVE_PASSKEY: &str = r#"
+if redis.call('HDEL', KEYS[1], ARGV[2]) == 0 then return -1 end
+redis.call('HDEL', KEYS[2], ARGV[2])
+if redis.call('HGET', KEYS[3], ARGV[2]) == ARGV[1] then redis.call('HDEL', KEYS[3], ARGV[2]) end
+local key = redis.call('HGET', KEYS[4], ARGV[1])
+local owns = key and redis.call('HGET', KEYS[5], key) == ARGV[1]
+if not owns then return 0 end
+if redis.call('HLEN', KEYS[1]) > 0 then return 1 end
+redis.call('HDEL', KEYS[5], key)
+redis.call('INCR', KEYS[6])
+return 0
 "#;
 
 /// Shared by the scripts that end sessions: a message-less user whose last session ended is
@@ -981,6 +1023,8 @@ struct Scripts {
     protect: Script,
     passkeys_by_name: Script,
     passkey_used: Script,
+    list_passkeys: Script,
+    remove_passkey: Script,
     fill_name_keys: Script,
 }
 
@@ -1017,6 +1061,8 @@ impl Scripts {
             protect: Script::new(PROTECT),
             passkeys_by_name: Script::new(PASSKEYS_BY_NAME),
             passkey_used: Script::new(PASSKEY_USED),
+            list_passkeys: Script::new(LIST_PASSKEYS),
+            remove_passkey: Script::new(REMOVE_PASSKEY),
             fill_name_keys: Script::new(FILL_NAME_KEYS),
         }
     }
@@ -1236,13 +1282,21 @@ fn json_after_id(message: &Message) -> String {
         .to_owned()
 }
 
+/// A new session's `key` field: the key's bytes in hex, or empty (made without one: unbound for
+/// good; a session hash without the field is from before keys, and binds once).
+fn stored_key(key: Option<&PopKey>) -> String {
+    key.map(|k| hex::encode(k.as_bytes())).unwrap_or_default()
+}
+
 #[async_trait]
 impl Store for RedisStore {
     async fn create_session(
         &self,
         username: &Username,
         device: &str,
+        pop_key: Option<&PopKey>,
     ) -> Result<Created, StoreError> {
+        let hex_key = stored_key(pop_key);
         let name = username.as_str().to_owned();
         let key = name_key(&name);
         let device = super::stored_label(device);
@@ -1274,6 +1328,7 @@ impl Store for RedisStore {
                 .arg(deadline)
                 .arg(&device)
                 .arg(&key)
+                .arg(&hex_key)
                 .invoke_async(&mut self.conn())
                 .await?;
             if created == -1 {
@@ -1285,7 +1340,7 @@ impl Store for RedisStore {
                     Session {
                         user_id,
                         username: name,
-                        pop_key: None,
+                        pop_key: pop_key.cloned(),
                     },
                 ));
             }
@@ -1298,8 +1353,10 @@ impl Store for RedisStore {
         user: &UserId,
         device: &str,
         max_sessions: u32,
+        pop_key: Option<&PopKey>,
     ) -> Result<NewDevice, StoreError> {
         let device = super::stored_label(device);
+        let hex_key = stored_key(pop_key);
         // A session id is 122 random bits; the script still checks it is new and we draw again.
         for _ in 0..8 {
             let session_id = SessionId::random();
@@ -1323,6 +1380,7 @@ impl Store for RedisStore {
                 .arg(max_sessions)
                 .arg(self.policy.max_age.as_millis() as u64)
                 .arg(self.keys.all())
+                .arg(&hex_key)
                 .invoke_async(&mut self.conn())
                 .await?;
             match created.as_deref() {
@@ -1334,7 +1392,7 @@ impl Store for RedisStore {
                         Session {
                             user_id: user.clone(),
                             username: name.clone(),
-                            pop_key: None,
+                            pop_key: pop_key.cloned(),
                         },
                     ))
                 }
@@ -1438,6 +1496,7 @@ impl Store for RedisStore {
             "this" => Ok(Bind::AlreadyThis),
             "other" => Ok(Bind::OtherKey),
             "gone" => Ok(Bind::Gone),
+            "never" => Ok(Bind::Never),
             other => Err(StoreError::Unreadable(
                 format!("bind_key answered {other:?}").into(),
             )),
@@ -1536,7 +1595,12 @@ impl Store for RedisStore {
         Ok(gone)
     }
 
-    async fn protect(&self, user: &UserId, passkey: StoredPasskey) -> Result<Protect, StoreError> {
+    async fn protect(
+        &self,
+        user: &UserId,
+        passkey: StoredPasskey,
+        added_in: &str,
+    ) -> Result<Protect, StoreError> {
         // The user's name key is the one stored at its sign-up.
         let done: String = self
             .scripts
@@ -1548,11 +1612,14 @@ impl Store for RedisStore {
             .key(self.keys.quiet_users())
             .key(self.keys.name_keys())
             .key(self.keys.users_epoch())
+            .key(self.keys.passkey_info(user.as_str()))
             .arg(user.as_str())
             .arg(&passkey.cred_id)
             .arg(&passkey.json)
             .arg(self.keys.all())
             .arg(PASSKEYS_PER_USER_MAX)
+            .arg(now_ms())
+            .arg(super::stored_label(added_in))
             .invoke_async(&mut self.conn())
             .await?;
         Ok(match done.as_str() {
@@ -1615,13 +1682,78 @@ impl Store for RedisStore {
             .scripts
             .passkey_used
             .key(self.keys.passkeys(user.as_str()))
+            .key(self.keys.passkey_info(user.as_str()))
             .arg(user.as_str())
             .arg(&now.cred_id)
             .arg(&now.json)
             .arg(&was.json)
+            .arg(now_ms())
             .invoke_async(&mut self.conn())
             .await?;
         Ok(replaced == 1)
+    }
+
+    async fn passkeys(&self, user: &UserId) -> Result<AccountPasskeys, StoreError> {
+        let listed: Vec<redis::Value> = self
+            .scripts
+            .list_passkeys
+            .key(self.keys.passkeys(user.as_str()))
+            .key(self.keys.passkey_info(user.as_str()))
+            .key(self.keys.name_keys())
+            .key(self.keys.protected())
+            .arg(user.as_str())
+            .invoke_async(&mut self.conn())
+            .await?;
+        let mut values = listed.into_iter();
+        let protected: i64 = match values.next() {
+            Some(v) => redis::from_redis_value(v)?,
+            None => 0,
+        };
+        let mut passkeys = Vec::new();
+        while let (Some(cred_id), Some(info)) = (values.next(), values.next()) {
+            let cred_id: String = redis::from_redis_value(cred_id)?;
+            let info: String = redis::from_redis_value(info)?;
+            let mut parts = info.splitn(3, '|');
+            let mut number = || parts.next().and_then(|n| n.parse::<i64>().ok()).unwrap_or(0);
+            let (added, last_used) = (number(), number());
+            passkeys.push(PasskeyInfo {
+                cred_id,
+                added_in: parts.next().unwrap_or_default().to_owned(),
+                added,
+                last_used,
+            });
+        }
+        passkeys.sort_by(|a, b| (a.added, &a.cred_id).cmp(&(b.added, &b.cred_id)));
+        Ok(AccountPasskeys {
+            protected: protected == 1,
+            passkeys,
+        })
+    }
+
+    async fn remove_passkey(
+        &self,
+        user: &UserId,
+        cred_id: &str,
+    ) -> Result<RemovedPasskey, StoreError> {
+        let done: i64 = self
+            .scripts
+            .remove_passkey
+            .key(self.keys.passkeys(user.as_str()))
+            .key(self.keys.passkey_info(user.as_str()))
+            .key(self.keys.creds())
+            .key(self.keys.name_keys())
+            .key(self.keys.protected())
+            .key(self.keys.users_epoch())
+            .arg(user.as_str())
+            .arg(cred_id)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(match done {
+            -1 => RemovedPasskey::Unknown,
+            kept => RemovedPasskey::Removed {
+                protected: kept == 1,
+            },
+        })
     }
 
     async fn put_ceremony(&self, id: &str, state: String, ttl: Duration) -> Result<(), StoreError> {

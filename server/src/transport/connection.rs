@@ -31,6 +31,8 @@ pub(super) fn register_event_handlers<A: Adapter>(socket: &SocketRef<A>) {
     socket.on(events::REVOKE_DEVICE, devices::revoke_device::<A>);
     socket.on(events::PASSKEY_OPTIONS, passkeys::passkey_options::<A>);
     socket.on(events::PASSKEY_ADD, passkeys::passkey_add::<A>);
+    socket.on(events::PASSKEYS, passkeys::passkeys::<A>);
+    socket.on(events::PASSKEY_REMOVE, passkeys::passkey_remove::<A>);
 }
 
 pub async fn on_connect<A: Adapter>(socket: SocketRef<A>, State(state): State<SocketState>) {

@@ -20,6 +20,8 @@ pub enum EventError {
     UnknownRecipient,
     #[error("no such device among yours")]
     UnknownDevice,
+    #[error("no such passkey among yours")]
+    UnknownPasskey,
     #[error("the cursor must be a non-negative message id")]
     InvalidCursor,
     #[error("too many requests; wait a moment and try again")]
@@ -34,7 +36,7 @@ pub enum EventError {
     NameTaken,
     #[error("passkeys are not available on this server")]
     PasskeysUnavailable,
-    #[error("this connection did not prove it holds its session's key; only such a connection may add a passkey")]
+    #[error("this connection did not prove it holds its session's key; only such a connection may add or remove a passkey")]
     ProofRequired,
     #[error("the store is unavailable, try again")]
     Store(#[from] StoreError),
@@ -48,6 +50,7 @@ impl EventError {
             EventError::InvalidClientId(_) => ErrorCode::InvalidClientId,
             EventError::UnknownRecipient => ErrorCode::UnknownRecipient,
             EventError::UnknownDevice => ErrorCode::UnknownDevice,
+            EventError::UnknownPasskey => ErrorCode::UnknownPasskey,
             EventError::InvalidCursor => ErrorCode::InvalidCursor,
             EventError::RateLimited => ErrorCode::RateLimited,
             EventError::CeremonyExpired => ErrorCode::CeremonyExpired,

@@ -184,13 +184,16 @@ async fn resolve(
                     state.penalties.proof_failed(&viewer.family);
                     return Err(HandshakeError::ProofRequired);
                 }
-                // Trust on first use: an unbound session (one from before this release)
-                // is bound to the key that proved it.
+                // Trust on first use, for a session from before keys only: it is bound to the
+                // key that proved it. A session made since without a key stays unbound (the
+                // store says `Never`): the key offered is not trusted with it, since whoever
+                // holds a copy of its id could offer one.
                 Possession::Binds(key) => match state.store.bind_key(&viewer.family, &key).await? {
                     Bind::Bound | Bind::AlreadyThis => {
                         tracing::info!(user.id = %viewer.user_id, "session bound to a key");
                         return Ok(viewer.proven());
                     }
+                    Bind::Never => return Ok(viewer),
                     Bind::OtherKey => {
                         state.penalties.proof_failed(&viewer.family);
                         return Err(HandshakeError::ProofRequired);
@@ -220,18 +223,16 @@ async fn resolve(
     }
     // A name a passkey protects is its account's alone (issue #25): the store checks it in the
     // same step as the insert, after the limiter took its token.
+    // Bound at birth, in the same write, to the key it proved; else unbound for good.
     let Created::Session(session_id, session) = state
         .store
-        .create_session(&username, &device.label())
+        .create_session(&username, &device.label(), bind.as_ref())
         .await?
     else {
         return Err(HandshakeError::NameProtected);
     };
     let mut viewer = Viewer::new(session_id, session.user_id, session.username);
-    if let Some(key) = &bind {
-        // Bound at birth (a second write: a crash in between leaves the session unbound, and
-        // the client's next handshake binds it on first use).
-        state.store.bind_key(&viewer.family, key).await?;
+    if bind.is_some() {
         viewer = viewer.proven();
     }
     tracing::info!(user.id = %viewer.user_id, bound = bind.is_some(), "new session");

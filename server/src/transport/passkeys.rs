@@ -1,25 +1,40 @@
-//! `passkey_options` and `passkey_add` (issue #25 slice 4): a signed-in socket protects its
-//! account's name with a passkey. The first event starts the WebAuthn registration and answers
-//! the browser's creation options; its state waits in this socket's extensions (never sent,
-//! never stored, dropped with the socket) until `passkey_add` finishes it, at most
-//! `--passkey-ceremony-secs` later. One start per token of the user's
-//! `--passkey-registrations-per-hour`.
+//! The account's passkeys (issue #25): `passkey_options` and `passkey_add` protect its name
+//! with one, `passkeys` lists them and `passkey_remove` removes one.
 //!
-//! Until proof of possession lands (slice 2), any signed-in session of the account may add a
-//! passkey: the design's "a bound socket only" and "ending the account's unbound sessions" wait
-//! for it.
+//! `passkey_options` starts the WebAuthn registration and answers the browser's creation
+//! options; its state waits in this socket's extensions (never sent, never stored, dropped with
+//! the socket) until `passkey_add` finishes it, at most `--passkey-ceremony-secs` later. One
+//! start per token of the user's `--passkey-registrations-per-hour`. Adding and removing need a
+//! connection that proved possession of its session's key (a copied session id must neither
+//! claim the name nor give it up); listing is a read of the viewer's own rows, priced as one.
+//! A removal is a write, and takes a token of the bucket `read` marks and device revokes use
+//! (`--read-marks-per-sec`). Passkeys are named on the wire by a public id derived from their
+//! credential id ([`crate::identity::device::passkey_id`]).
 
 use std::time::Instant;
 
 use protocol::events;
+use protocol::payloads::{PasskeyEntry, PasskeyList, PasskeyRemoved, RemovePasskeyRequest};
+use serde::de::IgnoredAny;
 use serde_json::{json, Value};
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{SocketRef, State, TryData};
 
+use super::messages::priced;
 use super::overflow::Ack;
-use super::{handle, EventError, SocketState};
+use super::{handle, object, object_or_default, price, EventError, SocketState, Viewer};
+use crate::identity::device::{is_device_id, passkey_id, DeviceLabel};
 use crate::identity::passkeys::{PasskeyError, PendingRegistration};
-use crate::store::Protect;
+use crate::store::{
+    AccountPasskeys, PasskeyInfo, Protect, RemovedPasskey, DEVICE_LABEL_MAX, PASSKEYS_PER_USER_MAX,
+};
+
+/// A passkey entry's JSON without its browser label: `{"passkeyID":"<16>","addedIn":"",
+/// "added":…,"lastUsed":…}` with 19-digit numbers, and a separating comma.
+const PASSKEY_FIXED: usize = 112;
+
+/// What listing one passkey costs at most: its row, and its entry at its largest.
+const PASSKEY_MOST: usize = price::STORE_ROW + PASSKEY_FIXED + 4 * DEVICE_LABEL_MAX;
 
 /// The edge of `passkey_options`: none, `null` or an object (its keys are ignored).
 pub fn parse_options(payload: Option<Value>) -> Result<(), EventError> {
@@ -39,6 +54,55 @@ pub fn parse_add(payload: Option<Value>) -> Result<Value, EventError> {
         },
         _ => Err(EventError::InvalidPayload),
     }
+}
+
+/// The edge of `passkeys`: none, `null` or an object (its keys are ignored).
+pub fn parse_list(payload: Option<Value>) -> Result<(), EventError> {
+    object_or_default::<IgnoredAny>(payload).map(|_| ())
+}
+
+/// The edge of `passkey_remove`: an object whose `passkeyID` has the form of a passkey id,
+/// else `invalid_payload` (nothing is read).
+pub fn parse_remove(payload: Option<Value>) -> Result<String, EventError> {
+    let request: RemovePasskeyRequest = object(payload)?;
+    if !is_device_id(&request.passkey_id) {
+        return Err(EventError::InvalidPayload);
+    }
+    Ok(request.passkey_id)
+}
+
+fn entry(passkey: &PasskeyInfo) -> PasskeyEntry {
+    PasskeyEntry {
+        passkey_id: passkey_id(&passkey.cred_id),
+        added_in: passkey.added_in.clone(),
+        added: passkey.added,
+        last_used: passkey.last_used,
+    }
+}
+
+/// What reading an account's passkeys cost: each one's row and entry.
+fn list_cost(list: &AccountPasskeys) -> usize {
+    list.passkeys
+        .iter()
+        .map(|p| price::STORE_ROW + PASSKEY_FIXED + price::json_str_bytes(&p.added_in))
+        .sum()
+}
+
+/// Every read of an account's passkeys reserves for the most an account holds.
+fn reserve_most(state: &SocketState) -> usize {
+    (price::REQUEST_BASE + PASSKEYS_PER_USER_MAX * PASSKEY_MOST).min(state.limits.largest_read())
+}
+
+/// The viewer's passkeys, priced as a read.
+async fn read_passkeys<A: Adapter>(
+    socket: &SocketRef<A>,
+    state: &SocketState,
+    viewer: &Viewer,
+) -> Result<AccountPasskeys, EventError> {
+    priced(socket, state, viewer, reserve_most(state), list_cost, async {
+        Ok(state.store.passkeys(&viewer.user_id).await?)
+    })
+    .await
 }
 
 fn ceremony_error(e: PasskeyError) -> EventError {
@@ -117,7 +181,19 @@ pub async fn passkey_add<A: Adapter>(
         let passkey = passkeys
             .finish_registration(credential, &pending.state)
             .map_err(ceremony_error)?;
-        match state.store.protect(&viewer.user_id, passkey).await? {
+        // The browser it is added in, as its device is listed.
+        let added_in = socket
+            .req_parts()
+            .extensions
+            .get::<DeviceLabel>()
+            .copied()
+            .unwrap_or(DeviceLabel::UNKNOWN)
+            .label();
+        match state
+            .store
+            .protect(&viewer.user_id, passkey, &added_in)
+            .await?
+        {
             Protect::Protected | Protect::Added => {
                 tracing::info!(conn = %crate::telemetry::conn(&socket.id), user.id = %viewer.user_id, "passkey added");
                 Ok(json!({ "protected": true }))
@@ -132,9 +208,123 @@ pub async fn passkey_add<A: Adapter>(
     .await;
 }
 
+pub async fn passkeys<A: Adapter>(
+    socket: SocketRef<A>,
+    State(state): State<SocketState>,
+    TryData(payload): TryData<Value>,
+    ack: Ack<A>,
+) {
+    handle(&socket, &state, ack, events::PASSKEYS, async |viewer| {
+        parse_list(payload.ok())?;
+        state
+            .passkeys
+            .as_ref()
+            .ok_or(EventError::PasskeysUnavailable)?;
+        let list = read_passkeys(&socket, &state, viewer).await?;
+        Ok(PasskeyList {
+            protected: list.protected,
+            passkeys: list.passkeys.iter().map(entry).collect(),
+        })
+    })
+    .await;
+}
+
+pub async fn passkey_remove<A: Adapter>(
+    socket: SocketRef<A>,
+    State(state): State<SocketState>,
+    TryData(payload): TryData<Value>,
+    ack: Ack<A>,
+) {
+    handle(&socket, &state, ack, events::PASSKEY_REMOVE, async |viewer| {
+        let wanted = parse_remove(payload.ok())?;
+        state
+            .passkeys
+            .as_ref()
+            .ok_or(EventError::PasskeysUnavailable)?;
+        if !viewer.bound {
+            return Err(EventError::ProofRequired);
+        }
+        if !state.marks.try_take(&viewer.user_id) {
+            return Err(EventError::RateLimited);
+        }
+        // Found among the viewer's own passkeys only: another account's is unknown.
+        let cred_id = read_passkeys(&socket, &state, viewer)
+            .await?
+            .passkeys
+            .into_iter()
+            .find(|p| passkey_id(&p.cred_id) == wanted)
+            .map(|p| p.cred_id)
+            .ok_or(EventError::UnknownPasskey)?;
+        match state.store.remove_passkey(&viewer.user_id, &cred_id).await? {
+            // Removed meanwhile (by another tab).
+            RemovedPasskey::Unknown => Err(EventError::UnknownPasskey),
+            RemovedPasskey::Removed { protected } => {
+                tracing::info!(conn = %crate::telemetry::conn(&socket.id), user.id = %viewer.user_id, protected, "passkey removed");
+                Ok(PasskeyRemoved { protected })
+            }
+        }
+    })
+    .await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_list_takes_nothing_or_an_object_and_a_removal_names_one_passkey_id() {
+        assert!(parse_list(None).is_ok());
+        assert!(parse_list(Some(json!({ "x": 1 }))).is_ok());
+        assert!(matches!(
+            parse_list(Some(json!([]))),
+            Err(EventError::InvalidPayload)
+        ));
+        let id = passkey_id("ab01");
+        assert_eq!(
+            parse_remove(Some(json!({ "passkeyID": id }))).unwrap(),
+            id
+        );
+        for bad in [
+            json!(null),
+            json!(id),
+            json!({}),
+            json!({ "passkeyID": 5 }),
+            json!({ "passkeyID": "" }),
+            json!({ "passkeyID": "x".repeat(10_000) }),
+            json!({ "passkeyID": "0123456789ABCDEF" }),
+            json!({ "passkeyID": "ab01" }),
+        ] {
+            assert!(
+                matches!(parse_remove(Some(bad.clone())), Err(EventError::InvalidPayload)),
+                "{bad}"
+            );
+        }
+        assert!(parse_remove(None).is_err());
+    }
+
+    #[test]
+    fn a_listed_passkey_is_named_by_its_public_id_and_priced_by_its_entry() {
+        let passkey = PasskeyInfo {
+            cred_id: "ab".repeat(32),
+            added_in: "Chrome on Linux".into(),
+            added: 1_764_790_000_000,
+            last_used: 1_764_797_000_000,
+        };
+        let listed = entry(&passkey);
+        assert_eq!(listed.passkey_id.len(), 16);
+        assert!(!passkey.cred_id.contains(&listed.passkey_id));
+        let list = AccountPasskeys {
+            protected: true,
+            passkeys: vec![passkey],
+        };
+        let wire = serde_json::to_string(&PasskeyList {
+            protected: true,
+            passkeys: vec![listed],
+        })
+        .unwrap();
+        assert!(list_cost(&list) >= wire.len() - 30);
+        assert!(PASSKEY_MOST * PASSKEYS_PER_USER_MAX > list_cost(&list));
+    }
 
     #[test]
     fn options_take_nothing_or_an_object() {

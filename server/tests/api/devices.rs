@@ -38,7 +38,7 @@ async fn second_device(data_dir: &Path, user: &str, label: &str) -> String {
     let store = SqliteStore::open(data_dir, policy()).expect("the store opens");
     let user = UserId::parse(user).expect("a user id");
     let (session, _) = store
-        .create_device_session(&user, label, 50)
+        .create_device_session(&user, label, 50, None)
         .await
         .unwrap()
         .created()
@@ -311,6 +311,7 @@ async fn a_revoked_device_is_disconnected_on_the_other_node_within_a_second() {
             &UserId::parse(&laptop.user_id).unwrap(),
             "Safari on iOS",
             50,
+            None,
         )
         .await
         .unwrap()

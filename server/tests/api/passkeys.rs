@@ -605,34 +605,99 @@ async fn sign_in_requests_are_bounded_typed_and_priced() {
 }
 
 /// Only a connection that proved possession of its session's key may add a passkey: a copied
-/// session id (here: the tutorial's client, resuming by the id alone) cannot protect the name.
+/// session id (here: the tutorial's client, resuming by the id alone) cannot protect the name,
+/// and neither can a connection that presents the copied id with a key of its own (review
+/// finding 1: before, the session was bound to the first key offered, which let whoever held a
+/// copy claim the name and lock its owner out).
 #[tokio::test]
 async fn an_unbound_connection_cannot_add_a_passkey() {
     let app = spawn_app().await;
-    // An unbound session (the tutorial's client signed it up), and a bound one's id replayed
-    // without proof is not even let in.
     let tutorial = app.connect_as("ada").await;
-    for event in ["passkey_options", "passkey_add"] {
-        let answer = tutorial.request(event, json!({ "credential": {} })).await;
+    for event in ["passkey_options", "passkey_add", "passkey_remove"] {
+        let answer = tutorial
+            .request(event, json!({ "credential": {}, "passkeyID": "0123456789abcdef" }))
+            .await;
         assert_eq!(code(&answer), "proof_required", "{event}: {answer}");
     }
-    // The same session once its browser binds it: allowed on that proving connection only.
-    let bound = BoundClient::connect(
+    // The copied id with a thief's own key: let in as the tutorial client is, not bound.
+    let thief = BoundClient::connect(
         &app.url(),
         json!({ "sessionID": tutorial.session_id }),
         NativeKey::generate(),
     )
     .await;
-    assert_eq!(bound.user_id, tutorial.user_id);
-    let still_unbound = tutorial.request("passkey_options", json!({})).await;
-    assert_eq!(code(&still_unbound), "proof_required", "{still_unbound}");
+    assert_eq!(thief.user_id, tutorial.user_id);
+    let answer = thief.request("passkey_options", json!({})).await;
+    assert_eq!(code(&answer), "proof_required", "{answer}");
+    // The owner still resumes with the id alone, and the name is not protected.
+    tutorial.close().await;
+    let owner = app.resume(&tutorial.session_id).await;
+    assert_eq!(owner.user_id, tutorial.user_id);
+    let ghost = app.connect_as("ada").await;
+    assert_ne!(ghost.user_id, tutorial.user_id);
+    // A session its browser bound at sign-up may.
+    let bound = app.connect_bound("bob").await;
     protect(&bound, &mut Browser::for_app(app.addr)).await;
-    // Nothing was taken from the refused attempts: the name is now this account's.
-    let refusal = app.refusal(json!({ "username": "ada" })).await;
-    assert!(
-        refusal.ends_with(r#"{"message":"name protected"}"#),
-        "{refusal}"
-    );
+}
+
+/// A passkey sign-in that carries a key and a proof over its ceremony makes a session bound
+/// from birth: it resumes only with a proof by that key, and may add a passkey at once. A proof
+/// that does not sign this ceremony is refused `proof_required` and leaves the ceremony for a
+/// good one. Without a key, the session is unbound for good (review finding 1).
+#[tokio::test]
+async fn a_passkey_sign_in_with_a_key_makes_a_bound_session() {
+    let app = spawn_app().await;
+    let ada = app.connect_bound("ada").await;
+    let mut laptop = Browser::for_app(app.addr);
+    protect(&ada, &mut laptop).await;
+
+    let key = NativeKey::generate();
+    let (ceremony, options) = start_sign_in(app.addr, "ada").await;
+    let credential = laptop.get(&options).await;
+    let proof = key.prove(&format!("signin:{}", "0".repeat(32)));
+    let (pop, pop_key) = (proof.pop, proof.pop_key);
+    let (status, body) = post_json(
+        app.addr,
+        "/api/passkey/signin",
+        json!({ "ceremony": ceremony, "credential": credential, "popKey": pop_key, "pop": pop }),
+    )
+    .await;
+    assert_eq!((status, code(&body)), (401, "proof_required"), "{body}");
+    for bad in [
+        json!({ "ceremony": ceremony, "credential": credential, "popKey": "x", "pop": pop }),
+        json!({ "ceremony": ceremony, "credential": credential, "popKey": pop_key }),
+        json!({ "ceremony": ceremony, "credential": credential, "pop": pop }),
+        json!({ "ceremony": ceremony, "credential": credential, "popKey": 5, "pop": pop }),
+    ] {
+        let (status, body) = post_json(app.addr, "/api/passkey/signin", bad.clone()).await;
+        assert_eq!((status, code(&body)), (400, "invalid_payload"), "{bad}: {body}");
+    }
+    let proof = key.prove(&format!("signin:{ceremony}"));
+    let (pop, pop_key) = (proof.pop, proof.pop_key);
+    let (status, body) = post_json(
+        app.addr,
+        "/api/passkey/signin",
+        json!({ "ceremony": ceremony, "credential": credential, "popKey": pop_key, "pop": pop }),
+    )
+    .await;
+    assert_eq!(status, 200, "the ceremony was left for this one: {body}");
+    let secret = body["sessionID"].as_str().unwrap();
+    let refusal = app.refusal(json!({ "sessionID": secret })).await;
+    assert!(refusal.ends_with(r#"{"message":"proof required"}"#), "{refusal}");
+    let phone = BoundClient::connect(&app.url(), json!({ "sessionID": secret }), key).await;
+    assert_eq!(phone.user_id, ada.user_id);
+    protect(&phone, &mut Browser::for_app(app.addr)).await;
+
+    // Without a key: a session that can chat and list, never add or remove.
+    let unbound = sign_in(app.addr, &mut laptop, "ada").await;
+    let thief = BoundClient::connect(
+        &app.url(),
+        json!({ "sessionID": unbound["sessionID"] }),
+        NativeKey::generate(),
+    )
+    .await;
+    let answer = thief.request("passkey_options", json!({})).await;
+    assert_eq!(code(&answer), "proof_required", "{answer}");
 }
 
 /// Off unless `--passkeys` turns them on, as they are by default (the tests' config turns
@@ -714,4 +779,98 @@ async fn a_sign_in_started_on_one_node_finishes_on_the_other() {
         TestClient::connect(&nodes[0].url(), json!({ "sessionID": body["sessionID"] })).await;
     phone.expect_session().await;
     assert_eq!(phone.user_id, ada.user_id);
+}
+
+/// The account's passkeys are listed to its sessions (the browser each was added in, when it
+/// was added and last used), and a proving connection removes any one: a removed passkey no
+/// longer signs in, and removing the last gives the name up (a sign-up with it is let in
+/// again). Another account's passkey is unknown; an unbound connection may list, not remove.
+#[tokio::test]
+async fn passkeys_are_listed_and_removed_and_the_last_gives_the_name_up() {
+    let app = spawn_app().await;
+    let ada = app.connect_bound("ada").await;
+    assert_eq!(
+        ada.request("passkeys", json!({})).await,
+        json!({ "ok": { "protected": false, "passkeys": [] } })
+    );
+    let (mut laptop, mut phone) = (Browser::for_app(app.addr), Browser::for_app(app.addr));
+    protect(&ada, &mut laptop).await;
+    protect(&ada, &mut phone).await;
+    let devices = ada.request("devices", json!({})).await;
+    let browser = devices["ok"]["devices"][0]["browser"].clone();
+
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    sign_in(app.addr, &mut laptop, "ada").await;
+    let listed = ada.request("passkeys", json!({})).await;
+    assert_eq!(listed["ok"]["protected"], true, "{listed}");
+    let passkeys = listed["ok"]["passkeys"].as_array().expect("a list").clone();
+    assert_eq!(passkeys.len(), 2, "{listed}");
+    for passkey in &passkeys {
+        let id = passkey["passkeyID"].as_str().unwrap();
+        assert!(id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        assert_eq!(passkey["addedIn"], browser, "the browser it was added in");
+        assert!(passkey["added"].as_i64().unwrap() > 0);
+    }
+    // The laptop's was used to sign in since; the phone's never was.
+    let used: Vec<bool> = passkeys
+        .iter()
+        .map(|p| p["lastUsed"].as_i64() > p["added"].as_i64())
+        .collect();
+    assert_eq!(used.iter().filter(|u| **u).count(), 1, "{listed}");
+    let laptop_id = passkeys[used.iter().position(|u| *u).unwrap()]["passkeyID"].clone();
+    let phone_id = passkeys[used.iter().position(|u| !*u).unwrap()]["passkeyID"].clone();
+
+    // Not by another account, nor by a connection that did not prove its key.
+    let bob = app.connect_bound("bob").await;
+    let answer = bob
+        .request("passkey_remove", json!({ "passkeyID": laptop_id }))
+        .await;
+    assert_eq!(code(&answer), "unknown_passkey", "{answer}");
+    let tutorial = app.connect_as("carol").await;
+    assert_eq!(
+        tutorial.request("passkeys", json!({})).await,
+        json!({ "ok": { "protected": false, "passkeys": [] } })
+    );
+    let answer = tutorial
+        .request("passkey_remove", json!({ "passkeyID": laptop_id }))
+        .await;
+    assert_eq!(code(&answer), "proof_required", "{answer}");
+
+    // An assertion the laptop made before its passkey was removed is refused after.
+    let (ceremony, options) = start_sign_in(app.addr, "ada").await;
+    let credential = laptop.get(&options).await;
+    assert_eq!(
+        ada.request("passkey_remove", json!({ "passkeyID": laptop_id }))
+            .await,
+        json!({ "ok": { "protected": true } })
+    );
+    let (status, body) = post_json(
+        app.addr,
+        "/api/passkey/signin",
+        json!({ "ceremony": ceremony, "credential": credential }),
+    )
+    .await;
+    assert_eq!((status, code(&body)), (401, "passkey_refused"), "{body}");
+    let again = ada
+        .request("passkey_remove", json!({ "passkeyID": laptop_id }))
+        .await;
+    assert_eq!(code(&again), "unknown_passkey", "{again}");
+    let refusal = app.refusal(json!({ "username": "ada" })).await;
+    assert!(refusal.ends_with(r#"{"message":"name protected"}"#), "{refusal}");
+
+    // The last one: the name is given up.
+    assert_eq!(
+        ada.request("passkey_remove", json!({ "passkeyID": phone_id }))
+            .await,
+        json!({ "ok": { "protected": false } })
+    );
+    assert_eq!(
+        ada.request("passkeys", json!({})).await,
+        json!({ "ok": { "protected": false, "passkeys": [] } })
+    );
+    let ghost = app.connect_as("Ada").await;
+    assert_ne!(ghost.user_id, ada.user_id);
+    // The account is still there and its session too; it may protect its name again.
+    let again = app.resume_bound(&ada).await;
+    protect(&again, &mut Browser::for_app(app.addr)).await;
 }

@@ -287,8 +287,11 @@ async fn a_session_id_with_another_key_is_refused_and_other_sessions_are_untouch
     app.stop().await;
 }
 
+/// A session made without a key stays unbound whatever key is later offered with its id, with
+/// a valid proof or not: a copy of the id must not bind itself to a thief's key and lock its
+/// owner out (review finding 1; before, it was bound to the first key that proved itself).
 #[tokio::test]
-async fn an_unbound_session_binds_on_first_proof() {
+async fn a_session_made_without_a_key_is_never_bound() {
     let app = spawn_app().await;
     // A tutorial client's session: no key.
     let mut tutorial = app.connect(json!({ "username": "ada" })).await;
@@ -297,15 +300,44 @@ async fn an_unbound_session_binds_on_first_proof() {
     // Unbound: the id alone resumes it, as the tutorial has it.
     app.resume(&id).await;
     // An offered key without a valid proof of it binds nothing and is refused.
-    let ada = key("ada");
     let answer = answer_to(
         &app,
-        |_| json!({ "sessionID": id, "popKey": public(&ada), "pop": "x" }),
+        |_| json!({ "sessionID": id, "popKey": public(&key("ada")), "pop": "x" }),
     )
     .await;
     assert_eq!(answer, refused());
+    // With a valid proof: let in, unbound, and so is the next key.
+    for offered in ["thief", "other"] {
+        let answer = answer_to(&app, |raw| {
+            with(json!({ "sessionID": id }), raw.proof(&key(offered)))
+        })
+        .await;
+        assert!(answer.accepts(&id), "{offered}: {answer:?}");
+    }
+    // The id alone still resumes it.
     app.resume(&id).await;
+    app.stop().await;
+}
 
+/// A session from before keys binds to the first key that proves itself (trust on first use,
+/// once), and is bound from then on.
+#[tokio::test]
+async fn a_session_from_before_keys_binds_on_first_proof() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = crate::helpers::spawn_app_in(dir.path()).await;
+    let mut tutorial = app.connect(json!({ "username": "ada" })).await;
+    let id = tutorial.next("session").await["sessionID"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.stop().await;
+    // As a release before keys left it.
+    let db = rusqlite::Connection::open(dir.path().join("tether.db")).unwrap();
+    assert_eq!(db.execute("UPDATE sessions SET pop_key = NULL", []).unwrap(), 1);
+    drop(db);
+    let app = crate::helpers::spawn_app_in(dir.path()).await;
+    app.resume(&id).await;
+    let ada = key("ada");
     let answer = answer_to(&app, |raw| {
         with(json!({ "sessionID": id }), raw.proof(&ada))
     })

@@ -33,7 +33,7 @@ async fn default_store(redis: &RedisServer) -> RedisStore {
 
 async fn user(store: &RedisStore, name: &str) -> UserId {
     store
-        .create_session(&Username::parse(name).unwrap(), "")
+        .create_session(&Username::parse(name).unwrap(), "", None)
         .await
         .unwrap()
         .into_session()
@@ -108,7 +108,7 @@ async fn two_nodes_sweep_each_session_once_and_both_forget_deleted_accounts() {
     let node1 = store(&redis, ages, Duration::from_secs(10)).await;
     let node2 = store(&redis, ages, Duration::from_secs(10)).await;
     let (quiet, _) = node1
-        .create_session(&Username::parse("quiet").unwrap(), "")
+        .create_session(&Username::parse("quiet").unwrap(), "", None)
         .await
         .unwrap()
         .into_session()
@@ -232,7 +232,7 @@ async fn users_and_claims_from_before_name_keys_are_keyed_once_at_connect() {
     let keys: Vec<(String, String)> = conn.hgetall(key("name-keys")).await.unwrap();
     assert_eq!(keys.len(), 2, "{keys:?}");
     let refused = node
-        .create_session(&Username::parse("\u{430}da").unwrap(), "")
+        .create_session(&Username::parse("\u{430}da").unwrap(), "", None)
         .await
         .unwrap();
     assert_eq!(refused, Created::NameProtected);
@@ -241,7 +241,7 @@ async fn users_and_claims_from_before_name_keys_are_keyed_once_at_connect() {
         json: "{}".into(),
     };
     assert_eq!(
-        node.protect(&wide, passkey).await.unwrap(),
+        node.protect(&wide, passkey, "Chrome on Linux").await.unwrap(),
         Protect::NameTaken
     );
     // Once: a later connect leaves a claim made since alone.

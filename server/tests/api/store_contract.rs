@@ -18,7 +18,8 @@ use server::domain::{ClientMsgId, MessageContent, SessionId, UserId, Username};
 use server::store::redis::{NodeOptions, RedisStore};
 use server::store::sqlite::{SessionPolicy, SqliteStore};
 use server::store::{
-    Bind, ConversationPage, Created, Expired, MarkedRead, NewDevice, NewMessage, Page, PopKey,
+    AccountPasskeys, Bind, ConversationPage, Created, Expired, MarkedRead, NewDevice, NewMessage,
+    Page, PopKey, RemovedPasskey, User,
     Protect, ReadCursor, SettingsChange, Store, Stored, StoredPasskey, UserSettings,
     PASSKEYS_PER_USER_MAX, UNREAD_MAX,
 };
@@ -47,6 +48,9 @@ trait Backend: Sized {
     /// Takes every passkey of `user` away behind the store's back (its credential ids with
     /// them), as removing passkeys will: no instance may be open.
     async fn drop_passkeys(&self, user: &UserId);
+    /// Makes the session of this family one from before keys (neither bound nor marked
+    /// unbound for good), behind the store's back: no instance may be open.
+    async fn from_before_keys(&self, family: &str);
 }
 
 struct Sqlite(tempfile::TempDir);
@@ -63,6 +67,16 @@ impl Backend for Sqlite {
     }
     fn location(&self) -> String {
         self.0.path().display().to_string()
+    }
+    async fn from_before_keys(&self, family: &str) {
+        let conn = rusqlite::Connection::open(self.0.path().join("tether.db")).unwrap();
+        let changed = conn
+            .execute(
+                "UPDATE sessions SET pop_key = NULL WHERE session_digest = ?1",
+                [family],
+            )
+            .unwrap();
+        assert_eq!(changed, 1);
     }
     async fn drop_passkeys(&self, user: &UserId) {
         let conn = rusqlite::Connection::open(self.0.path().join("tether.db")).unwrap();
@@ -92,6 +106,21 @@ impl Backend for Redis {
     }
     fn location(&self) -> String {
         self.0.as_ref().expect("not taken away").url()
+    }
+    async fn from_before_keys(&self, family: &str) {
+        let redis = self.0.as_ref().expect("not taken away");
+        let mut conn = ::redis::Client::open(redis.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let removed: i64 = ::redis::cmd("HDEL")
+            .arg(format!("{}:session:{family}", redis.prefix))
+            .arg("key")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(removed, 1);
     }
     async fn drop_passkeys(&self, user: &UserId) {
         let redis = self.0.as_ref().expect("not taken away");
@@ -140,7 +169,7 @@ async fn open<B: Backend>(backend: &B) -> Db {
 
 async fn user(store: &Db, name: &str) -> (SessionId, UserId) {
     let created = store
-        .create_session(&Username::parse(name).unwrap(), "Firefox on Linux")
+        .create_session(&Username::parse(name).unwrap(), "Firefox on Linux", None)
         .await;
     let (sid, session) = created
         .unwrap()
@@ -499,7 +528,7 @@ async fn devices_are_listed_per_user_and_ended_by_family<B: Backend>(backend: B)
     let (ada_sid, ada) = user(&store, "ada").await;
     let (bob_sid, bob) = user(&store, "bob").await;
     let (phone, session) = store
-        .create_device_session(&ada, "Safari on iOS", 50)
+        .create_device_session(&ada, "Safari on iOS", 50, None)
         .await
         .unwrap()
         .created()
@@ -507,7 +536,7 @@ async fn devices_are_listed_per_user_and_ended_by_family<B: Backend>(backend: B)
     assert_eq!((&session.user_id, session.username.as_str()), (&ada, "ada"));
     assert_ne!(phone.digest(), ada_sid.digest());
     assert!(store
-        .create_device_session(&UserId::random(), "Chrome", 50)
+        .create_device_session(&UserId::random(), "Chrome", 50, None)
         .await
         .unwrap()
         .created()
@@ -573,7 +602,7 @@ async fn devices_are_listed_per_user_and_ended_by_family<B: Backend>(backend: B)
     // A label is kept to its bound; ending a message-less account's last session marks it
     // for the account sweep, as a sign-out does.
     let (_, _) = store
-        .create_device_session(&bob, &"é".repeat(1000), 50)
+        .create_device_session(&bob, &"é".repeat(1000), 50, None)
         .await
         .unwrap()
         .created()
@@ -597,9 +626,11 @@ async fn devices_are_listed_per_user_and_ended_by_family<B: Backend>(backend: B)
     assert_eq!(reopened.devices(&bob).await.unwrap().len(), 2, "durable");
 }
 
-/// A session binds to one key, once (proof of possession, issue #25): the key comes back with
-/// the session, a different key never replaces it, racing binds have one winner, and the key
-/// lasts as long as the session.
+/// A session binds to one key, once (proof of possession, issue #25): a session made with a key
+/// is bound from birth; one made without is unbound for good (a copied id must not bind itself
+/// to a thief's key: review finding 1, before which it bound to the first key offered); one from
+/// before keys binds on first use. The key comes back with the session, a different key never
+/// replaces it, racing binds have one winner, and the key lasts as long as the session.
 async fn a_session_binds_to_one_key_once<B: Backend>(backend: B) {
     let store = open(&backend).await;
     let key = |seed: u8| {
@@ -609,17 +640,61 @@ async fn a_session_binds_to_one_key_once<B: Backend>(backend: B) {
     let (ada_sid, ada) = user(&store, "ada").await;
     let (bob_sid, _) = user(&store, "bob").await;
     let phone = store
-        .create_device_session(&ada, "Safari on iOS", 50)
+        .create_device_session(&ada, "Safari on iOS", 50, None)
         .await
         .unwrap();
     let NewDevice::Created(phone, _) = phone else {
         panic!("a device session")
     };
+    // Made without a key: unbound, and never bound.
+    for sid in [&ada_sid, &phone] {
+        assert_eq!(store.find_session(sid).await.unwrap().unwrap().pop_key, None);
+        assert_eq!(
+            store.bind_key(&sid.digest(), &key(1)).await.unwrap(),
+            Bind::Never
+        );
+        assert_eq!(store.find_session(sid).await.unwrap().unwrap().pop_key, None);
+    }
+    // Made with one: bound from birth, the same for a sign-up and another device.
+    let Created::Session(carol_sid, carol) = store
+        .create_session(&Username::parse("carol").unwrap(), "", Some(&key(7)))
+        .await
+        .unwrap()
+    else {
+        panic!("a sign-up")
+    };
+    assert_eq!(carol.pop_key, Some(key(7)));
+    let NewDevice::Created(carol_phone, _) = store
+        .create_device_session(&carol.user_id, "", 50, Some(&key(8)))
+        .await
+        .unwrap()
+    else {
+        panic!("a device session")
+    };
+    for (sid, held) in [(&carol_sid, key(7)), (&carol_phone, key(8))] {
+        assert_eq!(
+            store.find_session(sid).await.unwrap().unwrap().pop_key,
+            Some(held.clone())
+        );
+        assert_eq!(
+            store.bind_key(&sid.digest(), &held).await.unwrap(),
+            Bind::AlreadyThis
+        );
+        assert_eq!(
+            store.bind_key(&sid.digest(), &key(1)).await.unwrap(),
+            Bind::OtherKey
+        );
+    }
+
+    // Sessions from before keys bind on first use.
+    drop(store);
+    backend.from_before_keys(&ada_sid.digest()).await;
+    backend.from_before_keys(&bob_sid.digest()).await;
+    let store = open(&backend).await;
     assert_eq!(
         store.find_session(&ada_sid).await.unwrap().unwrap().pop_key,
         None
     );
-
     assert_eq!(
         store.bind_key(&ada_sid.digest(), &key(1)).await.unwrap(),
         Bind::Bound
@@ -1368,7 +1443,7 @@ async fn a_failing_store_fails_with_its_cause<B: Backend>(_: B) {
 
 async fn sign_up(store: &Db, name: &str) -> Created {
     store
-        .create_session(&Username::parse(name).unwrap(), "Firefox on Linux")
+        .create_session(&Username::parse(name).unwrap(), "Firefox on Linux", None)
         .await
         .unwrap()
 }
@@ -1391,18 +1466,18 @@ async fn only_the_oldest_account_with_a_name_key_may_protect_it<B: Backend>(back
     let (_, bob) = user(&store, "bob").await;
     for newer in [&wide, &cyrillic] {
         assert_eq!(
-            store.protect(newer, passkey("c1")).await.unwrap(),
+            store.protect(newer, passkey("c1"), "Chrome on Linux").await.unwrap(),
             Protect::NameTaken
         );
     }
     assert_eq!(store.passkeys_by_name("ada").await.unwrap(), None);
     // Nothing was written: the credential is still free, and the oldest may protect.
     assert_eq!(
-        store.protect(&ada, passkey("c1")).await.unwrap(),
+        store.protect(&ada, passkey("c1"), "Chrome on Linux").await.unwrap(),
         Protect::Protected
     );
     assert_eq!(
-        store.protect(&bob, passkey("c2")).await.unwrap(),
+        store.protect(&bob, passkey("c2"), "Chrome on Linux").await.unwrap(),
         Protect::Protected,
         "another name is another key"
     );
@@ -1431,7 +1506,7 @@ async fn only_the_oldest_account_with_a_name_key_may_protect_it<B: Backend>(back
     let (nfd_sid, _) = user(&store, "Zoe\u{308}").await;
     let (_, nfc) = user(&store, "Zo\u{eb}").await;
     assert_eq!(
-        store.protect(&nfc, passkey("z1")).await.unwrap(),
+        store.protect(&nfc, passkey("z1"), "Chrome on Linux").await.unwrap(),
         Protect::NameTaken,
         "NFC and NFD spellings are one name"
     );
@@ -1439,7 +1514,7 @@ async fn only_the_oldest_account_with_a_name_key_may_protect_it<B: Backend>(back
     let swept = store.expire_accounts(HOUR, 100).await.unwrap();
     assert_eq!(swept.users, 1, "the sessionless NFD account only");
     assert_eq!(
-        store.protect(&nfc, passkey("z1")).await.unwrap(),
+        store.protect(&nfc, passkey("z1"), "Chrome on Linux").await.unwrap(),
         Protect::Protected
     );
 }
@@ -1450,7 +1525,7 @@ async fn a_sign_up_with_a_protected_name_key_is_refused_and_writes_nothing<B: Ba
     let store = open(&backend).await;
     let (_, ada) = user(&store, "Ada").await;
     assert_eq!(
-        store.protect(&ada, passkey("c1")).await.unwrap(),
+        store.protect(&ada, passkey("c1"), "Chrome on Linux").await.unwrap(),
         Protect::Protected
     );
     let before = listed(&store).await;
@@ -1501,24 +1576,24 @@ async fn a_passkey_protects_a_name_once_and_keeps_its_account<B: Backend>(backen
     assert_eq!(store.passkeys_by_name("ada").await.unwrap(), None);
 
     assert_eq!(
-        store.protect(&ada, passkey("c1")).await.unwrap(),
+        store.protect(&ada, passkey("c1"), "Chrome on Linux").await.unwrap(),
         Protect::Protected
     );
     assert_eq!(
-        store.protect(&ghost, passkey("c2")).await.unwrap(),
+        store.protect(&ghost, passkey("c2"), "Chrome on Linux").await.unwrap(),
         Protect::NameTaken
     );
     assert_eq!(
-        store.protect(&bob, passkey("c1")).await.unwrap(),
+        store.protect(&bob, passkey("c1"), "Chrome on Linux").await.unwrap(),
         Protect::CredentialTaken
     );
     assert_eq!(
-        store.protect(&ada, passkey("c3")).await.unwrap(),
+        store.protect(&ada, passkey("c3"), "Chrome on Linux").await.unwrap(),
         Protect::Added
     );
     let unknown = UserId::parse("00000000-0000-4000-8000-000000000000").unwrap();
     assert_eq!(
-        store.protect(&unknown, passkey("c4")).await.unwrap(),
+        store.protect(&unknown, passkey("c4"), "Chrome on Linux").await.unwrap(),
         Protect::UnknownUser
     );
     for name in ["ada", " ADA ", "Ada"] {
@@ -1566,7 +1641,7 @@ async fn a_passkey_protects_a_name_once_and_keeps_its_account<B: Backend>(backen
     assert_eq!(sign_up(&store, "ada").await, Created::NameProtected);
     // Its account is still there: a new device session of it can be made.
     assert!(store
-        .create_device_session(&ada, "Chrome on Linux", 50)
+        .create_device_session(&ada, "Chrome on Linux", 50, None)
         .await
         .unwrap()
         .created()
@@ -1609,7 +1684,7 @@ async fn an_account_holds_a_bounded_number_of_passkeys<B: Backend>(backend: B) {
     let store = open(&backend).await;
     let (_, ada) = user(&store, "ada").await;
     for n in 0..PASSKEYS_PER_USER_MAX {
-        let done = store.protect(&ada, passkey(&format!("k{n:02}"))).await;
+        let done = store.protect(&ada, passkey(&format!("k{n:02}")), "Chrome on Linux").await;
         let want = if n == 0 {
             Protect::Protected
         } else {
@@ -1618,7 +1693,7 @@ async fn an_account_holds_a_bounded_number_of_passkeys<B: Backend>(backend: B) {
         assert_eq!(done.unwrap(), want, "passkey {n}");
     }
     assert_eq!(
-        store.protect(&ada, passkey("one-more")).await.unwrap(),
+        store.protect(&ada, passkey("one-more"), "Chrome on Linux").await.unwrap(),
         Protect::Full
     );
     let (_, held) = store.passkeys_by_name("ada").await.unwrap().unwrap();
@@ -1635,33 +1710,33 @@ async fn protect_refuses_alike_in_the_contracts_order<B: Backend>(backend: B) {
     let (_, ada) = user(&store, "ada").await;
     let (_, bob) = user(&store, "bob").await;
     assert_eq!(
-        store.protect(&ada, passkey("a00")).await.unwrap(),
+        store.protect(&ada, passkey("a00"), "Chrome on Linux").await.unwrap(),
         Protect::Protected
     );
     assert_eq!(
-        store.protect(&ada, passkey("a00")).await.unwrap(),
+        store.protect(&ada, passkey("a00"), "Chrome on Linux").await.unwrap(),
         Protect::CredentialTaken,
         "a retry of a protect that succeeded"
     );
     for n in 1..PASSKEYS_PER_USER_MAX {
-        let done = store.protect(&ada, passkey(&format!("a{n:02}"))).await;
+        let done = store.protect(&ada, passkey(&format!("a{n:02}")), "Chrome on Linux").await;
         assert_eq!(done.unwrap(), Protect::Added, "passkey {n}");
     }
     assert_eq!(
-        store.protect(&bob, passkey("b00")).await.unwrap(),
+        store.protect(&bob, passkey("b00"), "Chrome on Linux").await.unwrap(),
         Protect::Protected
     );
     // Full, and the credential registered: registered comes first, whoever holds it.
     assert_eq!(
-        store.protect(&ada, passkey("a00")).await.unwrap(),
+        store.protect(&ada, passkey("a00"), "Chrome on Linux").await.unwrap(),
         Protect::CredentialTaken
     );
     assert_eq!(
-        store.protect(&ada, passkey("b00")).await.unwrap(),
+        store.protect(&ada, passkey("b00"), "Chrome on Linux").await.unwrap(),
         Protect::CredentialTaken
     );
     assert_eq!(
-        store.protect(&ada, passkey("new")).await.unwrap(),
+        store.protect(&ada, passkey("new"), "Chrome on Linux").await.unwrap(),
         Protect::Full
     );
     let (_, held) = store.passkeys_by_name("ada").await.unwrap().unwrap();
@@ -1679,7 +1754,7 @@ async fn a_name_stays_its_accounts_when_its_passkeys_are_gone<B: Backend>(backen
     let (_, ada) = user(&store, "Ada").await;
     let (_, ghost) = user(&store, "ada").await;
     assert_eq!(
-        store.protect(&ada, passkey("c1")).await.unwrap(),
+        store.protect(&ada, passkey("c1"), "Chrome on Linux").await.unwrap(),
         Protect::Protected
     );
     drop(store);
@@ -1687,7 +1762,7 @@ async fn a_name_stays_its_accounts_when_its_passkeys_are_gone<B: Backend>(backen
     let store = open(&backend).await;
     assert!(matches!(
         store
-            .create_session(&Username::parse("ADA").unwrap(), "Firefox on Linux")
+            .create_session(&Username::parse("ADA").unwrap(), "Firefox on Linux", None)
             .await
             .unwrap(),
         Created::NameProtected
@@ -1703,11 +1778,11 @@ async fn a_name_stays_its_accounts_when_its_passkeys_are_gone<B: Backend>(backen
     );
     assert_eq!(held, []);
     assert_eq!(
-        store.protect(&ghost, passkey("c2")).await.unwrap(),
+        store.protect(&ghost, passkey("c2"), "Chrome on Linux").await.unwrap(),
         Protect::NameTaken
     );
     assert_eq!(
-        store.protect(&ada, passkey("c1")).await.unwrap(),
+        store.protect(&ada, passkey("c1"), "Chrome on Linux").await.unwrap(),
         Protect::Added,
         "the credential is free again and the name the account's"
     );
@@ -1721,25 +1796,25 @@ async fn device_sessions_are_bounded_per_user<B: Backend>(backend: B) {
     let (first, ada) = user(&store, "ada").await;
     for _ in 0..2 {
         let made = store
-            .create_device_session(&ada, "Chrome", 3)
+            .create_device_session(&ada, "Chrome", 3, None)
             .await
             .unwrap();
         assert!(matches!(made, NewDevice::Created(..)), "{made:?}");
     }
     let made = store
-        .create_device_session(&ada, "Chrome", 3)
+        .create_device_session(&ada, "Chrome", 3, None)
         .await
         .unwrap();
     assert!(matches!(made, NewDevice::TooManySessions), "{made:?}");
     assert_eq!(store.devices(&ada).await.unwrap().len(), 3);
     let unknown = store
-        .create_device_session(&UserId::random(), "Chrome", 3)
+        .create_device_session(&UserId::random(), "Chrome", 3, None)
         .await
         .unwrap();
     assert!(matches!(unknown, NewDevice::UnknownUser), "{unknown:?}");
 
     store.delete_session(&first).await.unwrap();
-    let racing = join_all((0..8).map(|_| store.create_device_session(&ada, "Safari", 3))).await;
+    let racing = join_all((0..8).map(|_| store.create_device_session(&ada, "Safari", 3, None))).await;
     let made = racing
         .into_iter()
         .filter(|r| matches!(r, Ok(NewDevice::Created(..))))
@@ -1753,18 +1828,18 @@ async fn idle_sessions_do_not_count_against_the_session_limit<B: Backend>(backen
     let store = open_with(&backend, ms(100), HOUR).await;
     let (_, ada) = user(&store, "ada").await;
     let made = store
-        .create_device_session(&ada, "Chrome", 2)
+        .create_device_session(&ada, "Chrome", 2, None)
         .await
         .unwrap();
     assert!(matches!(made, NewDevice::Created(..)), "{made:?}");
     let made = store
-        .create_device_session(&ada, "Chrome", 2)
+        .create_device_session(&ada, "Chrome", 2, None)
         .await
         .unwrap();
     assert!(matches!(made, NewDevice::TooManySessions), "{made:?}");
     sleep(ms(250)).await;
     let made = store
-        .create_device_session(&ada, "Chrome", 2)
+        .create_device_session(&ada, "Chrome", 2, None)
         .await
         .unwrap();
     assert!(matches!(made, NewDevice::Created(..)), "{made:?}");
@@ -1784,7 +1859,7 @@ async fn a_passkey_is_replaced_only_while_it_is_as_read<B: Backend>(backend: B) 
     let store = open(&backend).await;
     let (_, ada) = user(&store, "ada").await;
     let (_, bob) = user(&store, "bob").await;
-    store.protect(&ada, counted("c1", 0)).await.unwrap();
+    store.protect(&ada, counted("c1", 0), "Chrome on Linux").await.unwrap();
     assert!(store
         .passkey_used(&ada, &counted("c1", 0), counted("c1", 2))
         .await
@@ -1816,6 +1891,85 @@ async fn a_passkey_is_replaced_only_while_it_is_as_read<B: Backend>(backend: B) 
         .unwrap());
     let (_, held) = store.passkeys_by_name("ada").await.unwrap().unwrap();
     assert_eq!(held, [counted("c1", winner)]);
+}
+
+/// An account's passkeys are listed oldest first with the browser each was added in and when
+/// it was added and last used; removing one is the account's alone and happens once, and
+/// removing the last gives the name up: sign-ups with it are let in, the roster's mark goes,
+/// and the oldest account with the name may protect it again. (Before, a passkey could not be
+/// removed and a name stayed protected for good.)
+async fn passkeys_are_listed_and_removing_the_last_gives_the_name_up<B: Backend>(backend: B) {
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    let store = open(&backend).await;
+    let (_, ada) = user(&store, "ada").await;
+    let (_, ghost) = user(&store, "Ada").await;
+    let (_, bob) = user(&store, "bob").await;
+    assert_eq!(store.passkeys(&ada).await.unwrap(), AccountPasskeys::default());
+    let before = now_ms();
+    store.protect(&ada, passkey("c1"), "Chrome on Linux").await.unwrap();
+    store.protect(&ada, passkey("c2"), "Safari on iOS").await.unwrap();
+    tokio::time::sleep(ms(3)).await;
+    let used = StoredPasskey {
+        json: "{\"used\":1}".into(),
+        ..passkey("c1")
+    };
+    assert!(store.passkey_used(&ada, &passkey("c1"), used).await.unwrap());
+    let listed = store.passkeys(&ada).await.unwrap();
+    assert!(listed.protected);
+    let seen: Vec<(&str, &str)> = listed
+        .passkeys
+        .iter()
+        .map(|p| (p.cred_id.as_str(), p.added_in.as_str()))
+        .collect();
+    assert_eq!(seen, [("c1", "Chrome on Linux"), ("c2", "Safari on iOS")]);
+    for p in &listed.passkeys {
+        assert!(p.added >= before && p.added <= now_ms(), "{p:?}");
+    }
+    assert!(listed.passkeys[0].last_used > listed.passkeys[0].added, "{listed:?}");
+    assert_eq!(listed.passkeys[1].last_used, listed.passkeys[1].added);
+
+    assert_eq!(
+        store.remove_passkey(&bob, "c1").await.unwrap(),
+        RemovedPasskey::Unknown,
+        "another account's"
+    );
+    let racing = join_all((0..4).map(|_| store.remove_passkey(&ada, "c1"))).await;
+    let removed: Vec<RemovedPasskey> = racing.into_iter().map(Result::unwrap).collect();
+    assert_eq!(
+        removed
+            .iter()
+            .filter(|r| **r == RemovedPasskey::Removed { protected: true })
+            .count(),
+        1,
+        "{removed:?}"
+    );
+    assert!(matches!(sign_up(&store, "ADA").await, Created::NameProtected));
+    let marked = |list: &[User]| list.iter().filter(|u| u.protected).map(|u| u.user_id.clone()).collect::<Vec<_>>();
+    assert_eq!(marked(&store.list_users().await.unwrap()), [ada.clone()]);
+
+    assert_eq!(
+        store.remove_passkey(&ada, "c2").await.unwrap(),
+        RemovedPasskey::Removed { protected: false }
+    );
+    assert_eq!(store.passkeys(&ada).await.unwrap(), AccountPasskeys::default());
+    assert_eq!(store.passkeys_by_name("ada").await.unwrap(), None);
+    assert_eq!(marked(&store.list_users().await.unwrap()), Vec::<UserId>::new());
+    assert!(matches!(sign_up(&store, "ADA").await, Created::Session(..)));
+    assert_eq!(
+        store.protect(&ghost, passkey("c3"), "").await.unwrap(),
+        Protect::NameTaken,
+        "still the oldest's to protect"
+    );
+    assert_eq!(
+        store.protect(&ada, passkey("c1"), "").await.unwrap(),
+        Protect::Protected,
+        "its credential is free again"
+    );
 }
 
 /// Every scenario, as a test per store: `contract!` names each store and its backend, and
@@ -1880,6 +2034,7 @@ contract! {
         protect_refuses_alike_in_the_contracts_order,
         a_name_stays_its_accounts_when_its_passkeys_are_gone,
         a_passkey_is_replaced_only_while_it_is_as_read,
+        passkeys_are_listed_and_removing_the_last_gives_the_name_up,
         device_sessions_are_bounded_per_user,
         idle_sessions_do_not_count_against_the_session_limit,
     ],

@@ -28,7 +28,8 @@ use super::{
     Store, StoreError, Stored, User, UserSettings, UNREAD_MAX,
 };
 use super::{
-    name_key, stored_pop_key, Bind, Created, PopKey, Protect, StoredPasskey, PASSKEYS_PER_USER_MAX,
+    name_key, stored_pop_key, AccountPasskeys, Bind, Created, PasskeyInfo, PopKey, Protect,
+    RemovedPasskey, StoredPasskey, PASSKEYS_PER_USER_MAX,
 };
 use crate::domain::{SessionId, UserId, Username};
 use queries::{
@@ -171,8 +172,10 @@ impl Store for SqliteStore {
         &self,
         username: &Username,
         device: &str,
+        pop_key: Option<&PopKey>,
     ) -> Result<Created, StoreError> {
         let key = name_key(username.as_str());
+        let pop_key = pop_key.cloned();
         let username = username.as_str().to_owned();
         let device = super::stored_label(device);
         let created = self
@@ -201,13 +204,13 @@ impl Store for SqliteStore {
                         break candidate;
                     }
                 };
-                let session_id = insert_session(conn, &user_id, &device, now)?;
+                let session_id = insert_session(conn, &user_id, &device, now, pop_key.as_ref())?;
                 Ok(Some((
                     session_id,
                     Session {
                         user_id,
                         username,
-                        pop_key: None,
+                        pop_key,
                     },
                 )))
             })
@@ -230,8 +233,10 @@ impl Store for SqliteStore {
         user: &UserId,
         device: &str,
         max_sessions: u32,
+        pop_key: Option<&PopKey>,
     ) -> Result<NewDevice, StoreError> {
         let user = user.clone();
+        let pop_key = pop_key.cloned();
         let device = super::stored_label(device);
         let now = now_ms();
         let (idle_cut, age_cut) = self.session_cutoffs(now);
@@ -253,14 +258,14 @@ impl Store for SqliteStore {
             if live >= i64::from(max_sessions) {
                 return Ok(NewDevice::TooManySessions);
             }
-            let session_id = insert_session(conn, &user, &device, now)?;
+            let session_id = insert_session(conn, &user, &device, now, pop_key.as_ref())?;
             touch_account(conn, user.as_str(), now)?;
             Ok(NewDevice::Created(
                 session_id,
                 Session {
                     user_id: user,
                     username,
-                    pop_key: None,
+                    pop_key,
                 },
             ))
         })
@@ -361,7 +366,12 @@ impl Store for SqliteStore {
         Ok(Some(Session {
             user_id: UserId::from_store(user_id),
             username,
-            pop_key: pop_key.as_deref().map(stored_pop_key).transpose()?,
+            // Empty: made without a key (unbound for good); absent: from before keys.
+            pop_key: pop_key
+                .as_deref()
+                .filter(|k| !k.is_empty())
+                .map(stored_pop_key)
+                .transpose()?,
         }))
     }
 
@@ -383,6 +393,7 @@ impl Store for SqliteStore {
                 .optional()?;
             Ok(match held {
                 None | Some(None) => Bind::Gone,
+                Some(Some(held)) if held.is_empty() => Bind::Never,
                 Some(Some(held)) if held == key => Bind::AlreadyThis,
                 Some(Some(_)) => Bind::OtherKey,
             })
@@ -518,9 +529,15 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn protect(&self, user: &UserId, passkey: StoredPasskey) -> Result<Protect, StoreError> {
+    async fn protect(
+        &self,
+        user: &UserId,
+        passkey: StoredPasskey,
+        added_in: &str,
+    ) -> Result<Protect, StoreError> {
         let user_id = user.clone();
         let user = user.as_str().to_owned();
+        let added_in = super::stored_label(added_in);
         let done = self
             .run(move |conn| {
                 let key: Option<String> = conn
@@ -563,10 +580,10 @@ impl Store for SqliteStore {
                 }
                 let now = now_ms();
                 conn.prepare_cached(
-                    "INSERT INTO passkeys (cred_id, user_id, passkey, created_at, last_used_at)
-                 VALUES (?1, ?2, ?3, ?4, ?4)",
+                    "INSERT INTO passkeys (cred_id, user_id, passkey, created_at, last_used_at, added_in)
+                 VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
                 )?
-                .execute(params![passkey.cred_id, user, passkey.json, now])?;
+                .execute(params![passkey.cred_id, user, passkey.json, now, added_in])?;
                 if owner.is_some() {
                     return Ok(Protect::Added);
                 }
@@ -630,6 +647,79 @@ impl Store for SqliteStore {
             )))
         })
         .await
+    }
+
+    async fn passkeys(&self, user: &UserId) -> Result<AccountPasskeys, StoreError> {
+        let user = user.as_str().to_owned();
+        self.read(move |conn| {
+            let protected: bool = conn
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM protected_names WHERE user_id = ?1)")?
+                .query_row(params![user], |r| r.get(0))?;
+            let passkeys = conn
+                .prepare_cached(
+                    "SELECT cred_id, added_in, created_at, last_used_at FROM passkeys
+                     WHERE user_id = ?1 ORDER BY created_at, cred_id",
+                )?
+                .query_map(params![user], |r| {
+                    Ok(PasskeyInfo {
+                        cred_id: r.get(0)?,
+                        added_in: r.get(1)?,
+                        added: r.get(2)?,
+                        last_used: r.get(3)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(AccountPasskeys {
+                protected,
+                passkeys,
+            })
+        })
+        .await
+    }
+
+    async fn remove_passkey(
+        &self,
+        user: &UserId,
+        cred_id: &str,
+    ) -> Result<RemovedPasskey, StoreError> {
+        let user_id = user.clone();
+        let user = user.as_str().to_owned();
+        let cred_id = cred_id.to_owned();
+        let done = self
+            .run(move |conn| {
+                let removed = conn
+                    .prepare_cached("DELETE FROM passkeys WHERE cred_id = ?1 AND user_id = ?2")?
+                    .execute(params![cred_id, user])?;
+                if removed == 0 {
+                    return Ok(RemovedPasskey::Unknown);
+                }
+                let left: i64 = conn
+                    .prepare_cached("SELECT COUNT(*) FROM passkeys WHERE user_id = ?1")?
+                    .query_row(params![user], |r| r.get(0))?;
+                if left == 0 {
+                    // The last one: the name is given up.
+                    conn.prepare_cached("DELETE FROM protected_names WHERE user_id = ?1")?
+                        .execute(params![user])?;
+                }
+                let protected: bool = conn
+                    .prepare_cached(
+                        "SELECT EXISTS (SELECT 1 FROM protected_names WHERE user_id = ?1)",
+                    )?
+                    .query_row(params![user], |r| r.get(0))?;
+                Ok(RemovedPasskey::Removed { protected })
+            })
+            .await?;
+        if done == (RemovedPasskey::Removed { protected: false }) {
+            // Committed: the roster no longer marks the account.
+            let mut directory = self.directory.write().unwrap_or_else(|e| e.into_inner());
+            if let Some(owner) = Arc::make_mut(&mut directory)
+                .iter_mut()
+                .find(|u| u.user_id == user_id && u.protected)
+            {
+                owner.protected = false;
+            }
+        }
+        Ok(done)
     }
 
     async fn passkey_used(
@@ -1101,21 +1191,24 @@ fn receipts_shared(conn: &Connection, viewer: &str, peer: &str) -> rusqlite::Res
 }
 
 /// Inserts a new session of `user` with a fresh secret (drawn again in the astronomically
-/// unlikely case its digest is taken) and returns the secret.
+/// unlikely case its digest is taken) and returns the secret. Its key is `key`'s bytes, or
+/// empty: unbound for good (NULL is left to sessions from before keys, which bind once).
 fn insert_session(
     conn: &Connection,
     user: &UserId,
     device: &str,
     now: i64,
+    key: Option<&PopKey>,
 ) -> rusqlite::Result<SessionId> {
+    let key: &[u8] = key.map_or(&[], |k| k.as_bytes());
     loop {
         let candidate = SessionId::random();
         let inserted = conn
             .prepare_cached(
-                "INSERT OR IGNORE INTO sessions (session_digest, user_id, created_at, last_seen_at, device)
-                 VALUES (?1, ?2, ?3, ?3, ?4)",
+                "INSERT OR IGNORE INTO sessions (session_digest, user_id, created_at, last_seen_at, device, pop_key)
+                 VALUES (?1, ?2, ?3, ?3, ?4, ?5)",
             )?
-            .execute(params![candidate.digest(), user.as_str(), now, device])?;
+            .execute(params![candidate.digest(), user.as_str(), now, device, key])?;
         if inserted == 1 {
             return Ok(candidate);
         }

@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0010_passkeys.sql"),
     include_str!("../../../migrations/0011_name_keys.sql"),
     include_str!("../../../migrations/0012_pop_key.sql"),
+    include_str!("../../../migrations/0014_passkey_added_in.sql"),
 ];
 
 /// The migration (its number) after whose SQL [`fill_name_keys`] runs.
@@ -142,7 +143,7 @@ mod tests {
 
     async fn user(store: &SqliteStore, name: &str) -> UserId {
         let created = store
-            .create_session(&Username::parse(name).unwrap(), "Firefox on Linux")
+            .create_session(&Username::parse(name).unwrap(), "Firefox on Linux", None)
             .await;
         created.unwrap().into_session().unwrap().1.user_id
     }
@@ -240,7 +241,7 @@ mod tests {
         assert_eq!(keys, ["ada", "ada"]);
         assert_eq!(claims, [("ada".to_owned(), "a".to_owned())]);
         let refused = store
-            .create_session(&Username::parse("\u{430}da").unwrap(), "")
+            .create_session(&Username::parse("\u{430}da").unwrap(), "", None)
             .await
             .unwrap();
         assert_eq!(refused, crate::store::Created::NameProtected);
