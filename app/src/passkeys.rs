@@ -93,13 +93,14 @@ pub fn on_reply(rt: Realtime, tag: u64, ack: Option<String>) {
             rt.passkeys.update(|p| p.error = Some(NOT_CONNECTED.into()))
         }
         (LIST_TAG, Some(ack)) => {
-            match protocol::json::from_str::<protocol::Ack<protocol::payloads::PasskeyList>>(&ack)
-            {
+            match protocol::json::from_str::<protocol::Ack<protocol::payloads::PasskeyList>>(&ack) {
                 Ok(protocol::Ack::Ok(list)) => rt.passkeys.set(Listed {
                     list: Some(list),
                     error: None,
                 }),
-                _ => rt.passkeys.update(|p| p.error = refused::<protocol::payloads::PasskeyList>(&ack)),
+                _ => rt
+                    .passkeys
+                    .update(|p| p.error = refused::<protocol::payloads::PasskeyList>(&ack)),
             }
         }
         (REMOVE_TAG, Some(ack)) => {

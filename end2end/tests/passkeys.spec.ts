@@ -37,7 +37,7 @@ async function deviceWithAuthenticator(browser: Browser, baseURL: string): Promi
 test("a passkey protects the name and signs in on another device with the account's conversations", async ({ browser }) => {
   test.setTimeout(90_000);
   const dataDir = freshDataDir();
-  // Passkeys are off unless turned on (until proof of possession lands).
+  // Passkeys are off unless turned on (until the feature's review is done).
   const server = await startServer(dataDir, "127.0.0.1:0", ["--passkeys"]);
   const baseURL = server.url.replace("127.0.0.1", "localhost");
   try {
@@ -98,7 +98,52 @@ test("a passkey protects the name and signs in on another device with the accoun
     await thiefPage.getByRole("button", { name: "Sign in with a passkey" }).click();
     await expect(thiefPage.getByRole("alert").filter({ hasText: "No passkey protects that name." })).toBeVisible();
 
+    // The laptop lists the passkey (added in this browser, used once since) and removes it:
+    // it was the last, so the name is given up, and a sign-up with it is let in again.
+    const passkey = laptop.page.getByTestId("passkey");
+    await expect(passkey).toHaveCount(1);
+    await expect(passkey).toContainText("Passkey added in Chrome on Linux");
+    await expect(passkey).toContainText("last used");
+    await passkey.getByRole("button", { name: "Remove the passkey added in Chrome on Linux" }).click();
+    await expect(laptop.page.getByTestId("last-passkey-warning")).toBeVisible();
+    await passkey.getByRole("button", { name: "Confirm: Remove the passkey added in Chrome on Linux" }).click();
+    await expect(laptop.page.getByTestId("passkey")).toHaveCount(0);
+    await expect(laptop.page.getByTestId("protect-status")).toHaveText("Your name is not protected.");
+    await expect(laptop.page.getByTestId("protect-name")).toHaveText("Protect your name with a passkey");
+    await thiefPage.getByLabel("Your name").fill("ADA");
+    await thiefPage.getByRole("button", { name: "Continue" }).click();
+    await expect(thiefPage.getByRole("heading", { level: 1, name: "Chats" })).toBeVisible();
+
     await Promise.all([laptop.context.close(), phone.context.close(), bobContext.close(), thief.close()]);
+  } finally {
+    await stopServer(server);
+    removeDataDir(dataDir);
+  }
+});
+
+test("a page at an address passkeys cannot use does not offer them", async ({ browser }) => {
+  const dataDir = freshDataDir();
+  const server = await startServer(dataDir, "127.0.0.1:0", ["--passkeys"]);
+  try {
+    // Browsers refuse an IP address as a relying party: at http://127.0.0.1 neither button shows.
+    const context = await browser.newContext({ baseURL: server.url });
+    const page = await context.newPage();
+    await page.goto("/signin");
+    await expect(page.locator("html")).toHaveAttribute("data-hydrated", "true");
+    await expect(page.getByRole("button", { name: "Continue" })).toBeVisible();
+    await expect(page.getByRole("button", { name: "Sign in with a passkey" })).toHaveCount(0);
+    await signIn(page, "ada");
+    await page.goto("/session");
+    await expect(page.locator("html")).toHaveAttribute("data-hydrated", "true");
+    await expect(page.getByTestId("device")).toHaveCount(1);
+    await expect(page.getByTestId("protect-name")).toHaveCount(0);
+    // The same server at http://localhost offers them.
+    const local = await browser.newContext({ baseURL: server.url.replace("127.0.0.1", "localhost") });
+    const localPage = await local.newPage();
+    await localPage.goto("/signin");
+    await expect(localPage.locator("html")).toHaveAttribute("data-hydrated", "true");
+    await expect(localPage.getByRole("button", { name: "Sign in with a passkey" })).toBeVisible();
+    await Promise.all([context.close(), local.close()]);
   } finally {
     await stopServer(server);
     removeDataDir(dataDir);

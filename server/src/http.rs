@@ -11,22 +11,41 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use leptos::config::LeptosOptions;
-use leptos::prelude::provide_context;
+use leptos::prelude::{provide_context, use_context};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::assets::{Assets, HTML_CACHE, REVALIDATE};
+use crate::identity::passkeys::Passkeys;
 
 /// The app's pages are rendered (streamed) for the paths `app::router` knows; any other path is
 /// a file of the built site (`assets`, embedded in the binary, or else `leptos_options.site_root`
 /// on disk) or, failing that, the app's "Page not found" with a 404.
+///
+/// Pages offer passkeys (`client.passkeys`) only when `passkeys` are on and the page was
+/// requested at an origin that may use them ([`Passkeys::serves_host`]).
 pub fn router(
     leptos_options: LeptosOptions,
     client: ClientConfig,
+    passkeys: Option<Arc<Passkeys>>,
     assets: Option<Arc<Assets>>,
 ) -> Router {
     // Rendering spawns onto Leptos' executor (already set when a second app is built).
     let _ = any_spawner::Executor::init_tokio();
-    let page = leptos_axum::render_app_to_stream_with_context(move || provide_context(client), {
+    let context = move || {
+        let host = use_context::<axum::http::request::Parts>().and_then(|parts| {
+            parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        });
+        let passkeys = passkeys
+            .as_ref()
+            .zip(host)
+            .is_some_and(|(p, host)| p.serves_host(&host));
+        provide_context(ClientConfig { passkeys, ..client })
+    };
+    let page = leptos_axum::render_app_to_stream_with_context(context, {
         let options = leptos_options.clone();
         move || shell(options.clone())
     });

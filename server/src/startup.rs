@@ -302,8 +302,9 @@ fn routes(
         leptos_options,
         app::ClientConfig {
             shared_connection: config.shared_connection,
-            passkeys: passkeys.is_some(),
+            passkeys: false,
         },
+        passkeys.clone(),
         assets,
     );
     // `/metrics` on the public address unless it has one of its own.

@@ -53,7 +53,7 @@ async fn main() {
     for i in 0..users {
         let name = Username::parse(&format!("user{i}")).expect("a username");
         let (_, session) = store
-            .create_session(&name, "")
+            .create_session(&name, "", None)
             .await
             .expect("a session")
             .into_session()

@@ -314,7 +314,11 @@ async fn sign_in(
     // One P-256 verification, paid for; a bad proof leaves the ceremony for a good one.
     let key = match proof {
         Some((key, pop)) => {
-            let signed = format!("{}{}", protocol::events::SIGN_IN_POP_PREFIX, ceremony.as_str());
+            let signed = format!(
+                "{}{}",
+                protocol::events::SIGN_IN_POP_PREFIX,
+                ceremony.as_str()
+            );
             if !key.verifies(&signed, &pop) {
                 return Err(ApiError::ProofRequired);
             }

@@ -117,6 +117,9 @@ impl RelyingParty {
 pub struct Passkeys {
     webauthn: Webauthn,
     ceremony: Duration,
+    /// The `Host` header of a request for a page at each origin that may use passkeys
+    /// (`host`, or `host:port` when the port is not the scheme's), lower case.
+    hosts: Vec<String>,
 }
 
 /// A sign-in ceremony's state as the store keeps it between its two requests: whose passkeys
@@ -153,12 +156,31 @@ impl Passkeys {
         for origin in &rp.origins[1..] {
             builder = builder.append_allowed_origin(origin);
         }
+        let hosts = rp
+            .origins
+            .iter()
+            .filter_map(|o| {
+                let host = o.host_str()?.to_ascii_lowercase();
+                Some(match o.port() {
+                    Some(port) => format!("{host}:{port}"),
+                    None => host,
+                })
+            })
+            .collect();
         Ok(Self {
             webauthn: builder
                 .build()
                 .map_err(|e| format!("passkey relying party {}: {e}", rp.id))?,
             ceremony,
+            hosts,
         })
+    }
+
+    /// Whether a page requested with this `Host` header is at an origin that may use passkeys
+    /// (compared exactly, port included): a page at `http://127.0.0.1:3000` may not (browsers
+    /// refuse IP addresses as relying parties), so it does not offer them.
+    pub fn serves_host(&self, host: &str) -> bool {
+        self.hosts.iter().any(|h| h.eq_ignore_ascii_case(host))
     }
 
     /// How long a ceremony may take (the browser's timeout and the stored state's lifetime).

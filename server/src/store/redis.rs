@@ -1714,7 +1714,12 @@ impl Store for RedisStore {
             let cred_id: String = redis::from_redis_value(cred_id)?;
             let info: String = redis::from_redis_value(info)?;
             let mut parts = info.splitn(3, '|');
-            let mut number = || parts.next().and_then(|n| n.parse::<i64>().ok()).unwrap_or(0);
+            let mut number = || {
+                parts
+                    .next()
+                    .and_then(|n| n.parse::<i64>().ok())
+                    .unwrap_or(0)
+            };
             let (added, last_used) = (number(), number());
             passkeys.push(PasskeyInfo {
                 cred_id,

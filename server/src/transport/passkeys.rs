@@ -99,9 +99,14 @@ async fn read_passkeys<A: Adapter>(
     state: &SocketState,
     viewer: &Viewer,
 ) -> Result<AccountPasskeys, EventError> {
-    priced(socket, state, viewer, reserve_most(state), list_cost, async {
-        Ok(state.store.passkeys(&viewer.user_id).await?)
-    })
+    priced(
+        socket,
+        state,
+        viewer,
+        reserve_most(state),
+        list_cost,
+        async { Ok(state.store.passkeys(&viewer.user_id).await?) },
+    )
     .await
 }
 
@@ -280,10 +285,7 @@ mod tests {
             Err(EventError::InvalidPayload)
         ));
         let id = passkey_id("ab01");
-        assert_eq!(
-            parse_remove(Some(json!({ "passkeyID": id }))).unwrap(),
-            id
-        );
+        assert_eq!(parse_remove(Some(json!({ "passkeyID": id }))).unwrap(), id);
         for bad in [
             json!(null),
             json!(id),
@@ -295,7 +297,10 @@ mod tests {
             json!({ "passkeyID": "ab01" }),
         ] {
             assert!(
-                matches!(parse_remove(Some(bad.clone())), Err(EventError::InvalidPayload)),
+                matches!(
+                    parse_remove(Some(bad.clone())),
+                    Err(EventError::InvalidPayload)
+                ),
                 "{bad}"
             );
         }

@@ -615,7 +615,10 @@ async fn an_unbound_connection_cannot_add_a_passkey() {
     let tutorial = app.connect_as("ada").await;
     for event in ["passkey_options", "passkey_add", "passkey_remove"] {
         let answer = tutorial
-            .request(event, json!({ "credential": {}, "passkeyID": "0123456789abcdef" }))
+            .request(
+                event,
+                json!({ "credential": {}, "passkeyID": "0123456789abcdef" }),
+            )
             .await;
         assert_eq!(code(&answer), "proof_required", "{event}: {answer}");
     }
@@ -670,7 +673,11 @@ async fn a_passkey_sign_in_with_a_key_makes_a_bound_session() {
         json!({ "ceremony": ceremony, "credential": credential, "popKey": 5, "pop": pop }),
     ] {
         let (status, body) = post_json(app.addr, "/api/passkey/signin", bad.clone()).await;
-        assert_eq!((status, code(&body)), (400, "invalid_payload"), "{bad}: {body}");
+        assert_eq!(
+            (status, code(&body)),
+            (400, "invalid_payload"),
+            "{bad}: {body}"
+        );
     }
     let proof = key.prove(&format!("signin:{ceremony}"));
     let (pop, pop_key) = (proof.pop, proof.pop_key);
@@ -683,7 +690,10 @@ async fn a_passkey_sign_in_with_a_key_makes_a_bound_session() {
     assert_eq!(status, 200, "the ceremony was left for this one: {body}");
     let secret = body["sessionID"].as_str().unwrap();
     let refusal = app.refusal(json!({ "sessionID": secret })).await;
-    assert!(refusal.ends_with(r#"{"message":"proof required"}"#), "{refusal}");
+    assert!(
+        refusal.ends_with(r#"{"message":"proof required"}"#),
+        "{refusal}"
+    );
     let phone = BoundClient::connect(&app.url(), json!({ "sessionID": secret }), key).await;
     assert_eq!(phone.user_id, ada.user_id);
     protect(&phone, &mut Browser::for_app(app.addr)).await;
@@ -807,7 +817,10 @@ async fn passkeys_are_listed_and_removed_and_the_last_gives_the_name_up() {
     assert_eq!(passkeys.len(), 2, "{listed}");
     for passkey in &passkeys {
         let id = passkey["passkeyID"].as_str().unwrap();
-        assert!(id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        assert!(
+            id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{id}"
+        );
         assert_eq!(passkey["addedIn"], browser, "the browser it was added in");
         assert!(passkey["added"].as_i64().unwrap() > 0);
     }
@@ -856,7 +869,10 @@ async fn passkeys_are_listed_and_removed_and_the_last_gives_the_name_up() {
         .await;
     assert_eq!(code(&again), "unknown_passkey", "{again}");
     let refusal = app.refusal(json!({ "username": "ada" })).await;
-    assert!(refusal.ends_with(r#"{"message":"name protected"}"#), "{refusal}");
+    assert!(
+        refusal.ends_with(r#"{"message":"name protected"}"#),
+        "{refusal}"
+    );
 
     // The last one: the name is given up.
     assert_eq!(

@@ -333,7 +333,11 @@ async fn a_session_from_before_keys_binds_on_first_proof() {
     app.stop().await;
     // As a release before keys left it.
     let db = rusqlite::Connection::open(dir.path().join("tether.db")).unwrap();
-    assert_eq!(db.execute("UPDATE sessions SET pop_key = NULL", []).unwrap(), 1);
+    assert_eq!(
+        db.execute("UPDATE sessions SET pop_key = NULL", [])
+            .unwrap(),
+        1
+    );
     drop(db);
     let app = crate::helpers::spawn_app_in(dir.path()).await;
     app.resume(&id).await;

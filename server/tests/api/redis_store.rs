@@ -241,7 +241,9 @@ async fn users_and_claims_from_before_name_keys_are_keyed_once_at_connect() {
         json: "{}".into(),
     };
     assert_eq!(
-        node.protect(&wide, passkey, "Chrome on Linux").await.unwrap(),
+        node.protect(&wide, passkey, "Chrome on Linux")
+            .await
+            .unwrap(),
         Protect::NameTaken
     );
     // Once: a later connect leaves a claim made since alone.

@@ -19,9 +19,8 @@ use server::store::redis::{NodeOptions, RedisStore};
 use server::store::sqlite::{SessionPolicy, SqliteStore};
 use server::store::{
     AccountPasskeys, Bind, ConversationPage, Created, Expired, MarkedRead, NewDevice, NewMessage,
-    Page, PopKey, RemovedPasskey, User,
-    Protect, ReadCursor, SettingsChange, Store, Stored, StoredPasskey, UserSettings,
-    PASSKEYS_PER_USER_MAX, UNREAD_MAX,
+    Page, PopKey, Protect, ReadCursor, RemovedPasskey, SettingsChange, Store, Stored,
+    StoredPasskey, User, UserSettings, PASSKEYS_PER_USER_MAX, UNREAD_MAX,
 };
 use tokio::time::sleep;
 
@@ -50,7 +49,7 @@ trait Backend: Sized {
     async fn drop_passkeys(&self, user: &UserId);
     /// Makes the session of this family one from before keys (neither bound nor marked
     /// unbound for good), behind the store's back: no instance may be open.
-    async fn from_before_keys(&self, family: &str);
+    async fn make_from_before_keys(&self, family: &str);
 }
 
 struct Sqlite(tempfile::TempDir);
@@ -68,7 +67,7 @@ impl Backend for Sqlite {
     fn location(&self) -> String {
         self.0.path().display().to_string()
     }
-    async fn from_before_keys(&self, family: &str) {
+    async fn make_from_before_keys(&self, family: &str) {
         let conn = rusqlite::Connection::open(self.0.path().join("tether.db")).unwrap();
         let changed = conn
             .execute(
@@ -107,7 +106,7 @@ impl Backend for Redis {
     fn location(&self) -> String {
         self.0.as_ref().expect("not taken away").url()
     }
-    async fn from_before_keys(&self, family: &str) {
+    async fn make_from_before_keys(&self, family: &str) {
         let redis = self.0.as_ref().expect("not taken away");
         let mut conn = ::redis::Client::open(redis.url())
             .unwrap()
@@ -648,12 +647,18 @@ async fn a_session_binds_to_one_key_once<B: Backend>(backend: B) {
     };
     // Made without a key: unbound, and never bound.
     for sid in [&ada_sid, &phone] {
-        assert_eq!(store.find_session(sid).await.unwrap().unwrap().pop_key, None);
+        assert_eq!(
+            store.find_session(sid).await.unwrap().unwrap().pop_key,
+            None
+        );
         assert_eq!(
             store.bind_key(&sid.digest(), &key(1)).await.unwrap(),
             Bind::Never
         );
-        assert_eq!(store.find_session(sid).await.unwrap().unwrap().pop_key, None);
+        assert_eq!(
+            store.find_session(sid).await.unwrap().unwrap().pop_key,
+            None
+        );
     }
     // Made with one: bound from birth, the same for a sign-up and another device.
     let Created::Session(carol_sid, carol) = store
@@ -688,8 +693,8 @@ async fn a_session_binds_to_one_key_once<B: Backend>(backend: B) {
 
     // Sessions from before keys bind on first use.
     drop(store);
-    backend.from_before_keys(&ada_sid.digest()).await;
-    backend.from_before_keys(&bob_sid.digest()).await;
+    backend.make_from_before_keys(&ada_sid.digest()).await;
+    backend.make_from_before_keys(&bob_sid.digest()).await;
     let store = open(&backend).await;
     assert_eq!(
         store.find_session(&ada_sid).await.unwrap().unwrap().pop_key,
@@ -1466,18 +1471,27 @@ async fn only_the_oldest_account_with_a_name_key_may_protect_it<B: Backend>(back
     let (_, bob) = user(&store, "bob").await;
     for newer in [&wide, &cyrillic] {
         assert_eq!(
-            store.protect(newer, passkey("c1"), "Chrome on Linux").await.unwrap(),
+            store
+                .protect(newer, passkey("c1"), "Chrome on Linux")
+                .await
+                .unwrap(),
             Protect::NameTaken
         );
     }
     assert_eq!(store.passkeys_by_name("ada").await.unwrap(), None);
     // Nothing was written: the credential is still free, and the oldest may protect.
     assert_eq!(
-        store.protect(&ada, passkey("c1"), "Chrome on Linux").await.unwrap(),
+        store
+            .protect(&ada, passkey("c1"), "Chrome on Linux")
+            .await
+            .unwrap(),
         Protect::Protected
     );
     assert_eq!(
-        store.protect(&bob, passkey("c2"), "Chrome on Linux").await.unwrap(),
+        store
+            .protect(&bob, passkey("c2"), "Chrome on Linux")
+            .await
+            .unwrap(),
         Protect::Protected,
         "another name is another key"
     );
@@ -1506,7 +1520,10 @@ async fn only_the_oldest_account_with_a_name_key_may_protect_it<B: Backend>(back
     let (nfd_sid, _) = user(&store, "Zoe\u{308}").await;
     let (_, nfc) = user(&store, "Zo\u{eb}").await;
     assert_eq!(
-        store.protect(&nfc, passkey("z1"), "Chrome on Linux").await.unwrap(),
+        store
+            .protect(&nfc, passkey("z1"), "Chrome on Linux")
+            .await
+            .unwrap(),
         Protect::NameTaken,
         "NFC and NFD spellings are one name"
     );
@@ -1514,7 +1531,10 @@ async fn only_the_oldest_account_with_a_name_key_may_protect_it<B: Backend>(back
     let swept = store.expire_accounts(HOUR, 100).await.unwrap();
     assert_eq!(swept.users, 1, "the sessionless NFD account only");
     assert_eq!(
-        store.protect(&nfc, passkey("z1"), "Chrome on Linux").await.unwrap(),
+        store
+            .protect(&nfc, passkey("z1"), "Chrome on Linux")
+            .await
+            .unwrap(),
         Protect::Protected
     );
 }
@@ -1525,7 +1545,10 @@ async fn a_sign_up_with_a_protected_name_key_is_refused_and_writes_nothing<B: Ba
     let store = open(&backend).await;
     let (_, ada) = user(&store, "Ada").await;
     assert_eq!(
-        store.protect(&ada, passkey("c1"), "Chrome on Linux").await.unwrap(),
+        store
+            .protect(&ada, passkey("c1"), "Chrome on Linux")
+            .await
+            .unwrap(),
         Protect::Protected
     );
     let before = listed(&store).await;
@@ -1576,24 +1599,39 @@ async fn a_passkey_protects_a_name_once_and_keeps_its_account<B: Backend>(backen
     assert_eq!(store.passkeys_by_name("ada").await.unwrap(), None);
 
     assert_eq!(
-        store.protect(&ada, passkey("c1"), "Chrome on Linux").await.unwrap(),
+        store
+            .protect(&ada, passkey("c1"), "Chrome on Linux")
+            .await
+            .unwrap(),
         Protect::Protected
     );
     assert_eq!(
-        store.protect(&ghost, passkey("c2"), "Chrome on Linux").await.unwrap(),
+        store
+            .protect(&ghost, passkey("c2"), "Chrome on Linux")
+            .await
+            .unwrap(),
         Protect::NameTaken
     );
     assert_eq!(
-        store.protect(&bob, passkey("c1"), "Chrome on Linux").await.unwrap(),
+        store
+            .protect(&bob, passkey("c1"), "Chrome on Linux")
+            .await
+            .unwrap(),
         Protect::CredentialTaken
     );
     assert_eq!(
-        store.protect(&ada, passkey("c3"), "Chrome on Linux").await.unwrap(),
+        store
+            .protect(&ada, passkey("c3"), "Chrome on Linux")
+            .await
+            .unwrap(),
         Protect::Added
     );
     let unknown = UserId::parse("00000000-0000-4000-8000-000000000000").unwrap();
     assert_eq!(
-        store.protect(&unknown, passkey("c4"), "Chrome on Linux").await.unwrap(),
+        store
+            .protect(&unknown, passkey("c4"), "Chrome on Linux")
+            .await
+            .unwrap(),
         Protect::UnknownUser
     );
     for name in ["ada", " ADA ", "Ada"] {
@@ -1684,7 +1722,9 @@ async fn an_account_holds_a_bounded_number_of_passkeys<B: Backend>(backend: B) {
     let store = open(&backend).await;
     let (_, ada) = user(&store, "ada").await;
     for n in 0..PASSKEYS_PER_USER_MAX {
-        let done = store.protect(&ada, passkey(&format!("k{n:02}")), "Chrome on Linux").await;
+        let done = store
+            .protect(&ada, passkey(&format!("k{n:02}")), "Chrome on Linux")
+            .await;
         let want = if n == 0 {
             Protect::Protected
         } else {
@@ -1693,7 +1733,10 @@ async fn an_account_holds_a_bounded_number_of_passkeys<B: Backend>(backend: B) {
         assert_eq!(done.unwrap(), want, "passkey {n}");
     }
     assert_eq!(
-        store.protect(&ada, passkey("one-more"), "Chrome on Linux").await.unwrap(),
+        store
+            .protect(&ada, passkey("one-more"), "Chrome on Linux")
+            .await
+            .unwrap(),
         Protect::Full
     );
     let (_, held) = store.passkeys_by_name("ada").await.unwrap().unwrap();
@@ -1710,33 +1753,53 @@ async fn protect_refuses_alike_in_the_contracts_order<B: Backend>(backend: B) {
     let (_, ada) = user(&store, "ada").await;
     let (_, bob) = user(&store, "bob").await;
     assert_eq!(
-        store.protect(&ada, passkey("a00"), "Chrome on Linux").await.unwrap(),
+        store
+            .protect(&ada, passkey("a00"), "Chrome on Linux")
+            .await
+            .unwrap(),
         Protect::Protected
     );
     assert_eq!(
-        store.protect(&ada, passkey("a00"), "Chrome on Linux").await.unwrap(),
+        store
+            .protect(&ada, passkey("a00"), "Chrome on Linux")
+            .await
+            .unwrap(),
         Protect::CredentialTaken,
         "a retry of a protect that succeeded"
     );
     for n in 1..PASSKEYS_PER_USER_MAX {
-        let done = store.protect(&ada, passkey(&format!("a{n:02}")), "Chrome on Linux").await;
+        let done = store
+            .protect(&ada, passkey(&format!("a{n:02}")), "Chrome on Linux")
+            .await;
         assert_eq!(done.unwrap(), Protect::Added, "passkey {n}");
     }
     assert_eq!(
-        store.protect(&bob, passkey("b00"), "Chrome on Linux").await.unwrap(),
+        store
+            .protect(&bob, passkey("b00"), "Chrome on Linux")
+            .await
+            .unwrap(),
         Protect::Protected
     );
     // Full, and the credential registered: registered comes first, whoever holds it.
     assert_eq!(
-        store.protect(&ada, passkey("a00"), "Chrome on Linux").await.unwrap(),
+        store
+            .protect(&ada, passkey("a00"), "Chrome on Linux")
+            .await
+            .unwrap(),
         Protect::CredentialTaken
     );
     assert_eq!(
-        store.protect(&ada, passkey("b00"), "Chrome on Linux").await.unwrap(),
+        store
+            .protect(&ada, passkey("b00"), "Chrome on Linux")
+            .await
+            .unwrap(),
         Protect::CredentialTaken
     );
     assert_eq!(
-        store.protect(&ada, passkey("new"), "Chrome on Linux").await.unwrap(),
+        store
+            .protect(&ada, passkey("new"), "Chrome on Linux")
+            .await
+            .unwrap(),
         Protect::Full
     );
     let (_, held) = store.passkeys_by_name("ada").await.unwrap().unwrap();
@@ -1754,7 +1817,10 @@ async fn a_name_stays_its_accounts_when_its_passkeys_are_gone<B: Backend>(backen
     let (_, ada) = user(&store, "Ada").await;
     let (_, ghost) = user(&store, "ada").await;
     assert_eq!(
-        store.protect(&ada, passkey("c1"), "Chrome on Linux").await.unwrap(),
+        store
+            .protect(&ada, passkey("c1"), "Chrome on Linux")
+            .await
+            .unwrap(),
         Protect::Protected
     );
     drop(store);
@@ -1778,11 +1844,17 @@ async fn a_name_stays_its_accounts_when_its_passkeys_are_gone<B: Backend>(backen
     );
     assert_eq!(held, []);
     assert_eq!(
-        store.protect(&ghost, passkey("c2"), "Chrome on Linux").await.unwrap(),
+        store
+            .protect(&ghost, passkey("c2"), "Chrome on Linux")
+            .await
+            .unwrap(),
         Protect::NameTaken
     );
     assert_eq!(
-        store.protect(&ada, passkey("c1"), "Chrome on Linux").await.unwrap(),
+        store
+            .protect(&ada, passkey("c1"), "Chrome on Linux")
+            .await
+            .unwrap(),
         Protect::Added,
         "the credential is free again and the name the account's"
     );
@@ -1814,7 +1886,8 @@ async fn device_sessions_are_bounded_per_user<B: Backend>(backend: B) {
     assert!(matches!(unknown, NewDevice::UnknownUser), "{unknown:?}");
 
     store.delete_session(&first).await.unwrap();
-    let racing = join_all((0..8).map(|_| store.create_device_session(&ada, "Safari", 3, None))).await;
+    let racing =
+        join_all((0..8).map(|_| store.create_device_session(&ada, "Safari", 3, None))).await;
     let made = racing
         .into_iter()
         .filter(|r| matches!(r, Ok(NewDevice::Created(..))))
@@ -1859,7 +1932,10 @@ async fn a_passkey_is_replaced_only_while_it_is_as_read<B: Backend>(backend: B) 
     let store = open(&backend).await;
     let (_, ada) = user(&store, "ada").await;
     let (_, bob) = user(&store, "bob").await;
-    store.protect(&ada, counted("c1", 0), "Chrome on Linux").await.unwrap();
+    store
+        .protect(&ada, counted("c1", 0), "Chrome on Linux")
+        .await
+        .unwrap();
     assert!(store
         .passkey_used(&ada, &counted("c1", 0), counted("c1", 2))
         .await
@@ -1909,16 +1985,28 @@ async fn passkeys_are_listed_and_removing_the_last_gives_the_name_up<B: Backend>
     let (_, ada) = user(&store, "ada").await;
     let (_, ghost) = user(&store, "Ada").await;
     let (_, bob) = user(&store, "bob").await;
-    assert_eq!(store.passkeys(&ada).await.unwrap(), AccountPasskeys::default());
+    assert_eq!(
+        store.passkeys(&ada).await.unwrap(),
+        AccountPasskeys::default()
+    );
     let before = now_ms();
-    store.protect(&ada, passkey("c1"), "Chrome on Linux").await.unwrap();
-    store.protect(&ada, passkey("c2"), "Safari on iOS").await.unwrap();
+    store
+        .protect(&ada, passkey("c1"), "Chrome on Linux")
+        .await
+        .unwrap();
+    store
+        .protect(&ada, passkey("c2"), "Safari on iOS")
+        .await
+        .unwrap();
     tokio::time::sleep(ms(3)).await;
     let used = StoredPasskey {
         json: "{\"used\":1}".into(),
         ..passkey("c1")
     };
-    assert!(store.passkey_used(&ada, &passkey("c1"), used).await.unwrap());
+    assert!(store
+        .passkey_used(&ada, &passkey("c1"), used)
+        .await
+        .unwrap());
     let listed = store.passkeys(&ada).await.unwrap();
     assert!(listed.protected);
     let seen: Vec<(&str, &str)> = listed
@@ -1930,7 +2018,10 @@ async fn passkeys_are_listed_and_removing_the_last_gives_the_name_up<B: Backend>
     for p in &listed.passkeys {
         assert!(p.added >= before && p.added <= now_ms(), "{p:?}");
     }
-    assert!(listed.passkeys[0].last_used > listed.passkeys[0].added, "{listed:?}");
+    assert!(
+        listed.passkeys[0].last_used > listed.passkeys[0].added,
+        "{listed:?}"
+    );
     assert_eq!(listed.passkeys[1].last_used, listed.passkeys[1].added);
 
     assert_eq!(
@@ -1948,17 +2039,34 @@ async fn passkeys_are_listed_and_removing_the_last_gives_the_name_up<B: Backend>
         1,
         "{removed:?}"
     );
-    assert!(matches!(sign_up(&store, "ADA").await, Created::NameProtected));
-    let marked = |list: &[User]| list.iter().filter(|u| u.protected).map(|u| u.user_id.clone()).collect::<Vec<_>>();
-    assert_eq!(marked(&store.list_users().await.unwrap()), [ada.clone()]);
+    assert!(matches!(
+        sign_up(&store, "ADA").await,
+        Created::NameProtected
+    ));
+    let marked = |list: &[User]| {
+        list.iter()
+            .filter(|u| u.protected)
+            .map(|u| u.user_id.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        marked(&store.list_users().await.unwrap()),
+        vec![ada.clone()]
+    );
 
     assert_eq!(
         store.remove_passkey(&ada, "c2").await.unwrap(),
         RemovedPasskey::Removed { protected: false }
     );
-    assert_eq!(store.passkeys(&ada).await.unwrap(), AccountPasskeys::default());
+    assert_eq!(
+        store.passkeys(&ada).await.unwrap(),
+        AccountPasskeys::default()
+    );
     assert_eq!(store.passkeys_by_name("ada").await.unwrap(), None);
-    assert_eq!(marked(&store.list_users().await.unwrap()), Vec::<UserId>::new());
+    assert_eq!(
+        marked(&store.list_users().await.unwrap()),
+        Vec::<UserId>::new()
+    );
     assert!(matches!(sign_up(&store, "ADA").await, Created::Session(..)));
     assert_eq!(
         store.protect(&ghost, passkey("c3"), "").await.unwrap(),
