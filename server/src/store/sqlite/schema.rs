@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0010_passkeys.sql"),
     include_str!("../../../migrations/0011_name_keys.sql"),
     include_str!("../../../migrations/0012_pop_key.sql"),
+    include_str!("../../../migrations/0013_session_secrets.sql"),
 ];
 
 /// The migration (its number) after whose SQL [`fill_name_keys`] runs.
