@@ -226,7 +226,10 @@ mod tests {
         };
         assert!(!rotation.due(1_000, 10_999));
         assert!(rotation.due(1_000, 11_000));
-        assert!(rotation.due(0, 1), "marked due (issued at 0)");
+        assert!(
+            rotation.due(0, 1_764_000_000_000),
+            "marked due (issued at 0)"
+        );
         assert!(!rotation.stale(1_000, 3_000), "within the grace");
         assert!(rotation.stale(1_000, 3_001));
         assert_eq!(
