@@ -1818,8 +1818,6 @@ async fn a_passkey_is_replaced_only_while_it_is_as_read<B: Backend>(backend: B) 
     assert_eq!(held, [counted("c1", winner)]);
 }
 
-/// Every scenario, as a test per store: `contract!` names each store and its backend, and
-/// each scenario once.
 // ---- rotation (issue #25 slice 3) ----
 
 fn epoch_ms() -> i64 {
@@ -2018,6 +2016,8 @@ async fn other_sessions_are_marked_due<B: Backend>(backend: B) {
     assert!(!due(store.find_session(&bob_sid).await.unwrap()));
 }
 
+/// Every scenario, as a test per store: `contract!` names each store and its backend, and
+/// each scenario once.
 macro_rules! contract {
     (stores: [$($store:ident => $backend:ty),* $(,)?], scenarios: $scenarios:tt $(,)?) => {
         $(contract!(@store $store, $backend, $scenarios);)*

@@ -359,7 +359,7 @@ mod tests {
         let created = crate::store::now_ms() - 1000;
         {
             // The file as release 12 left it, with one live session.
-            let mut conn = Connection::open(dir.path().join("tether.db")).unwrap();
+            let conn = Connection::open(dir.path().join("tether.db")).unwrap();
             for sql in &MIGRATIONS[..12] {
                 conn.execute_batch(sql).unwrap();
             }
