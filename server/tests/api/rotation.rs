@@ -262,3 +262,41 @@ async fn rotation_off_keeps_the_secret() {
     let again = app.resume(&ada.session_id).await;
     assert_eq!(again.session_id, ada.session_id);
 }
+
+/// A handshake refused after the session was found (here: the user's socket limit) rotates
+/// nothing: its client was never sent a successor, so the secret it holds must stay current.
+#[tokio::test]
+async fn a_refused_handshake_does_not_rotate_the_secret() {
+    let app = spawn_app_with(|c| {
+        fast(c);
+        c.max_sockets_per_user = 1;
+    })
+    .await;
+    let ada = app.connect_as("ada").await;
+    tokio::time::sleep(PAST).await;
+    let refusal = app.refusal(json!({ "sessionID": ada.session_id })).await;
+    assert!(refusal.contains("too many connections"), "{refusal}");
+    // Past what would have been its grace: had it rotated, this would be reuse.
+    tokio::time::sleep(PAST).await;
+    ada.close().await;
+    app.until_room_is_empty(&ada.user_id).await;
+    // (Its socket is uncounted just after it left the room.)
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let again = loop {
+        let mut again = app.connect(json!({ "sessionID": ada.session_id })).await;
+        match again.next_any().await {
+            (event, value) if event == "session" => break value,
+            (_, value) if message_of(&value).contains("too many connections") => {
+                assert!(tokio::time::Instant::now() < deadline, "never uncounted");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => panic!("accepted, not {other:?}"),
+        }
+    };
+    assert_eq!(again["userID"], ada.user_id.as_str());
+    assert_ne!(
+        again["sessionID"],
+        ada.session_id.as_str(),
+        "rotated now, at an admitted handshake"
+    );
+}
