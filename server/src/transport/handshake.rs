@@ -94,32 +94,13 @@ pub async fn authenticate<A: Adapter>(
             tracing::error!(conn = %crate::telemetry::conn(&socket.id), error = %format_args!("{e:#}"), "handshake failed on the store")
         }
     }
-    let (mut viewer, rotated) = result?;
+    let (viewer, rotated) = result?;
     // In the session's room from here on, before the connect handler's first await: a logout
     // or an expiry that disconnects the room from now on reaches this socket too.
     socket.join(viewer.session_room());
     if rotated {
-        // Its secret rotated here. Another handshake of the session may have rotated it again
-        // between that and this join, and announced it to a room this socket was not in yet:
-        // checked now that it is in, so every socket of the session ends on the newest secret.
-        match state
-            .rotation
-            .refresh(
-                state.store.as_ref(),
-                &viewer.family,
-                &viewer.session_id,
-                false,
-            )
-            .await
-        {
-            Ok(Some(newer)) => viewer.session_id = newer,
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(conn = %crate::telemetry::conn(&socket.id), user.id = %viewer.user_id, error = %format_args!("{e:#}"), "could not check a rotated session is still current")
-            }
-        }
-        // This socket's own `session` event (the connect handler's) carries it.
-        super::rotation::announce(socket.to(viewer.session_room()), &viewer).await;
+        // The connect handler sends it to this socket and the session's others.
+        socket.extensions.insert(super::rotation::Rotated);
     }
     socket.extensions.insert(viewer);
     socket.extensions.insert(state.reads.socket_bucket());

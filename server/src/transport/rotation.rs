@@ -199,6 +199,46 @@ impl Rotation {
     }
 }
 
+/// Marks a socket whose handshake rotated its session's secret: its connect handler
+/// [`converge`]s the session's sockets on the newest.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rotated;
+
+/// After a socket whose handshake rotated its session's secret was sent it (its own `session`):
+/// sends it to the session's other sockets, then checks it is still current, and while it is
+/// not (another handshake rotated meanwhile, and its announce may have reached some sockets
+/// before this one's), rotates again and sends the newest to every socket of the session, this
+/// one too. Every rotation is followed by such a check after its announce, so the last
+/// announce any socket of the session gets is the current secret, on every node (an announce
+/// is published before its check runs, so Redis orders it before any later rotation's).
+/// Returns the secret this socket ends with.
+pub(crate) async fn converge<A: Adapter>(
+    rotation: &Rotation,
+    store: &dyn Store,
+    socket: &socketioxide::extract::SocketRef<A>,
+    viewer: &Viewer,
+) -> SessionId {
+    announce(socket.to(viewer.session_room()), viewer).await;
+    let mut viewer = viewer.clone();
+    for _ in 0..ATTEMPTS {
+        match rotation
+            .refresh(store, &viewer.family, &viewer.session_id, false)
+            .await
+        {
+            Ok(Some(newer)) => {
+                viewer.session_id = newer;
+                announce(socket.within(viewer.session_room()), &viewer).await;
+            }
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(user.id = %viewer.user_id, error = %format_args!("{e:#}"), "could not check a rotated session is still current");
+                break;
+            }
+        }
+    }
+    viewer.session_id
+}
+
 /// Sends `viewer`'s session secret (just rotated) as `session` to `to`: the session's room, on
 /// every node, so every tab and device of the session converges on the newest. The secret
 /// crosses the adapter (Redis pub/sub) as every message body does; no store keeps it.
