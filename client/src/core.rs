@@ -428,6 +428,9 @@ impl Core {
             Incoming::ConnectError { message } => {
                 let stop = match message.as_str() {
                     protocol::events::INVALID_USERNAME => Some(StopReason::Unauthorized),
+                    // The session was ended (a rotated-out copy of it was used): as gone as
+                    // an unknown one.
+                    protocol::events::SESSION_REUSED => Some(StopReason::Unauthorized),
                     protocol::events::SESSION_ALREADY_ACTIVE => Some(StopReason::SessionActive),
                     protocol::events::NAME_PROTECTED => Some(StopReason::NameProtected),
                     protocol::events::PROOF_REQUIRED => Some(StopReason::ProofRequired),
@@ -734,6 +737,16 @@ mod tests {
         c.handle_frame(&OPEN.replace("e1", "e2"), 10_000);
         c.handle_proof("e1", Some(proof("e1")));
         assert!(!drain(&mut c).iter().any(|o| matches!(o, Output::Send(_))));
+    }
+
+    #[test]
+    fn a_reused_session_stops_as_signed_out() {
+        let mut c = core();
+        c.connect(0);
+        c.handle_frame(OPEN, 0);
+        c.handle_frame(r#"44{"message":"session reused"}"#, 0);
+        assert_eq!(c.state(), ConnState::Stopped(StopReason::Unauthorized));
+        assert_eq!(c.next_deadline(), None);
     }
 
     #[test]

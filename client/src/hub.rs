@@ -64,7 +64,15 @@ pub struct Hub {
     started: bool,
     /// The current connection's `users`, for tabs that join later.
     roster: Option<Vec<Arg>>,
+    /// The session's earlier secrets this hub held, newest last (at most [`PREVIOUS_KEPT`]): a
+    /// tab that joins with one of them (it read its storage before the rotation was saved) is
+    /// the same session, not a new sign-in; restarting with it would present a rotated-out
+    /// secret (issue #25, rotation).
+    previous: Vec<String>,
 }
+
+/// How many earlier secrets of its session a hub remembers.
+const PREVIOUS_KEPT: usize = 4;
 
 impl Hub {
     pub fn new(config: CoreConfig, random: impl FnMut() -> f64 + Send + 'static) -> Self {
@@ -84,6 +92,7 @@ impl Hub {
             outputs: VecDeque::new(),
             started: false,
             roster: None,
+            previous: Vec::new(),
         }
     }
 
@@ -173,7 +182,11 @@ impl Hub {
     fn connect_tab(&mut self, tab: TabId, auth: HandshakeAuth, now: u64) {
         let current = self.auth.lock().map(|a| a.clone()).unwrap_or_default();
         let same_session = current == auth
-            || (current.session_id.is_some() && current.session_id == auth.session_id);
+            || (current.session_id.is_some() && current.session_id == auth.session_id)
+            || auth
+                .session_id
+                .as_ref()
+                .is_some_and(|id| self.previous.contains(id));
         let active = self.started && !matches!(self.core.state(), ConnState::Stopped(_));
         if same_session && active {
             // Already connected (or on the way) for this session: tell the newcomer where
@@ -205,6 +218,7 @@ impl Hub {
         if let Ok(mut stored) = self.auth.lock() {
             *stored = auth;
         }
+        self.previous.clear();
         if active {
             // Another session (a new sign-in): start over with it.
             self.core.disconnect();
@@ -294,6 +308,16 @@ impl Hub {
                     let info = args.first().and_then(Arg::parse::<SessionInfo>);
                     if let Some(info) = info {
                         if let Ok(mut auth) = self.auth.lock() {
+                            // A rotated secret (issue #25): the one it replaces still names
+                            // this session for tabs that join with it.
+                            if let Some(old) = auth.session_id.take() {
+                                if old != info.session_id && !self.previous.contains(&old) {
+                                    self.previous.push(old);
+                                    if self.previous.len() > PREVIOUS_KEPT {
+                                        self.previous.remove(0);
+                                    }
+                                }
+                            }
                             *auth = HandshakeAuth::resume(info.session_id);
                         }
                         self.me = Some(info.user_id);
@@ -427,6 +451,28 @@ mod tests {
                 }
             ]
         );
+    }
+
+    #[test]
+    fn a_tab_joining_with_the_sessions_previous_secret_is_the_same_session() {
+        let mut hub = hub();
+        online(&mut hub);
+        // The server rotated the secret.
+        hub.handle_frame(r#"42["session",{"sessionID":"newer","userID":"u"}]"#, 3);
+        outputs(&mut hub);
+        // A tab that read the old one from storage joins: no second connection, no restart.
+        join(&mut hub, 2, 5);
+        let out = outputs(&mut hub);
+        assert!(!out.contains(&HubOutput::OpenTransport), "{out:?}");
+        assert!(!out.contains(&HubOutput::CloseTransport), "{out:?}");
+        // A reconnect uses the newest.
+        hub.handle_transport_closed(6);
+        hub.handle_timer(10_000);
+        hub.handle_frame(
+            r#"0{"sid":"e2","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":100000}"#,
+            10_000,
+        );
+        assert_eq!(sent(&outputs(&mut hub)), [r#"40{"sessionID":"newer"}"#]);
     }
 
     #[test]

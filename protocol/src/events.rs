@@ -34,6 +34,11 @@ pub const NAME_PROTECTED: &str = "name protected";
 /// whose handshake has no valid `pop`: its id was copied to another browser, or a captured
 /// CONNECT was replayed. The session itself is untouched.
 pub const PROOF_REQUIRED: &str = "proof required";
+/// The CONNECT_ERROR message for a session secret that was rotated out (issue #25, rotation)
+/// presented again after its grace: a copy of the session is in two hands, so the session is
+/// ended on every node (an unbound session only; a bound one goes by its proof of possession).
+/// The client must sign in again.
+pub const SESSION_REUSED: &str = "session reused";
 /// What a proof of possession signs: this prefix, then the connection's Engine.IO sid.
 pub const POP_PREFIX: &str = "tether-pop-1:";
 /// What stands for the sid in the proof a passkey sign-in carries (`POST /api/passkey/signin`):

@@ -138,6 +138,28 @@ pub struct Config {
     #[arg(long, env = "TETHER_SESSION_MAX_AGE_SECS", default_value_t = 180 * 24 * 3600)]
     pub session_max_age_secs: u64,
 
+    /// A session's secret older than this many seconds is replaced by a new one at its next
+    /// handshake (the `session` event carries it); 0 turns rotation off. A rotated-out secret
+    /// presented again after `--session-rotate-grace-secs` ends its session (reuse), unless the
+    /// session is bound to a key and the handshake proves it.
+    #[arg(long, env = "TETHER_SESSION_ROTATE_SECS", default_value_t = 24 * 3600)]
+    pub session_rotate_secs: u64,
+
+    /// How long a rotated-out secret is still accepted (it is then replaced again): a `session`
+    /// event lost with its connection, or a tab that reconnected before another saved the new
+    /// one. At most `--session-rotate-reissues` rotations per session per grace window.
+    #[arg(long, env = "TETHER_SESSION_ROTATE_GRACE_SECS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub session_rotate_grace_secs: u64,
+
+    /// The most rotations of one session within a grace window (`--session-rotate-grace-secs`):
+    /// past it a handshake that would rotate again is refused `too many requests` (a flapping
+    /// network, or someone replaying a rotated-out secret), never taken for reuse. Each rotation
+    /// keeps a retired secret's digest while the session lives, so this also bounds those.
+    #[arg(long, env = "TETHER_SESSION_ROTATE_REISSUES", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub session_rotate_reissues: u32,
+
     /// An account that never sent or received a message is deleted once it has had no
     /// handshake (and no connected socket) for this many seconds, or once it has no session
     /// left.
@@ -462,6 +484,16 @@ impl Config {
 
     pub fn session_max_age(&self) -> Duration {
         Duration::from_secs(self.session_max_age_secs)
+    }
+
+    /// When and how a session's secret rotates (issue #25 §5).
+    pub fn rotation(&self) -> crate::transport::rotation::Rotation {
+        crate::transport::rotation::Rotation {
+            period: (self.session_rotate_secs > 0)
+                .then(|| Duration::from_secs(self.session_rotate_secs)),
+            grace: Duration::from_secs(self.session_rotate_grace_secs),
+            reissues: self.session_rotate_reissues,
+        }
     }
 }
 

@@ -207,6 +207,17 @@ mod tests {
         ) -> Result<crate::store::Bind, StoreError> {
             unimplemented!()
         }
+        async fn rotate_secret(
+            &self,
+            _: &str,
+            _: &str,
+            _: crate::store::Reissue,
+        ) -> Result<crate::store::Rotate, StoreError> {
+            unimplemented!()
+        }
+        async fn mark_rotation_due(&self, _: &UserId, _: &str) -> Result<usize, StoreError> {
+            unimplemented!()
+        }
         async fn delete_session(&self, _: &SessionId) -> Result<bool, StoreError> {
             unimplemented!()
         }

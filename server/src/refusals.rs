@@ -38,6 +38,12 @@ pub enum Refusal {
     /// A handshake of a session bound to a key, without a valid proof of possession (or a key
     /// offered without a valid proof of it).
     ProofRequired,
+    /// A handshake presenting a rotated-out secret of an unbound session after its grace
+    /// (reuse, issue #25 §5): the session was ended.
+    SessionReused,
+    /// A handshake whose session's secret rotated `--session-rotate-reissues` times within its
+    /// grace window already.
+    Reissues,
     /// A second connection of a session under `--tab-policy reject`.
     SessionActive,
     /// A socket over `--max-sockets-per-user` (refused at its handshake, or closed at connect
@@ -66,13 +72,15 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    const ALL: [Refusal; 17] = [
+    const ALL: [Refusal; 19] = [
         Refusal::PendingLimit,
         Refusal::HeaderTimeout,
         Refusal::Origin,
         Refusal::InvalidUsername,
         Refusal::NameProtected,
         Refusal::ProofRequired,
+        Refusal::SessionReused,
+        Refusal::Reissues,
         Refusal::SessionActive,
         Refusal::TooManySockets,
         Refusal::SignupAddress,
@@ -94,6 +102,8 @@ impl Refusal {
             Refusal::InvalidUsername => "invalid_username",
             Refusal::NameProtected => "name_protected",
             Refusal::ProofRequired => "proof_required",
+            Refusal::SessionReused => "session_reused",
+            Refusal::Reissues => "session_reissues",
             Refusal::SessionActive => "session_active",
             Refusal::TooManySockets => "too_many_sockets",
             Refusal::SignupAddress => "signup_address",
@@ -116,6 +126,8 @@ impl Refusal {
             Refusal::PendingLimit
                 | Refusal::Origin
                 | Refusal::ProofRequired
+                | Refusal::SessionReused
+                | Refusal::Reissues
                 | Refusal::TooManySockets
                 | Refusal::SignupOverall
                 | Refusal::SignupTableFull

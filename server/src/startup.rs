@@ -258,6 +258,7 @@ fn socket_state(
             f64::from(config.passkey_registrations_per_hour) / 3600.0,
             f64::from(config.passkey_registrations_per_hour),
         )),
+        rotation: config.rotation(),
     }
 }
 

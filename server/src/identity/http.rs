@@ -364,6 +364,12 @@ async fn sign_in(
         NewDevice::TooManySessions => return Err(ApiError::TooManySessions),
         NewDevice::UnknownUser => return Err(ApiError::Refused),
     };
+    // A sign-in from a new device: every other session of the account rotates its secret at
+    // its next handshake (issue #25 §5), so a copy taken from any of them stops working soon.
+    routes
+        .store
+        .mark_rotation_due(&session.user_id, &session.family)
+        .await?;
     tracing::info!(user.id = %session.user_id, bound = session.pop_key.is_some(), "signed in with a passkey");
     Ok(no_store(
         axum::Json(json!({

@@ -97,6 +97,58 @@ pub struct Session {
     /// Stores keep an unbound session's key as absent (from before keys: it may bind once) or
     /// empty (made without one: never binds).
     pub pop_key: Option<PopKey>,
+    /// The session's family: the digest of its first secret, which keys it in the store, its
+    /// sockets' room and its devices entry. Its secrets rotate; its family never changes.
+    pub family: String,
+    /// The state of the secret it was found by (or made with).
+    pub secret: Secret,
+}
+
+impl Session {
+    /// A session just made with the secret `id` (its first: the family is its digest), unbound.
+    pub(crate) fn made(id: &SessionId, user_id: UserId, username: String, now: i64) -> Self {
+        Self {
+            user_id,
+            username,
+            pop_key: None,
+            family: id.digest(),
+            secret: Secret::Current { issued_at: now },
+        }
+    }
+}
+
+/// The state of one secret of a session (issue #25 §5, rotation): a session has one current
+/// secret and any number of retired ones, kept as digests only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Secret {
+    /// The session's current secret, issued at `issued_at` (ms since the Unix epoch; 0: due
+    /// for rotation now, as after a sign-in from another device).
+    Current { issued_at: i64 },
+    /// A secret rotated out at `retired_at` (ms); `current` is the digest of the session's
+    /// current secret (what [`Store::rotate_secret`] must be given to rotate again).
+    Retired { retired_at: i64, current: String },
+}
+
+/// What [`Store::rotate_secret`] did.
+#[derive(Debug)]
+pub enum Rotate {
+    /// The session's current secret is this new one; the one expected is retired now.
+    Rotated(SessionId),
+    /// The current secret is no longer the one expected (another rotation won): nothing written.
+    Moved,
+    /// No such session: nothing written.
+    Gone,
+    /// The session had [`Reissue::max`] secrets retired since [`Reissue::since`] already:
+    /// nothing written.
+    TooMany,
+}
+
+/// The cap on how often a session's secret may rotate: at most `max` secrets retired at or after
+/// `since` (ms since the Unix epoch), counting the one a rotation would retire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reissue {
+    pub since: i64,
+    pub max: u32,
 }
 
 /// A session's key as a store holds it (its bytes); anything else is data the store cannot read.
@@ -539,10 +591,27 @@ pub trait Store: Send + Sync + 'static {
     /// binds racing with different keys, one is [`Bind::Bound`] and the other
     /// [`Bind::OtherKey`].
     async fn bind_key(&self, family: &str, key: &PopKey) -> Result<Bind, StoreError>;
-    /// The live session for this secret, refreshed as used now; `None` for a secret that is
-    /// unknown, ended or expired (an expired session is ended).
+    /// The live session for this secret, current or retired ([`Session::secret`]), refreshed
+    /// as used now; `None` for a secret that is unknown, ended or expired (an expired session
+    /// is ended).
     async fn find_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError>;
-    /// Ends a session for good. Returns whether it was live (one that lapsed on its own and was
+    /// Rotates the secret of the session `family` (issue #25 §5): a new current secret, drawn
+    /// from the OS CSPRNG, and `expect_current` (the digest of the current one) retired now.
+    /// Compare-and-set: only while `expect_current` is still the current secret, so of
+    /// rotations racing one wins and the others are [`Rotate::Moved`]; and only while fewer
+    /// than `cap.max` secrets were retired since `cap.since` ([`Rotate::TooMany`]). Retired
+    /// secrets are kept (as digests) while the session lives: [`Store::find_session`] finds
+    /// them as [`Secret::Retired`].
+    async fn rotate_secret(
+        &self,
+        family: &str,
+        expect_current: &str,
+        cap: Reissue,
+    ) -> Result<Rotate, StoreError>;
+    /// Marks the current secret of each of the user's sessions but `except` (a family) due for
+    /// rotation (issued at 0): a sign-in from a new device. Returns how many were marked.
+    async fn mark_rotation_due(&self, user: &UserId, except: &str) -> Result<usize, StoreError>;
+    /// Ends a session for good, found by any of its secrets. Returns whether it was live (one that lapsed on its own and was
     /// not swept yet may count either way).
     async fn delete_session(&self, id: &SessionId) -> Result<bool, StoreError>;
     /// Ends every session of a user ("sign out everywhere"). Returns how many there were (as

@@ -60,8 +60,8 @@ use super::{
     SettingsChanged, Store, StoreError, Stored, User, UserSettings, UNREAD_MAX,
 };
 use super::{
-    name_key, AccountPasskeys, Bind, Created, PasskeyInfo, PopKey, Protect, RemovedPasskey,
-    StoredPasskey, PASSKEYS_PER_USER_MAX,
+    name_key, AccountPasskeys, Bind, Created, PasskeyInfo, PopKey, Protect, Reissue,
+    RemovedPasskey, Rotate, Secret, StoredPasskey, PASSKEYS_PER_USER_MAX,
 };
 use crate::domain::{SessionId, UserId, Username};
 
@@ -411,6 +411,11 @@ impl Keys {
     fn session(&self, digest: &str) -> String {
         self.key(&format!("session:{digest}"))
     }
+    /// A secret after a session's first (issue #25, rotation): the session's family, so the
+    /// secret finds its session. (The first secret's digest is the family itself.)
+    fn secret(&self, digest: &str) -> String {
+        self.key(&format!("secret:{digest}"))
+    }
     fn user_sessions(&self, user: &str) -> String {
         self.key(&format!("user:{user}:sessions"))
     }
@@ -542,22 +547,71 @@ mark_if_sessionless(KEYS[3], ARGV[2], user)
 return 1
 "#;
 
-/// Finds a session and, unless it is past its maximum age, refreshes it as used now: its idle
-/// TTL, its deadline, its last use (`seen`, for the devices list), and its user's last
-/// handshake if the user has no message yet. Returns
-/// nil when unknown, else `{user, name, live, key}` (`live` 0: past its maximum age; `key` the
-/// hex of the point the session is bound to, '' when unbound).
+/// Finds a session by one of its secrets (ARGV[5], a digest) and, unless it is past its maximum
+/// age, refreshes it as used now: its idle TTL, its deadline, its last use (`seen`, for the
+/// devices list), and its user's last handshake if the user has no message yet. KEYS[1] is the
+/// session of family ARGV[4], KEYS[4] the secret's pointer. With ARGV[6] = 1 a secret that has
+/// a pointer (one after the session's first) answers `{'family', family}` only: the caller asks
+/// again with that family and ARGV[6] = 0. Returns nil when unknown, else `{user, name, live,
+/// key, state, at, current}`: `live` 0 past its maximum age; `key` the hex of the point the
+/// session is bound to ('' when unbound); `state` `current` (issued `at`; 0: due) or `retired`
+/// (at `at`); `current` the digest of the current secret (`cur`, absent: the family's own).
 const FIND_SESSION: &str = r#"
-local s = redis.call('HMGET', KEYS[1], 'user', 'name', 'created', 'key')
+if ARGV[6] == '1' then
+  local family = redis.call('GET', KEYS[4])
+  if family then return {'family', family} end
+end
+local s = redis.call('HMGET', KEYS[1], 'user', 'name', 'created', 'key', 'cur', 'issued', 'r:' .. ARGV[5])
 if not s[1] then return false end
+local cur = s[5] or ARGV[4]
+local state, at
+if cur == ARGV[5] then
+  state, at = 'current', s[6] or s[3]
+elseif s[7] then
+  state, at = 'retired', s[7]
+else
+  return false
+end
 local now, idle, max_age = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local created = tonumber(s[3])
-if now - created > max_age then return {s[1], s[2], 0, ''} end
+if now - created > max_age then return {s[1], s[2], '0', '', state, at, cur} end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('HSET', KEYS[1], 'seen', ARGV[1])
 redis.call('ZADD', KEYS[2], int(math.min(now + idle, created + max_age)), ARGV[4] .. ':' .. s[1])
 redis.call('ZADD', KEYS[3], 'XX', 'GT', ARGV[1], s[1])
-return {s[1], s[2], 1, s[4] or ''}
+return {s[1], s[2], '1', s[4] or '', state, at, cur}
+"#;
+
+/// Rotates the secret of session KEYS[1] (family ARGV[1]) if its current secret is still ARGV[2]
+/// (compare-and-set) and fewer than ARGV[6] secrets were retired since ARGV[5]: ARGV[3] becomes
+/// current (issued now, ARGV[4]), the old one is retired now (`r:<digest>`), and the new one's
+/// pointer KEYS[2] names the family until the session's maximum age (ARGV[7]) is reached.
+/// Returns `rotated`, `moved`, `gone`, `too_many`, or `taken` (the new digest is a secret or a
+/// session already, KEYS[2] or KEYS[3]: draw again). Idempotent under retries (a retry after
+/// a success is `moved`).
+const ROTATE_SECRET: &str = r#"
+local s = redis.call('HMGET', KEYS[1], 'user', 'created', 'cur')
+if not s[1] then return 'gone' end
+local cur = s[3] or ARGV[1]
+if cur ~= ARGV[2] then return 'moved' end
+if redis.call('EXISTS', KEYS[2]) == 1 or redis.call('EXISTS', KEYS[3]) == 1 then return 'taken' end
+local recent, since = 0, tonumber(ARGV[5])
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  if string.sub(all[i], 1, 2) == 'r:' and tonumber(all[i + 1]) >= since then recent = recent + 1 end
+end
+if recent >= tonumber(ARGV[6]) then return 'too_many' end
+redis.call('SET', KEYS[2], ARGV[1], 'PXAT', int(tonumber(s[2]) + tonumber(ARGV[7])))
+redis.call('HSET', KEYS[1], 'cur', ARGV[3], 'issued', ARGV[4], 'r:' .. cur, ARGV[4])
+return 'rotated'
+"#;
+
+/// Marks session KEYS[1]'s current secret due for rotation (issued at 0), if the session exists;
+/// returns 1 if it did.
+const MARK_ROTATION_DUE: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'issued', '0')
+return 1
 "#;
 
 /// Binds a session (ARGV[1]: the key's hex) unless it is bound already: `bound`, `this` (bound
@@ -1002,6 +1056,8 @@ struct Scripts {
     devices: Script,
     end_family: Script,
     find_session: Script,
+    rotate_secret: Script,
+    mark_rotation_due: Script,
     bind_key: Script,
     delete_session: Script,
     delete_user_sessions: Script,
@@ -1040,6 +1096,8 @@ impl Scripts {
             devices: Script::new(DEVICES),
             end_family: with_mark(END_FAMILY),
             find_session: with_int(FIND_SESSION),
+            rotate_secret: with_int(ROTATE_SECRET),
+            mark_rotation_due: Script::new(MARK_ROTATION_DUE),
             bind_key: Script::new(BIND_KEY),
             delete_session: with_mark(DELETE_SESSION),
             delete_user_sessions: Script::new(DELETE_USER_SESSIONS),
@@ -1205,6 +1263,21 @@ impl RedisStore {
         self.conn.clone()
     }
 
+    /// Ends one session (by family); returns whether it existed.
+    async fn delete_family(&self, family: &str) -> Result<bool, StoreError> {
+        let deleted: i64 = self
+            .scripts
+            .delete_session
+            .key(self.keys.session(family))
+            .key(self.keys.session_deadlines())
+            .key(self.keys.quiet_users())
+            .arg(family)
+            .arg(self.keys.all())
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(deleted > 0)
+    }
+
     /// Once per Redis (at the first connect of a release with name keys): every user gets its
     /// name key, computed here (Lua has no Unicode folding), and the protected names are
     /// claimed under their owners' new keys. Users signed up meanwhile by this release have
@@ -1335,14 +1408,11 @@ impl Store for RedisStore {
                 return Ok(Created::NameProtected);
             }
             if created == 1 {
-                return Ok(Created::Session(
-                    session_id,
-                    Session {
-                        user_id,
-                        username: name,
-                        pop_key: pop_key.cloned(),
-                    },
-                ));
+                let session = Session {
+                    pop_key: pop_key.cloned(),
+                    ..Session::made(&session_id, user_id, name, now)
+                };
+                return Ok(Created::Session(session_id, session));
             }
         }
         Err(StoreError::Unavailable("could not draw unused ids".into()))
@@ -1387,14 +1457,11 @@ impl Store for RedisStore {
                 None => return Ok(NewDevice::UnknownUser),
                 Some([full]) if full == "full" => return Ok(NewDevice::TooManySessions),
                 Some([ok, name]) if ok == "ok" => {
-                    return Ok(NewDevice::Created(
-                        session_id,
-                        Session {
-                            user_id: user.clone(),
-                            username: name.clone(),
-                            pop_key: pop_key.cloned(),
-                        },
-                    ))
+                    let session = Session {
+                        pop_key: pop_key.cloned(),
+                        ..Session::made(&session_id, user.clone(), name.clone(), now)
+                    };
+                    return Ok(NewDevice::Created(session_id, session));
                 }
                 Some(_) => continue,
             }
@@ -1451,36 +1518,131 @@ impl Store for RedisStore {
 
     async fn find_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
         let digest = id.digest();
-        // Read and refresh in one round trip (idle TTL, deadline, the account's last handshake).
-        let found: Option<(String, String, i64, String)> = self
-            .scripts
-            .find_session
-            .key(self.keys.session(&digest))
-            .key(self.keys.session_deadlines())
-            .key(self.keys.quiet_users())
-            .arg(now_ms())
-            .arg(self.policy.idle.as_millis() as u64)
-            .arg(self.policy.max_age.as_millis() as u64)
-            .arg(&digest)
-            .invoke_async(&mut self.conn())
-            .await?;
-        match found {
-            None => Ok(None),
-            Some((_, _, 0, _)) => {
-                self.delete_session(id).await?;
-                Ok(None)
+        // Read and refresh in one round trip (idle TTL, deadline, the account's last handshake);
+        // two for a secret after the session's first (its pointer names the family).
+        let mut family = digest.clone();
+        let mut follow = true;
+        let found = loop {
+            let found: Option<Vec<String>> = self
+                .scripts
+                .find_session
+                .key(self.keys.session(&family))
+                .key(self.keys.session_deadlines())
+                .key(self.keys.quiet_users())
+                .key(self.keys.secret(&family))
+                .arg(now_ms())
+                .arg(self.policy.idle.as_millis() as u64)
+                .arg(self.policy.max_age.as_millis() as u64)
+                .arg(&family)
+                .arg(&digest)
+                .arg(if follow { "1" } else { "0" })
+                .invoke_async(&mut self.conn())
+                .await?;
+            match found.as_deref() {
+                Some([tag, named]) if tag == "family" && follow => {
+                    family = named.clone();
+                    follow = false;
+                }
+                _ => break found,
             }
-            Some((user, name, _, key)) => Ok(Some(Session {
-                user_id: UserId::from_store(user),
-                username: name,
-                pop_key: match key.as_str() {
-                    "" => None,
-                    hex_key => Some(super::stored_pop_key(
-                        &hex::decode(hex_key).map_err(|e| StoreError::Unreadable(Box::new(e)))?,
-                    )?),
-                },
-            })),
+        };
+        let Some(found) = found else {
+            return Ok(None);
+        };
+        let [user, name, live, key, state, at, current] = <[String; 7]>::try_from(found)
+            .map_err(|_| StoreError::Unreadable("find_session answered another shape".into()))?;
+        if live == "0" {
+            self.delete_family(&family).await?;
+            return Ok(None);
         }
+        let at = at
+            .parse::<i64>()
+            .map_err(|e| StoreError::Unreadable(Box::new(e)))?;
+        let secret = match state.as_str() {
+            "current" => Secret::Current { issued_at: at },
+            "retired" => Secret::Retired {
+                retired_at: at,
+                current,
+            },
+            other => {
+                return Err(StoreError::Unreadable(
+                    format!("a secret in state {other:?}").into(),
+                ))
+            }
+        };
+        Ok(Some(Session {
+            user_id: UserId::from_store(user),
+            username: name,
+            pop_key: match key.as_str() {
+                "" => None,
+                hex_key => Some(super::stored_pop_key(
+                    &hex::decode(hex_key).map_err(|e| StoreError::Unreadable(Box::new(e)))?,
+                )?),
+            },
+            family,
+            secret,
+        }))
+    }
+
+    async fn rotate_secret(
+        &self,
+        family: &str,
+        expect_current: &str,
+        cap: Reissue,
+    ) -> Result<Rotate, StoreError> {
+        // A secret is 122 random bits; the script still checks it is new and we draw again.
+        for _ in 0..8 {
+            let secret = SessionId::random();
+            let digest = secret.digest();
+            let answer: String = self
+                .scripts
+                .rotate_secret
+                .key(self.keys.session(family))
+                .key(self.keys.secret(&digest))
+                .key(self.keys.session(&digest))
+                .arg(family)
+                .arg(expect_current)
+                .arg(&digest)
+                .arg(now_ms())
+                .arg(cap.since)
+                .arg(cap.max)
+                .arg(self.policy.max_age.as_millis() as u64)
+                .invoke_async(&mut self.conn())
+                .await?;
+            match answer.as_str() {
+                "rotated" => return Ok(Rotate::Rotated(secret)),
+                "moved" => return Ok(Rotate::Moved),
+                "gone" => return Ok(Rotate::Gone),
+                "too_many" => return Ok(Rotate::TooMany),
+                "taken" => continue,
+                other => {
+                    return Err(StoreError::Unreadable(
+                        format!("rotate_secret answered {other:?}").into(),
+                    ))
+                }
+            }
+        }
+        Err(StoreError::Unavailable(
+            "could not draw an unused secret".into(),
+        ))
+    }
+
+    async fn mark_rotation_due(&self, user: &UserId, except: &str) -> Result<usize, StoreError> {
+        let families: Vec<String> = self
+            .conn()
+            .smembers(self.keys.user_sessions(user.as_str()))
+            .await?;
+        let mut marked = 0;
+        for family in families.iter().filter(|f| *f != except) {
+            let done: i64 = self
+                .scripts
+                .mark_rotation_due
+                .key(self.keys.session(family))
+                .invoke_async(&mut self.conn())
+                .await?;
+            marked += done.max(0) as usize;
+        }
+        Ok(marked)
     }
 
     async fn bind_key(&self, family: &str, key: &PopKey) -> Result<Bind, StoreError> {
@@ -1505,17 +1667,10 @@ impl Store for RedisStore {
 
     async fn delete_session(&self, id: &SessionId) -> Result<bool, StoreError> {
         let digest = id.digest();
-        let deleted: i64 = self
-            .scripts
-            .delete_session
-            .key(self.keys.session(&digest))
-            .key(self.keys.session_deadlines())
-            .key(self.keys.quiet_users())
-            .arg(&digest)
-            .arg(self.keys.all())
-            .invoke_async(&mut self.conn())
-            .await?;
-        Ok(deleted > 0)
+        // By any of its secrets: one after the session's first names its family.
+        let family: Option<String> = self.conn().get(self.keys.secret(&digest)).await?;
+        self.delete_family(family.as_deref().unwrap_or(&digest))
+            .await
     }
 
     async fn delete_user_sessions(&self, user: &UserId) -> Result<usize, StoreError> {

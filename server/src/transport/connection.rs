@@ -73,6 +73,22 @@ pub async fn on_connect<A: Adapter>(socket: SocketRef<A>, State(state): State<So
             user_id: viewer.user_id.to_string(),
         },
     );
+    if socket
+        .extensions
+        .remove::<super::rotation::Rotated>()
+        .is_some()
+    {
+        // Its handshake rotated the session's secret: every socket of the session ends on
+        // the newest (this one's `session` above carried the one it rotated to).
+        let newest =
+            super::rotation::converge(&state.rotation, state.store.as_ref(), &socket, &viewer)
+                .await;
+        if newest != viewer.session_id {
+            let mut updated = viewer.clone();
+            updated.session_id = newest;
+            socket.extensions.insert(updated);
+        }
+    }
     socket.join(viewer.user_id.to_string());
 
     match counted {

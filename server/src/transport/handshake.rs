@@ -5,7 +5,10 @@ use protocol::HandshakeAuth;
 use serde_json::Value;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{SocketRef, State, TryData};
+use socketioxide::SocketIo;
 
+use super::logout::{close_sockets, Ended};
+use super::rotation::Settled;
 use super::signup::{ClientAddr, SignupRefusal};
 use super::{SocketState, Viewer};
 use crate::config::TabPolicy;
@@ -26,6 +29,11 @@ pub enum HandshakeError {
     NameProtected,
     #[error("{}", protocol::events::PROOF_REQUIRED)]
     ProofRequired,
+    #[error("{}", protocol::events::SESSION_REUSED)]
+    SessionReused,
+    /// The session's secret rotated `--session-rotate-reissues` times in its grace window.
+    #[error("{}", protocol::events::TOO_MANY_REQUESTS)]
+    TooManyReissues,
     #[error("{}", protocol::events::TOO_MANY_SIGNUPS)]
     TooManySignups(super::signup::SignupRefusal),
     #[error("{}", protocol::events::TOO_MANY_REQUESTS)]
@@ -37,6 +45,7 @@ pub enum HandshakeError {
 /// Connect middleware: attaches a [`Viewer`] to the socket or refuses the connection.
 pub async fn authenticate<A: Adapter>(
     socket: SocketRef<A>,
+    io: SocketIo<A>,
     TryData(auth): TryData<Value>,
     State(state): State<SocketState>,
 ) -> Result<(), HandshakeError> {
@@ -60,16 +69,18 @@ pub async fn authenticate<A: Adapter>(
         // server-chosen, sent in OPEN before the client's CONNECT (socketioxide names the
         // socket after it; `the_proof_challenge_is_the_engine_sid` guards that).
         let sid = socket.id.to_string();
-        resolve(&auth, &state, client, device, &sid).await
+        admit(&socket, &io, &auth, &state, client, device, &sid).await
     };
     match &result {
-        Ok(viewer) => {
+        Ok((viewer, _)) => {
             tracing::debug!(conn = %crate::telemetry::conn(&socket.id), user.id = %viewer.user_id, "handshake accepted")
         }
         // Refusals are counted, and logged a line per kind with its count (`crate::refusals`).
         Err(HandshakeError::InvalidUsername) => refused(Refusal::InvalidUsername),
         Err(HandshakeError::NameProtected) => refused(Refusal::NameProtected),
         Err(HandshakeError::ProofRequired) => refused(Refusal::ProofRequired),
+        Err(HandshakeError::SessionReused) => refused(Refusal::SessionReused),
+        Err(HandshakeError::TooManyReissues) => refused(Refusal::Reissues),
         Err(HandshakeError::SessionActive) => refused(Refusal::SessionActive),
         Err(HandshakeError::TooManySockets) => refused(Refusal::TooManySockets),
         Err(HandshakeError::TooManySignups(SignupRefusal::Address)) => {
@@ -83,25 +94,14 @@ pub async fn authenticate<A: Adapter>(
             tracing::error!(conn = %crate::telemetry::conn(&socket.id), error = %format_args!("{e:#}"), "handshake failed on the store")
         }
     }
-    let viewer = result?;
-    // What a connect's roster costs is charged after it is sent: a client that reconnects in a
-    // loop ends up owing reads, and waits until it has paid.
-    if state.reads.in_debt(&viewer.user_id) {
-        refused(Refusal::Cooldown);
-        return Err(HandshakeError::Barred);
-    }
-    // The usual case gets a clear refusal here; handshakes racing past this check are closed
-    // by the connect handler, which counts atomically (`connection::on_connect`).
-    if state.store.socket_count(&viewer.user_id).await? >= state.limits.max_sockets_per_user {
-        refused(Refusal::TooManySockets);
-        return Err(HandshakeError::TooManySockets);
-    }
-    if state.limits.tab_policy == TabPolicy::Reject {
-        enforce_single_tab(&socket, &viewer, auth.takeover).await?;
-    }
+    let (viewer, rotated) = result?;
     // In the session's room from here on, before the connect handler's first await: a logout
     // or an expiry that disconnects the room from now on reaches this socket too.
     socket.join(viewer.session_room());
+    if rotated {
+        // The connect handler sends it to this socket and the session's others.
+        socket.extensions.insert(super::rotation::Rotated);
+    }
     socket.extensions.insert(viewer);
     socket.extensions.insert(state.reads.socket_bucket());
     if let Some(held) = HeldThrough::from_auth(&auth) {
@@ -115,6 +115,74 @@ pub async fn authenticate<A: Adapter>(
     // timeout.
     super::connection::register_event_handlers(&socket);
     Ok(())
+}
+
+/// Who the handshake is ([`resolve`]) and whether it may connect: the user's read debt, its
+/// socket limit and the tab policy. Only then does a due or rotated-out secret rotate (`true`):
+/// a handshake refused for any of those must not leave its client holding a secret it was
+/// never sent the successor of.
+async fn admit<A: Adapter>(
+    socket: &SocketRef<A>,
+    io: &SocketIo<A>,
+    auth: &HandshakeAuth,
+    state: &SocketState,
+    client: Option<ClientAddr>,
+    device: DeviceLabel,
+    sid: &str,
+) -> Result<(Viewer, bool), HandshakeError> {
+    let (mut viewer, pending) = resolve(auth, state, io, client, device, sid).await?;
+    // What a connect's roster costs is charged after it is sent: a client that reconnects in a
+    // loop ends up owing reads, and waits until it has paid.
+    if state.reads.in_debt(&viewer.user_id) {
+        return Err(HandshakeError::Barred);
+    }
+    // The usual case gets a clear refusal here; handshakes racing past this check are closed
+    // by the connect handler, which counts atomically (`connection::on_connect`).
+    if state.store.socket_count(&viewer.user_id).await? >= state.limits.max_sockets_per_user {
+        return Err(HandshakeError::TooManySockets);
+    }
+    if state.limits.tab_policy == TabPolicy::Reject {
+        enforce_single_tab(socket, &viewer, auth.takeover).await?;
+    }
+    let Some(session) = pending else {
+        return Ok((viewer, false));
+    };
+    match state
+        .rotation
+        .settle(state.store.as_ref(), &viewer.session_id, &session)
+        .await?
+    {
+        Settled::Keep => Ok((viewer, false)),
+        Settled::Rotated(new) => {
+            viewer.session_id = new;
+            Ok((viewer, true))
+        }
+        // Ended since it was found: as an unknown session.
+        Settled::Gone => Err(HandshakeError::InvalidUsername),
+        Settled::TooMany => Err(HandshakeError::TooManyReissues),
+        // (Its grace ran out while this handshake waited.)
+        Settled::Reused => Err(end_reused(state, io, &session).await),
+    }
+}
+
+/// A rotated-out secret of an unbound session, after its grace: whoever presents it, the
+/// thief or the owner, the other's copy must die too. The whole session ends, on every node.
+async fn end_reused<A: Adapter>(
+    state: &SocketState,
+    io: &SocketIo<A>,
+    session: &crate::store::Session,
+) -> HandshakeError {
+    if let Err(e) = state
+        .store
+        .end_family(&session.user_id, &session.family)
+        .await
+    {
+        return HandshakeError::Store(e);
+    }
+    close_sockets(io, Ended::Sessions(vec![session.family.clone()])).await;
+    metrics::counter!("tether_session_reuse_total").increment(1);
+    tracing::warn!(user.id = %session.user_id, "a rotated-out session secret was presented again: session ended");
+    HandshakeError::SessionReused
 }
 
 /// `auth.since`: the newest message id a resuming client already holds, so its roster need
@@ -148,7 +216,6 @@ async fn enforce_single_tab<A: Adapter>(
         return Ok(());
     }
     if !takeover {
-        refused(Refusal::SessionActive);
         return Err(HandshakeError::SessionActive);
     }
     tracing::info!(user.id = %viewer.user_id, replaced = active, "session taken over by a new tab");
@@ -162,45 +229,22 @@ async fn enforce_single_tab<A: Adapter>(
 
 /// The session `auth` resumes, else a new account for `auth.username` (a sign-up, limited per
 /// `client` address and overall: a refused one creates nothing). `sid` is the connection's
-/// Engine.IO sid, the challenge a proof of possession signs.
-async fn resolve(
+/// Engine.IO sid, the challenge a proof of possession signs. A resumed session whose secret is
+/// due or rotated out comes with it ([`admit`] rotates it once the handshake is admitted).
+async fn resolve<A: Adapter>(
     auth: &HandshakeAuth,
     state: &SocketState,
+    io: &SocketIo<A>,
     client: Option<ClientAddr>,
     device: DeviceLabel,
     sid: &str,
-) -> Result<Viewer, HandshakeError> {
+) -> Result<(Viewer, Option<crate::store::Session>), HandshakeError> {
     // Lenient: a sessionID that is not a string is treated as absent, never as a parse error.
     let claimed = claimed_session(auth);
     if let Some(session_id) = claimed {
         if let Some(session) = state.store.find_session(&session_id).await? {
-            let viewer = Viewer::new(session_id, session.user_id, session.username);
-            match possession(auth, sid, session.pop_key.as_ref()) {
-                Possession::Proven => return Ok(viewer.proven()),
-                Possession::Unbound => return Ok(viewer),
-                Possession::Refused => {
-                    // Neither the session nor the user's other sessions are touched: a thief
-                    // holding a copied id must not be able to sign its owner out.
-                    state.penalties.proof_failed(&viewer.family);
-                    return Err(HandshakeError::ProofRequired);
-                }
-                // Trust on first use, for a session from before keys only: it is bound to the
-                // key that proved it. A session made since without a key stays unbound (the
-                // store says `Never`): the key offered is not trusted with it, since whoever
-                // holds a copy of its id could offer one.
-                Possession::Binds(key) => match state.store.bind_key(&viewer.family, &key).await? {
-                    Bind::Bound | Bind::AlreadyThis => {
-                        tracing::info!(user.id = %viewer.user_id, "session bound to a key");
-                        return Ok(viewer.proven());
-                    }
-                    Bind::Never => return Ok(viewer),
-                    Bind::OtherKey => {
-                        state.penalties.proof_failed(&viewer.family);
-                        return Err(HandshakeError::ProofRequired);
-                    }
-                    // Ended since it was found: as if it had not been.
-                    Bind::Gone => {}
-                },
+            if let Some(viewer) = resume(auth, state, io, sid, session_id, session).await? {
+                return Ok(viewer);
             }
         }
     }
@@ -236,7 +280,62 @@ async fn resolve(
         viewer = viewer.proven();
     }
     tracing::info!(user.id = %viewer.user_id, bound = bind.is_some(), "new session");
-    Ok(viewer)
+    Ok((viewer, None))
+}
+
+/// A handshake resuming `session`, found by the secret `presented`: its proof of possession
+/// first, then reuse detection (`super::rotation`), then binding. Returns the viewer (holding
+/// `presented`) and, when its secret is to rotate, the session. `None` when the session ended
+/// meanwhile (as if it had not been found).
+async fn resume<A: Adapter>(
+    auth: &HandshakeAuth,
+    state: &SocketState,
+    io: &SocketIo<A>,
+    sid: &str,
+    presented: SessionId,
+    session: crate::store::Session,
+) -> Result<Option<(Viewer, Option<crate::store::Session>)>, HandshakeError> {
+    let proof = possession(auth, sid, session.pop_key.as_ref());
+    if proof == Possession::Refused {
+        // Neither the session nor the user's other sessions are touched: a thief holding a
+        // copied id (current or rotated out) must not be able to sign its owner out.
+        state.penalties.proof_failed(&presented.digest());
+        return Err(HandshakeError::ProofRequired);
+    }
+    if state.rotation.reused(&session) {
+        return Err(end_reused(state, io, &session).await);
+    }
+    let viewer = Viewer::of(
+        presented,
+        session.family.clone(),
+        session.user_id.clone(),
+        session.username.clone(),
+    );
+    let viewer = match proof {
+        Possession::Proven => viewer.proven(),
+        Possession::Unbound => viewer,
+        // (Answered above, before anything was written.)
+        Possession::Refused => return Err(HandshakeError::ProofRequired),
+        // Trust on first use, for a session from before keys only: it is bound to the key that
+        // proved it. A session made since without a key stays unbound (the store says
+        // `Never`): the key offered is not trusted with it, since whoever holds a copy of its
+        // id could offer one.
+        Possession::Binds(key) => match state.store.bind_key(&viewer.family, &key).await? {
+            Bind::Bound | Bind::AlreadyThis => {
+                tracing::info!(user.id = %viewer.user_id, "session bound to a key");
+                viewer.proven()
+            }
+            Bind::Never => viewer,
+            Bind::OtherKey => {
+                state.penalties.proof_failed(&viewer.session_id.digest());
+                return Err(HandshakeError::ProofRequired);
+            }
+            // Ended since it was found: as if it had not been.
+            Bind::Gone => return Ok(None),
+        },
+    };
+    let pending = state.rotation.wants(&session).then_some(session);
+    Ok(Some((viewer, pending)))
 }
 
 /// What a handshake's `pop`/`popKey` say about the session it names.

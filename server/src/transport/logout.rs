@@ -71,9 +71,10 @@ pub async fn logout<A: Adapter>(
             .await
             .map(|_| ())
     } else {
+        // By family: the socket's secret may have been rotated since its handshake.
         state
             .store
-            .delete_session(&viewer.session_id)
+            .end_family(&viewer.user_id, &viewer.family)
             .await
             .map(|_| ())
     };

@@ -28,6 +28,7 @@ mod rate;
 pub mod reading;
 pub mod request_head;
 mod roster;
+pub mod rotation;
 pub mod search;
 pub mod settings;
 pub mod signup;
@@ -88,14 +89,18 @@ pub struct SocketState {
     pub passkeys: Option<Arc<crate::identity::passkeys::Passkeys>>,
     /// `passkey_options` per user (`--passkey-registrations-per-hour`).
     pub passkey_registrations: Arc<RateLimiter>,
+    /// When session secrets rotate, and how long a rotated-out one is accepted (issue #25 §5).
+    pub rotation: rotation::Rotation,
 }
 
 /// Who a socket belongs to, set by the handshake middleware before the socket joins.
 #[derive(Debug, Clone)]
 pub struct Viewer {
+    /// The session's secret as this socket knows it: the one its handshake presented, or the
+    /// one that handshake sent it (rotated). The session may have rotated since (`session`).
     pub session_id: SessionId,
     /// The session's family: the digest of its first secret, which keys it in the store (a
-    /// device, issue #25). Today a session has one secret, so it is that secret's digest.
+    /// device, issue #25) and names its sockets' room. Its secrets rotate; this never changes.
     pub family: String,
     pub user_id: UserId,
     pub username: String,
@@ -105,9 +110,17 @@ pub struct Viewer {
 }
 
 impl Viewer {
+    /// The viewer of a session just made with `session_id` (its first secret: the family is
+    /// its digest).
     pub fn new(session_id: SessionId, user_id: UserId, username: String) -> Self {
+        let family = session_id.digest();
+        Self::of(session_id, family, user_id, username)
+    }
+
+    /// The viewer of the session `family`, on a socket that holds `session_id`.
+    pub fn of(session_id: SessionId, family: String, user_id: UserId, username: String) -> Self {
         Self {
-            family: session_id.digest(),
+            family,
             session_id,
             user_id,
             username,
@@ -192,7 +205,10 @@ pub(crate) fn judge<A: Adapter>(
         .penalties
         .refused(&messages::read_bucket(socket, state))
     {
+        // The handshake's cooldown check sees only the digest of the secret presented: bar the
+        // one this socket holds too (the family's own when it never rotated).
         state.penalties.bar(viewer.family.clone());
+        state.penalties.bar(viewer.session_id.digest());
         metrics::counter!("tether_sockets_closed_total", "reason" => "flooding").increment(1);
         crate::refusals::refused(crate::refusals::Refusal::Flooding);
         let _ = socket.clone().disconnect();

@@ -201,6 +201,24 @@ pub async fn passkey_add<A: Adapter>(
         {
             Protect::Protected | Protect::Added => {
                 tracing::info!(conn = %crate::telemetry::conn(&socket.id), user.id = %viewer.user_id, "passkey added");
+                // A change of privilege: the session's secret rotates at once (issue #25 §5),
+                // and every socket of it (this one too) is sent the new one.
+                let rotated = state
+                    .rotation
+                    .refresh(state.store.as_ref(), &viewer.family, &viewer.session_id, true)
+                    .await?;
+                if let Some(secret) = rotated {
+                    let viewer = Viewer::of(
+                        secret,
+                        viewer.family.clone(),
+                        viewer.user_id.clone(),
+                        viewer.username.clone(),
+                    )
+                    .proven();
+                    super::rotation::announce(socket.within(viewer.session_room()), &viewer)
+                        .await;
+                    socket.extensions.insert(viewer);
+                }
                 Ok(json!({ "protected": true }))
             }
             Protect::NameTaken => Err(EventError::NameTaken),

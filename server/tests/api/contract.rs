@@ -26,8 +26,9 @@ fn documented(heading: &str) -> BTreeSet<String> {
 }
 
 /// The handshake refusals, each produced by a test: below, `too many sign-ups` in
-/// `abuse::signup`, `name protected` in `passkeys`, and `proof required` in `proof`.
-const REFUSALS: [&str; 8] = [
+/// `abuse::signup`, `name protected` in `passkeys`, `proof required` in `proof`, and
+/// `session reused` in `rotation`.
+const REFUSALS: [&str; 9] = [
     "invalid username",
     "too many connections",
     "session already active",
@@ -36,6 +37,7 @@ const REFUSALS: [&str; 8] = [
     "too many requests",
     "name protected",
     "proof required",
+    "session reused",
 ];
 
 #[test]

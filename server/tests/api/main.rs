@@ -23,6 +23,7 @@ mod presence;
 mod proof;
 mod redis_store;
 mod redis_tls;
+mod rotation;
 mod security;
 mod session;
 mod store_contract;

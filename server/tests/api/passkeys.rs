@@ -348,6 +348,43 @@ async fn signing_in_with_a_passkey_returns_the_same_user_with_its_conversations_
     app.resume_bound(&ada).await;
 }
 
+/// Rotation (issue #25 §5): adding a passkey rotates the adding session's secret at once (a
+/// change of privilege), and a passkey sign-in on a new device makes the account's other
+/// sessions rotate at their next handshake, with the default period of a day.
+#[tokio::test]
+async fn adding_a_passkey_rotates_its_session_and_a_sign_in_elsewhere_makes_the_others_due() {
+    let app = spawn_app().await;
+    let ada = app.connect_bound("ada").await;
+    let mut laptop = Browser::for_app(app.addr);
+    protect(&ada, &mut laptop).await;
+    // The secret it held was rotated out by `passkey_add`: its key holder gets a newer one.
+    let after = app.resume_bound(&ada).await;
+    assert_ne!(after.session_id, ada.session_id, "rotated at passkey_add");
+    let kept = BoundClient::connect(
+        &app.url(),
+        json!({ "sessionID": after.session_id }),
+        ada.key.clone(),
+    )
+    .await;
+    assert_eq!(kept.session_id, after.session_id, "not due again");
+
+    let signed_in = sign_in(app.addr, &mut laptop, "ada").await;
+    let phone = signed_in["sessionID"].as_str().unwrap();
+    // The laptop's session is due now; the new device's own is not.
+    let laptop_again = BoundClient::connect(
+        &app.url(),
+        json!({ "sessionID": after.session_id }),
+        ada.key.clone(),
+    )
+    .await;
+    assert_ne!(
+        laptop_again.session_id, after.session_id,
+        "due after a sign-in elsewhere"
+    );
+    assert_eq!(laptop_again.user_id, ada.user_id);
+    assert_eq!(app.resume(phone).await.session_id, phone);
+}
+
 /// `--max-sessions-per-user`: a passkey sign-in past it makes no session (409
 /// `too_many_sessions`); ending one of the account's sessions makes room again. (Before, every
 /// sign-in made one more session.)

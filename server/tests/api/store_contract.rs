@@ -19,8 +19,8 @@ use server::store::redis::{NodeOptions, RedisStore};
 use server::store::sqlite::{SessionPolicy, SqliteStore};
 use server::store::{
     AccountPasskeys, Bind, ConversationPage, Created, Expired, MarkedRead, NewDevice, NewMessage,
-    Page, PopKey, Protect, ReadCursor, RemovedPasskey, SettingsChange, Store, Stored,
-    StoredPasskey, User, UserSettings, PASSKEYS_PER_USER_MAX, UNREAD_MAX,
+    Page, PopKey, Protect, ReadCursor, Reissue, RemovedPasskey, Rotate, Secret, SettingsChange,
+    Store, Stored, StoredPasskey, User, UserSettings, PASSKEYS_PER_USER_MAX, UNREAD_MAX,
 };
 use tokio::time::sleep;
 
@@ -2080,6 +2080,204 @@ async fn passkeys_are_listed_and_removing_the_last_gives_the_name_up<B: Backend>
     );
 }
 
+// ---- rotation (issue #25 slice 3) ----
+
+fn epoch_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// No cap worth the name (a scenario about the compare-and-set, not the cap).
+fn uncapped() -> Reissue {
+    Reissue {
+        since: 0,
+        max: u32::MAX,
+    }
+}
+
+fn rotated(answer: Rotate) -> SessionId {
+    match answer {
+        Rotate::Rotated(secret) => secret,
+        other => panic!("expected a rotation, got {other:?}"),
+    }
+}
+
+/// A rotation replaces the current secret only while it is the one expected: of rotations
+/// racing from the same secret exactly one wins. The retired secret still finds its session,
+/// as retired (with the current one's digest), the family never changes, and retired secrets
+/// go with their session.
+async fn rotate_secret_is_compare_and_set<B: Backend>(backend: B) {
+    let store = open(&backend).await;
+    let (first, ada) = user(&store, "ada").await;
+    let (bob_sid, _) = user(&store, "bob").await;
+    let found = store.find_session(&first).await.unwrap().unwrap();
+    let family = first.digest();
+    assert_eq!(found.family, family);
+    assert!(matches!(found.secret, Secret::Current { issued_at } if issued_at > 0));
+
+    let racing = {
+        let expect = first.digest();
+        join_all((0..8).map(|_| store.rotate_secret(&family, &expect, uncapped()))).await
+    };
+    let mut won = Vec::new();
+    for answer in racing {
+        match answer.unwrap() {
+            Rotate::Rotated(secret) => won.push(secret),
+            Rotate::Moved => {}
+            other => panic!("a racing rotation is rotated or moved, not {other:?}"),
+        }
+    }
+    assert_eq!(won.len(), 1, "one rotation wins");
+    let second = won.pop().unwrap();
+    assert_ne!(second.digest(), first.digest());
+
+    let now = store.find_session(&second).await.unwrap().unwrap();
+    assert_eq!((now.family.as_str(), &now.user_id), (family.as_str(), &ada));
+    assert!(
+        matches!(now.secret, Secret::Current { .. }),
+        "{:?}",
+        now.secret
+    );
+    let old = store.find_session(&first).await.unwrap().unwrap();
+    assert_eq!(old.family, family);
+    match &old.secret {
+        Secret::Retired {
+            current,
+            retired_at,
+        } => {
+            assert_eq!(*current, second.digest());
+            assert!(*retired_at > 0);
+        }
+        other => panic!("the first secret is retired: {other:?}"),
+    }
+    // Expecting a retired secret moves nothing; the current one rotates again.
+    assert!(matches!(
+        store
+            .rotate_secret(&family, &first.digest(), uncapped())
+            .await
+            .unwrap(),
+        Rotate::Moved
+    ));
+    let third = rotated(
+        store
+            .rotate_secret(&family, &second.digest(), uncapped())
+            .await
+            .unwrap(),
+    );
+    assert!(matches!(
+        store.find_session(&second).await.unwrap().unwrap().secret,
+        Secret::Retired { ref current, .. } if *current == third.digest()
+    ));
+    // Another session is untouched; an unknown family is gone.
+    assert!(matches!(
+        store.find_session(&bob_sid).await.unwrap().unwrap().secret,
+        Secret::Current { .. }
+    ));
+    assert!(matches!(
+        store
+            .rotate_secret(&"0".repeat(64), &"0".repeat(64), uncapped())
+            .await
+            .unwrap(),
+        Rotate::Gone
+    ));
+    // Durable, and the session's devices entry is still its family.
+    drop(store);
+    let store = open(&backend).await;
+    assert!(matches!(
+        store.find_session(&third).await.unwrap().unwrap().secret,
+        Secret::Current { .. }
+    ));
+    assert_eq!(store.devices(&ada).await.unwrap()[0].family, family);
+    // Ended by its family, every secret with it.
+    assert!(store.end_family(&ada, &family).await.unwrap());
+    for secret in [&first, &second, &third] {
+        assert_eq!(store.find_session(secret).await.unwrap(), None);
+    }
+    assert!(matches!(
+        store
+            .rotate_secret(&family, &third.digest(), uncapped())
+            .await
+            .unwrap(),
+        Rotate::Gone
+    ));
+}
+
+/// At most `max` secrets retired since `since`: past it a rotation writes nothing.
+async fn rotations_are_capped_per_window<B: Backend>(backend: B) {
+    let store = open(&backend).await;
+    let (mut secret, _) = user(&store, "ada").await;
+    let family = secret.digest();
+    let cap = Reissue {
+        since: epoch_ms() - 60_000,
+        max: 3,
+    };
+    for _ in 0..3 {
+        secret = rotated(
+            store
+                .rotate_secret(&family, &secret.digest(), cap)
+                .await
+                .unwrap(),
+        );
+    }
+    assert!(matches!(
+        store
+            .rotate_secret(&family, &secret.digest(), cap)
+            .await
+            .unwrap(),
+        Rotate::TooMany
+    ));
+    assert!(matches!(
+        store.find_session(&secret).await.unwrap().unwrap().secret,
+        Secret::Current { .. }
+    ));
+    // Retirements before the window do not count.
+    let later = Reissue {
+        since: epoch_ms() + 1,
+        max: 3,
+    };
+    rotated(
+        store
+            .rotate_secret(&family, &secret.digest(), later)
+            .await
+            .unwrap(),
+    );
+}
+
+/// A sign-in from a new device marks the user's other sessions due (issued at 0), no one
+/// else's, and a session whose secret rotated is marked through its family.
+async fn other_sessions_are_marked_due<B: Backend>(backend: B) {
+    let store = open(&backend).await;
+    let (laptop, ada) = user(&store, "ada").await;
+    let (bob_sid, _) = user(&store, "bob").await;
+    let laptop = rotated(
+        store
+            .rotate_secret(&laptop.digest(), &laptop.digest(), uncapped())
+            .await
+            .unwrap(),
+    );
+    let (phone, session) = store
+        .create_device_session(&ada, "Safari on iOS", 50, None)
+        .await
+        .unwrap()
+        .created()
+        .expect("ada exists");
+    assert_eq!(
+        store
+            .mark_rotation_due(&ada, &session.family)
+            .await
+            .unwrap(),
+        1
+    );
+    let due = |found: Option<server::store::Session>| {
+        matches!(found.unwrap().secret, Secret::Current { issued_at: 0 })
+    };
+    assert!(due(store.find_session(&laptop).await.unwrap()));
+    assert!(!due(store.find_session(&phone).await.unwrap()));
+    assert!(!due(store.find_session(&bob_sid).await.unwrap()));
+}
+
 /// Every scenario, as a test per store: `contract!` names each store and its backend, and
 /// each scenario once.
 macro_rules! contract {
@@ -2145,5 +2343,8 @@ contract! {
         passkeys_are_listed_and_removing_the_last_gives_the_name_up,
         device_sessions_are_bounded_per_user,
         idle_sessions_do_not_count_against_the_session_limit,
+        rotate_secret_is_compare_and_set,
+        rotations_are_capped_per_window,
+        other_sessions_are_marked_due,
     ],
 }

@@ -29,7 +29,7 @@ use super::{
 };
 use super::{
     name_key, stored_pop_key, AccountPasskeys, Bind, Created, PasskeyInfo, PopKey, Protect,
-    RemovedPasskey, StoredPasskey, PASSKEYS_PER_USER_MAX,
+    Reissue, RemovedPasskey, Rotate, Secret, StoredPasskey, PASSKEYS_PER_USER_MAX,
 };
 use crate::domain::{SessionId, UserId, Username};
 use queries::{
@@ -205,14 +205,11 @@ impl Store for SqliteStore {
                     }
                 };
                 let session_id = insert_session(conn, &user_id, &device, now, pop_key.as_ref())?;
-                Ok(Some((
-                    session_id,
-                    Session {
-                        user_id,
-                        username,
-                        pop_key,
-                    },
-                )))
+                let session = Session {
+                    pop_key,
+                    ..Session::made(&session_id, user_id, username, now)
+                };
+                Ok(Some((session_id, session)))
             })
             .await?;
         let Some((session_id, session)) = created else {
@@ -260,14 +257,11 @@ impl Store for SqliteStore {
             }
             let session_id = insert_session(conn, &user, &device, now, pop_key.as_ref())?;
             touch_account(conn, user.as_str(), now)?;
-            Ok(NewDevice::Created(
-                session_id,
-                Session {
-                    user_id: user,
-                    username,
-                    pop_key,
-                },
-            ))
+            let session = Session {
+                pop_key,
+                ..Session::made(&session_id, user, username, now)
+            };
+            Ok(NewDevice::Created(session_id, session))
         })
         .await
     }
@@ -311,29 +305,62 @@ impl Store for SqliteStore {
 
     async fn find_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
         let digest = id.digest();
-        let found = {
-            let digest = digest.clone();
-            self.read(move |conn| {
+        // The secret (current or retired), its session and the session's current secret.
+        let found = self
+            .read(move |conn| {
                 conn.prepare_cached(
-                    "SELECT s.user_id, u.username, s.created_at, s.last_seen_at, s.pop_key
-                     FROM sessions s JOIN users u ON u.user_id = s.user_id
-                     WHERE s.session_digest = ?1",
+                    "SELECT s.session_digest, s.user_id, u.username, s.created_at, s.last_seen_at,
+                            s.pop_key, x.issued_at, x.retired_at, c.digest
+                     FROM session_secrets x
+                     JOIN sessions s ON s.session_digest = x.session_digest
+                     JOIN users u ON u.user_id = s.user_id
+                     LEFT JOIN session_secrets c
+                       ON c.session_digest = x.session_digest AND c.retired_at IS NULL
+                     WHERE x.digest = ?1",
                 )?
                 .query_row(params![digest], |r| {
                     Ok((
                         r.get::<_, String>(0)?,
                         r.get::<_, String>(1)?,
-                        r.get::<_, i64>(2)?,
+                        r.get::<_, String>(2)?,
                         r.get::<_, i64>(3)?,
-                        r.get::<_, Option<Vec<u8>>>(4)?,
+                        r.get::<_, i64>(4)?,
+                        r.get::<_, Option<Vec<u8>>>(5)?,
+                        r.get::<_, i64>(6)?,
+                        r.get::<_, Option<i64>>(7)?,
+                        r.get::<_, Option<String>>(8)?,
                     ))
                 })
                 .optional()
             })
-            .await?
-        };
-        let Some((user_id, username, created_at, last_seen_at, pop_key)) = found else {
+            .await?;
+        let Some((
+            family,
+            user_id,
+            username,
+            created_at,
+            last_seen_at,
+            pop_key,
+            issued_at,
+            retired_at,
+            current,
+        )) = found
+        else {
             return Ok(None);
+        };
+        let secret = match (retired_at, current) {
+            (None, _) => Secret::Current { issued_at },
+            (Some(retired_at), Some(current)) => Secret::Retired {
+                retired_at,
+                current,
+            },
+            // A session always has a current secret (rotate_secret retires one and adds the
+            // next in one transaction).
+            (Some(_), None) => {
+                return Err(StoreError::Unreadable(
+                    "a session has no current secret".into(),
+                ))
+            }
         };
         let now = now_ms();
         let idle_ms = self.policy.idle.as_millis() as i64;
@@ -346,7 +373,7 @@ impl Store for SqliteStore {
                         "DELETE FROM sessions WHERE session_digest = ?1
                          AND (last_seen_at < ?2 OR created_at < ?3) RETURNING user_id",
                     )?
-                    .query_row(params![digest, now - idle_ms, now - max_age_ms], |r| {
+                    .query_row(params![family, now - idle_ms, now - max_age_ms], |r| {
                         r.get(0)
                     })
                     .optional()?;
@@ -359,8 +386,8 @@ impl Store for SqliteStore {
             return Ok(None);
         }
         if now - last_seen_at > self.touch_every_ms() {
-            let user = user_id.clone();
-            self.run_one(move |conn| touch(conn, &digest, &user, now))
+            let (user, family) = (user_id.clone(), family.clone());
+            self.run_one(move |conn| touch(conn, &family, &user, now))
                 .await?;
         }
         Ok(Some(Session {
@@ -372,7 +399,63 @@ impl Store for SqliteStore {
                 .filter(|k| !k.is_empty())
                 .map(stored_pop_key)
                 .transpose()?,
+            family,
+            secret,
         }))
+    }
+
+    async fn rotate_secret(
+        &self,
+        family: &str,
+        expect_current: &str,
+        cap: Reissue,
+    ) -> Result<Rotate, StoreError> {
+        let family = family.to_owned();
+        let expect = expect_current.to_owned();
+        // On the writer thread, in one transaction: the compare, the count and both writes.
+        self.run(move |conn| {
+            let current: Option<String> = conn
+                .prepare_cached(
+                    "SELECT digest FROM session_secrets
+                     WHERE session_digest = ?1 AND retired_at IS NULL",
+                )?
+                .query_row(params![family], |r| r.get(0))
+                .optional()?;
+            let Some(current) = current else {
+                return Ok(Rotate::Gone);
+            };
+            if current != expect {
+                return Ok(Rotate::Moved);
+            }
+            let recent: i64 = conn
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM session_secrets
+                     WHERE session_digest = ?1 AND retired_at >= ?2",
+                )?
+                .query_row(params![family, cap.since], |r| r.get(0))?;
+            if recent >= i64::from(cap.max) {
+                return Ok(Rotate::TooMany);
+            }
+            let now = now_ms();
+            conn.prepare_cached("UPDATE session_secrets SET retired_at = ?2 WHERE digest = ?1")?
+                .execute(params![current, now])?;
+            Ok(Rotate::Rotated(insert_secret(conn, &family, now)?))
+        })
+        .await
+    }
+
+    async fn mark_rotation_due(&self, user: &UserId, except: &str) -> Result<usize, StoreError> {
+        let user = user.as_str().to_owned();
+        let except = except.to_owned();
+        self.run_one(move |conn| {
+            conn.prepare_cached(
+                "UPDATE session_secrets SET issued_at = 0
+                 WHERE retired_at IS NULL AND session_digest IN (
+                     SELECT session_digest FROM sessions WHERE user_id = ?1 AND session_digest <> ?2)",
+            )?
+            .execute(params![user, except])
+        })
+        .await
     }
 
     async fn bind_key(&self, family: &str, key: &PopKey) -> Result<Bind, StoreError> {
@@ -404,8 +487,13 @@ impl Store for SqliteStore {
     async fn delete_session(&self, id: &SessionId) -> Result<bool, StoreError> {
         let digest = id.digest();
         self.run(move |conn| {
+            // By any of its secrets: the session is its family's row.
             let ended: Option<String> = conn
-                .prepare_cached("DELETE FROM sessions WHERE session_digest = ?1 RETURNING user_id")?
+                .prepare_cached(
+                    "DELETE FROM sessions WHERE session_digest =
+                         (SELECT session_digest FROM session_secrets WHERE digest = ?1)
+                     RETURNING user_id",
+                )?
                 .query_row(params![digest], |r| r.get(0))
                 .optional()?;
             if let Some(user) = &ended {
@@ -1191,8 +1279,9 @@ fn receipts_shared(conn: &Connection, viewer: &str, peer: &str) -> rusqlite::Res
 }
 
 /// Inserts a new session of `user` with a fresh secret (drawn again in the astronomically
-/// unlikely case its digest is taken) and returns the secret. Its key is `key`'s bytes, or
-/// empty: unbound for good (NULL is left to sessions from before keys, which bind once).
+/// unlikely case its digest is taken, by a session or by any secret) and returns the secret.
+/// Its key is `key`'s bytes, or empty: unbound for good (NULL is left to sessions from before
+/// keys, which bind once).
 fn insert_session(
     conn: &Connection,
     user: &UserId,
@@ -1203,15 +1292,49 @@ fn insert_session(
     let key: &[u8] = key.map_or(&[], |k| k.as_bytes());
     loop {
         let candidate = SessionId::random();
+        let digest = candidate.digest();
+        let taken: bool = conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM session_secrets WHERE digest = ?1)")?
+            .query_row(params![digest], |r| r.get(0))?;
+        if taken {
+            continue;
+        }
         let inserted = conn
             .prepare_cached(
                 "INSERT OR IGNORE INTO sessions (session_digest, user_id, created_at, last_seen_at, device, pop_key)
                  VALUES (?1, ?2, ?3, ?3, ?4, ?5)",
             )?
-            .execute(params![candidate.digest(), user.as_str(), now, device, key])?;
+            .execute(params![digest, user.as_str(), now, device, key])?;
         if inserted == 1 {
+            conn.prepare_cached(
+                "INSERT INTO session_secrets (digest, session_digest, issued_at) VALUES (?1, ?1, ?2)",
+            )?
+            .execute(params![digest, now])?;
             return Ok(candidate);
         }
+    }
+}
+
+/// Adds a fresh current secret to the session `family` (whose current one the caller just
+/// retired), drawn again in the astronomically unlikely case its digest is taken.
+fn insert_secret(conn: &Connection, family: &str, now: i64) -> rusqlite::Result<SessionId> {
+    loop {
+        let candidate = SessionId::random();
+        let digest = candidate.digest();
+        let taken: bool = conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM sessions WHERE session_digest = ?1)
+                     OR EXISTS (SELECT 1 FROM session_secrets WHERE digest = ?1)",
+            )?
+            .query_row(params![digest], |r| r.get(0))?;
+        if taken {
+            continue;
+        }
+        conn.prepare_cached(
+            "INSERT INTO session_secrets (digest, session_digest, issued_at) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![digest, family, now])?;
+        return Ok(candidate);
     }
 }
 

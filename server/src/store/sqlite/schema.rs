@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0010_passkeys.sql"),
     include_str!("../../../migrations/0011_name_keys.sql"),
     include_str!("../../../migrations/0012_pop_key.sql"),
+    include_str!("../../../migrations/0013_session_secrets.sql"),
     include_str!("../../../migrations/0014_passkey_added_in.sql"),
 ];
 
@@ -349,6 +350,52 @@ mod tests {
         );
         assert_eq!(devices[0].label, "", "no label was known");
         assert_eq!(devices[0].created, now);
+    }
+
+    #[tokio::test]
+    async fn a_session_from_before_rotation_keeps_its_secret_issued_at_its_creation_and_rotates() {
+        use crate::store::{Reissue, Rotate, Secret};
+        let dir = tempfile::tempdir().unwrap();
+        let secret = crate::domain::SessionId::random();
+        let created = crate::store::now_ms() - 1000;
+        {
+            // The file as release 12 left it, with one live session.
+            let conn = Connection::open(dir.path().join("tether.db")).unwrap();
+            for sql in &MIGRATIONS[..12] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 12).unwrap();
+            conn.execute(
+                "INSERT INTO users (user_id, username, created_at, last_seen_at, name_key) VALUES ('a', 'ada', ?1, ?1, 'ada')",
+                params![created],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO sessions (session_digest, user_id, created_at, last_seen_at) VALUES (?1, 'a', ?2, ?2)",
+                params![secret.digest(), created],
+            )
+            .unwrap();
+        }
+        let store = open(dir.path());
+        let found = store.find_session(&secret).await.unwrap().expect("resumes");
+        assert_eq!(found.family, secret.digest());
+        assert_eq!(found.secret, Secret::Current { issued_at: created });
+        let cap = Reissue { since: 0, max: 16 };
+        let Rotate::Rotated(next) = store
+            .rotate_secret(&found.family, &secret.digest(), cap)
+            .await
+            .unwrap()
+        else {
+            panic!("rotates");
+        };
+        assert_eq!(
+            store.find_session(&next).await.unwrap().unwrap().family,
+            secret.digest()
+        );
+        assert!(matches!(
+            store.find_session(&secret).await.unwrap().unwrap().secret,
+            Secret::Retired { .. }
+        ));
     }
 
     #[test]
