@@ -606,6 +606,12 @@ mod tests {
             protected: false,
             passkeys: vec![],
         });
+        forms.check(PasskeyEntry {
+            passkey_id: "0123456789abcdef".into(),
+            added_in: String::new(),
+            added: 0,
+            last_used: 0,
+        });
         forms.check(RemovePasskeyRequest {
             passkey_id: "0123456789abcdef".into(),
         });
