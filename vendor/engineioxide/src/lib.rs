@@ -13,6 +13,7 @@ pub mod config;
 pub mod handler;
 pub mod layer;
 pub mod service;
+pub mod sid_tag;
 pub mod socket;
 
 /// Socket id type and generator

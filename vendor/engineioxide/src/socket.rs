@@ -334,7 +334,7 @@ where
         let (internal_tx, internal_rx) = queue::channel(config.max_buffer_size);
 
         Self {
-            id: Sid::new(),
+            id: crate::sid_tag::new_sid(),
             protocol,
             transport: AtomicU8::new(transport as u8),
             upgrading: AtomicBool::new(false),
