@@ -125,3 +125,70 @@ export async function startRedis(): Promise<RunningRedis> {
     },
   };
 }
+
+export interface RoundRobin {
+  url: string;
+  /** Requests (and upgrades) each target was sent, in the order of `targets`. */
+  served: number[];
+  stop: () => Promise<void>;
+}
+
+/**
+ * A load balancer without sticky sessions: each HTTP request, and each WebSocket upgrade, goes
+ * to the next of `targets` in turn (as nginx's default round-robin does), whatever session it
+ * belongs to.
+ */
+export async function startRoundRobin(targets: string[]): Promise<RoundRobin> {
+  const http = await import("node:http");
+  const ends = targets.map((t) => new URL(t));
+  const served = ends.map(() => 0);
+  let next = 0;
+  const pick = () => {
+    const i = next++ % ends.length;
+    served[i]++;
+    return ends[i];
+  };
+  const server = http.createServer((req, res) => {
+    const to = pick();
+    const upstream = http.request(
+      { host: to.hostname, port: to.port, method: req.method, path: req.url, headers: req.headers },
+      (answer) => {
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(res);
+      },
+    );
+    upstream.on("error", () => {
+      res.writeHead(502);
+      res.end();
+    });
+    req.pipe(upstream);
+  });
+  server.on("upgrade", (req, socket, head) => {
+    const to = pick();
+    const upstream = connect(Number(to.port), to.hostname, () => {
+      const lines = [`${req.method} ${req.url} HTTP/1.1`];
+      for (let i = 0; i < req.rawHeaders.length; i += 2) lines.push(`${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}`);
+      upstream.write(lines.join("\r\n") + "\r\n\r\n");
+      if (head.length) upstream.write(head);
+      upstream.pipe(socket);
+      socket.pipe(upstream);
+    });
+    const close = () => {
+      upstream.destroy();
+      socket.destroy();
+    };
+    upstream.on("error", close);
+    socket.on("error", close);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    served,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}

@@ -1,5 +1,6 @@
 import { test, expect } from "@playwright/test";
-import { freshDataDir, removeDataDir, startRedis, startServer, stopServer } from "../server";
+import { io, Socket } from "socket.io-client";
+import { freshDataDir, removeDataDir, startRedis, startRoundRobin, startServer, stopServer } from "../server";
 import { messages, newPerson, openChat, personLink, send } from "./helpers";
 
 test("two nodes on one Redis: people on different nodes see each other online and talk", async ({ browser }) => {
@@ -27,6 +28,51 @@ test("two nodes on one Redis: people on different nodes see each other online an
     await expect(personLink(ada.page, "bob")).toContainText("offline");
     await ada.context.close();
   } finally {
+    for (const node of nodes) await stopServer(node);
+    dirs.forEach(removeDataDir);
+    await redis.stop();
+  }
+});
+
+// Part IV of the socket.io tutorial needs sticky sessions for long-polling; Tether does not:
+// a polling request that reaches a node other than its session's is forwarded there.
+test("the official client with default transports works against two nodes behind a round-robin proxy", async () => {
+  const redis = await startRedis();
+  const dirs = [freshDataDir(), freshDataDir()];
+  const args = ["--redis-url", redis.url, "--redis-prefix", redis.prefix];
+  const nodes = [await startServer(dirs[0], "127.0.0.1:0", args), await startServer(dirs[1], "127.0.0.1:0", args)];
+  const proxy = await startRoundRobin(nodes.map((n) => n.url));
+  const sockets: Socket[] = [];
+  try {
+    const join = async (username: string, transports?: string[]) => {
+      const socket = io(proxy.url, { auth: { username }, reconnection: false, forceNew: true, ...(transports ? { transports } : {}) });
+      sockets.push(socket);
+      const session = await new Promise<{ sessionID: string; userID: string }>((resolve, reject) => {
+        socket.once("session", resolve);
+        socket.once("connect_error", reject);
+      });
+      return { socket, session };
+    };
+    // Default transports: polling first (every request to the next node), then the upgrade.
+    const ada = await join("ada");
+    if (ada.socket.io.engine.transport.name !== "websocket") {
+      await new Promise((resolve) => ada.socket.io.engine.once("upgrade", resolve));
+    }
+    expect(ada.socket.io.engine.transport.name).toBe("websocket");
+    // Polling only: every request of this session alternates between the nodes.
+    const bob = await join("bob", ["polling"]);
+
+    const toBob = new Promise<{ content: string }>((resolve) => bob.socket.once("private message", resolve));
+    ada.socket.emit("private message", { content: "across the proxy", to: bob.session.userID });
+    expect((await toBob).content).toBe("across the proxy");
+    const toAda = new Promise<{ content: string }>((resolve) => ada.socket.once("private message", resolve));
+    bob.socket.emit("private message", { content: "and back", to: ada.session.userID });
+    expect((await toAda).content).toBe("and back");
+    expect(bob.socket.io.engine.transport.name).toBe("polling");
+    expect(proxy.served.every((n) => n > 2)).toBe(true);
+  } finally {
+    sockets.forEach((s) => s.close());
+    await proxy.stop();
     for (const node of nodes) await stopServer(node);
     dirs.forEach(removeDataDir);
     await redis.stop();

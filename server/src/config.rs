@@ -372,8 +372,8 @@ pub struct Config {
     /// Redis URL (`redis://host:port/db`, Redis 7 or newer; `rediss://` for TLS; credentials
     /// as `redis://:PASSWORD@host` or `redis://USER:PASSWORD@host`, better given by the
     /// environment than on the command line). When set, the store and the
-    /// Socket.IO adapter live in Redis so several nodes serve one cluster, and sockets are
-    /// websocket-only (no sticky sessions needed). Unset: the embedded SQLite store, one node.
+    /// Socket.IO adapter live in Redis so several nodes serve one cluster, with no sticky
+    /// sessions needed (see --advertise-url). Unset: the embedded SQLite store, one node.
     #[arg(long, env = "TETHER_REDIS_URL", global = true)]
     pub redis_url: Option<String>,
 
@@ -417,6 +417,25 @@ pub struct Config {
     /// sockets were on it go offline for everyone (within this time plus a third of it).
     #[arg(long, env = "TETHER_NODE_TTL_MS", default_value_t = 10_000)]
     pub node_ttl_ms: u64,
+
+    /// With Redis: the URL other nodes reach this node at (`http://host:port`), so a
+    /// long-polling request that arrives at another node is forwarded here (no sticky sessions
+    /// needed). Unset: `http://` plus the listen address when it names one (not 0.0.0.0 or
+    /// ::); with neither, this node serves WebSocket only.
+    #[arg(long, env = "TETHER_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+
+    /// With Redis: polling requests this node forwards to other nodes at once; beyond it they
+    /// are answered 503 and the client retries.
+    #[arg(long, env = "TETHER_MAX_FORWARDED_REQUESTS", default_value_t = 1024,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_forwarded_requests: usize,
+
+    /// With Redis: WebSockets this node relays to the node that holds their session (a client
+    /// that opened by polling through this node and upgraded), about 16 KiB each; beyond it
+    /// the upgrade is refused and the client stays on polling.
+    #[arg(long, env = "TETHER_MAX_RELAYED_SOCKETS", default_value_t = 4096)]
+    pub max_relayed_sockets: usize,
 
     /// Bytes that may wait to be sent to one socket (each packet counts its size plus 64
     /// bytes; packets written but not yet taken by the connection count too). A socket that
@@ -478,6 +497,28 @@ impl Config {
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 3000)))
     }
 
+    /// How other cluster nodes reach this one (see --advertise-url): the flag, checked to be
+    /// `http://host:port` with nothing after it, or the bound address when it names one;
+    /// `None` when it does not (0.0.0.0 or ::) and no flag says.
+    pub fn advertise_url(&self, bound: SocketAddr) -> anyhow::Result<Option<axum::http::Uri>> {
+        let Some(url) = &self.advertise_url else {
+            return Ok((!bound.ip().is_unspecified())
+                .then(|| format!("http://{bound}").parse())
+                .transpose()?);
+        };
+        let uri: axum::http::Uri = url
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--advertise-url {url}: {e}"))?;
+        let bare = uri.path_and_query().is_none_or(|p| p.as_str() == "/");
+        if uri.scheme_str() != Some("http") || uri.authority().is_none() || !bare {
+            anyhow::bail!(
+                "--advertise-url {url}: expected http://host:port (nodes forward to each other \
+                 over plain HTTP on their private network)"
+            );
+        }
+        Ok(Some(uri))
+    }
+
     pub fn session_idle(&self) -> Duration {
         Duration::from_secs(self.session_idle_secs)
     }
@@ -506,6 +547,41 @@ mod tests {
         let config = Config::for_data_dir("/tmp/x");
         assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(config.max_message_chars, 4000);
+    }
+
+    #[test]
+    fn the_advertised_url_is_the_flag_or_a_named_listen_address() {
+        let bound: SocketAddr = "10.0.0.7:3000".parse().unwrap();
+        let any: SocketAddr = "0.0.0.0:3000".parse().unwrap();
+        let config = Config::for_data_dir("/tmp/x");
+        assert_eq!(
+            config.advertise_url(bound).unwrap().unwrap().to_string(),
+            "http://10.0.0.7:3000/"
+        );
+        assert!(
+            config.advertise_url(any).unwrap().is_none(),
+            "no address to name"
+        );
+        let with = |url: &str| {
+            let mut config = Config::for_data_dir("/tmp/x");
+            config.advertise_url = Some(url.to_owned());
+            config.advertise_url(any)
+        };
+        assert_eq!(
+            with("http://node-2.internal:3000")
+                .unwrap()
+                .unwrap()
+                .to_string(),
+            "http://node-2.internal:3000/"
+        );
+        for bad in [
+            "https://node:3000",
+            "http://node:3000/app",
+            "node:3000",
+            "http://n/?a=1",
+        ] {
+            assert!(with(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

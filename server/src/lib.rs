@@ -21,6 +21,8 @@ pub mod domain;
 pub mod identity;
 // The per-node sweep: expired sessions' sockets closed, idle accounts deleted.
 pub mod expiry;
+// Long-polling in a cluster without sticky sessions: requests forwarded to their node.
+pub mod forward;
 // The server-rendered Leptos app, the site's files, the Prometheus recorder.
 pub mod http;
 // The Socket.IO handle (`Io`): one node, or one node of a Redis cluster.

@@ -69,10 +69,14 @@ pub enum Refusal {
     /// A passkey sign-in from an address the ceremony limiter had no room to track (also
     /// counted as [`Refusal::PasskeyRate`]).
     PasskeyTableFull,
+    /// A polling request or upgrade for another node's session not forwarded: over
+    /// `--max-forwarded-requests` or `--max-relayed-sockets`, too large, or its node did not
+    /// answer in time.
+    Forward,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 19] = [
+    const ALL: [Refusal; 20] = [
         Refusal::PendingLimit,
         Refusal::HeaderTimeout,
         Refusal::Origin,
@@ -92,6 +96,7 @@ impl Refusal {
         Refusal::Flooding,
         Refusal::PasskeyRate,
         Refusal::PasskeyTableFull,
+        Refusal::Forward,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -115,6 +120,7 @@ impl Refusal {
             Refusal::Flooding => "flooding",
             Refusal::PasskeyRate => "passkey_rate",
             Refusal::PasskeyTableFull => "passkey_table_full",
+            Refusal::Forward => "forward",
         }
     }
 
@@ -132,6 +138,7 @@ impl Refusal {
                 | Refusal::SignupOverall
                 | Refusal::SignupTableFull
                 | Refusal::PasskeyTableFull
+                | Refusal::Forward
                 | Refusal::Flooding
         )
     }

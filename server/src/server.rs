@@ -69,7 +69,7 @@ impl Server {
             }
             None => None,
         };
-        let app = build_app(config, origins).await?;
+        let app = build_app(config, origins, listener.local_addr()?).await?;
         Ok(Self {
             listener,
             metrics_listener,

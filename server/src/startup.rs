@@ -18,7 +18,7 @@ use crate::store::redis::{NodeOptions, RedisFiles, RedisStore, RedisTarget, Repl
 use crate::store::sqlite::{Durability, SessionPolicy, SqliteStore};
 use crate::store::Store;
 use crate::transport::{self, Limits, SocketState};
-use crate::{assets, expiry, http, identity, memory, ops, origin, refusals};
+use crate::{assets, expiry, forward, http, identity, memory, ops, origin, refusals};
 
 /// A built application: the router to serve, the Socket.IO handle behind it, and the
 /// background tasks (the memory trim, the cluster heartbeat) that end with it.
@@ -37,7 +37,13 @@ const WS_READ_BUFFER: usize = 1024;
 
 /// Builds the whole application from its configuration: store, Socket.IO layer, HTTP routes,
 /// behind the Origin check of `origins`.
-pub async fn build_app(config: &Config, origins: origin::OriginPolicy) -> anyhow::Result<App> {
+/// `bound` is the address the listener got (port 0 picks one): a cluster node advertises it to
+/// the others unless `--advertise-url` says otherwise.
+pub async fn build_app(
+    config: &Config,
+    origins: origin::OriginPolicy,
+    bound: std::net::SocketAddr,
+) -> anyhow::Result<App> {
     http::metrics_handle();
     // One definition of how this node reaches Redis, for the store and the adapter alike.
     let redis = redis_target(config).await?;
@@ -58,7 +64,15 @@ pub async fn build_app(config: &Config, origins: origin::OriginPolicy) -> anyhow
             config.refusal_log_ms,
         ))),
     ];
-    let (routes, io) = attach_socket_io(config, redis.as_ref(), builder, routes).await?;
+    let routing = match &redis {
+        Some(target) => sid_routing(config, target, bound).await?,
+        None => None,
+    };
+    if let Some(routing) = &routing {
+        tasks.push(tokio::spawn(routing.clone().refresh_loop()));
+    }
+    let (routes, io) =
+        attach_socket_io(config, redis.as_ref(), routing.is_some(), builder, routes).await?;
     if let Io::Cluster(io) = &io {
         tasks.push(tokio::spawn(transport::presence::heartbeat_loop(
             io.clone(),
@@ -66,7 +80,7 @@ pub async fn build_app(config: &Config, origins: origin::OriginPolicy) -> anyhow
         )));
     }
     tasks.push(expiry_task(config, &io, store));
-    let router = http_layers(config, routes, origins);
+    let router = http_layers(config, routes, origins, routing);
     Ok(App {
         router,
         io,
@@ -328,11 +342,44 @@ fn routes(
     (routes, ops)
 }
 
+/// With Redis: this node's session id tag and the forwarding of other nodes' polling requests
+/// ([`forward`]), when it has an address to advertise; `None` (WebSocket only) without one.
+async fn sid_routing(
+    config: &Config,
+    target: &RedisTarget,
+    bound: std::net::SocketAddr,
+) -> anyhow::Result<Option<Arc<forward::SidRouting>>> {
+    let Some(advertise) = config.advertise_url(bound)? else {
+        tracing::warn!(
+            "no --advertise-url and the listen address names none (0.0.0.0 or ::): this node \
+             serves WebSocket only, and clients that start with long-polling cannot connect"
+        );
+        return Ok(None);
+    };
+    let conn = redis::aio::ConnectionManager::new(target.client(redis::ProtocolVersion::RESP2)?)
+        .await
+        .map_err(|e| anyhow::anyhow!("redis at {}: {e}", target.shown()))?;
+    let options = forward::ForwardOptions {
+        advertise,
+        ttl: Duration::from_millis(config.node_ttl_ms.max(300)),
+        max_forwarded: config.max_forwarded_requests,
+        max_relayed: config.max_relayed_sockets,
+        max_body: config.max_payload_bytes as usize,
+        heartbeat: Duration::from_millis(config.ping_interval_ms + config.ping_timeout_ms),
+        request_timeout: Duration::from_millis(config.header_read_timeout_ms),
+    };
+    Ok(Some(
+        forward::SidRouting::start(conn, &config.redis_prefix, options).await?,
+    ))
+}
+
 /// Builds the Socket.IO layer onto `routes` and registers the event handlers: on its own, or
-/// (with a Redis target) through the cluster adapter, over WebSocket only.
+/// (with a Redis target) through the cluster adapter, over WebSocket only unless `polling`
+/// (this node's polling requests reach it through whichever node they arrive at).
 async fn attach_socket_io(
     config: &Config,
     redis: Option<&RedisTarget>,
+    polling: bool,
     builder: SocketIoBuilder,
     routes: Router,
 ) -> anyhow::Result<(Router, Io)> {
@@ -351,10 +398,14 @@ async fn attach_socket_io(
             )
             .await
             .map_err(|e| anyhow::anyhow!("redis adapter at {}: {e}", target.shown()))?;
-            // Websocket only: a socket lives on one node for its whole life, so a load
-            // balancer needs no sticky sessions.
+            // Either way a load balancer needs no sticky sessions: a polling request that
+            // reaches another node is forwarded here, and without that, no polling at all.
+            let builder = if polling {
+                builder
+            } else {
+                builder.transports([socketioxide::TransportType::Websocket])
+            };
             let (layer, io) = builder
-                .transports([socketioxide::TransportType::Websocket])
                 .with_adapter::<ClusterAdapter>(adapter)
                 .build_layer();
             transport::register(&io)
@@ -380,13 +431,27 @@ fn expiry_task(config: &Config, io: &Io, store: Arc<dyn Store>) -> JoinHandle<()
 /// The layers around the routes and the Socket.IO layer, outermost first: the header-read time
 /// for a request's body, the Origin check (and CORS), the client's address, and the copy of a
 /// socket request's head.
-fn http_layers(config: &Config, routes: Router, origins: origin::OriginPolicy) -> Router {
+fn http_layers(
+    config: &Config,
+    routes: Router,
+    origins: origin::OriginPolicy,
+    routing: Option<Arc<forward::SidRouting>>,
+) -> Router {
     // Both wrap the Socket.IO layer; the origin check (and CORS) runs first, before any handshake.
     let origins = Arc::new(origins.allow_credentials(config.cors_allow_credentials));
+    let routes = routes.layer(axum::middleware::from_fn(
+        transport::request_head::detach_socket_request_head,
+    ));
+    // Another node's polling request leaves before its head is detached (it forwards headers
+    // that the copy drops) and after the origin check (a refused page is never forwarded).
+    let routes = match routing {
+        Some(routing) => routes.layer(axum::middleware::from_fn_with_state(
+            routing,
+            forward::forward_foreign_sid,
+        )),
+        None => routes,
+    };
     routes
-        .layer(axum::middleware::from_fn(
-            transport::request_head::detach_socket_request_head,
-        ))
         // Before the head is detached: it reads `X-Forwarded-For`, which the copy drops.
         .layer(axum::middleware::from_fn_with_state(
             transport::signup::TrustedProxies(config.trust_forwarded_for),

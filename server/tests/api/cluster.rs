@@ -241,13 +241,158 @@ async fn a_killed_node_takes_its_users_offline_within_the_bound_and_nothing_is_l
     assert_eq!(bob_has, sent, "bob got every message live, once");
 }
 
+// ---- long-polling without sticky sessions: a request for another node's session is
+// forwarded to it (the sid's first two characters name the node) ----
+
+/// One raw long-polling request (`Connection: close`): status and body.
+async fn poll(
+    addr: std::net::SocketAddr,
+    sid: Option<&str>,
+    post: Option<&str>,
+    headers: &[&str],
+) -> (u16, String) {
+    let mut path = "/socket.io/?EIO=4&transport=polling".to_owned();
+    if let Some(sid) = sid {
+        path.push_str(&format!("&sid={sid}"));
+    }
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+    let request = match post {
+        Some(body) => format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: text/plain;charset=UTF-8\r\n\
+             Content-Length: {}\r\n{extra}Connection: close\r\n\r\n{body}",
+            body.len()
+        ),
+        None => format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n"),
+    };
+    let (status, _, body) =
+        crate::helpers::http_exchange(addr, &request, Duration::from_secs(5)).await;
+    (status, body)
+}
+
+/// Opens a polling session on `addr`: its sid.
+async fn open_polling(addr: std::net::SocketAddr) -> String {
+    let (status, body) = poll(addr, None, None, &[]).await;
+    assert_eq!(status, 200, "{body}");
+    let open: Value = serde_json::from_str(body.trim_start_matches('0')).expect("open packet");
+    open["sid"].as_str().expect("sid").to_owned()
+}
+
+/// Polls `addr` until the packets got contain `needle` (a few polls at most): all of them,
+/// separated by the record separator.
+async fn poll_until(addr: std::net::SocketAddr, sid: &str, needle: &str) -> String {
+    let mut got = String::new();
+    for _ in 0..5 {
+        let (status, body) = poll(addr, Some(sid), None, &[]).await;
+        assert_eq!(status, 200, "{body}");
+        got.push_str(&body);
+        got.push('\x1e');
+        if got.contains(needle) {
+            return got;
+        }
+    }
+    panic!("no {needle:?} in {got:?}")
+}
+
+/// The user id in a polling session's `session` event.
+fn session_user_id(packets: &str) -> String {
+    packets
+        .split('\x1e')
+        .filter_map(|p| p.strip_prefix("42"))
+        .filter_map(|p| serde_json::from_str::<Value>(p).ok())
+        .find(|p| p[0] == "session")
+        .and_then(|p| p[1]["userID"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| panic!("no session event in {packets:?}"))
+}
+
 #[tokio::test]
-async fn a_cluster_node_refuses_long_polling() {
-    let cluster = Cluster::start(1).await;
-    let (status, _) =
-        crate::helpers::http_get(cluster.nodes[0].addr, "/socket.io/?EIO=4&transport=polling")
-            .await;
-    assert_eq!(status, 400, "websocket only: no sticky sessions needed");
+async fn a_polling_session_opened_on_one_node_is_served_through_the_other() {
+    let cluster = Cluster::start(2).await;
+    let (a, b) = (cluster.nodes[0].addr, cluster.nodes[1].addr);
+    let sid = open_polling(a).await;
+    let other = open_polling(b).await;
+    assert_ne!(
+        sid[..2],
+        other[..2],
+        "each node's sids start with its own tag"
+    );
+
+    // The Socket.IO CONNECT and everything after it go through node 1 to node 0.
+    let (status, body) = poll(b, Some(&sid), Some(r#"40{"username":"pia"}"#), &[]).await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    let user_id = session_user_id(&poll_until(b, &sid, "\"session\"").await);
+
+    // Node 0 holds the socket: a message sent on node 1's websocket reaches it there.
+    let bob = cluster.connect_as(1, "bob").await;
+    bob.send(&user_id, "through any node").await;
+    poll_until(a, &sid, "through any node").await;
+}
+
+#[tokio::test]
+async fn a_polling_session_upgrades_to_a_websocket_through_the_other_node() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+    let cluster = Cluster::start(2).await;
+    let (a, b) = (cluster.nodes[0].addr, cluster.nodes[1].addr);
+    let sid = open_polling(a).await;
+    let (status, _) = poll(a, Some(&sid), Some(r#"40{"username":"pia"}"#), &[]).await;
+    assert_eq!(status, 200);
+    let user_id = session_user_id(&poll_until(a, &sid, "\"session\"").await);
+
+    // socket.io-client's upgrade: probe, then switch, on node 1 (relayed to node 0).
+    let url = format!("ws://{b}/socket.io/?EIO=4&transport=websocket&sid={sid}");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("upgrade relayed");
+    ws.send(WsMessage::text("2probe")).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("probe answered")
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.to_text().unwrap(), "3probe");
+    ws.send(WsMessage::text("5")).await.unwrap();
+
+    let bob = cluster.connect_as(1, "bob").await;
+    bob.send(&user_id, "over the relay").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let frame = tokio::time::timeout_at(deadline.into(), ws.next())
+            .await
+            .expect("the message over the relayed websocket")
+            .unwrap()
+            .unwrap();
+        if frame.to_text().unwrap_or("").contains("over the relay") {
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_forwarded_request_is_never_forwarded_again_and_an_unknown_tag_is_an_unknown_session() {
+    let cluster = Cluster::start(2).await;
+    let (a, b) = (cluster.nodes[0].addr, cluster.nodes[1].addr);
+    let sid = open_polling(a).await;
+    // What node 0 would answer for a sid it does not hold, from node 1 (one hop at most).
+    let (status, body) = poll(b, Some(&sid), None, &["X-Tether-Forwarded: 1"]).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("Session ID unknown"), "{body}");
+    // The session is untouched: node 0 still serves it.
+    let (status, _) = poll(a, Some(&sid), Some(r#"40{"username":"pia"}"#), &[]).await;
+    assert_eq!(status, 200);
+
+    // A tag no node holds.
+    let tags = [sid[..2].to_owned(), open_polling(b).await[..2].to_owned()];
+    let free = ["AA", "AB", "AC"]
+        .into_iter()
+        .find(|t| !tags.iter().any(|held| held == t))
+        .unwrap();
+    let made_up = format!("{free}0123456789abcd");
+    for node in [a, b] {
+        let (status, body) = poll(node, Some(&made_up), None, &[]).await;
+        assert_eq!(status, 400);
+        assert!(body.contains("Session ID unknown"), "{body}");
+    }
 }
 
 /// A cluster beyond `--roster-full-max` users (2 here), with ada on node 0, her contact cat

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::helpers::{ChildServer, TestClient, WAIT};
+use crate::helpers::{ChildServer, RedisServer, TestClient, WAIT};
 
 /// Every crate that touches the wire, at trace, each by the most specific directive that could
 /// lift a cap set for its crate.
@@ -217,6 +217,102 @@ async fn no_line_holds_a_secret(format: &str) {
         started.elapsed() < BUDGET,
         "the session took {:?}",
         started.elapsed()
+    );
+}
+
+/// Issue 27: a cluster node that forwards another node's long-polling requests and relays its
+/// upgrade names neither the sid nor the other node's address in any line, at the most verbose
+/// filter, on either node.
+#[tokio::test]
+async fn forwarding_between_nodes_logs_no_sid_no_session_id_no_body_and_no_ip() {
+    let redis = RedisServer::start().await;
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let args = redis.node_args();
+    let owner =
+        ChildServer::start_logging_with(dirs[0].path(), MOST_VERBOSE, Some(tx.clone()), &args)
+            .await;
+    let relay =
+        ChildServer::start_logging_with(dirs[1].path(), MOST_VERBOSE, Some(tx), &args).await;
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let body = |n: u32| format!("fwdprobe-body-{n}-{tag}");
+
+    // Ada's session is opened on the owner; everything after the open goes through the relay.
+    let mut ada = RawSocket::polling(owner.addr).await;
+    ada.link = Link::Polling(relay.addr);
+    let (ada_session, ada_id) = ada.connect(json!({ "username": "ada" })).await;
+    let mut bob = RawSocket::websocket(relay.addr, None).await;
+    let (bob_session, bob_id) = bob.connect(json!({ "username": "bob" })).await;
+    let sent = ada
+        .request(
+            "private message",
+            json!({ "to": bob_id, "content": body(1) }),
+        )
+        .await;
+    assert!(sent["ok"].is_object(), "{sent}");
+    assert_eq!(bob.event("private message").await["content"], body(1));
+    // The upgrade through the relay: relayed byte for byte to the owner.
+    ada.upgrade(relay.addr).await;
+    let sent = bob
+        .request(
+            "private message",
+            json!({ "to": ada_id, "content": body(2) }),
+        )
+        .await;
+    assert!(sent["ok"].is_object(), "{sent}");
+    assert_eq!(ada.event("private message").await["content"], body(2));
+    // A made-up sid with the owner's tag: forwarded, and unknown there.
+    let forged = format!("{}{}", &ada.sid[..2], "A".repeat(14));
+    let (status, _) = http(
+        relay.addr,
+        "GET",
+        &format!("/socket.io/?EIO=4&transport=polling&sid={forged}"),
+        "",
+    )
+    .await;
+    assert_eq!(status, 400);
+
+    owner.kill_9().await;
+    relay.kill_9().await;
+    let mut lines = Vec::new();
+    while let Some(line) = tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("the log streams end once both nodes are gone")
+    {
+        lines.push(strip_ansi(&line));
+    }
+    let secrets = [
+        ("ada's sid", ada.sid.clone()),
+        ("bob's sid", bob.sid.clone()),
+        ("a forged sid", forged),
+        ("ada's session id", ada_session),
+        ("bob's session id", bob_session),
+        ("a message body", tag.clone()),
+    ];
+    let mut leaks = Vec::new();
+    for line in &lines {
+        let lower = line.to_lowercase();
+        for (what, secret) in &secrets {
+            if lower.contains(&secret.to_lowercase()) || lower.contains(&hex::encode(secret)) {
+                leaks.push(format!("{what}: {line}"));
+            }
+        }
+        if let Some(ip) = ip_literal(line) {
+            leaks.push(format!("an IP address ({ip}): {line}"));
+        }
+    }
+    assert!(
+        leaks.is_empty(),
+        "{} of {} log lines leak:\n{}",
+        leaks.len(),
+        lines.len(),
+        leaks.join("\n")
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("forwarding a request") && l.contains("upgrade=true")),
+        "the relay logged its forwarding, upgrade included: {lines:#?}"
     );
 }
 
