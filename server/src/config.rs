@@ -221,10 +221,18 @@ pub struct Config {
     /// The WebAuthn relying party id passkeys are made for (issue #25), e.g. `chat.example`.
     /// Default: the host of `--public-origin` when it is `https://<domain>` (or `localhost` for
     /// a loopback bind without it), never that of an `--allowed-origins` entry. Passkeys work
-    /// only from allowed origins at or below it that are `https` (or `http://localhost`); with
-    /// none they are off, and a warning at start says why.
+    /// only from the server's own origins and `--passkey-origins` at or below it that are
+    /// `https` (or `http://localhost`); with none they are off, and a warning at start says why.
     #[arg(long, env = "TETHER_PASSKEY_RP_ID")]
     pub passkey_rp_id: Option<String>,
+
+    /// Origins besides the server's own whose pages may use its passkeys (sign in, and add
+    /// one), comma-separated, e.g. `https://app.chat.example`: at or below the relying party
+    /// id, `https` (or `http://localhost`). An `--allowed-origins` entry is not one unless
+    /// named here too (allowing an origin for CORS does not grant it account sign-in); a page
+    /// here needs to be allowed as well to reach the server.
+    #[arg(long, env = "TETHER_PASSKEY_ORIGINS", value_delimiter = ',')]
+    pub passkey_origins: Vec<String>,
 
     /// The name passkey prompts show for this site.
     #[arg(long, env = "TETHER_PASSKEY_RP_NAME", default_value = "Tether")]

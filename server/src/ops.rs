@@ -320,6 +320,9 @@ mod tests {
         ) -> Result<Option<(User, Vec<crate::store::StoredPasskey>)>, StoreError> {
             unimplemented!()
         }
+        async fn oldest_with_name(&self, _: &str) -> Result<Option<UserId>, StoreError> {
+            unimplemented!()
+        }
         async fn passkey_used(
             &self,
             _: &UserId,

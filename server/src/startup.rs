@@ -161,11 +161,11 @@ fn passkeys(
         tracing::info!("passkeys are off (--passkeys turns them on)");
         return Ok(None);
     }
-    let allowed = origins.origins();
+    let own = origins.own_origins();
     let rp = match RelyingParty::derive(
         config.passkey_rp_id.as_deref(),
-        &origins.own_origins(),
-        &allowed,
+        &own,
+        &config.passkey_origins,
     ) {
         Ok(rp) => rp,
         Err(why) => {
@@ -174,14 +174,27 @@ fn passkeys(
             return Ok(None);
         }
     };
-    // Origins that are domains but not at or below the RP's (IP addresses never can be).
-    let domains = allowed
+    // Origins named for passkeys that are not at or below the RP's, or plain http (but
+    // localhost), or no origin at all.
+    let left_out = config
+        .passkey_origins
         .iter()
-        .filter(|o| url::Url::parse(o).is_ok_and(|u| u.domain().is_some()))
+        .filter(|o| {
+            !url::Url::parse(o).is_ok_and(|u| rp.origins.contains(&u))
+        })
         .count();
-    let left_out = domains.saturating_sub(rp.origins.len());
     if left_out > 0 {
-        tracing::warn!(rp.id = %rp.id, left_out, "allowed origins outside the passkey domain, or plain http (but localhost), cannot use passkeys");
+        tracing::warn!(rp.id = %rp.id, left_out, "--passkey-origins entries outside the passkey domain, plain http (but localhost) or not origins cannot use passkeys");
+    }
+    // A page elsewhere reaches the server only if it is allowed (CORS, sockets) too.
+    let allowed = origins.origins();
+    let unreachable = rp
+        .origins
+        .iter()
+        .filter(|o| !allowed.contains(&o.origin().ascii_serialization()))
+        .count();
+    if unreachable > 0 {
+        tracing::warn!(unreachable, "--passkey-origins entries not in --allowed-origins: their pages cannot reach this server");
     }
     let passkeys = Passkeys::new(
         &rp,

@@ -56,10 +56,10 @@ pub enum NoRelyingParty {
          set --public-origin https://… or --passkey-rp-id"
     )]
     NoSecureOwnOrigin,
-    /// No allowed origin is secure and at or below the RP id.
+    /// No own origin (nor `--passkey-origins` entry) is secure and at or below the RP id.
     #[error(
-        "passkeys are off: no allowed origin is https:// (or http://localhost) at or below the \
-         relying party id {0}"
+        "passkeys are off: no own origin (nor --passkey-origins entry) is https:// (or \
+         http://localhost) at or below the relying party id {0}"
     )]
     NoOrigin(String),
 }
@@ -76,15 +76,15 @@ fn secure(origin: &Url) -> bool {
 
 impl RelyingParty {
     /// The RP for the `--passkey-rp-id` flag, the server's own origins (`own`:
-    /// [`crate::origin::OriginPolicy::own_origins`]) and every allowed origin (`allowed`:
-    /// [`crate::origin::OriginPolicy::origins`], its own included). Without the flag the id is
-    /// the host of the first secure own origin that is a domain name: an `--allowed-origins`
-    /// entry (another site, allowed for CORS) never names it. The WebAuthn origins are the
-    /// secure allowed origins at or below the id.
+    /// [`crate::origin::OriginPolicy::own_origins`]) and the origins `--passkey-origins` adds
+    /// (`extra`). Without the flag the id is the host of the first secure own origin that is a
+    /// domain name. The WebAuthn origins are the secure own and extra origins at or below the
+    /// id: an `--allowed-origins` entry (another site, allowed for CORS) neither names the RP
+    /// nor may use its passkeys unless `--passkey-origins` names it too (review finding 7).
     pub fn derive(
         flag: Option<&str>,
         own: &[String],
-        allowed: &[String],
+        extra: &[String],
     ) -> Result<RelyingParty, NoRelyingParty> {
         let secure_origins = |list: &[String]| -> Vec<Url> {
             list.iter()
@@ -105,7 +105,16 @@ impl RelyingParty {
                 d == id || d.ends_with(&format!(".{id}"))
             })
         };
-        let origins: Vec<Url> = secure_origins(allowed).into_iter().filter(under).collect();
+        let mut origins: Vec<Url> = Vec::new();
+        for origin in secure_origins(own)
+            .into_iter()
+            .chain(secure_origins(extra))
+            .filter(under)
+        {
+            if !origins.contains(&origin) {
+                origins.push(origin);
+            }
+        }
         if origins.is_empty() {
             return Err(NoRelyingParty::NoOrigin(id));
         }
@@ -360,7 +369,7 @@ mod tests {
     #[test]
     fn the_rp_is_the_own_origins_domain_and_only_origins_at_or_below_it_count() {
         let loopback = origins(&["http://127.0.0.1:3000", "http://localhost:3000"]);
-        let rp = RelyingParty::derive(None, &loopback, &loopback).expect("localhost");
+        let rp = RelyingParty::derive(None, &loopback, &[]).expect("localhost");
         assert_eq!(rp.id, "localhost");
         assert_eq!(rp.origins, [Url::parse("http://localhost:3000").unwrap()]);
 
@@ -376,49 +385,82 @@ mod tests {
         )
         .unwrap();
         assert_eq!(rp.id, "chat.example");
-        assert_eq!(rp.origins.len(), 2);
+        assert_eq!(
+            rp.origins,
+            [
+                Url::parse("https://chat.example").unwrap(),
+                Url::parse("https://app.chat.example").unwrap()
+            ],
+            "once each, and only at or below the id"
+        );
 
-        let all = origins(&["https://chat.example", "https://other.example"]);
-        let rp = RelyingParty::derive(Some("example"), &all[..1], &all).unwrap();
+        let own = origins(&["https://chat.example"]);
+        let rp = RelyingParty::derive(Some("example"), &own, &origins(&["https://other.example"]))
+            .unwrap();
         assert_eq!(rp.origins.len(), 2, "a parent domain covers both");
     }
 
+    /// Review finding 7: an origin allowed for CORS (`--allowed-origins`) is not a WebAuthn
+    /// origin: only the server's own are, and those `--passkey-origins` names.
     #[test]
-    fn another_sites_cors_origin_never_names_the_rp() {
-        // Listening on every address: the own origin is an IP; only an allowed (CORS) origin
+    fn passkey_origins_are_the_own_ones_unless_named() {
+        let own = origins(&["https://chat.example"]);
+        // What `--allowed-origins https://app.chat.example` alone gives: nothing extra.
+        let rp = RelyingParty::derive(None, &own, &[]).unwrap();
+        assert_eq!(rp.origins, [Url::parse("https://chat.example").unwrap()]);
+        let rp = RelyingParty::derive(None, &own, &origins(&["https://app.chat.example"])).unwrap();
+        assert_eq!(
+            rp.origins,
+            [
+                Url::parse("https://chat.example").unwrap(),
+                Url::parse("https://app.chat.example").unwrap()
+            ]
+        );
+        // The tutorial's page on :8080, allowed for CORS, does not get the user's passkeys.
+        let loopback = origins(&["http://127.0.0.1:3000", "http://localhost:3000"]);
+        let rp = RelyingParty::derive(None, &loopback, &[]).unwrap();
+        assert!(!rp
+            .origins
+            .contains(&Url::parse("http://localhost:8080").unwrap()));
+    }
+
+    #[test]
+    fn another_sites_origin_never_names_the_rp() {
+        // Listening on every address: the own origin is an IP; only another site's origin
         // is a domain. It used to become the RP id.
         let own = origins(&["http://0.0.0.0:3000"]);
-        let all = origins(&["http://0.0.0.0:3000", "https://partner.example"]);
+        let partner = origins(&["https://partner.example"]);
         assert_eq!(
-            RelyingParty::derive(None, &own, &all),
+            RelyingParty::derive(None, &own, &partner),
             Err(NoRelyingParty::NoSecureOwnOrigin)
         );
         // The operator may still name it.
-        let rp = RelyingParty::derive(Some("partner.example"), &own, &all).unwrap();
+        let rp = RelyingParty::derive(Some("partner.example"), &own, &partner).unwrap();
         assert_eq!(rp.origins, [Url::parse("https://partner.example").unwrap()]);
     }
 
     #[test]
     fn only_https_and_http_localhost_origins_use_passkeys() {
         let own = origins(&["http://chat.example"]);
-        let all = origins(&["http://chat.example", "https://chat.example:8443"]);
+        let extra = origins(&["http://chat.example", "https://chat.example:8443"]);
         assert_eq!(
-            RelyingParty::derive(None, &own, &all),
+            RelyingParty::derive(None, &own, &extra),
             Err(NoRelyingParty::NoSecureOwnOrigin),
             "a plain http public origin names no RP"
         );
-        let rp = RelyingParty::derive(Some("chat.example"), &own, &all).unwrap();
+        let rp = RelyingParty::derive(Some("chat.example"), &own, &extra).unwrap();
         assert_eq!(
             rp.origins,
             [Url::parse("https://chat.example:8443").unwrap()],
             "plain http is left out"
         );
         assert_eq!(
-            RelyingParty::derive(Some("chat.example"), &own, &own),
+            RelyingParty::derive(Some("chat.example"), &own, &[]),
             Err(NoRelyingParty::NoOrigin("chat.example".into()))
         );
-        let local = origins(&["http://localhost:8080", "http://app.localhost:8080"]);
-        let rp = RelyingParty::derive(None, &local[..1], &local).unwrap();
+        let local = origins(&["http://localhost:8080"]);
+        let rp =
+            RelyingParty::derive(None, &local, &origins(&["http://app.localhost:8080"])).unwrap();
         assert_eq!(rp.id, "localhost");
         assert_eq!(rp.origins, [Url::parse("http://localhost:8080").unwrap()]);
     }
@@ -427,12 +469,12 @@ mod tests {
     fn without_a_domain_passkeys_are_off() {
         let lan = origins(&["http://192.168.1.5:3000"]);
         assert_eq!(
-            RelyingParty::derive(None, &lan, &lan),
+            RelyingParty::derive(None, &lan, &[]),
             Err(NoRelyingParty::NoSecureOwnOrigin)
         );
         let public = origins(&["https://chat.example"]);
         assert_eq!(
-            RelyingParty::derive(Some("elsewhere.example"), &public, &public),
+            RelyingParty::derive(Some("elsewhere.example"), &public, &[]),
             Err(NoRelyingParty::NoOrigin("elsewhere.example".into()))
         );
     }

@@ -659,6 +659,10 @@ pub trait Store: Send + Sync + 'static {
         &self,
         username: &str,
     ) -> Result<Option<(User, Vec<StoredPasskey>)>, StoreError>;
+    /// The oldest existing account whose name has this name's [`name_key`] (the first of them in
+    /// [`Store::list_users`]): the only one [`Store::protect`] lets protect it while nobody
+    /// has. `None` when there is none.
+    async fn oldest_with_name(&self, username: &str) -> Result<Option<UserId>, StoreError>;
     /// The user's passkeys, oldest first (then by credential id), and whether they protect its
     /// name; none for an unknown user.
     async fn passkeys(&self, user: &UserId) -> Result<AccountPasskeys, StoreError>;

@@ -1848,6 +1848,15 @@ impl Store for RedisStore {
         Ok(replaced == 1)
     }
 
+    async fn oldest_with_name(&self, username: &str) -> Result<Option<UserId>, StoreError> {
+        // The key's users scored by sign-up number, as `PROTECT` reads them.
+        let oldest: Vec<String> = self
+            .conn()
+            .zrange(self.keys.names(&name_key(username)), 0, 0)
+            .await?;
+        Ok(oldest.into_iter().next().map(UserId::from_store))
+    }
+
     async fn passkeys(&self, user: &UserId) -> Result<AccountPasskeys, StoreError> {
         let listed: Vec<redis::Value> = self
             .scripts

@@ -34,6 +34,13 @@ pub enum EventError {
     PasskeyRefused,
     #[error("another account protected this name first")]
     NameTaken,
+    /// The name is not this account's to protect: an older account with the same name key
+    /// exists (the same wire code as [`EventError::NameTaken`], its own text).
+    #[error("An older account already has this name; only it can protect it.")]
+    NameOlder,
+    /// The account holds the most passkeys it may ([`crate::store::PASSKEYS_PER_USER_MAX`]).
+    #[error("this account has the most passkeys it may hold; remove one to add another")]
+    PasskeysFull,
     #[error("passkeys are not available on this server")]
     PasskeysUnavailable,
     #[error("this connection did not prove it holds its session's key; only such a connection may add or remove a passkey")]
@@ -55,7 +62,8 @@ impl EventError {
             EventError::RateLimited => ErrorCode::RateLimited,
             EventError::CeremonyExpired => ErrorCode::CeremonyExpired,
             EventError::PasskeyRefused => ErrorCode::PasskeyRefused,
-            EventError::NameTaken => ErrorCode::NameTaken,
+            EventError::NameTaken | EventError::NameOlder => ErrorCode::NameTaken,
+            EventError::PasskeysFull => ErrorCode::PasskeyRefused,
             EventError::PasskeysUnavailable => ErrorCode::PasskeysUnavailable,
             EventError::ProofRequired => ErrorCode::ProofRequired,
             EventError::Store(_) => ErrorCode::StoreUnavailable,

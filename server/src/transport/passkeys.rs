@@ -149,6 +149,21 @@ pub async fn passkey_options<A: Adapter>(
                 Some(_) => return Err(EventError::NameTaken),
                 None => Vec::new(),
             };
+            // Refused here, before the browser makes a credential it could never use (review
+            // finding 4): a full account, and a name an older account has. `protect` keeps the
+            // authoritative check (the directory may change before `passkey_add`).
+            if existing.len() >= PASSKEYS_PER_USER_MAX {
+                return Err(EventError::PasskeysFull);
+            }
+            if existing.is_empty()
+                && state
+                    .store
+                    .oldest_with_name(&viewer.username)
+                    .await?
+                    .is_some_and(|oldest| oldest != viewer.user_id)
+            {
+                return Err(EventError::NameOlder);
+            }
             let (options, registration) = passkeys
                 .start_registration(&viewer.user_id, &viewer.username, &existing)
                 .map_err(ceremony_error)?;
@@ -222,10 +237,9 @@ pub async fn passkey_add<A: Adapter>(
                 Ok(json!({ "protected": true }))
             }
             Protect::NameTaken => Err(EventError::NameTaken),
-            // Registered already (to any account), one too many, or the account is gone.
-            Protect::CredentialTaken | Protect::Full | Protect::UnknownUser => {
-                Err(EventError::PasskeyRefused)
-            }
+            Protect::Full => Err(EventError::PasskeysFull),
+            // Registered already (to any account), or the account is gone.
+            Protect::CredentialTaken | Protect::UnknownUser => Err(EventError::PasskeyRefused),
         }
     })
     .await;

@@ -251,21 +251,31 @@ async fn a_protected_name_cannot_be_taken_by_a_new_sign_up() {
 
 /// Only the oldest account with a name may protect it, and names are compared as people read
 /// them (review h4, findings 2 and 3): a newer "ＡＤＡ" cannot protect the name of an older
-/// "ada" (`name_taken`, nothing written), the older can, and then a sign-up with a look-alike
-/// (Cyrillic `а`, fullwidth, an invisible filler) is refused `name protected`.
+/// "ada", and is told so at `passkey_options`, before its browser makes a credential it could
+/// never use (review finding 4: `name_taken` with its own text, no options; nothing written);
+/// the older can, and then a sign-up with a look-alike (Cyrillic `а`, fullwidth, an invisible
+/// filler) is refused `name protected`.
 #[tokio::test]
 async fn a_newer_same_name_account_cannot_protect_and_look_alikes_cannot_sign_up() {
     let app = spawn_app().await;
     let ada = app.connect_bound("ada").await;
     let newer = app.connect_bound("\u{ff21}\u{ff24}\u{ff21}").await;
-    let mut browser = Browser::for_app(app.addr);
 
-    let options = newer.request("passkey_options", json!({})).await;
-    let credential = browser.create(&options["ok"]["publicKey"]).await;
+    let answer = newer.request("passkey_options", json!({})).await;
+    assert_eq!(
+        answer["error"],
+        json!({
+            "code": "name_taken",
+            "message": "An older account already has this name; only it can protect it."
+        }),
+        "{answer}"
+    );
+    assert!(answer.get("ok").is_none(), "no options: {answer}");
+    // No registration waits on the connection either.
     let answer = newer
-        .request("passkey_add", json!({ "credential": credential }))
+        .request("passkey_add", json!({ "credential": { "id": "x" } }))
         .await;
-    assert_eq!(code(&answer), "name_taken", "{answer}");
+    assert_eq!(code(&answer), "ceremony_expired", "{answer}");
     let (status, body) = post_json(
         app.addr,
         "/api/passkey/options",
@@ -542,6 +552,31 @@ async fn adding_a_passkey_without_options_or_with_a_bad_credential_changes_nothi
     .await;
     assert_eq!((status, code(&body)), (404, "unknown_name"));
     app.connect_as("ADA").await;
+}
+
+/// An account that holds the most passkeys it may is refused at `passkey_options` (review
+/// finding 4), with its own text: no options, so no credential the account could not keep.
+#[tokio::test]
+async fn a_full_account_is_refused_before_a_credential_is_made() {
+    let most = 16;
+    let app = spawn_app_with(|c| c.passkey_registrations_per_hour = 100).await;
+    let ada = app.connect_bound("ada").await;
+    for _ in 0..most {
+        // One authenticator each: an authenticator holds one passkey per site and account.
+        protect(&ada, &mut Browser::for_app(app.addr)).await;
+    }
+    let answer = ada.request("passkey_options", json!({})).await;
+    assert_eq!(code(&answer), "passkey_refused", "{answer}");
+    assert!(answer.get("ok").is_none(), "no options: {answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("most passkeys"),
+        "{answer}"
+    );
+    let listed = ada.request("passkeys", json!({})).await;
+    assert_eq!(listed["ok"]["passkeys"].as_array().unwrap().len(), most);
 }
 
 #[tokio::test]

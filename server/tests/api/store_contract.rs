@@ -1469,6 +1469,15 @@ async fn only_the_oldest_account_with_a_name_key_may_protect_it<B: Backend>(back
     let (_, wide) = user(&store, "\u{ff21}\u{ff24}\u{ff21}").await;
     let (_, cyrillic) = user(&store, "\u{430}da").await;
     let (_, bob) = user(&store, "bob").await;
+    // `oldest_with_name` names the one `protect` lets protect it, by any spelling.
+    for spelling in ["ada", "\u{ff21}\u{ff24}\u{ff21}", "\u{430}da", " ADA "] {
+        assert_eq!(
+            store.oldest_with_name(spelling).await.unwrap(),
+            Some(ada.clone()),
+            "{spelling:?}"
+        );
+    }
+    assert_eq!(store.oldest_with_name("nobody").await.unwrap(), None);
     for newer in [&wide, &cyrillic] {
         assert_eq!(
             store
@@ -1530,6 +1539,11 @@ async fn only_the_oldest_account_with_a_name_key_may_protect_it<B: Backend>(back
     store.delete_session(&nfd_sid).await.unwrap();
     let swept = store.expire_accounts(HOUR, 100).await.unwrap();
     assert_eq!(swept.users, 1, "the sessionless NFD account only");
+    assert_eq!(
+        store.oldest_with_name("ZOË").await.unwrap(),
+        Some(nfc.clone()),
+        "the next oldest, once the oldest is gone"
+    );
     assert_eq!(
         store
             .protect(&nfc, passkey("z1"), "Chrome on Linux")

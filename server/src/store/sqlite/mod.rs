@@ -737,6 +737,21 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn oldest_with_name(&self, username: &str) -> Result<Option<UserId>, StoreError> {
+        let key = name_key(username);
+        let oldest: Option<String> = self
+            .read(move |conn| {
+                conn.prepare_cached(
+                    "SELECT user_id FROM users WHERE name_key = ?1
+                     ORDER BY created_at, rowid LIMIT 1",
+                )?
+                .query_row(params![key], |r| r.get(0))
+                .optional()
+            })
+            .await?;
+        Ok(oldest.map(UserId::from_store))
+    }
+
     async fn passkeys(&self, user: &UserId) -> Result<AccountPasskeys, StoreError> {
         let user = user.as_str().to_owned();
         self.read(move |conn| {
