@@ -179,9 +179,7 @@ fn passkeys(
     let left_out = config
         .passkey_origins
         .iter()
-        .filter(|o| {
-            !url::Url::parse(o).is_ok_and(|u| rp.origins.contains(&u))
-        })
+        .filter(|o| !url::Url::parse(o).is_ok_and(|u| rp.origins.contains(&u)))
         .count();
     if left_out > 0 {
         tracing::warn!(rp.id = %rp.id, left_out, "--passkey-origins entries outside the passkey domain, plain http (but localhost) or not origins cannot use passkeys");
