@@ -205,6 +205,9 @@ pub struct Device {
     /// minute old while a socket of it is connected), ms since the Unix epoch.
     pub created: i64,
     pub last_seen: i64,
+    /// Whether it is bound to a key (its handshakes prove possession). An unbound one is a
+    /// tutorial client's, or one from before keys (which binds on its first proof).
+    pub bound: bool,
 }
 
 /// The most characters of a device label a store keeps (labels are made by the server, a few

@@ -519,18 +519,20 @@ redis.call('ZADD', KEYS[5], 'XX', 'GT', ARGV[2], ARGV[1])
 return {'ok', name}
 "#;
 
-/// The user's live sessions: `{family, created, seen, device, ...}` (`seen` and `device` are
-/// absent from sessions made before devices: then `created` and '').
+/// The user's live sessions: `{family, created, seen, device, bound, ...}` (`seen` and `device`
+/// are absent from sessions made before devices: then `created` and ''; `bound` is '1' when the
+/// session has a key, '0' when it was made without one or before keys).
 const DEVICES: &str = r#"
 local now, max_age = tonumber(ARGV[1]), tonumber(ARGV[2])
 local out = {}
 for _, d in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local s = redis.call('HMGET', ARGV[3] .. 'session:' .. d, 'user', 'created', 'seen', 'device')
+  local s = redis.call('HMGET', ARGV[3] .. 'session:' .. d, 'user', 'created', 'seen', 'device', 'key')
   if s[1] == ARGV[4] and now - tonumber(s[2]) <= max_age then
     table.insert(out, d)
     table.insert(out, s[2])
     table.insert(out, s[3] or s[2])
     table.insert(out, s[4] or '')
+    table.insert(out, (s[5] and s[5] ~= '') and '1' or '0')
   end
 end
 return out
@@ -1487,13 +1489,14 @@ impl Store for RedisStore {
                 .map_err(|e| StoreError::Unreadable(Box::new(e)))
         };
         let mut devices = flat
-            .chunks_exact(4)
+            .chunks_exact(5)
             .map(|d| {
                 Ok(Device {
                     family: d[0].clone(),
                     created: number(&d[1])?,
                     last_seen: number(&d[2])?,
                     label: d[3].clone(),
+                    bound: d[4] == "1",
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;

@@ -224,6 +224,7 @@ mod tests {
             label: "Firefox on Linux".into(),
             created: 1,
             last_seen: 2,
+            bound: true,
         };
         let other = Device {
             family: "0".repeat(64),

@@ -6,7 +6,8 @@
 //! the socket) until `passkey_add` finishes it, at most `--passkey-ceremony-secs` later. One
 //! start per token of the user's `--passkey-registrations-per-hour`. Adding and removing need a
 //! connection that proved possession of its session's key (a copied session id must neither
-//! claim the name nor give it up); listing is a read of the viewer's own rows, priced as one.
+//! claim the name nor give it up), and an add ends the account's sessions that are not bound
+//! to a key, on every node (a protected name's sessions all prove possession); listing is a read of the viewer's own rows, priced as one.
 //! A removal is a write, and takes a token of the bucket `read` marks and device revokes use
 //! (`--read-marks-per-sec`). Passkeys are named on the wire by a public id derived from their
 //! credential id ([`crate::identity::device::passkey_id`]).
@@ -19,10 +20,13 @@ use serde::de::IgnoredAny;
 use serde_json::{json, Value};
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{SocketRef, State, TryData};
+use socketioxide::SocketIo;
 
+use super::logout::{close_sockets, Ended};
 use super::messages::priced;
 use super::overflow::Ack;
 use super::{handle, object, object_or_default, price, EventError, SocketState, Viewer};
+use crate::domain::UserId;
 use crate::identity::device::{is_device_id, passkey_id, DeviceLabel};
 use crate::identity::passkeys::{PasskeyError, PendingRegistration};
 use crate::store::{
@@ -179,10 +183,13 @@ pub async fn passkey_options<A: Adapter>(
 
 pub async fn passkey_add<A: Adapter>(
     socket: SocketRef<A>,
+    io: SocketIo<A>,
     State(state): State<SocketState>,
     TryData(payload): TryData<Value>,
     ack: Ack<A>,
 ) {
+    // The account's unbound sessions this add ended: their sockets close after the answer.
+    let mut ended: Vec<String> = Vec::new();
     handle(&socket, &state, ack, events::PASSKEY_ADD, async |viewer| {
         let credential = parse_add(payload.ok())?;
         let passkeys = state
@@ -234,6 +241,7 @@ pub async fn passkey_add<A: Adapter>(
                         .await;
                     socket.extensions.insert(viewer);
                 }
+                ended = end_unbound(&state, &viewer.user_id).await?;
                 Ok(json!({ "protected": true }))
             }
             Protect::NameTaken => Err(EventError::NameTaken),
@@ -243,6 +251,25 @@ pub async fn passkey_add<A: Adapter>(
         }
     })
     .await;
+    if !ended.is_empty() {
+        tracing::info!(conn = %crate::telemetry::conn(&socket.id), ended = ended.len(), "the account's unbound sessions ended: its name is protected");
+        close_sockets(&io, Ended::Sessions(ended)).await;
+    }
+}
+
+/// Ends every session of a protected account that is not bound to a key (review finding 1c): a
+/// tutorial client's, one from before keys (which a copied id could bind to a thief's key), or
+/// one made without a key. A protected name's sessions all prove possession from now on; the
+/// one adding the passkey is bound (only a proving connection may add one). Returns the ended
+/// sessions' families.
+async fn end_unbound(state: &SocketState, user: &UserId) -> Result<Vec<String>, EventError> {
+    let mut ended = Vec::new();
+    for device in state.store.devices(user).await? {
+        if !device.bound && state.store.end_family(user, &device.family).await? {
+            ended.push(device.family);
+        }
+    }
+    Ok(ended)
 }
 
 pub async fn passkeys<A: Adapter>(

@@ -782,6 +782,51 @@ async fn a_passkey_sign_in_with_a_key_makes_a_bound_session() {
     assert_eq!(code(&answer), "proof_required", "{answer}");
 }
 
+/// Review finding 1c: adding a passkey ends every session of the account that is not bound to
+/// a key (a passkey sign-in made without one here; a tutorial client's or a copied id's alike),
+/// closing its sockets; the bound sessions, the adding one and another device's, stay.
+#[tokio::test]
+async fn adding_a_passkey_ends_the_accounts_unbound_sessions_and_keeps_the_bound_ones() {
+    let app = spawn_app().await;
+    let ada = app.connect_bound("ada").await;
+    let mut laptop = Browser::for_app(app.addr);
+    protect(&ada, &mut laptop).await;
+    // A bound session on another device, and an unbound one (a sign-in without a key).
+    let key = NativeKey::generate();
+    let (ceremony, options) = start_sign_in(app.addr, "ada").await;
+    let credential = laptop.get(&options).await;
+    let proof = key.prove(&format!("signin:{ceremony}"));
+    let (status, body) = post_json(
+        app.addr,
+        "/api/passkey/signin",
+        json!({ "ceremony": ceremony, "credential": credential, "popKey": proof.pop_key, "pop": proof.pop }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let phone =
+        BoundClient::connect(&app.url(), json!({ "sessionID": body["sessionID"] }), key).await;
+    let unbound = sign_in(app.addr, &mut laptop, "ada").await;
+    let unbound_id = unbound["sessionID"].as_str().unwrap().to_owned();
+    let mut tutorial = app.resume(&unbound_id).await;
+    assert_eq!(tutorial.user_id, ada.user_id);
+    let count = |answer: Value| answer["ok"]["devices"].as_array().map(Vec::len);
+    assert_eq!(count(ada.request("devices", json!({})).await), Some(3));
+
+    protect(&ada, &mut Browser::for_app(app.addr)).await;
+    tokio::time::timeout(Duration::from_secs(1), tutorial.next("close"))
+        .await
+        .expect("the unbound session's socket closed within a second");
+    let refusal = app.refusal(json!({ "sessionID": unbound_id })).await;
+    assert!(refusal.contains("invalid username"), "ended: {refusal}");
+    assert_eq!(count(ada.request("devices", json!({})).await), Some(2));
+    let listed = phone.request("passkeys", json!({})).await;
+    assert_eq!(
+        listed["ok"]["passkeys"].as_array().map(Vec::len),
+        Some(2),
+        "the phone's bound session stays: {listed}"
+    );
+}
+
 /// Off unless `--passkeys` turns them on, as they are by default (the tests' config turns
 /// them on): the same answers as with no domain.
 #[tokio::test]

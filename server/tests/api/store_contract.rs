@@ -691,6 +691,13 @@ async fn a_session_binds_to_one_key_once<B: Backend>(backend: B) {
         );
     }
 
+    // The devices list says which sessions are bound (a passkey add ends the others).
+    let carol_devices = store.devices(&carol.user_id).await.unwrap();
+    assert_eq!(carol_devices.len(), 2);
+    assert!(carol_devices.iter().all(|d| d.bound), "made with keys");
+    let ada_devices = store.devices(&ada).await.unwrap();
+    assert_eq!(ada_devices.len(), 2);
+    assert!(ada_devices.iter().all(|d| !d.bound), "made without");
     // Sessions from before keys bind on first use.
     drop(store);
     backend.make_from_before_keys(&ada_sid.digest()).await;
@@ -704,6 +711,18 @@ async fn a_session_binds_to_one_key_once<B: Backend>(backend: B) {
         store.bind_key(&ada_sid.digest(), &key(1)).await.unwrap(),
         Bind::Bound
     );
+    let ada_bound: Vec<(String, bool)> = store
+        .devices(&ada)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.family, d.bound))
+        .collect();
+    assert!(
+        ada_bound.contains(&(ada_sid.digest(), true)),
+        "bound on first use"
+    );
+    assert!(ada_bound.contains(&(phone.digest(), false)));
     assert_eq!(
         store.find_session(&ada_sid).await.unwrap().unwrap().pop_key,
         Some(key(1))

@@ -271,7 +271,8 @@ impl Store for SqliteStore {
         let (idle_cut, age_cut) = self.session_cutoffs(now_ms());
         self.read(move |conn| {
             conn.prepare_cached(
-                "SELECT session_digest, device, created_at, last_seen_at FROM sessions
+                "SELECT session_digest, device, created_at, last_seen_at,
+                        coalesce(length(pop_key), 0) > 0 FROM sessions
                  WHERE user_id = ?1 AND last_seen_at >= ?2 AND created_at >= ?3
                  ORDER BY created_at, session_digest",
             )?
@@ -281,6 +282,7 @@ impl Store for SqliteStore {
                     label: r.get(1)?,
                     created: r.get(2)?,
                     last_seen: r.get(3)?,
+                    bound: r.get(4)?,
                 })
             })?
             .collect()
