@@ -4,7 +4,9 @@
 use socketioxide::SocketIo;
 
 /// The Socket.IO adapter of a cluster: rooms and broadcasts shared through Redis pub/sub.
-pub type ClusterAdapter = socketioxide_redis::RedisAdapter<socketioxide::adapter::Emitter>;
+/// Its driver is Tether's own ([`crate::pubsub::PubSub`]): it reconnects and subscribes again.
+pub type ClusterAdapter =
+    socketioxide_redis::CustomRedisAdapter<socketioxide::adapter::Emitter, crate::pubsub::PubSub>;
 
 /// The Socket.IO handle: one node on its own, or one node of a Redis cluster.
 #[derive(Clone)]

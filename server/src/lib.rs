@@ -33,6 +33,8 @@ pub mod memory;
 pub mod ops;
 // The Origin allowlist (and CORS) checked before any Socket.IO handshake.
 pub mod origin;
+// The cluster adapter's pub/sub connection: reconnects and subscribes again by itself.
+pub mod pubsub;
 // `/proc/<pid>`, read in one place (`/metrics`, the memory trim, bench/).
 pub mod process;
 // Refused connections and requests, counted and logged one line per kind.

@@ -71,8 +71,14 @@ pub async fn build_app(
     if let Some(routing) = &routing {
         tasks.push(tokio::spawn(routing.clone().refresh_loop()));
     }
-    let (routes, io) =
+    let (routes, io, reconnected) =
         attach_socket_io(config, redis.as_ref(), routing.is_some(), builder, routes).await?;
+    if let (Io::Cluster(io), Some(reconnected)) = (&io, reconnected) {
+        tasks.push(tokio::spawn(transport::resync_after_reconnects(
+            io.clone(),
+            reconnected,
+        )));
+    }
     if let Io::Cluster(io) = &io {
         tasks.push(tokio::spawn(transport::presence::heartbeat_loop(
             io.clone(),
@@ -393,22 +399,24 @@ async fn attach_socket_io(
     polling: bool,
     builder: SocketIoBuilder,
     routes: Router,
-) -> anyhow::Result<(Router, Io)> {
+) -> anyhow::Result<(Router, Io, Option<tokio::sync::watch::Receiver<u64>>)> {
     Ok(match redis {
         None => {
             let (layer, io) = builder.build_layer();
             transport::register(&io);
-            (routes.layer(layer), Io::Local(io))
+            (routes.layer(layer), Io::Local(io), None)
         }
         Some(target) => {
             let client = target.client(redis::ProtocolVersion::RESP3)?;
-            let adapter = socketioxide_redis::RedisAdapterCtr::new_with_redis_config(
-                &client,
+            let driver = crate::pubsub::PubSub::connect(client)
+                .await
+                .map_err(|e| anyhow::anyhow!("redis adapter at {}: {e}", target.shown()))?;
+            let reconnected = driver.reconnected();
+            let adapter = socketioxide_redis::RedisAdapterCtr::new_with_driver(
+                driver,
                 socketioxide_redis::RedisAdapterConfig::new()
                     .with_prefix(format!("{}:sio", config.redis_prefix)),
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!("redis adapter at {}: {e}", target.shown()))?;
+            );
             // Either way a load balancer needs no sticky sessions: a polling request that
             // reaches another node is forwarded here, and without that, no polling at all.
             let builder = if polling {
@@ -422,7 +430,7 @@ async fn attach_socket_io(
             transport::register(&io)
                 .await
                 .map_err(|e| anyhow::anyhow!("redis adapter: {e}"))?;
-            (routes.layer(layer), Io::Cluster(io))
+            (routes.layer(layer), Io::Cluster(io), Some(reconnected))
         }
     })
 }

@@ -229,6 +229,25 @@ pub(crate) fn reply<A: Adapter, T: serde::Serialize>(
     ack.send(&answer);
 }
 
+/// After the cluster's pub/sub connection came back ([`crate::pubsub`]): what other nodes
+/// broadcast while it was down never reached this node's sockets, so each is sent `resync`
+/// without `since` (its client restores from the newest message it holds and asks for
+/// everyone's presence). Ends with the connection.
+pub async fn resync_after_reconnects<A: Adapter>(
+    io: SocketIo<A>,
+    mut reconnected: tokio::sync::watch::Receiver<u64>,
+) {
+    while reconnected.changed().await.is_ok() {
+        if let Err(e) = io
+            .local()
+            .emit(protocol::events::RESYNC, &serde_json::json!({}))
+            .await
+        {
+            tracing::warn!(error = %e, "could not send resync to this node's sockets");
+        }
+    }
+}
+
 /// Registers the `/` namespace. With a remote adapter the result is a future that resolves once
 /// the adapter listens for the other nodes.
 pub fn register<A: Adapter + DefinedAdapter>(io: &SocketIo<A>) -> A::InitRes {

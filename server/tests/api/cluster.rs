@@ -18,7 +18,11 @@ struct Cluster {
 
 impl Cluster {
     async fn start(nodes: usize) -> Cluster {
-        let redis = RedisServer::start().await;
+        Self::start_on(RedisServer::start().await, nodes).await
+    }
+
+    /// Nodes on a Redis of the test's own (for tests that do things to it).
+    async fn start_on(redis: RedisServer, nodes: usize) -> Cluster {
         let mut cluster = Cluster {
             redis,
             nodes: Vec::new(),
@@ -91,6 +95,33 @@ async fn messages_flow_both_ways_between_users_on_different_nodes() {
         got["id"].as_i64() > Some(0) && ack["ok"]["id"].as_i64() > Some(1),
         "ids come from one counter in Redis"
     );
+}
+
+/// socketioxide-redis's own driver never reconnected its pub/sub connection: once Redis dropped
+/// it (a restart, a failover, a network cut), messages were still stored but no longer reached
+/// sockets on other nodes. Tether's driver reconnects, subscribes again, and tells each node's
+/// sockets to `resync` for what went by meanwhile.
+#[tokio::test]
+async fn delivery_across_nodes_resumes_after_redis_drops_the_pub_sub_connections() {
+    let cluster = Cluster::start_on(RedisServer::start_own().await, 2).await;
+    let mut ada = cluster.connect_as(0, "ada").await;
+    let mut bob = cluster.connect_as(1, "bob").await;
+    ada.send(&bob.user_id, "before").await;
+    assert_eq!(bob.next("private message").await["content"], "before");
+
+    let killed = cluster.redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    assert!(
+        killed.trim().parse::<u32>().is_ok_and(|n| n >= 2),
+        "each node's pub/sub connection was cut: {killed}"
+    );
+    // Both nodes notice, subscribe again and tell their sockets to restore.
+    bob.next("resync").await;
+    ada.next("resync").await;
+    let ack = ada.send(&bob.user_id, "after").await;
+    assert!(ack["ok"]["id"].is_i64(), "{ack}");
+    assert_eq!(bob.next("private message").await["content"], "after");
+    bob.send(&ada.user_id, "and back").await;
+    assert_eq!(ada.next("private message").await["content"], "and back");
 }
 
 #[tokio::test]
