@@ -156,25 +156,9 @@ async fn no_line_holds_a_secret(format: &str) {
     {
         lines.push(strip_ansi(&line));
     }
-    // Each secret in any case, and hex-encoded (a frame dump's `payload: 0x…`).
-    let forms = |secret: &str| [secret.to_lowercase(), hex::encode(secret)];
     secrets.push(("a message body", tag.clone()));
     secrets.extend((1..=6).map(|n| ("a message body", body(n))));
-    let mut leaks = Vec::new();
-    for line in &lines {
-        let lower = line.to_lowercase();
-        for (what, secret) in &secrets {
-            if forms(secret)
-                .iter()
-                .any(|form| lower.contains(form.as_str()))
-            {
-                leaks.push(format!("{what}: {line}"));
-            }
-        }
-        if let Some(ip) = ip_literal(line) {
-            leaks.push(format!("an IP address ({ip}): {line}"));
-        }
-    }
+    let leaks = leaks(&lines, &secrets);
     assert!(
         leaks.is_empty(),
         "{} of {} log lines leak:\n{}",
@@ -289,18 +273,7 @@ async fn forwarding_between_nodes_logs_no_sid_no_session_id_no_body_and_no_ip() 
         ("bob's session id", bob_session),
         ("a message body", tag.clone()),
     ];
-    let mut leaks = Vec::new();
-    for line in &lines {
-        let lower = line.to_lowercase();
-        for (what, secret) in &secrets {
-            if lower.contains(&secret.to_lowercase()) || lower.contains(&hex::encode(secret)) {
-                leaks.push(format!("{what}: {line}"));
-            }
-        }
-        if let Some(ip) = ip_literal(line) {
-            leaks.push(format!("an IP address ({ip}): {line}"));
-        }
-    }
+    let leaks = leaks(&lines, &secrets);
     assert!(
         leaks.is_empty(),
         "{} of {} log lines leak:\n{}",
@@ -314,6 +287,24 @@ async fn forwarding_between_nodes_logs_no_sid_no_session_id_no_body_and_no_ip() 
             .any(|l| l.contains("forwarding a request") && l.contains("upgrade=true")),
         "the relay logged its forwarding, upgrade included: {lines:#?}"
     );
+}
+
+/// The lines that hold a secret (in any case, or hex-encoded as a frame dump's `payload: 0x…`)
+/// or an IP address, each named by what leaked.
+fn leaks(lines: &[String], secrets: &[(&str, String)]) -> Vec<String> {
+    let mut leaks = Vec::new();
+    for line in lines {
+        let lower = line.to_lowercase();
+        for (what, secret) in secrets {
+            if lower.contains(&secret.to_lowercase()) || lower.contains(&hex::encode(secret)) {
+                leaks.push(format!("{what}: {line}"));
+            }
+        }
+        if let Some(ip) = ip_literal(line) {
+            leaks.push(format!("an IP address ({ip}): {line}"));
+        }
+    }
+    leaks
 }
 
 #[test]
