@@ -212,9 +212,8 @@ pub struct Config {
     pub cors_allow_credentials: bool,
 
     /// Turns passkeys on (issue #25): protecting a name with a passkey, and signing in with it.
-    /// Off by default until proof of possession lands (issue #25, slice 2): without it, whoever
-    /// holds a copied session id could add a passkey of their own to the account and sign in
-    /// with it after the owner has signed out everywhere.
+    /// Off by default until the open findings of the passkey review (README, "Passkeys") are
+    /// fixed. `TETHER_PASSKEYS=false` (or unset) leaves them off.
     #[arg(long, env = "TETHER_PASSKEYS")]
     pub passkeys: bool,
 

@@ -19,6 +19,12 @@
 //!   `--max-relayed-sockets` relayed WebSockets (beyond: the upgrade is refused and the client
 //!   stays on polling, every request forwarded). A held-open polling GET waits at most the
 //!   heartbeat (ping interval + timeout) plus 5 s, anything else the header-read timeout.
+//! - **Every Redis node forwards**, even one that has no address to advertise (it serves
+//!   WebSocket only, so no polling session is its own, but a load balancer may still send it
+//!   another node's polling requests). Only claiming a tag needs the address.
+//! - **Redis unavailable**: a tag read before is still forwarded where it was last seen; one
+//!   never read is answered 503 (the client retries), not "Session ID unknown", which would
+//!   end a live session.
 //! - **Logs** name the tag, never a sid, URI or address.
 //!
 //! The tag is process-wide (socketioxide builds engineioxide's config itself): one process is
@@ -49,6 +55,10 @@ const CLAIM_TRIES: usize = 64;
 /// a Redis read at most this often per tag).
 const UNKNOWN_FOR: Duration = Duration::from_secs(1);
 
+/// How long a tag's lookup may wait for Redis (reconnecting, say) before the request is
+/// answered without it.
+const LOOKUP_WAIT: Duration = Duration::from_secs(1);
+
 /// A held-open polling GET may wait this long past the heartbeat before it is given up.
 const POLL_SLACK: Duration = Duration::from_secs(5);
 
@@ -73,8 +83,9 @@ return 0
 /// What a forwarding node needs: where it is reached, its limits and timings.
 #[derive(Debug, Clone)]
 pub struct ForwardOptions {
-    /// `http://host:port`, how other nodes reach this one.
-    pub advertise: Uri,
+    /// `http://host:port`, how other nodes reach this one; `None`: it serves WebSocket only,
+    /// claims no tag and only forwards.
+    pub advertise: Option<Uri>,
     /// How long a tag outlives its last refresh (the node TTL).
     pub ttl: Duration,
     pub max_forwarded: usize,
@@ -84,6 +95,9 @@ pub struct ForwardOptions {
     pub heartbeat: Duration,
     /// Any other request's: the header-read timeout.
     pub request_timeout: Duration,
+    /// How long a connection to another node is kept for reuse: shorter than that node's idle
+    /// timeout, so this side closes it first and never sends on one the owner is closing.
+    pub pool_idle: Duration,
 }
 
 /// Another node's address, as its tag names it (or nobody's).
@@ -99,7 +113,7 @@ pub struct SidRouting {
     prefix: String,
     node: String,
     options: ForwardOptions,
-    own: Mutex<[u8; 2]>,
+    own: Mutex<Option<[u8; 2]>>,
     cache: Mutex<HashMap<[u8; 2], Cached>>,
     client: Client<HttpConnector, Body>,
     forwarded: Arc<Semaphore>,
@@ -146,7 +160,8 @@ impl SidRouting {
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(options.request_timeout));
         let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_idle_timeout(options.pool_idle)
+            .pool_timer(hyper_util::rt::TokioTimer::new())
             .build(connector);
         let routing = Arc::new(Self {
             conn,
@@ -155,13 +170,15 @@ impl SidRouting {
             forwarded: Arc::new(Semaphore::new(options.max_forwarded)),
             relayed: Arc::new(Semaphore::new(options.max_relayed)),
             options,
-            own: Mutex::new([0, 0]),
+            own: Mutex::new(None),
             cache: Mutex::new(HashMap::new()),
             client,
             claim: Script::new(CLAIM),
         });
-        let tag = routing.claim_new().await?;
-        tracing::info!(tag = %shown(tag), "session ids of this node start with its tag");
+        if routing.options.advertise.is_some() {
+            let tag = routing.claim_new().await?;
+            tracing::info!(tag = %shown(tag), "session ids of this node start with its tag");
+        }
         Ok(routing)
     }
 
@@ -169,20 +186,25 @@ impl SidRouting {
         format!("{}:sid-tag:{}", self.prefix, shown(tag))
     }
 
-    fn value(&self) -> String {
-        format!("{} {}", self.node, self.options.advertise)
+    /// Whether this node serves long-polling: only with an address, where other nodes forward
+    /// its sessions' requests.
+    pub fn serves_polling(&self) -> bool {
+        self.options.advertise.is_some()
     }
 
-    /// This node's tag.
-    pub fn own(&self) -> [u8; 2] {
+    /// This node's tag (none without an address).
+    pub fn own(&self) -> Option<[u8; 2]> {
         *self.own.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     async fn try_claim(&self, tag: [u8; 2]) -> redis::RedisResult<bool> {
+        let Some(advertise) = &self.options.advertise else {
+            return Ok(false);
+        };
         let held: i64 = self
             .claim
             .key(self.key(tag))
-            .arg(self.value())
+            .arg(format!("{} {advertise}", self.node))
             .arg(self.options.ttl.as_millis() as u64)
             .invoke_async(&mut self.conn.clone())
             .await?;
@@ -194,7 +216,7 @@ impl SidRouting {
         for _ in 0..CLAIM_TRIES {
             let tag = random_tag();
             if self.try_claim(tag).await? {
-                *self.own.lock().unwrap_or_else(|e| e.into_inner()) = tag;
+                *self.own.lock().unwrap_or_else(|e| e.into_inner()) = Some(tag);
                 engineioxide::sid_tag::set(Some(tag));
                 return Ok(tag);
             }
@@ -206,18 +228,23 @@ impl SidRouting {
     /// while another took it) claims a new one, and its older sessions' polling requests
     /// reach the new holder, which answers "Session ID unknown": their clients reconnect.
     pub async fn refresh_loop(self: Arc<Self>) {
+        let Some(mut tag) = self.own() else {
+            return;
+        };
         let mut tick = tokio::time::interval(self.options.ttl / 3);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         loop {
             tick.tick().await;
-            let tag = self.own();
             match self.try_claim(tag).await {
                 Ok(true) => {}
                 Ok(false) => {
                     tracing::warn!(lost = %shown(tag), "another node took this node's session id tag; claiming a new one");
-                    if let Err(e) = self.claim_new().await {
-                        tracing::warn!(error = %e, "no session id tag: polling requests for this node's sessions are refused until one is claimed");
+                    match self.claim_new().await {
+                        Ok(new) => tag = new,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "no new session id tag yet: this node's new sessions' polling requests reach the tag's new holder until one is claimed")
+                        }
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "could not refresh the session id tag"),
@@ -225,24 +252,35 @@ impl SidRouting {
         }
     }
 
-    /// The node a tag names: from the cache, or one Redis read.
-    async fn target(&self, tag: [u8; 2]) -> Option<Uri> {
+    /// The node a tag names: from the cache, or one Redis read. Redis unavailable: where the
+    /// tag was last seen, however long ago; `Err` when it was never read.
+    async fn target(&self, tag: [u8; 2]) -> Result<Option<Uri>, String> {
         let now = Instant::now();
-        if let Some(hit) = self
+        let cached = self
             .cache
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&tag)
-            .filter(|c| c.until > now)
-        {
-            return hit.target.clone();
+            .cloned();
+        if let Some(hit) = cached.as_ref().filter(|c| c.until > now) {
+            return Ok(hit.target.clone());
         }
-        let held: Option<String> = redis::cmd("GET")
-            .arg(self.key(tag))
-            .query_async(&mut self.conn.clone())
-            .await
-            .ok()
-            .flatten();
+        let mut conn = self.conn.clone();
+        let mut get = redis::cmd("GET");
+        get.arg(self.key(tag));
+        let read = get.query_async(&mut conn);
+        let held: Option<String> = match tokio::time::timeout(LOOKUP_WAIT, read).await {
+            Ok(Ok(held)) => held,
+            failed => {
+                return match cached {
+                    Some(stale) => Ok(stale.target),
+                    None => Err(match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => "no answer in time".to_owned(),
+                    }),
+                }
+            }
+        };
         let target = held.and_then(|value| {
             let (node, url) = value.split_once(' ')?;
             (node != self.node)
@@ -262,7 +300,7 @@ impl SidRouting {
                 until: now + keep,
             },
         );
-        target
+        Ok(target)
     }
 }
 
@@ -292,16 +330,24 @@ pub async fn forward_foreign_sid(
     if !crate::transport::is_socket_path(request.uri().path()) {
         return next.run(request).await;
     }
-    let Some(tag) = sid_tag(request.uri()).filter(|tag| *tag != routing.own()) else {
+    let Some(tag) = sid_tag(request.uri()).filter(|tag| Some(*tag) != routing.own()) else {
         return next.run(request).await;
     };
     if request.headers().contains_key(FORWARDED) {
         // Forwarded once already (or a client pretending): never a second hop.
         return sid_unknown();
     }
-    let Some(target) = routing.target(tag).await else {
-        metrics::counter!("tether_forward_refused_total", "reason" => "unknown_tag").increment(1);
-        return sid_unknown();
+    let target = match routing.target(tag).await {
+        Ok(Some(target)) => target,
+        Ok(None) => {
+            metrics::counter!("tether_forward_refused_total", "reason" => "unknown_tag")
+                .increment(1);
+            return sid_unknown();
+        }
+        Err(e) => {
+            tracing::debug!(tag = %shown(tag), error = %e, "could not read which node holds a session id tag");
+            return refused("store_unavailable", StatusCode::SERVICE_UNAVAILABLE);
+        }
     };
     let upgrade = is_upgrade(request.headers());
     tracing::debug!(tag = %shown(tag), upgrade, "forwarding a request to the node that holds its session");
@@ -322,20 +368,20 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
 /// engineioxide reads, and the forwarded mark.
 fn outgoing(
     target: &Uri,
-    request: &Request,
+    request: &axum::http::request::Parts,
     body: Body,
     extra: &[HeaderName],
 ) -> Option<axum::http::Request<Body>> {
-    let path = request.uri().path_and_query()?.as_str();
+    let path = request.uri.path_and_query()?.as_str();
     let uri = format!("{}{}", target.to_string().trim_end_matches('/'), path);
     let mut builder = axum::http::Request::builder()
-        .method(request.method().clone())
+        .method(request.method.clone())
         .uri(uri);
     for name in [header::CONTENT_TYPE, header::ORIGIN]
         .iter()
         .chain(extra.iter())
     {
-        if let Some(value) = request.headers().get(name) {
+        if let Some(value) = request.headers.get(name) {
             builder = builder.header(name, value.clone());
         }
     }
@@ -345,12 +391,14 @@ fn outgoing(
         .ok()
 }
 
-/// A polling GET or POST, answered by the owner.
+/// A polling GET or POST, answered by the owner. A GET that found its pooled connection
+/// closed under it is sent once more (it carried nothing; a POST is never sent twice).
 async fn forward(routing: &SidRouting, target: Uri, request: Request) -> Response {
     let Ok(_permit) = routing.forwarded.clone().try_acquire_owned() else {
         return refused("busy", StatusCode::SERVICE_UNAVAILABLE);
     };
-    let wait = if request.method() == Method::GET {
+    let get = request.method() == Method::GET;
+    let wait = if get {
         routing.options.heartbeat + POLL_SLACK
     } else {
         routing.options.request_timeout
@@ -358,14 +406,19 @@ async fn forward(routing: &SidRouting, target: Uri, request: Request) -> Respons
     let (parts, body) = request.into_parts();
     let body = match axum::body::to_bytes(body, routing.options.max_body).await {
         Ok(body) => body,
-        Err(_) => return refused("too_large", StatusCode::PAYLOAD_TOO_LARGE),
+        Err(e) => return body_refused(&e),
     };
-    let request = Request::from_parts(parts, Body::empty());
-    let Some(outgoing) = outgoing(&target, &request, Body::from(body), &[]) else {
-        return sid_unknown();
+    let attempt = || async {
+        let outgoing = outgoing(&target, &parts, Body::from(body.clone()), &[])?;
+        Some(tokio::time::timeout(wait, routing.client.request(outgoing)).await)
     };
-    match tokio::time::timeout(wait, routing.client.request(outgoing)).await {
-        Ok(Ok(answer)) => {
+    let mut result = attempt().await;
+    if get && matches!(&result, Some(Ok(Err(e))) if e.is_connect() || is_closed_pooled(e)) {
+        result = attempt().await;
+    }
+    match result {
+        None => sid_unknown(),
+        Some(Ok(Ok(answer))) => {
             metrics::counter!("tether_forwarded_requests_total", "kind" => "poll").increment(1);
             let (parts, body) = answer.into_parts();
             let mut response = Response::new(Body::new(body));
@@ -377,12 +430,35 @@ async fn forward(routing: &SidRouting, target: Uri, request: Request) -> Respons
             }
             response
         }
-        Ok(Err(e)) => {
-            tracing::warn!(tag = %shown(sid_tag(request.uri()).unwrap_or_default()), error = %e, "could not forward a polling request to its node");
-            refused("unreachable", StatusCode::BAD_GATEWAY)
-        }
-        Err(_) => refused("timeout", StatusCode::GATEWAY_TIMEOUT),
+        // Counted (and reported in the periodic refusal summary), not logged one by one: an
+        // unreachable node would otherwise write a line per request.
+        Some(Ok(Err(_))) => refused("unreachable", StatusCode::BAD_GATEWAY),
+        Some(Err(_)) => refused("timeout", StatusCode::GATEWAY_TIMEOUT),
     }
+}
+
+/// Whether a forwarded request failed because the pooled connection it went out on was closed
+/// by the other side before any answer (hyper's "connection closed before message completed").
+fn is_closed_pooled(e: &hyper_util::client::legacy::Error) -> bool {
+    std::error::Error::source(e)
+        .and_then(|source| source.downcast_ref::<hyper::Error>())
+        .is_some_and(|e| e.is_incomplete_message())
+}
+
+/// A request body that could not be read whole: over `--max-payload-bytes` (413), not in
+/// within the header-read time (408), or cut off (400).
+fn body_refused(e: &axum::Error) -> Response {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(error) = source {
+        if error.is::<http_body_util::LengthLimitError>() {
+            return refused("too_large", StatusCode::PAYLOAD_TOO_LARGE);
+        }
+        if error.is::<tower_http::timeout::TimeoutError>() {
+            return refused("body_timeout", StatusCode::REQUEST_TIMEOUT);
+        }
+        source = error.source();
+    }
+    refused("body_unread", StatusCode::BAD_REQUEST)
 }
 
 /// The headers of a WebSocket upgrade that go to the owner, and those of its answer that come
@@ -408,7 +484,8 @@ async fn relay_upgrade(routing: &SidRouting, target: Uri, mut request: Request) 
         return refused("relays_full", StatusCode::SERVICE_UNAVAILABLE);
     };
     let client_side = hyper::upgrade::on(&mut request);
-    let Some(outgoing) = outgoing(&target, &request, Body::empty(), &UPGRADE_REQUEST) else {
+    let (parts, _) = request.into_parts();
+    let Some(outgoing) = outgoing(&target, &parts, Body::empty(), &UPGRADE_REQUEST) else {
         return sid_unknown();
     };
     let answer = match tokio::time::timeout(
@@ -418,10 +495,7 @@ async fn relay_upgrade(routing: &SidRouting, target: Uri, mut request: Request) 
     .await
     {
         Ok(Ok(answer)) => answer,
-        Ok(Err(e)) => {
-            tracing::warn!(tag = %shown(sid_tag(request.uri()).unwrap_or_default()), error = %e, "could not forward a websocket upgrade to its node");
-            return refused("unreachable", StatusCode::BAD_GATEWAY);
-        }
+        Ok(Err(_)) => return refused("unreachable", StatusCode::BAD_GATEWAY),
         Err(_) => return refused("timeout", StatusCode::GATEWAY_TIMEOUT),
     };
     let mut response = Response::new(Body::empty());
@@ -449,13 +523,28 @@ async fn relay_upgrade(routing: &SidRouting, target: Uri, mut request: Request) 
         let gauge = metrics::gauge!("tether_relayed_sockets");
         gauge.increment(1.0);
         if let (Ok(client), Ok(owner)) = (client_side.await, owner_side.await) {
-            let _ =
-                tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(owner))
-                    .await;
+            relay(TokioIo::new(client), TokioIo::new(owner)).await;
         }
         gauge.decrement(1.0);
     });
     response
+}
+
+/// Copies bytes both ways until either side ends (end of stream or an error); then both
+/// connections are dropped. Waiting for both directions would hold the relay slot for a client
+/// that vanished until the kernel gave up on its connection (minutes): once the owner closed
+/// the session (its heartbeat unanswered), nothing else would end the other direction.
+async fn relay<C, O>(client: C, owner: O)
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+    O: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+{
+    let (mut from_client, mut to_client) = tokio::io::split(client);
+    let (mut from_owner, mut to_owner) = tokio::io::split(owner);
+    tokio::select! {
+        _ = tokio::io::copy(&mut from_client, &mut to_owner) => {}
+        _ = tokio::io::copy(&mut from_owner, &mut to_client) => {}
+    }
 }
 
 #[cfg(test)]
@@ -477,6 +566,25 @@ mod tests {
         assert_eq!(tag("/socket.io/?EIO=4&sid=short"), None);
         assert_eq!(tag("/socket.io/?EIO=4&sid=Qz0123456789abc%"), None);
         assert_eq!(tag("/socket.io/?EIO=4&xsid=Qz0123456789abcd"), None);
+    }
+
+    /// The relay ends as soon as one side ends, though the other never does (a client that
+    /// vanished without closing).
+    #[tokio::test]
+    async fn the_relay_ends_when_either_side_ends() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (client, mut silent_client) = tokio::io::duplex(64);
+        let (owner, mut closing_owner) = tokio::io::duplex(64);
+        let relay = tokio::spawn(relay(client, owner));
+        closing_owner.write_all(b"bye").await.unwrap();
+        let mut got = [0; 3];
+        silent_client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"bye", "bytes pass through");
+        drop(closing_owner);
+        tokio::time::timeout(Duration::from_secs(5), relay)
+            .await
+            .expect("the relay ended with the owner's side")
+            .unwrap();
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! [`KEEPALIVE`] so that an idle node notices a lost connection too.
 //!
 //! What was published while the connection was down is lost to this node (pub/sub keeps
-//! nothing), so once it is subscribed again [`PubSub::reconnected`] ticks, and the server sends
+//! nothing), so once it is subscribed again (the first confirmation, then a `PING` answered
+//! behind every resubscription sent before it) [`PubSub::reconnected`] ticks, and the server sends
 //! `resync` to this node's sockets: their clients restore from the newest message they hold and
 //! ask for everyone's presence (docs/PROTOCOL.md, "`resync`").
 
@@ -22,7 +23,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, PushInfo, PushKind};
 use socketioxide_redis::drivers::{ChanItem, Driver, MessageStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 
 /// How often the connection is pinged: a lost connection is found within this, even when the
 /// node publishes nothing.
@@ -50,7 +51,8 @@ pub struct PubSubError(#[from] redis::RedisError);
 struct Pushes {
     handlers: Handlers,
     gap: AtomicBool,
-    reconnected: watch::Sender<u64>,
+    /// Told when the gap closes; [`keepalive`] confirms with a `PING` and ticks `reconnected`.
+    resubscribing: Arc<Notify>,
 }
 
 impl Pushes {
@@ -84,9 +86,7 @@ impl Pushes {
             PushKind::Subscribe | PushKind::SSubscribe
                 if self.gap.swap(false, Ordering::AcqRel) =>
             {
-                metrics::counter!("tether_pubsub_reconnects_total").increment(1);
-                tracing::warn!("the cluster's pub/sub connection is back and subscribed again");
-                self.reconnected.send_modify(|n| *n += 1);
+                self.resubscribing.notify_one();
             }
             _ => {}
         }
@@ -98,10 +98,11 @@ impl PubSub {
     pub async fn connect(client: redis::Client) -> redis::RedisResult<PubSub> {
         let handlers: Handlers = Arc::default();
         let (tx, reconnected) = watch::channel(0);
+        let resubscribing = Arc::new(Notify::new());
         let pushes = Arc::new(Pushes {
             handlers: handlers.clone(),
             gap: AtomicBool::new(false),
-            reconnected: tx,
+            resubscribing: resubscribing.clone(),
         });
         let config = ConnectionManagerConfig::new()
             .set_push_sender(move |push: PushInfo| {
@@ -116,7 +117,12 @@ impl PubSub {
             .set_max_delay(KEEPALIVE);
         let conn = ConnectionManager::new_with_config(client, config).await?;
         let alive = Arc::new(());
-        tokio::spawn(keepalive(conn.clone(), Arc::downgrade(&alive)));
+        tokio::spawn(keepalive(
+            conn.clone(),
+            Arc::downgrade(&alive),
+            resubscribing,
+            tx,
+        ));
         Ok(PubSub {
             conn,
             handlers,
@@ -131,17 +137,36 @@ impl PubSub {
     }
 }
 
-/// Pings the connection so a lost one is reconnected even while nothing is published; ends once
-/// every clone of the driver is gone.
-async fn keepalive(mut conn: ConnectionManager, alive: Weak<()>) {
+/// Pings the connection so a lost one is reconnected even while nothing is published, and
+/// confirms a resubscription: the first channel's confirmation only says the new connection
+/// began subscribing again, while a `PING` answered on it comes after every `SUBSCRIBE` sent
+/// before it, so only then is `reconnected` ticked (a ping that fails is retried each tick).
+/// Ends once every clone of the driver is gone.
+async fn keepalive(
+    mut conn: ConnectionManager,
+    alive: Weak<()>,
+    resubscribing: Arc<Notify>,
+    reconnected: watch::Sender<u64>,
+) {
     let mut tick = tokio::time::interval(KEEPALIVE);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut unconfirmed = false;
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = resubscribing.notified() => unconfirmed = true,
+        }
         if alive.strong_count() == 0 {
             return;
         }
-        let _: redis::RedisResult<redis::Value> = redis::cmd("PING").query_async(&mut conn).await;
+        let ping: redis::RedisResult<redis::Value> =
+            redis::cmd("PING").query_async(&mut conn).await;
+        if unconfirmed && ping.is_ok() {
+            unconfirmed = false;
+            metrics::counter!("tether_pubsub_reconnects_total").increment(1);
+            tracing::warn!("the cluster's pub/sub connection is back and subscribed again");
+            reconnected.send_modify(|n| *n += 1);
+        }
     }
 }
 

@@ -71,8 +71,9 @@ pub async fn build_app(
     if let Some(routing) = &routing {
         tasks.push(tokio::spawn(routing.clone().refresh_loop()));
     }
+    let polling = routing.as_ref().is_some_and(|r| r.serves_polling());
     let (routes, io, reconnected) =
-        attach_socket_io(config, redis.as_ref(), routing.is_some(), builder, routes).await?;
+        attach_socket_io(config, redis.as_ref(), polling, builder, routes).await?;
     if let (Io::Cluster(io), Some(reconnected)) = (&io, reconnected) {
         tasks.push(tokio::spawn(transport::resync_after_reconnects(
             io.clone(),
@@ -359,20 +360,22 @@ fn routes(
     (routes, ops)
 }
 
-/// With Redis: this node's session id tag and the forwarding of other nodes' polling requests
-/// ([`forward`]), when it has an address to advertise; `None` (WebSocket only) without one.
+/// With Redis: the forwarding of other nodes' polling requests ([`forward`]) and, when this
+/// node has an address to advertise, its own session id tag (without one it serves WebSocket
+/// only).
 async fn sid_routing(
     config: &Config,
     target: &RedisTarget,
     bound: std::net::SocketAddr,
 ) -> anyhow::Result<Option<Arc<forward::SidRouting>>> {
-    let Some(advertise) = config.advertise_url(bound)? else {
+    let advertise = config.advertise_url(bound)?;
+    if advertise.is_none() {
         tracing::warn!(
             "no --advertise-url and the listen address names none (0.0.0.0 or ::): this node \
-             serves WebSocket only, and clients that start with long-polling cannot connect"
+             serves WebSocket only (it still forwards other nodes' polling requests), and \
+             clients that reach only it and start with long-polling cannot connect"
         );
-        return Ok(None);
-    };
+    }
     let conn = redis::aio::ConnectionManager::new(target.client(redis::ProtocolVersion::RESP2)?)
         .await
         .map_err(|e| anyhow::anyhow!("redis at {}: {e}", target.shown()))?;
@@ -384,6 +387,11 @@ async fn sid_routing(
         max_body: config.max_payload_bytes as usize,
         heartbeat: Duration::from_millis(config.ping_interval_ms + config.ping_timeout_ms),
         request_timeout: Duration::from_millis(config.header_read_timeout_ms),
+        // Other nodes close an idle connection after the shorter of these (with the same
+        // configuration as this one): this side lets it go at half that.
+        pool_idle: Duration::from_millis(
+            config.idle_timeout_ms.min(config.header_read_timeout_ms) / 2,
+        ),
     };
     Ok(Some(
         forward::SidRouting::start(conn, &config.redis_prefix, options).await?,

@@ -212,9 +212,30 @@ impl RedisTarget {
 
     /// A client speaking `protocol`: RESP2 for the store (its scripts' replies are read as
     /// RESP2 types), RESP3 for the adapter (pub/sub messages arrive as push messages).
+    ///
+    /// Every connection has `TCP_NODELAY`, keepalive probes and (on Linux) a TCP user timeout of
+    /// [`DEAD_CONNECTION_AFTER`]: a connection whose Redis vanished without a FIN or RST (a host
+    /// gone, a partition) fails within that instead of the kernel's 15 minutes of retransmits,
+    /// and its `ConnectionManager` reconnects. A response timeout alone would not: redis
+    /// retries the command on the same dead connection.
     pub fn client(&self, protocol: ProtocolVersion) -> Result<redis::Client, RedisTargetError> {
         let settings = self.info.redis_settings().clone().set_protocol(protocol);
-        let info = self.info.clone().set_redis_settings(settings);
+        let keepalive = redis::io::tcp::socket2::TcpKeepalive::new()
+            .with_time(DEAD_CONNECTION_AFTER)
+            .with_interval(Duration::from_secs(1));
+        let tcp = self
+            .info
+            .tcp_settings()
+            .clone()
+            .set_nodelay(true)
+            .set_keepalive(keepalive);
+        #[cfg(target_os = "linux")]
+        let tcp = tcp.set_user_timeout(DEAD_CONNECTION_AFTER);
+        let info = self
+            .info
+            .clone()
+            .set_redis_settings(settings)
+            .set_tcp_settings(tcp);
         match &self.tls {
             None => redis::Client::open(info),
             Some(certificates) => redis::Client::build_with_tls(info, certificates.clone()),
@@ -465,6 +486,10 @@ impl Keys {
         self.key(&format!("ready:{node}"))
     }
 }
+
+/// How long a Redis connection may go unanswered (unacknowledged bytes, or no reply to
+/// keepalive probes) before it is dropped and made again.
+pub const DEAD_CONNECTION_AFTER: Duration = Duration::from_secs(5);
 
 /// How long a readiness probe's key outlives the probe.
 const READY_KEY_TTL_MS: u64 = 60_000;

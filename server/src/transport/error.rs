@@ -43,7 +43,13 @@ pub enum EventError {
     PasskeysFull,
     #[error("passkeys are not available on this server")]
     PasskeysUnavailable,
-    #[error("this connection did not prove it holds its session's key; only such a connection may add or remove a passkey")]
+    /// Shown to the person as it is (review finding 9): what happened and what to do.
+    #[error(
+        "Only a session this browser can prove is its own may add or remove a passkey. This one \
+         cannot: it was made without a key this browser keeps (by another app, or in a browser \
+         without IndexedDB). Sign in with a passkey here, or sign up again in a browser that keeps \
+         keys."
+    )]
     ProofRequired,
     #[error("the store is unavailable, try again")]
     Store(#[from] StoreError),

@@ -35,11 +35,18 @@ impl Cluster {
     }
 
     async fn add_node(&mut self) -> usize {
+        self.add_node_with("127.0.0.1:0", &[]).await
+    }
+
+    /// A node listening on `listen`, with extra flags.
+    async fn add_node_with(&mut self, listen: &str, extra: &[&str]) -> usize {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut args = self.redis.node_args();
         args.extend(["--node-ttl-ms".to_owned(), NODE_TTL_MS.to_string()]);
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let listen = listen.parse().expect("a socket address");
         self.nodes
-            .push(ChildServer::start_with(dir.path(), &args).await);
+            .push(ChildServer::start_on_with(dir.path(), listen, &args).await);
         self._dirs.push(dir);
         self.nodes.len() - 1
     }
@@ -424,6 +431,154 @@ async fn a_forwarded_request_is_never_forwarded_again_and_an_unknown_tag_is_an_u
         assert_eq!(status, 400);
         assert!(body.contains("Session ID unknown"), "{body}");
     }
+}
+
+/// Opens a polling session on `addr` and connects it as `name` there; its sid, once the
+/// `session` event was read (the next GET waits for the heartbeat).
+async fn connected_polling(addr: std::net::SocketAddr, name: &str) -> String {
+    let sid = open_polling(addr).await;
+    let connect = format!(r#"40{{"username":"{name}"}}"#);
+    let (status, _) = poll(addr, Some(&sid), Some(&connect), &[]).await;
+    assert_eq!(status, 200);
+    poll_until(addr, &sid, "\"session\"").await;
+    sid
+}
+
+#[tokio::test]
+async fn forwarding_is_bounded_in_body_bytes_body_time_requests_and_relays() {
+    use futures_util::future::select;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut cluster = Cluster::start(1).await;
+    let b = cluster
+        .add_node_with(
+            "127.0.0.1:0",
+            &[
+                "--max-forwarded-requests",
+                "1",
+                "--max-relayed-sockets",
+                "1",
+                "--max-payload-bytes",
+                "2000",
+                "--header-read-timeout-ms",
+                "1000",
+            ],
+        )
+        .await;
+    let (a, b) = (cluster.nodes[0].addr, cluster.nodes[b].addr);
+    let [one, two, three, four] = [
+        connected_polling(a, "pia").await,
+        connected_polling(a, "quinn").await,
+        connected_polling(a, "ray").await,
+        connected_polling(a, "sol").await,
+    ];
+
+    // A body past --max-payload-bytes is refused by the forwarding node, not carried.
+    let (status, _) = poll(b, Some(&one), Some(&"3".repeat(2001)), &[]).await;
+    assert_eq!(status, 413, "an oversized body");
+    let (status, body) = poll(b, Some(&one), Some("3"), &[]).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "ok"),
+        "a small one is forwarded"
+    );
+
+    // A body that stops arriving is given up after the header-read time: 408, not 413.
+    let mut slow = tokio::net::TcpStream::connect(b).await.unwrap();
+    slow.write_all(
+        format!(
+            "POST /socket.io/?EIO=4&transport=polling&sid={one} HTTP/1.1\r\nHost: {b}\r\n\
+             Content-Type: text/plain;charset=UTF-8\r\nContent-Length: 100\r\n\r\n3"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut head = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(5), slow.read_exact(&mut head))
+        .await
+        .expect("answered within the header-read time")
+        .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 408", "{}", String::from_utf8_lossy(&head));
+
+    // Two held-open polls through node 1 at once, with room for one: the second is 503.
+    let held = |sid: String| Box::pin(async move { poll(b, Some(&sid), None, &[]).await });
+    let first = tokio::time::timeout(
+        Duration::from_secs(5),
+        select(held(one.clone()), held(two.clone())),
+    )
+    .await
+    .expect("one of two held polls is refused at once");
+    let (status, _) = match first {
+        futures_util::future::Either::Left((answer, _)) => answer,
+        futures_util::future::Either::Right((answer, _)) => answer,
+    };
+    assert_eq!(status, 503, "past --max-forwarded-requests");
+
+    // One relayed WebSocket, with room for one: a second upgrade is refused, and that client
+    // stays on polling.
+    let upgrade = |sid: &str| {
+        tokio_tungstenite::connect_async(format!(
+            "ws://{b}/socket.io/?EIO=4&transport=websocket&sid={sid}"
+        ))
+    };
+    let _relayed = upgrade(&three).await.expect("the first upgrade is relayed");
+    match upgrade(&four).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(answer)) => {
+            assert_eq!(answer.status(), 503, "past --max-relayed-sockets")
+        }
+        other => panic!(
+            "the second upgrade was not refused: {:?}",
+            other.map(|_| ())
+        ),
+    }
+    let (status, body) = poll(a, Some(&four), Some("3"), &[]).await;
+    assert_eq!((status, body.as_str()), (200, "ok"), "still on polling");
+}
+
+#[tokio::test]
+async fn a_node_with_no_address_to_advertise_still_forwards_other_nodes_polling_requests() {
+    let mut cluster = Cluster::start(1).await;
+    let b = cluster.add_node_with("0.0.0.0:0", &[]).await;
+    let (a, b) = (cluster.nodes[0].addr, cluster.nodes[b].addr);
+    let b = std::net::SocketAddr::from(([127, 0, 0, 1], b.port()));
+    // It serves WebSocket only: no polling session of its own.
+    let (status, _) = poll(b, None, None, &[]).await;
+    assert_eq!(status, 400, "no polling session opens on it");
+    // But a polling session of node 0 is served through it.
+    let sid = open_polling(a).await;
+    let (status, body) = poll(b, Some(&sid), Some(r#"40{"username":"pia"}"#), &[]).await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    poll_until(b, &sid, "\"session\"").await;
+}
+
+#[tokio::test]
+async fn with_redis_gone_a_known_tag_is_still_forwarded_and_an_unknown_one_is_503_not_unknown() {
+    let cluster = Cluster::start_on(RedisServer::start_own().await, 2).await;
+    let (a, b) = (cluster.nodes[0].addr, cluster.nodes[1].addr);
+    let sid = open_polling(a).await;
+    let (status, _) = poll(b, Some(&sid), Some(r#"40{"username":"pia"}"#), &[]).await;
+    assert_eq!(status, 200, "node 1 has read node 0's tag");
+
+    cluster.redis.signal("KILL");
+    // Past the time node 1 trusts what it read (a third of the node TTL) without asking again.
+    tokio::time::sleep(Duration::from_millis(NODE_TTL_MS / 3 + 200)).await;
+    let (status, body) = poll(b, Some(&sid), Some("3"), &[]).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "ok"),
+        "forwarded where the tag was last seen"
+    );
+    let own = [sid[..2].to_owned(), open_polling(b).await[..2].to_owned()];
+    let free = ["AA", "AB", "AC"]
+        .into_iter()
+        .find(|t| !own.iter().any(|held| held == t))
+        .unwrap();
+    let (status, body) = poll(b, Some(&format!("{free}0123456789abcd")), None, &[]).await;
+    assert_eq!(
+        status, 503,
+        "a tag never read cannot be called unknown while Redis is away: {body}"
+    );
 }
 
 /// A cluster beyond `--roster-full-max` users (2 here), with ada on node 0, her contact cat

@@ -384,6 +384,11 @@ impl ChildServer {
         .await
     }
 
+    /// Starts the binary on a given address with extra flags (a node listening on 0.0.0.0).
+    pub async fn start_on_with(data_dir: &Path, addr: SocketAddr, args: &[String]) -> ChildServer {
+        Self::spawn(data_dir, addr, "warn", None, args).await
+    }
+
     pub async fn start_logging(
         data_dir: &Path,
         filter: &str,
