@@ -197,6 +197,9 @@ mod tests {
         async fn end_family(&self, _: &UserId, _: &str) -> Result<bool, StoreError> {
             unimplemented!()
         }
+        async fn end_unbound(&self, _: &UserId) -> Result<Vec<String>, StoreError> {
+            unimplemented!()
+        }
         async fn find_session(&self, _: &SessionId) -> Result<Option<Session>, StoreError> {
             unimplemented!()
         }

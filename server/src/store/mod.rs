@@ -587,6 +587,10 @@ pub trait Store: Send + Sync + 'static {
     /// [`Store::delete_session`] does. Returns whether it was (another user's, or an unknown
     /// family, changes nothing).
     async fn end_family(&self, user: &UserId, family: &str) -> Result<bool, StoreError>;
+    /// Ends every session of the user that is not bound to a key (made without one, or from
+    /// before keys), in one step: a session made while this runs is either ended or made
+    /// after it. Returns the families ended. Passkey add (review finding 1c).
+    async fn end_unbound(&self, user: &UserId) -> Result<Vec<String>, StoreError>;
     /// Binds the session whose family is `family` to `key` if it is a session from before
     /// keys, unbound (proof of possession, issue #25: trust on first use, once): once bound, a
     /// session's key never changes, and a session made since without a key is never bound

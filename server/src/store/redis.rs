@@ -574,6 +574,24 @@ mark_if_sessionless(KEYS[3], ARGV[2], user)
 return 1
 "#;
 
+/// Ends every session of user ARGV[2] not bound to a key (its `key` field empty or absent):
+/// KEYS[1] the user's sessions, KEYS[2] the deadlines, KEYS[3] the quiet users. Returns the
+/// families ended.
+const END_UNBOUND: &str = r#"
+local ended = {}
+for _, d in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local s = redis.call('HMGET', ARGV[1] .. 'session:' .. d, 'user', 'key')
+  if s[1] == ARGV[2] and not (s[2] and s[2] ~= '') then
+    redis.call('DEL', ARGV[1] .. 'session:' .. d)
+    redis.call('ZREM', KEYS[2], d .. ':' .. ARGV[2])
+    redis.call('SREM', KEYS[1], d)
+    table.insert(ended, d)
+  end
+end
+if #ended > 0 then mark_if_sessionless(KEYS[3], ARGV[1], ARGV[2]) end
+return ended
+"#;
+
 /// Finds a session by one of its secrets (ARGV[5], a digest) and, unless it is past its maximum
 /// age, refreshes it as used now: its idle TTL, its deadline, its last use (`seen`, for the
 /// devices list), and its user's last handshake if the user has no message yet. KEYS[1] is the
@@ -1082,6 +1100,7 @@ struct Scripts {
     create_device_session: Script,
     devices: Script,
     end_family: Script,
+    end_unbound: Script,
     find_session: Script,
     rotate_secret: Script,
     mark_rotation_due: Script,
@@ -1122,6 +1141,7 @@ impl Scripts {
             create_device_session: Script::new(CREATE_DEVICE_SESSION),
             devices: Script::new(DEVICES),
             end_family: with_mark(END_FAMILY),
+            end_unbound: with_mark(END_UNBOUND),
             find_session: with_int(FIND_SESSION),
             rotate_secret: with_int(ROTATE_SECRET),
             mark_rotation_due: Script::new(MARK_ROTATION_DUE),
@@ -1542,6 +1562,19 @@ impl Store for RedisStore {
             .invoke_async(&mut self.conn())
             .await?;
         Ok(ended > 0)
+    }
+
+    async fn end_unbound(&self, user: &UserId) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .scripts
+            .end_unbound
+            .key(self.keys.user_sessions(user.as_str()))
+            .key(self.keys.session_deadlines())
+            .key(self.keys.quiet_users())
+            .arg(self.keys.all())
+            .arg(user.as_str())
+            .invoke_async(&mut self.conn())
+            .await?)
     }
 
     async fn find_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {

@@ -26,7 +26,6 @@ use super::logout::{close_sockets, Ended};
 use super::messages::priced;
 use super::overflow::Ack;
 use super::{handle, object, object_or_default, price, EventError, SocketState, Viewer};
-use crate::domain::UserId;
 use crate::identity::device::{is_device_id, passkey_id, DeviceLabel};
 use crate::identity::passkeys::{PasskeyError, PendingRegistration};
 use crate::store::{
@@ -241,7 +240,12 @@ pub async fn passkey_add<A: Adapter>(
                         .await;
                     socket.extensions.insert(viewer);
                 }
-                ended = end_unbound(&state, &viewer.user_id).await?;
+                // Review finding 1c: every session of the now protected account that is not
+                // bound to a key ends (a tutorial client's, one from before keys, which a copied
+                // id could bind to a thief's key, or one made without a key), in one store step;
+                // from now on the name's sessions all prove possession. The adding one is bound
+                // (only a proving connection may add a passkey).
+                ended = state.store.end_unbound(&viewer.user_id).await?;
                 Ok(json!({ "protected": true }))
             }
             Protect::NameTaken => Err(EventError::NameTaken),
@@ -255,21 +259,6 @@ pub async fn passkey_add<A: Adapter>(
         tracing::info!(conn = %crate::telemetry::conn(&socket.id), ended = ended.len(), "the account's unbound sessions ended: its name is protected");
         close_sockets(&io, Ended::Sessions(ended)).await;
     }
-}
-
-/// Ends every session of a protected account that is not bound to a key (review finding 1c): a
-/// tutorial client's, one from before keys (which a copied id could bind to a thief's key), or
-/// one made without a key. A protected name's sessions all prove possession from now on; the
-/// one adding the passkey is bound (only a proving connection may add one). Returns the ended
-/// sessions' families.
-async fn end_unbound(state: &SocketState, user: &UserId) -> Result<Vec<String>, EventError> {
-    let mut ended = Vec::new();
-    for device in state.store.devices(user).await? {
-        if !device.bound && state.store.end_family(user, &device.family).await? {
-            ended.push(device.family);
-        }
-    }
-    Ok(ended)
 }
 
 pub async fn passkeys<A: Adapter>(

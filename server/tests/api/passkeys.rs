@@ -225,6 +225,37 @@ async fn sign_in(addr: SocketAddr, browser: &mut Browser, name: &str) -> Value {
     body
 }
 
+/// Finishes a sign-in ceremony with a proof of `key` (the session is bound to it): status and
+/// body.
+async fn finish_with_key(
+    addr: SocketAddr,
+    ceremony: &str,
+    credential: &Value,
+    key: &NativeKey,
+) -> (u16, Value) {
+    let proof = key.prove(&format!("signin:{ceremony}"));
+    post_json(
+        addr,
+        "/api/passkey/signin",
+        json!({ "ceremony": ceremony, "credential": credential, "popKey": proof.pop_key, "pop": proof.pop }),
+    )
+    .await
+}
+
+/// [`sign_in`] with a key: the new session is bound to `key`.
+async fn sign_in_with_key(
+    addr: SocketAddr,
+    browser: &mut Browser,
+    name: &str,
+    key: &NativeKey,
+) -> Value {
+    let (ceremony, public_key) = start_sign_in(addr, name).await;
+    let credential = browser.get(&public_key).await;
+    let (status, body) = finish_with_key(addr, &ceremony, &credential, key).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
 #[tokio::test]
 async fn a_protected_name_cannot_be_taken_by_a_new_sign_up() {
     let app = spawn_app().await;
@@ -751,14 +782,7 @@ async fn a_passkey_sign_in_with_a_key_makes_a_bound_session() {
             "{bad}: {body}"
         );
     }
-    let proof = key.prove(&format!("signin:{ceremony}"));
-    let (pop, pop_key) = (proof.pop, proof.pop_key);
-    let (status, body) = post_json(
-        app.addr,
-        "/api/passkey/signin",
-        json!({ "ceremony": ceremony, "credential": credential, "popKey": pop_key, "pop": pop }),
-    )
-    .await;
+    let (status, body) = finish_with_key(app.addr, &ceremony, &credential, &key).await;
     assert_eq!(status, 200, "the ceremony was left for this one: {body}");
     let secret = body["sessionID"].as_str().unwrap();
     let refusal = app.refusal(json!({ "sessionID": secret })).await;
@@ -793,16 +817,7 @@ async fn adding_a_passkey_ends_the_accounts_unbound_sessions_and_keeps_the_bound
     protect(&ada, &mut laptop).await;
     // A bound session on another device, and an unbound one (a sign-in without a key).
     let key = NativeKey::generate();
-    let (ceremony, options) = start_sign_in(app.addr, "ada").await;
-    let credential = laptop.get(&options).await;
-    let proof = key.prove(&format!("signin:{ceremony}"));
-    let (status, body) = post_json(
-        app.addr,
-        "/api/passkey/signin",
-        json!({ "ceremony": ceremony, "credential": credential, "popKey": proof.pop_key, "pop": proof.pop }),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    let body = sign_in_with_key(app.addr, &mut laptop, "ada", &key).await;
     let phone =
         BoundClient::connect(&app.url(), json!({ "sessionID": body["sessionID"] }), key).await;
     let unbound = sign_in(app.addr, &mut laptop, "ada").await;

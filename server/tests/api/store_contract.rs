@@ -777,6 +777,38 @@ async fn a_session_binds_to_one_key_once<B: Backend>(backend: B) {
         Some(winner.clone())
     );
 
+    // A passkey add ends the account's unbound sessions in one step (review finding 1c): those
+    // made without a key; the bound ones stay (ada's first, bound on first use, and a tablet's),
+    // and so do another account's.
+    let NewDevice::Created(tablet, _) = store
+        .create_device_session(&ada, "Firefox on Android", 50, Some(&key(5)))
+        .await
+        .unwrap()
+    else {
+        panic!("a device session")
+    };
+    let NewDevice::Created(laptop, _) = store
+        .create_device_session(&ada, "Chrome on Linux", 50, None)
+        .await
+        .unwrap()
+    else {
+        panic!("a device session")
+    };
+    let (dora_sid, _) = user(&store, "dora").await;
+    let ended: BTreeSet<String> = store.end_unbound(&ada).await.unwrap().into_iter().collect();
+    assert_eq!(ended, [phone.digest(), laptop.digest()].into());
+    for (sid, live) in [
+        (&phone, false),
+        (&laptop, false),
+        (&ada_sid, true),
+        (&tablet, true),
+        (&dora_sid, true),
+    ] {
+        assert_eq!(store.find_session(sid).await.unwrap().is_some(), live);
+    }
+    assert!(store.end_unbound(&ada).await.unwrap().is_empty(), "once");
+    assert!(store.end_unbound(&carol.user_id).await.unwrap().is_empty());
+
     // Durable, and gone with its session.
     drop(store);
     let store = open(&backend).await;

@@ -305,6 +305,24 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn end_unbound(&self, user: &UserId) -> Result<Vec<String>, StoreError> {
+        let user = user.as_str().to_owned();
+        self.run(move |conn| {
+            let ended = conn
+                .prepare_cached(
+                    "DELETE FROM sessions WHERE user_id = ?1 AND coalesce(length(pop_key), 0) = 0
+                     RETURNING session_digest",
+                )?
+                .query_map(params![user], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            if !ended.is_empty() {
+                mark_if_sessionless(conn, &user)?;
+            }
+            Ok(ended)
+        })
+        .await
+    }
+
     async fn find_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
         let digest = id.digest();
         // The secret (current or retired), its session and the session's current secret.
