@@ -25,6 +25,9 @@ pub struct Peer {
     pub user_id: String,
     pub username: String,
     pub connected: bool,
+    /// A passkey protects this name for this user (a connect's `users` says so; other answers
+    /// carry no mark and keep what that said).
+    pub protected: bool,
 }
 
 impl From<Presence> for Peer {
@@ -33,6 +36,7 @@ impl From<Presence> for Peer {
             user_id: p.user_id,
             username: p.username,
             connected: p.connected,
+            protected: false,
         }
     }
 }
@@ -349,6 +353,7 @@ impl ChatState {
                         user_id: summary.user_id,
                         username: summary.username,
                         connected: summary.connected,
+                        protected: false,
                     },
                 );
             }
@@ -627,19 +632,27 @@ impl ChatState {
                     user_id: entry.user_id,
                     username: entry.username,
                     connected: entry.connected,
+                    protected: entry.protected,
                 },
             );
         }
     }
 
+    /// Whether the roster last said a passkey protects this user's name.
+    fn was_protected(&self, user_id: &str) -> bool {
+        self.peers.get(user_id).is_some_and(|p| p.protected)
+    }
+
     /// `user connected`.
     pub fn user_connected(&mut self, entry: UserEntry) {
+        let protected = entry.protected || self.was_protected(&entry.user_id);
         self.peers.insert(
             entry.user_id.clone(),
             Peer {
                 user_id: entry.user_id,
                 username: entry.username,
                 connected: true,
+                protected,
             },
         );
     }
@@ -668,12 +681,14 @@ impl ChatState {
     /// `restore_state`'s answer: presence replaced, missed messages merged.
     pub fn apply_restore(&mut self, restored: RestoreState) {
         for presence in restored.users {
+            let protected = self.was_protected(&presence.user_id);
             self.peers.insert(
                 presence.user_id.clone(),
                 Peer {
                     user_id: presence.user_id,
                     username: presence.username,
                     connected: presence.connected,
+                    protected,
                 },
             );
         }
@@ -1312,6 +1327,39 @@ mod tests {
         assert_eq!(s.next_typing_expiry(), None);
     }
 
+    /// The roster's passkey mark stays through later presence (`user connected`, a restore),
+    /// which carries none, and is never lent to another account of the same name.
+    #[test]
+    fn the_passkey_mark_of_the_roster_survives_presence_updates() {
+        let mut s = ChatState::new(Some("me".into()));
+        let entry = |id: &str, protected: bool| UserEntry {
+            user_id: id.into(),
+            username: "ada".into(),
+            connected: false,
+            messages: vec![],
+            read_up_to: None,
+            protected,
+        };
+        s.apply_users(vec![entry("a1", true), entry("a2", false)]);
+        let marked = |s: &ChatState, id: &str| s.peer(id).is_some_and(|p| p.protected);
+        assert!(marked(&s, "a1") && !marked(&s, "a2"));
+        s.user_connected(entry("a1", false));
+        s.user_connected(entry("a2", false));
+        assert!(marked(&s, "a1") && !marked(&s, "a2"));
+        s.apply_restore(RestoreState {
+            users: vec![Presence {
+                user_id: "a1".into(),
+                username: "ada".into(),
+                connected: true,
+            }],
+            messages: vec![],
+            has_more: false,
+        });
+        assert!(marked(&s, "a1"), "kept through a restore");
+        s.apply_users(vec![entry("a1", false)]);
+        assert!(!marked(&s, "a1"), "a new roster says it is gone");
+    }
+
     #[test]
     fn search_results_name_people_outside_the_roster() {
         let mut s = ChatState::new(Some("me".into()));
@@ -1321,6 +1369,7 @@ mod tests {
                 user_id: "z".into(),
                 username: "Zoe".into(),
                 connected: true,
+                protected: false,
             }],
             failed: false,
         }));

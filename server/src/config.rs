@@ -211,10 +211,13 @@ pub struct Config {
     #[arg(long, env = "TETHER_CORS_ALLOW_CREDENTIALS")]
     pub cors_allow_credentials: bool,
 
-    /// Turns passkeys on (issue #25): protecting a name with a passkey, and signing in with it.
-    /// Off by default until the open findings of the passkey review (README, "Passkeys") are
-    /// fixed. `TETHER_PASSKEYS=false` (or unset) leaves them off.
-    #[arg(long, env = "TETHER_PASSKEYS")]
+    /// Passkeys (issue #25): protecting a name with a passkey, and signing in with it. On by
+    /// default wherever the server has a domain to make them for (see --passkey-rp-id);
+    /// `--passkeys=false` or `TETHER_PASSKEYS=false` turns them off.
+    #[arg(long, env = "TETHER_PASSKEYS", default_value_t = true,
+          action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true,
+          default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
     pub passkeys: bool,
 
     /// The WebAuthn relying party id passkeys are made for (issue #25), e.g. `chat.example`.

@@ -1,8 +1,9 @@
 //! Expiry, on every node, twice a second: sessions past their deadline end and their sockets
 //! close (on every node: the disconnect goes through the adapter); accounts that never sent or
 //! received a message are deleted once idle or left without a session; and the sessions of
-//! this node's connected sockets are refreshed, so a session in use never idles out. Sockets
-//! close as a logout closes them ([`crate::transport::logout::close_sockets`]).
+//! this node's connected sockets are refreshed, so a session in use never idles out (and their
+//! secrets rotated when due). Sockets close as a logout closes them
+//! ([`crate::transport::logout::close_sockets`]).
 //!
 //! Each step reads only what is due, through an index (SQLite) or a sorted set (Redis), so a
 //! quiet tick costs one small query.
@@ -15,6 +16,7 @@ use socketioxide::SocketIo;
 
 use crate::store::Store;
 use crate::transport::logout::{close_sockets, Ended};
+use crate::transport::rotation::{rotate_connected, Rotation};
 use crate::transport::Viewer;
 
 /// How often expired sessions are looked for, at most: a session's sockets close at most this
@@ -40,6 +42,8 @@ pub struct ExpiryOptions {
     pub session_idle: Duration,
     /// `--idle-account-secs`.
     pub idle_account: Duration,
+    /// `--session-rotate-*`: connected sessions' due secrets rotate with each refresh.
+    pub rotation: Rotation,
 }
 
 impl ExpiryOptions {
@@ -95,6 +99,7 @@ pub async fn expiry_loop<A: Adapter>(
         // is never found idle by the sweeps of that same tick.
         if tick % touch_every == 0 {
             touch_connected(&io, store.as_ref()).await;
+            rotate_connected(&io, store.as_ref(), &options.rotation).await;
         }
         expire_sessions(&io, store.as_ref()).await;
         if tick % account_sweep_every == 0 {
@@ -196,6 +201,7 @@ mod tests {
         let options = |session_idle: u64, idle_account: u64| ExpiryOptions {
             session_idle: Duration::from_millis(session_idle),
             idle_account: Duration::from_millis(idle_account),
+            rotation: Rotation::default(),
         };
         let day = 24 * 3600 * 1000;
         // The defaults: a sweep each half second, refreshes and account sweeps once a minute.

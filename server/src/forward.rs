@@ -272,13 +272,15 @@ impl SidRouting {
         let held: Option<String> = match tokio::time::timeout(LOOKUP_WAIT, read).await {
             Ok(Ok(held)) => held,
             failed => {
-                return match cached {
-                    Some(stale) => Ok(stale.target),
+                // Only a node seen holding the tag is trusted while Redis cannot be asked: "no
+                // node" might be out of date, and would end a live session.
+                return match cached.and_then(|c| c.target) {
+                    Some(stale) => Ok(Some(stale)),
                     None => Err(match failed {
                         Ok(Err(e)) => e.to_string(),
                         _ => "no answer in time".to_owned(),
                     }),
-                }
+                };
             }
         };
         let target = held.and_then(|value| {
@@ -404,16 +406,20 @@ async fn forward(routing: &SidRouting, target: Uri, request: Request) -> Respons
         routing.options.request_timeout
     };
     let (parts, body) = request.into_parts();
-    let body = match axum::body::to_bytes(body, routing.options.max_body).await {
-        Ok(body) => body,
-        Err(e) => return body_refused(&e),
+    // The whole body within the header-read time (the body timeout restarts at each chunk, and
+    // a slow body would hold its forward slot for as long as it trickles).
+    let read = axum::body::to_bytes(body, routing.options.max_body);
+    let body = match tokio::time::timeout(routing.options.request_timeout, read).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(e)) => return body_refused(&e),
+        Err(_) => return refused("body_timeout", StatusCode::REQUEST_TIMEOUT),
     };
     let attempt = || async {
         let outgoing = outgoing(&target, &parts, Body::from(body.clone()), &[])?;
         Some(tokio::time::timeout(wait, routing.client.request(outgoing)).await)
     };
     let mut result = attempt().await;
-    if get && matches!(&result, Some(Ok(Err(e))) if e.is_connect() || is_closed_pooled(e)) {
+    if get && matches!(&result, Some(Ok(Err(e))) if is_closed_pooled(e)) {
         result = attempt().await;
     }
     match result {
@@ -530,20 +536,39 @@ async fn relay_upgrade(routing: &SidRouting, target: Uri, mut request: Request) 
     response
 }
 
-/// Copies bytes both ways until either side ends (end of stream or an error); then both
-/// connections are dropped. Waiting for both directions would hold the relay slot for a client
-/// that vanished until the kernel gave up on its connection (minutes): once the owner closed
-/// the session (its heartbeat unanswered), nothing else would end the other direction.
+/// How long the other direction of a relay may still drain once one side ended.
+const RELAY_DRAIN: Duration = Duration::from_secs(2);
+
+/// Copies bytes both ways. When one side ends (end of stream or an error), its end is passed
+/// on (the other side's write half is shut down, so what was sent arrives, then the end), and
+/// the other direction has [`RELAY_DRAIN`] to finish before both connections are dropped.
+/// Waiting for both directions without a bound would hold the relay slot for a client that
+/// vanished until the kernel gave up on its connection (minutes): once the owner closed the
+/// session (its heartbeat unanswered), nothing else would end the other direction.
 async fn relay<C, O>(client: C, owner: O)
 where
     C: tokio::io::AsyncRead + tokio::io::AsyncWrite,
     O: tokio::io::AsyncRead + tokio::io::AsyncWrite,
 {
+    use tokio::io::AsyncWriteExt;
     let (mut from_client, mut to_client) = tokio::io::split(client);
     let (mut from_owner, mut to_owner) = tokio::io::split(owner);
+    let upstream = async {
+        let _ = tokio::io::copy(&mut from_client, &mut to_owner).await;
+        let _ = to_owner.shutdown().await;
+    };
+    let downstream = async {
+        let _ = tokio::io::copy(&mut from_owner, &mut to_client).await;
+        let _ = to_client.shutdown().await;
+    };
+    tokio::pin!(upstream, downstream);
     tokio::select! {
-        _ = tokio::io::copy(&mut from_client, &mut to_owner) => {}
-        _ = tokio::io::copy(&mut from_owner, &mut to_client) => {}
+        _ = &mut upstream => {
+            let _ = tokio::time::timeout(RELAY_DRAIN, downstream).await;
+        }
+        _ = &mut downstream => {
+            let _ = tokio::time::timeout(RELAY_DRAIN, upstream).await;
+        }
     }
 }
 
@@ -584,6 +609,28 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), relay)
             .await
             .expect("the relay ended with the owner's side")
+            .unwrap();
+    }
+
+    /// What a side wrote just before it closed arrives, and then the end.
+    #[tokio::test]
+    async fn the_last_bytes_before_a_close_arrive_and_then_the_end() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (client, mut reader) = tokio::io::duplex(64);
+        let (owner, mut closing_owner) = tokio::io::duplex(64);
+        let relay = tokio::spawn(relay(client, owner));
+        closing_owner.write_all(b"last frame").await.unwrap();
+        drop(closing_owner);
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), reader.read_to_end(&mut got))
+            .await
+            .expect("the end reaches the client")
+            .unwrap();
+        assert_eq!(got, b"last frame");
+        drop(reader);
+        tokio::time::timeout(Duration::from_secs(5), relay)
+            .await
+            .expect("the relay ended")
             .unwrap();
     }
 

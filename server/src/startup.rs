@@ -165,7 +165,7 @@ fn passkeys(
     origins: &origin::OriginPolicy,
 ) -> anyhow::Result<Option<Arc<Passkeys>>> {
     if !config.passkeys {
-        tracing::info!("passkeys are off (--passkeys turns them on)");
+        tracing::info!("passkeys are off (--passkeys=false)");
         return Ok(None);
     }
     let own = origins.own_origins();
@@ -176,8 +176,14 @@ fn passkeys(
     ) {
         Ok(rp) => rp,
         Err(why) => {
-            // Asked for and off: said once, plainly, at start.
-            tracing::warn!("{why}");
+            // Said once, plainly, at start: a warning when passkeys were configured (a relying
+            // party or origins named), else information (a server reached by IP address, on by
+            // default, simply has none).
+            if config.passkey_rp_id.is_some() || !config.passkey_origins.is_empty() {
+                tracing::warn!("{why}");
+            } else {
+                tracing::info!("{why}");
+            }
             return Ok(None);
         }
     };
@@ -448,6 +454,7 @@ fn expiry_task(config: &Config, io: &Io, store: Arc<dyn Store>) -> JoinHandle<()
     let expiry = expiry::ExpiryOptions {
         session_idle: config.session_idle(),
         idle_account: Duration::from_secs(config.idle_account_secs),
+        rotation: config.rotation(),
     };
     match io {
         Io::Local(io) => tokio::spawn(expiry::expiry_loop(io.clone(), store, expiry)),

@@ -246,6 +246,9 @@ struct RowState {
     last: Option<client::chat::Preview>,
     unread: usize,
     typing: bool,
+    /// A passkey protects this name for this account (the roster's mark): the original
+    /// holder, not a newer account that took the same name.
+    protected: bool,
 }
 
 fn row_state(rt: Realtime, user_id: &str) -> Option<RowState> {
@@ -263,6 +266,7 @@ fn row_state(rt: Realtime, user_id: &str) -> Option<RowState> {
             unread: entry.as_ref().map_or(0, |e| e.unread),
             last: entry.map(|e| e.last),
             typing: chat.typing(user_id),
+            protected: peer.is_some_and(|p| p.protected),
         }
     })
 }
@@ -276,6 +280,18 @@ fn ChatRow(user_id: String, page: Memo<Page>) -> impl IntoView {
     };
     let read = move |f: fn(&RowState) -> String| move || state.with(|s| s.as_ref().map(f));
     let connected = move || state.with(|s| s.as_ref().is_some_and(|s| s.connected));
+    let protected = move || {
+        state
+            .with(|s| s.as_ref().is_some_and(|s| s.protected))
+            .then(|| {
+                view! {
+                    <span class="protected-mark" title="This name is protected by a passkey">
+                        <span aria-hidden="true">"protected"</span>
+                        <span class="sr-only">", protected by a passkey"</span>
+                    </span>
+                }
+            })
+    };
     let current = {
         let id = user_id.clone();
         move || matches!(&*page.read(), Page::Chat { user_id } if *user_id == id).then_some("page")
@@ -325,6 +341,7 @@ fn ChatRow(user_id: String, page: Memo<Page>) -> impl IntoView {
                 <span class="chat-text">
                     <span class="chat-line">
                         <span class="name">{name}</span>
+                        {protected}
                         <span class="sr-only">
                             {move || if connected() { ", online" } else { ", offline" }}
                         </span>

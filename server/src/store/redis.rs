@@ -216,7 +216,8 @@ impl RedisTarget {
     /// Every connection has `TCP_NODELAY`, keepalive probes and (on Linux) a TCP user timeout of
     /// [`DEAD_CONNECTION_AFTER`]: a connection whose Redis vanished without a FIN or RST (a host
     /// gone, a partition) fails within that instead of the kernel's 15 minutes of retransmits,
-    /// and its `ConnectionManager` reconnects. A response timeout alone would not: redis
+    /// and its `ConnectionManager` reconnects: the pub/sub one (RESP3) at once, a RESP2 one when
+    /// its next command finds the connection closed. A response timeout alone would not: redis
     /// retries the command on the same dead connection.
     pub fn client(&self, protocol: ProtocolVersion) -> Result<redis::Client, RedisTargetError> {
         let settings = self.info.redis_settings().clone().set_protocol(protocol);

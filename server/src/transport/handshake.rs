@@ -15,7 +15,7 @@ use crate::config::TabPolicy;
 use crate::domain::{SessionId, Username};
 use crate::identity::device::DeviceLabel;
 use crate::refusals::{refused, Refusal};
-use crate::store::{Bind, Created, PopKey, StoreError};
+use crate::store::{Bind, Created, PopKey, Secret, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HandshakeError {
@@ -155,6 +155,7 @@ async fn admit<A: Adapter>(
         Settled::Keep => Ok((viewer, false)),
         Settled::Rotated(new) => {
             viewer.session_id = new;
+            viewer.issued_at = crate::store::now_ms();
             Ok((viewer, true))
         }
         // Ended since it was found: as an unknown session.
@@ -305,12 +306,18 @@ async fn resume<A: Adapter>(
     if state.rotation.reused(&session) {
         return Err(end_reused(state, io, &session).await);
     }
+    // A retired secret rotates below (its successor was issued when it was retired).
+    let issued_at = match session.secret {
+        Secret::Current { issued_at } => issued_at,
+        Secret::Retired { retired_at, .. } => retired_at,
+    };
     let viewer = Viewer::of(
         presented,
         session.family.clone(),
         session.user_id.clone(),
         session.username.clone(),
-    );
+    )
+    .issued(issued_at);
     let viewer = match proof {
         Possession::Proven => viewer.proven(),
         Possession::Unbound => viewer,

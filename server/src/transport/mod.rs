@@ -107,6 +107,10 @@ pub struct Viewer {
     /// This connection proved possession of the session's key at its handshake (issue #25):
     /// only such a connection may add a passkey.
     pub bound: bool,
+    /// When the session's current secret was issued, as far as this node knows (ms since the
+    /// Unix epoch): connected sockets whose secret is due rotate without reconnecting
+    /// ([`rotation::rotate_connected`]).
+    pub issued_at: i64,
 }
 
 impl Viewer {
@@ -125,7 +129,13 @@ impl Viewer {
             user_id,
             username,
             bound: false,
+            issued_at: crate::store::now_ms(),
         }
+    }
+
+    /// The same viewer, whose session's current secret was issued at `issued_at`.
+    pub fn issued(self, issued_at: i64) -> Self {
+        Self { issued_at, ..self }
     }
 
     /// The same viewer, on a connection that proved possession of the session's key.

@@ -1,7 +1,11 @@
-//! Rotation and reuse detection of session secrets (issue #25 §5), decided at the handshake.
+//! Rotation and reuse detection of session secrets (issue #25 §5), decided at the handshake and,
+//! for sessions that stay connected, while they are connected.
 //!
 //! A session (its *family*) has one current secret and any number of retired ones, digests only.
-//! At a handshake:
+//! A connected session bound to a key whose secret is due is rotated by a node its sockets are
+//! on, at its next refresh of connected sessions (at least once a minute, [`rotate_connected`]):
+//! every socket of the session, on every node, is sent the new secret, so a tab left open for
+//! days rotates as one that reconnects does. At a handshake:
 //! - a current secret older than `--session-rotate-secs` (or marked due, issued at 0, by a
 //!   sign-in from another device) is replaced: the handshake's `session` event carries the new
 //!   one, and the family's other sockets, on every node, are sent it too;
@@ -19,11 +23,13 @@
 //! Rotations race safely: [`Store::rotate_secret`] is compare-and-set, and the loser reads its
 //! secret again (retired by the winner a moment ago, within the grace) and rotates once more.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use protocol::payloads::SessionInfo;
 use socketioxide::adapter::Adapter;
 use socketioxide::operators::BroadcastOperators;
+use socketioxide::SocketIo;
 
 use super::Viewer;
 use crate::domain::SessionId;
@@ -33,8 +39,9 @@ use crate::store::{now_ms, Reissue, Rotate, Secret, Session, Store, StoreError};
 /// `--session-rotate-reissues`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rotation {
-    /// A current secret older than this is replaced at the session's next handshake; `None`:
-    /// never (rotation off; retired secrets from before are still judged by the grace).
+    /// A current secret older than this is replaced at the session's next handshake, or while
+    /// connected for a bound session ([`rotate_connected`]); `None`: never (rotation off;
+    /// retired secrets from before are still judged by the grace).
     pub period: Option<Duration>,
     /// How long a retired secret is still accepted.
     pub grace: Duration,
@@ -79,7 +86,7 @@ impl Rotation {
     }
 
     /// Whether a current secret issued at `issued_at` is due at `now`.
-    fn due(&self, issued_at: i64, now: i64) -> bool {
+    pub(crate) fn due(&self, issued_at: i64, now: i64) -> bool {
         self.period
             .is_some_and(|period| now.saturating_sub(issued_at) >= Self::ms(period))
     }
@@ -199,6 +206,179 @@ impl Rotation {
     }
 }
 
+/// What [`Rotation::rotate_due`] did.
+#[derive(Debug)]
+enum Live {
+    /// The session's current secret is this new one.
+    Rotated(SessionId),
+    /// Not rotated here: the current secret, issued at this time, is not due; or this node's
+    /// sockets hold a secret already rotated out (by a handshake or another node, whose
+    /// sockets hold the current one and rotate it when due; else its next handshake does), so
+    /// this node looks again a period after this time.
+    Later(i64),
+    /// Nothing to do now: the session is gone (the refresh of connected sessions closes its
+    /// sockets), or it rotated `reissues` times in its grace window (it rotates at a later
+    /// refresh).
+    Nothing,
+}
+
+impl Rotation {
+    /// Rotates the bound session `family`, whose connected sockets hold `held`, if `held` is
+    /// still its current secret and due. Only from the current secret: the issue time of a
+    /// successor is known only to the sockets that hold it, so a node holding a rotated-out
+    /// one could take a fresh successor for a due one and rotate twice in a row.
+    async fn rotate_due(
+        &self,
+        store: &dyn Store,
+        family: &str,
+        held: &SessionId,
+    ) -> Result<Live, StoreError> {
+        for _ in 0..ATTEMPTS {
+            let now = now_ms();
+            let found = store
+                .find_session(held)
+                .await?
+                .filter(|found| found.family == family && found.pop_key.is_some());
+            let Some(found) = found else {
+                return Ok(Live::Nothing);
+            };
+            match found.secret {
+                Secret::Current { issued_at } if !self.due(issued_at, now) => {
+                    return Ok(Live::Later(issued_at))
+                }
+                Secret::Current { .. } => {}
+                Secret::Retired { .. } => return Ok(Live::Later(now)),
+            }
+            match store
+                .rotate_secret(family, &held.digest(), self.cap(now))
+                .await?
+            {
+                Rotate::Rotated(new) => return Ok(Live::Rotated(new)),
+                // Rotated meanwhile (read again: retired now).
+                Rotate::Moved => continue,
+                Rotate::Gone | Rotate::TooMany => return Ok(Live::Nothing),
+            }
+        }
+        Ok(Live::Nothing)
+    }
+}
+
+/// The most connected sessions one refresh rotates; the rest rotate at the next (secrets are
+/// due spread over the day their sessions connected in, so this bounds only a burst).
+const ROTATE_BATCH: usize = 256;
+/// Rotations of one refresh under way at once (each a few store round trips).
+const ROTATE_CONCURRENCY: usize = 8;
+
+/// Rotates the due secrets of the bound sessions connected to this node (touch-time rotation,
+/// issue #25 §5), run with each refresh of connected sessions: a due session's secret is
+/// replaced, and every socket of it, on every node, is sent the new one (`session`), so a
+/// session that stays connected for days rotates on the same schedule as one that reconnects.
+///
+/// Only sessions bound to a key (Tether's own client): a socket can look connected for a
+/// while after its network died silently (up to a heartbeat), and a `session` sent into it is
+/// lost. A bound session's holder gets a new secret at its next handshake whatever it
+/// presents, with its proof; an unbound one's would present a secret rotated out long ago and
+/// be taken for reuse (its session ended). Unbound sessions rotate at their handshakes, where
+/// the new secret is the handshake's own answer.
+///
+/// Sockets on several nodes race safely: [`Store::rotate_secret`] is compare-and-set, and a
+/// node that finds the secret rotated elsewhere only notes when, to look again a period later.
+pub(crate) async fn rotate_connected<A: Adapter>(
+    io: &SocketIo<A>,
+    store: &dyn Store,
+    rotation: &Rotation,
+) {
+    use futures_util::stream::{self, StreamExt};
+
+    if rotation.period.is_none() {
+        return;
+    }
+    let Some(sockets) = io.of("/").map(|ns| ns.sockets()) else {
+        return;
+    };
+    // Per session, the newest secret this node's sockets hold: a socket whose handshake
+    // rotated holds a newer one than the session's other sockets here.
+    let mut newest: HashMap<String, Viewer> = HashMap::new();
+    for socket in &sockets {
+        let Some(viewer) = socket.extensions.get::<Viewer>() else {
+            continue;
+        };
+        if !viewer.bound {
+            continue;
+        }
+        match newest.get(&viewer.family) {
+            Some(held) if held.issued_at >= viewer.issued_at => {}
+            _ => {
+                newest.insert(viewer.family.clone(), viewer);
+            }
+        }
+    }
+    let now = now_ms();
+    let due: Vec<Viewer> = newest
+        .into_values()
+        .filter(|viewer| rotation.due(viewer.issued_at, now))
+        .take(ROTATE_BATCH)
+        .collect();
+    if due.is_empty() {
+        return;
+    }
+    let outcomes: Vec<(String, Result<Live, StoreError>)> = stream::iter(due)
+        .map(|viewer| async move {
+            let outcome = rotation
+                .rotate_due(store, &viewer.family, &viewer.session_id)
+                .await;
+            let outcome = match outcome {
+                Ok(Live::Rotated(new)) => {
+                    let mut rotated = viewer.clone();
+                    rotated.session_id = new;
+                    let room = rotated.session_room();
+                    announce(io.to(room.clone()), &rotated).await;
+                    Ok(Live::Rotated(
+                        settle_on_newest(rotation, store, &rotated, || io.to(room.clone())).await,
+                    ))
+                }
+                other => other,
+            };
+            (viewer.family, outcome)
+        })
+        .buffer_unordered(ROTATE_CONCURRENCY)
+        .collect()
+        .await;
+    let mut failed = 0usize;
+    let mut noted: HashMap<String, (Option<SessionId>, i64)> = HashMap::new();
+    for (family, outcome) in outcomes {
+        match outcome {
+            Ok(Live::Rotated(secret)) => {
+                noted.insert(family, (Some(secret), now_ms()));
+            }
+            Ok(Live::Later(issued_at)) => {
+                noted.insert(family, (None, issued_at));
+            }
+            Ok(Live::Nothing) => {}
+            Err(e) => {
+                failed += 1;
+                if failed == 1 {
+                    tracing::warn!(error = %format_args!("{e:#}"), "rotating connected sessions failed; retrying at the next refresh");
+                }
+            }
+        }
+    }
+    // What this node's sockets of those sessions hold now (each was sent the new secret).
+    for socket in &sockets {
+        let Some(mut viewer) = socket.extensions.get::<Viewer>() else {
+            continue;
+        };
+        let Some((secret, issued_at)) = noted.get(&viewer.family) else {
+            continue;
+        };
+        if let Some(secret) = secret {
+            viewer.session_id = secret.clone();
+        }
+        viewer.issued_at = *issued_at;
+        socket.extensions.insert(viewer);
+    }
+}
+
 /// Marks a socket whose handshake rotated its session's secret: its connect handler
 /// [`converge`]s the session's sockets on the newest.
 #[derive(Debug, Clone, Copy)]
@@ -219,6 +399,21 @@ pub(crate) async fn converge<A: Adapter>(
     viewer: &Viewer,
 ) -> SessionId {
     announce(socket.to(viewer.session_room()), viewer).await;
+    settle_on_newest(rotation, store, viewer, || {
+        socket.within(viewer.session_room())
+    })
+    .await
+}
+
+/// After `viewer`'s rotation was announced: while its secret is no longer current (another
+/// rotation won meanwhile), rotates again and announces the newest to every socket of the
+/// session (`everyone`). Returns the secret the session ends with.
+async fn settle_on_newest<A: Adapter>(
+    rotation: &Rotation,
+    store: &dyn Store,
+    viewer: &Viewer,
+    everyone: impl Fn() -> BroadcastOperators<A>,
+) -> SessionId {
     let mut viewer = viewer.clone();
     for _ in 0..ATTEMPTS {
         match rotation
@@ -227,7 +422,7 @@ pub(crate) async fn converge<A: Adapter>(
         {
             Ok(Some(newer)) => {
                 viewer.session_id = newer;
-                announce(socket.within(viewer.session_room()), &viewer).await;
+                announce(everyone(), &viewer).await;
             }
             Ok(None) => break,
             Err(e) => {

@@ -501,7 +501,12 @@ async fn forwarding_is_bounded_in_body_bytes_body_time_requests_and_relays() {
         .unwrap();
     assert_eq!(&head, b"HTTP/1.1 408", "{}", String::from_utf8_lossy(&head));
 
-    // Two held-open polls through node 1 at once, with room for one: the second is 503.
+    // Two held-open polls through node 1 at once, with room for one: the second is 503. First
+    // both queues are emptied (everyone was told of those who connected later), so that
+    // neither poll is answered at once.
+    for sid in [&one, &two] {
+        poll_until(a, sid, "\"sol\"").await;
+    }
     let held = |sid: String| Box::pin(async move { poll(b, Some(&sid), None, &[]).await });
     let first = tokio::time::timeout(
         Duration::from_secs(5),

@@ -32,8 +32,6 @@ fn test_config(data_dir: &Path, addr: SocketAddr) -> Config {
     config.signup_burst_per_ip = 100_000;
     config.signups_per_sec = 100_000;
     config.signup_burst = 100_000;
-    // Off by default (until proof of possession); tests/api/passkeys.rs checks the default.
-    config.passkeys = true;
     config
 }
 
@@ -709,6 +707,22 @@ impl BoundClient {
             session_id: info.session_id,
             user_id: info.user_id,
         }
+    }
+
+    /// The `sessionID` of the next `session` this connection is sent (a rotation) within
+    /// `within`, or `None`.
+    pub async fn next_session(&self, within: Duration) -> Option<String> {
+        use client::session::SessionEvent;
+        let mut client = self.client.lock().await;
+        tokio::time::timeout(
+            within,
+            client.wait_for(|e| match e {
+                SessionEvent::Session(info) => Some(info.session_id.clone()),
+                _ => None,
+            }),
+        )
+        .await
+        .ok()
     }
 
     /// Emits with an ack and returns the ack's first argument.

@@ -842,15 +842,20 @@ async fn adding_a_passkey_ends_the_accounts_unbound_sessions_and_keeps_the_bound
     );
 }
 
-/// Off unless `--passkeys` turns them on, as they are by default (the tests' config turns
-/// them on): the same answers as with no domain.
+/// On by default; `--passkeys=false` (or `TETHER_PASSKEYS=false`) turns them off: the same
+/// answers as with no domain.
 #[tokio::test]
-async fn passkeys_are_off_unless_turned_on() {
-    assert_passkeys_off(&spawn_app_with(|c| c.passkeys = false).await).await;
+async fn passkeys_are_on_by_default_and_off_when_turned_off() {
+    use clap::Parser;
     assert!(
-        !server::Config::for_data_dir("unused").passkeys,
-        "off by default"
+        server::Config::for_data_dir("unused").passkeys,
+        "on by default"
     );
+    let parse = |args: &[&str]| server::Config::try_parse_from(args).map(|c| c.passkeys);
+    assert!(parse(&["tether", "--passkeys"]).unwrap());
+    assert!(!parse(&["tether", "--passkeys=false"]).unwrap());
+    assert!(parse(&["tether", "--passkeys=maybe"]).is_err());
+    assert_passkeys_off(&spawn_app_with(|c| c.passkeys = false).await).await;
 }
 
 #[tokio::test]

@@ -9,7 +9,9 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use server::Config;
 
-use crate::helpers::{spawn_app_with, BoundClient, ChildServer, RedisServer, TestApp, TestClient};
+use crate::helpers::{
+    spawn_app_with, BoundClient, ChildServer, RedisServer, TestApp, TestClient, WAIT,
+};
 
 /// A secret is due a second after it was issued; a retired one is accepted for a second.
 fn fast(config: &mut Config) {
@@ -154,6 +156,117 @@ async fn an_old_secret_after_grace_ends_the_session_on_every_node() {
     let mut after = TestClient::connect(&url(1), json!({ "sessionID": owner.session_id })).await;
     let refusal = message_of(&after.next("error").await);
     assert!(refusal.contains("invalid username"), "{refusal}");
+}
+
+/// A secret is due four seconds after it was issued, and connected sessions are refreshed
+/// (their due secrets rotated) every second: a session idles out after three.
+fn live(config: &mut Config) {
+    config.session_rotate_secs = 4;
+    config.session_rotate_grace_secs = 1;
+    config.session_idle_secs = 3;
+}
+
+/// Long enough for a connected session's secret to be due and its next refresh to rotate it.
+const DUE_WHILE_CONNECTED: Duration = Duration::from_secs(8);
+
+#[tokio::test]
+async fn a_connected_bound_session_is_sent_a_new_secret_when_due_without_reconnecting() {
+    let app = spawn_app_with(live).await;
+    let ada = app.connect_bound("ada").await;
+    let tab = app.resume_bound(&ada).await;
+    assert_eq!(tab.session_id, ada.session_id, "not due yet");
+    let new = ada
+        .next_session(DUE_WHILE_CONNECTED)
+        .await
+        .expect("rotated while connected");
+    assert_ne!(new, ada.session_id, "a new secret");
+    assert_eq!(
+        tab.next_session(WAIT).await.as_deref(),
+        Some(new.as_str()),
+        "every socket of the session is sent the same one"
+    );
+    assert_eq!(
+        ada.next_session(Duration::from_millis(1500)).await,
+        None,
+        "once per period, not once per socket or per refresh"
+    );
+    // The client keeps the new one: it is the session's current secret.
+    let again =
+        BoundClient::connect(&app.url(), json!({ "sessionID": new }), ada.key.clone()).await;
+    assert_eq!(again.session_id, new);
+    assert_eq!(again.user_id, ada.user_id);
+}
+
+/// An unbound session (the tutorial's client) is not rotated while connected: a `session` sent
+/// into a connection that died silently would be lost, and the only copy left would be taken
+/// for reuse at the next connect. Its handshakes rotate it.
+#[tokio::test]
+async fn an_unbound_session_rotates_at_its_handshakes_only() {
+    let app = spawn_app_with(live).await;
+    let mut ada = app.connect_as("ada").await;
+    tokio::time::sleep(DUE_WHILE_CONNECTED).await;
+    ada.sync().await;
+    assert!(
+        ada.drain("session").is_empty(),
+        "not rotated while connected"
+    );
+    let next = app.resume(&ada.session_id).await;
+    assert_ne!(next.session_id, ada.session_id, "rotated at the handshake");
+    assert_eq!(next.user_id, ada.user_id);
+}
+
+#[tokio::test]
+async fn a_session_connected_to_two_nodes_rotates_once_and_both_sockets_are_sent_it() {
+    let redis = RedisServer::start().await;
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut args = redis.node_args();
+    args.extend(
+        [
+            "--session-rotate-secs",
+            "4",
+            "--session-rotate-grace-secs",
+            "1",
+            "--session-idle-secs",
+            "3",
+        ]
+        .map(str::to_owned),
+    );
+    let mut nodes = Vec::new();
+    for dir in &dirs {
+        nodes.push(ChildServer::start_with(dir.path(), &args).await);
+    }
+    let key = client::native::NativeKey::generate();
+    let ada =
+        BoundClient::connect(&nodes[0].url(), json!({ "username": "ada" }), key.clone()).await;
+    let tab = BoundClient::connect(
+        &nodes[1].url(),
+        json!({ "sessionID": ada.session_id }),
+        key.clone(),
+    )
+    .await;
+    assert_eq!(tab.session_id, ada.session_id, "not due yet");
+    // Both nodes find it due; one rotates, the other finds it rotated and leaves it.
+    let on_0 = ada
+        .next_session(DUE_WHILE_CONNECTED)
+        .await
+        .expect("rotated while connected");
+    let on_1 = tab.next_session(WAIT).await;
+    assert_ne!(on_0, ada.session_id);
+    assert_eq!(
+        on_1.as_deref(),
+        Some(on_0.as_str()),
+        "one rotation, sent to both"
+    );
+    for socket in [&ada, &tab] {
+        assert_eq!(
+            socket.next_session(Duration::from_millis(1500)).await,
+            None,
+            "once per period"
+        );
+    }
+    let again = BoundClient::connect(&nodes[1].url(), json!({ "sessionID": on_0 }), key).await;
+    assert_eq!(again.session_id, on_0, "current");
+    assert_eq!(again.user_id, ada.user_id);
 }
 
 #[tokio::test]

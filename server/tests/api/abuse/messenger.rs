@@ -168,6 +168,9 @@ async fn a_typing_flood_reaches_its_target_once_and_its_socket_is_let_go() {
     let attacker = app.connect_as("attacker").await;
     let mut bob = app.connect_as("bob").await;
     let cy = app.connect_as("cy").await;
+    // Bob's connect is done (roster, `user connected` for cy sent): the one relay the flood
+    // gets is volatile, dropped if his connection still had those queued.
+    bob.sync().await;
     let mut raw = Raw::connect(app.addr, &attacker.session_id).await;
     let started = Instant::now();
     let to_bob = json!({ "to": bob.user_id });
@@ -175,7 +178,8 @@ async fn a_typing_flood_reaches_its_target_once_and_its_socket_is_let_go() {
     let got = raw.receive(usize::MAX, Duration::from_secs(3)).await;
     let elapsed = started.elapsed();
     assert!(got.closed, "the flooding socket is disconnected");
-    assert!(elapsed < Duration::from_secs(5), "within {elapsed:?}");
+    // Seconds, not the flood's 5,000 events' worth of work (a loaded debug build is slow).
+    assert!(elapsed < Duration::from_secs(10), "within {elapsed:?}");
     // One relay per --typing-every-ms (3 s), whatever was sent within it.
     let relayed = count_for(&mut bob, "typing", Duration::from_millis(100)).await;
     assert!(
