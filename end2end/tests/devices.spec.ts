@@ -6,9 +6,9 @@ import { freshDataDir, removeDataDir, startServer, stopServer } from "../server"
 import { newPerson } from "./helpers";
 
 // Devices (issue #25, slice 1): the session page lists every session of the name, and revoking
-// one signs that browser out at once. A second session of one name cannot be made over the wire
-// yet (a passkey sign-in will), so this test writes one into the server's SQLite store, as that
-// sign-in will, and opens it in a second browser context.
+// one signs that browser out at once. The second session is written into the server's SQLite
+// store (its row and its secret's, as a passkey sign-in makes them; passkeys.spec.ts makes one
+// over the wire) and opened in a second browser context.
 test("revoking another device from the session page signs that browser out", async ({ browser }) => {
   test.setTimeout(60_000);
   const dataDir = freshDataDir();
@@ -23,7 +23,7 @@ test("revoking another device from the session page signs that browser out", asy
     const now = Date.now();
     execFileSync("sqlite3", [
       path.join(dataDir, "tether.db"),
-      `PRAGMA busy_timeout = 5000; INSERT INTO sessions (session_digest, user_id, created_at, last_seen_at, device) VALUES ('${digest}', '${userID}', ${now}, ${now}, 'Safari on iOS');`,
+      `PRAGMA busy_timeout = 5000; INSERT INTO sessions (session_digest, user_id, created_at, last_seen_at, device) VALUES ('${digest}', '${userID}', ${now}, ${now}, 'Safari on iOS'); INSERT INTO session_secrets (digest, session_digest, issued_at) VALUES ('${digest}', '${digest}', ${now});`,
     ]);
     const phone = await browser.newContext({ baseURL: server.url });
     await phone.addInitScript(
@@ -39,6 +39,9 @@ test("revoking another device from the session page signs that browser out", asy
     const phonePage = await phone.newPage();
     await phonePage.goto("/");
     await expect(phonePage.getByRole("heading", { level: 1, name: "Chats" })).toBeVisible();
+    // Only a handshake the server accepted lists the account as "you" (the page shows "Chats"
+    // from localStorage before it connects): the phone is signed in, not on its way out.
+    await expect(phonePage.getByRole("list", { name: "Chats" })).toContainText("ada (you)");
 
     await ada.page.goto("/session");
     const devices = ada.page.getByTestId("device");

@@ -37,7 +37,7 @@ async function deviceWithAuthenticator(browser: Browser, baseURL: string): Promi
 test("a passkey protects the name and signs in on another device with the account's conversations", async ({ browser }) => {
   test.setTimeout(90_000);
   const dataDir = freshDataDir();
-  // Passkeys are off unless turned on (until the feature's review is done).
+  // On by default; the flag says so anyway, as an operator may.
   const server = await startServer(dataDir, "127.0.0.1:0", ["--passkeys"]);
   const baseURL = server.url.replace("127.0.0.1", "localhost");
   try {
@@ -78,6 +78,13 @@ test("a passkey protects the name and signs in on another device with the accoun
     await expect(phone.page.getByRole("list", { name: "Chats" })).toContainText("ada (you)");
     await expect(personLink(phone.page, "bob")).toContainText("1 unread");
     await expect(personLink(phone.page, "bob")).toContainText("are you there?");
+
+    // Whoever connects from now on sees the roster's mark on ada's row (review finding 3b):
+    // she is the name's protected holder, not a newer account that took it.
+    await bob.reload();
+    await expect(personLink(bob, "ada")).toHaveAccessibleName(/^ada ?, protected by a passkey ?,/);
+    await expect(personLink(bob, "ada").locator(".protected-mark")).toBeVisible();
+    await expect(personLink(bob, "bob")).not.toHaveAccessibleName(/protected/);
 
     // The laptop's session page lists the phone as another device.
     await laptop.page.reload();
