@@ -1240,6 +1240,32 @@ struct Directory {
     users: Arc<Vec<User>>,
 }
 
+/// Refuses a Redis Cluster node at start, with a clear error: the store's scripts each touch
+/// keys in several hash slots (issue #27 item 1 restructures them), so on a cluster they would
+/// fail at run time (`CROSSSLOT`, `MOVED`, or "non local key") instead. `CLUSTER INFO` answers
+/// on a cluster node and is refused with "cluster support disabled" on a standalone one; an
+/// ACL user narrowed as the README suggests may run it (it is not `@dangerous`), and one that
+/// may not is let through.
+async fn refuse_cluster(conn: &mut ConnectionManager) -> Result<(), StoreError> {
+    match ::redis::cmd("CLUSTER")
+        .arg("INFO")
+        .query_async::<String>(conn)
+        .await
+    {
+        Ok(_) => Err(StoreError::Unavailable(
+            "the Redis at --redis-url is a Redis Cluster node; Tether's store needs a standalone \
+             Redis (a primary, with replicas for failover: --redis-wait-replicas), since its \
+             scripts touch keys in several hash slots (Redis Cluster support is issue #27)"
+                .into(),
+        )),
+        Err(e) if e.kind() == ::redis::ErrorKind::Io => Err(e.into()),
+        Err(e) => {
+            tracing::debug!(error = %e, "the Redis store is not a cluster node");
+            Ok(())
+        }
+    }
+}
+
 impl RedisStore {
     /// Connects to a plain URL; see [`RedisStore::connect_to`].
     pub async fn connect(
@@ -1267,7 +1293,8 @@ impl RedisStore {
             Some(acks) => Some((ConnectionManager::new(client.clone()).await?, acks)),
             None => None,
         };
-        let conn = ConnectionManager::new(client).await?;
+        let mut conn = ConnectionManager::new(client).await?;
+        refuse_cluster(&mut conn).await?;
         let store = Self {
             conn,
             acked,

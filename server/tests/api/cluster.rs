@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::helpers::{ChildServer, RedisServer, TestClient};
+use crate::helpers::{refused_start, ChildServer, RedisServer, TestClient};
 
 /// Short heartbeats so a dead node is noticed quickly; the bound is TTL + TTL/3.
 const NODE_TTL_MS: u64 = 1500;
@@ -725,4 +725,23 @@ async fn reads_receipts_settings_and_typing_reach_every_node() {
     let delivered = bob.next("private message").await;
     assert_eq!(delivered["id"], after["ok"]["id"], "{delivered}");
     assert!(bob.drain("seen").is_empty(), "receipts are off");
+}
+
+/// A Redis Cluster node is refused at start with a clear error, instead of every store script
+/// failing at run time (each touches keys in several hash slots: issue #27 item 1).
+#[tokio::test]
+async fn a_redis_cluster_node_is_refused_at_start_with_a_clear_error() {
+    let redis = RedisServer::start_cluster_node().await;
+    let (status, printed, _) = refused_start(&redis.node_args()).await;
+    assert!(!status.success(), "{printed}");
+    assert!(
+        printed.contains("is a Redis Cluster node"),
+        "the reason is said: {printed}"
+    );
+    // A standalone Redis is still taken (the check lets it through).
+    let standalone = RedisServer::start_own().await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = ChildServer::start_with(dir.path(), &standalone.node_args()).await;
+    let mut ada = TestClient::connect(&node.url(), serde_json::json!({ "username": "ada" })).await;
+    ada.expect_session().await;
 }

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use rust_socketio::asynchronous::{Client, ClientBuilder};
@@ -477,6 +477,8 @@ pub struct RedisServer {
     child: Option<std::process::Child>,
     url: String,
     pub prefix: String,
+    /// Its working directory, when it needs one (a cluster node's nodes.conf).
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl RedisServer {
@@ -487,6 +489,7 @@ impl RedisServer {
                 child: None,
                 url,
                 prefix,
+                _dir: None,
             };
         }
         Self::start_own().await
@@ -497,6 +500,26 @@ impl RedisServer {
     pub async fn start_own() -> RedisServer {
         let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
         Self::spawn(prefix, &[]).await
+    }
+
+    /// A redis-server of this test's own in cluster mode (`--cluster-enabled yes`, its
+    /// nodes.conf in a directory of its own): a node of a Redis Cluster.
+    pub async fn start_cluster_node() -> RedisServer {
+        let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
+        let dir = tempfile::tempdir().expect("temp dir");
+        let conf = dir.path().join("nodes.conf");
+        let mut redis = Self::spawn(
+            prefix,
+            &[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                conf.to_str().expect("a UTF-8 temp path"),
+            ],
+        )
+        .await;
+        redis._dir = Some(dir);
+        redis
     }
 
     /// A replica of this (own) Redis, under the same prefix, once it holds a copy of it.
@@ -578,6 +601,7 @@ impl RedisServer {
             child: Some(child),
             url: format!("redis://127.0.0.1:{port}/"),
             prefix,
+            _dir: None,
         };
         let deadline = tokio::time::Instant::now() + WAIT;
         while !ping(port).await {
@@ -773,4 +797,31 @@ impl TestApp {
         )
         .await
     }
+}
+
+/// Starts a node expected to refuse to start: its exit status, what it printed (stdout and
+/// stderr), and how long it took.
+pub async fn refused_start(args: &[String]) -> (std::process::ExitStatus, String, Duration) {
+    let data = tempfile::tempdir().expect("temp dir");
+    let started = Instant::now();
+    // Room for the store connection's retries (up to about 13 s with their jitter).
+    let out = tokio::time::timeout(
+        2 * WAIT,
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+            .args(["--listen", "127.0.0.1:0", "--log", "debug"])
+            .arg("--data-dir")
+            .arg(data.path())
+            .args(args)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the node gives up in time")
+    .expect("the node runs");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status, printed, started.elapsed())
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::helpers::{ChildServer, TestClient, WAIT};
+use crate::helpers::{refused_start, ChildServer, TestClient, WAIT};
 
 const PASSWORD: &str = "s3cret-Tether-pw";
 
@@ -213,33 +213,6 @@ impl Drop for TlsRedis {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Starts a node expected to refuse to start: its exit status, what it printed (stdout and
-/// stderr), and how long it took.
-async fn refused_start(args: &[String]) -> (std::process::ExitStatus, String, Duration) {
-    let data = tempfile::tempdir().expect("temp dir");
-    let started = Instant::now();
-    // Room for the store connection's retries (up to about 13 s with their jitter).
-    let out = tokio::time::timeout(
-        2 * WAIT,
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_tether"))
-            .args(["--listen", "127.0.0.1:0", "--log", "debug"])
-            .arg("--data-dir")
-            .arg(data.path())
-            .args(args)
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("the node gives up in time")
-    .expect("the node runs");
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status, printed, started.elapsed())
 }
 
 async fn connect_as(node: &ChildServer, name: &str) -> TestClient {
