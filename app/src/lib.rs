@@ -28,8 +28,8 @@ use router::Page;
 pub struct ClientConfig {
     /// All tabs of the browser share one connection held by a SharedWorker.
     pub shared_connection: bool,
-    /// The server offers passkeys (`--passkeys`) at the origin this page was requested at, so
-    /// the page does.
+    /// The server offers passkeys (on unless `--passkeys=false`) at the origin this page was
+    /// requested at, so the page does.
     pub passkeys: bool,
 }
 

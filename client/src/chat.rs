@@ -25,8 +25,9 @@ pub struct Peer {
     pub user_id: String,
     pub username: String,
     pub connected: bool,
-    /// A passkey protects this name for this user (a connect's `users` says so; other answers
-    /// carry no mark and keep what that said).
+    /// A passkey protects this name for this user (a connect's `users`, `restore_state`,
+    /// `users_page` and `users_search` say so; `user connected` carries no mark and keeps
+    /// what they said).
     pub protected: bool,
 }
 
@@ -36,7 +37,7 @@ impl From<Presence> for Peer {
             user_id: p.user_id,
             username: p.username,
             connected: p.connected,
-            protected: false,
+            protected: p.protected,
         }
     }
 }
@@ -681,7 +682,7 @@ impl ChatState {
     /// `restore_state`'s answer: presence replaced, missed messages merged.
     pub fn apply_restore(&mut self, restored: RestoreState) {
         for presence in restored.users {
-            let protected = self.was_protected(&presence.user_id);
+            let protected = presence.protected || self.was_protected(&presence.user_id);
             self.peers.insert(
                 presence.user_id.clone(),
                 Peer {
@@ -1347,15 +1348,25 @@ mod tests {
         s.user_connected(entry("a2", false));
         assert!(marked(&s, "a1") && !marked(&s, "a2"));
         s.apply_restore(RestoreState {
-            users: vec![Presence {
-                user_id: "a1".into(),
-                username: "ada".into(),
-                connected: true,
-            }],
+            users: vec![
+                Presence {
+                    user_id: "a1".into(),
+                    username: "ada".into(),
+                    connected: true,
+                    protected: false,
+                },
+                Presence {
+                    user_id: "a2".into(),
+                    username: "ada".into(),
+                    connected: true,
+                    protected: true,
+                },
+            ],
             messages: vec![],
             has_more: false,
         });
         assert!(marked(&s, "a1"), "kept through a restore");
+        assert!(marked(&s, "a2"), "a restore's mark is taken");
         s.apply_users(vec![entry("a1", false)]);
         assert!(!marked(&s, "a1"), "a new roster says it is gone");
     }

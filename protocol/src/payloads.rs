@@ -160,13 +160,17 @@ pub struct RestoreStateRequest {
     pub peers_only: bool,
 }
 
-/// Presence of one user, as `restore_state` reports it.
+/// Presence of one user, as `restore_state`, `users_page` and `users_search` report it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Json)]
 pub struct Presence {
     #[serde(rename = "userID")]
     pub user_id: String,
     pub username: String,
     pub connected: bool,
+    /// Part B: a passkey protects this user's name for this user, as [`UserEntry::protected`];
+    /// absent (false) otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub protected: bool,
 }
 
 /// `restore_state` answer: the caller's messages after `since`, oldest first, and everyone's
@@ -442,6 +446,7 @@ mod tests {
             user_id: "u".into(),
             username: "ada".into(),
             connected: true,
+            protected: false,
         };
         let mut forms = Agreement::new();
         forms.check(SessionInfo {
@@ -620,6 +625,10 @@ mod tests {
         for code in crate::ErrorCode::ALL {
             forms.check(crate::Ack::<MessageReceipt>::error(code, "why"));
         }
+        forms.check(Presence {
+            protected: true,
+            ..presence.clone()
+        });
         forms.check(presence);
         forms.check(crate::ErrorCode::RateLimited);
         forms.check(crate::AckError {

@@ -47,7 +47,7 @@ pub struct RelyingParty {
     pub origins: Vec<Url>,
 }
 
-/// Why passkeys are off although `--passkeys` asked for them.
+/// Why passkeys are off although `--passkeys` (on by default) asks for them.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NoRelyingParty {
     /// No `--passkey-rp-id`, and the server's own origin is not a domain served securely.

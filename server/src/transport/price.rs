@@ -64,7 +64,7 @@ pub fn message_bytes(message: &Message) -> usize {
 }
 
 pub fn presence_bytes(user: &Presence) -> usize {
-    USER_FIXED + json_str_bytes(&user.username)
+    USER_FIXED + json_str_bytes(&user.username) + if user.protected { PROTECTED } else { 0 }
 }
 
 pub fn summary_bytes(summary: &ConversationSummary) -> usize {

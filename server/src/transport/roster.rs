@@ -144,11 +144,14 @@ pub(super) async fn directory_page(
     })
 }
 
-fn presence(user: &User, online: &HashSet<UserId>) -> Presence {
+/// A user's presence as every answer but a connect's `users` gives it: connected when in
+/// `online`, and the passkey mark.
+pub(super) fn presence(user: &User, online: &HashSet<UserId>) -> Presence {
     Presence {
         connected: online.contains(&user.user_id),
         user_id: user.user_id.to_string(),
         username: user.username.clone(),
+        protected: user.protected,
     }
 }
 

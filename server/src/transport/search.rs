@@ -4,18 +4,17 @@
 //! before the directory is read.
 
 use std::cmp::Ordering;
-use std::collections::HashSet;
 
 use protocol::events;
-use protocol::payloads::{Presence, UsersSearch, UsersSearchRequest};
+use protocol::payloads::{UsersSearch, UsersSearchRequest};
 use serde_json::Value;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{SocketRef, State, TryData};
 
 use super::messages::priced;
 use super::overflow::Ack;
+use super::roster::presence;
 use super::{handle, object, price, EventError, SocketState, Viewer};
-use crate::domain::UserId;
 use crate::store::User;
 
 /// The longest query, in characters (after trimming).
@@ -102,14 +101,6 @@ async fn search<A: Adapter>(
     .map(|(answer, _)| answer)
 }
 
-fn presence(user: &User, online: &HashSet<UserId>) -> Presence {
-    Presence {
-        user_id: user.user_id.to_string(),
-        username: user.username.clone(),
-        connected: online.contains(&user.user_id),
-    }
-}
-
 /// Where `folded` (lower-cased) occurs in `name` ignoring case, as a byte offset of the
 /// lower-cased name: `Some(0)` for a name that starts with it. ASCII names (most) are compared
 /// without a copy.
@@ -160,6 +151,7 @@ pub fn matching<'a>(users: &'a [User], folded: &str, limit: usize) -> Vec<&'a Us
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::UserId;
     use serde_json::json;
 
     fn user(name: &str) -> User {

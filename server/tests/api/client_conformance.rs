@@ -152,10 +152,13 @@ async fn rust_client_handshakes_with_auth_and_exchanges_acked_messages_with_teth
     );
 }
 
-/// A client sends `restore_state` the moment the server's CONNECT arrives. socketioxide sends
-/// CONNECT before it even spawns the connect handler, so handlers registered there could miss
-/// that first event (it was dropped and the client waited out its 10 s ack timeout; about 1 %
-/// of clients in a 1,000-user storm). Many clients connecting at once make that window wide.
+/// A request sent the moment a client is connected is answered, even in a connect storm.
+/// socketioxide sends CONNECT before it even spawns the connect handler, so handlers registered
+/// there could miss a client's first event (it was dropped and the client waited out its 10 s
+/// ack timeout; about 1 % of clients in a 1,000-user storm). Many clients connecting at once
+/// make that window wide. Tether's client sends `conversations` and `settings` as CONNECT
+/// arrives; each client here sends a `settings` of its own as soon as it sees the connection
+/// up, and waits for that answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_sent_right_after_connecting_is_answered_even_in_a_connect_storm() {
     // Heartbeats as in production terms (seconds): a client task starved for a moment on a
@@ -166,28 +169,43 @@ async fn a_request_sent_right_after_connecting_is_answered_even_in_a_connect_sto
     })
     .await;
     let origin = app.url();
-    let clients = (0..300).map(|i| {
+    let clients = (0..300u64).map(|i| {
         let origin = origin.clone();
         tokio::spawn(async move {
             let mut client = NativeClient::spawn(&origin, fast(), move || {
                 auth(json!({ "username": format!("s{i}") }))
             });
-            // The handshake may queue behind the other 299 on a loaded 2-core machine; what is
-            // measured starts once this client is signed in.
+            // The handshake may queue behind the other 299 on a loaded 2-core machine.
             tokio::time::timeout(
                 3 * WAIT,
-                client.wait_for(|e| matches!(e, SessionEvent::Session(_)).then_some(())),
+                client.wait_for(|e| {
+                    matches!(e, SessionEvent::State(ConnState::Online { .. })).then_some(())
+                }),
             )
             .await
-            .expect("signed in");
-            // `Restored` is the answer to the `restore_state` the client sends once connected
-            // (or its timeout, after ACK_TIMEOUT_MS = 10 s: a dropped request only ends after
-            // that, so any wait under it tells the two apart; 9 s from the sign-in leaves room
-            // for the roster and the reads before it, where 5 s from the spawn left up to 121
-            // unanswered while other tests ran).
+            .expect("connected");
+            let tag = (1 << 40) + i;
+            let request = raw(json!({}));
+            client
+                .call(move |session, now| {
+                    session.step(
+                        Input::Request {
+                            tag,
+                            event: "settings",
+                            data: &request,
+                        },
+                        now,
+                    )
+                })
+                .await;
+            // A dropped request is only given up after ACK_TIMEOUT_MS = 10 s, so any wait
+            // under it tells the two apart.
             tokio::time::timeout(
                 Duration::from_millis(client::session::ACK_TIMEOUT_MS - 1_000),
-                client.wait_for(|e| matches!(e, SessionEvent::Restored).then_some(())),
+                client.wait_for(|e| match e {
+                    SessionEvent::Reply { tag: t, .. } if *t == tag => Some(()),
+                    _ => None,
+                }),
             )
             .await
             .is_ok()

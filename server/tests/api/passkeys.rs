@@ -350,6 +350,28 @@ async fn a_newer_same_name_account_cannot_protect_and_look_alikes_cannot_sign_up
         entry(&newer.user_id).get("protected").is_none(),
         "omitted when false"
     );
+    // Search results and the directory's pages (what a client past --roster-full-max users
+    // lists people from) carry the same mark.
+    let found = viewer
+        .request("users_search", json!({ "query": "ada" }))
+        .await;
+    let page = viewer.request("users_page", json!({})).await;
+    for (answer, lists_newer) in [(found, false), (page, true)] {
+        let users = answer["ok"]["users"].as_array().expect("users").clone();
+        let of = |id: &str| users.iter().find(|u| u["userID"] == id).cloned();
+        assert_eq!(
+            of(&ada.user_id).expect("ada")["protected"],
+            json!(true),
+            "{answer}"
+        );
+        // (The search does not fold full-width letters: only the page lists the newer one.)
+        let newer_entry = of(&newer.user_id);
+        assert_eq!(newer_entry.is_some(), lists_newer, "{answer}");
+        assert!(
+            newer_entry.is_none_or(|e| e.get("protected").is_none()),
+            "{answer}"
+        );
+    }
     app.connect_as("adam").await;
 }
 

@@ -168,10 +168,17 @@ async fn a_typing_flood_reaches_its_target_once_and_its_socket_is_let_go() {
     let attacker = app.connect_as("attacker").await;
     let mut bob = app.connect_as("bob").await;
     let cy = app.connect_as("cy").await;
-    // Bob's connect is done (roster, `user connected` for cy sent): the one relay the flood
-    // gets is volatile, dropped if his connection still had those queued.
-    bob.sync().await;
+    // The one relay the flood gets is volatile, dropped if Bob's connection still has something
+    // queued: his connect's roster and `user connected` for cy, then the attacker's new socket's
+    // `user connected`. Wait until all of it reached him.
     let mut raw = Raw::connect(app.addr, &attacker.session_id).await;
+    loop {
+        let told = bob.next("user connected").await;
+        if told["userID"] == attacker.user_id.as_str() {
+            break;
+        }
+    }
+    bob.sync().await;
     let started = Instant::now();
     let to_bob = json!({ "to": bob.user_id });
     raw.flood((0..5000).map(|_| event("typing", &to_bob))).await;
