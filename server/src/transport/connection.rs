@@ -103,8 +103,13 @@ pub async fn on_connect<A: Adapter>(socket: SocketRef<A>, State(state): State<So
         .extensions
         .remove::<HeldThrough>()
         .map_or(0, |held| held.0);
-    let audience = match roster::connect_roster(&state, &viewer, held_through).await {
+    let (audience, protected) = match roster::connect_roster(&state, &viewer, held_through).await {
         Ok(roster) => {
+            // Whether a passkey protects the viewer's name: its own entry says (it is always listed).
+            let protected = roster
+                .entries
+                .iter()
+                .any(|e| e.protected && e.user_id == viewer.user_id.as_str());
             // Never refused (the client needs it), but paid for: what it cost is owed by the
             // user's next reads.
             let bytes = roster.entries.iter().map(super::price::entry_bytes).sum();
@@ -113,7 +118,7 @@ pub async fn on_connect<A: Adapter>(socket: SocketRef<A>, State(state): State<So
             }
             // Part A order: `users` only after `session` (queued above, so sent before).
             super::overflow::emit(&socket, events::USERS, &roster.entries);
-            roster.audience
+            (roster.audience, protected)
         }
         Err(e) => {
             tracing::error!(conn = %crate::telemetry::conn(&socket.id), user.id = %viewer.user_id, error = %format_args!("{e:#}"), "could not build the roster; closing the socket so the client retries");
@@ -126,6 +131,7 @@ pub async fn on_connect<A: Adapter>(socket: SocketRef<A>, State(state): State<So
         audience,
         &viewer.user_id,
         &viewer.username,
+        protected,
     )
     .await;
     tracing::info!(conn = %crate::telemetry::conn(&socket.id), user.id = %viewer.user_id, "socket connected");

@@ -189,6 +189,7 @@ pub async fn passkey_add<A: Adapter>(
 ) {
     // The account's unbound sessions this add ended: their sockets close after the answer.
     let mut ended: Vec<String> = Vec::new();
+    let mut newly_protected = false;
     handle(&socket, &state, ack, events::PASSKEY_ADD, async |viewer| {
         let credential = parse_add(payload.ok())?;
         let passkeys = state
@@ -220,8 +221,9 @@ pub async fn passkey_add<A: Adapter>(
             .protect(&viewer.user_id, passkey, &added_in)
             .await?
         {
-            Protect::Protected | Protect::Added => {
+            outcome @ (Protect::Protected | Protect::Added) => {
                 tracing::info!(conn = %crate::telemetry::conn(&socket.id), user.id = %viewer.user_id, "passkey added");
+                newly_protected = matches!(outcome, Protect::Protected);
                 // A change of privilege: the session's secret rotates at once (issue #25 §5),
                 // and every socket of it (this one too) is sent the new one.
                 let rotated = state
@@ -258,6 +260,13 @@ pub async fn passkey_add<A: Adapter>(
     if !ended.is_empty() {
         tracing::info!(conn = %crate::telemetry::conn(&socket.id), ended = ended.len(), "the account's unbound sessions ended: its name is protected");
         close_sockets(&io, Ended::Sessions(ended)).await;
+    }
+    if newly_protected {
+        if let Some(viewer) = socket.extensions.get::<Viewer>() {
+            if let Err(e) = super::presence::now_protected(&socket, &state, &viewer).await {
+                tracing::warn!(conn = %crate::telemetry::conn(&socket.id), user.id = %viewer.user_id, error = %format_args!("{e:#}"), "could not tell who hears of the user that its name is protected");
+            }
+        }
     }
 }
 

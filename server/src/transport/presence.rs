@@ -103,25 +103,64 @@ impl<A: Adapter> Speaker<'_, A> {
 
 /// `user connected`: a socket of the user connected (each tab says so, as the tutorial's server
 /// does), or this node counts the user's sockets again after it was presumed dead. The
-/// audience is the rule's, decided by the caller with what it read.
+/// audience is the rule's, decided by the caller with what it read. `protected`: a passkey
+/// protects the user's name, as far as the caller knows (the connect's roster says; the
+/// heartbeat does not know, and says false, which clients take as "no news").
 pub(super) async fn came_online<A: Adapter>(
     speaker: Speaker<'_, A>,
     audience: Audience,
     user: &UserId,
     username: &str,
+    protected: bool,
 ) {
-    let entry = UserEntry {
+    let _ = speaker
+        .to(audience)
+        .emit(
+            events::USER_CONNECTED,
+            &online_entry(user, username, protected),
+        )
+        .await;
+}
+
+fn online_entry(user: &UserId, username: &str, protected: bool) -> UserEntry {
+    UserEntry {
         user_id: user.to_string(),
         username: username.to_owned(),
         connected: true,
         messages: Vec::new(),
         read_up_to: None,
-        protected: false,
-    };
+        protected,
+    }
+}
+
+/// `user connected` again, marked, once a passkey protects the viewer's name (issue #25): the
+/// rule's audience and the viewer's own sockets, on every node, show the mark at once rather
+/// than at their next connect. (A mark that goes with the last passkey goes at their next
+/// connect's `users`.)
+pub(super) async fn now_protected<A: Adapter>(
+    socket: &SocketRef<A>,
+    state: &SocketState,
+    viewer: &Viewer,
+) -> Result<(), StoreError> {
+    let directory_len = state.store.list_users().await?.len();
+    let audience = Audience::now(
+        state.store.as_ref(),
+        &state.limits,
+        &viewer.user_id,
+        directory_len,
+    )
+    .await?;
+    let speaker = Speaker::Socket(socket);
+    let entry = online_entry(&viewer.user_id, &viewer.username, true);
     let _ = speaker
         .to(audience)
         .emit(events::USER_CONNECTED, &entry)
         .await;
+    let _ = speaker
+        .within_user(&viewer.user_id)
+        .emit(events::USER_CONNECTED, &entry)
+        .await;
+    Ok(())
 }
 
 /// `user disconnected`: the user's last socket is uncounted (closed here, or lost with a dead
@@ -284,7 +323,8 @@ pub async fn announce_changes<A: Adapter>(
                     .await
                 {
                     Ok(audience) => {
-                        came_online(Speaker::Node(io), audience, &user, &found.username).await
+                        came_online(Speaker::Node(io), audience, &user, &found.username, false)
+                            .await
                     }
                     Err(e) => {
                         tracing::error!(user.id = %user, error = %format_args!("{e:#}"), "could not read who hears that the user is back")

@@ -286,6 +286,35 @@ async fn a_protected_name_cannot_be_taken_by_a_new_sign_up() {
 /// never use (review finding 4: `name_taken` with its own text, no options; nothing written);
 /// the older can, and then a sign-up with a look-alike (Cyrillic `а`, fullwidth, an invisible
 /// filler) is refused `name protected`.
+/// The next `user connected` about `user`.
+async fn user_connected_of(client: &mut TestClient, user: &str) -> Value {
+    loop {
+        let told = client.next("user connected").await;
+        if told["userID"] == user {
+            return told;
+        }
+    }
+}
+
+/// Those connected see the mark at once when a passkey first protects a name (not at their
+/// next connect), and again with each of the account's connects.
+#[tokio::test]
+async fn protecting_a_name_marks_it_at_once_for_those_connected() {
+    let app = spawn_app().await;
+    let ada = app.connect_bound("ada").await;
+    let mut bob = app.connect_as("bob").await;
+    protect(&ada, &mut Browser::for_app(app.addr)).await;
+    let told = user_connected_of(&mut bob, &ada.user_id).await;
+    assert_eq!(told["protected"], json!(true), "{told}");
+    let _again = app.resume_bound(&ada).await;
+    let told = user_connected_of(&mut bob, &ada.user_id).await;
+    assert_eq!(told["protected"], json!(true), "{told}");
+    // A user no passkey protects is not marked.
+    let _cy = app.connect_as("cy").await;
+    let told = bob.next("user connected").await;
+    assert!(told.get("protected").is_none(), "{told}");
+}
+
 #[tokio::test]
 async fn a_newer_same_name_account_cannot_protect_and_look_alikes_cannot_sign_up() {
     let app = spawn_app().await;
