@@ -8,6 +8,7 @@
 //! Each step reads only what is due, through an index (SQLite) or a sorted set (Redis), so a
 //! quiet tick costs one small query.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -98,8 +99,8 @@ pub async fn expiry_loop<A: Adapter>(
         // Refresh first: a session or account refreshed every tick (the shortest idle times)
         // is never found idle by the sweeps of that same tick.
         if tick % touch_every == 0 {
-            touch_connected(&io, store.as_ref()).await;
-            rotate_connected(&io, store.as_ref(), &options.rotation).await;
+            let marked_due = touch_connected(&io, store.as_ref()).await;
+            rotate_connected(&io, store.as_ref(), &options.rotation, &marked_due).await;
         }
         expire_sessions(&io, store.as_ref()).await;
         if tick % account_sweep_every == 0 {
@@ -162,10 +163,12 @@ async fn expire_accounts<A: Adapter>(io: &SocketIo<A>, store: &dyn Store, idle: 
 
 /// Refreshes the sessions of this node's connected sockets, and closes the sockets whose
 /// session turned out to be gone (one that ended while its socket was still joining its room,
-/// and so missed the disconnect).
-async fn touch_connected<A: Adapter>(io: &SocketIo<A>, store: &dyn Store) {
+/// and so missed the disconnect). Returns the sessions (families) whose secret the store has
+/// marked due (a sign-in from another device), whatever their age.
+async fn touch_connected<A: Adapter>(io: &SocketIo<A>, store: &dyn Store) -> HashSet<String> {
+    let mut marked_due = HashSet::new();
     let Some(sockets) = io.of("/").map(|ns| ns.sockets()) else {
-        return;
+        return marked_due;
     };
     let mut digests: Vec<String> = sockets
         .iter()
@@ -179,10 +182,13 @@ async fn touch_connected<A: Adapter>(io: &SocketIo<A>, store: &dyn Store) {
     while !digests.is_empty() {
         let batch = digests.split_off(digests.len().saturating_sub(TOUCH_BATCH));
         match store.touch_sessions(batch).await {
-            Ok(ended) => gone.extend(ended),
+            Ok(touched) => {
+                gone.extend(touched.gone);
+                marked_due.extend(touched.due);
+            }
             Err(e) => {
                 tracing::warn!(error = %format_args!("{e:#}"), "refreshing connected sessions failed; retrying later");
-                return;
+                return marked_due;
             }
         }
     }
@@ -190,6 +196,7 @@ async fn touch_connected<A: Adapter>(io: &SocketIo<A>, store: &dyn Store) {
         tracing::info!(sessions = gone.len(), "closing sockets whose session ended");
         close_sockets(io, Ended::Sessions(gone)).await;
     }
+    marked_due
 }
 
 #[cfg(test)]

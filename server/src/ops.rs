@@ -149,7 +149,7 @@ mod tests {
     use super::*;
     use crate::domain::{SessionId, UserId, Username};
     use crate::store::{
-        Conversations, Expired, NewMessage, Page, Session, StoreError, Stored, User,
+        Conversations, Expired, NewMessage, Page, Session, StoreError, Stored, Touched, User,
     };
 
     /// A store whose only working call is the probe: counted, slow, failing on demand.
@@ -233,7 +233,7 @@ mod tests {
         async fn expire_accounts(&self, _: Duration, _: usize) -> Result<Expired, StoreError> {
             unimplemented!()
         }
-        async fn touch_sessions(&self, _: Vec<String>) -> Result<Vec<String>, StoreError> {
+        async fn touch_sessions(&self, _: Vec<String>) -> Result<Touched, StoreError> {
             unimplemented!()
         }
         async fn list_users(&self) -> Result<Arc<Vec<User>>, StoreError> {

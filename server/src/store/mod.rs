@@ -129,6 +129,16 @@ pub enum Secret {
     Retired { retired_at: i64, current: String },
 }
 
+/// What [`Store::touch_sessions`] found, by digest.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Touched {
+    /// Gone or past their deadline: their sockets must be closed.
+    pub gone: Vec<String>,
+    /// Refreshed, with their current secret marked due for rotation (issued at 0, as a sign-in
+    /// from another device marks them): rotated while connected if bound to a key.
+    pub due: Vec<String>,
+}
+
 /// What [`Store::rotate_secret`] did.
 #[derive(Debug)]
 pub enum Rotate {
@@ -636,10 +646,10 @@ pub trait Store: Send + Sync + 'static {
     /// account is an unknown recipient from then on.
     async fn expire_accounts(&self, idle: Duration, limit: usize) -> Result<Expired, StoreError>;
     /// These sessions (by digest) are in use now: sockets of theirs are connected. They, and a
-    /// message-less account of theirs, are refreshed as a handshake would. Returns the digests
-    /// of those that are gone or past their deadline (their sockets must be closed); a touch
-    /// never brings one back.
-    async fn touch_sessions(&self, digests: Vec<String>) -> Result<Vec<String>, StoreError>;
+    /// message-less account of theirs, are refreshed as a handshake would. Says which are gone
+    /// or past their deadline (their sockets must be closed; a touch never brings one back),
+    /// and which of the others have their current secret marked due ([`Store::mark_rotation_due`]).
+    async fn touch_sessions(&self, digests: Vec<String>) -> Result<Touched, StoreError>;
 
     // ---- passkeys (issue #25 slice 4) ----
     /// Adds a passkey to the user's account (`added_in`: the browser it is added in, a device

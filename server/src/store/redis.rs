@@ -61,7 +61,7 @@ use super::{
 };
 use super::{
     name_key, AccountPasskeys, Bind, Created, PasskeyInfo, PopKey, Protect, Reissue,
-    RemovedPasskey, Rotate, Secret, StoredPasskey, PASSKEYS_PER_USER_MAX,
+    RemovedPasskey, Rotate, Secret, StoredPasskey, Touched, PASSKEYS_PER_USER_MAX,
 };
 use crate::domain::{SessionId, UserId, Username};
 
@@ -862,20 +862,21 @@ return out
 /// of those gone or past their maximum age.
 const TOUCH_SESSIONS: &str = r#"
 local now, idle, max_age = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local gone = {}
+local gone, due = {}, {}
 for i = 5, #ARGV do
   local key = ARGV[4] .. 'session:' .. ARGV[i]
-  local s = redis.call('HMGET', key, 'user', 'created')
+  local s = redis.call('HMGET', key, 'user', 'created', 'issued')
   if not s[1] or now - tonumber(s[2]) > max_age then
     table.insert(gone, ARGV[i])
   else
+    if s[3] == '0' then table.insert(due, ARGV[i]) end
     redis.call('PEXPIRE', key, ARGV[2])
     redis.call('HSET', key, 'seen', ARGV[1])
     redis.call('ZADD', KEYS[1], int(math.min(now + idle, tonumber(s[2]) + max_age)), ARGV[i] .. ':' .. s[1])
     redis.call('ZADD', KEYS[2], 'XX', 'GT', ARGV[1], s[1])
   end
 end
-return gone
+return {gone, due}
 "#;
 
 /// The directory after sign-up number `ARGV[2]`, or all of it when the epoch (moved by account
@@ -1820,9 +1821,9 @@ impl Store for RedisStore {
         })
     }
 
-    async fn touch_sessions(&self, digests: Vec<String>) -> Result<Vec<String>, StoreError> {
+    async fn touch_sessions(&self, digests: Vec<String>) -> Result<Touched, StoreError> {
         if digests.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Touched::default());
         }
         let mut touch = self.scripts.touch_sessions.prepare_invoke();
         touch
@@ -1835,8 +1836,8 @@ impl Store for RedisStore {
         for digest in &digests {
             touch.arg(digest);
         }
-        let gone: Vec<String> = touch.invoke_async(&mut self.conn()).await?;
-        Ok(gone)
+        let (gone, due): (Vec<String>, Vec<String>) = touch.invoke_async(&mut self.conn()).await?;
+        Ok(Touched { gone, due })
     }
 
     async fn protect(

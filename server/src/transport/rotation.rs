@@ -23,7 +23,7 @@
 //! Rotations race safely: [`Store::rotate_secret`] is compare-and-set, and the loser reads its
 //! secret again (retired by the winner a moment ago, within the grace) and rotates once more.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use protocol::payloads::SessionInfo;
@@ -270,8 +270,9 @@ const ROTATE_BATCH: usize = 256;
 const ROTATE_CONCURRENCY: usize = 8;
 
 /// Rotates the due secrets of the bound sessions connected to this node (touch-time rotation,
-/// issue #25 §5), run with each refresh of connected sessions: a due session's secret is
-/// replaced, and every socket of it, on every node, is sent the new one (`session`), so a
+/// issue #25 §5), run with each refresh of connected sessions: a session's secret older than
+/// the period, or that the store marked due (`marked_due`, from that refresh: a sign-in from
+/// another device), is replaced, and every socket of it, on every node, is sent the new one (`session`), so a
 /// session that stays connected for days rotates on the same schedule as one that reconnects.
 ///
 /// Only sessions bound to a key (Tether's own client): a socket can look connected for a
@@ -287,6 +288,7 @@ pub(crate) async fn rotate_connected<A: Adapter>(
     io: &SocketIo<A>,
     store: &dyn Store,
     rotation: &Rotation,
+    marked_due: &HashSet<String>,
 ) {
     use futures_util::stream::{self, StreamExt};
 
@@ -316,7 +318,7 @@ pub(crate) async fn rotate_connected<A: Adapter>(
     let now = now_ms();
     let due: Vec<Viewer> = newest
         .into_values()
-        .filter(|viewer| rotation.due(viewer.issued_at, now))
+        .filter(|viewer| rotation.due(viewer.issued_at, now) || marked_due.contains(&viewer.family))
         .take(ROTATE_BATCH)
         .collect();
     if due.is_empty() {

@@ -477,6 +477,33 @@ async fn adding_a_passkey_rotates_its_session_and_a_sign_in_elsewhere_makes_the_
     assert_eq!(app.resume(phone).await.session_id, phone);
 }
 
+/// A connected session of the account is rotated after a sign-in from a new device too,
+/// without waiting for its next handshake (a bound one, at the next refresh of connected
+/// sessions: every second here).
+#[tokio::test]
+async fn a_sign_in_elsewhere_rotates_the_accounts_connected_sessions() {
+    let app = spawn_app_with(|c| c.session_idle_secs = 3).await;
+    let ada = app.connect_bound("ada").await;
+    let mut laptop = Browser::for_app(app.addr);
+    protect(&ada, &mut laptop).await;
+    // Whatever `passkey_add`'s own rotation sent is past.
+    let _ = ada.next_session(Duration::from_millis(500)).await;
+    let signed_in = sign_in(app.addr, &mut laptop, "ada").await;
+    let told = ada
+        .next_session(Duration::from_secs(5))
+        .await
+        .expect("rotated while connected");
+    let current =
+        BoundClient::connect(&app.url(), json!({ "sessionID": told }), ada.key.clone()).await;
+    assert_eq!(current.session_id, told, "the laptop's current secret");
+    let phone = signed_in["sessionID"].as_str().unwrap();
+    assert_eq!(
+        app.resume(phone).await.session_id,
+        phone,
+        "not the new device's"
+    );
+}
+
 /// `--max-sessions-per-user`: a passkey sign-in past it makes no session (409
 /// `too_many_sessions`); ending one of the account's sessions makes room again. (Before, every
 /// sign-in made one more session.)

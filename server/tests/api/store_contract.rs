@@ -20,7 +20,7 @@ use server::store::sqlite::{SessionPolicy, SqliteStore};
 use server::store::{
     AccountPasskeys, Bind, ConversationPage, Created, Expired, MarkedRead, NewDevice, NewMessage,
     Page, PopKey, Protect, ReadCursor, Reissue, RemovedPasskey, Rotate, Secret, SettingsChange,
-    Store, Stored, StoredPasskey, User, UserSettings, PASSKEYS_PER_USER_MAX, UNREAD_MAX,
+    Store, Stored, StoredPasskey, Touched, User, UserSettings, PASSKEYS_PER_USER_MAX, UNREAD_MAX,
 };
 use tokio::time::sleep;
 
@@ -567,11 +567,10 @@ async fn devices_are_listed_per_user_and_ended_by_family<B: Backend>(backend: B)
     // A touch moves last seen.
     let before = store.devices(&bob).await.unwrap()[0].last_seen;
     sleep(ms(20)).await;
-    assert!(store
-        .touch_sessions(vec![bob_sid.digest()])
-        .await
-        .unwrap()
-        .is_empty());
+    assert_eq!(
+        store.touch_sessions(vec![bob_sid.digest()]).await.unwrap(),
+        Touched::default()
+    );
     assert!(store.devices(&bob).await.unwrap()[0].last_seen > before);
 
     // Only ada may end ada's device; an unknown family ends nothing.
@@ -926,8 +925,8 @@ async fn touched_sessions_outlive_their_idle_time_and_keep_their_account<B: Back
     let (sid, _) = user(&store, "ada").await;
     for _ in 0..4 {
         sleep(ms(200)).await;
-        let gone = store.touch_sessions(vec![sid.digest()]).await.unwrap();
-        assert!(gone.is_empty(), "{gone:?}");
+        let touched = store.touch_sessions(vec![sid.digest()]).await.unwrap();
+        assert_eq!(touched, Touched::default());
         assert!(store.expire_sessions(10).await.unwrap().is_empty());
         assert_eq!(
             store.expire_accounts(idle, 10).await.unwrap(),
@@ -935,12 +934,19 @@ async fn touched_sessions_outlive_their_idle_time_and_keep_their_account<B: Back
         );
     }
     assert!(store.find_session(&sid).await.unwrap().is_some());
-    assert!(store.touch_sessions(vec![]).await.unwrap().is_empty());
+    assert_eq!(
+        store.touch_sessions(vec![]).await.unwrap(),
+        Touched::default()
+    );
     let unknown = SessionId::random().digest();
-    let gone = store.touch_sessions(vec![unknown.clone()]).await.unwrap();
+    let gone = store
+        .touch_sessions(vec![unknown.clone()])
+        .await
+        .unwrap()
+        .gone;
     assert_eq!(gone, [unknown]);
     sleep(idle + ms(50)).await;
-    let gone = store.touch_sessions(vec![sid.digest()]).await.unwrap();
+    let gone = store.touch_sessions(vec![sid.digest()]).await.unwrap().gone;
     assert_eq!(gone, [sid.digest()]);
     assert_eq!(store.find_session(&sid).await.unwrap(), None);
 }
@@ -2315,6 +2321,7 @@ async fn rotations_are_capped_per_window<B: Backend>(backend: B) {
 async fn other_sessions_are_marked_due<B: Backend>(backend: B) {
     let store = open(&backend).await;
     let (laptop, ada) = user(&store, "ada").await;
+    let laptop_family = laptop.digest();
     let (bob_sid, _) = user(&store, "bob").await;
     let laptop = rotated(
         store
@@ -2341,6 +2348,23 @@ async fn other_sessions_are_marked_due<B: Backend>(backend: B) {
     assert!(due(store.find_session(&laptop).await.unwrap()));
     assert!(!due(store.find_session(&phone).await.unwrap()));
     assert!(!due(store.find_session(&bob_sid).await.unwrap()));
+    // A refresh of connected sessions says which are marked (by family), so that a connected
+    // one rotates without waiting for its next handshake.
+    let touched = store
+        .touch_sessions(vec![
+            laptop_family.clone(),
+            session.family.clone(),
+            bob_sid.digest(),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        touched,
+        Touched {
+            gone: vec![],
+            due: vec![laptop_family]
+        }
+    );
 }
 
 /// Every scenario, as a test per store: `contract!` names each store and its backend, and

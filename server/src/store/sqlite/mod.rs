@@ -29,7 +29,7 @@ use super::{
 };
 use super::{
     name_key, stored_pop_key, AccountPasskeys, Bind, Created, PasskeyInfo, PopKey, Protect,
-    Reissue, RemovedPasskey, Rotate, Secret, StoredPasskey, PASSKEYS_PER_USER_MAX,
+    Reissue, RemovedPasskey, Rotate, Secret, StoredPasskey, Touched, PASSKEYS_PER_USER_MAX,
 };
 use crate::domain::{SessionId, UserId, Username};
 use queries::{
@@ -609,15 +609,15 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn touch_sessions(&self, digests: Vec<String>) -> Result<Vec<String>, StoreError> {
+    async fn touch_sessions(&self, digests: Vec<String>) -> Result<Touched, StoreError> {
         if digests.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Touched::default());
         }
         let now = now_ms();
         let (idle_cut, age_cut) = self.session_cutoffs(now);
         // Single writes, each harmless alone: no savepoint needed.
         self.run_one(move |conn| {
-            let mut gone = Vec::new();
+            let mut touched = Touched::default();
             for digest in digests {
                 let user: Option<String> = conn
                     .prepare_cached(
@@ -628,11 +628,22 @@ impl Store for SqliteStore {
                     .query_row(params![digest, now, idle_cut, age_cut], |r| r.get(0))
                     .optional()?;
                 match user {
-                    Some(user) => touch_account(conn, &user, now)?,
-                    None => gone.push(digest),
+                    Some(user) => {
+                        touch_account(conn, &user, now)?;
+                        let due = conn
+                            .prepare_cached(
+                                "SELECT 1 FROM session_secrets
+                                 WHERE session_digest = ?1 AND retired_at IS NULL AND issued_at = 0",
+                            )?
+                            .exists(params![digest])?;
+                        if due {
+                            touched.due.push(digest);
+                        }
+                    }
+                    None => touched.gone.push(digest),
                 }
             }
-            Ok(gone)
+            Ok(touched)
         })
         .await
     }
