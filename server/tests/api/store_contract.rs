@@ -2362,8 +2362,19 @@ async fn other_sessions_are_marked_due<B: Backend>(backend: B) {
         touched,
         Touched {
             gone: vec![],
-            due: vec![laptop_family]
+            due: vec![laptop_family.clone()]
         }
+    );
+    // Once rotated, it is no longer marked.
+    rotated(
+        store
+            .rotate_secret(&laptop_family, &laptop.digest(), uncapped())
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        store.touch_sessions(vec![laptop_family]).await.unwrap(),
+        Touched::default()
     );
 }
 
