@@ -20,8 +20,9 @@ for (const shared of [false, true]) {
     test.setTimeout(60_000);
     const dataDir = freshDataDir();
     // Due after two seconds; connected sessions are refreshed (and rotated when due) every two
-    // seconds (three times per idle time: 6 s leaves a loaded machine room before expiry). Tether's client binds its sessions to a key, so they rotate while connected.
-    // (Rotating every 2 s is past the default 16 per 120 s grace window.)
+    // seconds (three times per idle time: 6 s leaves a loaded machine room before expiry).
+    // Tether's client binds its sessions to a key, so they rotate while connected. (Rotating
+    // every 2 s is past the default 16 per 120 s grace window.)
     const server = await startServer(dataDir, "127.0.0.1:0", [
       "--session-rotate-secs", "2",
       "--session-idle-secs", "6",

@@ -22,6 +22,21 @@ fn fast(config: &mut Config) {
 /// Long enough for a secret to be due, or a retired one to be past its grace.
 const PAST: Duration = Duration::from_millis(1300);
 
+/// A node on `redis` per data directory, each with `flags`.
+async fn nodes_on(
+    redis: &RedisServer,
+    dirs: &[tempfile::TempDir],
+    flags: &[&str],
+) -> Vec<ChildServer> {
+    let mut args = redis.node_args();
+    args.extend(flags.iter().map(|flag| (*flag).to_owned()));
+    let mut nodes = Vec::new();
+    for dir in dirs {
+        nodes.push(ChildServer::start_with(dir.path(), &args).await);
+    }
+    nodes
+}
+
 async fn app() -> TestApp {
     spawn_app_with(fast).await
 }
@@ -117,20 +132,13 @@ async fn an_old_secret_after_grace_ends_the_session() {
 async fn an_old_secret_after_grace_ends_the_session_on_every_node() {
     let redis = RedisServer::start().await;
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let mut args = redis.node_args();
-    args.extend(
-        [
-            "--session-rotate-secs",
-            "1",
-            "--session-rotate-grace-secs",
-            "1",
-        ]
-        .map(str::to_owned),
-    );
-    let mut nodes = Vec::new();
-    for dir in &dirs {
-        nodes.push(ChildServer::start_with(dir.path(), &args).await);
-    }
+    let flags = [
+        "--session-rotate-secs",
+        "1",
+        "--session-rotate-grace-secs",
+        "1",
+    ];
+    let nodes = nodes_on(&redis, &dirs, &flags).await;
     let url = |i: usize| nodes[i].url();
     let mut ada = TestClient::connect(&url(0), json!({ "username": "ada" })).await;
     ada.expect_session().await;
@@ -219,22 +227,15 @@ async fn an_unbound_session_rotates_at_its_handshakes_only() {
 async fn a_session_connected_to_two_nodes_rotates_once_and_both_sockets_are_sent_it() {
     let redis = RedisServer::start().await;
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let mut args = redis.node_args();
-    args.extend(
-        [
-            "--session-rotate-secs",
-            "4",
-            "--session-rotate-grace-secs",
-            "1",
-            "--session-idle-secs",
-            "3",
-        ]
-        .map(str::to_owned),
-    );
-    let mut nodes = Vec::new();
-    for dir in &dirs {
-        nodes.push(ChildServer::start_with(dir.path(), &args).await);
-    }
+    let flags = [
+        "--session-rotate-secs",
+        "4",
+        "--session-rotate-grace-secs",
+        "1",
+        "--session-idle-secs",
+        "3",
+    ];
+    let nodes = nodes_on(&redis, &dirs, &flags).await;
     let key = client::native::NativeKey::generate();
     let ada =
         BoundClient::connect(&nodes[0].url(), json!({ "username": "ada" }), key.clone()).await;
