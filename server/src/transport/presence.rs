@@ -52,14 +52,18 @@ impl Audience {
         Audience::Rooms(rooms)
     }
 
-    /// The rule applied now, for a directory of `directory_len` users: the user's contacts are
-    /// read only when the rule needs them.
+    /// The rule applied now, for a directory of `directory_len` users (read here when not
+    /// given): the user's contacts are read only when the rule needs them.
     async fn now(
         store: &dyn Store,
         limits: &Limits,
         user: &UserId,
-        directory_len: usize,
+        directory_len: Option<usize>,
     ) -> Result<Audience, StoreError> {
+        let directory_len = match directory_len {
+            Some(len) => len,
+            None => store.list_users().await?.len(),
+        };
         let contacts = if directory_len <= limits.roster_full_max {
             Vec::new()
         } else {
@@ -142,24 +146,23 @@ pub(super) async fn now_protected<A: Adapter>(
     state: &SocketState,
     viewer: &Viewer,
 ) -> Result<(), StoreError> {
-    let directory_len = state.store.list_users().await?.len();
-    let audience = Audience::now(
-        state.store.as_ref(),
-        &state.limits,
+    let audience =
+        Audience::now(state.store.as_ref(), &state.limits, &viewer.user_id, None).await?;
+    came_online(
+        Speaker::Socket(socket),
+        audience,
         &viewer.user_id,
-        directory_len,
+        &viewer.username,
+        true,
     )
-    .await?;
-    let speaker = Speaker::Socket(socket);
-    let entry = online_entry(&viewer.user_id, &viewer.username, true);
-    let _ = speaker
-        .to(audience)
-        .emit(events::USER_CONNECTED, &entry)
-        .await;
-    let _ = speaker
-        .within_user(&viewer.user_id)
-        .emit(events::USER_CONNECTED, &entry)
-        .await;
+    .await;
+    // The audience holds the user's other sockets (everyone, or the user's room) but not the
+    // speaking one.
+    super::overflow::emit(
+        socket,
+        events::USER_CONNECTED,
+        &online_entry(&viewer.user_id, &viewer.username, true),
+    );
     Ok(())
 }
 
@@ -173,14 +176,7 @@ async fn went_offline<A: Adapter>(
     directory_len: Option<usize>,
 ) {
     metrics::gauge!("tether_users_online").decrement(1.0);
-    let audience = async {
-        let directory_len = match directory_len {
-            Some(len) => len,
-            None => state.store.list_users().await?.len(),
-        };
-        Audience::now(state.store.as_ref(), &state.limits, user, directory_len).await
-    };
-    match audience.await {
+    match Audience::now(state.store.as_ref(), &state.limits, user, directory_len).await {
         Ok(audience) => {
             let _ = speaker
                 .to(audience)
@@ -319,8 +315,13 @@ pub async fn announce_changes<A: Adapter>(
                 let Some(found) = directory.iter().find(|u| u.user_id == user) else {
                     continue;
                 };
-                match Audience::now(state.store.as_ref(), &state.limits, &user, directory.len())
-                    .await
+                match Audience::now(
+                    state.store.as_ref(),
+                    &state.limits,
+                    &user,
+                    Some(directory.len()),
+                )
+                .await
                 {
                     Ok(audience) => {
                         came_online(Speaker::Node(io), audience, &user, &found.username, false)

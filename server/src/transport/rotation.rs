@@ -272,8 +272,9 @@ const ROTATE_CONCURRENCY: usize = 8;
 /// Rotates the due secrets of the bound sessions connected to this node (touch-time rotation,
 /// issue #25 §5), run with each refresh of connected sessions: a session's secret older than
 /// the period, or that the store marked due (`marked_due`, from that refresh: a sign-in from
-/// another device), is replaced, and every socket of it, on every node, is sent the new one (`session`), so a
-/// session that stays connected for days rotates on the same schedule as one that reconnects.
+/// another device), is replaced, and every socket of it, on every node, is sent the new one
+/// (`session`), so a session that stays connected for days rotates on the same schedule as one
+/// that reconnects.
 ///
 /// Only sessions bound to a key (Tether's own client): a socket can look connected for a
 /// while after its network died silently (up to a heartbeat), and a `session` sent into it is
@@ -346,7 +347,7 @@ pub(crate) async fn rotate_connected<A: Adapter>(
         .buffer_unordered(ROTATE_CONCURRENCY)
         .collect()
         .await;
-    let mut failed = 0usize;
+    let mut failed = Vec::new();
     let mut noted: HashMap<String, (Option<SessionId>, i64)> = HashMap::new();
     for (family, outcome) in outcomes {
         match outcome {
@@ -357,13 +358,14 @@ pub(crate) async fn rotate_connected<A: Adapter>(
                 noted.insert(family, (None, issued_at));
             }
             Ok(Live::Nothing) => {}
-            Err(e) => {
-                failed += 1;
-                if failed == 1 {
-                    tracing::warn!(error = %format_args!("{e:#}"), "rotating connected sessions failed; retrying at the next refresh");
-                }
-            }
+            Err(e) => failed.push(e),
         }
+    }
+    if let Some(e) = failed.first() {
+        tracing::warn!(sessions = failed.len(), error = %format_args!("{e:#}"), "rotating connected sessions failed; retrying at the next refresh");
+    }
+    if noted.is_empty() {
+        return;
     }
     // What this node's sockets of those sessions hold now (each was sent the new secret).
     for socket in &sockets {
