@@ -15,7 +15,7 @@ use crate::config::{self, Config};
 use crate::identity::passkeys::{Passkeys, RelyingParty};
 use crate::io::{ClusterAdapter, Io};
 use crate::store::redis::{NodeOptions, RedisFiles, RedisStore, RedisTarget, ReplicaAcks};
-use crate::store::sqlite::{Durability, SessionPolicy, SqliteStore};
+use crate::store::sqlite::{Durability, Gather, SessionPolicy, SqliteStore};
 use crate::store::Store;
 use crate::transport::{self, Limits, SocketState};
 use crate::{assets, expiry, forward, http, identity, memory, ops, origin, refusals};
@@ -153,6 +153,9 @@ async fn open_store(
                 &config.data_dir,
                 policy,
                 durability,
+                Gather {
+                    window: Duration::from_micros(config.sqlite_commit_gather_us),
+                },
             )?)
         }
     })

@@ -39,6 +39,7 @@ use queries::{
 };
 pub use schema::{db_path, DB_FILE};
 use schema::{migrate, DbFile};
+pub use writer::Gather;
 use writer::{checkpoint_loop, reader_loop, writer_loop, Isolation, Job, ReadJob};
 
 /// A session's `last_seen_at` is rewritten at most this often (or a third of the idle time,
@@ -79,13 +80,14 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) `tether.db` in `data_dir` and applies pending migrations.
     pub fn open(data_dir: &Path, policy: SessionPolicy) -> anyhow::Result<Self> {
-        Self::open_with(data_dir, policy, Durability::Full)
+        Self::open_with(data_dir, policy, Durability::Full, Gather::default())
     }
 
     pub fn open_with(
         data_dir: &Path,
         policy: SessionPolicy,
         durability: Durability,
+        gather: Gather,
     ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(data_dir)?;
         let mut conn = Connection::open(db_path(data_dir))?;
@@ -113,7 +115,7 @@ impl SqliteStore {
         let (jobs, rx) = mpsc::channel::<(Isolation, Job)>();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx))?;
+            .spawn(move || writer_loop(conn, rx, gather))?;
         let checkpointer = Connection::open(db_path(data_dir))?;
         checkpointer.execute_batch(&format!(
             "PRAGMA busy_timeout = 5000; PRAGMA synchronous = {synchronous};"

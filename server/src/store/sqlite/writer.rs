@@ -116,16 +116,49 @@ impl SqliteStore {
     }
 }
 
-pub(super) fn writer_loop(conn: Connection, rx: mpsc::Receiver<(Isolation, Job)>) {
+/// When the writer waits for more jobs before it commits (`--sqlite-commit-gather-us`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Gather {
+    /// Longest wait after a batch's first job; zero commits at once (group commit only
+    /// takes what queued during the previous commit).
+    pub window: Duration,
+}
+
+pub(super) fn writer_loop(conn: Connection, rx: mpsc::Receiver<(Isolation, Job)>, gather: Gather) {
+    // Whether the previous commit answered more than one job: writes are arriving faster
+    // than commits, so waiting a little fills the next one. A lone write (a quiet server)
+    // never waits: it would pay the window and share its fsync with nobody.
+    let mut shared = false;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+        take_queued(&rx, &mut batch);
+        if shared && !gather.window.is_zero() {
+            let until = Instant::now() + gather.window;
+            while batch.len() < MAX_BATCH {
+                let Some(left) = until.checked_duration_since(Instant::now()) else {
+                    break;
+                };
+                match rx.recv_timeout(left) {
+                    Ok(job) => {
+                        batch.push(job);
+                        take_queued(&rx, &mut batch);
+                    }
+                    Err(_) => break,
+                }
             }
         }
+        shared = batch.len() > 1;
         run_batch(&conn, batch);
+    }
+}
+
+/// Adds every job already queued to the batch, up to [`MAX_BATCH`].
+fn take_queued(rx: &mpsc::Receiver<(Isolation, Job)>, batch: &mut Vec<(Isolation, Job)>) {
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
+        }
     }
 }
 
