@@ -115,9 +115,14 @@ pub struct Config {
     /// Once writes arrive faster than commits (the last commit answered more than one), the
     /// store's writer waits up to this long (µs) after a write for others to share its commit:
     /// fewer fsyncs and less CPU per message under load, for up to this much more latency.
-    /// A lone write never waits. 0: commit at once (group commit still takes what queued
-    /// during the previous commit).
-    #[arg(long, env = "TETHER_SQLITE_COMMIT_GATHER_US", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    /// On a quiet server writes do not wait, except the first one after a burst (one window).
+    /// 0: commit at once (group commit still takes what queued during the previous commit).
+    #[arg(
+        long,
+        env = "TETHER_SQLITE_COMMIT_GATHER_US",
+        default_value_t = 0,
+        value_parser = clap::value_parser!(u64).range(0..=100_000)
+    )]
     pub sqlite_commit_gather_us: u64,
 
     /// Longest message body accepted, in characters.

@@ -126,14 +126,17 @@ pub struct Gather {
 
 pub(super) fn writer_loop(conn: Connection, rx: mpsc::Receiver<(Isolation, Job)>, gather: Gather) {
     // Whether the previous commit answered more than one job: writes are arriving faster
-    // than commits, so waiting a little fills the next one. A lone write (a quiet server)
-    // never waits: it would pay the window and share its fsync with nobody.
+    // than commits, so waiting a little fills the next one. Writes on a quiet server do not
+    // wait (they would pay the window and share their fsync with nobody), except the first
+    // one after a burst whose last commit was shared: it waits one window.
     let mut shared = false;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         take_queued(&rx, &mut batch);
-        if shared && !gather.window.is_zero() {
-            let until = Instant::now() + gather.window;
+        let until = (shared && !gather.window.is_zero())
+            .then(|| Instant::now().checked_add(gather.window))
+            .flatten();
+        if let Some(until) = until {
             while batch.len() < MAX_BATCH {
                 let Some(left) = until.checked_duration_since(Instant::now()) else {
                     break;
