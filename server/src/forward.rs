@@ -173,7 +173,7 @@ impl SidRouting {
             own: Mutex::new(None),
             cache: Mutex::new(HashMap::new()),
             client,
-            claim: Script::new(CLAIM),
+            claim: crate::store::redis::lua(&[CLAIM]),
         });
         if routing.options.advertise.is_some() {
             let tag = routing.claim_new().await?;

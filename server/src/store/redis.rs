@@ -30,10 +30,19 @@
 //!   newest id from its `conv:` set, and an unread count reads the messages after the cursor
 //!   (newest first, at most `UNREAD_MAX` for `read`, `--unread-count-max` for a conversation
 //!   page, stopping at the reader's own);
-//! - presence per node: `presence:{node}` hash userID → sockets on that node; `node:{node}` a
-//!   heartbeat key with a TTL; `nodes` set. A user's socket count is the sum over nodes. A node
-//!   whose heartbeat expired is swept by whichever live node sees it first (atomically, so once);
-//! - `ready:{node}`: what the node's readiness probe (`/readyz`) writes, expiring in a minute;
+//! - presence (hash-tagged, so that each script stays in one Redis Cluster slot, issue #27):
+//!   `{u:<user>}:presence` hash node → the user's sockets on that node, whose sum is the
+//!   user's count; `{<prefix>:n:<node>}:users` set, the users with sockets on the node (read
+//!   by `online_users` and by the sweep of a dead node); `{<prefix>:g}:node:<node>` a heartbeat
+//!   key with a TTL, `{<prefix>:g}:nodes` set of the registered nodes, `{<prefix>:g}:sweeping`
+//!   sorted set of the dead nodes being swept, scored by when the sweep's lease lapses. A node
+//!   whose heartbeat expired is claimed by whichever live node sees it first (atomically, so
+//!   once) and swept user by user; a sweep whose sweeper died is taken over when its lease
+//!   lapses. Each write sets the node's absolute count (a resent write changes nothing), one
+//!   at a time per user on a node. The keys of the layout before (`nodes`, `presence:<node>`,
+//!   `node:<node>`) are dropped at connect;
+//! - `{<prefix>:n:<node>}:ready`: what the node's readiness probe (`/readyz`) writes,
+//!   expiring in a minute;
 //! - passkeys (issue #25 slice 4): `protected` hash name key → userID (first to protect wins),
 //!   `creds` hash credential id → userID (unique across accounts), `user:{id}:passkeys` hash
 //!   credential id → the `Passkey` JSON, `user:{id}:passkey-info` hash credential id →
@@ -43,6 +52,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -471,20 +481,49 @@ impl Keys {
     fn settings(&self, user: &str) -> String {
         self.key(&format!("settings:{user}"))
     }
+    /// `{prefix}:{<tag>}:<name>`. Keys that share a hash tag share a Redis Cluster slot, so
+    /// a script may touch them together (issue #27: each script stays in one slot).
+    fn tagged(&self, tag: &str, name: &str) -> String {
+        format!("{}:{{{tag}}}:{name}", self.prefix)
+    }
+    /// The deployment's global keys about nodes (one slot; the prefix is in the tag so that
+    /// deployments sharing a cluster do not share it).
+    fn nodes_slot(&self, name: &str) -> String {
+        self.tagged(&format!("{}:g", self.prefix), name)
+    }
+    /// The registered nodes (live, or dead and not yet claimed by a sweep).
     fn nodes(&self) -> String {
-        self.key("nodes")
+        self.nodes_slot("nodes")
     }
-    /// Prefix of the per-node presence hashes (the scripts append the node id).
-    fn presence_prefix(&self) -> String {
-        self.key("presence:")
+    /// Dead nodes being swept: node → when the sweep's lease lapses (ms).
+    fn sweeping(&self) -> String {
+        self.nodes_slot("sweeping")
     }
-    /// Prefix of the per-node heartbeat keys.
+    /// Prefix of the per-node heartbeat keys (the scripts append the node id).
     fn heartbeat_prefix(&self) -> String {
-        self.key("node:")
+        self.nodes_slot("node:")
+    }
+    /// The users with sockets on a node (its presence index, read by `online_users` and by the
+    /// sweep of a dead node).
+    fn node_users(&self, node: &str) -> String {
+        self.node_slot(node, "users")
+    }
+    /// One node's own keys (one slot per node).
+    fn node_slot(&self, node: &str, name: &str) -> String {
+        self.tagged(&format!("{}:n:{node}", self.prefix), name)
+    }
+    /// A user's presence: node → the user's sockets there.
+    fn presence(&self, user: &str) -> String {
+        self.tagged(&format!("u:{user}"), "presence")
+    }
+    /// The presence keys before they were hash-tagged (`nodes` set, `presence:<node>` hashes,
+    /// `node:<node>` heartbeats), dropped at connect.
+    fn legacy_nodes(&self) -> String {
+        self.key("nodes")
     }
     /// The key a node's readiness probe writes (expiring: a stopped node leaves none behind).
     fn ready(&self, node: &str) -> String {
-        self.key(&format!("ready:{node}"))
+        self.node_slot(node, "ready")
     }
 }
 
@@ -1027,73 +1066,81 @@ redis.call('HSET', KEYS[2], 'readReceipts', ARGV[2])
 return {tonumber(ARGV[2]), 1}
 "#;
 
-/// Shared by the presence scripts: a user's sockets summed over every registered node.
+/// Shared by the presence scripts: a user's sockets summed over the nodes in their presence
+/// hash (every node that counted a socket of theirs and was not swept since).
 const SUM_OVER_NODES: &str = r#"
-local function total(nodes_key, prefix, user)
+local function total(presence)
   local sum = 0
-  for _, n in ipairs(redis.call('SMEMBERS', nodes_key)) do
-    sum = sum + tonumber(redis.call('HGET', prefix .. n, user) or 0)
-  end
+  for _, n in ipairs(redis.call('HVALS', presence)) do sum = sum + tonumber(n) end
   return sum
 end
 "#;
 
-const SOCKET_CONNECTED: &str = r#"
-redis.call('SADD', KEYS[1], ARGV[1])
-redis.call('HINCRBY', ARGV[3] .. ARGV[1], ARGV[2], 1)
-return total(KEYS[1], ARGV[3], ARGV[2])
+/// Sets this node's (ARGV[1]) socket count of a user to ARGV[2] in their presence hash KEYS[1]
+/// (0 removes the field) and returns the user's sockets summed over every node. The count is
+/// absolute, so a resent write changes nothing.
+const SET_PRESENCE: &str = r#"
+if ARGV[2] == '0' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+else
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+end
+return total(KEYS[1])
 "#;
 
-const SOCKET_DISCONNECTED: &str = r#"
-local key = ARGV[3] .. ARGV[1]
-local here = tonumber(redis.call('HGET', key, ARGV[2]) or 0)
-if here <= 0 then return -1 end
-if here == 1 then redis.call('HDEL', key, ARGV[2]) else redis.call('HINCRBY', key, ARGV[2], -1) end
-return total(KEYS[1], ARGV[3], ARGV[2])
+/// Uncounts dead node ARGV[1]'s sockets of a user (presence hash KEYS[1]): -1 when it had none
+/// counted there (a sweep that ran before), else the sockets the user has left.
+const SWEEP_PRESENCE: &str = r#"
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return -1 end
+return total(KEYS[1])
 "#;
 
 const SOCKET_COUNT: &str = r#"
-return total(KEYS[1], ARGV[2], ARGV[1])
+return total(KEYS[1])
 "#;
 
-const ONLINE_USERS: &str = r#"
-local seen, out = {}, {}
-for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  for _, u in ipairs(redis.call('HKEYS', ARGV[1] .. n)) do
-    if not seen[u] then seen[u] = true; table.insert(out, u) end
-  end
-end
-return out
-"#;
-
-/// The heartbeat: refreshes this node's key, (re)registers it, and sweeps every node whose
-/// heartbeat expired. Returns `{rejoined, user1, left1, user2, left2, ...}`: whether this node
-/// had itself been swept, then each user who had sockets on a swept node with the sockets left.
+/// The heartbeat (KEYS[1] the registered nodes, KEYS[2] the sweeps under way: node → lease
+/// end): refreshes this node's heartbeat key (ARGV[3] .. node) for ARGV[2] ms, registers the
+/// node, and claims for a sweep, with a lease until ARGV[4] + ARGV[5], every other node whose
+/// heartbeat expired and every dead node whose sweep's lease lapsed (its sweeper died). Returns
+/// `{rejoined, swept, node1, node2, ...}`: whether this node had been unregistered (swept, or
+/// never registered), whether a sweep of this node is under way, then the nodes to sweep.
 const HEARTBEAT: &str = r#"
-redis.call('SET', ARGV[4] .. ARGV[1], '1', 'PX', ARGV[2])
+redis.call('SET', ARGV[3] .. ARGV[1], '1', 'PX', ARGV[2])
 local rejoined = redis.call('SADD', KEYS[1], ARGV[1])
-local affected = {}
+local now = tonumber(ARGV[4])
+local swept = 0
+local lease = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if lease then
+  if tonumber(lease) > now then swept = 1 else redis.call('ZREM', KEYS[2], ARGV[1]) end
+end
+local claimed = {}
+for _, n in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[4])) do
+  if redis.call('EXISTS', ARGV[3] .. n) == 0 then table.insert(claimed, n) end
+end
 for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if n ~= ARGV[1] and redis.call('EXISTS', ARGV[4] .. n) == 0 then
-    for _, u in ipairs(redis.call('HKEYS', ARGV[3] .. n)) do table.insert(affected, u) end
-    redis.call('DEL', ARGV[3] .. n)
+  if n ~= ARGV[1] and redis.call('EXISTS', ARGV[3] .. n) == 0 then
     redis.call('SREM', KEYS[1], n)
+    table.insert(claimed, n)
   end
 end
-local out = {rejoined}
-for _, u in ipairs(affected) do
-  table.insert(out, u)
-  table.insert(out, total(KEYS[1], ARGV[3], u))
+local out = {rejoined, swept}
+for _, n in ipairs(claimed) do
+  redis.call('ZADD', KEYS[2], int(now + tonumber(ARGV[5])), n)
+  table.insert(out, n)
 end
 return out
 "#;
 
-/// Republishes this node's own counts after it was swept while alive (a long pause or a
-/// partition): `ARGV` = node, then user/count pairs.
-const REPUBLISH: &str = r#"
-local key = ARGV[2] .. ARGV[1]
-redis.call('DEL', key)
-for i = 3, #ARGV, 2 do redis.call('HSET', key, ARGV[i], ARGV[i + 1]) end
+/// Drops the presence keys of the layout before hash tags (KEYS[1] its `nodes` set, ARGV[1]
+/// the key prefix): nodes of that layout still running register again at their next heartbeat
+/// and are not counted by nodes of this one.
+const DROP_LEGACY_PRESENCE: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  redis.call('DEL', ARGV[1] .. 'presence:' .. n, ARGV[1] .. 'node:' .. n)
+end
+redis.call('DEL', KEYS[1])
 return 1
 "#;
 
@@ -1118,12 +1165,11 @@ struct Scripts {
     mark_read: Script,
     conversation_entry: Script,
     change_settings: Script,
-    socket_connected: Script,
-    socket_disconnected: Script,
+    set_presence: Script,
+    sweep_presence: Script,
     socket_count: Script,
-    online_users: Script,
     heartbeat: Script,
-    republish: Script,
+    drop_legacy_presence: Script,
     protect: Script,
     passkeys_by_name: Script,
     passkey_used: Script,
@@ -1132,45 +1178,52 @@ struct Scripts {
     fill_name_keys: Script,
 }
 
+/// A script from its parts, in order (shared functions first). `#!lua` makes Redis check that
+/// every key it touches is in the slot of its declared keys, on a one-node cluster too, so a
+/// cross-slot script fails every time instead of only when the slots are on different nodes.
+pub(crate) fn lua(parts: &[&str]) -> Script {
+    Script::new(&format!("#!lua\n{}", parts.join("\n")))
+}
+
+/// A script that writes nothing: Redis runs it even when it refuses writes (out of memory, say).
+fn lua_read(parts: &[&str]) -> Script {
+    Script::new(&format!("#!lua flags=no-writes\n{}", parts.join("\n")))
+}
+
 impl Scripts {
     fn new() -> Self {
-        let with_total = |body: &str| Script::new(&format!("{SUM_OVER_NODES}\n{body}"));
-        let with_int = |body: &str| Script::new(&format!("{INT}\n{body}"));
-        let with_mark = |body: &str| Script::new(&format!("{MARK_IF_SESSIONLESS}\n{body}"));
-        let with_read_state = |body: &str| Script::new(&format!("{INT}\n{READ_STATE}\n{body}"));
         Self {
-            create_session: Script::new(CREATE_SESSION),
-            create_device_session: Script::new(CREATE_DEVICE_SESSION),
-            devices: Script::new(DEVICES),
-            end_family: with_mark(END_FAMILY),
-            end_unbound: with_mark(END_UNBOUND),
-            find_session: with_int(FIND_SESSION),
-            rotate_secret: with_int(ROTATE_SECRET),
-            mark_rotation_due: Script::new(MARK_ROTATION_DUE),
-            bind_key: Script::new(BIND_KEY),
-            delete_session: with_mark(DELETE_SESSION),
-            delete_user_sessions: Script::new(DELETE_USER_SESSIONS),
-            expire_sessions: with_mark(EXPIRE_SESSIONS),
-            expire_accounts: Script::new(EXPIRE_ACCOUNTS),
-            touch_sessions: with_int(TOUCH_SESSIONS),
-            list_users: Script::new(LIST_USERS),
-            migrate_directory: with_int(MIGRATE_DIRECTORY),
-            insert_message: Script::new(INSERT_MESSAGE),
-            mark_read: with_read_state(MARK_READ),
-            conversation_entry: with_read_state(CONVERSATION_ENTRY),
-            change_settings: Script::new(CHANGE_SETTINGS),
-            socket_connected: with_total(SOCKET_CONNECTED),
-            socket_disconnected: with_total(SOCKET_DISCONNECTED),
-            socket_count: with_total(SOCKET_COUNT),
-            online_users: Script::new(ONLINE_USERS),
-            heartbeat: with_total(HEARTBEAT),
-            republish: Script::new(REPUBLISH),
-            protect: Script::new(PROTECT),
-            passkeys_by_name: Script::new(PASSKEYS_BY_NAME),
-            passkey_used: Script::new(PASSKEY_USED),
-            list_passkeys: Script::new(LIST_PASSKEYS),
-            remove_passkey: Script::new(REMOVE_PASSKEY),
-            fill_name_keys: Script::new(FILL_NAME_KEYS),
+            create_session: lua(&[CREATE_SESSION]),
+            create_device_session: lua(&[CREATE_DEVICE_SESSION]),
+            devices: lua_read(&[DEVICES]),
+            end_family: lua(&[MARK_IF_SESSIONLESS, END_FAMILY]),
+            end_unbound: lua(&[MARK_IF_SESSIONLESS, END_UNBOUND]),
+            find_session: lua(&[INT, FIND_SESSION]),
+            rotate_secret: lua(&[INT, ROTATE_SECRET]),
+            mark_rotation_due: lua(&[MARK_ROTATION_DUE]),
+            bind_key: lua(&[BIND_KEY]),
+            delete_session: lua(&[MARK_IF_SESSIONLESS, DELETE_SESSION]),
+            delete_user_sessions: lua(&[DELETE_USER_SESSIONS]),
+            expire_sessions: lua(&[MARK_IF_SESSIONLESS, EXPIRE_SESSIONS]),
+            expire_accounts: lua(&[EXPIRE_ACCOUNTS]),
+            touch_sessions: lua(&[INT, TOUCH_SESSIONS]),
+            list_users: lua_read(&[LIST_USERS]),
+            migrate_directory: lua(&[INT, MIGRATE_DIRECTORY]),
+            insert_message: lua(&[INSERT_MESSAGE]),
+            mark_read: lua(&[INT, READ_STATE, MARK_READ]),
+            conversation_entry: lua_read(&[INT, READ_STATE, CONVERSATION_ENTRY]),
+            change_settings: lua(&[CHANGE_SETTINGS]),
+            set_presence: lua(&[SUM_OVER_NODES, SET_PRESENCE]),
+            sweep_presence: lua(&[SUM_OVER_NODES, SWEEP_PRESENCE]),
+            socket_count: lua_read(&[SUM_OVER_NODES, SOCKET_COUNT]),
+            heartbeat: lua(&[INT, HEARTBEAT]),
+            drop_legacy_presence: lua(&[DROP_LEGACY_PRESENCE]),
+            protect: lua(&[PROTECT]),
+            passkeys_by_name: lua_read(&[PASSKEYS_BY_NAME]),
+            passkey_used: lua(&[PASSKEY_USED]),
+            list_passkeys: lua_read(&[LIST_PASSKEYS]),
+            remove_passkey: lua(&[REMOVE_PASSKEY]),
+            fill_name_keys: lua(&[FILL_NAME_KEYS]),
         }
     }
 }
@@ -1226,10 +1279,60 @@ pub struct RedisStore {
     options: NodeOptions,
     /// This node's own socket counts, mirrored so they can be republished after a sweep.
     local: LocalPresence,
+    /// One turn at a time per user (by stripe) for this node's presence writes: each writes
+    /// the node's absolute count, so the writes for one user must reach Redis in the order
+    /// their counts were taken.
+    presence_turns: PresenceTurns,
+    /// Set when this node's presence in Redis may differ from `local` (a write failed, or a
+    /// sweep took it while the node was alive); the next heartbeat republishes it.
+    republish: Republish,
     /// The user directory as last read: a refresh reads the sign-ups after the last one it
     /// holds, or everything again after a sweep deleted accounts.
     directory: Mutex<Directory>,
 }
+
+/// See [`RedisStore::presence_turns`].
+struct PresenceTurns {
+    stripes: Box<[tokio::sync::Mutex<()>]>,
+    hasher: std::hash::RandomState,
+}
+
+/// How many users' presence writes can be under way at once on one node (more stripes than
+/// writes in flight, so that unrelated users rarely wait for each other).
+const PRESENCE_STRIPES: usize = 256;
+
+impl PresenceTurns {
+    fn new() -> Self {
+        Self {
+            stripes: (0..PRESENCE_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            hasher: std::hash::RandomState::new(),
+        }
+    }
+
+    async fn take(&self, user: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::BuildHasher;
+        let stripe = self.hasher.hash_one(user) as usize % self.stripes.len();
+        self.stripes[stripe].lock().await
+    }
+}
+
+/// Why this node's presence must be written again (see [`RedisStore::republish`]).
+#[derive(Debug, Default)]
+struct Republish {
+    /// A presence write failed: Redis may hold a count this node no longer has.
+    repair: std::sync::atomic::AtomicBool,
+    /// Another node swept this one while it was alive: its users went offline for everyone
+    /// else, and come back ([`PresenceChange::Returned`]) once republished.
+    rejoined: std::sync::atomic::AtomicBool,
+}
+
+/// How long a node's sweep of a dead node may take before another node takes it over.
+const SWEEP_LEASE: Duration = Duration::from_secs(30);
+
+/// How many Redis calls one sweep or republish keeps in flight.
+const PRESENCE_CALLS_IN_FLIGHT: usize = 32;
 
 /// A node's copy of the user directory.
 #[derive(Debug, Default)]
@@ -1307,8 +1410,20 @@ impl RedisStore {
             node: uuid::Uuid::new_v4().to_string(),
             options,
             local: LocalPresence::default(),
+            presence_turns: PresenceTurns::new(),
+            republish: Republish::default(),
             directory: Mutex::new(Directory::default()),
         };
+        let dropped: i64 = store
+            .scripts
+            .drop_legacy_presence
+            .key(store.keys.legacy_nodes())
+            .arg(store.keys.all())
+            .invoke_async(&mut store.conn())
+            .await?;
+        if dropped > 0 {
+            tracing::info!("dropped the presence keys of the layout before hash tags");
+        }
         let converted: i64 = store
             .scripts
             .migrate_directory
@@ -2427,43 +2542,47 @@ impl Store for RedisStore {
     }
 
     async fn socket_connected(&self, user: &UserId) -> Result<u32, StoreError> {
-        let total: i64 = self
-            .scripts
-            .socket_connected
-            .key(self.keys.nodes())
-            .arg(&self.node)
-            .arg(user.as_str())
-            .arg(self.keys.presence_prefix())
-            .invoke_async(&mut self.conn())
-            .await?;
-        self.local.connect(user);
-        Ok(total.max(0) as u32)
+        let _turn = self.presence_turns.take(user.as_str()).await;
+        let here = self.local.connect(user);
+        match self.write_presence(user.as_str(), here).await {
+            Ok(total) => Ok(total),
+            Err(e) => {
+                self.local.disconnect(user);
+                self.republish.repair.store(true, Ordering::Relaxed);
+                Err(e)
+            }
+        }
     }
 
     async fn socket_disconnected(&self, user: &UserId) -> Result<Option<u32>, StoreError> {
-        let total: i64 = self
-            .scripts
-            .socket_disconnected
-            .key(self.keys.nodes())
-            .arg(&self.node)
-            .arg(user.as_str())
-            .arg(self.keys.presence_prefix())
-            .invoke_async(&mut self.conn())
-            .await?;
-        self.local.disconnect(user);
-        Ok((total >= 0).then_some(total as u32))
+        let _turn = self.presence_turns.take(user.as_str()).await;
+        let Some(here) = self.local.disconnect(user) else {
+            return Ok(None);
+        };
+        // The socket is gone whatever Redis answers: a failed write is repaired by the next
+        // heartbeat, from `local`.
+        match self.write_presence(user.as_str(), here).await {
+            Ok(total) => Ok(Some(total)),
+            Err(e) => {
+                self.republish.repair.store(true, Ordering::Relaxed);
+                Err(e)
+            }
+        }
     }
 
     async fn online_users(&self) -> Result<Arc<HashSet<UserId>>, StoreError> {
-        let users: Vec<String> = self
-            .scripts
-            .online_users
-            .key(self.keys.nodes())
-            .arg(self.keys.presence_prefix())
-            .invoke_async(&mut self.conn())
-            .await?;
+        let nodes: Vec<String> = self.conn().smembers(self.keys.nodes()).await?;
+        let per_node = futures_util::future::try_join_all(nodes.iter().map(|node| async move {
+            let users: Vec<String> = self.conn().smembers(self.keys.node_users(node)).await?;
+            Ok::<_, StoreError>(users)
+        }))
+        .await?;
         Ok(Arc::new(
-            users.into_iter().map(UserId::from_store).collect(),
+            per_node
+                .into_iter()
+                .flatten()
+                .map(UserId::from_store)
+                .collect(),
         ))
     }
 
@@ -2471,9 +2590,7 @@ impl Store for RedisStore {
         let total: i64 = self
             .scripts
             .socket_count
-            .key(self.keys.nodes())
-            .arg(user.as_str())
-            .arg(self.keys.presence_prefix())
+            .key(self.keys.presence(user.as_str()))
             .invoke_async(&mut self.conn())
             .await?;
         Ok(total.max(0) as u32)
@@ -2501,48 +2618,163 @@ impl Store for RedisStore {
             .scripts
             .heartbeat
             .key(self.keys.nodes())
+            .key(self.keys.sweeping())
             .arg(&self.node)
             .arg(self.options.heartbeat_ttl.as_millis() as u64)
-            .arg(self.keys.presence_prefix())
             .arg(self.keys.heartbeat_prefix())
+            .arg(now_ms())
+            .arg(SWEEP_LEASE.as_millis() as u64)
             .invoke_async(&mut self.conn())
             .await?;
         let mut values = reply.into_iter();
-        let rejoined: i64 = values
-            .next()
+        let mut flag = || -> Result<bool, StoreError> {
+            let value: Option<i64> = values.next().map(redis::from_redis_value).transpose()?;
+            Ok(value == Some(1))
+        };
+        let (rejoined, being_swept) = (flag()?, flag()?);
+        let dead = values
             .map(redis::from_redis_value)
-            .transpose()?
-            .unwrap_or(0);
-        let mut changes = Vec::new();
-        while let (Some(user), Some(left)) = (values.next(), values.next()) {
-            let user: String = redis::from_redis_value(user)?;
-            let left: i64 = redis::from_redis_value(left)?;
-            changes.push(PresenceChange::Left {
-                user: UserId::from_store(user),
-                sockets_left: left.max(0) as u32,
-            });
+            .collect::<Result<Vec<String>, _>>()?;
+        if rejoined {
+            self.republish.rejoined.store(true, Ordering::Relaxed);
         }
-        let counts = self.local.counts();
-        if rejoined == 1 && !counts.is_empty() {
-            // Swept while alive (paused or cut off longer than the TTL): put our sockets back.
-            tracing::warn!(
-                node = %self.node,
-                users = counts.len(),
-                "this node's presence had expired; republishing it"
-            );
-            let mut republish = self.scripts.republish.prepare_invoke();
-            republish.arg(&self.node).arg(self.keys.presence_prefix());
-            for (user, count) in &counts {
-                republish.arg(user.as_str()).arg(*count);
-            }
-            let _: i64 = republish.invoke_async(&mut self.conn()).await?;
-            changes.extend(
-                counts
-                    .into_iter()
-                    .map(|(user, _)| PresenceChange::Returned { user }),
-            );
+        let mut changes = Vec::new();
+        for node in &dead {
+            changes.extend(self.sweep_node(node).await?);
+        }
+        // A sweep of this node still under way would undo what is republished: wait for it.
+        if !being_swept {
+            changes.extend(self.republish_presence().await?);
         }
         Ok(changes)
+    }
+}
+
+impl RedisStore {
+    /// Writes this node's count of the user's sockets (`here`, taken from `local` in the
+    /// user's turn) and returns the user's sockets over every node. The node's index lists
+    /// the user before a first socket is counted and after the last is uncounted, so that a
+    /// sweep of this node finds every user it counted.
+    async fn write_presence(&self, user: &str, here: u32) -> Result<u32, StoreError> {
+        let index = self.keys.node_users(&self.node);
+        if here == 1 {
+            let _: i64 = self.conn().sadd(&index, user).await?;
+        }
+        let total: i64 = self
+            .scripts
+            .set_presence
+            .key(self.keys.presence(user))
+            .arg(&self.node)
+            .arg(here)
+            .invoke_async(&mut self.conn())
+            .await?;
+        if here == 0 {
+            let _: i64 = self.conn().srem(&index, user).await?;
+        }
+        Ok(total.max(0) as u32)
+    }
+
+    /// Uncounts a dead node's sockets, user by user; each user whose count this call removed
+    /// is reported (so a sweep taken over from a sweeper that died reports no user twice).
+    async fn sweep_node(&self, node: &str) -> Result<Vec<PresenceChange>, StoreError> {
+        use futures_util::{StreamExt, TryStreamExt};
+        let index = self.keys.node_users(node);
+        let users: Vec<String> = self.conn().smembers(&index).await?;
+        let changes: Vec<Option<PresenceChange>> = futures_util::stream::iter(users)
+            .map(|user| async move {
+                let left: i64 = self
+                    .scripts
+                    .sweep_presence
+                    .key(self.keys.presence(&user))
+                    .arg(node)
+                    .invoke_async(&mut self.conn())
+                    .await?;
+                Ok::<_, StoreError>((left >= 0).then(|| PresenceChange::Left {
+                    user: UserId::from_store(user),
+                    sockets_left: left as u32,
+                }))
+            })
+            .buffer_unordered(PRESENCE_CALLS_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        let _: i64 = self.conn().del(&index).await?;
+        let _: i64 = self.conn().zrem(self.keys.sweeping(), node).await?;
+        Ok(changes.into_iter().flatten().collect())
+    }
+
+    /// Writes this node's presence again from `local`, if it may differ in Redis: every user
+    /// it counts, and every user its index listed (a count Redis may still hold). After a
+    /// sweep of this node, its users are reported back.
+    async fn republish_presence(&self) -> Result<Vec<PresenceChange>, StoreError> {
+        use futures_util::{StreamExt, TryStreamExt};
+        let rejoined = self.republish.rejoined.swap(false, Ordering::Relaxed);
+        let repair = self.republish.repair.swap(false, Ordering::Relaxed);
+        if !rejoined && !repair {
+            return Ok(Vec::new());
+        }
+        let result = async {
+            let index = self.keys.node_users(&self.node);
+            let listed: Vec<String> = self.conn().smembers(&index).await?;
+            let _: i64 = self.conn().del(&index).await?;
+            // Read after the index is emptied: a user counted later lists itself again.
+            let mut users: HashSet<String> = listed.into_iter().collect();
+            users.extend(
+                self.local
+                    .counts()
+                    .into_iter()
+                    .map(|(user, _)| user.as_str().to_owned()),
+            );
+            let back: Vec<Option<UserId>> = futures_util::stream::iter(users)
+                .map(|user| {
+                    let index = &index;
+                    async move {
+                        let _turn = self.presence_turns.take(&user).await;
+                        let user = UserId::from_store(user);
+                        let here = self.local.count(&user);
+                        if here > 0 {
+                            let _: i64 = self.conn().sadd(index, user.as_str()).await?;
+                        }
+                        let _: i64 = self
+                            .scripts
+                            .set_presence
+                            .key(self.keys.presence(user.as_str()))
+                            .arg(&self.node)
+                            .arg(here)
+                            .invoke_async(&mut self.conn())
+                            .await?;
+                        Ok::<_, StoreError>((here > 0).then_some(user))
+                    }
+                })
+                .buffer_unordered(PRESENCE_CALLS_IN_FLIGHT)
+                .try_collect()
+                .await?;
+            Ok::<_, StoreError>(back.into_iter().flatten().collect::<Vec<_>>())
+        }
+        .await;
+        match result {
+            Ok(back) if rejoined => {
+                if !back.is_empty() {
+                    tracing::warn!(
+                        node = %self.node,
+                        users = back.len(),
+                        "this node's presence had expired; republished it"
+                    );
+                }
+                Ok(back
+                    .into_iter()
+                    .map(|user| PresenceChange::Returned { user })
+                    .collect())
+            }
+            Ok(_) => Ok(Vec::new()),
+            Err(e) => {
+                // Try again at the next heartbeat, for the same reasons.
+                self.republish
+                    .rejoined
+                    .fetch_or(rejoined, Ordering::Relaxed);
+                self.republish.repair.store(true, Ordering::Relaxed);
+                Err(e)
+            }
+        }
     }
 }
 

@@ -97,6 +97,106 @@ async fn presence_sums_nodes_and_a_dead_nodes_sockets_are_swept_once() {
     assert!(node2.online_users().await.unwrap().contains(&bob));
 }
 
+/// A sweep is claimed with a lease: one whose sweeper died (its lease lapsed) is taken over and
+/// finished, each user reported once (a user the dead sweeper had uncounted is not reported
+/// again); a live lease is left alone; and a node that was swept while alive puts its sockets
+/// back only once the sweep of it is over (before, the sweep would undo it).
+#[tokio::test]
+async fn a_sweep_whose_sweeper_died_is_taken_over_and_a_swept_node_waits_for_it() {
+    use redis::AsyncCommands;
+    let redis = RedisServer::start().await;
+    let ttl = Duration::from_millis(300);
+    let sessions = policy(Duration::from_secs(3600), Duration::from_secs(7200));
+    let node1 = store(&redis, sessions, ttl).await;
+    let node2 = store(&redis, sessions, ttl).await;
+    let (ada, bob) = (user(&node1, "ada").await, user(&node1, "bob").await);
+    node1.socket_connected(&ada).await.unwrap();
+    node1.socket_connected(&bob).await.unwrap();
+    node2.socket_connected(&ada).await.unwrap();
+
+    let p = &redis.prefix;
+    let nodes = format!("{p}:{{{p}:g}}:nodes");
+    let sweeping = format!("{p}:{{{p}:g}}:sweeping");
+    let presence = |user: &UserId| format!("{p}:{{u:{}}}:presence", user.as_str());
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // node1 stops beating; another sweeper claims it, uncounts ada there, and dies.
+    tokio::time::sleep(ttl * 2).await;
+    let id1 = node1.node_id().to_owned();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let _: () = conn.srem(&nodes, &id1).await.unwrap();
+    let _: () = conn.zadd(&sweeping, &id1, now + 60_000).await.unwrap();
+    let _: () = conn.hdel(presence(&ada), &id1).await.unwrap();
+
+    assert_eq!(
+        node2.heartbeat().await.unwrap(),
+        [],
+        "a sweep under a live lease is its sweeper's"
+    );
+    assert_eq!(node2.socket_count(&bob).await.unwrap(), 1);
+
+    let _: () = conn.zadd(&sweeping, &id1, now - 1).await.unwrap();
+    assert_eq!(
+        node2.heartbeat().await.unwrap(),
+        [PresenceChange::Left {
+            user: bob.clone(),
+            sockets_left: 0
+        }],
+        "the lapsed sweep is finished, and ada, uncounted already, is not reported again"
+    );
+    assert!(node2.heartbeat().await.unwrap().is_empty(), "swept once");
+    assert_eq!(node2.socket_count(&ada).await.unwrap(), 1);
+    assert!(!node2.online_users().await.unwrap().contains(&bob));
+
+    // node1 wakes up while a sweep of it is under way: it waits for the sweep to end.
+    let _: () = conn.zadd(&sweeping, &id1, now + 60_000).await.unwrap();
+    assert_eq!(node1.heartbeat().await.unwrap(), []);
+    assert_eq!(node2.socket_count(&bob).await.unwrap(), 0);
+    let _: () = conn.zrem(&sweeping, &id1).await.unwrap();
+    let mut returned = node1.heartbeat().await.unwrap();
+    returned.sort_by_key(|c| format!("{c:?}"));
+    let mut expected = vec![
+        PresenceChange::Returned { user: ada.clone() },
+        PresenceChange::Returned { user: bob.clone() },
+    ];
+    expected.sort_by_key(|c| format!("{c:?}"));
+    assert_eq!(returned, expected);
+    assert_eq!(node2.socket_count(&ada).await.unwrap(), 2);
+    assert_eq!(node2.socket_count(&bob).await.unwrap(), 1);
+    assert!(node2.online_users().await.unwrap().contains(&bob));
+    assert!(node1.heartbeat().await.unwrap().is_empty(), "back once");
+}
+
+/// The presence keys from before hash tags (a `nodes` set, per-node `presence:` hashes and
+/// `node:` heartbeats) are dropped at connect; no node of this layout counts them.
+#[tokio::test]
+async fn presence_keys_from_before_hash_tags_are_dropped_at_connect() {
+    use redis::AsyncCommands;
+    let redis = RedisServer::start().await;
+    let key = |rest: &str| format!("{}:{rest}", redis.prefix);
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = conn.sadd(key("nodes"), "old").await.unwrap();
+    let _: () = conn.hset(key("presence:old"), "u-a", 2).await.unwrap();
+    let _: () = conn.set(key("node:old"), "1").await.unwrap();
+
+    let node = default_store(&redis).await;
+    for gone in ["nodes", "presence:old", "node:old"] {
+        let exists: bool = conn.exists(key(gone)).await.unwrap();
+        assert!(!exists, "{gone} is dropped");
+    }
+    assert!(node.online_users().await.unwrap().is_empty());
+}
+
 fn names(users: &[server::store::User]) -> Vec<&str> {
     users.iter().map(|u| u.username.as_str()).collect()
 }
