@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test Tether has: formatting, clippy (server and wasm frontend), the
-# workspace's cargo tests (the cluster ones on a redis-server started here on a free port and
-# stopped on exit), the vendored engineioxide's unit tests, the release artifact (one binary,
+# workspace's cargo tests (the cluster ones on a redis-server and a Redis Cluster of three
+# started here on free ports and stopped on exit), the vendored engineioxide's unit tests, the release artifact (one binary,
 # the site precompressed inside it), and the Playwright suite against that artifact (started
 # on a free port by the suite's global setup, from a directory of its own, stopped after).
 set -euo pipefail
@@ -23,7 +23,7 @@ if [ -n "$avail_kib" ] && [ "$avail_kib" -lt $((12 * 1024 * 1024)) ]; then
 fi
 
 # One throwaway Redis for the cluster tests, on a free port, no persistence, stopped on exit
-# (each test uses its own key and channel prefix in it).
+# (each test uses its own key and channel prefix in it, here and in the Redis Cluster below).
 free_port() {
   local port
   for _ in $(seq 1 50); do
@@ -40,7 +40,9 @@ REDIS_DIR="$(mktemp -d)"
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
   --dir "$REDIS_DIR" --daemonize yes --pidfile "$REDIS_DIR/redis.pid" --logfile "$REDIS_DIR/redis.log"
 stop_redis() {
-  if [ -f "$REDIS_DIR/redis.pid" ]; then kill "$(cat "$REDIS_DIR/redis.pid")" 2>/dev/null || true; fi
+  for pidfile in "$REDIS_DIR"/redis.pid "$REDIS_DIR"/cluster-*/redis.pid; do
+    if [ -f "$pidfile" ]; then kill "$(cat "$pidfile")" 2>/dev/null || true; fi
+  done
   rm -rf "$REDIS_DIR"
 }
 trap stop_redis EXIT
@@ -50,6 +52,39 @@ for _ in $(seq 1 100); do
 done
 redis-cli -p "$REDIS_PORT" ping >/dev/null
 export TETHER_TEST_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/"
+
+# And one throwaway Redis Cluster of three primaries (each with its cluster bus on a free port
+# of its own), for the tests that run the store's scripts where every script must stay in one
+# hash slot; stopped on exit with the Redis above.
+CLUSTER_URLS=()
+CLUSTER_NODES=()
+cluster_ok() { [[ "$(redis-cli -p "$1" cluster info 2>/dev/null)" == *"cluster_state:ok"* ]]; }
+for i in 1 2 3; do
+  port="$(free_port)"
+  bus="$(free_port)"
+  mkdir -p "$REDIS_DIR/cluster-$i"
+  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
+    --cluster-enabled yes --cluster-port "$bus" --cluster-config-file "$REDIS_DIR/cluster-$i/nodes.conf" \
+    --dir "$REDIS_DIR/cluster-$i" --daemonize yes --pidfile "$REDIS_DIR/cluster-$i/redis.pid" \
+    --logfile "$REDIS_DIR/cluster-$i/redis.log"
+  CLUSTER_NODES+=("127.0.0.1:$port")
+  CLUSTER_URLS+=("redis://127.0.0.1:$port/")
+done
+for node in "${CLUSTER_NODES[@]}"; do
+  for _ in $(seq 1 100); do
+    redis-cli -p "${node##*:}" ping >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+done
+redis-cli --cluster create "${CLUSTER_NODES[@]}" --cluster-yes >/dev/null
+for node in "${CLUSTER_NODES[@]}"; do
+  for _ in $(seq 1 100); do
+    cluster_ok "${node##*:}" && break
+    sleep 0.1
+  done
+  cluster_ok "${node##*:}" || { echo "the test Redis Cluster did not come up" >&2; exit 1; }
+done
+export TETHER_TEST_REDIS_CLUSTER="$(IFS=,; echo "${CLUSTER_URLS[*]}")"
 
 step "vendored crates: published source + patches"
 bash scripts/check-vendor.sh

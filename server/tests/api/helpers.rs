@@ -503,11 +503,17 @@ impl RedisServer {
     }
 
     /// A redis-server of this test's own in cluster mode (`--cluster-enabled yes`, its
-    /// nodes.conf in a directory of its own): a node of a Redis Cluster.
+    /// nodes.conf in a directory of its own, its cluster bus on a free port of its own): a
+    /// node of a Redis Cluster.
     pub async fn start_cluster_node() -> RedisServer {
         let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
         let dir = tempfile::tempdir().expect("temp dir");
         let conf = dir.path().join("nodes.conf");
+        let bus = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port()
+            .to_string();
         let mut redis = Self::spawn(
             prefix,
             &[
@@ -515,6 +521,8 @@ impl RedisServer {
                 "yes",
                 "--cluster-config-file",
                 conf.to_str().expect("a UTF-8 temp path"),
+                "--cluster-port",
+                &bus,
             ],
         )
         .await;
@@ -626,6 +634,75 @@ impl RedisServer {
             "--redis-prefix".to_owned(),
             self.prefix.clone(),
         ]
+    }
+}
+
+/// A Redis Cluster of three primaries for one test: the one `scripts/test.sh` started
+/// (`TETHER_TEST_REDIS_CLUSTER`, its nodes' URLs separated by commas), or, when run without it,
+/// three cluster-mode redis-servers of the test's own, joined into a cluster and killed when
+/// dropped. Either way the test gets its own key prefix.
+pub struct RedisCluster {
+    _own: Vec<RedisServer>,
+    pub urls: Vec<String>,
+    pub prefix: String,
+}
+
+impl RedisCluster {
+    pub async fn start() -> RedisCluster {
+        let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
+        if let Ok(urls) = std::env::var("TETHER_TEST_REDIS_CLUSTER") {
+            return RedisCluster {
+                _own: Vec::new(),
+                urls: urls.split(',').map(str::to_owned).collect(),
+                prefix,
+            };
+        }
+        let mut own = Vec::new();
+        for _ in 0..3 {
+            own.push(RedisServer::start_cluster_node().await);
+        }
+        let nodes: Vec<String> = own
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
+        let out = std::process::Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&nodes)
+            .args(["--cluster-yes"])
+            .output()
+            .expect("redis-cli is installed with redis-server");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !own
+            .iter()
+            .all(|n| n.cli(&["cluster", "info"]).contains("cluster_state:ok"))
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the cluster did not come up"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        RedisCluster {
+            urls: own.iter().map(RedisServer::url).collect(),
+            _own: own,
+            prefix,
+        }
+    }
+
+    /// A connection to the cluster, routing each command by its key's slot.
+    pub async fn connection(&self) -> server::store::redis::RedisConn {
+        let client = redis::cluster::ClusterClient::new(self.urls.clone()).expect("cluster URLs");
+        server::store::redis::RedisConn::Cluster(
+            client
+                .get_async_connection()
+                .await
+                .expect("connects to the cluster"),
+        )
     }
 }
 

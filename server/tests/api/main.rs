@@ -21,6 +21,7 @@ mod ops;
 mod passkeys;
 mod presence;
 mod proof;
+mod redis_presence;
 mod redis_store;
 mod redis_tls;
 mod rotation;

@@ -1,14 +1,14 @@
 //! What the Redis store does beyond the store contract (`store_contract.rs`, which runs every
-//! promise of the `Store` trait against Redis too): several nodes on one Redis, with presence
-//! summed over nodes and a dead node's sockets swept once, sweeps shared between nodes, the
-//! directory every node caches, and the conversion of a directory written before expiry.
+//! promise of the `Store` trait against Redis too): several nodes on one Redis, with sweeps
+//! shared between nodes, the directory every node caches, and the conversion of what older
+//! releases wrote (presence itself is `redis_presence.rs`).
 
 use std::time::Duration;
 
 use server::domain::{MessageContent, UserId, Username};
 use server::store::redis::{NodeOptions, RedisStore};
 use server::store::sqlite::SessionPolicy;
-use server::store::{NewMessage, PresenceChange, Store};
+use server::store::{NewMessage, Store};
 
 use crate::helpers::RedisServer;
 
@@ -40,137 +40,6 @@ async fn user(store: &RedisStore, name: &str) -> UserId {
         .unwrap()
         .1
         .user_id
-}
-
-#[tokio::test]
-async fn presence_sums_nodes_and_a_dead_nodes_sockets_are_swept_once() {
-    let redis = RedisServer::start().await;
-    let ttl = Duration::from_millis(400);
-    let sessions = policy(Duration::from_secs(3600), Duration::from_secs(7200));
-    let node1 = store(&redis, sessions, ttl).await;
-    let node2 = store(&redis, sessions, ttl).await;
-    let (ada, bob) = (user(&node1, "ada").await, user(&node1, "bob").await);
-
-    assert_eq!(node1.socket_connected(&ada).await.unwrap(), 1);
-    assert_eq!(node2.socket_connected(&ada).await.unwrap(), 2);
-    assert_eq!(node1.socket_connected(&bob).await.unwrap(), 1);
-    assert_eq!(node2.socket_count(&ada).await.unwrap(), 2);
-    assert_eq!(node2.online_users().await.unwrap().len(), 2);
-    assert_eq!(
-        node2.socket_disconnected(&bob).await.unwrap(),
-        None,
-        "not counted on node 2"
-    );
-
-    // node1 stops beating; node2 keeps beating and, once node1's heartbeat expired, sweeps it.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    let changes = loop {
-        let changes = node2.heartbeat().await.unwrap();
-        if !changes.is_empty() {
-            break changes;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "node1 never swept");
-        tokio::time::sleep(ttl / 3).await;
-    };
-    let mut changes = changes;
-    changes.sort_by_key(|c| format!("{c:?}"));
-    let mut expected = vec![
-        PresenceChange::Left {
-            user: ada.clone(),
-            sockets_left: 1,
-        },
-        PresenceChange::Left {
-            user: bob.clone(),
-            sockets_left: 0,
-        },
-    ];
-    expected.sort_by_key(|c| format!("{c:?}"));
-    assert_eq!(changes, expected);
-    assert!(node2.heartbeat().await.unwrap().is_empty(), "swept once");
-    assert_eq!(node2.socket_count(&ada).await.unwrap(), 1);
-    assert!(!node2.online_users().await.unwrap().contains(&bob));
-
-    // node1 wakes up: it notices it was swept and puts its sockets back.
-    let returned = node1.heartbeat().await.unwrap();
-    assert_eq!(returned.len(), 2);
-    assert_eq!(node2.socket_count(&ada).await.unwrap(), 2);
-    assert!(node2.online_users().await.unwrap().contains(&bob));
-}
-
-/// A sweep is claimed with a lease: one whose sweeper died (its lease lapsed) is taken over and
-/// finished, each user reported once (a user the dead sweeper had uncounted is not reported
-/// again); a live lease is left alone; and a node that was swept while alive puts its sockets
-/// back only once the sweep of it is over (before, the sweep would undo it).
-#[tokio::test]
-async fn a_sweep_whose_sweeper_died_is_taken_over_and_a_swept_node_waits_for_it() {
-    use redis::AsyncCommands;
-    let redis = RedisServer::start().await;
-    let ttl = Duration::from_millis(300);
-    let sessions = policy(Duration::from_secs(3600), Duration::from_secs(7200));
-    let node1 = store(&redis, sessions, ttl).await;
-    let node2 = store(&redis, sessions, ttl).await;
-    let (ada, bob) = (user(&node1, "ada").await, user(&node1, "bob").await);
-    node1.socket_connected(&ada).await.unwrap();
-    node1.socket_connected(&bob).await.unwrap();
-    node2.socket_connected(&ada).await.unwrap();
-
-    let p = &redis.prefix;
-    let nodes = format!("{p}:{{{p}:g}}:nodes");
-    let sweeping = format!("{p}:{{{p}:g}}:sweeping");
-    let presence = |user: &UserId| format!("{p}:{{u:{}}}:presence", user.as_str());
-    let mut conn = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    // node1 stops beating; another sweeper claims it, uncounts ada there, and dies.
-    tokio::time::sleep(ttl * 2).await;
-    let id1 = node1.node_id().to_owned();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    let _: () = conn.srem(&nodes, &id1).await.unwrap();
-    let _: () = conn.zadd(&sweeping, &id1, now + 60_000).await.unwrap();
-    let _: () = conn.hdel(presence(&ada), &id1).await.unwrap();
-
-    assert_eq!(
-        node2.heartbeat().await.unwrap(),
-        [],
-        "a sweep under a live lease is its sweeper's"
-    );
-    assert_eq!(node2.socket_count(&bob).await.unwrap(), 1);
-
-    let _: () = conn.zadd(&sweeping, &id1, now - 1).await.unwrap();
-    assert_eq!(
-        node2.heartbeat().await.unwrap(),
-        [PresenceChange::Left {
-            user: bob.clone(),
-            sockets_left: 0
-        }],
-        "the lapsed sweep is finished, and ada, uncounted already, is not reported again"
-    );
-    assert!(node2.heartbeat().await.unwrap().is_empty(), "swept once");
-    assert_eq!(node2.socket_count(&ada).await.unwrap(), 1);
-    assert!(!node2.online_users().await.unwrap().contains(&bob));
-
-    // node1 wakes up while a sweep of it is under way: it waits for the sweep to end.
-    let _: () = conn.zadd(&sweeping, &id1, now + 60_000).await.unwrap();
-    assert_eq!(node1.heartbeat().await.unwrap(), []);
-    assert_eq!(node2.socket_count(&bob).await.unwrap(), 0);
-    let _: () = conn.zrem(&sweeping, &id1).await.unwrap();
-    let mut returned = node1.heartbeat().await.unwrap();
-    returned.sort_by_key(|c| format!("{c:?}"));
-    let mut expected = vec![
-        PresenceChange::Returned { user: ada.clone() },
-        PresenceChange::Returned { user: bob.clone() },
-    ];
-    expected.sort_by_key(|c| format!("{c:?}"));
-    assert_eq!(returned, expected);
-    assert_eq!(node2.socket_count(&ada).await.unwrap(), 2);
-    assert_eq!(node2.socket_count(&bob).await.unwrap(), 1);
-    assert!(node2.online_users().await.unwrap().contains(&bob));
-    assert!(node1.heartbeat().await.unwrap().is_empty(), "back once");
 }
 
 /// The presence keys from before hash tags (a `nodes` set, per-node `presence:` hashes and

@@ -1,5 +1,7 @@
 //! The Redis backend, for several nodes sharing one Redis (7 or newer, one primary endpoint,
-//! over TLS or not; not Redis Cluster, because the scripts below name keys they compute).
+//! over TLS or not). Not Redis Cluster yet: presence is hash-tagged (each of its scripts stays
+//! in one slot, and is tested on a cluster), the rest of the layout is not, since its scripts
+//! name keys they compute (issue #27 item 1 moves it, part by part).
 //! [`RedisTarget`] is how a node reaches it, for this store and the Socket.IO adapter alike.
 //!
 //! Layout, every key under `{prefix}:`:
@@ -30,16 +32,13 @@
 //!   newest id from its `conv:` set, and an unread count reads the messages after the cursor
 //!   (newest first, at most `UNREAD_MAX` for `read`, `--unread-count-max` for a conversation
 //!   page, stopping at the reader's own);
-//! - presence (hash-tagged, so that each script stays in one Redis Cluster slot, issue #27):
-//!   `{u:<user>}:presence` hash node → the user's sockets on that node, whose sum is the
-//!   user's count; `{<prefix>:n:<node>}:users` set, the users with sockets on the node (read
-//!   by `online_users` and by the sweep of a dead node); `{<prefix>:g}:node:<node>` a heartbeat
-//!   key with a TTL, `{<prefix>:g}:nodes` set of the registered nodes, `{<prefix>:g}:sweeping`
-//!   sorted set of the dead nodes being swept, scored by when the sweep's lease lapses. A node
-//!   whose heartbeat expired is claimed by whichever live node sees it first (atomically, so
-//!   once) and swept user by user; a sweep whose sweeper died is taken over when its lease
-//!   lapses. Each write sets the node's absolute count (a resent write changes nothing), one
-//!   at a time per user on a node. The keys of the layout before (`nodes`, `presence:<node>`,
+//! - presence ([`presence`], hash-tagged so that each script stays in one Redis Cluster slot,
+//!   issue #27): `{u:<user>}:presence` hash node → the user's sockets on that node, whose sum
+//!   is the user's count; `{<prefix>:n:<node>}:users` set, the users with sockets on the node
+//!   (read by `online_users` and by the sweep of a dead node); `{<prefix>:g}:node:<node>` a
+//!   heartbeat key with a TTL, `{<prefix>:g}:nodes` set of the registered nodes,
+//!   `{<prefix>:g}:sweeping` sorted set of the dead nodes being swept, scored by when the
+//!   sweep's lease lapses. The keys of the layout before (`nodes`, `presence:<node>`,
 //!   `node:<node>`) are dropped at connect;
 //! - `{<prefix>:n:<node>}:ready`: what the node's readiness probe (`/readyz`) writes,
 //!   expiring in a minute;
@@ -52,7 +51,6 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -61,7 +59,6 @@ use protocol::payloads::Message;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, IntoConnectionInfo, ProtocolVersion, Script};
 
-use super::presence::LocalPresence;
 use super::sqlite::SessionPolicy;
 use super::NewDevice;
 use super::{
@@ -74,6 +71,51 @@ use super::{
     RemovedPasskey, Rotate, Secret, StoredPasskey, Touched, PASSKEYS_PER_USER_MAX,
 };
 use crate::domain::{SessionId, UserId, Username};
+
+pub mod presence;
+pub use presence::RedisPresence;
+
+/// A connection to a standalone Redis (one primary endpoint) or to a Redis Cluster. Both
+/// reconnect by themselves and are cheap to clone (clones share one multiplexed connection
+/// per server). A cluster connection routes each command by its first key's slot and resends
+/// a command whose connection dropped, so a script sent over it may run twice: every write
+/// script must be idempotent.
+#[derive(Clone)]
+pub enum RedisConn {
+    Single(ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            RedisConn::Single(conn) => conn.req_packed_command(cmd),
+            RedisConn::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            RedisConn::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            RedisConn::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            RedisConn::Single(conn) => conn.get_db(),
+            RedisConn::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
 
 /// What completes a Redis URL, each from a file: TLS trust and identity, and a password kept
 /// out of the URL (and so out of process lists).
@@ -1066,84 +1108,6 @@ redis.call('HSET', KEYS[2], 'readReceipts', ARGV[2])
 return {tonumber(ARGV[2]), 1}
 "#;
 
-/// Shared by the presence scripts: a user's sockets summed over the nodes in their presence
-/// hash (every node that counted a socket of theirs and was not swept since).
-const SUM_OVER_NODES: &str = r#"
-local function total(presence)
-  local sum = 0
-  for _, n in ipairs(redis.call('HVALS', presence)) do sum = sum + tonumber(n) end
-  return sum
-end
-"#;
-
-/// Sets this node's (ARGV[1]) socket count of a user to ARGV[2] in their presence hash KEYS[1]
-/// (0 removes the field) and returns the user's sockets summed over every node. The count is
-/// absolute, so a resent write changes nothing.
-const SET_PRESENCE: &str = r#"
-if ARGV[2] == '0' then
-  redis.call('HDEL', KEYS[1], ARGV[1])
-else
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-end
-return total(KEYS[1])
-"#;
-
-/// Uncounts dead node ARGV[1]'s sockets of a user (presence hash KEYS[1]): -1 when it had none
-/// counted there (a sweep that ran before), else the sockets the user has left.
-const SWEEP_PRESENCE: &str = r#"
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return -1 end
-return total(KEYS[1])
-"#;
-
-const SOCKET_COUNT: &str = r#"
-return total(KEYS[1])
-"#;
-
-/// The heartbeat (KEYS[1] the registered nodes, KEYS[2] the sweeps under way: node → lease
-/// end): refreshes this node's heartbeat key (ARGV[3] .. node) for ARGV[2] ms, registers the
-/// node, and claims for a sweep, with a lease until ARGV[4] + ARGV[5], every other node whose
-/// heartbeat expired and every dead node whose sweep's lease lapsed (its sweeper died). Returns
-/// `{rejoined, swept, node1, node2, ...}`: whether this node had been unregistered (swept, or
-/// never registered), whether a sweep of this node is under way, then the nodes to sweep.
-const HEARTBEAT: &str = r#"
-redis.call('SET', ARGV[3] .. ARGV[1], '1', 'PX', ARGV[2])
-local rejoined = redis.call('SADD', KEYS[1], ARGV[1])
-local now = tonumber(ARGV[4])
-local swept = 0
-local lease = redis.call('ZSCORE', KEYS[2], ARGV[1])
-if lease then
-  if tonumber(lease) > now then swept = 1 else redis.call('ZREM', KEYS[2], ARGV[1]) end
-end
-local claimed = {}
-for _, n in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[4])) do
-  if redis.call('EXISTS', ARGV[3] .. n) == 0 then table.insert(claimed, n) end
-end
-for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if n ~= ARGV[1] and redis.call('EXISTS', ARGV[3] .. n) == 0 then
-    redis.call('SREM', KEYS[1], n)
-    table.insert(claimed, n)
-  end
-end
-local out = {rejoined, swept}
-for _, n in ipairs(claimed) do
-  redis.call('ZADD', KEYS[2], int(now + tonumber(ARGV[5])), n)
-  table.insert(out, n)
-end
-return out
-"#;
-
-/// Drops the presence keys of the layout before hash tags (KEYS[1] its `nodes` set, ARGV[1]
-/// the key prefix): nodes of that layout still running register again at their next heartbeat
-/// and are not counted by nodes of this one.
-const DROP_LEGACY_PRESENCE: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  redis.call('DEL', ARGV[1] .. 'presence:' .. n, ARGV[1] .. 'node:' .. n)
-end
-redis.call('DEL', KEYS[1])
-return 1
-"#;
-
 struct Scripts {
     create_session: Script,
     create_device_session: Script,
@@ -1165,11 +1129,6 @@ struct Scripts {
     mark_read: Script,
     conversation_entry: Script,
     change_settings: Script,
-    set_presence: Script,
-    sweep_presence: Script,
-    socket_count: Script,
-    heartbeat: Script,
-    drop_legacy_presence: Script,
     protect: Script,
     passkeys_by_name: Script,
     passkey_used: Script,
@@ -1213,11 +1172,6 @@ impl Scripts {
             mark_read: lua(&[INT, READ_STATE, MARK_READ]),
             conversation_entry: lua_read(&[INT, READ_STATE, CONVERSATION_ENTRY]),
             change_settings: lua(&[CHANGE_SETTINGS]),
-            set_presence: lua(&[SUM_OVER_NODES, SET_PRESENCE]),
-            sweep_presence: lua(&[SUM_OVER_NODES, SWEEP_PRESENCE]),
-            socket_count: lua_read(&[SUM_OVER_NODES, SOCKET_COUNT]),
-            heartbeat: lua(&[INT, HEARTBEAT]),
-            drop_legacy_presence: lua(&[DROP_LEGACY_PRESENCE]),
             protect: lua(&[PROTECT]),
             passkeys_by_name: lua_read(&[PASSKEYS_BY_NAME]),
             passkey_used: lua(&[PASSKEY_USED]),
@@ -1275,64 +1229,13 @@ pub struct RedisStore {
     keys: Keys,
     scripts: Scripts,
     policy: SessionPolicy,
-    node: String,
     options: NodeOptions,
-    /// This node's own socket counts, mirrored so they can be republished after a sweep.
-    local: LocalPresence,
-    /// One turn at a time per user (by stripe) for this node's presence writes: each writes
-    /// the node's absolute count, so the writes for one user must reach Redis in the order
-    /// their counts were taken.
-    presence_turns: PresenceTurns,
-    /// Set when this node's presence in Redis may differ from `local` (a write failed, or a
-    /// sweep took it while the node was alive); the next heartbeat republishes it.
-    republish: Republish,
+    /// This node's presence (registered once the store is ready).
+    presence: RedisPresence,
     /// The user directory as last read: a refresh reads the sign-ups after the last one it
     /// holds, or everything again after a sweep deleted accounts.
     directory: Mutex<Directory>,
 }
-
-/// See [`RedisStore::presence_turns`].
-struct PresenceTurns {
-    stripes: Box<[tokio::sync::Mutex<()>]>,
-    hasher: std::hash::RandomState,
-}
-
-/// How many users' presence writes can be under way at once on one node (more stripes than
-/// writes in flight, so that unrelated users rarely wait for each other).
-const PRESENCE_STRIPES: usize = 256;
-
-impl PresenceTurns {
-    fn new() -> Self {
-        Self {
-            stripes: (0..PRESENCE_STRIPES)
-                .map(|_| tokio::sync::Mutex::new(()))
-                .collect(),
-            hasher: std::hash::RandomState::new(),
-        }
-    }
-
-    async fn take(&self, user: &str) -> tokio::sync::MutexGuard<'_, ()> {
-        use std::hash::BuildHasher;
-        let stripe = self.hasher.hash_one(user) as usize % self.stripes.len();
-        self.stripes[stripe].lock().await
-    }
-}
-
-/// Why this node's presence must be written again (see [`RedisStore::republish`]).
-#[derive(Debug, Default)]
-struct Republish {
-    /// A presence write failed: Redis may hold a count this node no longer has.
-    repair: std::sync::atomic::AtomicBool,
-    /// Another node swept this one while it was alive: its users went offline for everyone
-    /// else, and come back ([`PresenceChange::Returned`]) once republished.
-    rejoined: std::sync::atomic::AtomicBool,
-}
-
-/// How long a node's sweep of a dead node may take before another node takes it over.
-const SWEEP_LEASE: Duration = Duration::from_secs(30);
-
-/// How many Redis calls one sweep or republish keeps in flight.
-const PRESENCE_CALLS_IN_FLIGHT: usize = 32;
 
 /// A node's copy of the user directory.
 #[derive(Debug, Default)]
@@ -1399,55 +1302,47 @@ impl RedisStore {
         };
         let mut conn = ConnectionManager::new(client).await?;
         refuse_cluster(&mut conn).await?;
-        let store = Self {
-            conn,
-            acked,
-            keys: Keys {
-                prefix: prefix.to_owned(),
-            },
-            scripts: Scripts::new(),
-            policy,
-            node: uuid::Uuid::new_v4().to_string(),
-            options,
-            local: LocalPresence::default(),
-            presence_turns: PresenceTurns::new(),
-            republish: Republish::default(),
-            directory: Mutex::new(Directory::default()),
+        let keys = Keys {
+            prefix: prefix.to_owned(),
         };
-        let dropped: i64 = store
-            .scripts
-            .drop_legacy_presence
-            .key(store.keys.legacy_nodes())
-            .arg(store.keys.all())
-            .invoke_async(&mut store.conn())
-            .await?;
-        if dropped > 0 {
-            tracing::info!("dropped the presence keys of the layout before hash tags");
-        }
-        let converted: i64 = store
-            .scripts
+        let scripts = Scripts::new();
+        let converted: i64 = scripts
             .migrate_directory
-            .key(store.keys.legacy_users())
-            .key(store.keys.directory())
-            .key(store.keys.users_seq())
-            .key(store.keys.quiet_users())
-            .key(store.keys.session_deadlines())
-            .arg(store.keys.all())
+            .key(keys.legacy_users())
+            .key(keys.directory())
+            .key(keys.users_seq())
+            .key(keys.quiet_users())
+            .key(keys.session_deadlines())
+            .arg(keys.all())
             .arg(now_ms())
             .arg(policy.max_age.as_millis() as u64)
-            .invoke_async(&mut store.conn())
+            .invoke_async(&mut conn.clone())
             .await?;
         if converted > 0 {
             tracing::info!(users = converted, "converted the user directory for expiry");
         }
-        store.fill_name_keys().await?;
-        store.heartbeat().await?;
-        Ok(store)
+        Self::fill_name_keys(&mut conn.clone(), &keys, &scripts).await?;
+        let presence = RedisPresence::join(
+            RedisConn::Single(conn.clone()),
+            prefix,
+            options.heartbeat_ttl,
+        )
+        .await?;
+        Ok(Self {
+            conn,
+            acked,
+            keys,
+            scripts,
+            policy,
+            options,
+            presence,
+            directory: Mutex::new(Directory::default()),
+        })
     }
 
     /// This node's id in the presence keys (random per process start).
     pub fn node_id(&self) -> &str {
-        &self.node
+        self.presence.node_id()
     }
 
     fn conn(&self) -> ConnectionManager {
@@ -1473,17 +1368,19 @@ impl RedisStore {
     /// name key, computed here (Lua has no Unicode folding), and the protected names are
     /// claimed under their owners' new keys. Users signed up meanwhile by this release have
     /// theirs already.
-    async fn fill_name_keys(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let filled: bool = conn.exists(self.keys.name_keys_filled()).await?;
+    async fn fill_name_keys(
+        conn: &mut ConnectionManager,
+        keys: &Keys,
+        scripts: &Scripts,
+    ) -> Result<(), StoreError> {
+        let filled: bool = conn.exists(keys.name_keys_filled()).await?;
         if filled {
             return Ok(());
         }
         let names: std::collections::HashMap<String, String> =
-            conn.hgetall(self.keys.usernames()).await?;
-        let claims: Vec<(String, String)> = conn.hgetall(self.keys.protected()).await?;
-        let order: Vec<(String, f64)> =
-            conn.zrange_withscores(self.keys.directory(), 0, -1).await?;
+            conn.hgetall(keys.usernames()).await?;
+        let claims: Vec<(String, String)> = conn.hgetall(keys.protected()).await?;
+        let order: Vec<(String, f64)> = conn.zrange_withscores(keys.directory(), 0, -1).await?;
         let seq: std::collections::HashMap<&str, f64> =
             order.iter().map(|(user, s)| (user.as_str(), *s)).collect();
         let mut claims: Vec<(String, String, String)> = claims
@@ -1497,12 +1394,12 @@ impl RedisStore {
             let at = |user: &str| seq.get(user).copied().unwrap_or(f64::MAX);
             at(&a.2).total_cmp(&at(&b.2))
         });
-        let mut fill = self.scripts.fill_name_keys.prepare_invoke();
-        fill.key(self.keys.name_keys())
-            .key(self.keys.directory())
-            .key(self.keys.protected())
-            .key(self.keys.name_keys_filled())
-            .arg(self.keys.all())
+        let mut fill = scripts.fill_name_keys.prepare_invoke();
+        fill.key(keys.name_keys())
+            .key(keys.directory())
+            .key(keys.protected())
+            .key(keys.name_keys_filled())
+            .arg(keys.all())
             .arg(names.len());
         for (user, name) in &names {
             fill.arg(user).arg(name_key(name));
@@ -1510,7 +1407,7 @@ impl RedisStore {
         for (old, new, user) in &claims {
             fill.arg(old).arg(new).arg(user);
         }
-        let filled: i64 = fill.invoke_async(&mut conn).await?;
+        let filled: i64 = fill.invoke_async(conn).await?;
         if filled > 0 {
             tracing::info!(users = filled, "gave every user its name key");
         }
@@ -2542,65 +2439,26 @@ impl Store for RedisStore {
     }
 
     async fn socket_connected(&self, user: &UserId) -> Result<u32, StoreError> {
-        let _turn = self.presence_turns.take(user.as_str()).await;
-        let here = self.local.connect(user);
-        match self.write_presence(user.as_str(), here).await {
-            Ok(total) => Ok(total),
-            Err(e) => {
-                self.local.disconnect(user);
-                self.republish.repair.store(true, Ordering::Relaxed);
-                Err(e)
-            }
-        }
+        self.presence.socket_connected(user).await
     }
 
     async fn socket_disconnected(&self, user: &UserId) -> Result<Option<u32>, StoreError> {
-        let _turn = self.presence_turns.take(user.as_str()).await;
-        let Some(here) = self.local.disconnect(user) else {
-            return Ok(None);
-        };
-        // The socket is gone whatever Redis answers: a failed write is repaired by the next
-        // heartbeat, from `local`.
-        match self.write_presence(user.as_str(), here).await {
-            Ok(total) => Ok(Some(total)),
-            Err(e) => {
-                self.republish.repair.store(true, Ordering::Relaxed);
-                Err(e)
-            }
-        }
+        self.presence.socket_disconnected(user).await
     }
 
     async fn online_users(&self) -> Result<Arc<HashSet<UserId>>, StoreError> {
-        let nodes: Vec<String> = self.conn().smembers(self.keys.nodes()).await?;
-        let per_node = futures_util::future::try_join_all(nodes.iter().map(|node| async move {
-            let users: Vec<String> = self.conn().smembers(self.keys.node_users(node)).await?;
-            Ok::<_, StoreError>(users)
-        }))
-        .await?;
-        Ok(Arc::new(
-            per_node
-                .into_iter()
-                .flatten()
-                .map(UserId::from_store)
-                .collect(),
-        ))
+        self.presence.online_users().await
     }
 
     async fn socket_count(&self, user: &UserId) -> Result<u32, StoreError> {
-        let total: i64 = self
-            .scripts
-            .socket_count
-            .key(self.keys.presence(user.as_str()))
-            .invoke_async(&mut self.conn())
-            .await?;
-        Ok(total.max(0) as u32)
+        self.presence.socket_count(user).await
     }
 
     async fn check_ready(&self) -> Result<(), StoreError> {
         // A write, not a PING: a replica left read-only by a failover, or a Redis out of memory
         // under `noeviction`, answers PING but refuses every write the server would make.
         let () = redis::cmd("SET")
-            .arg(self.keys.ready(&self.node))
+            .arg(self.keys.ready(self.presence.node_id()))
             .arg(now_ms())
             .arg("PX")
             .arg(READY_KEY_TTL_MS)
@@ -2614,167 +2472,7 @@ impl Store for RedisStore {
     }
 
     async fn heartbeat(&self) -> Result<Vec<PresenceChange>, StoreError> {
-        let reply: Vec<redis::Value> = self
-            .scripts
-            .heartbeat
-            .key(self.keys.nodes())
-            .key(self.keys.sweeping())
-            .arg(&self.node)
-            .arg(self.options.heartbeat_ttl.as_millis() as u64)
-            .arg(self.keys.heartbeat_prefix())
-            .arg(now_ms())
-            .arg(SWEEP_LEASE.as_millis() as u64)
-            .invoke_async(&mut self.conn())
-            .await?;
-        let mut values = reply.into_iter();
-        let mut flag = || -> Result<bool, StoreError> {
-            let value: Option<i64> = values.next().map(redis::from_redis_value).transpose()?;
-            Ok(value == Some(1))
-        };
-        let (rejoined, being_swept) = (flag()?, flag()?);
-        let dead = values
-            .map(redis::from_redis_value)
-            .collect::<Result<Vec<String>, _>>()?;
-        if rejoined {
-            self.republish.rejoined.store(true, Ordering::Relaxed);
-        }
-        let mut changes = Vec::new();
-        for node in &dead {
-            changes.extend(self.sweep_node(node).await?);
-        }
-        // A sweep of this node still under way would undo what is republished: wait for it.
-        if !being_swept {
-            changes.extend(self.republish_presence().await?);
-        }
-        Ok(changes)
-    }
-}
-
-impl RedisStore {
-    /// Writes this node's count of the user's sockets (`here`, taken from `local` in the
-    /// user's turn) and returns the user's sockets over every node. The node's index lists
-    /// the user before a first socket is counted and after the last is uncounted, so that a
-    /// sweep of this node finds every user it counted.
-    async fn write_presence(&self, user: &str, here: u32) -> Result<u32, StoreError> {
-        let index = self.keys.node_users(&self.node);
-        if here == 1 {
-            let _: i64 = self.conn().sadd(&index, user).await?;
-        }
-        let total: i64 = self
-            .scripts
-            .set_presence
-            .key(self.keys.presence(user))
-            .arg(&self.node)
-            .arg(here)
-            .invoke_async(&mut self.conn())
-            .await?;
-        if here == 0 {
-            let _: i64 = self.conn().srem(&index, user).await?;
-        }
-        Ok(total.max(0) as u32)
-    }
-
-    /// Uncounts a dead node's sockets, user by user; each user whose count this call removed
-    /// is reported (so a sweep taken over from a sweeper that died reports no user twice).
-    async fn sweep_node(&self, node: &str) -> Result<Vec<PresenceChange>, StoreError> {
-        use futures_util::{StreamExt, TryStreamExt};
-        let index = self.keys.node_users(node);
-        let users: Vec<String> = self.conn().smembers(&index).await?;
-        let changes: Vec<Option<PresenceChange>> = futures_util::stream::iter(users)
-            .map(|user| async move {
-                let left: i64 = self
-                    .scripts
-                    .sweep_presence
-                    .key(self.keys.presence(&user))
-                    .arg(node)
-                    .invoke_async(&mut self.conn())
-                    .await?;
-                Ok::<_, StoreError>((left >= 0).then(|| PresenceChange::Left {
-                    user: UserId::from_store(user),
-                    sockets_left: left as u32,
-                }))
-            })
-            .buffer_unordered(PRESENCE_CALLS_IN_FLIGHT)
-            .try_collect()
-            .await?;
-        let _: i64 = self.conn().del(&index).await?;
-        let _: i64 = self.conn().zrem(self.keys.sweeping(), node).await?;
-        Ok(changes.into_iter().flatten().collect())
-    }
-
-    /// Writes this node's presence again from `local`, if it may differ in Redis: every user
-    /// it counts, and every user its index listed (a count Redis may still hold). After a
-    /// sweep of this node, its users are reported back.
-    async fn republish_presence(&self) -> Result<Vec<PresenceChange>, StoreError> {
-        use futures_util::{StreamExt, TryStreamExt};
-        let rejoined = self.republish.rejoined.swap(false, Ordering::Relaxed);
-        let repair = self.republish.repair.swap(false, Ordering::Relaxed);
-        if !rejoined && !repair {
-            return Ok(Vec::new());
-        }
-        let result = async {
-            let index = self.keys.node_users(&self.node);
-            let listed: Vec<String> = self.conn().smembers(&index).await?;
-            let _: i64 = self.conn().del(&index).await?;
-            // Read after the index is emptied: a user counted later lists itself again.
-            let mut users: HashSet<String> = listed.into_iter().collect();
-            users.extend(
-                self.local
-                    .counts()
-                    .into_iter()
-                    .map(|(user, _)| user.as_str().to_owned()),
-            );
-            let back: Vec<Option<UserId>> = futures_util::stream::iter(users)
-                .map(|user| {
-                    let index = &index;
-                    async move {
-                        let _turn = self.presence_turns.take(&user).await;
-                        let user = UserId::from_store(user);
-                        let here = self.local.count(&user);
-                        if here > 0 {
-                            let _: i64 = self.conn().sadd(index, user.as_str()).await?;
-                        }
-                        let _: i64 = self
-                            .scripts
-                            .set_presence
-                            .key(self.keys.presence(user.as_str()))
-                            .arg(&self.node)
-                            .arg(here)
-                            .invoke_async(&mut self.conn())
-                            .await?;
-                        Ok::<_, StoreError>((here > 0).then_some(user))
-                    }
-                })
-                .buffer_unordered(PRESENCE_CALLS_IN_FLIGHT)
-                .try_collect()
-                .await?;
-            Ok::<_, StoreError>(back.into_iter().flatten().collect::<Vec<_>>())
-        }
-        .await;
-        match result {
-            Ok(back) if rejoined => {
-                if !back.is_empty() {
-                    tracing::warn!(
-                        node = %self.node,
-                        users = back.len(),
-                        "this node's presence had expired; republished it"
-                    );
-                }
-                Ok(back
-                    .into_iter()
-                    .map(|user| PresenceChange::Returned { user })
-                    .collect())
-            }
-            Ok(_) => Ok(Vec::new()),
-            Err(e) => {
-                // Try again at the next heartbeat, for the same reasons.
-                self.republish
-                    .rejoined
-                    .fetch_or(rejoined, Ordering::Relaxed);
-                self.republish.repair.store(true, Ordering::Relaxed);
-                Err(e)
-            }
-        }
+        self.presence.heartbeat().await
     }
 }
 
