@@ -58,10 +58,26 @@ export TETHER_TEST_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/"
 # hash slot; stopped on exit with the Redis above.
 CLUSTER_URLS=()
 CLUSTER_NODES=()
+USED_PORTS=" $REDIS_PORT "
+# Sets PICKED to a free port none of these Redis servers took yet (not in a subshell, so
+# USED_PORTS keeps what it took).
+distinct_port() {
+  for _ in $(seq 1 20); do
+    PICKED="$(free_port)"
+    if [[ "$USED_PORTS" != *" $PICKED "* ]]; then
+      USED_PORTS+="$PICKED "
+      return 0
+    fi
+  done
+  return 1
+}
 cluster_ok() { [[ "$(redis-cli -p "$1" cluster info 2>/dev/null)" == *"cluster_state:ok"* ]]; }
+cluster_logs() { tail -n 20 "$REDIS_DIR"/cluster-*/redis.log >&2 || true; }
 for i in 1 2 3; do
-  port="$(free_port)"
-  bus="$(free_port)"
+  distinct_port
+  port="$PICKED"
+  distinct_port
+  bus="$PICKED"
   mkdir -p "$REDIS_DIR/cluster-$i"
   redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
     --cluster-enabled yes --cluster-port "$bus" --cluster-config-file "$REDIS_DIR/cluster-$i/nodes.conf" \
@@ -75,14 +91,19 @@ for node in "${CLUSTER_NODES[@]}"; do
     redis-cli -p "${node##*:}" ping >/dev/null 2>&1 && break
     sleep 0.1
   done
+  redis-cli -p "${node##*:}" ping >/dev/null 2>&1 || { echo "test Redis Cluster node $node did not start" >&2; cluster_logs; exit 1; }
 done
-redis-cli --cluster create "${CLUSTER_NODES[@]}" --cluster-yes >/dev/null
+if ! created="$(redis-cli --cluster create "${CLUSTER_NODES[@]}" --cluster-yes 2>&1)"; then
+  echo "$created" >&2
+  cluster_logs
+  exit 1
+fi
 for node in "${CLUSTER_NODES[@]}"; do
   for _ in $(seq 1 100); do
     cluster_ok "${node##*:}" && break
     sleep 0.1
   done
-  cluster_ok "${node##*:}" || { echo "the test Redis Cluster did not come up" >&2; exit 1; }
+  cluster_ok "${node##*:}" || { echo "the test Redis Cluster did not come up" >&2; cluster_logs; exit 1; }
 done
 export TETHER_TEST_REDIS_CLUSTER="$(IFS=,; echo "${CLUSTER_URLS[*]}")"
 

@@ -82,7 +82,11 @@ on_both!(
     counts_are_summed_over_nodes_and_a_dead_nodes_sockets_are_swept_once,
     concurrent_sockets_on_two_nodes_each_get_their_own_count,
     a_sweep_whose_sweeper_died_is_taken_over_and_a_swept_node_waits_for_it,
+    a_socket_counted_after_its_nodes_sweep_is_swept_too,
 );
+
+/// The TTL of a node a test keeps alive without beating again.
+const LONG: Duration = Duration::from_secs(60);
 
 fn sorted(mut changes: Vec<PresenceChange>) -> Vec<PresenceChange> {
     changes.sort_by_key(|c| format!("{c:?}"));
@@ -97,9 +101,10 @@ fn now_ms() -> i64 {
 }
 
 async fn counts_are_summed_over_nodes_and_a_dead_nodes_sockets_are_swept_once(redis: Redis) {
+    // node1 is the one that stops beating; node2 outlives the test without beating.
     let ttl = Duration::from_millis(400);
     let node1 = redis.node(ttl).await;
-    let node2 = redis.node(ttl).await;
+    let node2 = redis.node(LONG).await;
     let (ada, bob) = (UserId::random(), UserId::random());
 
     assert_eq!(node1.socket_connected(&ada).await.unwrap(), 1);
@@ -156,8 +161,7 @@ async fn counts_are_summed_over_nodes_and_a_dead_nodes_sockets_are_swept_once(re
 /// Ten tabs of one user opening on each of two nodes at once get the counts 1 to 20, one each;
 /// closing them all at once, exactly one sees 0 (the one that reports "offline").
 async fn concurrent_sockets_on_two_nodes_each_get_their_own_count(redis: Redis) {
-    let ttl = Duration::from_secs(10);
-    let nodes = [redis.node(ttl).await, redis.node(ttl).await];
+    let nodes = [redis.node(LONG).await, redis.node(LONG).await];
     let ada = UserId::random();
     let opened =
         futures_util::future::join_all((0..20).map(|i| nodes[i % 2].socket_connected(&ada))).await;
@@ -176,14 +180,14 @@ async fn concurrent_sockets_on_two_nodes_each_get_their_own_count(redis: Redis) 
 }
 
 /// A sweep is claimed with a lease: one whose sweeper died (its lease lapsed) is taken over and
-/// finished, each user reported once (a user the dead sweeper had uncounted is not reported
-/// again); a live lease is left alone; and a node that was swept while alive puts its sockets
-/// back only once the sweep of it is over (before, the sweep would undo it).
+/// finished, and every user the dead node still lists is reported (ada, whom the dead sweeper
+/// had uncounted but not unlisted, is reported again: a repeated "offline" is harmless, a
+/// missing one is not); a live lease is left alone; and a node that was swept while alive
+/// puts its sockets back only once the sweep of it is over (before, the sweep would undo it).
 async fn a_sweep_whose_sweeper_died_is_taken_over_and_a_swept_node_waits_for_it(redis: Redis) {
-    // Long enough that node2 stays alive through the test without beating again.
-    let ttl = Duration::from_secs(1);
+    let ttl = Duration::from_millis(300);
     let node1 = redis.node(ttl).await;
-    let node2 = redis.node(ttl).await;
+    let node2 = redis.node(LONG).await;
     let (ada, bob) = (UserId::random(), UserId::random());
     node1.socket_connected(&ada).await.unwrap();
     node1.socket_connected(&bob).await.unwrap();
@@ -210,12 +214,18 @@ async fn a_sweep_whose_sweeper_died_is_taken_over_and_a_swept_node_waits_for_it(
 
     let _: () = conn.zadd(redis.sweeping(), &id1, now - 1).await.unwrap();
     assert_eq!(
-        node2.heartbeat().await.unwrap(),
-        [PresenceChange::Left {
-            user: bob.clone(),
-            sockets_left: 0
-        }],
-        "the lapsed sweep is finished, and ada, uncounted already, is not reported again"
+        sorted(node2.heartbeat().await.unwrap()),
+        sorted(vec![
+            PresenceChange::Left {
+                user: ada.clone(),
+                sockets_left: 1
+            },
+            PresenceChange::Left {
+                user: bob.clone(),
+                sockets_left: 0
+            },
+        ]),
+        "the lapsed sweep is finished"
     );
     assert!(node2.heartbeat().await.unwrap().is_empty(), "swept once");
     assert_eq!(node2.socket_count(&ada).await.unwrap(), 1);
@@ -240,4 +250,52 @@ async fn a_sweep_whose_sweeper_died_is_taken_over_and_a_swept_node_waits_for_it(
     assert_eq!(node2.socket_count(&bob).await.unwrap(), 1);
     assert!(node2.online_users().await.unwrap().contains(&bob));
     assert!(node1.heartbeat().await.unwrap().is_empty(), "back once");
+}
+
+/// A node swept while it was only paused may count a socket before its next heartbeat (which
+/// would register it again) and then die: the node is swept once more two TTLs after its
+/// sweep, so that socket does not keep its user online for good.
+async fn a_socket_counted_after_its_nodes_sweep_is_swept_too(redis: Redis) {
+    // Both with the TTL nodes share (the second sweep waits two of the sweeper's TTLs); only
+    // node2 beats, so node1 cannot take node2 for dead.
+    let ttl = Duration::from_millis(300);
+    let node1 = redis.node(ttl).await;
+    let node2 = redis.node(ttl).await;
+    let (ada, cy) = (UserId::random(), UserId::random());
+    node1.socket_connected(&ada).await.unwrap();
+    tokio::time::sleep(ttl * 2).await;
+    assert_eq!(
+        node2.heartbeat().await.unwrap(),
+        [PresenceChange::Left {
+            user: ada.clone(),
+            sockets_left: 0
+        }]
+    );
+    // node1 wakes up, counts cy's socket without beating, and dies.
+    assert_eq!(node1.socket_connected(&cy).await.unwrap(), 1);
+    drop(node1);
+    assert!(node2.heartbeat().await.unwrap().is_empty(), "not yet");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let changes = loop {
+        let changes = node2.heartbeat().await.unwrap();
+        if !changes.is_empty() {
+            break changes;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node1 never swept again"
+        );
+        tokio::time::sleep(ttl / 3).await;
+    };
+    assert_eq!(
+        changes,
+        [PresenceChange::Left {
+            user: cy.clone(),
+            sockets_left: 0
+        }]
+    );
+    assert_eq!(node2.socket_count(&cy).await.unwrap(), 0);
+    assert!(node2.online_users().await.unwrap().is_empty());
+    tokio::time::sleep(ttl * 3).await;
+    assert!(node2.heartbeat().await.unwrap().is_empty(), "and no more");
 }

@@ -38,7 +38,8 @@
 //!   (read by `online_users` and by the sweep of a dead node); `{<prefix>:g}:node:<node>` a
 //!   heartbeat key with a TTL, `{<prefix>:g}:nodes` set of the registered nodes,
 //!   `{<prefix>:g}:sweeping` sorted set of the dead nodes being swept, scored by when the
-//!   sweep's lease lapses. The keys of the layout before (`nodes`, `presence:<node>`,
+//!   sweep's lease lapses, `{<prefix>:g}:swept` sorted set of the nodes swept with users listed
+//!   (each swept once more later), scored by when. The keys of the layout before (`nodes`, `presence:<node>`,
 //!   `node:<node>`) are dropped at connect;
 //! - `{<prefix>:n:<node>}:ready`: what the node's readiness probe (`/readyz`) writes,
 //!   expiring in a minute;
@@ -540,6 +541,11 @@ impl Keys {
     /// Dead nodes being swept: node → when the sweep's lease lapses (ms).
     fn sweeping(&self) -> String {
         self.nodes_slot("sweeping")
+    }
+    /// Nodes swept while they listed users: node → when (ms). Each is swept once more later,
+    /// in case it was alive and wrote after its sweep; a node that comes back finds itself here.
+    fn swept(&self) -> String {
+        self.nodes_slot("swept")
     }
     /// Prefix of the per-node heartbeat keys (the scripts append the node id).
     fn heartbeat_prefix(&self) -> String {

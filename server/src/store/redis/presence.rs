@@ -35,6 +35,8 @@ pub struct RedisPresence {
     /// Set when this node's presence in Redis may differ from `local` (a write failed, or a
     /// sweep took it while the node was alive); the next heartbeat republishes it.
     republish: Republish,
+    /// Changes found by the heartbeat at join, reported by the first heartbeat after it.
+    found_at_join: std::sync::Mutex<Vec<PresenceChange>>,
 }
 
 /// See [`RedisPresence::turns`].
@@ -102,10 +104,11 @@ end
 return total(KEYS[1])
 "#;
 
-/// Uncounts dead node ARGV[1]'s sockets of a user (presence hash KEYS[1]): -1 when it had none
-/// counted there (a sweep that ran before), else the sockets the user has left.
+/// Uncounts dead node ARGV[1]'s sockets of a user (presence hash KEYS[1]) and returns the
+/// sockets the user has left (whether or not a sweep before uncounted them: a user is reported
+/// again rather than missed).
 const SWEEP_PRESENCE: &str = r#"
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return -1 end
+redis.call('HDEL', KEYS[1], ARGV[1])
 return total(KEYS[1])
 "#;
 
@@ -114,15 +117,18 @@ return total(KEYS[1])
 "#;
 
 /// The heartbeat (KEYS[1] the registered nodes, KEYS[2] the sweeps under way: node → when its
-/// lease lapses, by Redis' clock): refreshes this node's heartbeat key (ARGV[3] .. node) for
-/// ARGV[2] ms, registers the node, and claims for a sweep, with a lease of ARGV[4] ms, every
-/// other node whose heartbeat expired and every dead node whose sweep's lease lapsed (its
-/// sweeper died, or is too slow). Returns `{rejoined, swept, lease, node1, node2, ...}`:
-/// whether this node had been unregistered (swept, or never registered), whether a sweep of
-/// this node is under way, the lease's end, then the nodes to sweep.
+/// lease lapses, KEYS[3] the nodes swept with users listed: node → when; all by Redis' clock):
+/// refreshes this node's heartbeat key (ARGV[3] .. node) for ARGV[2] ms, registers the node,
+/// and claims for a sweep, with a lease of ARGV[4] ms, every other node whose heartbeat
+/// expired, every dead node whose sweep's lease lapsed (its sweeper died, or is too slow), and
+/// every node swept more than two TTLs ago that is still dead (it may have written after its
+/// sweep, alive, and died since). Returns `{rejoined, swept, lease, node1, node2, ...}`:
+/// whether this node had been unregistered or swept (it republishes, then clears its mark),
+/// whether a sweep of this node is under way, the lease's end, then the nodes to sweep.
 const HEARTBEAT: &str = r#"
 redis.call('SET', ARGV[3] .. ARGV[1], '1', 'PX', ARGV[2])
 local rejoined = redis.call('SADD', KEYS[1], ARGV[1])
+if redis.call('ZSCORE', KEYS[3], ARGV[1]) then rejoined = 1 end
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local swept = 0
@@ -138,6 +144,12 @@ local function claim(n)
   end
 end
 for _, n in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', int(now))) do claim(n) end
+for _, n in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', int(now - 2 * tonumber(ARGV[2])))) do
+  if n ~= ARGV[1] then
+    claim(n)
+    redis.call('ZREM', KEYS[3], n)
+  end
+end
 for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if n ~= ARGV[1] and redis.call('EXISTS', ARGV[3] .. n) == 0 then
     redis.call('SREM', KEYS[1], n)
@@ -154,11 +166,16 @@ return out
 "#;
 
 /// Ends the sweep of node ARGV[1] (KEYS[1] the sweeps under way) if it is still under the
-/// lease ARGV[2] this sweeper was given (not taken over since): 1 if it ended it.
+/// lease ARGV[2] this sweeper was given (not taken over since); a node that listed users
+/// (ARGV[3] > 0) is marked swept (KEYS[2]), to be swept once more later. 1 if it ended it.
 const FINISH_SWEEP: &str = r#"
 local held = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not held or tonumber(held) ~= tonumber(ARGV[2]) then return 0 end
 redis.call('ZREM', KEYS[1], ARGV[1])
+if tonumber(ARGV[3]) > 0 then
+  local time = redis.call('TIME')
+  redis.call('ZADD', KEYS[2], int(tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)), ARGV[1])
+end
 return 1
 "#;
 
@@ -190,7 +207,7 @@ impl Scripts {
             sweep_presence: lua(&[SUM_OVER_NODES, SWEEP_PRESENCE]),
             socket_count: super::lua_read(&[SUM_OVER_NODES, SOCKET_COUNT]),
             heartbeat: lua(&[INT, HEARTBEAT]),
-            finish_sweep: lua(&[FINISH_SWEEP]),
+            finish_sweep: lua(&[INT, FINISH_SWEEP]),
             drop_legacy_presence: lua(&[DROP_LEGACY_PRESENCE]),
         }
     }
@@ -215,7 +232,18 @@ impl RedisPresence {
             local: LocalPresence::default(),
             turns: PresenceTurns::new(),
             republish: Republish::default(),
+            found_at_join: std::sync::Mutex::new(Vec::new()),
         };
+        // A cluster never held the layout before hash tags (it was refused), and the script
+        // names keys of every slot.
+        if matches!(presence.conn, RedisConn::Cluster(_)) {
+            let found = presence.heartbeat().await?;
+            *presence
+                .found_at_join
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = found;
+            return Ok(presence);
+        }
         let dropped: i64 = presence
             .scripts
             .drop_legacy_presence
@@ -226,7 +254,11 @@ impl RedisPresence {
         if dropped > 0 {
             tracing::info!("dropped the presence keys of the layout before hash tags");
         }
-        presence.heartbeat().await?;
+        let found = presence.heartbeat().await?;
+        *presence
+            .found_at_join
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = found;
         Ok(presence)
     }
 
@@ -299,17 +331,27 @@ impl RedisPresence {
     /// sweep or a republish that fails is logged and tried again later, and the changes found
     /// so far are returned.
     pub async fn heartbeat(&self) -> Result<Vec<PresenceChange>, StoreError> {
-        let reply: Vec<redis::Value> = self
+        let reply: Vec<redis::Value> = match self
             .scripts
             .heartbeat
             .key(self.keys.nodes())
             .key(self.keys.sweeping())
+            .key(self.keys.swept())
             .arg(&self.node)
             .arg(self.heartbeat_ttl.as_millis() as u64)
             .arg(self.keys.heartbeat_prefix())
             .arg(SWEEP_LEASE.as_millis() as u64)
             .invoke_async(&mut self.conn())
-            .await?;
+            .await
+        {
+            Ok(reply) => reply,
+            Err(e) => {
+                // Its answer may be lost (that this node had been swept, say), or Redis may be
+                // back empty after a restart: write everything again once it answers.
+                self.republish.repair.store(true, Ordering::Relaxed);
+                return Err(e.into());
+            }
+        };
         let mut values = reply.into_iter();
         let mut number = || -> Result<i64, StoreError> {
             let value: Option<i64> = values.next().map(redis::from_redis_value).transpose()?;
@@ -322,7 +364,8 @@ impl RedisPresence {
         if rejoined {
             self.republish.rejoined.store(true, Ordering::Relaxed);
         }
-        let mut changes = Vec::new();
+        let mut changes =
+            std::mem::take(&mut *self.found_at_join.lock().unwrap_or_else(|e| e.into_inner()));
         for node in &dead {
             self.sweep(node, lease, &mut changes).await;
         }
@@ -368,11 +411,11 @@ impl RedisPresence {
         Ok(total.max(0) as u32)
     }
 
-    /// Uncounts a dead node's sockets, user by user, into `changes`: each user whose count
-    /// this call removed (so a sweep taken over from a sweeper that died reports no user
-    /// twice). The sweep ends, and lets the node republish, only once every user is done and
-    /// only if it still holds the lease; otherwise another heartbeat takes it over once the
-    /// lease lapses.
+    /// Uncounts a dead node's sockets, user by user, into `changes`: every user its index
+    /// lists, until the user is unlisted (so a user a sweeper that died had uncounted is
+    /// reported again: a repeated "offline" is harmless, a missing one is not). The sweep ends,
+    /// and lets the node republish, only once every user is done and only if it still holds
+    /// the lease; otherwise another heartbeat takes it over once the lease lapses.
     async fn sweep(&self, node: &str, lease: i64, changes: &mut Vec<PresenceChange>) {
         use futures_util::StreamExt;
         let index = self.keys.node_users(node);
@@ -383,34 +426,36 @@ impl RedisPresence {
                 return;
             }
         };
-        let done: Vec<Result<Option<PresenceChange>, StoreError>> =
-            futures_util::stream::iter(users)
-                .map(|user| {
-                    let index = &index;
-                    async move {
-                        let left: i64 = self
-                            .scripts
-                            .sweep_presence
-                            .key(self.keys.presence(&user))
-                            .arg(node)
-                            .invoke_async(&mut self.conn())
-                            .await?;
-                        let _: i64 = self.conn().srem(index, &user).await?;
-                        Ok((left >= 0).then(|| PresenceChange::Left {
-                            user: UserId::from_store(user),
-                            sockets_left: left as u32,
-                        }))
-                    }
-                })
-                .buffer_unordered(PRESENCE_CALLS_IN_FLIGHT)
-                .collect()
-                .await;
+        let listed = users.len();
+        let done: Vec<(Option<PresenceChange>, bool)> = futures_util::stream::iter(users)
+            .map(|user| {
+                let index = &index;
+                async move {
+                    let left: Result<i64, _> = self
+                        .scripts
+                        .sweep_presence
+                        .key(self.keys.presence(&user))
+                        .arg(node)
+                        .invoke_async(&mut self.conn())
+                        .await;
+                    let Ok(left) = left else {
+                        return (None, false);
+                    };
+                    let unlisted = self.conn().srem::<_, _, i64>(index, &user).await.is_ok();
+                    let change = PresenceChange::Left {
+                        user: UserId::from_store(user),
+                        sockets_left: left.max(0) as u32,
+                    };
+                    (Some(change), unlisted)
+                }
+            })
+            .buffer_unordered(PRESENCE_CALLS_IN_FLIGHT)
+            .collect()
+            .await;
         let mut failed = 0;
-        for result in done {
-            match result {
-                Ok(change) => changes.extend(change),
-                Err(_) => failed += 1,
-            }
+        for (change, unlisted) in done {
+            changes.extend(change);
+            failed += usize::from(!unlisted);
         }
         if failed > 0 {
             tracing::warn!(dead = %node, users = failed, "could not sweep every user of a dead node; another heartbeat takes it over");
@@ -420,8 +465,10 @@ impl RedisPresence {
             .scripts
             .finish_sweep
             .key(self.keys.sweeping())
+            .key(self.keys.swept())
             .arg(node)
             .arg(lease)
+            .arg(listed)
             .invoke_async(&mut self.conn())
             .await;
         match finished {
@@ -468,6 +515,17 @@ impl RedisPresence {
             Ok::<_, StoreError>(back.into_iter().flatten().collect::<Vec<_>>())
         }
         .await;
+        if rejoined && result.is_ok() {
+            // Republished: this node's mark as swept can go (a failure leaves it for the next
+            // heartbeat, which then republishes again).
+            if let Err(e) = self
+                .conn()
+                .zrem::<_, _, i64>(self.keys.swept(), &self.node)
+                .await
+            {
+                tracing::warn!(node = %self.node, error = %e, "could not clear this node's mark as swept");
+            }
+        }
         match result {
             Ok(back) if rejoined => {
                 if !back.is_empty() {
