@@ -400,8 +400,11 @@ pub struct Config {
     #[arg(long, env = "TETHER_REDIS_URL", global = true)]
     pub redis_url: Option<String>,
 
-    /// Prefix of every Redis key and pub/sub channel, so deployments can share a Redis.
-    #[arg(long, env = "TETHER_REDIS_PREFIX", default_value = "tether")]
+    /// Prefix of every Redis key and pub/sub channel, so deployments can share a Redis: 1 to 64
+    /// characters, without `{`, `}` (they would change which Redis Cluster slot a key is in),
+    /// spaces or control characters.
+    #[arg(long, env = "TETHER_REDIS_PREFIX", default_value = "tether",
+          value_parser = redis_prefix)]
     pub redis_prefix: String,
 
     /// With `rediss://`: a PEM file of the CA certificates that sign the Redis server's
@@ -561,6 +564,23 @@ impl Config {
     }
 }
 
+fn redis_prefix(raw: &str) -> Result<String, String> {
+    if raw.is_empty() || raw.chars().count() > 64 {
+        return Err("a Redis prefix has 1 to 64 characters".into());
+    }
+    if raw
+        .chars()
+        .any(|c| c == '{' || c == '}' || c.is_whitespace() || c.is_control())
+    {
+        return Err(
+            "a Redis prefix has no `{`, `}`, spaces or control characters (braces would move \
+             its keys' hash slots)"
+                .into(),
+        );
+    }
+    Ok(raw.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -643,5 +663,15 @@ mod tests {
         assert_eq!(parse("65536").unwrap().socket_buffer_bytes, 65_536);
         let refused = parse("65535").unwrap_err().to_string();
         assert!(refused.contains("65536"), "{refused}");
+    }
+
+    #[test]
+    fn a_redis_prefix_with_braces_or_spaces_is_refused() {
+        let parse = |prefix: &str| Config::try_parse_from(["tether", "--redis-prefix", prefix]);
+        assert_eq!(parse("app:tether").unwrap().redis_prefix, "app:tether");
+        for refused in ["", "a{b}", "a b", "x}"] {
+            let error = parse(refused).unwrap_err().to_string();
+            assert!(error.contains("Redis prefix"), "{refused:?}: {error}");
+        }
     }
 }

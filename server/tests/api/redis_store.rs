@@ -171,7 +171,8 @@ async fn users_and_claims_from_before_name_keys_are_keyed_once_at_connect() {
     use redis::AsyncCommands;
     use server::store::{Created, Protect, StoredPasskey};
     let redis = RedisServer::start().await;
-    let key = |rest: &str| format!("{}:{rest}", redis.prefix);
+    // The directory's keys, in its slot.
+    let key = |rest: &str| format!("{p}:{{{p}:d}}:{rest}", p = redis.prefix);
     let node = default_store(&redis).await;
     let ada = user(&node, "ada").await;
     let wide = user(&node, "\u{ff21}\u{ff24}\u{ff21}").await;
@@ -223,4 +224,143 @@ async fn users_and_claims_from_before_name_keys_are_keyed_once_at_connect() {
     drop(default_store(&redis).await);
     let kept: Option<String> = conn.hget(key("protected"), "zz").await.unwrap();
     assert_eq!(kept.as_deref(), Some(ada.as_str()));
+}
+
+/// A Redis written by the release before hash tags (every key named `<prefix>:<name>`): the
+/// first connect of this release moves it into hash-tagged slots once, and everything in it
+/// reads the same: the session by its secret (with its device and deadline), the account's
+/// passkeys and protected name, its settings, its conversation; a second connect moves nothing.
+#[tokio::test]
+async fn a_redis_from_before_hash_tags_is_moved_once_and_reads_the_same() {
+    use redis::AsyncCommands;
+    use server::domain::SessionId;
+    use server::store::Created;
+    let redis = RedisServer::start().await;
+    let key = |rest: &str| format!("{}:{rest}", redis.prefix);
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let (ada, bob) = (UserId::random(), UserId::random());
+    let (a, b) = (ada.as_str(), bob.as_str());
+    let secret = SessionId::random();
+    let family = secret.digest();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    // As the release before wrote it.
+    let _: () = conn
+        .hset_multiple(key("usernames"), &[(a, "ada"), (b, "bob")])
+        .await
+        .unwrap();
+    let _: () = conn
+        .zadd_multiple(key("directory"), &[(1, a), (2, b)])
+        .await
+        .unwrap();
+    let _: () = conn.set(key("users:seq"), 2).await.unwrap();
+    let _: () = conn
+        .hset_multiple(key("name-keys"), &[(a, "ada"), (b, "bob")])
+        .await
+        .unwrap();
+    let _: () = conn.zadd(key("names:ada"), a, 1).await.unwrap();
+    let _: () = conn.zadd(key("names:bob"), b, 2).await.unwrap();
+    let _: () = conn.set(key("name-keys:filled"), 1).await.unwrap();
+    let _: () = conn.hset(key("protected"), "ada", a).await.unwrap();
+    let _: () = conn.hset(key("creds"), "c1", a).await.unwrap();
+    let _: () = conn
+        .hset(key(&format!("user:{a}:passkeys")), "c1", "{}")
+        .await
+        .unwrap();
+    let _: () = conn
+        .hset(
+            key(&format!("user:{a}:passkey-info")),
+            "c1",
+            format!("{now}|{now}|Chrome on Linux"),
+        )
+        .await
+        .unwrap();
+    let session = key(&format!("session:{family}"));
+    let _: () = conn
+        .hset_multiple(
+            &session,
+            &[
+                ("user", a),
+                ("name", "ada"),
+                ("created", &now.to_string()),
+                ("seen", &now.to_string()),
+                ("device", "Firefox on Linux"),
+                ("key", ""),
+            ],
+        )
+        .await
+        .unwrap();
+    let _: () = conn.pexpire(&session, 3_600_000).await.unwrap();
+    let _: () = conn
+        .sadd(key(&format!("user:{a}:sessions")), &family)
+        .await
+        .unwrap();
+    let _: () = conn
+        .zadd(
+            key("session-deadlines"),
+            format!("{family}:{a}"),
+            now + 3_600_000,
+        )
+        .await
+        .unwrap();
+    let _: () = conn
+        .hset(key(&format!("settings:{a}")), "readReceipts", "0")
+        .await
+        .unwrap();
+    let message = format!(r#"{{"id":1,"ts":{now},"content":"hi","from":"{b}","to":"{a}"}}"#);
+    let _: () = conn.hset(key("messages"), 1, &message).await.unwrap();
+    let _: () = conn.set(key("msg:seq"), 1).await.unwrap();
+    for set in [
+        format!("inbox:{a}"),
+        format!("inbox:{b}"),
+        format!("conv:{}|{}", a.min(b), a.max(b)),
+    ] {
+        let _: () = conn.zadd(key(&set), 1, 1).await.unwrap();
+    }
+    let _: () = conn.sadd(key(&format!("peers:{a}")), b).await.unwrap();
+    let _: () = conn.sadd(key(&format!("peers:{b}")), a).await.unwrap();
+
+    let node = default_store(&redis).await;
+    let found = node
+        .find_session(&secret)
+        .await
+        .unwrap()
+        .expect("the session moved");
+    assert_eq!(
+        (found.user_id.as_str(), found.username.as_str()),
+        (a, "ada")
+    );
+    let devices = node.devices(&ada).await.unwrap();
+    assert_eq!(devices.len(), 1);
+    assert_eq!(devices[0].label, "Firefox on Linux");
+    let passkeys = node.passkeys(&ada).await.unwrap();
+    assert!(passkeys.protected);
+    assert_eq!(passkeys.passkeys.len(), 1);
+    assert!(!node.settings(&ada).await.unwrap().read_receipts);
+    assert_eq!(names(&node.list_users().await.unwrap()), ["ada", "bob"]);
+    assert_eq!(
+        node.create_session(&Username::parse("ada").unwrap(), "", None)
+            .await
+            .unwrap(),
+        Created::NameProtected
+    );
+    let conversations = node.conversations(&ada, 10, 0, 10).await.unwrap();
+    assert_eq!(conversations.peers, std::slice::from_ref(&bob));
+    assert_eq!(conversations.messages.len(), 1);
+    let old: bool = conn.exists(&session).await.unwrap();
+    assert!(!old, "the old names are gone");
+    let layout: i64 = conn.get(key("layout")).await.unwrap();
+    assert_eq!(layout, 2);
+    drop(node);
+    let again = default_store(&redis).await;
+    assert!(
+        again.find_session(&secret).await.unwrap().is_some(),
+        "moved once"
+    );
 }

@@ -1,54 +1,62 @@
 //! The Redis backend, for several nodes sharing one Redis (7 or newer, one primary endpoint,
-//! over TLS or not). Not Redis Cluster yet: presence is hash-tagged (each of its scripts stays
-//! in one slot, and is tested on a cluster), the rest of the layout is not, since its scripts
-//! name keys they compute (issue #27 item 1 moves it, part by part).
-//! [`RedisTarget`] is how a node reaches it, for this store and the Socket.IO adapter alike.
+//! over TLS or not). Not Redis Cluster yet (issue #27 item 1 moves the layout part by part):
+//! presence, sessions, the directory and passkeys are hash-tagged, each of their scripts in one
+//! slot (tested on a cluster: `RedisStore::connect_cluster`); messages and read state still
+//! touch several slots. [`RedisTarget`] is how a node reaches it, for this store and the
+//! Socket.IO adapter alike.
 //!
-//! Layout, every key under `{prefix}:`:
-//! - `usernames` hash userID → name; `directory` sorted set of userIDs scored by sign-up number
-//!   (`users:seq`), so a node's cached directory reads only the entries after the last it has;
-//!   `users:epoch` counts the sweeps that deleted accounts (a node whose epoch is behind reads
-//!   the whole directory again). Before expiry the directory was a `users` list of
-//!   `[userID, name]` JSON, which [`RedisStore::connect`] converts once;
-//! - `session:{sha256(secret)}` hash (user, name, created) whose TTL is the idle timeout,
-//!   refreshed on every use; `user:{id}:sessions` set of digests for "sign out everywhere";
-//!   `session-deadlines` sorted set of `{digest}:{user}` scored by when the session expires
-//!   (idle or maximum age, whichever is first), so the per-second sweep reads only what is
-//!   due; `quiet-users` sorted set of the users that never sent or received a message, scored
-//!   by their last handshake (0: no session left), read by the account sweep;
-//! - `msg:seq` counter (message ids); `messages` hash id → the wire JSON of the message;
-//!   `inbox:{user}` and `conv:{a}|{b}` sorted sets of ids (score = id); `peers:{user}` set;
-//!   `dedupe:{user}` hash clientId → id. One Lua script checks the recipient, de-duplicates,
-//!   takes the id and writes all of it atomically, before the caller acks;
-//! - read state: `reads:{user}` hash peer → `"{upTo}:{at}"`, the user's read cursor of each
-//!   conversation, written only when it moves (one script reads, clamps and writes it, so it
-//!   never goes back); `seen:{user}` hash peer → `"{upTo}:{at}"`, the user's seen cursor (what
-//!   the peer may know they read), written by the same script to the read cursor's new place
-//!   only when it moves while both have read receipts on (absent: nothing seen; cursors read
-//!   before this hash existed are not copied into it: peers see "Seen" again from the next
-//!   read made with receipts shared); `settings:{user}` hash (`readReceipts` `"0"`/`"1"`;
-//!   absent: on). Nothing
-//!   about reading is written per message: the conversation list takes each conversation's
-//!   newest id from its `conv:` set, and an unread count reads the messages after the cursor
-//!   (newest first, at most `UNREAD_MAX` for `read`, `--unread-count-max` for a conversation
-//!   page, stopping at the reader's own);
-//! - presence ([`presence`], hash-tagged so that each script stays in one Redis Cluster slot,
-//!   issue #27): `{u:<user>}:presence` hash node → the user's sockets on that node, whose sum
-//!   is the user's count; `{<prefix>:n:<node>}:users` set, the users with sockets on the node
-//!   (read by `online_users` and by the sweep of a dead node); `{<prefix>:g}:node:<node>` a
-//!   heartbeat key with a TTL, `{<prefix>:g}:nodes` set of the registered nodes,
-//!   `{<prefix>:g}:sweeping` sorted set of the dead nodes being swept, scored by when the
-//!   sweep's lease lapses, `{<prefix>:g}:swept` sorted set of the nodes swept with users listed
-//!   (each swept once more later), scored by when. The keys of the layout before (`nodes`, `presence:<node>`,
-//!   `node:<node>`) are dropped at connect;
+//! Layout, every key under `{prefix}:`, in hash-tagged slots: `{<prefix>:d}` the directory,
+//! `{s:<digest>}` one session, `{u:<user>}` one user, `{<prefix>:g}` the nodes,
+//! `{<prefix>:n:<node>}` one node. Each script touches one slot; an operation over several is a
+//! sequence of scripts, ordered so that a crash between two leaves nothing a reader trips on,
+//! and each safe to run twice (a cluster connection resends a command whose connection dropped).
+//! - the directory (`{<prefix>:d}`): `usernames` hash userID → name; `directory` sorted set of
+//!   userIDs scored by sign-up number (`users:seq`), so a node's cached directory reads only
+//!   the entries after the last it has; `users:epoch` counts the sweeps that deleted accounts
+//!   and the protections (a node whose epoch is behind reads the whole directory again);
+//!   `name-keys` hash userID → name key, `names:<key>` sorted set of the users with that key by
+//!   sign-up number, `protected` hash name key → userID (first to protect wins), `creds` hash
+//!   credential id → userID (unique across accounts); `session-deadlines` sorted set of
+//!   `{digest}:{user}` scored by when the session expires (idle or maximum age, whichever is
+//!   first), so the per-second sweep reads only what is due; `quiet-users` sorted set of the
+//!   users that never sent or received a message, scored by their last handshake (0: no
+//!   session left), read by the account sweep. Before expiry the directory was a `users` list
+//!   of `[userID, name]` JSON, which [`RedisStore::connect`] converts once;
+//! - a session (`{s:<sha256(secret)>}`): `session` hash (user, name, created, seen, device,
+//!   key, deadline, and the rotation's `cur`, `issued`, `r:<digest>`) whose TTL is the idle
+//!   timeout, refreshed on every use; `secret`, in the slot of a later secret's digest, the
+//!   family it belongs to (until the session's maximum age);
+//! - a user (`{u:<user>}`): `sessions` hash family → created (the device limit, "sign out
+//!   everywhere"); `passkeys` hash credential id → the `Passkey` JSON, `passkey-info` hash
+//!   credential id → `added|last used|added in` (ms, ms, device label; absent for passkeys
+//!   from before it); `peers` set; `settings` hash (`readReceipts` `"0"`/`"1"`; absent: on);
+//!   `presence` (below);
+//! - messages (not yet hash-tagged): `msg:seq` counter (message ids); `messages` hash id → the
+//!   wire JSON of the message; `inbox:{user}` and `conv:{a}|{b}` sorted sets of ids (score =
+//!   id); `dedupe:{user}` hash clientId → id. One Lua script checks the recipient,
+//!   de-duplicates, takes the id and writes all of it atomically, before the caller acks;
+//! - read state (not yet hash-tagged): `reads:{user}` hash peer → `"{upTo}:{at}"`, the user's
+//!   read cursor of each conversation, written only when it moves (one script reads, clamps and
+//!   writes it, so it never goes back); `seen:{user}` hash peer → `"{upTo}:{at}"`, the user's
+//!   seen cursor (what the peer may know they read), written by the same script to the read
+//!   cursor's new place only when it moves while both have read receipts on (absent: nothing
+//!   seen; cursors read before this hash existed are not copied into it: peers see "Seen"
+//!   again from the next read made with receipts shared). Nothing about reading is written per
+//!   message: the conversation list takes each conversation's newest id from its `conv:` set,
+//!   and an unread count reads the messages after the cursor (newest first, at most
+//!   `UNREAD_MAX` for `read`, `--unread-count-max` for a conversation page, stopping at the
+//!   reader's own);
+//! - presence ([`presence`]): `{u:<user>}:presence` hash node → the user's sockets on that
+//!   node, whose sum is the user's count; `{<prefix>:n:<node>}:users` set, the users with
+//!   sockets on the node (read by `online_users` and by the sweep of a dead node);
+//!   `{<prefix>:g}:node:<node>` a heartbeat key with a TTL, `{<prefix>:g}:nodes` set of the
+//!   registered nodes, `{<prefix>:g}:sweeping` sorted set of the dead nodes being swept, scored
+//!   by when the sweep's lease lapses, `{<prefix>:g}:swept` sorted set of the nodes swept with
+//!   users listed (each swept once more later), scored by when;
 //! - `{<prefix>:n:<node>}:ready`: what the node's readiness probe (`/readyz`) writes,
-//!   expiring in a minute;
-//! - passkeys (issue #25 slice 4): `protected` hash name key → userID (first to protect wins),
-//!   `creds` hash credential id → userID (unique across accounts), `user:{id}:passkeys` hash
-//!   credential id → the `Passkey` JSON, `user:{id}:passkey-info` hash credential id →
-//!   `added|last used|added in` (ms, ms, device label; absent for passkeys from before it);
-//!   `ceremony:{id}` string, a sign-in ceremony's state with
-//!   its TTL, taken by `GETDEL` (single use).
+//!   expiring in a minute; `ceremony:{id}` string, a sign-in ceremony's state with its TTL,
+//!   taken by `GETDEL` (single use); `layout`: 2 once a Redis written before hash tags was
+//!   moved (at the first connect of this release; presence's old keys are dropped then).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -429,70 +437,93 @@ impl Keys {
     fn key(&self, rest: &str) -> String {
         format!("{}:{rest}", self.prefix)
     }
+    /// The directory's slot: every key about names and accounts as a whole, and the sweeps'
+    /// indexes (one slot for now; the indexes can be spread over buckets later).
+    fn dir(&self, name: &str) -> String {
+        self.tagged(&format!("{}:d", self.prefix), name)
+    }
+    /// What the directory slot's keys start with, for the scripts that name the ones they
+    /// compute (`names:<key>`), always in that slot.
+    fn dir_prefix(&self) -> String {
+        self.dir("")
+    }
+    /// A session's slot: its hash, and the pointer of a later secret's digest.
+    fn session_slot(&self, digest: &str, name: &str) -> String {
+        self.tagged(&format!("s:{digest}"), name)
+    }
+    /// A user's slot: every key about one user.
+    fn user_slot(&self, user: &str, name: &str) -> String {
+        self.tagged(&format!("u:{user}"), name)
+    }
     fn usernames(&self) -> String {
-        self.key("usernames")
+        self.dir("usernames")
     }
     /// The directory as it was before expiry (a list), converted at connect.
     fn legacy_users(&self) -> String {
-        self.key("users")
+        self.dir("users")
     }
     fn directory(&self) -> String {
-        self.key("directory")
+        self.dir("directory")
     }
     fn users_seq(&self) -> String {
-        self.key("users:seq")
+        self.dir("users:seq")
     }
     fn users_epoch(&self) -> String {
-        self.key("users:epoch")
+        self.dir("users:epoch")
     }
     fn protected(&self) -> String {
-        self.key("protected")
+        self.dir("protected")
     }
     /// Each user's name key (`store::name_key`), by user id.
     fn name_keys(&self) -> String {
-        self.key("name-keys")
+        self.dir("name-keys")
     }
     /// The users with one name key, scored by sign-up number (oldest first).
     fn names(&self, name_key: &str) -> String {
-        self.key(&format!("names:{name_key}"))
+        self.dir(&format!("names:{name_key}"))
     }
     /// Set once the users from before name keys have theirs (see `RedisStore::fill_name_keys`).
     fn name_keys_filled(&self) -> String {
-        self.key("name-keys:filled")
+        self.dir("name-keys:filled")
     }
     fn creds(&self) -> String {
-        self.key("creds")
+        self.dir("creds")
     }
     fn passkeys(&self, user: &str) -> String {
-        self.key(&format!("user:{user}:passkeys"))
+        self.user_slot(user, "passkeys")
     }
     /// A user's passkeys as listed: credential id → `added|last used|added in`.
     fn passkey_info(&self, user: &str) -> String {
-        self.key(&format!("user:{user}:passkey-info"))
+        self.user_slot(user, "passkey-info")
     }
     fn ceremony(&self, id: &str) -> String {
         self.key(&format!("ceremony:{id}"))
     }
     fn quiet_users(&self) -> String {
-        self.key("quiet-users")
+        self.dir("quiet-users")
     }
     fn session_deadlines(&self) -> String {
-        self.key("session-deadlines")
+        self.dir("session-deadlines")
     }
     /// What every key starts with, for the scripts that name keys they compute.
     fn all(&self) -> String {
         self.key("")
     }
     fn session(&self, digest: &str) -> String {
-        self.key(&format!("session:{digest}"))
+        self.session_slot(digest, "session")
     }
     /// A secret after a session's first (issue #25, rotation): the session's family, so the
     /// secret finds its session. (The first secret's digest is the family itself.)
     fn secret(&self, digest: &str) -> String {
-        self.key(&format!("secret:{digest}"))
+        self.session_slot(digest, "secret")
     }
+    /// The user's sessions: family → when it was created (ms).
     fn user_sessions(&self, user: &str) -> String {
-        self.key(&format!("user:{user}:sessions"))
+        self.user_slot(user, "sessions")
+    }
+    /// Which layout the keys are in (absent: the one before hash tags).
+    fn layout(&self) -> String {
+        self.key("layout")
     }
     fn message_seq(&self) -> String {
         self.key("msg:seq")
@@ -511,7 +542,7 @@ impl Keys {
         self.key(&format!("conv:{lo}|{hi}"))
     }
     fn peers(&self, user: &str) -> String {
-        self.key(&format!("peers:{user}"))
+        self.user_slot(user, "peers")
     }
     /// The user's read cursors, by peer.
     fn reads(&self, user: &str) -> String {
@@ -522,7 +553,7 @@ impl Keys {
         self.key(&format!("seen:{user}"))
     }
     fn settings(&self, user: &str) -> String {
-        self.key(&format!("settings:{user}"))
+        self.user_slot(user, "settings")
     }
     /// `{prefix}:{<tag>}:<name>`. Keys that share a hash tag share a Redis Cluster slot, so
     /// a script may touch them together (issue #27: each script stays in one slot).
@@ -562,7 +593,7 @@ impl Keys {
     }
     /// A user's presence: node → the user's sockets there.
     fn presence(&self, user: &str) -> String {
-        self.tagged(&format!("u:{user}"), "presence")
+        self.user_slot(user, "presence")
     }
     /// The presence keys before they were hash-tagged (`nodes` set, `presence:<node>` hashes,
     /// `node:<node>` heartbeats), dropped at connect.
@@ -588,110 +619,117 @@ const INT: &str = r#"
 local function int(n) return string.format('%.0f', n) end
 "#;
 
-/// Creates the user and its session, unless its name key ARGV[8] is protected (then -1, nothing
-/// written) or either id is taken (then 0: draw again). A new user has no message yet: it joins
-/// `quiet-users`; it joins its name key's users with its sign-up number.
+/// Lists a new user in the directory's slot, unless its name key ARGV[4] is protected (-1,
+/// nothing written) or its id is taken by another user (0: draw again); 1 when listed (a resent
+/// call that listed it included). The user joins `quiet-users` (no message yet), its name key's
+/// users with its sign-up number, and its first session's deadline (`ARGV[5]:ARGV[1]` at
+/// ARGV[6]) is indexed. KEYS: protected, usernames, users:seq, directory, names:<key>,
+/// name-keys, quiet-users, session-deadlines.
+const CREATE_USER: &str = r#"
+if redis.call('HEXISTS', KEYS[1], ARGV[4]) == 1 then return -1 end
+local held = redis.call('HGET', KEYS[2], ARGV[1])
+if held then
+  if held == ARGV[2] and redis.call('ZSCORE', KEYS[4], ARGV[1]) then return 1 end
+  return 0
+end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+local seq = redis.call('INCR', KEYS[3])
+redis.call('ZADD', KEYS[4], seq, ARGV[1])
+redis.call('ZADD', KEYS[5], seq, ARGV[1])
+redis.call('HSET', KEYS[6], ARGV[1], ARGV[4])
+redis.call('ZADD', KEYS[7], ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[8], ARGV[6], ARGV[5] .. ':' .. ARGV[1])
+return 1
+"#;
+
+/// Creates session KEYS[1] (its own slot; KEYS[2] the pointer a later secret with this digest
+/// would have) for user ARGV[1] named ARGV[2], created now (ARGV[3]), idle TTL ARGV[4] ms, device
+/// label ARGV[5], key ARGV[6], deadline ARGV[7]: 1 when made (a resent call included), 0 when
+/// the digest is taken (draw again).
 const CREATE_SESSION: &str = r#"
-if redis.call('HEXISTS', KEYS[8], ARGV[8]) == 1 then return -1 end
-if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
-if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
-local seq = redis.call('INCR', KEYS[5])
-redis.call('ZADD', KEYS[2], seq, ARGV[1])
-redis.call('ZADD', KEYS[9], seq, ARGV[1])
-redis.call('HSET', KEYS[10], ARGV[1], ARGV[8])
-redis.call('HSET', KEYS[3], 'user', ARGV[1], 'name', ARGV[2], 'created', ARGV[3], 'seen', ARGV[3], 'device', ARGV[7], 'key', ARGV[9])
-redis.call('PEXPIRE', KEYS[3], ARGV[4])
-redis.call('SADD', KEYS[4], ARGV[5])
-redis.call('ZADD', KEYS[6], ARGV[3], ARGV[1])
-redis.call('ZADD', KEYS[7], ARGV[6], ARGV[5] .. ':' .. ARGV[1])
+local held = redis.call('HGET', KEYS[1], 'user')
+if held then
+  if held == ARGV[1] then return 1 end
+  return 0
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'user', ARGV[1], 'name', ARGV[2], 'created', ARGV[3], 'seen', ARGV[3], 'device', ARGV[5], 'key', ARGV[6], 'deadline', ARGV[7])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1
 "#;
 
-/// Another session (device) of an existing user, unless the user holds ARGV[7] live sessions
-/// already (`{'full'}`: sessions whose key expired or that are past the maximum age ARGV[8] do
-/// not count; the set is walked only when it is that large) or its id is taken (then
-/// `{'taken'}`: draw again). Returns nil when the user is unknown, else `{'ok', name}`.
-const CREATE_DEVICE_SESSION: &str = r#"
-local name = redis.call('HGET', KEYS[1], ARGV[1])
-if not name then return false end
-local max = tonumber(ARGV[7])
-if redis.call('SCARD', KEYS[3]) >= max then
-  local live, now, max_age = 0, tonumber(ARGV[2]), tonumber(ARGV[8])
-  for _, d in ipairs(redis.call('SMEMBERS', KEYS[3])) do
-    local created = redis.call('HGET', ARGV[9] .. 'session:' .. d, 'created')
-    if created and now - tonumber(created) <= max_age then live = live + 1 end
+/// Admits session ARGV[1], created ARGV[2], into the user's sessions KEYS[1] (family →
+/// created) unless the user holds ARGV[3] sessions created within the maximum age ARGV[4]
+/// already: `{'ok'}` (a resent call included), or `{'full', family, ...}` with those sessions
+/// (the caller drops the ones that no longer exist and asks again).
+const ADMIT_SESSION: &str = r#"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return {'ok'} end
+local now, max, max_age = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+if redis.call('HLEN', KEYS[1]) >= max then
+  local live = {}
+  local all = redis.call('HGETALL', KEYS[1])
+  for i = 1, #all, 2 do
+    if now - tonumber(all[i + 1]) <= max_age then table.insert(live, all[i]) end
   end
-  if live >= max then return {'full'} end
-end
-if redis.call('EXISTS', KEYS[2]) == 1 then return {'taken'} end
-redis.call('HSET', KEYS[2], 'user', ARGV[1], 'name', name, 'created', ARGV[2], 'seen', ARGV[2], 'device', ARGV[6], 'key', ARGV[10])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
-redis.call('SADD', KEYS[3], ARGV[4])
-redis.call('ZADD', KEYS[4], ARGV[5], ARGV[4] .. ':' .. ARGV[1])
-redis.call('ZADD', KEYS[5], 'XX', 'GT', ARGV[2], ARGV[1])
-return {'ok', name}
-"#;
-
-/// The user's live sessions: `{family, created, seen, device, bound, ...}` (`seen` and `device`
-/// are absent from sessions made before devices: then `created` and ''; `bound` is '1' when the
-/// session has a key, '0' when it was made without one or before keys).
-const DEVICES: &str = r#"
-local now, max_age = tonumber(ARGV[1]), tonumber(ARGV[2])
-local out = {}
-for _, d in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local s = redis.call('HMGET', ARGV[3] .. 'session:' .. d, 'user', 'created', 'seen', 'device', 'key')
-  if s[1] == ARGV[4] and now - tonumber(s[2]) <= max_age then
-    table.insert(out, d)
-    table.insert(out, s[2])
-    table.insert(out, s[3] or s[2])
-    table.insert(out, s[4] or '')
-    table.insert(out, (s[5] and s[5] ~= '') and '1' or '0')
+  if #live >= max then
+    local out = {'full'}
+    for _, d in ipairs(live) do table.insert(out, d) end
+    return out
   end
 end
-return out
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return {'ok'}
 "#;
 
-/// Ends one session (by family) if it is the user's; returns 1 if it was.
-const END_FAMILY: &str = r#"
-local user = redis.call('HGET', KEYS[1], 'user')
-if user ~= ARGV[3] then return 0 end
+/// Ends session KEYS[1] if it is user ARGV[1]'s (any user's when ARGV[1] is '') and, with
+/// ARGV[2] = 1, only if it is not bound to a key: the user it was, or nil.
+const END_SESSION: &str = r#"
+local s = redis.call('HMGET', KEYS[1], 'user', 'key')
+if not s[1] then return false end
+if ARGV[1] ~= '' and s[1] ~= ARGV[1] then return false end
+if ARGV[2] == '1' and s[2] and s[2] ~= '' then return false end
 redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], ARGV[1] .. ':' .. user)
-redis.call('SREM', ARGV[2] .. 'user:' .. user .. ':sessions', ARGV[1])
-mark_if_sessionless(KEYS[3], ARGV[2], user)
+return s[1]
+"#;
+
+/// Drops families (ARGV) from the user's sessions KEYS[1]; returns how many the user has left.
+const FORGET_SESSIONS: &str = r#"
+if #ARGV > 0 then redis.call('HDEL', KEYS[1], unpack(ARGV)) end
+return redis.call('HLEN', KEYS[1])
+"#;
+
+/// Unindexes ended sessions of user ARGV[1] (their families ARGV[3..]) from the deadlines
+/// KEYS[1]; with ARGV[2] = 1 (the user has none left) the account sweep may take the user as
+/// soon as it has no message (`quiet-users` KEYS[2], score 0).
+const UNINDEX_SESSIONS: &str = r#"
+for i = 3, #ARGV do redis.call('ZREM', KEYS[1], ARGV[i] .. ':' .. ARGV[1]) end
+if ARGV[2] == '1' then redis.call('ZADD', KEYS[2], 'XX', 0, ARGV[1]) end
 return 1
 "#;
 
-/// Ends every session of user ARGV[2] not bound to a key (its `key` field empty or absent):
-/// KEYS[1] the user's sessions, KEYS[2] the deadlines, KEYS[3] the quiet users. Returns the
-/// families ended.
-const END_UNBOUND: &str = r#"
-local ended = {}
-for _, d in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local s = redis.call('HMGET', ARGV[1] .. 'session:' .. d, 'user', 'key')
-  if s[1] == ARGV[2] and not (s[2] and s[2] ~= '') then
-    redis.call('DEL', ARGV[1] .. 'session:' .. d)
-    redis.call('ZREM', KEYS[2], d .. ':' .. ARGV[2])
-    redis.call('SREM', KEYS[1], d)
-    table.insert(ended, d)
-  end
-end
-if #ended > 0 then mark_if_sessionless(KEYS[3], ARGV[1], ARGV[2]) end
-return ended
+/// Indexes used sessions (ARGV: user, then family/deadline pairs) in the deadlines KEYS[1],
+/// and moves the user's last handshake (`quiet-users` KEYS[2], only if it has no message yet)
+/// to now (ARGV[2]).
+const INDEX_SESSIONS: &str = r#"
+for i = 3, #ARGV, 2 do redis.call('ZADD', KEYS[1], ARGV[i + 1], ARGV[i] .. ':' .. ARGV[1]) end
+redis.call('ZADD', KEYS[2], 'XX', 'GT', ARGV[2], ARGV[1])
+return 1
 "#;
 
 /// Finds a session by one of its secrets (ARGV[5], a digest) and, unless it is past its maximum
-/// age, refreshes it as used now: its idle TTL, its deadline, its last use (`seen`, for the
-/// devices list), and its user's last handshake if the user has no message yet. KEYS[1] is the
-/// session of family ARGV[4], KEYS[4] the secret's pointer. With ARGV[6] = 1 a secret that has
-/// a pointer (one after the session's first) answers `{'family', family}` only: the caller asks
-/// again with that family and ARGV[6] = 0. Returns nil when unknown, else `{user, name, live,
-/// key, state, at, current}`: `live` 0 past its maximum age; `key` the hex of the point the
-/// session is bound to ('' when unbound); `state` `current` (issued `at`; 0: due) or `retired`
-/// (at `at`); `current` the digest of the current secret (`cur`, absent: the family's own).
+/// age, refreshes it as used now: its idle TTL, its deadline (stored in it, for the sweep),
+/// its last use (`seen`, for the devices list). KEYS[1] is the session of family ARGV[4];
+/// with ARGV[6] = 1 (then the family is the digest itself, and KEYS[2] its pointer, in the same
+/// slot) a secret that has a pointer (one after the session's first) answers `{'family',
+/// family}` only: the caller asks again with that family and ARGV[6] = 0 (and KEYS[1] alone).
+/// Returns nil when unknown, else `{user, name, live, key, state, at, current, deadline}`:
+/// `live` 0 past its maximum age; `key` the hex of the point the session is bound to ('' when
+/// unbound); `state` `current` (issued `at`; 0: due) or `retired` (at `at`); `current` the
+/// digest of the current secret (`cur`, absent: the family's own); `deadline` when it expires
+/// now. The caller indexes the deadline and the account's last handshake.
 const FIND_SESSION: &str = r#"
 if ARGV[6] == '1' then
-  local family = redis.call('GET', KEYS[4])
+  local family = redis.call('GET', KEYS[2])
   if family then return {'family', family} end
 end
 local s = redis.call('HMGET', KEYS[1], 'user', 'name', 'created', 'key', 'cur', 'issued', 'r:' .. ARGV[5])
@@ -707,34 +745,57 @@ else
 end
 local now, idle, max_age = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local created = tonumber(s[3])
-if now - created > max_age then return {s[1], s[2], '0', '', state, at, cur} end
+if now - created > max_age then return {s[1], s[2], '0', '', state, at, cur, '0'} end
+local deadline = int(math.min(now + idle, created + max_age))
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('HSET', KEYS[1], 'seen', ARGV[1])
-redis.call('ZADD', KEYS[2], int(math.min(now + idle, created + max_age)), ARGV[4] .. ':' .. s[1])
-redis.call('ZADD', KEYS[3], 'XX', 'GT', ARGV[1], s[1])
-return {s[1], s[2], '1', s[4] or '', state, at, cur}
+redis.call('HSET', KEYS[1], 'seen', ARGV[1], 'deadline', deadline)
+return {s[1], s[2], '1', s[4] or '', state, at, cur, deadline}
+"#;
+
+/// Refreshes session KEYS[1] as a handshake would (its sockets are connected): `{'gone'}` when
+/// it is gone or past its maximum age ARGV[3], else `{user, deadline, due}` (`due` 1 when its
+/// secret is marked due for rotation).
+const TOUCH_SESSION: &str = r#"
+local now, idle, max_age = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local s = redis.call('HMGET', KEYS[1], 'user', 'created', 'issued')
+if not s[1] or now - tonumber(s[2]) > max_age then return {'gone'} end
+local deadline = int(math.min(now + idle, tonumber(s[2]) + max_age))
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('HSET', KEYS[1], 'seen', ARGV[1], 'deadline', deadline)
+return {s[1], deadline, s[3] == '0' and '1' or '0'}
+"#;
+
+/// Claims a later secret's pointer KEYS[1] (digest ARGV[3]) for family ARGV[1] until ARGV[2]
+/// (ms): `ok` (a resent call included), or `taken` when the digest is a secret of another
+/// session or a session itself (KEYS[2]).
+const CLAIM_SECRET: &str = r#"
+if redis.call('EXISTS', KEYS[2]) == 1 then return 'taken' end
+local held = redis.call('GET', KEYS[1])
+if held then
+  if held == ARGV[1] then return 'ok' end
+  return 'taken'
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
+return 'ok'
 "#;
 
 /// Rotates the secret of session KEYS[1] (family ARGV[1]) if its current secret is still ARGV[2]
-/// (compare-and-set) and fewer than ARGV[6] secrets were retired since ARGV[5]: ARGV[3] becomes
-/// current (issued now, ARGV[4]), the old one is retired now (`r:<digest>`), and the new one's
-/// pointer KEYS[2] names the family until the session's maximum age (ARGV[7]) is reached.
-/// Returns `rotated`, `moved`, `gone`, `too_many`, or `taken` (the new digest is a secret or a
-/// session already, KEYS[2] or KEYS[3]: draw again). Idempotent under retries (a retry after
-/// a success is `moved`).
+/// (compare-and-set) and fewer than ARGV[6] secrets were retired since ARGV[5]: ARGV[3] (whose
+/// pointer the caller claimed) becomes current (issued now, ARGV[4]), the old one is retired
+/// now (`r:<digest>`). Returns `rotated` (a resent call that rotated included: `cur` is ARGV[3]
+/// already), `moved`, `gone` or `too_many`.
 const ROTATE_SECRET: &str = r#"
 local s = redis.call('HMGET', KEYS[1], 'user', 'created', 'cur')
 if not s[1] then return 'gone' end
 local cur = s[3] or ARGV[1]
+if cur == ARGV[3] then return 'rotated' end
 if cur ~= ARGV[2] then return 'moved' end
-if redis.call('EXISTS', KEYS[2]) == 1 or redis.call('EXISTS', KEYS[3]) == 1 then return 'taken' end
 local recent, since = 0, tonumber(ARGV[5])
 local all = redis.call('HGETALL', KEYS[1])
 for i = 1, #all, 2 do
   if string.sub(all[i], 1, 2) == 'r:' and tonumber(all[i + 1]) >= since then recent = recent + 1 end
 end
 if recent >= tonumber(ARGV[6]) then return 'too_many' end
-redis.call('SET', KEYS[2], ARGV[1], 'PXAT', int(tonumber(s[2]) + tonumber(ARGV[7])))
 redis.call('HSET', KEYS[1], 'cur', ARGV[3], 'issued', ARGV[4], 'r:' .. cur, ARGV[4])
 return 'rotated'
 "#;
@@ -761,37 +822,68 @@ if held[2] == ARGV[1] then return 'this' end
 return 'other'
 "#;
 
-/// Adds a passkey to a user and, on its first, claims the user's name key for it, if the user is
-/// the oldest with that key; the user leaves `quiet-users` (a protected account is never swept)
-/// and the directory's epoch moves (every node reads it again, to mark the owner).
-/// Returns `protected`, `added`, `name_taken`, `credential_taken`, `full` or `unknown` (checked
-/// in that order, as SQLite does); all or nothing. A registered credential is
-/// `credential_taken` whoever holds it (a retry of a call that succeeded included).
-const PROTECT: &str = r#"
+/// The directory's checks before user ARGV[1] adds passkey ARGV[2] (checked in the contract's
+/// order: `unknown`, `name_taken`, `credential_taken`); past them the credential is reserved
+/// for the user, and the answer says whether the user owns its name key's claim already
+/// (`owner`) or may claim it (`claim`: it is the oldest account with the key). KEYS:
+/// usernames, name-keys, protected, creds; ARGV[3] the directory slot's key prefix.
+const PROTECT_CHECK: &str = r#"
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 'unknown' end
-local key = redis.call('HGET', KEYS[6], ARGV[1])
+local key = redis.call('HGET', KEYS[2], ARGV[1])
 if not key then return 'unknown' end
-local owner = redis.call('HGET', KEYS[2], key)
+local owner = redis.call('HGET', KEYS[3], key)
 if owner and owner ~= ARGV[1] then return 'name_taken' end
-if not owner and redis.call('ZRANGE', ARGV[4] .. 'names:' .. key, 0, 0)[1] ~= ARGV[1] then
+if not owner and redis.call('ZRANGE', ARGV[3] .. 'names:' .. key, 0, 0)[1] ~= ARGV[1] then
   return 'name_taken'
 end
-if redis.call('HEXISTS', KEYS[3], ARGV[2]) == 1 then return 'credential_taken' end
-if redis.call('HLEN', KEYS[4]) >= tonumber(ARGV[5]) then return 'full' end
-redis.call('HSET', KEYS[3], ARGV[2], ARGV[1])
-redis.call('HSET', KEYS[4], ARGV[2], ARGV[3])
-redis.call('HSET', KEYS[8], ARGV[2], ARGV[6] .. '|' .. ARGV[6] .. '|' .. ARGV[7])
-redis.call('ZREM', KEYS[5], ARGV[1])
-if owner then return 'added' end
+if redis.call('HEXISTS', KEYS[4], ARGV[2]) == 1 then return 'credential_taken' end
+redis.call('HSET', KEYS[4], ARGV[2], ARGV[1])
+if owner then return 'owner' end
+return 'claim'
+"#;
+
+/// Adds passkey ARGV[1] (JSON ARGV[2], info ARGV[3]) to the user's passkeys KEYS[1] and their
+/// info KEYS[2], unless the user holds ARGV[4] already: `added` (a resent call included) or
+/// `full`.
+const ADD_PASSKEY: &str = r#"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 'added' end
+if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[4]) then return 'full' end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+return 'added'
+"#;
+
+/// The directory's part of a passkey added to user ARGV[1]: the user leaves `quiet-users` (a
+/// protected account is never swept) and, with ARGV[2] = 1, claims its name key if still free
+/// and the user is still the oldest with it (then the directory's epoch moves, so every node
+/// reads the roster's marks again). Returns `added`, `protected`, or `name_taken` (someone
+/// claimed it meanwhile: the caller undoes the passkey). KEYS: name-keys, protected,
+/// quiet-users, users:epoch; ARGV[3] the directory slot's key prefix.
+const PROTECT_FINISH: &str = r#"
+redis.call('ZREM', KEYS[3], ARGV[1])
+if ARGV[2] ~= '1' then return 'added' end
+local key = redis.call('HGET', KEYS[1], ARGV[1])
+if not key then return 'name_taken' end
+local owner = redis.call('HGET', KEYS[2], key)
+if owner == ARGV[1] then return 'protected' end
+if owner or redis.call('ZRANGE', ARGV[3] .. 'names:' .. key, 0, 0)[1] ~= ARGV[1] then
+  return 'name_taken'
+end
 redis.call('HSET', KEYS[2], key, ARGV[1])
-redis.call('INCR', KEYS[7])
+redis.call('INCR', KEYS[4])
 return 'protected'
+"#;
+
+/// Frees credential ARGV[2] (KEYS[1] creds) if user ARGV[1] holds it.
+const RELEASE_CREDENTIAL: &str = r#"
+if redis.call('HGET', KEYS[1], ARGV[2]) == ARGV[1] then redis.call('HDEL', KEYS[1], ARGV[2]) end
+return 1
 "#;
 
 /// Gives the users from before name keys theirs, once (unless `name-keys:filled` is set):
 /// ARGV holds `user, key` pairs of the users, then `old key, new key, user` triples of the
 /// protected names, the owners oldest first (two claims that now share a key keep the older
-/// account's). ARGV[1] is the key prefix, ARGV[2] the number of users.
+/// account's). ARGV[1] is the directory slot's key prefix, ARGV[2] the number of users.
 const FILL_NAME_KEYS: &str = r#"
 if redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
 local users = tonumber(ARGV[2])
@@ -811,18 +903,14 @@ redis.call('SET', KEYS[4], '1')
 return users
 "#;
 
-/// The user that protected name key ARGV[1], its name and its passkeys: nil when none, else
-/// `{user, name, cred_id, json, ...}`.
-const PASSKEYS_BY_NAME: &str = r#"
+/// The user that protected name key ARGV[1] (KEYS[1] protected) and its name (KEYS[2]
+/// usernames): nil when none, else `{user, name}`.
+const OWNER_OF_NAME: &str = r#"
 local user = redis.call('HGET', KEYS[1], ARGV[1])
 if not user then return false end
 local name = redis.call('HGET', KEYS[2], user)
 if not name then return false end
-local out = {user, name}
-for _, v in ipairs(redis.call('HGETALL', ARGV[2] .. 'user:' .. user .. ':passkeys')) do
-  table.insert(out, v)
-end
-return out
+return {user, name}
 "#;
 
 /// Replaces a passkey of user ARGV[1] (credential ARGV[2]) with ARGV[3] if it is theirs and
@@ -835,12 +923,16 @@ if added then redis.call('HSET', KEYS[2], ARGV[2], added .. '|' .. ARGV[5] .. '|
 return 1
 "#;
 
-/// User ARGV[1]'s passkeys: `{protected (0/1), cred_id, info or '', ...}`.
+/// Whether user ARGV[1] owns its name key's claim (KEYS[1] name-keys, KEYS[2] protected): 1/0.
+const OWNS_NAME: &str = r#"
+local key = redis.call('HGET', KEYS[1], ARGV[1])
+if key and redis.call('HGET', KEYS[2], key) == ARGV[1] then return 1 end
+return 0
+"#;
+
+/// A user's passkeys (KEYS[1]) with their info (KEYS[2]): `{cred_id, info or '', ...}`.
 const LIST_PASSKEYS: &str = r#"
-local key = redis.call('HGET', KEYS[3], ARGV[1])
-local protected = 0
-if key and redis.call('HGET', KEYS[4], key) == ARGV[1] then protected = 1 end
-local out = {protected}
+local out = {}
 for _, cred in ipairs(redis.call('HKEYS', KEYS[1])) do
   table.insert(out, cred)
   table.insert(out, redis.call('HGET', KEYS[2], cred) or '')
@@ -848,127 +940,93 @@ end
 return out
 "#;
 
-/// Removes user ARGV[1]'s passkey ARGV[2]; the last one gives the user's name claim up (and the
-/// directory's epoch moves, so every node reads the roster's marks again). Returns -1 when the
-/// passkey is not the user's, else whether the name is still protected (1/0).
+/// Removes passkey ARGV[1] from the user's passkeys KEYS[1] and info KEYS[2]: -1 when it is
+/// not theirs, else how many they have left.
 const REMOVE_PASSKEY: &str = r#"
-if redis.call('HDEL', KEYS[1], ARGV[2]) == 0 then return -1 end
-redis.call('HDEL', KEYS[2], ARGV[2])
-if redis.call('HGET', KEYS[3], ARGV[2]) == ARGV[1] then redis.call('HDEL', KEYS[3], ARGV[2]) end
-local key = redis.call('HGET', KEYS[4], ARGV[1])
-local owns = key and redis.call('HGET', KEYS[5], key) == ARGV[1]
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return -1 end
+redis.call('HDEL', KEYS[2], ARGV[1])
+return redis.call('HLEN', KEYS[1])
+"#;
+
+/// The directory's part of removing user ARGV[1]'s passkey ARGV[2] (ARGV[3] of them left): the
+/// credential is freed, and with none left the user's name claim is given up (the epoch
+/// moves, so every node reads the roster's marks again). Returns whether the name is still
+/// protected (1/0). KEYS: creds, name-keys, protected, users:epoch.
+const RELEASE_PASSKEY: &str = r#"
+if redis.call('HGET', KEYS[1], ARGV[2]) == ARGV[1] then redis.call('HDEL', KEYS[1], ARGV[2]) end
+local key = redis.call('HGET', KEYS[2], ARGV[1])
+local owns = key and redis.call('HGET', KEYS[3], key) == ARGV[1]
 if not owns then return 0 end
-if redis.call('HLEN', KEYS[1]) > 0 then return 1 end
-redis.call('HDEL', KEYS[5], key)
-redis.call('INCR', KEYS[6])
+if tonumber(ARGV[3]) > 0 then return 1 end
+redis.call('HDEL', KEYS[3], key)
+redis.call('INCR', KEYS[4])
 return 0
 "#;
 
-/// Shared by the scripts that end sessions: a message-less user whose last session ended is
-/// due for the account sweep (score 0).
-const MARK_IF_SESSIONLESS: &str = r#"
-local function mark_if_sessionless(quiet, prefix, user)
-  if redis.call('SCARD', prefix .. 'user:' .. user .. ':sessions') == 0 then
-    redis.call('ZADD', quiet, 'XX', 0, user)
-  end
-end
+/// The session sweep's claim: takes up to ARGV[2] entries of the deadlines KEYS[1] whose
+/// deadline passed (ARGV[1]) off the index and returns them (`digest:user`), so that each is
+/// taken by one node only.
+const CLAIM_DUE_SESSIONS: &str = r#"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+if #due > 0 then redis.call('ZREM', KEYS[1], unpack(due)) end
+return due
 "#;
 
-/// Ends one session (by digest); returns 1 if it existed.
-const DELETE_SESSION: &str = r#"
-local user = redis.call('HGET', KEYS[1], 'user')
-local deleted = redis.call('DEL', KEYS[1])
-if user then
-  redis.call('ZREM', KEYS[2], ARGV[1] .. ':' .. user)
-  redis.call('SREM', ARGV[2] .. 'user:' .. user .. ':sessions', ARGV[1])
-  mark_if_sessionless(KEYS[3], ARGV[2], user)
-end
-return deleted
-"#;
-
-/// Ends every session of a user; returns how many still existed.
-const DELETE_USER_SESSIONS: &str = r#"
-local deleted = 0
-for _, d in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  deleted = deleted + redis.call('DEL', ARGV[2] .. 'session:' .. d)
-  redis.call('ZREM', KEYS[2], d .. ':' .. ARGV[1])
-end
+/// Ends claimed session KEYS[1] unless it was used after the claim (its stored deadline is
+/// past ARGV[1]): 1 when it is gone (ended here, or by its TTL), else its deadline (the caller
+/// indexes it again).
+const EXPIRE_SESSION: &str = r#"
+local deadline = redis.call('HGET', KEYS[1], 'deadline')
+if deadline and tonumber(deadline) > tonumber(ARGV[1]) then return {0, deadline} end
 redis.call('DEL', KEYS[1])
-redis.call('ZADD', KEYS[3], 'XX', 0, ARGV[1])
-return deleted
+return {1, '0'}
 "#;
 
-/// The session sweep: ends up to `limit` sessions whose deadline passed (their hash may be
-/// gone already, by its TTL) and returns their digests. Each is taken by one node only.
-const EXPIRE_SESSIONS: &str = r#"
+/// The account sweep's claim: takes up to ARGV[2] users last seen before ARGV[1] (or left
+/// without a session: score 0) off `quiet-users` KEYS[1] and out of `usernames` KEYS[2] (so no
+/// message can reach them meanwhile), and returns `{user, name, ...}`.
+const CLAIM_QUIET_USERS: &str = r#"
 local out = {}
-for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])) do
-  local sep = string.find(member, ':', 1, true)
-  local digest, user = string.sub(member, 1, sep - 1), string.sub(member, sep + 1)
-  redis.call('ZREM', KEYS[1], member)
-  redis.call('DEL', ARGV[3] .. 'session:' .. digest)
-  redis.call('SREM', ARGV[3] .. 'user:' .. user .. ':sessions', digest)
-  mark_if_sessionless(KEYS[2], ARGV[3], user)
-  table.insert(out, digest)
-end
-return out
-"#;
-
-/// The account sweep: deletes up to `limit` message-less users last seen before `cutoff`
-/// (or left without a session: score 0), with their sessions and directory entry. Returns
-/// `{deleted, digest1, digest2, ...}`.
-const EXPIRE_ACCOUNTS: &str = r#"
-local deleted, out = 0, {0}
 for _, user in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, ARGV[2])) do
   redis.call('ZREM', KEYS[1], user)
-  if redis.call('EXISTS', ARGV[3] .. 'peers:' .. user) == 0 then
-    local set = ARGV[3] .. 'user:' .. user .. ':sessions'
-    for _, d in ipairs(redis.call('SMEMBERS', set)) do
-      redis.call('DEL', ARGV[3] .. 'session:' .. d)
-      redis.call('ZREM', KEYS[4], d .. ':' .. user)
-      table.insert(out, d)
-    end
-    redis.call('DEL', set)
-    redis.call('DEL', ARGV[3] .. 'settings:' .. user)
-    redis.call('ZREM', KEYS[2], user)
-    redis.call('HDEL', KEYS[3], user)
-    local key = redis.call('HGET', KEYS[6], user)
-    if key then
-      redis.call('ZREM', ARGV[3] .. 'names:' .. key, user)
-      redis.call('HDEL', KEYS[6], user)
-    end
-    deleted = deleted + 1
+  local name = redis.call('HGET', KEYS[2], user)
+  if name then
+    redis.call('HDEL', KEYS[2], user)
+    table.insert(out, user)
+    table.insert(out, name)
   end
 end
-if deleted > 0 then redis.call('INCR', KEYS[5]) end
-out[1] = deleted
 return out
 "#;
 
-/// Refreshes sessions whose sockets are connected, as a handshake would; returns the digests
-/// of those gone or past their maximum age.
-const TOUCH_SESSIONS: &str = r#"
-local now, idle, max_age = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local gone, due = {}, {}
-for i = 5, #ARGV do
-  local key = ARGV[4] .. 'session:' .. ARGV[i]
-  local s = redis.call('HMGET', key, 'user', 'created', 'issued')
-  if not s[1] or now - tonumber(s[2]) > max_age then
-    table.insert(gone, ARGV[i])
-  else
-    if s[3] == '0' then table.insert(due, ARGV[i]) end
-    redis.call('PEXPIRE', key, ARGV[2])
-    redis.call('HSET', key, 'seen', ARGV[1])
-    redis.call('ZADD', KEYS[1], int(math.min(now + idle, tonumber(s[2]) + max_age)), ARGV[i] .. ':' .. s[1])
-    redis.call('ZADD', KEYS[2], 'XX', 'GT', ARGV[1], s[1])
-  end
+/// Deletes a claimed user's own keys (KEYS: peers, sessions, settings), unless it has a
+/// message (`peers`): nil then, else the families of its sessions.
+const DROP_USER: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local families = redis.call('HKEYS', KEYS[2])
+redis.call('DEL', KEYS[2], KEYS[3])
+return families
+"#;
+
+/// Takes a deleted user ARGV[1] out of the directory (KEYS: directory, name-keys, deadlines,
+/// users:epoch; ARGV[2] the directory slot's key prefix, ARGV[3..] its sessions' families) and
+/// moves the epoch.
+const DROP_ENTRY: &str = r#"
+redis.call('ZREM', KEYS[1], ARGV[1])
+local key = redis.call('HGET', KEYS[2], ARGV[1])
+if key then
+  redis.call('ZREM', ARGV[2] .. 'names:' .. key, ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
 end
-return {gone, due}
+for i = 3, #ARGV do redis.call('ZREM', KEYS[3], ARGV[i] .. ':' .. ARGV[1]) end
+redis.call('INCR', KEYS[4])
+return 1
 "#;
 
 /// The directory after sign-up number `ARGV[2]`, or all of it when the epoch (moved by account
 /// deletions and protections) is not `ARGV[1]`: `{epoch, whole, seq1, user1, name1,
-/// protected1, ...}` (protected: 1 when the user owns its name key's claim).
+/// protected1, ...}` (protected: 1 when the user owns its name key's claim). A user without a
+/// name is being deleted by the account sweep (or was, by one that stopped midway): left out.
 const LIST_USERS: &str = r#"
 local epoch = redis.call('GET', KEYS[1]) or '0'
 local whole, from = 0, '(' .. ARGV[2]
@@ -976,18 +1034,22 @@ if epoch ~= ARGV[1] then whole, from = 1, '-inf' end
 local out = {tonumber(epoch), whole}
 local ids = redis.call('ZRANGEBYSCORE', KEYS[2], from, '+inf', 'WITHSCORES')
 for i = 1, #ids, 2 do
-  table.insert(out, ids[i + 1])
-  table.insert(out, ids[i])
-  table.insert(out, redis.call('HGET', KEYS[3], ids[i]) or '')
-  local key = redis.call('HGET', KEYS[4], ids[i])
-  table.insert(out, (key and redis.call('HGET', KEYS[5], key) == ids[i]) and 1 or 0)
+  local name = redis.call('HGET', KEYS[3], ids[i])
+  if name then
+    table.insert(out, ids[i + 1])
+    table.insert(out, ids[i])
+    table.insert(out, name)
+    local key = redis.call('HGET', KEYS[4], ids[i])
+    table.insert(out, (key and redis.call('HGET', KEYS[5], key) == ids[i]) and 1 or 0)
+  end
 end
 return out
 "#;
 
-/// Converts the directory as it was before expiry (a list of `[userID, name]` JSON) once:
-/// every user joins the sorted directory in the same order, every live session gets its
-/// deadline, and users without a message start their idle time now.
+/// Converts the directory as it was before expiry (a list of `[userID, name]` JSON) once, on a
+/// standalone Redis only (it names keys of every slot): every user joins the sorted directory
+/// in the same order, every live session gets its deadline, and users without a message start
+/// their idle time now. ARGV[1] is the key prefix (`<prefix>:`).
 const MIGRATE_DIRECTORY: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local now, max_age = tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -995,23 +1057,104 @@ local entries = redis.call('LRANGE', KEYS[1], 0, -1)
 for _, entry in ipairs(entries) do
   local user = cjson.decode(entry)[1]
   redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[3]), user)
-  local set = ARGV[1] .. 'user:' .. user .. ':sessions'
-  for _, d in ipairs(redis.call('SMEMBERS', set)) do
-    local key = ARGV[1] .. 'session:' .. d
+  local set = ARGV[1] .. '{u:' .. user .. '}:sessions'
+  for _, d in ipairs(redis.call('HKEYS', set)) do
+    local key = ARGV[1] .. '{s:' .. d .. '}:session'
     local created, ttl = redis.call('HGET', key, 'created'), redis.call('PTTL', key)
     if created and ttl > 0 then
-      redis.call('ZADD', KEYS[5], int(math.min(now + ttl, tonumber(created) + max_age)), d .. ':' .. user)
+      local deadline = int(math.min(now + ttl, tonumber(created) + max_age))
+      redis.call('ZADD', KEYS[5], deadline, d .. ':' .. user)
+      redis.call('HSET', key, 'deadline', deadline)
     else
-      redis.call('SREM', set, d)
+      redis.call('HDEL', set, d)
     end
   end
-  if redis.call('EXISTS', ARGV[1] .. 'peers:' .. user) == 0 then
+  if redis.call('EXISTS', ARGV[1] .. '{u:' .. user .. '}:peers') == 0 then
     redis.call('ZADD', KEYS[4], ARGV[2], user)
   end
 end
 redis.call('DEL', KEYS[1])
 return #entries
 "#;
+
+/// Moves a standalone Redis's keys from the layout before hash tags to this one, once (KEYS[1]
+/// the layout version, set to 2 after): the directory's keys into its slot, each session and
+/// later secret into its own, and each user's sessions (a set of families, now a hash family →
+/// created), passkeys, peers and settings into the user's. Sessions get their deadline from the
+/// deadlines index. Keys it does not know (messages, read state) keep their names. ARGV[1] is
+/// the key prefix (`<prefix>:`), ARGV[2] the directory slot's, ARGV[3] the SCAN pattern of the
+/// prefix. Returns how many keys moved, or -1 when done before. One script: it runs once, on a
+/// Redis that no node of the older release uses any more.
+const MOVE_TO_HASH_TAGS: &str = r#"
+if tonumber(redis.call('GET', KEYS[1]) or '0') >= 2 then return -1 end
+local p, dir = ARGV[1], ARGV[2]
+local globals = {usernames = true, directory = true, ['users:seq'] = true, ['users:epoch'] = true,
+  protected = true, ['name-keys'] = true, ['name-keys:filled'] = true, creds = true,
+  ['quiet-users'] = true, ['session-deadlines'] = true, users = true}
+local moved, sets = 0, {}
+local cursor = '0'
+repeat
+  local page = redis.call('SCAN', cursor, 'MATCH', ARGV[3], 'COUNT', 1000)
+  cursor = page[1]
+  for _, key in ipairs(page[2]) do
+    local rest = string.sub(key, #p + 1)
+    local new
+    if string.sub(rest, 1, 1) ~= '{' then
+      if globals[rest] or string.sub(rest, 1, 6) == 'names:' then
+        new = dir .. rest
+      else
+        local kind, id = string.match(rest, '^(%a+):([^:]+)$')
+        if kind == 'session' then new = p .. '{s:' .. id .. '}:session'
+        elseif kind == 'secret' then new = p .. '{s:' .. id .. '}:secret'
+        elseif kind == 'peers' then new = p .. '{u:' .. id .. '}:peers'
+        elseif kind == 'settings' then new = p .. '{u:' .. id .. '}:settings'
+        else
+          local user, what = string.match(rest, '^user:([^:]+):([%a-]+)$')
+          if what == 'passkeys' or what == 'passkey-info' then
+            new = p .. '{u:' .. user .. '}:' .. what
+          elseif what == 'sessions' then
+            table.insert(sets, {key, user})
+          end
+        end
+      end
+    end
+    if new then
+      redis.call('RENAME', key, new)
+      moved = moved + 1
+    end
+  end
+until cursor == '0'
+for _, set in ipairs(sets) do
+  local sessions = p .. '{u:' .. set[2] .. '}:sessions'
+  for _, d in ipairs(redis.call('SMEMBERS', set[1])) do
+    local created = redis.call('HGET', p .. '{s:' .. d .. '}:session', 'created')
+    if created then redis.call('HSET', sessions, d, created) end
+  end
+  redis.call('DEL', set[1])
+  moved = moved + 1
+end
+local deadlines = redis.call('ZRANGE', dir .. 'session-deadlines', 0, -1, 'WITHSCORES')
+for i = 1, #deadlines, 2 do
+  local d = string.match(deadlines[i], '^([^:]+):')
+  if d and redis.call('EXISTS', p .. '{s:' .. d .. '}:session') == 1 then
+    redis.call('HSET', p .. '{s:' .. d .. '}:session', 'deadline', deadlines[i + 1])
+  end
+end
+redis.call('SET', KEYS[1], '2')
+return moved
+"#;
+
+/// `text` with the characters a `SCAN MATCH` pattern gives a meaning escaped.
+fn glob_escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
 
 /// Stores a message: `{0, json}` for a resend of a client id already stored (whatever its
 /// recipient, as the `Store` contract says), nil for an unknown recipient, `{1, json}` for a
@@ -1115,32 +1258,42 @@ return {tonumber(ARGV[2]), 1}
 "#;
 
 struct Scripts {
+    create_user: Script,
     create_session: Script,
-    create_device_session: Script,
-    devices: Script,
-    end_family: Script,
-    end_unbound: Script,
+    admit_session: Script,
+    end_session: Script,
+    forget_sessions: Script,
+    unindex_sessions: Script,
+    index_sessions: Script,
     find_session: Script,
+    touch_session: Script,
+    claim_secret: Script,
     rotate_secret: Script,
     mark_rotation_due: Script,
     bind_key: Script,
-    delete_session: Script,
-    delete_user_sessions: Script,
-    expire_sessions: Script,
-    expire_accounts: Script,
-    touch_sessions: Script,
+    protect_check: Script,
+    add_passkey: Script,
+    protect_finish: Script,
+    release_credential: Script,
+    fill_name_keys: Script,
+    owner_of_name: Script,
+    passkey_used: Script,
+    owns_name: Script,
+    list_passkeys: Script,
+    remove_passkey: Script,
+    release_passkey: Script,
+    claim_due_sessions: Script,
+    expire_session: Script,
+    claim_quiet_users: Script,
+    drop_user: Script,
+    drop_entry: Script,
     list_users: Script,
     migrate_directory: Script,
+    move_to_hash_tags: Script,
     insert_message: Script,
     mark_read: Script,
     conversation_entry: Script,
     change_settings: Script,
-    protect: Script,
-    passkeys_by_name: Script,
-    passkey_used: Script,
-    list_passkeys: Script,
-    remove_passkey: Script,
-    fill_name_keys: Script,
 }
 
 /// A script from its parts, in order (shared functions first). `#!lua` makes Redis check that
@@ -1158,32 +1311,42 @@ fn lua_read(parts: &[&str]) -> Script {
 impl Scripts {
     fn new() -> Self {
         Self {
+            create_user: lua(&[CREATE_USER]),
             create_session: lua(&[CREATE_SESSION]),
-            create_device_session: lua(&[CREATE_DEVICE_SESSION]),
-            devices: lua_read(&[DEVICES]),
-            end_family: lua(&[MARK_IF_SESSIONLESS, END_FAMILY]),
-            end_unbound: lua(&[MARK_IF_SESSIONLESS, END_UNBOUND]),
+            admit_session: lua(&[ADMIT_SESSION]),
+            end_session: lua(&[END_SESSION]),
+            forget_sessions: lua(&[FORGET_SESSIONS]),
+            unindex_sessions: lua(&[UNINDEX_SESSIONS]),
+            index_sessions: lua(&[INDEX_SESSIONS]),
             find_session: lua(&[INT, FIND_SESSION]),
-            rotate_secret: lua(&[INT, ROTATE_SECRET]),
+            touch_session: lua(&[INT, TOUCH_SESSION]),
+            claim_secret: lua(&[CLAIM_SECRET]),
+            rotate_secret: lua(&[ROTATE_SECRET]),
             mark_rotation_due: lua(&[MARK_ROTATION_DUE]),
             bind_key: lua(&[BIND_KEY]),
-            delete_session: lua(&[MARK_IF_SESSIONLESS, DELETE_SESSION]),
-            delete_user_sessions: lua(&[DELETE_USER_SESSIONS]),
-            expire_sessions: lua(&[MARK_IF_SESSIONLESS, EXPIRE_SESSIONS]),
-            expire_accounts: lua(&[EXPIRE_ACCOUNTS]),
-            touch_sessions: lua(&[INT, TOUCH_SESSIONS]),
+            protect_check: lua(&[PROTECT_CHECK]),
+            add_passkey: lua(&[ADD_PASSKEY]),
+            protect_finish: lua(&[PROTECT_FINISH]),
+            release_credential: lua(&[RELEASE_CREDENTIAL]),
+            fill_name_keys: lua(&[FILL_NAME_KEYS]),
+            owner_of_name: lua_read(&[OWNER_OF_NAME]),
+            passkey_used: lua(&[PASSKEY_USED]),
+            owns_name: lua_read(&[OWNS_NAME]),
+            list_passkeys: lua_read(&[LIST_PASSKEYS]),
+            remove_passkey: lua(&[REMOVE_PASSKEY]),
+            release_passkey: lua(&[RELEASE_PASSKEY]),
+            claim_due_sessions: lua(&[CLAIM_DUE_SESSIONS]),
+            expire_session: lua(&[EXPIRE_SESSION]),
+            claim_quiet_users: lua(&[CLAIM_QUIET_USERS]),
+            drop_user: lua(&[DROP_USER]),
+            drop_entry: lua(&[DROP_ENTRY]),
             list_users: lua_read(&[LIST_USERS]),
             migrate_directory: lua(&[INT, MIGRATE_DIRECTORY]),
+            move_to_hash_tags: lua(&[MOVE_TO_HASH_TAGS]),
             insert_message: lua(&[INSERT_MESSAGE]),
             mark_read: lua(&[INT, READ_STATE, MARK_READ]),
             conversation_entry: lua_read(&[INT, READ_STATE, CONVERSATION_ENTRY]),
             change_settings: lua(&[CHANGE_SETTINGS]),
-            protect: lua(&[PROTECT]),
-            passkeys_by_name: lua_read(&[PASSKEYS_BY_NAME]),
-            passkey_used: lua(&[PASSKEY_USED]),
-            list_passkeys: lua_read(&[LIST_PASSKEYS]),
-            remove_passkey: lua(&[REMOVE_PASSKEY]),
-            fill_name_keys: lua(&[FILL_NAME_KEYS]),
         }
     }
 }
@@ -1229,7 +1392,7 @@ impl NodeOptions {
 }
 
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: RedisConn,
     /// With [`ReplicaAcks`]: the connection a message is written and waited for on.
     acked: Option<(ConnectionManager, ReplicaAcks)>,
     keys: Keys,
@@ -1312,28 +1475,48 @@ impl RedisStore {
             prefix: prefix.to_owned(),
         };
         let scripts = Scripts::new();
-        let converted: i64 = scripts
-            .migrate_directory
-            .key(keys.legacy_users())
-            .key(keys.directory())
-            .key(keys.users_seq())
-            .key(keys.quiet_users())
-            .key(keys.session_deadlines())
-            .arg(keys.all())
-            .arg(now_ms())
-            .arg(policy.max_age.as_millis() as u64)
-            .invoke_async(&mut conn.clone())
-            .await?;
-        if converted > 0 {
-            tracing::info!(users = converted, "converted the user directory for expiry");
-        }
-        Self::fill_name_keys(&mut conn.clone(), &keys, &scripts).await?;
-        let presence = RedisPresence::join(
-            RedisConn::Single(conn.clone()),
-            prefix,
-            options.heartbeat_ttl,
+        Self::convert_older_layouts(&mut conn, &keys, &scripts, policy).await?;
+        Self::open(
+            RedisConn::Single(conn),
+            acked,
+            keys,
+            scripts,
+            policy,
+            options,
         )
-        .await?;
+        .await
+    }
+
+    /// Connects to a Redis Cluster through any of its nodes (`redis://host:port` each; the
+    /// client learns the others), for the parts of the store whose keys are hash-tagged so
+    /// far (issue #27 item 1): presence, sessions, the directory and passkeys. Messages and
+    /// read state still touch several slots, so a node does not run on a cluster yet
+    /// (`--redis-url` refuses one); the store contract's cluster tests use this.
+    pub async fn connect_cluster(
+        urls: &[String],
+        prefix: &str,
+        policy: SessionPolicy,
+        options: NodeOptions,
+    ) -> Result<Self, StoreError> {
+        let client = redis::cluster::ClusterClient::new(urls.to_vec())?;
+        let conn = RedisConn::Cluster(client.get_async_connection().await?);
+        let keys = Keys {
+            prefix: prefix.to_owned(),
+        };
+        // A cluster never held an older layout: Tether refused clusters until this one.
+        Self::open(conn, None, keys, Scripts::new(), policy, options).await
+    }
+
+    async fn open(
+        conn: RedisConn,
+        acked: Option<(ConnectionManager, ReplicaAcks)>,
+        keys: Keys,
+        scripts: Scripts,
+        policy: SessionPolicy,
+        options: NodeOptions,
+    ) -> Result<Self, StoreError> {
+        let presence =
+            RedisPresence::join(conn.clone(), &keys.prefix, options.heartbeat_ttl).await?;
         Ok(Self {
             conn,
             acked,
@@ -1346,28 +1529,231 @@ impl RedisStore {
         })
     }
 
+    /// Brings what older releases wrote to a standalone Redis to this layout, once each: the
+    /// keys moved into hash-tagged slots, the directory from before expiry, the name keys.
+    async fn convert_older_layouts(
+        conn: &mut ConnectionManager,
+        keys: &Keys,
+        scripts: &Scripts,
+        policy: SessionPolicy,
+    ) -> Result<(), StoreError> {
+        let moved: i64 = scripts
+            .move_to_hash_tags
+            .key(keys.layout())
+            .arg(keys.all())
+            .arg(keys.dir_prefix())
+            .arg(format!("{}*", glob_escaped(&keys.all())))
+            .invoke_async(conn)
+            .await?;
+        if moved > 0 {
+            tracing::info!(
+                keys = moved,
+                "moved the store's keys into hash-tagged slots"
+            );
+        }
+        let converted: i64 = scripts
+            .migrate_directory
+            .key(keys.legacy_users())
+            .key(keys.directory())
+            .key(keys.users_seq())
+            .key(keys.quiet_users())
+            .key(keys.session_deadlines())
+            .arg(keys.all())
+            .arg(now_ms())
+            .arg(policy.max_age.as_millis() as u64)
+            .invoke_async(conn)
+            .await?;
+        if converted > 0 {
+            tracing::info!(users = converted, "converted the user directory for expiry");
+        }
+        Self::fill_name_keys(conn, keys, scripts).await
+    }
+
     /// This node's id in the presence keys (random per process start).
     pub fn node_id(&self) -> &str {
         self.presence.node_id()
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> RedisConn {
         self.conn.clone()
     }
 
     /// Ends one session (by family); returns whether it existed.
     async fn delete_family(&self, family: &str) -> Result<bool, StoreError> {
-        let deleted: i64 = self
+        self.end_session(family, None, false)
+            .await
+            .map(|ended| ended.is_some())
+    }
+
+    /// Ends session `family` if it is `user`'s (anyone's: `None`), and only if unbound when
+    /// asked; then takes it off the user's list and the deadlines. Returns its user if it
+    /// ended it.
+    async fn end_session(
+        &self,
+        family: &str,
+        user: Option<&str>,
+        unbound_only: bool,
+    ) -> Result<Option<String>, StoreError> {
+        let owner: Option<String> = self
             .scripts
-            .delete_session
+            .end_session
             .key(self.keys.session(family))
-            .key(self.keys.session_deadlines())
-            .key(self.keys.quiet_users())
-            .arg(family)
-            .arg(self.keys.all())
+            .arg(user.unwrap_or(""))
+            .arg(if unbound_only { "1" } else { "0" })
             .invoke_async(&mut self.conn())
             .await?;
-        Ok(deleted > 0)
+        if let Some(owner) = &owner {
+            self.forget_sessions(owner, &[family.to_owned()]).await?;
+        }
+        Ok(owner)
+    }
+
+    /// Takes ended sessions off the user's list (its slot) and the deadlines (the
+    /// directory's); a user left without one may be taken by the account sweep.
+    async fn forget_sessions(&self, user: &str, families: &[String]) -> Result<(), StoreError> {
+        let left: i64 = self
+            .scripts
+            .forget_sessions
+            .key(self.keys.user_sessions(user))
+            .arg(families)
+            .invoke_async(&mut self.conn())
+            .await?;
+        self.unindex_sessions(user, left == 0, families).await
+    }
+
+    async fn unindex_sessions(
+        &self,
+        user: &str,
+        none_left: bool,
+        families: &[String],
+    ) -> Result<(), StoreError> {
+        let _: i64 = self
+            .scripts
+            .unindex_sessions
+            .key(self.keys.session_deadlines())
+            .key(self.keys.quiet_users())
+            .arg(user)
+            .arg(if none_left { "1" } else { "0" })
+            .arg(families)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Indexes used sessions of a user by their deadlines, and the user's last handshake.
+    async fn index_sessions(
+        &self,
+        user: &str,
+        now: i64,
+        sessions: &[(String, i64)],
+    ) -> Result<(), StoreError> {
+        let mut index = self.scripts.index_sessions.prepare_invoke();
+        index
+            .key(self.keys.session_deadlines())
+            .key(self.keys.quiet_users())
+            .arg(user)
+            .arg(now);
+        for (family, deadline) in sessions {
+            index.arg(family).arg(*deadline);
+        }
+        let _: i64 = index.invoke_async(&mut self.conn()).await?;
+        Ok(())
+    }
+
+    /// Makes a session in its own slot: false when the digest is taken (draw again).
+    #[allow(clippy::too_many_arguments)]
+    async fn make_session(
+        &self,
+        user: &str,
+        name: &str,
+        digest: &str,
+        now: i64,
+        deadline: i64,
+        device: &str,
+        hex_key: &str,
+    ) -> Result<bool, StoreError> {
+        let made: i64 = self
+            .scripts
+            .create_session
+            .key(self.keys.session(digest))
+            .key(self.keys.secret(digest))
+            .arg(user)
+            .arg(name)
+            .arg(now)
+            .arg(self.policy.idle.as_millis() as u64)
+            .arg(device)
+            .arg(hex_key)
+            .arg(deadline)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(made == 1)
+    }
+
+    /// Admits a new session into the user's list unless the user holds `max` live ones
+    /// already (then false). At the limit, the sessions listed that no longer exist (their
+    /// idle TTL ran out) are dropped from the list and it asks once more.
+    async fn admit_session(
+        &self,
+        user: &str,
+        digest: &str,
+        now: i64,
+        max: u32,
+    ) -> Result<bool, StoreError> {
+        for first in [true, false] {
+            let answer: Vec<String> = self
+                .scripts
+                .admit_session
+                .key(self.keys.user_sessions(user))
+                .arg(digest)
+                .arg(now)
+                .arg(max)
+                .arg(self.policy.max_age.as_millis() as u64)
+                .invoke_async(&mut self.conn())
+                .await?;
+            let Some((verdict, listed)) = answer.split_first() else {
+                return Err(StoreError::Unreadable(
+                    "admit_session answered nothing".into(),
+                ));
+            };
+            if verdict == "ok" {
+                return Ok(true);
+            }
+            if !first {
+                break;
+            }
+            let exists = futures_util::future::try_join_all(listed.iter().map(|family| async {
+                let exists: bool = self.conn().exists(self.keys.session(family)).await?;
+                Ok::<_, StoreError>(exists)
+            }))
+            .await?;
+            let gone: Vec<&String> = listed
+                .iter()
+                .zip(exists)
+                .filter(|(_, exists)| !exists)
+                .map(|(family, _)| family)
+                .collect();
+            if gone.is_empty() {
+                break;
+            }
+            let _: i64 = self
+                .conn()
+                .hdel(self.keys.user_sessions(user), gone)
+                .await?;
+        }
+        Ok(false)
+    }
+
+    /// Frees a credential the user reserved for a passkey that was not added.
+    async fn release_credential(&self, user: &str, cred_id: &str) -> Result<(), StoreError> {
+        let _: i64 = self
+            .scripts
+            .release_credential
+            .key(self.keys.creds())
+            .arg(user)
+            .arg(cred_id)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(())
     }
 
     /// Once per Redis (at the first connect of a release with name keys): every user gets its
@@ -1405,7 +1791,7 @@ impl RedisStore {
             .key(keys.directory())
             .key(keys.protected())
             .key(keys.name_keys_filled())
-            .arg(keys.all())
+            .arg(keys.dir_prefix())
             .arg(names.len());
         for (user, name) in &names {
             fill.arg(user).arg(name_key(name));
@@ -1467,47 +1853,63 @@ impl Store for RedisStore {
         let name = username.as_str().to_owned();
         let key = name_key(&name);
         let device = super::stored_label(device);
-        // Ids are 122 random bits; the script still checks both are new and we draw again.
+        // Ids are 122 random bits; the scripts still check both are new and we draw again.
         for _ in 0..8 {
             let user_id = UserId::random();
             let session_id = SessionId::random();
             let digest = session_id.digest();
             let now = now_ms();
             let deadline = now + self.policy.idle.min(self.policy.max_age).as_millis() as i64;
-            let created: i64 = self
+            // The directory first, so that a protected name writes nothing; a crash after it
+            // leaves a user without a session and without a message, whom the account sweep
+            // takes.
+            let listed: i64 = self
                 .scripts
-                .create_session
-                .key(self.keys.usernames())
-                .key(self.keys.directory())
-                .key(self.keys.session(&digest))
-                .key(self.keys.user_sessions(user_id.as_str()))
-                .key(self.keys.users_seq())
-                .key(self.keys.quiet_users())
-                .key(self.keys.session_deadlines())
+                .create_user
                 .key(self.keys.protected())
+                .key(self.keys.usernames())
+                .key(self.keys.users_seq())
+                .key(self.keys.directory())
                 .key(self.keys.names(&key))
                 .key(self.keys.name_keys())
+                .key(self.keys.quiet_users())
+                .key(self.keys.session_deadlines())
                 .arg(user_id.as_str())
                 .arg(&name)
                 .arg(now)
-                .arg(self.policy.idle.as_millis() as u64)
+                .arg(&key)
                 .arg(&digest)
                 .arg(deadline)
-                .arg(&device)
-                .arg(&key)
-                .arg(&hex_key)
                 .invoke_async(&mut self.conn())
                 .await?;
-            if created == -1 {
-                return Ok(Created::NameProtected);
+            match listed {
+                -1 => return Ok(Created::NameProtected),
+                1 => {}
+                _ => continue,
             }
-            if created == 1 {
-                let session = Session {
-                    pop_key: pop_key.cloned(),
-                    ..Session::made(&session_id, user_id, name, now)
-                };
-                return Ok(Created::Session(session_id, session));
+            if !self
+                .make_session(
+                    user_id.as_str(),
+                    &name,
+                    &digest,
+                    now,
+                    deadline,
+                    &device,
+                    &hex_key,
+                )
+                .await?
+            {
+                continue;
             }
+            let _: i64 = self
+                .conn()
+                .hset(self.keys.user_sessions(user_id.as_str()), &digest, now)
+                .await?;
+            let session = Session {
+                pop_key: pop_key.cloned(),
+                ..Session::made(&session_id, user_id, name, now)
+            };
+            return Ok(Created::Session(session_id, session));
         }
         Err(StoreError::Unavailable("could not draw unused ids".into()))
     }
@@ -1521,44 +1923,50 @@ impl Store for RedisStore {
     ) -> Result<NewDevice, StoreError> {
         let device = super::stored_label(device);
         let hex_key = stored_key(pop_key);
+        let name: Option<String> = self
+            .conn()
+            .hget(self.keys.usernames(), user.as_str())
+            .await?;
+        let Some(name) = name else {
+            return Ok(NewDevice::UnknownUser);
+        };
         // A session id is 122 random bits; the script still checks it is new and we draw again.
         for _ in 0..8 {
             let session_id = SessionId::random();
             let digest = session_id.digest();
             let now = now_ms();
             let deadline = now + self.policy.idle.min(self.policy.max_age).as_millis() as i64;
-            let created: Option<Vec<String>> = self
-                .scripts
-                .create_device_session
-                .key(self.keys.usernames())
-                .key(self.keys.session(&digest))
-                .key(self.keys.user_sessions(user.as_str()))
-                .key(self.keys.session_deadlines())
-                .key(self.keys.quiet_users())
-                .arg(user.as_str())
-                .arg(now)
-                .arg(self.policy.idle.as_millis() as u64)
-                .arg(&digest)
-                .arg(deadline)
-                .arg(&device)
-                .arg(max_sessions)
-                .arg(self.policy.max_age.as_millis() as u64)
-                .arg(self.keys.all())
-                .arg(&hex_key)
-                .invoke_async(&mut self.conn())
-                .await?;
-            match created.as_deref() {
-                None => return Ok(NewDevice::UnknownUser),
-                Some([full]) if full == "full" => return Ok(NewDevice::TooManySessions),
-                Some([ok, name]) if ok == "ok" => {
-                    let session = Session {
-                        pop_key: pop_key.cloned(),
-                        ..Session::made(&session_id, user.clone(), name.clone(), now)
-                    };
-                    return Ok(NewDevice::Created(session_id, session));
-                }
-                Some(_) => continue,
+            if !self
+                .admit_session(user.as_str(), &digest, now, max_sessions)
+                .await?
+            {
+                return Ok(NewDevice::TooManySessions);
             }
+            if !self
+                .make_session(
+                    user.as_str(),
+                    &name,
+                    &digest,
+                    now,
+                    deadline,
+                    &device,
+                    &hex_key,
+                )
+                .await?
+            {
+                let _: i64 = self
+                    .conn()
+                    .hdel(self.keys.user_sessions(user.as_str()), &digest)
+                    .await?;
+                continue;
+            }
+            self.index_sessions(user.as_str(), now, &[(digest, deadline)])
+                .await?;
+            let session = Session {
+                pop_key: pop_key.cloned(),
+                ..Session::made(&session_id, user.clone(), name, now)
+            };
+            return Ok(NewDevice::Created(session_id, session));
         }
         Err(StoreError::Unavailable(
             "could not draw an unused id".into(),
@@ -1566,79 +1974,93 @@ impl Store for RedisStore {
     }
 
     async fn devices(&self, user: &UserId) -> Result<Vec<Device>, StoreError> {
-        let flat: Vec<String> = self
-            .scripts
-            .devices
-            .key(self.keys.user_sessions(user.as_str()))
-            .arg(now_ms())
-            .arg(self.policy.max_age.as_millis() as u64)
-            .arg(self.keys.all())
-            .arg(user.as_str())
-            .invoke_async(&mut self.conn())
+        let families: Vec<String> = self
+            .conn()
+            .hkeys(self.keys.user_sessions(user.as_str()))
             .await?;
-        let number = |text: &str| {
-            text.parse::<i64>()
-                .map_err(|e| StoreError::Unreadable(Box::new(e)))
-        };
-        let mut devices = flat
-            .chunks_exact(5)
-            .map(|d| {
-                Ok(Device {
-                    family: d[0].clone(),
-                    created: number(&d[1])?,
-                    last_seen: number(&d[2])?,
-                    label: d[3].clone(),
-                    bound: d[4] == "1",
-                })
+        let now = now_ms();
+        let max_age = self.policy.max_age.as_millis() as i64;
+        let read = futures_util::future::try_join_all(families.into_iter().map(|family| async {
+            type Fields = (
+                Option<String>,
+                Option<i64>,
+                Option<i64>,
+                Option<String>,
+                Option<String>,
+            );
+            let (owner, created, seen, label, key): Fields = redis::cmd("HMGET")
+                .arg(self.keys.session(&family))
+                .arg(&["user", "created", "seen", "device", "key"])
+                .query_async(&mut self.conn())
+                .await?;
+            Ok::<_, StoreError>(match (owner, created) {
+                (Some(owner), Some(created))
+                    if owner == user.as_str() && now - created <= max_age =>
+                {
+                    Some(Device {
+                        family,
+                        created,
+                        last_seen: seen.unwrap_or(created),
+                        label: label.unwrap_or_default(),
+                        bound: key.is_some_and(|k| !k.is_empty()),
+                    })
+                }
+                _ => None,
             })
-            .collect::<Result<Vec<_>, StoreError>>()?;
+        }))
+        .await?;
+        let mut devices: Vec<Device> = read.into_iter().flatten().collect();
         devices.sort_by(|a, b| (a.created, &a.family).cmp(&(b.created, &b.family)));
         Ok(devices)
     }
 
     async fn end_family(&self, user: &UserId, family: &str) -> Result<bool, StoreError> {
-        let ended: i64 = self
-            .scripts
-            .end_family
-            .key(self.keys.session(family))
-            .key(self.keys.session_deadlines())
-            .key(self.keys.quiet_users())
-            .arg(family)
-            .arg(self.keys.all())
-            .arg(user.as_str())
-            .invoke_async(&mut self.conn())
-            .await?;
-        Ok(ended > 0)
+        self.end_session(family, Some(user.as_str()), false)
+            .await
+            .map(|ended| ended.is_some())
     }
 
     async fn end_unbound(&self, user: &UserId) -> Result<Vec<String>, StoreError> {
-        Ok(self
-            .scripts
-            .end_unbound
-            .key(self.keys.user_sessions(user.as_str()))
-            .key(self.keys.session_deadlines())
-            .key(self.keys.quiet_users())
-            .arg(self.keys.all())
-            .arg(user.as_str())
-            .invoke_async(&mut self.conn())
-            .await?)
+        let families: Vec<String> = self
+            .conn()
+            .hkeys(self.keys.user_sessions(user.as_str()))
+            .await?;
+        let mut ended = Vec::new();
+        for family in families {
+            let owner: Option<String> = self
+                .scripts
+                .end_session
+                .key(self.keys.session(&family))
+                .arg(user.as_str())
+                .arg("1")
+                .invoke_async(&mut self.conn())
+                .await?;
+            if owner.is_some() {
+                ended.push(family);
+            }
+        }
+        if !ended.is_empty() {
+            self.forget_sessions(user.as_str(), &ended).await?;
+        }
+        Ok(ended)
     }
 
     async fn find_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
         let digest = id.digest();
-        // Read and refresh in one round trip (idle TTL, deadline, the account's last handshake);
-        // two for a secret after the session's first (its pointer names the family).
+        // Read and refresh in one round trip (idle TTL, deadline), then index the deadline and
+        // the account's last handshake in the directory's slot; one more for a secret after
+        // the session's first (its pointer names the family).
         let mut family = digest.clone();
         let mut follow = true;
+        let now = now_ms();
         let found = loop {
-            let found: Option<Vec<String>> = self
-                .scripts
-                .find_session
-                .key(self.keys.session(&family))
-                .key(self.keys.session_deadlines())
-                .key(self.keys.quiet_users())
-                .key(self.keys.secret(&family))
-                .arg(now_ms())
+            let mut find = self.scripts.find_session.prepare_invoke();
+            find.key(self.keys.session(&family));
+            if follow {
+                find.key(self.keys.secret(&digest));
+            }
+            let found: Option<Vec<String>> = find
+                .arg(now)
                 .arg(self.policy.idle.as_millis() as u64)
                 .arg(self.policy.max_age.as_millis() as u64)
                 .arg(&family)
@@ -1657,15 +2079,19 @@ impl Store for RedisStore {
         let Some(found) = found else {
             return Ok(None);
         };
-        let [user, name, live, key, state, at, current] = <[String; 7]>::try_from(found)
+        let [user, name, live, key, state, at, current, deadline] = <[String; 8]>::try_from(found)
             .map_err(|_| StoreError::Unreadable("find_session answered another shape".into()))?;
         if live == "0" {
             self.delete_family(&family).await?;
             return Ok(None);
         }
-        let at = at
-            .parse::<i64>()
-            .map_err(|e| StoreError::Unreadable(Box::new(e)))?;
+        let number = |text: &str| {
+            text.parse::<i64>()
+                .map_err(|e| StoreError::Unreadable(Box::new(e)))
+        };
+        self.index_sessions(&user, now, &[(family.clone(), number(&deadline)?)])
+            .await?;
+        let at = number(&at)?;
         let secret = match state.as_str() {
             "current" => Secret::Current { issued_at: at },
             "retired" => Secret::Retired {
@@ -1698,37 +2124,56 @@ impl Store for RedisStore {
         expect_current: &str,
         cap: Reissue,
     ) -> Result<Rotate, StoreError> {
+        let created: Option<i64> = self
+            .conn()
+            .hget(self.keys.session(family), "created")
+            .await?;
+        let Some(created) = created else {
+            return Ok(Rotate::Gone);
+        };
+        let until = created + self.policy.max_age.as_millis() as i64;
         // A secret is 122 random bits; the script still checks it is new and we draw again.
         for _ in 0..8 {
             let secret = SessionId::random();
             let digest = secret.digest();
+            // The new secret's pointer first (its own slot), then the compare-and-set in the
+            // session's: a rotation that does not happen takes its pointer back.
+            let claimed: String = self
+                .scripts
+                .claim_secret
+                .key(self.keys.secret(&digest))
+                .key(self.keys.session(&digest))
+                .arg(family)
+                .arg(until)
+                .invoke_async(&mut self.conn())
+                .await?;
+            if claimed != "ok" {
+                continue;
+            }
             let answer: String = self
                 .scripts
                 .rotate_secret
                 .key(self.keys.session(family))
-                .key(self.keys.secret(&digest))
-                .key(self.keys.session(&digest))
                 .arg(family)
                 .arg(expect_current)
                 .arg(&digest)
                 .arg(now_ms())
                 .arg(cap.since)
                 .arg(cap.max)
-                .arg(self.policy.max_age.as_millis() as u64)
                 .invoke_async(&mut self.conn())
                 .await?;
-            match answer.as_str() {
-                "rotated" => return Ok(Rotate::Rotated(secret)),
-                "moved" => return Ok(Rotate::Moved),
-                "gone" => return Ok(Rotate::Gone),
-                "too_many" => return Ok(Rotate::TooMany),
-                "taken" => continue,
-                other => {
-                    return Err(StoreError::Unreadable(
-                        format!("rotate_secret answered {other:?}").into(),
-                    ))
-                }
+            if answer != "rotated" {
+                let _: i64 = self.conn().del(self.keys.secret(&digest)).await?;
             }
+            return match answer.as_str() {
+                "rotated" => Ok(Rotate::Rotated(secret)),
+                "moved" => Ok(Rotate::Moved),
+                "gone" => Ok(Rotate::Gone),
+                "too_many" => Ok(Rotate::TooMany),
+                other => Err(StoreError::Unreadable(
+                    format!("rotate_secret answered {other:?}").into(),
+                )),
+            };
         }
         Err(StoreError::Unavailable(
             "could not draw an unused secret".into(),
@@ -1738,7 +2183,7 @@ impl Store for RedisStore {
     async fn mark_rotation_due(&self, user: &UserId, except: &str) -> Result<usize, StoreError> {
         let families: Vec<String> = self
             .conn()
-            .smembers(self.keys.user_sessions(user.as_str()))
+            .hkeys(self.keys.user_sessions(user.as_str()))
             .await?;
         let mut marked = 0;
         for family in families.iter().filter(|f| *f != except) {
@@ -1782,80 +2227,161 @@ impl Store for RedisStore {
     }
 
     async fn delete_user_sessions(&self, user: &UserId) -> Result<usize, StoreError> {
-        let deleted: i64 = self
-            .scripts
-            .delete_user_sessions
-            .key(self.keys.user_sessions(user.as_str()))
-            .key(self.keys.session_deadlines())
-            .key(self.keys.quiet_users())
-            .arg(user.as_str())
-            .arg(self.keys.all())
-            .invoke_async(&mut self.conn())
+        let families: Vec<String> = self
+            .conn()
+            .hkeys(self.keys.user_sessions(user.as_str()))
             .await?;
-        Ok(deleted.max(0) as usize)
+        // The sessions first: a failure midway leaves the user's list naming sessions to end.
+        let mut deleted = 0;
+        for family in &families {
+            let gone: i64 = self.conn().del(self.keys.session(family)).await?;
+            deleted += gone.max(0) as usize;
+        }
+        let _: i64 = self
+            .conn()
+            .del(self.keys.user_sessions(user.as_str()))
+            .await?;
+        self.unindex_sessions(user.as_str(), true, &families)
+            .await?;
+        Ok(deleted)
     }
 
     async fn expire_sessions(&self, limit: usize) -> Result<Vec<String>, StoreError> {
-        let digests: Vec<String> = self
+        let now = now_ms();
+        let due: Vec<String> = self
             .scripts
-            .expire_sessions
+            .claim_due_sessions
             .key(self.keys.session_deadlines())
-            .key(self.keys.quiet_users())
-            .arg(now_ms())
+            .arg(now)
             .arg(limit)
-            .arg(self.keys.all())
             .invoke_async(&mut self.conn())
             .await?;
-        Ok(digests)
+        let mut expired = Vec::new();
+        let mut per_user: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for entry in due {
+            let Some((digest, user)) = entry.split_once(':') else {
+                continue;
+            };
+            let (gone, deadline): (i64, i64) = self
+                .scripts
+                .expire_session
+                .key(self.keys.session(digest))
+                .arg(now)
+                .invoke_async(&mut self.conn())
+                .await?;
+            if gone == 1 {
+                expired.push(digest.to_owned());
+                per_user
+                    .entry(user.to_owned())
+                    .or_default()
+                    .push(digest.to_owned());
+            } else {
+                // Used after the claim: indexed again by the deadline it has now.
+                let _: i64 = self
+                    .conn()
+                    .zadd(self.keys.session_deadlines(), &entry, deadline)
+                    .await?;
+            }
+        }
+        for (user, families) in per_user {
+            self.forget_sessions(&user, &families).await?;
+        }
+        Ok(expired)
     }
 
     async fn expire_accounts(&self, idle: Duration, limit: usize) -> Result<Expired, StoreError> {
-        let reply: Vec<redis::Value> = self
+        let claimed: Vec<String> = self
             .scripts
-            .expire_accounts
+            .claim_quiet_users
             .key(self.keys.quiet_users())
-            .key(self.keys.directory())
             .key(self.keys.usernames())
-            .key(self.keys.session_deadlines())
-            .key(self.keys.users_epoch())
-            .key(self.keys.name_keys())
             .arg(now_ms() - idle.as_millis() as i64)
             .arg(limit)
-            .arg(self.keys.all())
             .invoke_async(&mut self.conn())
             .await?;
-        let mut values = reply.into_iter();
-        let users: i64 = values
-            .next()
-            .map(redis::from_redis_value)
-            .transpose()?
-            .unwrap_or(0);
-        let sessions = values
-            .map(redis::from_redis_value)
-            .collect::<Result<Vec<String>, _>>()?;
-        Ok(Expired {
-            sessions,
-            users: users.max(0) as usize,
-        })
+        let mut expired = Expired {
+            sessions: Vec::new(),
+            users: 0,
+        };
+        for pair in claimed.chunks_exact(2) {
+            let (user, name) = (&pair[0], &pair[1]);
+            let families: Option<Vec<String>> = self
+                .scripts
+                .drop_user
+                .key(self.keys.peers(user))
+                .key(self.keys.user_sessions(user))
+                .key(self.keys.settings(user))
+                .invoke_async(&mut self.conn())
+                .await?;
+            let Some(families) = families else {
+                // A message reached the user before the claim took the name away: the user
+                // stays (and is never quiet again).
+                let _: i64 = self.conn().hset(self.keys.usernames(), user, name).await?;
+                continue;
+            };
+            for family in &families {
+                let _: i64 = self.conn().del(self.keys.session(family)).await?;
+            }
+            let _: i64 = self
+                .scripts
+                .drop_entry
+                .key(self.keys.directory())
+                .key(self.keys.name_keys())
+                .key(self.keys.session_deadlines())
+                .key(self.keys.users_epoch())
+                .arg(user)
+                .arg(self.keys.dir_prefix())
+                .arg(&families)
+                .invoke_async(&mut self.conn())
+                .await?;
+            expired.sessions.extend(families);
+            expired.users += 1;
+        }
+        Ok(expired)
     }
 
     async fn touch_sessions(&self, digests: Vec<String>) -> Result<Touched, StoreError> {
         if digests.is_empty() {
             return Ok(Touched::default());
         }
-        let mut touch = self.scripts.touch_sessions.prepare_invoke();
-        touch
-            .key(self.keys.session_deadlines())
-            .key(self.keys.quiet_users())
-            .arg(now_ms())
-            .arg(self.policy.idle.as_millis() as u64)
-            .arg(self.policy.max_age.as_millis() as u64)
-            .arg(self.keys.all());
-        for digest in &digests {
-            touch.arg(digest);
+        let now = now_ms();
+        let answers = futures_util::future::try_join_all(digests.iter().map(|digest| async {
+            let answer: Vec<String> = self
+                .scripts
+                .touch_session
+                .key(self.keys.session(digest))
+                .arg(now)
+                .arg(self.policy.idle.as_millis() as u64)
+                .arg(self.policy.max_age.as_millis() as u64)
+                .invoke_async(&mut self.conn())
+                .await?;
+            Ok::<_, StoreError>(answer)
+        }))
+        .await?;
+        let mut touched = Touched::default();
+        let mut per_user: std::collections::BTreeMap<String, Vec<(String, i64)>> =
+            Default::default();
+        for (digest, answer) in digests.into_iter().zip(answers) {
+            match answer.as_slice() {
+                [user, deadline, due] => {
+                    if due == "1" {
+                        touched.due.push(digest.clone());
+                    }
+                    let deadline = deadline
+                        .parse::<i64>()
+                        .map_err(|e| StoreError::Unreadable(Box::new(e)))?;
+                    per_user
+                        .entry(user.clone())
+                        .or_default()
+                        .push((digest, deadline));
+                }
+                _ => touched.gone.push(digest),
+            }
         }
-        let (gone, due): (Vec<String>, Vec<String>) = touch.invoke_async(&mut self.conn()).await?;
-        Ok(Touched { gone, due })
+        for (user, sessions) in per_user {
+            self.index_sessions(&user, now, &sessions).await?;
+        }
+        Ok(touched)
     }
 
     async fn protect(
@@ -1864,34 +2390,73 @@ impl Store for RedisStore {
         passkey: StoredPasskey,
         added_in: &str,
     ) -> Result<Protect, StoreError> {
-        // The user's name key is the one stored at its sign-up.
-        let done: String = self
+        // The directory's checks (and the credential reserved), the passkey in the user's slot,
+        // then the name's claim; a refusal past the first step takes back what was written.
+        let checked: String = self
             .scripts
-            .protect
+            .protect_check
             .key(self.keys.usernames())
+            .key(self.keys.name_keys())
             .key(self.keys.protected())
             .key(self.keys.creds())
-            .key(self.keys.passkeys(user.as_str()))
-            .key(self.keys.quiet_users())
-            .key(self.keys.name_keys())
-            .key(self.keys.users_epoch())
-            .key(self.keys.passkey_info(user.as_str()))
             .arg(user.as_str())
             .arg(&passkey.cred_id)
-            .arg(&passkey.json)
-            .arg(self.keys.all())
-            .arg(PASSKEYS_PER_USER_MAX)
-            .arg(now_ms())
-            .arg(super::stored_label(added_in))
+            .arg(self.keys.dir_prefix())
             .invoke_async(&mut self.conn())
             .await?;
-        Ok(match done.as_str() {
+        let claim = match checked.as_str() {
+            "owner" => false,
+            "claim" => true,
+            "name_taken" => return Ok(Protect::NameTaken),
+            "credential_taken" => return Ok(Protect::CredentialTaken),
+            _ => return Ok(Protect::UnknownUser),
+        };
+        let now = now_ms();
+        let info = format!("{now}|{now}|{}", super::stored_label(added_in));
+        let added: String = self
+            .scripts
+            .add_passkey
+            .key(self.keys.passkeys(user.as_str()))
+            .key(self.keys.passkey_info(user.as_str()))
+            .arg(&passkey.cred_id)
+            .arg(&passkey.json)
+            .arg(&info)
+            .arg(PASSKEYS_PER_USER_MAX)
+            .invoke_async(&mut self.conn())
+            .await?;
+        if added == "full" {
+            self.release_credential(user.as_str(), &passkey.cred_id)
+                .await?;
+            return Ok(Protect::Full);
+        }
+        let finished: String = self
+            .scripts
+            .protect_finish
+            .key(self.keys.name_keys())
+            .key(self.keys.protected())
+            .key(self.keys.quiet_users())
+            .key(self.keys.users_epoch())
+            .arg(user.as_str())
+            .arg(if claim { "1" } else { "0" })
+            .arg(self.keys.dir_prefix())
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(match finished.as_str() {
             "protected" => Protect::Protected,
             "added" => Protect::Added,
-            "name_taken" => Protect::NameTaken,
-            "credential_taken" => Protect::CredentialTaken,
-            "full" => Protect::Full,
-            _ => Protect::UnknownUser,
+            _ => {
+                let _: i64 = self
+                    .scripts
+                    .remove_passkey
+                    .key(self.keys.passkeys(user.as_str()))
+                    .key(self.keys.passkey_info(user.as_str()))
+                    .arg(&passkey.cred_id)
+                    .invoke_async(&mut self.conn())
+                    .await?;
+                self.release_credential(user.as_str(), &passkey.cred_id)
+                    .await?;
+                Protect::NameTaken
+            }
         })
     }
 
@@ -1899,26 +2464,23 @@ impl Store for RedisStore {
         &self,
         username: &str,
     ) -> Result<Option<(User, Vec<StoredPasskey>)>, StoreError> {
-        let found: Option<Vec<String>> = self
+        let owner: Option<(String, String)> = self
             .scripts
-            .passkeys_by_name
+            .owner_of_name
             .key(self.keys.protected())
             .key(self.keys.usernames())
             .arg(name_key(username))
-            .arg(self.keys.key(""))
             .invoke_async(&mut self.conn())
             .await?;
-        let Some(found) = found else {
+        let Some((user_id, username)) = owner else {
             return Ok(None);
         };
-        let mut values = found.into_iter();
-        let (Some(user_id), Some(username)) = (values.next(), values.next()) else {
-            return Ok(None);
-        };
-        let mut passkeys = Vec::new();
-        while let (Some(cred_id), Some(json)) = (values.next(), values.next()) {
-            passkeys.push(StoredPasskey { cred_id, json });
-        }
+        let stored: Vec<(String, String)> =
+            self.conn().hgetall(self.keys.passkeys(&user_id)).await?;
+        let mut passkeys: Vec<StoredPasskey> = stored
+            .into_iter()
+            .map(|(cred_id, json)| StoredPasskey { cred_id, json })
+            .collect();
         // A claim whose passkeys are gone is still the account's (as `name_protected` says):
         // `Some` with an empty list, as on SQLite.
         passkeys.sort_by(|a, b| a.cred_id.cmp(&b.cred_id));
@@ -1966,25 +2528,24 @@ impl Store for RedisStore {
     }
 
     async fn passkeys(&self, user: &UserId) -> Result<AccountPasskeys, StoreError> {
-        let listed: Vec<redis::Value> = self
+        let protected: i64 = self
             .scripts
-            .list_passkeys
-            .key(self.keys.passkeys(user.as_str()))
-            .key(self.keys.passkey_info(user.as_str()))
+            .owns_name
             .key(self.keys.name_keys())
             .key(self.keys.protected())
             .arg(user.as_str())
             .invoke_async(&mut self.conn())
             .await?;
-        let mut values = listed.into_iter();
-        let protected: i64 = match values.next() {
-            Some(v) => redis::from_redis_value(v)?,
-            None => 0,
-        };
+        let listed: Vec<String> = self
+            .scripts
+            .list_passkeys
+            .key(self.keys.passkeys(user.as_str()))
+            .key(self.keys.passkey_info(user.as_str()))
+            .invoke_async(&mut self.conn())
+            .await?;
         let mut passkeys = Vec::new();
-        while let (Some(cred_id), Some(info)) = (values.next(), values.next()) {
-            let cred_id: String = redis::from_redis_value(cred_id)?;
-            let info: String = redis::from_redis_value(info)?;
+        for pair in listed.chunks_exact(2) {
+            let (cred_id, info) = (pair[0].clone(), &pair[1]);
             let mut parts = info.splitn(3, '|');
             let mut number = || {
                 parts
@@ -2012,24 +2573,31 @@ impl Store for RedisStore {
         user: &UserId,
         cred_id: &str,
     ) -> Result<RemovedPasskey, StoreError> {
-        let done: i64 = self
+        let left: i64 = self
             .scripts
             .remove_passkey
             .key(self.keys.passkeys(user.as_str()))
             .key(self.keys.passkey_info(user.as_str()))
+            .arg(cred_id)
+            .invoke_async(&mut self.conn())
+            .await?;
+        if left < 0 {
+            return Ok(RemovedPasskey::Unknown);
+        }
+        let kept: i64 = self
+            .scripts
+            .release_passkey
             .key(self.keys.creds())
             .key(self.keys.name_keys())
             .key(self.keys.protected())
             .key(self.keys.users_epoch())
             .arg(user.as_str())
             .arg(cred_id)
+            .arg(left)
             .invoke_async(&mut self.conn())
             .await?;
-        Ok(match done {
-            -1 => RemovedPasskey::Unknown,
-            kept => RemovedPasskey::Removed {
-                protected: kept == 1,
-            },
+        Ok(RemovedPasskey::Removed {
+            protected: kept == 1,
         })
     }
 
