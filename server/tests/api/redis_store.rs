@@ -124,23 +124,28 @@ async fn a_directory_from_before_expiry_is_converted_once_in_order() {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    // What the store wrote before: a list of [userID, name], a session with an idle TTL.
-    for (id, name) in [("u-a", "ada"), ("u-b", "bob"), ("u-c", "cy")] {
+    // What the store wrote before: a list of [userID, name], a session with an idle TTL (ids
+    // shaped as the store makes them: the move to hash tags moves only those).
+    let (ua, ub, uc) = (UserId::random(), UserId::random(), UserId::random());
+    let (ua, ub, uc) = (ua.as_str(), ub.as_str(), uc.as_str());
+    let da = "da".repeat(32);
+    for (id, name) in [(ua, "ada"), (ub, "bob"), (uc, "cy")] {
         let _: () = conn.hset(key("usernames"), id, name).await.unwrap();
         let entry = serde_json::to_string(&(id, name)).unwrap();
         let _: () = conn.rpush(key("users"), entry).await.unwrap();
     }
+    let session = key(&format!("session:{da}"));
     let _: () = conn
-        .hset_multiple(
-            key("session:d-a"),
-            &[("user", "u-a"), ("name", "ada"), ("created", "0")],
-        )
+        .hset_multiple(&session, &[("user", ua), ("name", "ada"), ("created", "0")])
         .await
         .unwrap();
-    let _: () = conn.pexpire(key("session:d-a"), 60_000).await.unwrap();
-    let _: () = conn.sadd(key("user:u-a:sessions"), "d-a").await.unwrap();
-    let _: () = conn.sadd(key("peers:u-b"), "u-c").await.unwrap();
-    let _: () = conn.sadd(key("peers:u-c"), "u-b").await.unwrap();
+    let _: () = conn.pexpire(&session, 60_000).await.unwrap();
+    let _: () = conn
+        .sadd(key(&format!("user:{ua}:sessions")), &da)
+        .await
+        .unwrap();
+    let _: () = conn.sadd(key(&format!("peers:{ub}")), uc).await.unwrap();
+    let _: () = conn.sadd(key(&format!("peers:{uc}")), ub).await.unwrap();
 
     let node1 = default_store(&redis).await;
     let node2 = default_store(&redis).await;
@@ -153,7 +158,7 @@ async fn a_directory_from_before_expiry_is_converted_once_in_order() {
     let legacy: bool = conn.exists(key("users")).await.unwrap();
     assert!(!legacy, "the old list is gone once converted");
     // Ada's session was created at 0: past its maximum age, it is swept like any other.
-    assert_eq!(node1.expire_sessions(10).await.unwrap(), ["d-a"]);
+    assert_eq!(node1.expire_sessions(10).await.unwrap(), [da]);
     // Ada had no message: left without a session, she goes; bob and cy talked, and stay.
     let swept = node1
         .expire_accounts(Duration::from_secs(3600), 10)
@@ -362,5 +367,80 @@ async fn a_redis_from_before_hash_tags_is_moved_once_and_reads_the_same() {
     assert!(
         again.find_session(&secret).await.unwrap().is_some(),
         "moved once"
+    );
+}
+
+/// What a stopped or failed step leaves behind is finished by the next call, not left for good:
+/// an account sweep that claimed a user and stopped (the user out of the names, not deleted) is
+/// redone once its claim lapses; a credential reserved by a protect that stopped before adding
+/// its passkey is the user's to add, also after a removal that stopped before freeing it.
+#[tokio::test]
+async fn steps_left_half_done_are_finished_by_the_next_call() {
+    use redis::AsyncCommands;
+    use server::store::{Protect, RemovedPasskey, StoredPasskey};
+    let redis = RedisServer::start().await;
+    let dir = |rest: &str| format!("{p}:{{{p}:d}}:{rest}", p = redis.prefix);
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let node = default_store(&redis).await;
+    let (ada, cy) = (user(&node, "ada").await, user(&node, "cy").await);
+    node.delete_user_sessions(&ada).await.unwrap();
+
+    // A sweep claimed ada and stopped: her claim lapsed.
+    let _: () = conn.hdel(dir("usernames"), ada.as_str()).await.unwrap();
+    let _: () = conn.zrem(dir("quiet-users"), ada.as_str()).await.unwrap();
+    let _: () = conn
+        .zadd(dir("claimed-users"), ada.as_str(), 1)
+        .await
+        .unwrap();
+    let _: () = conn
+        .hset(dir("claimed-names"), ada.as_str(), "ada")
+        .await
+        .unwrap();
+    assert_eq!(names(&node.list_users().await.unwrap()), ["cy"]);
+    let swept = node
+        .expire_accounts(Duration::from_secs(3600), 10)
+        .await
+        .unwrap();
+    assert_eq!(swept.users, 1, "the stopped sweep is finished");
+    let claimed: i64 = conn.zcard(dir("claimed-users")).await.unwrap();
+    assert_eq!(claimed, 0);
+    // ada's name is free again: a new ada is the oldest with it, and may protect it.
+    let ada2 = user(&node, "ada").await;
+    let passkey = |id: &str| StoredPasskey {
+        cred_id: id.into(),
+        json: "{}".into(),
+    };
+
+    // A protect reserved c1 for ada2 and stopped before adding the passkey.
+    let _: () = conn.hset(dir("creds"), "c1", ada2.as_str()).await.unwrap();
+    assert_eq!(
+        node.protect(&ada2, passkey("c1"), "Firefox").await.unwrap(),
+        Protect::Protected
+    );
+    assert_eq!(
+        node.protect(&ada2, passkey("c1"), "Firefox").await.unwrap(),
+        Protect::CredentialTaken,
+        "once added, it is taken"
+    );
+    assert_eq!(
+        node.protect(&cy, passkey("c1"), "Firefox").await.unwrap(),
+        Protect::CredentialTaken
+    );
+
+    // A removal took c1 off ada2's passkeys and stopped before freeing it: the credential stays
+    // reserved to ada2, who may add it again.
+    let passkeys = format!("{}:{{u:{}}}:passkeys", redis.prefix, ada2.as_str());
+    let _: () = conn.hdel(&passkeys, "c1").await.unwrap();
+    assert_eq!(
+        node.remove_passkey(&ada2, "c1").await.unwrap(),
+        RemovedPasskey::Unknown
+    );
+    assert_eq!(
+        node.protect(&ada2, passkey("c1"), "Firefox").await.unwrap(),
+        Protect::Added
     );
 }

@@ -505,6 +505,14 @@ impl Keys {
     fn session_deadlines(&self) -> String {
         self.dir("session-deadlines")
     }
+    /// Users the account sweep claimed and has not finished with: user → when the claim
+    /// lapses (ms; another sweep then redoes it), and user → their name meanwhile.
+    fn claimed_users(&self) -> String {
+        self.dir("claimed-users")
+    }
+    fn claimed_names(&self) -> String {
+        self.dir("claimed-names")
+    }
     /// What every key starts with, for the scripts that name keys they compute.
     fn all(&self) -> String {
         self.key("")
@@ -824,22 +832,27 @@ return 'other'
 
 /// The directory's checks before user ARGV[1] adds passkey ARGV[2] (checked in the contract's
 /// order: `unknown`, `name_taken`, `credential_taken`); past them the credential is reserved
-/// for the user, and the answer says whether the user owns its name key's claim already
-/// (`owner`) or may claim it (`claim`: it is the oldest account with the key). KEYS:
-/// usernames, name-keys, protected, creds; ARGV[3] the directory slot's key prefix.
+/// for the user (`ok`; `held` when it is the user's already: a passkey of theirs, or a
+/// reservation a resent or interrupted call left, which the caller tells apart), with whether
+/// the user owns its name key's claim already (`owner`) or may claim it (`claim`: it is the
+/// oldest account with the key). Returns `{verdict, state}`. KEYS: usernames, name-keys,
+/// protected, creds; ARGV[3] the directory slot's key prefix.
 const PROTECT_CHECK: &str = r#"
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 'unknown' end
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return {'unknown', ''} end
 local key = redis.call('HGET', KEYS[2], ARGV[1])
-if not key then return 'unknown' end
+if not key then return {'unknown', ''} end
 local owner = redis.call('HGET', KEYS[3], key)
-if owner and owner ~= ARGV[1] then return 'name_taken' end
+if owner and owner ~= ARGV[1] then return {'name_taken', ''} end
 if not owner and redis.call('ZRANGE', ARGV[3] .. 'names:' .. key, 0, 0)[1] ~= ARGV[1] then
-  return 'name_taken'
+  return {'name_taken', ''}
 end
-if redis.call('HEXISTS', KEYS[4], ARGV[2]) == 1 then return 'credential_taken' end
+local state = 'claim'
+if owner then state = 'owner' end
+local held = redis.call('HGET', KEYS[4], ARGV[2])
+if held == ARGV[1] then return {'held', state} end
+if held then return {'credential_taken', ''} end
 redis.call('HSET', KEYS[4], ARGV[2], ARGV[1])
-if owner then return 'owner' end
-return 'claim'
+return {'ok', state}
 "#;
 
 /// Adds passkey ARGV[1] (JSON ARGV[2], info ARGV[3]) to the user's passkeys KEYS[1] and their
@@ -853,25 +866,30 @@ redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 return 'added'
 "#;
 
-/// The directory's part of a passkey added to user ARGV[1]: the user leaves `quiet-users` (a
-/// protected account is never swept) and, with ARGV[2] = 1, claims its name key if still free
-/// and the user is still the oldest with it (then the directory's epoch moves, so every node
-/// reads the roster's marks again). Returns `added`, `protected`, or `name_taken` (someone
-/// claimed it meanwhile: the caller undoes the passkey). KEYS: name-keys, protected,
-/// quiet-users, users:epoch; ARGV[3] the directory slot's key prefix.
+/// The directory's part of a passkey added to user ARGV[1]: the user owns its name key's
+/// claim after it (claiming it if it is free and the user still the oldest with the key: then
+/// the directory's epoch moves, so every node reads the roster's marks again) and leaves
+/// `quiet-users` (a protected account is never swept). Returns `protected` when ARGV[2] = 1
+/// (the first passkey), else `added`; or `name_taken` (another account claimed it meanwhile:
+/// nothing written, the caller undoes the passkey). Claiming whatever ARGV[2] says covers a
+/// last passkey removed meanwhile, whose removal gave the claim up. KEYS: name-keys,
+/// protected, quiet-users, users:epoch; ARGV[3] the directory slot's key prefix.
 const PROTECT_FINISH: &str = r#"
-redis.call('ZREM', KEYS[3], ARGV[1])
-if ARGV[2] ~= '1' then return 'added' end
 local key = redis.call('HGET', KEYS[1], ARGV[1])
 if not key then return 'name_taken' end
 local owner = redis.call('HGET', KEYS[2], key)
-if owner == ARGV[1] then return 'protected' end
-if owner or redis.call('ZRANGE', ARGV[3] .. 'names:' .. key, 0, 0)[1] ~= ARGV[1] then
+if not owner then
+  if redis.call('ZRANGE', ARGV[3] .. 'names:' .. key, 0, 0)[1] ~= ARGV[1] then
+    return 'name_taken'
+  end
+  redis.call('HSET', KEYS[2], key, ARGV[1])
+  redis.call('INCR', KEYS[4])
+elseif owner ~= ARGV[1] then
   return 'name_taken'
 end
-redis.call('HSET', KEYS[2], key, ARGV[1])
-redis.call('INCR', KEYS[4])
-return 'protected'
+redis.call('ZREM', KEYS[3], ARGV[1])
+if ARGV[2] == '1' then return 'protected' end
+return 'added'
 "#;
 
 /// Frees credential ARGV[2] (KEYS[1] creds) if user ARGV[1] holds it.
@@ -950,8 +968,9 @@ return redis.call('HLEN', KEYS[1])
 
 /// The directory's part of removing user ARGV[1]'s passkey ARGV[2] (ARGV[3] of them left): the
 /// credential is freed, and with none left the user's name claim is given up (the epoch
-/// moves, so every node reads the roster's marks again). Returns whether the name is still
-/// protected (1/0). KEYS: creds, name-keys, protected, users:epoch.
+/// moves, so every node reads the roster's marks again). Returns 1 when the name is still
+/// protected, 0 when it was not, 2 when this gave it up (the caller checks that no passkey was
+/// added meanwhile). KEYS: creds, name-keys, protected, users:epoch.
 const RELEASE_PASSKEY: &str = r#"
 if redis.call('HGET', KEYS[1], ARGV[2]) == ARGV[1] then redis.call('HDEL', KEYS[1], ARGV[2]) end
 local key = redis.call('HGET', KEYS[2], ARGV[1])
@@ -960,7 +979,7 @@ if not owns then return 0 end
 if tonumber(ARGV[3]) > 0 then return 1 end
 redis.call('HDEL', KEYS[3], key)
 redis.call('INCR', KEYS[4])
-return 0
+return 2
 "#;
 
 /// The session sweep's claim: takes up to ARGV[2] entries of the deadlines KEYS[1] whose
@@ -982,21 +1001,50 @@ redis.call('DEL', KEYS[1])
 return {1, '0'}
 "#;
 
-/// The account sweep's claim: takes up to ARGV[2] users last seen before ARGV[1] (or left
-/// without a session: score 0) off `quiet-users` KEYS[1] and out of `usernames` KEYS[2] (so no
-/// message can reach them meanwhile), and returns `{user, name, ...}`.
+/// The account sweep's claim, with a lease of ARGV[3] ms (Redis' clock): first every claim
+/// whose lease lapsed (a sweep that stopped midway), then up to ARGV[2] in all of the users last
+/// seen before ARGV[1] (or left without a session: score 0), taken off `quiet-users` KEYS[1]
+/// and out of `usernames` KEYS[2] (so no message can reach them meanwhile), their names kept in
+/// KEYS[4] while claimed (KEYS[3]). Returns `{user, name, ...}`.
 const CLAIM_QUIET_USERS: &str = r#"
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local lease = int(now + tonumber(ARGV[3]))
+local limit = tonumber(ARGV[2])
 local out = {}
-for _, user in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, ARGV[2])) do
+for _, user in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', int(now), 'LIMIT', 0, limit)) do
+  local name = redis.call('HGET', KEYS[4], user)
+  if name then
+    redis.call('ZADD', KEYS[3], lease, user)
+    table.insert(out, user)
+    table.insert(out, name)
+  else
+    redis.call('ZREM', KEYS[3], user)
+  end
+end
+local room = limit - #out / 2
+if room <= 0 then return out end
+for _, user in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, room)) do
   redis.call('ZREM', KEYS[1], user)
   local name = redis.call('HGET', KEYS[2], user)
   if name then
     redis.call('HDEL', KEYS[2], user)
+    redis.call('HSET', KEYS[4], user, name)
+    redis.call('ZADD', KEYS[3], lease, user)
     table.insert(out, user)
     table.insert(out, name)
   end
 end
 return out
+"#;
+
+/// Gives a claimed user back their name (ARGV[2]) in `usernames` KEYS[1]: a message reached
+/// them before the claim, so they stay. Ends the claim (KEYS[2], KEYS[3]).
+const UNCLAIM_USER: &str = r#"
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+return 1
 "#;
 
 /// Deletes a claimed user's own keys (KEYS: peers, sessions, settings), unless it has a
@@ -1009,10 +1057,12 @@ return families
 "#;
 
 /// Takes a deleted user ARGV[1] out of the directory (KEYS: directory, name-keys, deadlines,
-/// users:epoch; ARGV[2] the directory slot's key prefix, ARGV[3..] its sessions' families) and
-/// moves the epoch.
+/// users:epoch, claimed users, claimed names; ARGV[2] the directory slot's key prefix,
+/// ARGV[3..] its sessions' families), ends the claim and moves the epoch.
 const DROP_ENTRY: &str = r#"
 redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('HDEL', KEYS[6], ARGV[1])
 local key = redis.call('HGET', KEYS[2], ARGV[1])
 if key then
   redis.call('ZREM', ARGV[2] .. 'names:' .. key, ARGV[1])
@@ -1092,6 +1142,14 @@ local globals = {usernames = true, directory = true, ['users:seq'] = true, ['use
   protected = true, ['name-keys'] = true, ['name-keys:filled'] = true, creds = true,
   ['quiet-users'] = true, ['session-deadlines'] = true, users = true}
 local moved, sets = 0, {}
+-- Only keys of this store's own ids move (a deployment whose prefix nests under this one,
+-- `<prefix>:session` say, keeps its keys): digests are 64 hex digits, user ids UUIDs.
+local function is_digest(id)
+  return id ~= nil and #id == 64 and string.match(id, '^%x+$') ~= nil
+end
+local function is_user(id)
+  return id ~= nil and string.match(id, '^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$') ~= nil
+end
 local cursor = '0'
 repeat
   local page = redis.call('SCAN', cursor, 'MATCH', ARGV[3], 'COUNT', 1000)
@@ -1100,25 +1158,30 @@ repeat
     local rest = string.sub(key, #p + 1)
     local new
     if string.sub(rest, 1, 1) ~= '{' then
-      if globals[rest] or string.sub(rest, 1, 6) == 'names:' then
+      if globals[rest] then
         new = dir .. rest
+      elseif string.sub(rest, 1, 6) == 'names:' then
+        if redis.call('TYPE', key)['ok'] == 'zset' and is_user(redis.call('ZRANGE', key, 0, 0)[1]) then
+          new = dir .. rest
+        end
       else
         local kind, id = string.match(rest, '^(%a+):([^:]+)$')
-        if kind == 'session' then new = p .. '{s:' .. id .. '}:session'
-        elseif kind == 'secret' then new = p .. '{s:' .. id .. '}:secret'
-        elseif kind == 'peers' then new = p .. '{u:' .. id .. '}:peers'
-        elseif kind == 'settings' then new = p .. '{u:' .. id .. '}:settings'
+        if (kind == 'session' or kind == 'secret') and is_digest(id) then
+          new = p .. '{s:' .. id .. '}:' .. kind
+        elseif (kind == 'peers' or kind == 'settings') and is_user(id) then
+          new = p .. '{u:' .. id .. '}:' .. kind
         else
           local user, what = string.match(rest, '^user:([^:]+):([%a-]+)$')
-          if what == 'passkeys' or what == 'passkey-info' then
+          if is_user(user) and (what == 'passkeys' or what == 'passkey-info') then
             new = p .. '{u:' .. user .. '}:' .. what
-          elseif what == 'sessions' then
+          elseif is_user(user) and what == 'sessions' then
             table.insert(sets, {key, user})
           end
         end
       end
     end
-    if new then
+    -- SCAN may return a key twice; one renamed already is gone.
+    if new and redis.call('EXISTS', key) == 1 then
       redis.call('RENAME', key, new)
       moved = moved + 1
     end
@@ -1127,7 +1190,8 @@ until cursor == '0'
 for _, set in ipairs(sets) do
   local sessions = p .. '{u:' .. set[2] .. '}:sessions'
   for _, d in ipairs(redis.call('SMEMBERS', set[1])) do
-    local created = redis.call('HGET', p .. '{s:' .. d .. '}:session', 'created')
+    if not is_digest(d) then d = '' end
+    local created = d ~= '' and redis.call('HGET', p .. '{s:' .. d .. '}:session', 'created')
     if created then redis.call('HSET', sessions, d, created) end
   end
   redis.call('DEL', set[1])
@@ -1143,6 +1207,10 @@ end
 redis.call('SET', KEYS[1], '2')
 return moved
 "#;
+
+/// How long the account sweep holds a claimed user before another sweep redoes it (a sweep
+/// that stopped midway leaves the user claimed: out of the names, not yet deleted).
+const ACCOUNT_CLAIM_LEASE: Duration = Duration::from_secs(60);
 
 /// `text` with the characters a `SCAN MATCH` pattern gives a meaning escaped.
 fn glob_escaped(text: &str) -> String {
@@ -1285,6 +1353,7 @@ struct Scripts {
     claim_due_sessions: Script,
     expire_session: Script,
     claim_quiet_users: Script,
+    unclaim_user: Script,
     drop_user: Script,
     drop_entry: Script,
     list_users: Script,
@@ -1337,7 +1406,8 @@ impl Scripts {
             release_passkey: lua(&[RELEASE_PASSKEY]),
             claim_due_sessions: lua(&[CLAIM_DUE_SESSIONS]),
             expire_session: lua(&[EXPIRE_SESSION]),
-            claim_quiet_users: lua(&[CLAIM_QUIET_USERS]),
+            claim_quiet_users: lua(&[INT, CLAIM_QUIET_USERS]),
+            unclaim_user: lua(&[UNCLAIM_USER]),
             drop_user: lua(&[DROP_USER]),
             drop_entry: lua(&[DROP_ENTRY]),
             list_users: lua_read(&[LIST_USERS]),
@@ -1936,12 +2006,9 @@ impl Store for RedisStore {
             let digest = session_id.digest();
             let now = now_ms();
             let deadline = now + self.policy.idle.min(self.policy.max_age).as_millis() as i64;
-            if !self
-                .admit_session(user.as_str(), &digest, now, max_sessions)
-                .await?
-            {
-                return Ok(NewDevice::TooManySessions);
-            }
+            // The session first, then its place on the user's list: a listed session always
+            // exists (so a caller at the limit that drops the listed ones that do not exist
+            // never drops one being made). Refused, it goes again: its id was never handed out.
             if !self
                 .make_session(
                     user.as_str(),
@@ -1954,11 +2021,14 @@ impl Store for RedisStore {
                 )
                 .await?
             {
-                let _: i64 = self
-                    .conn()
-                    .hdel(self.keys.user_sessions(user.as_str()), &digest)
-                    .await?;
                 continue;
+            }
+            if !self
+                .admit_session(user.as_str(), &digest, now, max_sessions)
+                .await?
+            {
+                let _: i64 = self.conn().del(self.keys.session(&digest)).await?;
+                return Ok(NewDevice::TooManySessions);
             }
             self.index_sessions(user.as_str(), now, &[(digest, deadline)])
                 .await?;
@@ -2237,12 +2307,8 @@ impl Store for RedisStore {
             let gone: i64 = self.conn().del(self.keys.session(family)).await?;
             deleted += gone.max(0) as usize;
         }
-        let _: i64 = self
-            .conn()
-            .del(self.keys.user_sessions(user.as_str()))
-            .await?;
-        self.unindex_sessions(user.as_str(), true, &families)
-            .await?;
+        // Only the families read: a session admitted meanwhile stays listed.
+        self.forget_sessions(user.as_str(), &families).await?;
         Ok(deleted)
     }
 
@@ -2295,8 +2361,11 @@ impl Store for RedisStore {
             .claim_quiet_users
             .key(self.keys.quiet_users())
             .key(self.keys.usernames())
+            .key(self.keys.claimed_users())
+            .key(self.keys.claimed_names())
             .arg(now_ms() - idle.as_millis() as i64)
             .arg(limit)
+            .arg(ACCOUNT_CLAIM_LEASE.as_millis() as u64)
             .invoke_async(&mut self.conn())
             .await?;
         let mut expired = Expired {
@@ -2316,7 +2385,16 @@ impl Store for RedisStore {
             let Some(families) = families else {
                 // A message reached the user before the claim took the name away: the user
                 // stays (and is never quiet again).
-                let _: i64 = self.conn().hset(self.keys.usernames(), user, name).await?;
+                let _: i64 = self
+                    .scripts
+                    .unclaim_user
+                    .key(self.keys.usernames())
+                    .key(self.keys.claimed_users())
+                    .key(self.keys.claimed_names())
+                    .arg(user)
+                    .arg(name)
+                    .invoke_async(&mut self.conn())
+                    .await?;
                 continue;
             };
             for family in &families {
@@ -2329,6 +2407,8 @@ impl Store for RedisStore {
                 .key(self.keys.name_keys())
                 .key(self.keys.session_deadlines())
                 .key(self.keys.users_epoch())
+                .key(self.keys.claimed_users())
+                .key(self.keys.claimed_names())
                 .arg(user)
                 .arg(self.keys.dir_prefix())
                 .arg(&families)
@@ -2392,7 +2472,7 @@ impl Store for RedisStore {
     ) -> Result<Protect, StoreError> {
         // The directory's checks (and the credential reserved), the passkey in the user's slot,
         // then the name's claim; a refusal past the first step takes back what was written.
-        let checked: String = self
+        let (checked, state): (String, String) = self
             .scripts
             .protect_check
             .key(self.keys.usernames())
@@ -2404,13 +2484,24 @@ impl Store for RedisStore {
             .arg(self.keys.dir_prefix())
             .invoke_async(&mut self.conn())
             .await?;
-        let claim = match checked.as_str() {
-            "owner" => false,
-            "claim" => true,
+        match checked.as_str() {
+            "ok" => {}
+            "held" => {
+                // The user's already: a passkey of theirs is taken; a reservation left by a
+                // resent or interrupted call (no passkey behind it) goes on from here.
+                let registered: bool = self
+                    .conn()
+                    .hexists(self.keys.passkeys(user.as_str()), &passkey.cred_id)
+                    .await?;
+                if registered {
+                    return Ok(Protect::CredentialTaken);
+                }
+            }
             "name_taken" => return Ok(Protect::NameTaken),
             "credential_taken" => return Ok(Protect::CredentialTaken),
             _ => return Ok(Protect::UnknownUser),
-        };
+        }
+        let claim = state == "claim";
         let now = now_ms();
         let info = format!("{now}|{now}|{}", super::stored_label(added_in));
         let added: String = self
@@ -2582,6 +2673,9 @@ impl Store for RedisStore {
             .invoke_async(&mut self.conn())
             .await?;
         if left < 0 {
+            // Not among the user's passkeys. (A resent call whose first run removed it but
+            // did not free its credential leaves that reserved to the user: harmless, as a
+            // credential id is its authenticator's, and the user adding it again goes on.)
             return Ok(RemovedPasskey::Unknown);
         }
         let kept: i64 = self
@@ -2596,6 +2690,36 @@ impl Store for RedisStore {
             .arg(left)
             .invoke_async(&mut self.conn())
             .await?;
+        if kept == 2 {
+            // It gave the name up as the last passkey went: a passkey added meanwhile (whose
+            // protect saw the user still owning the name) claims it back.
+            let added: i64 = self.conn().hlen(self.keys.passkeys(user.as_str())).await?;
+            if added > 0 {
+                let _: String = self
+                    .scripts
+                    .protect_finish
+                    .key(self.keys.name_keys())
+                    .key(self.keys.protected())
+                    .key(self.keys.quiet_users())
+                    .key(self.keys.users_epoch())
+                    .arg(user.as_str())
+                    .arg("0")
+                    .arg(self.keys.dir_prefix())
+                    .invoke_async(&mut self.conn())
+                    .await?;
+                let protected: i64 = self
+                    .scripts
+                    .owns_name
+                    .key(self.keys.name_keys())
+                    .key(self.keys.protected())
+                    .arg(user.as_str())
+                    .invoke_async(&mut self.conn())
+                    .await?;
+                return Ok(RemovedPasskey::Removed {
+                    protected: protected == 1,
+                });
+            }
+        }
         Ok(RemovedPasskey::Removed {
             protected: kept == 1,
         })
