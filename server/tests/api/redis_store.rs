@@ -348,6 +348,11 @@ async fn a_redis_from_before_hash_tags_is_moved_once_and_reads_the_same() {
     assert!(passkeys.protected);
     assert_eq!(passkeys.passkeys.len(), 1);
     assert!(!node.settings(&ada).await.unwrap().read_receipts);
+    let on = server::store::SettingsChange {
+        read_receipts: Some(true),
+    };
+    let changed = node.change_settings(&ada, on).await.unwrap();
+    assert!(changed.expect("ada is known in her own slot").changed);
     assert_eq!(names(&node.list_users().await.unwrap()), ["ada", "bob"]);
     assert_eq!(
         node.create_session(&Username::parse("ada").unwrap(), "", None)

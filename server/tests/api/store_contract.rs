@@ -2507,8 +2507,8 @@ contract! {
 }
 
 // The same scenarios on a Redis Cluster, as far as its layout goes (issue #27 item 1): every
-// script of presence, sessions, the directory and passkeys stays in one slot; messages, read
-// state and settings still touch several, and join this list once they are moved. (Taking the
+// script of presence, sessions, the directory, passkeys and settings stays in one slot;
+// messages and read state still touch several, and join this list once they are moved. (Taking the
 // store away is for a Redis of the test's own, not the shared cluster.)
 contract! {
     stores: [
@@ -2540,5 +2540,6 @@ contract! {
         rotate_secret_is_compare_and_set,
         rotations_are_capped_per_window,
         other_sessions_are_marked_due,
+        settings_default_on_and_change,
     ],
 }

@@ -26,8 +26,9 @@
 //!   key, deadline, and the rotation's `cur`, `issued`, `r:<digest>`) whose TTL is the idle
 //!   timeout, refreshed on every use; `secret`, in the slot of a later secret's digest, the
 //!   family it belongs to (until the session's maximum age);
-//! - a user (`{u:<user>}`): `sessions` hash family → created (the device limit, "sign out
-//!   everywhere"); `passkeys` hash credential id → the `Passkey` JSON, `passkey-info` hash
+//! - a user (`{u:<user>}`): `user` hash (name), the marker that the user exists, asked in the
+//!   user's own slot (settings now, a message's recipient next); `sessions` hash family →
+//!   created (the device limit, "sign out everywhere"); `passkeys` hash credential id → the `Passkey` JSON, `passkey-info` hash
 //!   credential id → `added|last used|added in` (ms, ms, device label; absent for passkeys
 //!   from before it); `peers` set; `settings` hash (`readReceipts` `"0"`/`"1"`; absent: on);
 //!   `presence` (below);
@@ -524,6 +525,10 @@ impl Keys {
     /// secret finds its session. (The first secret's digest is the family itself.)
     fn secret(&self, digest: &str) -> String {
         self.session_slot(digest, "secret")
+    }
+    /// The user's marker (name): "the user exists", asked in the user's own slot.
+    fn user_marker(&self, user: &str) -> String {
+        self.user_slot(user, "user")
     }
     /// The user's sessions: family → when it was created (ms).
     fn user_sessions(&self, user: &str) -> String {
@@ -1047,12 +1052,12 @@ redis.call('HDEL', KEYS[3], ARGV[1])
 return 1
 "#;
 
-/// Deletes a claimed user's own keys (KEYS: peers, sessions, settings), unless it has a
+/// Deletes a claimed user's own keys (KEYS: peers, sessions, settings, marker), unless it has a
 /// message (`peers`): nil then, else the families of its sessions.
 const DROP_USER: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
 local families = redis.call('HKEYS', KEYS[2])
-redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
 return families
 "#;
 
@@ -1130,7 +1135,8 @@ return #entries
 /// Moves a standalone Redis's keys from the layout before hash tags to this one, once (KEYS[1]
 /// the layout version, set to 2 after): the directory's keys into its slot, each session and
 /// later secret into its own, and each user's sessions (a set of families, now a hash family →
-/// created), passkeys, peers and settings into the user's. Sessions get their deadline from the
+/// created), passkeys, peers and settings into the user's, where each user also gets its
+/// marker. Sessions get their deadline from the
 /// deadlines index. Keys it does not know (messages, read state) keep their names. ARGV[1] is
 /// the key prefix (`<prefix>:`), ARGV[2] the directory slot's, ARGV[3] the SCAN pattern of the
 /// prefix. Returns how many keys moved, or -1 when done before. One script: it runs once, on a
@@ -1196,6 +1202,10 @@ for _, set in ipairs(sets) do
   end
   redis.call('DEL', set[1])
   moved = moved + 1
+end
+local names = redis.call('HGETALL', dir .. 'usernames')
+for i = 1, #names, 2 do
+  redis.call('HSET', p .. '{u:' .. names[i] .. '}:user', 'name', names[i + 1])
 end
 local deadlines = redis.call('ZRANGE', dir .. 'session-deadlines', 0, -1, 'WITHSCORES')
 for i = 1, #deadlines, 2 do
@@ -1318,7 +1328,7 @@ return {json, name, up, at, unread, scanned, shares, peer_up, peer_at}
 /// Applies a settings change (`ARGV[2]`: `"0"`, `"1"` or `""` for unchanged) to a known user:
 /// nil for an unknown one, else `{readReceipts, changed}`.
 const CHANGE_SETTINGS: &str = r#"
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return false end
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 local old = redis.call('HGET', KEYS[2], 'readReceipts') or '1'
 if ARGV[2] == '' or ARGV[2] == old then return {tonumber(old), 0} end
 redis.call('HSET', KEYS[2], 'readReceipts', ARGV[2])
@@ -1957,6 +1967,10 @@ impl Store for RedisStore {
                 1 => {}
                 _ => continue,
             }
+            let _: i64 = self
+                .conn()
+                .hset(self.keys.user_marker(user_id.as_str()), "name", &name)
+                .await?;
             if !self
                 .make_session(
                     user_id.as_str(),
@@ -2380,6 +2394,7 @@ impl Store for RedisStore {
                 .key(self.keys.peers(user))
                 .key(self.keys.user_sessions(user))
                 .key(self.keys.settings(user))
+                .key(self.keys.user_marker(user))
                 .invoke_async(&mut self.conn())
                 .await?;
             let Some(families) = families else {
@@ -3122,7 +3137,7 @@ impl Store for RedisStore {
         let changed: Option<(i64, i64)> = self
             .scripts
             .change_settings
-            .key(self.keys.usernames())
+            .key(self.keys.user_marker(user.as_str()))
             .key(self.keys.settings(user.as_str()))
             .arg(user.as_str())
             .arg(receipts)
