@@ -242,3 +242,88 @@ pub(super) fn checkpoint_loop(conn: Connection, store: std::sync::Weak<()>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A job that writes one row and, once its batch is committed, says so on `done`.
+    fn job(done: &mpsc::Sender<()>) -> (Isolation, Job) {
+        let done = done.clone();
+        let job: Job = Box::new(move |conn: &Connection| {
+            conn.execute("INSERT INTO t (v) VALUES (1)", []).unwrap();
+            let reply: Reply = Box::new(move |_| {
+                let _ = done.send(());
+            });
+            (true, reply)
+        });
+        (Isolation::Statement, job)
+    }
+
+    /// Runs a writer with this window: two jobs queued before it starts (so its first commit
+    /// answers both), then one job, and another `gap` later. Returns how many commits it made.
+    fn commits_with(window: Duration, gap: Duration) -> usize {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (v INTEGER)").unwrap();
+        let commits = Arc::new(AtomicUsize::new(0));
+        let counted = commits.clone();
+        conn.commit_hook(Some(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            false
+        }));
+        let (tx, rx) = mpsc::channel();
+        let (done, answered) = mpsc::channel();
+        tx.send(job(&done)).unwrap();
+        tx.send(job(&done)).unwrap();
+        let writer = std::thread::spawn(move || writer_loop(conn, rx, Gather { window }));
+        for _ in 0..2 {
+            answered.recv().unwrap();
+        }
+        tx.send(job(&done)).unwrap();
+        std::thread::sleep(gap);
+        tx.send(job(&done)).unwrap();
+        for _ in 0..2 {
+            answered.recv().unwrap();
+        }
+        drop(tx);
+        writer.join().unwrap();
+        commits.load(Ordering::SeqCst)
+    }
+
+    #[test]
+    fn after_a_shared_commit_a_window_lets_the_next_writes_share_one() {
+        let gap = Duration::from_millis(20);
+        assert_eq!(
+            commits_with(Duration::ZERO, gap),
+            3,
+            "no window: the third write commits before the fourth comes"
+        );
+        assert_eq!(
+            commits_with(Duration::from_secs(1), gap),
+            2,
+            "the third write waits, and the fourth shares its commit"
+        );
+    }
+
+    #[test]
+    fn writes_on_a_quiet_writer_do_not_wait_for_the_window() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (v INTEGER)").unwrap();
+        let (tx, rx) = mpsc::channel();
+        let (done, answered) = mpsc::channel();
+        let window = Duration::from_secs(30);
+        let writer = std::thread::spawn(move || writer_loop(conn, rx, Gather { window }));
+        let started = Instant::now();
+        for _ in 0..3 {
+            tx.send(job(&done)).unwrap();
+            answered.recv().unwrap();
+        }
+        assert!(
+            started.elapsed() < window / 2,
+            "each commit answered one write, so none waited"
+        );
+        drop(tx);
+        writer.join().unwrap();
+    }
+}
