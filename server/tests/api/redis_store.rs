@@ -363,10 +363,21 @@ async fn a_redis_from_before_hash_tags_is_moved_once_and_reads_the_same() {
     let conversations = node.conversations(&ada, 10, 0, 10).await.unwrap();
     assert_eq!(conversations.peers, std::slice::from_ref(&bob));
     assert_eq!(conversations.messages.len(), 1);
+    // Both parties' copies: bob's restore and his history with ada hold it too.
+    assert_eq!(
+        node.messages_since(&bob, 0, 10)
+            .await
+            .unwrap()
+            .messages
+            .len(),
+        1
+    );
+    let history = node.history(&bob, &ada, None, 10).await.unwrap();
+    assert_eq!(history.messages[0].content, "hi");
     let old: bool = conn.exists(&session).await.unwrap();
     assert!(!old, "the old names are gone");
     let layout: i64 = conn.get(key("layout")).await.unwrap();
-    assert_eq!(layout, 2);
+    assert_eq!(layout, 3);
     drop(node);
     let again = default_store(&redis).await;
     assert!(
@@ -447,5 +458,46 @@ async fn steps_left_half_done_are_finished_by_the_next_call() {
     assert_eq!(
         node.protect(&ada2, passkey("c1"), "Firefox").await.unwrap(),
         Protect::Added
+    );
+}
+
+/// Not a check: measures what the README's sizing note says (`cargo test -p server --test api
+/// -- --ignored redis_memory_per_message --nocapture`, on a Redis of its own).
+#[tokio::test]
+#[ignore]
+async fn redis_memory_per_message() {
+    let redis = RedisServer::start_own().await;
+    let used = |redis: &RedisServer| -> i64 {
+        let info = redis.cli(&["info", "memory"]);
+        info.lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("used_memory")
+    };
+    let node = default_store(&redis).await;
+    let mut users = Vec::new();
+    for i in 0..20 {
+        users.push(user(&node, &format!("user{i}")).await);
+    }
+    let before = used(&redis);
+    let content = "x".repeat(100);
+    const MESSAGES: usize = 20_000;
+    for i in 0..MESSAGES {
+        let (from, to) = (&users[i % 20], &users[(i * 7 + 3) % 20]);
+        node.insert_message(NewMessage {
+            from: from.clone(),
+            to: to.clone(),
+            content: MessageContent::parse(&content, 1000).unwrap(),
+            client_id: Some(
+                server::domain::ClientMsgId::parse(&uuid::Uuid::new_v4().to_string()).unwrap(),
+            ),
+        })
+        .await
+        .unwrap();
+    }
+    let after = used(&redis);
+    eprintln!(
+        "{} bytes per message ({MESSAGES} messages of 100 characters among 20 users)",
+        (after - before) / MESSAGES as i64
     );
 }

@@ -2506,15 +2506,21 @@ contract! {
     ],
 }
 
-// The same scenarios on a Redis Cluster, as far as its layout goes (issue #27 item 1): every
-// script of presence, sessions, the directory, passkeys and settings stays in one slot;
-// messages and read state still touch several, and join this list once they are moved. (Taking the
-// store away is for a Redis of the test's own, not the shared cluster.)
+// The same scenarios on a Redis Cluster of three primaries (issue #27 item 1: every script stays
+// in one slot). Taking the store away is for a Redis of the test's own, not the shared cluster.
 contract! {
     stores: [
         redis_cluster => super::OnCluster,
     ],
     scenarios: [
+        durable_before_ack,
+        dedup_by_client_id,
+        concurrent_duplicates_are_stored_once,
+        ids_increase_and_every_list_is_in_id_order,
+        restore_pages_after_since,
+        history_pages_backwards,
+        conversations_are_capped_per_peer_after_since_and_overall,
+        an_unknown_recipient_is_refused_and_nothing_written,
         sessions_are_found_by_secret_and_ended,
         devices_are_listed_per_user_and_ended_by_family,
         a_session_binds_to_one_key_once,
@@ -2522,10 +2528,19 @@ contract! {
         a_session_expires_at_its_maximum_age_even_if_used,
         expired_sessions_are_swept_once_by_digest,
         idle_sessions_are_swept_in_batches,
+        accounts_without_messages_expire_and_others_stay,
         touched_sessions_outlive_their_idle_time_and_keep_their_account,
         sockets_are_counted_per_user,
         sockets_are_counted_atomically,
         a_lone_node_heartbeat_reports_no_change,
+        a_read_cursor_only_moves_forward_under_concurrent_marks,
+        a_read_cursor_is_clamped_to_the_newest_message,
+        unread_counts_the_peers_messages_since_the_cursor_and_caps,
+        conversations_are_listed_by_latest_activity_and_paged,
+        read_receipts_are_shared_only_while_both_have_them_on,
+        what_is_read_with_receipts_off_stays_unseen_when_they_are_on_again,
+        settings_default_on_and_change,
+        read_state_and_settings_are_durable,
         a_passkey_protects_a_name_once_and_keeps_its_account,
         only_the_oldest_account_with_a_name_key_may_protect_it,
         a_sign_up_with_a_protected_name_key_is_refused_and_writes_nothing,
@@ -2540,6 +2555,5 @@ contract! {
         rotate_secret_is_compare_and_set,
         rotations_are_capped_per_window,
         other_sessions_are_marked_due,
-        settings_default_on_and_change,
     ],
 }

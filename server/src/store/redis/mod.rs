@@ -1,9 +1,9 @@
 //! The Redis backend, for several nodes sharing one Redis (7 or newer, one primary endpoint,
-//! over TLS or not). Not Redis Cluster yet (issue #27 item 1 moves the layout part by part):
-//! presence, sessions, the directory and passkeys are hash-tagged, each of their scripts in one
-//! slot (tested on a cluster: `RedisStore::connect_cluster`); messages and read state still
-//! touch several slots. [`RedisTarget`] is how a node reaches it, for this store and the
-//! Socket.IO adapter alike.
+//! over TLS or not) or a Redis Cluster: every key is hash-tagged and every script stays in one
+//! slot (the store contract runs on a cluster of three primaries through
+//! [`RedisStore::connect_cluster`]; a node's `--redis-url` still refuses a cluster until the
+//! Socket.IO adapter runs on one too, issue #27 item 1). [`RedisTarget`] is how a node reaches
+//! it, for this store and the Socket.IO adapter alike.
 //!
 //! Layout, every key under `{prefix}:`, in hash-tagged slots: `{<prefix>:d}` the directory,
 //! `{s:<digest>}` one session, `{u:<user>}` one user, `{<prefix>:g}` the nodes,
@@ -31,14 +31,19 @@
 //!   created (the device limit, "sign out everywhere"); `passkeys` hash credential id → the `Passkey` JSON, `passkey-info` hash
 //!   credential id → `added|last used|added in` (ms, ms, device label; absent for passkeys
 //!   from before it); `peers` set; `settings` hash (`readReceipts` `"0"`/`"1"`; absent: on);
-//!   `presence` (below);
-//! - messages (not yet hash-tagged): `msg:seq` counter (message ids); `messages` hash id → the
-//!   wire JSON of the message; `inbox:{user}` and `conv:{a}|{b}` sorted sets of ids (score =
-//!   id); `dedupe:{user}` hash clientId → id. One Lua script checks the recipient,
-//!   de-duplicates, takes the id and writes all of it atomically, before the caller acks;
-//! - read state (not yet hash-tagged): `reads:{user}` hash peer → `"{upTo}:{at}"`, the user's
-//!   read cursor of each conversation, written only when it moves (one script reads, clamps and
-//!   writes it, so it never goes back); `seen:{user}` hash peer → `"{upTo}:{at}"`, the user's
+//!   `presence` (below); and the user's messages and read state (below);
+//! - messages: `{<prefix>:seq}:msg:seq` counter (message ids, the one key every message
+//!   touches); each party keeps its own copy in its slot: `msg` hash id → the wire JSON,
+//!   `inbox` and `conv:<peer>` sorted sets of ids (score = id), `dedupe` hash clientId → id (the
+//!   sender's), `pending` sorted set of the sender's messages whose recipient's copy may not be
+//!   written yet. A message is stored in steps, each one slot and safe to run twice: the
+//!   dedupe check, the recipient's marker, the id, the sender's copy (marked pending), the
+//!   recipient's copy (a recipient gone meanwhile takes the sender's back), the mark off; only
+//!   then is it acked (after `WAIT` with replica acks). A duplicate still pending finishes the
+//!   recipient's copy first. Reading touches the viewer's slot only;
+//! - read state, in the reader's slot: `reads` hash peer → `"{upTo}:{at}"`, the user's read
+//!   cursor of each conversation, written only when it moves (one script reads, clamps and
+//!   writes it, so it never goes back); `seen` hash peer → `"{upTo}:{at}"`, the user's
 //!   seen cursor (what the peer may know they read), written by the same script to the read
 //!   cursor's new place only when it moves while both have read receipts on (absent: nothing
 //!   seen; cursors read before this hash existed are not copied into it: peers see "Seen"
@@ -538,32 +543,38 @@ impl Keys {
     fn layout(&self) -> String {
         self.key("layout")
     }
+    /// Message ids: the one counter every message takes a number from (its own slot).
     fn message_seq(&self) -> String {
-        self.key("msg:seq")
+        self.tagged(&format!("{}:seq", self.prefix), "msg:seq")
     }
-    fn messages(&self) -> String {
-        self.key("messages")
+    /// The user's copy of every message they sent or received: id → the wire JSON.
+    fn user_messages(&self, user: &str) -> String {
+        self.user_slot(user, "msg")
+    }
+    /// The user's messages sent whose recipient's copy may not be written yet: id → when.
+    fn pending(&self, user: &str) -> String {
+        self.user_slot(user, "pending")
     }
     fn dedupe(&self, user: &str) -> String {
-        self.key(&format!("dedupe:{user}"))
+        self.user_slot(user, "dedupe")
     }
     fn inbox(&self, user: &str) -> String {
-        self.key(&format!("inbox:{user}"))
+        self.user_slot(user, "inbox")
     }
-    fn conversation(&self, a: &str, b: &str) -> String {
-        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
-        self.key(&format!("conv:{lo}|{hi}"))
+    /// The viewer's copy of their conversation with `peer`: ids.
+    fn conversation(&self, viewer: &str, peer: &str) -> String {
+        self.user_slot(viewer, &format!("conv:{peer}"))
     }
     fn peers(&self, user: &str) -> String {
         self.user_slot(user, "peers")
     }
     /// The user's read cursors, by peer.
     fn reads(&self, user: &str) -> String {
-        self.key(&format!("reads:{user}"))
+        self.user_slot(user, "reads")
     }
     /// The user's seen cursors, by peer (what each peer may know the user read).
     fn seen(&self, user: &str) -> String {
-        self.key(&format!("seen:{user}"))
+        self.user_slot(user, "seen")
     }
     fn settings(&self, user: &str) -> String {
         self.user_slot(user, "settings")
@@ -1218,6 +1229,58 @@ redis.call('SET', KEYS[1], '2')
 return moved
 "#;
 
+/// Moves a standalone Redis's messages and read state into each user's slot, once (KEYS[1] the
+/// layout version, 2 before and 3 after; KEYS[2] the old `messages` hash, KEYS[3] the old id
+/// counter, KEYS[4] the new one): every message is copied into both parties' `msg` and
+/// `conv:<peer>` (one copy for a note to self), and each user's `inbox`, `dedupe`, `reads` and
+/// `seen` move into the user's slot; the old `messages` and `conv:<a>|<b>` keys go. ARGV as
+/// MOVE_TO_HASH_TAGS's. Returns how many messages moved, or -1 when done before.
+const MOVE_MESSAGES: &str = r#"
+if tonumber(redis.call('GET', KEYS[1]) or '0') >= 3 then return -1 end
+local p = ARGV[1]
+local function is_user(id)
+  return id ~= nil and string.match(id, '^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$') ~= nil
+end
+local moved = 0
+local cursor = '0'
+repeat
+  local page = redis.call('HSCAN', KEYS[2], cursor, 'COUNT', 1000)
+  cursor = page[1]
+  local fields = page[2]
+  for i = 1, #fields, 2 do
+    local id, json = fields[i], fields[i + 1]
+    local ok, m = pcall(cjson.decode, json)
+    if ok and type(m) == 'table' and m.from and m.to then
+      redis.call('HSET', p .. '{u:' .. m.from .. '}:msg', id, json)
+      redis.call('ZADD', p .. '{u:' .. m.from .. '}:conv:' .. m.to, id, id)
+      if m.to ~= m.from then
+        redis.call('HSET', p .. '{u:' .. m.to .. '}:msg', id, json)
+        redis.call('ZADD', p .. '{u:' .. m.to .. '}:conv:' .. m.from, id, id)
+      end
+      moved = moved + 1
+    end
+  end
+until cursor == '0'
+redis.call('DEL', KEYS[2])
+cursor = '0'
+repeat
+  local page = redis.call('SCAN', cursor, 'MATCH', ARGV[3], 'COUNT', 1000)
+  cursor = page[1]
+  for _, key in ipairs(page[2]) do
+    local rest = string.sub(key, #p + 1)
+    local kind, user = string.match(rest, '^(%a+):([^:]+)$')
+    if (kind == 'inbox' or kind == 'dedupe' or kind == 'reads' or kind == 'seen') and is_user(user) then
+      if redis.call('EXISTS', key) == 1 then redis.call('RENAME', key, p .. '{u:' .. user .. '}:' .. kind) end
+    elseif string.match(rest, '^conv:[^:|]+|[^:|]+$') then
+      redis.call('DEL', key)
+    end
+  end
+until cursor == '0'
+if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('RENAME', KEYS[3], KEYS[4]) end
+redis.call('SET', KEYS[1], '3')
+return moved
+"#;
+
 /// How long the account sweep holds a claimed user before another sweep redoes it (a sweep
 /// that stopped midway leaves the user claimed: out of the names, not yet deleted).
 const ACCOUNT_CLAIM_LEASE: Duration = Duration::from_secs(60);
@@ -1234,26 +1297,94 @@ fn glob_escaped(text: &str) -> String {
     out
 }
 
-/// Stores a message: `{0, json}` for a resend of a client id already stored (whatever its
-/// recipient, as the `Store` contract says), nil for an unknown recipient, `{1, json}` for a
-/// new message.
-const INSERT_MESSAGE: &str = r#"
-if ARGV[2] ~= '' then
-  local existing = redis.call('HGET', KEYS[4], ARGV[2])
-  if existing then return {0, redis.call('HGET', KEYS[3], existing)} end
+/// Shared by the scripts that store a message: each party's part, one slot each.
+///
+/// `send_out`, the sender's part (KEYS: dedupe, msg, inbox, conv:<to>, peers, pending):
+/// `{0, id, json, pending}` for client id `cid` stored already (whatever its recipient, as the
+/// `Store` contract says), else writes the sender's copy (`{"id":` id `,` rest) and answers
+/// `{1, id, json, pending}`, a resent call included. `pending` 1: the recipient's copy may not
+/// be written yet; with `mark` '1' the message is marked pending since `now` (a note to self,
+/// or a store that writes both copies at once, marks nothing).
+///
+/// `send_in`, the recipient's part (KEYS: marker, msg, inbox, conv:<from>, peers): writes their
+/// copy unless they do not exist (0); 1 when it is written (by this call or one before).
+const SEND_STEPS: &str = r#"
+local function send_out(k, id, cid, rest, now, mark, to)
+  if cid ~= '' then
+    local existing = redis.call('HGET', k[1], cid)
+    if existing then
+      local pending = redis.call('ZSCORE', k[6], existing) and 1 or 0
+      return {0, existing, redis.call('HGET', k[2], existing), pending}
+    end
+  end
+  local json = redis.call('HGET', k[2], id)
+  if not json then
+    json = '{"id":' .. id .. ',' .. rest
+    redis.call('HSET', k[2], id, json)
+    if cid ~= '' then redis.call('HSET', k[1], cid, id) end
+    redis.call('ZADD', k[3], id, id)
+    redis.call('ZADD', k[4], id, id)
+    redis.call('SADD', k[5], to)
+    if mark == '1' then redis.call('ZADD', k[6], now, id) end
+  end
+  local pending = redis.call('ZSCORE', k[6], id) and 1 or 0
+  return {1, id, json, pending}
 end
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return false end
-local id = redis.call('INCR', KEYS[2])
-local json = '{"id":' .. id .. ',' .. ARGV[3]
-redis.call('HSET', KEYS[3], id, json)
-if ARGV[2] ~= '' then redis.call('HSET', KEYS[4], ARGV[2], id) end
-redis.call('ZADD', KEYS[5], id, id)
-redis.call('ZADD', KEYS[6], id, id)
-redis.call('ZADD', KEYS[7], id, id)
-redis.call('SADD', KEYS[8], ARGV[1])
-redis.call('SADD', KEYS[9], ARGV[4])
-redis.call('ZREM', KEYS[10], ARGV[1], ARGV[4])
-return {1, json}
+local function send_in(k, id, json, from)
+  if redis.call('EXISTS', k[1]) == 0 then return 0 end
+  if redis.call('HEXISTS', k[2], id) == 0 then
+    redis.call('HSET', k[2], id, json)
+    redis.call('ZADD', k[3], id, id)
+    redis.call('ZADD', k[4], id, id)
+    redis.call('SADD', k[5], from)
+  end
+  return 1
+end
+"#;
+
+/// The sender's part of storing message ARGV[1], in the sender's slot (`send_out`; ARGV: id,
+/// client id, the JSON after the id, now, '1' to mark it pending, to).
+const SEND_OUT: &str = r#"
+return send_out(KEYS, ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+"#;
+
+/// The recipient's part, in the recipient's slot (`send_in`; ARGV: id, JSON, from).
+const SEND_IN: &str = r#"
+return send_in(KEYS, ARGV[1], ARGV[2], ARGV[3])
+"#;
+
+/// Both parts at once, with the id, on a standalone Redis (it names keys of several slots):
+/// the message is stored in one step, so ids reach every copy in the order they are taken
+/// (a cluster stores it in steps; see `RedisStore::insert_message`). KEYS: the sender's six
+/// (as `send_out`), the recipient's five (as `send_in`), the id counter, `quiet-users`; ARGV:
+/// client id, the JSON after the id, now, to, from. Returns nil for an unknown recipient (after
+/// the client id check), else `{fresh, id, json, 0}`.
+const SEND_AT_ONCE: &str = r#"
+local out = {KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]}
+if ARGV[1] ~= '' then
+  local existing = redis.call('HGET', KEYS[1], ARGV[1])
+  if existing then return send_out(out, existing, ARGV[1], '', ARGV[3], '0', ARGV[4]) end
+end
+if redis.call('EXISTS', KEYS[7]) == 0 then return false end
+local id = tostring(redis.call('INCR', KEYS[12]))
+local stored = send_out(out, id, ARGV[1], ARGV[2], ARGV[3], '0', ARGV[4])
+if ARGV[4] ~= ARGV[5] then
+  send_in({KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]}, id, stored[3], ARGV[5])
+end
+redis.call('ZREM', KEYS[13], ARGV[4], ARGV[5])
+return stored
+"#;
+
+/// Takes back the sender's copy of message ARGV[1] (client id ARGV[2], to ARGV[3]) whose
+/// recipient is gone (KEYS as `send_out`'s).
+const SEND_UNDO: &str = r#"
+redis.call('HDEL', KEYS[2], ARGV[1])
+if ARGV[2] ~= '' and redis.call('HGET', KEYS[1], ARGV[2]) == ARGV[1] then redis.call('HDEL', KEYS[1], ARGV[2]) end
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('ZREM', KEYS[6], ARGV[1])
+if redis.call('EXISTS', KEYS[4]) == 0 then redis.call('SREM', KEYS[5], ARGV[3]) end
+return 1
 "#;
 
 /// Shared by the read-state scripts: a read cursor (`"{upTo}:{at}"`, absent: `0, 0`); whether a
@@ -1284,45 +1415,50 @@ local function count_unread(conv, messages, after, as_of, viewer, max)
 end
 "#;
 
-/// Moves the viewer's read cursor of a conversation, and their seen cursor (`KEYS[7]`) with it
-/// when both have read receipts on (see `Store::mark_read`): nil for an unknown peer, else
+/// Moves the viewer's read cursor of a conversation (in the viewer's slot; KEYS: conv:<peer>,
+/// reads, msg, settings, seen), and their seen cursor with it when both have read receipts on
+/// (the peer's setting, read from their slot just before, is ARGV[6]; see `Store::mark_read`):
 /// `{upTo, at, unread, asOf, moved, seen}` (`seen` 1: the seen cursor moved to `upTo`, `at`).
 const MARK_READ: &str = r#"
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return false end
-local up, at = cursor(KEYS[3], ARGV[1])
-local newest = redis.call('ZREVRANGE', KEYS[2], 0, 0)[1]
+local up, at = cursor(KEYS[2], ARGV[1])
+local newest = redis.call('ZREVRANGE', KEYS[1], 0, 0)[1]
 if not newest then return {0, 0, 0, 0, 0, 0} end
 newest = tonumber(newest)
 local moved, seen = 0, 0
 local target = math.min(tonumber(ARGV[2]), newest)
 if target > up then
   up, at, moved = target, tonumber(ARGV[3]), 1
-  redis.call('HSET', KEYS[3], ARGV[1], int(up) .. ':' .. ARGV[3])
-  if ARGV[1] ~= ARGV[4] and receipts_on(KEYS[5]) and receipts_on(KEYS[6]) then
+  redis.call('HSET', KEYS[2], ARGV[1], int(up) .. ':' .. ARGV[3])
+  if ARGV[1] ~= ARGV[4] and receipts_on(KEYS[4]) and ARGV[6] == '1' then
     seen = 1
-    redis.call('HSET', KEYS[7], ARGV[1], int(up) .. ':' .. ARGV[3])
+    redis.call('HSET', KEYS[5], ARGV[1], int(up) .. ':' .. ARGV[3])
   end
 end
-local unread = count_unread(KEYS[2], KEYS[4], up, newest, ARGV[4], tonumber(ARGV[5]))
+local unread = count_unread(KEYS[1], KEYS[3], up, newest, ARGV[4], tonumber(ARGV[5]))
 return {up, at, unread, newest, moved, seen}
 "#;
 
-/// One entry of a conversation page, whose newest message is `ARGV[3]`: `{json, name,
-/// upTo, at, unread, scanned, peerShares, peerUpTo, peerAt}` (`peerShares` 1 when both have
-/// receipts on and the peer is not the viewer; `peerUpTo`, `peerAt`: the peer's seen cursor,
-/// `KEYS[5]`, never their read cursor), or nil when the message is gone.
+/// One entry of a conversation page (in the viewer's slot; KEYS: msg, conv:<peer>, reads,
+/// settings), whose newest message is `ARGV[3]`, with what was read from the peer's slot and
+/// the directory just before (ARGV[5] the peer's name, ARGV[6] their receipts setting '1'/'0',
+/// ARGV[7] their seen cursor of the viewer, '' for none): `{json, name, upTo, at, unread,
+/// scanned, peerShares, peerUpTo, peerAt}` (`peerShares` 1 when both have receipts on and the
+/// peer is not the viewer; `peerUpTo`, `peerAt`: the peer's seen cursor, never their read
+/// cursor), or nil when the message is gone.
 const CONVERSATION_ENTRY: &str = r#"
-local json = redis.call('HGET', KEYS[2], ARGV[3])
+local json = redis.call('HGET', KEYS[1], ARGV[3])
 if not json then return false end
-local name = redis.call('HGET', KEYS[1], ARGV[2]) or ''
-local up, at = cursor(KEYS[4], ARGV[2])
-local unread, scanned = count_unread(KEYS[3], KEYS[2], up, tonumber(ARGV[3]), ARGV[1], tonumber(ARGV[4]))
+local up, at = cursor(KEYS[3], ARGV[2])
+local unread, scanned = count_unread(KEYS[2], KEYS[1], up, tonumber(ARGV[3]), ARGV[1], tonumber(ARGV[4]))
 local shares, peer_up, peer_at = 0, 0, 0
-if ARGV[1] ~= ARGV[2] and receipts_on(KEYS[6]) and receipts_on(KEYS[7]) then
+if ARGV[1] ~= ARGV[2] and receipts_on(KEYS[4]) and ARGV[6] == '1' then
   shares = 1
-  peer_up, peer_at = cursor(KEYS[5], ARGV[1])
+  local sep = string.find(ARGV[7], ':', 1, true)
+  if sep then
+    peer_up, peer_at = tonumber(string.sub(ARGV[7], 1, sep - 1)), tonumber(string.sub(ARGV[7], sep + 1))
+  end
 end
-return {json, name, up, at, unread, scanned, shares, peer_up, peer_at}
+return {json, ARGV[5], up, at, unread, scanned, shares, peer_up, peer_at}
 "#;
 
 /// Applies a settings change (`ARGV[2]`: `"0"`, `"1"` or `""` for unchanged) to a known user:
@@ -1369,7 +1505,11 @@ struct Scripts {
     list_users: Script,
     migrate_directory: Script,
     move_to_hash_tags: Script,
-    insert_message: Script,
+    send_out: Script,
+    send_in: Script,
+    send_at_once: Script,
+    send_undo: Script,
+    move_messages: Script,
     mark_read: Script,
     conversation_entry: Script,
     change_settings: Script,
@@ -1423,7 +1563,11 @@ impl Scripts {
             list_users: lua_read(&[LIST_USERS]),
             migrate_directory: lua(&[INT, MIGRATE_DIRECTORY]),
             move_to_hash_tags: lua(&[MOVE_TO_HASH_TAGS]),
-            insert_message: lua(&[INSERT_MESSAGE]),
+            send_out: lua(&[SEND_STEPS, SEND_OUT]),
+            send_in: lua(&[SEND_STEPS, SEND_IN]),
+            send_at_once: lua(&[SEND_STEPS, SEND_AT_ONCE]),
+            send_undo: lua(&[SEND_UNDO]),
+            move_messages: lua(&[MOVE_MESSAGES]),
             mark_read: lua(&[INT, READ_STATE, MARK_READ]),
             conversation_entry: lua_read(&[INT, READ_STATE, CONVERSATION_ENTRY]),
             change_settings: lua(&[CHANGE_SETTINGS]),
@@ -1631,6 +1775,20 @@ impl RedisStore {
                 "moved the store's keys into hash-tagged slots"
             );
         }
+        let moved: i64 = scripts
+            .move_messages
+            .key(keys.layout())
+            .key(keys.key("messages"))
+            .key(keys.key("msg:seq"))
+            .key(keys.message_seq())
+            .arg(keys.all())
+            .arg(keys.dir_prefix())
+            .arg(format!("{}*", glob_escaped(&keys.all())))
+            .invoke_async(conn)
+            .await?;
+        if moved > 0 {
+            tracing::info!(messages = moved, "moved the messages into each user's slot");
+        }
         let converted: i64 = scripts
             .migrate_directory
             .key(keys.legacy_users())
@@ -1823,6 +1981,154 @@ impl RedisStore {
         Ok(false)
     }
 
+    /// Stores a message in one script (a standalone Redis): `(fresh, json)`, or `None` for an
+    /// unknown recipient.
+    async fn store_at_once(
+        &self,
+        conn: &mut RedisConn,
+        client_id: &str,
+        rest: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<Option<(bool, String)>, StoreError> {
+        let stored: Option<(i64, i64, String, i64)> = self
+            .scripts
+            .send_at_once
+            .key(self.keys.dedupe(from))
+            .key(self.keys.user_messages(from))
+            .key(self.keys.inbox(from))
+            .key(self.keys.conversation(from, to))
+            .key(self.keys.peers(from))
+            .key(self.keys.pending(from))
+            .key(self.keys.user_marker(to))
+            .key(self.keys.user_messages(to))
+            .key(self.keys.inbox(to))
+            .key(self.keys.conversation(to, from))
+            .key(self.keys.peers(to))
+            .key(self.keys.message_seq())
+            .key(self.keys.quiet_users())
+            .arg(client_id)
+            .arg(rest)
+            .arg(now_ms())
+            .arg(to)
+            .arg(from)
+            .invoke_async(conn)
+            .await?;
+        Ok(stored.map(|(fresh, _, json, _)| (fresh == 1, json)))
+    }
+
+    /// Stores a message in steps, each in one slot and safe to run twice (a Redis Cluster):
+    /// the client id check, the recipient's marker, the id, the sender's copy marked pending,
+    /// the recipient's copy (a recipient gone meanwhile takes the sender's back), the mark off.
+    /// A duplicate still pending finishes its original's recipient copy first. Ids can reach a
+    /// copy out of order here (two senders to one user at once): see the design note, §5c.
+    async fn store_in_steps(
+        &self,
+        conn: &mut RedisConn,
+        client_id: &str,
+        rest: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<Option<(bool, String)>, StoreError> {
+        let stored: Option<i64> = if client_id.is_empty() {
+            None
+        } else {
+            conn.hget(self.keys.dedupe(from), client_id).await?
+        };
+        let id = match stored {
+            Some(id) => id,
+            None => {
+                let exists: bool = conn.exists(self.keys.user_marker(to)).await?;
+                if !exists {
+                    return Ok(None);
+                }
+                conn.incr(self.keys.message_seq(), 1).await?
+            }
+        };
+        let (fresh, id, json, pending): (i64, i64, String, i64) = self
+            .scripts
+            .send_out
+            .key(self.keys.dedupe(from))
+            .key(self.keys.user_messages(from))
+            .key(self.keys.inbox(from))
+            .key(self.keys.conversation(from, to))
+            .key(self.keys.peers(from))
+            .key(self.keys.pending(from))
+            .arg(id)
+            .arg(client_id)
+            .arg(rest)
+            .arg(now_ms())
+            .arg(if from == to { "0" } else { "1" })
+            .arg(to)
+            .invoke_async(conn)
+            .await?;
+        if pending == 1 {
+            let message = parse_message(&json)?;
+            let (sender, recipient) = (message.from.as_str(), message.to.as_str());
+            let written: i64 = self
+                .scripts
+                .send_in
+                .key(self.keys.user_marker(recipient))
+                .key(self.keys.user_messages(recipient))
+                .key(self.keys.inbox(recipient))
+                .key(self.keys.conversation(recipient, sender))
+                .key(self.keys.peers(recipient))
+                .arg(id)
+                .arg(&json)
+                .arg(sender)
+                .invoke_async(conn)
+                .await?;
+            if written == 0 {
+                let _: i64 = self
+                    .scripts
+                    .send_undo
+                    .key(self.keys.dedupe(sender))
+                    .key(self.keys.user_messages(sender))
+                    .key(self.keys.inbox(sender))
+                    .key(self.keys.conversation(sender, recipient))
+                    .key(self.keys.peers(sender))
+                    .key(self.keys.pending(sender))
+                    .arg(id)
+                    .arg(message.client_id.as_deref().unwrap_or(""))
+                    .arg(recipient)
+                    .invoke_async(conn)
+                    .await?;
+                return Ok(None);
+            }
+            let _: i64 = conn.zrem(self.keys.pending(sender), id).await?;
+        }
+        if fresh == 1 {
+            // Both have a message now: neither is swept as an account without one.
+            let _: i64 = conn.zrem(self.keys.quiet_users(), &[from, to]).await?;
+        }
+        Ok(Some((fresh == 1, json)))
+    }
+
+    /// With replica acks, waits until the replicas hold every write made on the acked
+    /// connection so far; fewer in time refuse the write (`store_unavailable`: not acked).
+    async fn wait_for_replicas(&self) -> Result<(), StoreError> {
+        let Some((conn, acks)) = &self.acked else {
+            return Ok(());
+        };
+        let reached: u32 = redis::cmd("WAIT")
+            .arg(acks.replicas)
+            .arg(acks.timeout.as_millis().max(1) as u64)
+            .query_async(&mut conn.clone())
+            .await?;
+        if reached < acks.replicas {
+            metrics::counter!("tether_redis_replica_acks_missed_total").increment(1);
+            tracing::warn!(
+                reached,
+                wanted = acks.replicas,
+                "a message reached too few Redis replicas in time; not acked"
+            );
+            return Err(StoreError::Unavailable(
+                format!("{reached} of {} replicas hold the message", acks.replicas).into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Frees a credential the user reserved for a passkey that was not added.
     async fn release_credential(&self, user: &str, cred_id: &str) -> Result<(), StoreError> {
         let _: i64 = self
@@ -1886,12 +2192,13 @@ impl RedisStore {
         Ok(())
     }
 
-    async fn read_messages(&self, ids: &[i64]) -> Result<Vec<Message>, StoreError> {
+    /// The viewer's copies of these messages, in this order (a missing one is left out).
+    async fn read_messages(&self, viewer: &str, ids: &[i64]) -> Result<Vec<Message>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let raw: Vec<Option<String>> = redis::cmd("HMGET")
-            .arg(self.keys.messages())
+            .arg(self.keys.user_messages(viewer))
             .arg(ids)
             .query_async(&mut self.conn())
             .await?;
@@ -2821,63 +3128,43 @@ impl Store for RedisStore {
     async fn insert_message(&self, message: NewMessage) -> Result<Option<Stored>, StoreError> {
         let from = message.from.as_str();
         let to = message.to.as_str();
-        let client_id = message.client_id.as_ref().map(|c| c.as_str().to_owned());
+        let client_id = message
+            .client_id
+            .as_ref()
+            .map(|c| c.as_str().to_owned())
+            .unwrap_or_default();
         let draft = Message {
             id: 0,
             ts: now_ms(),
             content: message.content.as_str().to_owned(),
             from: from.to_owned(),
             to: to.to_owned(),
-            client_id: client_id.clone(),
+            client_id: (!client_id.is_empty()).then(|| client_id.clone()),
         };
-        let mut insert = self.scripts.insert_message.key(self.keys.usernames());
-        insert
-            .key(self.keys.message_seq())
-            .key(self.keys.messages())
-            .key(self.keys.dedupe(from))
-            .key(self.keys.inbox(from))
-            .key(self.keys.inbox(to))
-            .key(self.keys.conversation(from, to))
-            .key(self.keys.peers(from))
-            .key(self.keys.peers(to))
-            .key(self.keys.quiet_users())
-            .arg(to)
-            .arg(client_id.unwrap_or_default())
-            .arg(json_after_id(&draft))
-            .arg(from);
-        let result: Option<(i64, String)> = match &self.acked {
-            None => insert.invoke_async(&mut self.conn()).await?,
-            Some((conn, acks)) => {
-                // A duplicate waits too: the replicas must hold the original before it is
-                // acked again (`WAIT` covers every write the primary made before it).
-                let (result, reached): (Option<(i64, String)>, u32) = redis::pipe()
-                    .load_script(&self.scripts.insert_message)
-                    .ignore()
-                    .invoke_script(&insert)
-                    .cmd("WAIT")
-                    .arg(acks.replicas)
-                    .arg(acks.timeout.as_millis().max(1) as u64)
-                    .query_async(&mut conn.clone())
-                    .await?;
-                if reached < acks.replicas {
-                    metrics::counter!("tether_redis_replica_acks_missed_total").increment(1);
-                    tracing::warn!(
-                        reached,
-                        wanted = acks.replicas,
-                        "a message reached too few Redis replicas in time; not acked"
-                    );
-                    return Err(StoreError::Unavailable(
-                        format!("{reached} of {} replicas hold the message", acks.replicas).into(),
-                    ));
-                }
-                result
-            }
+        // With replica acks every write runs on the acked connection, and one `WAIT` after the
+        // last covers them all (and a duplicate's original).
+        let mut conn = match &self.acked {
+            Some((acked, _)) => RedisConn::Single(acked.clone()),
+            None => self.conn(),
         };
-        Ok(match result {
-            None => None,
-            Some((1, json)) => Some(Stored::New(parse_message(&json)?)),
-            Some((_, json)) => Some(Stored::Duplicate(parse_message(&json)?)),
-        })
+        let rest = json_after_id(&draft);
+        let stored = if matches!(conn, RedisConn::Single(_)) {
+            self.store_at_once(&mut conn, &client_id, &rest, from, to)
+                .await?
+        } else {
+            self.store_in_steps(&mut conn, &client_id, &rest, from, to)
+                .await?
+        };
+        let Some((fresh, json)) = stored else {
+            return Ok(None);
+        };
+        self.wait_for_replicas().await?;
+        let message = parse_message(&json)?;
+        Ok(Some(if fresh {
+            Stored::New(message)
+        } else {
+            Stored::Duplicate(message)
+        }))
     }
 
     async fn conversations(
@@ -2910,7 +3197,7 @@ impl Store for RedisStore {
             // Only the newest `most` are read (ids alone come from the sorted sets).
             let keep = ids.len().min(most as usize);
             ids.drain(..ids.len() - keep);
-            messages = self.read_messages(&ids).await?;
+            messages = self.read_messages(viewer.as_str(), &ids).await?;
         }
         // `reads:{viewer}`, peer → "{upTo}:{at}": one field per conversation read.
         let cursors: Vec<(String, String)> = self
@@ -2949,7 +3236,7 @@ impl Store for RedisStore {
             .await?;
         let (ids, has_more) = cut_to_page(ids, limit);
         Ok(Page {
-            messages: self.read_messages(&ids).await?,
+            messages: self.read_messages(viewer.as_str(), &ids).await?,
             has_more,
         })
     }
@@ -2975,7 +3262,7 @@ impl Store for RedisStore {
         let (mut ids, has_more) = cut_to_page(newest_first, limit);
         ids.reverse();
         Ok(Page {
-            messages: self.read_messages(&ids).await?,
+            messages: self.read_messages(viewer.as_str(), &ids).await?,
             has_more,
         })
     }
@@ -2987,21 +3274,33 @@ impl Store for RedisStore {
         up_to: i64,
     ) -> Result<Option<MarkedRead>, StoreError> {
         let (v, p) = (viewer.as_str(), peer.as_str());
+        // The peer, from their slot first: whether they exist, and their receipts setting.
+        let (exists, receipts): (bool, Option<String>) = redis::pipe()
+            .exists(self.keys.user_marker(p))
+            .hget(self.keys.settings(p), "readReceipts")
+            .query_async(&mut self.conn())
+            .await?;
+        if !exists {
+            return Ok(None);
+        }
         let found: Option<(i64, i64, i64, i64, i64, i64)> = self
             .scripts
             .mark_read
-            .key(self.keys.usernames())
             .key(self.keys.conversation(v, p))
             .key(self.keys.reads(v))
-            .key(self.keys.messages())
+            .key(self.keys.user_messages(v))
             .key(self.keys.settings(v))
-            .key(self.keys.settings(p))
             .key(self.keys.seen(v))
             .arg(p)
             .arg(up_to)
             .arg(now_ms())
             .arg(v)
             .arg(UNREAD_MAX)
+            .arg(if receipts.as_deref() == Some("0") {
+                "0"
+            } else {
+                "1"
+            })
             .invoke_async(&mut self.conn())
             .await?;
         Ok(found.map(|(up_to, at, unread, as_of, moved, seen)| {
@@ -3061,24 +3360,48 @@ impl Store for RedisStore {
                 scanned,
             });
         }
+        // What the entries show of each peer, from the directory (the name) and the peer's
+        // own slot (their receipts setting, and their seen cursor of the viewer).
+        let names: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(self.keys.usernames())
+            .arg(
+                latest
+                    .iter()
+                    .map(|(_, peer)| peer.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .query_async(&mut self.conn())
+            .await?;
+        let from_peers =
+            futures_util::future::try_join_all(latest.iter().map(|(_, peer)| async move {
+                let (receipts, seen): (Option<String>, Option<String>) = redis::pipe()
+                    .hget(self.keys.settings(peer), "readReceipts")
+                    .hget(self.keys.seen(peer), v)
+                    .query_async(&mut self.conn())
+                    .await?;
+                Ok::<_, StoreError>((receipts.as_deref() != Some("0"), seen.unwrap_or_default()))
+            }))
+            .await?;
         let mut pipe = redis::pipe();
         pipe.load_script(&self.scripts.conversation_entry).ignore();
         let invocations: Vec<_> = latest
             .iter()
-            .map(|(last, peer)| {
+            .zip(&names)
+            .zip(&from_peers)
+            .map(|(((last, peer), name), (receipts, seen))| {
                 let mut invocation = self.scripts.conversation_entry.prepare_invoke();
                 invocation
-                    .key(self.keys.usernames())
-                    .key(self.keys.messages())
+                    .key(self.keys.user_messages(v))
                     .key(self.keys.conversation(v, peer))
                     .key(self.keys.reads(v))
-                    .key(self.keys.seen(peer))
                     .key(self.keys.settings(v))
-                    .key(self.keys.settings(peer))
                     .arg(v)
                     .arg(peer.as_str())
                     .arg(*last)
-                    .arg(unread_max);
+                    .arg(unread_max)
+                    .arg(name.as_deref().unwrap_or(""))
+                    .arg(if *receipts { "1" } else { "0" })
+                    .arg(seen);
                 invocation
             })
             .collect();
@@ -3355,12 +3678,52 @@ mod tests {
         assert!(matches!(error, RedisTargetError::HalfClientIdentity));
     }
 
+    /// The hash tag a key's slot is computed from (Redis Cluster: the text between the first
+    /// `{` and the next `}`).
+    fn tag(key: &str) -> &str {
+        let open = key.find('{').expect("every key is tagged");
+        let close = open + key[open..].find('}').expect("closed");
+        &key[open + 1..close]
+    }
+
     #[test]
-    fn conversation_keys_do_not_depend_on_who_sends() {
+    fn each_users_keys_share_the_users_slot_and_the_directorys_share_one() {
         let keys = Keys {
             prefix: "t".to_owned(),
         };
-        assert_eq!(keys.conversation("a", "b"), keys.conversation("b", "a"));
-        assert_ne!(keys.conversation("a", "b"), keys.conversation("a", "c"));
+        let user = [
+            keys.user_marker("a"),
+            keys.user_sessions("a"),
+            keys.passkeys("a"),
+            keys.passkey_info("a"),
+            keys.peers("a"),
+            keys.settings("a"),
+            keys.presence("a"),
+            keys.user_messages("a"),
+            keys.pending("a"),
+            keys.dedupe("a"),
+            keys.inbox("a"),
+            keys.conversation("a", "b"),
+            keys.reads("a"),
+            keys.seen("a"),
+        ];
+        assert!(user.iter().all(|k| tag(k) == "u:a"), "{user:?}");
+        assert_ne!(keys.conversation("a", "b"), keys.conversation("b", "a"));
+        let dir = [
+            keys.usernames(),
+            keys.directory(),
+            keys.users_seq(),
+            keys.users_epoch(),
+            keys.protected(),
+            keys.name_keys(),
+            keys.names("ada"),
+            keys.creds(),
+            keys.quiet_users(),
+            keys.session_deadlines(),
+            keys.claimed_users(),
+            keys.claimed_names(),
+        ];
+        assert!(dir.iter().all(|k| tag(k) == "t:d"), "{dir:?}");
+        assert_eq!(tag(&keys.session("d")), tag(&keys.secret("d")));
     }
 }
