@@ -501,3 +501,63 @@ async fn redis_memory_per_message() {
         (after - before) / MESSAGES as i64
     );
 }
+
+/// On a cluster a message is stored in steps: one whose send stopped after the sender's copy
+/// (marked pending, the recipient's not written) is finished by the sender's next send, so
+/// the recipient's copy comes (their history and restore hold it), and a pending message whose
+/// recipient is gone is taken back.
+#[tokio::test]
+async fn a_send_that_stopped_midway_on_a_cluster_is_finished_by_the_next() {
+    use crate::helpers::RedisCluster;
+    use redis::AsyncCommands;
+    let cluster = RedisCluster::start().await;
+    let sessions = policy(Duration::from_secs(3600), Duration::from_secs(7200));
+    let node = RedisStore::connect_cluster(
+        &cluster.urls,
+        &cluster.prefix,
+        sessions,
+        NodeOptions::new(Duration::from_secs(10)),
+    )
+    .await
+    .expect("connects to the cluster");
+    let (ada, bob) = (user(&node, "ada").await, user(&node, "bob").await);
+    let (a, b) = (ada.as_str(), bob.as_str());
+    let key = |user: &str, name: &str| format!("{}:{{u:{user}}}:{name}", cluster.prefix);
+    let mut conn = cluster.connection().await;
+    // What a send that stopped after its first step leaves: ada's copy, marked pending long ago.
+    let json = format!(r#"{{"id":900,"ts":1,"content":"stopped","from":"{a}","to":"{b}"}}"#);
+    let _: () = conn.hset(key(a, "msg"), 900, &json).await.unwrap();
+    let _: () = conn.zadd(key(a, "inbox"), 900, 900).await.unwrap();
+    let _: () = conn
+        .zadd(key(a, &format!("conv:{b}")), 900, 900)
+        .await
+        .unwrap();
+    let _: () = conn.sadd(key(a, "peers"), b).await.unwrap();
+    let _: () = conn.zadd(key(a, "pending"), 900, 1).await.unwrap();
+    assert!(node
+        .history(&bob, &ada, None, 10)
+        .await
+        .unwrap()
+        .messages
+        .is_empty());
+
+    let next = NewMessage {
+        from: ada.clone(),
+        to: bob.clone(),
+        content: MessageContent::parse("next", 10).unwrap(),
+        client_id: None,
+    };
+    node.insert_message(next).await.unwrap().unwrap();
+    let mut contents: Vec<String> = node
+        .history(&bob, &ada, None, 10)
+        .await
+        .unwrap()
+        .messages
+        .into_iter()
+        .map(|m| m.content)
+        .collect();
+    contents.sort();
+    assert_eq!(contents, ["next", "stopped"]);
+    let pending: i64 = conn.zcard(key(a, "pending")).await.unwrap();
+    assert_eq!(pending, 0);
+}

@@ -1277,9 +1277,17 @@ repeat
   end
 until cursor == '0'
 if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('RENAME', KEYS[3], KEYS[4]) end
+local names = redis.call('HGETALL', ARGV[2] .. 'usernames')
+for i = 1, #names, 2 do
+  redis.call('HSET', p .. '{u:' .. names[i] .. '}:user', 'name', names[i + 1])
+end
 redis.call('SET', KEYS[1], '3')
 return moved
 "#;
+
+/// How long a message may stay pending (its recipient's copy not written) before the sender's
+/// next send finishes it: longer than any send takes.
+const PENDING_REPAIR_AFTER: Duration = Duration::from_secs(30);
 
 /// How long the account sweep holds a claimed user before another sweep redoes it (a sweep
 /// that stopped midway leaves the user claimed: out of the names, not yet deleted).
@@ -1301,18 +1309,19 @@ fn glob_escaped(text: &str) -> String {
 ///
 /// `send_out`, the sender's part (KEYS: dedupe, msg, inbox, conv:<to>, peers, pending):
 /// `{0, id, json, pending}` for client id `cid` stored already (whatever its recipient, as the
-/// `Store` contract says), else writes the sender's copy (`{"id":` id `,` rest) and answers
-/// `{1, id, json, pending}`, a resent call included. `pending` 1: the recipient's copy may not
-/// be written yet; with `mark` '1' the message is marked pending since `now` (a note to self,
-/// or a store that writes both copies at once, marks nothing).
+/// `Store` contract says) under another id, or under this one when the id is not this call's
+/// own (`own` '0': a duplicate's); else writes the sender's copy (`{"id":` id `,` rest) and
+/// answers `{1, id, json, pending}`, a resent call included. `pending` 1: the recipient's copy
+/// may not be written yet; with `mark` '1' the message is marked pending since `now` (a note
+/// to self, or a store that writes both copies at once, marks nothing).
 ///
 /// `send_in`, the recipient's part (KEYS: marker, msg, inbox, conv:<from>, peers): writes their
 /// copy unless they do not exist (0); 1 when it is written (by this call or one before).
 const SEND_STEPS: &str = r#"
-local function send_out(k, id, cid, rest, now, mark, to)
+local function send_out(k, id, cid, rest, now, mark, to, own)
   if cid ~= '' then
     local existing = redis.call('HGET', k[1], cid)
-    if existing then
+    if existing and not (own == '1' and existing == tostring(id)) then
       local pending = redis.call('ZSCORE', k[6], existing) and 1 or 0
       return {0, existing, redis.call('HGET', k[2], existing), pending}
     end
@@ -1343,9 +1352,10 @@ end
 "#;
 
 /// The sender's part of storing message ARGV[1], in the sender's slot (`send_out`; ARGV: id,
-/// client id, the JSON after the id, now, '1' to mark it pending, to).
+/// client id, the JSON after the id, now, '1' to mark it pending, to, '1' when the id is this
+/// call's own).
 const SEND_OUT: &str = r#"
-return send_out(KEYS, ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+return send_out(KEYS, ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
 "#;
 
 /// The recipient's part, in the recipient's slot (`send_in`; ARGV: id, JSON, from).
@@ -1363,11 +1373,11 @@ const SEND_AT_ONCE: &str = r#"
 local out = {KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]}
 if ARGV[1] ~= '' then
   local existing = redis.call('HGET', KEYS[1], ARGV[1])
-  if existing then return send_out(out, existing, ARGV[1], '', ARGV[3], '0', ARGV[4]) end
+  if existing then return send_out(out, existing, ARGV[1], '', ARGV[3], '0', ARGV[4], '0') end
 end
 if redis.call('EXISTS', KEYS[7]) == 0 then return false end
 local id = tostring(redis.call('INCR', KEYS[12]))
-local stored = send_out(out, id, ARGV[1], ARGV[2], ARGV[3], '0', ARGV[4])
+local stored = send_out(out, id, ARGV[1], ARGV[2], ARGV[3], '0', ARGV[4], '1')
 if ARGV[4] ~= ARGV[5] then
   send_in({KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]}, id, stored[3], ARGV[5])
 end
@@ -1982,7 +1992,9 @@ impl RedisStore {
     }
 
     /// Stores a message in one script (a standalone Redis): `(fresh, json)`, or `None` for an
-    /// unknown recipient.
+    /// unknown recipient. With replica acks, `WAIT` goes in the same pipeline on the acked
+    /// connection: a dropped connection fails both, so a reconnect never answers for a write it
+    /// did not carry (a new connection's `WAIT` returns at once).
     async fn store_at_once(
         &self,
         conn: &mut RedisConn,
@@ -1991,9 +2003,8 @@ impl RedisStore {
         from: &str,
         to: &str,
     ) -> Result<Option<(bool, String)>, StoreError> {
-        let stored: Option<(i64, i64, String, i64)> = self
-            .scripts
-            .send_at_once
+        let mut invocation = self.scripts.send_at_once.prepare_invoke();
+        invocation
             .key(self.keys.dedupe(from))
             .key(self.keys.user_messages(from))
             .key(self.keys.inbox(from))
@@ -2011,9 +2022,36 @@ impl RedisStore {
             .arg(rest)
             .arg(now_ms())
             .arg(to)
-            .arg(from)
-            .invoke_async(conn)
-            .await?;
+            .arg(from);
+        type Stored = Option<(i64, i64, String, i64)>;
+        let stored: Stored = match &self.acked {
+            None => invocation.invoke_async(conn).await?,
+            Some((_, acks)) => {
+                // A duplicate waits too: the replicas must hold the original before it is
+                // acked again (`WAIT` covers every write the primary made before it).
+                let (stored, reached): (Stored, u32) = redis::pipe()
+                    .load_script(&self.scripts.send_at_once)
+                    .ignore()
+                    .invoke_script(&invocation)
+                    .cmd("WAIT")
+                    .arg(acks.replicas)
+                    .arg(acks.timeout.as_millis().max(1) as u64)
+                    .query_async(conn)
+                    .await?;
+                if reached < acks.replicas {
+                    metrics::counter!("tether_redis_replica_acks_missed_total").increment(1);
+                    tracing::warn!(
+                        reached,
+                        wanted = acks.replicas,
+                        "a message reached too few Redis replicas in time; not acked"
+                    );
+                    return Err(StoreError::Unavailable(
+                        format!("{reached} of {} replicas hold the message", acks.replicas).into(),
+                    ));
+                }
+                stored
+            }
+        };
         Ok(stored.map(|(fresh, _, json, _)| (fresh == 1, json)))
     }
 
@@ -2030,6 +2068,7 @@ impl RedisStore {
         from: &str,
         to: &str,
     ) -> Result<Option<(bool, String)>, StoreError> {
+        self.finish_pending(conn, from).await?;
         let stored: Option<i64> = if client_id.is_empty() {
             None
         } else {
@@ -2060,12 +2099,14 @@ impl RedisStore {
             .arg(now_ms())
             .arg(if from == to { "0" } else { "1" })
             .arg(to)
+            .arg(if stored.is_none() { "1" } else { "0" })
             .invoke_async(conn)
             .await?;
+        let mut written = fresh == 1;
         if pending == 1 {
             let message = parse_message(&json)?;
             let (sender, recipient) = (message.from.as_str(), message.to.as_str());
-            let written: i64 = self
+            let delivered: i64 = self
                 .scripts
                 .send_in
                 .key(self.keys.user_marker(recipient))
@@ -2078,7 +2119,7 @@ impl RedisStore {
                 .arg(sender)
                 .invoke_async(conn)
                 .await?;
-            if written == 0 {
+            if delivered == 0 {
                 let _: i64 = self
                     .scripts
                     .send_undo
@@ -2096,35 +2137,67 @@ impl RedisStore {
                 return Ok(None);
             }
             let _: i64 = conn.zrem(self.keys.pending(sender), id).await?;
+            written = true;
         }
-        if fresh == 1 {
+        if written {
             // Both have a message now: neither is swept as an account without one.
             let _: i64 = conn.zrem(self.keys.quiet_users(), &[from, to]).await?;
         }
         Ok(Some((fresh == 1, json)))
     }
 
-    /// With replica acks, waits until the replicas hold every write made on the acked
-    /// connection so far; fewer in time refuse the write (`store_unavailable`: not acked).
-    async fn wait_for_replicas(&self) -> Result<(), StoreError> {
-        let Some((conn, acks)) = &self.acked else {
-            return Ok(());
-        };
-        let reached: u32 = redis::cmd("WAIT")
-            .arg(acks.replicas)
-            .arg(acks.timeout.as_millis().max(1) as u64)
-            .query_async(&mut conn.clone())
+    /// Finishes the sender's messages left pending (a send that stopped between its steps)
+    /// for longer than [`PENDING_REPAIR_AFTER`], a few at a time: the recipient's copy is
+    /// written, or the sender's taken back if the recipient is gone. The sender's next send
+    /// runs it, so a message stopped midway reaches its recipient's copy then (and their next
+    /// restore), never acked before.
+    async fn finish_pending(&self, conn: &mut RedisConn, sender: &str) -> Result<(), StoreError> {
+        let cutoff = now_ms() - PENDING_REPAIR_AFTER.as_millis() as i64;
+        let stale: Vec<i64> = conn
+            .zrangebyscore_limit(self.keys.pending(sender), "-inf", cutoff, 0, 10)
             .await?;
-        if reached < acks.replicas {
-            metrics::counter!("tether_redis_replica_acks_missed_total").increment(1);
-            tracing::warn!(
-                reached,
-                wanted = acks.replicas,
-                "a message reached too few Redis replicas in time; not acked"
-            );
-            return Err(StoreError::Unavailable(
-                format!("{reached} of {} replicas hold the message", acks.replicas).into(),
-            ));
+        for id in stale {
+            let json: Option<String> = conn.hget(self.keys.user_messages(sender), id).await?;
+            let Some(json) = json else {
+                let _: i64 = conn.zrem(self.keys.pending(sender), id).await?;
+                continue;
+            };
+            let message = parse_message(&json)?;
+            let recipient = message.to.as_str();
+            let delivered: i64 = self
+                .scripts
+                .send_in
+                .key(self.keys.user_marker(recipient))
+                .key(self.keys.user_messages(recipient))
+                .key(self.keys.inbox(recipient))
+                .key(self.keys.conversation(recipient, sender))
+                .key(self.keys.peers(recipient))
+                .arg(id)
+                .arg(&json)
+                .arg(sender)
+                .invoke_async(conn)
+                .await?;
+            if delivered == 0 {
+                let _: i64 = self
+                    .scripts
+                    .send_undo
+                    .key(self.keys.dedupe(sender))
+                    .key(self.keys.user_messages(sender))
+                    .key(self.keys.inbox(sender))
+                    .key(self.keys.conversation(sender, recipient))
+                    .key(self.keys.peers(sender))
+                    .key(self.keys.pending(sender))
+                    .arg(id)
+                    .arg(message.client_id.as_deref().unwrap_or(""))
+                    .arg(recipient)
+                    .invoke_async(conn)
+                    .await?;
+            } else {
+                let _: i64 = conn.zrem(self.keys.pending(sender), id).await?;
+                let _: i64 = conn
+                    .zrem(self.keys.quiet_users(), &[sender, recipient])
+                    .await?;
+            }
         }
         Ok(())
     }
@@ -3141,8 +3214,8 @@ impl Store for RedisStore {
             to: to.to_owned(),
             client_id: (!client_id.is_empty()).then(|| client_id.clone()),
         };
-        // With replica acks every write runs on the acked connection, and one `WAIT` after the
-        // last covers them all (and a duplicate's original).
+        // With replica acks (a standalone Redis only) the message is written on the acked
+        // connection, pipelined with its `WAIT`.
         let mut conn = match &self.acked {
             Some((acked, _)) => RedisConn::Single(acked.clone()),
             None => self.conn(),
@@ -3158,7 +3231,6 @@ impl Store for RedisStore {
         let Some((fresh, json)) = stored else {
             return Ok(None);
         };
-        self.wait_for_replicas().await?;
         let message = parse_message(&json)?;
         Ok(Some(if fresh {
             Stored::New(message)
