@@ -2084,7 +2084,7 @@ impl RedisStore {
                 conn.incr(self.keys.message_seq(), 1).await?
             }
         };
-        let (fresh, id, json, pending): (i64, i64, String, i64) = self
+        let (fresh, _, json, pending): (i64, i64, String, i64) = self
             .scripts
             .send_out
             .key(self.keys.dedupe(from))
@@ -2102,48 +2102,58 @@ impl RedisStore {
             .arg(if stored.is_none() { "1" } else { "0" })
             .invoke_async(conn)
             .await?;
-        let mut written = fresh == 1;
         if pending == 1 {
-            let message = parse_message(&json)?;
-            let (sender, recipient) = (message.from.as_str(), message.to.as_str());
-            let delivered: i64 = self
-                .scripts
-                .send_in
-                .key(self.keys.user_marker(recipient))
-                .key(self.keys.user_messages(recipient))
-                .key(self.keys.inbox(recipient))
-                .key(self.keys.conversation(recipient, sender))
-                .key(self.keys.peers(recipient))
-                .arg(id)
-                .arg(&json)
-                .arg(sender)
-                .invoke_async(conn)
-                .await?;
-            if delivered == 0 {
-                let _: i64 = self
-                    .scripts
-                    .send_undo
-                    .key(self.keys.dedupe(sender))
-                    .key(self.keys.user_messages(sender))
-                    .key(self.keys.inbox(sender))
-                    .key(self.keys.conversation(sender, recipient))
-                    .key(self.keys.peers(sender))
-                    .key(self.keys.pending(sender))
-                    .arg(id)
-                    .arg(message.client_id.as_deref().unwrap_or(""))
-                    .arg(recipient)
-                    .invoke_async(conn)
-                    .await?;
+            if !self.finish_send(conn, &json).await? {
                 return Ok(None);
             }
-            let _: i64 = conn.zrem(self.keys.pending(sender), id).await?;
-            written = true;
-        }
-        if written {
-            // Both have a message now: neither is swept as an account without one.
+        } else if fresh == 1 {
+            // A note to self (no recipient's copy): the user has a message now.
             let _: i64 = conn.zrem(self.keys.quiet_users(), &[from, to]).await?;
         }
         Ok(Some((fresh == 1, json)))
+    }
+
+    /// Writes the recipient's copy of a pending message (its sender's copy's JSON) and takes
+    /// the mark off, or takes the sender's copy back if the recipient is gone; true when the
+    /// recipient's copy is there. Both parties leave `quiet-users` once it is.
+    async fn finish_send(&self, conn: &mut RedisConn, json: &str) -> Result<bool, StoreError> {
+        let message = parse_message(json)?;
+        let (sender, recipient) = (message.from.as_str(), message.to.as_str());
+        let delivered: i64 = self
+            .scripts
+            .send_in
+            .key(self.keys.user_marker(recipient))
+            .key(self.keys.user_messages(recipient))
+            .key(self.keys.inbox(recipient))
+            .key(self.keys.conversation(recipient, sender))
+            .key(self.keys.peers(recipient))
+            .arg(message.id)
+            .arg(json)
+            .arg(sender)
+            .invoke_async(conn)
+            .await?;
+        if delivered == 0 {
+            let _: i64 = self
+                .scripts
+                .send_undo
+                .key(self.keys.dedupe(sender))
+                .key(self.keys.user_messages(sender))
+                .key(self.keys.inbox(sender))
+                .key(self.keys.conversation(sender, recipient))
+                .key(self.keys.peers(sender))
+                .key(self.keys.pending(sender))
+                .arg(message.id)
+                .arg(message.client_id.as_deref().unwrap_or(""))
+                .arg(recipient)
+                .invoke_async(conn)
+                .await?;
+            return Ok(false);
+        }
+        let _: i64 = conn.zrem(self.keys.pending(sender), message.id).await?;
+        let _: i64 = conn
+            .zrem(self.keys.quiet_users(), &[sender, recipient])
+            .await?;
+        Ok(true)
     }
 
     /// Finishes the sender's messages left pending (a send that stopped between its steps)
@@ -2162,42 +2172,7 @@ impl RedisStore {
                 let _: i64 = conn.zrem(self.keys.pending(sender), id).await?;
                 continue;
             };
-            let message = parse_message(&json)?;
-            let recipient = message.to.as_str();
-            let delivered: i64 = self
-                .scripts
-                .send_in
-                .key(self.keys.user_marker(recipient))
-                .key(self.keys.user_messages(recipient))
-                .key(self.keys.inbox(recipient))
-                .key(self.keys.conversation(recipient, sender))
-                .key(self.keys.peers(recipient))
-                .arg(id)
-                .arg(&json)
-                .arg(sender)
-                .invoke_async(conn)
-                .await?;
-            if delivered == 0 {
-                let _: i64 = self
-                    .scripts
-                    .send_undo
-                    .key(self.keys.dedupe(sender))
-                    .key(self.keys.user_messages(sender))
-                    .key(self.keys.inbox(sender))
-                    .key(self.keys.conversation(sender, recipient))
-                    .key(self.keys.peers(sender))
-                    .key(self.keys.pending(sender))
-                    .arg(id)
-                    .arg(message.client_id.as_deref().unwrap_or(""))
-                    .arg(recipient)
-                    .invoke_async(conn)
-                    .await?;
-            } else {
-                let _: i64 = conn.zrem(self.keys.pending(sender), id).await?;
-                let _: i64 = conn
-                    .zrem(self.keys.quiet_users(), &[sender, recipient])
-                    .await?;
-            }
+            self.finish_send(conn, &json).await?;
         }
         Ok(())
     }
