@@ -108,46 +108,65 @@ impl Backend for Redis {
     }
     async fn make_from_before_keys(&self, family: &str) {
         let redis = self.0.as_ref().expect("not taken away");
-        let mut conn = ::redis::Client::open(redis.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
-        let removed: i64 = ::redis::cmd("HDEL")
-            .arg(format!("{}:{{s:{family}}}:session", redis.prefix))
-            .arg("key")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        assert_eq!(removed, 1);
+        unbind_behind_the_store(&mut self.raw().await, &redis.prefix, family).await;
     }
     async fn drop_passkeys(&self, user: &UserId) {
         let redis = self.0.as_ref().expect("not taken away");
-        let mut conn = ::redis::Client::open(redis.url())
+        drop_passkeys_behind_the_store(&mut self.raw().await, &redis.prefix, user).await;
+    }
+}
+
+impl Redis {
+    async fn raw(&self) -> ::redis::aio::MultiplexedConnection {
+        let redis = self.0.as_ref().expect("not taken away");
+        ::redis::Client::open(redis.url())
             .unwrap()
             .get_multiplexed_async_connection()
             .await
-            .unwrap();
-        let passkeys = format!("{}:{{u:{}}}:passkeys", redis.prefix, user.as_str());
-        let creds: Vec<String> = ::redis::cmd("HKEYS")
-            .arg(&passkeys)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        for cred in creds {
-            let _: i64 = ::redis::cmd("HDEL")
-                .arg(format!("{p}:{{{p}:d}}:creds", p = redis.prefix))
-                .arg(cred)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-        }
-        let _: i64 = ::redis::cmd("DEL")
-            .arg(passkeys)
-            .query_async(&mut conn)
+            .unwrap()
+    }
+}
+
+/// Makes the session of this family one from before keys, as `Backend::make_from_before_keys`.
+async fn unbind_behind_the_store(
+    conn: &mut impl ::redis::aio::ConnectionLike,
+    prefix: &str,
+    family: &str,
+) {
+    let removed: i64 = ::redis::cmd("HDEL")
+        .arg(format!("{prefix}:{{s:{family}}}:session"))
+        .arg("key")
+        .query_async(conn)
+        .await
+        .unwrap();
+    assert_eq!(removed, 1);
+}
+
+/// Takes a user's passkeys and their credential ids away, as `Backend::drop_passkeys`.
+async fn drop_passkeys_behind_the_store(
+    conn: &mut impl ::redis::aio::ConnectionLike,
+    prefix: &str,
+    user: &UserId,
+) {
+    let passkeys = format!("{prefix}:{{u:{}}}:passkeys", user.as_str());
+    let creds: Vec<String> = ::redis::cmd("HKEYS")
+        .arg(&passkeys)
+        .query_async(conn)
+        .await
+        .unwrap();
+    for cred in creds {
+        let _: i64 = ::redis::cmd("HDEL")
+            .arg(format!("{prefix}:{{{prefix}:d}}:creds"))
+            .arg(cred)
+            .query_async(conn)
             .await
             .unwrap();
     }
+    let _: i64 = ::redis::cmd("DEL")
+        .arg(passkeys)
+        .query_async(conn)
+        .await
+        .unwrap();
 }
 
 /// A Redis Cluster of three primaries (the test cluster, a prefix of the test's own).
@@ -175,35 +194,10 @@ impl Backend for OnCluster {
         self.0.urls.join(",")
     }
     async fn make_from_before_keys(&self, family: &str) {
-        let removed: i64 = ::redis::cmd("HDEL")
-            .arg(format!("{}:{{s:{family}}}:session", self.0.prefix))
-            .arg("key")
-            .query_async(&mut self.raw().await)
-            .await
-            .unwrap();
-        assert_eq!(removed, 1);
+        unbind_behind_the_store(&mut self.raw().await, &self.0.prefix, family).await;
     }
     async fn drop_passkeys(&self, user: &UserId) {
-        let mut conn = self.raw().await;
-        let passkeys = format!("{}:{{u:{}}}:passkeys", self.0.prefix, user.as_str());
-        let creds: Vec<String> = ::redis::cmd("HKEYS")
-            .arg(&passkeys)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        for cred in creds {
-            let _: i64 = ::redis::cmd("HDEL")
-                .arg(format!("{p}:{{{p}:d}}:creds", p = self.0.prefix))
-                .arg(cred)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-        }
-        let _: i64 = ::redis::cmd("DEL")
-            .arg(passkeys)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        drop_passkeys_behind_the_store(&mut self.raw().await, &self.0.prefix, user).await;
     }
 }
 

@@ -641,6 +641,22 @@ const READY_KEY_TTL_MS: u64 = 60_000;
 /// millisecond times go through this to stay exact.
 const INT: &str = r#"
 local function int(n) return string.format('%.0f', n) end
+local function redis_now()
+  local time = redis.call('TIME')
+  return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+end
+"#;
+
+/// Shared by the scripts that move an older layout: only keys named by this store's own ids
+/// move (a deployment whose prefix nests under this one, `<prefix>:session` say, keeps its
+/// keys): digests are 64 hex digits, user ids UUIDs.
+const OWN_IDS: &str = r#"
+local function is_digest(id)
+  return id ~= nil and #id == 64 and string.match(id, '^%x+$') ~= nil
+end
+local function is_user(id)
+  return id ~= nil and string.match(id, '^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$') ~= nil
+end
 "#;
 
 /// Lists a new user in the directory's slot, unless its name key ARGV[4] is protected (-1,
@@ -1023,8 +1039,7 @@ return {1, '0'}
 /// and out of `usernames` KEYS[2] (so no message can reach them meanwhile), their names kept in
 /// KEYS[4] while claimed (KEYS[3]). Returns `{user, name, ...}`.
 const CLAIM_QUIET_USERS: &str = r#"
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local now = redis_now()
 local lease = int(now + tonumber(ARGV[3]))
 local limit = tonumber(ARGV[2])
 local out = {}
@@ -1146,8 +1161,8 @@ return #entries
 /// Moves a standalone Redis's keys from the layout before hash tags to this one, once (KEYS[1]
 /// the layout version, set to 2 after): the directory's keys into its slot, each session and
 /// later secret into its own, and each user's sessions (a set of families, now a hash family →
-/// created), passkeys, peers and settings into the user's, where each user also gets its
-/// marker. Sessions get their deadline from the
+/// created), passkeys, peers and settings into the user's (MOVE_MESSAGES, right after,
+/// gives each user its marker). Sessions get their deadline from the
 /// deadlines index. Keys it does not know (messages, read state) keep their names. ARGV[1] is
 /// the key prefix (`<prefix>:`), ARGV[2] the directory slot's, ARGV[3] the SCAN pattern of the
 /// prefix. Returns how many keys moved, or -1 when done before. One script: it runs once, on a
@@ -1159,14 +1174,6 @@ local globals = {usernames = true, directory = true, ['users:seq'] = true, ['use
   protected = true, ['name-keys'] = true, ['name-keys:filled'] = true, creds = true,
   ['quiet-users'] = true, ['session-deadlines'] = true, users = true}
 local moved, sets = 0, {}
--- Only keys of this store's own ids move (a deployment whose prefix nests under this one,
--- `<prefix>:session` say, keeps its keys): digests are 64 hex digits, user ids UUIDs.
-local function is_digest(id)
-  return id ~= nil and #id == 64 and string.match(id, '^%x+$') ~= nil
-end
-local function is_user(id)
-  return id ~= nil and string.match(id, '^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$') ~= nil
-end
 local cursor = '0'
 repeat
   local page = redis.call('SCAN', cursor, 'MATCH', ARGV[3], 'COUNT', 1000)
@@ -1214,10 +1221,6 @@ for _, set in ipairs(sets) do
   redis.call('DEL', set[1])
   moved = moved + 1
 end
-local names = redis.call('HGETALL', dir .. 'usernames')
-for i = 1, #names, 2 do
-  redis.call('HSET', p .. '{u:' .. names[i] .. '}:user', 'name', names[i + 1])
-end
 local deadlines = redis.call('ZRANGE', dir .. 'session-deadlines', 0, -1, 'WITHSCORES')
 for i = 1, #deadlines, 2 do
   local d = string.match(deadlines[i], '^([^:]+):')
@@ -1233,14 +1236,12 @@ return moved
 /// layout version, 2 before and 3 after; KEYS[2] the old `messages` hash, KEYS[3] the old id
 /// counter, KEYS[4] the new one): every message is copied into both parties' `msg` and
 /// `conv:<peer>` (one copy for a note to self), and each user's `inbox`, `dedupe`, `reads` and
-/// `seen` move into the user's slot; the old `messages` and `conv:<a>|<b>` keys go. ARGV as
+/// `seen` move into the user's slot; the old `messages` and `conv:<a>|<b>` keys go; every user
+/// gets its marker (`{u}:user`, its name). ARGV as
 /// MOVE_TO_HASH_TAGS's. Returns how many messages moved, or -1 when done before.
 const MOVE_MESSAGES: &str = r#"
 if tonumber(redis.call('GET', KEYS[1]) or '0') >= 3 then return -1 end
 local p = ARGV[1]
-local function is_user(id)
-  return id ~= nil and string.match(id, '^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$') ~= nil
-end
 local moved = 0
 local cursor = '0'
 repeat
@@ -1572,12 +1573,12 @@ impl Scripts {
             drop_entry: lua(&[DROP_ENTRY]),
             list_users: lua_read(&[LIST_USERS]),
             migrate_directory: lua(&[INT, MIGRATE_DIRECTORY]),
-            move_to_hash_tags: lua(&[MOVE_TO_HASH_TAGS]),
+            move_to_hash_tags: lua(&[OWN_IDS, MOVE_TO_HASH_TAGS]),
             send_out: lua(&[SEND_STEPS, SEND_OUT]),
             send_in: lua(&[SEND_STEPS, SEND_IN]),
             send_at_once: lua(&[SEND_STEPS, SEND_AT_ONCE]),
             send_undo: lua(&[SEND_UNDO]),
-            move_messages: lua(&[MOVE_MESSAGES]),
+            move_messages: lua(&[OWN_IDS, MOVE_MESSAGES]),
             mark_read: lua(&[INT, READ_STATE, MARK_READ]),
             conversation_entry: lua_read(&[INT, READ_STATE, CONVERSATION_ENTRY]),
             change_settings: lua(&[CHANGE_SETTINGS]),
@@ -1650,9 +1651,9 @@ struct Directory {
     users: Arc<Vec<User>>,
 }
 
-/// Refuses a Redis Cluster node at start, with a clear error: the store's scripts each touch
-/// keys in several hash slots (issue #27 item 1 restructures them), so on a cluster they would
-/// fail at run time (`CROSSSLOT`, `MOVED`, or "non local key") instead. `CLUSTER INFO` answers
+/// Refuses a Redis Cluster node at start, with a clear error: the store runs on a cluster
+/// ([`RedisStore::connect_cluster`]), but a node's Socket.IO adapter, sid routing and pub/sub
+/// driver do not yet (issue #27 item 1), so it would fail at run time instead. `CLUSTER INFO` answers
 /// on a cluster node and is refused with "cluster support disabled" on a standalone one; an
 /// ACL user narrowed as the README suggests may run it (it is not `@dangerous`), and one that
 /// may not is let through.
@@ -1664,8 +1665,8 @@ async fn refuse_cluster(conn: &mut ConnectionManager) -> Result<(), StoreError> 
     {
         Ok(_) => Err(StoreError::Unavailable(
             "the Redis at --redis-url is a Redis Cluster node; Tether's store needs a standalone \
-             Redis (a primary, with replicas for failover: --redis-wait-replicas), since its \
-             scripts touch keys in several hash slots (Redis Cluster support is issue #27)"
+             Redis (a primary, with replicas for failover: --redis-wait-replicas): a node does \
+             not run on a Redis Cluster yet (issue #27)"
                 .into(),
         )),
         Err(e) if e.kind() == ::redis::ErrorKind::Io => Err(e.into()),

@@ -129,8 +129,7 @@ const HEARTBEAT: &str = r#"
 redis.call('SET', ARGV[3] .. ARGV[1], '1', 'PX', ARGV[2])
 local rejoined = redis.call('SADD', KEYS[1], ARGV[1])
 if redis.call('ZSCORE', KEYS[3], ARGV[1]) then rejoined = 1 end
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local now = redis_now()
 local swept = 0
 local held = redis.call('ZSCORE', KEYS[2], ARGV[1])
 if held then
@@ -173,8 +172,7 @@ local held = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not held or tonumber(held) ~= tonumber(ARGV[2]) then return 0 end
 redis.call('ZREM', KEYS[1], ARGV[1])
 if tonumber(ARGV[3]) > 0 then
-  local time = redis.call('TIME')
-  redis.call('ZADD', KEYS[2], int(tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)), ARGV[1])
+  redis.call('ZADD', KEYS[2], int(redis_now()), ARGV[1])
 end
 return 1
 "#;
