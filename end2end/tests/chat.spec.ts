@@ -1,5 +1,5 @@
 import { test, expect } from "@playwright/test";
-import { messages, newPerson, openChat, personLink, send, signIn, userId } from "./helpers";
+import { messages, newPerson, openChat, personLink, send, signIn, storeSession, userId } from "./helpers";
 
 const unique = (name: string) => `${name}-${Math.random().toString(36).slice(2, 7)}`;
 
@@ -151,12 +151,9 @@ test("a stale session lands on sign-in without an error loop", async ({ page }) 
   page.on("websocket", (ws) => sockets.push(ws.url()));
   // The page's clock is the test's: its timers can be run ahead instead of waited for.
   await page.clock.install();
-  await page.goto("/about");
-  await page.evaluate(() =>
-    localStorage.setItem(
-      "tether.session",
-      JSON.stringify({ sessionID: "stale", userID: "00000000-0000-4000-8000-000000000000", username: "ghost" }),
-    ),
+  await storeSession(
+    page,
+    JSON.stringify({ sessionID: "stale", userID: "00000000-0000-4000-8000-000000000000", username: "ghost" }),
   );
   await page.goto("/");
   await expect(page).toHaveURL(/\/signin$/);

@@ -37,6 +37,17 @@ export async function holdTestKey(page: Page): Promise<void> {
   }, TEST_KEY);
 }
 
+/** Stores `session` (the `tether.session` entry's JSON) in `page`'s origin, from a page of the
+ * app that has hydrated and connects with nothing: a page still hydrating when the entry appears
+ * would connect with it too (`goto` resolves on `load`, and hydration can come after it). The
+ * next `goto` is the page that uses it. With `testKey`, the origin holds {@link TEST_KEY} first. */
+export async function storeSession(page: Page, session: string, opts: { testKey?: boolean } = {}): Promise<void> {
+  await page.goto("/about");
+  await expect(page.locator("html")).toHaveAttribute("data-hydrated", "true");
+  if (opts.testKey) await holdTestKey(page);
+  await page.evaluate((s) => localStorage.setItem("tether.session", s), session);
+}
+
 /** Opens the app in `page` and signs in with `name`; resolves on the Chats page. With
  * `testKey`, the browser holds {@link TEST_KEY} (see {@link holdTestKey}). */
 export async function signIn(page: Page, name: string, opts: { testKey?: boolean } = {}): Promise<void> {

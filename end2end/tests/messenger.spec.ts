@@ -3,7 +3,7 @@
 // receipts ("Seen") with their setting, typing indicators, and the directory search.
 import { test, expect, Browser, Page } from "@playwright/test";
 import { freshDataDir, removeDataDir, startRedis, startServer, stopServer } from "../server";
-import { holdTestKey, messages, newPerson, openChat, personLink, send, signIn } from "./helpers";
+import { messages, newPerson, openChat, personLink, send, signIn, storeSession } from "./helpers";
 
 const unique = (name: string) => `${name}-${Math.random().toString(36).slice(2, 7)}`;
 
@@ -25,9 +25,7 @@ async function sameSessionElsewhere(browser: Browser, baseURL: string | undefine
   const session = await from.evaluate(() => localStorage.getItem("tether.session"));
   const context = await browser.newContext({ baseURL });
   const page = await context.newPage();
-  await page.goto("/about");
-  await holdTestKey(page);
-  await page.evaluate((s) => localStorage.setItem("tether.session", s!), session);
+  await storeSession(page, session!, { testKey: true });
   await page.goto("/");
   await expect(page.getByRole("heading", { level: 1, name: "Chats" })).toBeVisible();
   return { context, page };

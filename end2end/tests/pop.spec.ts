@@ -5,7 +5,7 @@
 // a tab's own connection and with the SharedWorker's.
 import { test, expect, Browser } from "@playwright/test";
 import { freshDataDir, removeDataDir, startServer, stopServer } from "../server";
-import { messages, newPerson, openChat, send } from "./helpers";
+import { messages, newPerson, openChat, send, storeSession } from "./helpers";
 
 const REFUSED = "This browser can no longer prove this session is its own. Sign in again.";
 
@@ -30,8 +30,7 @@ async function copiedSessionIsRefused(browser: Browser, baseURL: string) {
   const session = await ada.page.evaluate(() => localStorage.getItem("tether.session"));
   const elsewhere = await browser.newContext({ baseURL });
   const page = await elsewhere.newPage();
-  await page.goto("/about");
-  await page.evaluate((s) => localStorage.setItem("tether.session", s!), session);
+  await storeSession(page, session!);
   await page.goto("/");
   await expect(page).toHaveURL(/\/signin$/);
   await expect(page.getByText(REFUSED)).toBeVisible();
