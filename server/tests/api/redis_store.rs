@@ -502,6 +502,27 @@ async fn redis_memory_per_message() {
     );
 }
 
+/// The texts of `viewer`'s copy of their conversation with `peer` (its newest 50), sorted.
+async fn texts_between(node: &RedisStore, viewer: &UserId, peer: &UserId) -> Vec<String> {
+    let page = node.history(viewer, peer, None, 50).await.unwrap();
+    let mut texts: Vec<String> = page.messages.into_iter().map(|m| m.content).collect();
+    texts.sort();
+    texts
+}
+
+/// A node of the store on the test cluster, sessions living an hour.
+async fn cluster_node(cluster: &crate::helpers::RedisCluster) -> RedisStore {
+    let sessions = policy(Duration::from_secs(3600), Duration::from_secs(7200));
+    RedisStore::connect_cluster(
+        &cluster.urls,
+        &cluster.prefix,
+        sessions,
+        NodeOptions::new(Duration::from_secs(10)),
+    )
+    .await
+    .expect("connects to the cluster")
+}
+
 /// On a cluster a message is stored in steps: one whose send stopped after the sender's copy
 /// (marked pending, the recipient's not written) is finished by the sender's next send, so
 /// the recipient's copy comes (their history and restore hold it), and a pending message whose
@@ -511,20 +532,15 @@ async fn a_send_that_stopped_midway_on_a_cluster_is_finished_by_the_next() {
     use crate::helpers::RedisCluster;
     use redis::AsyncCommands;
     let cluster = RedisCluster::start().await;
-    let sessions = policy(Duration::from_secs(3600), Duration::from_secs(7200));
-    let node = RedisStore::connect_cluster(
-        &cluster.urls,
-        &cluster.prefix,
-        sessions,
-        NodeOptions::new(Duration::from_secs(10)),
-    )
-    .await
-    .expect("connects to the cluster");
+    let node = cluster_node(&cluster).await;
     let (ada, bob) = (user(&node, "ada").await, user(&node, "bob").await);
     let (a, b) = (ada.as_str(), bob.as_str());
     let key = |user: &str, name: &str| format!("{}:{{u:{user}}}:{name}", cluster.prefix);
     let mut conn = cluster.connection().await;
-    // What a send that stopped after its first step leaves: ada's copy, marked pending long ago.
+    // What a send that stopped after its first step leaves: ada's copy, marked pending long ago
+    // (its id taken from the counter).
+    let seq = format!("{0}:{{{0}:seq}}:msg:seq", cluster.prefix);
+    let _: () = conn.set(&seq, 900).await.unwrap();
     let json = format!(r#"{{"id":900,"ts":1,"content":"stopped","from":"{a}","to":"{b}"}}"#);
     let _: () = conn.hset(key(a, "msg"), 900, &json).await.unwrap();
     let _: () = conn.zadd(key(a, "inbox"), 900, 900).await.unwrap();
@@ -548,16 +564,229 @@ async fn a_send_that_stopped_midway_on_a_cluster_is_finished_by_the_next() {
         client_id: None,
     };
     node.insert_message(next).await.unwrap().unwrap();
-    let mut contents: Vec<String> = node
-        .history(&bob, &ada, None, 10)
-        .await
-        .unwrap()
-        .messages
-        .into_iter()
-        .map(|m| m.content)
-        .collect();
-    contents.sort();
-    assert_eq!(contents, ["next", "stopped"]);
+    assert_eq!(texts_between(&node, &bob, &ada).await, ["next", "stopped"]);
     let pending: i64 = conn.zcard(key(a, "pending")).await.unwrap();
     assert_eq!(pending, 0);
+}
+
+/// On a cluster a message takes its id before its copies are written, so another message
+/// (with a higher id) can reach a copy in between. A copy takes only ids above the highest it
+/// ever held: a message whose id the recipient's copy has passed moves to a new id (the
+/// sender's copy in one step), so `since` and read cursors (ids) still mean "arrived after".
+/// Here ada's send stopped after her copy (id n, pending); cyd's message to bob took n + 1 and
+/// reached bob; ada's next send finishes hers under a new id, which bob's restore from n + 1
+/// (the newest he holds) returns, and her client id follows it. A sender's copy that passed a
+/// new id likewise makes the send take another; so does a live send; and one that finds no id
+/// in order within its tries fails, its message kept pending for the resend.
+#[tokio::test]
+async fn a_copy_takes_only_ids_above_those_it_held() {
+    use crate::helpers::RedisCluster;
+    use redis::AsyncCommands;
+    let cluster = RedisCluster::start().await;
+    let node = cluster_node(&cluster).await;
+    let (ada, bob, cyd) = (
+        user(&node, "ada").await,
+        user(&node, "bob").await,
+        user(&node, "cyd").await,
+    );
+    let (a, b) = (ada.as_str(), bob.as_str());
+    let key = |user: &str, name: &str| format!("{}:{{u:{user}}}:{name}", cluster.prefix);
+    let seq = format!("{0}:{{{0}:seq}}:msg:seq", cluster.prefix);
+    let mut conn = cluster.connection().await;
+    let (c1, c2, c3) = (
+        "00000000-0000-7000-8000-000000000001",
+        "00000000-0000-7000-8000-000000000002",
+        "00000000-0000-7000-8000-000000000003",
+    );
+    let send = |from: &UserId, to: &UserId, text: &str, client_id: Option<&str>| NewMessage {
+        from: from.clone(),
+        to: to.clone(),
+        content: MessageContent::parse(text, 100).unwrap(),
+        client_id: client_id.map(|c| server::domain::ClientMsgId::parse(c).unwrap()),
+    };
+
+    // Ada's send took id n and stopped after her copy.
+    let n: i64 = conn.incr(&seq, 1).await.unwrap();
+    let json = format!(
+        r#"{{"id":{n},"ts":1,"content":"stopped","from":"{a}","to":"{b}","clientId":"{c1}"}}"#
+    );
+    let _: () = conn.hset(key(a, "msg"), n, &json).await.unwrap();
+    let _: () = conn.hset(key(a, "dedupe"), c1, n).await.unwrap();
+    let _: () = conn.zadd(key(a, "inbox"), n, n).await.unwrap();
+    let _: () = conn.zadd(key(a, &format!("conv:{b}")), n, n).await.unwrap();
+    let _: () = conn.sadd(key(a, "peers"), b).await.unwrap();
+    let _: () = conn.set(key(a, "top"), n).await.unwrap();
+    let _: () = conn.zadd(key(a, "pending"), n, 1).await.unwrap();
+    // Cyd's message takes n + 1 and reaches bob: the newest he holds.
+    let held = node
+        .insert_message(send(&cyd, &bob, "from cyd", None))
+        .await
+        .unwrap()
+        .unwrap()
+        .message()
+        .id;
+    assert_eq!(held, n + 1);
+
+    node.insert_message(send(&ada, &bob, "next", None))
+        .await
+        .unwrap()
+        .unwrap();
+    let restored = node.messages_since(&bob, held, 10).await.unwrap().messages;
+    let contents: Vec<&str> = restored.iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(contents, ["stopped", "next"], "bob's restore from {held}");
+    let stopped = &restored[0];
+    assert!(stopped.id > held);
+    // Ada's copy holds it under the new id only, no longer pending, and her client id names it.
+    let old: Option<String> = conn.hget(key(a, "msg"), n).await.unwrap();
+    assert_eq!(old, None);
+    let pending: i64 = conn.zcard(key(a, "pending")).await.unwrap();
+    assert_eq!(pending, 0);
+    let again = node
+        .insert_message(send(&ada, &bob, "stopped", Some(c1)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.message().id, stopped.id);
+    let history = node.history(&ada, &bob, None, 10).await.unwrap().messages;
+    let ids: Vec<i64> = history.iter().map(|m| m.id).collect();
+    assert_eq!(ids.len(), 2);
+    assert!(ids.contains(&stopped.id) && !ids.contains(&n), "{ids:?}");
+
+    // The sender's side: ada's copy held a higher id than the next one taken.
+    let next: i64 = conn.get(&seq).await.unwrap();
+    let _: () = conn.set(key(a, "top"), next + 2).await.unwrap();
+    let sent = node
+        .insert_message(send(&ada, &bob, "later", None))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        sent.message().id > next + 2,
+        "{} after {}",
+        sent.message().id,
+        next + 2
+    );
+    let restored = node
+        .messages_since(&ada, next + 2, 10)
+        .await
+        .unwrap()
+        .messages;
+    assert_eq!(restored.len(), 1);
+    assert_eq!(restored[0].content, "later");
+
+    // A live send whose id bob's copy has passed moves to a new id (ada's copy in one step) and
+    // is acked under it; ada's copy holds it under that id only, no longer pending.
+    let next: i64 = conn.get(&seq).await.unwrap();
+    let _: () = conn.set(key(b, "top"), next + 5).await.unwrap();
+    let live = node
+        .insert_message(send(&ada, &bob, "live", Some(c2)))
+        .await
+        .unwrap()
+        .unwrap();
+    let live_id = live.message().id;
+    assert!(live_id > next + 5, "{live_id} after {}", next + 5);
+    let restored = node
+        .messages_since(&bob, next + 5, 10)
+        .await
+        .unwrap()
+        .messages;
+    assert_eq!(restored.iter().map(|m| m.id).collect::<Vec<_>>(), [live_id]);
+    let ada_ids: Vec<i64> = conn.zrange(key(a, "inbox"), 0, -1).await.unwrap();
+    assert!(
+        ada_ids.iter().all(|id| *id <= next || *id == live_id),
+        "{ada_ids:?}"
+    );
+    let named: i64 = conn.hget(key(a, "dedupe"), c2).await.unwrap();
+    assert_eq!(named, live_id);
+    let pending: i64 = conn.zcard(key(a, "pending")).await.unwrap();
+    assert_eq!(pending, 0);
+
+    // No id in order within the tries: the send fails as unavailable, and the message stays in
+    // ada's copy, pending under its client id, until a resend finishes it: nothing is lost.
+    let next: i64 = conn.get(&seq).await.unwrap();
+    let _: () = conn.set(key(b, "top"), next + 1000).await.unwrap();
+    let error = node
+        .insert_message(send(&ada, &bob, "stuck", Some(c3)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, server::store::StoreError::Unavailable(_)),
+        "{error:?}"
+    );
+    let held: i64 = conn.hget(key(a, "dedupe"), c3).await.unwrap();
+    let pending: Vec<i64> = conn.zrange(key(a, "pending"), 0, -1).await.unwrap();
+    assert_eq!(pending, [held]);
+    let _: () = conn.del(key(b, "top")).await.unwrap();
+    let resent = node
+        .insert_message(send(&ada, &bob, "stuck", Some(c3)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resent.message().id, held);
+    // Bob's copy holds each message once, under the id it ended with.
+    assert_eq!(
+        texts_between(&node, &bob, &ada).await,
+        ["later", "live", "next", "stopped", "stuck"]
+    );
+    let stuck = node
+        .messages_since(&bob, live_id, 10)
+        .await
+        .unwrap()
+        .messages;
+    assert_eq!(
+        stuck
+            .iter()
+            .map(|m| (m.id, m.content.as_str()))
+            .collect::<Vec<_>>(),
+        [(held, "stuck")]
+    );
+}
+
+/// On a standalone Redis a message takes its id inside the script that writes both copies; a
+/// counter behind what a copy holds (keys restored from an older backup, say) moves up past it
+/// there, so a send never takes an id a copy already passed.
+#[tokio::test]
+async fn a_counter_behind_the_stored_messages_moves_past_them() {
+    use redis::AsyncCommands;
+    let redis = RedisServer::start().await;
+    let node = default_store(&redis).await;
+    let (ada, bob) = (user(&node, "ada").await, user(&node, "bob").await);
+    let send = |text: &str| NewMessage {
+        from: ada.clone(),
+        to: bob.clone(),
+        content: MessageContent::parse(text, 100).unwrap(),
+        client_id: None,
+    };
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let seq = format!("{0}:{{{0}:seq}}:msg:seq", redis.prefix);
+    let mut last = 0;
+    for text in ["one", "two"] {
+        last = node
+            .insert_message(send(text))
+            .await
+            .unwrap()
+            .unwrap()
+            .message()
+            .id;
+    }
+    let _: () = conn.set(&seq, 0).await.unwrap();
+    let third = node
+        .insert_message(send("three"))
+        .await
+        .unwrap()
+        .unwrap()
+        .message()
+        .id;
+    assert!(third > last, "{third} after {last}");
+    let after = node.messages_since(&bob, last, 10).await.unwrap().messages;
+    assert_eq!(
+        after.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(),
+        ["three"]
+    );
+    let counter: i64 = conn.get(&seq).await.unwrap();
+    assert_eq!(counter, third);
 }

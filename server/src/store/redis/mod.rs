@@ -34,13 +34,18 @@
 //!   `presence` (below); and the user's messages and read state (below);
 //! - messages: `{<prefix>:seq}:msg:seq` counter (message ids, the one key every message
 //!   touches); each party keeps its own copy in its slot: `msg` hash id → the wire JSON,
-//!   `inbox` and `conv:<peer>` sorted sets of ids (score = id), `dedupe` hash clientId → id (the
-//!   sender's), `pending` sorted set of the sender's messages whose recipient's copy may not be
-//!   written yet. A message is stored in steps, each one slot and safe to run twice: the
-//!   dedupe check, the recipient's marker, the id, the sender's copy (marked pending), the
-//!   recipient's copy (a recipient gone meanwhile takes the sender's back), the mark off; only
-//!   then is it acked (after `WAIT` with replica acks). A duplicate still pending finishes the
-//!   recipient's copy first. Reading touches the viewer's slot only;
+//!   `inbox` and `conv:<peer>` sorted sets of ids (score = id), `top` the highest id the copy
+//!   ever held (absent: the inbox's highest), `dedupe` hash clientId → id (the sender's),
+//!   `pending` sorted set of the sender's messages whose recipient's copy may not be written
+//!   yet. A message is stored in steps, each one slot and safe to run twice: the dedupe check,
+//!   the recipient's marker, the id, the sender's copy (marked pending), the recipient's copy
+//!   (a recipient gone meanwhile takes the sender's back), the mark off; only then is it acked
+//!   (after `WAIT` with replica acks). A duplicate still pending finishes the recipient's copy
+//!   first. A copy takes only an id above its `top`: a message whose id a copy has passed (two
+//!   senders to one user at once) takes a new one (the sender's copy moves to it in one step,
+//!   still pending) and tries again, so every copy holds its ids in the order they arrived and
+//!   `since` and read cursors (ids) mean "arrived after". Reading touches the viewer's slot
+//!   only;
 //! - read state, in the reader's slot: `reads` hash peer → `"{upTo}:{at}"`, the user's read
 //!   cursor of each conversation, written only when it moves (one script reads, clamps and
 //!   writes it, so it never goes back); `seen` hash peer → `"{upTo}:{at}"`, the user's
@@ -72,7 +77,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use protocol::payloads::Message;
 use redis::aio::ConnectionManager;
-use redis::{AsyncCommands, IntoConnectionInfo, ProtocolVersion, Script};
+use redis::{AsyncCommands, IntoConnectionInfo, ProtocolVersion, Script, ScriptInvocation};
 
 use super::sqlite::SessionPolicy;
 use super::NewDevice;
@@ -560,6 +565,10 @@ impl Keys {
     }
     fn inbox(&self, user: &str) -> String {
         self.user_slot(user, "inbox")
+    }
+    /// The highest message id the user's copy ever held: a copy takes only ids above it.
+    fn top(&self, user: &str) -> String {
+        self.user_slot(user, "top")
     }
     /// The viewer's copy of their conversation with `peer`: ids.
     fn conversation(&self, viewer: &str, peer: &str) -> String {
@@ -1078,12 +1087,12 @@ redis.call('HDEL', KEYS[3], ARGV[1])
 return 1
 "#;
 
-/// Deletes a claimed user's own keys (KEYS: peers, sessions, settings, marker), unless it has a
-/// message (`peers`): nil then, else the families of its sessions.
+/// Deletes a claimed user's own keys (KEYS: peers, sessions, settings, marker, top), unless it
+/// has a message (`peers`): nil then, else the families of its sessions.
 const DROP_USER: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
 local families = redis.call('HKEYS', KEYS[2])
-redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 return families
 "#;
 
@@ -1286,6 +1295,38 @@ redis.call('SET', KEYS[1], '3')
 return moved
 "#;
 
+/// `send_out`'s, `send_in`'s and `SEND_MOVE`'s answer when the copy holds a higher id already.
+const SEND_BELOW_TOP: i64 = 2;
+
+/// How many ids a message may take before one is above its sender's copy's `top`, and again
+/// before one is above its recipient's: each miss is a message that reached the copy between
+/// this one's id and its write, so more than a few means a hot spot no retry fixes; the send
+/// fails as unavailable. Nothing is stored when the sender's copy refused every id; when the
+/// recipient's did, the message stays pending in the sender's copy (a resend with its client
+/// id, or the repair, goes on with it).
+const PLACE_ATTEMPTS: usize = 16;
+
+/// What became of a pending message's recipient copy ([`RedisStore::finish_send`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    Written,
+    /// The recipient is gone: the sender's copy was taken back.
+    RecipientGone,
+    /// The recipient's copy holds a higher id: nothing was written, the sender's copy is still
+    /// pending under this id and moves to a new one.
+    Later,
+}
+
+/// What became of a pending message ([`RedisStore::deliver`]).
+enum Delivered {
+    /// Both copies hold it: its JSON, under the id it ended with.
+    Written(String),
+    /// The recipient is gone: the sender's copy was taken back.
+    RecipientGone,
+    /// Another send moved it (or took it back) meanwhile and goes on with it.
+    Elsewhere,
+}
+
 /// How long a message may stay pending (its recipient's copy not written) before the sender's
 /// next send finishes it: longer than any send takes.
 const PENDING_REPAIR_AFTER: Duration = Duration::from_secs(30);
@@ -1308,17 +1349,28 @@ fn glob_escaped(text: &str) -> String {
 
 /// Shared by the scripts that store a message: each party's part, one slot each.
 ///
-/// `send_out`, the sender's part (KEYS: dedupe, msg, inbox, conv:<to>, peers, pending):
+/// `send_out`, the sender's part (KEYS: dedupe, msg, inbox, conv:<to>, peers, pending, top):
 /// `{0, id, json, pending}` for client id `cid` stored already (whatever its recipient, as the
 /// `Store` contract says) under another id, or under this one when the id is not this call's
 /// own (`own` '0': a duplicate's); else writes the sender's copy (`{"id":` id `,` rest) and
 /// answers `{1, id, json, pending}`, a resent call included. `pending` 1: the recipient's copy
 /// may not be written yet; with `mark` '1' the message is marked pending since `now` (a note
-/// to self, or a store that writes both copies at once, marks nothing).
+/// to self, or a store that writes both copies at once, marks nothing). `{2, id, '', 0}`: the
+/// copy holds a higher id already (`top`), nothing is written: store it under a new id.
 ///
-/// `send_in`, the recipient's part (KEYS: marker, msg, inbox, conv:<from>, peers): writes their
-/// copy unless they do not exist (0); 1 when it is written (by this call or one before).
+/// `send_in`, the recipient's part (KEYS: marker, msg, inbox, conv:<from>, peers, top): writes
+/// their copy unless they do not exist (0); 1 when it is written (by this call or one before);
+/// 2 when their copy holds a higher id already (nothing written: the sender's copy moves to a
+/// new id, SEND_MOVE, and this runs again).
 const SEND_STEPS: &str = r#"
+local function held(top, inbox)
+  local id = redis.call('GET', top)
+  if not id then id = redis.call('ZREVRANGE', inbox, 0, 0)[1] or '0' end
+  return tonumber(id)
+end
+local function above_top(top, inbox, id)
+  return tonumber(id) > held(top, inbox)
+end
 local function send_out(k, id, cid, rest, now, mark, to, own)
   if cid ~= '' then
     local existing = redis.call('HGET', k[1], cid)
@@ -1329,6 +1381,8 @@ local function send_out(k, id, cid, rest, now, mark, to, own)
   end
   local json = redis.call('HGET', k[2], id)
   if not json then
+    if not above_top(k[7], k[3], id) then return {2, id, '', 0} end
+    redis.call('SET', k[7], id)
     json = '{"id":' .. id .. ',' .. rest
     redis.call('HSET', k[2], id, json)
     if cid ~= '' then redis.call('HSET', k[1], cid, id) end
@@ -1343,6 +1397,8 @@ end
 local function send_in(k, id, json, from)
   if redis.call('EXISTS', k[1]) == 0 then return 0 end
   if redis.call('HEXISTS', k[2], id) == 0 then
+    if not above_top(k[6], k[3], id) then return 2 end
+    redis.call('SET', k[6], id)
     redis.call('HSET', k[2], id, json)
     redis.call('ZADD', k[3], id, id)
     redis.call('ZADD', k[4], id, id)
@@ -1366,28 +1422,61 @@ return send_in(KEYS, ARGV[1], ARGV[2], ARGV[3])
 
 /// Both parts at once, with the id, on a standalone Redis (it names keys of several slots):
 /// the message is stored in one step, so ids reach every copy in the order they are taken
-/// (a cluster stores it in steps; see `RedisStore::insert_message`). KEYS: the sender's six
-/// (as `send_out`), the recipient's five (as `send_in`), the id counter, `quiet-users`; ARGV:
-/// client id, the JSON after the id, now, to, from. Returns nil for an unknown recipient (after
-/// the client id check), else `{fresh, id, json, 0}`.
+/// (a cluster stores it in steps; see `RedisStore::insert_message`). KEYS: the sender's seven
+/// (as `send_out`), the recipient's six (as `send_in`), the id counter, `quiet-users`; ARGV: client id, the JSON after the id, now, to, from.
+/// Returns nil for an unknown recipient (after the client id check), else
+/// `{fresh, id, json, 0}`. A counter behind a copy's `top` (keys restored from an older
+/// backup, say) moves up past it first.
 const SEND_AT_ONCE: &str = r#"
-local out = {KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]}
+local out = {KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]}
 if ARGV[1] ~= '' then
   local existing = redis.call('HGET', KEYS[1], ARGV[1])
   if existing then return send_out(out, existing, ARGV[1], '', ARGV[3], '0', ARGV[4], '0') end
 end
-if redis.call('EXISTS', KEYS[7]) == 0 then return false end
-local id = tostring(redis.call('INCR', KEYS[12]))
+if redis.call('EXISTS', KEYS[8]) == 0 then return false end
+local id = redis.call('INCR', KEYS[14])
+local floor = held(KEYS[7], KEYS[3])
+if ARGV[4] ~= ARGV[5] then floor = math.max(floor, held(KEYS[13], KEYS[10])) end
+if id <= floor then
+  id = floor + 1
+  redis.call('SET', KEYS[14], id)
+end
+id = tostring(id)
 local stored = send_out(out, id, ARGV[1], ARGV[2], ARGV[3], '0', ARGV[4], '1')
 if ARGV[4] ~= ARGV[5] then
-  send_in({KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]}, id, stored[3], ARGV[5])
+  send_in({KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12], KEYS[13]}, id, stored[3], ARGV[5])
 end
-redis.call('ZREM', KEYS[13], ARGV[4], ARGV[5])
+redis.call('ZREM', KEYS[15], ARGV[4], ARGV[5])
 return stored
 "#;
 
+/// Moves the sender's pending copy of message ARGV[1] to id ARGV[2] (the JSON ARGV[3], client
+/// id ARGV[4], pending since ARGV[5]), when the recipient's copy holds a higher id than its
+/// own; in the sender's slot, all at once, so the message is never in neither place (KEYS: as
+/// `send_out`'s). 1 when it is under the new id (by this call or one before), 0 when the old
+/// id is gone or no longer pending (another send moved, took back or finished it), 2 when the sender's copy holds an id above
+/// the new one already (nothing written: move it again).
+const SEND_MOVE: &str = r#"
+if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then return 1 end
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 or not redis.call('ZSCORE', KEYS[6], ARGV[1]) then
+  return 0
+end
+if not above_top(KEYS[7], KEYS[3], ARGV[2]) then return 2 end
+redis.call('SET', KEYS[7], ARGV[2])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[2])
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[2], ARGV[2])
+redis.call('ZREM', KEYS[6], ARGV[1])
+redis.call('ZADD', KEYS[6], ARGV[5], ARGV[2])
+if ARGV[4] ~= '' and redis.call('HGET', KEYS[1], ARGV[4]) == ARGV[1] then redis.call('HSET', KEYS[1], ARGV[4], ARGV[2]) end
+return 1
+"#;
+
 /// Takes back the sender's copy of message ARGV[1] (client id ARGV[2], to ARGV[3]) whose
-/// recipient is gone (KEYS as `send_out`'s).
+/// recipient is gone (KEYS as `send_out`'s; `top` stays: ids above it are still taken).
 const SEND_UNDO: &str = r#"
 redis.call('HDEL', KEYS[2], ARGV[1])
 if ARGV[2] ~= '' and redis.call('HGET', KEYS[1], ARGV[2]) == ARGV[1] then redis.call('HDEL', KEYS[1], ARGV[2]) end
@@ -1520,6 +1609,7 @@ struct Scripts {
     send_in: Script,
     send_at_once: Script,
     send_undo: Script,
+    send_move: Script,
     move_messages: Script,
     mark_read: Script,
     conversation_entry: Script,
@@ -1578,6 +1668,7 @@ impl Scripts {
             send_in: lua(&[SEND_STEPS, SEND_IN]),
             send_at_once: lua(&[SEND_STEPS, SEND_AT_ONCE]),
             send_undo: lua(&[SEND_UNDO]),
+            send_move: lua(&[SEND_STEPS, SEND_MOVE]),
             move_messages: lua(&[OWN_IDS, MOVE_MESSAGES]),
             mark_read: lua(&[INT, READ_STATE, MARK_READ]),
             conversation_entry: lua_read(&[INT, READ_STATE, CONVERSATION_ENTRY]),
@@ -2005,18 +2096,9 @@ impl RedisStore {
         to: &str,
     ) -> Result<Option<(bool, String)>, StoreError> {
         let mut invocation = self.scripts.send_at_once.prepare_invoke();
+        self.sender_keys(&mut invocation, from, to);
+        self.recipient_keys(&mut invocation, to, from);
         invocation
-            .key(self.keys.dedupe(from))
-            .key(self.keys.user_messages(from))
-            .key(self.keys.inbox(from))
-            .key(self.keys.conversation(from, to))
-            .key(self.keys.peers(from))
-            .key(self.keys.pending(from))
-            .key(self.keys.user_marker(to))
-            .key(self.keys.user_messages(to))
-            .key(self.keys.inbox(to))
-            .key(self.keys.conversation(to, from))
-            .key(self.keys.peers(to))
             .key(self.keys.message_seq())
             .key(self.keys.quiet_users())
             .arg(client_id)
@@ -2056,11 +2138,38 @@ impl RedisStore {
         Ok(stored.map(|(fresh, _, json, _)| (fresh == 1, json)))
     }
 
+    /// Adds the keys of the sender's copy of a message from `from` to `to`, in the order
+    /// `send_out`, SEND_MOVE, SEND_UNDO and SEND_AT_ONCE read them: dedupe, msg, inbox,
+    /// conv:<to>, peers, pending, top.
+    fn sender_keys(&self, call: &mut ScriptInvocation<'_>, from: &str, to: &str) {
+        call.key(self.keys.dedupe(from))
+            .key(self.keys.user_messages(from))
+            .key(self.keys.inbox(from))
+            .key(self.keys.conversation(from, to))
+            .key(self.keys.peers(from))
+            .key(self.keys.pending(from))
+            .key(self.keys.top(from));
+    }
+
+    /// Adds the keys of the recipient's copy of a message from `from` to `to`, in the order
+    /// `send_in` and SEND_AT_ONCE (after the sender's) read them: marker, msg, inbox,
+    /// conv:<from>, peers, top.
+    fn recipient_keys(&self, call: &mut ScriptInvocation<'_>, to: &str, from: &str) {
+        call.key(self.keys.user_marker(to))
+            .key(self.keys.user_messages(to))
+            .key(self.keys.inbox(to))
+            .key(self.keys.conversation(to, from))
+            .key(self.keys.peers(to))
+            .key(self.keys.top(to));
+    }
+
     /// Stores a message in steps, each in one slot and safe to run twice (a Redis Cluster):
     /// the client id check, the recipient's marker, the id, the sender's copy marked pending,
     /// the recipient's copy (a recipient gone meanwhile takes the sender's back), the mark off.
-    /// A duplicate still pending finishes its original's recipient copy first. Ids can reach a
-    /// copy out of order here (two senders to one user at once): see the design note, §5c.
+    /// A duplicate still pending finishes its original's recipient copy first. A copy that
+    /// holds a higher id already (two senders to one user at once, each taking an id before
+    /// writing) refuses this one: the message takes a new id (the sender's copy moves to it in
+    /// one step) and tries again, so ids reach every copy in order (design note, §5c).
     async fn store_in_steps(
         &self,
         conn: &mut RedisConn,
@@ -2070,98 +2179,168 @@ impl RedisStore {
         to: &str,
     ) -> Result<Option<(bool, String)>, StoreError> {
         self.finish_pending(conn, from).await?;
-        let stored: Option<i64> = if client_id.is_empty() {
-            None
-        } else {
-            conn.hget(self.keys.dedupe(from), client_id).await?
-        };
-        let id = match stored {
-            Some(id) => id,
-            None => {
-                let exists: bool = conn.exists(self.keys.user_marker(to)).await?;
-                if !exists {
-                    return Ok(None);
+        self.place(conn, client_id, rest, from, to).await
+    }
+
+    /// [`Self::store_in_steps`] after the repair of stopped sends: a new message or a
+    /// duplicate.
+    async fn place(
+        &self,
+        conn: &mut RedisConn,
+        client_id: &str,
+        rest: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<Option<(bool, String)>, StoreError> {
+        // Whether this call wrote the sender's copy: it answers as the new message even when
+        // a resend finished it (that one answers as a duplicate).
+        let mut wrote = false;
+        for _ in 0..PLACE_ATTEMPTS {
+            let stored: Option<i64> = if client_id.is_empty() {
+                None
+            } else {
+                conn.hget(self.keys.dedupe(from), client_id).await?
+            };
+            let id = match stored {
+                Some(id) => id,
+                None => {
+                    let exists: bool = conn.exists(self.keys.user_marker(to)).await?;
+                    if !exists {
+                        return Ok(None);
+                    }
+                    conn.incr(self.keys.message_seq(), 1).await?
                 }
-                conn.incr(self.keys.message_seq(), 1).await?
+            };
+            let mut send_out = self.scripts.send_out.prepare_invoke();
+            self.sender_keys(&mut send_out, from, to);
+            let (fresh, _, json, pending): (i64, i64, String, i64) = send_out
+                .arg(id)
+                .arg(client_id)
+                .arg(rest)
+                .arg(now_ms())
+                .arg(if from == to { "0" } else { "1" })
+                .arg(to)
+                .arg(if stored.is_none() { "1" } else { "0" })
+                .invoke_async(conn)
+                .await?;
+            if fresh == SEND_BELOW_TOP {
+                // Nothing written: the sender's copy holds a higher id (a message that reached
+                // it after this id was taken).
+                continue;
             }
-        };
-        let (fresh, _, json, pending): (i64, i64, String, i64) = self
-            .scripts
-            .send_out
-            .key(self.keys.dedupe(from))
-            .key(self.keys.user_messages(from))
-            .key(self.keys.inbox(from))
-            .key(self.keys.conversation(from, to))
-            .key(self.keys.peers(from))
-            .key(self.keys.pending(from))
-            .arg(id)
-            .arg(client_id)
-            .arg(rest)
-            .arg(now_ms())
-            .arg(if from == to { "0" } else { "1" })
-            .arg(to)
-            .arg(if stored.is_none() { "1" } else { "0" })
-            .invoke_async(conn)
-            .await?;
-        if pending == 1 {
-            if !self.finish_send(conn, &json).await? {
-                return Ok(None);
+            wrote |= fresh == 1;
+            if pending == 1 {
+                return match self.deliver(conn, json).await? {
+                    Delivered::Written(json) => Ok(Some((wrote, json))),
+                    Delivered::RecipientGone => Ok(None),
+                    // Another send (a resend, or the repair) moved it: its client id finds it
+                    // under the new id.
+                    Delivered::Elsewhere if !client_id.is_empty() => continue,
+                    Delivered::Elsewhere => Err(StoreError::Unavailable(
+                        "the message is being stored by another send".into(),
+                    )),
+                };
             }
-        } else if fresh == 1 {
-            // A note to self (no recipient's copy): the user has a message now.
-            let _: i64 = conn.zrem(self.keys.quiet_users(), &[from, to]).await?;
+            if fresh == 1 {
+                // A note to self (no recipient's copy): the user has a message now.
+                let _: i64 = conn.zrem(self.keys.quiet_users(), &[from, to]).await?;
+            }
+            return Ok(Some((wrote, json)));
         }
-        Ok(Some((fresh == 1, json)))
+        Err(out_of_order_attempts())
+    }
+
+    /// Finishes a pending message (the sender's copy's JSON): writes the recipient's copy, or
+    /// takes the sender's back if the recipient is gone; when the recipient's copy holds a
+    /// higher id already, moves the sender's copy to a new id first (one step in the sender's
+    /// slot, so the message is always in it) and tries again.
+    async fn deliver(
+        &self,
+        conn: &mut RedisConn,
+        mut json: String,
+    ) -> Result<Delivered, StoreError> {
+        let mut moves = 0;
+        loop {
+            match self.finish_send(conn, &json).await? {
+                Delivery::Written => return Ok(Delivered::Written(json)),
+                Delivery::RecipientGone => return Ok(Delivered::RecipientGone),
+                Delivery::Later => {}
+            }
+            let mut message = parse_message(&json)?;
+            let old = message.id;
+            loop {
+                moves += 1;
+                if moves > PLACE_ATTEMPTS {
+                    return Err(out_of_order_attempts());
+                }
+                message.id = conn.incr(self.keys.message_seq(), 1).await?;
+                message.ts = now_ms();
+                let moved_json =
+                    serde_json::to_string(&message).expect("a message always serializes");
+                let (sender, recipient) = (message.from.as_str(), message.to.as_str());
+                let mut send_move = self.scripts.send_move.prepare_invoke();
+                self.sender_keys(&mut send_move, sender, recipient);
+                let moved: i64 = send_move
+                    .arg(old)
+                    .arg(message.id)
+                    .arg(&moved_json)
+                    .arg(message.client_id.as_deref().unwrap_or(""))
+                    .arg(message.ts)
+                    .invoke_async(conn)
+                    .await?;
+                match moved {
+                    1 => {
+                        json = moved_json;
+                        break;
+                    }
+                    0 => return Ok(Delivered::Elsewhere),
+                    _ => continue,
+                }
+            }
+        }
     }
 
     /// Writes the recipient's copy of a pending message (its sender's copy's JSON) and takes
-    /// the mark off, or takes the sender's copy back if the recipient is gone; true when the
-    /// recipient's copy is there. Both parties leave `quiet-users` once it is.
-    async fn finish_send(&self, conn: &mut RedisConn, json: &str) -> Result<bool, StoreError> {
+    /// the mark off, or takes the sender's copy back if the recipient is gone; writes nothing
+    /// if their copy holds a higher id already. Both parties leave `quiet-users` once it is
+    /// written.
+    async fn finish_send(&self, conn: &mut RedisConn, json: &str) -> Result<Delivery, StoreError> {
         let message = parse_message(json)?;
         let (sender, recipient) = (message.from.as_str(), message.to.as_str());
-        let delivered: i64 = self
-            .scripts
-            .send_in
-            .key(self.keys.user_marker(recipient))
-            .key(self.keys.user_messages(recipient))
-            .key(self.keys.inbox(recipient))
-            .key(self.keys.conversation(recipient, sender))
-            .key(self.keys.peers(recipient))
+        let mut send_in = self.scripts.send_in.prepare_invoke();
+        self.recipient_keys(&mut send_in, recipient, sender);
+        let delivered: i64 = send_in
             .arg(message.id)
             .arg(json)
             .arg(sender)
             .invoke_async(conn)
             .await?;
+        if delivered == SEND_BELOW_TOP {
+            return Ok(Delivery::Later);
+        }
         if delivered == 0 {
-            let _: i64 = self
-                .scripts
-                .send_undo
-                .key(self.keys.dedupe(sender))
-                .key(self.keys.user_messages(sender))
-                .key(self.keys.inbox(sender))
-                .key(self.keys.conversation(sender, recipient))
-                .key(self.keys.peers(sender))
-                .key(self.keys.pending(sender))
+            let mut send_undo = self.scripts.send_undo.prepare_invoke();
+            self.sender_keys(&mut send_undo, sender, recipient);
+            let _: i64 = send_undo
                 .arg(message.id)
                 .arg(message.client_id.as_deref().unwrap_or(""))
                 .arg(recipient)
                 .invoke_async(conn)
                 .await?;
-            return Ok(false);
+            return Ok(Delivery::RecipientGone);
         }
         let _: i64 = conn.zrem(self.keys.pending(sender), message.id).await?;
         let _: i64 = conn
             .zrem(self.keys.quiet_users(), &[sender, recipient])
             .await?;
-        Ok(true)
+        Ok(Delivery::Written)
     }
 
     /// Finishes the sender's messages left pending (a send that stopped between its steps)
     /// for longer than [`PENDING_REPAIR_AFTER`], a few at a time: the recipient's copy is
-    /// written, or the sender's taken back if the recipient is gone. The sender's next send
-    /// runs it, so a message stopped midway reaches its recipient's copy then (and their next
-    /// restore), never acked before.
+    /// written (under a new id if theirs holds a higher one now), or the sender's taken back if
+    /// the recipient is gone. The sender's next send runs it, so a message stopped midway
+    /// reaches its recipient's copy then (and their next restore), never acked before.
     async fn finish_pending(&self, conn: &mut RedisConn, sender: &str) -> Result<(), StoreError> {
         let cutoff = now_ms() - PENDING_REPAIR_AFTER.as_millis() as i64;
         let stale: Vec<i64> = conn
@@ -2173,7 +2352,20 @@ impl RedisStore {
                 let _: i64 = conn.zrem(self.keys.pending(sender), id).await?;
                 continue;
             };
-            self.finish_send(conn, &json).await?;
+            match self.deliver(conn, json).await {
+                Ok(_) => {}
+                Err(error @ StoreError::Unreadable(_)) => {
+                    // Never finishable: its mark goes, so it does not hold up the others.
+                    tracing::warn!(%error, id, "dropped a stopped send that cannot be read");
+                    let _: i64 = conn.zrem(self.keys.pending(sender), id).await?;
+                }
+                Err(error) => {
+                    // The send that runs the repair goes on; the message stays pending for
+                    // the next one.
+                    tracing::warn!(%error, id, "a stopped send could not be finished yet");
+                    break;
+                }
+            }
         }
         Ok(())
     }
@@ -2269,6 +2461,14 @@ fn json_after_id(message: &Message) -> String {
     json.strip_prefix(&prefix)
         .expect("`id` is the first field of Message")
         .to_owned()
+}
+
+/// A send that found no id above both copies' `top` in [`PLACE_ATTEMPTS`] tries.
+fn out_of_order_attempts() -> StoreError {
+    metrics::counter!("tether_redis_message_reorders_exhausted_total").increment(1);
+    StoreError::Unavailable(
+        format!("no id in arrival order for the message after {PLACE_ATTEMPTS} tries").into(),
+    )
 }
 
 /// A new session's `key` field: the key's bytes in hex, or empty (made without one: unbound for
@@ -2751,6 +2951,7 @@ impl Store for RedisStore {
                 .key(self.keys.user_sessions(user))
                 .key(self.keys.settings(user))
                 .key(self.keys.user_marker(user))
+                .key(self.keys.top(user))
                 .invoke_async(&mut self.conn())
                 .await?;
             let Some(families) = families else {
@@ -3751,6 +3952,7 @@ mod tests {
             keys.pending("a"),
             keys.dedupe("a"),
             keys.inbox("a"),
+            keys.top("a"),
             keys.conversation("a", "b"),
             keys.reads("a"),
             keys.seen("a"),
