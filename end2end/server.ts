@@ -86,9 +86,22 @@ export interface RunningRedis {
   stop: () => Promise<void>;
 }
 
+function newPrefix(): string {
+  return `e2e-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+}
+
+/** The Redis Cluster `scripts/test.sh` started (TETHER_TEST_REDIS_CLUSTER, its nodes' URLs
+ * separated by commas): a node is given the first and learns the others. Undefined outside
+ * test.sh. */
+export function testRedisCluster(): RunningRedis | undefined {
+  const urls = process.env.TETHER_TEST_REDIS_CLUSTER;
+  if (!urls) return undefined;
+  return { url: urls.split(",")[0], prefix: newPrefix(), stop: async () => {} };
+}
+
 /** The Redis `scripts/test.sh` started (TETHER_TEST_REDIS_URL), else a throwaway redis-server. */
 export async function startRedis(): Promise<RunningRedis> {
-  const prefix = `e2e-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+  const prefix = newPrefix();
   if (process.env.TETHER_TEST_REDIS_URL) {
     return { url: process.env.TETHER_TEST_REDIS_URL, prefix, stop: async () => {} };
   }

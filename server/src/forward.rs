@@ -41,9 +41,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use redis::aio::ConnectionManager;
 use redis::Script;
 use tokio::sync::Semaphore;
+
+use crate::store::redis::RedisConn;
 
 /// The header a forwarded request carries; a request with it is never forwarded again.
 pub const FORWARDED: HeaderName = HeaderName::from_static("x-tether-forwarded");
@@ -109,7 +110,7 @@ struct Cached {
 
 /// This node's tag and the other nodes', and the client that forwards to them.
 pub struct SidRouting {
-    conn: ConnectionManager,
+    conn: RedisConn,
     prefix: String,
     node: String,
     options: ForwardOptions,
@@ -152,7 +153,7 @@ fn shown(tag: [u8; 2]) -> String {
 impl SidRouting {
     /// Claims a tag for this node and makes every new session id start with it.
     pub async fn start(
-        conn: ConnectionManager,
+        conn: RedisConn,
         prefix: &str,
         options: ForwardOptions,
     ) -> anyhow::Result<Arc<Self>> {

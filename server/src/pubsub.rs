@@ -13,6 +13,13 @@
 //! behind every resubscription sent before it) [`PubSub::reconnected`] ticks, and the server sends
 //! `resync` to this node's sockets: their clients restore from the newest message they hold and
 //! ask for everyone's presence (docs/PROTOCOL.md, "`resync`").
+//!
+//! On a Redis Cluster ([`PubSub::connect_cluster`]) the channels are sharded (`SSUBSCRIBE`,
+//! `SPUBLISH`, `PUBSUB SHARDNUMSUB`): a message goes to the shard that owns its channel's slot
+//! only, instead of to every node of the cluster. The cluster connection resubscribes a node's
+//! channels when it reconnects to it (and moves them when a slot moves), its pushes come to the
+//! same [`Pushes::dispatch`], and a `PING` goes to every primary, so the keepalive's
+//! confirmation holds there too.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -21,20 +28,27 @@ use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{FromRedisValue, PushInfo, PushKind};
+use redis::cluster::ClusterClientBuilder;
+use redis::{FromRedisValue, ProtocolVersion, PushInfo, PushKind};
 use socketioxide_redis::drivers::{ChanItem, Driver, MessageStream};
 use tokio::sync::{mpsc, watch, Notify};
+
+use crate::store::redis::RedisConn;
 
 /// How often the connection is pinged: a lost connection is found within this, even when the
 /// node publishes nothing.
 pub const KEEPALIVE: Duration = Duration::from_secs(1);
+
+/// How long a command or a connection attempt may take before it fails.
+const TIMEOUT: Duration = Duration::from_secs(5);
 
 type Handlers = Arc<RwLock<HashMap<String, mpsc::Sender<ChanItem>>>>;
 
 /// The adapter's driver: clones share the connection and the channel handlers.
 #[derive(Clone)]
 pub struct PubSub {
-    conn: ConnectionManager,
+    /// A standalone Redis's connection (plain channels) or a cluster's (sharded channels).
+    conn: RedisConn,
     handlers: Handlers,
     reconnected: watch::Receiver<u64>,
     /// Held by every clone: the keepalive ends once the last is dropped.
@@ -46,16 +60,37 @@ pub struct PubSub {
 #[error(transparent)]
 pub struct PubSubError(#[from] redis::RedisError);
 
-/// Where pushes go: messages to their channel's handler; a disconnection opens a gap that the
-/// next subscription confirmation (the resubscription after the reconnect) closes.
+/// Where pushes go: messages to their channel's handler; a disconnection opens a gap. A
+/// standalone connection subscribes again by itself, and its next subscription confirmation
+/// closes the gap; a cluster connection does not (redis 1.8 subscribes a node's channels again
+/// only when it reconnects through its own repair, not after the node dropped the connection),
+/// so the gap tells [`keepalive`] to subscribe every channel again.
 struct Pushes {
     handlers: Handlers,
     gap: AtomicBool,
-    /// Told when the gap closes; [`keepalive`] confirms with a `PING` and ticks `reconnected`.
-    resubscribing: Arc<Notify>,
+    /// Whether the connection subscribes again by itself after a reconnect.
+    resubscribes: bool,
+    /// Told when the gap closes (standalone) or opens (cluster); [`keepalive`] subscribes
+    /// again if it must, confirms with a `PING` and ticks `reconnected`.
+    resubscribing: Notify,
 }
 
 impl Pushes {
+    fn new(resubscribes: bool) -> Arc<Pushes> {
+        Arc::new(Pushes {
+            handlers: Handlers::default(),
+            gap: AtomicBool::new(false),
+            resubscribes,
+            resubscribing: Notify::new(),
+        })
+    }
+
+    /// The channels subscribed to.
+    fn channels(&self) -> Vec<String> {
+        let handlers = self.handlers.read().unwrap_or_else(|e| e.into_inner());
+        handlers.keys().cloned().collect()
+    }
+
     fn dispatch(&self, push: PushInfo) {
         match push.kind {
             PushKind::Message | PushKind::SMessage => {
@@ -82,9 +117,12 @@ impl Pushes {
             }
             PushKind::Disconnection if !self.gap.swap(true, Ordering::AcqRel) => {
                 tracing::warn!("the cluster's pub/sub connection to Redis was lost; reconnecting");
+                if !self.resubscribes {
+                    self.resubscribing.notify_one();
+                }
             }
             PushKind::Subscribe | PushKind::SSubscribe
-                if self.gap.swap(false, Ordering::AcqRel) =>
+                if self.resubscribes && self.gap.swap(false, Ordering::AcqRel) =>
             {
                 self.resubscribing.notify_one();
             }
@@ -94,41 +132,56 @@ impl Pushes {
 }
 
 impl PubSub {
-    /// Connects (RESP3: `client` must be made for it) and starts the keepalive.
+    /// Connects to a standalone Redis (RESP3: `client` must be made for it) and starts the
+    /// keepalive.
     pub async fn connect(client: redis::Client) -> redis::RedisResult<PubSub> {
-        let handlers: Handlers = Arc::default();
-        let (tx, reconnected) = watch::channel(0);
-        let resubscribing = Arc::new(Notify::new());
-        let pushes = Arc::new(Pushes {
-            handlers: handlers.clone(),
-            gap: AtomicBool::new(false),
-            resubscribing: resubscribing.clone(),
-        });
+        let pushes = Pushes::new(true);
+        let dispatch = pushes.clone();
         let config = ConnectionManagerConfig::new()
             .set_push_sender(move |push: PushInfo| {
-                pushes.dispatch(push);
+                dispatch.dispatch(push);
                 Ok::<(), Infallible>(())
             })
             .set_automatic_resubscription()
-            .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(TIMEOUT))
+            .set_connection_timeout(Some(TIMEOUT))
             // Reconnect attempts back off up to a second apart: a Redis that comes back is
             // found again within about a second.
             .set_max_delay(KEEPALIVE);
         let conn = ConnectionManager::new_with_config(client, config).await?;
+        Ok(Self::start(RedisConn::Single(conn), pushes))
+    }
+
+    /// Connects to a Redis Cluster through `nodes` (any of its nodes; what the builder sets,
+    /// credentials and TLS, is kept), with sharded channels, and starts the keepalive.
+    pub async fn connect_cluster(nodes: ClusterClientBuilder) -> redis::RedisResult<PubSub> {
+        let pushes = Pushes::new(false);
+        let dispatch = pushes.clone();
+        let client = nodes
+            .use_protocol(ProtocolVersion::RESP3)
+            .push_sender(move |push: PushInfo| {
+                dispatch.dispatch(push);
+                Ok::<(), Infallible>(())
+            })
+            .response_timeout(TIMEOUT)
+            .connection_timeout(TIMEOUT)
+            .max_retry_wait(KEEPALIVE.as_millis() as u64)
+            .build()?;
+        let conn = client.get_async_connection().await?;
+        Ok(Self::start(RedisConn::Cluster(conn), pushes))
+    }
+
+    fn start(conn: RedisConn, pushes: Arc<Pushes>) -> PubSub {
+        let (tx, reconnected) = watch::channel(0);
         let alive = Arc::new(());
-        tokio::spawn(keepalive(
-            conn.clone(),
-            Arc::downgrade(&alive),
-            resubscribing,
-            tx,
-        ));
-        Ok(PubSub {
+        let handlers = pushes.handlers.clone();
+        tokio::spawn(keepalive(conn.clone(), Arc::downgrade(&alive), pushes, tx));
+        PubSub {
             conn,
             handlers,
             reconnected,
             _alive: alive,
-        })
+        }
     }
 
     /// Ticks each time the connection came back and subscribed again after a loss.
@@ -141,11 +194,13 @@ impl PubSub {
 /// confirms a resubscription: the first channel's confirmation only says the new connection
 /// began subscribing again, while a `PING` answered on it comes after every `SUBSCRIBE` sent
 /// before it, so only then is `reconnected` ticked (a ping that fails is retried each tick).
-/// Ends once every clone of the driver is gone.
+/// On a cluster it subscribes every channel again itself once a `PING` reached every primary
+/// (a channel still subscribed only confirms again). Ends once every clone of the driver is
+/// gone.
 async fn keepalive(
-    mut conn: ConnectionManager,
+    mut conn: RedisConn,
     alive: Weak<()>,
-    resubscribing: Arc<Notify>,
+    pushes: Arc<Pushes>,
     reconnected: watch::Sender<u64>,
 ) {
     let mut tick = tokio::time::interval(KEEPALIVE);
@@ -154,13 +209,23 @@ async fn keepalive(
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = resubscribing.notified() => unconfirmed = true,
+            _ = pushes.resubscribing.notified() => unconfirmed = true,
         }
         if alive.strong_count() == 0 {
             return;
         }
         let ping: redis::RedisResult<redis::Value> =
             redis::cmd("PING").query_async(&mut conn).await;
+        if unconfirmed && ping.is_ok() && !pushes.resubscribes {
+            // Closed before subscribing: a disconnection meanwhile opens it again, and tells
+            // this loop to subscribe again once more.
+            pushes.gap.store(false, Ordering::Release);
+            if let Err(error) = subscribe_again(&mut conn, pushes.channels()).await {
+                tracing::warn!(%error, "subscribing again failed; retrying");
+                pushes.gap.store(true, Ordering::Release);
+                continue;
+            }
+        }
         if unconfirmed && ping.is_ok() {
             unconfirmed = false;
             metrics::counter!("tether_pubsub_reconnects_total").increment(1);
@@ -170,11 +235,26 @@ async fn keepalive(
     }
 }
 
+/// Subscribes `channels` again, one at a time (each may be on another shard).
+async fn subscribe_again(conn: &mut RedisConn, channels: Vec<String>) -> redis::RedisResult<()> {
+    for chan in channels {
+        match conn {
+            RedisConn::Single(conn) => conn.subscribe(chan).await?,
+            RedisConn::Cluster(conn) => conn.ssubscribe(chan).await?,
+        }
+    }
+    Ok(())
+}
+
 impl Driver for PubSub {
     type Error = PubSubError;
 
     async fn publish(&self, chan: String, val: Vec<u8>) -> Result<(), Self::Error> {
-        redis::cmd("PUBLISH")
+        let command = match self.conn {
+            RedisConn::Single(_) => "PUBLISH",
+            RedisConn::Cluster(_) => "SPUBLISH",
+        };
+        redis::cmd(command)
             .arg(chan)
             .arg(val)
             .query_async::<redis::Value>(&mut self.conn.clone())
@@ -193,7 +273,11 @@ impl Driver for PubSub {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(chan.clone(), tx);
-        if let Err(e) = self.conn.clone().subscribe(chan.as_str()).await {
+        let subscribed = match self.conn.clone() {
+            RedisConn::Single(mut conn) => conn.subscribe(chan.as_str()).await,
+            RedisConn::Cluster(mut conn) => conn.ssubscribe(chan.as_str()).await,
+        };
+        if let Err(e) = subscribed {
             self.handlers
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
@@ -208,16 +292,34 @@ impl Driver for PubSub {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&chan);
-        self.conn.clone().unsubscribe(chan).await?;
+        match self.conn.clone() {
+            RedisConn::Single(mut conn) => conn.unsubscribe(chan).await?,
+            RedisConn::Cluster(mut conn) => conn.sunsubscribe(chan).await?,
+        }
         Ok(())
     }
 
     async fn num_serv(&self, chan: &str) -> Result<u16, Self::Error> {
-        let (_, count): (String, u16) = redis::cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg(chan)
-            .query_async(&mut self.conn.clone())
-            .await?;
+        let mut conn = self.conn.clone();
+        let count = match conn {
+            RedisConn::Single(_) => {
+                let (_, count): (String, u16) = redis::cmd("PUBSUB")
+                    .arg("NUMSUB")
+                    .arg(chan)
+                    .query_async(&mut conn)
+                    .await?;
+                count
+            }
+            RedisConn::Cluster(_) => {
+                // Asked of every node and summed per channel (a subscriber is on one of them).
+                let counts: HashMap<String, u16> = redis::cmd("PUBSUB")
+                    .arg("SHARDNUMSUB")
+                    .arg(chan)
+                    .query_async(&mut conn)
+                    .await?;
+                counts.get(chan).copied().unwrap_or(0)
+            }
+        };
         Ok(count)
     }
 }

@@ -47,7 +47,7 @@ pub async fn build_app(
     http::metrics_handle();
     // One definition of how this node reaches Redis, for the store and the adapter alike.
     let redis = redis_target(config).await?;
-    let store = open_store(config, redis.as_ref()).await?;
+    let store = open_store(config, redis.as_ref().map(|r| &r.target)).await?;
     let passkeys = passkeys(config, &origins)?;
     let state = socket_state(config, store.clone(), passkeys.clone());
     state
@@ -65,7 +65,7 @@ pub async fn build_app(
         ))),
     ];
     let routing = match &redis {
-        Some(target) => sid_routing(config, target, bound).await?,
+        Some(redis) => sid_routing(config, redis, bound).await?,
         None => None,
     };
     if let Some(routing) = &routing {
@@ -96,9 +96,17 @@ pub async fn build_app(
     })
 }
 
+/// This node's Redis: how it is reached, and whether it is a Redis Cluster (the node then runs
+/// on the whole cluster: the store through [`RedisStore::connect_to`], which asks the same, the
+/// sid routing and the adapter's sharded pub/sub).
+struct Redis {
+    target: RedisTarget,
+    cluster: bool,
+}
+
 /// How this node reaches Redis (`--redis-url` and its TLS and password files), checked to
 /// answer; `None` without `--redis-url`.
-async fn redis_target(config: &Config) -> anyhow::Result<Option<RedisTarget>> {
+async fn redis_target(config: &Config) -> anyhow::Result<Option<Redis>> {
     Ok(match &config.redis_url {
         Some(url) => {
             let target = RedisTarget::new(
@@ -111,7 +119,13 @@ async fn redis_target(config: &Config) -> anyhow::Result<Option<RedisTarget>> {
                 },
             )?;
             target.check().await?;
-            Some(target)
+            let cluster = target.is_cluster().await?;
+            if cluster {
+                tracing::info!(
+                    "the Redis at --redis-url is a Redis Cluster node: running on the cluster"
+                );
+            }
+            Some(Redis { target, cluster })
         }
         None => None,
     })
@@ -374,7 +388,7 @@ fn routes(
 /// only).
 async fn sid_routing(
     config: &Config,
-    target: &RedisTarget,
+    redis: &Redis,
     bound: std::net::SocketAddr,
 ) -> anyhow::Result<Option<Arc<forward::SidRouting>>> {
     let advertise = config.advertise_url(bound)?;
@@ -385,9 +399,7 @@ async fn sid_routing(
              clients that reach only it and start with long-polling cannot connect"
         );
     }
-    let conn = redis::aio::ConnectionManager::new(target.client(redis::ProtocolVersion::RESP2)?)
-        .await
-        .map_err(|e| anyhow::anyhow!("redis at {}: {e}", target.shown()))?;
+    let conn = redis.target.connect(redis.cluster).await?;
     let options = forward::ForwardOptions {
         advertise,
         ttl: Duration::from_millis(config.node_ttl_ms.max(300)),
@@ -412,7 +424,7 @@ async fn sid_routing(
 /// (this node's polling requests reach it through whichever node they arrive at).
 async fn attach_socket_io(
     config: &Config,
-    redis: Option<&RedisTarget>,
+    redis: Option<&Redis>,
     polling: bool,
     builder: SocketIoBuilder,
     routes: Router,
@@ -423,11 +435,15 @@ async fn attach_socket_io(
             transport::register(&io);
             (routes.layer(layer), Io::Local(io), None)
         }
-        Some(target) => {
-            let client = target.client(redis::ProtocolVersion::RESP3)?;
-            let driver = crate::pubsub::PubSub::connect(client)
-                .await
-                .map_err(|e| anyhow::anyhow!("redis adapter at {}: {e}", target.shown()))?;
+        Some(Redis { target, cluster }) => {
+            let driver = if *cluster {
+                let nodes = target.cluster(redis::ProtocolVersion::RESP3)?;
+                crate::pubsub::PubSub::connect_cluster(nodes).await
+            } else {
+                let client = target.client(redis::ProtocolVersion::RESP3)?;
+                crate::pubsub::PubSub::connect(client).await
+            }
+            .map_err(|e| anyhow::anyhow!("redis adapter at {}: {e}", target.shown()))?;
             let reconnected = driver.reconnected();
             let adapter = socketioxide_redis::RedisAdapterCtr::new_with_driver(
                 driver,

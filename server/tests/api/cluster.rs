@@ -1,17 +1,25 @@
 //! Two real server processes sharing one real `redis-server` (started on a free port for each
 //! test): messages, tabs, presence, restore and sign-out across nodes, and a node killed -9.
+//! The scenarios marked `on_both!` run twice: on a standalone Redis and on a Redis Cluster of
+//! three primaries (issue #27 item 1), whose nodes are given one node's URL and learn the rest.
 
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::helpers::{refused_start, ChildServer, RedisServer, TestClient};
+use crate::helpers::{refused_start, ChildServer, RedisCluster, RedisServer, TestClient};
 
 /// Short heartbeats so a dead node is noticed quickly; the bound is TTL + TTL/3.
 const NODE_TTL_MS: u64 = 1500;
 
+/// What the nodes share: a standalone Redis, or a Redis Cluster.
+enum Backing {
+    Redis(RedisServer),
+    Cluster(RedisCluster),
+}
+
 struct Cluster {
-    redis: RedisServer,
+    backing: Backing,
     nodes: Vec<ChildServer>,
     _dirs: Vec<tempfile::TempDir>,
 }
@@ -23,25 +31,41 @@ impl Cluster {
 
     /// Nodes on a Redis of the test's own (for tests that do things to it).
     async fn start_on(redis: RedisServer, nodes: usize) -> Cluster {
+        Self::start_with(Backing::Redis(redis), nodes, &[]).await
+    }
+
+    /// Nodes on a Redis Cluster, given the URL of one of its nodes.
+    async fn start_on_cluster(nodes: usize) -> Cluster {
+        Self::start_with(Backing::Cluster(RedisCluster::start().await), nodes, &[]).await
+    }
+
+    async fn start_with(backing: Backing, nodes: usize, extra: &[&str]) -> Cluster {
         let mut cluster = Cluster {
-            redis,
+            backing,
             nodes: Vec::new(),
             _dirs: Vec::new(),
         };
         for _ in 0..nodes {
-            cluster.add_node().await;
+            cluster.add_node_with("127.0.0.1:0", extra).await;
         }
         cluster
     }
 
-    async fn add_node(&mut self) -> usize {
-        self.add_node_with("127.0.0.1:0", &[]).await
+    /// The standalone Redis (a test that does things to it runs on one).
+    fn redis(&self) -> &RedisServer {
+        match &self.backing {
+            Backing::Redis(redis) => redis,
+            Backing::Cluster(_) => panic!("this test runs on a standalone Redis"),
+        }
     }
 
     /// A node listening on `listen`, with extra flags.
     async fn add_node_with(&mut self, listen: &str, extra: &[&str]) -> usize {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut args = self.redis.node_args();
+        let mut args = match &self.backing {
+            Backing::Redis(redis) => redis.node_args(),
+            Backing::Cluster(cluster) => cluster.node_args(),
+        };
         args.extend(["--node-ttl-ms".to_owned(), NODE_TTL_MS.to_string()]);
         args.extend(extra.iter().map(|a| a.to_string()));
         let listen = listen.parse().expect("a socket address");
@@ -77,9 +101,7 @@ fn presence_of(state: &Value, user_id: &str) -> Option<bool> {
         .and_then(|u| u["connected"].as_bool())
 }
 
-#[tokio::test]
-async fn messages_flow_both_ways_between_users_on_different_nodes() {
-    let cluster = Cluster::start(2).await;
+async fn messages_flow_both_ways_between_users_on_different_nodes(cluster: Cluster) {
     let mut ada = cluster.connect_as(0, "ada").await;
     let mut bob = cluster.connect_as(1, "bob").await;
     assert_eq!(
@@ -116,7 +138,7 @@ async fn delivery_across_nodes_resumes_after_redis_drops_the_pub_sub_connections
     ada.send(&bob.user_id, "before").await;
     assert_eq!(bob.next("private message").await["content"], "before");
 
-    let killed = cluster.redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    let killed = cluster.redis().cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
     assert!(
         killed.trim().parse::<u32>().is_ok_and(|n| n >= 2),
         "each node's pub/sub connection was cut: {killed}"
@@ -131,9 +153,7 @@ async fn delivery_across_nodes_resumes_after_redis_drops_the_pub_sub_connections
     assert_eq!(ada.next("private message").await["content"], "and back");
 }
 
-#[tokio::test]
-async fn a_second_tab_on_the_other_node_gets_what_the_first_sends() {
-    let cluster = Cluster::start(2).await;
+async fn a_second_tab_on_the_other_node_gets_what_the_first_sends(cluster: Cluster) {
     let ada = cluster.connect_as(0, "ada").await;
     let mut ada_tab2 = cluster.resume(1, &ada.session_id).await;
     assert_eq!(ada_tab2.user_id, ada.user_id, "one user, two nodes");
@@ -150,9 +170,7 @@ async fn a_second_tab_on_the_other_node_gets_what_the_first_sends() {
     assert_eq!(tabs["count"], 2);
 }
 
-#[tokio::test]
-async fn presence_is_the_same_on_both_nodes_and_offline_waits_for_the_last_tab() {
-    let cluster = Cluster::start(2).await;
+async fn presence_is_the_same_on_both_nodes_and_offline_waits_for_the_last_tab(cluster: Cluster) {
     let ada = cluster.connect_as(0, "ada").await;
     let ada_tab2 = cluster.resume(1, &ada.session_id).await;
     let mut bob = cluster.connect_as(1, "bob").await;
@@ -181,9 +199,7 @@ async fn presence_is_the_same_on_both_nodes_and_offline_waits_for_the_last_tab()
     assert_eq!(presence_of(&cy.sync().await, &ada.user_id), Some(false));
 }
 
-#[tokio::test]
-async fn restore_state_after_moving_to_the_other_node_returns_what_was_missed() {
-    let cluster = Cluster::start(2).await;
+async fn restore_state_after_moving_to_the_other_node_returns_what_was_missed(cluster: Cluster) {
     let ada = cluster.connect_as(0, "ada").await;
     let bob = cluster.connect_as(1, "bob").await;
     let first = bob.send(&ada.user_id, "before").await["ok"]["id"]
@@ -213,9 +229,7 @@ async fn restore_state_after_moving_to_the_other_node_returns_what_was_missed() 
     assert_eq!(state["ok"]["hasMore"], false);
 }
 
-#[tokio::test]
-async fn sign_out_everywhere_closes_tabs_on_every_node() {
-    let cluster = Cluster::start(2).await;
+async fn sign_out_everywhere_closes_tabs_on_every_node(cluster: Cluster) {
     let ada = cluster.connect_as(0, "ada").await;
     let mut ada_tab2 = cluster.resume(1, &ada.session_id).await;
 
@@ -234,9 +248,9 @@ async fn sign_out_everywhere_closes_tabs_on_every_node() {
     );
 }
 
-#[tokio::test]
-async fn a_killed_node_takes_its_users_offline_within_the_bound_and_nothing_is_lost() {
-    let mut cluster = Cluster::start(2).await;
+async fn a_killed_node_takes_its_users_offline_within_the_bound_and_nothing_is_lost(
+    mut cluster: Cluster,
+) {
     let ada = cluster.connect_as(0, "ada").await;
     let mut bob = cluster.connect_as(1, "bob").await;
     let mut sent = Vec::new();
@@ -342,9 +356,7 @@ fn session_user_id(packets: &str) -> String {
         .unwrap_or_else(|| panic!("no session event in {packets:?}"))
 }
 
-#[tokio::test]
-async fn a_polling_session_opened_on_one_node_is_served_through_the_other() {
-    let cluster = Cluster::start(2).await;
+async fn a_polling_session_opened_on_one_node_is_served_through_the_other(cluster: Cluster) {
     let (a, b) = (cluster.nodes[0].addr, cluster.nodes[1].addr);
     let sid = open_polling(a).await;
     let other = open_polling(b).await;
@@ -365,12 +377,10 @@ async fn a_polling_session_opened_on_one_node_is_served_through_the_other() {
     poll_until(a, &sid, "through any node").await;
 }
 
-#[tokio::test]
-async fn a_polling_session_upgrades_to_a_websocket_through_the_other_node() {
+async fn a_polling_session_upgrades_to_a_websocket_through_the_other_node(cluster: Cluster) {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-    let cluster = Cluster::start(2).await;
     let (a, b) = (cluster.nodes[0].addr, cluster.nodes[1].addr);
     let sid = open_polling(a).await;
     let (status, _) = poll(a, Some(&sid), Some(r#"40{"username":"pia"}"#), &[]).await;
@@ -565,7 +575,7 @@ async fn with_redis_gone_a_known_tag_is_still_forwarded_and_an_unknown_one_is_50
     let (status, _) = poll(b, Some(&sid), Some(r#"40{"username":"pia"}"#), &[]).await;
     assert_eq!(status, 200, "node 1 has read node 0's tag");
 
-    cluster.redis.signal("KILL");
+    cluster.redis().signal("KILL");
     // Past the time node 1 trusts what it read (a third of the node TTL) without asking again.
     tokio::time::sleep(Duration::from_millis(NODE_TTL_MS / 3 + 200)).await;
     let (status, body) = poll(b, Some(&sid), Some("3"), &[]).await;
@@ -589,22 +599,8 @@ async fn with_redis_gone_a_known_tag_is_still_forwarded_and_an_unknown_one_is_50
 /// A cluster beyond `--roster-full-max` users (2 here), with ada on node 0, her contact cat
 /// and the stranger bob on node 1.
 async fn large_cluster_with_ada_on_node_0() -> (Cluster, TestClient, TestClient, TestClient) {
-    let redis = RedisServer::start().await;
-    let mut cluster = Cluster {
-        redis,
-        nodes: Vec::new(),
-        _dirs: Vec::new(),
-    };
-    for _ in 0..2 {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut args = cluster.redis.node_args();
-        args.extend(["--node-ttl-ms".to_owned(), NODE_TTL_MS.to_string()]);
-        args.extend(["--roster-full-max".to_owned(), "2".to_owned()]);
-        cluster
-            .nodes
-            .push(ChildServer::start_with(dir.path(), &args).await);
-        cluster._dirs.push(dir);
-    }
+    let backing = Backing::Redis(RedisServer::start().await);
+    let cluster = Cluster::start_with(backing, 2, &["--roster-full-max", "2"]).await;
     let ada = cluster.connect_as(0, "ada").await;
     let mut cat = cluster.connect_as(1, "cat").await;
     let bob = cluster.connect_as(1, "bob").await;
@@ -670,9 +666,7 @@ async fn beyond_the_full_roster_a_returning_nodes_users_come_online_to_their_con
     assert!(heard.is_empty(), "a stranger is not told: {heard:?}");
 }
 
-#[tokio::test]
-async fn reads_receipts_settings_and_typing_reach_every_node() {
-    let cluster = Cluster::start(2).await;
+async fn reads_receipts_settings_and_typing_reach_every_node(cluster: Cluster) {
     let mut ada = cluster.connect_as(0, "ada").await;
     let mut ada_tab2 = cluster.resume(1, &ada.session_id).await;
     let mut bob = cluster.connect_as(1, "bob").await;
@@ -727,21 +721,57 @@ async fn reads_receipts_settings_and_typing_reach_every_node() {
     assert!(bob.drain("seen").is_empty(), "receipts are off");
 }
 
-/// A Redis Cluster node is refused at start with a clear error, instead of every store script
-/// failing at run time (each touches keys in several hash slots: issue #27 item 1).
+/// A node given the URL of one Redis Cluster node runs on the whole cluster (the scenarios run
+/// `on_a_redis_cluster`); what a cluster cannot do is refused at start with a clear error: a
+/// database other than 0 (a cluster has only 0), and replica acks (a message is stored there in
+/// steps on two shards, which one `WAIT` does not cover).
 #[tokio::test]
-async fn a_redis_cluster_node_is_refused_at_start_with_a_clear_error() {
-    let redis = RedisServer::start_cluster_node().await;
-    let (status, printed, _) = refused_start(&redis.node_args()).await;
+async fn on_a_redis_cluster_what_it_cannot_do_is_refused_at_start() {
+    let cluster = RedisCluster::start().await;
+    let mut args = cluster.node_args();
+    args[1] = format!("{}/2", cluster.urls[0].trim_end_matches('/'));
+    let (status, printed, _) = refused_start(&args).await;
     assert!(!status.success(), "{printed}");
     assert!(
-        printed.contains("is a Redis Cluster node"),
+        printed.contains("a Redis Cluster has only database 0"),
         "the reason is said: {printed}"
     );
-    // A standalone Redis is still taken (the check lets it through).
-    let standalone = RedisServer::start_own().await;
-    let dir = tempfile::tempdir().unwrap();
-    let node = ChildServer::start_with(dir.path(), &standalone.node_args()).await;
-    let mut ada = TestClient::connect(&node.url(), serde_json::json!({ "username": "ada" })).await;
-    ada.expect_session().await;
+
+    let mut args = cluster.node_args();
+    args.extend(["--redis-wait-replicas".to_owned(), "1".to_owned()]);
+    let (status, printed, _) = refused_start(&args).await;
+    assert!(!status.success(), "{printed}");
+    assert!(
+        printed.contains("--redis-wait-replicas is not supported on a Redis Cluster"),
+        "the reason is said: {printed}"
+    );
 }
+
+/// Runs a scenario on two nodes of a standalone Redis and on two nodes of a Redis Cluster.
+macro_rules! on_both {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            #[tokio::test]
+            async fn on_redis() {
+                super::$scenario(super::Cluster::start(2).await).await;
+            }
+
+            #[tokio::test]
+            async fn on_a_redis_cluster() {
+                super::$scenario(super::Cluster::start_on_cluster(2).await).await;
+            }
+        }
+    )*};
+}
+
+on_both!(
+    messages_flow_both_ways_between_users_on_different_nodes,
+    a_second_tab_on_the_other_node_gets_what_the_first_sends,
+    presence_is_the_same_on_both_nodes_and_offline_waits_for_the_last_tab,
+    restore_state_after_moving_to_the_other_node_returns_what_was_missed,
+    sign_out_everywhere_closes_tabs_on_every_node,
+    a_killed_node_takes_its_users_offline_within_the_bound_and_nothing_is_lost,
+    a_polling_session_opened_on_one_node_is_served_through_the_other,
+    a_polling_session_upgrades_to_a_websocket_through_the_other_node,
+    reads_receipts_settings_and_typing_reach_every_node,
+);

@@ -649,14 +649,19 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub async fn start() -> RedisCluster {
-        let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
         if let Ok(urls) = std::env::var("TETHER_TEST_REDIS_CLUSTER") {
             return RedisCluster {
                 _own: Vec::new(),
                 urls: urls.split(',').map(str::to_owned).collect(),
-                prefix,
+                prefix: format!("test-{}", uuid::Uuid::new_v4().simple()),
             };
         }
+        Self::start_own().await
+    }
+
+    /// A cluster of the test's own always, for a test that cuts its connections.
+    pub async fn start_own() -> RedisCluster {
+        let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
         let mut own = Vec::new();
         for _ in 0..3 {
             own.push(RedisServer::start_cluster_node().await);
@@ -692,6 +697,23 @@ impl RedisCluster {
             _own: own,
             prefix,
         }
+    }
+
+    /// A node's flags for this cluster: one of its nodes' URL (the node learns the others) and
+    /// the test's prefix.
+    pub fn node_args(&self) -> Vec<String> {
+        vec![
+            "--redis-url".to_owned(),
+            self.urls[0].clone(),
+            "--redis-prefix".to_owned(),
+            self.prefix.clone(),
+        ]
+    }
+
+    /// `redis-cli` on each node of a cluster of the test's own ([`Self::start_own`]): its outputs.
+    pub fn cli_each(&self, args: &[&str]) -> Vec<String> {
+        assert!(!self._own.is_empty(), "only on a cluster of the test's own");
+        self._own.iter().map(|node| node.cli(args)).collect()
     }
 
     /// A connection to the cluster, routing each command by its key's slot.

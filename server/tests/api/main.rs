@@ -21,6 +21,7 @@ mod ops;
 mod passkeys;
 mod presence;
 mod proof;
+mod pubsub_cluster;
 mod redis_presence;
 mod redis_store;
 mod redis_tls;

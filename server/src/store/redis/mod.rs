@@ -1,9 +1,8 @@
 //! The Redis backend, for several nodes sharing one Redis (7 or newer, one primary endpoint,
 //! over TLS or not) or a Redis Cluster: every key is hash-tagged and every script stays in one
-//! slot (the store contract runs on a cluster of three primaries through
-//! [`RedisStore::connect_cluster`]; a node's `--redis-url` still refuses a cluster until the
-//! Socket.IO adapter runs on one too, issue #27 item 1). [`RedisTarget`] is how a node reaches
-//! it, for this store and the Socket.IO adapter alike.
+//! slot, so a node whose `--redis-url` names a cluster node runs on the whole cluster
+//! ([`RedisStore::connect_to`] asks `CLUSTER INFO`). [`RedisTarget`] is how a node reaches
+//! it, for this store, the sid routing and the Socket.IO adapter alike.
 //!
 //! Layout, every key under `{prefix}:`, in hash-tagged slots: `{<prefix>:d}` the directory,
 //! `{s:<digest>}` one session, `{u:<user>}` one user, `{<prefix>:g}` the nodes,
@@ -187,6 +186,14 @@ pub enum RedisTargetError {
         #[source]
         source: redis::RedisError,
     },
+    #[error("cannot use Redis at {shown}: {CLUSTER_DATABASE}")]
+    ClusterDatabase { shown: String },
+    #[error("cannot make a Redis Cluster client for {shown}")]
+    Cluster {
+        shown: String,
+        #[source]
+        source: redis::RedisError,
+    },
     #[error("cannot use Redis at {shown}: {hint}")]
     Connect {
         shown: String,
@@ -282,6 +289,73 @@ impl RedisTarget {
         &self.shown
     }
 
+    /// Whether the target is a Redis Cluster node: a node then runs on the whole cluster,
+    /// learning its other nodes from this one. Waits for a Redis that is not listening yet as
+    /// the store's connection does.
+    pub async fn is_cluster(&self) -> Result<bool, RedisTargetError> {
+        let client = self.client(ProtocolVersion::RESP2)?;
+        let mut conn = ConnectionManager::new(client)
+            .await
+            .map_err(|e| self.refused(e))?;
+        is_cluster_node(&mut conn)
+            .await
+            .map_err(|e| self.refused(e))
+    }
+
+    /// A Redis Cluster client's settings, reaching the cluster through this target's node with
+    /// its credentials, TLS and TCP settings ([`Self::client`]); a cluster has only database 0.
+    pub fn cluster(
+        &self,
+        protocol: ProtocolVersion,
+    ) -> Result<redis::cluster::ClusterClientBuilder, RedisTargetError> {
+        if self.info.redis_settings().db() != 0 {
+            return Err(RedisTargetError::ClusterDatabase {
+                shown: self.shown.clone(),
+            });
+        }
+        let info = self.client(protocol)?.get_connection_info().clone();
+        let tcp = info.tcp_settings().clone();
+        let builder = redis::cluster::ClusterClientBuilder::new(vec![info])
+            .use_protocol(protocol)
+            .tcp_settings(tcp);
+        Ok(match &self.tls {
+            None => builder,
+            Some(certificates) => builder.certs(certificates.clone()),
+        })
+    }
+
+    /// Builds `builder` (from [`Self::cluster`]).
+    pub fn built(
+        &self,
+        builder: redis::cluster::ClusterClientBuilder,
+    ) -> Result<redis::cluster::ClusterClient, RedisTargetError> {
+        builder.build().map_err(|source| RedisTargetError::Cluster {
+            shown: self.shown.clone(),
+            source,
+        })
+    }
+
+    /// A RESP2 connection (the store's kind) to the target: a standalone Redis's, or with
+    /// `cluster` the whole cluster's.
+    pub async fn connect(&self, cluster: bool) -> Result<RedisConn, RedisTargetError> {
+        Ok(if cluster {
+            let client = self.built(self.cluster(ProtocolVersion::RESP2)?)?;
+            RedisConn::Cluster(
+                client
+                    .get_async_connection()
+                    .await
+                    .map_err(|e| self.refused(e))?,
+            )
+        } else {
+            let client = self.client(ProtocolVersion::RESP2)?;
+            RedisConn::Single(
+                ConnectionManager::new(client)
+                    .await
+                    .map_err(|e| self.refused(e))?,
+            )
+        })
+    }
+
     /// A client speaking `protocol`: RESP2 for the store (its scripts' replies are read as
     /// RESP2 types), RESP3 for the adapter (pub/sub messages arrive as push messages).
     ///
@@ -352,6 +426,10 @@ impl RedisTarget {
     }
 }
 
+/// Why a URL naming a database fails on a Redis Cluster node.
+const CLUSTER_DATABASE: &str =
+    "a Redis Cluster has only database 0: leave the database out of the URL";
+
 /// What an operator should look at, by the kind of failure.
 fn hint(error: &redis::RedisError) -> &'static str {
     use redis::{ErrorKind, ServerErrorKind};
@@ -379,6 +457,12 @@ fn hint(error: &redis::RedisError) -> &'static str {
             "Redis refused the credentials (the user and password in the URL or the password file)"
         }
         ErrorKind::RESP3NotSupported => "the Socket.IO adapter needs RESP3 (Redis 6 or newer)",
+        _ if error
+            .detail()
+            .is_some_and(|d| d.contains("not allowed in cluster mode")) =>
+        {
+            CLUSTER_DATABASE
+        }
         ErrorKind::Io if error.is_timeout() || error.is_connection_dropped() => {
             "no answer: is the scheme right for this port (rediss:// for TLS, redis:// for \
              plain), and the host reachable?"
@@ -1304,7 +1388,25 @@ const SEND_BELOW_TOP: i64 = 2;
 /// fails as unavailable. Nothing is stored when the sender's copy refused every id; when the
 /// recipient's did, the message stays pending in the sender's copy (a resend with its client
 /// id, or the repair, goes on with it).
-const PLACE_ATTEMPTS: usize = 16;
+const PLACE_ATTEMPTS: usize = 64;
+
+/// After a miss, a send waits a moment before it takes another id (from the third miss on,
+/// up to this many milliseconds, at random): a burst of sends into one copy (30 at once in
+/// the store contract) then spreads out instead of all missing again behind the newest.
+const PLACE_BACKOFF_MAX_MS: u64 = 8;
+
+/// The wait before attempt `attempt` (0 first) of a send that missed.
+async fn place_backoff(attempt: usize) {
+    if attempt > 0 {
+        metrics::counter!("tether_redis_message_id_misses_total").increment(1);
+    }
+    if attempt < 2 {
+        return;
+    }
+    let most = PLACE_BACKOFF_MAX_MS.min(attempt as u64) * 1000;
+    let jitter = (uuid::Uuid::new_v4().as_u128() as u64) % (most + 1);
+    tokio::time::sleep(Duration::from_micros(jitter)).await;
+}
 
 /// What became of a pending message's recipient copy ([`RedisStore::finish_send`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1742,28 +1844,23 @@ struct Directory {
     users: Arc<Vec<User>>,
 }
 
-/// Refuses a Redis Cluster node at start, with a clear error: the store runs on a cluster
-/// ([`RedisStore::connect_cluster`]), but a node's Socket.IO adapter, sid routing and pub/sub
-/// driver do not yet (issue #27 item 1), so it would fail at run time instead. `CLUSTER INFO` answers
-/// on a cluster node and is refused with "cluster support disabled" on a standalone one; an
-/// ACL user narrowed as the README suggests may run it (it is not `@dangerous`), and one that
-/// may not is let through.
-async fn refuse_cluster(conn: &mut ConnectionManager) -> Result<(), StoreError> {
+/// Whether `conn`'s Redis is a Redis Cluster node: `CLUSTER INFO` answers on one and is
+/// refused with "cluster support disabled" by a standalone one. An ACL user narrowed as the
+/// README suggests may run it (it is not `@dangerous`); one that may not is taken as
+/// standalone.
+async fn is_cluster_node<C: redis::aio::ConnectionLike + Send>(
+    conn: &mut C,
+) -> redis::RedisResult<bool> {
     match ::redis::cmd("CLUSTER")
         .arg("INFO")
         .query_async::<String>(conn)
         .await
     {
-        Ok(_) => Err(StoreError::Unavailable(
-            "the Redis at --redis-url is a Redis Cluster node; Tether's store needs a standalone \
-             Redis (a primary, with replicas for failover: --redis-wait-replicas): a node does \
-             not run on a Redis Cluster yet (issue #27)"
-                .into(),
-        )),
-        Err(e) if e.kind() == ::redis::ErrorKind::Io => Err(e.into()),
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == ::redis::ErrorKind::Io => Err(e),
         Err(e) => {
-            tracing::debug!(error = %e, "the Redis store is not a cluster node");
-            Ok(())
+            tracing::debug!(error = %e, "the Redis is not a cluster node");
+            Ok(false)
         }
     }
 }
@@ -1796,7 +1893,9 @@ impl RedisStore {
             None => None,
         };
         let mut conn = ConnectionManager::new(client).await?;
-        refuse_cluster(&mut conn).await?;
+        if is_cluster_node(&mut conn).await? {
+            return Self::connect_cluster_to(target, prefix, policy, options).await;
+        }
         let keys = Keys {
             prefix: prefix.to_owned(),
         };
@@ -1814,10 +1913,8 @@ impl RedisStore {
     }
 
     /// Connects to a Redis Cluster through any of its nodes (`redis://host:port` each; the
-    /// client learns the others), for the parts of the store whose keys are hash-tagged so
-    /// far (issue #27 item 1): presence, sessions, the directory and passkeys. Messages and
-    /// read state still touch several slots, so a node does not run on a cluster yet
-    /// (`--redis-url` refuses one); the store contract's cluster tests use this.
+    /// client learns the others). Every script touches one slot (hash-tagged keys), and a
+    /// message is stored in one-slot steps (see [`Self::insert_message`]).
     pub async fn connect_cluster(
         urls: &[String],
         prefix: &str,
@@ -1825,11 +1922,42 @@ impl RedisStore {
         options: NodeOptions,
     ) -> Result<Self, StoreError> {
         let client = redis::cluster::ClusterClient::new(urls.to_vec())?;
+        Self::open_cluster(client, prefix, policy, options).await
+    }
+
+    /// [`Self::connect_cluster`] through a target's node, with its credentials and TLS: what
+    /// [`Self::connect_to`] does when the target is a cluster node.
+    async fn connect_cluster_to(
+        target: &RedisTarget,
+        prefix: &str,
+        policy: SessionPolicy,
+        options: NodeOptions,
+    ) -> Result<Self, StoreError> {
+        if options.replica_acks.is_some() {
+            return Err(StoreError::Unavailable(
+                "--redis-wait-replicas is not supported on a Redis Cluster yet: a message is \
+                 stored there in steps on two shards, and each would need its own WAIT"
+                    .into(),
+            ));
+        }
+        let client = target
+            .cluster(ProtocolVersion::RESP2)
+            .and_then(|builder| target.built(builder))
+            .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+        Self::open_cluster(client, prefix, policy, options).await
+    }
+
+    async fn open_cluster(
+        client: redis::cluster::ClusterClient,
+        prefix: &str,
+        policy: SessionPolicy,
+        options: NodeOptions,
+    ) -> Result<Self, StoreError> {
         let conn = RedisConn::Cluster(client.get_async_connection().await?);
         let keys = Keys {
             prefix: prefix.to_owned(),
         };
-        // A cluster never held an older layout: Tether refused clusters until this one.
+        // A cluster never held an older layout: Tether refused clusters until layout 3.
         Self::open(conn, None, keys, Scripts::new(), policy, options).await
     }
 
@@ -2195,7 +2323,8 @@ impl RedisStore {
         // Whether this call wrote the sender's copy: it answers as the new message even when
         // a resend finished it (that one answers as a duplicate).
         let mut wrote = false;
-        for _ in 0..PLACE_ATTEMPTS {
+        for attempt in 0..PLACE_ATTEMPTS {
+            place_backoff(attempt).await;
             let stored: Option<i64> = if client_id.is_empty() {
                 None
             } else {
@@ -2269,10 +2398,11 @@ impl RedisStore {
             let mut message = parse_message(&json)?;
             let old = message.id;
             loop {
-                moves += 1;
-                if moves > PLACE_ATTEMPTS {
+                if moves >= PLACE_ATTEMPTS {
                     return Err(out_of_order_attempts());
                 }
+                place_backoff(moves).await;
+                moves += 1;
                 message.id = conn.incr(self.keys.message_seq(), 1).await?;
                 message.ts = now_ms();
                 let moved_json =
