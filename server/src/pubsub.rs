@@ -16,10 +16,11 @@
 //!
 //! On a Redis Cluster ([`PubSub::connect_cluster`]) the channels are sharded (`SSUBSCRIBE`,
 //! `SPUBLISH`, `PUBSUB SHARDNUMSUB`): a message goes to the shard that owns its channel's slot
-//! only, instead of to every node of the cluster. The cluster connection resubscribes a node's
-//! channels when it reconnects to it (and moves them when a slot moves), its pushes come to the
-//! same [`Pushes::dispatch`], and a `PING` goes to every primary, so the keepalive's
-//! confirmation holds there too.
+//! only, instead of to every node of the cluster. Its pushes come to the same
+//! [`Pushes::dispatch`]; the cluster connection does not subscribe again by itself after a
+//! node dropped it, nor after Redis unsubscribed a channel whose slot moved to another shard
+//! (resharding, a failover), so the keepalive subscribes every channel again then (each goes
+//! to the shard that owns it now), once a `PING` reached every primary.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -85,6 +86,15 @@ impl Pushes {
         })
     }
 
+    /// Whether a push's channel (its first item) is one this node subscribed to.
+    fn still_wanted(&self, data: &[redis::Value]) -> bool {
+        let Some(Ok(chan)) = data.first().map(String::from_redis_value_ref) else {
+            return false;
+        };
+        let handlers = self.handlers.read().unwrap_or_else(|e| e.into_inner());
+        handlers.contains_key(&chan)
+    }
+
     /// The channels subscribed to.
     fn channels(&self) -> Vec<String> {
         let handlers = self.handlers.read().unwrap_or_else(|e| e.into_inner());
@@ -124,6 +134,20 @@ impl Pushes {
             PushKind::Subscribe | PushKind::SSubscribe
                 if self.resubscribes && self.gap.swap(false, Ordering::AcqRel) =>
             {
+                self.resubscribing.notify_one();
+            }
+            // Redis unsubscribed a channel this node still wants (its slot moved to another
+            // shard): a gap, closed by subscribing again where the slot is now. The
+            // confirmation of the driver's own unsubscribe names a channel it already dropped.
+            PushKind::SUnsubscribe
+                if !self.resubscribes
+                    && self.still_wanted(&push.data)
+                    && !self.gap.swap(true, Ordering::AcqRel) =>
+            {
+                tracing::warn!(
+                    "Redis unsubscribed a channel of the cluster's pub/sub (its slot moved); \
+                     subscribing again"
+                );
                 self.resubscribing.notify_one();
             }
             _ => {}
@@ -321,5 +345,56 @@ impl Driver for PubSub {
             }
         };
         Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn push(kind: PushKind, chan: &str) -> PushInfo {
+        PushInfo {
+            kind,
+            data: vec![redis::Value::BulkString(chan.as_bytes().to_vec())],
+        }
+    }
+
+    async fn told(pushes: &Pushes) -> bool {
+        tokio::time::timeout(Duration::from_millis(50), pushes.resubscribing.notified())
+            .await
+            .is_ok()
+    }
+
+    /// On a cluster, Redis unsubscribing a channel the node still wants (its slot moved) opens
+    /// a gap and tells the keepalive to subscribe again; the confirmation of the node's own
+    /// unsubscribe (a channel it dropped) does not.
+    #[tokio::test]
+    async fn a_channel_the_cluster_unsubscribed_is_subscribed_again() {
+        let pushes = Pushes::new(false);
+        let (tx, _rx) = mpsc::channel(1);
+        pushes
+            .handlers
+            .write()
+            .unwrap()
+            .insert("wanted".to_owned(), tx);
+
+        pushes.dispatch(push(PushKind::SUnsubscribe, "dropped"));
+        assert!(!pushes.gap.load(Ordering::Acquire));
+        assert!(!told(&pushes).await);
+
+        pushes.dispatch(push(PushKind::SUnsubscribe, "wanted"));
+        assert!(pushes.gap.load(Ordering::Acquire));
+        assert!(told(&pushes).await);
+
+        // A standalone connection subscribes again by itself: only its confirmation counts.
+        let standalone = Pushes::new(true);
+        let (tx, _rx) = mpsc::channel(1);
+        standalone
+            .handlers
+            .write()
+            .unwrap()
+            .insert("wanted".to_owned(), tx);
+        standalone.dispatch(push(PushKind::SUnsubscribe, "wanted"));
+        assert!(!standalone.gap.load(Ordering::Acquire));
     }
 }

@@ -124,5 +124,6 @@ async fn a_node_subscribes_again_after_the_cluster_drops_its_connections() {
     for (chan, stream) in channels.iter().zip(&mut streams) {
         a.publish(chan.clone(), b"after".to_vec()).await.unwrap();
         assert_eq!(next(stream).await.1, b"after", "{chan}");
+        assert_eq!(a.num_serv(chan).await.unwrap(), 1, "{chan}: b, once");
     }
 }

@@ -1845,9 +1845,8 @@ struct Directory {
 }
 
 /// Whether `conn`'s Redis is a Redis Cluster node: `CLUSTER INFO` answers on one and is
-/// refused with "cluster support disabled" by a standalone one. An ACL user narrowed as the
-/// README suggests may run it (it is not `@dangerous`); one that may not is taken as
-/// standalone.
+/// refused with "cluster support disabled" by a standalone one. Refused otherwise (an ACL user
+/// that may not run it, a service that renamed it), `INFO cluster`'s `cluster_enabled` says.
 async fn is_cluster_node<C: redis::aio::ConnectionLike + Send>(
     conn: &mut C,
 ) -> redis::RedisResult<bool> {
@@ -1858,9 +1857,14 @@ async fn is_cluster_node<C: redis::aio::ConnectionLike + Send>(
     {
         Ok(_) => Ok(true),
         Err(e) if e.kind() == ::redis::ErrorKind::Io => Err(e),
+        Err(e) if e.to_string().contains("cluster support disabled") => Ok(false),
         Err(e) => {
-            tracing::debug!(error = %e, "the Redis is not a cluster node");
-            Ok(false)
+            tracing::debug!(error = %e, "CLUSTER INFO refused; asking INFO cluster");
+            let info: String = ::redis::cmd("INFO")
+                .arg("cluster")
+                .query_async(conn)
+                .await?;
+            Ok(info.lines().any(|line| line.trim() == "cluster_enabled:1"))
         }
     }
 }
