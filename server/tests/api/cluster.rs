@@ -7,19 +7,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::helpers::{refused_start, ChildServer, RedisCluster, RedisServer, TestClient};
+use crate::helpers::{
+    refused_start, ChildServer, RedisCluster, RedisServer, SharedRedis, TestClient,
+};
 
 /// Short heartbeats so a dead node is noticed quickly; the bound is TTL + TTL/3.
 const NODE_TTL_MS: u64 = 1500;
 
-/// What the nodes share: a standalone Redis, or a Redis Cluster.
-enum Backing {
-    Redis(RedisServer),
-    Cluster(RedisCluster),
-}
-
 struct Cluster {
-    backing: Backing,
+    backing: SharedRedis,
     nodes: Vec<ChildServer>,
     _dirs: Vec<tempfile::TempDir>,
 }
@@ -31,15 +27,20 @@ impl Cluster {
 
     /// Nodes on a Redis of the test's own (for tests that do things to it).
     async fn start_on(redis: RedisServer, nodes: usize) -> Cluster {
-        Self::start_with(Backing::Redis(redis), nodes, &[]).await
+        Self::start_with(SharedRedis::Redis(redis), nodes, &[]).await
     }
 
     /// Nodes on a Redis Cluster, given the URL of one of its nodes.
     async fn start_on_cluster(nodes: usize) -> Cluster {
-        Self::start_with(Backing::Cluster(RedisCluster::start().await), nodes, &[]).await
+        Self::start_with(
+            SharedRedis::Cluster(RedisCluster::start().await),
+            nodes,
+            &[],
+        )
+        .await
     }
 
-    async fn start_with(backing: Backing, nodes: usize, extra: &[&str]) -> Cluster {
+    async fn start_with(backing: SharedRedis, nodes: usize, extra: &[&str]) -> Cluster {
         let mut cluster = Cluster {
             backing,
             nodes: Vec::new(),
@@ -54,18 +55,15 @@ impl Cluster {
     /// The standalone Redis (a test that does things to it runs on one).
     fn redis(&self) -> &RedisServer {
         match &self.backing {
-            Backing::Redis(redis) => redis,
-            Backing::Cluster(_) => panic!("this test runs on a standalone Redis"),
+            SharedRedis::Redis(redis) => redis,
+            SharedRedis::Cluster(_) => panic!("this test runs on a standalone Redis"),
         }
     }
 
     /// A node listening on `listen`, with extra flags.
     async fn add_node_with(&mut self, listen: &str, extra: &[&str]) -> usize {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut args = match &self.backing {
-            Backing::Redis(redis) => redis.node_args(),
-            Backing::Cluster(cluster) => cluster.node_args(),
-        };
+        let mut args = self.backing.node_args();
         args.extend(["--node-ttl-ms".to_owned(), NODE_TTL_MS.to_string()]);
         args.extend(extra.iter().map(|a| a.to_string()));
         let listen = listen.parse().expect("a socket address");
@@ -139,7 +137,7 @@ async fn delivery_across_nodes_resumes_after_redis_drops_the_pub_sub_connections
 
 #[tokio::test]
 async fn delivery_across_nodes_resumes_after_a_redis_cluster_drops_the_pub_sub_connections() {
-    let backing = Backing::Cluster(RedisCluster::start_own().await);
+    let backing = SharedRedis::Cluster(RedisCluster::start_own().await);
     let cluster = Cluster::start_with(backing, 2, &[]).await;
     delivery_resumes_after_the_pub_sub_connections_are_cut(cluster).await;
 }
@@ -152,8 +150,8 @@ async fn delivery_resumes_after_the_pub_sub_connections_are_cut(cluster: Cluster
 
     let kill = ["CLIENT", "KILL", "TYPE", "pubsub"];
     let killed: Vec<String> = match &cluster.backing {
-        Backing::Redis(redis) => vec![redis.cli(&kill)],
-        Backing::Cluster(redis) => redis.cli_each(&kill),
+        SharedRedis::Redis(redis) => vec![redis.cli(&kill)],
+        SharedRedis::Cluster(redis) => redis.cli_each(&kill),
     };
     let count: u32 = killed
         .iter()
@@ -619,7 +617,7 @@ async fn with_redis_gone_a_known_tag_is_still_forwarded_and_an_unknown_one_is_50
 /// A cluster beyond `--roster-full-max` users (2 here), with ada on node 0, her contact cat
 /// and the stranger bob on node 1.
 async fn large_cluster_with_ada_on_node_0() -> (Cluster, TestClient, TestClient, TestClient) {
-    let backing = Backing::Redis(RedisServer::start().await);
+    let backing = SharedRedis::Redis(RedisServer::start().await);
     let cluster = Cluster::start_with(backing, 2, &["--roster-full-max", "2"]).await;
     let ada = cluster.connect_as(0, "ada").await;
     let mut cat = cluster.connect_as(1, "cat").await;

@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use server::domain::UserId;
-use server::store::redis::{NodeOptions, RedisStore};
 use server::store::sqlite::{SessionPolicy, SqliteStore};
 use server::store::Store;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use crate::helpers::{spawn_app_in, ChildServer, RedisServer, TestApp, TestClient};
+use crate::helpers::{
+    on_redis_and_cluster, spawn_app_in, ChildServer, SharedRedis, TestApp, TestClient,
+};
 
 /// Revocation must close the revoked session's sockets within this.
 const WITHIN: Duration = Duration::from_secs(1);
@@ -285,9 +286,7 @@ async fn a_device_of_another_user_is_unknown_and_nothing_changes() {
 
 /// Two nodes over one Redis: a device revoked on node 0 has its socket on node 1 closed within
 /// a second, and its secret no longer resumes on either node.
-#[tokio::test]
-async fn a_revoked_device_is_disconnected_on_the_other_node_within_a_second() {
-    let redis = RedisServer::start().await;
+async fn a_revoked_device_is_disconnected_on_the_other_node_within_a_second(redis: SharedRedis) {
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let mut nodes = Vec::new();
     for dir in &dirs {
@@ -296,16 +295,7 @@ async fn a_revoked_device_is_disconnected_on_the_other_node_within_a_second() {
     let url = |i: usize| nodes[i].url();
     let mut laptop = TestClient::connect(&url(0), json!({ "username": "ada" })).await;
     laptop.expect_session().await;
-    let store: Arc<dyn Store> = Arc::new(
-        RedisStore::connect(
-            &redis.url(),
-            &redis.prefix,
-            policy(),
-            NodeOptions::new(Duration::from_secs(10)),
-        )
-        .await
-        .expect("connects to redis"),
-    );
+    let store: Arc<dyn Store> = Arc::new(redis.store(policy()).await);
     let (phone_secret, _) = store
         .create_device_session(
             &UserId::parse(&laptop.user_id).unwrap(),
@@ -344,3 +334,5 @@ async fn a_revoked_device_is_disconnected_on_the_other_node_within_a_second() {
     laptop.drain("user disconnected");
     assert_eq!(devices_of(&laptop).await.len(), 1);
 }
+
+on_redis_and_cluster!(a_revoked_device_is_disconnected_on_the_other_node_within_a_second);

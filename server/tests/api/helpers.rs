@@ -637,6 +637,67 @@ impl RedisServer {
     }
 }
 
+/// What a test's nodes share: a standalone Redis, or a Redis Cluster (a node is given one of
+/// its nodes' URL and learns the others).
+pub enum SharedRedis {
+    Redis(RedisServer),
+    Cluster(RedisCluster),
+}
+
+impl SharedRedis {
+    pub async fn standalone() -> SharedRedis {
+        SharedRedis::Redis(RedisServer::start().await)
+    }
+
+    pub async fn cluster() -> SharedRedis {
+        SharedRedis::Cluster(RedisCluster::start().await)
+    }
+
+    /// A node's flags for it: the URL and the test's prefix.
+    pub fn node_args(&self) -> Vec<String> {
+        match self {
+            SharedRedis::Redis(redis) => redis.node_args(),
+            SharedRedis::Cluster(cluster) => cluster.node_args(),
+        }
+    }
+
+    /// The store on it, as a node opens it (beside the test's nodes).
+    pub async fn store(
+        &self,
+        policy: server::store::sqlite::SessionPolicy,
+    ) -> server::store::redis::RedisStore {
+        use server::store::redis::{NodeOptions, RedisStore};
+        let options = NodeOptions::new(Duration::from_secs(10));
+        match self {
+            SharedRedis::Redis(redis) => {
+                RedisStore::connect(&redis.url(), &redis.prefix, policy, options).await
+            }
+            SharedRedis::Cluster(cluster) => {
+                RedisStore::connect_cluster(&cluster.urls, &cluster.prefix, policy, options).await
+            }
+        }
+        .expect("connects to redis")
+    }
+}
+
+/// Runs each `scenario(redis: SharedRedis)` twice: `on_redis` and `on_a_redis_cluster`.
+macro_rules! on_redis_and_cluster {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            #[tokio::test]
+            async fn on_redis() {
+                super::$scenario(crate::helpers::SharedRedis::standalone().await).await;
+            }
+
+            #[tokio::test]
+            async fn on_a_redis_cluster() {
+                super::$scenario(crate::helpers::SharedRedis::cluster().await).await;
+            }
+        }
+    )*};
+}
+pub(crate) use on_redis_and_cluster;
+
 /// A Redis Cluster of three primaries for one test: the one `scripts/test.sh` started
 /// (`TETHER_TEST_REDIS_CLUSTER`, its nodes' URLs separated by commas), or, when run without it,
 /// three cluster-mode redis-servers of the test's own, joined into a cluster and killed when

@@ -25,8 +25,8 @@ use serde_json::{json, Value};
 use url::Url;
 
 use crate::helpers::{
-    http_exchange, spawn_app, spawn_app_with, BoundClient, ChildServer, RedisServer, TestApp,
-    TestClient,
+    http_exchange, on_redis_and_cluster, spawn_app, spawn_app_with, BoundClient, ChildServer,
+    SharedRedis, TestApp, TestClient,
 };
 
 /// A user who always consents and is always verified (a platform authenticator's biometrics).
@@ -960,9 +960,7 @@ async fn assert_passkeys_off(app: &TestApp) {
 
 /// Two nodes over one Redis with one public origin: a name protected on node 0 is refused on
 /// node 1, and a sign-in started on node 0 finishes on node 1.
-#[tokio::test]
-async fn a_sign_in_started_on_one_node_finishes_on_the_other() {
-    let redis = RedisServer::start().await;
+async fn a_sign_in_started_on_one_node_finishes_on_the_other(redis: SharedRedis) {
     let origin = "http://localhost:39999";
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let mut nodes = Vec::new();
@@ -1105,3 +1103,5 @@ async fn passkeys_are_listed_and_removed_and_the_last_gives_the_name_up() {
     let again = app.resume_bound(&ada).await;
     protect(&again, &mut Browser::for_app(app.addr)).await;
 }
+
+on_redis_and_cluster!(a_sign_in_started_on_one_node_finishes_on_the_other);

@@ -10,7 +10,8 @@ use serde_json::{json, Value};
 use server::Config;
 
 use crate::helpers::{
-    spawn_app_with, BoundClient, ChildServer, RedisServer, TestApp, TestClient, WAIT,
+    on_redis_and_cluster, spawn_app_with, BoundClient, ChildServer, SharedRedis, TestApp,
+    TestClient, WAIT,
 };
 
 /// A secret is due a second after it was issued; a retired one is accepted for a second.
@@ -24,7 +25,7 @@ const PAST: Duration = Duration::from_millis(1300);
 
 /// A node on `redis` per data directory, each with `flags`.
 async fn nodes_on(
-    redis: &RedisServer,
+    redis: &SharedRedis,
     dirs: &[tempfile::TempDir],
     flags: &[&str],
 ) -> Vec<ChildServer> {
@@ -128,9 +129,7 @@ async fn an_old_secret_after_grace_ends_the_session() {
     );
 }
 
-#[tokio::test]
-async fn an_old_secret_after_grace_ends_the_session_on_every_node() {
-    let redis = RedisServer::start().await;
+async fn an_old_secret_after_grace_ends_the_session_on_every_node(redis: SharedRedis) {
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let flags = [
         "--session-rotate-secs",
@@ -223,9 +222,9 @@ async fn an_unbound_session_rotates_at_its_handshakes_only() {
     assert_eq!(next.user_id, ada.user_id);
 }
 
-#[tokio::test]
-async fn a_session_connected_to_two_nodes_rotates_once_and_both_sockets_are_sent_it() {
-    let redis = RedisServer::start().await;
+async fn a_session_connected_to_two_nodes_rotates_once_and_both_sockets_are_sent_it(
+    redis: SharedRedis,
+) {
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let flags = [
         "--session-rotate-secs",
@@ -429,3 +428,8 @@ async fn a_refused_handshake_does_not_rotate_the_secret() {
         "rotated now, at an admitted handshake"
     );
 }
+
+on_redis_and_cluster!(
+    an_old_secret_after_grace_ends_the_session_on_every_node,
+    a_session_connected_to_two_nodes_rotates_once_and_both_sockets_are_sent_it,
+);
