@@ -262,12 +262,17 @@ async fn keepalive(
 /// Subscribes `channels` again, one at a time (each may be on another shard).
 async fn subscribe_again(conn: &mut RedisConn, channels: Vec<String>) -> redis::RedisResult<()> {
     for chan in channels {
-        match conn {
-            RedisConn::Single(conn) => conn.subscribe(chan).await?,
-            RedisConn::Cluster(conn) => conn.ssubscribe(chan).await?,
-        }
+        subscribe(conn, &chan).await?;
     }
     Ok(())
+}
+
+/// Subscribes `chan`: a plain channel on a standalone Redis, a sharded one on a cluster.
+async fn subscribe(conn: &mut RedisConn, chan: &str) -> redis::RedisResult<()> {
+    match conn {
+        RedisConn::Single(conn) => conn.subscribe(chan).await,
+        RedisConn::Cluster(conn) => conn.ssubscribe(chan).await,
+    }
 }
 
 impl Driver for PubSub {
@@ -297,11 +302,7 @@ impl Driver for PubSub {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(chan.clone(), tx);
-        let subscribed = match self.conn.clone() {
-            RedisConn::Single(mut conn) => conn.subscribe(chan.as_str()).await,
-            RedisConn::Cluster(mut conn) => conn.ssubscribe(chan.as_str()).await,
-        };
-        if let Err(e) = subscribed {
+        if let Err(e) = subscribe(&mut self.conn.clone(), &chan).await {
             self.handlers
                 .write()
                 .unwrap_or_else(|e| e.into_inner())

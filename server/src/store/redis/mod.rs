@@ -325,7 +325,7 @@ impl RedisTarget {
     }
 
     /// Builds `builder` (from [`Self::cluster`]).
-    pub fn built(
+    fn built(
         &self,
         builder: redis::cluster::ClusterClientBuilder,
     ) -> Result<redis::cluster::ClusterClient, RedisTargetError> {
@@ -1926,7 +1926,8 @@ impl RedisStore {
         options: NodeOptions,
     ) -> Result<Self, StoreError> {
         let client = redis::cluster::ClusterClient::new(urls.to_vec())?;
-        Self::open_cluster(client, prefix, policy, options).await
+        let conn = RedisConn::Cluster(client.get_async_connection().await?);
+        Self::open_cluster(conn, prefix, policy, options).await
     }
 
     /// [`Self::connect_cluster`] through a target's node, with its credentials and TLS: what
@@ -1944,20 +1945,19 @@ impl RedisStore {
                     .into(),
             ));
         }
-        let client = target
-            .cluster(ProtocolVersion::RESP2)
-            .and_then(|builder| target.built(builder))
+        let conn = target
+            .connect(true)
+            .await
             .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
-        Self::open_cluster(client, prefix, policy, options).await
+        Self::open_cluster(conn, prefix, policy, options).await
     }
 
     async fn open_cluster(
-        client: redis::cluster::ClusterClient,
+        conn: RedisConn,
         prefix: &str,
         policy: SessionPolicy,
         options: NodeOptions,
     ) -> Result<Self, StoreError> {
-        let conn = RedisConn::Cluster(client.get_async_connection().await?);
         let keys = Keys {
             prefix: prefix.to_owned(),
         };
