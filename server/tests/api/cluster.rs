@@ -1,6 +1,6 @@
 //! Two real server processes sharing one real `redis-server` (started on a free port for each
 //! test): messages, tabs, presence, restore and sign-out across nodes, and a node killed -9.
-//! The scenarios marked `on_both!` run twice: on a standalone Redis and on a Redis Cluster of
+//! The scenarios listed in `on_redis_and_cluster!` run twice: on a standalone Redis and on a Redis Cluster of
 //! three primaries (issue #27 item 1), whose nodes are given one node's URL and learn the rest.
 
 use std::time::{Duration, Instant};
@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    refused_start, ChildServer, RedisCluster, RedisServer, SharedRedis, TestClient,
+    on_redis_and_cluster, refused_start, ChildServer, RedisCluster, RedisServer, SharedRedis,
+    TestClient,
 };
 
 /// Short heartbeats so a dead node is noticed quickly; the bound is TTL + TTL/3.
@@ -21,23 +22,9 @@ struct Cluster {
 }
 
 impl Cluster {
-    async fn start(nodes: usize) -> Cluster {
-        Self::start_on(RedisServer::start().await, nodes).await
-    }
-
-    /// Nodes on a Redis of the test's own (for tests that do things to it).
-    async fn start_on(redis: RedisServer, nodes: usize) -> Cluster {
-        Self::start_with(SharedRedis::Redis(redis), nodes, &[]).await
-    }
-
-    /// Nodes on a Redis Cluster, given the URL of one of its nodes.
-    async fn start_on_cluster(nodes: usize) -> Cluster {
-        Self::start_with(
-            SharedRedis::Cluster(RedisCluster::start().await),
-            nodes,
-            &[],
-        )
-        .await
+    /// Two nodes on `backing` (a Redis Cluster's nodes are given one of its nodes' URL).
+    async fn two(backing: SharedRedis) -> Cluster {
+        Self::start_with(backing, 2, &[]).await
     }
 
     async fn start_with(backing: SharedRedis, nodes: usize, extra: &[&str]) -> Cluster {
@@ -52,11 +39,11 @@ impl Cluster {
         cluster
     }
 
-    /// The standalone Redis (a test that does things to it runs on one).
-    fn redis(&self) -> &RedisServer {
+    /// `redis-cli` on every node of a Redis of the test's own: their outputs.
+    fn redis_cli(&self, args: &[&str]) -> Vec<String> {
         match &self.backing {
-            SharedRedis::Redis(redis) => redis,
-            SharedRedis::Cluster(_) => panic!("this test runs on a standalone Redis"),
+            SharedRedis::Redis(redis) => vec![redis.cli(args)],
+            SharedRedis::Cluster(redis) => redis.cli_each(args),
         }
     }
 
@@ -99,7 +86,8 @@ fn presence_of(state: &Value, user_id: &str) -> Option<bool> {
         .and_then(|u| u["connected"].as_bool())
 }
 
-async fn messages_flow_both_ways_between_users_on_different_nodes(cluster: Cluster) {
+async fn messages_flow_both_ways_between_users_on_different_nodes(redis: SharedRedis) {
+    let cluster = Cluster::two(redis).await;
     let mut ada = cluster.connect_as(0, "ada").await;
     let mut bob = cluster.connect_as(1, "bob").await;
     assert_eq!(
@@ -131,28 +119,30 @@ async fn messages_flow_both_ways_between_users_on_different_nodes(cluster: Clust
 /// them too.
 #[tokio::test]
 async fn delivery_across_nodes_resumes_after_redis_drops_the_pub_sub_connections() {
-    let cluster = Cluster::start_on(RedisServer::start_own().await, 2).await;
-    delivery_resumes_after_the_pub_sub_connections_are_cut(cluster).await;
+    delivery_resumes_after_the_pub_sub_connections_are_cut(SharedRedis::Redis(
+        RedisServer::start_own().await,
+    ))
+    .await;
 }
 
 #[tokio::test]
 async fn delivery_across_nodes_resumes_after_a_redis_cluster_drops_the_pub_sub_connections() {
-    let backing = SharedRedis::Cluster(RedisCluster::start_own().await);
-    let cluster = Cluster::start_with(backing, 2, &[]).await;
-    delivery_resumes_after_the_pub_sub_connections_are_cut(cluster).await;
+    delivery_resumes_after_the_pub_sub_connections_are_cut(SharedRedis::Cluster(
+        RedisCluster::start_own().await,
+    ))
+    .await;
 }
 
-async fn delivery_resumes_after_the_pub_sub_connections_are_cut(cluster: Cluster) {
+/// On a Redis of the test's own.
+async fn delivery_resumes_after_the_pub_sub_connections_are_cut(own: SharedRedis) {
+    let cluster = Cluster::two(own).await;
     let mut ada = cluster.connect_as(0, "ada").await;
     let mut bob = cluster.connect_as(1, "bob").await;
     ada.send(&bob.user_id, "before").await;
     assert_eq!(bob.next("private message").await["content"], "before");
 
     let kill = ["CLIENT", "KILL", "TYPE", "pubsub"];
-    let killed: Vec<String> = match &cluster.backing {
-        SharedRedis::Redis(redis) => vec![redis.cli(&kill)],
-        SharedRedis::Cluster(redis) => redis.cli_each(&kill),
-    };
+    let killed = cluster.redis_cli(&kill);
     let count: u32 = killed
         .iter()
         .filter_map(|n| n.trim().parse::<u32>().ok())
@@ -195,7 +185,8 @@ async fn received_or_restored(client: &mut TestClient, text: &str) {
     }
 }
 
-async fn a_second_tab_on_the_other_node_gets_what_the_first_sends(cluster: Cluster) {
+async fn a_second_tab_on_the_other_node_gets_what_the_first_sends(redis: SharedRedis) {
+    let cluster = Cluster::two(redis).await;
     let ada = cluster.connect_as(0, "ada").await;
     let mut ada_tab2 = cluster.resume(1, &ada.session_id).await;
     assert_eq!(ada_tab2.user_id, ada.user_id, "one user, two nodes");
@@ -212,7 +203,8 @@ async fn a_second_tab_on_the_other_node_gets_what_the_first_sends(cluster: Clust
     assert_eq!(tabs["count"], 2);
 }
 
-async fn presence_is_the_same_on_both_nodes_and_offline_waits_for_the_last_tab(cluster: Cluster) {
+async fn presence_is_the_same_on_both_nodes_and_offline_waits_for_the_last_tab(redis: SharedRedis) {
+    let cluster = Cluster::two(redis).await;
     let ada = cluster.connect_as(0, "ada").await;
     let ada_tab2 = cluster.resume(1, &ada.session_id).await;
     let mut bob = cluster.connect_as(1, "bob").await;
@@ -241,7 +233,8 @@ async fn presence_is_the_same_on_both_nodes_and_offline_waits_for_the_last_tab(c
     assert_eq!(presence_of(&cy.sync().await, &ada.user_id), Some(false));
 }
 
-async fn restore_state_after_moving_to_the_other_node_returns_what_was_missed(cluster: Cluster) {
+async fn restore_state_after_moving_to_the_other_node_returns_what_was_missed(redis: SharedRedis) {
+    let cluster = Cluster::two(redis).await;
     let ada = cluster.connect_as(0, "ada").await;
     let bob = cluster.connect_as(1, "bob").await;
     let first = bob.send(&ada.user_id, "before").await["ok"]["id"]
@@ -271,7 +264,8 @@ async fn restore_state_after_moving_to_the_other_node_returns_what_was_missed(cl
     assert_eq!(state["ok"]["hasMore"], false);
 }
 
-async fn sign_out_everywhere_closes_tabs_on_every_node(cluster: Cluster) {
+async fn sign_out_everywhere_closes_tabs_on_every_node(redis: SharedRedis) {
+    let cluster = Cluster::two(redis).await;
     let ada = cluster.connect_as(0, "ada").await;
     let mut ada_tab2 = cluster.resume(1, &ada.session_id).await;
 
@@ -291,8 +285,9 @@ async fn sign_out_everywhere_closes_tabs_on_every_node(cluster: Cluster) {
 }
 
 async fn a_killed_node_takes_its_users_offline_within_the_bound_and_nothing_is_lost(
-    mut cluster: Cluster,
+    redis: SharedRedis,
 ) {
+    let mut cluster = Cluster::two(redis).await;
     let ada = cluster.connect_as(0, "ada").await;
     let mut bob = cluster.connect_as(1, "bob").await;
     let mut sent = Vec::new();
@@ -398,7 +393,8 @@ fn session_user_id(packets: &str) -> String {
         .unwrap_or_else(|| panic!("no session event in {packets:?}"))
 }
 
-async fn a_polling_session_opened_on_one_node_is_served_through_the_other(cluster: Cluster) {
+async fn a_polling_session_opened_on_one_node_is_served_through_the_other(redis: SharedRedis) {
+    let cluster = Cluster::two(redis).await;
     let (a, b) = (cluster.nodes[0].addr, cluster.nodes[1].addr);
     let sid = open_polling(a).await;
     let other = open_polling(b).await;
@@ -419,7 +415,8 @@ async fn a_polling_session_opened_on_one_node_is_served_through_the_other(cluste
     poll_until(a, &sid, "through any node").await;
 }
 
-async fn a_polling_session_upgrades_to_a_websocket_through_the_other_node(cluster: Cluster) {
+async fn a_polling_session_upgrades_to_a_websocket_through_the_other_node(redis: SharedRedis) {
+    let cluster = Cluster::two(redis).await;
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message as WsMessage;
 
@@ -458,9 +455,10 @@ async fn a_polling_session_upgrades_to_a_websocket_through_the_other_node(cluste
     }
 }
 
-#[tokio::test]
-async fn a_forwarded_request_is_never_forwarded_again_and_an_unknown_tag_is_an_unknown_session() {
-    let cluster = Cluster::start(2).await;
+async fn a_forwarded_request_is_never_forwarded_again_and_an_unknown_tag_is_an_unknown_session(
+    redis: SharedRedis,
+) {
+    let cluster = Cluster::two(redis).await;
     let (a, b) = (cluster.nodes[0].addr, cluster.nodes[1].addr);
     let sid = open_polling(a).await;
     // What node 0 would answer for a sid it does not hold, from node 1 (one hop at most).
@@ -496,12 +494,11 @@ async fn connected_polling(addr: std::net::SocketAddr, name: &str) -> String {
     sid
 }
 
-#[tokio::test]
-async fn forwarding_is_bounded_in_body_bytes_body_time_requests_and_relays() {
+async fn forwarding_is_bounded_in_body_bytes_body_time_requests_and_relays(redis: SharedRedis) {
     use futures_util::future::select;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let mut cluster = Cluster::start(1).await;
+    let mut cluster = Cluster::start_with(redis, 1, &[]).await;
     let b = cluster
         .add_node_with(
             "127.0.0.1:0",
@@ -593,9 +590,10 @@ async fn forwarding_is_bounded_in_body_bytes_body_time_requests_and_relays() {
     assert_eq!((status, body.as_str()), (200, "ok"), "still on polling");
 }
 
-#[tokio::test]
-async fn a_node_with_no_address_to_advertise_still_forwards_other_nodes_polling_requests() {
-    let mut cluster = Cluster::start(1).await;
+async fn a_node_with_no_address_to_advertise_still_forwards_other_nodes_polling_requests(
+    redis: SharedRedis,
+) {
+    let mut cluster = Cluster::start_with(redis, 1, &[]).await;
     let b = cluster.add_node_with("0.0.0.0:0", &[]).await;
     let (a, b) = (cluster.nodes[0].addr, cluster.nodes[b].addr);
     let b = std::net::SocketAddr::from(([127, 0, 0, 1], b.port()));
@@ -611,13 +609,32 @@ async fn a_node_with_no_address_to_advertise_still_forwards_other_nodes_polling_
 
 #[tokio::test]
 async fn with_redis_gone_a_known_tag_is_still_forwarded_and_an_unknown_one_is_503_not_unknown() {
-    let cluster = Cluster::start_on(RedisServer::start_own().await, 2).await;
+    with_redis_gone_a_known_tag_is_still_forwarded(SharedRedis::Redis(
+        RedisServer::start_own().await,
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn with_a_redis_cluster_gone_a_known_tag_is_still_forwarded_and_an_unknown_one_is_503() {
+    with_redis_gone_a_known_tag_is_still_forwarded(SharedRedis::Cluster(
+        RedisCluster::start_own().await,
+    ))
+    .await;
+}
+
+/// On a Redis of the test's own, killed midway (every node of a cluster).
+async fn with_redis_gone_a_known_tag_is_still_forwarded(own: SharedRedis) {
+    let cluster = Cluster::two(own).await;
     let (a, b) = (cluster.nodes[0].addr, cluster.nodes[1].addr);
     let sid = open_polling(a).await;
     let (status, _) = poll(b, Some(&sid), Some(r#"40{"username":"pia"}"#), &[]).await;
     assert_eq!(status, 200, "node 1 has read node 0's tag");
 
-    cluster.redis().signal("KILL");
+    match &cluster.backing {
+        SharedRedis::Redis(redis) => redis.signal("KILL"),
+        SharedRedis::Cluster(redis) => redis.signal_each("KILL"),
+    }
     // Past the time node 1 trusts what it read (a third of the node TTL) without asking again.
     tokio::time::sleep(Duration::from_millis(NODE_TTL_MS / 3 + 200)).await;
     let (status, body) = poll(b, Some(&sid), Some("3"), &[]).await;
@@ -640,8 +657,9 @@ async fn with_redis_gone_a_known_tag_is_still_forwarded_and_an_unknown_one_is_50
 
 /// A cluster beyond `--roster-full-max` users (2 here), with ada on node 0, her contact cat
 /// and the stranger bob on node 1.
-async fn large_cluster_with_ada_on_node_0() -> (Cluster, TestClient, TestClient, TestClient) {
-    let backing = SharedRedis::Redis(RedisServer::start().await);
+async fn large_cluster_with_ada_on_node_0(
+    backing: SharedRedis,
+) -> (Cluster, TestClient, TestClient, TestClient) {
     let cluster = Cluster::start_with(backing, 2, &["--roster-full-max", "2"]).await;
     let ada = cluster.connect_as(0, "ada").await;
     let mut cat = cluster.connect_as(1, "cat").await;
@@ -651,9 +669,10 @@ async fn large_cluster_with_ada_on_node_0() -> (Cluster, TestClient, TestClient,
     (cluster, ada, cat, bob)
 }
 
-#[tokio::test]
-async fn beyond_the_full_roster_a_dead_nodes_users_go_offline_to_their_contacts_only() {
-    let (mut cluster, ada, mut cat, mut bob) = large_cluster_with_ada_on_node_0().await;
+async fn beyond_the_full_roster_a_dead_nodes_users_go_offline_to_their_contacts_only(
+    redis: SharedRedis,
+) {
+    let (mut cluster, ada, mut cat, mut bob) = large_cluster_with_ada_on_node_0(redis).await;
 
     cluster.nodes.remove(0).kill_9().await;
     assert_eq!(cat.next("user disconnected").await, json!(ada.user_id));
@@ -670,9 +689,10 @@ async fn beyond_the_full_roster_a_dead_nodes_users_go_offline_to_their_contacts_
     );
 }
 
-#[tokio::test]
-async fn beyond_the_full_roster_a_returning_nodes_users_come_online_to_their_contacts_only() {
-    let (cluster, ada, mut cat, mut bob) = large_cluster_with_ada_on_node_0().await;
+async fn beyond_the_full_roster_a_returning_nodes_users_come_online_to_their_contacts_only(
+    redis: SharedRedis,
+) {
+    let (cluster, ada, mut cat, mut bob) = large_cluster_with_ada_on_node_0(redis).await;
     let pid = cluster.nodes[0].child.id().expect("node 0 runs");
     let signal = |name: &str| {
         let status = std::process::Command::new("kill")
@@ -708,7 +728,8 @@ async fn beyond_the_full_roster_a_returning_nodes_users_come_online_to_their_con
     assert!(heard.is_empty(), "a stranger is not told: {heard:?}");
 }
 
-async fn reads_receipts_settings_and_typing_reach_every_node(cluster: Cluster) {
+async fn reads_receipts_settings_and_typing_reach_every_node(redis: SharedRedis) {
+    let cluster = Cluster::two(redis).await;
     let mut ada = cluster.connect_as(0, "ada").await;
     let mut ada_tab2 = cluster.resume(1, &ada.session_id).await;
     let mut bob = cluster.connect_as(1, "bob").await;
@@ -765,8 +786,7 @@ async fn reads_receipts_settings_and_typing_reach_every_node(cluster: Cluster) {
 
 /// A node given the URL of one Redis Cluster node runs on the whole cluster (the scenarios run
 /// `on_a_redis_cluster`); what a cluster cannot do is refused at start with a clear error: a
-/// database other than 0 (a cluster has only 0), and replica acks (a message is stored there in
-/// steps on two shards, which one `WAIT` does not cover).
+/// database other than 0 (a cluster has only 0).
 #[tokio::test]
 async fn on_a_redis_cluster_what_it_cannot_do_is_refused_at_start() {
     let cluster = RedisCluster::start().await;
@@ -778,35 +798,9 @@ async fn on_a_redis_cluster_what_it_cannot_do_is_refused_at_start() {
         printed.contains("a Redis Cluster has only database 0"),
         "the reason is said: {printed}"
     );
-
-    let mut args = cluster.node_args();
-    args.extend(["--redis-wait-replicas".to_owned(), "1".to_owned()]);
-    let (status, printed, _) = refused_start(&args).await;
-    assert!(!status.success(), "{printed}");
-    assert!(
-        printed.contains("--redis-wait-replicas is not supported on a Redis Cluster"),
-        "the reason is said: {printed}"
-    );
 }
 
-/// Runs a scenario on two nodes of a standalone Redis and on two nodes of a Redis Cluster.
-macro_rules! on_both {
-    ($($scenario:ident),* $(,)?) => {$(
-        mod $scenario {
-            #[tokio::test]
-            async fn on_redis() {
-                super::$scenario(super::Cluster::start(2).await).await;
-            }
-
-            #[tokio::test]
-            async fn on_a_redis_cluster() {
-                super::$scenario(super::Cluster::start_on_cluster(2).await).await;
-            }
-        }
-    )*};
-}
-
-on_both!(
+on_redis_and_cluster!(
     messages_flow_both_ways_between_users_on_different_nodes,
     a_second_tab_on_the_other_node_gets_what_the_first_sends,
     presence_is_the_same_on_both_nodes_and_offline_waits_for_the_last_tab,
@@ -816,4 +810,9 @@ on_both!(
     a_polling_session_opened_on_one_node_is_served_through_the_other,
     a_polling_session_upgrades_to_a_websocket_through_the_other_node,
     reads_receipts_settings_and_typing_reach_every_node,
+    a_forwarded_request_is_never_forwarded_again_and_an_unknown_tag_is_an_unknown_session,
+    forwarding_is_bounded_in_body_bytes_body_time_requests_and_relays,
+    a_node_with_no_address_to_advertise_still_forwards_other_nodes_polling_requests,
+    beyond_the_full_roster_a_dead_nodes_users_go_offline_to_their_contacts_only,
+    beyond_the_full_roster_a_returning_nodes_users_come_online_to_their_contacts_only,
 );

@@ -479,6 +479,8 @@ pub struct RedisServer {
     pub prefix: String,
     /// Its working directory, when it needs one (a cluster node's nodes.conf).
     _dir: Option<tempfile::TempDir>,
+    /// The flags it was started with (after the port and the no-persistence ones).
+    extra: Vec<String>,
 }
 
 impl RedisServer {
@@ -490,6 +492,7 @@ impl RedisServer {
                 url,
                 prefix,
                 _dir: None,
+                extra: Vec::new(),
             };
         }
         Self::start_own().await
@@ -503,9 +506,9 @@ impl RedisServer {
     }
 
     /// A redis-server of this test's own in cluster mode (`--cluster-enabled yes`, its
-    /// nodes.conf in a directory of its own, its cluster bus on a free port of its own): a
-    /// node of a Redis Cluster.
-    pub async fn start_cluster_node() -> RedisServer {
+    /// nodes.conf and whatever else it writes in a directory of its own, its cluster bus on a
+    /// free port of its own): a node of a Redis Cluster, with `extra` flags.
+    pub async fn start_cluster_node(extra: &[&str]) -> RedisServer {
         let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
         let dir = tempfile::tempdir().expect("temp dir");
         let conf = dir.path().join("nodes.conf");
@@ -514,18 +517,21 @@ impl RedisServer {
             .expect("a free port")
             .port()
             .to_string();
-        let mut redis = Self::spawn(
-            prefix,
-            &[
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                conf.to_str().expect("a UTF-8 temp path"),
-                "--cluster-port",
-                &bus,
-            ],
-        )
-        .await;
+        // Its directory for whatever it writes besides: a node that becomes a replica saves the
+        // full copy it receives (dump.rdb), which every later redis-server started in the same
+        // working directory would load.
+        let mut args = vec![
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            conf.to_str().expect("a UTF-8 temp path"),
+            "--cluster-port",
+            &bus,
+            "--dir",
+            dir.path().to_str().expect("a UTF-8 temp path"),
+        ];
+        args.extend_from_slice(extra);
+        let mut redis = Self::spawn(prefix, &args).await;
         redis._dir = Some(dir);
         redis
     }
@@ -583,7 +589,7 @@ impl RedisServer {
         assert!(status.success(), "kill -{signal}");
     }
 
-    fn port(&self) -> u16 {
+    pub fn port(&self) -> u16 {
         self.url
             .trim_end_matches('/')
             .rsplit(':')
@@ -597,6 +603,18 @@ impl RedisServer {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
+        let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+        RedisServer {
+            child: Some(Self::launch(port, &extra).await),
+            url: format!("redis://127.0.0.1:{port}/"),
+            prefix,
+            _dir: None,
+            extra,
+        }
+    }
+
+    /// Runs redis-server on `port` with `extra` flags; returns once it answers PING.
+    async fn launch(port: u16, extra: &[String]) -> std::process::Child {
         let child = std::process::Command::new("redis-server")
             .args(["--port", &port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
@@ -605,12 +623,6 @@ impl RedisServer {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("redis-server is installed (scripts/test.sh installs it from apt)");
-        let redis = RedisServer {
-            child: Some(child),
-            url: format!("redis://127.0.0.1:{port}/"),
-            prefix,
-            _dir: None,
-        };
         let deadline = tokio::time::Instant::now() + WAIT;
         while !ping(port).await {
             assert!(
@@ -619,7 +631,20 @@ impl RedisServer {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        redis
+        child
+    }
+
+    /// Starts this (own) redis-server again, on its port with its flags, once it was killed:
+    /// a cluster node comes back with its nodes.conf (a primary that was failed over rejoins as
+    /// a replica), as a supervisor would restart it.
+    pub async fn restart(&mut self) {
+        let mut old = self
+            .child
+            .take()
+            .expect("a redis-server of this test's own");
+        let _ = old.kill();
+        let _ = old.wait();
+        self.child = Some(Self::launch(self.port(), &self.extra).await);
     }
 
     pub fn url(&self) -> String {
@@ -722,10 +747,40 @@ impl RedisCluster {
 
     /// A cluster of the test's own always, for a test that cuts its connections.
     pub async fn start_own() -> RedisCluster {
+        Self::start_own_with(0, &[]).await
+    }
+
+    /// Three primaries with a replica each, of the test's own, for a test that fails one over:
+    /// a primary unreachable for a second is taken over by its replica (about 2.5 s after a
+    /// kill -9, measured), and the other shards serve meanwhile.
+    pub async fn start_own_replicated() -> RedisCluster {
+        let flags = [
+            "--cluster-node-timeout",
+            "1000",
+            "--cluster-require-full-coverage",
+            "no",
+        ];
+        let cluster = Self::start_own_with(1, &flags).await;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !cluster
+            .replicas()
+            .iter()
+            .all(|r| r.info().contains("master_link_status:up"))
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the replicas did not sync"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        cluster
+    }
+
+    async fn start_own_with(replicas: usize, flags: &[&str]) -> RedisCluster {
         let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
         let mut own = Vec::new();
-        for _ in 0..3 {
-            own.push(RedisServer::start_cluster_node().await);
+        for _ in 0..3 * (1 + replicas) {
+            own.push(RedisServer::start_cluster_node(flags).await);
         }
         let nodes: Vec<String> = own
             .iter()
@@ -734,7 +789,7 @@ impl RedisCluster {
         let out = std::process::Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&nodes)
-            .args(["--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .expect("redis-cli is installed with redis-server");
         assert!(
@@ -775,6 +830,75 @@ impl RedisCluster {
     pub fn cli_each(&self, args: &[&str]) -> Vec<String> {
         assert!(!self._own.is_empty(), "only on a cluster of the test's own");
         self._own.iter().map(|node| node.cli(args)).collect()
+    }
+
+    /// The nodes of a cluster of the test's own that are replicas now.
+    pub fn replicas(&self) -> Vec<&RedisServer> {
+        self._own
+            .iter()
+            .filter(|n| n.info().contains("role:slave"))
+            .collect()
+    }
+
+    /// The primary that holds `key` now (asked of a node that answers), and its replicas;
+    /// `None` while no primary that is not failing serves its slot (during a failover).
+    pub fn shard_of(&self, key: &str) -> Option<(&RedisServer, Vec<&RedisServer>)> {
+        let live = self
+            ._own
+            .iter()
+            .find(|n| n.cli(&["ping"]).trim() == "PONG")
+            .expect("a node of the cluster answers");
+        let slot: u16 = live
+            .cli(&["cluster", "keyslot", key])
+            .trim()
+            .parse()
+            .expect("CLUSTER KEYSLOT answers a slot");
+        let by_port = |port: &str| {
+            self._own
+                .iter()
+                .find(|n| n.port().to_string() == port)
+                .expect("a node of this cluster")
+        };
+        // CLUSTER NODES: `<id> <ip:port@bus> <flags> <primary id|-> … <slot ranges>`.
+        let table = live.cli(&["cluster", "nodes"]);
+        let rows: Vec<Vec<&str>> = table.lines().map(|l| l.split(' ').collect()).collect();
+        let port_of = |row: &Vec<&str>| row[1].split(['@', ':']).nth(1).unwrap_or("").to_owned();
+        let primary = rows.iter().find(|row| {
+            row[2].contains("master")
+                && !row[2].contains("fail")
+                && row[8..].iter().any(|range| {
+                    let (from, to) = range.split_once('-').unwrap_or((range, range));
+                    match (from.parse::<u16>(), to.parse::<u16>()) {
+                        (Ok(from), Ok(to)) => (from..=to).contains(&slot),
+                        _ => false,
+                    }
+                })
+        })?;
+        let replicas = rows
+            .iter()
+            .filter(|row| row[3] == primary[0] && !row[2].contains("fail"))
+            .map(|row| by_port(&port_of(row)))
+            .collect();
+        Some((by_port(&port_of(primary)), replicas))
+    }
+
+    /// Starts the node on `port` of a cluster of the test's own again (see
+    /// [`RedisServer::restart`]).
+    pub async fn restart(&mut self, port: u16) {
+        let node = self
+            ._own
+            .iter_mut()
+            .find(|n| n.port() == port)
+            .expect("a node of this cluster");
+        node.restart().await;
+    }
+
+    /// Sends `signal` (`KILL`, `STOP`, …) to every node of a cluster of the test's own.
+    pub fn signal_each(&self, signal: &str) {
+        assert!(!self._own.is_empty(), "only on a cluster of the test's own");
+        for node in &self._own {
+            node.signal(signal);
+        }
     }
 
     /// A connection to the cluster, routing each command by its key's slot.

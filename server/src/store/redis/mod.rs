@@ -1522,6 +1522,17 @@ const SEND_IN: &str = r#"
 return send_in(KEYS, ARGV[1], ARGV[2], ARGV[3])
 "#;
 
+/// Whether the copy of message ARGV[1] is in a user's `msg` hash (KEYS[1]), rewritten as it
+/// is when it is: a write, so that a `WAIT` after it on the same connection counts from a
+/// replication offset past the copy (a Redis Cluster with replica acks; see
+/// `RedisStore::confirm_replicated`). 1 or 0.
+const CONFIRM_COPY: &str = r#"
+local json = redis.call('HGET', KEYS[1], ARGV[1])
+if not json then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], json)
+return 1
+"#;
+
 /// Both parts at once, with the id, on a standalone Redis (it names keys of several slots):
 /// the message is stored in one step, so ids reach every copy in the order they are taken
 /// (a cluster stores it in steps; see `RedisStore::insert_message`). KEYS: the sender's seven
@@ -1712,6 +1723,7 @@ struct Scripts {
     send_at_once: Script,
     send_undo: Script,
     send_move: Script,
+    confirm_copy: Script,
     move_messages: Script,
     mark_read: Script,
     conversation_entry: Script,
@@ -1771,12 +1783,30 @@ impl Scripts {
             send_at_once: lua(&[SEND_STEPS, SEND_AT_ONCE]),
             send_undo: lua(&[SEND_UNDO]),
             send_move: lua(&[SEND_STEPS, SEND_MOVE]),
+            confirm_copy: lua(&[CONFIRM_COPY]),
             move_messages: lua(&[OWN_IDS, MOVE_MESSAGES]),
             mark_read: lua(&[INT, READ_STATE, MARK_READ]),
             conversation_entry: lua_read(&[INT, READ_STATE, CONVERSATION_ENTRY]),
             change_settings: lua(&[CHANGE_SETTINGS]),
         }
     }
+}
+
+/// Whether `WAIT` answered that enough replicas hold a message; else it is not acked
+/// (`store_unavailable`, which the client retries with its clientId).
+fn enough_replicas(reached: u32, acks: ReplicaAcks) -> Result<(), StoreError> {
+    if reached >= acks.replicas {
+        return Ok(());
+    }
+    metrics::counter!("tether_redis_replica_acks_missed_total").increment(1);
+    tracing::warn!(
+        reached,
+        wanted = acks.replicas,
+        "a message reached too few Redis replicas in time; not acked"
+    );
+    Err(StoreError::Unavailable(
+        format!("{reached} of {} replicas hold the message", acks.replicas).into(),
+    ))
 }
 
 /// How this node takes part in cluster presence, and how durable an acked message is.
@@ -1938,13 +1968,6 @@ impl RedisStore {
         policy: SessionPolicy,
         options: NodeOptions,
     ) -> Result<Self, StoreError> {
-        if options.replica_acks.is_some() {
-            return Err(StoreError::Unavailable(
-                "--redis-wait-replicas is not supported on a Redis Cluster yet: a message is \
-                 stored there in steps on two shards, and each would need its own WAIT"
-                    .into(),
-            ));
-        }
         let conn = target
             .connect(true)
             .await
@@ -2253,21 +2276,59 @@ impl RedisStore {
                     .arg(acks.timeout.as_millis().max(1) as u64)
                     .query_async(conn)
                     .await?;
-                if reached < acks.replicas {
-                    metrics::counter!("tether_redis_replica_acks_missed_total").increment(1);
-                    tracing::warn!(
-                        reached,
-                        wanted = acks.replicas,
-                        "a message reached too few Redis replicas in time; not acked"
-                    );
-                    return Err(StoreError::Unavailable(
-                        format!("{reached} of {} replicas hold the message", acks.replicas).into(),
-                    ));
-                }
+                enough_replicas(reached, *acks)?;
                 stored
             }
         };
         Ok(stored.map(|(fresh, _, json, _)| (fresh == 1, json)))
+    }
+
+    /// With replica acks on a Redis Cluster, after a message was stored in steps: waits until
+    /// `acks.replicas` replicas of each party's shard hold that party's copy. Per copy, one
+    /// pipeline to its slot's primary (one connection, so a dropped one fails both): CONFIRM_COPY
+    /// finds the copy and rewrites it, then `WAIT` counts the replicas past that write, and so
+    /// past the copy. A copy the primary no longer holds (lost in a failover between the
+    /// steps) refuses the ack like too few replicas: the client sends the message again with its
+    /// clientId. The id counter is not waited for: a counter set back by a failover hands out
+    /// ids a copy has passed, which the copy refuses (its `top`), so the message takes a new one.
+    async fn confirm_replicated(
+        &self,
+        conn: &RedisConn,
+        message: &Message,
+        acks: ReplicaAcks,
+    ) -> Result<(), StoreError> {
+        let confirm = |user: &str| {
+            let mut invocation = self.scripts.confirm_copy.prepare_invoke();
+            invocation
+                .key(self.keys.user_messages(user))
+                .arg(message.id);
+            let mut pipe = redis::pipe();
+            pipe.load_script(&self.scripts.confirm_copy)
+                .ignore()
+                .invoke_script(&invocation)
+                .cmd("WAIT")
+                .arg(acks.replicas)
+                .arg(acks.timeout.as_millis().max(1) as u64);
+            let mut conn = conn.clone();
+            async move {
+                let (held, reached): (i64, u32) = pipe.query_async(&mut conn).await?;
+                if held == 0 {
+                    metrics::counter!("tether_redis_replica_acks_missed_total").increment(1);
+                    tracing::warn!("a message's copy is gone from its shard; not acked");
+                    return Err(StoreError::Unavailable(
+                        "a copy of the message is gone from its shard (a failover)".into(),
+                    ));
+                }
+                enough_replicas(reached, acks)
+            }
+        };
+        if message.from == message.to {
+            confirm(&message.from).await
+        } else {
+            futures_util::future::try_join(confirm(&message.from), confirm(&message.to))
+                .await
+                .map(|_| ())
+        }
     }
 
     /// Adds the keys of the sender's copy of a message from `from` to `to`, in the order
@@ -3525,8 +3586,8 @@ impl Store for RedisStore {
             to: to.to_owned(),
             client_id: (!client_id.is_empty()).then(|| client_id.clone()),
         };
-        // With replica acks (a standalone Redis only) the message is written on the acked
-        // connection, pipelined with its `WAIT`.
+        // With replica acks on a standalone Redis the message is written on the acked
+        // connection, pipelined with its `WAIT`; on a cluster each copy is confirmed after.
         let mut conn = match &self.acked {
             Some((acked, _)) => RedisConn::Single(acked.clone()),
             None => self.conn(),
@@ -3543,6 +3604,9 @@ impl Store for RedisStore {
             return Ok(None);
         };
         let message = parse_message(&json)?;
+        if let (RedisConn::Cluster(_), Some(acks)) = (&conn, self.options.replica_acks) {
+            self.confirm_replicated(&conn, &message, acks).await?;
+        }
         Ok(Some(if fresh {
             Stored::New(message)
         } else {
