@@ -22,91 +22,15 @@ if [ -n "$avail_kib" ] && [ "$avail_kib" -lt $((12 * 1024 * 1024)) ]; then
   echo "warning: $((avail_kib / 1024 / 1024)) GiB free under $REPO_ROOT; a cold run writes about 10 GiB to target/" >&2
 fi
 
-# One throwaway Redis for the cluster tests, on a free port, no persistence, stopped on exit
-# (each test uses its own key and channel prefix in it, here and in the Redis Cluster below).
-free_port() {
-  local port
-  for _ in $(seq 1 50); do
-    # Below the kernel's ephemeral range (32768 and up here): a port an outgoing connection
-    # holds there answers no connect, yet cannot be bound (a CI run failed so).
-    port=$((20000 + RANDOM % 12000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      echo "$port"
-      return 0
-    fi
-  done
-  return 1
-}
-REDIS_PORT="$(free_port)"
+# One throwaway Redis for the cluster tests, and one Redis Cluster of three primaries for the
+# tests that run the store's scripts where every script must stay in one hash slot; on free
+# ports, no persistence, stopped on exit (each test uses its own key and channel prefix).
 REDIS_DIR="$(mktemp -d)"
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
-  --dir "$REDIS_DIR" --daemonize yes --pidfile "$REDIS_DIR/redis.pid" --logfile "$REDIS_DIR/redis.log"
-stop_redis() {
-  for pidfile in "$REDIS_DIR"/redis.pid "$REDIS_DIR"/cluster-*/redis.pid; do
-    if [ -f "$pidfile" ]; then kill "$(cat "$pidfile")" 2>/dev/null || true; fi
-  done
-  rm -rf "$REDIS_DIR"
-}
+source "$REPO_ROOT/scripts/lib/redis.sh"
 trap stop_redis EXIT
-for _ in $(seq 1 100); do
-  redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
-  sleep 0.1
-done
-redis-cli -p "$REDIS_PORT" ping >/dev/null
+start_redis
 export TETHER_TEST_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/"
-
-# And one throwaway Redis Cluster of three primaries (each with its cluster bus on a free port
-# of its own), for the tests that run the store's scripts where every script must stay in one
-# hash slot; stopped on exit with the Redis above.
-CLUSTER_URLS=()
-CLUSTER_NODES=()
-USED_PORTS=" $REDIS_PORT "
-# Sets PICKED to a free port none of these Redis servers took yet (not in a subshell, so
-# USED_PORTS keeps what it took).
-distinct_port() {
-  for _ in $(seq 1 20); do
-    PICKED="$(free_port)"
-    if [[ "$USED_PORTS" != *" $PICKED "* ]]; then
-      USED_PORTS+="$PICKED "
-      return 0
-    fi
-  done
-  return 1
-}
-cluster_ok() { [[ "$(redis-cli -p "$1" cluster info 2>/dev/null)" == *"cluster_state:ok"* ]]; }
-cluster_logs() { tail -n 20 "$REDIS_DIR"/cluster-*/redis.log >&2 || true; }
-for i in 1 2 3; do
-  distinct_port
-  port="$PICKED"
-  distinct_port
-  bus="$PICKED"
-  mkdir -p "$REDIS_DIR/cluster-$i"
-  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
-    --cluster-enabled yes --cluster-port "$bus" --cluster-config-file "$REDIS_DIR/cluster-$i/nodes.conf" \
-    --dir "$REDIS_DIR/cluster-$i" --daemonize yes --pidfile "$REDIS_DIR/cluster-$i/redis.pid" \
-    --logfile "$REDIS_DIR/cluster-$i/redis.log"
-  CLUSTER_NODES+=("127.0.0.1:$port")
-  CLUSTER_URLS+=("redis://127.0.0.1:$port/")
-done
-for node in "${CLUSTER_NODES[@]}"; do
-  for _ in $(seq 1 100); do
-    redis-cli -p "${node##*:}" ping >/dev/null 2>&1 && break
-    sleep 0.1
-  done
-  redis-cli -p "${node##*:}" ping >/dev/null 2>&1 || { echo "test Redis Cluster node $node did not start" >&2; cluster_logs; exit 1; }
-done
-if ! created="$(redis-cli --cluster create "${CLUSTER_NODES[@]}" --cluster-yes 2>&1)"; then
-  echo "$created" >&2
-  cluster_logs
-  exit 1
-fi
-for node in "${CLUSTER_NODES[@]}"; do
-  for _ in $(seq 1 100); do
-    cluster_ok "${node##*:}" && break
-    sleep 0.1
-  done
-  cluster_ok "${node##*:}" || { echo "the test Redis Cluster did not come up" >&2; cluster_logs; exit 1; }
-done
+start_redis_cluster 3
 export TETHER_TEST_REDIS_CLUSTER="$(IFS=,; echo "${CLUSTER_URLS[*]}")"
 
 step "vendored crates: published source + patches"

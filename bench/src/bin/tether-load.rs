@@ -14,17 +14,15 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use client::core::CoreConfig;
-use client::native::{now_wall_ms, ClientHandle, NativeClient};
-use client::session::{Input, SessionEvent};
-use protocol::HandshakeAuth;
 use server::process::Process;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::sync::{mpsc, Barrier};
+use tether_bench::{
+    arrived, connect_users, cpu, micros, percentile, rss_kib, send_at_rate, until_quiet, Server,
+    Stats,
+};
 
 struct Args {
     server_bin: PathBuf,
@@ -114,166 +112,14 @@ fn parse_args() -> Args {
     args
 }
 
-fn clock() -> &'static Instant {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now)
-}
-
-fn micros() -> u64 {
-    clock().elapsed().as_micros() as u64
-}
-
-struct Server {
-    child: tokio::process::Child,
-    port: u16,
-}
-
-async fn start_server(args: &Args, data_dir: &std::path::Path, port: u16) -> Server {
-    let bin = &args.server_bin;
-    let mut child = tokio::process::Command::new(bin)
-        .args(&args.server_args)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args([
-            "--log",
-            "warn",
-            "--messages-per-sec",
-            "1000000",
-            "--message-burst",
-            "1000000",
-        ])
-        .args([
-            "--max-sockets-per-user",
-            "1000",
-            "--max-payload-bytes",
-            "1000000",
-        ])
-        // Every simulated user signs up from this one address, at once.
-        .args([
-            "--signups-per-ip-per-min",
-            "10000000",
-            "--signup-burst-per-ip",
-            "10000000",
-            "--signups-per-sec",
-            "10000000",
-            "--signup-burst",
-            "10000000",
-        ])
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot start {}: {e} (build it: cargo build --release -p server --bin tether)",
-                bin.display()
-            )
-        });
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let port = loop {
-        let line = lines
-            .next_line()
-            .await
-            .unwrap()
-            .expect("server printed its address");
-        if let Some(addr) = line.strip_prefix("listening on http://") {
-            break addr.rsplit(':').next().unwrap().parse().unwrap();
-        }
-    };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Server { child, port }
-}
-
-/// Resident KiB of a process now; 0 once it is gone.
-fn rss_kib(process: &Process) -> u64 {
-    process.resident().unwrap_or(0) >> 10
-}
-
-/// CPU time (user + system) a process has used so far; zero once it is gone.
-fn cpu(process: &Process) -> Duration {
-    process.cpu().unwrap_or_default()
-}
-
 /// The embedded store's writer thread (its name in the server).
 const WRITER_THREAD: &str = "sqlite-writer";
 
 /// How long the server has been idle when its RSS per idle connection is read.
 const IDLE_BEFORE_RSS: Duration = Duration::from_secs(2);
 
-/// Waits (at most 60 s) until the server and this process are both nearly idle, so that a
-/// step does not measure the tail of the one before (the storm's `user connected` fan-out
-/// keeps clients busy well after every session has arrived).
-async fn until_quiet(server: &Process) -> Duration {
-    let started = Instant::now();
-    let sample = || cpu(server) + cpu(&Process::current());
-    let mut before = sample();
-    while started.elapsed() < Duration::from_secs(60) {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        let now = sample();
-        // Under 20 ms (2 ticks at 100 Hz) of CPU in 250 ms: both sides have caught up.
-        if now.saturating_sub(before) < Duration::from_millis(20) {
-            break;
-        }
-        before = now;
-    }
-    started.elapsed()
-}
-
-/// Shared counters the users' event tasks report into.
-#[derive(Default)]
-struct Stats {
-    received: AtomicU64,
-    /// Users whose `restore_state` was answered since the set was last cleared (a user may
-    /// restore more than once; each counts once).
-    restored: Mutex<std::collections::HashSet<String>>,
-    latencies_us: Mutex<Vec<u64>>,
-}
-
-struct User {
-    handle: ClientHandle,
-    id: String,
-}
-
-async fn connect_user(origin: String, name: String, stats: Arc<Stats>) -> User {
-    let stored = Arc::new(Mutex::new(HandshakeAuth::sign_up(name.clone())));
-    let auth = {
-        let stored = stored.clone();
-        move || stored.lock().unwrap().clone()
-    };
-    let config = CoreConfig {
-        connect_timeout_ms: 30_000,
-        ..Default::default()
-    };
-    // Events are handled in the client's own task as they happen: a channel and a task per
-    // user to read it cost a wake-up per delivered message.
-    let (session_tx, session_rx) = tokio::sync::oneshot::channel();
-    let mut session_tx = Some(session_tx);
-    let handle =
-        NativeClient::spawn_with_handler(&origin, config, auth, move |event| match event {
-            SessionEvent::Session(info) => {
-                if let Some(tx) = session_tx.take() {
-                    let _ = tx.send(info);
-                }
-            }
-            SessionEvent::Arrived(message) => {
-                if let Ok(sent_at) = message.content.parse::<u64>() {
-                    let latency = micros().saturating_sub(sent_at);
-                    stats.latencies_us.lock().unwrap().push(latency);
-                }
-                stats.received.fetch_add(1, Ordering::Relaxed);
-            }
-            SessionEvent::Restored => {
-                stats.restored.lock().unwrap().insert(name.clone());
-            }
-            _ => {}
-        });
-    let info = session_rx.await.expect("client task is running");
-    *stored.lock().unwrap() = HandshakeAuth::resume(info.session_id);
-    User {
-        handle,
-        id: info.user_id,
-    }
+async fn start_server(args: &Args, data_dir: &std::path::Path, port: u16) -> Server {
+    Server::start(&args.server_bin, &args.server_args, data_dir, port).await
 }
 
 /// Counts the fsync and fdatasync calls process `pid` makes in the next `secs` seconds, all its
@@ -326,18 +172,10 @@ async fn count_fsyncs(pid: u32, secs: u64) -> Option<(u64, u64)> {
     counted.then_some((total, writer))
 }
 
-fn percentile(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index] as f64 / 1000.0
-}
-
 #[tokio::main]
 async fn main() {
     let args = parse_args();
-    clock();
+    micros();
     let mut report = String::new();
     let mut line = |text: String| {
         println!("{text}");
@@ -348,27 +186,16 @@ async fn main() {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let server = start_server(&args, data_dir.path(), 0).await;
     let port = server.port;
-    let server_proc = Process::of(server.child.id().expect("server pid"));
+    let server_proc = server.process();
     let own = Process::current();
-    let origin = format!("http://127.0.0.1:{port}");
+    let origin = server.url();
     let rss_before = rss_kib(&server_proc);
 
     // 1. Connect storm.
     let stats = Arc::new(Stats::default());
     let started = Instant::now();
     let (server_cpu_before, own_cpu_before) = (cpu(&server_proc), cpu(&own));
-    let mut joins = Vec::with_capacity(args.users);
-    for i in 0..args.users {
-        joins.push(tokio::spawn(connect_user(
-            origin.clone(),
-            format!("u{i}"),
-            stats.clone(),
-        )));
-    }
-    let mut users = Vec::with_capacity(args.users);
-    for join in joins {
-        users.push(join.await.expect("user connects"));
-    }
+    let users = connect_users(&[origin], "u", args.users, &stats).await;
     let storm = started.elapsed();
     let storm_cpu = (
         cpu(&server_proc)
@@ -380,7 +207,7 @@ async fn main() {
     // 2. RSS per idle connection: once both sides are quiet, 2 s more of idling (the method
     // BENCHMARKS.md states; the server hands what the storm freed back to the system in its
     // first quiet second).
-    let settled = until_quiet(&server_proc).await + storm;
+    let settled = until_quiet(&[&server_proc]).await + storm;
     tokio::time::sleep(IDLE_BEFORE_RSS).await;
     let rss_after = rss_kib(&server_proc);
     let per_conn = (rss_after.saturating_sub(rss_before)) as f64 * 1024.0 / args.users as f64;
@@ -424,14 +251,9 @@ async fn main() {
     );
     line("| --- | --- | --- | --- | --- | --- | --- |".into());
     for &rate in &args.rates {
-        until_quiet(&server_proc).await;
+        until_quiet(&[&server_proc]).await;
         stats.latencies_us.lock().unwrap().clear();
         let received_before = stats.received.load(Ordering::Relaxed);
-        let per_sender = rate as f64 / half as f64;
-        let interval = Duration::from_secs_f64(1.0 / per_sender.max(0.001));
-        let step = Duration::from_secs(args.step_secs);
-        let barrier = Arc::new(Barrier::new(half));
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<u64>();
         let step_start = Instant::now();
         let server_cpu = cpu(&server_proc);
         let writer_cpu = server_proc.thread_cpu(WRITER_THREAD);
@@ -440,57 +262,15 @@ async fn main() {
             let pid = server.child.id().expect("server pid");
             tokio::spawn(count_fsyncs(pid, args.step_secs))
         });
-        for (i, sender) in users[..half].iter().enumerate() {
-            let handle = sender.handle.clone();
-            let to = users[half + i].id.clone();
-            let barrier = barrier.clone();
-            let done = done_tx.clone();
-            tokio::spawn(async move {
-                barrier.wait().await;
-                let begin = tokio::time::Instant::now();
-                // Senders start spread over one interval, so the offered load is even instead
-                // of every sender firing at the same instant (which measured bursts, not rates).
-                let phase = interval.mul_f64(i as f64 / half as f64);
-                let mut ticker = tokio::time::interval_at(begin + phase, interval);
-                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-                let mut sent = 0u64;
-                while begin.elapsed() < step {
-                    ticker.tick().await;
-                    let to = to.clone();
-                    // Queued without waiting for the client's task: the latency is taken from
-                    // here, so its queueing counts.
-                    let sent_at = micros();
-                    let queued = handle.cast(move |s, now| {
-                        let content = sent_at.to_string();
-                        let wall_ms = now_wall_ms();
-                        s.step(
-                            Input::Send {
-                                to: &to,
-                                content: &content,
-                                wall_ms,
-                            },
-                            now,
-                        );
-                    });
-                    sent += u64::from(queued);
-                }
-                let _ = done.send(sent);
-            });
-        }
-        drop(done_tx);
-        let mut sent = 0;
-        while let Some(n) = done_rx.recv().await {
-            sent += n;
-        }
+        let pairs: Vec<_> = users[..half]
+            .iter()
+            .zip(&users[half..])
+            .map(|(sender, recipient)| (sender, recipient.id.as_str()))
+            .collect();
+        let sent = send_at_rate(&pairs, rate, Duration::from_secs(args.step_secs)).await;
         // Let what is in flight arrive (bounded wait).
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while stats.received.load(Ordering::Relaxed) - received_before < sent
-            && Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let received = arrived(&stats, received_before, sent, Duration::from_secs(10)).await;
         let elapsed = step_start.elapsed().as_secs_f64();
-        let received = stats.received.load(Ordering::Relaxed) - received_before;
         let mut lat = std::mem::take(&mut *stats.latencies_us.lock().unwrap());
         lat.sort_unstable();
         // CPU µs per delivered message, over the step and its grace period (in 10 ms ticks).
@@ -531,7 +311,7 @@ async fn main() {
         write_report(args.out.as_deref(), &report);
         return;
     }
-    until_quiet(&server_proc).await;
+    until_quiet(&[&server_proc]).await;
     let mut server = server;
     let _ = server.child.kill().await;
     stats.restored.lock().unwrap().clear();
@@ -539,7 +319,7 @@ async fn main() {
     let own_cpu_before = cpu(&own);
     let server = start_server(&args, data_dir.path(), port).await;
     let listening = restart.elapsed();
-    let new_server_proc = Process::of(server.child.id().expect("server pid"));
+    let new_server_proc = server.process();
     let back = || stats.restored.lock().unwrap().len();
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut marks = [(0.5, None), (0.9, None), (0.99, None)];

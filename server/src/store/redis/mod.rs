@@ -39,7 +39,8 @@
 //!   yet. A message is stored in steps, each one slot and safe to run twice: the dedupe check,
 //!   the recipient's marker, the id, the sender's copy (marked pending), the recipient's copy
 //!   (a recipient gone meanwhile takes the sender's back), the mark off; only then is it acked
-//!   (after `WAIT` with replica acks). A duplicate still pending finishes the recipient's copy
+//!   (with replica acks the id, the sender's copy and the recipient's each wait for their
+//!   shard's replicas before the next step). A duplicate still pending finishes the recipient's copy
 //!   first. A copy takes only an id above its `top`: a message whose id a copy has passed (two
 //!   senders to one user at once) takes a new one (the sender's copy moves to it in one step,
 //!   still pending) and tries again, so every copy holds its ids in the order they arrived and
@@ -1522,13 +1523,13 @@ const SEND_IN: &str = r#"
 return send_in(KEYS, ARGV[1], ARGV[2], ARGV[3])
 "#;
 
-/// Whether the copy of message ARGV[1] is in a user's `msg` hash (KEYS[1]), rewritten as it
-/// is when it is: a write, so that a `WAIT` after it on the same connection counts from a
+/// Whether a user's `msg` hash (KEYS[1]) holds message ARGV[2] under id ARGV[1], rewritten as
+/// it is when it does: a write, so that a `WAIT` after it on the same connection counts from a
 /// replication offset past the copy (a Redis Cluster with replica acks; see
-/// `RedisStore::confirm_replicated`). 1 or 0.
+/// `RedisStore::confirm_copy`). 1 or 0.
 const CONFIRM_COPY: &str = r#"
 local json = redis.call('HGET', KEYS[1], ARGV[1])
-if not json then return 0 end
+if json ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], json)
 return 1
 "#;
@@ -1821,10 +1822,12 @@ pub struct NodeOptions {
 
 /// A message is acked only once this many replicas hold it: Redis replication is asynchronous,
 /// so without this a primary killed right after a write takes the acked message with it when
-/// its replica is promoted. `WAIT` runs in the same pipeline as the write (a dropped connection
+/// its replica is promoted. `WAIT` runs in the same pipeline as a write (a dropped connection
 /// fails both, so a reconnect never answers for a write it did not carry), on a connection of
 /// its own: `WAIT` holds back the commands behind it until the replicas answer, and everything
-/// else this node asks of Redis should not wait for that.
+/// else this node asks of Redis should not wait for that. On a standalone Redis the write is
+/// the message's one script; on a cluster, each step that must survive a failover of its shard
+/// (the id, then each party's copy: `RedisStore::confirm_copy`).
 #[derive(Debug, Clone, Copy)]
 pub struct ReplicaAcks {
     pub replicas: u32,
@@ -1851,8 +1854,10 @@ impl NodeOptions {
 
 pub struct RedisStore {
     conn: RedisConn,
-    /// With [`ReplicaAcks`]: the connection a message is written and waited for on.
-    acked: Option<(ConnectionManager, ReplicaAcks)>,
+    /// With [`ReplicaAcks`]: the connection every `WAIT` goes out on, pipelined with the write it
+    /// waits for (on a standalone Redis, the message's one script; on a cluster, each id taken
+    /// and each copy's confirmation), so the store's other commands never queue behind one.
+    acked: Option<(RedisConn, ReplicaAcks)>,
     keys: Keys,
     scripts: Scripts,
     policy: SessionPolicy,
@@ -1922,14 +1927,17 @@ impl RedisStore {
         let client = target
             .client(ProtocolVersion::RESP2)
             .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
-        let acked = match options.replica_acks {
-            Some(acks) => Some((ConnectionManager::new(client.clone()).await?, acks)),
-            None => None,
-        };
-        let mut conn = ConnectionManager::new(client).await?;
+        let mut conn = ConnectionManager::new(client.clone()).await?;
         if is_cluster_node(&mut conn).await? {
             return Self::connect_cluster_to(target, prefix, policy, options).await;
         }
+        let acked = match options.replica_acks {
+            Some(acks) => Some((
+                RedisConn::Single(ConnectionManager::new(client).await?),
+                acks,
+            )),
+            None => None,
+        };
         let keys = Keys {
             prefix: prefix.to_owned(),
         };
@@ -1957,7 +1965,14 @@ impl RedisStore {
     ) -> Result<Self, StoreError> {
         let client = redis::cluster::ClusterClient::new(urls.to_vec())?;
         let conn = RedisConn::Cluster(client.get_async_connection().await?);
-        Self::open_cluster(conn, prefix, policy, options).await
+        let acked = match options.replica_acks {
+            Some(acks) => Some((
+                RedisConn::Cluster(client.get_async_connection().await?),
+                acks,
+            )),
+            None => None,
+        };
+        Self::open_cluster(conn, acked, prefix, policy, options).await
     }
 
     /// [`Self::connect_cluster`] through a target's node, with its credentials and TLS: what
@@ -1968,15 +1983,23 @@ impl RedisStore {
         policy: SessionPolicy,
         options: NodeOptions,
     ) -> Result<Self, StoreError> {
-        let conn = target
-            .connect(true)
-            .await
-            .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
-        Self::open_cluster(conn, prefix, policy, options).await
+        let connect = || async {
+            target
+                .connect(true)
+                .await
+                .map_err(|e| StoreError::Unavailable(Box::new(e)))
+        };
+        let conn = connect().await?;
+        let acked = match options.replica_acks {
+            Some(acks) => Some((connect().await?, acks)),
+            None => None,
+        };
+        Self::open_cluster(conn, acked, prefix, policy, options).await
     }
 
     async fn open_cluster(
         conn: RedisConn,
+        acked: Option<(RedisConn, ReplicaAcks)>,
         prefix: &str,
         policy: SessionPolicy,
         options: NodeOptions,
@@ -1985,12 +2008,12 @@ impl RedisStore {
             prefix: prefix.to_owned(),
         };
         // A cluster never held an older layout: Tether refused clusters until layout 3.
-        Self::open(conn, None, keys, Scripts::new(), policy, options).await
+        Self::open(conn, acked, keys, Scripts::new(), policy, options).await
     }
 
     async fn open(
         conn: RedisConn,
-        acked: Option<(ConnectionManager, ReplicaAcks)>,
+        acked: Option<(RedisConn, ReplicaAcks)>,
         keys: Keys,
         scripts: Scripts,
         policy: SessionPolicy,
@@ -2283,52 +2306,62 @@ impl RedisStore {
         Ok(stored.map(|(fresh, _, json, _)| (fresh == 1, json)))
     }
 
-    /// With replica acks on a Redis Cluster, after a message was stored in steps: waits until
-    /// `acks.replicas` replicas of each party's shard hold that party's copy. Per copy, one
-    /// pipeline to its slot's primary (one connection, so a dropped one fails both): CONFIRM_COPY
-    /// finds the copy and rewrites it, then `WAIT` counts the replicas past that write, and so
-    /// past the copy. A copy the primary no longer holds (lost in a failover between the
-    /// steps) refuses the ack like too few replicas: the client sends the message again with its
-    /// clientId. The id counter is not waited for: a counter set back by a failover hands out
-    /// ids a copy has passed, which the copy refuses (its `top`), so the message takes a new one.
-    async fn confirm_replicated(
-        &self,
-        conn: &RedisConn,
-        message: &Message,
-        acks: ReplicaAcks,
-    ) -> Result<(), StoreError> {
-        let confirm = |user: &str| {
-            let mut invocation = self.scripts.confirm_copy.prepare_invoke();
-            invocation
-                .key(self.keys.user_messages(user))
-                .arg(message.id);
-            let mut pipe = redis::pipe();
-            pipe.load_script(&self.scripts.confirm_copy)
-                .ignore()
-                .invoke_script(&invocation)
-                .cmd("WAIT")
-                .arg(acks.replicas)
-                .arg(acks.timeout.as_millis().max(1) as u64);
-            let mut conn = conn.clone();
-            async move {
-                let (held, reached): (i64, u32) = pipe.query_async(&mut conn).await?;
-                if held == 0 {
-                    metrics::counter!("tether_redis_replica_acks_missed_total").increment(1);
-                    tracing::warn!("a message's copy is gone from its shard; not acked");
-                    return Err(StoreError::Unavailable(
-                        "a copy of the message is gone from its shard (a failover)".into(),
-                    ));
-                }
-                enough_replicas(reached, acks)
+    /// A new message id. With replica acks on a cluster the `INCR` is pipelined with a `WAIT`
+    /// on the acked connection and refused when too few replicas hold it: a failover never
+    /// sets the counter back below an id in use (which a copy's `top` would not catch when the
+    /// counter and the copy roll back together, one shard).
+    async fn take_id(&self, conn: &mut RedisConn) -> Result<i64, StoreError> {
+        let seq = self.keys.message_seq();
+        match &self.acked {
+            Some((acked @ RedisConn::Cluster(_), acks)) => {
+                let (id, reached): (i64, u32) = redis::pipe()
+                    .incr(seq, 1)
+                    .cmd("WAIT")
+                    .arg(acks.replicas)
+                    .arg(acks.timeout.as_millis().max(1) as u64)
+                    .query_async(&mut acked.clone())
+                    .await?;
+                enough_replicas(reached, *acks)?;
+                Ok(id)
             }
-        };
-        if message.from == message.to {
-            confirm(&message.from).await
-        } else {
-            futures_util::future::try_join(confirm(&message.from), confirm(&message.to))
-                .await
-                .map(|_| ())
+            _ => Ok(conn.incr(seq, 1).await?),
         }
+    }
+
+    /// With replica acks on a cluster: waits until enough replicas of `user`'s shard hold their
+    /// copy of the message `json` (its id `id`). One pipeline to the slot's primary on the
+    /// acked connection (a dropped connection fails both): CONFIRM_COPY finds the copy and
+    /// rewrites it, so the `WAIT` after it counts from a write past the copy, whichever
+    /// connection wrote it. A copy that is gone or another message (lost in a failover) refuses
+    /// the ack like too few replicas. The steps call it in order: the sender's copy before the
+    /// recipient's is written, the recipient's before the pending mark comes off, so a send
+    /// refused here is finished by the client's resend (its clientId finds it pending).
+    async fn confirm_copy(&self, user: &str, id: i64, json: &str) -> Result<(), StoreError> {
+        let Some((acked @ RedisConn::Cluster(_), acks)) = &self.acked else {
+            return Ok(());
+        };
+        let mut invocation = self.scripts.confirm_copy.prepare_invoke();
+        invocation
+            .key(self.keys.user_messages(user))
+            .arg(id)
+            .arg(json);
+        let (held, reached): (i64, u32) = redis::pipe()
+            .load_script(&self.scripts.confirm_copy)
+            .ignore()
+            .invoke_script(&invocation)
+            .cmd("WAIT")
+            .arg(acks.replicas)
+            .arg(acks.timeout.as_millis().max(1) as u64)
+            .query_async(&mut acked.clone())
+            .await?;
+        if held == 0 {
+            metrics::counter!("tether_redis_replica_acks_missed_total").increment(1);
+            tracing::warn!("a message's copy is not on its shard's primary; not acked");
+            return Err(StoreError::Unavailable(
+                "a copy of the message is not on its shard (a failover)".into(),
+            ));
+        }
+        enough_replicas(reached, *acks)
     }
 
     /// Adds the keys of the sender's copy of a message from `from` to `to`, in the order
@@ -2402,7 +2435,7 @@ impl RedisStore {
                     if !exists {
                         return Ok(None);
                     }
-                    conn.incr(self.keys.message_seq(), 1).await?
+                    self.take_id(conn).await?
                 }
             };
             let mut send_out = self.scripts.send_out.prepare_invoke();
@@ -2423,6 +2456,11 @@ impl RedisStore {
                 continue;
             }
             wrote |= fresh == 1;
+            // The sender's copy on enough replicas before the recipient's is written: a
+            // failover of the sender's shard then never loses the copy (with the client id
+            // that finds it) while the recipient's exists, which a resend would store twice.
+            let placed = parse_message(&json)?;
+            self.confirm_copy(from, placed.id, &json).await?;
             if pending == 1 {
                 return match self.deliver(conn, json).await? {
                     Delivered::Written(json) => Ok(Some((wrote, json))),
@@ -2438,6 +2476,10 @@ impl RedisStore {
             if fresh == 1 {
                 // A note to self (no recipient's copy): the user has a message now.
                 let _: i64 = conn.zrem(self.keys.quiet_users(), &[from, to]).await?;
+            } else if from != to {
+                // A duplicate delivered before: its recipient's copy was confirmed then, unless
+                // replica acks were turned on since.
+                self.confirm_copy(to, placed.id, &json).await?;
             }
             return Ok(Some((wrote, json)));
         }
@@ -2468,7 +2510,7 @@ impl RedisStore {
                 }
                 place_backoff(moves).await;
                 moves += 1;
-                message.id = conn.incr(self.keys.message_seq(), 1).await?;
+                message.id = self.take_id(conn).await?;
                 message.ts = now_ms();
                 let moved_json =
                     serde_json::to_string(&message).expect("a message always serializes");
@@ -2485,6 +2527,8 @@ impl RedisStore {
                     .await?;
                 match moved {
                     1 => {
+                        // As for the first id: on enough replicas before the recipient's copy.
+                        self.confirm_copy(sender, message.id, &moved_json).await?;
                         json = moved_json;
                         break;
                     }
@@ -2524,6 +2568,9 @@ impl RedisStore {
                 .await?;
             return Ok(Delivery::RecipientGone);
         }
+        // The mark comes off once the recipient's copy is on enough replicas: until then a
+        // resend (or the repair) writes it again if a failover lost it.
+        self.confirm_copy(recipient, message.id, json).await?;
         let _: i64 = conn.zrem(self.keys.pending(sender), message.id).await?;
         let _: i64 = conn
             .zrem(self.keys.quiet_users(), &[sender, recipient])
@@ -3587,26 +3634,26 @@ impl Store for RedisStore {
             client_id: (!client_id.is_empty()).then(|| client_id.clone()),
         };
         // With replica acks on a standalone Redis the message is written on the acked
-        // connection, pipelined with its `WAIT`; on a cluster each copy is confirmed after.
-        let mut conn = match &self.acked {
-            Some((acked, _)) => RedisConn::Single(acked.clone()),
-            None => self.conn(),
-        };
+        // connection, pipelined with its `WAIT`; on a cluster its steps wait as they go.
         let rest = json_after_id(&draft);
-        let stored = if matches!(conn, RedisConn::Single(_)) {
-            self.store_at_once(&mut conn, &client_id, &rest, from, to)
-                .await?
-        } else {
-            self.store_in_steps(&mut conn, &client_id, &rest, from, to)
-                .await?
+        let stored = match (&self.conn, &self.acked) {
+            (RedisConn::Single(_), Some((acked, _))) => {
+                self.store_at_once(&mut acked.clone(), &client_id, &rest, from, to)
+                    .await?
+            }
+            (RedisConn::Single(_), None) => {
+                self.store_at_once(&mut self.conn(), &client_id, &rest, from, to)
+                    .await?
+            }
+            (RedisConn::Cluster(_), _) => {
+                self.store_in_steps(&mut self.conn(), &client_id, &rest, from, to)
+                    .await?
+            }
         };
         let Some((fresh, json)) = stored else {
             return Ok(None);
         };
         let message = parse_message(&json)?;
-        if let (RedisConn::Cluster(_), Some(acks)) = (&conn, self.options.replica_acks) {
-            self.confirm_replicated(&conn, &message, acks).await?;
-        }
         Ok(Some(if fresh {
             Stored::New(message)
         } else {

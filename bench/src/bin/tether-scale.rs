@@ -1,0 +1,721 @@
+//! tether-scale: the measurements behind docs/SCALING.md. Tether nodes on one Redis Cluster
+//! (started by `scripts/scale.sh`, which also pins: the nodes and Redis on one CPU, this tool on
+//! the other), users over the real protocol (Tether's own client), and a capacity model fitted
+//! on a small calibration run, then checked against a larger simulation.
+//!
+//! 1. Calibration, three nodes: the senders on node A, their recipients on node B, no user on
+//!    node C. An idle window, then steps at two offered rates. Per node, CPU/s against the
+//!    offered rate is a line: C's slope is what a node pays for a message it does not deliver
+//!    (every node receives every broadcast), A's minus C's the sending, B's minus C's the
+//!    delivering; the idle window gives the per-node and per-user costs, and RSS per user.
+//!    Redis (every primary's `INFO`): commands, bytes in and out, CPU and memory per message.
+//!    One more step at the higher rate with node C stopped: what one more subscribing node
+//!    costs Redis per message (its egress).
+//! 2. Simulation: `--users` users spread evenly over the nodes (each sender's recipient on
+//!    another node), at `--rate`: the model's prediction of each figure beside the measured
+//!    one, and the error.
+//!
+//! Writes the figures as JSON (`--out`) and prints the table.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use client::session::Input;
+use server::process::Process;
+use tether_bench::{arrived, connect_users, cpu, percentile, rss_kib, send_at_rate, until_quiet};
+use tether_bench::{Server, Stats, User};
+
+struct Args {
+    server_bin: PathBuf,
+    server_args: Vec<String>,
+    redis_url: String,
+    users: usize,
+    nodes: usize,
+    rate: u64,
+    calibration_users: usize,
+    secs: u64,
+    idle_secs: u64,
+    out: Option<PathBuf>,
+}
+
+const USAGE: &str = "usage: tether-scale --redis-url URL [--server-bin PATH] [--server-arg ARG]... \
+[--users N] [--nodes N] [--rate R] [--calibration-users N] [--secs S] [--idle-secs S] [--out FILE.json]
+
+  --redis-url URL         one node of the Redis Cluster the nodes run on
+  --server-bin PATH       the server binary (default target/release/tether); with --server-arg
+                          before Tether's own flags, `--server-bin taskset --server-arg -c
+                          --server-arg 0 --server-arg target/release/tether` pins the nodes
+  --users N               users of the simulation (default 10000)
+  --nodes N               nodes of the simulation (default 3)
+  --rate R                offered messages/s of the simulation, all users together (default 900)
+  --calibration-users N   users of the calibration (default 1000)
+  --secs S                seconds per step (default 30)
+  --idle-secs S           seconds of the idle window (default 30; pings come every 25 s)
+  --out FILE              also write every figure as JSON";
+
+fn usage_error(problem: &str) -> ! {
+    eprintln!("tether-scale: {problem}\n\n{USAGE}");
+    std::process::exit(2)
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        server_bin: PathBuf::from("target/release/tether"),
+        server_args: Vec::new(),
+        redis_url: String::new(),
+        users: 10_000,
+        nodes: 3,
+        rate: 900,
+        calibration_users: 1000,
+        secs: 30,
+        idle_secs: 30,
+        out: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        if flag == "--help" || flag == "-h" {
+            println!("{USAGE}");
+            std::process::exit(0);
+        }
+        let Some(value) = it.next() else {
+            usage_error(&format!("{flag} needs a value"))
+        };
+        let number = |v: &str| -> u64 {
+            v.trim()
+                .parse()
+                .unwrap_or_else(|_| usage_error(&format!("{flag}: `{v}` is not a number")))
+        };
+        match flag.as_str() {
+            "--server-bin" => args.server_bin = value.into(),
+            "--server-arg" => args.server_args.push(value),
+            "--redis-url" => args.redis_url = value,
+            "--users" => args.users = number(&value) as usize,
+            "--nodes" => args.nodes = number(&value) as usize,
+            "--rate" => args.rate = number(&value),
+            "--calibration-users" => args.calibration_users = number(&value) as usize,
+            "--secs" => args.secs = number(&value),
+            "--idle-secs" => args.idle_secs = number(&value),
+            "--out" => args.out = Some(value.into()),
+            other => usage_error(&format!("unknown flag {other}")),
+        }
+    }
+    if args.redis_url.is_empty() {
+        usage_error("--redis-url is required");
+    }
+    if args.users < 2 * args.nodes || args.calibration_users < 2 || args.nodes < 2 {
+        usage_error("at least 2 nodes, 2 users per node and 2 calibration users");
+    }
+    if args.rate == 0 || args.secs == 0 {
+        usage_error("--rate and --secs must be positive");
+    }
+    args
+}
+
+/// One primary's counters (`INFO`), as of one moment.
+#[derive(Debug, Clone, Copy, Default)]
+struct Shard {
+    /// Commands run (every command's `calls`, less what this tool's own `INFO` calls add).
+    calls: f64,
+    bytes_in: f64,
+    bytes_out: f64,
+    /// User plus system CPU seconds.
+    cpu: f64,
+    memory: f64,
+}
+
+/// The Redis Cluster's primaries, read with `INFO`.
+struct Redis {
+    primaries: Vec<(String, redis::aio::MultiplexedConnection)>,
+}
+
+impl Redis {
+    async fn discover(url: &str) -> Redis {
+        let client = redis::Client::open(url).expect("a Redis URL");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("the Redis Cluster answers");
+        let nodes: String = redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query_async(&mut conn)
+            .await
+            .expect("CLUSTER NODES (is it a cluster?)");
+        let mut primaries = Vec::new();
+        for line in nodes.lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            if fields.len() < 3 || !fields[2].contains("master") || fields[2].contains("fail") {
+                continue;
+            }
+            let addr = fields[1].split('@').next().unwrap_or("").to_owned();
+            let client = redis::Client::open(format!("redis://{addr}/")).expect("an address");
+            let conn = client
+                .get_multiplexed_async_connection()
+                .await
+                .expect("a primary answers");
+            primaries.push((addr, conn));
+        }
+        primaries.sort_by(|a, b| a.0.cmp(&b.0));
+        Redis { primaries }
+    }
+
+    async fn sample(&mut self) -> Vec<Shard> {
+        let mut shards = Vec::new();
+        for (_, conn) in &mut self.primaries {
+            let info: String = redis::cmd("INFO")
+                .arg("everything")
+                .query_async(conn)
+                .await
+                .expect("INFO");
+            shards.push(parse_info(&info));
+        }
+        shards
+    }
+}
+
+/// The figures of one `INFO everything`.
+fn parse_info(info: &str) -> Shard {
+    let mut shard = Shard::default();
+    for line in info.lines() {
+        let Some((key, value)) = line.trim().split_once(':') else {
+            continue;
+        };
+        let number = |v: &str| v.parse::<f64>().unwrap_or(0.0);
+        match key {
+            "total_net_input_bytes" => shard.bytes_in = number(value),
+            "total_net_output_bytes" => shard.bytes_out = number(value),
+            "used_cpu_sys" | "used_cpu_user" => shard.cpu += number(value),
+            "used_memory" => shard.memory = number(value),
+            // cmdstat_<name>:calls=N,usec=…; this tool's INFO is not the workload's.
+            _ if key.starts_with("cmdstat_") && key != "cmdstat_info" => {
+                let calls = value
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix("calls="))
+                    .unwrap_or("0");
+                shard.calls += number(calls);
+            }
+            _ => {}
+        }
+    }
+    shard
+}
+
+/// What every node and every primary used over one window, per second (memory: at its end).
+#[derive(Debug, Clone, Default)]
+struct Window {
+    secs: f64,
+    /// Delivered messages per second.
+    delivered: f64,
+    node_cpu: Vec<f64>,
+    node_rss: Vec<f64>,
+    redis: Shard,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+struct Reading {
+    at: Instant,
+    nodes: Vec<Duration>,
+    shards: Vec<Shard>,
+}
+
+async fn read(nodes: &[Process], redis: &mut Redis) -> Reading {
+    Reading {
+        at: Instant::now(),
+        nodes: nodes.iter().map(cpu).collect(),
+        shards: redis.sample().await,
+    }
+}
+
+fn window(before: &Reading, after: &Reading, nodes: &[Process], delivered: u64) -> Window {
+    let secs = after.at.duration_since(before.at).as_secs_f64();
+    let mut redis = Shard::default();
+    for (b, a) in before.shards.iter().zip(&after.shards) {
+        // Each window's own reading adds one INFO per primary: not counted (cmdstat_info).
+        redis.calls += a.calls - b.calls;
+        redis.bytes_in += a.bytes_in - b.bytes_in;
+        redis.bytes_out += a.bytes_out - b.bytes_out;
+        redis.cpu += a.cpu - b.cpu;
+        redis.memory += a.memory - b.memory;
+    }
+    Window {
+        secs,
+        delivered: delivered as f64 / secs,
+        node_cpu: before
+            .nodes
+            .iter()
+            .zip(&after.nodes)
+            .map(|(b, a)| a.saturating_sub(*b).as_secs_f64() / secs)
+            .collect(),
+        node_rss: nodes.iter().map(|p| rss_kib(p) as f64 * 1024.0).collect(),
+        redis: Shard {
+            calls: redis.calls / secs,
+            bytes_in: redis.bytes_in / secs,
+            bytes_out: redis.bytes_out / secs,
+            cpu: redis.cpu / secs,
+            memory: redis.memory,
+        },
+        p50_ms: f64::NAN,
+        p99_ms: f64::NAN,
+    }
+}
+
+/// Nodes on the cluster under a key prefix of their own (each phase starts clean).
+async fn start_nodes(args: &Args, count: usize, phase: &str) -> (Vec<Server>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let prefix = format!("scale-{phase}-{}", std::process::id());
+    let mut nodes = Vec::new();
+    for i in 0..count {
+        let data = dir.path().join(format!("node-{i}"));
+        std::fs::create_dir_all(&data).expect("a data directory");
+        let mut flags = args.server_args.clone();
+        flags.extend(
+            [
+                "--redis-url",
+                &args.redis_url,
+                "--redis-prefix",
+                &prefix,
+                // Presence to contacts only in every run (the calibration is smaller than the
+                // default 1,000-user "everyone" roster; the simulation is larger).
+                "--roster-full-max",
+                "100",
+            ]
+            .map(str::to_owned),
+        );
+        nodes.push(Server::start(&args.server_bin, &flags, &data, 0).await);
+    }
+    (nodes, dir)
+}
+
+/// Sends from each pair at `rate` for the step; the window with its latencies.
+async fn step(
+    args: &Args,
+    pairs: &[(&User, &str)],
+    rate: u64,
+    stats: &Stats,
+    processes: &[Process],
+    redis: &mut Redis,
+) -> Window {
+    until_quiet(&processes.iter().collect::<Vec<_>>()).await;
+    stats.latencies_us.lock().unwrap().clear();
+    let received_before = stats.received.load(Ordering::Relaxed);
+    let before = read(processes, redis).await;
+    let sent = send_at_rate(pairs, rate, Duration::from_secs(args.secs)).await;
+    let received = arrived(stats, received_before, sent, Duration::from_secs(10)).await;
+    let after = read(processes, redis).await;
+    let mut lat = std::mem::take(&mut *stats.latencies_us.lock().unwrap());
+    lat.sort_unstable();
+    let mut figures = window(&before, &after, processes, received);
+    figures.p50_ms = percentile(&lat, 0.5);
+    figures.p99_ms = percentile(&lat, 0.99);
+    if received < sent {
+        eprintln!("tether-scale: step at {rate}/s: {sent} sent, {received} delivered in time");
+    }
+    figures
+}
+
+async fn idle(args: &Args, processes: &[Process], redis: &mut Redis) -> Window {
+    until_quiet(&processes.iter().collect::<Vec<_>>()).await;
+    let before = read(processes, redis).await;
+    tokio::time::sleep(Duration::from_secs(args.idle_secs)).await;
+    let after = read(processes, redis).await;
+    window(&before, &after, processes, 0)
+}
+
+fn disconnect(users: &[User]) {
+    for user in users {
+        user.handle.cast(|s, now| s.step(Input::Disconnect, now));
+    }
+}
+
+/// The calibration's measurements: idle, two rates, and the higher one without node C.
+struct Calibration {
+    users: usize,
+    rates: [f64; 2],
+    idle: Window,
+    steps: [Window; 2],
+    without_c: Window,
+}
+
+async fn calibrate(args: &Args, redis: &mut Redis) -> Calibration {
+    let (mut nodes, _dir) = start_nodes(args, 3, "calibration").await;
+    let processes: Vec<Process> = nodes.iter().map(Server::process).collect();
+    let stats = Arc::new(Stats::default());
+    let half = args.calibration_users / 2;
+    let senders = connect_users(&[nodes[0].url()], "a", half, &stats).await;
+    let recipients = connect_users(&[nodes[1].url()], "b", half, &stats).await;
+    let pairs: Vec<_> = senders
+        .iter()
+        .zip(&recipients)
+        .map(|(s, r)| (s, r.id.as_str()))
+        .collect();
+    let idle_window = idle(args, &processes, redis).await;
+    // The simulation's per-node sending and delivering (rate / nodes) and its forwarding
+    // (rate) both within the fitted range.
+    let rates = [args.rate / args.nodes as u64, args.rate];
+    let mut steps = Vec::new();
+    for rate in rates {
+        steps.push(step(args, &pairs, rate, &stats, &processes, redis).await);
+    }
+    // Node C gone: the cluster has one subscriber fewer.
+    let c = nodes.remove(2);
+    drop(c);
+    let survivors = &processes[..2];
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let without_c = step(args, &pairs, rates[1], &stats, survivors, redis).await;
+    disconnect(&senders);
+    disconnect(&recipients);
+    Calibration {
+        users: args.calibration_users,
+        rates: rates.map(|r| r as f64),
+        idle: idle_window,
+        steps: [steps[0].clone(), steps[1].clone()],
+        without_c,
+    }
+}
+
+/// Least squares line through `points`: (intercept, slope).
+fn fit(points: &[(f64, f64)]) -> (f64, f64) {
+    let n = points.len() as f64;
+    let (sx, sy) = points
+        .iter()
+        .fold((0.0, 0.0), |(sx, sy), (x, y)| (sx + x, sy + y));
+    let (mx, my) = (sx / n, sy / n);
+    let (mut sxy, mut sxx) = (0.0, 0.0);
+    for (x, y) in points {
+        sxy += (x - mx) * (y - my);
+        sxx += (x - mx) * (x - mx);
+    }
+    let slope = if sxx == 0.0 { 0.0 } else { sxy / sxx };
+    (my - slope * mx, slope)
+}
+
+/// The capacity model's coefficients (per second figures; CPU in cores).
+#[derive(Debug, Clone, Copy)]
+struct Model {
+    /// A node with no users, idle: CPU (cores) and RSS (bytes).
+    node_cpu: f64,
+    node_rss: f64,
+    /// Per connected user, idle.
+    user_cpu: f64,
+    user_rss: f64,
+    /// CPU seconds per message: sending it (the sender's node), delivering it (the
+    /// recipient's), and receiving its broadcast without a socket for it (every node).
+    send_cpu: f64,
+    deliver_cpu: f64,
+    forward_cpu: f64,
+    /// Redis per message, all shards: commands, bytes in, bytes out, CPU seconds, and what one
+    /// more subscribing node adds to bytes out and CPU.
+    redis_calls: f64,
+    redis_in: f64,
+    redis_out: f64,
+    redis_cpu: f64,
+    redis_out_per_node: f64,
+    redis_cpu_per_node: f64,
+    /// Redis idle, per node: commands, bytes in and out, CPU (heartbeats, presence).
+    redis_idle_calls: f64,
+    redis_idle_in: f64,
+    redis_idle_out: f64,
+    redis_idle_cpu: f64,
+    /// Redis memory per stored message, bytes.
+    redis_memory_per_message: f64,
+}
+
+/// What the model says one node (or Redis, all shards) uses.
+#[derive(Debug, Clone, Copy)]
+struct Load {
+    users: f64,
+    sent: f64,
+    delivered: f64,
+    total_rate: f64,
+    nodes: f64,
+}
+
+impl Model {
+    fn fit(c: &Calibration) -> Model {
+        let rates = c.rates;
+        let line = |node: usize| {
+            fit(&[
+                (0.0, c.idle.node_cpu[node]),
+                (rates[0], c.steps[0].node_cpu[node]),
+                (rates[1], c.steps[1].node_cpu[node]),
+            ])
+        };
+        let (a, b, cc) = (line(0), line(1), line(2));
+        let per_side = c.users as f64 / 2.0;
+        let redis_line = |f: fn(&Shard) -> f64| {
+            fit(&[
+                (0.0, f(&c.idle.redis)),
+                (rates[0], f(&c.steps[0].redis)),
+                (rates[1], f(&c.steps[1].redis)),
+            ])
+        };
+        let calls = redis_line(|s| s.calls);
+        let bytes_in = redis_line(|s| s.bytes_in);
+        let bytes_out = redis_line(|s| s.bytes_out);
+        let redis_cpu = redis_line(|s| s.cpu);
+        let top = c.steps[1].redis;
+        let without = c.without_c.redis;
+        let stored = rates[1] * c.steps[1].secs;
+        Model {
+            node_cpu: cc.0,
+            node_rss: c.idle.node_rss[2],
+            user_cpu: ((a.0 + b.0) / 2.0 - cc.0).max(0.0) / per_side,
+            user_rss: ((c.idle.node_rss[0] + c.idle.node_rss[1]) / 2.0 - c.idle.node_rss[2])
+                .max(0.0)
+                / per_side,
+            send_cpu: a.1 - cc.1,
+            deliver_cpu: b.1 - cc.1,
+            forward_cpu: cc.1,
+            redis_calls: calls.1,
+            redis_in: bytes_in.1,
+            redis_out: bytes_out.1,
+            redis_cpu: redis_cpu.1,
+            redis_out_per_node: ((top.bytes_out - without.bytes_out) / rates[1]).max(0.0),
+            redis_cpu_per_node: ((top.cpu - without.cpu) / rates[1]).max(0.0),
+            redis_idle_calls: calls.0 / 3.0,
+            redis_idle_in: bytes_in.0 / 3.0,
+            redis_idle_out: bytes_out.0 / 3.0,
+            redis_idle_cpu: redis_cpu.0 / 3.0,
+            redis_memory_per_message: c.steps[1].redis.memory / stored,
+        }
+    }
+
+    /// One node's CPU (cores) and RSS (bytes).
+    fn node(&self, load: Load) -> (f64, f64) {
+        (
+            self.node_cpu
+                + load.users * self.user_cpu
+                + load.sent * self.send_cpu
+                + load.delivered * self.deliver_cpu
+                + load.total_rate * self.forward_cpu,
+            self.node_rss + load.users * self.user_rss,
+        )
+    }
+
+    /// Redis, all shards: commands/s, bytes in/s, bytes out/s, CPU (cores). The calibration
+    /// had three subscribing nodes: bytes out and CPU move by the per-node figures from there.
+    fn redis(&self, load: Load) -> Shard {
+        let extra = load.nodes - 3.0;
+        Shard {
+            calls: load.nodes * self.redis_idle_calls + load.total_rate * self.redis_calls,
+            bytes_in: load.nodes * self.redis_idle_in + load.total_rate * self.redis_in,
+            bytes_out: load.nodes * self.redis_idle_out
+                + load.total_rate * (self.redis_out + extra * self.redis_out_per_node),
+            cpu: load.nodes * self.redis_idle_cpu
+                + load.total_rate * (self.redis_cpu + extra * self.redis_cpu_per_node),
+            memory: 0.0,
+        }
+    }
+}
+
+async fn simulate(args: &Args, redis: &mut Redis) -> (Window, Vec<usize>) {
+    let (nodes, _dir) = start_nodes(args, args.nodes, "simulation").await;
+    let processes: Vec<Process> = nodes.iter().map(Server::process).collect();
+    let urls: Vec<String> = nodes.iter().map(Server::url).collect();
+    let stats = Arc::new(Stats::default());
+    let started = Instant::now();
+    let users = connect_users(&urls, "u", args.users, &stats).await;
+    eprintln!(
+        "tether-scale: {} users connected in {:.1} s",
+        args.users,
+        started.elapsed().as_secs_f64()
+    );
+    let half = users.len() / 2;
+    // User i is on node i % nodes, its recipient half + i on another (unless half is a
+    // multiple of the nodes: then one further).
+    let shift = usize::from(half % args.nodes == 0);
+    let pairs: Vec<_> = (0..half)
+        .map(|i| {
+            let to = half + (i + shift) % (users.len() - half);
+            (&users[i], users[to].id.as_str())
+        })
+        .collect();
+    let mut per_node = vec![0; args.nodes];
+    for i in 0..users.len() {
+        per_node[i % args.nodes] += 1;
+    }
+    let idle_window = idle(args, &processes, redis).await;
+    let mut figures = step(args, &pairs, args.rate, &stats, &processes, redis).await;
+    // RSS as in the calibration: after the idle window, before sending.
+    figures.node_rss = idle_window.node_rss;
+    disconnect(&users);
+    (figures, per_node)
+}
+
+fn error(predicted: f64, measured: f64) -> f64 {
+    (predicted - measured) / measured * 100.0
+}
+
+#[tokio::main]
+async fn main() {
+    let args = parse_args();
+    tether_bench::micros();
+    let mut redis = Redis::discover(&args.redis_url).await;
+    println!(
+        "tether-scale: {} Redis primaries, calibration {} users on 3 nodes, simulation {} users on {} nodes at {} msg/s, {} s steps",
+        redis.primaries.len(),
+        args.calibration_users,
+        args.users,
+        args.nodes,
+        args.rate,
+        args.secs
+    );
+    let calibration = calibrate(&args, &mut redis).await;
+    let model = Model::fit(&calibration);
+    println!("model: {model:#?}");
+    let (sim, per_node) = simulate(&args, &mut redis).await;
+
+    let mut rows: Vec<(String, f64, f64)> = Vec::new();
+    let per_node_rate = args.rate as f64 / args.nodes as f64;
+    for (k, users) in per_node.iter().enumerate() {
+        let load = Load {
+            users: *users as f64,
+            sent: per_node_rate,
+            delivered: per_node_rate,
+            total_rate: sim.delivered,
+            nodes: args.nodes as f64,
+        };
+        let (cpu, rss) = model.node(load);
+        rows.push((format!("node {k} CPU (cores)"), cpu, sim.node_cpu[k]));
+        rows.push((
+            format!("node {k} RSS (MB)"),
+            rss / 1e6,
+            sim.node_rss[k] / 1e6,
+        ));
+    }
+    let predicted = model.redis(Load {
+        users: args.users as f64,
+        sent: sim.delivered,
+        delivered: sim.delivered,
+        total_rate: sim.delivered,
+        nodes: args.nodes as f64,
+    });
+    rows.push(("Redis commands/s".into(), predicted.calls, sim.redis.calls));
+    rows.push((
+        "Redis bytes in/s (kB)".into(),
+        predicted.bytes_in / 1e3,
+        sim.redis.bytes_in / 1e3,
+    ));
+    rows.push((
+        "Redis bytes out/s (kB)".into(),
+        predicted.bytes_out / 1e3,
+        sim.redis.bytes_out / 1e3,
+    ));
+    rows.push(("Redis CPU (cores)".into(), predicted.cpu, sim.redis.cpu));
+    rows.push((
+        "Redis memory growth over the step (MB)".into(),
+        sim.delivered * sim.secs * model.redis_memory_per_message / 1e6,
+        sim.redis.memory / 1e6,
+    ));
+
+    println!(
+        "\nsimulation: {} users, {} nodes, offered {} msg/s, delivered {:.0} msg/s, p50 {:.1} ms, p99 {:.1} ms\n",
+        args.users, args.nodes, args.rate, sim.delivered, sim.p50_ms, sim.p99_ms
+    );
+    println!("| figure | predicted | measured | error |");
+    println!("| --- | --- | --- | --- |");
+    let mut worst: f64 = 0.0;
+    for (name, p, m) in &rows {
+        let e = error(*p, *m);
+        worst = worst.max(e.abs());
+        println!("| {name} | {p:.3} | {m:.3} | {e:+.1} % |");
+    }
+    println!("\nlargest error: {worst:.1} %");
+
+    if let Some(out) = &args.out {
+        let mut json = BTreeMap::new();
+        let w = |w: &Window| {
+            serde_json::json!({
+                "secs": w.secs, "delivered_per_s": w.delivered, "node_cpu": w.node_cpu,
+                "node_rss": w.node_rss, "redis_calls_per_s": w.redis.calls,
+                "redis_bytes_in_per_s": w.redis.bytes_in, "redis_bytes_out_per_s": w.redis.bytes_out,
+                "redis_cpu": w.redis.cpu, "redis_memory_delta": w.redis.memory,
+                "p50_ms": w.p50_ms, "p99_ms": w.p99_ms,
+            })
+        };
+        json.insert("calibration_idle", w(&calibration.idle));
+        json.insert("calibration_low", w(&calibration.steps[0]));
+        json.insert("calibration_high", w(&calibration.steps[1]));
+        json.insert("calibration_without_c", w(&calibration.without_c));
+        json.insert("simulation", w(&sim));
+        json.insert("model", serde_json::json!(format!("{model:?}")));
+        json.insert(
+            "comparison",
+            serde_json::json!(rows
+                .iter()
+                .map(|(n, p, m)| serde_json::json!({"figure": n, "predicted": p, "measured": m, "error_pct": error(*p, *m)}))
+                .collect::<Vec<_>>()),
+        );
+        json.insert("largest_error_pct", serde_json::json!(worst));
+        std::fs::write(out, serde_json::to_string_pretty(&json).expect("JSON"))
+            .expect("write the figures");
+        println!("figures written to {}", out.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_through_points_is_found() {
+        let (a, b) = fit(&[(0.0, 1.0), (10.0, 21.0), (20.0, 41.0)]);
+        assert!((a - 1.0).abs() < 1e-9 && (b - 2.0).abs() < 1e-9, "{a} {b}");
+    }
+
+    #[test]
+    fn info_is_read_without_its_own_calls() {
+        let info = "# Stats\r\ntotal_net_input_bytes:100\r\ntotal_net_output_bytes:250\r\n\
+                    # CPU\r\nused_cpu_sys:1.5\r\nused_cpu_user:2.25\r\n# Memory\r\nused_memory:4096\r\n\
+                    # Commandstats\r\ncmdstat_evalsha:calls=10,usec=5,usec_per_call=0.5\r\n\
+                    cmdstat_info:calls=7,usec=1\r\ncmdstat_spublish:calls=3,usec=1\r\n";
+        let shard = parse_info(info);
+        assert_eq!(shard.calls, 13.0);
+        assert_eq!((shard.bytes_in, shard.bytes_out), (100.0, 250.0));
+        assert_eq!(shard.cpu, 3.75);
+        assert_eq!(shard.memory, 4096.0);
+    }
+
+    #[test]
+    fn the_model_adds_each_part_of_a_nodes_load() {
+        let model = Model {
+            node_cpu: 0.01,
+            node_rss: 10e6,
+            user_cpu: 1e-6,
+            user_rss: 20e3,
+            send_cpu: 100e-6,
+            deliver_cpu: 50e-6,
+            forward_cpu: 10e-6,
+            redis_calls: 12.0,
+            redis_in: 1000.0,
+            redis_out: 500.0,
+            redis_cpu: 50e-6,
+            redis_out_per_node: 100.0,
+            redis_cpu_per_node: 2e-6,
+            redis_idle_calls: 5.0,
+            redis_idle_in: 200.0,
+            redis_idle_out: 100.0,
+            redis_idle_cpu: 0.001,
+            redis_memory_per_message: 1240.0,
+        };
+        let load = Load {
+            users: 1000.0,
+            sent: 100.0,
+            delivered: 100.0,
+            total_rate: 300.0,
+            nodes: 4.0,
+        };
+        let (cpu, rss) = model.node(load);
+        assert!(
+            (cpu - (0.01 + 0.001 + 0.01 + 0.005 + 0.003)).abs() < 1e-12,
+            "{cpu}"
+        );
+        assert!((rss - 30e6).abs() < 1e-3, "{rss}");
+        let redis = model.redis(load);
+        assert_eq!(redis.calls, 4.0 * 5.0 + 300.0 * 12.0);
+        assert_eq!(redis.bytes_out, 4.0 * 100.0 + 300.0 * (500.0 + 100.0));
+    }
+}

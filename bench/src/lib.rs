@@ -1,0 +1,286 @@
+//! What Tether's benchmark tools share: users over the real protocol (Tether's own client, the
+//! same sans-IO session the browser runs), a sender that offers a steady rate, a node started
+//! with limits wide enough for one machine's load, and the `/proc` readings (through the
+//! server's one reader of it, `server::process`).
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use client::core::CoreConfig;
+use client::native::{now_wall_ms, ClientHandle, NativeClient};
+use client::session::{Input, SessionEvent};
+use protocol::HandshakeAuth;
+use server::process::Process;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::{mpsc, Barrier};
+
+/// Microseconds since the tool started: what a message carries as its content, so that its
+/// arrival gives its latency.
+pub fn micros() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_micros() as u64
+}
+
+/// Resident KiB of a process now; 0 once it is gone.
+pub fn rss_kib(process: &Process) -> u64 {
+    process.resident().unwrap_or(0) >> 10
+}
+
+/// CPU time (user + system) a process has used so far; zero once it is gone.
+pub fn cpu(process: &Process) -> Duration {
+    process.cpu().unwrap_or_default()
+}
+
+/// The `p` quantile of sorted microseconds, in milliseconds.
+pub fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index] as f64 / 1000.0
+}
+
+/// Waits (at most 60 s) until the given processes and this one are nearly idle, so that a
+/// measurement does not take in the tail of what came before (the connect storm's `user
+/// connected` fan-out keeps clients busy well after every session has arrived).
+pub async fn until_quiet(servers: &[&Process]) -> Duration {
+    let started = Instant::now();
+    let sample = || servers.iter().map(|p| cpu(p)).sum::<Duration>() + cpu(&Process::current());
+    let mut before = sample();
+    while started.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = sample();
+        // Under 20 ms (2 ticks at 100 Hz) of CPU in 250 ms: every side has caught up.
+        if now.saturating_sub(before) < Duration::from_millis(20) {
+            break;
+        }
+        before = now;
+    }
+    started.elapsed()
+}
+
+/// The flags that lift a node's per-user and per-address limits for a load from one machine
+/// (every simulated user signs up from this one address, at once, and sends far more than a
+/// person would).
+pub const LOAD_FLAGS: &[&str] = &[
+    "--log",
+    "warn",
+    "--messages-per-sec",
+    "1000000",
+    "--message-burst",
+    "1000000",
+    "--max-sockets-per-user",
+    "1000",
+    "--max-payload-bytes",
+    "1000000",
+    "--signups-per-ip-per-min",
+    "10000000",
+    "--signup-burst-per-ip",
+    "10000000",
+    "--signups-per-sec",
+    "10000000",
+    "--signup-burst",
+    "10000000",
+];
+
+/// A node this tool started (killed when dropped).
+pub struct Server {
+    pub child: tokio::process::Child,
+    pub port: u16,
+}
+
+impl Server {
+    /// Starts `bin` with `args` first (a wrapper's own, `taskset -c 0 tether`, say), then
+    /// `--listen 127.0.0.1:<port>` (0: any), `--data-dir` and [`LOAD_FLAGS`]; returns once it
+    /// prints its address.
+    pub async fn start(bin: &Path, args: &[String], data_dir: &Path, port: u16) -> Server {
+        let mut child = tokio::process::Command::new(bin)
+            .args(args)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(LOAD_FLAGS)
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {}: {e} (build it: cargo leptos build --release)",
+                    bin.display()
+                )
+            });
+        let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+        let port = loop {
+            let line = lines
+                .next_line()
+                .await
+                .expect("the server's output")
+                .expect("server printed its address");
+            if let Some(addr) = line.strip_prefix("listening on http://") {
+                break addr
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .expect("a port");
+            }
+        };
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Server { child, port }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn process(&self) -> Process {
+        Process::of(self.child.id().expect("the server runs"))
+    }
+}
+
+/// Shared counters the users' event handlers report into.
+#[derive(Default)]
+pub struct Stats {
+    pub received: AtomicU64,
+    /// Users whose `restore_state` was answered since the set was last cleared (a user may
+    /// restore more than once; each counts once).
+    pub restored: Mutex<std::collections::HashSet<String>>,
+    pub latencies_us: Mutex<Vec<u64>>,
+}
+
+pub struct User {
+    pub handle: ClientHandle,
+    pub id: String,
+}
+
+/// Signs up `name` on the node at `origin`; once the session arrived, later reconnects resume
+/// it.
+pub async fn connect_user(origin: String, name: String, stats: Arc<Stats>) -> User {
+    let stored = Arc::new(Mutex::new(HandshakeAuth::sign_up(name.clone())));
+    let auth = {
+        let stored = stored.clone();
+        move || stored.lock().unwrap().clone()
+    };
+    let config = CoreConfig {
+        connect_timeout_ms: 30_000,
+        ..Default::default()
+    };
+    // Events are handled in the client's own task as they happen: a channel and a task per
+    // user to read it cost a wake-up per delivered message.
+    let (session_tx, session_rx) = tokio::sync::oneshot::channel();
+    let mut session_tx = Some(session_tx);
+    let handle =
+        NativeClient::spawn_with_handler(&origin, config, auth, move |event| match event {
+            SessionEvent::Session(info) => {
+                if let Some(tx) = session_tx.take() {
+                    let _ = tx.send(info);
+                }
+            }
+            SessionEvent::Arrived(message) => {
+                if let Ok(sent_at) = message.content.parse::<u64>() {
+                    let latency = micros().saturating_sub(sent_at);
+                    stats.latencies_us.lock().unwrap().push(latency);
+                }
+                stats.received.fetch_add(1, Ordering::Relaxed);
+            }
+            SessionEvent::Restored => {
+                stats.restored.lock().unwrap().insert(name.clone());
+            }
+            _ => {}
+        });
+    let info = session_rx.await.expect("client task is running");
+    *stored.lock().unwrap() = HandshakeAuth::resume(info.session_id);
+    User {
+        handle,
+        id: info.user_id,
+    }
+}
+
+/// Connects `count` users named `<prefix><i>`, user `i` to `origins[i % origins.len()]`, all at
+/// once; in order.
+pub async fn connect_users(
+    origins: &[String],
+    prefix: &str,
+    count: usize,
+    stats: &Arc<Stats>,
+) -> Vec<User> {
+    let joins: Vec<_> = (0..count)
+        .map(|i| {
+            tokio::spawn(connect_user(
+                origins[i % origins.len()].clone(),
+                format!("{prefix}{i}"),
+                stats.clone(),
+            ))
+        })
+        .collect();
+    let mut users = Vec::with_capacity(count);
+    for join in joins {
+        users.push(join.await.expect("user connects"));
+    }
+    users
+}
+
+/// Each `(sender, recipient's userID)` pair sends at `rate / pairs` messages per second for
+/// `step`, the senders' start times spread over one interval (so the offered load is even
+/// instead of every sender firing at the same instant); the messages queued.
+pub async fn send_at_rate(pairs: &[(&User, &str)], rate: u64, step: Duration) -> u64 {
+    let count = pairs.len();
+    let per_sender = rate as f64 / count as f64;
+    let interval = Duration::from_secs_f64(1.0 / per_sender.max(0.001));
+    let barrier = Arc::new(Barrier::new(count));
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<u64>();
+    for (i, (sender, to)) in pairs.iter().enumerate() {
+        let handle = sender.handle.clone();
+        let to = to.to_string();
+        let barrier = barrier.clone();
+        let done = done_tx.clone();
+        tokio::spawn(async move {
+            barrier.wait().await;
+            let begin = tokio::time::Instant::now();
+            let phase = interval.mul_f64(i as f64 / count as f64);
+            let mut ticker = tokio::time::interval_at(begin + phase, interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let mut sent = 0u64;
+            while begin.elapsed() < step {
+                ticker.tick().await;
+                let to = to.clone();
+                // Queued without waiting for the client's task: the latency is taken from
+                // here, so its queueing counts.
+                let sent_at = micros();
+                let queued = handle.cast(move |s, now| {
+                    let content = sent_at.to_string();
+                    let wall_ms = now_wall_ms();
+                    s.step(
+                        Input::Send {
+                            to: &to,
+                            content: &content,
+                            wall_ms,
+                        },
+                        now,
+                    );
+                });
+                sent += u64::from(queued);
+            }
+            let _ = done.send(sent);
+        });
+    }
+    drop(done_tx);
+    let mut sent = 0;
+    while let Some(n) = done_rx.recv().await {
+        sent += n;
+    }
+    sent
+}
+
+/// Waits (at most `grace`) until `sent` messages arrived since the count was `before`; the
+/// count that arrived.
+pub async fn arrived(stats: &Stats, before: u64, sent: u64, grace: Duration) -> u64 {
+    let deadline = Instant::now() + grace;
+    while stats.received.load(Ordering::Relaxed) - before < sent && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stats.received.load(Ordering::Relaxed) - before
+}
