@@ -23,12 +23,16 @@ cargo leptos build --release --precompress
 cargo build --release -p tether-bench --bin tether-scale
 # 10,000 users are 10,000 sockets in tether-scale and as many in the nodes.
 ulimit -n "$(ulimit -Hn)"
-[[ "$(ulimit -n)" -ge 12000 ]] || echo "scale.sh: only $(ulimit -n) file descriptors; 10,000 users need more" >&2
+fds="$(ulimit -n)"
+[[ "$fds" == unlimited || "$fds" -ge 12000 ]] || echo "scale.sh: only $fds file descriptors; 10,000 users need more" >&2
 
 REDIS_DIR="$(mktemp -d)"
 REDIS_WRAP=(taskset -c "$server_cpu")
 source "$REPO_ROOT/scripts/lib/redis.sh"
-trap stop_redis EXIT
+# The nodes tether-scale started (their key prefix is scale-<phase>-<pid>) go with Redis, should
+# tether-scale itself be stopped before it stops them.
+stop_all() { pkill -f -- '--redis-prefix scale-' 2>/dev/null || true; stop_redis; }
+trap stop_all EXIT
 start_redis_cluster 3
 
 out_dir="$REPO_ROOT/target/scale"

@@ -199,21 +199,26 @@ pub async fn connect_user(origin: String, name: String, stats: Arc<Stats>) -> Us
     }
 }
 
-/// Connects `count` users named `<prefix><i>`, user `i` to `origins[i % origins.len()]`, all at
-/// once; in order.
+/// Connects `count` users named `<prefix><i>`, user `i` to `origins[i % origins.len()]`, at most
+/// `at_once` signing up at the same time (`usize::MAX`: all at once, a storm); in order.
 pub async fn connect_users(
     origins: &[String],
     prefix: &str,
     count: usize,
+    at_once: usize,
     stats: &Arc<Stats>,
 ) -> Vec<User> {
+    let permits = Arc::new(tokio::sync::Semaphore::new(
+        at_once.min(tokio::sync::Semaphore::MAX_PERMITS),
+    ));
     let joins: Vec<_> = (0..count)
         .map(|i| {
-            tokio::spawn(connect_user(
-                origins[i % origins.len()].clone(),
-                format!("{prefix}{i}"),
-                stats.clone(),
-            ))
+            let (origin, name) = (origins[i % origins.len()].clone(), format!("{prefix}{i}"));
+            let (permits, stats) = (permits.clone(), stats.clone());
+            tokio::spawn(async move {
+                let _permit = permits.acquire_owned().await.expect("never closed");
+                connect_user(origin, name, stats).await
+            })
         })
         .collect();
     let mut users = Vec::with_capacity(count);
@@ -244,8 +249,12 @@ pub async fn send_at_rate(pairs: &[(&User, &str)], rate: u64, step: Duration) ->
             let mut ticker = tokio::time::interval_at(begin + phase, interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
             let mut sent = 0u64;
-            while begin.elapsed() < step {
-                ticker.tick().await;
+            loop {
+                // A tick due at or after the step's end is not sent: the rate holds over the
+                // step.
+                if ticker.tick().await >= begin + step {
+                    break;
+                }
                 let to = to.clone();
                 // Queued without waiting for the client's task: the latency is taken from
                 // here, so its queueing counts.

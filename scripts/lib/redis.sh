@@ -4,7 +4,6 @@
 # Nothing is persisted: --save "" --appendonly no.
 
 USED_PORTS=" "
-REDIS_WRAP=("${REDIS_WRAP[@]+"${REDIS_WRAP[@]}"}")
 
 free_port() {
   local port
@@ -52,7 +51,7 @@ wait_for_ping() {
 start_redis() {
   distinct_port
   REDIS_PORT="$PICKED"
-  "${REDIS_WRAP[@]}" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+  ${REDIS_WRAP[@]+"${REDIS_WRAP[@]}"} redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
     --dir "$REDIS_DIR" --daemonize yes --pidfile "$REDIS_DIR/redis.pid" --logfile "$REDIS_DIR/redis.log"
   wait_for_ping "$REDIS_PORT" || { echo "Redis on port $REDIS_PORT did not start" >&2; return 1; }
 }
@@ -72,7 +71,7 @@ start_redis_cluster() {
     distinct_port
     bus="$PICKED"
     mkdir -p "$REDIS_DIR/cluster-$i"
-    "${REDIS_WRAP[@]}" redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
+    ${REDIS_WRAP[@]+"${REDIS_WRAP[@]}"} redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
       --cluster-enabled yes --cluster-port "$bus" --cluster-config-file "$REDIS_DIR/cluster-$i/nodes.conf" \
       --dir "$REDIS_DIR/cluster-$i" --daemonize yes --pidfile "$REDIS_DIR/cluster-$i/redis.pid" \
       --logfile "$REDIS_DIR/cluster-$i/redis.log"

@@ -195,7 +195,7 @@ async fn main() {
     let stats = Arc::new(Stats::default());
     let started = Instant::now();
     let (server_cpu_before, own_cpu_before) = (cpu(&server_proc), cpu(&own));
-    let users = connect_users(&[origin], "u", args.users, &stats).await;
+    let users = connect_users(&[origin], "u", args.users, usize::MAX, &stats).await;
     let storm = started.elapsed();
     let storm_cpu = (
         cpu(&server_proc)

@@ -4,10 +4,12 @@
 //! on a small calibration run, then checked against a larger simulation.
 //!
 //! 1. Calibration, three nodes: the senders on node A, their recipients on node B, no user on
-//!    node C. An idle window, then steps at two offered rates. Per node, CPU/s against the
+//!    node C, and idle users on C (twice as many). An idle window, a message from every pair (not measured: the pairs are contacts
+//!    from then on, as in a messenger in use), then steps at two offered rates. Per node, CPU/s against the
 //!    offered rate is a line: C's slope is what a node pays for a message it does not deliver
 //!    (every node receives every broadcast), A's minus C's the sending, B's minus C's the
-//!    delivering; the idle window gives the per-node and per-user costs, and RSS per user.
+//!    delivering; the idle window gives the per-node and per-user costs and RSS (a line over
+//!    the three nodes' users).
 //!    Redis (every primary's `INFO`): commands, bytes in and out, CPU and memory per message.
 //!    One more step at the higher rate with node C stopped: what one more subscribing node
 //!    costs Redis per message (its egress).
@@ -161,8 +163,10 @@ impl Redis {
         Redis { primaries }
     }
 
-    async fn sample(&mut self) -> Vec<Shard> {
+    /// Each primary's figures, and the calls of each command summed over the primaries.
+    async fn sample(&mut self) -> (Vec<Shard>, BTreeMap<String, f64>) {
         let mut shards = Vec::new();
+        let mut commands = BTreeMap::new();
         for (_, conn) in &mut self.primaries {
             let info: String = redis::cmd("INFO")
                 .arg("everything")
@@ -170,8 +174,11 @@ impl Redis {
                 .await
                 .expect("INFO");
             shards.push(parse_info(&info));
+            for (name, calls) in parse_commands(&info) {
+                *commands.entry(name).or_insert(0.0) += calls;
+            }
         }
-        shards
+        (shards, commands)
     }
 }
 
@@ -202,15 +209,31 @@ fn parse_info(info: &str) -> Shard {
     shard
 }
 
-/// What every node and every primary used over one window, per second (memory: at its end).
+/// Calls per command (`cmdstat_<name>:calls=N,…`), this tool's `INFO` left out.
+fn parse_commands(info: &str) -> BTreeMap<String, f64> {
+    info.lines()
+        .filter_map(|line| {
+            let (key, value) = line.trim().split_once(':')?;
+            let name = key.strip_prefix("cmdstat_")?;
+            let calls = value.split(',').find_map(|kv| kv.strip_prefix("calls="))?;
+            (name != "info").then(|| (name.to_owned(), calls.parse().unwrap_or(0.0)))
+        })
+        .collect()
+}
+
+/// What every node and every primary used over one window, per second (node RSS: at its end;
+/// Redis memory: what it grew by).
 #[derive(Debug, Clone, Default)]
 struct Window {
     secs: f64,
-    /// Delivered messages per second.
+    /// Messages sent, and delivered, per second of the window (what the figures are per).
+    sent: f64,
     delivered: f64,
     node_cpu: Vec<f64>,
     node_rss: Vec<f64>,
     redis: Shard,
+    /// Calls per second of each Redis command.
+    commands: BTreeMap<String, f64>,
     p50_ms: f64,
     p99_ms: f64,
 }
@@ -219,17 +242,26 @@ struct Reading {
     at: Instant,
     nodes: Vec<Duration>,
     shards: Vec<Shard>,
+    commands: BTreeMap<String, f64>,
 }
 
 async fn read(nodes: &[Process], redis: &mut Redis) -> Reading {
+    let (shards, commands) = redis.sample().await;
     Reading {
         at: Instant::now(),
         nodes: nodes.iter().map(cpu).collect(),
-        shards: redis.sample().await,
+        shards,
+        commands,
     }
 }
 
-fn window(before: &Reading, after: &Reading, nodes: &[Process], delivered: u64) -> Window {
+fn window(
+    before: &Reading,
+    after: &Reading,
+    nodes: &[Process],
+    sent: u64,
+    delivered: u64,
+) -> Window {
     let secs = after.at.duration_since(before.at).as_secs_f64();
     let mut redis = Shard::default();
     for (b, a) in before.shards.iter().zip(&after.shards) {
@@ -242,6 +274,7 @@ fn window(before: &Reading, after: &Reading, nodes: &[Process], delivered: u64) 
     }
     Window {
         secs,
+        sent: sent as f64 / secs,
         delivered: delivered as f64 / secs,
         node_cpu: before
             .nodes
@@ -257,6 +290,15 @@ fn window(before: &Reading, after: &Reading, nodes: &[Process], delivered: u64) 
             cpu: redis.cpu / secs,
             memory: redis.memory,
         },
+        commands: after
+            .commands
+            .iter()
+            .map(|(name, calls)| {
+                let before = before.commands.get(name).copied().unwrap_or(0.0);
+                (name.clone(), (calls - before) / secs)
+            })
+            .filter(|(_, per_s)| *per_s > 0.0)
+            .collect(),
         p50_ms: f64::NAN,
         p99_ms: f64::NAN,
     }
@@ -281,6 +323,10 @@ async fn start_nodes(args: &Args, count: usize, phase: &str) -> (Vec<Server>, te
                 // default 1,000-user "everyone" roster; the simulation is larger).
                 "--roster-full-max",
                 "100",
+                // Sign-ups come 200 at a time; more connections may wait for their first request
+                // than the default allows for one address.
+                "--max-pending-connections",
+                "100000",
             ]
             .map(str::to_owned),
         );
@@ -307,7 +353,7 @@ async fn step(
     let after = read(processes, redis).await;
     let mut lat = std::mem::take(&mut *stats.latencies_us.lock().unwrap());
     lat.sort_unstable();
-    let mut figures = window(&before, &after, processes, received);
+    let mut figures = window(&before, &after, processes, sent, received);
     figures.p50_ms = percentile(&lat, 0.5);
     figures.p99_ms = percentile(&lat, 0.99);
     if received < sent {
@@ -316,12 +362,26 @@ async fn step(
     figures
 }
 
+/// Users signing up at the same time: users arrive over time, and what is measured is them
+/// connected, not a storm (`tether-load` measures storms).
+const SIGN_UPS_AT_ONCE: usize = 200;
+
+/// One message or two from every pair, not measured: the first message between two users
+/// makes them contacts (peers, conversation keys, presence to each other), which a messenger
+/// in use has done long before; the steps measure conversations that exist.
+async fn warm_up(pairs: &[(&User, &str)], rate: u64, stats: &Stats) {
+    let before = stats.received.load(Ordering::Relaxed);
+    let secs = (pairs.len() as u64).div_ceil(rate).max(1);
+    let sent = send_at_rate(pairs, rate, Duration::from_secs(secs)).await;
+    arrived(stats, before, sent, Duration::from_secs(30)).await;
+}
+
 async fn idle(args: &Args, processes: &[Process], redis: &mut Redis) -> Window {
     until_quiet(&processes.iter().collect::<Vec<_>>()).await;
     let before = read(processes, redis).await;
     tokio::time::sleep(Duration::from_secs(args.idle_secs)).await;
     let after = read(processes, redis).await;
-    window(&before, &after, processes, 0)
+    window(&before, &after, processes, 0, 0)
 }
 
 fn disconnect(users: &[User]) {
@@ -332,8 +392,8 @@ fn disconnect(users: &[User]) {
 
 /// The calibration's measurements: idle, two rates, and the higher one without node C.
 struct Calibration {
-    users: usize,
-    rates: [f64; 2],
+    /// Users on nodes A, B and C.
+    users: [f64; 3],
     idle: Window,
     steps: [Window; 2],
     without_c: Window,
@@ -344,14 +404,20 @@ async fn calibrate(args: &Args, redis: &mut Redis) -> Calibration {
     let processes: Vec<Process> = nodes.iter().map(Server::process).collect();
     let stats = Arc::new(Stats::default());
     let half = args.calibration_users / 2;
-    let senders = connect_users(&[nodes[0].url()], "a", half, &stats).await;
-    let recipients = connect_users(&[nodes[1].url()], "b", half, &stats).await;
+    let senders = connect_users(&[nodes[0].url()], "a", half, SIGN_UPS_AT_ONCE, &stats).await;
+    let recipients = connect_users(&[nodes[1].url()], "b", half, SIGN_UPS_AT_ONCE, &stats).await;
+    // Idle users on C, twice as many as on A and B together: memory and idle CPU against users
+    // are lines through three sizes (what the first message of theirs would cost is not used).
+    let idle_users = 2 * args.calibration_users;
+    let bystanders =
+        connect_users(&[nodes[2].url()], "c", idle_users, SIGN_UPS_AT_ONCE, &stats).await;
     let pairs: Vec<_> = senders
         .iter()
         .zip(&recipients)
         .map(|(s, r)| (s, r.id.as_str()))
         .collect();
     let idle_window = idle(args, &processes, redis).await;
+    warm_up(&pairs, args.rate, &stats).await;
     // The simulation's per-node sending and delivering (rate / nodes) and its forwarding
     // (rate) both within the fitted range.
     let rates = [args.rate / args.nodes as u64, args.rate];
@@ -359,17 +425,20 @@ async fn calibrate(args: &Args, redis: &mut Redis) -> Calibration {
     for rate in rates {
         steps.push(step(args, &pairs, rate, &stats, &processes, redis).await);
     }
-    // Node C gone: the cluster has one subscriber fewer.
+    // Node C gone: the cluster has one subscriber fewer. Its users leave first, and the step
+    // waits until the others have swept it (a dead node is swept after its TTL and a third,
+    // and once more later), so the step measures one subscriber fewer and nothing else.
+    disconnect(&bystanders);
+    until_quiet(&processes.iter().collect::<Vec<_>>()).await;
     let c = nodes.remove(2);
     drop(c);
     let survivors = &processes[..2];
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::time::sleep(Duration::from_secs(35)).await;
     let without_c = step(args, &pairs, rates[1], &stats, survivors, redis).await;
     disconnect(&senders);
     disconnect(&recipients);
     Calibration {
-        users: args.calibration_users,
-        rates: rates.map(|r| r as f64),
+        users: [half as f64, half as f64, idle_users as f64],
         idle: idle_window,
         steps: [steps[0].clone(), steps[1].clone()],
         without_c,
@@ -435,7 +504,9 @@ struct Load {
 
 impl Model {
     fn fit(c: &Calibration) -> Model {
-        let rates = c.rates;
+        // Against the messages sent per second of each window (the step's own count over the
+        // same seconds as the figures), not the rate offered.
+        let rates = [c.steps[0].sent, c.steps[1].sent];
         let line = |node: usize| {
             fit(&[
                 (0.0, c.idle.node_cpu[node]),
@@ -444,7 +515,14 @@ impl Model {
             ])
         };
         let (a, b, cc) = (line(0), line(1), line(2));
-        let per_side = c.users as f64 / 2.0;
+        let per_user = |of: fn(&Window) -> &Vec<f64>| {
+            fit(&[
+                (c.users[0], of(&c.idle)[0]),
+                (c.users[1], of(&c.idle)[1]),
+                (c.users[2], of(&c.idle)[2]),
+            ])
+        };
+        let (idle_cpu, idle_rss) = (per_user(|w| &w.node_cpu), per_user(|w| &w.node_rss));
         let redis_line = |f: fn(&Shard) -> f64| {
             fit(&[
                 (0.0, f(&c.idle.redis)),
@@ -458,14 +536,12 @@ impl Model {
         let redis_cpu = redis_line(|s| s.cpu);
         let top = c.steps[1].redis;
         let without = c.without_c.redis;
-        let stored = rates[1] * c.steps[1].secs;
+        let stored = c.steps[1].delivered * c.steps[1].secs;
         Model {
-            node_cpu: cc.0,
-            node_rss: c.idle.node_rss[2],
-            user_cpu: ((a.0 + b.0) / 2.0 - cc.0).max(0.0) / per_side,
-            user_rss: ((c.idle.node_rss[0] + c.idle.node_rss[1]) / 2.0 - c.idle.node_rss[2])
-                .max(0.0)
-                / per_side,
+            node_cpu: idle_cpu.0.max(0.0),
+            node_rss: idle_rss.0.max(0.0),
+            user_cpu: idle_cpu.1.max(0.0),
+            user_rss: idle_rss.1.max(0.0),
             send_cpu: a.1 - cc.1,
             deliver_cpu: b.1 - cc.1,
             forward_cpu: cc.1,
@@ -473,8 +549,11 @@ impl Model {
             redis_in: bytes_in.1,
             redis_out: bytes_out.1,
             redis_cpu: redis_cpu.1,
-            redis_out_per_node: ((top.bytes_out - without.bytes_out) / rates[1]).max(0.0),
-            redis_cpu_per_node: ((top.cpu - without.cpu) / rates[1]).max(0.0),
+            // Less what node C cost idle (its heartbeats).
+            redis_out_per_node: ((top.bytes_out - without.bytes_out - bytes_out.0 / 3.0)
+                / rates[1])
+                .max(0.0),
+            redis_cpu_per_node: ((top.cpu - without.cpu - redis_cpu.0 / 3.0) / rates[1]).max(0.0),
             redis_idle_calls: calls.0 / 3.0,
             redis_idle_in: bytes_in.0 / 3.0,
             redis_idle_out: bytes_out.0 / 3.0,
@@ -511,13 +590,71 @@ impl Model {
     }
 }
 
+/// What the model says `users` connected users need, each sending `per_user` messages/s:
+/// nodes of one core like this machine's kept `BUSY` busy at most, their memory, and Redis.
+#[derive(Debug, Clone, Copy)]
+struct Capacity {
+    users: f64,
+    rate: f64,
+    /// `None`: no number of nodes is enough (every node receives every message: `rate ×
+    /// forward_cpu` alone passes the budget).
+    nodes: Option<f64>,
+    node_memory: f64,
+    redis_cpu: f64,
+    shards: f64,
+    redis_in: f64,
+    redis_out: f64,
+    /// The egress of the one shard that carries every broadcast (to every node).
+    broadcast_shard_out: f64,
+    /// Redis memory that a day of messages adds.
+    redis_memory_per_day: f64,
+}
+
+/// How busy a node's or a shard's core is allowed to be in the capacity table.
+const BUSY: f64 = 0.7;
+
+impl Model {
+    fn capacity(&self, users: f64, per_user: f64) -> Capacity {
+        let rate = users * per_user;
+        let room = BUSY - self.node_cpu - rate * self.forward_cpu;
+        let work = users * self.user_cpu + rate * (self.send_cpu + self.deliver_cpu);
+        let nodes = (room > 0.0).then(|| (work / room).ceil().max(1.0));
+        let n = nodes.unwrap_or(f64::NAN);
+        let redis = self.redis(Load {
+            users,
+            sent: rate,
+            delivered: rate,
+            total_rate: rate,
+            nodes: n,
+        });
+        Capacity {
+            users,
+            rate,
+            nodes,
+            node_memory: self.node_rss + users / n * self.user_rss,
+            redis_cpu: redis.cpu,
+            shards: (redis.cpu / BUSY).ceil().max(1.0),
+            redis_in: redis.bytes_in,
+            redis_out: redis.bytes_out,
+            broadcast_shard_out: rate * n * self.redis_out_per_node,
+            redis_memory_per_day: rate * 86_400.0 * self.redis_memory_per_message,
+        }
+    }
+}
+
 async fn simulate(args: &Args, redis: &mut Redis) -> (Window, Vec<usize>) {
     let (nodes, _dir) = start_nodes(args, args.nodes, "simulation").await;
     let processes: Vec<Process> = nodes.iter().map(Server::process).collect();
     let urls: Vec<String> = nodes.iter().map(Server::url).collect();
     let stats = Arc::new(Stats::default());
     let started = Instant::now();
-    let users = connect_users(&urls, "u", args.users, &stats).await;
+    let users = tokio::time::timeout(
+        Duration::from_secs(600),
+        connect_users(&urls, "u", args.users, SIGN_UPS_AT_ONCE, &stats),
+    )
+    .await
+    // A panic, not an exit: the nodes are dropped (killed) on the way out.
+    .unwrap_or_else(|_| panic!("{} users not all connected within 600 s", args.users));
     eprintln!(
         "tether-scale: {} users connected in {:.1} s",
         args.users,
@@ -538,6 +675,7 @@ async fn simulate(args: &Args, redis: &mut Redis) -> (Window, Vec<usize>) {
         per_node[i % args.nodes] += 1;
     }
     let idle_window = idle(args, &processes, redis).await;
+    warm_up(&pairs, args.rate, &stats).await;
     let mut figures = step(args, &pairs, args.rate, &stats, &processes, redis).await;
     // RSS as in the calibration: after the idle window, before sending.
     figures.node_rss = idle_window.node_rss;
@@ -569,13 +707,14 @@ async fn main() {
     let (sim, per_node) = simulate(&args, &mut redis).await;
 
     let mut rows: Vec<(String, f64, f64)> = Vec::new();
-    let per_node_rate = args.rate as f64 / args.nodes as f64;
+    // The simulation's own sent messages per second of its window, as the model was fitted.
+    let per_node_rate = sim.sent / args.nodes as f64;
     for (k, users) in per_node.iter().enumerate() {
         let load = Load {
             users: *users as f64,
             sent: per_node_rate,
             delivered: per_node_rate,
-            total_rate: sim.delivered,
+            total_rate: sim.sent,
             nodes: args.nodes as f64,
         };
         let (cpu, rss) = model.node(load);
@@ -588,9 +727,9 @@ async fn main() {
     }
     let predicted = model.redis(Load {
         users: args.users as f64,
-        sent: sim.delivered,
-        delivered: sim.delivered,
-        total_rate: sim.delivered,
+        sent: sim.sent,
+        delivered: sim.sent,
+        total_rate: sim.sent,
         nodes: args.nodes as f64,
     });
     rows.push(("Redis commands/s".into(), predicted.calls, sim.redis.calls));
@@ -625,6 +764,61 @@ async fn main() {
     }
     println!("\nlargest error: {worst:.1} %");
 
+    // Redis commands per delivered message, calibration (higher rate) and simulation.
+    println!("\n| Redis command | calls per message: calibration | simulation |");
+    println!("| --- | --- | --- |");
+    let high = &calibration.steps[1];
+    let mut names: Vec<&String> = high.commands.keys().chain(sim.commands.keys()).collect();
+    names.sort();
+    names.dedup();
+    for name in names {
+        let per = |w: &Window| w.commands.get(name).copied().unwrap_or(0.0) / w.delivered.max(1.0);
+        let (c, m) = (per(high), per(&sim));
+        if c >= 0.01 || m >= 0.01 {
+            println!("| {name} | {c:.2} | {m:.2} |");
+        }
+    }
+
+    // What the model says of larger deployments, each user sending one message a minute.
+    let per_user = 1.0 / 60.0;
+    println!(
+        "\ncapacity (the model above; each connected user sends one message a minute; nodes of one \
+         core like this machine's and Redis shards each at most {:.0} % busy):\n",
+        BUSY * 100.0
+    );
+    println!(
+        "| users | msg/s | nodes | RSS per node | Redis CPU (cores) | shards | Redis in / out | \
+         broadcast shard out | Redis memory per day of messages |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    let mut capacities = Vec::new();
+    for users in [100_000.0, 1_000_000.0, 10_000_000.0] {
+        let c = model.capacity(users, per_user);
+        capacities.push(c);
+        match c.nodes {
+            Some(nodes) => println!(
+                "| {:.0} | {:.0} | {nodes:.0} | {:.0} MB | {:.1} | {:.0} | {:.1} / {:.1} MB/s | {:.1} MB/s | {:.1} GB |",
+                c.users,
+                c.rate,
+                c.node_memory / 1e6,
+                c.redis_cpu,
+                c.shards,
+                c.redis_in / 1e6,
+                c.redis_out / 1e6,
+                c.broadcast_shard_out / 1e6,
+                c.redis_memory_per_day / 1e9,
+            ),
+            None => println!(
+                "| {:.0} | {:.0} | none is enough: every node receives all {:.0} msg/s ({:.2} cores each) | | | | | | {:.1} GB |",
+                c.users,
+                c.rate,
+                c.rate,
+                c.rate * model.forward_cpu,
+                c.redis_memory_per_day / 1e9,
+            ),
+        }
+    }
+
     if let Some(out) = &args.out {
         let mut json = BTreeMap::new();
         let w = |w: &Window| {
@@ -633,7 +827,7 @@ async fn main() {
                 "node_rss": w.node_rss, "redis_calls_per_s": w.redis.calls,
                 "redis_bytes_in_per_s": w.redis.bytes_in, "redis_bytes_out_per_s": w.redis.bytes_out,
                 "redis_cpu": w.redis.cpu, "redis_memory_delta": w.redis.memory,
-                "p50_ms": w.p50_ms, "p99_ms": w.p99_ms,
+                "p50_ms": w.p50_ms, "p99_ms": w.p99_ms, "redis_commands_per_s": w.commands,
             })
         };
         json.insert("calibration_idle", w(&calibration.idle));
@@ -650,6 +844,13 @@ async fn main() {
                 .collect::<Vec<_>>()),
         );
         json.insert("largest_error_pct", serde_json::json!(worst));
+        json.insert(
+            "capacity",
+            serde_json::json!(capacities
+                .iter()
+                .map(|c| format!("{c:?}"))
+                .collect::<Vec<_>>()),
+        );
         std::fs::write(out, serde_json::to_string_pretty(&json).expect("JSON"))
             .expect("write the figures");
         println!("figures written to {}", out.display());
@@ -679,9 +880,8 @@ mod tests {
         assert_eq!(shard.memory, 4096.0);
     }
 
-    #[test]
-    fn the_model_adds_each_part_of_a_nodes_load() {
-        let model = Model {
+    fn model() -> Model {
+        Model {
             node_cpu: 0.01,
             node_rss: 10e6,
             user_cpu: 1e-6,
@@ -700,7 +900,25 @@ mod tests {
             redis_idle_out: 100.0,
             redis_idle_cpu: 0.001,
             redis_memory_per_message: 1240.0,
-        };
+        }
+    }
+
+    #[test]
+    fn capacity_takes_the_nodes_the_work_needs_until_forwarding_alone_fills_a_node() {
+        // 60,000 users at one a minute: 1,000 msg/s; a node has 0.7 - 0.01 - 0.01 cores for
+        // 0.06 (users) + 0.15 (messages): one node.
+        let c = model().capacity(60_000.0, 1.0 / 60.0);
+        assert_eq!(c.nodes, Some(1.0));
+        assert!((c.node_memory - (10e6 + 60_000.0 * 20e3)).abs() < 1.0);
+        // 6M users: 100,000 msg/s, each node forwarding all of it: 1 core of 0.7.
+        let c = model().capacity(6_000_000.0, 1.0 / 60.0);
+        assert_eq!(c.nodes, None);
+        assert!((c.redis_memory_per_day - 100_000.0 * 86_400.0 * 1240.0).abs() < 1.0);
+    }
+
+    #[test]
+    fn the_model_adds_each_part_of_a_nodes_load() {
+        let model = model();
         let load = Load {
             users: 1000.0,
             sent: 100.0,
