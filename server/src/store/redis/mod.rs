@@ -1837,6 +1837,16 @@ pub struct ReplicaAcks {
     pub timeout: Duration,
 }
 
+impl ReplicaAcks {
+    /// `WAIT replicas timeout`, for the pipeline of the write it waits for.
+    fn wait(&self) -> redis::Cmd {
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(self.replicas)
+            .arg(self.timeout.as_millis().max(1) as u64);
+        wait
+    }
+}
+
 impl NodeOptions {
     /// Presence with this heartbeat TTL; messages acked once the primary has them.
     pub fn new(heartbeat_ttl: Duration) -> Self {
@@ -2294,9 +2304,7 @@ impl RedisStore {
                     .load_script(&self.scripts.send_at_once)
                     .ignore()
                     .invoke_script(&invocation)
-                    .cmd("WAIT")
-                    .arg(acks.replicas)
-                    .arg(acks.timeout.as_millis().max(1) as u64)
+                    .add_command(acks.wait())
                     .query_async(conn)
                     .await?;
                 enough_replicas(reached, *acks)?;
@@ -2316,9 +2324,7 @@ impl RedisStore {
             Some((acked @ RedisConn::Cluster(_), acks)) => {
                 let (id, reached): (i64, u32) = redis::pipe()
                     .incr(seq, 1)
-                    .cmd("WAIT")
-                    .arg(acks.replicas)
-                    .arg(acks.timeout.as_millis().max(1) as u64)
+                    .add_command(acks.wait())
                     .query_async(&mut acked.clone())
                     .await?;
                 enough_replicas(reached, *acks)?;
@@ -2349,9 +2355,7 @@ impl RedisStore {
             .load_script(&self.scripts.confirm_copy)
             .ignore()
             .invoke_script(&invocation)
-            .cmd("WAIT")
-            .arg(acks.replicas)
-            .arg(acks.timeout.as_millis().max(1) as u64)
+            .add_command(acks.wait())
             .query_async(&mut acked.clone())
             .await?;
         if held == 0 {
@@ -2440,7 +2444,7 @@ impl RedisStore {
             };
             let mut send_out = self.scripts.send_out.prepare_invoke();
             self.sender_keys(&mut send_out, from, to);
-            let (fresh, _, json, pending): (i64, i64, String, i64) = send_out
+            let (fresh, placed, json, pending): (i64, i64, String, i64) = send_out
                 .arg(id)
                 .arg(client_id)
                 .arg(rest)
@@ -2459,8 +2463,7 @@ impl RedisStore {
             // The sender's copy on enough replicas before the recipient's is written: a
             // failover of the sender's shard then never loses the copy (with the client id
             // that finds it) while the recipient's exists, which a resend would store twice.
-            let placed = parse_message(&json)?;
-            self.confirm_copy(from, placed.id, &json).await?;
+            self.confirm_copy(from, placed, &json).await?;
             if pending == 1 {
                 return match self.deliver(conn, json).await? {
                     Delivered::Written(json) => Ok(Some((wrote, json))),
@@ -2479,7 +2482,7 @@ impl RedisStore {
             } else if from != to {
                 // A duplicate delivered before: its recipient's copy was confirmed then, unless
                 // replica acks were turned on since.
-                self.confirm_copy(to, placed.id, &json).await?;
+                self.confirm_copy(to, placed, &json).await?;
             }
             return Ok(Some((wrote, json)));
         }
