@@ -818,6 +818,22 @@ pub trait Store: Send + Sync + 'static {
     /// A snapshot of who is online: the users with a socket counted (shared, not copied,
     /// where the store can).
     async fn online_users(&self) -> Result<Arc<HashSet<UserId>>, StoreError>;
+    /// Which of `users` are online, read at the cost of those users where the store can
+    /// (Redis: one membership check per node, not a read of every online user), so that an
+    /// answer naming a page of users costs that page, whoever else is online.
+    async fn online_among(&self, users: &[UserId]) -> Result<HashSet<UserId>, StoreError> {
+        let online = self.online_users().await?;
+        Ok(users
+            .iter()
+            .filter(|u| online.contains(*u))
+            .cloned()
+            .collect())
+    }
+    /// How many users are online, without reading who (Redis: a user online on two nodes
+    /// counts twice). What the roster uses to choose the cheaper way to find online users.
+    async fn online_count(&self) -> Result<usize, StoreError> {
+        Ok(self.online_users().await?.len())
+    }
     /// How many sockets of the user are counted now.
     async fn socket_count(&self, user: &UserId) -> Result<u32, StoreError>;
 

@@ -124,7 +124,8 @@ async fn list(
             state.limits.unread_count_max,
         )
         .await?;
-    let online = state.store.online_users().await?;
+    let peers: Vec<UserId> = page.conversations.iter().map(|c| c.peer.clone()).collect();
+    let online = state.store.online_among(&peers).await?;
     // Bounded in bytes as `history` is (each summary carries a whole message): the newest
     // activity first, within `--max-answer-bytes`, at least one; the rest comes on the next
     // page, from the last one's `last.id`.

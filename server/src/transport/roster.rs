@@ -5,6 +5,8 @@
 //! What they cost is counted in bytes as `price` prices them.
 
 use std::collections::{HashMap, HashSet};
+use std::ops::RangeInclusive;
+use std::sync::Arc;
 
 use protocol::payloads::{Message, Presence, UserEntry, UsersPage, UsersPageRequest};
 use serde_json::Value;
@@ -49,7 +51,6 @@ pub(super) async fn connect_roster(
     // Taken after the slow read, and dropped at the end of this function: a snapshot still
     // held when someone comes or goes would have to be copied.
     let users = state.store.list_users().await?;
-    let online = state.store.online_users().await?;
     // Bounded in bytes whatever others send: the newest messages over every conversation
     // within `--roster-max-bytes`; older ones come from `history`.
     let (messages, _, _) =
@@ -57,13 +58,10 @@ pub(super) async fn connect_roster(
     let mut by_peer = group_by_peer(viewer.user_id.as_str(), messages);
     let contacts: HashSet<UserId> = conversations.peers.into_iter().collect();
     let read: HashMap<UserId, i64> = conversations.read.into_iter().collect();
-    let listed = members(
-        &users,
-        viewer,
-        |u| contacts.contains(&u.user_id),
-        |u| online.contains(&u.user_id),
-        state.limits.roster_full_max,
-    );
+    let (listed, online) = members(state, state.limits.roster_full_max, &users, viewer, |u| {
+        contacts.contains(&u.user_id)
+    })
+    .await?;
     let entries = listed
         .into_iter()
         .map(|user| UserEntry {
@@ -99,21 +97,23 @@ pub(super) async fn restore_presence(
         // Presence came with this connection's `users`; nobody new to name.
         return Ok(Vec::new());
     }
-    let online = state.store.online_users().await?;
     let directory = state.store.list_users().await?;
-    let listed: Vec<&User> = if peers_only {
-        directory
+    let (listed, online) = if peers_only {
+        let listed: Vec<&User> = directory
             .iter()
             .filter(|u| peers.contains(u.user_id.as_str()))
-            .collect()
+            .collect();
+        let online = online_of(state, &listed).await?;
+        (listed, online)
     } else {
         members(
+            state,
+            state.limits.roster_full_max,
             &directory,
             viewer,
             |u| peers.contains(u.user_id.as_str()),
-            |u| online.contains(&u.user_id),
-            state.limits.roster_full_max,
         )
+        .await?
     };
     Ok(listed.into_iter().map(|u| presence(u, &online)).collect())
 }
@@ -129,15 +129,12 @@ pub(super) async fn directory_page(
     };
     let limit = request.limit.unwrap_or(100).clamp(1, USERS_PAGE_MAX) as usize;
     let users = state.store.list_users().await?;
-    let online = state.store.online_users().await?;
     let start = usize::try_from(request.offset)
         .unwrap_or(usize::MAX)
         .min(users.len());
-    let page = users[start..]
-        .iter()
-        .take(limit)
-        .map(|u| presence(u, &online))
-        .collect();
+    let listed: Vec<&User> = users[start..].iter().take(limit).collect();
+    let online = online_of(state, &listed).await?;
+    let page = listed.into_iter().map(|u| presence(u, &online)).collect();
     Ok(UsersPage {
         users: page,
         total: users.len() as u64,
@@ -155,19 +152,59 @@ pub(super) fn presence(user: &User, online: &HashSet<UserId>) -> Presence {
     }
 }
 
-/// Who a roster lists, in sign-up order. Up to `full_max` users: everyone (the tutorial's
-/// contract). Beyond that, so a connect costs a bounded amount: the viewer and the people they
-/// have conversations with, then online users, `full_max` entries at most; the rest of the
-/// directory is paged with `users_page`.
-fn members<'a>(
+/// Which of `listed` are online, at the cost of the list (not of everyone online).
+async fn online_of(
+    reads: &impl OnlineReads,
+    listed: &[&User],
+) -> Result<HashSet<UserId>, StoreError> {
+    let ids: Vec<UserId> = listed.iter().map(|u| u.user_id.clone()).collect();
+    reads.among(&ids).await
+}
+
+/// The store's presence reads a roster chooses from (a trait so that the choice is tested
+/// without a store).
+pub(super) trait OnlineReads {
+    /// Everyone online ([`crate::store::Store::online_users`]).
+    async fn all(&self) -> Result<Arc<HashSet<UserId>>, StoreError>;
+    /// [`crate::store::Store::online_among`].
+    async fn among(&self, users: &[UserId]) -> Result<HashSet<UserId>, StoreError>;
+    /// [`crate::store::Store::online_count`].
+    async fn count(&self) -> Result<usize, StoreError>;
+}
+
+impl OnlineReads for SocketState {
+    async fn all(&self) -> Result<Arc<HashSet<UserId>>, StoreError> {
+        self.store.online_users().await
+    }
+    async fn among(&self, users: &[UserId]) -> Result<HashSet<UserId>, StoreError> {
+        self.store.online_among(users).await
+    }
+    async fn count(&self) -> Result<usize, StoreError> {
+        self.store.online_count().await
+    }
+}
+
+/// Who a roster lists, in sign-up order, and which of them are online. Up to
+/// `--roster-full-max` users: everyone (the tutorial's contract). Beyond that, so a connect
+/// costs a bounded amount: the viewer and the people they have conversations with, then online
+/// users, `--roster-full-max` entries at most; the rest of the directory is paged with
+/// `users_page`. What is read of presence is bounded the same way: the listed users', and what
+/// finding the online ones takes ([`first_online`]).
+async fn members<'a>(
+    reads: &impl OnlineReads,
+    full_max: usize,
     users: &'a [User],
     viewer: &Viewer,
     is_contact: impl Fn(&User) -> bool,
-    is_online: impl Fn(&User) -> bool,
-    full_max: usize,
-) -> Vec<&'a User> {
+) -> Result<(Vec<&'a User>, HashSet<UserId>), StoreError> {
     if users.len() <= full_max {
-        return users.iter().collect();
+        let online = reads.all().await?;
+        let listed: HashSet<UserId> = users
+            .iter()
+            .filter(|u| online.contains(&u.user_id))
+            .map(|u| u.user_id.clone())
+            .collect();
+        return Ok((users.iter().collect(), listed));
     }
     let mut picked: Vec<usize> = users
         .iter()
@@ -176,18 +213,72 @@ fn members<'a>(
         .map(|(i, _)| i)
         .take(full_max)
         .collect();
+    let known: Vec<&User> = picked.iter().map(|&i| &users[i]).collect();
+    let mut online = online_of(reads, &known).await?;
     let room = full_max.saturating_sub(picked.len());
-    let chosen: HashSet<usize> = picked.iter().copied().collect();
-    picked.extend(
-        users
-            .iter()
-            .enumerate()
-            .filter(|(i, u)| !chosen.contains(i) && is_online(u))
-            .map(|(i, _)| i)
-            .take(room),
-    );
+    if room > 0 {
+        let chosen: HashSet<usize> = picked.iter().copied().collect();
+        let more = first_online(reads, users, &chosen, room).await?;
+        online.extend(more.iter().map(|&i| users[i].user_id.clone()));
+        picked.extend(more);
+    }
     picked.sort_unstable();
-    picked.into_iter().map(|i| &users[i]).collect()
+    Ok((picked.into_iter().map(|i| &users[i]).collect(), online))
+}
+
+/// Users of the directory checked for presence at a time while looking for online ones.
+const CHECK_BATCH: RangeInclusive<usize> = 256..=4096;
+
+/// The first `room` online users of the directory (`users`, in sign-up order) not in
+/// `chosen`, found the cheaper of two ways: reading every online user (as many as are
+/// online), or checking the directory's users in batches until `room` are found (about
+/// `room × users / online` checks, were online users spread evenly). With online users spread
+/// over the directory that costs `√(room × users)` rows at most, whoever is online. A scan that
+/// finds too few (online users bunched at the directory's end) stops at twice its expected
+/// cost and reads every online user instead: never much more than reading them all.
+async fn first_online(
+    reads: &impl OnlineReads,
+    users: &[User],
+    chosen: &HashSet<usize>,
+    room: usize,
+) -> Result<Vec<usize>, StoreError> {
+    let online_count = reads.count().await?;
+    if online_count == 0 {
+        return Ok(Vec::new());
+    }
+    let scan_cost = room.saturating_mul(users.len()) / online_count;
+    let mut found = Vec::with_capacity(room);
+    let mut start = 0;
+    if scan_cost < online_count {
+        let batch = room
+            .saturating_mul(2)
+            .clamp(*CHECK_BATCH.start(), *CHECK_BATCH.end());
+        let budget = scan_cost.saturating_mul(2).max(batch);
+        while found.len() < room && start < users.len() && start < budget {
+            let end = (start + batch).min(users.len());
+            let candidates: Vec<&User> = (start..end)
+                .filter(|i| !chosen.contains(i))
+                .map(|i| &users[i])
+                .collect();
+            let online = online_of(reads, &candidates).await?;
+            found.extend(
+                (start..end)
+                    .filter(|i| !chosen.contains(i) && online.contains(&users[*i].user_id))
+                    .take(room - found.len()),
+            );
+            start = end;
+        }
+        if found.len() == room || start == users.len() {
+            return Ok(found);
+        }
+    }
+    let online = reads.all().await?;
+    found.extend(
+        (start..users.len())
+            .filter(|i| !chosen.contains(i) && online.contains(&users[*i].user_id))
+            .take(room - found.len()),
+    );
+    Ok(found)
 }
 
 /// Splits the viewer's messages by the other party (the viewer itself for notes to self).
@@ -254,31 +345,119 @@ mod tests {
         )
     }
 
-    #[test]
-    fn small_deployments_list_everyone() {
-        let all = users(3);
-        let listed = members(&all, &viewer_of(&all[0]), |_| false, |_| false, 3);
-        assert_eq!(listed.len(), 3);
+    /// Presence from a set, counting the users each read costs.
+    struct Reads {
+        online: Arc<HashSet<UserId>>,
+        rows: std::sync::atomic::AtomicUsize,
     }
 
-    #[test]
-    fn large_deployments_list_viewer_contacts_then_online_up_to_the_cap() {
+    impl Reads {
+        fn of(online: impl IntoIterator<Item = UserId>) -> Self {
+            Reads {
+                online: Arc::new(online.into_iter().collect()),
+                rows: Default::default(),
+            }
+        }
+        fn rows(&self) -> usize {
+            self.rows.load(std::sync::atomic::Ordering::Relaxed)
+        }
+    }
+
+    impl OnlineReads for Reads {
+        async fn all(&self) -> Result<Arc<HashSet<UserId>>, StoreError> {
+            self.rows
+                .fetch_add(self.online.len(), std::sync::atomic::Ordering::Relaxed);
+            Ok(self.online.clone())
+        }
+        async fn among(&self, users: &[UserId]) -> Result<HashSet<UserId>, StoreError> {
+            self.rows
+                .fetch_add(users.len(), std::sync::atomic::Ordering::Relaxed);
+            Ok(users
+                .iter()
+                .filter(|u| self.online.contains(*u))
+                .cloned()
+                .collect())
+        }
+        async fn count(&self) -> Result<usize, StoreError> {
+            Ok(self.online.len())
+        }
+    }
+
+    fn names<'a>(listed: &[&'a User]) -> Vec<&'a str> {
+        listed.iter().map(|u| u.username.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn small_deployments_list_everyone() {
+        let all = users(3);
+        let reads = Reads::of([all[2].user_id.clone()]);
+        let (listed, online) = members(&reads, 3, &all, &viewer_of(&all[0]), |_| false)
+            .await
+            .unwrap();
+        assert_eq!(listed.len(), 3);
+        assert_eq!(online, HashSet::from([all[2].user_id.clone()]));
+    }
+
+    #[tokio::test]
+    async fn large_deployments_list_viewer_contacts_then_online_up_to_the_cap() {
         let all = users(10);
         let viewer = viewer_of(&all[5]);
         let contact = all[9].user_id.clone();
-        let online: Vec<UserId> = vec![all[1].user_id.clone(), all[2].user_id.clone()];
-        let listed = members(
-            &all,
-            &viewer,
-            |u| u.user_id == contact,
-            |u| online.contains(&u.user_id),
-            3,
-        );
-        let names: Vec<&str> = listed.iter().map(|u| u.username.as_str()).collect();
+        let reads = Reads::of([1, 2, 9].map(|i| all[i].user_id.clone()));
+        let (listed, online) = members(&reads, 3, &all, &viewer, |u| u.user_id == contact)
+            .await
+            .unwrap();
         assert_eq!(
-            names,
+            names(&listed),
             ["u1", "u5", "u9"],
             "sign-up order; contacts before online users"
         );
+        assert_eq!(
+            online,
+            HashSet::from([all[1].user_id.clone(), all[9].user_id.clone()]),
+            "the contact's presence, and the online user found"
+        );
+    }
+
+    /// Half the users online: the directory is checked from its start, and the first batch
+    /// finds them; reading every online user would cost 5,000 rows.
+    #[tokio::test]
+    async fn with_many_users_online_the_directory_is_checked_instead_of_reading_them_all() {
+        let all = users(10_000);
+        let reads = Reads::of(all.iter().skip(1).step_by(2).map(|u| u.user_id.clone()));
+        let (listed, _) = members(&reads, 100, &all, &viewer_of(&all[0]), |_| false)
+            .await
+            .unwrap();
+        assert_eq!(listed.len(), 100);
+        assert_eq!(names(&listed)[..3], ["u0", "u1", "u3"]);
+        assert!(reads.rows() <= 257, "{} rows read", reads.rows());
+    }
+
+    /// Few users online: reading them is cheaper than looking for them in the directory.
+    #[tokio::test]
+    async fn with_few_users_online_they_are_read() {
+        let all = users(10_000);
+        let reads = Reads::of([7, 5_000, 9_999].map(|i| all[i].user_id.clone()));
+        let (listed, _) = members(&reads, 100, &all, &viewer_of(&all[0]), |_| false)
+            .await
+            .unwrap();
+        assert_eq!(names(&listed), ["u0", "u7", "u5000", "u9999"]);
+        assert!(reads.rows() <= 4, "{} rows read", reads.rows());
+    }
+
+    /// Online users bunched at the end of the directory: the scan stops at twice its expected
+    /// cost and reads them, instead of checking the whole directory.
+    #[tokio::test]
+    async fn a_scan_that_finds_too_few_stops_and_reads_the_online_users() {
+        let all = users(100_000);
+        let reads = Reads::of(all[90_000..].iter().map(|u| u.user_id.clone()));
+        let (listed, _) = members(&reads, 100, &all, &viewer_of(&all[0]), |_| false)
+            .await
+            .unwrap();
+        assert_eq!(names(&listed)[..2], ["u0", "u90000"]);
+        assert_eq!(listed.len(), 100);
+        // Expected scan: 99 × 100,000 / 10,000 = 990 rows; stopped at 2 × that (one batch of
+        // 256 past it at most), then 10,000 online users read.
+        assert!(reads.rows() < 12_500, "{} rows read", reads.rows());
     }
 }

@@ -89,8 +89,10 @@ async fn search<A: Adapter>(
             // The store's shared snapshot (no copy).
             let directory = state.store.list_users().await?;
             let scan = directory.len().saturating_mul(price::DIRECTORY_ROW);
-            let online = state.store.online_users().await?;
-            let users = matching(&directory, &request.folded, request.limit)
+            let found = matching(&directory, &request.folded, request.limit);
+            let ids: Vec<crate::domain::UserId> = found.iter().map(|u| u.user_id.clone()).collect();
+            let online = state.store.online_among(&ids).await?;
+            let users = found
                 .into_iter()
                 .map(|user| presence(user, &online))
                 .collect();

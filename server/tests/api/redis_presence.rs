@@ -3,6 +3,7 @@
 //! exact under concurrency, a dead node's sockets swept once, a sweep whose sweeper died taken
 //! over, and a node swept while alive putting its sockets back once the sweep of it is over.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use redis::AsyncCommands;
@@ -112,6 +113,15 @@ async fn counts_are_summed_over_nodes_and_a_dead_nodes_sockets_are_swept_once(re
     assert_eq!(node1.socket_connected(&bob).await.unwrap(), 1);
     assert_eq!(node2.socket_count(&ada).await.unwrap(), 2);
     assert_eq!(node2.online_users().await.unwrap().len(), 2);
+    // Bob's socket is on node 1 only: node 2 finds him by asking every node's set.
+    let both = HashSet::from([ada.clone(), bob.clone()]);
+    let asked = [bob.clone(), UserId::random(), ada.clone()];
+    assert_eq!(node2.online_among(&asked).await.unwrap(), both);
+    assert_eq!(
+        node2.online_count().await.unwrap(),
+        3,
+        "ada on both nodes counts twice"
+    );
     assert_eq!(
         node2.socket_disconnected(&bob).await.unwrap(),
         None,
@@ -144,6 +154,11 @@ async fn counts_are_summed_over_nodes_and_a_dead_nodes_sockets_are_swept_once(re
     assert!(node2.heartbeat().await.unwrap().is_empty(), "swept once");
     assert_eq!(node2.socket_count(&ada).await.unwrap(), 1);
     assert!(!node2.online_users().await.unwrap().contains(&bob));
+    assert_eq!(
+        node2.online_among(&asked).await.unwrap(),
+        HashSet::from([ada.clone()]),
+        "the swept node's set is not asked"
+    );
 
     // node1 wakes up: it notices it was swept and puts its sockets back.
     let returned = node1.heartbeat().await.unwrap();

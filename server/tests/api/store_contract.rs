@@ -1016,6 +1016,15 @@ async fn sockets_are_counted_per_user<B: Backend>(backend: B) {
     assert_eq!(store.socket_count(&ada).await.unwrap(), 2);
     let both = HashSet::from([ada.clone(), bob.clone()]);
     assert_eq!(*store.online_users().await.unwrap(), both);
+    let stranger = UserId::random();
+    let asked = [ada.clone(), stranger.clone(), bob.clone()];
+    assert_eq!(store.online_among(&asked).await.unwrap(), both);
+    assert_eq!(
+        store.online_among(&asked[..2]).await.unwrap(),
+        HashSet::from([ada.clone()])
+    );
+    assert!(store.online_among(&[]).await.unwrap().is_empty());
+    assert_eq!(store.online_count().await.unwrap(), 2);
 
     assert_eq!(store.socket_disconnected(&ada).await.unwrap(), Some(1));
     assert_eq!(*store.online_users().await.unwrap(), both);
@@ -1026,9 +1035,16 @@ async fn sockets_are_counted_per_user<B: Backend>(backend: B) {
         "none left"
     );
     assert_eq!(store.socket_count(&ada).await.unwrap(), 0);
-    let stranger = UserId::random();
     assert_eq!(store.socket_disconnected(&stranger).await.unwrap(), None);
-    assert_eq!(*store.online_users().await.unwrap(), HashSet::from([bob]));
+    assert_eq!(
+        *store.online_users().await.unwrap(),
+        HashSet::from([bob.clone()])
+    );
+    assert_eq!(
+        store.online_among(&asked).await.unwrap(),
+        HashSet::from([bob])
+    );
+    assert_eq!(store.online_count().await.unwrap(), 1);
 }
 
 /// Sockets counted at the same time each get their own count (what the per-user limit

@@ -3983,6 +3983,14 @@ impl Store for RedisStore {
         self.presence.online_users().await
     }
 
+    async fn online_among(&self, users: &[UserId]) -> Result<HashSet<UserId>, StoreError> {
+        self.presence.online_among(users).await
+    }
+
+    async fn online_count(&self) -> Result<usize, StoreError> {
+        self.presence.online_count().await
+    }
+
     async fn socket_count(&self, user: &UserId) -> Result<u32, StoreError> {
         self.presence.socket_count(user).await
     }

@@ -19,6 +19,9 @@ use crate::domain::UserId;
 use crate::store::presence::LocalPresence;
 use crate::store::{PresenceChange, StoreError};
 
+/// The most users one `SMISMEMBER` asks about.
+const MEMBERSHIP_CHECK_MAX: usize = 1000;
+
 /// One node's presence in Redis.
 pub struct RedisPresence {
     conn: RedisConn,
@@ -312,6 +315,41 @@ impl RedisPresence {
                 .map(UserId::from_store)
                 .collect(),
         ))
+    }
+
+    /// Which of `users` are in some node's set: one `SMISMEMBER` per node and per
+    /// [`MEMBERSHIP_CHECK_MAX`] users, all under way at once.
+    pub async fn online_among(&self, users: &[UserId]) -> Result<HashSet<UserId>, StoreError> {
+        if users.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let nodes: Vec<String> = self.conn().smembers(self.keys.nodes()).await?;
+        let checks = nodes.iter().flat_map(|node| {
+            users
+                .chunks(MEMBERSHIP_CHECK_MAX)
+                .map(move |chunk| (self.keys.node_users(node), chunk))
+        });
+        let answers = futures_util::future::try_join_all(checks.map(|(index, chunk)| async move {
+            let member: Vec<bool> = redis::cmd("SMISMEMBER")
+                .arg(index)
+                .arg(chunk.iter().map(UserId::as_str).collect::<Vec<_>>())
+                .query_async(&mut self.conn())
+                .await?;
+            Ok::<_, StoreError>(chunk.iter().zip(member).filter_map(|(u, m)| m.then_some(u)))
+        }))
+        .await?;
+        Ok(answers.into_iter().flatten().cloned().collect())
+    }
+
+    /// The sum of every node's set's size (`SCARD`): a user online on two nodes counts twice.
+    pub async fn online_count(&self) -> Result<usize, StoreError> {
+        let nodes: Vec<String> = self.conn().smembers(self.keys.nodes()).await?;
+        let sizes = futures_util::future::try_join_all(nodes.iter().map(|node| async move {
+            let size: usize = self.conn().scard(self.keys.node_users(node)).await?;
+            Ok::<_, StoreError>(size)
+        }))
+        .await?;
+        Ok(sizes.into_iter().sum())
     }
 
     pub async fn socket_count(&self, user: &UserId) -> Result<u32, StoreError> {
