@@ -54,8 +54,9 @@ const USAGE: &str = "usage: tether-scale --redis-url URL [--server-bin PATH] [--
   --nodes N               nodes of the simulation (default 3)
   --rate R                offered messages/s of the simulation, all users together (default 900)
   --calibration-users N   users of the calibration (default 1000)
-  --secs S                seconds per step (default 30)
-  --idle-secs S           seconds of the idle window (default 30; pings come every 25 s)
+  --secs S                seconds per step (default 60: a node refreshes its connected
+                          sessions once a minute, so each window holds one refresh per node)
+  --idle-secs S           seconds of each idle window (default 60, as --secs)
   --out FILE              also write every figure as JSON";
 
 fn usage_error(problem: &str) -> ! {
@@ -72,8 +73,8 @@ fn parse_args() -> Args {
         nodes: 3,
         rate: 900,
         calibration_users: 1000,
-        secs: 30,
-        idle_secs: 30,
+        secs: 60,
+        idle_secs: 60,
         out: None,
     };
     let mut it = std::env::args().skip(1);
@@ -390,12 +391,15 @@ fn disconnect(users: &[User]) {
     }
 }
 
-/// The calibration's measurements: idle, two rates, and the higher one without node C.
+/// The calibration's measurements: idle, two rates, idle again once C's users left, and the
+/// higher rate without node C.
 struct Calibration {
     /// Users on nodes A, B and C.
     users: [f64; 3],
     idle: Window,
     steps: [Window; 2],
+    /// Idle, three nodes, C's users gone: with `idle`, what Redis pays per connected user.
+    idle_without_c_users: Window,
     without_c: Window,
 }
 
@@ -406,9 +410,11 @@ async fn calibrate(args: &Args, redis: &mut Redis) -> Calibration {
     let half = args.calibration_users / 2;
     let senders = connect_users(&[nodes[0].url()], "a", half, SIGN_UPS_AT_ONCE, &stats).await;
     let recipients = connect_users(&[nodes[1].url()], "b", half, SIGN_UPS_AT_ONCE, &stats).await;
-    // Idle users on C, twice as many as on A and B together: memory and idle CPU against users
-    // are lines through three sizes (what the first message of theirs would cost is not used).
-    let idle_users = 2 * args.calibration_users;
+    // Idle users on C, twice as many as on A and B together and at least as many as a node of
+    // the simulation holds: memory and idle CPU against users are lines through three sizes
+    // (what the first message of theirs would cost is not used), and a node's memory per user
+    // falls as it fills, so the line must reach the simulation's size, not be carried past it.
+    let idle_users = (2 * args.calibration_users).max(args.users.div_ceil(args.nodes));
     let bystanders =
         connect_users(&[nodes[2].url()], "c", idle_users, SIGN_UPS_AT_ONCE, &stats).await;
     let pairs: Vec<_> = senders
@@ -429,7 +435,7 @@ async fn calibrate(args: &Args, redis: &mut Redis) -> Calibration {
     // waits until the others have swept it (a dead node is swept after its TTL and a third,
     // and once more later), so the step measures one subscriber fewer and nothing else.
     disconnect(&bystanders);
-    until_quiet(&processes.iter().collect::<Vec<_>>()).await;
+    let idle_without_c_users = idle(args, &processes, redis).await;
     let c = nodes.remove(2);
     drop(c);
     let survivors = &processes[..2];
@@ -441,6 +447,7 @@ async fn calibrate(args: &Args, redis: &mut Redis) -> Calibration {
         users: [half as f64, half as f64, idle_users as f64],
         idle: idle_window,
         steps: [steps[0].clone(), steps[1].clone()],
+        idle_without_c_users,
         without_c,
     }
 }
@@ -488,6 +495,8 @@ struct Model {
     redis_idle_in: f64,
     redis_idle_out: f64,
     redis_idle_cpu: f64,
+    /// Redis per connected user, idle (the refresh of each connected session once a minute).
+    redis_user: Shard,
     /// Redis memory per stored message, bytes.
     redis_memory_per_message: f64,
 }
@@ -537,6 +546,24 @@ impl Model {
         let top = c.steps[1].redis;
         let without = c.without_c.redis;
         let stored = c.steps[1].delivered * c.steps[1].secs;
+        // C's users leaving is the only change between the two idle windows.
+        let per_user = |f: fn(&Shard) -> f64| {
+            ((f(&c.idle.redis) - f(&c.idle_without_c_users.redis)) / c.users[2]).max(0.0)
+        };
+        let redis_user = Shard {
+            calls: per_user(|s| s.calls),
+            bytes_in: per_user(|s| s.bytes_in),
+            bytes_out: per_user(|s| s.bytes_out),
+            cpu: per_user(|s| s.cpu),
+            memory: 0.0,
+        };
+        let all_users: f64 = c.users.iter().sum();
+        // A line's value at no messages, less what the users cost: three nodes' idle.
+        let per_node = |at_zero: f64, f: fn(&Shard) -> f64| {
+            ((at_zero - all_users * f(&redis_user)) / 3.0).max(0.0)
+        };
+        let idle_out = per_node(bytes_out.0, |s| s.bytes_out);
+        let idle_redis_cpu = per_node(redis_cpu.0, |s| s.cpu);
         Model {
             node_cpu: idle_cpu.0.max(0.0),
             node_rss: idle_rss.0.max(0.0),
@@ -549,15 +576,24 @@ impl Model {
             redis_in: bytes_in.1,
             redis_out: bytes_out.1,
             redis_cpu: redis_cpu.1,
-            // Less what node C cost idle (its heartbeats).
-            redis_out_per_node: ((top.bytes_out - without.bytes_out - bytes_out.0 / 3.0)
+            // Less what node C and its users cost idle (its heartbeats, their refreshes).
+            redis_out_per_node: ((top.bytes_out
+                - without.bytes_out
+                - idle_out
+                - c.users[2] * redis_user.bytes_out)
                 / rates[1])
                 .max(0.0),
-            redis_cpu_per_node: ((top.cpu - without.cpu - redis_cpu.0 / 3.0) / rates[1]).max(0.0),
-            redis_idle_calls: calls.0 / 3.0,
-            redis_idle_in: bytes_in.0 / 3.0,
-            redis_idle_out: bytes_out.0 / 3.0,
-            redis_idle_cpu: redis_cpu.0 / 3.0,
+            redis_cpu_per_node: ((top.cpu
+                - without.cpu
+                - idle_redis_cpu
+                - c.users[2] * redis_user.cpu)
+                / rates[1])
+                .max(0.0),
+            redis_idle_calls: per_node(calls.0, |s| s.calls),
+            redis_idle_in: per_node(bytes_in.0, |s| s.bytes_in),
+            redis_idle_out: idle_out,
+            redis_idle_cpu: idle_redis_cpu,
+            redis_user,
             redis_memory_per_message: c.steps[1].redis.memory / stored,
         }
     }
@@ -578,12 +614,15 @@ impl Model {
     /// had three subscribing nodes: bytes out and CPU move by the per-node figures from there.
     fn redis(&self, load: Load) -> Shard {
         let extra = load.nodes - 3.0;
+        let (n, u, user) = (load.nodes, load.users, &self.redis_user);
         Shard {
-            calls: load.nodes * self.redis_idle_calls + load.total_rate * self.redis_calls,
-            bytes_in: load.nodes * self.redis_idle_in + load.total_rate * self.redis_in,
-            bytes_out: load.nodes * self.redis_idle_out
+            calls: n * self.redis_idle_calls + u * user.calls + load.total_rate * self.redis_calls,
+            bytes_in: n * self.redis_idle_in + u * user.bytes_in + load.total_rate * self.redis_in,
+            bytes_out: n * self.redis_idle_out
+                + u * user.bytes_out
                 + load.total_rate * (self.redis_out + extra * self.redis_out_per_node),
-            cpu: load.nodes * self.redis_idle_cpu
+            cpu: n * self.redis_idle_cpu
+                + u * user.cpu
                 + load.total_rate * (self.redis_cpu + extra * self.redis_cpu_per_node),
             memory: 0.0,
         }
@@ -833,6 +872,10 @@ async fn main() {
         json.insert("calibration_idle", w(&calibration.idle));
         json.insert("calibration_low", w(&calibration.steps[0]));
         json.insert("calibration_high", w(&calibration.steps[1]));
+        json.insert(
+            "calibration_idle_without_c_users",
+            w(&calibration.idle_without_c_users),
+        );
         json.insert("calibration_without_c", w(&calibration.without_c));
         json.insert("simulation", w(&sim));
         json.insert("model", serde_json::json!(format!("{model:?}")));
@@ -899,6 +942,13 @@ mod tests {
             redis_idle_in: 200.0,
             redis_idle_out: 100.0,
             redis_idle_cpu: 0.001,
+            redis_user: Shard {
+                calls: 0.1,
+                bytes_in: 3.0,
+                bytes_out: 1.0,
+                cpu: 1e-6,
+                memory: 0.0,
+            },
             redis_memory_per_message: 1240.0,
         }
     }
@@ -933,7 +983,10 @@ mod tests {
         );
         assert!((rss - 30e6).abs() < 1e-3, "{rss}");
         let redis = model.redis(load);
-        assert_eq!(redis.calls, 4.0 * 5.0 + 300.0 * 12.0);
-        assert_eq!(redis.bytes_out, 4.0 * 100.0 + 300.0 * (500.0 + 100.0));
+        assert_eq!(redis.calls, 4.0 * 5.0 + 1000.0 * 0.1 + 300.0 * 12.0);
+        assert_eq!(
+            redis.bytes_out,
+            4.0 * 100.0 + 1000.0 * 1.0 + 300.0 * (500.0 + 100.0)
+        );
     }
 }

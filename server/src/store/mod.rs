@@ -129,6 +129,16 @@ pub enum Secret {
     Retired { retired_at: i64, current: String },
 }
 
+/// What [`Store::online_count`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OnlineCount {
+    /// Users online (Redis: summed over the nodes' sets, so a user on two nodes counts twice).
+    pub users: usize,
+    /// What [`Store::online_among`] costs per user asked, in rows read, where reading every
+    /// online user costs one row each (Redis: one per node's set).
+    pub check_cost: usize,
+}
+
 /// What [`Store::touch_sessions`] found, by digest.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Touched {
@@ -829,10 +839,13 @@ pub trait Store: Send + Sync + 'static {
             .cloned()
             .collect())
     }
-    /// How many users are online, without reading who (Redis: a user online on two nodes
-    /// counts twice). What the roster uses to choose the cheaper way to find online users.
-    async fn online_count(&self) -> Result<usize, StoreError> {
-        Ok(self.online_users().await?.len())
+    /// How many users are online, without reading who, and what checking one user costs:
+    /// what the roster uses to choose the cheaper way to find online users.
+    async fn online_count(&self) -> Result<OnlineCount, StoreError> {
+        Ok(OnlineCount {
+            users: self.online_users().await?.len(),
+            check_cost: 1,
+        })
     }
     /// How many sockets of the user are counted now.
     async fn socket_count(&self, user: &UserId) -> Result<u32, StoreError>;

@@ -5,7 +5,6 @@
 //! What they cost is counted in bytes as `price` prices them.
 
 use std::collections::{HashMap, HashSet};
-use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use protocol::payloads::{Message, Presence, UserEntry, UsersPage, UsersPageRequest};
@@ -14,7 +13,7 @@ use serde_json::Value;
 use super::presence::Audience;
 use super::{price, EventError, SocketState, Viewer};
 use crate::domain::UserId;
-use crate::store::{StoreError, User};
+use crate::store::{OnlineCount, StoreError, User};
 
 /// The most a user entry of a presence list can cost (a 32-character name, 4 bytes each).
 pub(super) const PRESENCE_MOST: usize =
@@ -169,7 +168,7 @@ pub(super) trait OnlineReads {
     /// [`crate::store::Store::online_among`].
     async fn among(&self, users: &[UserId]) -> Result<HashSet<UserId>, StoreError>;
     /// [`crate::store::Store::online_count`].
-    async fn count(&self) -> Result<usize, StoreError>;
+    async fn count(&self) -> Result<OnlineCount, StoreError>;
 }
 
 impl OnlineReads for SocketState {
@@ -179,7 +178,7 @@ impl OnlineReads for SocketState {
     async fn among(&self, users: &[UserId]) -> Result<HashSet<UserId>, StoreError> {
         self.store.online_among(users).await
     }
-    async fn count(&self) -> Result<usize, StoreError> {
+    async fn count(&self) -> Result<OnlineCount, StoreError> {
         self.store.online_count().await
     }
 }
@@ -218,7 +217,7 @@ async fn members<'a>(
     let room = full_max.saturating_sub(picked.len());
     if room > 0 {
         let chosen: HashSet<usize> = picked.iter().copied().collect();
-        let more = first_online(reads, users, &chosen, room).await?;
+        let more = first_online(reads, users, &chosen, online.len(), room).await?;
         online.extend(more.iter().map(|&i| users[i].user_id.clone()));
         picked.extend(more);
     }
@@ -226,36 +225,40 @@ async fn members<'a>(
     Ok((picked.into_iter().map(|i| &users[i]).collect(), online))
 }
 
-/// Users of the directory checked for presence at a time while looking for online ones.
-const CHECK_BATCH: RangeInclusive<usize> = 256..=4096;
+/// The fewest users of the directory checked for presence at once.
+const CHECK_BATCH_MIN: usize = 256;
 
 /// The first `room` online users of the directory (`users`, in sign-up order) not in
-/// `chosen`, found the cheaper of two ways: reading every online user (as many as are
-/// online), or checking the directory's users in batches until `room` are found (about
-/// `room × users / online` checks, were online users spread evenly). With online users spread
-/// over the directory that costs `√(room × users)` rows at most, whoever is online. A scan that
-/// finds too few (online users bunched at the directory's end) stops at twice its expected
-/// cost and reads every online user instead: never much more than reading them all.
+/// `chosen` (the listed, `known_online` of them online), found the cheaper of two ways:
+/// reading every online user, or checking the directory from its start until `room` are
+/// found: about `room × users / online` users, were online users spread evenly, each check
+/// costing [`OnlineCount::check_cost`] rows. Spread evenly, the cost is the lower of the two,
+/// at most about `√(room × users × check_cost)` rows whoever is online, in two batches at most. A
+/// scan that finds too few (online users bunched at the directory's end) stops at twice its
+/// expected cost and reads every online user instead: at most about three times the rows of
+/// reading them all.
 async fn first_online(
     reads: &impl OnlineReads,
     users: &[User],
     chosen: &HashSet<usize>,
+    known_online: usize,
     room: usize,
 ) -> Result<Vec<usize>, StoreError> {
-    let online_count = reads.count().await?;
-    if online_count == 0 {
+    let count = reads.count().await?;
+    // The listed are not looked for (a user on two nodes counts twice: an estimate).
+    let others = count.users.saturating_sub(known_online);
+    if others == 0 {
         return Ok(Vec::new());
     }
-    let scan_cost = room.saturating_mul(users.len()) / online_count;
+    let expected = room.saturating_mul(users.len()) / others;
     let mut found = Vec::with_capacity(room);
     let mut start = 0;
-    if scan_cost < online_count {
-        let batch = room
-            .saturating_mul(2)
-            .clamp(*CHECK_BATCH.start(), *CHECK_BATCH.end());
-        let budget = scan_cost.saturating_mul(2).max(batch);
-        while found.len() < room && start < users.len() && start < budget {
-            let end = (start + batch).min(users.len());
+    if expected.saturating_mul(count.check_cost) < count.users {
+        let budget = expected.saturating_mul(2).max(CHECK_BATCH_MIN);
+        // The expected scan and a quarter more, then the rest of the budget.
+        let mut end = (expected + expected / 4).clamp(CHECK_BATCH_MIN, budget);
+        while found.len() < room && start < budget.min(users.len()) {
+            end = end.min(users.len());
             let candidates: Vec<&User> = (start..end)
                 .filter(|i| !chosen.contains(i))
                 .map(|i| &users[i])
@@ -267,6 +270,7 @@ async fn first_online(
                     .take(room - found.len()),
             );
             start = end;
+            end = budget;
         }
         if found.len() == room || start == users.len() {
             return Ok(found);
@@ -345,16 +349,21 @@ mod tests {
         )
     }
 
-    /// Presence from a set, counting the users each read costs.
+    /// Presence from a set, counting the rows each read costs: a check asks `nodes` sets.
     struct Reads {
         online: Arc<HashSet<UserId>>,
+        nodes: usize,
         rows: std::sync::atomic::AtomicUsize,
     }
 
     impl Reads {
         fn of(online: impl IntoIterator<Item = UserId>) -> Self {
+            Self::on(1, online)
+        }
+        fn on(nodes: usize, online: impl IntoIterator<Item = UserId>) -> Self {
             Reads {
                 online: Arc::new(online.into_iter().collect()),
+                nodes,
                 rows: Default::default(),
             }
         }
@@ -370,16 +379,21 @@ mod tests {
             Ok(self.online.clone())
         }
         async fn among(&self, users: &[UserId]) -> Result<HashSet<UserId>, StoreError> {
-            self.rows
-                .fetch_add(users.len(), std::sync::atomic::Ordering::Relaxed);
+            self.rows.fetch_add(
+                users.len() * self.nodes,
+                std::sync::atomic::Ordering::Relaxed,
+            );
             Ok(users
                 .iter()
                 .filter(|u| self.online.contains(*u))
                 .cloned()
                 .collect())
         }
-        async fn count(&self) -> Result<usize, StoreError> {
-            Ok(self.online.len())
+        async fn count(&self) -> Result<OnlineCount, StoreError> {
+            Ok(OnlineCount {
+                users: self.online.len(),
+                check_cost: self.nodes,
+            })
         }
     }
 
@@ -433,6 +447,21 @@ mod tests {
         assert!(reads.rows() <= 257, "{} rows read", reads.rows());
     }
 
+    /// A check asks every node's set: with ten nodes, looking for 99 of 1,000 online users
+    /// in 10,000 would cost about 9,900 rows, reading them 1,000.
+    #[tokio::test]
+    async fn checks_are_priced_by_the_nodes_they_ask() {
+        let all = users(10_000);
+        let online = all.iter().skip(5).step_by(10).map(|u| u.user_id.clone());
+        let reads = Reads::on(10, online);
+        let (listed, _) = members(&reads, 100, &all, &viewer_of(&all[0]), |_| false)
+            .await
+            .unwrap();
+        assert_eq!(names(&listed)[..3], ["u0", "u5", "u15"]);
+        assert_eq!(listed.len(), 100);
+        assert!(reads.rows() <= 1_010, "{} rows read", reads.rows());
+    }
+
     /// Few users online: reading them is cheaper than looking for them in the directory.
     #[tokio::test]
     async fn with_few_users_online_they_are_read() {
@@ -456,8 +485,12 @@ mod tests {
             .unwrap();
         assert_eq!(names(&listed)[..2], ["u0", "u90000"]);
         assert_eq!(listed.len(), 100);
-        // Expected scan: 99 × 100,000 / 10,000 = 990 rows; stopped at 2 × that (one batch of
-        // 256 past it at most), then 10,000 online users read.
-        assert!(reads.rows() < 12_500, "{} rows read", reads.rows());
+        // Expected scan: 99 × 100,000 / 10,000 = 990 rows; stopped at 2 × that, then 10,000
+        // online users read.
+        assert!(
+            reads.rows() <= 1 + 1_980 + 10_000,
+            "{} rows read",
+            reads.rows()
+        );
     }
 }

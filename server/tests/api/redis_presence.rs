@@ -117,11 +117,9 @@ async fn counts_are_summed_over_nodes_and_a_dead_nodes_sockets_are_swept_once(re
     let both = HashSet::from([ada.clone(), bob.clone()]);
     let asked = [bob.clone(), UserId::random(), ada.clone()];
     assert_eq!(node2.online_among(&asked).await.unwrap(), both);
-    assert_eq!(
-        node2.online_count().await.unwrap(),
-        3,
-        "ada on both nodes counts twice"
-    );
+    let count = node2.online_count().await.unwrap();
+    assert_eq!(count.users, 3, "ada on both nodes counts twice");
+    assert_eq!(count.check_cost, 2, "a check asks both nodes' sets");
     assert_eq!(
         node2.socket_disconnected(&bob).await.unwrap(),
         None,

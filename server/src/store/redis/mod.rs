@@ -3987,7 +3987,7 @@ impl Store for RedisStore {
         self.presence.online_among(users).await
     }
 
-    async fn online_count(&self) -> Result<usize, StoreError> {
+    async fn online_count(&self) -> Result<crate::store::OnlineCount, StoreError> {
         self.presence.online_count().await
     }
 

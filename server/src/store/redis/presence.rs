@@ -17,7 +17,7 @@ use redis::{AsyncCommands, Script};
 use super::{lua, Keys, RedisConn, INT};
 use crate::domain::UserId;
 use crate::store::presence::LocalPresence;
-use crate::store::{PresenceChange, StoreError};
+use crate::store::{OnlineCount, PresenceChange, StoreError};
 
 /// The most users one `SMISMEMBER` asks about.
 const MEMBERSHIP_CHECK_MAX: usize = 1000;
@@ -341,15 +341,19 @@ impl RedisPresence {
         Ok(answers.into_iter().flatten().cloned().collect())
     }
 
-    /// The sum of every node's set's size (`SCARD`): a user online on two nodes counts twice.
-    pub async fn online_count(&self) -> Result<usize, StoreError> {
+    /// The sum of every node's set's size (`SCARD`): a user online on two nodes counts twice;
+    /// a check asks every node's set.
+    pub async fn online_count(&self) -> Result<OnlineCount, StoreError> {
         let nodes: Vec<String> = self.conn().smembers(self.keys.nodes()).await?;
         let sizes = futures_util::future::try_join_all(nodes.iter().map(|node| async move {
             let size: usize = self.conn().scard(self.keys.node_users(node)).await?;
             Ok::<_, StoreError>(size)
         }))
         .await?;
-        Ok(sizes.into_iter().sum())
+        Ok(OnlineCount {
+            users: sizes.into_iter().sum(),
+            check_cost: nodes.len().max(1),
+        })
     }
 
     pub async fn socket_count(&self, user: &UserId) -> Result<u32, StoreError> {
