@@ -497,9 +497,17 @@ struct Model {
     redis_idle_cpu: f64,
     /// Redis per connected user, idle (the refresh of each connected session once a minute).
     redis_user: Shard,
-    /// Redis memory per stored message, bytes.
+    /// Redis memory per stored message, bytes: while a user's and a conversation's keys hold
+    /// at most [`LISTPACK_MAX`] messages (the low step's), and once they hold more (the step
+    /// without C: the keys were converted in the high step before it).
     redis_memory_per_message: f64,
+    redis_memory_per_message_long: f64,
 }
+
+/// Redis's `zset-max-listpack-entries` (128 by default): a sorted set (a user's messages, a
+/// conversation) of more entries than this is converted from the compact encoding to a skip
+/// list, which takes about twice the memory per message.
+const LISTPACK_MAX: f64 = 128.0;
 
 /// What the model says one node (or Redis, all shards) uses.
 #[derive(Debug, Clone, Copy)]
@@ -545,7 +553,7 @@ impl Model {
         let redis_cpu = redis_line(|s| s.cpu);
         let top = c.steps[1].redis;
         let without = c.without_c.redis;
-        let stored = c.steps[1].delivered * c.steps[1].secs;
+        let stored = |w: &Window| w.delivered * w.secs;
         // C's users leaving is the only change between the two idle windows.
         let per_user = |f: fn(&Shard) -> f64| {
             ((f(&c.idle.redis) - f(&c.idle_without_c_users.redis)) / c.users[2]).max(0.0)
@@ -594,7 +602,17 @@ impl Model {
             redis_idle_out: idle_out,
             redis_idle_cpu: idle_redis_cpu,
             redis_user,
-            redis_memory_per_message: c.steps[1].redis.memory / stored,
+            redis_memory_per_message: c.steps[0].redis.memory / stored(&c.steps[0]),
+            redis_memory_per_message_long: c.without_c.redis.memory / stored(&c.without_c),
+        }
+    }
+
+    /// Redis memory per stored message when each pair of users has exchanged `per_pair`.
+    fn memory_per_message(&self, per_pair: f64) -> f64 {
+        if per_pair <= LISTPACK_MAX {
+            self.redis_memory_per_message
+        } else {
+            self.redis_memory_per_message_long
         }
     }
 
@@ -676,7 +694,8 @@ impl Model {
             redis_in: redis.bytes_in,
             redis_out: redis.bytes_out,
             broadcast_shard_out: rate * n * self.redis_out_per_node,
-            redis_memory_per_day: rate * 86_400.0 * self.redis_memory_per_message,
+            // A day of messages: every conversation past the compact encoding.
+            redis_memory_per_day: rate * 86_400.0 * self.redis_memory_per_message_long,
         }
     }
 }
@@ -783,15 +802,28 @@ async fn main() {
         sim.redis.bytes_out / 1e3,
     ));
     rows.push(("Redis CPU (cores)".into(), predicted.cpu, sim.redis.cpu));
+    // The warm-up's message and the step's, per pair: which encoding their keys are in.
+    let per_pair = 1.0 + sim.sent * sim.secs / (args.users / 2) as f64;
     rows.push((
         "Redis memory growth over the step (MB)".into(),
-        sim.delivered * sim.secs * model.redis_memory_per_message / 1e6,
+        sim.delivered * sim.secs * model.memory_per_message(per_pair) / 1e6,
         sim.redis.memory / 1e6,
     ));
 
     println!(
-        "\nsimulation: {} users, {} nodes, offered {} msg/s, delivered {:.0} msg/s, p50 {:.1} ms, p99 {:.1} ms\n",
-        args.users, args.nodes, args.rate, sim.delivered, sim.p50_ms, sim.p99_ms
+        "\nsimulation: {} users, {} nodes, offered {} msg/s, delivered {:.0} msg/s, p50 {:.1} ms, p99 {:.1} ms, {:.0} messages per pair ({})\n",
+        args.users,
+        args.nodes,
+        args.rate,
+        sim.delivered,
+        sim.p50_ms,
+        sim.p99_ms,
+        per_pair,
+        if per_pair <= LISTPACK_MAX {
+            "compact keys"
+        } else {
+            "keys past the compact encoding"
+        }
     );
     println!("| figure | predicted | measured | error |");
     println!("| --- | --- | --- | --- |");
@@ -949,7 +981,8 @@ mod tests {
                 cpu: 1e-6,
                 memory: 0.0,
             },
-            redis_memory_per_message: 1240.0,
+            redis_memory_per_message: 640.0,
+            redis_memory_per_message_long: 1240.0,
         }
     }
 
