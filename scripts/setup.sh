@@ -81,8 +81,9 @@ main() {
   install_npm_packages
   if [ "${1:-}" = "--test" ]; then
     # chromium for Playwright; redis-server for the cluster tests; libssl-dev + pkg-config for
-    # the native Socket.IO test client.
-    apt_install chromium redis-server libssl-dev pkg-config
+    # the native Socket.IO test client; sqlite3 for the end-to-end tests that write a store
+    # row directly (devices.spec.ts).
+    apt_install chromium redis-server libssl-dev pkg-config sqlite3
     install_test_tools
   fi
 }

@@ -49,6 +49,14 @@ test("revoking another device from the session page signs that browser out", asy
     await expect(devices.filter({ hasText: "This device" })).toHaveCount(1);
     const other = devices.filter({ hasText: "Safari on iOS" });
     await expect(other).not.toContainText("This device");
+    // When it was first and last seen: made at `now`, seen again at the phone's handshake.
+    await expect(other).toContainText("First seen");
+    await expect(other).toContainText("last seen");
+    const [first, last] = await other
+      .locator("time")
+      .evaluateAll((times) => times.map((t) => Date.parse(t.getAttribute("datetime") ?? "")));
+    expect(first).toBe(now);
+    expect(last).toBeGreaterThanOrEqual(now);
 
     // Keyboard: focus the row's button, ask, then confirm.
     const revoke = other.getByRole("button", { name: "Revoke Safari on iOS" });

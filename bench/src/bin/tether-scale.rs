@@ -3,16 +3,20 @@
 //! the other), users over the real protocol (Tether's own client), and a capacity model fitted
 //! on a small calibration run, then checked against a larger simulation.
 //!
-//! 1. Calibration, three nodes: the senders on node A, their recipients on node B, no user on
-//!    node C, and idle users on C (twice as many). An idle window, a message from every pair (not measured: the pairs are contacts
-//!    from then on, as in a messenger in use), then steps at two offered rates. Per node, CPU/s against the
-//!    offered rate is a line: C's slope is what a node pays for a message it does not deliver
-//!    (every node receives every broadcast), A's minus C's the sending, B's minus C's the
-//!    delivering; the idle window gives the per-node and per-user costs and RSS (a line over
-//!    the three nodes' users).
-//!    Redis (every primary's `INFO`): commands, bytes in and out, CPU and memory per message.
-//!    One more step at the higher rate with node C stopped: what one more subscribing node
-//!    costs Redis per message (its egress).
+//! 1. Calibration, three nodes: the senders on node A, their recipients on node B, and idle
+//!    users on node C (twice as many as A and B hold, and at least as many as a node of the
+//!    simulation). An idle window, a message from every pair (not measured: the pairs are
+//!    contacts from then on, as in a messenger in use), then steps at two offered rates. Per
+//!    node, CPU/s against the messages sent per second is a line: C's slope is what a node pays
+//!    for a message it does not deliver (every node receives every broadcast), A's minus C's
+//!    the sending, B's minus C's the delivering; the idle window gives the per-node and
+//!    per-user costs and RSS (a line over the three nodes' users).
+//!    Redis (every primary's `INFO`): commands, bytes in and out, CPU and memory per message;
+//!    a second idle window once C's users left gives Redis's cost per connected user (the
+//!    refresh of each connected session once a minute: every window lasts a whole number of
+//!    minutes). One more step at the higher rate with node C stopped: what one more
+//!    subscribing node costs Redis per message (its egress), and Redis's memory per message
+//!    once a user's keys are past Redis's compact encoding.
 //! 2. Simulation: `--users` users spread evenly over the nodes (each sender's recipient on
 //!    another node), at `--rate`: the model's prediction of each figure beside the measured
 //!    one, and the error.
@@ -56,7 +60,7 @@ const USAGE: &str = "usage: tether-scale --redis-url URL [--server-bin PATH] [--
   --calibration-users N   users of the calibration (default 1000)
   --secs S                seconds per step (default 60: a node refreshes its connected
                           sessions once a minute, so each window holds one refresh per node)
-  --idle-secs S           seconds of each idle window (default 60, as --secs)
+  --idle-secs S           seconds of each idle window (default 60, for the same reason)
   --out FILE              also write every figure as JSON";
 
 fn usage_error(problem: &str) -> ! {
@@ -114,6 +118,12 @@ fn parse_args() -> Args {
     if args.rate == 0 || args.secs == 0 {
         usage_error("--rate and --secs must be positive");
     }
+    if !args.secs.is_multiple_of(60) || !args.idle_secs.is_multiple_of(60) {
+        eprintln!(
+            "tether-scale: windows that are not whole minutes hold one refresh of connected \
+             sessions per node or none: Redis's cost per user comes out wrong"
+        );
+    }
     args
 }
 
@@ -162,6 +172,24 @@ impl Redis {
         }
         primaries.sort_by(|a, b| a.0.cmp(&b.0));
         Redis { primaries }
+    }
+
+    /// Redis's `zset-max-listpack-entries` (`CONFIG GET` on the first primary; 128, Redis's
+    /// default, where it is refused).
+    async fn compact_max(&mut self) -> f64 {
+        let (_, conn) = &mut self.primaries[0];
+        let reply: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("zset-max-listpack-entries")
+            .query_async(conn)
+            .await;
+        match reply.ok().and_then(|r| r.get(1)?.parse().ok()) {
+            Some(max) => max,
+            None => {
+                eprintln!("tether-scale: CONFIG GET refused; taking Redis's default, 128 entries");
+                128.0
+            }
+        }
     }
 
     /// Each primary's figures, and the calls of each command summed over the primaries.
@@ -370,11 +398,12 @@ const SIGN_UPS_AT_ONCE: usize = 200;
 /// One message or two from every pair, not measured: the first message between two users
 /// makes them contacts (peers, conversation keys, presence to each other), which a messenger
 /// in use has done long before; the steps measure conversations that exist.
-async fn warm_up(pairs: &[(&User, &str)], rate: u64, stats: &Stats) {
+async fn warm_up(pairs: &[(&User, &str)], rate: u64, stats: &Stats) -> u64 {
     let before = stats.received.load(Ordering::Relaxed);
     let secs = (pairs.len() as u64).div_ceil(rate).max(1);
     let sent = send_at_rate(pairs, rate, Duration::from_secs(secs)).await;
     arrived(stats, before, sent, Duration::from_secs(30)).await;
+    sent
 }
 
 async fn idle(args: &Args, processes: &[Process], redis: &mut Redis) -> Window {
@@ -396,6 +425,8 @@ fn disconnect(users: &[User]) {
 struct Calibration {
     /// Users on nodes A, B and C.
     users: [f64; 3],
+    /// Messages per pair at the start of the low step, the high step and the step without C.
+    per_pair: [f64; 3],
     idle: Window,
     steps: [Window; 2],
     /// Idle, three nodes, C's users gone: with `idle`, what Redis pays per connected user.
@@ -423,7 +454,7 @@ async fn calibrate(args: &Args, redis: &mut Redis) -> Calibration {
         .map(|(s, r)| (s, r.id.as_str()))
         .collect();
     let idle_window = idle(args, &processes, redis).await;
-    warm_up(&pairs, args.rate, &stats).await;
+    let warm = warm_up(&pairs, args.rate, &stats).await;
     // The simulation's per-node sending and delivering (rate / nodes) and its forwarding
     // (rate) both within the fitted range.
     let rates = [args.rate / args.nodes as u64, args.rate];
@@ -443,7 +474,17 @@ async fn calibrate(args: &Args, redis: &mut Redis) -> Calibration {
     let without_c = step(args, &pairs, rates[1], &stats, survivors, redis).await;
     disconnect(&senders);
     disconnect(&recipients);
+    // Messages per pair (a pair's conversation and each user's keys hold as many) at the
+    // start of each step.
+    let per_pair = |windows: &[&Window]| {
+        (warm as f64 + windows.iter().map(|w| w.sent * w.secs).sum::<f64>()) / half as f64
+    };
     Calibration {
+        per_pair: [
+            per_pair(&[]),
+            per_pair(&[&steps[0]]),
+            per_pair(&[&steps[0], &steps[1]]),
+        ],
         users: [half as f64, half as f64, idle_users as f64],
         idle: idle_window,
         steps: [steps[0].clone(), steps[1].clone()],
@@ -497,17 +538,15 @@ struct Model {
     redis_idle_cpu: f64,
     /// Redis per connected user, idle (the refresh of each connected session once a minute).
     redis_user: Shard,
-    /// Redis memory per stored message, bytes: while a user's and a conversation's keys hold
-    /// at most [`LISTPACK_MAX`] messages (the low step's), and once they hold more (the step
-    /// without C: the keys were converted in the high step before it).
+    /// Redis memory per stored message, bytes: while a user's and a conversation's sorted sets
+    /// hold at most `compact_max` messages (the low step's), and once they hold more (the
+    /// step without C: the high step before it converted them).
     redis_memory_per_message: f64,
     redis_memory_per_message_long: f64,
+    /// Redis's `zset-max-listpack-entries`: a sorted set of more entries than this is
+    /// converted from the compact encoding (a listpack) to a skip list and a hash table.
+    compact_max: f64,
 }
-
-/// Redis's `zset-max-listpack-entries` (128 by default): a sorted set (a user's messages, a
-/// conversation) of more entries than this is converted from the compact encoding to a skip
-/// list, which takes about twice the memory per message.
-const LISTPACK_MAX: f64 = 128.0;
 
 /// What the model says one node (or Redis, all shards) uses.
 #[derive(Debug, Clone, Copy)]
@@ -520,7 +559,7 @@ struct Load {
 }
 
 impl Model {
-    fn fit(c: &Calibration) -> Model {
+    fn fit(c: &Calibration, compact_max: f64) -> Model {
         // Against the messages sent per second of each window (the step's own count over the
         // same seconds as the figures), not the rate offered.
         let rates = [c.steps[0].sent, c.steps[1].sent];
@@ -551,18 +590,18 @@ impl Model {
         let bytes_in = redis_line(|s| s.bytes_in);
         let bytes_out = redis_line(|s| s.bytes_out);
         let redis_cpu = redis_line(|s| s.cpu);
-        let top = c.steps[1].redis;
-        let without = c.without_c.redis;
+        let (top, without) = (&c.steps[1], &c.without_c);
         let stored = |w: &Window| w.delivered * w.secs;
-        // C's users leaving is the only change between the two idle windows.
-        let per_user = |f: fn(&Shard) -> f64| {
+        // C's users leaving is what differs between the two idle windows (the messages stored
+        // between them add keys, not work per second).
+        let redis_per_user = |f: fn(&Shard) -> f64| {
             ((f(&c.idle.redis) - f(&c.idle_without_c_users.redis)) / c.users[2]).max(0.0)
         };
         let redis_user = Shard {
-            calls: per_user(|s| s.calls),
-            bytes_in: per_user(|s| s.bytes_in),
-            bytes_out: per_user(|s| s.bytes_out),
-            cpu: per_user(|s| s.cpu),
+            calls: redis_per_user(|s| s.calls),
+            bytes_in: redis_per_user(|s| s.bytes_in),
+            bytes_out: redis_per_user(|s| s.bytes_out),
+            cpu: redis_per_user(|s| s.cpu),
             memory: 0.0,
         };
         let all_users: f64 = c.users.iter().sum();
@@ -572,6 +611,11 @@ impl Model {
         };
         let idle_out = per_node(bytes_out.0, |s| s.bytes_out);
         let idle_redis_cpu = per_node(redis_cpu.0, |s| s.cpu);
+        let ab_users = c.users[0] + c.users[1];
+        // A step's figure per message sent, less its nodes' and users' idle share.
+        let per_message = |w: &Window, nodes: f64, users: f64, idle: f64, f: fn(&Shard) -> f64| {
+            (f(&w.redis) - nodes * idle - users * f(&redis_user)) / w.sent
+        };
         Model {
             node_cpu: idle_cpu.0.max(0.0),
             node_rss: idle_rss.0.max(0.0),
@@ -584,19 +628,14 @@ impl Model {
             redis_in: bytes_in.1,
             redis_out: bytes_out.1,
             redis_cpu: redis_cpu.1,
-            // Less what node C and its users cost idle (its heartbeats, their refreshes).
-            redis_out_per_node: ((top.bytes_out
-                - without.bytes_out
-                - idle_out
-                - c.users[2] * redis_user.bytes_out)
-                / rates[1])
-                .max(0.0),
-            redis_cpu_per_node: ((top.cpu
-                - without.cpu
-                - idle_redis_cpu
-                - c.users[2] * redis_user.cpu)
-                / rates[1])
-                .max(0.0),
+            // Per message with three subscribing nodes, less per message with two, each step's
+            // idle share (nodes, users) taken off first.
+            redis_out_per_node: (per_message(top, 3.0, all_users, idle_out, |s| s.bytes_out)
+                - per_message(without, 2.0, ab_users, idle_out, |s| s.bytes_out))
+            .max(0.0),
+            redis_cpu_per_node: (per_message(top, 3.0, all_users, idle_redis_cpu, |s| s.cpu)
+                - per_message(without, 2.0, ab_users, idle_redis_cpu, |s| s.cpu))
+            .max(0.0),
             redis_idle_calls: per_node(calls.0, |s| s.calls),
             redis_idle_in: per_node(bytes_in.0, |s| s.bytes_in),
             redis_idle_out: idle_out,
@@ -604,12 +643,13 @@ impl Model {
             redis_user,
             redis_memory_per_message: c.steps[0].redis.memory / stored(&c.steps[0]),
             redis_memory_per_message_long: c.without_c.redis.memory / stored(&c.without_c),
+            compact_max,
         }
     }
 
     /// Redis memory per stored message when each pair of users has exchanged `per_pair`.
     fn memory_per_message(&self, per_pair: f64) -> f64 {
-        if per_pair <= LISTPACK_MAX {
+        if per_pair <= self.compact_max {
             self.redis_memory_per_message
         } else {
             self.redis_memory_per_message_long
@@ -694,13 +734,15 @@ impl Model {
             redis_in: redis.bytes_in,
             redis_out: redis.bytes_out,
             broadcast_shard_out: rate * n * self.redis_out_per_node,
-            // A day of messages: every conversation past the compact encoding.
+            // A day of messages: every user's keys past the compact encoding (a lower bound: a
+            // user's client-id hash stays compact up to `hash-max-listpack-entries`, 512).
             redis_memory_per_day: rate * 86_400.0 * self.redis_memory_per_message_long,
         }
     }
 }
 
-async fn simulate(args: &Args, redis: &mut Redis) -> (Window, Vec<usize>) {
+/// The simulation's step, its users per node, and the messages its warm-up sent.
+async fn simulate(args: &Args, redis: &mut Redis) -> (Window, Vec<usize>, u64) {
     let (nodes, _dir) = start_nodes(args, args.nodes, "simulation").await;
     let processes: Vec<Process> = nodes.iter().map(Server::process).collect();
     let urls: Vec<String> = nodes.iter().map(Server::url).collect();
@@ -733,12 +775,12 @@ async fn simulate(args: &Args, redis: &mut Redis) -> (Window, Vec<usize>) {
         per_node[i % args.nodes] += 1;
     }
     let idle_window = idle(args, &processes, redis).await;
-    warm_up(&pairs, args.rate, &stats).await;
+    let warm = warm_up(&pairs, args.rate, &stats).await;
     let mut figures = step(args, &pairs, args.rate, &stats, &processes, redis).await;
     // RSS as in the calibration: after the idle window, before sending.
     figures.node_rss = idle_window.node_rss;
     disconnect(&users);
-    (figures, per_node)
+    (figures, per_node, warm)
 }
 
 fn error(predicted: f64, measured: f64) -> f64 {
@@ -760,9 +802,21 @@ async fn main() {
         args.secs
     );
     let calibration = calibrate(&args, &mut redis).await;
-    let model = Model::fit(&calibration);
+    let compact_max = redis.compact_max().await;
+    let model = Model::fit(&calibration, compact_max);
     println!("model: {model:#?}");
-    let (sim, per_node) = simulate(&args, &mut redis).await;
+    let [_, after_low, without_c] = calibration.per_pair;
+    println!(
+        "messages per pair: {after_low:.0} after the low step, {without_c:.0} at the step without C (compact up to {compact_max})"
+    );
+    if after_low > compact_max || without_c <= compact_max {
+        eprintln!(
+            "tether-scale: the memory figures are not what they say: the low step must end with \
+             at most {compact_max} messages per pair and the step without C start with more \
+             (--rate, --secs and --calibration-users move them)"
+        );
+    }
+    let (sim, per_node, warm) = simulate(&args, &mut redis).await;
 
     let mut rows: Vec<(String, f64, f64)> = Vec::new();
     // The simulation's own sent messages per second of its window, as the model was fitted.
@@ -802,8 +856,8 @@ async fn main() {
         sim.redis.bytes_out / 1e3,
     ));
     rows.push(("Redis CPU (cores)".into(), predicted.cpu, sim.redis.cpu));
-    // The warm-up's message and the step's, per pair: which encoding their keys are in.
-    let per_pair = 1.0 + sim.sent * sim.secs / (args.users / 2) as f64;
+    // The warm-up's messages and the step's, per pair: which encoding their keys are in.
+    let per_pair = (warm as f64 + sim.sent * sim.secs) / (args.users / 2) as f64;
     rows.push((
         "Redis memory growth over the step (MB)".into(),
         sim.delivered * sim.secs * model.memory_per_message(per_pair) / 1e6,
@@ -819,7 +873,7 @@ async fn main() {
         sim.p50_ms,
         sim.p99_ms,
         per_pair,
-        if per_pair <= LISTPACK_MAX {
+        if per_pair <= model.compact_max {
             "compact keys"
         } else {
             "keys past the compact encoding"
@@ -983,6 +1037,7 @@ mod tests {
             },
             redis_memory_per_message: 640.0,
             redis_memory_per_message_long: 1240.0,
+            compact_max: 128.0,
         }
     }
 

@@ -13,7 +13,9 @@ use serde_json::{json, Value};
 use sha2::Digest;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use crate::helpers::{spawn_app, spawn_app_with, TestApp};
+use crate::helpers::{
+    on_redis_and_cluster, spawn_app, spawn_app_with, ChildServer, SharedRedis, TestApp, TestClient,
+};
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -50,7 +52,12 @@ enum Answer {
 
 impl Raw {
     async fn open(app: &TestApp) -> Raw {
-        let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", app.addr);
+        Raw::at(app.addr).await
+    }
+
+    /// A raw connection to the node at `addr`.
+    async fn at(addr: std::net::SocketAddr) -> Raw {
+        let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
         let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("ws");
         let open = loop {
             if let WsMessage::Text(text) = ws.next().await.expect("frame").expect("frame ok") {
@@ -262,7 +269,7 @@ async fn a_session_id_with_another_key_is_refused_and_other_sessions_are_untouch
     let app = spawn_app().await;
     let (ada, thief) = (key("ada"), key("thief"));
     let (mut owner, id, user) = bound_sign_up(&app, "ada", &ada).await;
-    // A second session of the same account (another device) and an unbound one of another user.
+    // A second connection of the same session (another tab).
     let answer = answer_to(&app, |raw| {
         with(json!({ "sessionID": id }), raw.proof(&ada))
     })
@@ -286,6 +293,47 @@ async fn a_session_id_with_another_key_is_refused_and_other_sessions_are_untouch
     assert!(answer.accepts(&id), "the session was not ended: {answer:?}");
     app.stop().await;
 }
+
+/// Two nodes over one Redis: a session bound on node 0 is bound on node 1 too. There its id is
+/// refused without a proof and with another key's, while the owner's socket on node 0 keeps
+/// receiving and the owner's key still resumes the session on node 1.
+async fn a_copied_bound_id_is_refused_on_the_other_node(redis: SharedRedis) {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut nodes = Vec::new();
+    for dir in &dirs {
+        nodes.push(ChildServer::start_with(dir.path(), &redis.node_args()).await);
+    }
+    let ada = key("ada");
+    let mut owner = Raw::at(nodes[0].addr).await;
+    let auth = with(json!({ "username": "ada" }), owner.proof(&ada));
+    let Answer::Accepted { session, .. } = owner.connect(&auth).await else {
+        panic!("a sign-up with a valid proof is accepted");
+    };
+    let id = session["sessionID"].as_str().unwrap().to_owned();
+    let user = session["userID"].as_str().unwrap().to_owned();
+
+    let mut copied = Raw::at(nodes[1].addr).await;
+    assert_eq!(copied.connect(&json!({ "sessionID": id })).await, refused());
+    let mut thief = Raw::at(nodes[1].addr).await;
+    let auth = with(json!({ "sessionID": id }), thief.proof(&key("thief")));
+    assert_eq!(thief.connect(&auth).await, refused());
+
+    let mut bob = TestClient::connect(&nodes[1].url(), json!({ "username": "bob" })).await;
+    bob.expect_session().await;
+    let ack = bob.send(&user, "still there?").await;
+    assert!(ack["ok"].is_object(), "{ack}");
+    let message = owner
+        .event("private message")
+        .await
+        .expect("the owner's socket is connected");
+    assert_eq!(message["content"], "still there?");
+    let mut again = Raw::at(nodes[1].addr).await;
+    let auth = with(json!({ "sessionID": id }), again.proof(&ada));
+    let answer = again.connect(&auth).await;
+    assert!(answer.accepts(&id), "the owner's key resumes: {answer:?}");
+}
+
+on_redis_and_cluster!(a_copied_bound_id_is_refused_on_the_other_node);
 
 /// A session made without a key stays unbound whatever key is later offered with its id, with
 /// a valid proof or not: a copy of the id must not bind itself to a thief's key and lock its
