@@ -293,3 +293,56 @@ pub async fn arrived(stats: &Stats, before: u64, sent: u64, grace: Duration) -> 
     }
     stats.received.load(Ordering::Relaxed) - before
 }
+
+/// A benchmark tool's command line: `--name value` flags and `--switch`es, read in order.
+/// `--help` prints the usage; a missing value, a value that is not a number where one is
+/// wanted, or an unknown flag ends the tool with its usage (exit status 2).
+pub struct Flags {
+    tool: &'static str,
+    usage: &'static str,
+    switches: &'static [&'static str],
+    args: std::iter::Skip<std::env::Args>,
+}
+
+impl Flags {
+    /// The process's arguments, for `tool` (named in errors), whose flags in `switches` take
+    /// no value.
+    pub fn new(tool: &'static str, usage: &'static str, switches: &'static [&'static str]) -> Self {
+        Flags {
+            tool,
+            usage,
+            switches,
+            args: std::env::args().skip(1),
+        }
+    }
+
+    /// The next flag and its value (empty for a switch); `None` after the last.
+    pub fn next_flag(&mut self) -> Option<(String, String)> {
+        let flag = self.args.next()?;
+        if flag == "--help" || flag == "-h" {
+            println!("{}", self.usage);
+            std::process::exit(0);
+        }
+        if self.switches.contains(&flag.as_str()) {
+            return Some((flag, String::new()));
+        }
+        match self.args.next() {
+            Some(value) => Some((flag, value)),
+            None => self.fail(&format!("{flag} needs a value")),
+        }
+    }
+
+    /// `value` of `flag` as a number.
+    pub fn number(&self, flag: &str, value: &str) -> u64 {
+        value
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| self.fail(&format!("{flag}: `{value}` is not a number")))
+    }
+
+    /// Ends the tool: `problem`, then the usage.
+    pub fn fail(&self, problem: &str) -> ! {
+        eprintln!("{}: {problem}\n\n{}", self.tool, self.usage);
+        std::process::exit(2)
+    }
+}

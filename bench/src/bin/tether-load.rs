@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use server::process::Process;
 use tether_bench::{
-    arrived, connect_users, cpu, micros, percentile, rss_kib, send_at_rate, until_quiet, Server,
-    Stats,
+    arrived, connect_users, cpu, micros, percentile, rss_kib, send_at_rate, until_quiet, Flags,
+    Server, Stats,
 };
 
 struct Args {
@@ -55,11 +55,6 @@ const USAGE: &str = "usage: tether-load [--users N] [--rates R1,R2,...] [--step-
   --no-reconnect    skip the reconnect storm";
 
 /// Prints the problem and the usage, and exits (a tool's bad input is not a panic).
-fn usage_error(problem: &str) -> ! {
-    eprintln!("tether-load: {problem}\n\n{USAGE}");
-    std::process::exit(2)
-}
-
 fn parse_args() -> Args {
     let mut args = Args {
         server_bin: PathBuf::from("target/release/tether"),
@@ -71,43 +66,23 @@ fn parse_args() -> Args {
         count_fsyncs: false,
         reconnect: true,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        if flag == "--help" || flag == "-h" {
-            println!("{USAGE}");
-            std::process::exit(0);
-        }
+    let mut flags = Flags::new("tether-load", USAGE, &["--count-fsyncs", "--no-reconnect"]);
+    while let Some((flag, value)) = flags.next_flag() {
+        let number = |v: &str| flags.number(&flag, v);
         match flag.as_str() {
-            "--count-fsyncs" => {
-                args.count_fsyncs = true;
-                continue;
-            }
-            "--no-reconnect" => {
-                args.reconnect = false;
-                continue;
-            }
-            _ => {}
-        }
-        let Some(value) = it.next() else {
-            usage_error(&format!("{flag} needs a value"))
-        };
-        let number = |v: &str| -> u64 {
-            v.trim()
-                .parse()
-                .unwrap_or_else(|_| usage_error(&format!("{flag}: `{v}` is not a number")))
-        };
-        match flag.as_str() {
+            "--count-fsyncs" => args.count_fsyncs = true,
+            "--no-reconnect" => args.reconnect = false,
             "--server-bin" => args.server_bin = value.into(),
             "--users" => args.users = number(&value) as usize,
             "--rates" => args.rates = value.split(',').map(number).collect(),
             "--step-secs" => args.step_secs = number(&value),
             "--out" => args.out = Some(value.into()),
             "--server-arg" => args.server_args.push(value),
-            other => usage_error(&format!("unknown flag {other}")),
+            other => flags.fail(&format!("unknown flag {other}")),
         }
     }
     if args.users < 2 {
-        usage_error("--users must be at least 2");
+        flags.fail("--users must be at least 2");
     }
     args
 }

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use client::session::Input;
 use server::process::Process;
 use tether_bench::{arrived, connect_users, cpu, percentile, rss_kib, send_at_rate, until_quiet};
-use tether_bench::{Server, Stats, User};
+use tether_bench::{Flags, Server, Stats, User};
 
 struct Args {
     server_bin: PathBuf,
@@ -63,11 +63,6 @@ const USAGE: &str = "usage: tether-scale --redis-url URL [--server-bin PATH] [--
   --idle-secs S           seconds of each idle window (default 60, for the same reason)
   --out FILE              also write every figure as JSON";
 
-fn usage_error(problem: &str) -> ! {
-    eprintln!("tether-scale: {problem}\n\n{USAGE}");
-    std::process::exit(2)
-}
-
 fn parse_args() -> Args {
     let mut args = Args {
         server_bin: PathBuf::from("target/release/tether"),
@@ -81,20 +76,9 @@ fn parse_args() -> Args {
         idle_secs: 60,
         out: None,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        if flag == "--help" || flag == "-h" {
-            println!("{USAGE}");
-            std::process::exit(0);
-        }
-        let Some(value) = it.next() else {
-            usage_error(&format!("{flag} needs a value"))
-        };
-        let number = |v: &str| -> u64 {
-            v.trim()
-                .parse()
-                .unwrap_or_else(|_| usage_error(&format!("{flag}: `{v}` is not a number")))
-        };
+    let mut flags = Flags::new("tether-scale", USAGE, &[]);
+    while let Some((flag, value)) = flags.next_flag() {
+        let number = |v: &str| flags.number(&flag, v);
         match flag.as_str() {
             "--server-bin" => args.server_bin = value.into(),
             "--server-arg" => args.server_args.push(value),
@@ -106,17 +90,17 @@ fn parse_args() -> Args {
             "--secs" => args.secs = number(&value),
             "--idle-secs" => args.idle_secs = number(&value),
             "--out" => args.out = Some(value.into()),
-            other => usage_error(&format!("unknown flag {other}")),
+            other => flags.fail(&format!("unknown flag {other}")),
         }
     }
     if args.redis_url.is_empty() {
-        usage_error("--redis-url is required");
+        flags.fail("--redis-url is required");
     }
     if args.users < 2 * args.nodes || args.calibration_users < 2 || args.nodes < 2 {
-        usage_error("at least 2 nodes, 2 users per node and 2 calibration users");
+        flags.fail("at least 2 nodes, 2 users per node and 2 calibration users");
     }
     if args.rate == 0 || args.secs == 0 {
-        usage_error("--rate and --secs must be positive");
+        flags.fail("--rate and --secs must be positive");
     }
     if !args.secs.is_multiple_of(60) || !args.idle_secs.is_multiple_of(60) {
         eprintln!(
@@ -509,6 +493,52 @@ fn fit(points: &[(f64, f64)]) -> (f64, f64) {
     (my - slope * mx, slope)
 }
 
+/// CPU (cores) against messages per second, through no CPU at no messages and the two rates
+/// measured. A node's or Redis's CPU per message falls as the rate rises (each wake-up, each
+/// round trip, each event-loop turn serves more messages: 450 µs per message sent at 300/s on
+/// the sending node here, 250 µs more per message from 300/s to 900/s), so one line through
+/// the three points is wrong near both ends; the model reads the segments instead. Beyond the
+/// higher rate the last segment's slope goes on, on the safe side (the cost per message falls
+/// further there).
+#[derive(Debug, Clone, Copy)]
+struct Curve {
+    low: (f64, f64),
+    high: (f64, f64),
+}
+
+impl Curve {
+    /// Through `low` and `high` (messages/s, cores), each CPU figure at least 0.
+    fn through(low: (f64, f64), high: (f64, f64)) -> Curve {
+        Curve {
+            low: (low.0, low.1.max(0.0)),
+            high: (high.0, high.1.max(low.1).max(0.0)),
+        }
+    }
+
+    /// Cores at `rate` messages/s.
+    fn at(&self, rate: f64) -> f64 {
+        let ((x1, y1), (x2, y2)) = (self.low, self.high);
+        if x1 <= 0.0 || x2 <= x1 {
+            return 0.0;
+        }
+        if rate <= x1 {
+            y1 * rate / x1
+        } else {
+            y1 + (rate - x1) * (y2 - y1) / (x2 - x1)
+        }
+    }
+
+    /// CPU seconds per message at `rate`.
+    fn per_message(&self, rate: f64) -> f64 {
+        self.at(rate) / rate
+    }
+
+    /// CPU seconds per message beyond the lower rate measured.
+    fn further(&self) -> f64 {
+        (self.at(self.high.0) - self.at(self.low.0)) / (self.high.0 - self.low.0)
+    }
+}
+
 /// The capacity model's coefficients (per second figures; CPU in cores).
 #[derive(Debug, Clone, Copy)]
 struct Model {
@@ -518,17 +548,18 @@ struct Model {
     /// Per connected user, idle.
     user_cpu: f64,
     user_rss: f64,
-    /// CPU seconds per message: sending it (the sender's node), delivering it (the
-    /// recipient's), and receiving its broadcast without a socket for it (every node).
-    send_cpu: f64,
-    deliver_cpu: f64,
-    forward_cpu: f64,
-    /// Redis per message, all shards: commands, bytes in, bytes out, CPU seconds, and what one
-    /// more subscribing node adds to bytes out and CPU.
+    /// CPU (cores) against messages per second: sending them (the sender's node), delivering
+    /// them (the recipient's), and receiving their broadcasts without a socket for them
+    /// (every node).
+    send_cpu: Curve,
+    deliver_cpu: Curve,
+    forward_cpu: Curve,
+    /// Redis per message, all shards: commands, bytes in, bytes out, and what one more
+    /// subscribing node adds to bytes out and CPU; its CPU against messages per second.
     redis_calls: f64,
     redis_in: f64,
     redis_out: f64,
-    redis_cpu: f64,
+    redis_cpu: Curve,
     redis_out_per_node: f64,
     redis_cpu_per_node: f64,
     /// Redis idle, per node: commands, bytes in and out, CPU (heartbeats, presence).
@@ -563,14 +594,14 @@ impl Model {
         // Against the messages sent per second of each window (the step's own count over the
         // same seconds as the figures), not the rate offered.
         let rates = [c.steps[0].sent, c.steps[1].sent];
-        let line = |node: usize| {
-            fit(&[
-                (0.0, c.idle.node_cpu[node]),
-                (rates[0], c.steps[0].node_cpu[node]),
-                (rates[1], c.steps[1].node_cpu[node]),
-            ])
-        };
-        let (a, b, cc) = (line(0), line(1), line(2));
+        // Each node's CPU in a step less its own idle CPU (its users' pings and refreshes).
+        let busy = |step: usize, node: usize| c.steps[step].node_cpu[node] - c.idle.node_cpu[node];
+        let curve =
+            |part: &dyn Fn(usize) -> f64| Curve::through((rates[0], part(0)), (rates[1], part(1)));
+        // C only receives the broadcasts; A also sends, B also delivers.
+        let forward_cpu = curve(&|k| busy(k, 2));
+        let send_cpu = curve(&|k| busy(k, 0) - busy(k, 2));
+        let deliver_cpu = curve(&|k| busy(k, 1) - busy(k, 2));
         let per_user = |of: fn(&Window) -> &Vec<f64>| {
             fit(&[
                 (c.users[0], of(&c.idle)[0]),
@@ -589,7 +620,7 @@ impl Model {
         let calls = redis_line(|s| s.calls);
         let bytes_in = redis_line(|s| s.bytes_in);
         let bytes_out = redis_line(|s| s.bytes_out);
-        let redis_cpu = redis_line(|s| s.cpu);
+        let redis_cpu = curve(&|k| c.steps[k].redis.cpu - c.idle.redis.cpu);
         let (top, without) = (&c.steps[1], &c.without_c);
         let stored = |w: &Window| w.delivered * w.secs;
         // C's users leaving is what differs between the two idle windows (the messages stored
@@ -610,7 +641,8 @@ impl Model {
             ((at_zero - all_users * f(&redis_user)) / 3.0).max(0.0)
         };
         let idle_out = per_node(bytes_out.0, |s| s.bytes_out);
-        let idle_redis_cpu = per_node(redis_cpu.0, |s| s.cpu);
+        // CPU is not a line against messages (see `Curve`): the idle window's own figure.
+        let idle_redis_cpu = per_node(c.idle.redis.cpu, |s| s.cpu);
         let ab_users = c.users[0] + c.users[1];
         // A step's figure per message sent, less its nodes' and users' idle share.
         let per_message = |w: &Window, nodes: f64, users: f64, idle: f64, f: fn(&Shard) -> f64| {
@@ -621,13 +653,13 @@ impl Model {
             node_rss: idle_rss.0.max(0.0),
             user_cpu: idle_cpu.1.max(0.0),
             user_rss: idle_rss.1.max(0.0),
-            send_cpu: a.1 - cc.1,
-            deliver_cpu: b.1 - cc.1,
-            forward_cpu: cc.1,
+            send_cpu,
+            deliver_cpu,
+            forward_cpu,
             redis_calls: calls.1,
             redis_in: bytes_in.1,
             redis_out: bytes_out.1,
-            redis_cpu: redis_cpu.1,
+            redis_cpu,
             // Per message with three subscribing nodes, less per message with two, each step's
             // idle share (nodes, users) taken off first.
             redis_out_per_node: (per_message(top, 3.0, all_users, idle_out, |s| s.bytes_out)
@@ -661,9 +693,9 @@ impl Model {
         (
             self.node_cpu
                 + load.users * self.user_cpu
-                + load.sent * self.send_cpu
-                + load.delivered * self.deliver_cpu
-                + load.total_rate * self.forward_cpu,
+                + self.send_cpu.at(load.sent)
+                + self.deliver_cpu.at(load.delivered)
+                + self.forward_cpu.at(load.total_rate),
             self.node_rss + load.users * self.user_rss,
         )
     }
@@ -681,7 +713,8 @@ impl Model {
                 + load.total_rate * (self.redis_out + extra * self.redis_out_per_node),
             cpu: n * self.redis_idle_cpu
                 + u * user.cpu
-                + load.total_rate * (self.redis_cpu + extra * self.redis_cpu_per_node),
+                + self.redis_cpu.at(load.total_rate)
+                + load.total_rate * extra * self.redis_cpu_per_node,
             memory: 0.0,
         }
     }
@@ -693,8 +726,8 @@ impl Model {
 struct Capacity {
     users: f64,
     rate: f64,
-    /// `None`: no number of nodes is enough (every node receives every message: `rate ×
-    /// forward_cpu` alone passes the budget).
+    /// `None`: no number of nodes is enough (every node receives every message: forwarding
+    /// `rate` alone passes the budget).
     nodes: Option<f64>,
     node_memory: f64,
     redis_cpu: f64,
@@ -710,12 +743,27 @@ struct Capacity {
 /// How busy a node's or a shard's core is allowed to be in the capacity table.
 const BUSY: f64 = 0.7;
 
+/// The most nodes the capacity table tries.
+const MAX_NODES: u32 = 100_000;
+
 impl Model {
     fn capacity(&self, users: f64, per_user: f64) -> Capacity {
         let rate = users * per_user;
-        let room = BUSY - self.node_cpu - rate * self.forward_cpu;
-        let work = users * self.user_cpu + rate * (self.send_cpu + self.deliver_cpu);
-        let nodes = (room > 0.0).then(|| (work / room).ceil().max(1.0));
+        // The fewest nodes each at most BUSY: every node receives every message whatever their
+        // number, and the rest divides.
+        let busy = |n: f64| {
+            self.node(Load {
+                users: users / n,
+                sent: rate / n,
+                delivered: rate / n,
+                total_rate: rate,
+                nodes: n,
+            })
+            .0
+        };
+        let nodes = (self.node_cpu + self.forward_cpu.at(rate) < BUSY)
+            .then(|| (1..=MAX_NODES).map(f64::from).find(|&n| busy(n) <= BUSY))
+            .flatten();
         let n = nodes.unwrap_or(f64::NAN);
         let redis = self.redis(Load {
             users,
@@ -805,6 +853,28 @@ async fn main() {
     let compact_max = redis.compact_max().await;
     let model = Model::fit(&calibration, compact_max);
     println!("model: {model:#?}");
+    let (r1, r2) = (model.send_cpu.low.0, model.send_cpu.high.0);
+    println!("\n| CPU per message (µs) | at {r1:.0} msg/s | at {r2:.0} msg/s | each message from {r1:.0} to {r2:.0}/s |");
+    println!("| --- | --- | --- | --- |");
+    for (name, curve) in [
+        ("`cs`: sending (the sender's node)", &model.send_cpu),
+        (
+            "`cd`: delivering (the recipient's node)",
+            &model.deliver_cpu,
+        ),
+        (
+            "`cf`: receiving the broadcast (every node)",
+            &model.forward_cpu,
+        ),
+        ("Redis, all shards", &model.redis_cpu),
+    ] {
+        println!(
+            "| {name} | {:.0} | {:.0} | {:.0} |",
+            curve.per_message(r1) * 1e6,
+            curve.per_message(r2) * 1e6,
+            curve.further() * 1e6
+        );
+    }
     let [_, after_low, without_c] = calibration.per_pair;
     println!(
         "messages per pair: {after_low:.0} after the low step, {without_c:.0} at the step without C (compact up to {compact_max})"
@@ -938,7 +1008,7 @@ async fn main() {
                 c.users,
                 c.rate,
                 c.rate,
-                c.rate * model.forward_cpu,
+                model.forward_cpu.at(c.rate),
                 c.redis_memory_per_day / 1e9,
             ),
         }
@@ -1009,19 +1079,39 @@ mod tests {
         assert_eq!(shard.memory, 4096.0);
     }
 
+    /// A curve that is a line: `per_message` CPU seconds per message at any rate.
+    fn line(per_message: f64) -> Curve {
+        Curve::through(
+            (1000.0, 1000.0 * per_message),
+            (2000.0, 2000.0 * per_message),
+        )
+    }
+
+    #[test]
+    fn a_curve_is_read_off_its_segments_and_goes_on_with_the_last_slope() {
+        // 400 µs per message up to 300/s, 250 µs per further message.
+        let curve = Curve::through((300.0, 0.12), (900.0, 0.27));
+        assert!((curve.at(150.0) - 0.06).abs() < 1e-12);
+        assert!((curve.at(600.0) - 0.195).abs() < 1e-12);
+        assert!((curve.at(1500.0) - 0.42).abs() < 1e-12);
+        assert!((curve.per_message(300.0) - 400e-6).abs() < 1e-12);
+        assert!((curve.further() - 250e-6).abs() < 1e-12);
+        assert_eq!(curve.at(0.0), 0.0);
+    }
+
     fn model() -> Model {
         Model {
             node_cpu: 0.01,
             node_rss: 10e6,
             user_cpu: 1e-6,
             user_rss: 20e3,
-            send_cpu: 100e-6,
-            deliver_cpu: 50e-6,
-            forward_cpu: 10e-6,
+            send_cpu: line(100e-6),
+            deliver_cpu: line(50e-6),
+            forward_cpu: line(10e-6),
             redis_calls: 12.0,
             redis_in: 1000.0,
             redis_out: 500.0,
-            redis_cpu: 50e-6,
+            redis_cpu: line(50e-6),
             redis_out_per_node: 100.0,
             redis_cpu_per_node: 2e-6,
             redis_idle_calls: 5.0,

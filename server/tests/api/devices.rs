@@ -35,7 +35,7 @@ fn policy() -> SessionPolicy {
 
 /// Another session of `user` made in the SQLite store of `data_dir` (a second instance on the
 /// same file, only for this write), labelled `label`; its secret.
-async fn second_device(data_dir: &Path, user: &str, label: &str) -> String {
+pub(crate) async fn second_device(data_dir: &Path, user: &str, label: &str) -> String {
     let store = SqliteStore::open(data_dir, policy()).expect("the store opens");
     let user = UserId::parse(user).expect("a user id");
     let (session, _) = store

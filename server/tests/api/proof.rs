@@ -14,7 +14,8 @@ use sha2::Digest;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::helpers::{
-    on_redis_and_cluster, spawn_app, spawn_app_with, ChildServer, SharedRedis, TestApp, TestClient,
+    on_redis_and_cluster, spawn_app, spawn_app_in, spawn_app_with, ChildServer, SharedRedis,
+    TestApp, TestClient,
 };
 
 type Ws =
@@ -266,15 +267,19 @@ async fn a_captured_connect_replayed_on_a_new_connection_is_refused() {
 
 #[tokio::test]
 async fn a_session_id_with_another_key_is_refused_and_other_sessions_are_untouched() {
-    let app = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_in(dir.path()).await;
     let (ada, thief) = (key("ada"), key("thief"));
     let (mut owner, id, user) = bound_sign_up(&app, "ada", &ada).await;
-    // A second connection of the same session (another tab).
+    // A second connection of the same session (another tab), and another session of the
+    // account (another device, unbound), connected.
     let answer = answer_to(&app, |raw| {
         with(json!({ "sessionID": id }), raw.proof(&ada))
     })
     .await;
     assert!(answer.accepts(&id));
+    let phone_secret = crate::devices::second_device(dir.path(), &user, "Safari on iOS").await;
+    let mut phone = app.resume(&phone_secret).await;
 
     // The thief signs its own connection's sid with its own key, offering it as the key.
     assert_eq!(
@@ -291,6 +296,10 @@ async fn a_session_id_with_another_key_is_refused_and_other_sessions_are_untouch
     })
     .await;
     assert!(answer.accepts(&id), "the session was not ended: {answer:?}");
+    // The other device is still connected, and its session still resumes.
+    assert!(phone.sync().await.get("ok").is_some());
+    assert!(phone.drain("close").is_empty());
+    app.resume(&phone_secret).await;
     app.stop().await;
 }
 
