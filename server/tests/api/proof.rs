@@ -181,7 +181,11 @@ fn refused() -> Answer {
 
 /// The owner's connection is still up: a message sent to it now arrives on it.
 async fn still_delivers(app: &TestApp, owner: &mut Raw, owner_id: &str) {
-    let bob = app.connect_as("bob-checks").await;
+    still_delivers_from(&app.connect_as("bob-checks").await, owner, owner_id).await;
+}
+
+/// The owner's connection is still up: a message `bob` sends it now arrives on it.
+async fn still_delivers_from(bob: &TestClient, owner: &mut Raw, owner_id: &str) {
     let ack = bob.send(owner_id, "still there?").await;
     assert!(ack["ok"].is_object(), "{ack}");
     let message = owner
@@ -329,13 +333,7 @@ async fn a_copied_bound_id_is_refused_on_the_other_node(redis: SharedRedis) {
 
     let mut bob = TestClient::connect(&nodes[1].url(), json!({ "username": "bob" })).await;
     bob.expect_session().await;
-    let ack = bob.send(&user, "still there?").await;
-    assert!(ack["ok"].is_object(), "{ack}");
-    let message = owner
-        .event("private message")
-        .await
-        .expect("the owner's socket is connected");
-    assert_eq!(message["content"], "still there?");
+    still_delivers_from(&bob, &mut owner, &user).await;
     let mut again = Raw::at(nodes[1].addr).await;
     let auth = with(json!({ "sessionID": id }), again.proof(&ada));
     let answer = again.connect(&auth).await;
