@@ -54,7 +54,6 @@ const USAGE: &str = "usage: tether-load [--users N] [--rates R1,R2,...] [--step-
                     tracepoints, else the column says n/a)
   --no-reconnect    skip the reconnect storm";
 
-/// Prints the problem and the usage, and exits (a tool's bad input is not a panic).
 fn parse_args() -> Args {
     let mut args = Args {
         server_bin: PathBuf::from("target/release/tether"),

@@ -99,8 +99,11 @@ fn parse_args() -> Args {
     if args.users < 2 * args.nodes || args.calibration_users < 2 || args.nodes < 2 {
         flags.fail("at least 2 nodes, 2 users per node and 2 calibration users");
     }
-    if args.rate == 0 || args.secs == 0 {
-        flags.fail("--rate and --secs must be positive");
+    if args.rate == 0 || args.secs == 0 || args.idle_secs == 0 {
+        flags.fail("--rate, --secs and --idle-secs must be positive");
+    }
+    if args.rate < args.nodes as u64 {
+        flags.fail("--rate must be at least --nodes (the low step offers rate / nodes)");
     }
     if !args.secs.is_multiple_of(60) || !args.idle_secs.is_multiple_of(60) {
         eprintln!(
@@ -495,8 +498,9 @@ fn fit(points: &[(f64, f64)]) -> (f64, f64) {
 
 /// CPU (cores) against messages per second, through no CPU at no messages and the two rates
 /// measured. A node's or Redis's CPU per message falls as the rate rises (each wake-up, each
-/// round trip, each event-loop turn serves more messages: 450 µs per message sent at 300/s on
-/// the sending node here, 250 µs more per message from 300/s to 900/s), so one line through
+/// round trip, each event-loop turn serves more messages: 355 µs per message sent at 292/s on
+/// the sending node in the run behind docs/SCALING.md, 209 µs per further message to 892/s),
+/// so one line through
 /// the three points is wrong near both ends; the model reads the segments instead. Beyond the
 /// higher rate the last segment's slope goes on, on the safe side (the cost per message falls
 /// further there).
@@ -507,8 +511,16 @@ struct Curve {
 }
 
 impl Curve {
-    /// Through `low` and `high` (messages/s, cores), each CPU figure at least 0.
+    /// Through `low` and `high` (messages/s, cores), each CPU figure at least 0. The rates
+    /// are two steps' messages per second: a step that sent nothing, or steps out of order,
+    /// are a broken run, not a model.
     fn through(low: (f64, f64), high: (f64, f64)) -> Curve {
+        assert!(
+            low.0 > 0.0 && high.0 > low.0,
+            "the calibration's steps sent {:.0} and {:.0} messages/s: two rising rates are needed",
+            low.0,
+            high.0
+        );
         Curve {
             low: (low.0, low.1.max(0.0)),
             high: (high.0, high.1.max(low.1).max(0.0)),
@@ -518,9 +530,6 @@ impl Curve {
     /// Cores at `rate` messages/s.
     fn at(&self, rate: f64) -> f64 {
         let ((x1, y1), (x2, y2)) = (self.low, self.high);
-        if x1 <= 0.0 || x2 <= x1 {
-            return 0.0;
-        }
         if rate <= x1 {
             y1 * rate / x1
         } else {
@@ -528,9 +537,13 @@ impl Curve {
         }
     }
 
-    /// CPU seconds per message at `rate`.
+    /// CPU seconds per message at `rate` (0 at no messages).
     fn per_message(&self, rate: f64) -> f64 {
-        self.at(rate) / rate
+        if rate > 0.0 {
+            self.at(rate) / rate
+        } else {
+            0.0
+        }
     }
 
     /// CPU seconds per message beyond the lower rate measured.
@@ -778,7 +791,12 @@ impl Model {
             nodes,
             node_memory: self.node_rss + users / n * self.user_rss,
             redis_cpu: redis.cpu,
-            shards: (redis.cpu / BUSY).ceil().max(1.0),
+            // (No shard count without a node count: NaN, not 1.)
+            shards: if redis.cpu.is_finite() {
+                (redis.cpu / BUSY).ceil().max(1.0)
+            } else {
+                f64::NAN
+            },
             redis_in: redis.bytes_in,
             redis_out: redis.bytes_out,
             broadcast_shard_out: rate * n * self.redis_out_per_node,
@@ -1001,6 +1019,12 @@ async fn main() {
                 c.redis_in / 1e6,
                 c.redis_out / 1e6,
                 c.broadcast_shard_out / 1e6,
+                c.redis_memory_per_day / 1e9,
+            ),
+            None if model.node_cpu + model.forward_cpu.at(c.rate) < BUSY => println!(
+                "| {:.0} | {:.0} | more than {MAX_NODES} | | | | | | {:.1} GB |",
+                c.users,
+                c.rate,
                 c.redis_memory_per_day / 1e9,
             ),
             None => println!(
