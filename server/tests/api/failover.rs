@@ -69,6 +69,40 @@ async fn send(from: &TestClient, to: &str, content: &str, client_id: &str) -> Op
     ack["ok"]["id"].as_i64()
 }
 
+/// Message `i`, sent with `client_id` and answered within 5 s: its id, or `None` when refused
+/// or unanswered (a node whose store is gone may retry it a while), which a client counts as
+/// not acked.
+async fn send_within(from: &TestClient, to: &str, i: usize, client_id: &str) -> Option<i64> {
+    let content = format!("m{i}");
+    tokio::time::timeout(Duration::from_secs(5), send(from, to, &content, client_id))
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Sends message `i` with clientId `ids[i]`, in order, until all are sent or `stop` is set,
+/// counting each answer in `answered`: the acked messages and the others, by index.
+async fn send_in_order(
+    from: &TestClient,
+    to: &str,
+    ids: &[String],
+    answered: &AtomicUsize,
+    stop: &AtomicBool,
+) -> (Vec<usize>, Vec<usize>) {
+    let (mut acked, mut unacked) = (Vec::new(), Vec::new());
+    for (i, client_id) in ids.iter().enumerate() {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        match send_within(from, to, i, client_id).await {
+            Some(_) => acked.push(i),
+            None => unacked.push(i),
+        }
+        answered.fetch_add(1, Ordering::SeqCst);
+    }
+    (acked, unacked)
+}
+
 /// The primary dies (SIGKILL, nothing flushed or handed over) and its replica takes over.
 fn fail_over(primary: RedisServer, replica: &RedisServer) {
     primary.signal("KILL");
@@ -171,28 +205,7 @@ async fn a_thousand_messages_with_a_failover_in_the_middle_lose_nothing_acked() 
     let sender = tokio::spawn({
         let (ids, to) = (ids.clone(), to.clone());
         let (answered, failed_over) = (answered.clone(), failed_over.clone());
-        async move {
-            let mut acked = Vec::new();
-            let mut unacked = Vec::new();
-            for (i, client_id) in ids.iter().enumerate() {
-                if failed_over.load(Ordering::SeqCst) {
-                    break;
-                }
-                // Unanswered within 5 s (a node whose store is gone may retry it a while)
-                // counts as not acked, as it would for a client.
-                let content = format!("m{i}");
-                let ack = tokio::time::timeout(
-                    Duration::from_secs(5),
-                    send(&ada, &to, &content, client_id),
-                );
-                match ack.await {
-                    Ok(Some(_)) => acked.push(i),
-                    _ => unacked.push(i),
-                }
-                answered.fetch_add(1, Ordering::SeqCst);
-            }
-            (acked, unacked)
-        }
+        async move { send_in_order(&ada, &to, &ids, &answered, &failed_over).await }
     });
     while answered.load(Ordering::SeqCst) < MESSAGES / 2 {
         assert!(
@@ -356,20 +369,8 @@ async fn a_thousand_messages_with_a_shard_failed_over(kill_the_senders: bool) {
     let sender = tokio::spawn({
         let (ids, to, answered) = (ids.clone(), bob_id.clone(), answered.clone());
         async move {
-            let (mut acked, mut unacked) = (Vec::new(), Vec::new());
-            for (i, client_id) in ids.iter().enumerate() {
-                // Unanswered within 5 s counts as not acked, as it would for a client.
-                let content = format!("m{i}");
-                let ack = tokio::time::timeout(
-                    Duration::from_secs(5),
-                    send(&ada, &to, &content, client_id),
-                );
-                match ack.await {
-                    Ok(Some(_)) => acked.push(i),
-                    _ => unacked.push(i),
-                }
-                answered.fetch_add(1, Ordering::SeqCst);
-            }
+            let never = AtomicBool::new(false);
+            let (acked, unacked) = send_in_order(&ada, &to, &ids, &answered, &never).await;
             (ada, acked, unacked)
         }
     });
@@ -409,12 +410,7 @@ async fn a_thousand_messages_with_a_shard_failed_over(kill_the_senders: bool) {
             Instant::now() < deadline,
             "message {i} is acked after the failover"
         );
-        let content = format!("m{i}");
-        let ack = tokio::time::timeout(
-            Duration::from_secs(5),
-            send(&ada, &bob_id, &content, &ids[i]),
-        );
-        if let Ok(Some(_)) = ack.await {
+        if send_within(&ada, &bob_id, i, &ids[i]).await.is_some() {
             acked.insert(ids[i].clone());
             unacked.remove(0);
         } else {
