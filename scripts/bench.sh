@@ -89,13 +89,15 @@ run() {
 }
 
 # The throughput rows of a run's table, as
-# "rate delivered p50 p99 server writer load fsyncs writer-fsyncs" (n/a where not counted).
+# "rate delivered p50 p99 server writer load fsyncs writer-fsyncs server-kernel load-kernel"
+# (n/a where not counted).
 rows() {
   awk -F'|' '$2 ~ /^ *[0-9]+ *$/ {
     split($7, cpu, /[()\/ ]+/)   # " 206 (27) / 35 " -> "", 206, 27, 35
     split($8, fs, /[() ]+/)      # " 224 (190) " -> "", 224, 190; " n/a " -> "", n/a
     if (fs[3] == "") fs[3] = "n/a"
-    printf "%d %d %s %s %s %s %s %s %s\n", $2, $3, $4, $5, cpu[2], cpu[3], cpu[4], fs[2], fs[3]
+    split($9, k, /[\/ ]+/)       # " 80 / 25 " -> "", 80, 25
+    printf "%d %d %s %s %s %s %s %s %s %s %s\n", $2, $3, $4, $5, cpu[2], cpu[3], cpu[4], fs[2], fs[3], k[2], k[3]
   }' "$1"
 }
 
@@ -107,7 +109,9 @@ rows() {
   echo "- $users users (half send to the other half, one message in flight each), ${step_secs} s per step;"
   echo "  server on CPU $server_cpu, load generator (tether-load) on CPU $load_cpu"
   echo "- server CPU per delivered message (µs, from /proc over the step and its grace period; Tether's"
-  echo "  store writer thread in brackets); ratio = Tether / Node; latency from send to arrival;"
+  echo "  store writer thread in brackets); ratio = Tether / Node; kernel: the system part of that CPU"
+  echo "  (/proc stat field 15: system calls, and interrupts and softirqs taken while the process ran;"
+  echo "  a block device's kernel threads are not in it); latency from send to arrival;"
   echo "  fsyncs/s: $perf_note"
 } >"$results"
 
@@ -129,14 +133,14 @@ for ((round = 1; round <= rounds; round++)); do
     echo
     echo "Connect storm: Node $(storm "$node_table"), Tether $(storm "$tether_table"). RSS per idle connection: Node $(rss "$node_table"), Tether $(rss "$tether_table")."
     echo
-    echo "| offered msg/s | server µs/msg: Node | Tether (writer) | ratio | p50 / p99 ms: Node | Tether | delivered msg/s: Node / Tether | load generator µs/msg: Node / Tether | Tether fsyncs/s (writer) |"
-    echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
-    # join: $1 rate; Node $2-$9, Tether $10-$17, each in rows' order.
+    echo "| offered msg/s | server µs/msg: Node | Tether (writer) | ratio | server kernel µs/msg: Node / Tether | p50 / p99 ms: Node | Tether | delivered msg/s: Node / Tether | load generator µs/msg (kernel): Node / Tether | Tether fsyncs/s (writer) |"
+    echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    # join: $1 rate; Node $2-$11, Tether $12-$21, each in rows' order.
     join <(rows "$node_table" | sort -k1,1) <(rows "$tether_table" | sort -k1,1) | sort -n -k1,1 |
       awk '{
-        ratio = ($5 > 0) ? sprintf("%.2f", $13 / $5) : "n/a"
-        printf "| %d | %s | %s (%s) | %s | %s / %s | %s / %s | %d / %d | %s / %s | %s (%s) |\n",
-          $1, $5, $13, $14, ratio, $3, $4, $11, $12, $2, $10, $7, $15, $16, $17
+        ratio = ($5 > 0) ? sprintf("%.2f", $15 / $5) : "n/a"
+        printf "| %d | %s | %s (%s) | %s | %s / %s | %s / %s | %s / %s | %d / %d | %s (%s) / %s (%s) | %s (%s) |\n",
+          $1, $5, $15, $16, ratio, $10, $20, $3, $4, $13, $14, $2, $12, $7, $11, $17, $21, $18, $19
       }'
   } >>"$results"
 done

@@ -55,6 +55,13 @@ impl Process {
         Some(self.stat()?.cpu)
     }
 
+    /// The system (kernel) part of [`Process::cpu`]: time in system calls and the interrupts
+    /// and softirqs that ran while this process was on the CPU (`stat` field 15). Kernel
+    /// threads' work on its behalf (a block device's completions) is not in it.
+    pub fn system_cpu(&self) -> Option<Duration> {
+        Some(self.stat()?.system)
+    }
+
     /// Resident bytes now (`status`'s `VmRSS`).
     pub fn resident(&self) -> Option<u64> {
         Some(self.status()?.resident)
@@ -236,6 +243,8 @@ impl Status {
 struct Stat {
     /// User plus system time (fields 14 and 15).
     cpu: Duration,
+    /// System time alone (field 15).
+    system: Duration,
     /// When the process started, in ticks after boot (field 22).
     start_ticks: u64,
 }
@@ -247,9 +256,11 @@ impl Stat {
         let rest = &stat[stat.rfind(')')? + 1..];
         let fields: Vec<&str> = rest.split_whitespace().collect();
         let field = |number: usize| -> Option<u64> { fields.get(number - 3)?.parse().ok() };
-        let ticks = field(14)? + field(15)?;
+        let ticks = |n: u64| Duration::from_millis(n * 1000 / USER_HZ);
+        let system = field(15)?;
         Some(Self {
-            cpu: Duration::from_millis(ticks * 1000 / USER_HZ),
+            cpu: ticks(field(14)? + system),
+            system: ticks(system),
             start_ticks: field(22)?,
         })
     }
@@ -386,6 +397,7 @@ mod tests {
 
         let process = Process::at(dir.path());
         assert_eq!(process.cpu(), Some(Duration::from_secs(4)));
+        assert_eq!(process.system_cpu(), Some(Duration::from_secs(1)));
         assert_eq!(process.resident(), Some(1 << 20));
         assert_eq!(
             process.usage(),

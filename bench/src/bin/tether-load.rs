@@ -220,10 +220,11 @@ async fn main() {
     line(
         "| offered msg/s | delivered msg/s | p50 ms | p99 ms | max ms \
          | CPU µs per delivered message: server (its store writer) / load generator \
-         | server fsyncs/s (its store writer) |"
+         | server fsyncs/s (its store writer) \
+         | kernel CPU µs per delivered message: server / load generator |"
             .into(),
     );
-    line("| --- | --- | --- | --- | --- | --- | --- |".into());
+    line("| --- | --- | --- | --- | --- | --- | --- | --- |".into());
     for &rate in &args.rates {
         until_quiet(&[&server_proc]).await;
         stats.latencies_us.lock().unwrap().clear();
@@ -232,6 +233,8 @@ async fn main() {
         let server_cpu = cpu(&server_proc);
         let writer_cpu = server_proc.thread_cpu(WRITER_THREAD);
         let own_cpu = cpu(&own);
+        let kernel = |process: &Process| process.system_cpu().unwrap_or_default();
+        let (server_kernel, own_kernel) = (kernel(&server_proc), kernel(&own));
         let fsyncs = args.count_fsyncs.then(|| {
             let pid = server.child.id().expect("server pid");
             tokio::spawn(count_fsyncs(pid, args.step_secs))
@@ -260,7 +263,7 @@ async fn main() {
             },
         };
         line(format!(
-            "| {rate} | {:.0} | {:.1} | {:.1} | {:.1} | {:.0} ({:.0}) / {:.0} | {fsyncs} |",
+            "| {rate} | {:.0} | {:.1} | {:.1} | {:.1} | {:.0} ({:.0}) / {:.0} | {fsyncs} | {:.0} / {:.0} |",
             received as f64 / elapsed.max(args.step_secs as f64),
             percentile(&lat, 0.50),
             percentile(&lat, 0.99),
@@ -272,9 +275,11 @@ async fn main() {
                     .saturating_sub(writer_cpu)
             ),
             per_message(cpu(&own).saturating_sub(own_cpu)),
+            per_message(kernel(&server_proc).saturating_sub(server_kernel)),
+            per_message(kernel(&own).saturating_sub(own_kernel)),
         ));
         if received < sent {
-            line(format!("|  (step {rate}: {sent} sent, {received} received within the grace period) | | | | | | |"));
+            line(format!("|  (step {rate}: {sent} sent, {received} received within the grace period) | | | | | | | |"));
         }
     }
 
