@@ -181,6 +181,97 @@ async fn a_message_the_replica_does_not_hold_is_never_acked() {
     assert!(stored_client_ids(&replica, &bob.user_id).contains(&during));
 }
 
+/// `SCRIPT LOAD` calls a Redis node has answered (`INFO commandstats`).
+fn script_loads(commandstats: &str) -> u64 {
+    commandstats
+        .lines()
+        .find_map(|line| line.strip_prefix("cmdstat_script|load:calls="))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Sends 20 messages, each acked, and counts the `SCRIPT LOAD`s `loads` saw meanwhile; then
+/// empties every node's script cache (`flush`, as a restart or a promoted replica would find
+/// it) and checks the next message is still acked, with its script loaded for it. Returns the
+/// count and that message's clientId.
+async fn loads_per_twenty_acked(
+    ada: &TestClient,
+    bob: &TestClient,
+    loads: impl Fn() -> u64,
+    flush: impl Fn(),
+) -> (u64, String) {
+    let first = uuid::Uuid::new_v4().to_string();
+    assert!(send(ada, &bob.user_id, "first", &first).await.is_some());
+    let before = loads();
+    for i in 0..20 {
+        let client_id = uuid::Uuid::new_v4().to_string();
+        let acked = send_within(ada, &bob.user_id, i, &client_id).await;
+        assert!(acked.is_some(), "message {i} acked");
+    }
+    let during = loads() - before;
+
+    flush();
+    let before_flush = loads();
+    let after = uuid::Uuid::new_v4().to_string();
+    let acked = send_within(ada, &bob.user_id, 20, &after).await;
+    assert!(acked.is_some(), "acked once the scripts are gone");
+    assert!(loads() > before_flush, "the missing script was loaded");
+    (during, after)
+}
+
+/// With replica acks the script that stores a message goes by its digest (`EVALSHA`, in the
+/// pipeline with its `WAIT`). Before, each acked message loaded its script again (`SCRIPT
+/// LOAD` with SEND_AT_ONCE's 2.4 KB body, which Redis hashed again): 20 loads for 20 messages,
+/// and this test failed. A node that lost its scripts answers `NOSCRIPT`, and the
+/// message is still acked once, with the script loaded for it.
+#[tokio::test]
+async fn an_acked_message_names_its_script_by_digest_and_loads_it_only_when_redis_lacks_it() {
+    let primary = RedisServer::start_own().await;
+    let _replica = primary.start_replica().await;
+    let (node, _dir) = node_on(&primary, 1).await;
+    let ada = sign_up(&node, "ada").await;
+    let bob = sign_up(&node, "bob").await;
+    let (during, after) = loads_per_twenty_acked(
+        &ada,
+        &bob,
+        || script_loads(&primary.cli(&["info", "commandstats"])),
+        || assert_eq!(primary.cli(&["script", "flush"]).trim(), "OK"),
+    )
+    .await;
+    // Another task of the node may load a script of its own the first time it runs.
+    assert!(during < 5, "{during} SCRIPT LOADs for 20 acked messages");
+    assert!(stored_client_ids(&primary, &bob.user_id).contains(&after));
+}
+
+/// The same on a Redis Cluster, where each party's copy is confirmed on its shard
+/// (CONFIRM_COPY pipelined with `WAIT`) and every shard's scripts are flushed.
+#[tokio::test]
+async fn on_a_redis_cluster_an_acked_copy_loads_its_script_only_when_the_shard_lacks_it() {
+    let cluster = RedisCluster::start_own_replicated().await;
+    let (node, _dir) = node_on_cluster(&cluster, 1).await;
+    let (ada, bob) = on_two_shards(&cluster, &node).await;
+    let loads = || {
+        cluster
+            .cli_each(&["info", "commandstats"])
+            .iter()
+            .map(|stats| script_loads(stats))
+            .sum::<u64>()
+    };
+    let flush = || {
+        cluster.cli_each(&["script", "flush"]);
+    };
+    let (during, after) = loads_per_twenty_acked(&ada, &bob, loads, flush).await;
+    assert!(during < 5, "{during} SCRIPT LOADs for 20 acked messages");
+    for party in [&ada.user_id, &bob.user_id] {
+        let copy = copy_on_cluster(&cluster, party).await;
+        assert_eq!(
+            copy.iter().filter(|id| **id == after).count(),
+            1,
+            "once in each copy"
+        );
+    }
+}
+
 /// The measurement the issue asks for: 1,000 messages, a failover in the middle, acked
 /// messages lost = 0. The client sends one message at a time with its clientId; once half are
 /// answered the primary is killed while the next is on its way. The client then moves to a node
