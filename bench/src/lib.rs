@@ -230,7 +230,11 @@ pub async fn connect_users(
 
 /// Each `(sender, recipient's userID)` pair sends at `rate / pairs` messages per second for
 /// `step`, the senders' start times spread over one interval (so the offered load is even
-/// instead of every sender firing at the same instant); the messages queued.
+/// instead of every sender firing at the same instant); the messages queued. Every sender stops
+/// at the step's end: a sender whose interval is longer than the step sends once or not at all
+/// (the offered rate holds over all of them), and the step lasts `step`, not until each
+/// sender's next tick (which, before, stretched a 5 s step at 200 msg/s over 250 senders to
+/// 6.25 s, and a 2 s step over 5,000 senders at 100 msg/s to 50 s).
 pub async fn send_at_rate(pairs: &[(&User, &str)], rate: u64, step: Duration) -> u64 {
     let count = pairs.len();
     let per_sender = rate as f64 / count as f64;
@@ -244,17 +248,8 @@ pub async fn send_at_rate(pairs: &[(&User, &str)], rate: u64, step: Duration) ->
         let done = done_tx.clone();
         tokio::spawn(async move {
             barrier.wait().await;
-            let begin = tokio::time::Instant::now();
             let phase = interval.mul_f64(i as f64 / count as f64);
-            let mut ticker = tokio::time::interval_at(begin + phase, interval);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-            let mut sent = 0u64;
-            loop {
-                // A tick due at or after the step's end is not sent: the rate holds over the
-                // step.
-                if ticker.tick().await >= begin + step {
-                    break;
-                }
+            let sent = ticks(phase, interval, step, || {
                 let to = to.clone();
                 // Queued without waiting for the client's task: the latency is taken from
                 // here, so its queueing counts.
@@ -271,8 +266,9 @@ pub async fn send_at_rate(pairs: &[(&User, &str)], rate: u64, step: Duration) ->
                         now,
                     );
                 });
-                sent += u64::from(queued);
-            }
+                u64::from(queued)
+            })
+            .await;
             let _ = done.send(sent);
         });
     }
@@ -280,6 +276,29 @@ pub async fn send_at_rate(pairs: &[(&User, &str)], rate: u64, step: Duration) ->
     let mut sent = 0;
     while let Some(n) = done_rx.recv().await {
         sent += n;
+    }
+    sent
+}
+
+/// Calls `send` at `phase` from now and every `interval` after, until `step` from now: a tick
+/// due at or after the end is neither taken nor waited for. Ticks missed (a busy runtime) are
+/// taken at once. Returns what the calls returned, added up.
+async fn ticks(
+    phase: Duration,
+    interval: Duration,
+    step: Duration,
+    mut send: impl FnMut() -> u64,
+) -> u64 {
+    let begin = tokio::time::Instant::now();
+    let end = begin + step;
+    let mut ticker = tokio::time::interval_at(begin + phase, interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut sent = 0;
+    while let Ok(due) = tokio::time::timeout_at(end, ticker.tick()).await {
+        if due >= end {
+            break;
+        }
+        sent += send();
     }
     sent
 }
@@ -344,5 +363,38 @@ impl Flags {
     pub fn fail(&self, problem: &str) -> ! {
         eprintln!("{}: {problem}\n\n{}", self.tool, self.usage);
         std::process::exit(2)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// How many ticks, and when the sender stopped, in seconds after it began (paused time).
+    async fn run(phase: f64, interval: f64, step: f64) -> (u64, f64) {
+        let begin = tokio::time::Instant::now();
+        let secs = Duration::from_secs_f64;
+        let sent = ticks(secs(phase), secs(interval), secs(step), || 1).await;
+        (sent, begin.elapsed().as_secs_f64())
+    }
+
+    /// A step lasts what it was asked to, whatever the senders' intervals: before, a sender
+    /// waited for its first tick at or after the end (this test failed: 5 s became 6.25 s, and
+    /// 2 s became 50 s).
+    #[tokio::test(start_paused = true)]
+    async fn a_step_ends_at_its_end_and_sends_only_the_ticks_within_it() {
+        // 200 msg/s over 250 senders: one every 1.25 s, this one 0.3 s in.
+        let (sent, took) = run(0.3, 1.25, 5.0).await;
+        assert_eq!(sent, 4, "at 0.3, 1.55, 2.8 and 4.05 s");
+        assert!((took - 5.0).abs() < 0.01, "{took} s");
+        // 100 msg/s over 5,000 senders: one every 50 s; this one's first is past a 2 s step.
+        assert_eq!(run(10.0, 50.0, 2.0).await, (0, 2.0));
+        // One whose first falls within it sends once.
+        let (sent, took) = run(1.0, 50.0, 2.0).await;
+        assert_eq!(sent, 1);
+        assert!((took - 2.0).abs() < 0.01, "{took} s");
+        // A tick due exactly at the end is not taken.
+        let (sent, _) = run(0.0, 1.0, 3.0).await;
+        assert_eq!(sent, 3, "at 0, 1 and 2 s");
     }
 }
