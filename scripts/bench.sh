@@ -14,7 +14,8 @@
 # connect storm and throughput steps, without the reconnect storm (Node forgets its sessions).
 # It prints one table per round (server CPU per delivered message with the store writer's
 # share, the ratio Tether / Node, p50 / p99, delivered msg/s, the load generator's CPU per
-# message, and the Tether server's fsync + fdatasync calls per second with its store writer's
+# message, the kernel (system) part of each side's CPU per message, and the Tether server's
+# fsync + fdatasync calls per second with its store writer's
 # share, counted by perf's syscall tracepoints when perf is installed and allowed to; tether-load
 # --count-fsyncs) with the machine, date, commit and load average,
 # and writes it to target/bench-pinned/results.md (each run's own table beside it).
@@ -110,8 +111,9 @@ rows() {
   echo "  server on CPU $server_cpu, load generator (tether-load) on CPU $load_cpu"
   echo "- server CPU per delivered message (µs, from /proc over the step and its grace period; Tether's"
   echo "  store writer thread in brackets); ratio = Tether / Node; kernel: the system part of that CPU"
-  echo "  (/proc stat field 15: system calls, and interrupts and softirqs taken while the process ran;"
-  echo "  a block device's kernel threads are not in it); latency from send to arrival;"
+  echo "  (/proc stat field 15: system calls, and interrupts and softirqs taken while the process ran"
+  echo "  unless the kernel accounts IRQ time apart; a block device's kernel threads are not in it);"
+  echo "  latency from send to arrival;"
   echo "  fsyncs/s: $perf_note"
 } >"$results"
 

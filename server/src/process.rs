@@ -55,9 +55,10 @@ impl Process {
         Some(self.stat()?.cpu)
     }
 
-    /// The system (kernel) part of [`Process::cpu`]: time in system calls and the interrupts
-    /// and softirqs that ran while this process was on the CPU (`stat` field 15). Kernel
-    /// threads' work on its behalf (a block device's completions) is not in it.
+    /// The system (kernel) part of [`Process::cpu`] (`stat` field 15): time in system calls,
+    /// and, on a kernel without IRQ time accounting (`CONFIG_IRQ_TIME_ACCOUNTING`), the
+    /// interrupts and softirqs that ran while this process was on the CPU. Kernel threads'
+    /// work on its behalf (a block device's completions) is not in it.
     pub fn system_cpu(&self) -> Option<Duration> {
         Some(self.stat()?.system)
     }

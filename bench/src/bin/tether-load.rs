@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use server::process::Process;
 use tether_bench::{
-    arrived, connect_users, cpu, micros, percentile, rss_kib, send_at_rate, until_quiet, Flags,
-    Server, Stats,
+    arrived, connect_users, cpu, micros, percentile, rss_kib, send_at_rate, system_cpu,
+    until_quiet, Flags, Server, Stats,
 };
 
 struct Args {
@@ -233,8 +233,7 @@ async fn main() {
         let server_cpu = cpu(&server_proc);
         let writer_cpu = server_proc.thread_cpu(WRITER_THREAD);
         let own_cpu = cpu(&own);
-        let kernel = |process: &Process| process.system_cpu().unwrap_or_default();
-        let (server_kernel, own_kernel) = (kernel(&server_proc), kernel(&own));
+        let (server_kernel, own_kernel) = (system_cpu(&server_proc), system_cpu(&own));
         let fsyncs = args.count_fsyncs.then(|| {
             let pid = server.child.id().expect("server pid");
             tokio::spawn(count_fsyncs(pid, args.step_secs))
@@ -275,8 +274,8 @@ async fn main() {
                     .saturating_sub(writer_cpu)
             ),
             per_message(cpu(&own).saturating_sub(own_cpu)),
-            per_message(kernel(&server_proc).saturating_sub(server_kernel)),
-            per_message(kernel(&own).saturating_sub(own_kernel)),
+            per_message(system_cpu(&server_proc).saturating_sub(server_kernel)),
+            per_message(system_cpu(&own).saturating_sub(own_kernel)),
         ));
         if received < sent {
             line(format!("|  (step {rate}: {sent} sent, {received} received within the grace period) | | | | | | | |"));

@@ -1851,8 +1851,10 @@ impl ReplicaAcks {
     /// (`EVALSHA`); only when the node does not hold it (`NOSCRIPT`: a restart, or a replica
     /// promoted by a failover, since loaded scripts are not replicated) does the pipeline go
     /// again with the script's body loaded ahead of it. A `NOSCRIPT` ran nothing, so the
-    /// script still runs once. Before, every acked message carried the body (2.4 KB for
-    /// SEND_AT_ONCE) for Redis to hash again.
+    /// script still runs once; the first pipeline's `WAIT` still runs, so right after a
+    /// promotion (replicas missing or behind) a message may wait two timeouts before it is
+    /// refused. Before, every acked message carried the body (2.4 KB for SEND_AT_ONCE) for
+    /// Redis to hash again.
     async fn invoke_then_wait<T: redis::FromRedisValue>(
         &self,
         conn: &mut RedisConn,
