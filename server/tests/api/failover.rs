@@ -46,6 +46,33 @@ async fn node_with(mut args: Vec<String>, replicas: u32) -> (ChildServer, tempfi
     (ChildServer::start_with(dir.path(), &args).await, dir)
 }
 
+/// A primary with a replica of its own, a node on it that acks a message once the replica
+/// holds it, and two users signed up there.
+struct Replicated {
+    primary: RedisServer,
+    replica: RedisServer,
+    node: ChildServer,
+    dir: tempfile::TempDir,
+    ada: TestClient,
+    bob: TestClient,
+}
+
+async fn replicated() -> Replicated {
+    let primary = RedisServer::start_own().await;
+    let replica = primary.start_replica().await;
+    let (node, dir) = node_on(&primary, 1).await;
+    let ada = sign_up(&node, "ada").await;
+    let bob = sign_up(&node, "bob").await;
+    Replicated {
+        primary,
+        replica,
+        node,
+        dir,
+        ada,
+        bob,
+    }
+}
+
 async fn sign_up(node: &ChildServer, name: &str) -> TestClient {
     let mut client = TestClient::connect(&node.url(), json!({ "username": name })).await;
     client.expect_session().await;
@@ -134,11 +161,14 @@ fn stored_client_ids(redis: &RedisServer, recipient: &str) -> HashSet<String> {
 /// and then gone after the failover: this test failed.)
 #[tokio::test]
 async fn a_message_the_replica_does_not_hold_is_never_acked() {
-    let primary = RedisServer::start_own().await;
-    let replica = primary.start_replica().await;
-    let (node, _dir) = node_on(&primary, 1).await;
-    let ada = sign_up(&node, "ada").await;
-    let bob = sign_up(&node, "bob").await;
+    let Replicated {
+        primary,
+        replica,
+        node,
+        dir: _dir,
+        ada,
+        bob,
+    } = replicated().await;
 
     let mut acked = HashSet::new();
     let before = uuid::Uuid::new_v4().to_string();
@@ -228,11 +258,14 @@ async fn loads_per_twenty_acked(
 /// once: the recipient's copy holds the 22 messages sent, no more.
 #[tokio::test]
 async fn an_acked_message_names_its_script_by_digest_and_loads_it_only_when_redis_lacks_it() {
-    let primary = RedisServer::start_own().await;
-    let _replica = primary.start_replica().await;
-    let (node, _dir) = node_on(&primary, 1).await;
-    let ada = sign_up(&node, "ada").await;
-    let bob = sign_up(&node, "bob").await;
+    let Replicated {
+        primary,
+        replica: _replica,
+        node: _node,
+        dir: _dir,
+        ada,
+        bob,
+    } = replicated().await;
     let (during, after) = loads_per_twenty_acked(
         &ada,
         &bob,
@@ -289,11 +322,14 @@ async fn on_a_redis_cluster_an_acked_copy_loads_its_script_only_when_the_shard_l
 #[tokio::test]
 async fn a_thousand_messages_with_a_failover_in_the_middle_lose_nothing_acked() {
     const MESSAGES: usize = 1000;
-    let primary = RedisServer::start_own().await;
-    let replica = primary.start_replica().await;
-    let (first, _dir) = node_on(&primary, 1).await;
-    let ada = sign_up(&first, "ada").await;
-    let bob = sign_up(&first, "bob").await;
+    let Replicated {
+        primary,
+        replica,
+        node: first,
+        dir: _dir,
+        ada,
+        bob,
+    } = replicated().await;
     let session_id = ada.session_id.clone();
     let to = bob.user_id.clone();
 
