@@ -33,9 +33,10 @@ use super::{
 };
 use crate::domain::{SessionId, UserId, Username};
 use queries::{
-    load_directory, mark_if_sessionless, message_from_row, newest_in, page, pair_key, read_cursor,
-    read_receipts, touch, touch_account, unread, CONVERSATIONS_BY_ACTIVITY, CONVERSATION_ENTRY,
-    EXPIRED_SESSIONS_EXIST, EXPIRE_SESSIONS, IDLE_ACCOUNTS, IDLE_ACCOUNTS_EXIST, MESSAGE_COLUMNS,
+    conversation, load_directory, mark_if_sessionless, message_from_row, newest_in, page, pair_key,
+    read_cursor, read_receipts, touch, touch_account, unread, CONVERSATIONS_BY_ACTIVITY,
+    CONVERSATION_ENTRY, EXPIRED_SESSIONS_EXIST, EXPIRE_SESSIONS, IDLE_ACCOUNTS,
+    IDLE_ACCOUNTS_EXIST, MESSAGE_COLUMNS,
 };
 pub use schema::{db_path, DB_FILE};
 use schema::{migrate, DbFile};
@@ -946,34 +947,24 @@ impl Store for SqliteStore {
                 return Ok(None);
             }
             let ts = now_ms();
-            let pair = pair_key(from, to);
             // The conversation first: a `peers` row without its message (if the insert below
             // fails) only names a conversation with nothing in it yet, while a message without
-            // its `peers` rows would be missing from every restore. Both statements are single
-            // writes, so neither needs a statement journal (migration 4).
-            let new_conversation = conn.prepare_cached(
-                "INSERT OR IGNORE INTO peers (user_id, peer_id, pair) VALUES (?1, ?2, ?3), (?2, ?1, ?3)",
-            )?
-            .execute(params![from, to, pair])?
-                > 0;
-            // A new conversation may be either party's first: neither account expires from now
-            // on (migration 5). Before the message, like `peers`: a flag without its message
-            // only keeps an account.
-            if new_conversation {
-                conn.prepare_cached(
-                    "UPDATE users SET messaged = 1 WHERE user_id IN (?1, ?2) AND messaged = 0",
-                )?
-                .execute(params![from, to])?;
+            // its `peers` rows would be missing from every restore. Each statement is a single
+            // write, so none needs a statement journal (migration 4), and the store is
+            // consistent after any prefix of them.
+            let mut conv = conversation(conn, from, to)?;
+            if conv == 0 {
+                conv = new_conversation(conn, from, to)?;
             }
             conn.prepare_cached(
-                "INSERT INTO messages (ts, from_user, to_user, pair, content, client_id)
+                "INSERT INTO messages (ts, from_user, to_user, conv, content, client_id)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
             .execute(params![
                 ts,
                 from,
                 to,
-                pair,
+                conv,
                 message.content.as_str(),
                 client_id
             ])?;
@@ -1014,7 +1005,7 @@ impl Store for SqliteStore {
                 .prepare_cached(&format!(
                     "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id IN (
                          SELECT m.id FROM peers p JOIN messages m ON m.id IN (
-                             SELECT id FROM messages WHERE pair = p.pair AND id > ?2
+                             SELECT id FROM messages WHERE conv = p.conv AND id > ?2
                              ORDER BY id DESC LIMIT ?3)
                          WHERE p.user_id = ?1 ORDER BY m.id DESC LIMIT ?4)
                      ORDER BY id"
@@ -1045,7 +1036,7 @@ impl Store for SqliteStore {
     ) -> Result<Page, StoreError> {
         let viewer = viewer.as_str().to_owned();
         // Through the viewer's conversations (`peers`): the ids after `since` in each, from the
-        // pair index alone (no table reads), the first `limit + 1` of them overall, then those
+        // conversation index alone (no table reads), the first `limit + 1` of them overall, then those
         // rows. Messages carry no per-user index (each would be one more random page written
         // per message), so a restore costs one index seek per conversation, like a connect:
         // ~2 µs each, measured in BENCHMARKS.md.
@@ -1054,7 +1045,7 @@ impl Store for SqliteStore {
                 conn,
                 &format!(
                     "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id IN (
-                         SELECT m.id FROM peers p JOIN messages m ON m.pair = p.pair AND m.id > ?2
+                         SELECT m.id FROM peers p JOIN messages m ON m.conv = p.conv AND m.id > ?2
                          WHERE p.user_id = ?1 ORDER BY m.id LIMIT ?3)
                      ORDER BY id"
                 ),
@@ -1073,16 +1064,17 @@ impl Store for SqliteStore {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Page, StoreError> {
-        let pair = pair_key(viewer.as_str(), peer.as_str());
+        let (v, p) = (viewer.as_str().to_owned(), peer.as_str().to_owned());
         let before = before.unwrap_or(i64::MAX);
         self.read(move |conn| {
+            let conv = conversation(conn, &v, &p)?;
             page(
                 conn,
                 &format!(
                     "SELECT {MESSAGE_COLUMNS} FROM messages
-                     WHERE pair = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
+                     WHERE conv = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
                 ),
-                params![pair, before, limit + 1],
+                params![conv, before, limit + 1],
                 limit,
                 true,
             )
@@ -1097,21 +1089,21 @@ impl Store for SqliteStore {
         up_to: i64,
     ) -> Result<Option<MarkedRead>, StoreError> {
         let (v, p) = (viewer.as_str().to_owned(), peer.as_str().to_owned());
-        let pair = pair_key(&v, &p);
         // On a reader first: most `read`s move nothing (a conversation opened again), and are
         // answered without a trip to the writer. Only a cursor that moves is written, by one
         // statement that cannot take it back whatever else is written meanwhile.
         let looked = {
-            let (v, p, pair) = (v.clone(), p.clone(), pair.clone());
+            let (v, p) = (v.clone(), p.clone());
             self.read(move |conn| {
                 if read_receipts(conn, &p)?.is_none() {
                     return Ok(None);
                 }
-                let newest = newest_in(conn, &pair)?;
+                let conv = conversation(conn, &v, &p)?;
+                let newest = newest_in(conn, conv)?;
                 let cursor = read_cursor(conn, &v, &p)?.unwrap_or_default();
                 let target = up_to.min(newest);
                 if newest == 0 || target <= cursor.up_to {
-                    return Ok(Some(Ok(read_status(conn, &pair, &v, cursor)?)));
+                    return Ok(Some(Ok(read_status(conn, conv, &v, cursor)?)));
                 }
                 Ok(Some(Err(target)))
             })
@@ -1158,7 +1150,7 @@ impl Store for SqliteStore {
             .await?
         };
         let status = self
-            .read(move |conn| read_status(conn, &pair, &v, cursor))
+            .read(move |conn| read_status(conn, conversation(conn, &v, &p)?, &v, cursor))
             .await?;
         Ok(Some(MarkedRead {
             status,
@@ -1184,13 +1176,17 @@ impl Store for SqliteStore {
             let latest = conn
                 .prepare_cached(CONVERSATIONS_BY_ACTIVITY)?
                 .query_map(params![viewer, before, i64::from(limit) + 1], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             let (latest, has_more) = cut_to_page(latest, limit);
             let viewer_shares = read_receipts(conn, &viewer)?.unwrap_or(true);
             let mut conversations = Vec::with_capacity(latest.len());
-            for (peer, last) in latest {
+            for (peer, last, conv) in latest {
                 let row = conn
                     .prepare_cached(CONVERSATION_ENTRY)?
                     .query_row(params![viewer, peer, last], |r| {
@@ -1206,14 +1202,7 @@ impl Store for SqliteStore {
                 let Some((message, username, peer_shares, read, peer_seen)) = row else {
                     continue;
                 };
-                let (count, read_rows) = unread(
-                    conn,
-                    &pair_key(&viewer, &peer),
-                    &viewer,
-                    read.up_to,
-                    last,
-                    unread_max,
-                )?;
+                let (count, read_rows) = unread(conn, conv, &viewer, read.up_to, last, unread_max)?;
                 scanned += read_rows + 1;
                 let shared = viewer_shares && peer_shares && peer != viewer;
                 conversations.push(ConversationEntry::read(
@@ -1306,17 +1295,42 @@ impl Store for SqliteStore {
 /// The viewer's read state of a conversation with this cursor, counted as of its newest message.
 fn read_status(
     conn: &Connection,
-    pair: &str,
+    conv: i64,
     viewer: &str,
     cursor: ReadCursor,
 ) -> rusqlite::Result<ReadStatus> {
-    let as_of = newest_in(conn, pair)?;
-    let (unread, _) = unread(conn, pair, viewer, cursor.up_to, as_of, UNREAD_MAX)?;
+    let as_of = newest_in(conn, conv)?;
+    let (unread, _) = unread(conn, conv, viewer, cursor.up_to, as_of, UNREAD_MAX)?;
     Ok(ReadStatus {
         cursor,
         unread: unread.min(UNREAD_MAX),
         as_of,
     })
+}
+
+/// Starts the conversation of `from` and `to`: names it (or finds the one a job that stopped
+/// early named), gives both parties their `peers` row, and marks both accounts as having
+/// messages. Three single writes, in an order that leaves the store consistent after any
+/// prefix of them (see [`Isolation::Statement`]). Returns its id.
+fn new_conversation(conn: &Connection, from: &str, to: &str) -> rusqlite::Result<i64> {
+    let pair = pair_key(from, to);
+    conn.prepare_cached("INSERT OR IGNORE INTO conversations (pair) VALUES (?1)")?
+        .execute(params![pair])?;
+    let conv: i64 = conn
+        .prepare_cached("SELECT id FROM conversations WHERE pair = ?1")?
+        .query_row(params![pair], |r| r.get(0))?;
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO peers (user_id, peer_id, conv) VALUES (?1, ?2, ?3), (?2, ?1, ?3)",
+    )?
+    .execute(params![from, to, conv])?;
+    // The conversation may be either party's first: neither account expires from now on
+    // (migration 5). Before the message, like `peers`: a flag without its message only keeps
+    // an account.
+    conn.prepare_cached(
+        "UPDATE users SET messaged = 1 WHERE user_id IN (?1, ?2) AND messaged = 0",
+    )?
+    .execute(params![from, to])?;
+    Ok(conv)
 }
 
 /// Whether both have read receipts on (never for notes to self).
@@ -1427,5 +1441,69 @@ mod tests {
         let failed = store.check_ready().await.expect_err("the file is gone");
         assert!(format!("{failed:#}").contains("deleted"), "{failed:#}");
         // (That no error shows a path is the store contract's to check.)
+    }
+
+    /// A conversation named by a job that stopped before its `peers` rows (see
+    /// [`new_conversation`]) is the one the next message takes: one conversation per pair.
+    #[tokio::test]
+    async fn a_conversation_named_by_a_job_that_stopped_early_is_the_one_its_pair_uses() {
+        use crate::domain::MessageContent;
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let mut users = Vec::new();
+        for name in ["ada", "bob"] {
+            let created = store
+                .create_session(&Username::parse(name).unwrap(), "", None)
+                .await;
+            users.push(created.unwrap().into_session().unwrap().1.user_id);
+        }
+        let (a, b) = (users[0].clone(), users[1].clone());
+        let pair = pair_key(a.as_str(), b.as_str());
+        let named: i64 = store
+            .run(move |conn| {
+                conn.execute("INSERT INTO conversations (pair) VALUES ('x:y')", [])?;
+                conn.query_row(
+                    "INSERT INTO conversations (pair) VALUES (?1) RETURNING id",
+                    params![pair],
+                    |r| r.get(0),
+                )
+            })
+            .await
+            .unwrap();
+        for (from, to) in [(&b, &a), (&a, &b)] {
+            let message = NewMessage {
+                from: from.clone(),
+                to: to.clone(),
+                content: MessageContent::parse("hi", 10).unwrap(),
+                client_id: None,
+            };
+            assert!(matches!(
+                store.insert_message(message).await.unwrap(),
+                Some(Stored::New(_))
+            ));
+        }
+        let (convs, rows): (Vec<i64>, i64) = store
+            .read(|conn| {
+                let convs = conn
+                    .prepare("SELECT DISTINCT conv FROM peers UNION SELECT conv FROM messages")?
+                    .query_map([], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
+                let rows =
+                    conn.query_row("SELECT COUNT(*) FROM conversations", [], |r| r.get(0))?;
+                Ok((convs, rows))
+            })
+            .await
+            .unwrap();
+        assert_eq!(convs, [named]);
+        assert_eq!(rows, 2);
+        assert_eq!(
+            store
+                .history(&a, &b, None, 10)
+                .await
+                .unwrap()
+                .messages
+                .len(),
+            2
+        );
     }
 }

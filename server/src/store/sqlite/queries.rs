@@ -70,6 +70,7 @@ pub(super) const IDLE_ACCOUNTS: &str =
      AND NOT EXISTS (SELECT 1 FROM peers p WHERE p.user_id = users.user_id)
      LIMIT ?2";
 
+/// A conversation's name in `conversations`: its two parties in sorted order, joined by ':'.
 pub(super) fn pair_key(a: &str, b: &str) -> String {
     if a <= b {
         format!("{a}:{b}")
@@ -78,12 +79,23 @@ pub(super) fn pair_key(a: &str, b: &str) -> String {
     }
 }
 
-/// The viewer's conversations by latest activity (their newest message id, from the pair index:
-/// one seek each, no table read), older than `?2`, at most `?3`. What it costs grows with the
-/// number of the viewer's conversations, as a connect does; nothing is written per message for
-/// it (see migration 7).
-pub(super) const CONVERSATIONS_BY_ACTIVITY: &str = "SELECT peer_id, last FROM (
-         SELECT p.peer_id, (SELECT MAX(m.id) FROM messages m WHERE m.pair = p.pair) AS last
+/// The conversation of `viewer` with `peer` (migration 15), or 0 if they have none: no
+/// conversation has id 0, so a read of conversation 0 finds nothing.
+pub(super) fn conversation(conn: &Connection, viewer: &str, peer: &str) -> rusqlite::Result<i64> {
+    Ok(conn
+        .prepare_cached("SELECT conv FROM peers WHERE user_id = ?1 AND peer_id = ?2")?
+        .query_row(params![viewer, peer], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0))
+}
+
+/// The viewer's conversations by latest activity (the peer, their newest message id from the
+/// conversation index: one seek each, no table read, and the conversation), older than `?2`,
+/// at most `?3`. What it costs grows with the number of the viewer's conversations, as a
+/// connect does; nothing is written per message for it (see migration 7).
+pub(super) const CONVERSATIONS_BY_ACTIVITY: &str = "SELECT peer_id, last, conv FROM (
+         SELECT p.peer_id, (SELECT MAX(m.id) FROM messages m WHERE m.conv = p.conv) AS last,
+             p.conv
          FROM peers p WHERE p.user_id = ?1)
      WHERE last < ?2 ORDER BY last DESC LIMIT ?3";
 
@@ -100,20 +112,20 @@ pub(super) const CONVERSATION_ENTRY: &str = "SELECT m.id, m.ts, m.content, m.fro
 /// The senders of a conversation's messages after a cursor (`?2`) up to `?4`, newest first, as
 /// "sent by the viewer `?3`": what an unread count reads (see `count_unread`).
 pub(super) const UNREAD_SENDERS: &str = "SELECT from_user = ?3 FROM messages
-     WHERE pair = ?1 AND id > ?2 AND id <= ?4 ORDER BY id DESC LIMIT ?5";
+     WHERE conv = ?1 AND id > ?2 AND id <= ?4 ORDER BY id DESC LIMIT ?5";
 
-/// The viewer's unread count of the conversation `pair` after `after` up to `as_of` (counting
+/// The viewer's unread count of the conversation `conv` after `after` up to `as_of` (counting
 /// at most `max`), and how many messages it read.
 pub(super) fn unread(
     conn: &Connection,
-    pair: &str,
+    conv: i64,
     viewer: &str,
     after: i64,
     as_of: i64,
     max: u32,
 ) -> rusqlite::Result<(u32, u64)> {
     let mut stmt = conn.prepare_cached(UNREAD_SENDERS)?;
-    let mut rows = stmt.query(params![pair, after, viewer, as_of, max])?;
+    let mut rows = stmt.query(params![conv, after, viewer, as_of, max])?;
     // Stepped one by one: the count stops at the viewer's own message, and so does the read.
     let mut read = 0;
     let mut failed = None;
@@ -140,9 +152,9 @@ pub(super) fn unread(
 }
 
 /// The newest message id of a conversation (0: none).
-pub(super) fn newest_in(conn: &Connection, pair: &str) -> rusqlite::Result<i64> {
-    conn.prepare_cached("SELECT COALESCE(MAX(id), 0) FROM messages WHERE pair = ?1")?
-        .query_row(params![pair], |r| r.get(0))
+pub(super) fn newest_in(conn: &Connection, conv: i64) -> rusqlite::Result<i64> {
+    conn.prepare_cached("SELECT COALESCE(MAX(id), 0) FROM messages WHERE conv = ?1")?
+        .query_row(params![conv], |r| r.get(0))
 }
 
 /// A read cursor, if one was ever written.
@@ -254,18 +266,18 @@ mod tests {
                 .join("\n")
         };
         let by_activity = plan(CONVERSATIONS_BY_ACTIVITY, &[&"a", &10, &5]);
-        // The viewer's `peers` rows, and for each the newest id from the pair index alone.
+        // The viewer's `peers` rows, and for each the newest id from the conversation index alone.
         assert!(
             by_activity.contains("SEARCH p USING PRIMARY KEY (user_id=?)"),
             "{by_activity}"
         );
         assert!(
-            by_activity.contains("SEARCH m USING COVERING INDEX messages_by_pair (pair=?)"),
+            by_activity.contains("SEARCH m USING COVERING INDEX messages_by_conv (conv=?)"),
             "{by_activity}"
         );
-        let unread = plan(UNREAD_SENDERS, &[&"a:b", &0, &"a", &10, &1000]);
+        let unread = plan(UNREAD_SENDERS, &[&1, &0, &"a", &10, &1000]);
         assert!(
-            unread.contains("messages_by_pair (pair=? AND id>? AND id<?)"),
+            unread.contains("messages_by_conv (conv=? AND id>? AND id<?)"),
             "{unread}"
         );
         let entry = plan(CONVERSATION_ENTRY, &[&"a", &"b", &3]);

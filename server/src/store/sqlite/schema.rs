@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0012_pop_key.sql"),
     include_str!("../../../migrations/0013_session_secrets.sql"),
     include_str!("../../../migrations/0014_passkey_added_in.sql"),
+    include_str!("../../../migrations/0015_conversation_ids.sql"),
 ];
 
 /// The migration (its number) after whose SQL [`fill_name_keys`] runs.
@@ -264,7 +265,7 @@ mod tests {
         let indexes = names(
             "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages' ORDER BY name",
         );
-        assert_eq!(indexes, ["messages_by_client_id", "messages_by_pair"]);
+        assert_eq!(indexes, ["messages_by_client_id", "messages_by_conv"]);
         // The resend check's index starts with the (time-ordered) client id.
         let columns =
             names("SELECT name FROM pragma_index_info('messages_by_client_id') ORDER BY seqno");
@@ -451,6 +452,109 @@ mod tests {
         ]
         .map(|(k, u, a, su, sa)| (k.to_owned(), u, a, su, sa));
         assert_eq!(rows, expected);
+    }
+
+    /// Migration 15: conversations get integer ids. Every message keeps its id and its place in
+    /// its conversation's reads, the id sequence goes on past the newest id ever given (even one
+    /// no longer stored), a resend still finds its message, and a message whose conversation
+    /// `peers` never named is read with the rest.
+    #[tokio::test]
+    async fn a_database_from_before_conversation_ids_keeps_every_message_in_its_conversation() {
+        use crate::domain::ClientMsgId;
+        use crate::store::Stored;
+        let dir = tempfile::tempdir().unwrap();
+        let resent = ClientMsgId::parse("01890000-0000-7000-8000-000000000001").unwrap();
+        {
+            // The file as release 14 left it.
+            let mut conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            let tx = conn.transaction().unwrap();
+            for sql in &MIGRATIONS[..14] {
+                tx.execute_batch(sql).unwrap();
+            }
+            tx.pragma_update(None, "user_version", 14).unwrap();
+            for user in ["a", "b", "c"] {
+                tx.execute(
+                    "INSERT INTO users (user_id, username, created_at, messaged, name_key)
+                     VALUES (?1, ?1, 0, 1, ?1)",
+                    params![user],
+                )
+                .unwrap();
+            }
+            // a and b, and a's notes to self, are named in `peers`; c's message to a is not.
+            tx.execute(
+                "INSERT INTO peers (user_id, peer_id, pair)
+                 VALUES ('a', 'b', 'a:b'), ('b', 'a', 'a:b'), ('a', 'a', 'a:a')",
+                [],
+            )
+            .unwrap();
+            for (from, to, text, client_id) in [
+                ("a", "b", "ab", Some(resent.as_str())),
+                ("b", "a", "ba", None),
+                ("c", "a", "ca", None),
+                ("a", "a", "aa", None),
+            ] {
+                tx.execute(
+                    "INSERT INTO messages (ts, from_user, to_user, pair, content, client_id)
+                     VALUES (0, ?1, ?2, ?3, ?4, ?5)",
+                    params![from, to, pair_key(from, to), text, client_id],
+                )
+                .unwrap();
+            }
+            // Messages 5 to 9 were given out and are gone: no id may be given twice.
+            tx.execute(
+                "UPDATE sqlite_sequence SET seq = 9 WHERE name = 'messages'",
+                [],
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let store = open(dir.path());
+        let [a, b, c] = ["a", "b", "c"].map(|u| UserId::from_store(u.into()));
+        let texts = |page: crate::store::Page| -> Vec<(i64, String)> {
+            page.messages
+                .into_iter()
+                .map(|m| (m.id, m.content))
+                .collect()
+        };
+        let history = |viewer: &UserId, peer: &UserId| {
+            let (store, viewer, peer) = (&store, viewer.clone(), peer.clone());
+            async move { texts(store.history(&viewer, &peer, None, 10).await.unwrap()) }
+        };
+        let pairs = |list: &[(i64, &str)]| -> Vec<(i64, String)> {
+            list.iter().map(|(id, t)| (*id, t.to_string())).collect()
+        };
+        assert_eq!(history(&a, &b).await, pairs(&[(1, "ab"), (2, "ba")]));
+        assert_eq!(history(&b, &a).await, pairs(&[(1, "ab"), (2, "ba")]));
+        assert_eq!(history(&c, &a).await, pairs(&[(3, "ca")]));
+        assert_eq!(history(&a, &a).await, pairs(&[(4, "aa")]));
+        assert_eq!(
+            texts(store.messages_since(&a, 0, 10).await.unwrap()).len(),
+            4
+        );
+        // The resend of message 1 finds it; a new message takes id 10, in its conversation.
+        let message =
+            |from: &UserId, to: &UserId, text: &str, client_id: Option<ClientMsgId>| NewMessage {
+                from: from.clone(),
+                to: to.clone(),
+                content: MessageContent::parse(text, 10).unwrap(),
+                client_id,
+            };
+        let again = store
+            .insert_message(message(&a, &b, "ab", Some(resent)))
+            .await;
+        assert!(matches!(again.unwrap(), Some(Stored::Duplicate(m)) if m.id == 1));
+        let new = store.insert_message(message(&a, &c, "ac", None)).await;
+        assert!(matches!(new.unwrap(), Some(Stored::New(m)) if m.id == 10));
+        assert_eq!(history(&c, &a).await, pairs(&[(3, "ca"), (10, "ac")]));
+        // The list by recency, with c's one message to a unread.
+        let listed = store.conversation_page(&a, None, 10, 100).await.unwrap();
+        let listed: Vec<_> = listed
+            .conversations
+            .iter()
+            .map(|e| (e.peer.as_str().to_owned(), e.last.id, e.unread))
+            .collect();
+        let expected = [("c", 10, 0), ("a", 4, 0), ("b", 2, 1)];
+        assert_eq!(listed, expected.map(|(p, l, u)| (p.to_owned(), l, u)));
     }
 
     #[test]
