@@ -33,6 +33,9 @@ INSERT OR IGNORE INTO peers_by_id (user_id, peer_id, conv)
     SELECT m.from_user, m.to_user, c.id FROM messages m JOIN conversations c ON c.pair = m.pair;
 INSERT OR IGNORE INTO peers_by_id (user_id, peer_id, conv)
     SELECT m.to_user, m.from_user, c.id FROM messages m JOIN conversations c ON c.pair = m.pair;
+-- Whoever has a conversation has messages (migration 5), also those `peers` learns of here.
+UPDATE users SET messaged = 1
+    WHERE messaged = 0 AND EXISTS (SELECT 1 FROM peers_by_id p WHERE p.user_id = users.user_id);
 DROP TABLE peers;
 ALTER TABLE peers_by_id RENAME TO peers;
 
@@ -51,7 +54,8 @@ INSERT INTO messages_by_id (id, ts, from_user, to_user, conv, content, client_id
     SELECT m.id, m.ts, m.from_user, m.to_user, c.id, m.content, m.client_id
     FROM messages m JOIN conversations c ON c.pair = m.pair ORDER BY m.id;
 -- The sequence goes on from where the old table's stopped (past its newest id, even one no
--- longer there).
+-- longer there, or past a backup's gap in an empty table). The row is made first in case the
+-- copy made none (SQLite 3.50 makes it even for a copy of no rows).
 INSERT INTO sqlite_sequence (name, seq)
     SELECT 'messages_by_id', 0
     WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'messages_by_id');

@@ -949,13 +949,18 @@ impl Store for SqliteStore {
             let ts = now_ms();
             // The conversation first: a `peers` row without its message (if the insert below
             // fails) only names a conversation with nothing in it yet, while a message without
-            // its `peers` rows would be missing from every restore. Each statement is a single
-            // write, so none needs a statement journal (migration 4), and the store is
-            // consistent after any prefix of them.
-            let mut conv = conversation(conn, from, to)?;
-            if conv == 0 {
-                conv = new_conversation(conn, from, to)?;
-            }
+            // its `peers` rows would be missing from every restore. It is found by the sender's
+            // `peers` row, not by its name: a conversation named by a job that stopped before
+            // its `peers` rows gets them now. Each statement is one write (none needs a
+            // statement journal, migration 4), and the store is consistent after any prefix.
+            let conv = conn
+                .prepare_cached("SELECT conv FROM peers WHERE user_id = ?1 AND peer_id = ?2")?
+                .query_row(params![from, to], |r| r.get(0))
+                .optional()?;
+            let conv = match conv {
+                Some(conv) => conv,
+                None => new_conversation(conn, from, to)?,
+            };
             conn.prepare_cached(
                 "INSERT INTO messages (ts, from_user, to_user, conv, content, client_id)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -991,8 +996,8 @@ impl Store for SqliteStore {
         // One index range per conversation (newest first, at most `per_peer`), all in one
         // statement: the cost of a connect follows the number of conversations, not the
         // length of the user's history. A loop over the conversations in Rust cost ~18 µs
-        // each; this, ~1 µs (BENCHMARKS.md, session 7). The ids are picked from the pair
-        // index alone, the newest `most` of them overall, and only those rows are read: a
+        // each; this, ~1 µs (BENCHMARKS.md, session 7). The ids are picked from the
+        // conversation index alone, the newest `most` of them overall, and only those rows are read: a
         // thousand people writing to the viewer cannot make a connect read their messages.
         self.read(move |conn| {
             let peers = conn
@@ -1308,11 +1313,20 @@ fn read_status(
     })
 }
 
-/// Starts the conversation of `from` and `to`: names it (or finds the one a job that stopped
-/// early named), gives both parties their `peers` row, and marks both accounts as having
-/// messages. Three single writes, in an order that leaves the store consistent after any
-/// prefix of them (see [`Isolation::Statement`]). Returns its id.
+/// Starts the conversation of `from` and `to`: marks both accounts as having messages, names
+/// the conversation (or finds the one a job that stopped early named) and gives both parties
+/// their `peers` row. Three statements, each one write (the last writes both rows or neither),
+/// in an order that leaves the store consistent after any prefix of them (see
+/// [`Isolation::Statement`]). Returns its id.
 fn new_conversation(conn: &Connection, from: &str, to: &str) -> rusqlite::Result<i64> {
+    // The conversation may be either party's first: neither account expires from now on
+    // (migration 5). First: a flag without its conversation only keeps an account, while
+    // `peers` rows of an account still flagged message-less would keep `IDLE_ACCOUNTS_EXIST`
+    // true for ever.
+    conn.prepare_cached(
+        "UPDATE users SET messaged = 1 WHERE user_id IN (?1, ?2) AND messaged = 0",
+    )?
+    .execute(params![from, to])?;
     let pair = pair_key(from, to);
     conn.prepare_cached("INSERT OR IGNORE INTO conversations (pair) VALUES (?1)")?
         .execute(params![pair])?;
@@ -1323,13 +1337,6 @@ fn new_conversation(conn: &Connection, from: &str, to: &str) -> rusqlite::Result
         "INSERT OR IGNORE INTO peers (user_id, peer_id, conv) VALUES (?1, ?2, ?3), (?2, ?1, ?3)",
     )?
     .execute(params![from, to, conv])?;
-    // The conversation may be either party's first: neither account expires from now on
-    // (migration 5). Before the message, like `peers`: a flag without its message only keeps
-    // an account.
-    conn.prepare_cached(
-        "UPDATE users SET messaged = 1 WHERE user_id IN (?1, ?2) AND messaged = 0",
-    )?
-    .execute(params![from, to])?;
     Ok(conv)
 }
 
@@ -1496,14 +1503,11 @@ mod tests {
             .unwrap();
         assert_eq!(convs, [named]);
         assert_eq!(rows, 2);
-        assert_eq!(
-            store
-                .history(&a, &b, None, 10)
-                .await
-                .unwrap()
-                .messages
-                .len(),
-            2
-        );
+        for (viewer, peer) in [(&a, &b), (&b, &a)] {
+            let seen = store.history(viewer, peer, None, 10).await.unwrap();
+            assert_eq!(seen.messages.len(), 2);
+            let roster = store.conversations(viewer, 10, 0, u32::MAX).await.unwrap();
+            assert_eq!(roster.peers, [peer.clone()]);
+        }
     }
 }

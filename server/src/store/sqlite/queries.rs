@@ -79,12 +79,14 @@ pub(super) fn pair_key(a: &str, b: &str) -> String {
     }
 }
 
-/// The conversation of `viewer` with `peer` (migration 15), or 0 if they have none: no
-/// conversation has id 0, so a read of conversation 0 finds nothing.
+/// The conversation of `viewer` with `peer` (migration 15) as named in `conversations`, or 0
+/// if they have none: no conversation has id 0, so a read of conversation 0 finds nothing.
+/// Reads go by this name, which does not depend on either party's `peers` row; storing a
+/// message goes by its sender's `peers` row instead (see `insert_message`).
 pub(super) fn conversation(conn: &Connection, viewer: &str, peer: &str) -> rusqlite::Result<i64> {
     Ok(conn
-        .prepare_cached("SELECT conv FROM peers WHERE user_id = ?1 AND peer_id = ?2")?
-        .query_row(params![viewer, peer], |r| r.get(0))
+        .prepare_cached("SELECT id FROM conversations WHERE pair = ?1")?
+        .query_row(params![pair_key(viewer, peer)], |r| r.get(0))
         .optional()?
         .unwrap_or(0))
 }
