@@ -1507,7 +1507,7 @@ mod tests {
             let seen = store.history(viewer, peer, None, 10).await.unwrap();
             assert_eq!(seen.messages.len(), 2);
             let roster = store.conversations(viewer, 10, 0, u32::MAX).await.unwrap();
-            assert_eq!(roster.peers, [peer.clone()]);
+            assert_eq!(roster.peers, std::slice::from_ref(peer));
         }
     }
 }

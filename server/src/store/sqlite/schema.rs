@@ -558,7 +558,7 @@ mod tests {
             pairs(&[(3, "ca")])
         );
         let roster = store.conversations(&c, 10, 0, u32::MAX).await.unwrap();
-        assert_eq!(roster.peers, [a.clone()]);
+        assert_eq!(roster.peers, std::slice::from_ref(&a));
         let checks = store
             .read(|conn| {
                 let integrity: String =
