@@ -90,7 +90,7 @@ pub(super) fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
     if applied == MIGRATIONS.len() {
         return Ok(());
     }
-    // Some migrations rewrite every message (15: 5.9 s a million): say so before a start that
+    // Some migrations rewrite every message (15: about 6 s a million): say so before a start that
     // does not listen for that long.
     tracing::info!(
         from = applied,
