@@ -617,8 +617,8 @@ impl ChatState {
     pub fn apply_users(&mut self, entries: Vec<UserEntry>) {
         self.peers.clear();
         self.peers.reserve(entries.len());
-        for entry in entries {
-            for message in entry.messages {
+        for mut entry in entries {
+            for message in std::mem::take(&mut entry.messages) {
                 self.insert(message);
             }
             // The viewer's read cursor of this conversation: the held messages after it are
@@ -630,10 +630,10 @@ impl ChatState {
             self.peers.insert(
                 entry.user_id.clone(),
                 Peer {
+                    protected: entry.is_protected(),
                     user_id: entry.user_id,
                     username: entry.username,
                     connected: entry.connected,
-                    protected: entry.protected,
                 },
             );
         }
@@ -644,9 +644,12 @@ impl ChatState {
         self.peers.get(user_id).is_some_and(|p| p.protected)
     }
 
-    /// `user connected`.
+    /// `user connected`: its `protected`, when present, is news (the mark given or taken away);
+    /// absent, the mark stays as the roster left it.
     pub fn user_connected(&mut self, entry: UserEntry) {
-        let protected = entry.protected || self.was_protected(&entry.user_id);
+        let protected = entry
+            .protected
+            .unwrap_or_else(|| self.was_protected(&entry.user_id));
         self.peers.insert(
             entry.user_id.clone(),
             Peer {
@@ -988,7 +991,7 @@ mod tests {
             connected: true,
             messages: vec![],
             read_up_to: None,
-            protected: false,
+            protected: None,
         };
         s.apply_users(vec![
             entry("u1", "zoe"),
@@ -1138,7 +1141,7 @@ mod tests {
             connected: true,
             messages: vec![msg(3, "ann", "me")],
             read_up_to: None,
-            protected: false,
+            protected: None,
         }]);
         // Bob is outside the roster: the summary names him and his newest message.
         s.apply_conversations(
@@ -1189,7 +1192,7 @@ mod tests {
                 connected: false,
                 messages: vec![],
                 read_up_to: None,
-                protected: false,
+                protected: None,
             },
             UserEntry {
                 user_id: "ann".into(),
@@ -1197,7 +1200,7 @@ mod tests {
                 connected: true,
                 messages: vec![],
                 read_up_to: None,
-                protected: false,
+                protected: None,
             },
             UserEntry {
                 user_id: "me".into(),
@@ -1205,7 +1208,7 @@ mod tests {
                 connected: true,
                 messages: vec![],
                 read_up_to: None,
-                protected: false,
+                protected: None,
             },
         ]);
         assert_eq!(s.list_order(&[]), ["cid", "bob", "ann", "me", "zed"]);
@@ -1328,12 +1331,13 @@ mod tests {
         assert_eq!(s.next_typing_expiry(), None);
     }
 
-    /// The roster's passkey mark stays through later presence (`user connected`, a restore),
-    /// which carries none, and is never lent to another account of the same name.
+    /// The roster's passkey mark stays through later presence (`user connected`, a restore)
+    /// that carries no news of it, is never lent to another account of the same name, and goes
+    /// when `user connected` says the last passkey went.
     #[test]
     fn the_passkey_mark_of_the_roster_survives_presence_updates() {
         let mut s = ChatState::new(Some("me".into()));
-        let entry = |id: &str, protected: bool| UserEntry {
+        let entry = |id: &str, protected: Option<bool>| UserEntry {
             user_id: id.into(),
             username: "ada".into(),
             connected: false,
@@ -1341,11 +1345,11 @@ mod tests {
             read_up_to: None,
             protected,
         };
-        s.apply_users(vec![entry("a1", true), entry("a2", false)]);
+        s.apply_users(vec![entry("a1", Some(true)), entry("a2", None)]);
         let marked = |s: &ChatState, id: &str| s.peer(id).is_some_and(|p| p.protected);
         assert!(marked(&s, "a1") && !marked(&s, "a2"));
-        s.user_connected(entry("a1", false));
-        s.user_connected(entry("a2", false));
+        s.user_connected(entry("a1", None));
+        s.user_connected(entry("a2", None));
         assert!(marked(&s, "a1") && !marked(&s, "a2"));
         s.apply_restore(RestoreState {
             users: vec![
@@ -1367,8 +1371,14 @@ mod tests {
         });
         assert!(marked(&s, "a1"), "kept through a restore");
         assert!(marked(&s, "a2"), "a restore's mark is taken");
-        s.apply_users(vec![entry("a1", false)]);
+        s.apply_users(vec![entry("a1", None)]);
         assert!(!marked(&s, "a1"), "a new roster says it is gone");
+        s.user_connected(entry("a1", Some(true)));
+        assert!(marked(&s, "a1"), "news: a passkey protects the name now");
+        s.user_connected(entry("a1", Some(false)));
+        assert!(!marked(&s, "a1"), "news: the last passkey went");
+        s.user_connected(entry("a1", None));
+        assert!(!marked(&s, "a1"), "no news keeps it gone");
     }
 
     #[test]

@@ -121,11 +121,21 @@ pub struct UserEntry {
     /// additive: the tutorial's client ignores it.
     #[serde(rename = "readUpTo", default, skip_serializing_if = "Option::is_none")]
     pub read_up_to: Option<i64>,
-    /// Part B: a passkey protects this user's name for this user (issue #25), in a connect's
-    /// `users`; absent (false) for everyone else, a "ghost" of the same name included, and in
-    /// `user connected`. Optional and additive: the tutorial's client ignores it.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub protected: bool,
+    /// Part B: whether a passkey protects this user's name for this user (issue #25). In a
+    /// connect's `users`, `Some(true)` or absent: absent is "not protected" there (everyone
+    /// else, a "ghost" of the same name included). In `user connected` it is news: `Some(true)`
+    /// when the user's roster says so or a passkey first protects the name, `Some(false)` when
+    /// the last passkey goes, absent for "no news" (a client keeps what it knew). Optional and
+    /// additive: the tutorial's client ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protected: Option<bool>,
+}
+
+impl UserEntry {
+    /// Whether the entry says a passkey protects the name (absent: it does not, or no news).
+    pub fn is_protected(&self) -> bool {
+        self.protected == Some(true)
+    }
 }
 
 /// `private message` as a client sends it. Unknown fields (a forged `from`, say) are ignored.
@@ -461,7 +471,15 @@ mod tests {
             connected: false,
             messages: vec![message(None), message(Some("c"))],
             read_up_to: None,
-            protected: false,
+            protected: None,
+        });
+        forms.check(UserEntry {
+            user_id: "u".into(),
+            username: "ada".into(),
+            connected: true,
+            messages: vec![],
+            read_up_to: None,
+            protected: Some(false),
         });
         forms.check(UserEntry {
             user_id: "u".into(),
@@ -469,7 +487,7 @@ mod tests {
             connected: true,
             messages: vec![message(None)],
             read_up_to: Some(9_007_199_254_740_993),
-            protected: true,
+            protected: Some(true),
         });
         forms.check(OutgoingMessage {
             content: "hi".into(),

@@ -109,7 +109,7 @@ pub async fn on_connect<A: Adapter>(socket: SocketRef<A>, State(state): State<So
             let protected = roster
                 .entries
                 .iter()
-                .any(|e| e.protected && e.user_id == viewer.user_id.as_str());
+                .any(|e| e.is_protected() && e.user_id == viewer.user_id.as_str());
             // Never refused (the client needs it), but paid for: what it cost is owed by the
             // user's next reads.
             let bytes = roster.entries.iter().map(super::price::entry_bytes).sum();

@@ -263,7 +263,9 @@ pub async fn passkey_add<A: Adapter>(
     }
     if newly_protected {
         if let Some(viewer) = socket.extensions.get::<Viewer>() {
-            if let Err(e) = super::presence::now_protected(&socket, &state, &viewer).await {
+            if let Err(e) =
+                super::presence::protection_changed(&socket, &state, &viewer, true).await
+            {
                 tracing::warn!(conn = %crate::telemetry::conn(&socket.id), user.id = %viewer.user_id, error = %format_args!("{e:#}"), "could not tell who hears of the user that its name is protected");
             }
         }
@@ -297,6 +299,7 @@ pub async fn passkey_remove<A: Adapter>(
     TryData(payload): TryData<Value>,
     ack: Ack<A>,
 ) {
+    let mut given_up = false;
     handle(&socket, &state, ack, events::PASSKEY_REMOVE, async |viewer| {
         let wanted = parse_remove(payload.ok())?;
         state
@@ -322,11 +325,22 @@ pub async fn passkey_remove<A: Adapter>(
             RemovedPasskey::Unknown => Err(EventError::UnknownPasskey),
             RemovedPasskey::Removed { protected } => {
                 tracing::info!(conn = %crate::telemetry::conn(&socket.id), user.id = %viewer.user_id, protected, "passkey removed");
+                given_up = !protected;
                 Ok(PasskeyRemoved { protected })
             }
         }
     })
     .await;
+    // The last passkey went: the mark goes at once too, wherever it shows.
+    if given_up {
+        if let Some(viewer) = socket.extensions.get::<Viewer>() {
+            if let Err(e) =
+                super::presence::protection_changed(&socket, &state, &viewer, false).await
+            {
+                tracing::warn!(conn = %crate::telemetry::conn(&socket.id), user.id = %viewer.user_id, error = %format_args!("{e:#}"), "could not tell who hears of the user that its name is no longer protected");
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -109,7 +109,7 @@ impl<A: Adapter> Speaker<'_, A> {
 /// does), or this node counts the user's sockets again after it was presumed dead. The
 /// audience is the rule's, decided by the caller with what it read. `protected`: a passkey
 /// protects the user's name, as far as the caller knows (the connect's roster says; the
-/// heartbeat does not know, and says false, which clients take as "no news").
+/// heartbeat does not know, and says nothing: `protected` is then absent, "no news").
 pub(super) async fn came_online<A: Adapter>(
     speaker: Speaker<'_, A>,
     audience: Audience,
@@ -121,12 +121,12 @@ pub(super) async fn came_online<A: Adapter>(
         .to(audience)
         .emit(
             events::USER_CONNECTED,
-            &online_entry(user, username, protected),
+            &online_entry(user, username, protected.then_some(true)),
         )
         .await;
 }
 
-fn online_entry(user: &UserId, username: &str, protected: bool) -> UserEntry {
+fn online_entry(user: &UserId, username: &str, protected: Option<bool>) -> UserEntry {
     UserEntry {
         user_id: user.to_string(),
         username: username.to_owned(),
@@ -137,32 +137,26 @@ fn online_entry(user: &UserId, username: &str, protected: bool) -> UserEntry {
     }
 }
 
-/// `user connected` again, marked, once a passkey protects the viewer's name (issue #25): the
-/// rule's audience and the viewer's own sockets, on every node, show the mark at once rather
-/// than at their next connect. (A mark that goes with the last passkey goes at their next
-/// connect's `users`.)
-pub(super) async fn now_protected<A: Adapter>(
+/// `user connected` again, with `protected` as news, once a passkey first protects the viewer's
+/// name (`true`) or the last one goes (`false`, issue #25): the rule's audience and the
+/// viewer's own sockets, on every node, show the mark or lose it at once rather than at their
+/// next connect.
+pub(super) async fn protection_changed<A: Adapter>(
     socket: &SocketRef<A>,
     state: &SocketState,
     viewer: &Viewer,
+    protected: bool,
 ) -> Result<(), StoreError> {
     let audience =
         Audience::now(state.store.as_ref(), &state.limits, &viewer.user_id, None).await?;
-    came_online(
-        Speaker::Socket(socket),
-        audience,
-        &viewer.user_id,
-        &viewer.username,
-        true,
-    )
-    .await;
+    let entry = online_entry(&viewer.user_id, &viewer.username, Some(protected));
+    let _ = Speaker::Socket(socket)
+        .to(audience)
+        .emit(events::USER_CONNECTED, &entry)
+        .await;
     // The audience holds the user's other sockets (everyone, or the user's room) but not the
     // speaking one.
-    super::overflow::emit(
-        socket,
-        events::USER_CONNECTED,
-        &online_entry(&viewer.user_id, &viewer.username, true),
-    );
+    super::overflow::emit(socket, events::USER_CONNECTED, &entry);
     Ok(())
 }
 

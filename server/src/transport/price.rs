@@ -14,8 +14,8 @@ const MESSAGE_FIXED: usize = 205;
 pub const USER_FIXED: usize = 96;
 /// A user entry's `readUpTo` with a 19-digit number: `,"readUpTo":…`.
 const READ_UP_TO: usize = 31;
-/// A user entry's `protected` when true: `,"protected":true`.
-const PROTECTED: usize = 17;
+/// A user entry's `protected` when given, at its longest: `,"protected":false`.
+const PROTECTED: usize = 18;
 /// A conversation summary's JSON without its name and last message: `{"userID":"<uuid>",
 /// "username":"","connected":false,"last":,"unread":4294967295,"readUpTo":…,"peerRead":
 /// {"upTo":…,"at":…}}` with 19-digit numbers, and a separating comma.
@@ -80,7 +80,7 @@ pub fn entry_bytes(entry: &UserEntry) -> usize {
     USER_FIXED
         + json_str_bytes(&entry.username)
         + entry.read_up_to.map_or(0, |_| READ_UP_TO)
-        + if entry.protected { PROTECTED } else { 0 }
+        + entry.protected.map_or(0, |_| PROTECTED)
         + entry.messages.iter().map(message_bytes).sum::<usize>()
 }
 
@@ -159,7 +159,7 @@ mod tests {
             connected: false,
             messages: vec![m(1, "x")],
             read_up_to: None,
-            protected: false,
+            protected: None,
         };
         assert!(entry_bytes(&entry) >= serde_json::to_string(&entry).unwrap().len());
         let read = UserEntry {
@@ -167,15 +167,21 @@ mod tests {
             ..entry
         };
         assert!(entry_bytes(&read) >= serde_json::to_string(&read).unwrap().len());
-        let protected = UserEntry {
-            protected: true,
+        // `,"protected":false`, the longer of the two, is counted exactly.
+        let unprotected = UserEntry {
+            protected: Some(false),
             ..read.clone()
         };
         assert_eq!(
-            entry_bytes(&protected) - entry_bytes(&read),
-            serde_json::to_string(&protected).unwrap().len()
+            entry_bytes(&unprotected) - entry_bytes(&read),
+            serde_json::to_string(&unprotected).unwrap().len()
                 - serde_json::to_string(&read).unwrap().len()
         );
+        let protected = UserEntry {
+            protected: Some(true),
+            ..read.clone()
+        };
+        assert!(entry_bytes(&protected) >= serde_json::to_string(&protected).unwrap().len());
         let summary = ConversationSummary {
             user_id: "0f8fad5b-d9cb-469f-a165-70867728950e".into(),
             username: "a \"name\" ✓".into(),

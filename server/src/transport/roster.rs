@@ -72,7 +72,8 @@ pub(super) async fn connect_roster(
                 .then(|| read.get(&user.user_id).copied().unwrap_or(0)),
             user_id: user.user_id.to_string(),
             username: user.username.clone(),
-            protected: user.protected,
+            // `users` is the whole truth: absent is "not protected".
+            protected: user.protected.then_some(true),
         })
         .collect();
     let audience = Audience::of(

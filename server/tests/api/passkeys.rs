@@ -297,7 +297,9 @@ async fn user_connected_of(client: &mut TestClient, user: &str) -> Value {
 }
 
 /// Those connected see the mark at once when a passkey first protects a name (not at their
-/// next connect), and again with each of the account's connects.
+/// next connect), and again with each of the account's connects; they see it go at once when
+/// the last passkey goes (`protected: false`), and a passkey removed while another remains is
+/// no news.
 #[tokio::test]
 async fn protecting_a_name_marks_it_at_once_for_those_connected() {
     let app = spawn_app().await;
@@ -313,6 +315,32 @@ async fn protecting_a_name_marks_it_at_once_for_those_connected() {
     let _cy = app.connect_as("cy").await;
     let told = bob.next("user connected").await;
     assert!(told.get("protected").is_none(), "{told}");
+
+    // Two passkeys; the first removed is no news, the last takes the mark away at once (the
+    // account's own sockets lose it too: end2end/tests/passkeys.spec.ts).
+    protect(&ada, &mut Browser::for_app(app.addr)).await;
+    let listed = ada.request("passkeys", json!({})).await;
+    let ids: Vec<Value> = listed["ok"]["passkeys"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|p| p["passkeyID"].clone())
+        .collect();
+    assert_eq!(ids.len(), 2, "{listed}");
+    let removed = ada
+        .request("passkey_remove", json!({ "passkeyID": ids[0] }))
+        .await;
+    assert_eq!(removed, json!({ "ok": { "protected": true } }));
+    let removed = ada
+        .request("passkey_remove", json!({ "passkeyID": ids[1] }))
+        .await;
+    assert_eq!(removed, json!({ "ok": { "protected": false } }));
+    let told = user_connected_of(&mut bob, &ada.user_id).await;
+    assert_eq!(
+        told["protected"],
+        json!(false),
+        "the next news is the last one's: {told}"
+    );
 }
 
 #[tokio::test]
