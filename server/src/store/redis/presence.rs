@@ -301,8 +301,14 @@ impl RedisPresence {
         }
     }
 
+    /// The nodes whose sets of online users count, read at each call (not cached from the
+    /// heartbeat, which would leave out a node that joined since the last beat).
+    async fn nodes(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self.conn().smembers(self.keys.nodes()).await?)
+    }
+
     pub async fn online_users(&self) -> Result<Arc<HashSet<UserId>>, StoreError> {
-        let nodes: Vec<String> = self.conn().smembers(self.keys.nodes()).await?;
+        let nodes = self.nodes().await?;
         let per_node = futures_util::future::try_join_all(nodes.iter().map(|node| async move {
             let users: Vec<String> = self.conn().smembers(self.keys.node_users(node)).await?;
             Ok::<_, StoreError>(users)
@@ -323,7 +329,7 @@ impl RedisPresence {
         if users.is_empty() {
             return Ok(HashSet::new());
         }
-        let nodes: Vec<String> = self.conn().smembers(self.keys.nodes()).await?;
+        let nodes = self.nodes().await?;
         let checks = nodes.iter().flat_map(|node| {
             users
                 .chunks(MEMBERSHIP_CHECK_MAX)
@@ -344,7 +350,7 @@ impl RedisPresence {
     /// The sum of every node's set's size (`SCARD`): a user online on two nodes counts twice;
     /// a check asks every node's set.
     pub async fn online_count(&self) -> Result<OnlineCount, StoreError> {
-        let nodes: Vec<String> = self.conn().smembers(self.keys.nodes()).await?;
+        let nodes = self.nodes().await?;
         let sizes = futures_util::future::try_join_all(nodes.iter().map(|node| async move {
             let size: usize = self.conn().scard(self.keys.node_users(node)).await?;
             Ok::<_, StoreError>(size)
