@@ -26,8 +26,8 @@ pub struct Peer {
     pub username: String,
     pub connected: bool,
     /// A passkey protects this name for this user (a connect's `users`, `restore_state`,
-    /// `users_page` and `users_search` say so; `user connected` carries no mark and keeps
-    /// what they said).
+    /// `users_page` and `users_search` say so; `user connected` changes it only when it carries
+    /// `protected`, the news of a first or last passkey).
     pub protected: bool,
 }
 

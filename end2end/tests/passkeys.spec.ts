@@ -124,8 +124,13 @@ test("a passkey protects the name and signs in on another device with the accoun
     await expect(laptop.page.getByTestId("passkey")).toHaveCount(0);
     await expect(laptop.page.getByTestId("protect-status")).toHaveText("Your name is not protected.");
     await expect(laptop.page.getByTestId("protect-name")).toHaveText("Protect your name with a passkey");
-    // The mark goes at once, for bob (connected all along) and in the account's own list.
+    // The mark goes at once, for bob (connected all along), on the phone (the account's other
+    // device) and in the laptop's own list.
+    await expect(personLink(bob, "ada")).toBeVisible();
     await expect(personLink(bob, "ada").locator(".protected-mark")).toHaveCount(0);
+    await expect(personLink(bob, "ada")).not.toHaveAccessibleName(/protected/);
+    await expect(personLink(phone.page, "ada")).toBeVisible();
+    await expect(personLink(phone.page, "ada").locator(".protected-mark")).toHaveCount(0);
     await laptop.page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Chats" }).click();
     await expect(personLink(laptop.page, "ada")).toBeVisible();
     await expect(personLink(laptop.page, "ada").locator(".protected-mark")).toHaveCount(0);

@@ -118,6 +118,14 @@ pub async fn on_connect<A: Adapter>(socket: SocketRef<A>, State(state): State<So
             }
             // Part A order: `users` only after `session` (queued above, so sent before).
             super::overflow::emit(&socket, events::USERS, &roster.entries);
+            // Marked as the roster read it, checked again just before the news goes out: a
+            // last passkey removed meanwhile sent `false`, which a stale `true` after it would
+            // undo. (Only a protected account pays this read.)
+            let protected = protected
+                && match state.store.passkeys(&viewer.user_id).await {
+                    Ok(list) => list.protected,
+                    Err(_) => protected,
+                };
             (roster.audience, protected)
         }
         Err(e) => {

@@ -263,9 +263,7 @@ pub async fn passkey_add<A: Adapter>(
     }
     if newly_protected {
         if let Some(viewer) = socket.extensions.get::<Viewer>() {
-            if let Err(e) =
-                super::presence::protection_changed(&socket, &state, &viewer, true).await
-            {
+            if let Err(e) = super::presence::protection_changed(&socket, &state, &viewer).await {
                 tracing::warn!(conn = %crate::telemetry::conn(&socket.id), user.id = %viewer.user_id, error = %format_args!("{e:#}"), "could not tell who hears of the user that its name is protected");
             }
         }
@@ -331,12 +329,11 @@ pub async fn passkey_remove<A: Adapter>(
         }
     })
     .await;
-    // The last passkey went: the mark goes at once too, wherever it shows.
+    // The last passkey went: the mark goes at once too, for those who hear of the account's
+    // connects and in its own tabs.
     if given_up {
         if let Some(viewer) = socket.extensions.get::<Viewer>() {
-            if let Err(e) =
-                super::presence::protection_changed(&socket, &state, &viewer, false).await
-            {
+            if let Err(e) = super::presence::protection_changed(&socket, &state, &viewer).await {
                 tracing::warn!(conn = %crate::telemetry::conn(&socket.id), user.id = %viewer.user_id, error = %format_args!("{e:#}"), "could not tell who hears of the user that its name is no longer protected");
             }
         }

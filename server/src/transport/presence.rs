@@ -138,17 +138,18 @@ fn online_entry(user: &UserId, username: &str, protected: Option<bool>) -> UserE
 }
 
 /// `user connected` again, with `protected` as news, once a passkey first protects the viewer's
-/// name (`true`) or the last one goes (`false`, issue #25): the rule's audience and the
-/// viewer's own sockets, on every node, show the mark or lose it at once rather than at their
-/// next connect.
+/// name or the last one goes (issue #25): the rule's audience and the viewer's own sockets, on
+/// every node, show the mark or lose it at once rather than at their next connect. What is
+/// sent is the store's state read here, last, not what the caller's own change left: of an
+/// add and a removal racing in two tabs, whichever news goes out last says how it ended.
 pub(super) async fn protection_changed<A: Adapter>(
     socket: &SocketRef<A>,
     state: &SocketState,
     viewer: &Viewer,
-    protected: bool,
 ) -> Result<(), StoreError> {
     let audience =
         Audience::now(state.store.as_ref(), &state.limits, &viewer.user_id, None).await?;
+    let protected = state.store.passkeys(&viewer.user_id).await?.protected;
     let entry = online_entry(&viewer.user_id, &viewer.username, Some(protected));
     let _ = Speaker::Socket(socket)
         .to(audience)

@@ -280,12 +280,6 @@ async fn a_protected_name_cannot_be_taken_by_a_new_sign_up() {
     app.connect_as("adam").await;
 }
 
-/// Only the oldest account with a name may protect it, and names are compared as people read
-/// them (review h4, findings 2 and 3): a newer "ＡＤＡ" cannot protect the name of an older
-/// "ada", and is told so at `passkey_options`, before its browser makes a credential it could
-/// never use (review finding 4: `name_taken` with its own text, no options; nothing written);
-/// the older can, and then a sign-up with a look-alike (Cyrillic `а`, fullwidth, an invisible
-/// filler) is refused `name protected`.
 /// The next `user connected` about `user`.
 async fn user_connected_of(client: &mut TestClient, user: &str) -> Value {
     loop {
@@ -331,6 +325,10 @@ async fn protecting_a_name_marks_it_at_once_for_those_connected() {
         .request("passkey_remove", json!({ "passkeyID": ids[0] }))
         .await;
     assert_eq!(removed, json!({ "ok": { "protected": true } }));
+    // No news: the next `user connected` bob hears is dee's.
+    let dee = app.connect_as("dee").await;
+    let told = bob.next("user connected").await;
+    assert_eq!(told["userID"], dee.user_id.as_str(), "{told}");
     let removed = ada
         .request("passkey_remove", json!({ "passkeyID": ids[1] }))
         .await;
@@ -343,6 +341,12 @@ async fn protecting_a_name_marks_it_at_once_for_those_connected() {
     );
 }
 
+/// Only the oldest account with a name may protect it, and names are compared as people read
+/// them (review h4, findings 2 and 3): a newer "ＡＤＡ" cannot protect the name of an older
+/// "ada", and is told so at `passkey_options`, before its browser makes a credential it could
+/// never use (review finding 4: `name_taken` with its own text, no options; nothing written);
+/// the older can, and then a sign-up with a look-alike (Cyrillic `а`, fullwidth, an invisible
+/// filler) is refused `name protected`.
 #[tokio::test]
 async fn a_newer_same_name_account_cannot_protect_and_look_alikes_cannot_sign_up() {
     let app = spawn_app().await;
