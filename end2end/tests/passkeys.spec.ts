@@ -109,6 +109,10 @@ test("a passkey protects the name and signs in on another device with the accoun
     await thiefPage.getByRole("button", { name: "Sign in with a passkey" }).click();
     await expect(thiefPage.getByRole("alert").filter({ hasText: "No passkey protects that name." })).toBeVisible();
 
+    // The phone's session page lists the account's passkey too.
+    await phone.page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Session" }).click();
+    await expect(phone.page.getByTestId("passkey")).toHaveCount(1);
+
     // The laptop lists the passkey (added in this browser, used once since) and removes it:
     // it was the last, so the name is given up, and a sign-up with it is let in again.
     const passkey = laptop.page.getByTestId("passkey");
@@ -129,6 +133,10 @@ test("a passkey protects the name and signs in on another device with the accoun
     await expect(personLink(bob, "ada")).toBeVisible();
     await expect(personLink(bob, "ada").locator(".protected-mark")).toHaveCount(0);
     await expect(personLink(bob, "ada")).not.toHaveAccessibleName(/protected/);
+    // The phone's session page follows (the news reaches every socket of the account).
+    await expect(phone.page.getByTestId("passkey")).toHaveCount(0);
+    await expect(phone.page.getByTestId("protect-status")).toHaveText("Your name is not protected.");
+    await phone.page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Chats" }).click();
     await expect(personLink(phone.page, "ada")).toBeVisible();
     await expect(personLink(phone.page, "ada").locator(".protected-mark")).toHaveCount(0);
     await laptop.page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Chats" }).click();

@@ -83,8 +83,21 @@ fn ProtectName() -> impl IntoView {
     let state = move || rt.protecting.get();
     // The passkey whose removal waits for its confirmation.
     let confirming = RwSignal::new(None::<String>);
-    // Asked for on every (re)connect while the page is open.
+    // Asked for on every (re)connect while the page is open, and again when the account's own
+    // mark changes: another tab or device protected the name or removed its last passkey (its
+    // `user connected` news reaches every socket of the account).
+    let own_mark = Memo::new(move |_| {
+        rt.with(|s| {
+            let chat = s.chat();
+            let me = chat.me.as_deref();
+            me.and_then(|me| chat.peer(me)).is_some_and(|p| p.protected)
+        })
+        .unwrap_or(false)
+    });
     Effect::new(move |_| {
+        // Read, not only tracked: a memo never read has computed nothing, so it depends on
+        // nothing and never changes.
+        let _ = own_mark.get();
         if rt.status.get() == Status::Online {
             crate::passkeys::load(rt);
         }
