@@ -63,6 +63,10 @@ pub fn message_bytes(message: &Message) -> usize {
     MESSAGE_FIXED + json_str_bytes(&message.content)
 }
 
+/// The most one presence entry can cost: a 32-character name of 4-byte characters, marked
+/// `protected`.
+pub const PRESENCE_MOST: usize = USER_FIXED + 4 * protocol::domain::USERNAME_MAX_CHARS + PROTECTED;
+
 pub fn presence_bytes(user: &Presence) -> usize {
     USER_FIXED + json_str_bytes(&user.username) + if user.protected { PROTECTED } else { 0 }
 }
@@ -182,6 +186,15 @@ mod tests {
             ..read.clone()
         };
         assert!(entry_bytes(&protected) >= serde_json::to_string(&protected).unwrap().len());
+        // The largest presence entry fits the most one may cost.
+        let largest = Presence {
+            user_id: "0f8fad5b-d9cb-469f-a165-70867728950e".into(),
+            username: "\u{1f600}".repeat(protocol::domain::USERNAME_MAX_CHARS),
+            connected: false,
+            protected: true,
+        };
+        assert!(serde_json::to_string(&largest).unwrap().len() < PRESENCE_MOST);
+        assert!(presence_bytes(&largest) <= PRESENCE_MOST);
         let summary = ConversationSummary {
             user_id: "0f8fad5b-d9cb-469f-a165-70867728950e".into(),
             username: "a \"name\" ✓".into(),

@@ -15,9 +15,8 @@ use super::{price, EventError, SocketState, Viewer};
 use crate::domain::UserId;
 use crate::store::{OnlineCount, StoreError, User};
 
-/// The most a user entry of a presence list can cost (a 32-character name, 4 bytes each).
-pub(super) const PRESENCE_MOST: usize =
-    price::USER_FIXED + 4 * protocol::domain::USERNAME_MAX_CHARS;
+/// The most a user entry of a presence list can cost.
+pub(super) const PRESENCE_MOST: usize = price::PRESENCE_MOST;
 
 /// The most entries one `users_page` answer holds.
 pub(super) const USERS_PAGE_MAX: u32 = 500;
