@@ -12,8 +12,9 @@ use socketioxide::extract::{SocketRef, State, TryData};
 
 use super::overflow::Ack;
 use super::price;
+use super::price::PRESENCE_MOST;
 use super::rate::SocketReadBucket;
-use super::roster::{self, PRESENCE_MOST, USERS_PAGE_MAX};
+use super::roster::{self, USERS_PAGE_MAX};
 
 use super::{handle, EventError, SocketState, Viewer};
 use crate::domain::{ClientMsgId, MessageContent, UserId};

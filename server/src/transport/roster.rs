@@ -15,9 +15,6 @@ use super::{price, EventError, SocketState, Viewer};
 use crate::domain::UserId;
 use crate::store::{OnlineCount, StoreError, User};
 
-/// The most a user entry of a presence list can cost.
-pub(super) const PRESENCE_MOST: usize = price::PRESENCE_MOST;
-
 /// The most entries one `users_page` answer holds.
 pub(super) const USERS_PAGE_MAX: u32 = 500;
 

@@ -158,6 +158,19 @@ mod tests {
     use crate::domain::{MessageContent, UserId, Username};
     use crate::store::{NewMessage, Store};
 
+    /// The database file in `dir` as release `release` left it: migrations 1 to `release`
+    /// applied, and its schema version recorded.
+    fn file_at(dir: &Path, release: usize) -> Connection {
+        let mut conn = Connection::open(dir.join(DB_FILE)).unwrap();
+        let tx = conn.transaction().unwrap();
+        for sql in &MIGRATIONS[..release] {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.pragma_update(None, "user_version", release).unwrap();
+        tx.commit().unwrap();
+        conn
+    }
+
     async fn user(store: &SqliteStore, name: &str) -> UserId {
         let created = store
             .create_session(&Username::parse(name).unwrap(), "Firefox on Linux", None)
@@ -176,9 +189,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             // The file as the first release left it: migration 1 only, two conversations.
-            let conn = Connection::open(dir.path().join("tether.db")).unwrap();
-            conn.execute_batch(MIGRATIONS[0]).unwrap();
-            conn.pragma_update(None, "user_version", 1).unwrap();
+            let conn = file_at(dir.path(), 1);
             for user in ["a", "b", "c"] {
                 conn.execute(
                     "INSERT INTO users (user_id, username, created_at) VALUES (?1, ?1, 0)",
@@ -218,13 +229,7 @@ mod tests {
     async fn a_database_from_before_name_keys_gets_them_and_keeps_the_first_claim() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let mut conn = Connection::open(dir.path().join("tether.db")).unwrap();
-            let tx = conn.transaction().unwrap();
-            for sql in &MIGRATIONS[..10] {
-                tx.execute_batch(sql).unwrap();
-            }
-            tx.pragma_update(None, "user_version", 10).unwrap();
-            tx.commit().unwrap();
+            let conn = file_at(dir.path(), 10);
             // Old keys: trimmed and lower-cased only, so the fullwidth name had its own.
             for (user, name, at) in [("a", "Ada", 1), ("w", "\u{ff21}\u{ff24}\u{ff21}", 2)] {
                 conn.execute(
@@ -301,11 +306,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             // The file as release 4 left it: two who talked, one who never did.
-            let mut conn = Connection::open(dir.path().join("tether.db")).unwrap();
-            for sql in &MIGRATIONS[..4] {
-                conn.execute_batch(sql).unwrap();
-            }
-            conn.pragma_update(None, "user_version", 4).unwrap();
+            let mut conn = file_at(dir.path(), 4);
             let tx = conn.transaction().unwrap();
             for user in ["a", "b", "c"] {
                 tx.execute(
@@ -342,11 +343,7 @@ mod tests {
         let now = crate::store::now_ms();
         {
             // The file as release 7 left it, with one live session.
-            let mut conn = Connection::open(dir.path().join("tether.db")).unwrap();
-            for sql in &MIGRATIONS[..7] {
-                conn.execute_batch(sql).unwrap();
-            }
-            conn.pragma_update(None, "user_version", 7).unwrap();
+            let mut conn = file_at(dir.path(), 7);
             let tx = conn.transaction().unwrap();
             tx.execute(
                 "INSERT INTO users (user_id, username, created_at, last_seen_at) VALUES ('a', 'ada', ?1, ?1)",
@@ -382,11 +379,7 @@ mod tests {
         let created = crate::store::now_ms() - 1000;
         {
             // The file as release 12 left it, with one live session.
-            let conn = Connection::open(dir.path().join("tether.db")).unwrap();
-            for sql in &MIGRATIONS[..12] {
-                conn.execute_batch(sql).unwrap();
-            }
-            conn.pragma_update(None, "user_version", 12).unwrap();
+            let conn = file_at(dir.path(), 12);
             conn.execute(
                 "INSERT INTO users (user_id, username, created_at, last_seen_at, name_key) VALUES ('a', 'ada', ?1, ?1, 'ada')",
                 params![created],
@@ -425,11 +418,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             // The file as release 8 left it: a and b share receipts, c has them off.
-            let mut conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
-            for sql in &MIGRATIONS[..8] {
-                conn.execute_batch(sql).unwrap();
-            }
-            conn.pragma_update(None, "user_version", 8).unwrap();
+            let mut conn = file_at(dir.path(), 8);
             let tx = conn.transaction().unwrap();
             for (user, receipts) in [("a", 1), ("b", 1), ("c", 0)] {
                 tx.execute(
@@ -487,12 +476,8 @@ mod tests {
         let resent = ClientMsgId::parse("01890000-0000-7000-8000-000000000001").unwrap();
         {
             // The file as release 14 left it.
-            let mut conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            let mut conn = file_at(dir.path(), 14);
             let tx = conn.transaction().unwrap();
-            for sql in &MIGRATIONS[..14] {
-                tx.execute_batch(sql).unwrap();
-            }
-            tx.pragma_update(None, "user_version", 14).unwrap();
             // c's flag was never set: its one conversation is not in `peers` either.
             for (user, messaged) in [("a", 1), ("b", 1), ("c", 0)] {
                 tx.execute(
@@ -606,12 +591,8 @@ mod tests {
     async fn an_empty_message_table_keeps_its_id_sequence_through_migration_15() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let mut conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            let mut conn = file_at(dir.path(), 14);
             let tx = conn.transaction().unwrap();
-            for sql in &MIGRATIONS[..14] {
-                tx.execute_batch(sql).unwrap();
-            }
-            tx.pragma_update(None, "user_version", 14).unwrap();
             tx.execute(
                 "INSERT INTO sqlite_sequence (name, seq) VALUES ('messages', 1000)",
                 [],
